@@ -1,0 +1,1 @@
+"""Configuration files shipped with poisonguard (read with importlib.resources)."""

@@ -1,0 +1,106 @@
+"""Configuration: one validated model built from configs/default.yaml plus a user file.
+
+A user file only names what it changes; everything else keeps the default. Unknown keys and bad
+values stop the run before any work, with the key's dotted path in the message.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from poisonguard.crawler.config import CrawlConfig
+from poisonguard.filters import dedup as dedup_detector
+from poisonguard.filters import hidden_text as hidden_text_detector
+from poisonguard.filters import language as language_detector
+from poisonguard.filters import perplexity as perplexity_detector
+from poisonguard.filters import repetition as repetition_detector
+from poisonguard.filters import triggers as triggers_detector
+from poisonguard.filters import unicode as unicode_detector
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the key."""
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch_rows: int = Field(2000, ge=1, description="documents per work unit (also the resume unit)")
+    shard_rows: int = Field(50_000, ge=1, description="rows per output shard")
+    row_group_rows: int = Field(5_000, ge=1, description="rows per Parquet row group")
+    workers: int = Field(1, ge=1, description="processes for the cheap detectors")
+    max_text_chars: int = Field(
+        2_000_000, ge=1, description="longer texts are cut to this length before scoring"
+    )
+
+
+class PolicyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_chars: int = Field(0, ge=0, description="opt-in: documents shorter than this are filtered")
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run: RunConfig = RunConfig()
+    policy: PolicyConfig = PolicyConfig()
+    unicode: unicode_detector.Config = unicode_detector.Config()
+    triggers: triggers_detector.Config = triggers_detector.Config()
+    repetition: repetition_detector.Config = repetition_detector.Config()
+    language: language_detector.Config = language_detector.Config()
+    hidden_text: hidden_text_detector.Config = hidden_text_detector.Config()
+    dedup: dedup_detector.Config = dedup_detector.Config()
+    perplexity: perplexity_detector.Config = perplexity_detector.Config()
+    crawl: CrawlConfig = CrawlConfig()
+
+
+def default_config_text() -> str:
+    return importlib.resources.files("poisonguard.configs").joinpath("default.yaml").read_text("utf-8")
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Defaults, then the user's file, then command-line overrides; validated as a whole."""
+    data = _read_yaml(default_config_text(), "default.yaml")
+    where = "default.yaml"
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from exc
+        data = _merge(data, _read_yaml(text, str(p)))
+        where = str(p)
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{where}: invalid config: {problems}") from exc

@@ -1,0 +1,46 @@
+"""The document schema shared by readers, detectors and writers (DESIGN.md "Contracts")."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+KEPT = "kept"
+DUPLICATE = "duplicate"
+QUARANTINED = "quarantined"
+FILTERED = "filtered"
+OUTCOMES = (KEPT, DUPLICATE, QUARANTINED, FILTERED)
+
+HIDDEN_SPAN = pa.struct([("channel", pa.string()), ("text", pa.string())])
+
+# Columns every document carries, whatever it came from. `hidden` holds text a person would not see
+# (only HTML input has it); `meta` holds every other input field as a JSON object.
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("url", pa.string()),
+        ("source", pa.string()),
+        ("record", pa.int64()),
+        ("meta", pa.string()),
+        ("hidden", pa.list_(HIDDEN_SPAN)),
+    ]
+)
+DOCUMENT_COLUMNS = tuple(DOCUMENT_SCHEMA.names)
+
+# Added to every document by the policy.
+DECISION_FIELDS = [
+    ("outcome", pa.string()),
+    ("reasons", pa.list_(pa.string())),
+    ("duplicate_of", pa.string()),
+]
+
+
+def text_id(text: str) -> str:
+    """The id of a document that came without one: sha256 of its UTF-8 text."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def empty_documents() -> pa.Table:
+    return DOCUMENT_SCHEMA.empty_table()
