@@ -1,0 +1,1 @@
+"""Benchmarks: poisonbench (detection on real material + generated poison), baselines, speed."""
