@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from poisonguard.crawler.config import CrawlConfig
+from poisonguard.filters import cloaking as cloaking_detector
 from poisonguard.filters import dedup as dedup_detector
 from poisonguard.filters import hidden_text as hidden_text_detector
 from poisonguard.filters import language as language_detector
@@ -52,6 +53,7 @@ class PipelineConfig(BaseModel):
     repetition: repetition_detector.Config = repetition_detector.Config()
     language: language_detector.Config = language_detector.Config()
     hidden_text: hidden_text_detector.Config = hidden_text_detector.Config()
+    cloaking: cloaking_detector.Config = cloaking_detector.Config()
     dedup: dedup_detector.Config = dedup_detector.Config()
     perplexity: perplexity_detector.Config = perplexity_detector.Config()
     crawl: CrawlConfig = CrawlConfig()

