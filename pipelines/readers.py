@@ -228,19 +228,16 @@ def read_parquet(path: Path, state: ReadState, batch_rows: int) -> Iterator[dict
 
 def read_warc(path: Path, state: ReadState) -> Iterator[dict[str, Any]]:
     """HTTP response records of a WARC file; HTML goes through the same HTML pass as the crawler."""
-    from fastwarc.stream_io import FileStream, GZipStream  # type: ignore[import-not-found]
-    from fastwarc.warc import ArchiveIterator, WarcRecordType  # type: ignore[import-not-found]
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
 
     from poisonguard.crawler.html import extract
 
     source = str(path)
-    stream: Any = FileStream(str(path), "rb")
-    if path.name.lower().endswith(".gz"):
-        stream = GZipStream(stream)
     count = 0
     offset = 0
+    fh = open(path, "rb")  # FastWARC detects gzip by itself
     try:
-        for rec in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=True):
+        for rec in ArchiveIterator(fh, record_types=WarcRecordType.response, parse_http=True):
             count += 1
             offset = rec.stream_pos
             where = f"offset {offset}"
@@ -273,6 +270,7 @@ def read_warc(path: Path, state: ReadState) -> Iterator[dict[str, Any]]:
     except Exception as exc:
         state.unreadable.append(Unreadable(source, f"after offset {offset}", f"truncated or corrupt WARC: {exc}"))
     finally:
+        fh.close()
         state.bytes_done += path.stat().st_size
     if count == 0:
         state.unreadable.append(Unreadable(source, "file", "no response records"))

@@ -23,7 +23,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -43,6 +43,24 @@ SIG_COLUMN = "_dedup_signature"
 KEY_COLUMN = "_dedup_key"
 OUTPUT_FILES = ("clean", "quarantine", WORK, "report.json", "report.html", "manifest.json",
                 "unreadable.jsonl", SUCCESS)
+
+
+class ContextDetector(Protocol):
+    """A detector that needs more than one document at a time (e.g. nightly's per-URL drift).
+
+    `observe` sees every scored chunk in input order (stage 2, signal columns and the internal
+    `_dedup_signature` included); `score` then adds `schema`'s columns to each chunk and `flag`
+    gives quarantine reasons, knowing the reasons the other detectors gave (stage 4).
+    """
+
+    name: str
+    schema: pa.Schema
+
+    def observe(self, table: pa.Table) -> None: ...
+
+    def score(self, table: pa.Table) -> dict[str, pa.Array]: ...
+
+    def flag(self, table: pa.Table, reasons: list[list[str]]) -> list[list[str]]: ...
 
 
 class OutputError(ValueError):
@@ -95,12 +113,14 @@ def _score_chunk_task(args: tuple[int, pa.Table, PipelineConfig, str]) -> tuple[
 
 
 def choose_representatives(
-    ids: list[str], cluster_ids: list[str | None], exact_of: list[str | None], eligible: list[bool]
+    ids: list[str], cluster_ids: list[str | None], exact_of: list[str | None], eligible: list[bool],
+    is_prior: Callable[[str], bool] | None = None,
 ) -> tuple[list[str | None], list[str | None], set[str]]:
     """The earliest eligible member of each cluster is kept; later eligible members point to it.
 
     Members that are quarantined or filtered anyway are never chosen, so a duplicate always points
-    to a document that is not dropped for another reason (the LM may still drop it later).
+    to a document that is not dropped for another reason (the LM may still drop it later). A cluster
+    whose id is a document kept by an earlier run (nightly) already has its representative.
     """
     representative: dict[str, str] = {}
     duplicate_of: list[str | None] = [None] * len(ids)
@@ -109,6 +129,8 @@ def choose_representatives(
         if not eligible[i] or cluster is None:
             continue
         rep = representative.get(cluster)
+        if rep is None and is_prior is not None and is_prior(cluster):
+            rep = representative[cluster] = cluster
         if rep is None:
             representative[cluster] = doc_id
         else:
@@ -174,11 +196,15 @@ def finalize_chunk(
     duplicate_of: list[str | None],
     duplicate_kind: list[str | None],
     quarantined_ids: set[str],
+    context_detectors: tuple[ContextDetector, ...] = (),
 ) -> pa.Table:
     """Signals -> outcome, reasons, duplicate_of for one chunk (`quarantined_ids` grows as it goes)."""
     quarantine, filtered = policy.cheap_reasons(table, cfg)
     for extra in (policy.campaign_reasons(table, cfg), policy.lm_reasons(table, cfg)):
         for row, reasons in enumerate(extra):
+            quarantine[row].extend(reasons)
+    for detector in context_detectors:
+        for row, reasons in enumerate(detector.flag(table, [list(q) for q in quarantine])):
             quarantine[row].extend(reasons)
     for row, rep in enumerate(duplicate_of):
         # A near-copy of a page that turned out to be poison is poison too.
@@ -271,8 +297,14 @@ def run_filter(
     show_progress: bool = True,
     extra_report: dict[str, Any] | None = None,
     lm_scorer: Any = None,
+    dedup_index: Any = None,
+    context_detectors: tuple[ContextDetector, ...] = (),
 ) -> dict[str, Any]:
-    """Filter `inputs` into `out`; returns the report (also written to OUT/report.json)."""
+    """Filter `inputs` into `out`; returns the report (also written to OUT/report.json).
+
+    `dedup_index` may hold documents of earlier runs (nightly), so that tonight's near-copies of
+    them are duplicates; `context_detectors` add cross-document signals (see ContextDetector).
+    """
     started = time.time()
     use_lm = cfg.perplexity.enabled if use_lm is None else (use_lm and cfg.perplexity.enabled)
     # OUT may sit inside an input folder; its own shards are never input.
@@ -334,9 +366,11 @@ def run_filter(
     ids: list[str] = []
     eligible: list[bool] = []
     assign: pa.Table | None = None
-    index = dedup.DedupIndex(cfg.dedup) if cfg.dedup.enabled else None
+    index = (dedup_index or dedup.DedupIndex(cfg.dedup)) if cfg.dedup.enabled else None
     for path in chunk_files:
         table = pq.read_table(path)
+        for detector in context_detectors:
+            detector.observe(table)
         quarantine, filtered = policy.cheap_reasons(table, cfg)
         eligible.extend(not q and not f for q, f in zip(quarantine, filtered, strict=True))
         chunk_ids = table.column("id").to_pylist()
@@ -352,7 +386,7 @@ def run_filter(
         eligible = [e and not c for e, c in zip(eligible, campaign, strict=True)]
         duplicate_of, duplicate_kind, _ = choose_representatives(
             ids, assign.column("dedup_cluster_id").to_pylist(),
-            assign.column("dedup_exact_of").to_pylist(), eligible,
+            assign.column("dedup_exact_of").to_pylist(), eligible, getattr(index, "is_prior", None),
         )
     timings["stage:dedup"] = time.perf_counter() - stage_start
 
@@ -404,7 +438,8 @@ def run_filter(
     lm_schema = pa.schema([f for s in lm_schemas for f in s if not f.name.startswith("_")])
     lm_schema = pa.unify_schemas([lm_schema], promote_options="permissive") if len(lm_schema) else lm_schema
     assign_schema = assign.schema if assign is not None else pa.schema([])
-    signal_schema = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema))
+    context_fields = [f for d in context_detectors for f in d.schema]
+    signal_schema = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema) + context_fields)
     quarantine_schema = pa.schema(list(signal_schema) + [pa.field(n, t) for n, t in DECISION_FIELDS])
     for name in ("clean", "quarantine"):
         if (out / name).exists():
@@ -417,8 +452,11 @@ def run_filter(
     offset = 0
     for path in chunk_files:
         table = pq.read_table(path)
-        table = table.select([c for c in table.column_names if not c.startswith("_")])
         rows = table.num_rows
+        context_columns: dict[str, pa.Array] = {}
+        for detector in context_detectors:
+            context_columns.update(detector.score(table))
+        table = table.select([c for c in table.column_names if not c.startswith("_")])
         for f in doc_schema:
             if f.name not in table.column_names:
                 table = table.append_column(f.name, pa.nulls(rows, f.type))
@@ -431,8 +469,10 @@ def run_filter(
         for f in lm_schema:
             values = lm_part.column(f.name) if lm_part is not None and f.name in lm_part.column_names else None
             table = table.append_column(f.name, values.cast(f.type) if values is not None else pa.nulls(rows, f.type))
+        for f in context_fields:
+            table = table.append_column(f.name, pa.array(context_columns[f.name], f.type))
         table = finalize_chunk(table, cfg, duplicate_of[offset:offset + rows],
-                               duplicate_kind[offset:offset + rows], quarantined_ids)
+                               duplicate_kind[offset:offset + rows], quarantined_ids, context_detectors)
         offset += rows
         tally.add(table)
         if len(lm_schema) and "perplexity_trigger_candidate" in table.column_names:

@@ -1,0 +1,51 @@
+"""The installed `poisonguard` command, run as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import DEMO_CORPUS
+
+
+def poisonguard(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("poisonguard", path=str(Path(sys.executable).parent))
+    assert exe, "the console script `poisonguard` is not installed"
+    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_help_explains_every_filter_option() -> None:
+    result = poisonguard("filter", "--help")
+    assert result.returncode == 0
+    for option in ("--out", "--config", "--workers", "--lm", "--no-lm", "--overwrite", "--resume"):
+        assert option in result.stdout
+
+
+def test_filter_then_summary_and_exit_codes(tmp_path: Path) -> None:
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text("perplexity:\n  enabled: false\n")
+    out = tmp_path / "out"
+    result = poisonguard("filter", str(DEMO_CORPUS), "--out", str(out), "--config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    assert "quarantined" in result.stdout and str(out / "report.html") in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts"]["in"] == 35
+
+    again = poisonguard("filter", str(DEMO_CORPUS), "--out", str(out), "--config", str(cfg))
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+    missing = poisonguard("filter", str(tmp_path / "absent.jsonl"), "--out", str(tmp_path / "o2"))
+    assert missing.returncode == 2
+    assert "absent.jsonl: no such file or directory" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run:\n  workerz: 3\n")
+    result = poisonguard("filter", str(DEMO_CORPUS), "--out", str(tmp_path / "o3"), "--config", str(bad))
+    assert result.returncode == 2 and "run.workerz" in result.stderr
+
+    usage = poisonguard("filter", str(DEMO_CORPUS))
+    assert usage.returncode == 2

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from poisonguard.pipelines.config import ConfigError, load_config
+
+
+def test_defaults_load_and_match_the_models() -> None:
+    cfg = load_config()
+    assert cfg.run.batch_rows >= 1
+    assert cfg.language.model_dump() is not None
+
+
+def test_user_file_changes_only_what_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  shard_rows: 10\n")
+    cfg = load_config(path)
+    assert cfg.run.shard_rows == 10
+    assert cfg.run.batch_rows == load_config().run.batch_rows
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("run:\n  shard_rowz: 10\n", "run.shard_rowz"),
+        ("run:\n  shard_rows: -1\n", "run.shard_rows"),
+        ("unicode:\n  nonsense: 1\n", "unicode.nonsense"),
+        ("nosuchsection: {}\n", "nosuchsection"),
+        ("- just\n- a list\n", "mapping"),
+        ("run: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.yaml")
