@@ -1,0 +1,403 @@
+"""Vectorised MinHash signatures, identical to datasketch's.
+
+datasketch's ``MinHash.update_batch`` calls the hash function once per shingle from Python, which
+makes hashing the cost (about 5 MB/s of text on one core). Here a whole group of documents is
+tokenised, shingled and hashed with numpy, and only the result goes through the permutation step
+that datasketch applies. The signatures are bit-identical to ``datasketch.MinHash`` fed with
+:func:`shingles` and :func:`hash_function` (same ``num_perm``, ``seed`` and ``scheme``), so
+``LeanMinHash``, ``MinHashLSH`` and its storage backends accept them unchanged.
+
+Tokens. The text is lower-cased; a *word* is a maximal run of ASCII letters, digits, ``_`` and
+non-ASCII characters other than Unicode spacing and punctuation (U+0080-U+00BF, U+2000-U+206F,
+U+3000-U+303F). Invisible format characters (soft hyphen, zero-width and bidi controls, BOM,
+tag characters) are deleted first, so ``ig<ZWSP>nore`` and ``ignore`` give the same shingles.
+A shingle is ``k`` consecutive words joined by one space, as UTF-8 bytes (word 5-grams by default,
+as in Lee et al. 2022, arXiv:2107.06499, and FineWeb, arXiv:2406.17557). A document with fewer
+than ``k`` words has one shingle (all its words); a document with no word has none (empty sketch).
+
+Shingle hash. A polynomial hash of the shingle bytes modulo 2**64 (base :data:`BASE`, byte value
+plus one as digit), finished with the 64-bit MurmurHash3 finaliser. Polynomial hashing lets the
+hash of every shingle come from one prefix sum over the group's bytes, with no Python loop per
+shingle. Its known weakness (Thue-Morse strings collide modulo 2**64) needs shingles thousands of
+bytes long built for the purpose, and a collision only makes two documents look a bit more alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+from datasketch import MinHash
+
+Scheme = Literal["affine32", "affine64", "legacy"]
+SCHEMES: tuple[str, ...] = ("affine32", "affine64", "legacy")
+
+BASE = 0x9E3779B97F4A7C15  # odd, so it has an inverse modulo 2**64
+_MASK64 = (1 << 64) - 1
+_BASE_INV = pow(BASE, -1, 1 << 64)
+_MERSENNE = np.uint64((1 << 61) - 1)
+_MAX32 = np.uint64((1 << 32) - 1)
+
+# Group size for the bulk path: numpy temporaries take about 60 bytes per input byte.
+GROUP_BYTES = 1 << 20
+
+# ---------------------------------------------------------------------------------------------
+# Reference (pure Python) definitions: what the shingles and the hash *are*. Slow; used to feed
+# datasketch in tests and benchmarks and to document the vectorised path below.
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_dropped(cp: int) -> bool:
+    return (
+        cp == 0x00AD
+        or 0x200B <= cp <= 0x200F
+        or 0x202A <= cp <= 0x202E
+        or 0x2060 <= cp <= 0x206F
+        or cp == 0xFEFF
+        or 0xE0000 <= cp <= 0xE007F
+    )
+
+
+def _is_word_char(cp: int) -> bool:
+    if cp < 0x80:
+        return chr(cp).isascii() and (chr(cp).isalnum() or cp == 0x5F)
+    return not (0x80 <= cp <= 0xBF or 0x2000 <= cp <= 0x206F or 0x3000 <= cp <= 0x303F)
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text`` as the signatures see them (reference implementation)."""
+    out: list[str] = []
+    cur: list[str] = []
+    for ch in text.lower():
+        cp = ord(ch)
+        if _is_dropped(cp):
+            continue
+        if _is_word_char(cp):
+            cur.append(ch)
+        elif cur:
+            out.append("".join(cur))
+            cur = []
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
+def shingles(text: str, k: int = 5) -> list[bytes]:
+    """The shingles of ``text`` as UTF-8 bytes, in order (duplicates kept; MinHash ignores them)."""
+    ws = [w.encode("utf-8", "surrogatepass") for w in words(text)]
+    if not ws:
+        return []
+    if len(ws) < k:
+        return [b" ".join(ws)]
+    return [b" ".join(ws[i : i + k]) for i in range(len(ws) - k + 1)]
+
+
+def _fmix64_int(h: int) -> int:
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _MASK64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _MASK64
+    return h ^ (h >> 33)
+
+
+def shingle_hash64(data: bytes) -> int:
+    """64-bit hash of one shingle (reference implementation of the vectorised hash)."""
+    h = 0
+    power = 1
+    for byte in data:
+        h = (h + (byte + 1) * power) & _MASK64
+        power = (power * BASE) & _MASK64
+    return _fmix64_int(h)
+
+
+def shingle_hash32(data: bytes) -> int:
+    """32-bit hash of one shingle: the low half of :func:`shingle_hash64`."""
+    return shingle_hash64(data) & 0xFFFFFFFF
+
+
+def hash_function(scheme: str) -> Callable[[bytes], int]:
+    """The ``hashfunc`` to give datasketch so that its MinHash equals :func:`signatures_bulk`."""
+    _check_scheme(scheme)
+    return shingle_hash64 if scheme == "affine64" else shingle_hash32
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown MinHash scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+
+
+@lru_cache(maxsize=16)
+def permutations(num_perm: int, seed: int, scheme: str) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's permutation parameters ``(a, b)`` for these settings (taken from datasketch
+    itself, so a change in its generator shows up as a failing identity test, not silent drift)."""
+    _check_scheme(scheme)
+    a, b = MinHash(num_perm=num_perm, seed=seed, scheme=scheme).permutations
+    dtype = np.uint32 if scheme == "affine32" else np.uint64
+    a_arr, b_arr = np.array(a, dtype=dtype), np.array(b, dtype=dtype)
+    a_arr.setflags(write=False)
+    b_arr.setflags(write=False)
+    return a_arr, b_arr
+
+
+def empty_value(scheme: str) -> int:
+    """The value every slot of an empty sketch holds (datasketch's ``_max_hash`` per scheme)."""
+    _check_scheme(scheme)
+    return (1 << 64) - 1 if scheme == "affine64" else (1 << 32) - 1
+
+
+def signature_dtype(scheme: str) -> type[np.unsignedinteger]:
+    _check_scheme(scheme)
+    return np.uint32 if scheme == "affine32" else np.uint64
+
+
+# ---------------------------------------------------------------------------------------------
+# Vectorised path
+# ---------------------------------------------------------------------------------------------
+
+# Byte classes for the UTF-8 bytes of lower-cased text: ASCII word bytes and every byte >= 0x80
+# (multi-byte sequences for separators and dropped characters are found separately).
+_WORD_BYTE = np.zeros(256, dtype=bool)
+for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
+    _WORD_BYTE[_c] = True
+_WORD_BYTE[0x80:] = True
+_LOWER_ASCII = np.arange(256, dtype=np.uint8)
+_LOWER_ASCII[ord("A") : ord("Z") + 1] += 32
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def _special_sequences(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (drop, separator) of the bytes of invisible characters and of non-ASCII spacing and
+    punctuation (see the module docstring)."""
+    lead = np.flatnonzero(arr >= 0xC2)  # lead bytes of multi-byte sequences are 0xC2..0xF4
+    lead = lead[np.isin(arr[lead], (0xC2, 0xE2, 0xE3, 0xEF, 0xF3))]
+    if not len(lead):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    padded = np.concatenate((arr, np.zeros(3, dtype=np.uint8)))
+    b0 = arr[lead]
+    b1 = padded[lead + 1].astype(np.int64)
+    b2 = padded[lead + 2].astype(np.int64)
+    cp3 = ((b0.astype(np.int64) & 0x0F) << 12) | ((b1 & 0x3F) << 6) | (b2 & 0x3F)
+    two = b0 == 0xC2  # U+0080..U+00BF
+    three = (b0 == 0xE2) | (b0 == 0xE3) | (b0 == 0xEF)
+    sep2 = two & (b1 != 0xAD)
+    drop2 = two & (b1 == 0xAD)
+    punct = three & (((cp3 >= 0x2000) & (cp3 <= 0x206F)) | ((cp3 >= 0x3000) & (cp3 <= 0x303F)))
+    invisible = three & (
+        ((cp3 >= 0x200B) & (cp3 <= 0x200F))
+        | ((cp3 >= 0x202A) & (cp3 <= 0x202E))
+        | ((cp3 >= 0x2060) & (cp3 <= 0x206F))
+        | (cp3 == 0xFEFF)
+    )
+    tag = (b0 == 0xF3) & (b1 == 0xA0) & (b2 <= 0x81)  # U+E0000..U+E007F
+    sep3 = punct & ~invisible
+    drop3 = invisible
+    sep = np.concatenate([lead[sep2] + i for i in range(2)] + [lead[sep3] + i for i in range(3)])
+    drop = np.concatenate(
+        [lead[drop2] + i for i in range(2)]
+        + [lead[drop3] + i for i in range(3)]
+        + [lead[tag] + i for i in range(4)]
+    )
+    return drop, sep
+
+
+_POWER_CACHE: dict[int, np.ndarray] = {}
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+    """base**j mod 2**64 for j in [0, n) (the table for group-sized inputs is kept)."""
+    cached = _POWER_CACHE.get(base)
+    if cached is not None and len(cached) >= n:
+        return cached[:n]
+    out = np.full(n, np.uint64(base), dtype=np.uint64)
+    if n:
+        out[0] = 1
+    out = np.cumprod(out, dtype=np.uint64)
+    if n <= 2 * GROUP_BYTES + 2:
+        out.setflags(write=False)
+        _POWER_CACHE[base] = out
+    return out
+
+
+def _group_hashes(
+    texts: Sequence[str], k: int, shingled: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Shingle hashes of a group of documents.
+
+    Returns ``(hashes, shingle_counts, word_counts, doc_hashes)``: the 64-bit hash of every shingle
+    (documents one after the other; empty unless ``shingled``), the number of shingles and words of
+    each document, and a 64-bit hash of each document's normalised text (its words joined by
+    spaces, i.e. its single shingle when k is infinite).
+    """
+    n_docs = len(texts)
+    # str.lower() only where needed: ASCII upper case is folded below on the (shorter) word bytes.
+    parts = [(t if t.isascii() else t.lower()).encode("utf-8", "surrogatepass") for t in texts]
+    lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=n_docs)
+    buf = b"\n".join(parts)  # "\n" is not a word byte, so no word crosses documents
+    del parts
+    doc_start = np.zeros(n_docs, dtype=np.int64)
+    if n_docs > 1:
+        doc_start[1:] = np.cumsum(lengths[:-1] + 1)
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    drop, sep = _special_sequences(arr)
+    if len(drop):
+        keep = np.ones(len(arr), dtype=bool)
+        keep[drop] = False
+        sep_mask = np.zeros(len(arr), dtype=bool)
+        sep_mask[sep] = True
+        doc_start = np.concatenate(([0], np.cumsum(keep)))[doc_start]
+        arr, sep_mask = arr[keep], sep_mask[keep]
+        word = _WORD_BYTE.take(arr)
+        word &= ~sep_mask
+    else:
+        word = _WORD_BYTE.take(arr)
+        word[sep] = False
+    # Word spans [start, end) in arr.
+    w8 = np.zeros(len(arr) + 2, dtype=np.int8)
+    w8[1:-1] = word.view(np.int8)
+    edges = np.diff(w8)
+    del w8
+    nz = np.flatnonzero(edges)
+    rising = edges[nz] == 1
+    starts, ends = nz[rising], nz[~rising]
+    del edges, nz, rising
+    # The words joined by single spaces (the normalised text), and where each word lands in it.
+    lens = ends - starts
+    c_start = np.zeros(len(starts), dtype=np.int64)
+    if len(starts) > 1:
+        c_start[1:] = np.cumsum(lens[:-1] + 1)
+    c_end = c_start + lens
+    comp = _LOWER_ASCII.take(arr[word]).astype(np.uint64)
+    del word, arr
+    if len(starts):
+        comp = np.insert(comp, c_end[:-1] - np.arange(len(starts) - 1), np.uint64(0x20))
+    # Prefix sums of the polynomial hash; hash of comp[s:e] = (P[e] - P[s]) * BASE**-s.
+    comp += np.uint64(1)
+    comp *= _powers(BASE, len(comp))
+    prefix = np.zeros(len(comp) + 1, dtype=np.uint64)
+    np.cumsum(comp, dtype=np.uint64, out=prefix[1:])
+    del comp
+    inv = _powers(_BASE_INV, len(prefix))
+    # Words per document.
+    first_word = np.searchsorted(starts, doc_start)
+    word_counts = np.diff(np.append(first_word, len(starts))).astype(np.int64)
+    doc_hashes = np.zeros(n_docs, dtype=np.uint64)
+    has = word_counts > 0
+    ds = c_start[first_word[has]]
+    de = c_end[first_word[has] + word_counts[has] - 1]
+    doc_hashes[has] = _fmix64((prefix[de] - prefix[ds]) * inv[ds])
+    if not shingled:
+        return np.zeros(0, dtype=np.uint64), np.zeros(n_docs, dtype=np.int64), word_counts, doc_hashes
+    shingle_counts = np.where(word_counts >= k, word_counts - k + 1, has.astype(np.int64))
+    total = int(shingle_counts.sum())
+    sh_first = np.repeat(first_word, shingle_counts)
+    sh_offset = np.zeros(n_docs, dtype=np.int64)
+    sh_offset[1:] = np.cumsum(shingle_counts)[:-1]
+    sh_first += np.arange(total, dtype=np.int64) - np.repeat(sh_offset, shingle_counts)
+    sh_last = np.minimum(sh_first + (k - 1), np.repeat(first_word + word_counts - 1, shingle_counts))
+    s, e = c_start[sh_first], c_end[sh_last]
+    hashes = _fmix64((prefix[e] - prefix[s]) * inv[s])
+    return hashes, shingle_counts, word_counts, doc_hashes
+
+
+def _groups(texts: Sequence[str], group_bytes: int) -> list[tuple[int, int]]:
+    """Consecutive [lo, hi) ranges of documents of about ``group_bytes`` characters each."""
+    out: list[tuple[int, int]] = []
+    lo, size = 0, 0
+    for i, t in enumerate(texts):
+        size += len(t) + 1
+        if size >= group_bytes:
+            out.append((lo, i + 1))
+            lo, size = i + 1, 0
+    if lo < len(texts):
+        out.append((lo, len(texts)))
+    return out
+
+
+def _permute_min(
+    hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int, scheme: str
+) -> np.ndarray:
+    """Apply datasketch's permutations to 64-bit shingle hashes; column-wise min per document."""
+    a, b = permutations(num_perm, seed, scheme)
+    dtype = signature_dtype(scheme)
+    out = np.full((len(counts), num_perm), empty_value(scheme), dtype=dtype)
+    nonempty = np.flatnonzero(counts > 0)
+    if not len(nonempty):
+        return out
+    offsets = np.zeros(len(counts), dtype=np.int64)
+    offsets[1:] = np.cumsum(counts)[:-1]
+    offsets = offsets[nonempty]
+    if scheme == "affine32":
+        hv = _fmix32((hashes & _MAX32).astype(np.uint32))
+    elif scheme == "affine64":
+        hv = _fmix64(hashes)
+    else:
+        hv = hashes & _MAX32
+    tmp = np.empty_like(hv)
+    cols = np.empty((len(nonempty), num_perm), dtype=dtype)
+    for j in range(num_perm):
+        np.multiply(hv, a[j], out=tmp)
+        tmp += b[j]
+        if scheme == "legacy":
+            tmp %= _MERSENNE
+            tmp &= _MAX32
+        cols[:, j] = np.minimum.reduceat(tmp, offsets)
+    out[nonempty] = cols
+    return out
+
+
+def signatures_bulk(
+    texts: Sequence[str],
+    num_perm: int = 128,
+    shingle_words: int = 5,
+    seed: int = 1,
+    scheme: str = "affine32",
+    min_words: int = 0,
+) -> np.ndarray:
+    """MinHash signatures of ``texts``: shape (len(texts), num_perm), uint32 for "affine32" and
+    uint64 otherwise. Row i equals ``MinHash(num_perm, seed, hashfunc=hash_function(scheme),
+    scheme=scheme)`` updated with ``shingles(texts[i], shingle_words)``. Documents with fewer than
+    ``min_words`` words get the empty sketch (every slot :func:`empty_value`)."""
+    _check_scheme(scheme)
+    if num_perm < 1:
+        raise ValueError(f"num_perm must be positive, got {num_perm}")
+    if shingle_words < 1:
+        raise ValueError(f"shingle_words must be positive, got {shingle_words}")
+    out = np.empty((len(texts), num_perm), dtype=signature_dtype(scheme))
+    for lo, hi in _groups(texts, GROUP_BYTES):
+        hashes, counts, word_counts, _ = _group_hashes(texts[lo:hi], shingle_words)
+        if min_words > 0:
+            short = word_counts < min_words
+            if short.any():
+                keep = np.repeat(~short, counts)
+                hashes, counts = hashes[keep], np.where(short, 0, counts)
+        out[lo:hi] = _permute_min(hashes, counts, num_perm, seed, scheme)
+    return out
+
+
+def text_keys(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per document: a 64-bit hash of its normalised word sequence and its number of words."""
+    keys = np.zeros(len(texts), dtype=np.uint64)
+    counts = np.zeros(len(texts), dtype=np.int64)
+    for lo, hi in _groups(texts, GROUP_BYTES):
+        _, _, word_counts, doc_hashes = _group_hashes(texts[lo:hi], 1, shingled=False)
+        keys[lo:hi] = doc_hashes
+        counts[lo:hi] = word_counts
+    return keys, counts
