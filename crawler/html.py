@@ -637,7 +637,7 @@ class _Walker:
             if not entering:
                 assert st is not None
                 tag = el.tag if isinstance(el.tag, str) else ""
-                if st.region is None or parent.region is None:
+                if st.region is None:  # a hidden element makes no box: the text around it flows on
                     self._close_block(tag)
                 if parent.region is not None:
                     self.regions[parent.region][1].append(" ")
@@ -666,7 +666,7 @@ class _Walker:
                     self.block(1) if not st.pre else self.visible("\n", True)
                 self.emit(el.tail, parent)
                 continue
-            if st.region is None or parent.region is None:
+            if st.region is None:
                 self._open_block(tag)
             if st.region is not None:
                 self.regions[st.region][1].append(" ")
