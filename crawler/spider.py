@@ -1,0 +1,299 @@
+"""The Scrapy spider, its raw-shard item pipeline and the tarpit guard's downloader middleware.
+
+The spider records every response as a raw row, follows links within the seeds' hosts, feeds each
+HTML page to the tarpit guard, and re-fetches a sample of pages with a browser user agent (the
+cloaking probe). It runs inside the crawl's own process (crawler/run.py), never in the caller's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime, timezone
+from hashlib import sha256
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+from poisonguard.crawler import cloaking
+from poisonguard.crawler.config import CrawlConfig
+from poisonguard.crawler.raw import KIND_PAGE, KIND_PROBE, RawShardWriter, _extract, host_of, is_html
+from poisonguard.crawler.tarpit import PageSignal, TarpitGuard
+from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
+from scrapy import Request, Spider, signals
+from scrapy.crawler import Crawler
+from scrapy.exceptions import DownloadTimeoutError, IgnoreRequest
+from scrapy.http import Response, TextResponse
+from scrapy.linkextractors import LinkExtractor
+from twisted.internet.error import TCPTimedOutError, TimeoutError
+from twisted.python.failure import Failure
+
+logger = logging.getLogger(__name__)
+
+SLOW_FAILURES = (DownloadTimeoutError, TimeoutError, TCPTimedOutError)
+PROBE_PRIORITY = 100  # a probe runs soon after its page, while the page's own content is still current
+
+
+class PoisonguardSpider(Spider):
+    name = "poisonguard"
+
+    def __init__(
+        self,
+        seeds: list[str],
+        cfg: CrawlConfig,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.cfg = cfg
+        self.seeds = list(seeds)
+        self.follow = cfg.follow != "none"
+        if self.follow:
+            # Hostnames, not host:port: OffsiteMiddleware matches hostnames (LinkExtractor's
+            # allow_domains would compare host:port and miss links that spell the port differently).
+            hosts = {urlsplit(u).hostname or "" for u in self.seeds} | set(cfg.allowed_domains)
+            self.allowed_domains = sorted(h for h in hosts if h)
+        self.guard = TarpitGuard(cfg)
+        # url -> (similarity, baseline); kept in spider.state so a resumed crawl keeps earlier probes.
+        self.probe_results: dict[str, tuple[float, float]] = {}
+        self.probe_failures = 0
+        self.links = LinkExtractor()
+        self.on_progress = on_progress
+        self._last_progress = 0.0
+        self.probe_detectors: list[ModuleType] = []
+        for name in cfg.cloaking_probe_detectors:
+            try:
+                self.probe_detectors.append(importlib.import_module(f"poisonguard.filters.{name}"))
+            except ImportError as exc:
+                raise ValueError(
+                    f"crawl.cloaking_probe_detectors: no detector module {name!r}: {exc}"
+                ) from exc
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> PoisonguardSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        crawler.signals.connect(spider._opened, signal=signals.spider_opened)
+        return spider
+
+    def _opened(self) -> None:
+        # SpiderState (JOBDIR) has loaded self.state by now (its handler was connected first). The
+        # state holds live references, so whatever order the close handlers run in, it is pickled current.
+        state = getattr(self, "state", None)
+        if state is None:
+            return
+        if "guard" in state:
+            self.guard.hosts = state["guard"]
+            self.probe_results = state.get("probes", {})
+        state["guard"] = self.guard.hosts
+        state["probes"] = self.probe_results
+
+    async def start(self) -> AsyncIterator[Any]:
+        for url in self.seeds:
+            # dont_filter=False: on --resume the seeds already fetched are skipped by the dupefilter.
+            yield Request(url, callback=self.parse, errback=self.failed)
+
+    # --- pages --------------------------------------------------------------------------------
+
+    def _row(self, response: Response, kind: str, user_agent: str) -> dict[str, Any]:
+        body = response.body
+        headers = {
+            k.decode("latin-1").lower(): [v.decode("latin-1") for v in vs]
+            for k, vs in response.headers.items()
+        }
+        ctype = response.headers.get(b"Content-Type")
+        redirects = response.request.meta.get("redirect_urls") if response.request else None
+        return {
+            "url": redirects[0] if redirects else response.url,
+            "final_url": response.url,
+            "status": response.status,
+            "headers": json.dumps(headers, ensure_ascii=False),
+            "fetched_at": datetime.now(timezone.utc),
+            "html_sha256": sha256(body).hexdigest(),
+            "html": body,
+            "user_agent": user_agent,
+            "kind": kind,
+            "depth": response.meta.get("depth", 0),
+            "content_type": ctype.decode("latin-1") if ctype else None,
+            "cloaking_similarity": None,
+            "cloaking_baseline": None,
+            "tarpit_host": False,
+        }
+
+    def parse(self, response: Response) -> Iterator[Any]:
+        latency = response.meta.get("download_latency", 0.0)
+        host = self.guard.record_response(response.url, response.status, len(response.body), latency)
+        row = self._row(response, KIND_PAGE, self.cfg.user_agent)
+        ctype = row["content_type"]
+        if 200 <= response.status < 300 and is_html(ctype, response.body):
+            text, spans, _, _ = _extract(response.body, ctype)
+            links: list[str] = []
+            if isinstance(response, TextResponse):
+                links = [link.url for link in self.links.extract_links(response)]
+            signal = self.guard.record_page(response.url, links, text)
+            if self.follow and self.guard.allows(response.url):
+                for url in links:
+                    yield Request(url, callback=self.parse, errback=self.failed)
+            if self._want_probe(response.url, text, spans, signal):
+                host.probes += 1
+                yield self._probe_request(response.url, text, None)
+        row["tarpit_host"] = host.tarpit
+        yield row
+        self._progress()
+
+    def _want_probe(self, url: str, text: str, spans: list[tuple[str, str]], signal: PageSignal) -> bool:
+        stats = self.guard.host(url)
+        if url in self.probe_results or stats.probes >= self.cfg.cloaking_max_probes_per_host:
+            return False
+        if cloaking.sampled(url, self.cfg.cloaking_sample_rate) or signal.tarpit_like:
+            return True
+        return self._flagged(url, text, spans)
+
+    def _flagged(self, url: str, text: str, spans: list[tuple[str, str]]) -> bool:
+        """Whether a crawl-time detector (default config) objects to the page: then it is always probed."""
+        if not self.probe_detectors:
+            return False
+        doc = pa.Table.from_pylist(
+            [
+                {
+                    "id": url,
+                    "text": text,
+                    "url": url,
+                    "source": "crawl",
+                    "record": 0,
+                    "meta": None,
+                    "hidden": [{"channel": c, "text": t} for c, t in spans],
+                }
+            ],
+            schema=DOCUMENT_SCHEMA,
+        )
+        for module in self.probe_detectors:
+            cfg = module.Config()
+            columns = module.score(doc, cfg)
+            signals_table = pa.table(columns) if columns else pa.table({"_": [None]})
+            if any(module.flag(signals_table, cfg)):
+                return True
+        return False
+
+    # --- cloaking probe -----------------------------------------------------------------------
+
+    def _probe_request(self, url: str, crawler_text: str, first_browser_text: str | None) -> Request:
+        return Request(
+            url,
+            headers={"User-Agent": self.cfg.browser_user_agent},
+            dont_filter=True,
+            priority=PROBE_PRIORITY,
+            callback=self.probed,
+            errback=self.probe_failed,
+            cb_kwargs={
+                "page_url": url,
+                "crawler_text": crawler_text,
+                "first_browser_text": first_browser_text,
+            },
+            meta={"pg_probe": True, "depth_reset": True},
+        )
+
+    def probed(
+        self, response: Response, page_url: str, crawler_text: str, first_browser_text: str | None
+    ) -> Iterator[Any]:
+        self.guard.record_probe_fetch(
+            response.url, len(response.body), response.meta.get("download_latency", 0.0)
+        )
+        row = self._row(response, KIND_PROBE, self.cfg.browser_user_agent)
+        yield row
+        text = ""
+        if 200 <= response.status < 300 and is_html(row["content_type"], response.body):
+            text = _extract(response.body, row["content_type"])[0]
+        if first_browser_text is None:
+            yield self._probe_request(page_url, crawler_text, text)
+            return
+        n, k = self.cfg.minhash_perm, self.cfg.shingle_words
+        sim = cloaking.similarity(crawler_text, first_browser_text, n, k)
+        base = cloaking.similarity(first_browser_text, text, n, k)
+        self.probe_results[page_url] = (sim, base)
+
+    def probe_failed(self, failure: Failure) -> None:
+        self.probe_failures += 1
+        request = getattr(failure, "request", None)
+        logger.info("cloaking probe failed for %s: %s", getattr(request, "url", "?"), failure.value)
+
+    # --- failures and progress ----------------------------------------------------------------
+
+    def failed(self, failure: Failure) -> None:
+        if failure.check(IgnoreRequest):
+            return  # robots.txt, offsite, a stopped host: counted by their middlewares
+        request = getattr(failure, "request", None)
+        if request is not None:
+            self.guard.record_failure(request.url, slow=bool(failure.check(*SLOW_FAILURES)))
+
+    def _progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.on_progress is None or (not force and now - self._last_progress < 1.0):
+            return
+        self._last_progress = now
+        hosts = self.guard.hosts.values()
+        self.on_progress(
+            {
+                "pages": sum(h.pages for h in hosts),
+                "bytes": sum(h.bytes for h in hosts),
+                "hosts": len(self.guard.hosts),
+                "stopped_hosts": sum(1 for h in hosts if h.stopped),
+                "probes": len(self.probe_results),
+            }
+        )
+
+
+class RawPipeline:
+    """Item pipeline: raw rows -> OUT/raw/ shards, flushed by row count and by time."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        settings = crawler.settings
+        self.crawler = crawler
+        self.writer = RawShardWriter(
+            Path(settings["POISONGUARD_RAW_DIR"]), settings.getint("POISONGUARD_SHARD_ROWS")
+        )
+        self.flush_s = settings.getfloat("POISONGUARD_FLUSH_S")
+        self._last_flush = time.monotonic()
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> RawPipeline:
+        return cls(crawler)
+
+    def process_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        self.writer.add(item)
+        if self.crawler.stats is not None:
+            self.crawler.stats.inc_value("poisonguard/raw_rows")
+        now = time.monotonic()
+        if now - self._last_flush >= self.flush_s:
+            self.writer.flush()
+            self._last_flush = now
+        return item
+
+    def close_spider(self) -> None:
+        self.writer.flush()
+
+
+class TarpitMiddleware:
+    """Downloader middleware: drops queued requests to hosts the tarpit guard has stopped."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> TarpitMiddleware:
+        return cls(crawler)
+
+    def process_request(self, request: Request) -> None:
+        spider = self.crawler.spider
+        if request.meta.get("pg_probe") or not isinstance(spider, PoisonguardSpider):
+            return
+        if not spider.guard.allows(request.url):
+            if self.crawler.stats is not None:
+                self.crawler.stats.inc_value("poisonguard/dropped_stopped_host")
+            raise IgnoreRequest(
+                f"tarpit guard stopped {host_of(request.url)}: {spider.guard.host(request.url).stopped}"
+            )
