@@ -714,6 +714,15 @@ def _meta_spans(head_like: Iterator[etree._Element]) -> list[tuple[str, str]]:
     return spans
 
 
+_TAG_OR_COMMENT = re.compile(r"<!--.*?-->|<(script|style)\b.*?</\1\s*>|<[^>]*>", re.DOTALL | re.IGNORECASE)
+
+
+def _strip_tags(html: str) -> str:
+    import html as html_lib  # noqa: PLC0415 (only for the rare unparseable page)
+
+    return _norm(html_lib.unescape(_TAG_OR_COMMENT.sub(" ", html)))
+
+
 _PARSER_CACHE: dict[str, etree.HTMLParser] = {}
 
 
@@ -742,12 +751,19 @@ def extract(html: str | bytes, content_type: str | None = None) -> Extracted:
     # Hand libxml2 UTF-8 bytes with the encoding fixed, so a stale <meta charset> in an already
     # decoded page cannot make it decode twice (and lxml refuses str with an XML declaration).
     data = text.encode("utf-8", errors="replace")
+    parser = _parser()
     try:
-        root = etree.fromstring(data, _parser()) if data.strip() else None
+        root = etree.fromstring(data, parser) if data.strip() else None
     except etree.XMLSyntaxError:
         root = None
+    if root is not None and any(e.type_name == "ERR_RESOURCE_LIMIT" for e in parser.error_log):
+        root = None  # libxml2 stopped part-way: what it returns is a truncated page
     if root is None:
-        return Extracted("", [], None, encoding)
+        if not data.strip():
+            return Extracted("", [], None, encoding)
+        # libxml2 gives up on some pages (nesting deeper than 2048, even with huge_tree). Rather than
+        # lose the page, keep all of its text as visible: the detectors on visible text still see it.
+        return Extracted(_strip_tags(text), [], None, encoding)
 
     css = [s.text for s in root.iter("style") if s.text]
     rules: list[_Rule] = []
