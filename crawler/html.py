@@ -714,6 +714,7 @@ def _meta_spans(head_like: Iterator[etree._Element]) -> list[tuple[str, str]]:
     return spans
 
 
+_COMMENT = re.compile(r"<!--(.*?)-->", re.DOTALL)
 _TAG_OR_COMMENT = re.compile(r"<!--.*?-->|<(script|style)\b.*?</\1\s*>|<[^>]*>", re.DOTALL | re.IGNORECASE)
 
 
@@ -763,7 +764,8 @@ def extract(html: str | bytes, content_type: str | None = None) -> Extracted:
             return Extracted("", [], None, encoding)
         # libxml2 gives up on some pages (nesting deeper than 2048, even with huge_tree). Rather than
         # lose the page, keep all of its text as visible: the detectors on visible text still see it.
-        return Extracted(_strip_tags(text), [], None, encoding)
+        comments = [("comment", c) for c in (_norm(m) for m in _COMMENT.findall(text)) if c]
+        return Extracted(_strip_tags(text), comments, None, encoding)
 
     css = [s.text for s in root.iter("style") if s.text]
     rules: list[_Rule] = []
