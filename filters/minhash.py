@@ -236,16 +236,10 @@ def _powers(base: int, n: int) -> np.ndarray:
     return out
 
 
-def _group_hashes(
-    texts: Sequence[str], k: int, shingled: bool = True
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Shingle hashes of a group of documents.
-
-    Returns ``(hashes, shingle_counts, word_counts, doc_hashes)``: the 64-bit hash of every shingle
-    (documents one after the other; empty unless ``shingled``), the number of shingles and words of
-    each document, and a 64-bit hash of each document's normalised text (its words joined by
-    spaces, i.e. its single shingle when k is infinite).
-    """
+def _normalise_group(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The normalised text of a group of documents: their words joined by single spaces (one
+    buffer for the whole group, documents one after the other, uint8), where each word starts and
+    ends in it, and the index of each document's first word (plus the total, at the end)."""
     n_docs = len(texts)
     # str.lower() only where needed: ASCII upper case is folded below on the (shorter) word bytes.
     parts = [(t if t.isascii() else t.lower()).encode("utf-8", "surrogatepass") for t in texts]
@@ -278,34 +272,48 @@ def _group_hashes(
     rising = edges[nz] == 1
     starts, ends = nz[rising], nz[~rising]
     del edges, nz, rising
-    # The words joined by single spaces (the normalised text), and where each word lands in it.
+    # Where each word lands once the words are joined by single spaces.
     lens = ends - starts
     c_start = np.zeros(len(starts), dtype=np.int64)
     if len(starts) > 1:
         c_start[1:] = np.cumsum(lens[:-1] + 1)
     c_end = c_start + lens
-    comp = _LOWER_ASCII.take(arr[word]).astype(np.uint64)
-    del word, arr
-    if len(starts):
-        comp = np.insert(comp, c_end[:-1] - np.arange(len(starts) - 1), np.uint64(0x20))
+    comp = _LOWER_ASCII.take(arr[word])
+    if len(starts) > 1:
+        comp = np.insert(comp, c_end[:-1] - np.arange(len(starts) - 1), np.uint8(0x20))
+    first_word = np.append(np.searchsorted(starts, doc_start), len(starts))
+    return comp, c_start, c_end, first_word
+
+
+def normalised_texts(texts: Sequence[str]) -> list[bytes]:
+    """Each text as the signatures see it: ``" ".join(words(text))`` as UTF-8 bytes."""
+    out: list[bytes] = []
+    for lo, hi in _groups(texts, GROUP_BYTES):
+        comp, c_start, c_end, first_word = _normalise_group(texts[lo:hi])
+        for d in range(hi - lo):
+            fw, lw = int(first_word[d]), int(first_word[d + 1])
+            out.append(comp[c_start[fw] : c_end[lw - 1]].tobytes() if lw > fw else b"")
+    return out
+
+
+def _group_hashes(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shingle hashes of a group of documents: ``(hashes, shingle_counts, word_counts)``, the
+    64-bit hash of every shingle (documents one after the other) and the number of shingles and of
+    words of each document."""
+    n_docs = len(texts)
+    comp8, c_start, c_end, first_word = _normalise_group(texts)
+    word_counts = np.diff(first_word).astype(np.int64)
+    first_word = first_word[:-1]
     # Prefix sums of the polynomial hash; hash of comp[s:e] = (P[e] - P[s]) * BASE**-s.
+    comp = comp8.astype(np.uint64)
+    del comp8
     comp += np.uint64(1)
     comp *= _powers(BASE, len(comp))
     prefix = np.zeros(len(comp) + 1, dtype=np.uint64)
     np.cumsum(comp, dtype=np.uint64, out=prefix[1:])
     del comp
     inv = _powers(_BASE_INV, len(prefix))
-    # Words per document.
-    first_word = np.searchsorted(starts, doc_start)
-    word_counts = np.diff(np.append(first_word, len(starts))).astype(np.int64)
-    doc_hashes = np.zeros(n_docs, dtype=np.uint64)
-    has = word_counts > 0
-    ds = c_start[first_word[has]]
-    de = c_end[first_word[has] + word_counts[has] - 1]
-    doc_hashes[has] = _fmix64((prefix[de] - prefix[ds]) * inv[ds])
-    if not shingled:
-        return np.zeros(0, dtype=np.uint64), np.zeros(n_docs, dtype=np.int64), word_counts, doc_hashes
-    shingle_counts = np.where(word_counts >= k, word_counts - k + 1, has.astype(np.int64))
+    shingle_counts = np.where(word_counts >= k, word_counts - k + 1, (word_counts > 0).astype(np.int64))
     total = int(shingle_counts.sum())
     sh_first = np.repeat(first_word, shingle_counts)
     sh_offset = np.zeros(n_docs, dtype=np.int64)
@@ -314,7 +322,7 @@ def _group_hashes(
     sh_last = np.minimum(sh_first + (k - 1), np.repeat(first_word + word_counts - 1, shingle_counts))
     s, e = c_start[sh_first], c_end[sh_last]
     hashes = _fmix64((prefix[e] - prefix[s]) * inv[s])
-    return hashes, shingle_counts, word_counts, doc_hashes
+    return hashes, shingle_counts, word_counts
 
 
 def _groups(texts: Sequence[str], group_bytes: int) -> list[tuple[int, int]]:
@@ -382,7 +390,7 @@ def signatures_bulk(
         raise ValueError(f"shingle_words must be positive, got {shingle_words}")
     out = np.empty((len(texts), num_perm), dtype=signature_dtype(scheme))
     for lo, hi in _groups(texts, GROUP_BYTES):
-        hashes, counts, word_counts, _ = _group_hashes(texts[lo:hi], shingle_words)
+        hashes, counts, word_counts = _group_hashes(texts[lo:hi], shingle_words)
         if min_words > 0:
             short = word_counts < min_words
             if short.any():
@@ -390,14 +398,3 @@ def signatures_bulk(
                 hashes, counts = hashes[keep], np.where(short, 0, counts)
         out[lo:hi] = _permute_min(hashes, counts, num_perm, seed, scheme)
     return out
-
-
-def text_keys(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Per document: a 64-bit hash of its normalised word sequence and its number of words."""
-    keys = np.zeros(len(texts), dtype=np.uint64)
-    counts = np.zeros(len(texts), dtype=np.int64)
-    for lo, hi in _groups(texts, GROUP_BYTES):
-        _, _, word_counts, doc_hashes = _group_hashes(texts[lo:hi], 1, shingled=False)
-        keys[lo:hi] = doc_hashes
-        counts[lo:hi] = word_counts
-    return keys, counts
