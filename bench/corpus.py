@@ -82,13 +82,13 @@ def html_page(title: str, body: str, head: str = "", lang: str = "en") -> str:
     """A plain but realistic page around `body` (shared by the hidden-text negatives and P-HIDE)."""
     return (
         f'<!doctype html>\n<html lang="{lang}">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{_esc(title)}</title>\n"
+        f"<title>{html_escape(title)}</title>\n"
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"{head}</head>\n<body>\n{body}\n</body>\n</html>\n"
     )
 
 
-def _esc(s: str) -> str:
+def html_escape(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -211,16 +211,18 @@ def _wiki_docs(lang: str) -> list[Doc]:
     return [{"text": text, "url": host + title.replace(" ", "_")} for title, text in _wiki(lang)]
 
 
+@functools.lru_cache(maxsize=32)  # HTML parsing is the slow part; dicts are copied by clean_base
 def _handbook_docs(lang: str) -> list[Doc]:
     folder = handbook_dir(lang).name
     out = []
     for name, html in _handbook(lang):
-        text = html_to_text(html)
+        text = html_to_text(html).removeprefix("Download the ebook").lstrip()
         if len(text) >= 200:
             out.append({"text": text, "url": f"https://debian-handbook.info/browse/{folder}/stable/{name}"})
     return out
 
 
+@functools.lru_cache(maxsize=32)  # HTML parsing is the slow part; dicts are copied by clean_base
 def _python_docs() -> list[Doc]:
     root = python_docs_dir()
     out = []
@@ -235,6 +237,7 @@ def _python_docs() -> list[Doc]:
     return out
 
 
+@functools.lru_cache(maxsize=32)  # HTML parsing is the slow part; dicts are copied by clean_base
 def _udhr_docs() -> list[Doc]:
     return [
         {"text": text, "url": f"https://www.ohchr.org/udhr/{code}.html"}
@@ -304,8 +307,8 @@ def _a11y_docs(rng: random.Random) -> list[Doc]:
     for i, (title, text) in enumerate(_wiki("en")[1:3000:10]):
         parts = rng.sample(_A11Y, k=rng.randint(2, 4))
         body = (
-            f'{parts[0]}\n<header><h1>{_esc(title)}</h1></header>\n<main id="main">\n'
-            f"<p>{_esc(text)}</p>\n{''.join(parts[1:])}\n</main>"
+            f'{parts[0]}\n<header><h1>{html_escape(title)}</h1></header>\n<main id="main">\n'
+            f"<p>{html_escape(text)}</p>\n{''.join(parts[1:])}\n</main>"
         )
         html = html_page(
             title,
