@@ -161,7 +161,9 @@ def registrable_domain(url: str | None) -> str | None:
         host = urlsplit(url if "//" in url else "//" + url).hostname
     except ValueError:
         return None
-    return _domain_of_host(host) if host else None
+    if not host or any(ch.isspace() for ch in host):
+        return None
+    return _domain_of_host(host)
 
 
 # ---------------------------------------------------------------------------------------------
