@@ -256,7 +256,7 @@ def parse_style_rules(css: str, start_order: int = 0) -> list[_Rule]:
                 continue  # combinators, attributes, pseudo-classes: not simple
             parts = re.findall(r"[.#][\w-]+", m.group(2) or "")
             ids = [p[1:] for p in parts if p[0] == "#"]
-            classes = frozenset(p[1:] for p in parts if p[0] == ".")
+            classes = frozenset(p[1:].lower() for p in parts if p[0] == ".")
             if len(ids) > 1:
                 continue
             tag = m.group(1).lower() if m.group(1) else None
@@ -425,7 +425,9 @@ _PARAGRAPH = frozenset(
     "details fieldset main aside nav form address".split()
 )
 _LINE = frozenset("div li dt dd tr caption figcaption summary option legend center body html".split())
-_SPECIAL = frozenset({"details", "noscript"})  # may hide their content without any attribute
+# Elements that may hide their content without any attribute (details, noscript) or change how
+# their content is read (pre, textarea, nav, menu, summary).
+_SPECIAL = frozenset({"details", "noscript", "pre", "textarea", "nav", "menu", "summary"})
 _ATTR_CHANNELS = (("alt", "alt"), ("title", "title_attr"), ("aria-label", "aria_label"))
 # Screen-reader-only text and skip links (Bootstrap, WordPress, Drupal, Foundation, HTML5 Boilerplate,
 # GOV.UK): hidden from sight on purpose, read aloud to blind readers.
@@ -448,6 +450,7 @@ _META_TECHNICAL = frozenset(
     "mobileoptimized og:image og:url og:type og:locale og:site_name twitter:card twitter:image "
     "twitter:site fb:app_id".split()
 )
+_BLOCK_TAGS = _PARAGRAPH | _LINE | {"td", "th"}
 _WS = re.compile(r"\s+")
 
 
@@ -517,14 +520,22 @@ class _Walker:
 
     # -- per element --
     def child_state(self, el: etree._Element, tag: str, parent: _State) -> _State:
+        attrs = el.attrib
+        if not attrs and tag not in _SPECIAL and parent.open_details and not (
+            self.has_rules and tag in self.sheet.by_tag
+        ):
+            # Most elements: nothing changes, share the parent's state (states are never mutated
+            # after creation, except a fresh <summary>'s, which is special).
+            return parent
         st = _State(parent.region, parent.hard, parent.soft_channel, parent.vis_hidden, parent.color,
                     parent.backdrop, parent.pre or tag in ("pre", "textarea"), parent.in_menu, True)
         if tag in ("nav", "menu"):
             st.in_menu = True
-        attrs = el.attrib
         if not attrs and tag not in _SPECIAL and not (self.has_rules and tag in self.sheet.by_tag):
             return st
-        classes = attrs.get("class", "").split() if "class" in attrs else []
+        class_attr = attrs.get("class")
+        # Class selectors are case-sensitive in CSS; pages that rely on that are rare enough.
+        classes = class_attr.lower().split() if class_attr else []
         el_id = attrs.get("id")
         inline = _declarations(attrs["style"]) if "style" in attrs else {}
         ruled = self.sheet.match(tag, el_id, classes) if self.has_rules else {}
@@ -546,6 +557,8 @@ class _Walker:
 
         # Soft channels: visibility and colour inherit, and a descendant can undo them.
         merged = {**ruled, **inline} if ruled else inline
+        if not merged and tag not in ("font", "body") and "bgcolor" not in attrs:
+            return st  # nothing that could change them
         if "visibility" in merged:
             st.vis_hidden = merged["visibility"] in ("hidden", "collapse")
         color_value = merged.get("color") or (attrs.get("color") if tag == "font" else None)
@@ -580,9 +593,8 @@ class _Walker:
         inline_channel = _hiding_property(inline) if inline else None
         if inline_channel in ("visibility_hidden",):
             inline_channel = None  # soft: handled with inheritance
-        lowered = [c.lower() for c in classes] if classes else classes
-        if lowered and inline_channel in (None, "offscreen", "zero_size", "font_size_0") and any(
-            c in _SR_CLASSES for c in lowered
+        if classes and inline_channel in (None, "offscreen", "zero_size", "font_size_0") and not (
+            _SR_CLASSES.isdisjoint(classes)
         ):
             # An sr-only element hidden with display:none is not read aloud either: not legitimate.
             return "legit_sr_only"
@@ -598,8 +610,8 @@ class _Walker:
                 return "style_rule"
         if tag == "noscript":
             return "noscript"
-        if lowered and any(c in _HIDDEN_CLASSES for c in lowered) and not any(
-            ":" in c or c.startswith(("d-sm-", "d-md-", "d-lg-", "d-xl-")) for c in lowered
+        if classes and not _HIDDEN_CLASSES.isdisjoint(classes) and not any(
+            ":" in c or c.startswith(("d-sm-", "d-md-", "d-lg-", "d-xl-")) for c in classes
         ):
             return "hidden_class"
         return None
@@ -609,7 +621,7 @@ class _Walker:
         """A hidden block that is a collapsed menu: in a <nav> (or named/roled like a menu) and made
         mostly of links. Prose hidden in a nav is not a menu."""
         menu_like = st.in_menu or attrs.get("role", "") in _MENU_ROLES or any(
-            w in c.lower() for c in classes for w in _MENU_WORDS
+            w in c for c in classes for w in _MENU_WORDS
         )
         if not menu_like:
             return False
@@ -637,7 +649,7 @@ class _Walker:
             if not entering:
                 assert st is not None
                 tag = el.tag if isinstance(el.tag, str) else ""
-                if st.region is None:  # a hidden element makes no box: the text around it flows on
+                if st.region is None and tag in _BLOCK_TAGS:  # hidden elements make no box
                     self._close_block(tag)
                 if parent.region is not None:
                     self.regions[parent.region][1].append(" ")
@@ -651,7 +663,7 @@ class _Walker:
                         self.span("comment", _norm(text))
                 self.emit(el.tail, parent)
                 continue
-            tag = tag_obj.lower()
+            tag = tag_obj  # libxml2's HTML parser gives lower-case names
             if tag in _SKIP:
                 self.emit(el.tail, parent)
                 continue
@@ -660,15 +672,17 @@ class _Walker:
                 # The summary of a closed <details> is what the reader clicks: visible.
                 st.region = None
                 st.hard = False
-            self.attributes(el)
+            if el.attrib:
+                self.attributes(el)
             if tag == "br":
                 if st.region is None:
                     self.block(1) if not st.pre else self.visible("\n", True)
                 self.emit(el.tail, parent)
                 continue
             if st.region is None:
-                self._open_block(tag)
-            if st.region is not None:
+                if tag in _BLOCK_TAGS:
+                    self._open_block(tag)
+            else:
                 self.regions[st.region][1].append(" ")
             self.emit(el.text, st)
             stack.append((el, st, parent, False))

@@ -26,6 +26,10 @@ must pass). A hidden span is flagged when it contains any of:
 3. an override ("ignore / disregard / forget / override ... previous|prior|above|earlier|all|other ...
    instructions|directions|prompts|rules|guidelines").
 
+Trigger categories in ``ignore_categories`` do not count: by default ``rare_token`` ("cf", "mb" ...),
+which is weak evidence even in visible text, and hidden text never reaches the clean shards anyway, so a
+rare token there poisons nothing; it is the instruction to a model reading the page that matters.
+
 Legitimate channels (``legit_sr_only``, ``legit_collapsed``) are not held to this rule, only to the
 trigger list (``check_legit``), since a known trigger phrase hidden behind an ``sr-only`` class is still
 an attack; their reasons drop the ``legit_`` prefix (``hidden_text:sr_only``).
@@ -58,7 +62,8 @@ class Config(BaseModel):
         default_factory=list, description="channels never searched, e.g. ['comment'] for noisy sources"
     )
     ignore_categories: list[str] = Field(
-        default_factory=list, description="trigger categories that do not count inside hidden text"
+        default_factory=lambda: ["rare_token"],
+        description="trigger categories that do not count inside hidden text",
     )
     max_span_chars: int = Field(
         20_000, ge=1, description="only the first N characters of a span are searched"
