@@ -29,7 +29,7 @@ import functools
 import importlib.resources
 import re
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import ahocorasick
 import pyarrow as pa
@@ -47,7 +47,7 @@ _DISCUSSION = "\x00discussion"  # internal category of the discussion markers in
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    lists_file: str | None = Field(None, description="trigger lists; null = the shipped configs/triggers.yaml")
+    lists_file: str | None = Field(None, description="trigger lists; null: shipped configs/triggers.yaml")
     distinct_min: int = Field(2, ge=1, description="different weak (rule: distinct) phrases that flag")
     injection_min_addressed: int = Field(1, ge=1)
     injection_min_addressed_in_discussion: int = Field(3, ge=1)
@@ -299,7 +299,7 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
     rules = _lists(cfg).rules
     n = signals.num_rows
 
-    def column(name: str, default: object) -> list:  # type: ignore[type-arg]
+    def column(name: str, default: object) -> list[Any]:
         return signals.column(name).to_pylist() if name in signals.column_names else [default] * n
 
     categories = column("triggers_categories", [])
