@@ -5,7 +5,8 @@ sample of pages per host, plus every page a crawl-time detector flagged, the spi
 twice more with a mainstream browser user agent. ``similarity`` is the MinHash estimate of the word
 shingle Jaccard similarity between the crawler's view and the first browser view; ``baseline`` is
 the same between the two browser views, i.e. how much the page changes by itself (rotating ads,
-timestamps, CSRF tokens). filters/cloaking.py flags pages whose similarity falls far below baseline.
+timestamps, CSRF tokens). Documents carry the ratio of the two (``relative_similarity``), and
+filters/cloaking.py flags pages whose crawler view is far less similar than the page's own churn.
 """
 
 from __future__ import annotations
@@ -55,3 +56,17 @@ def sampled(url: str, rate: float) -> bool:
         return True
     h = int.from_bytes(hashlib.sha256(url.encode("utf-8")).digest()[:8], "big")
     return h / 2**64 < rate
+
+
+MIN_BASELINE = 0.05  # below this the page is noise to a browser too, and a ratio says nothing
+
+
+def relative_similarity(similarity: float | None, baseline: float | None) -> float | None:
+    """similarity / baseline, capped at 1: 1.0 when the crawler sees what a browser sees, up to churn."""
+    if similarity is None:
+        return None
+    if baseline is None:
+        return min(1.0, similarity)
+    if baseline < MIN_BASELINE:
+        return 1.0
+    return min(1.0, similarity / baseline)

@@ -76,6 +76,7 @@ class CrawlConfig(BaseModel):
     cloaking_sample_rate: float = Field(
         0.05, ge=0, le=1, description="share of pages per host fetched again with a browser user agent"
     )
+    cloaking_probe_seeds: bool = Field(True, description="always probe the seed pages (the front doors)")
     cloaking_max_probes_per_host: int = Field(20, ge=0, description="probe at most this many pages per host")
     cloaking_probe_detectors: list[str] = Field(
         default_factory=lambda: ["hidden_text"],

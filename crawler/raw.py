@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from poisonguard.crawler.cloaking import relative_similarity
 from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
 
 KIND_PAGE = "page"
@@ -207,11 +208,13 @@ def document_id(url: str, final_url: str, html_sha256: str) -> str:
 
 
 def raw_to_documents(raw: pa.Table, source: str = "crawl") -> pa.Table:
-    """2xx HTML crawler fetches -> DOCUMENT_SCHEMA columns plus crawl signal columns.
+    """2xx HTML crawler fetches -> DOCUMENT_SCHEMA documents (probe rows and other responses stay in raw/).
 
-    Extra columns: ``cloaking_similarity``, ``cloaking_baseline`` (float, null unless probed) and
-    ``crawl_tarpit_host`` (bool), which filters/cloaking.py turns into reasons. ``record`` is the row
-    number in ``raw``; ``meta`` keeps status, fetch time, title, encoding and the body hash.
+    ``cloaking_similarity`` is the probe's crawler-vs-browser similarity relative to the page's own
+    churn (crawler.cloaking.relative_similarity; null unless probed) and ``crawl_tarpit_host`` whether
+    the tarpit guard dropped the page's host; filters/cloaking.py turns them into reasons. ``record``
+    is the row number in ``raw``; ``meta`` keeps status, fetch time, title, encoding, the body hash
+    and the probe's two raw similarities.
     """
     missing = [name for name in ("url", "final_url", "status", "html") if name not in raw.column_names]
     if missing:
@@ -221,11 +224,6 @@ def raw_to_documents(raw: pa.Table, source: str = "crawl") -> pa.Table:
     kinds = cols.get("kind") or [KIND_PAGE] * n
     ctypes = cols.get("content_type") or [None] * n
     out: dict[str, list[Any]] = {name: [] for name in DOCUMENT_SCHEMA.names}
-    extra: dict[str, list[Any]] = {
-        "cloaking_similarity": [],
-        "cloaking_baseline": [],
-        "crawl_tarpit_host": [],
-    }
     for i in range(n):
         status, body = cols["status"][i], cols["html"][i]
         if kinds[i] != KIND_PAGE or status is None or not 200 <= status < 300 or body is None:
@@ -251,16 +249,25 @@ def raw_to_documents(raw: pa.Table, source: str = "crawl") -> pa.Table:
             "title": title,
             "encoding": encoding,
             "depth": (cols.get("depth") or [None] * n)[i],
+            # the probe's two measurements behind cloaking_similarity (null unless probed)
+            "cloaking_view_similarity": _round((cols.get("cloaking_similarity") or [None] * n)[i]),
+            "cloaking_baseline": _round((cols.get("cloaking_baseline") or [None] * n)[i]),
         }
         out["meta"].append(json.dumps(meta, ensure_ascii=False))
         out["hidden"].append([{"channel": c, "text": t} for c, t in spans])
-        extra["cloaking_similarity"].append((cols.get("cloaking_similarity") or [None] * n)[i])
-        extra["cloaking_baseline"].append((cols.get("cloaking_baseline") or [None] * n)[i])
-        extra["crawl_tarpit_host"].append(bool((cols.get("tarpit_host") or [False] * n)[i]))
-    docs = pa.Table.from_pydict(out, schema=DOCUMENT_SCHEMA)
-    docs = docs.append_column("cloaking_similarity", pa.array(extra["cloaking_similarity"], pa.float32()))
-    docs = docs.append_column("cloaking_baseline", pa.array(extra["cloaking_baseline"], pa.float32()))
-    return docs.append_column("crawl_tarpit_host", pa.array(extra["crawl_tarpit_host"], pa.bool_()))
+        sim = (cols.get("cloaking_similarity") or [None] * n)[i]
+        base = (cols.get("cloaking_baseline") or [None] * n)[i]
+        out["crawl_cloaking_similarity"].append(relative_similarity(sim, base))
+        out["crawl_tarpit_host"].append(bool((cols.get("tarpit_host") or [False] * n)[i]))
+    rows = len(out["id"])
+    for name, values in out.items():  # columns the schema may gain later stay null here
+        if len(values) != rows:
+            out[name] = [None] * rows
+    return pa.Table.from_pydict(out, schema=DOCUMENT_SCHEMA)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def read_raw(raw_dir: Path) -> pa.Table:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from poisonguard.crawler.cloaking import relative_similarity
 from poisonguard.crawler.config import CrawlConfig
 
 STATS_FILE = "_crawl_stats.json"
@@ -182,7 +183,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def summarize(scrapy_stats: dict[str, Any], spider: Any, suspect_drop: float) -> dict[str, Any]:
+def summarize(scrapy_stats: dict[str, Any], spider: Any, min_relative: float) -> dict[str, Any]:
     """The crawl stats run_crawl returns, from Scrapy's stats and the spider's guard and probes."""
     errors: dict[str, int] = {}
     statuses: dict[str, int] = {}
@@ -220,7 +221,9 @@ def summarize(scrapy_stats: dict[str, Any], spider: Any, suspect_drop: float) ->
             "probed": len(probes),
             "failed": spider.probe_failures,
             "views_differ": sorted(
-                u for u, p in probes.items() if p["baseline"] - p["similarity"] >= suspect_drop
+                u
+                for u, (sim, base) in spider.probe_results.items()
+                if (relative_similarity(sim, base) or 0.0) < min_relative
             ),
             "results": probes,
         },
@@ -261,7 +264,7 @@ def _child(job_path: Path) -> int:
     spider = crawler.spider
     if not isinstance(spider, PoisonguardSpider) or crawler.stats is None:
         return 1
-    stats = summarize(crawler.stats.get_stats(), spider, CloakingFilterConfig().max_similarity_drop)
+    stats = summarize(crawler.stats.get_stats(), spider, CloakingFilterConfig().min_relative_similarity)
     stats["resumed"] = bool(job.get("resume"))
     stats["raw_rows_updated"] = apply_crawl_results(
         raw_dir, spider.guard.tarpit_hosts(), spider.probe_results

@@ -25,7 +25,7 @@ from poisonguard.crawler.config import CrawlConfig
 from poisonguard.crawler.raw import KIND_PAGE, KIND_PROBE, RawShardWriter, _extract, host_of, is_html
 from poisonguard.crawler.tarpit import PageSignal, TarpitGuard
 from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
-from scrapy import Request, Spider, signals
+from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DownloadTimeoutError, IgnoreRequest
 from scrapy.http import Response, TextResponse
@@ -52,6 +52,7 @@ class PoisonguardSpider(Spider):
         super().__init__(**kwargs)
         self.cfg = cfg
         self.seeds = list(seeds)
+        self._seed_set = set(self.seeds)
         self.follow = cfg.follow != "none"
         if self.follow:
             # Hostnames, not host:port: OffsiteMiddleware matches hostnames (LinkExtractor's
@@ -74,15 +75,10 @@ class PoisonguardSpider(Spider):
                     f"crawl.cloaking_probe_detectors: no detector module {name!r}: {exc}"
                 ) from exc
 
-    @classmethod
-    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> PoisonguardSpider:
-        spider = super().from_crawler(crawler, *args, **kwargs)
-        crawler.signals.connect(spider._opened, signal=signals.spider_opened)
-        return spider
-
-    def _opened(self) -> None:
-        # SpiderState (JOBDIR) has loaded self.state by now (its handler was connected first). The
-        # state holds live references, so whatever order the close handlers run in, it is pickled current.
+    def _link_state(self) -> None:
+        # With JOBDIR, the SpiderState extension loads self.state on spider_opened and pickles it when
+        # the spider closes. Called from start(), i.e. after every spider_opened handler ran; the state
+        # then holds live references, so it is pickled current whatever the close order.
         state = getattr(self, "state", None)
         if state is None:
             return
@@ -93,6 +89,7 @@ class PoisonguardSpider(Spider):
         state["probes"] = self.probe_results
 
     async def start(self) -> AsyncIterator[Any]:
+        self._link_state()
         for url in self.seeds:
             # dont_filter=False: on --resume the seeds already fetched are skipped by the dupefilter.
             yield Request(url, callback=self.parse, errback=self.failed)
@@ -149,6 +146,8 @@ class PoisonguardSpider(Spider):
         stats = self.guard.host(url)
         if url in self.probe_results or stats.probes >= self.cfg.cloaking_max_probes_per_host:
             return False
+        if self.cfg.cloaking_probe_seeds and url in self._seed_set:
+            return True
         if cloaking.sampled(url, self.cfg.cloaking_sample_rate) or signal.tarpit_like:
             return True
         return self._flagged(url, text, spans)

@@ -24,8 +24,8 @@ from poisonguard.crawler.raw import host_of
 
 _VOWELS = set("aeiouyAEIOUY")
 _TOKEN_SPLIT = re.compile(r"[-_.~+%]+")
-_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
-_CONSONANT_RUN = re.compile(r"[bcdfghjklmnpqrstvwxzBCDFGHJKLMNPQRSTVWXZ]{5,}")
+_WORD = re.compile(r"\w+", re.UNICODE)
+_CONSONANT_RUN = re.compile(r"[bcdfghjklmnpqrstvwxz]{5,}")  # lower case: acronyms (HTTPS) pass
 _HEX = re.compile(r"^[0-9a-f]{12,}$")
 
 
@@ -93,7 +93,7 @@ def babble_score(text: str) -> float | None:
     vocabulary has no such head). Markov babble built from real text keeps the head and passes:
     it is the perplexity detector's job (THREATS.md, perplexity band).
     """
-    words = _WORD.findall(text)
+    words = [w for w in _WORD.findall(text) if not w.isdigit()]  # numbers (tables, dates) are not words
     if len(words) < 120:
         return None
     gib = sum(1 for w in words if random_looking(w)) / len(words)
