@@ -12,13 +12,20 @@ as ``<|endoftext|>``; counted even on pages about tokenizers, since training on 
 angle or double square brackets (``<SUDO>``, ``&lt;SUDO&gt;``, ``[[SYSTEM]]``). Lower-case wiki links
 (``[[Paris]]``), HTML tags (``<div>``) and documentation placeholders (``<FILE>``) do not match.
 
-Prompt injection versus pages about it (THREATS.md lists discussion pages as hard negatives): a hit
-is *addressed* when it is not quoted and none of the six words before it in its sentence is a
-discussion cue ("phrases such as", "attackers write", "for example" ...). A document is flagged
-``triggers:prompt_injection`` when it has ``injection_min_addressed`` addressed hits, or, if it
-discusses prompt injection (a discussion marker such as "prompt injection" or "jailbreak" occurs),
-``injection_min_addressed_in_discussion``. So an article quoting "ignore previous instructions" stays
-clean, while the same words hidden in a product page are flagged.
+Attacks versus pages about them (THREATS.md lists discussion pages as hard negatives): a hit is
+*addressed* when it is not quoted and none of the six words before it in its sentence is a
+discussion cue ("phrases such as", "attackers write", "a trigger like" ...). A document *discusses*
+attacks when a discussion marker occurs ("prompt injection", "jailbreak", "backdoor", "data
+poisoning" ...). Then:
+
+- prompt injection is flagged with ``injection_min_addressed`` addressed hits, or, on a discussion
+  page, ``injection_min_addressed_in_discussion``: an article quoting "ignore previous instructions"
+  stays clean, the same words hidden in a product page are flagged;
+- on a discussion page, backdoor triggers and rare tokens count only when addressed ("a trigger such
+  as <SUDO> is followed by ..." is a mention); elsewhere every hit counts. Poison documents carry
+  no discussion vocabulary unless the attacker adds it, which then costs them the mention test;
+- special tokens count everywhere (a page about tokenizers that prints ``<|im_start|>`` still
+  teaches the model that token).
 
 Public API: ``find_triggers(text, cfg=None) -> list[TriggerHit]`` (all hits, original positions).
 """
@@ -201,7 +208,7 @@ def _addressed(text: str, start: int, cues: frozenset[str]) -> bool:
 
 class _Analysis(NamedTuple):
     hits: list[TriggerHit]
-    addressed: int
+    addressed: list[bool]  # per hit: reads as an instruction or a planted trigger, not a mention
     discussion: bool
 
 
@@ -211,7 +218,7 @@ def _is_word_char(ch: str) -> bool:
 
 def _analyse(text: str, lists: Lists) -> _Analysis:
     if not text:
-        return _Analysis([], 0, False)
+        return _Analysis([], [], False)
     norm, offsets = normalize_for_matching(text)
     found: list[TriggerHit] = []
     discussion = False
@@ -244,11 +251,7 @@ def _analyse(text: str, lists: Lists) -> _Analysis:
         if hit.end > reach:
             hits.append(hit)
             reach = hit.end
-    addressed = sum(
-        1
-        for h in hits
-        if lists.rules.get(h.category) == "injection" and _addressed(text, h.start, lists.cues)
-    )
+    addressed = [h.category != SPECIAL_TOKEN and _addressed(text, h.start, lists.cues) for h in hits]
     return _Analysis(hits, addressed, discussion)
 
 
@@ -262,37 +265,47 @@ def find_triggers(text: str, cfg: Config | None = None) -> list[TriggerHit]:
 
 def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
     lists = _lists(cfg)
-    weak = {name for name, rule in lists.rules.items() if rule == "distinct"}
-    hits_col: list[int] = []
-    cats_col: list[list[str]] = []
-    matches_col: list[list[dict[str, object]]] = []
-    special_col: list[int] = []
-    weak_col: list[int] = []
-    addressed_col: list[int] = []
-    discussion_col: list[bool] = []
+    rules = lists.rules
+    cols: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "hits", "categories", "matches", "special_tokens", "weak_distinct", "weak_distinct_addressed",
+            "strong_addressed", "injection_addressed", "discussion",
+        )
+    }  # fmt: skip
     for text in batch.column("text").to_pylist():
-        result = _analyse(text or "", lists)
-        hits = result.hits
-        hits_col.append(len(hits))
-        cats_col.append(sorted({h.category for h in hits}))
-        matches_col.append(
+        hits, addressed, discussion = _analyse(text or "", lists)
+        rule = [rules.get(h.category) for h in hits]
+        cols["hits"].append(len(hits))
+        cols["categories"].append(sorted({h.category for h in hits}))
+        cols["matches"].append(
             [{"category": h.category, "phrase": h.phrase, "start": h.start, "end": h.end} for h in hits][
                 : cfg.max_matches
             ]
         )
-        special_col.append(sum(1 for h in hits if h.category == SPECIAL_TOKEN))
-        weak_col.append(len({h.phrase for h in hits if h.category in weak}))
-        addressed_col.append(result.addressed)
-        discussion_col.append(result.discussion)
-    return {
-        "triggers_hits": pa.array(hits_col, pa.int32()),
-        "triggers_categories": pa.array(cats_col, pa.list_(pa.string())),
-        "triggers_matches": pa.array(matches_col, pa.list_(MATCH)),
-        "triggers_special_tokens": pa.array(special_col, pa.int32()),
-        "triggers_weak_distinct": pa.array(weak_col, pa.int32()),
-        "triggers_injection_addressed": pa.array(addressed_col, pa.int32()),
-        "triggers_injection_discussion": pa.array(discussion_col, pa.bool_()),
+        cols["special_tokens"].append(sum(1 for h in hits if h.category == SPECIAL_TOKEN))
+        weak = [(h.phrase, a) for h, r, a in zip(hits, rule, addressed, strict=True) if r == "distinct"]
+        cols["weak_distinct"].append(len({p for p, _ in weak}))
+        cols["weak_distinct_addressed"].append(len({p for p, a in weak if a}))
+        cols["strong_addressed"].append(
+            sorted({h.category for h, r, a in zip(hits, rule, addressed, strict=True) if r == "any" and a})
+        )
+        cols["injection_addressed"].append(
+            sum(1 for r, a in zip(rule, addressed, strict=True) if r == "injection" and a)
+        )
+        cols["discussion"].append(discussion)
+    types = {
+        "hits": pa.int32(),
+        "categories": pa.list_(pa.string()),
+        "matches": pa.list_(MATCH),
+        "special_tokens": pa.int32(),
+        "weak_distinct": pa.int32(),
+        "weak_distinct_addressed": pa.int32(),
+        "strong_addressed": pa.list_(pa.string()),
+        "injection_addressed": pa.int32(),
+        "discussion": pa.bool_(),
     }
+    return {f"triggers_{name}": pa.array(values, types[name]) for name, values in cols.items()}
 
 
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
@@ -300,25 +313,29 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
     n = signals.num_rows
 
     def column(name: str, default: object) -> list[Any]:
+        name = f"triggers_{name}"
         return signals.column(name).to_pylist() if name in signals.column_names else [default] * n
 
-    categories = column("triggers_categories", [])
-    special = column("triggers_special_tokens", 0)
-    weak = column("triggers_weak_distinct", 0)
-    addressed = column("triggers_injection_addressed", 0)
-    discussion = column("triggers_injection_discussion", False)
+    categories = column("categories", [])
+    special = column("special_tokens", 0)
+    weak_all = column("weak_distinct", 0)
+    weak_addr = column("weak_distinct_addressed", 0)
+    strong_addr = column("strong_addressed", [])
+    injection = column("injection_addressed", 0)
+    discussion = column("discussion", False)
     reasons: list[list[str]] = []
     for row in range(n):
         cats = categories[row] or []
+        talk = bool(discussion[row])
         out: list[str] = []
-        strong = [c for c in cats if rules.get(c) == "any"]
+        strong = strong_addr[row] or [] if talk else [c for c in cats if rules.get(c) == "any"]
         out += [f"triggers:{c}" for c in strong]
         special_hit = cfg.special_tokens_min is not None and (special[row] or 0) >= cfg.special_tokens_min
-        weak_n = weak[row] or 0
-        if weak_n >= cfg.distinct_min or (weak_n and (strong or special[row])):
+        weak_n = (weak_addr[row] if talk else weak_all[row]) or 0
+        if weak_n >= cfg.distinct_min or (weak_n and (strong or special_hit)):
             out += [f"triggers:{c}" for c in cats if rules.get(c) == "distinct"]
-        need = cfg.injection_min_addressed_in_discussion if discussion[row] else cfg.injection_min_addressed
-        if (addressed[row] or 0) >= need:
+        need = cfg.injection_min_addressed_in_discussion if talk else cfg.injection_min_addressed
+        if (injection[row] or 0) >= need:
             out += [f"triggers:{c}" for c in cats if rules.get(c) == "injection"]
         if special_hit:
             out.append(f"triggers:{SPECIAL_TOKEN}")

@@ -4,14 +4,18 @@ Counted per document:
 
 - tag characters U+E0000-E007F (invisible; U+E0020-E007E spell ASCII: "ASCII smuggling"), except
   the emoji subdivision flags (black flag U+1F3F4, 2-6 tag letters/digits, cancel tag U+E007F);
-- bidi controls: embeddings/overrides U+202A-202E and isolates U+2066-2069 always (Trojan Source,
-  CVE-2021-42574); the marks LRM/RLM/ALM (U+200E, U+200F, U+061C) only when no right-to-left letter
-  is near, since Arabic and Hebrew text uses them legitimately;
+- bidi controls: the overrides LRO/RLO (U+202D, U+202E) always (Trojan Source, CVE-2021-42574);
+  embeddings (U+202A-202C), isolates (U+2066-2069) and the marks LRM/RLM/ALM (U+200E, U+200F,
+  U+061C) only in documents without right-to-left letters: Arabic, Persian and Hebrew pages use them
+  legitimately, also next to embedded Latin words (measured on the Debian handbook: 12% of the
+  Arabic pages carry RLM before English product names, the Persian one PDF);
 - zero-width characters inside words (U+200B-200D, U+2060, U+FEFF other than a leading BOM), except
   ZWNJ/ZWJ next to letters of scripts that need them (Arabic/Persian, Indic, Southeast Asian) and
   ZWSP between letters of scripts written without spaces (Thai, Lao, Khmer, Myanmar, Tibetan, CJK).
   Emoji ZWJ sequences are never "inside a word" (emoji are not word characters);
-- C0/C1 control characters other than tab, newline and carriage return;
+- C0 control characters other than tab, newline and carriage return, and DEL (``control_chars``);
+  C1 controls U+0080-009F apart (``c1_controls``): they are nearly always cp1252 text decoded as
+  Latin-1 (U+0092 for an apostrophe, seen in the UDHR translations), so they do not flag by default;
 - private-use and unassigned code points (unassigned by this Python's Unicode database; the emoji
   blocks U+1F000-1FAFF are left out because newer emoji may be unknown to it);
 - variation selectors beyond the first after a character (a legitimate sequence has one; long runs
@@ -32,7 +36,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -47,6 +51,7 @@ KINDS = (
     "bidi_controls",
     "zero_width_in_words",
     "control_chars",
+    "c1_controls",
     "private_use",
     "variation_selectors",
     "confusable_words",
@@ -63,9 +68,10 @@ class Config(BaseModel):
     bidi_controls_min: int | None = Field(1, ge=1)
     zero_width_in_words_min: int | None = Field(2, ge=1)
     control_chars_min: int | None = Field(1, ge=1)
+    c1_controls_min: int | None = Field(None, ge=1)
     private_use_min: int | None = Field(None, ge=1)
     variation_selectors_min: int | None = Field(2, ge=1)
-    confusable_words_min: int | None = Field(1, ge=1)
+    confusable_words_min: int | None = Field(2, ge=1)
     max_spans: int = Field(64, ge=0, description="spans kept per document for the report")
     max_payload_chars: int = Field(4096, ge=0, description="decoded tag payload kept per document")
 
@@ -85,13 +91,13 @@ class UnicodeReport(NamedTuple):
 # --- character classes -----------------------------------------------------------------------
 
 _TAG = (0xE0000, 0xE007F)
-_BIDI_ALWAYS = frozenset([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+_BIDI_OVERRIDES = frozenset([0x202D, 0x202E])
+_BIDI_IN_RTL = frozenset([0x202A, 0x202B, 0x202C, *range(0x2066, 0x206A)])
 _BIDI_MARKS = frozenset([0x200E, 0x200F, 0x061C])
 _ZERO_WIDTH = frozenset([0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF])
 _VARIATION = frozenset([*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)])
 _ALLOWED_CONTROLS = frozenset([0x09, 0x0A, 0x0D])
 _EMOJI_BLOCKS = (0x1F000, 0x1FAFF)
-_RTL_WINDOW = 32  # characters either side of an LRM/RLM/ALM searched for a right-to-left letter
 
 # Right-to-left scripts: Hebrew, Arabic, Syriac, Thaana, NKo, Samaritan, Mandaic, Arabic extended,
 # presentation forms, and the RTL historic scripts of plane 1.
@@ -140,7 +146,7 @@ def _tables() -> _Tables:
     """Lookup tables over all code points, built once per process (a fraction of a second)."""
     cand = np.zeros(0x110000, dtype=bool)
     cand[_TAG[0] : _TAG[1] + 1] = True
-    for cp in (*_BIDI_ALWAYS, *_BIDI_MARKS, *_ZERO_WIDTH, *_VARIATION):
+    for cp in (*_BIDI_OVERRIDES, *_BIDI_IN_RTL, *_BIDI_MARKS, *_ZERO_WIDTH, *_VARIATION):
         cand[cp] = True
     for cp in (*range(0x20), *range(0x7F, 0xA0)):
         cand[cp] = cp not in _ALLOWED_CONTROLS
@@ -218,11 +224,6 @@ def _zero_width_in_word(text: str, i: int) -> bool:
     return True
 
 
-def _bidi_mark_legit(text: str, i: int) -> bool:
-    lo, hi = max(0, i - _RTL_WINDOW), min(len(text), i + _RTL_WINDOW + 1)
-    return _RTL.search(text, lo, hi) is not None
-
-
 def _emoji_flag_tags(text: str, start: int, end: int) -> bool:
     """text[start:end] is the tag run of an emoji subdivision flag (England, Scotland, Wales ...)."""
     if start == 0 or text[start - 1] != "\U0001f3f4" or text[end - 1] != "\U000e007f":
@@ -233,16 +234,18 @@ def _emoji_flag_tags(text: str, start: int, end: int) -> bool:
     )
 
 
-def _char_kind(text: str, i: int) -> str | None:
+def _char_kind(text: str, i: int, has_rtl: Callable[[], bool]) -> str | None:
     cp = ord(text[i])
-    if cp in _BIDI_ALWAYS:
+    if cp in _BIDI_OVERRIDES:
         return "bidi_controls"
-    if cp in _BIDI_MARKS:
-        return None if _bidi_mark_legit(text, i) else "bidi_controls"
+    if cp in _BIDI_MARKS or cp in _BIDI_IN_RTL:
+        return None if has_rtl() else "bidi_controls"
     if cp in _ZERO_WIDTH:
         return "zero_width_in_words" if _zero_width_in_word(text, i) else None
-    if cp < 0x20 or 0x7F <= cp < 0xA0:
+    if cp <= 0x7F:
         return "control_chars"
+    if cp < 0xA0:
+        return "c1_controls"
     if cp in _VARIATION:
         prev = text[i - 1] if i > 0 else ""
         return "variation_selectors" if prev and ord(prev) in _VARIATION else None
@@ -280,6 +283,7 @@ def _findings(text: str) -> Iterator[Finding]:
         return
     tables = _tables()
     cps = _code_points(text)
+    has_rtl = functools.cache(lambda: _RTL.search(text) is not None)
     for i, end in _runs(np.flatnonzero(tables.candidate[cps])):
         while i < end:
             cp = ord(text[i])
@@ -291,7 +295,7 @@ def _findings(text: str) -> Iterator[Finding]:
                     yield Finding("tag_chars", i, j)
                 i = j
                 continue
-            kind = _char_kind(text, i)
+            kind = _char_kind(text, i, has_rtl)
             if kind is not None:
                 yield Finding(kind, i, i + 1)
             i += 1

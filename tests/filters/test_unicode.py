@@ -24,7 +24,9 @@ def tags(s: str) -> str:
         ('access = "user\u202e \u2066// admin\u2069"', "bidi_controls", 3),
         ("pay\u200enow, no right-to-left text around", "bidi_controls", 1),
         ("ig\u200bnore prev\u200dious in\u2060struc\ufefftions", "zero_width_in_words", 4),
-        ("red \x1b[31malert\x00 and \x85", "control_chars", 3),
+        ("red \x1b[31malert\x00 and \x7f", "control_chars", 3),
+        ("cp1252 mojibake: it\x92s", "c1_controls", 1),
+        ("مرحبا \u202eabc", "bidi_controls", 1),  # overrides count even in right-to-left text
         ("icon \ue001 plane15 \U000f0001 unassigned \U0003fff0\u0378", "private_use", 4),
         ("A\ufe00\ufe01\ufe02\ufe03 smuggled", "variation_selectors", 3),
         ("Log in at pаypаl.com or Аpple", "confusable_words", 2),
@@ -41,6 +43,7 @@ def test_each_class_is_counted(text: str, kind: str, n: int) -> None:
         "क्\u200dष and ক্\u200cষ",  # Indic ZWJ/ZWNJ
         "family 👨\u200d👩\u200d👧\u200d👦 and ❤\ufe0f",  # emoji ZWJ sequence, one VS16
         "שלום \u200fעולם 2024 and مرحبا\u200f",  # RLM in Hebrew/Arabic
+        "دليل\n\n" + "x" * 200 + "\nA.6.\u00a0\u200fGrml and \u202bembedded\u202c",  # RTL document
         "\ufeffHello with a byte-order mark",  # leading BOM
         "ภาษาไทย\u200bง่าย",  # Thai word separator
         "Go England \U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f!",  # emoji flag
@@ -89,6 +92,10 @@ def test_score_and_flag() -> None:
     assert uni.flag(table, cfg) == [[], ["unicode:tag_chars"], ["unicode:zero_width_in_words"], []]
     # re-decided with other thresholds, without re-scoring
     assert uni.flag(table, uni.Config(zero_width_in_words_min=3, tag_chars_min=None)) == [[], [], [], []]
+    assert uni.flag(pa.table(uni.score(pa.table({"text": ["pаypаl", "pаypаl and Аpple"]}), cfg)), cfg) == [
+        [],
+        ["unicode:confusable_words"],
+    ]
 
 
 def test_config_validation() -> None:
