@@ -147,6 +147,23 @@ _OFFSCREEN_PX = -900.0
 _TRANSLATE = re.compile(r"translate(?:x|y|3d)?\(\s*(-?[\d.]+\w*)")
 
 
+# In the `font` shorthand a bare number is a weight (700); the size has a unit (or is 0).
+_FONT_SIZE_TOKEN = re.compile(r"(?:\d*\.?\d+(?:px|pt|em|rem|%|vw|vh|ex|ch)|0)(?:/|$)")
+
+
+def _font_size(decls: dict[str, str]) -> str | None:
+    size = decls.get("font-size")
+    if size is None and "font" in decls:
+        # `font: italic bold 0/1 serif`: the size is the first length, before any /line-height
+        size = next((t.split("/")[0] for t in decls["font"].split() if _FONT_SIZE_TOKEN.match(t)), None)
+    return size
+
+
+# Channels a descendant can undo (visibility:visible, an absolute font-size), so they are tracked
+# element by element instead of hiding the whole subtree.
+_SOFT_CHANNELS = frozenset({"visibility_hidden", "font_size_0"})
+
+
 def _hiding_property(decls: dict[str, str]) -> str | None:
     """The channel a set of declarations hides content with, or None. Colour is checked elsewhere."""
     display = decls.get("display")
@@ -163,9 +180,7 @@ def _hiding_property(decls: dict[str, str]) -> str | None:
             level = 1.0
         if level <= 0.05:
             return "opacity_0"
-    size_value = decls.get("font-size")
-    if size_value is None and "font" in decls:
-        size_value = next((t for t in decls["font"].split() if _LENGTH.fullmatch(t)), None)
+    size_value = _font_size(decls)
     if size_value is not None:
         size = _length_px(size_value)
         if size is not None and size <= 1.0:
@@ -464,6 +479,7 @@ class _State:
     hard: bool = False  # hidden in a way no descendant can undo (display:none, hidden ...)
     soft_channel: str | None = None  # visibility_hidden / same_color: a descendant may undo it
     vis_hidden: bool = False  # `visibility` inherits, and `visible` on a child shows it again
+    tiny_font: bool = False  # font-size:0 inherits too; a child's absolute size undoes it (a layout trick)
     color: RGBA | None = _BLACK
     backdrop: RGBA | None = _WHITE
     pre: bool = False
@@ -491,8 +507,8 @@ class _Walker:
         elif not text:
             return
         if self.pending:
-            if self.parts:
-                self.parts[-1] = self.parts[-1].rstrip(" ")
+            if self.parts:  # (a <pre> may end in a newline of its own)
+                self.parts[-1] = self.parts[-1].rstrip(" \n")
                 self.parts.append("\n" * self.pending)
             self.pending = 0
         self.parts.append(text)
@@ -520,19 +536,14 @@ class _Walker:
 
     # -- per element --
     def child_state(self, el: etree._Element, tag: str, parent: _State) -> _State:
+        """The element's state; the parent's own object when nothing changes (states are never
+        mutated once made, except a fresh <summary>'s, made here because the tag is special)."""
         attrs = el.attrib
-        if not attrs and tag not in _SPECIAL and parent.open_details and not (
-            self.has_rules and tag in self.sheet.by_tag
-        ):
-            # Most elements: nothing changes, share the parent's state (states are never mutated
-            # after creation, except a fresh <summary>'s, which is special).
+        special = tag in _SPECIAL
+        if not attrs and not special and not (self.has_rules and tag in self.sheet.by_tag):
             return parent
-        st = _State(parent.region, parent.hard, parent.soft_channel, parent.vis_hidden, parent.color,
-                    parent.backdrop, parent.pre or tag in ("pre", "textarea"), parent.in_menu, True)
-        if tag in ("nav", "menu"):
-            st.in_menu = True
-        if not attrs and tag not in _SPECIAL and not (self.has_rules and tag in self.sheet.by_tag):
-            return st
+        if parent.hard and tag != "summary":
+            return parent  # nothing inside display:none & co. can show again
         class_attr = attrs.get("class")
         # Class selectors are case-sensitive in CSS; pages that rely on that are rare enough.
         classes = class_attr.lower().split() if class_attr else []
@@ -540,30 +551,42 @@ class _Walker:
         inline = _declarations(attrs["style"]) if "style" in attrs else {}
         ruled = self.sheet.match(tag, el_id, classes) if self.has_rules else {}
 
-        if not st.hard:
+        if not parent.hard:
             channel = self._hard_channel(tag, attrs, classes, inline, ruled)
             if channel is not None:
-                if channel in _MENU_CHANNELS and self._looks_like_menu(el, attrs, classes, st):
+                if channel in _MENU_CHANNELS and self._looks_like_menu(el, attrs, classes, parent):
                     channel = "legit_collapsed"
+                st = self._copy(parent, tag)
                 st.region = self.new_region(channel)
                 st.hard = True
                 st.soft_channel = None
                 return st
             if tag == "details" and "open" not in attrs:
-                self._collapse_details(st)
+                st = self._copy(parent, tag)
+                st.region = self.new_region("legit_collapsed")
+                st.hard = True
+                st.open_details = False
                 return st
-        if st.hard:
-            return st
 
         # Soft channels: visibility and colour inherit, and a descendant can undo them.
         merged = {**ruled, **inline} if ruled else inline
         if not merged and tag not in ("font", "body") and "bgcolor" not in attrs:
-            return st  # nothing that could change them
+            return self._copy(parent, tag) if special else parent
+        st = self._copy(parent, tag)
+        if st.hard:
+            return st
         if "visibility" in merged:
             st.vis_hidden = merged["visibility"] in ("hidden", "collapse")
+        size = _font_size(merged)
+        if size is not None:
+            px = _length_px(size)
+            if px is not None and px <= 1.0:
+                st.tiny_font = True
+            elif not (st.tiny_font and size.endswith(("em", "%", "ex", "ch")) and not size.endswith("rem")):
+                st.tiny_font = False  # an absolute size (px, rem, keywords) shows the text again
         color_value = merged.get("color") or (attrs.get("color") if tag == "font" else None)
-        if color_value:
-            st.color = _parse_color(color_value)
+        if color_value and color_value not in ("inherit", "currentcolor", "unset"):
+            st.color = _BLACK if color_value == "initial" else _parse_color(color_value)
         sets_bg, bg = _background(merged, attrs.get("bgcolor"))
         if sets_bg:
             st.backdrop = bg
@@ -572,6 +595,9 @@ class _Walker:
         if st.vis_hidden:
             from_rule = "visibility" in ruled and "visibility" not in inline
             soft = "style_rule" if from_rule else "visibility_hidden"
+        elif st.tiny_font:
+            from_rule = size is not None and _font_size(inline) is None
+            soft = "style_rule" if from_rule else "font_size_0"
         elif st.color is not None and st.backdrop is not None and _invisible_on(st.color, st.backdrop):
             soft = "same_color"
         else:
@@ -581,18 +607,19 @@ class _Walker:
             st.region = self.new_region(soft) if soft is not None else None
         return st
 
-    def _collapse_details(self, st: _State) -> None:
-        st.region = self.new_region("legit_collapsed")
-        st.hard = True
-        st.open_details = False
+    @staticmethod
+    def _copy(parent: _State, tag: str) -> _State:
+        return _State(parent.region, parent.hard, parent.soft_channel, parent.vis_hidden, parent.tiny_font,
+                      parent.color, parent.backdrop, parent.pre or tag in ("pre", "textarea"),
+                      parent.in_menu or tag in ("nav", "menu"), True)
 
     def _hard_channel(
         self, tag: str, attrs: etree._Attrib, classes: list[str], inline: dict[str, str],
         ruled: dict[str, str],
     ) -> str | None:
         inline_channel = _hiding_property(inline) if inline else None
-        if inline_channel in ("visibility_hidden",):
-            inline_channel = None  # soft: handled with inheritance
+        if inline_channel in _SOFT_CHANNELS:
+            inline_channel = None  # handled with inheritance in child_state
         if classes and inline_channel in (None, "offscreen", "zero_size", "font_size_0") and not (
             _SR_CLASSES.isdisjoint(classes)
         ):
@@ -606,7 +633,7 @@ class _Walker:
             return "aria_hidden"
         if ruled:
             rule_channel = _hiding_property({k: v for k, v in ruled.items() if k not in inline})
-            if rule_channel is not None and rule_channel != "visibility_hidden":
+            if rule_channel is not None and rule_channel not in _SOFT_CHANNELS:
                 return "style_rule"
         if tag == "noscript":
             return "noscript"
@@ -642,32 +669,36 @@ class _Walker:
 
     def walk(self, root: etree._Element) -> None:
         # Explicit stack: pages nest deeper than Python's recursion limit more often than one hopes.
-        # Entries: (element, its state, state its tail belongs to, entering?)
-        stack: list[tuple[etree._Element, _State | None, _State, bool]] = [(root, None, _State(), True)]
+        # Entries: (element, its state or None when entering, state its tail belongs to).
+        regions = self.regions
+        child_state = self.child_state
+        stack: list[tuple[etree._Element, _State | None, _State]] = [(root, None, _State())]
+        pop, push = stack.pop, stack.append
         while stack:
-            el, st, parent, entering = stack.pop()
-            if not entering:
-                assert st is not None
-                tag = el.tag if isinstance(el.tag, str) else ""
-                if st.region is None and tag in _BLOCK_TAGS:  # hidden elements make no box
-                    self._close_block(tag)
-                if parent.region is not None:
-                    self.regions[parent.region][1].append(" ")
-                self.emit(el.tail, parent)
+            el, st, parent = pop()
+            if st is not None:  # leaving el
+                if st.region is None:
+                    if el.tag in _BLOCK_TAGS:  # hidden elements make no box: no line breaks
+                        self._open_block(el.tag)
+                else:
+                    regions[st.region][1].append(" ")
+                if el.tail:
+                    self.emit(el.tail, parent)
                 continue
-            tag_obj = el.tag
-            if not isinstance(tag_obj, str):
-                if tag_obj is etree.Comment:
+            tag = el.tag  # libxml2's HTML parser gives lower-case names
+            if not isinstance(tag, str):
+                if tag is etree.Comment:
                     text = el.text or ""
                     if not text.lstrip().startswith(("[if", "<![endif]")):
                         self.span("comment", _norm(text))
-                self.emit(el.tail, parent)
+                if el.tail:
+                    self.emit(el.tail, parent)
                 continue
-            tag = tag_obj  # libxml2's HTML parser gives lower-case names
             if tag in _SKIP:
-                self.emit(el.tail, parent)
+                if el.tail:
+                    self.emit(el.tail, parent)
                 continue
-            st = self.child_state(el, tag, parent)
+            st = child_state(el, tag, parent)
             if tag == "summary" and not parent.open_details:
                 # The summary of a closed <details> is what the reader clicks: visible.
                 st.region = None
@@ -677,17 +708,20 @@ class _Walker:
             if tag == "br":
                 if st.region is None:
                     self.block(1) if not st.pre else self.visible("\n", True)
-                self.emit(el.tail, parent)
+                if el.tail:
+                    self.emit(el.tail, parent)
                 continue
             if st.region is None:
                 if tag in _BLOCK_TAGS:
                     self._open_block(tag)
             else:
-                self.regions[st.region][1].append(" ")
-            self.emit(el.text, st)
-            stack.append((el, st, parent, False))
-            for child in reversed(el):
-                stack.append((child, None, st, True))
+                regions[st.region][1].append(" ")
+            if el.text:
+                self.emit(el.text, st)
+            push((el, st, parent))
+            if len(el):
+                for child in reversed(el):
+                    push((child, None, st))
 
     def _open_block(self, tag: str) -> None:
         if tag in _PARAGRAPH:
@@ -697,8 +731,6 @@ class _Walker:
         elif tag in ("td", "th") and not self.trailing_space:
             self.parts.append(" ")
             self.trailing_space = True
-
-    _close_block = _open_block
 
     def text(self) -> str:
         return "".join(self.parts).strip()

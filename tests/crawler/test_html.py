@@ -103,16 +103,26 @@ def test_visibility_can_be_undone_by_a_descendant_but_display_cannot() -> None:
     assert ("display_none", "gone") in ex.hidden
 
 
+def test_font_size_0_container_with_sized_children_is_a_layout_trick() -> None:
+    ex = extract('<div style="font-size:0"><span style="font-size:16px">shown</span> gap '
+                 '<b style="font-size:2em">0 x 2em</b><i style="font-size:1rem">rem</i></div>'
+                 '<p style="font: 700 0/0 serif">shorthand</p><p style="font: 700 14px serif">weight</p>')
+    assert ex.text == "shownrem\n\nweight"  # the space between them is 0px wide too
+    assert ex.hidden == [("font_size_0", "gap 0 x 2em"), ("font_size_0", "shorthand")]
+
+
 def test_colour_is_inherited_and_compared_with_the_nearest_background() -> None:
     ex = extract(
         '<div style="background-color:#1a1a1a; color:#eee"><p>readable</p>'
         '<p style="color:#1b1b1b">dark on dark</p></div>'
         '<div style="color:#fff"><p>white on white <b style="color:#000">black</b></p></div>'
         '<div style="background:url(x.png)"><p style="color:#fff">on an image: unknown, kept</p></div>'
+        '<div style="color:#fff"><p style="color:inherit">inherit white</p></div>'
     )
     assert "readable" in ex.text and "black" in ex.text and "on an image" in ex.text
     assert ("same_color", "dark on dark") in ex.hidden
     assert ("same_color", "white on white") in ex.hidden
+    assert ("same_color", "inherit white") in ex.hidden
 
 
 def test_style_rules_only_simple_selectors_and_not_media_queries() -> None:
