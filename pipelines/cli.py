@@ -130,6 +130,66 @@ def _run_filter(inputs: list[str], out: Path, cfg: PipelineConfig, **kwargs: Any
                    EXIT_FAILED) from None
 
 
+@app.command("crawl")
+def crawl_command(
+    urls: Annotated[list[str] | None, typer.Argument(help="Seed URLs; links are followed within their hosts.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: raw/, clean/, quarantine/, report.")] = Path("crawl-out"),
+    seeds_file: Annotated[Path | None, typer.Option("--seeds-file", help="A file with one seed URL a line.")] = None,
+    sitemap: Annotated[str | None, typer.Option("--sitemap", help="A sitemap URL whose pages are seeds.")] = None,
+    config: ConfigOption = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Processes for the cheap detectors.")] = None,
+    lm: Annotated[str | None, typer.Option("--lm", help="Language model directory (default: shipped SmolLM2-135M).")] = None,
+    no_lm: Annotated[bool, typer.Option("--no-lm", help="Skip the language-model stage.")] = False,
+    no_filter: Annotated[bool, typer.Option("--no-filter", help="Only crawl: write OUT/raw/ and the crawl stats.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished crawl in OUT (raw pages too).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted crawl and its filtering.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
+) -> None:
+    """Crawl sites politely, keep every fetched page in OUT/raw/, then filter them like `filter`."""
+    import shutil
+
+    from poisonguard.crawler.run import CrawlError, load_seeds, run_crawl
+    from poisonguard.pipelines.writers import SUCCESS, write_json
+
+    overrides: dict[str, Any] = {}
+    if workers is not None:
+        overrides["run"] = {"workers": workers}
+    if lm is not None:
+        overrides["perplexity"] = {"model": lm}
+    cfg = _load(config, overrides)
+    try:
+        seeds = load_seeds(list(urls or []), seeds_file, sitemap)
+    except (OSError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if not seeds:
+        raise fail("no seed URLs: give URLs, --seeds-file or --sitemap")
+    if (out / SUCCESS).exists() or (out / "raw").exists():
+        if overwrite:
+            shutil.rmtree(out)
+        elif not resume:
+            raise fail(f"{out}: holds a crawl; pass --resume to continue it or --overwrite to replace it")
+    try:
+        stats = run_crawl(seeds, out, cfg.crawl, resume=resume)
+    except CrawlError as exc:
+        raise fail(f"crawl failed: {exc}", EXIT_FAILED) from None
+    if not stats.get("pages"):
+        raise fail(f"crawl fetched no page (finish reason: {stats.get('finish_reason')})", EXIT_FAILED)
+    if no_filter:
+        write_json(out / "crawl-stats.json", stats)
+        if not quiet:
+            out_console.print(f"crawled {stats['pages']:,} pages into {out / 'raw'}", highlight=False)
+        return
+    report = _run_filter([str(out / "raw")], out, cfg, resume=resume, use_lm=not no_lm, quiet=quiet,
+                         extra_report={"command": "crawl", "crawl": stats})
+    if not quiet:
+        print_summary(report, out)
+        out_console.print(f"crawl: {stats['pages']:,} pages, finish reason {stats.get('finish_reason')}",
+                          highlight=False)
+    if str(stats.get("finish_reason", "finished")) not in ("finished", "closespider_pagecount",
+                                                           "closespider_timeout", "closespider_itemcount"):
+        raise typer.Exit(EXIT_FAILED)
+
+
 @app.command("report")
 def report_command(
     out: Annotated[Path, typer.Argument(help="Output folder of a finished run.")],

@@ -144,7 +144,7 @@ def _document(fields: dict[str, Any], source: str, record: int) -> dict[str, Any
         "record": record,
         "meta": json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str) if fields else None,
         "hidden": None,
-        "cloaking_similarity": None,
+        "crawl_cloaking_similarity": None,
         "crawl_tarpit_host": None,
     }
 

@@ -532,7 +532,7 @@ def run_filter(
         "shards": shards,
         "rows": {k: sum(s["rows"] for s in v) for k, v in shards.items()},
         "config": cfg.model_dump(mode="json"),
-        "dedup_scheme": getattr(cfg.dedup, "scheme", None),
+        "dedup": dedup.manifest_entry(cfg.dedup),
         "versions": report["versions"],
     }
     write_json(out / "manifest.json", manifest)

@@ -27,7 +27,7 @@ DOCUMENT_SCHEMA = pa.schema(
         ("hidden", pa.list_(HIDDEN_SPAN)),
         # Measured while crawling (null for other inputs): crawler/raw.py fills them,
         # filters/cloaking.py turns them into reasons.
-        ("cloaking_similarity", pa.float64()),
+        ("crawl_cloaking_similarity", pa.float64()),
         ("crawl_tarpit_host", pa.bool_()),
     ]
 )
