@@ -466,6 +466,8 @@ _META_TECHNICAL = frozenset(
     "twitter:site fb:app_id".split()
 )
 _BLOCK_TAGS = _PARAGRAPH | _LINE | {"td", "th"}
+_HIDING_ATTRS = frozenset({"style", "hidden", "aria-hidden", "bgcolor", "color", "text", "open"})
+_FLAG_CLASSES = _SR_CLASSES | _HIDDEN_CLASSES
 _WS = re.compile(r"\s+")
 
 
@@ -499,11 +501,14 @@ class _Walker:
     # -- output --
     def visible(self, text: str, pre: bool) -> None:
         if not pre:
-            text = _WS.sub(" ", text)
-            if self.trailing_space or self.pending:
-                text = text.lstrip(" ")
-            if not text:
+            words = text.split()
+            if not words:
+                if not self.trailing_space:
+                    self.parts.append(" ")
+                    self.trailing_space = True
                 return
+            lead = text[0].isspace() and not (self.trailing_space or self.pending)
+            text = (" " if lead else "") + " ".join(words) + (" " if text[-1].isspace() else "")
         elif not text:
             return
         if self.pending:
@@ -544,6 +549,11 @@ class _Walker:
             return parent
         if parent.hard and tag != "summary":
             return parent  # nothing inside display:none & co. can show again
+        if not special and not self.has_rules and _HIDING_ATTRS.isdisjoint(attrs.keys()):
+            # The common case (class, href, id ...): only some class names can matter.
+            class_attr = attrs.get("class")
+            if not class_attr or _FLAG_CLASSES.isdisjoint(class_attr.lower().split()):
+                return parent
         class_attr = attrs.get("class")
         # Class selectors are case-sensitive in CSS; pages that rely on that are rare enough.
         classes = class_attr.lower().split() if class_attr else []
