@@ -5,10 +5,11 @@ Counted per document:
 - tag characters U+E0000-E007F (invisible; U+E0020-E007E spell ASCII: "ASCII smuggling"), except
   the emoji subdivision flags (black flag U+1F3F4, 2-6 tag letters/digits, cancel tag U+E007F);
 - bidi controls: the overrides LRO/RLO (U+202D, U+202E) always (Trojan Source, CVE-2021-42574);
-  embeddings (U+202A-202C), isolates (U+2066-2069) and the marks LRM/RLM/ALM (U+200E, U+200F,
-  U+061C) only in documents without right-to-left letters: Arabic, Persian and Hebrew pages use them
-  legitimately, also next to embedded Latin words (measured on the Debian handbook: 12% of the
-  Arabic pages carry RLM before English product names, the Persian one PDF);
+  embeddings (U+202A-202C) and isolates (U+2066-2069) only in documents without right-to-left
+  letters; the marks LRM/RLM/ALM (U+200E, U+200F, U+061C) only inside a word of such a document.
+  Arabic, Persian and Hebrew pages use them legitimately, also next to embedded Latin words
+  (measured on the Debian handbook: 12% of the Arabic pages carry RLM before English names, some
+  with no Arabic letter on the page; a Persian one a PDF);
 - zero-width characters inside words (U+200B-200D, U+2060, U+FEFF other than a leading BOM), except
   ZWNJ/ZWJ next to letters of scripts that need them (Arabic/Persian, Indic, Southeast Asian) and
   ZWSP between letters of scripts written without spaces (Thai, Lao, Khmer, Myanmar, Tibetan, CJK).
@@ -238,8 +239,17 @@ def _char_kind(text: str, i: int, has_rtl: Callable[[], bool]) -> str | None:
     cp = ord(text[i])
     if cp in _BIDI_OVERRIDES:
         return "bidi_controls"
-    if cp in _BIDI_MARKS or cp in _BIDI_IN_RTL:
+    if cp in _BIDI_IN_RTL:
         return None if has_rtl() else "bidi_controls"
+    if cp in _BIDI_MARKS:
+        # LRM/RLM/ALM cannot reorder letters; outside RTL text they matter only inside a word, where
+        # they split it like a zero-width character (the Arabic handbook's English pages keep RLMs
+        # before headings)
+        if has_rtl():
+            return None
+        before, after = _neighbour(text, i, -1), _neighbour(text, i, 1)
+        inside = bool(before and after) and _is_word_char(before) and _is_word_char(after)
+        return "bidi_controls" if inside else None
     if cp in _ZERO_WIDTH:
         return "zero_width_in_words" if _zero_width_in_word(text, i) else None
     if cp <= 0x7F:
