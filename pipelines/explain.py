@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
 from poisonguard.pipelines.report_html import (
     NOT_SIGNALS,
     document_spans,

@@ -33,10 +33,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from poisonguard.pipelines.schema import DECISION_FIELDS, DOCUMENT_COLUMNS, QUARANTINED
 from poisonguard.pipelines.writers import atomic_path
 
@@ -325,8 +326,7 @@ def render_hidden(row: dict[str, Any], reason: str) -> str:
 # Plots (matplotlib, Agg, SVG embedded as data URIs)
 
 
-def _svg_img(draw: Callable[[Any], None], width: float, height: float, alt: str,
-             layout: Literal["constrained"] | None = None) -> str:
+def _svg_img(draw: Callable[[Any], None], width: float, height: float, alt: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -337,7 +337,7 @@ def _svg_img(draw: Callable[[Any], None], width: float, height: float, alt: str,
                           "text.parse_math": False, "font.family": "sans-serif",
                           "font.sans-serif": ["DejaVu Sans"]}
     with matplotlib.rc_context(rc):  # type: ignore[arg-type]  # typed as a Literal of every key
-        fig = Figure(figsize=(width, height), layout=layout)
+        fig = Figure(figsize=(width, height))
         draw(fig)
         buf = io.BytesIO()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
@@ -353,14 +353,18 @@ def _short(label: str, limit: int = 40) -> str:
 
 def barh_plot(labels: list[str], values: Sequence[float], title: str, xlabel: str,
               notes: list[str] | None = None) -> str:
-    labels, values = labels[:MAX_BARS], values[:MAX_BARS]
+    labels, values = labels[:MAX_BARS], list(values[:MAX_BARS])
+    shown = [_short(escape_visible(lbl, html_out=False)) for lbl in labels]
+    width, height = 7.5, 0.9 + 0.22 * len(labels)
+    # Margins from the label lengths (a layout engine costs more than the drawing itself).
+    left = min(0.6, (0.3 + 0.065 * max((len(s) for s in shown), default=1)) / width)
 
     def draw(fig: Any) -> None:
-        ax = fig.subplots()
+        ax = fig.add_axes((left, 0.55 / height, 0.88 - left, 1 - 0.9 / height))
         y = list(range(len(labels)))
         ax.barh(y, values, color="#4878a8")
-        ax.set_yticks(y, [_short(escape_visible(lbl, html_out=False)) for lbl in labels])
-        ax.invert_yaxis()
+        ax.set_yticks(y, shown)
+        ax.set_ylim(len(labels) - 0.5, -0.5)
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         for pos, note in enumerate(notes or []):
@@ -368,7 +372,7 @@ def barh_plot(labels: list[str], values: Sequence[float], title: str, xlabel: st
                         va="center", fontsize=7)
         ax.margins(x=0.15)
 
-    return _svg_img(draw, 7.5, 0.9 + 0.22 * len(labels), title, layout="constrained")
+    return _svg_img(draw, width, height, title)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -516,7 +520,10 @@ def _table(header: list[str], rows: Iterable[list[str]], cls: str = "") -> str:
 def _kv_table(data: dict[str, Any], depth: int = 0) -> str:
     rows = []
     for key, value in list(data.items())[:MAX_TABLE_ROWS * 2]:
-        if isinstance(value, dict) and value and depth < 2:
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            # {host: {pages, bytes, ...}}: one row per entry reads better than nested tables
+            rendered = _dict_rows_table([{"": k, **v} for k, v in value.items()])
+        elif isinstance(value, dict) and value and depth < 2:
             rendered = _kv_table(value, depth + 1)
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value) and depth < 2:
             rendered = _dict_rows_table(value)
