@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pyarrow as pa
 from lxml import etree
+
+from bench.corpus import MissingData, handbook_dir, python_docs_dir
 from poisonguard.crawler.html import _parser, extract
 from poisonguard.filters import hidden_text
 from poisonguard.pipelines.schema import HIDDEN_SPAN
-
-from bench.corpus import MissingData, handbook_dir, python_docs_dir
 
 SITE = Path(__file__).resolve().parent.parent / "examples" / "site"
 

@@ -109,14 +109,19 @@ def decode_html(body: bytes, content_type: str | None) -> tuple[str, str]:
 _RELEVANT = frozenset(
     "display visibility opacity font-size font position left right top bottom text-indent margin-left "
     "margin-top transform clip clip-path color background background-color background-image width "
-    "height max-height max-width overflow".split()
+    "height max-height max-width overflow filter".split()
 )
+
+
+_CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 
 
 @functools.lru_cache(maxsize=4096)
 def _declarations(style: str) -> dict[str, str]:
     """`prop: value; ...` -> {prop: value} (lower-cased, `!important` removed; last one wins)."""
     out: dict[str, str] = {}
+    if "/*" in style:  # `display:/**/none` is still display:none
+        style = _CSS_COMMENT.sub("", style)
     for decl in style.split(";"):
         prop, sep, value = decl.partition(":")
         if not sep:
@@ -144,6 +149,7 @@ def _length_px(value: str) -> float | None:
 
 # The classic off-screen tricks use -999px, -9999px, -10000px; anything past this is off any screen.
 _OFFSCREEN_PX = -900.0
+_SCALE_0 = re.compile(r"scale[xy3d]*\(\s*0(?:\.0*)?\s*[,)]")
 _TRANSLATE = re.compile(r"translate(?:x|y|3d)?\(\s*(-?[\d.]+\w*)")
 
 
@@ -199,12 +205,16 @@ def _hiding_property(decls: dict[str, str]) -> str | None:
         px = _length_px(v) if v else None
         if px is not None and px <= _OFFSCREEN_PX:
             return "offscreen"
+    if "opacity(0)" in decls.get("filter", "").replace(" ", ""):
+        return "opacity_0"
     transform = decls.get("transform")
     if transform:
         m = _TRANSLATE.search(transform)
         px = _length_px(m.group(1)) if m else None
         if px is not None and px <= _OFFSCREEN_PX:
             return "offscreen"
+        if _SCALE_0.search(transform):
+            return "zero_size"
     if "hidden" in decls.get("overflow", ""):
         for prop in ("height", "width", "max-height", "max-width"):
             v = decls.get(prop)
@@ -224,7 +234,6 @@ class _Rule:
 
 
 _SIMPLE_SELECTOR = re.compile(r"([a-z][a-z0-9]*)?((?:[.#][\w-]+)*)", re.IGNORECASE)
-_CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 
 
 def _skip_block(css: str, i: int) -> int:
@@ -433,7 +442,9 @@ def _background(decls: dict[str, str], attr_bg: str | None) -> tuple[bool, RGBA 
 # The walk
 # ----------------------------------------------------------------------------------------------
 
-_SKIP = frozenset({"script", "style", "template", "head", "svg", "math", "iframe", "object", "canvas"})
+# Not text at all (code, templates) or content shown only when the element is unsupported. <title>
+# is read separately; the rest of <head> is walked for comments and <noscript>.
+_SKIP = frozenset({"script", "style", "template", "title", "iframe", "object", "canvas"})
 # Block elements: a line of their own; the paragraph-level ones also get a blank line around them.
 _PARAGRAPH = frozenset(
     "p h1 h2 h3 h4 h5 h6 blockquote pre ul ol dl table section article header footer figure hr "
@@ -442,7 +453,7 @@ _PARAGRAPH = frozenset(
 _LINE = frozenset("div li dt dd tr caption figcaption summary option legend center body html".split())
 # Elements that may hide their content without any attribute (details, noscript) or change how
 # their content is read (pre, textarea, nav, menu, summary).
-_SPECIAL = frozenset({"details", "noscript", "pre", "textarea", "nav", "menu", "summary"})
+_SPECIAL = frozenset({"details", "noscript", "svg", "pre", "textarea", "nav", "menu", "summary"})
 _ATTR_CHANNELS = (("alt", "alt"), ("title", "title_attr"), ("aria-label", "aria_label"))
 # Screen-reader-only text and skip links (Bootstrap, WordPress, Drupal, Foundation, HTML5 Boilerplate,
 # GOV.UK): hidden from sight on purpose, read aloud to blind readers.
@@ -647,6 +658,8 @@ class _Walker:
                 return "style_rule"
         if tag == "noscript":
             return "noscript"
+        if tag == "svg":
+            return "svg"  # labels, <title> and <desc> of inline graphics: rarely prose a reader sees
         if classes and not _HIDDEN_CLASSES.isdisjoint(classes) and not any(
             ":" in c or c.startswith(("d-sm-", "d-md-", "d-lg-", "d-xl-")) for c in classes
         ):
@@ -834,10 +847,6 @@ def extract(html: str | bytes, content_type: str | None = None) -> Extracted:
     for comment in reversed(list(root.itersiblings(etree.Comment, preceding=True))):
         walker.span("comment", _norm(comment.text or ""))
     walker.regions.extend((channel, [t]) for channel, t in _meta_spans(root.iter("meta")))
-    head = root.find("head")
-    if head is not None:
-        for comment in head.iter(etree.Comment):
-            walker.span("comment", _norm(comment.text or ""))
     walker.walk(root)
     for comment in root.itersiblings(etree.Comment):
         walker.span("comment", _norm(comment.text or ""))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from poisonguard.crawler.html import Extracted, decode_html, extract, parse_style_rules
 
 SITE = Path(__file__).resolve().parents[2] / "examples" / "site"
@@ -47,6 +48,10 @@ CHANNEL_CASES = [
     ("hidden_attr", f"<div hidden>{SECRET}</div>"),
     ("aria_hidden", f'<div aria-hidden="true">{SECRET}</div>'),
     ("hidden_class", f'<div class="d-none">{SECRET}</div>'),
+    ("display_none", f'<div style="display:/* x */none">{SECRET}</div>'),
+    ("opacity_0", f'<div style="filter: opacity(0)">{SECRET}</div>'),
+    ("zero_size", f'<div style="transform:scale(0)">{SECRET}</div>'),
+    ("svg", f'<svg viewBox="0 0 10 10"><desc>{SECRET}</desc><circle r="1"/></svg>'),
     ("comment", f"<!-- {SECRET} -->"),
     ("noscript", f"<noscript>{SECRET}</noscript>"),
     ("alt", f'<img src="a.png" alt="{SECRET}">'),
@@ -63,6 +68,13 @@ def test_each_channel_is_hidden_and_named(channel: str, body: str) -> None:
     assert SECRET not in ex.text
     assert ex.text.startswith("Before.") and ex.text.endswith("After.")
     assert SECRET in channels(ex).get(channel, []), ex.hidden
+
+
+def test_head_is_walked_for_comments_and_noscript() -> None:
+    head = f"<!-- head {SECRET} --><noscript><p>{SECRET}</p></noscript>"
+    ex = extract(page("", head=head))
+    assert ex.text == "Before.\n\nAfter." and ex.title == "T"
+    assert ("comment", f"head {SECRET}") in ex.hidden and ("noscript", SECRET) in ex.hidden
 
 
 def test_meta_content_is_a_hidden_span_and_technical_meta_is_not() -> None:

@@ -9,11 +9,12 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
+
 from poisonguard.crawler.html import extract
 from poisonguard.filters import hidden_text
 from poisonguard.filters.hidden_text import Config, flag, instruction_phrase, scan_spans, score
 from poisonguard.pipelines.schema import HIDDEN_SPAN
-from pydantic import ValidationError
 
 SITE = Path(__file__).resolve().parents[2] / "examples" / "site"
 
