@@ -73,7 +73,13 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
             continue
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and _suffix_kind(p))
+            # Names starting with "_" or "." are bookkeeping (crawl stats, job state, temp files),
+            # as in Hadoop/Spark output folders.
+            files = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and _suffix_kind(p)
+                and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts)
+            )
             if not files:
                 raise InputError(f"{path}: directory holds no .jsonl, .parquet or .warc file")
             found.extend(files)

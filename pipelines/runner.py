@@ -307,11 +307,11 @@ def run_filter(
     """
     started = time.time()
     use_lm = cfg.perplexity.enabled if use_lm is None else (use_lm and cfg.perplexity.enabled)
-    # OUT may sit inside an input folder; its own shards are never input.
-    out_real = out.resolve()
-    paths = [p for p in expand_inputs(inputs) if out_real not in p.resolve().parents]
+    # OUT may sit inside an input folder; its own shards are never input (OUT/raw/ of a crawl is).
+    own = {(out / name).resolve() for name in ("clean", "quarantine", WORK)}
+    paths = [p for p in expand_inputs(inputs) if not own & set(p.resolve().parents)]
     if not paths:
-        raise OutputError(f"{out}: every input file lies inside the output folder")
+        raise OutputError(f"{out}: every input file is one of this output folder's own shards")
     fingerprint = _fingerprint(paths, cfg, use_lm)
     prepare_out(out, overwrite, resume, fingerprint)
     work = out / WORK
