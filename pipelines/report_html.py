@@ -855,7 +855,13 @@ def build_report_html(out: Path) -> str:
     if not report:
         raise FileNotFoundError(f"{out / 'report.json'}: missing; is this the output folder of a run?")
     config = run_config(out)
-    facts = collect(out, report)
+    problems = []
+    try:
+        facts = collect(out, report)
+    except Exception as exc:  # noqa: BLE001 - an unreadable shard must not cost the rest of the page
+        facts = ShardFacts()
+        problems.append(f'<p class="warn">The shards could not be read for plots and evidence: '
+                        f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>")
     counts = report.get("counts") or {}
     title = f"poisonguard {report.get('command', 'filter')} report"
     sections = [
@@ -888,7 +894,7 @@ def build_report_html(out: Path) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>{headline}</p>"
+        f"<h1>{html.escape(title)}</h1><p>{headline}</p>{''.join(problems)}"
         + "\n".join(sections)
         + "</body></html>\n"
     )
