@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
+
 from poisonguard.filters import triggers, unicode
 from poisonguard.filters.normalize import normalize_for_matching
 

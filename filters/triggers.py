@@ -42,8 +42,9 @@ from typing import Any, Literal, NamedTuple
 import ahocorasick
 import pyarrow as pa
 import yaml
-from poisonguard.filters.normalize import normalize_for_matching
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from poisonguard.filters.normalize import normalize_for_matching
 
 MATCH = pa.struct(
     [("category", pa.string()), ("phrase", pa.string()), ("start", pa.int32()), ("end", pa.int32())]

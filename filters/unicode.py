@@ -42,8 +42,9 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
-from poisonguard.filters.normalize import confusable_map, fold_char, script_alias
 from pydantic import BaseModel, ConfigDict, Field
+
+from poisonguard.filters.normalize import confusable_map, fold_char, script_alias
 
 SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("kind", pa.string())])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from poisonguard.filters.normalize import _normalize_slow, normalize_for_matching
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
+
 from poisonguard.filters import triggers as trg
 from poisonguard.filters.triggers import TriggerHit, find_triggers
 from poisonguard.pipelines.config import ConfigError, load_config
-from pydantic import ValidationError
 
 
 def reasons(*texts: str, cfg: trg.Config | None = None) -> list[list[str]]:
@@ -201,6 +202,7 @@ def test_config_validation() -> None:
 
 def test_every_shipped_entry_names_a_source() -> None:
     import yaml
+
     from poisonguard.filters.triggers import _shipped
 
     data = yaml.safe_load(_shipped())

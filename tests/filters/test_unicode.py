@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
+
 from poisonguard.filters import unicode as uni
 from poisonguard.pipelines.config import ConfigError, load_config
-from pydantic import ValidationError
 
 
 def counts(text: str) -> dict[str, int]:
