@@ -115,7 +115,7 @@ class CrawlConfig(BaseModel):
             "AUTOTHROTTLE_MAX_DELAY": self.autothrottle_max_delay_s,
             "AUTOTHROTTLE_TARGET_CONCURRENCY": self.autothrottle_target_concurrency,
             "DOWNLOAD_DELAY": self.download_delay_s,
-            "RANDOMIZE_DOWNLOAD_DELAY": True,
+            "DOWNLOAD_DELAY_JITTER": 0.5,  # ±50% around download_delay_s, as browsers are irregular too
             "CONCURRENT_REQUESTS": self.concurrent_requests,
             "CONCURRENT_REQUESTS_PER_DOMAIN": self.concurrent_requests_per_host,
             "DOWNLOAD_MAXSIZE": self.download_maxsize_bytes,

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
 from poisonguard.crawler.cloaking import relative_similarity
 from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
 
@@ -210,7 +211,7 @@ def document_id(url: str, final_url: str, html_sha256: str) -> str:
 def raw_to_documents(raw: pa.Table, source: str = "crawl") -> pa.Table:
     """2xx HTML crawler fetches -> DOCUMENT_SCHEMA documents (probe rows and other responses stay in raw/).
 
-    ``cloaking_similarity`` is the probe's crawler-vs-browser similarity relative to the page's own
+    ``crawl_cloaking_similarity`` is the probe's crawler-vs-browser similarity relative to the page's own
     churn (crawler.cloaking.relative_similarity; null unless probed) and ``crawl_tarpit_host`` whether
     the tarpit guard dropped the page's host; filters/cloaking.py turns them into reasons. ``record``
     is the row number in ``raw``; ``meta`` keeps status, fetch time, title, encoding, the body hash

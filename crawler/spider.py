@@ -20,11 +20,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
-from poisonguard.crawler import cloaking
-from poisonguard.crawler.config import CrawlConfig
-from poisonguard.crawler.raw import KIND_PAGE, KIND_PROBE, RawShardWriter, _extract, host_of, is_html
-from poisonguard.crawler.tarpit import PageSignal, TarpitGuard
-from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
 from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DownloadTimeoutError, IgnoreRequest
@@ -32,6 +27,12 @@ from scrapy.http import Response, TextResponse
 from scrapy.linkextractors import LinkExtractor
 from twisted.internet.error import TCPTimedOutError, TimeoutError
 from twisted.python.failure import Failure
+
+from poisonguard.crawler import cloaking
+from poisonguard.crawler.config import CrawlConfig
+from poisonguard.crawler.raw import KIND_PAGE, KIND_PROBE, RawShardWriter, _extract, host_of, is_html
+from poisonguard.crawler.tarpit import PageSignal, TarpitGuard
+from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
 
 logger = logging.getLogger(__name__)
 

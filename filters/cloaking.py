@@ -1,7 +1,7 @@
 """cloaking detector: turns the crawler's cloaking probe and tarpit guard results into reasons.
 
-Crawled documents (crawler.raw.raw_to_documents) carry ``cloaking_similarity``: how similar the page
-the crawler was served is to the page a browser was served, relative to how much the page changes
+Crawled documents (crawler.raw.raw_to_documents) carry ``crawl_cloaking_similarity``: how similar
+the page the crawler was served is to the page a browser was served, relative to how much the page changes
 between two browser fetches (1.0 = the same up to the page's own churn; null unless the page was
 probed), and ``crawl_tarpit_host``: the tarpit guard dropped the page's host. Other inputs have nulls
 there and never flag.

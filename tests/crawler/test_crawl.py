@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
+
 from poisonguard.crawler import cloaking
 from poisonguard.crawler.config import CrawlConfig
 from poisonguard.crawler.raw import (
@@ -28,7 +30,6 @@ from poisonguard.filters import cloaking as cloaking_filter
 from poisonguard.filters import hidden_text
 from poisonguard.pipelines.config import load_config
 from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
-from pydantic import ValidationError
 
 sys.path.insert(0, str(Path(__file__).parent))
 import servers  # noqa: E402 (test helper next to this file)
@@ -125,7 +126,7 @@ def test_cloaking_filter_columns_and_reasons() -> None:
         cloaking.relative_similarity(s, b) for s, b in ((0.1, 0.98), (0.55, 0.6), (None, None), (0.95, None))
     ]
     assert rel[1] == pytest.approx(0.55 / 0.6) and rel[2] is None
-    batch = pa.table({"cloaking_similarity": rel, "crawl_tarpit_host": [False, False, True, False]})
+    batch = pa.table({"crawl_cloaking_similarity": rel, "crawl_tarpit_host": [False, False, True, False]})
     reasons = cloaking_filter.flag(pa.table(cloaking_filter.score(batch, cfg)), cfg)
     # 0.55 vs a churny baseline of 0.6 is the page's own drift, not cloaking.
     assert reasons == [["cloaking:crawler_view_differs"], [], ["crawl:tarpit_host"], []]
@@ -177,7 +178,7 @@ def test_raw_shards_and_documents(tmp_path: Path) -> None:
     docs = raw_to_documents(read_raw(tmp_path))
     assert docs.column("url").to_pylist() == ["http://a/1", "http://b/3"]
     assert docs.column("text").to_pylist()[0].strip() == "hi there"
-    assert docs.column("cloaking_similarity").to_pylist() == [pytest.approx(0.2 / 0.9), None]
+    assert docs.column("crawl_cloaking_similarity").to_pylist() == [pytest.approx(0.2 / 0.9), None]
     assert json.loads(docs.column("meta")[0].as_py())["cloaking_baseline"] == pytest.approx(0.9)
     assert docs.column("crawl_tarpit_host").to_pylist() == [False, True]
     assert docs.column("source").to_pylist() == ["crawl", "crawl"]
