@@ -37,6 +37,7 @@ an attack; their reasons drop the ``legit_`` prefix (``hidden_text:sr_only``).
 
 from __future__ import annotations
 
+import bisect
 import importlib
 import re
 from collections.abc import Callable, Iterable
@@ -139,10 +140,25 @@ def _trigger_finder() -> _Finder | None:
     return finder if callable(finder) else None
 
 
-def _trigger_phrases(finder: _Finder | None, text: str, ignore: set[str]) -> list[str]:
-    if finder is None:
-        return []
-    return [hit.phrase for hit in finder(text) if hit.category not in ignore]
+_SEPARATOR = "\n\n"
+
+
+def _trigger_phrases(finder: _Finder | None, texts: list[str], ignore: set[str]) -> list[list[str]]:
+    """Trigger-list phrases per text. The texts of a page are searched as one string (one call of
+    the matcher per page instead of one per span; a page has tens of small spans) and each hit is
+    given back to the span it starts in."""
+    found: list[list[str]] = [[] for _ in texts]
+    if finder is None or not texts:
+        return found
+    starts: list[int] = []
+    pos = 0
+    for text in texts:
+        starts.append(pos)
+        pos += len(text) + len(_SEPARATOR)
+    for hit in finder(_SEPARATOR.join(texts)):
+        if hit.category not in ignore:
+            found[bisect.bisect_right(starts, hit.start) - 1].append(hit.phrase)
+    return found
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,17 +169,18 @@ def _trigger_phrases(finder: _Finder | None, text: str, ignore: set[str]) -> lis
 def scan_spans(spans: Iterable[tuple[str, str]], cfg: Config, finder: _Finder | None = None
                ) -> list[tuple[str, str]]:
     """(channel, phrase) for each instruction found in (channel, text) spans, legit_ prefix dropped."""
-    ignore = set(cfg.ignore_categories)
-    found: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
+    searched: list[tuple[str, str]] = []
     for channel, text in spans:
         if not text or channel in cfg.skip_channels:
             continue
-        text = text[: cfg.max_span_chars]
-        legit = channel.startswith(LEGIT_PREFIX)
-        if legit and not cfg.check_legit:
+        if channel.startswith(LEGIT_PREFIX) and not cfg.check_legit:
             continue
-        phrases = _trigger_phrases(finder, text, ignore)
+        searched.append((channel, text[: cfg.max_span_chars]))
+    hits = _trigger_phrases(finder, [t for _, t in searched], set(cfg.ignore_categories))
+    found: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for (channel, text), phrases in zip(searched, hits, strict=True):
+        legit = channel.startswith(LEGIT_PREFIX)
         if not legit and cfg.heuristic and not phrases:
             phrase = instruction_phrase(text)
             if phrase:
