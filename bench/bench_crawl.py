@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -150,6 +151,9 @@ def main() -> None:
         bare_child(*args.bare_child)
         return
     from bench.corpus import python_docs_dir
+
+    # A SIGTERM (a timeout) unwinds through `finally`, so the http.server child is not left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     docs = python_docs_dir()
     n_html = sum(1 for _ in docs.rglob("*.html"))
