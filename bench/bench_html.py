@@ -52,19 +52,24 @@ def sources(handbook_langs: list[str]) -> list[tuple[str, list[bytes]]]:
     return out
 
 
-def time_extract(pages: list[bytes], repeat: int) -> tuple[float, float, list[list[tuple[str, str]]]]:
-    """(best seconds for extract(), best seconds for libxml2's parse alone, hidden spans)."""
-    best_parse = best_extract = float("inf")
+def time_extract(
+    pages: list[bytes], repeat: int
+) -> tuple[float, float, float, list[list[tuple[str, str]]]]:
+    """(best wall seconds for extract(), its CPU seconds, best CPU seconds for libxml2's parse alone,
+    hidden spans). CPU time is reported too because wall time on a shared machine mostly measures
+    the neighbours."""
+    best_parse = best_extract = best_cpu = float("inf")
     hidden: list[list[tuple[str, str]]] = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        cpu = time.process_time()
         for body in pages:
             etree.fromstring(body, _parser())
-        best_parse = min(best_parse, time.perf_counter() - start)
-        start = time.perf_counter()
+        best_parse = min(best_parse, time.process_time() - cpu)
+        start, cpu = time.perf_counter(), time.process_time()
         hidden = [extract(body, "text/html").hidden for body in pages]
         best_extract = min(best_extract, time.perf_counter() - start)
-    return best_extract, best_parse, hidden
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return best_extract, best_cpu, best_parse, hidden
 
 
 def hidden_table(spans: list[list[tuple[str, str]]]) -> pa.Table:
@@ -80,19 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg = hidden_text.Config()
 
     print("### HTML pass: `extract()` (one process)\n")
-    print("| source | pages | MB | extract pages/s | extract MB/s | libxml2 parse alone MB/s | parse share |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| source | pages | MB | pages/s (wall) | pages/s (CPU) | MB/s (CPU) "
+          "| libxml2 parse alone MB/s (CPU) | parse share |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     detector_rows = []
     for name, pages in sources([x for x in args.handbook_langs.split(",") if x]):
         mb = sum(len(p) for p in pages) / 1e6
-        t_extract, t_parse, spans = time_extract(pages, args.repeat)
-        print(f"| {name} | {len(pages)} | {mb:.1f} | {len(pages) / t_extract:.1f} | {mb / t_extract:.2f} "
-              f"| {mb / t_parse:.1f} | {t_parse / t_extract:.0%} |")
+        t_extract, t_cpu, t_parse, spans = time_extract(pages, args.repeat)
+        print(f"| {name} | {len(pages)} | {mb:.1f} | {len(pages) / t_extract:.1f} | {len(pages) / t_cpu:.1f} "
+              f"| {mb / t_cpu:.2f} | {mb / t_parse:.1f} | {t_parse / t_cpu:.0%} |")
         table = hidden_table(spans)
-        start = time.perf_counter()
+        cpu = time.process_time()
         signals = pa.table(hidden_text.score(table, cfg))
         reasons = hidden_text.flag(signals, cfg)
-        t_detect = time.perf_counter() - start
+        t_detect = time.process_time() - cpu
         flagged = [i for i, r in enumerate(reasons) if r]
         channels = collections.Counter(c for page in spans for c, _ in page)
         top = ", ".join(f"{c} {n}" for c, n in channels.most_common(5))
@@ -100,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                               len(flagged), sum(len(p) for p in spans) / len(pages), top))
 
     print("\n### hidden_text detector on real (clean) sites\n")
-    print("| source | pages | score+flag docs/s | pages flagged (false alarms) | spans/page | top channels |")
+    print("| source | pages | score+flag docs/s (CPU) | pages flagged (false alarms) | spans/page "
+          "| top channels |")
     print("|---|---:|---:|---:|---:|---|")
     for name, n, rate, flagged_n, per_page, top in detector_rows:
         print(f"| {name} | {n} | {rate:.0f} | {flagged_n} | {per_page:.1f} | {top} |")
