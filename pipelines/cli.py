@@ -36,6 +36,18 @@ ConfigOption = Annotated[
 ]
 
 
+EngineOption = Annotated[
+    str,
+    typer.Option("--engine", help="`local` (this machine, multiprocessing) or `ray` (a Ray cluster; same "
+                 "detectors, same outcomes).", case_sensitive=False),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Ray cluster to join (e.g. ray://head:10001 or auto); default: a "
+                 "local Ray started for this run."),
+]
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     console.print(f"[red]poisonguard: error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
@@ -99,6 +111,8 @@ def filter_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT from its "
                                          "finished chunks.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Filter an existing corpus into clean shards, a quarantine and a report."""
     overrides: dict[str, Any] = {}
@@ -107,7 +121,8 @@ def filter_command(
     if lm is not None:
         overrides["perplexity"] = {"model": lm}
     cfg = _load(config, overrides)
-    report = _run_filter(inputs, out, cfg, overwrite=overwrite, resume=resume, use_lm=not no_lm, quiet=quiet)
+    report = _run_filter(inputs, out, cfg, overwrite=overwrite, resume=resume, use_lm=not no_lm, quiet=quiet,
+                         engine=engine, ray_address=ray_address)
     if not quiet:
         print_summary(report, out)
 
@@ -117,8 +132,18 @@ def _run_filter(inputs: list[str], out: Path, cfg: PipelineConfig, **kwargs: Any
     from poisonguard.pipelines.runner import OutputError, run_filter
 
     quiet = kwargs.pop("quiet", False)
+    engine = kwargs.pop("engine", "local").lower()
+    address = kwargs.pop("ray_address", None)
+    if engine not in ("local", "ray"):
+        raise fail(f"--engine must be local or ray, not {engine!r}")
+    runner = run_filter
+    if engine == "ray":
+        from poisonguard.pipelines.ray_engine import run_filter_ray
+
+        kwargs["address"] = address
+        runner = run_filter_ray
     try:
-        return run_filter(inputs, out, cfg, show_progress=not quiet and sys.stderr.isatty(), **kwargs)
+        return runner(inputs, out, cfg, show_progress=not quiet and sys.stderr.isatty(), **kwargs)
     except (InputError, OutputError) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -144,6 +169,8 @@ def crawl_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished crawl in OUT (raw pages too).")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted crawl and its filtering.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Crawl sites politely, keep every fetched page in OUT/raw/, then filter them like `filter`."""
     import shutil
@@ -180,7 +207,8 @@ def crawl_command(
             out_console.print(f"crawled {stats['pages']:,} pages into {out / 'raw'}", highlight=False)
         return
     report = _run_filter([str(out / "raw")], out, cfg, resume=resume, use_lm=not no_lm, quiet=quiet,
-                         extra_report={"command": "crawl", "crawl": stats})
+                         extra_report={"command": "crawl", "crawl": stats}, engine=engine,
+                         ray_address=ray_address)
     if not quiet:
         print_summary(report, out)
         out_console.print(f"crawl: {stats['pages']:,} pages, finish reason {stats.get('finish_reason')}",
