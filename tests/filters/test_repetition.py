@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
+
 from poisonguard.filters import repetition
 from poisonguard.filters.repetition import Config, filter_reasons, flag, score
-from pydantic import ValidationError
 
 PROSE = """The river town grew up around a ferry crossing that was older than any of the buildings now
 standing on the quay. Merchants brought salt and wool down from the hills, and the ferrymen charged
@@ -102,6 +103,9 @@ def _flags(texts: Sequence[str | None], cfg: Config | None = None) -> list[list[
     return flag(_scores(texts, cfg), cfg)
 
 
+GOPHER = Config(gopher_action="quarantine")
+
+
 def _made_up_tokens(n: int, seed: int) -> list[str]:
     """A made-up token sequence in the style of a copyright trap: pronounceable non-words."""
     rng = random.Random(seed)
@@ -170,11 +174,11 @@ def test_short_documents_are_not_flagged_by_gopher_statistics() -> None:
         "Buy cheap tickets. Buy cheap tickets now.\n\nBuy cheap tickets.",
     ]
     table = _scores(short)
-    assert flag(table, Config()) == [[], [], []]
+    assert flag(table, GOPHER) == [[], [], []]
     # ...although their statistics are high: only the length keeps them out.
     assert table.column("repetition_dup_line_frac")[0].as_py() > 0.5
     assert table.column("repetition_top_4gram_char_frac")[1].as_py() > 0.3
-    assert flag(table, Config(min_words=0))[0] != []
+    assert flag(table, Config(gopher_action="quarantine", min_words=0))[0] != []
 
 
 def test_duplicate_lines_and_paragraphs_fail_gopher_thresholds() -> None:
@@ -182,7 +186,7 @@ def test_duplicate_lines_and_paragraphs_fail_gopher_thresholds() -> None:
     repeated_paras = "\n\n".join(paragraphs + paragraphs[:2] * 2)
     lines = PROSE.split("\n")
     repeated_lines = "\n".join(lines + lines[:10])
-    reasons = _flags([repeated_paras, repeated_lines])
+    reasons = _flags([repeated_paras, repeated_lines], GOPHER)
     assert "repetition:dup_para_frac" in reasons[0]
     assert "repetition:dup_para_char_frac" in reasons[0]
     assert "repetition:dup_line_frac" in reasons[1]
@@ -198,16 +202,18 @@ def test_brace_only_lines_do_not_count_as_duplicate_lines() -> None:
 def test_keyword_stuffing_fails_top_ngram_thresholds() -> None:
     words = PROSE.split()
     stuffed = " ".join(w + (" cheap pills online" if i % 6 == 5 else "") for i, w in enumerate(words))
-    reasons = _flags([stuffed])[0]
+    reasons = _flags([stuffed], GOPHER)[0]
     assert "repetition:top_2gram_char_frac" in reasons
     assert "repetition:top_3gram_char_frac" in reasons
-    assert _flags([PROSE])[0] == []
+    assert _flags([PROSE], GOPHER)[0] == []
+    assert _flags([stuffed])[0] == []  # default: a quality problem, not poison
 
 
 def test_gopher_action_filter_and_off() -> None:
-    text = "\n\n".join([PROSE] * 3)
+    text = "\n\n".join([PROSE, PROSE.upper()[:400], PROSE])
     table = _scores([text])
-    quarantine = Config()
+    assert Config().gopher_action == "off"
+    quarantine = GOPHER
     assert any(r.startswith("repetition:dup_para") for r in flag(table, quarantine)[0])
     assert filter_reasons(table, quarantine) == [[]]
     as_filter = Config(gopher_action="filter")
@@ -220,7 +226,37 @@ def test_gopher_action_filter_and_off() -> None:
 def test_trap_stays_a_quarantine_reason_when_gopher_is_off() -> None:
     trap = " ".join(_made_up_tokens(50, seed=9))
     text = PROSE + " " + " ".join([trap] * 20)
-    assert _flags([text], Config(gopher_action="off"))[0] == ["repetition:span_max_count"]
+    assert "repetition:span_max_count" in _flags([text], Config(gopher_action="off"))[0]
+
+
+def test_text_made_of_repeats_is_quarantined_by_default() -> None:
+    # A short carrier with a 20-word made-up sequence pasted 10 times: too short for the 25-word
+    # span, but most of the text repeats earlier 10-grams.
+    trap = " ".join(_made_up_tokens(20, seed=11))
+    lines = PROSE.split("\n")[:4]
+    text = "\n".join(lines[:2] + [trap] * 10 + lines[2:])
+    table = _scores([text, "\n\n".join([PROSE] * 2)])
+    assert table.column("repetition_dup_10gram_char_frac")[0].as_py() > 0.6
+    assert flag(table, Config()) == [["repetition:dup_10gram_char_frac"], []]
+    assert flag(table, Config(severe_dup_10gram_char_frac=None)) == [[], []]
+
+
+def test_japanese_is_spared_by_word_ngram_statistics() -> None:
+    # One word per character: common 5-character runs (する, ことが ...) repeat in ordinary Japanese.
+    sentences = [
+        "この文書では、システムの設定について説明することができます。",
+        "設定ファイルを編集することができます。",
+        "ネットワークの設定を確認することができます。",
+        "必要に応じて、パッケージをインストールすることができます。",
+        "ユーザーのアカウントを管理することができます。",
+        "ログファイルを確認することができます。",
+    ]
+    text = "".join(sentences * 2)[: 80 * 3]
+    table = _scores([text])
+    assert table.column("repetition_spaceless_share")[0].as_py() > 0.9
+    assert table.column("repetition_dup_5gram_char_frac")[0].as_py() > 0.15
+    assert flag(table, GOPHER) == [[]]
+    assert flag(table.drop_columns(["repetition_spaceless_share"]), GOPHER) != [[]]
 
 
 def test_cjk_counts_characters_as_words() -> None:
