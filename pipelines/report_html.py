@@ -733,7 +733,7 @@ def plot_languages(report: dict[str, Any]) -> str:
                      [f"{int(v):,}" for v in langs.values()])
 
 
-def render_sample(sample: Sample, anchor: str) -> str:
+def render_sample(sample: Sample, anchor: str, config: dict[str, Any] | None = None) -> str:
     row = sample.row
     text = str(row.get("text") or "")
     spans = document_spans(row)
@@ -748,6 +748,16 @@ def render_sample(sample: Sample, anchor: str) -> str:
     if row.get("duplicate_of"):
         meta.append(f'duplicate of <span class="id">{_cell(row.get("duplicate_of"))}</span>')
     details = []
+    # `repetition:dup_5gram_char_frac` is decided on the column of the same name: show it and its limit.
+    column = sample.reason.replace(":", "_", 1)
+    if isinstance(row.get(column), int | float):
+        threshold = threshold_for(column, config or {})
+        limit = f" (threshold: {threshold[0] or 'at'} {threshold[1]:g})" if threshold else ""
+        details.append(f"{html.escape(column)} = {_num(row[column])}{limit}")
+    if (row.get("dedup_cluster_size") or 0) >= 2:
+        details.append(f"near-duplicate cluster of {_num(row.get('dedup_cluster_size'))} documents on "
+                       f"{_num(row.get('dedup_cluster_domains'))} domain(s), first member "
+                       f"{_cell(row.get('dedup_cluster_id'))}")
     for m in (row.get("triggers_matches") or [])[:5]:
         details.append(f"trigger [{_cell(m.get('category'))}] {_cell(m.get('phrase'))} "
                        f"at {_num(m.get('start'))}")
@@ -761,7 +771,7 @@ def render_sample(sample: Sample, anchor: str) -> str:
             f"{render_hidden(row, sample.reason)}</div>")
 
 
-def section_evidence(report: dict[str, Any], facts: ShardFacts) -> str:
+def section_evidence(report: dict[str, Any], facts: ShardFacts, config: dict[str, Any] | None = None) -> str:
     reasons = report.get("reasons") or {}
     if not reasons:
         return "<p>Nothing was dropped.</p>"
@@ -785,7 +795,7 @@ def section_evidence(report: dict[str, Any], facts: ShardFacts) -> str:
                 continue
             anchor = f"doc-{len(shown) + 1}"
             shown[doc_id] = (anchor, str(reason))
-            docs.append(render_sample(sample, anchor))
+            docs.append(render_sample(sample, anchor, config))
         more = f'<p class="lbl">Also: {", ".join(also)}</p>' if also else ""
         opened = " open" if n < 8 else ""
         parts.append(f'<details class="reason"{opened}><summary><b>{escape_visible(str(reason))}'
@@ -876,7 +886,7 @@ def build_report_html(out: Path) -> str:
         '<h3>Languages</h3><div id="plot-languages">'
         + _guard("language plot", lambda: plot_languages(report)) + "</div></section>",
         '<section id="evidence"><h2>Evidence: dropped documents per reason</h2>'
-        + _guard("evidence", lambda: section_evidence(report, facts)) + "</section>",
+        + _guard("evidence", lambda: section_evidence(report, facts, config)) + "</section>",
         '<section id="triggers"><h2>Mined trigger candidates</h2>'
         + _guard("triggers", lambda: section_triggers(report)) + "</section>",
         '<section id="unreadable"><h2>Unreadable records</h2>'

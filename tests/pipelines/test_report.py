@@ -176,7 +176,10 @@ def test_duplicates_and_campaigns_are_shown(page: str) -> None:
     clusters = text_of(next(el for el in tree.iter("div") if el.get("id") == "plot-clusters"))
     assert "farm-00" in clusters and "news-0.farm0.example" in clusters  # the 12-domain campaign and its urls
     evidence = next(el for el in tree.iter("section") if el.get("id") == "evidence")
-    assert "duplicate of bread" in " ".join(text_of(p) for p in evidence.iter("p"))
+    shown = " ".join(text_of(p) for p in evidence.iter("p"))
+    assert "duplicate of bread" in shown
+    assert "near-duplicate cluster of 12 documents on 12 domain(s)" in shown
+    assert re.search(r"repetition_dup_10gram_char_frac = 0\.9\d+ \(threshold: max 0\.1\)", shown)
 
 
 def test_report_command_rebuilds_the_page_from_shards(run_out: Path, page: str, tmp_path: Path) -> None:
