@@ -306,23 +306,16 @@ def demo_site() -> Iterator[str]:
 
 @pytest.mark.slow
 def test_crawl_writes_a_report_with_hidden_text_evidence(demo_site: str, tmp_path: Path) -> None:
-    """A real Scrapy crawl of examples/site, then the filter as `crawl` runs it (raw shards in, stats kept).
-
-    The two halves run apart because `poisonguard crawl` cannot yet filter OUT/raw inside OUT (the
-    runner skips inputs inside the output folder); once it can, this can call `crawl` alone.
-    """
+    """`poisonguard crawl` of examples/site (real Scrapy, real HTML pass): the page has a crawl section."""
     config = tmp_path / "fast.yaml"
-    config.write_text("crawl:\n  autothrottle: false\n  retry_times: 0\n  max_time_s: 60\n")
-    crawled = tmp_path / "crawl"
+    config.write_text("crawl:\n  autothrottle: false\n  retry_times: 0\n  max_time_s: 60\n"
+                      "perplexity:\n  enabled: false\n")
+    out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "poisonguard.pipelines.cli", "crawl", demo_site, "--out",
-                           str(crawled), "--config", str(config), "--no-filter", "--quiet"],
+                           str(out), "--config", str(config), "--no-lm", "--quiet"],
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
-    stats = json.loads((crawled / "crawl-stats.json").read_text())
-    out = tmp_path / "out"
-    cfg = load_config(config, overrides={"perplexity": {"enabled": False}})
-    run_filter([str(crawled / "raw")], out, cfg, show_progress=False,
-               extra_report={"command": "crawl", "crawl": stats})
+    assert json.loads((out / "report.json").read_text())["crawl"]["pages"] >= 10
     page = (out / "report.html").read_text("utf-8")
     tree = parse(page)
     ids = {el.get("id") for el in tree.iter() if el.get("id")}
