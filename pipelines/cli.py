@@ -243,7 +243,63 @@ def explain_command(
         text = explain(out, doc_id)
     except (FileNotFoundError, KeyError) as exc:
         raise fail(str(exc.args[0] if exc.args else exc)) from None
-    out_console.print(text, highlight=False, markup=False)
+    out_console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("nightly")
+def nightly_command(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Nightly config (see configs/nightly.yaml): sources, output root, state "
+        "store, drift.",
+    )] = None,
+    date: Annotated[str | None, typer.Option(
+        "--date", help="Logical date of the run, YYYY-MM-DD (default: today, UTC); a finished date is not "
+        "run again.",
+    )] = None,
+    inputs: Annotated[list[str] | None, typer.Option(
+        "--input", "-i", help="File, folder or glob to read instead of the config's sources.inputs "
+        "(repeatable).",
+    )] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Output root (ROOT/<date>/ per run).",
+    )] = None,
+    state: Annotated[Path | None, typer.Option(
+        "--state", help="SQLite state store (default ROOT/state.sqlite).",
+    )] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo a finished date (the latest only).")] = False,
+    no_lm: Annotated[bool, typer.Option("--no-lm", help="Skip the language-model stage.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only; no summary.")] = False,
+) -> None:
+    """Filter what arrived since the last run against everything seen before; catch split-view swaps."""
+    import logging
+
+    from poisonguard.pipelines.nightly import NightlyError, load_nightly_config, run_nightly
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s poisonguard %(levelname)s %(message)s"))
+    nightly_log = logging.getLogger("poisonguard.nightly")
+    nightly_log.addHandler(handler)
+    nightly_log.setLevel(logging.WARNING if quiet else logging.INFO)
+    try:
+        cfg, base = load_nightly_config(config)
+        result = run_nightly(cfg, base=base, date=date, inputs=inputs, out=out, state=state, force=force,
+                             use_lm=False if no_lm else None, show_progress=not quiet and sys.stderr.isatty())
+    except NightlyError as exc:
+        raise fail(str(exc), exc.code) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted; run again to finish this date", EXIT_FAILED) from None
+    except Exception as exc:
+        if os.environ.get("POISONGUARD_DEBUG"):
+            raise
+        raise fail(f"{type(exc).__name__}: {exc} (set POISONGUARD_DEBUG=1 for the traceback)",
+                   EXIT_FAILED) from None
+    finally:
+        nightly_log.removeHandler(handler)
+    if not quiet:
+        if result["status"] == "skipped":
+            out_console.print(f"nightly {result['date']}: already done ({result['out']})", highlight=False)
+        elif result["report"] is not None:
+            print_summary(result["report"], result["out"])
 
 
 def main() -> None:
