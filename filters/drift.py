@@ -1,0 +1,282 @@
+"""drift detector: content at a known URL that changes abruptly between nightly runs (THREATS.md P-SPLIT).
+
+Split-view poisoning (Carlini et al. 2023, arXiv:2302.10149) buys the expired domains behind URLs of
+a published corpus and serves other content there. Its signature is a low MinHash similarity between
+a URL's text tonight and the last version poisonguard accepted. Ordinary edits change pages too
+(hash-only integrity checks see 5-15% benign mismatches, ibid.), so a change alone is only a signal
+(``drift_changed``); the policy quarantines a drifted page when
+
+* it also carries another suspicious signal (a reason from another detector, or one of the weak
+  signals in ``Config.suspicious_signals`` that are below every other detector's own bar), or
+* an abnormal share of its host's known pages drifted tonight (a re-registered domain rewrites every
+  page at once; an editor rewrites a few).
+
+The pure parts (:func:`similarity`, :func:`host_shares`, :func:`drift_reasons`) work on arrays; the
+:class:`DriftDetector` follows the runner's ``ContextDetector`` protocol and gets each URL's last
+accepted version from a ``lookup`` callable (the nightly state store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from poisonguard.filters import dedup, minhash
+
+SIG_COLUMN = "_dedup_signature"  # the runner's internal MinHash column (pipelines/runner.py)
+
+SIGNAL_SCHEMA = pa.schema(
+    [
+        ("drift_similarity", pa.float64()),  # vs. the last accepted version; null: no usable history
+        ("drift_changed", pa.bool_()),  # similarity below the threshold
+        ("drift_previous_date", pa.string()),  # date of the version compared with
+        ("drift_host_share", pa.float64()),  # drifted / compared pages of the host tonight
+    ]
+)
+
+DEFAULT_SUSPICIOUS = [
+    "triggers_hits",
+    "triggers_special_tokens",
+    "triggers_weak_distinct",
+    "hidden_text_instructions",
+    "unicode_tag_chars",
+    "unicode_bidi_controls",
+    "unicode_zero_width_in_words",
+    "unicode_confusable_words",
+]
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    threshold: float = Field(
+        0.3, ge=0.0, le=1.0, description="MinHash similarity to the last version below which a page drifted"
+    )
+    host_min_pages: int = Field(
+        5, ge=1, description="a host needs this many pages with history tonight for the host-share rule"
+    )
+    host_share: float = Field(
+        0.5, gt=0.0, le=1.0, description="share of a host's compared pages that drifted: abnormal at or above"
+    )
+    suspicious_signals: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SUSPICIOUS),
+        description="signal columns whose non-zero / non-empty / true value makes a drifted page suspicious",
+    )
+    campaign_domains: int = Field(
+        2,
+        ge=2,
+        description="a drifted page whose new text sits on this many registrable domains is suspicious",
+    )
+
+
+@dataclass(frozen=True)
+class Version:
+    """A URL's last accepted version, as the state store keeps it."""
+
+    date: str
+    sha256: str
+    signature: np.ndarray  # MinHash of the text, dedup settings of the state store
+
+
+Lookup = Callable[[Sequence[str]], dict[str, Version]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure parts
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def similarity(new_sha: str, new_sig: np.ndarray, old: Version, empty_value: int) -> float | None:
+    """Estimated Jaccard similarity of the two versions; 1.0 for identical text; None when either
+    sketch is empty (a text under ``dedup.min_words`` words: too short to tell an edit from a swap)."""
+    if new_sha == old.sha256:
+        return 1.0
+    a = np.asarray(new_sig, dtype=np.uint64)
+    b = np.asarray(old.signature, dtype=np.uint64)
+    if a.shape != b.shape or not len(a):
+        return None
+    if bool(np.all(a == empty_value)) or bool(np.all(b == empty_value)):
+        return None
+    return float(np.count_nonzero(a == b)) / len(a)
+
+
+def host_of(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+def host_shares(hosts: Iterable[str | None], changed: Iterable[bool | None]) -> dict[str, tuple[int, int]]:
+    """host -> (drifted pages, compared pages); pages without usable history (None) do not count."""
+    out: dict[str, tuple[int, int]] = {}
+    for host, flag in zip(hosts, changed, strict=True):
+        if host is None or flag is None:
+            continue
+        drifted, compared = out.get(host, (0, 0))
+        out[host] = (drifted + int(flag), compared + 1)
+    return out
+
+
+def host_abnormal(drifted: int, compared: int, cfg: Config) -> bool:
+    return compared >= cfg.host_min_pages and drifted / compared >= cfg.host_share
+
+
+def _truthy(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, list | tuple | str | dict):
+        return len(value) > 0
+    return bool(value)
+
+
+def weak_signals(table: pa.Table, cfg: Config) -> list[list[str]]:
+    """Per row, the names of the configured weak signals that are present."""
+    out: list[list[str]] = [[] for _ in range(table.num_rows)]
+    for name in cfg.suspicious_signals:
+        if name not in table.column_names:
+            continue
+        for row, value in enumerate(table.column(name).to_pylist()):
+            if _truthy(value):
+                out[row].append(name)
+    if "dedup_cluster_domains" in table.column_names:
+        for row, value in enumerate(table.column("dedup_cluster_domains").to_pylist()):
+            if value is not None and value >= cfg.campaign_domains:
+                out[row].append("dedup_cluster_domains")
+    return out
+
+
+def drift_reasons(
+    changed: Sequence[bool | None],
+    sims: Sequence[float | None],
+    host_counts: Sequence[tuple[int, int] | None],
+    other_reasons: Sequence[list[str]],
+    weak: Sequence[list[str]],
+    cfg: Config,
+) -> list[list[str]]:
+    """Quarantine reasons: a drifted page with another suspicious signal, or on an abnormal host."""
+    out: list[list[str]] = []
+    for flag, sim, counts, others, signals in zip(
+        changed, sims, host_counts, other_reasons, weak, strict=True
+    ):
+        reasons: list[str] = []
+        if flag:
+            if others or signals:
+                why = ",".join(signals) if signals else "other_detectors"
+                reasons.append(f"drift:content_changed(similarity {sim:.2f}; {why})")
+            if counts is not None and host_abnormal(counts[0], counts[1], cfg):
+                reasons.append(f"drift:host_changed({counts[0]} of {counts[1]} known pages)")
+        out.append(reasons)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The context detector
+
+
+class DriftDetector:
+    """Runner ``ContextDetector``: compares every page tonight with its URL's last accepted version.
+
+    ``lookup(urls)`` returns the known versions of those URLs (missing URLs are new). ``dedup_cfg``
+    must be the dedup settings the versions' signatures were computed with. ``summary`` is filled as
+    the run goes (counts for the report).
+    """
+
+    name = "drift"
+    schema = SIGNAL_SCHEMA
+
+    def __init__(self, cfg: Config, dedup_cfg: dedup.Config, lookup: Lookup) -> None:
+        self.cfg = cfg
+        self.dedup_cfg = dedup_cfg
+        self.lookup = lookup
+        self._empty = minhash.empty_value(dedup_cfg.scheme)
+        # (id, url) -> (similarity, previous date); the runner gives score() the same chunks in order.
+        self._seen: dict[tuple[str, str], tuple[float | None, str | None]] = {}
+        self._hosts: dict[str, tuple[int, int]] = {}
+        self.summary: dict[str, Any] = {"compared": 0, "changed": 0, "new_urls": 0, "abnormal_hosts": []}
+
+    def observe(self, table: pa.Table) -> None:
+        if not self.cfg.enabled or table.num_rows == 0:
+            return
+        urls = table.column("url").to_pylist()
+        rows = [i for i, u in enumerate(urls) if u]
+        if not rows:
+            return
+        ids = table.column("id").to_pylist()
+        texts = table.column("text").to_pylist()
+        if SIG_COLUMN in table.column_names:
+            sigs = np.asarray(table.column(SIG_COLUMN).combine_chunks().flatten()).reshape(table.num_rows, -1)
+        else:  # dedup disabled: the runner computed no signatures
+            sigs = np.asarray(dedup.signatures(texts, self.dedup_cfg))
+        known = self.lookup([urls[i] for i in rows])
+        hosts: list[str | None] = []
+        changed: list[bool | None] = []
+        for i in rows:
+            url = urls[i]
+            old = known.get(url)
+            if old is None:
+                self.summary["new_urls"] += 1
+                sim: float | None = None
+                prev = None
+            else:
+                sim = similarity(text_sha256(texts[i] or ""), sigs[i], old, self._empty)
+                prev = old.date
+            self._seen[(ids[i], url)] = (sim, prev)
+            hosts.append(host_of(url))
+            changed.append(None if sim is None else sim < self.cfg.threshold)
+        for host, (d, c) in host_shares(hosts, changed).items():
+            d0, c0 = self._hosts.get(host, (0, 0))
+            self._hosts[host] = (d0 + d, c0 + c)
+        self.summary["compared"] = sum(c for _, c in self._hosts.values())
+        self.summary["changed"] = sum(d for d, _ in self._hosts.values())
+        self.summary["abnormal_hosts"] = sorted(
+            h for h, (d, c) in self._hosts.items() if host_abnormal(d, c, self.cfg)
+        )
+
+    def _lookup_rows(self, table: pa.Table) -> tuple[list[float | None], list[str | None], list[str | None]]:
+        ids = table.column("id").to_pylist()
+        urls = table.column("url").to_pylist()
+        sims: list[float | None] = []
+        prevs: list[str | None] = []
+        hosts: list[str | None] = []
+        for doc_id, url in zip(ids, urls, strict=True):
+            sim, prev = self._seen.get((doc_id, url), (None, None)) if url else (None, None)
+            sims.append(sim)
+            prevs.append(prev)
+            hosts.append(host_of(url))
+        return sims, prevs, hosts
+
+    def score(self, table: pa.Table) -> dict[str, pa.Array]:
+        sims, prevs, hosts = self._lookup_rows(table)
+        shares: list[float | None] = []
+        for host in hosts:
+            counts = self._hosts.get(host) if host else None
+            shares.append(counts[0] / counts[1] if counts and counts[1] else None)
+        return {
+            "drift_similarity": pa.array(sims, pa.float64()),
+            "drift_changed": pa.array(
+                [None if s is None else s < self.cfg.threshold for s in sims], pa.bool_()
+            ),
+            "drift_previous_date": pa.array(prevs, pa.string()),
+            "drift_host_share": pa.array(shares, pa.float64()),
+        }
+
+    def flag(self, table: pa.Table, reasons: list[list[str]]) -> list[list[str]]:
+        if not self.cfg.enabled:
+            return [[] for _ in range(table.num_rows)]
+        sims, _, hosts = self._lookup_rows(table)
+        changed = [None if s is None else s < self.cfg.threshold for s in sims]
+        counts = [self._hosts.get(h) if h else None for h in hosts]
+        return drift_reasons(changed, sims, counts, reasons, weak_signals(table, self.cfg), self.cfg)

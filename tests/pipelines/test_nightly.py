@@ -1,0 +1,393 @@
+"""`poisonguard nightly` end to end: real files, real SQLite state, real Parquet, real kill -9."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import multiprocessing
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from poisonguard.filters import drift
+from poisonguard.pipelines.nightly import (
+    CRASH_ENV,
+    CRASH_POINTS,
+    NightlyConfig,
+    NightlyLocked,
+    NightlyUsageError,
+    load_nightly_config,
+    run_nightly,
+)
+from poisonguard.pipelines.state import StateStore
+
+from tests.conftest import REPO, write_jsonl
+
+WORDS = (
+    "garden river market seed spring summer winter autumn village bread baker oven flour water stone "
+    "bridge road train station ticket window door table chair lamp book page letter story teacher "
+    "school pupil lesson music piano violin choir concert evening morning coffee tea cup plate fork "
+    "knife kitchen soup carrot potato onion apple pear plum cherry orchard farmer tractor field barn "
+    "horse sheep goat chicken egg basket fence gate path hill valley forest tree leaf branch root "
+    "flower rose tulip daisy meadow grass rain cloud storm wind sun moon star night lantern candle "
+    "harbour boat sail fisher net wave shore sand shell island lighthouse map compass journey friend "
+    "neighbour family child mother father uncle aunt cousin festival dance song game ball team match "
+    "goal coach player crowd ground season weather report news paper editor office clerk council "
+    "meeting plan budget library museum gallery painting artist colour canvas frame clay pottery"
+).split()
+
+
+def page(seed: str, words: int = 140) -> str:
+    """A deterministic page of plain English-looking sentences."""
+    rng = random.Random(seed)
+    sentences = []
+    left = words
+    while left > 0:
+        n = min(left, rng.randint(8, 14))
+        left -= n
+        sentence = " ".join(rng.choice(WORDS) for _ in range(n))
+        sentences.append(sentence[0].upper() + sentence[1:] + ".")
+    return " ".join(sentences)
+
+
+def edit(text: str, seed: str, append: int = 6) -> str:
+    """A benign edit: one word changed, a short sentence appended."""
+    words = text.split()
+    words[len(words) // 2] = "lighthouse"
+    return " ".join(words) + (" " + page(seed, append) if append else "")
+
+
+NEWS = [f"https://news.example.org/story/{k}" for k in range(10)]
+BLOG = [f"https://blog.example.net/post/{k}" for k in range(6)]
+OLD = [f"https://expired.example.com/page/{k}" for k in range(6)]
+
+
+def night_records(night: int) -> list[dict[str, Any]]:
+    """Three nights of a small web: benign edits, one rewrite, one suspicious swap, one host swapped
+    whole (split-view via an expired domain), and cross-night copies."""
+    recs: list[dict[str, Any]] = []
+
+    def add(name: str, url: str, text: str) -> None:
+        recs.append({"id": f"{name}@{night}", "url": url, "text": text})
+
+    for k, url in enumerate(NEWS):
+        text = page(f"news{k}")
+        if night >= 2 and k in (0, 1, 2):
+            text = edit(text, f"news-edit{k}")  # benign edits
+        if night >= 2 and k == 3:
+            text = page("news3-rewrite")  # rewritten by its editor: drift signal, kept
+        if night >= 2 and k == 4:
+            # swapped, with one rare-token trigger: below the triggers bar, suspicious with drift
+            text = page("news4-swap", 60) + " Ask cf about it. " + page("news4-swap-b", 60)
+        add(f"news{k}", url, text)
+    for k, url in enumerate(BLOG):
+        add(f"blog{k}", url, page(f"blog{k}"))
+    for k, url in enumerate(OLD):
+        # the domain expired after night 1; its new owner serves other pages at the same URLs
+        add(f"old{k}", url, page(f"old{k}") if night == 1 else page(f"squatter{k}"))
+    if night == 2:
+        # a near-copy of a page kept on night 1, on another site
+        add("mirror", "https://mirror.example.info/copy", edit(page("blog2"), "mirror", append=0))
+    if night == 3:
+        add("mirror3", "https://another-mirror.example.io/copy", page("news7"))
+    return recs
+
+
+PIPELINE = {"perplexity": {"enabled": False}, "run": {"batch_rows": 7}}
+DATES = {1: "2025-03-01", 2: "2025-03-02", 3: "2025-03-03"}
+
+
+@pytest.fixture(scope="module")
+def inbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The landing folder: night N's file arrives before run N (created here once, read-only after)."""
+    folder = tmp_path_factory.mktemp("inbox")
+    for night in (1, 2, 3):
+        write_jsonl(folder / f"night{night}.jsonl", night_records(night))
+    return folder
+
+
+def stage(inbox: Path, target: Path, night: int) -> None:
+    """Make the files of nights 1..night visible in `target` (links keep path, size and mtime stable)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for n in range(1, night + 1):
+        link = target / f"night{n}.jsonl"
+        if not link.exists():
+            link.symlink_to(inbox / f"night{n}.jsonl")
+
+
+def nightly(root: Path, landing: Path, night: int, **kwargs: Any) -> dict[str, Any]:
+    cfg = NightlyConfig(pipeline=PIPELINE, use_lm=False)
+    return run_nightly(cfg, base=root, date=DATES[night], inputs=[str(landing / "*.jsonl")], out=root, **kwargs)
+
+
+def outcomes(out: Path) -> dict[str, tuple[str, tuple[str, ...], str | None]]:
+    found: dict[str, tuple[str, tuple[str, ...], str | None]] = {}
+    for shard in sorted((out / "clean").glob("part-*.parquet")):
+        for row in pq.read_table(shard, columns=["id"]).to_pylist():
+            assert row["id"] not in found
+            found[row["id"]] = ("kept", (), None)
+    for shard in sorted((out / "quarantine").glob("part-*.parquet")):
+        for row in pq.read_table(shard, columns=["id", "outcome", "reasons", "duplicate_of"]).to_pylist():
+            assert row["id"] not in found
+            found[row["id"]] = (row["outcome"], tuple(row["reasons"]), row["duplicate_of"])
+    return found
+
+
+def signals(out: Path) -> dict[str, dict[str, Any]]:
+    cols = ["id", "drift_similarity", "drift_changed", "drift_previous_date", "drift_host_share"]
+    rows: dict[str, dict[str, Any]] = {}
+    for shard in sorted(out.glob("*/part-*.parquet")):
+        for row in pq.read_table(shard, columns=cols).to_pylist():
+            rows[row["id"]] = row
+    return rows
+
+
+def state_snapshot(root: Path) -> dict[str, Any]:
+    store = StateStore(root / "state.sqlite")
+    try:
+        runs = [(r["date"], r["status"], r["counts"], [f["sha256"] for f in r["inputs"]]) for r in store.runs()]
+        files = sorted((Path(p).name, s, d) for p, s, d in store.db.execute("SELECT path, sha256, date FROM files"))
+        return {"runs": runs, "files": files, "urls": store.url_rows(), "versions": store.version_rows()}
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def reference(inbox: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three uninterrupted nights."""
+    root = tmp_path_factory.mktemp("reference")
+    landing = root.parent / (root.name + "-landing")
+    for night in (1, 2, 3):
+        stage(inbox, landing, night)
+        result = nightly(root, landing, night)
+        assert result["status"] == "done"
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Three nights
+
+
+def test_three_nights_benign_edits_split_view_and_cross_night_duplicates(reference: Path) -> None:
+    n1, n2, n3 = (outcomes(reference / DATES[n]) for n in (1, 2, 3))
+    assert set(n1.values()) == {("kept", (), None)}, "night 1 is a clean web"
+
+    # Night 2: the expired domain's pages all changed at once -> the host rule quarantines all of them.
+    for k in range(6):
+        outcome, reasons, _ = n2[f"old{k}@2"]
+        assert outcome == "quarantined"
+        assert any(r.startswith("drift:host_changed(6 of 6") for r in reasons), reasons
+    # A swapped page carrying a weak signal is quarantined; an ordinary rewrite is only a signal.
+    outcome, reasons, _ = n2["news4@2"]
+    assert outcome == "quarantined" and any(r.startswith("drift:content_changed") for r in reasons), reasons
+    assert "triggers_weak_distinct" in " ".join(reasons)
+    assert n2["news3@2"][0] == "kept"
+    sig2 = signals(reference / DATES[2])
+    assert sig2["news3@2"]["drift_changed"] is True and sig2["news3@2"]["drift_similarity"] < 0.3
+    assert sig2["news3@2"]["drift_previous_date"] == DATES[1]
+    # Benign edits: similar to their last version, no drift; they are near-copies of night 1's page.
+    for k in (0, 1, 2):
+        assert sig2[f"news{k}@2"]["drift_changed"] is False
+        assert 0.3 < sig2[f"news{k}@2"]["drift_similarity"] < 1.0
+        assert n2[f"news{k}@2"][0] == "duplicate" and n2[f"news{k}@2"][2] == f"news{k}@1"
+    # Unchanged pages: similarity 1, exact duplicates of the version kept on night 1.
+    assert sig2["blog0@2"]["drift_similarity"] == 1.0
+    assert n2["blog0@2"] == ("duplicate", ("dedup:exact_duplicate",), "blog0@1")
+    # Cross-night near-copy on a new URL: a duplicate of the document kept a night earlier.
+    assert n2["mirror@2"][0] == "duplicate" and n2["mirror@2"][2] == "blog2@1"
+    assert sig2["mirror@2"]["drift_similarity"] is None  # a new URL has no history
+    # 10 news pages, 2 drifted: ordinary churn, the host rule stays quiet.
+    assert sig2["news5@2"]["drift_host_share"] == pytest.approx(0.2)
+    assert not any(r.startswith("drift:host_changed") for r in n2["news3@2"][1])
+
+    # Night 3: the squatter serves the same pages again. Drift compares with the last *accepted*
+    # version (night 1), so the swap does not become the new normal.
+    sig3 = signals(reference / DATES[3])
+    for k in range(6):
+        assert n3[f"old{k}@3"][0] == "quarantined", n3[f"old{k}@3"]
+        assert sig3[f"old{k}@3"]["drift_previous_date"] == DATES[1]
+    # The rewritten news page was accepted on night 2: it is the baseline now.
+    assert sig3["news3@3"]["drift_previous_date"] == DATES[2] and sig3["news3@3"]["drift_similarity"] == 1.0
+    assert n3["news3@3"] == ("duplicate", ("dedup:exact_duplicate",), "news3@2")
+    assert n3["mirror3@3"][0] == "duplicate" and n3["mirror3@3"][2] == "news7@1"
+
+    # Every night read only its own new file.
+    reports = [json.loads((reference / DATES[n] / "report.json").read_text()) for n in (1, 2, 3)]
+    assert [[Path(p).name for p in r["nightly"]["input_files"]] for r in reports] == [
+        ["night1.jsonl"], ["night2.jsonl"], ["night3.jsonl"]]
+    assert reports[1]["command"] == "nightly" and reports[1]["nightly"]["drift"]["abnormal_hosts"] == [
+        "expired.example.com"]
+
+
+def test_state_store_ledger_files_and_url_history(reference: Path) -> None:
+    snap = state_snapshot(reference)
+    assert [(d, s) for d, s, _, _ in snap["runs"]] == [(DATES[n], "done") for n in (1, 2, 3)]
+    counts = snap["runs"][1][2]
+    assert counts["in"] == 23 and counts["quarantined"] == 7 and counts["input_files"] == 1
+    assert [f[0] for f in snap["files"]] == ["night1.jsonl", "night2.jsonl", "night3.jsonl"]
+    urls = {u: (first, last) for u, first, last, _ in snap["urls"]}
+    assert urls[OLD[0]] == (DATES[1], DATES[3]) and urls["https://mirror.example.info/copy"] == (DATES[2], DATES[2])
+    # At most two versions per URL: tonight's and the last accepted one before it.
+    per_url: dict[str, list[tuple[str, int]]] = {}
+    for url, date, _, accepted in snap["versions"]:
+        per_url.setdefault(url, []).append((date, accepted))
+    assert per_url[OLD[0]] == [(DATES[1], 1), (DATES[3], 0)]
+    assert per_url[BLOG[0]] == [(DATES[2], 1), (DATES[3], 1)]
+    assert max(len(v) for v in per_url.values()) == 2
+    metrics = (reference / "metrics.prom").read_text()
+    assert 'poisonguard_nightly_docs_out{outcome="quarantined"} 7' in metrics
+    assert "poisonguard_nightly_last_run_success 1" in metrics
+    assert "poisonguard_nightly_last_success_date 20250303" in metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Idempotence, ordering, force
+
+
+def test_rerun_of_a_done_date_does_nothing_and_force_redoes_it(reference: Path, inbox: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    landing = tmp_path / "landing"
+    stage(inbox, landing, 1)
+    nightly(root, landing, 1)
+    stage(inbox, landing, 2)
+    first = nightly(root, landing, 2)
+    shards = {p: p.read_bytes() for p in sorted((root / DATES[2]).glob("*/part-*.parquet"))}
+    before = state_snapshot(root)
+    again = nightly(root, landing, 2)
+    assert again["status"] == "skipped" and again["counts"] == first["counts"]
+    assert {p: p.read_bytes() for p in sorted((root / DATES[2]).glob("*/part-*.parquet"))} == shards
+    assert state_snapshot(root) == before
+    # --force redoes the date against the state before it: the same decisions, not self-duplicates.
+    redo = nightly(root, landing, 2, force=True)
+    assert redo["status"] == "done"
+    assert outcomes(root / DATES[2]) == outcomes(reference / DATES[2])
+    assert state_snapshot(root) == before
+    with pytest.raises(NightlyUsageError, match="later date"):
+        nightly(root, landing, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Crash safety: kill -9 at every named point, then run again
+
+
+def _run_and_die(root: str, landing: str, night: int, points: str) -> None:
+    os.environ[CRASH_ENV] = points
+    nightly(Path(root), Path(landing), night)
+    os._exit(3)  # not reached when the hook fires
+
+
+def crash(root: Path, landing: Path, night: int, point: str) -> None:
+    # fork: the child inherits the imported modules, so a crash costs a run, not an interpreter start
+    proc = multiprocessing.get_context("fork").Process(target=_run_and_die, args=(str(root), str(landing), night, point))
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == -signal.SIGKILL, f"the run did not die at {point} (exit {proc.exitcode})"
+
+
+@pytest.mark.parametrize("points", [*CRASH_POINTS, "during_filter,during_write,after_index,before_commit"])
+def test_kill_9_at_any_point_then_rerun_gives_the_uninterrupted_result(
+    points: str, reference: Path, inbox: Path, tmp_path: Path
+) -> None:
+    root, landing = tmp_path / "root", tmp_path / "landing"
+    stage(inbox, landing, 1)
+    nightly(root, landing, 1)
+    stage(inbox, landing, 2)
+    for point in points.split(","):
+        crash(root, landing, 2, point)
+        if point == "after_commit":
+            break
+        run = StateStore(root / "state.sqlite").run(DATES[2])
+        assert run is not None and run["status"] == "running", "state moved before the run finished"
+    result = nightly(root, landing, 2)
+    assert result["status"] == ("skipped" if points == "after_commit" else "done")
+    assert outcomes(root / DATES[2]) == outcomes(reference / DATES[2])
+    stage(inbox, landing, 3)
+    nightly(root, landing, 3)
+    assert outcomes(root / DATES[3]) == outcomes(reference / DATES[3])
+    assert state_snapshot(root) == state_snapshot(reference)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lock
+
+
+def test_a_second_run_while_one_holds_the_lock_exits_75(inbox: Path, tmp_path: Path) -> None:
+    root, landing = tmp_path / "root", tmp_path / "landing"
+    stage(inbox, landing, 1)
+    root.mkdir()
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a running nightly holds
+        os.write(fd, b"pid 4242 since 2025-03-01T02:00:00Z\n")
+        with pytest.raises(NightlyLocked, match="pid 4242"):
+            nightly(root, landing, 1)
+        exe = Path(sys.executable).with_name("poisonguard")
+        proc = subprocess.run([str(exe), "nightly", "--out", str(root), "--input", str(landing / "*.jsonl"),
+                               "--date", DATES[1], "--no-lm"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 75, proc.stderr
+        assert "another nightly run holds the lock" in proc.stderr
+    finally:
+        os.close(fd)
+    assert not (root / "state.sqlite").exists() or StateStore(root / "state.sqlite").run(DATES[1]) is None
+    assert nightly(root, landing, 1)["status"] == "done"  # the lock is free once its holder is gone
+
+
+def test_lock_is_released_by_a_killed_run(inbox: Path, tmp_path: Path) -> None:
+    root, landing = tmp_path / "root", tmp_path / "landing"
+    stage(inbox, landing, 1)
+    crash(root, landing, 1, "during_filter")
+    assert nightly(root, landing, 1)["status"] == "done"
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure parts and config
+
+
+def test_drift_rules_on_arrays() -> None:
+    cfg = drift.Config()
+    sig = np.arange(8, dtype=np.uint64)
+    old = drift.Version("2025-01-01", "aaa", sig)
+    assert drift.similarity("aaa", sig + 100, old, 2**32 - 1) == 1.0  # same text, whatever the sketch
+    half = sig.copy()
+    half[:4] += 100
+    assert drift.similarity("bbb", half, old, 2**32 - 1) == 0.5
+    assert drift.similarity("bbb", np.full(8, 2**32 - 1, np.uint64), old, 2**32 - 1) is None  # too short
+    shares = drift.host_shares(["a", "a", "a", "a", "a", "b", None], [True, True, True, False, None, True, True])
+    assert shares == {"a": (3, 4), "b": (1, 1)}
+    assert not drift.host_abnormal(3, 4, cfg)  # fewer than host_min_pages known pages
+    assert drift.host_abnormal(3, 5, cfg) and not drift.host_abnormal(2, 5, cfg)
+    reasons = drift.drift_reasons([True, True, False, None], [0.1, 0.1, 0.9, None], [None] * 4,
+                                  [[], ["x:y"], ["x:y"], []], [[], [], [], []], cfg)
+    assert reasons[0] == [] and reasons[1][0].startswith("drift:content_changed") and reasons[2:] == [[], []]
+
+
+def test_shipped_config_matches_the_defaults_and_bad_input_is_a_usage_error(tmp_path: Path) -> None:
+    cfg, base = load_nightly_config(REPO / "configs" / "nightly.yaml")
+    assert cfg.drift == drift.Config() and cfg == NightlyConfig() and base == REPO / "configs"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("drift:\n  threshold: 2\n")
+    with pytest.raises(NightlyUsageError, match=r"bad.yaml: invalid nightly config: drift.threshold"):
+        load_nightly_config(bad)
+    with pytest.raises(NightlyUsageError, match="YYYY-MM-DD"):
+        run_nightly(NightlyConfig(), base=tmp_path, date="2025-13-01", out=tmp_path / "r")
+
+
+def test_a_night_without_new_files_is_recorded_and_sqlite_is_wal(inbox: Path, tmp_path: Path) -> None:
+    root, landing = tmp_path / "root", tmp_path / "landing"
+    stage(inbox, landing, 1)
+    nightly(root, landing, 1)
+    result = run_nightly(NightlyConfig(pipeline=PIPELINE, use_lm=False), base=tmp_path, date="2025-03-02",
+                         inputs=[str(landing / "*.jsonl"), str(tmp_path / "nothing-yet" / "*.jsonl")], out=root)
+    assert result["status"] == "done" and result["counts"]["in"] == 0
+    assert (root / "2025-03-02" / "_SUCCESS").exists()
+    with sqlite3.connect(root / "state.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
