@@ -231,10 +231,11 @@ def summarize(scrapy_stats: dict[str, Any], spider: Any, min_relative: float) ->
 
 
 def _child(job_path: Path) -> int:
+    from scrapy.crawler import AsyncCrawlerProcess
+
     from poisonguard.crawler.raw import apply_crawl_results
     from poisonguard.crawler.spider import PoisonguardSpider, RawPipeline, TarpitMiddleware
     from poisonguard.filters.cloaking import Config as CloakingFilterConfig
-    from scrapy.crawler import AsyncCrawlerProcess
 
     job = json.loads(job_path.read_text("utf-8"))
     cfg = CrawlConfig.model_validate(job["cfg"])
