@@ -484,8 +484,22 @@ def run_filter(
     shards = {"clean": clean.close(), "quarantine": dropped.close()}
     timings["stage:write"] = time.perf_counter() - stage_start
 
-    elapsed = time.time() - started
     unreadable = [u.as_dict() for u in state.unreadable]
+    return commit_run(out, cfg, paths=paths, input_bytes=input_bytes, docs_in=docs_in, unreadable=unreadable,
+                      tally=tally, shards=shards, lm_signals=lm_signals, lm_rows=lm_rows, timings=timings,
+                      started=started, use_lm=use_lm, extra_report=extra_report)
+
+
+def commit_run(
+    out: Path, cfg: PipelineConfig, *, paths: list[Path], input_bytes: int, docs_in: int,
+    unreadable: list[dict[str, str]], tally: Tally, shards: dict[str, list[dict[str, Any]]],
+    lm_signals: list[pa.Table], lm_rows: int, timings: Counter[str], started: float, use_lm: bool,
+    extra_report: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Report, report.html and manifest, then the commit: OUT/_work removed, `_SUCCESS` written last.
+
+    Shared by the local and the Ray engine, so both leave the same files."""
+    elapsed = time.time() - started
     counts = {o: tally.outcomes.get(o, 0) for o in OUTCOMES}
     counts["unreadable"] = len(unreadable)
     counts["in"] = docs_in + len(unreadable)
@@ -534,7 +548,7 @@ def run_filter(
     from poisonguard.pipelines.report_html import write_report_html
 
     write_report_html(out)
-    shutil.rmtree(work)
+    shutil.rmtree(out / WORK)
     (out / SUCCESS).write_text("")
     return report
 
