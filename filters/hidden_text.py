@@ -24,7 +24,21 @@ must pass). A hidden span is flagged when it contains any of:
 2. a second-person directive ("you must/should/will/are now/are to/need to", "your task/instructions")
    within 150 characters of a model's name (AI, LLM, language model, chatbot, assistant, ChatGPT, GPT);
 3. an override ("ignore / disregard / forget / override ... previous|prior|above|earlier|all|other ...
-   instructions|directions|prompts|rules|guidelines").
+   instructions|directions|prompts|rules|guidelines"), also in German, French, Spanish and Italian;
+4. what only makes sense said to an agent that reads the page and acts: chat-role markers
+   ("### System:", "[SYSTEM]"), jailbreak personas ("developer mode", "you have no restrictions"),
+   requests for its prompt or secrets, tool calls ("call delete_file on ..."), sending customer data or
+   keys away, edits to its replies or memory ("append ZX-1 to every reply"), "decode this and do what
+   it says".
+
+Each rule is also tried on other readings of the span, as a model would read them: Unicode tag
+characters decoded, URL encoding, base64/base32/hex/binary/escaped-codepoint blobs, reversed text, rot13,
+leetspeak, letter-spaced words; the phrase then names the reading ("encoded: ignore all previous
+instructions"). Measured on bastioncorpus 0.6.0 (the rules were written while looking at it, so this
+is not a held-out number): 107 of its 118 malicious rows (en, de, fr, es, it) are caught when hidden,
+none of its 63 benign look-alikes ("disregard the typo in line 3", "act as a friendly tutor"), and
+none of the 10,099 distinct hidden spans of the Python 3.11 docs and the Debian handbook (26
+languages). Misses: Ascii85/base85 and Morse blobs, instructions with no imperative or addressee.
 
 Trigger categories in ``ignore_categories`` do not count: by default ``rare_token`` ("cf", "mb" ...),
 which is weak evidence even in visible text, and hidden text never reaches the clean shards anyway, so a
@@ -37,10 +51,14 @@ an attack; their reasons drop the ``legit_`` prefix (``hidden_text:sr_only``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import bisect
+import codecs
 import importlib
 import re
-from collections.abc import Callable, Iterable
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -76,18 +94,23 @@ class Config(BaseModel):
 # ----------------------------------------------------------------------------------------------
 
 _MODEL = (
-    r"(?:(?-i:AI)(?:\s+(?:assistant|model|agent|system|bot|crawler|reader|tool)s?)?|A\.I\.|LLMs?"
-    r"|(?:large\s+)?language\s+models?|chat\s?bots?|(?:virtual\s+|digital\s+)?assistants?|ChatGPT|GPT-?\d*)"
+    r"(?:(?-i:AI)(?:\s+(?:coding\s+)?(?:assistant|model|agent|system|bot|crawler|reader|tool)s?)?|A\.I\.|LLMs?"
+    r"|(?:large\s+)?language\s+models?|chat\s?bots?|bots?|(?:virtual\s+|digital\s+)?assistants?|ChatGPT|GPT-?\d*)"
 )
+# Rule 1: a model named as the addressee.
 _RULE_ADDRESS = re.compile(
     r"\b(?:(?:if|when|since|because|while)\s+you(?:'re|\s+are)\s+(?:an?\s+|the\s+)?" + _MODEL
-    + r"|as\s+an?\s+" + _MODEL
-    + r"|(?:dear|hey|hello|attention|note\s+(?:to|for)|message\s+(?:to|for)|instructions?\s+(?:to|for))"
+    + r"|as\s+(?:an?|the)\s+" + _MODEL
+    + r"|(?:dear|hey|hello|attention|note|notice|message|instructions?|important)\s+(?:to|for)"
     r"\s+(?:all\s+|any\s+|the\s+)?" + _MODEL
+    + r"|(?:dear|hey|hello|attention)\s+" + _MODEL
     + r"|" + _MODEL + r"\s*[,:]\s*(?:you|please|ignore|disregard|forget|do|don't|never|always|remember"
-    r"|from\s+now|when|if|recommend|say|tell|respond|reply|answer|include|output|mention)\b)\b",
+    r"|from\s+now|when|if|recommend|say|tell|respond|reply|answer|include|output|mention)\b"
+    + r"|" + _MODEL + r"\s+(?:\w+\s+){0,4}?(?:should|must|need\s+to|are\s+(?:required|instructed)\s+to)"
+    r"\s+(?:first|always|never|now|immediately|also|\w+)\b)\b",
     re.IGNORECASE,
 )
+# Rule 2: a second-person directive near a model's name.
 _DIRECTIVE = re.compile(
     r"\byou(?:'re|\s+are)\s+(?:now|to|required|instructed|not\s+allowed)\b"
     r"|\byou\s+(?:must|should|shall|will|need\s+to|have\s+to)\b"
@@ -95,10 +118,61 @@ _DIRECTIVE = re.compile(
     re.IGNORECASE,
 )
 _MODEL_WORD = re.compile(r"\b" + _MODEL + r"\b", re.IGNORECASE)
+# Rule 3: overriding earlier instructions, or the model's rules (en, de, fr, es, it).
 _OVERRIDE = re.compile(
-    r"\b(?:ignore|disregard|forget|override)\s+(?:\w+\s+){0,4}?"
-    r"(?:previous|prior|above|earlier|preceding|all|any|other|original|system)\s+(?:\w+\s+){0,2}?"
-    r"(?:instructions|directions|directives|prompts?|rules|guidelines|context)\b",
+    r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:\w+\s+){0,4}?"
+    r"(?:previous|prior|above|earlier|preceding|all|any|other|original|system|your)\s+(?:\w+\s+){0,2}?"
+    r"(?:instructions?|directions?|directives?|prompts?|rules|guidelines|context|content\s+polic(?:y|ies)"
+    r"|safety\s+\w+)\b"
+    r"|\b(?:ignore|disregard|forget)\s+everything\s+(?:above|before|we\s+discussed|you\s+were\s+told)\b"
+    r"|\bsupersedes?\s+all\s+(?:prior|previous|earlier)\b"
+    r"|\b(?:ignoriere|ignorieren\s+sie|vergiss|vergessen\s+sie|missachte)\b[^.]{0,40}"
+    r"\b(?:anweisungen|richtlinien|regeln|alles)\b"
+    r"|\b(?:ignore[zs]?|oublie[zs]?)\b[^.]{0,40}\b(?:instructions|consignes|r[eè]gles)\b"
+    r"|\b(?:ignora|ignore|olvida|olvide|dimentica)\b[^.]{0,40}"
+    r"\b(?:instrucciones|reglas|istruzioni|regole)\b",
+    re.IGNORECASE,
+)
+# Rule 4: what only makes sense addressed to an agent that reads the page and acts: chat-role
+# markers, jailbreak personas, requests for its prompt or secrets, tool calls, exfiltration, edits to
+# its replies or memory, "decode this and do what it says". (Measured against bastioncorpus's
+# malicious and benign look-alike rows and the hidden spans of two real documentation sites; see
+# tests/filters/test_hidden_text.py and bench/bench_html.py.)
+_AGENT = re.compile(
+    r"(?:^|[\n#>\[(|-]\s*)(?:system|assistant|developer)(?:\s+(?:note|message|prompt|update|override|hint|notice))?"
+    r"(?:\s*[\])]\s*:?|\s*:)\s"
+    r"|\bsystem\s*(?:hinweis|anweisung)|\bnote\s+syst[eè]me\b|\bnota\s+(?:del|di)\s+sistema\b"
+    r"|\bfrom\s+now\s+on\b[^.]{0,60}\b(?:you|respond|answer|reply|ignore|no\s+\w+)"
+    r"|\bab\s+jetzt\b|\bd[ée]sormais\b|\bahora\s+eres\b|\bora\s+sei\b"
+    r"|\b(?:you\s+(?:now\s+)?have|with|without(?:\s+any)?|no)\s+(?:content\s+)?"
+    r"(?:rules|restrictions|limits|filters?|content\s+polic(?:y|ies)|censorship)\b[^.]{0,40}"
+    r"\b(?:answer|respond|reply|comply|proceed|you)\b"
+    r"|\byou\s+(?:now\s+)?have\s+no\s+(?:\w+\s+)?(?:rules|restrictions|limits|filters?)\b"
+    r"|\b(?:sans|sin|senza|keine|ohne)\s+(?:restrictions|restricciones|restrizioni|regeln|einschr[aä]nkungen"
+    r"|filtro|filter)\b"
+    r"|\b(?:developer|god|jailbreak|unrestricted|DAN)\s+mode\b|\bmodo\s+desarrollador\b"
+    r"|\b(?:pretend|act|behave)\s+(?:that\s+)?(?:you\s+are|as\s+(?:if|an?)|like\s+an?)\b[^.]{0,40}"
+    r"\b(?:no|without|uncensored|unrestricted|unfiltered|jailbroken|anything)\b"
+    r"|\b(?:reveal|print|show|output|repeat|tell\s+me|dump|leak|list|verrate|r[ée]v[eè]le|revela|rivela|mostra)"
+    r"\b[^.]{0,50}\b(?:system\s+(?:prompt|message)|(?:initial|original|hidden|operating|secret|exact)\s+"
+    r"(?:instructions|prompt)|instructions\s+you\s+were\s+given|credentials|api\s+keys?|passwords?"
+    r"|environment\s+variables|context\s+window|internal\s+configuration|systemanweisungen"
+    r"|instructions\s+syst[eè]me|instrucciones\s+del\s+sistema|prompt\s+di\s+sistema|istruzioni\s+di\s+sistema)"
+    r"|\brepeat\s+the\s+words\s+above\b"
+    r"|\b(?:decode|translate|deobfuscate)\b[^.]{0,60}\b(?:and|then)\b[^.]{0,30}"
+    r"\b(?:do|follow|execute|run|obey)\b|\bdo\s+(?:exactly\s+)?what\s+it\s+says\b"
+    r"|\b(?:call|use|invoke|run)\s+(?:the\s+)?[a-z]+_[a-z_]+\b(?:\s+(?:tool|function))?[^.]{0,40}"
+    r"\b(?:on|to|with|and)\b"
+    r"|\b(?:send|e-?mail|forward|post|upload|copy)\b[^.]{0,60}\b(?:customer|user|order|personal|client)s?"
+    r"\s+(?:data|list|emails?|records?|database)|\b(?:send|e-?mail|forward)\b[^.]{0,60}\b(?:api\s+keys?"
+    r"|credentials|passwords?)\b"
+    r"|\b(?:include|append|add|insert|mention|save|put|write|repeat)\b[^.]{0,80}\b(?:in|to|at)(?:\s+the\s+end\s+of)?"
+    r"\s+(?:your|every|each|any|all)\s+(?:\w+\s+)?(?:reply|replies|response|responses|answer|answers|summary"
+    r"|summaries|output|memory|report)\b"
+    r"|\bbefore\s+(?:you\s+)?(?:answer|respond|reply|responding|answering|replying)\b"
+    r"|\b(?:grant|give)\s+(?:this|the)\s+user\s+admin\b|\bthe\s+user\s+is\s+(?:an?\s+)?admin\b"
+    r"|\bsafety\s+(?:protocols|checks|filters|guidelines)\s+(?:are\s+)?(?:disabled|off|not\s+meant|do\s+not)"
+    r"|\b(?:skip|disregard|ignore)\s+(?:all\s+)?(?:safety|the\s+content\s+policy|confirmations)\b",
     re.IGNORECASE,
 )
 _NEAR = 150  # characters between a directive and the model it addresses (about one sentence)
@@ -108,9 +182,8 @@ def _excerpt(text: str, start: int, end: int, limit: int = 160) -> str:
     return " ".join(text[start:end].split())[:limit]
 
 
-def instruction_phrase(text: str) -> str | None:
-    """The phrase that makes ``text`` an instruction addressed to a model (rules 1-3), or None."""
-    m = _OVERRIDE.search(text) or _RULE_ADDRESS.search(text)
+def _rules(text: str) -> str | None:
+    m = _OVERRIDE.search(text) or _RULE_ADDRESS.search(text) or _AGENT.search(text)
     if m:
         return _excerpt(text, m.start(), m.end())
     directives = list(_DIRECTIVE.finditer(text))
@@ -119,6 +192,77 @@ def instruction_phrase(text: str) -> str | None:
             for d in directives:
                 if abs(d.start() - model.start()) <= _NEAR:
                     return _excerpt(text, min(d.start(), model.start()), max(d.end(), model.end()))
+    return None
+
+
+# Encoded blobs an agent can be told to decode: base64/base32/hex runs, 8-bit binary, \uXXXX escapes.
+_BLOB = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}|(?:[01]{8}\s+){3,}[01]{8}|(?:\\u[0-9a-fA-F]{4}){4,}")
+_LEET = str.maketrans("0134578@$", "oieastbas")
+_SPACED = re.compile(r"\b(\w) (?=\w\b)")
+
+
+def _decode_blob(blob: str) -> str | None:
+    raw: bytes | None = None
+    try:
+        if blob[0] in "01" and " " in blob:
+            raw = bytes(int(b, 2) for b in blob.split())
+        elif blob.startswith("\\u"):
+            return codecs.decode(blob, "unicode_escape")
+        elif re.fullmatch(r"(?:[0-9a-fA-F]{2})+", blob):
+            raw = bytes.fromhex(blob)
+        elif re.fullmatch(r"[A-Z2-7]+=*", blob):
+            raw = base64.b32decode(blob + "=" * (-len(blob) % 8))
+        else:
+            raw = base64.b64decode(blob.replace("-", "+").replace("_", "/") + "=" * (-len(blob) % 4))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    text = raw.decode("utf-8", errors="replace") if raw else ""
+    # Only text that reads as text: random bytes (ids, hashes, keys) decode to control characters.
+    return text if text and " " in text and sum(c.isprintable() for c in text) >= 0.95 * len(text) else None
+
+
+def _views(text: str) -> Iterator[tuple[str, str]]:
+    """Other readings of a hidden span that a model would follow as easily as plain text: tag
+    characters (THREATS.md P-UNI), URL encoding, encoded blobs, reversed, rot13, leetspeak and
+    letter-spaced text (the obfuscations of bastioncorpus's malicious rows)."""
+    if any("\U000e0020" <= ch <= "\U000e007e" for ch in text):
+        yield "tag_chars", "".join(chr(ord(ch) - 0xE0000) if "\U000e0020" <= ch <= "\U000e007e" else ch
+                                   for ch in text)
+    if "%2" in text:
+        yield "url_encoded", urllib.parse.unquote(text)
+    for m in _BLOB.finditer(text):
+        decoded = _decode_blob(m.group())
+        if decoded:
+            yield "encoded", decoded
+    if len(text) < _MIN_OBFUSCATED:
+        return
+    yield "reversed", text[::-1]
+    yield "rot13", codecs.encode(text, "rot13")
+    for name, view in (("leetspeak", text.translate(_LEET)), ("spaced", _SPACED.sub(r"\1", text))):
+        if view != text:
+            yield name, view
+
+
+# Stems every rule needs one of; a reading without any is not searched further (most are not).
+_STEMS = re.compile(
+    r"ignor|instruc|disregard|forget|vergiss|oubli|olvid|dimentic|syst|sistem|prompt|translat|execut|assist|\bai\b|llm|model"
+    r"|bot|gpt|a\.i\.|\byou|send|mail|call|use|reveal|show|print|decode|mode|rule|restrict|regel|r[eè]gl|polic|admin"
+    r"|includ|append|memory|answer|respon|repl|safety|supersed|desormais|désormais|ahora|jetzt|sans|senza|sin\b",
+    re.IGNORECASE,
+)
+_MIN_OBFUSCATED = 20  # shorter spans (labels, icons) are not searched for obfuscated readings
+
+
+def instruction_phrase(text: str) -> str | None:
+    """The phrase that makes ``text`` an instruction addressed to a model (rules 1-4, in the text or
+    in one of its decoded readings, then prefixed with the reading's name), or None."""
+    found = _rules(text) if _STEMS.search(text) else None
+    if found:
+        return found
+    for name, view in _views(text):
+        found = _rules(view) if _STEMS.search(view) else None
+        if found:
+            return f"{name}: {found}"
     return None
 
 
