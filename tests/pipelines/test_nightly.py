@@ -29,7 +29,7 @@ from poisonguard.pipelines.nightly import (
     run_nightly,
 )
 from poisonguard.pipelines.state import StateStore
-
+from poisonguard.pipelines.writers import SUCCESS
 from tests.conftest import REPO, write_jsonl
 
 WORDS = (
@@ -106,6 +106,17 @@ PIPELINE = {"perplexity": {"enabled": False}, "run": {"batch_rows": 7}}
 DATES = {1: "2025-03-01", 2: "2025-03-02", 3: "2025-03-03"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_report_plots() -> Any:
+    """report.html's plots take seconds per run and are tested with the report; nightly's runs here
+    write report.json, shards and manifest as usual (forked children inherit the patch)."""
+    from poisonguard.pipelines import report_html
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report_html, "write_report_html", lambda out: out / "report.html")
+        yield
+
+
 @pytest.fixture(scope="module")
 def inbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The landing folder: night N's file arrives before run N (created here once, read-only after)."""
@@ -126,7 +137,9 @@ def stage(inbox: Path, target: Path, night: int) -> None:
 
 def nightly(root: Path, landing: Path, night: int, **kwargs: Any) -> dict[str, Any]:
     cfg = NightlyConfig(pipeline=PIPELINE, use_lm=False)
-    return run_nightly(cfg, base=root, date=DATES[night], inputs=[str(landing / "*.jsonl")], out=root, **kwargs)
+    return run_nightly(
+        cfg, base=root, date=DATES[night], inputs=[str(landing / "*.jsonl")], out=root, **kwargs
+    )
 
 
 def outcomes(out: Path) -> dict[str, tuple[str, tuple[str, ...], str | None]]:
@@ -154,22 +167,30 @@ def signals(out: Path) -> dict[str, dict[str, Any]]:
 def state_snapshot(root: Path) -> dict[str, Any]:
     store = StateStore(root / "state.sqlite")
     try:
-        runs = [(r["date"], r["status"], r["counts"], [f["sha256"] for f in r["inputs"]]) for r in store.runs()]
-        files = sorted((Path(p).name, s, d) for p, s, d in store.db.execute("SELECT path, sha256, date FROM files"))
+        runs = [
+            (r["date"], r["status"], r["counts"], [f["sha256"] for f in r["inputs"]]) for r in store.runs()
+        ]
+        files = sorted(
+            (Path(p).name, s, d) for p, s, d in store.db.execute("SELECT path, sha256, date FROM files")
+        )
         return {"runs": runs, "files": files, "urls": store.url_rows(), "versions": store.version_rows()}
     finally:
         store.close()
 
 
+REFERENCE_STATE: dict[int, dict[str, Any]] = {}
+
+
 @pytest.fixture(scope="module")
 def reference(inbox: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three uninterrupted nights."""
+    """Three uninterrupted nights (the state after each in REFERENCE_STATE)."""
     root = tmp_path_factory.mktemp("reference")
     landing = root.parent / (root.name + "-landing")
     for night in (1, 2, 3):
         stage(inbox, landing, night)
         result = nightly(root, landing, night)
         assert result["status"] == "done"
+        REFERENCE_STATE[night] = state_snapshot(root)
     return root
 
 
@@ -223,9 +244,13 @@ def test_three_nights_benign_edits_split_view_and_cross_night_duplicates(referen
     # Every night read only its own new file.
     reports = [json.loads((reference / DATES[n] / "report.json").read_text()) for n in (1, 2, 3)]
     assert [[Path(p).name for p in r["nightly"]["input_files"]] for r in reports] == [
-        ["night1.jsonl"], ["night2.jsonl"], ["night3.jsonl"]]
+        ["night1.jsonl"],
+        ["night2.jsonl"],
+        ["night3.jsonl"],
+    ]
     assert reports[1]["command"] == "nightly" and reports[1]["nightly"]["drift"]["abnormal_hosts"] == [
-        "expired.example.com"]
+        "expired.example.com"
+    ]
 
 
 def test_state_store_ledger_files_and_url_history(reference: Path) -> None:
@@ -235,7 +260,10 @@ def test_state_store_ledger_files_and_url_history(reference: Path) -> None:
     assert counts["in"] == 23 and counts["quarantined"] == 7 and counts["input_files"] == 1
     assert [f[0] for f in snap["files"]] == ["night1.jsonl", "night2.jsonl", "night3.jsonl"]
     urls = {u: (first, last) for u, first, last, _ in snap["urls"]}
-    assert urls[OLD[0]] == (DATES[1], DATES[3]) and urls["https://mirror.example.info/copy"] == (DATES[2], DATES[2])
+    assert urls[OLD[0]] == (DATES[1], DATES[3]) and urls["https://mirror.example.info/copy"] == (
+        DATES[2],
+        DATES[2],
+    )
     # At most two versions per URL: tonight's and the last accepted one before it.
     per_url: dict[str, list[tuple[str, int]]] = {}
     for url, date, _, accepted in snap["versions"]:
@@ -253,7 +281,9 @@ def test_state_store_ledger_files_and_url_history(reference: Path) -> None:
 # Idempotence, ordering, force
 
 
-def test_rerun_of_a_done_date_does_nothing_and_force_redoes_it(reference: Path, inbox: Path, tmp_path: Path) -> None:
+def test_rerun_of_a_done_date_does_nothing_and_force_redoes_it(
+    reference: Path, inbox: Path, tmp_path: Path
+) -> None:
     root = tmp_path / "root"
     landing = tmp_path / "landing"
     stage(inbox, landing, 1)
@@ -271,8 +301,13 @@ def test_rerun_of_a_done_date_does_nothing_and_force_redoes_it(reference: Path, 
     assert redo["status"] == "done"
     assert outcomes(root / DATES[2]) == outcomes(reference / DATES[2])
     assert state_snapshot(root) == before
+    assert nightly(root, landing, 1)["status"] == "skipped"
     with pytest.raises(NightlyUsageError, match="later date"):
-        nightly(root, landing, 1)
+        nightly(root, landing, 1, force=True)  # night 2 was built on it
+    with pytest.raises(NightlyUsageError, match="later date"):
+        run_nightly(
+            NightlyConfig(pipeline=PIPELINE, use_lm=False), base=tmp_path, date="2025-02-27", out=root
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,10 +322,24 @@ def _run_and_die(root: str, landing: str, night: int, points: str) -> None:
 
 def crash(root: Path, landing: Path, night: int, point: str) -> None:
     # fork: the child inherits the imported modules, so a crash costs a run, not an interpreter start
-    proc = multiprocessing.get_context("fork").Process(target=_run_and_die, args=(str(root), str(landing), night, point))
+    proc = multiprocessing.get_context("fork").Process(
+        target=_run_and_die, args=(str(root), str(landing), night, point)
+    )
     proc.start()
     proc.join(120)
     assert proc.exitcode == -signal.SIGKILL, f"the run did not die at {point} (exit {proc.exitcode})"
+
+
+# What the folder of the date holds when the run dies at each point.
+AFTER_CRASH = {
+    "after_plan": (False, False),
+    "during_filter": (True, False),
+    "during_write": (True, False),
+    "after_filter": (False, True),
+    "after_index": (False, True),
+    "before_commit": (False, True),
+    "after_commit": (False, True),
+}  # (OUT/_work exists, OUT/_SUCCESS exists)
 
 
 @pytest.mark.parametrize("points", [*CRASH_POINTS, "during_filter,during_write,after_index,before_commit"])
@@ -301,19 +350,23 @@ def test_kill_9_at_any_point_then_rerun_gives_the_uninterrupted_result(
     stage(inbox, landing, 1)
     nightly(root, landing, 1)
     stage(inbox, landing, 2)
+    out = root / DATES[2]
     for point in points.split(","):
         crash(root, landing, 2, point)
-        if point == "after_commit":
-            break
+        assert ((out / "_work").exists(), (out / SUCCESS).exists()) == AFTER_CRASH[point], point
         run = StateStore(root / "state.sqlite").run(DATES[2])
-        assert run is not None and run["status"] == "running", "state moved before the run finished"
+        assert run is not None
+        if point != "after_commit":
+            assert run["status"] == "running", "state moved before the run finished"
     result = nightly(root, landing, 2)
     assert result["status"] == ("skipped" if points == "after_commit" else "done")
-    assert outcomes(root / DATES[2]) == outcomes(reference / DATES[2])
-    stage(inbox, landing, 3)
-    nightly(root, landing, 3)
-    assert outcomes(root / DATES[3]) == outcomes(reference / DATES[3])
-    assert state_snapshot(root) == state_snapshot(reference)
+    assert outcomes(out) == outcomes(reference / DATES[2])
+    assert state_snapshot(root) == REFERENCE_STATE[2]
+    if "," in points:  # the next night, built on the recovered state, is the same too
+        stage(inbox, landing, 3)
+        nightly(root, landing, 3)
+        assert outcomes(root / DATES[3]) == outcomes(reference / DATES[3])
+        assert state_snapshot(root) == REFERENCE_STATE[3]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,8 +384,22 @@ def test_a_second_run_while_one_holds_the_lock_exits_75(inbox: Path, tmp_path: P
         with pytest.raises(NightlyLocked, match="pid 4242"):
             nightly(root, landing, 1)
         exe = Path(sys.executable).with_name("poisonguard")
-        proc = subprocess.run([str(exe), "nightly", "--out", str(root), "--input", str(landing / "*.jsonl"),
-                               "--date", DATES[1], "--no-lm"], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [
+                str(exe),
+                "nightly",
+                "--out",
+                str(root),
+                "--input",
+                str(landing / "*.jsonl"),
+                "--date",
+                DATES[1],
+                "--no-lm",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 75, proc.stderr
         assert "another nightly run holds the lock" in proc.stderr
     finally:
@@ -361,12 +428,20 @@ def test_drift_rules_on_arrays() -> None:
     half[:4] += 100
     assert drift.similarity("bbb", half, old, 2**32 - 1) == 0.5
     assert drift.similarity("bbb", np.full(8, 2**32 - 1, np.uint64), old, 2**32 - 1) is None  # too short
-    shares = drift.host_shares(["a", "a", "a", "a", "a", "b", None], [True, True, True, False, None, True, True])
+    shares = drift.host_shares(
+        ["a", "a", "a", "a", "a", "b", None], [True, True, True, False, None, True, True]
+    )
     assert shares == {"a": (3, 4), "b": (1, 1)}
     assert not drift.host_abnormal(3, 4, cfg)  # fewer than host_min_pages known pages
     assert drift.host_abnormal(3, 5, cfg) and not drift.host_abnormal(2, 5, cfg)
-    reasons = drift.drift_reasons([True, True, False, None], [0.1, 0.1, 0.9, None], [None] * 4,
-                                  [[], ["x:y"], ["x:y"], []], [[], [], [], []], cfg)
+    reasons = drift.drift_reasons(
+        [True, True, False, None],
+        [0.1, 0.1, 0.9, None],
+        [None] * 4,
+        [[], ["x:y"], ["x:y"], []],
+        [[], [], [], []],
+        cfg,
+    )
     assert reasons[0] == [] and reasons[1][0].startswith("drift:content_changed") and reasons[2:] == [[], []]
 
 
@@ -385,9 +460,39 @@ def test_a_night_without_new_files_is_recorded_and_sqlite_is_wal(inbox: Path, tm
     root, landing = tmp_path / "root", tmp_path / "landing"
     stage(inbox, landing, 1)
     nightly(root, landing, 1)
-    result = run_nightly(NightlyConfig(pipeline=PIPELINE, use_lm=False), base=tmp_path, date="2025-03-02",
-                         inputs=[str(landing / "*.jsonl"), str(tmp_path / "nothing-yet" / "*.jsonl")], out=root)
+    result = run_nightly(
+        NightlyConfig(pipeline=PIPELINE, use_lm=False),
+        base=tmp_path,
+        date="2025-03-02",
+        inputs=[str(landing / "*.jsonl"), str(tmp_path / "nothing-yet" / "*.jsonl")],
+        out=root,
+    )
     assert result["status"] == "done" and result["counts"]["in"] == 0
     assert (root / "2025-03-02" / "_SUCCESS").exists()
     with sqlite3.connect(root / "state.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_cli_exit_codes_and_summary(inbox: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from poisonguard.pipelines.cli import app
+
+    landing = tmp_path / "landing"
+    stage(inbox, landing, 1)
+    conf = tmp_path / "nightly.yaml"
+    conf.write_text(
+        "sources:\n  inputs: [landing/*.jsonl]\noutput: out\nuse_lm: false\n"
+        "pipeline: {perplexity: {enabled: false}}\n"
+    )
+    runner = CliRunner()
+    first = runner.invoke(app, ["nightly", "--config", str(conf), "--date", DATES[1]])
+    assert first.exit_code == 0, first.output
+    assert "22 documents in" in first.output and (tmp_path / "out" / DATES[1] / SUCCESS).exists()
+    assert "plan: 1 new input files" in first.output  # one log line per stage
+    again = runner.invoke(app, ["nightly", "--config", str(conf), "--date", DATES[1]])
+    assert again.exit_code == 0 and "already done" in again.output
+    assert runner.invoke(app, ["nightly", "--config", str(conf), "--date", "01/03/2025"]).exit_code == 2
+    conf.write_text("drift: {threshold: -1}\n")
+    bad = runner.invoke(app, ["nightly", "--config", str(conf)])
+    assert bad.exit_code == 2 and "drift.threshold" in bad.output
