@@ -199,12 +199,12 @@ def crawl_command(
         stats = run_crawl(seeds, out, cfg.crawl, resume=resume)
     except CrawlError as exc:
         raise fail(f"crawl failed: {exc}", EXIT_FAILED) from None
-    if not stats.get("pages"):
+    if not stats.get("pages_2xx"):
         raise fail(f"crawl fetched no page (finish reason: {stats.get('finish_reason')})", EXIT_FAILED)
     if no_filter:
         write_json(out / "crawl-stats.json", stats)
         if not quiet:
-            out_console.print(f"crawled {stats['pages']:,} pages into {out / 'raw'}", highlight=False)
+            out_console.print(f"crawled {stats['pages_2xx']:,} pages into {out / 'raw'}", highlight=False)
         return
     report = _run_filter([str(out / "raw")], out, cfg, resume=resume, use_lm=not no_lm, quiet=quiet,
                          extra_report={"command": "crawl", "crawl": stats}, engine=engine,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
 
@@ -209,9 +210,14 @@ def read_parquet(path: Path, state: ReadState, batch_rows: int) -> Iterator[dict
     if _is_raw_crawl(schema):
         from poisonguard.crawler.raw import raw_to_documents
 
+        offset = 0
         for batch in pf.iter_batches(batch_size=batch_rows):
             state.bytes_done += path.stat().st_size * batch.num_rows // max(pf.metadata.num_rows, 1)
-            docs = raw_to_documents(pa.Table.from_batches([batch]))
+            docs = raw_to_documents(pa.Table.from_batches([batch]), source=source)
+            # raw_to_documents numbers rows within the batch; `record` is the row within the shard.
+            records = pc.add(docs.column("record").cast(pa.int64()), offset)
+            docs = docs.set_column(docs.schema.get_field_index("record"), "record", records)
+            offset += batch.num_rows
             yield docs
         return
     if "text" not in schema.names:
