@@ -139,8 +139,10 @@ _OVERRIDE = re.compile(
 # malicious and benign look-alike rows and the hidden spans of two real documentation sites; see
 # tests/filters/test_hidden_text.py and bench/bench_html.py.)
 _AGENT = re.compile(
-    r"(?:^|[\n#>\[(|-]\s*)(?:system|assistant|developer)(?:\s+(?:note|message|prompt|update|override|hint|notice))?"
-    r"(?:\s*[\])]\s*:?|\s*:)\s"
+    r"(?:\[|#{2,}\s*|-{2,}\s*|<|\()(?:system|assistant|developer)\b[^\n]{0,3}?[:\]>)]"
+    r"|(?:^|\n)\s*(?:(?:important|urgent|new)\s+)?(?:system|assistant|developer)(?:\s+\w+)?\s*:\s"
+    r"(?=[^.]{0,60}\b(?:you|your|ignore|grant|user|instructions?|reveal|call|must|required|cleanup|sure|here\s+is"
+    r"|override|disable[ds]?|allow)\b)"
     r"|\bsystem\s*(?:hinweis|anweisung)|\bnote\s+syst[eè]me\b|\bnota\s+(?:del|di)\s+sistema\b"
     r"|\bfrom\s+now\s+on\b[^.]{0,60}\b(?:you|respond|answer|reply|ignore|no\s+\w+)"
     r"|\bab\s+jetzt\b|\bd[ée]sormais\b|\bahora\s+eres\b|\bora\s+sei\b"
