@@ -236,3 +236,30 @@ def test_demo_site_pages_flagged_as_the_readme_says() -> None:
         "hidden_text:display_none", "hidden_text:same_color", "hidden_text:font_size_0",
         "hidden_text:comment", "-",
     }
+
+
+def test_demo_site_readme_holds_for_the_whole_cheap_stage() -> None:
+    """Every detector but the language model, as the demo runs them: each page gets exactly the
+    reasons its README row names (`triggers:*` = any triggers reason), the clean pages none."""
+    from poisonguard.pipelines import policy
+    from poisonguard.pipelines.config import load_config
+    from poisonguard.pipelines.runner import score_cheap
+    from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
+
+    rows = _site_table()
+    docs = pa.Table.from_pylist(
+        [{"id": page, "text": ex.text, "url": f"http://127.0.0.1:8000/{page}", "source": "site", "record": i,
+          "meta": "{}", "hidden": [{"channel": c, "text": t} for c, t in ex.hidden] or None}
+         for i, (page, _, ex) in enumerate(rows)],
+        schema=DOCUMENT_SCHEMA,
+    )
+    cfg = load_config(overrides={"perplexity": {"enabled": False}})
+    quarantine, filtered = policy.cheap_reasons(score_cheap(docs, cfg)[0], cfg)
+    for (page, expect, _), got, dropped in zip(rows, quarantine, filtered, strict=True):
+        assert dropped == [], page
+        if expect == "-":
+            assert got == [], page
+        elif expect.endswith(":*"):
+            assert got and all(r.startswith(expect[:-1]) for r in got), (page, got)
+        else:
+            assert got == [expect], (page, got)
