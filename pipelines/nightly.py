@@ -261,8 +261,8 @@ def plan_inputs(patterns: list[str], base: Path, root: Path, store: StateStore, 
     seen: set[str] = set()
     skipped = 0
     for path in found:
-        if _under(path, root):
-            continue  # our own output is never input
+        if _under(path, root) and not _under(path, root / CRAWL_DIR):
+            continue  # our own output is never input (our crawls are)
         real = str(path.resolve())
         st = path.stat()
         sha = store.known_sha(real, st.st_size, st.st_mtime, exclude_date=date)

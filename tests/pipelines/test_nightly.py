@@ -496,3 +496,53 @@ def test_cli_exit_codes_and_summary(inbox: Path, tmp_path: Path) -> None:
     conf.write_text("drift: {threshold: -1}\n")
     bad = runner.invoke(app, ["nightly", "--config", str(conf)])
     assert bad.exit_code == 2 and "drift.threshold" in bad.output
+
+
+@pytest.mark.slow
+def test_crawl_source_two_nights_whole_site_swapped(tmp_path: Path) -> None:
+    """Seeds crawled every night (a real 127.0.0.1 site); on night 2 every page serves other text."""
+    from tests.crawler import servers
+
+    night = {"n": 1}
+
+    def route(h: Any) -> None:
+        path = h.path.split("?", 1)[0]
+        if path == "/robots.txt":
+            servers.send(h, 200, b"User-agent: *\nAllow: /\n", "text/plain")
+        elif path == "/":
+            links = "".join(f'<li><a href="/p{k}.html">page {k}</a></li>' for k in range(6))
+            servers.send(h, 200, f"<html><body><ul>{links}</ul></body></html>".encode())
+        elif path.startswith("/p") and path.endswith(".html"):
+            k = path[2:-5]
+            text = page(f"site{k}") if night["n"] == 1 else page(f"squatter-site{k}")
+            servers.send(
+                h, 200, f"<html><head><title>p{k}</title></head><body><p>{text}</p></body></html>".encode()
+            )
+        else:
+            servers.send(h, 404, b"not found")
+
+    with servers.TestServer(route) as site:
+        crawl = {
+            "autothrottle": False,
+            "retry_times": 0,
+            "max_time_s": 60,
+            "cloaking_sample_rate": 0.0,
+            "cloaking_probe_detectors": [],
+            "cloaking_probe_seeds": False,
+        }
+        cfg = NightlyConfig.model_validate(
+            {
+                "sources": {"crawl": {"seeds": [site.base + "/"]}},
+                "use_lm": False,
+                "pipeline": {"perplexity": {"enabled": False}, "crawl": crawl},
+            }
+        )
+        root = tmp_path / "root"
+        first = run_nightly(cfg, base=tmp_path, date=DATES[1], out=root)
+        night["n"] = 2
+        second = run_nightly(cfg, base=tmp_path, date=DATES[2], out=root)
+    assert first["counts"]["kept"] >= 6 and first["counts"]["quarantined"] == 0
+    n2 = outcomes(root / DATES[2])
+    swapped = [v for v in n2.values() if any(r.startswith("drift:host_changed(6 of 7") for r in v[1])]
+    assert len(swapped) == 6 and second["counts"]["quarantined"] == 6  # the link page did not change
+    assert (root / "_crawl" / DATES[2] / "raw").is_dir()
