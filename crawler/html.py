@@ -26,6 +26,7 @@ from __future__ import annotations
 import codecs
 import functools
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -50,7 +51,7 @@ _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([\w.:-]+)""", re.IGNOREC
 # the first bytes only, as the HTML standard's prescan does (it reads 1024; pages with a long
 # preamble of comments are common, so we read more).
 _META_CHARSET = re.compile(
-    rb"""<meta[^>]+?charset\s*=\s*["']?\s*([\w.:-]+)""",
+    rb"""<meta[^>]+?charset\s*=\s*["']?\s*([\w.:-]+)|<\?xml[^>]+?encoding\s*=\s*["']([\w.:-]+)""",
     re.IGNORECASE,
 )
 _PRESCAN_BYTES = 4096
@@ -88,7 +89,7 @@ def decode_html(body: bytes, content_type: str | None) -> tuple[str, str]:
     if encoding is None:
         m2 = _META_CHARSET.search(body[:_PRESCAN_BYTES])
         if m2:
-            encoding = _codec(m2.group(1).decode("ascii", errors="replace"))
+            encoding = _codec((m2.group(1) or m2.group(2)).decode("ascii", errors="replace"))
             # A page whose own bytes are ASCII-compatible cannot really be UTF-16 (the standard says
             # to read it as UTF-8).
             if encoding and encoding.startswith("utf-16"):
@@ -793,18 +794,18 @@ def _strip_tags(html: str) -> str:
     return _norm(html_lib.unescape(_TAG_OR_COMMENT.sub(" ", html)))
 
 
-_PARSER_CACHE: dict[str, etree.HTMLParser] = {}
+_LOCAL = threading.local()
 
 
 def _parser() -> etree.HTMLParser:
-    # Parsers are not thread-safe to share, but are costly enough to keep one per thread-less process.
-    parser = _PARSER_CACHE.get("utf-8")
+    # A parser must not be shared between threads, and is worth keeping: one per thread.
+    parser: etree.HTMLParser | None = getattr(_LOCAL, "parser", None)
     if parser is None:
         parser = etree.HTMLParser(
             encoding="utf-8", remove_comments=False, remove_pis=True, no_network=True, recover=True,
             huge_tree=True, default_doctype=False,
         )
-        _PARSER_CACHE["utf-8"] = parser
+        _LOCAL.parser = parser
     return parser
 
 
@@ -842,7 +843,7 @@ def extract(html: str | bytes, content_type: str | None = None) -> Extracted:
         rules.extend(parse_style_rules(block, start_order=len(rules)))
     walker = _Walker(_StyleSheet(rules))
 
-    title_el = root.find(".//title")
+    title_el = root.find("head/title")  # not an SVG's <title> in the body
     title = _norm("".join(title_el.itertext())) if title_el is not None else None
     for comment in reversed(list(root.itersiblings(etree.Comment, preceding=True))):
         walker.span("comment", _norm(comment.text or ""))

@@ -235,6 +235,22 @@ def test_meta_http_equiv_charset() -> None:
     assert extract(body).text == "Привет"
 
 
+def test_xml_declaration_encoding_and_svg_title_is_not_the_page_title() -> None:
+    body = f'<?xml version="1.0" encoding="ISO-8859-15"?><html><body><p>{CAFE}</p>'.replace("–", "-")
+    ex = extract((body + "<svg><title>icon</title></svg></body></html>").encode("iso-8859-15"))
+    assert ex.encoding == "iso8859-15" and ex.text == CAFE.replace("–", "-") and ex.title is None
+
+
+def test_threads_get_their_own_parser() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pages = [page(f'<p>page {i}</p><div hidden>{SECRET} {i}</div>') for i in range(40)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(extract, pages))
+    assert [r.hidden for r in results] == [[("hidden_attr", f"{SECRET} {i}")] for i in range(40)]
+    assert all(f"page {i}" in r.text for i, r in enumerate(results))
+
+
 def test_no_charset_utf8_bytes_are_sniffed_as_utf8() -> None:
     ex = extract(f"<p>{CAFE} 🌱</p>".encode(), None)
     assert ex.encoding == "utf-8" and ex.text == f"{CAFE} 🌱"
