@@ -546,3 +546,24 @@ def test_crawl_source_two_nights_whole_site_swapped(tmp_path: Path) -> None:
     swapped = [v for v in n2.values() if any(r.startswith("drift:host_changed(6 of 7") for r in v[1])]
     assert len(swapped) == 6 and second["counts"]["quarantined"] == 6  # the link page did not change
     assert (root / "_crawl" / DATES[2] / "raw").is_dir()
+
+
+def test_failed_run_is_recorded_and_copied_files_are_not_read_twice(inbox: Path, tmp_path: Path) -> None:
+    root, landing = tmp_path / "root", tmp_path / "landing"
+    stage(inbox, landing, 1)
+    nightly(root, landing, 1)
+    # The same content under another name (a re-delivered file) is not read again.
+    (landing / "night1-copy.jsonl").write_bytes((inbox / "night1.jsonl").read_bytes())
+    stage(inbox, landing, 2)
+    index = root / "state-index" / f"{DATES[1]}.npz"
+    good = index.read_bytes()
+    index.write_bytes(b"not an index")
+    with pytest.raises(ValueError, match="cannot read dedup index"):
+        nightly(root, landing, 2)
+    run = StateStore(root / "state.sqlite").run(DATES[2])
+    assert run is not None and run["status"] == "failed" and "dedup index" in run["error"]
+    assert "poisonguard_nightly_last_run_success 0" in (root / "metrics.prom").read_text()
+    index.write_bytes(good)
+    result = nightly(root, landing, 2)
+    assert result["status"] == "done" and result["counts"]["input_files"] == 1
+    assert "poisonguard_nightly_last_run_success 1" in (root / "metrics.prom").read_text()
