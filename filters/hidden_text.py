@@ -55,6 +55,7 @@ import base64
 import binascii
 import bisect
 import codecs
+import functools
 import importlib
 import re
 import urllib.parse
@@ -255,6 +256,7 @@ _STEMS = re.compile(
 _MIN_OBFUSCATED = 20  # shorter spans (labels, icons) are not searched for obfuscated readings
 
 
+@functools.lru_cache(maxsize=1 << 16)  # sites repeat their hidden labels on every page
 def instruction_phrase(text: str) -> str | None:
     """The phrase that makes ``text`` an instruction addressed to a model (rules 1-4, in the text or
     in one of its decoded readings, then prefixed with the reading's name), or None."""
