@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import functools
+import html as html_lib
 import re
 import threading
 from collections.abc import Iterator
@@ -789,8 +790,6 @@ _TAG_OR_COMMENT = re.compile(r"<!--.*?-->|<(script|style)\b.*?</\1\s*>|<[^>]*>",
 
 
 def _strip_tags(html: str) -> str:
-    import html as html_lib  # noqa: PLC0415 (only for the rare unparseable page)
-
     return _norm(html_lib.unescape(_TAG_OR_COMMENT.sub(" ", html)))
 
 
