@@ -18,10 +18,12 @@ Signals, per document:
     The other language with the most letters, or null.
 
 How: the text is cut into windows at line breaks; short lines are merged until a window holds
-``min_window_chars`` characters, long lines are cut at spaces into pieces of ``window_chars``. Each
-window is classified on its first ``window_chars`` characters, and the main language is the one with
-the largest letter x probability weight. Cost is bounded: at most ``max_doc_chars // window_chars``
-windows per document are classified, spread evenly over the document, so a long document is sampled.
+``min_window_chars`` characters, long lines are cut into pieces of ``window_chars``. The model reads
+the first ``classify_chars`` characters of each window, and the window weighs as many letters as it
+holds; the main language is the one with the largest letter x probability weight. Cost is bounded:
+at most ``max_doc_chars // classify_chars`` windows per document are classified, spread evenly over
+the document (a long document is sampled), so at most ``max_doc_chars`` characters per document
+reach the model. fastText reads about 3-4 MB/s on one core, so the model must not read everything.
 
 Backends (``backend``):
 
@@ -34,7 +36,7 @@ Backends (``backend``):
 ``langdetect``
     The langdetect port of Google's language-detection (55 languages), seeded
     (``DetectorFactory.seed = 0``) so results are deterministic; about 50 times slower per character
-    than fastText, so consider a smaller ``max_doc_chars`` with it.
+    than fastText.
 
 Decisions: ``flag`` returns nothing by default (every language is kept). ``allow`` (a list of codes,
 empty = all) makes ``filter_reasons`` return ``language:not_allowed(xx)`` for other languages, a
@@ -58,7 +60,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 UND = "und"
 _LETTER_RUNS = re.compile(r"[^\W\d_]+")
-_SPACES = re.compile(r"\s+")
 
 
 class Config(BaseModel):
@@ -70,10 +71,13 @@ class Config(BaseModel):
     )
     allow: list[str] = Field(default_factory=list, description="languages kept; empty = all")
     window_chars: int = Field(
-        250, ge=20, description="characters classified per window (longer lines are cut)"
+        300, ge=20, description="long lines are cut into windows of this many characters"
     )
     min_window_chars: int = Field(80, ge=1, description="short lines are merged until a window has this many")
-    max_doc_chars: int = Field(2500, ge=20, description="at most this many characters are classified per doc")
+    classify_chars: int = Field(120, ge=20, description="characters of each window the model reads")
+    max_doc_chars: int = Field(
+        1200, ge=20, description="at most this many characters per document reach the model"
+    )
     min_letters: int = Field(10, ge=1, description="windows (and documents) with fewer letters are 'und'")
     min_window_confidence: float = Field(
         0.5, ge=0, le=1, description="a window counts as another language only when the model is this sure"
@@ -172,45 +176,42 @@ def predictor(cfg: Config) -> Predictor:
 # ----------------------------------------------------------------------------------------------- scoring
 
 
-def _cut(line: str, size: int) -> list[str]:
-    """`line` in pieces of at most `size` characters, cut at a space where there is one."""
-    pieces: list[str] = []
-    while len(line) > size:
-        cut = line.rfind(" ", size // 2, size)
-        if cut <= 0:
-            cut = size  # no space (CJK, long tokens): cut anywhere
-        pieces.append(line[:cut])
-        line = line[cut:].lstrip()
-    if line:
-        pieces.append(line)
-    return pieces
+def _spans(text: str, cfg: Config) -> list[tuple[int, int]]:
+    """(start, end) offsets of the windows of `text`: lines, short ones merged, long ones cut."""
+    spans: list[tuple[int, int]] = []
+    size = cfg.window_chars
+    first, last, held = -1, 0, 0
+    pos = 0
+    for line in text.split("\n"):
+        start, n = pos, len(line)
+        pos += n + 1
+        if not n or line.isspace():
+            continue
+        for a in range(start, start + n, size):
+            b = min(a + size, start + n)
+            if first < 0:
+                first = a
+            last = b
+            held += b - a
+            if held >= cfg.min_window_chars:
+                spans.append((first, last))
+                first, held = -1, 0
+    if first >= 0:
+        if spans and held < cfg.min_window_chars:
+            spans[-1] = (spans[-1][0], last)  # a short tail joins the window before it
+        else:
+            spans.append((first, last))
+    return spans
 
 
 def windows(text: str, cfg: Config) -> list[str]:
-    """The windows of `text` that are classified (whitespace collapsed, already sampled)."""
-    out: list[str] = []
-    current: list[str] = []
-    size = 0
-    for raw in text.split("\n"):
-        line = _SPACES.sub(" ", raw).strip()
-        if not line:
-            continue
-        for piece in _cut(line, cfg.window_chars):
-            size += len(piece) + (1 if current else 0)  # the length of " ".join(current)
-            current.append(piece)
-            if size >= cfg.min_window_chars:
-                out.append(" ".join(current))
-                current, size = [], 0
-    if current:
-        if out and size < cfg.min_window_chars:
-            out[-1] = out[-1] + " " + " ".join(current)  # a short tail joins the window before it
-        else:
-            out.append(" ".join(current))
-    budget = max(1, cfg.max_doc_chars // cfg.window_chars)
-    if len(out) > budget:
-        picks = np.unique(np.linspace(0, len(out) - 1, budget).round().astype(np.int64))
-        out = [out[i] for i in picks]
-    return [w[: cfg.window_chars] for w in out]
+    """The windows of `text` that are classified (already sampled), whitespace collapsed."""
+    spans = _spans(text, cfg)
+    budget = max(1, cfg.max_doc_chars // cfg.classify_chars)
+    if len(spans) > budget:
+        picks = np.unique(np.linspace(0, len(spans) - 1, budget).round().astype(np.int64))
+        spans = [spans[i] for i in picks]
+    return [" ".join(text[a:b].split()) for a, b in spans]
 
 
 def _letters(text: str) -> int:
@@ -250,7 +251,8 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
     todo = [i for i, n in enumerate(flat_letters) if n >= cfg.min_letters]
     results: list[tuple[str, float]] = [(UND, 0.0)] * len(flat)
     if todo:
-        for i, res in zip(todo, predictor(cfg)([flat[i] for i in todo]), strict=True):
+        texts_in = [flat[i][: cfg.classify_chars] for i in todo]
+        for i, res in zip(todo, predictor(cfg)(texts_in), strict=True):
             results[i] = res
     langs: list[str] = []
     conf: list[float] = []

@@ -161,17 +161,17 @@ def test_missing_model_file_names_the_config_key(tmp_path: Path) -> None:
 
 
 def test_cost_is_bounded_on_long_documents() -> None:
-    cfg = Config(window_chars=200, max_doc_chars=2000)
+    cfg = Config(window_chars=200, classify_chars=100, max_doc_chars=1000)
     long_doc = "\n\n".join([ENGLISH] * 200)  # ~190 KB
     picked = windows(long_doc, cfg)
     assert 1 < len(picked) <= 10
-    assert all(len(w) <= 200 for w in picked)
+    assert all(len(w) <= 200 + cfg.min_window_chars for w in picked)
     # Spread over the document, not only its beginning: the last window comes from the end.
     tail = windows(long_doc + "\n\n" + GERMAN_INJECTION * 3, cfg)
     assert any(word in tail[-1] for word in ("Anweisungen", "Sprachmodell", "Benutzer", "Partners"))
     # One line without any space or newline (CJK) is still cut to the window size.
     cjk = windows("".join(UDHR["zh"]) * 50, cfg)
-    assert cjk and all(len(w) <= 200 for w in cjk)
+    assert len(cjk) == 10 and all(len(w) <= 200 + cfg.min_window_chars for w in cjk)
 
 
 def test_short_lines_are_merged_into_windows() -> None:
