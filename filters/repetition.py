@@ -174,6 +174,10 @@ class Config(BaseModel):
 
 def _dup_stats(units: list[str]) -> tuple[float, float]:
     """(share of units repeating an earlier one, share of their characters); units hold a word char."""
+    distinct = set(units)
+    distinct.discard("")
+    if len(distinct) >= len(units) - units.count(""):
+        return 0.0, 0.0  # no unit repeats: the common case, decided without a regex per unit
     units = [u for u in units if _HAS_WORD.search(u)]
     if len(units) < 2:
         return 0.0, 0.0
@@ -185,8 +189,9 @@ def _dup_stats(units: list[str]) -> tuple[float, float]:
     return 1.0 - len(distinct) / len(units), dup_chars / total_chars if total_chars else 0.0
 
 
-def _counts(keys: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per element: how many elements of `keys` equal it, and whether it is the first (lowest `pos`)."""
+def _counts(keys: np.ndarray, pos: np.ndarray, want_first: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per element: how many elements of `keys` equal it, and (if asked) whether it is the first of
+    them (lowest `pos`)."""
     if keys.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
     order = np.argsort(keys)
@@ -195,9 +200,11 @@ def _counts(keys: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sizes = np.diff(np.append(starts, ks.size))
     counts = np.empty(keys.size, dtype=np.int64)
     counts[order] = np.repeat(sizes, sizes)
-    first_pos = np.repeat(np.minimum.reduceat(pos[order], starts), sizes)
+    if not want_first:
+        return counts, None
+    sorted_pos = pos[order]
     first = np.empty(keys.size, dtype=bool)
-    first[order] = pos[order] == first_pos
+    first[order] = sorted_pos == np.repeat(np.minimum.reduceat(sorted_pos, starts), sizes)
     return counts, first
 
 
@@ -216,6 +223,25 @@ def _covered(pos: np.ndarray, n: int, n_tok: int) -> np.ndarray:
     return np.cumsum(delta[:n_tok]) > 0
 
 
+_POWERS_CACHE: list[np.ndarray] = []
+_POWERS_KEEP = 8_000_000  # longest power table kept between calls (64 MB)
+
+
+def _powers(n: int) -> np.ndarray:
+    """_MUL ** k for k < n (mod 2**64); the table is kept, since every chunk needs one."""
+    if _POWERS_CACHE and _POWERS_CACHE[0].size >= n:
+        return _POWERS_CACHE[0][:n]
+    size = max(n, 2 * _CHUNK_BYTES)
+    table = np.empty(size, dtype=np.uint64)
+    table[0] = 1
+    table[1:] = _MUL
+    with np.errstate(over="ignore"):
+        np.cumprod(table, out=table)
+    if size <= _POWERS_KEEP:
+        _POWERS_CACHE[:] = [table]
+    return table[:n]
+
+
 def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Words of `texts`: (64-bit hash, length in bytes + 1, document index, one-character word?) per
     word, in text order, and per document the share of its non-space bytes that are code symbols.
@@ -230,11 +256,10 @@ def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     empty = np.zeros(0, dtype=np.int64)
     if m == 0:
         return empty.astype(np.uint64), empty, empty, empty.astype(bool), np.zeros(len(texts))
-    doc_stops = np.append(doc_starts[1:] - 1, m)
-    sym = np.concatenate(([0], np.cumsum(_SYMBOL[b])))
-    nonspace = np.concatenate(([0], np.cumsum(_NONSPACE[b])))
-    n_nonspace = np.maximum(nonspace[doc_stops] - nonspace[doc_starts], 1)
-    symbol_share = (sym[doc_stops] - sym[doc_starts]) / n_nonspace
+    # Per-document sums over byte segments (a zero appended so an empty last document has one).
+    n_symbol = np.add.reduceat(np.append(_SYMBOL[b], 0), doc_starts)
+    n_nonspace = np.add.reduceat(np.append(_NONSPACE[b], 0), doc_starts)
+    symbol_share = n_symbol / np.maximum(n_nonspace, 1)
     cls = _CLASS[b]
     lead = np.flatnonzero(b >= 0xC2)  # first bytes of non-ASCII characters
     forced = np.zeros(0, dtype=np.int64)
@@ -269,22 +294,21 @@ def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     start = (cls != 0) & (cls != prev)
     start[forced] = True
     starts = np.flatnonzero(start)
-    bounds = np.append(np.flatnonzero(start | (cls == 0)), m)
-    ends = bounds[np.searchsorted(bounds, starts, side="right")]
+    # A word ends where the next word starts or at the next separator byte.
+    bounds = np.flatnonzero(start | (cls == 0))
+    ends = np.append(bounds, m)[np.flatnonzero(start[bounds]) + 1]
 
     # Polynomial hash of each word's bytes, shifted to a common power so equal words hash equally.
-    powers = np.empty(m + 1, dtype=np.uint64)
-    powers[0] = 1
-    powers[1:] = _MUL
+    powers = _powers(m + 1)
     with np.errstate(over="ignore"):
-        np.cumprod(powers, out=powers)
         prefix = np.zeros(m + 1, dtype=np.uint64)
         np.cumsum((b.astype(np.uint64) + np.uint64(1)) * powers[:m], out=prefix[1:])
         h = (prefix[ends] - prefix[starts]) * powers[m - starts]
         h ^= h >> np.uint64(33)
         h *= _FMIX
         h ^= h >> np.uint64(29)
-    doc = np.searchsorted(doc_starts, starts, side="right") - 1
+    first_word = np.searchsorted(starts, doc_starts)
+    doc = np.repeat(np.arange(len(texts)), np.diff(np.append(first_word, starts.size)))
     single = np.zeros(m, dtype=bool)
     single[forced] = True
     return h, (ends - starts + 1).astype(np.int64), doc, single[starts], symbol_share
@@ -307,7 +331,8 @@ def _ngram_signals(texts: list[str], cfg: Config) -> dict[str, np.ndarray]:
     if n_tok == 0:
         return out
 
-    doc_end = np.cumsum(n_words)[doc]  # index one past the last word of each word's document
+    # Words left in the document from each position (an n-gram must fit in its document).
+    room = np.cumsum(n_words)[doc] - np.arange(n_tok, dtype=np.int64)
     cum = np.concatenate(([0], np.cumsum(lens)))
     safe_chars = np.maximum(np.bincount(doc, weights=lens, minlength=n_docs), 1)
     # Mix the document into every word hash so n-grams never match across documents of a chunk.
@@ -318,12 +343,14 @@ def _ngram_signals(texts: list[str], cfg: Config) -> dict[str, np.ndarray]:
     k = cfg.span_words
     with np.errstate(over="ignore"):
         for n in range(2, max(DUP_NS[-1], k) + 1):
-            keep = pos + n <= doc_end[pos]
-            pos, h = pos[keep], h[keep]
+            keep = room >= n
+            pos, h, room = pos[keep], h[keep], room[keep]
             h = ((h ^ (h >> _SHIFT)) * _MUL) + w[pos + n - 1]
-            counts, first = _counts(h, pos)
+            if DUP_NS[-1] < n < k:
+                continue  # between 10 and span_words only the hash grows; positions were pruned at 10
+            counts, first = _counts(h, pos, want_first=n in DUP_NS)
             rep = counts >= (2 if n <= DUP_NS[-1] else cfg.span_min_count)
-            pos, h, counts, first = pos[rep], h[rep], counts[rep], first[rep]
+            pos, h, room, counts = pos[rep], h[rep], room[rep], counts[rep]
             if n in TOP_NS:
                 value = (counts * (cum[pos + n] - cum[pos])).astype(np.float64)
                 top = _segment_max(value, doc[pos], n_docs) / safe_chars
@@ -332,13 +359,14 @@ def _ngram_signals(texts: list[str], cfg: Config) -> dict[str, np.ndarray]:
                 # Gopher counts the characters of duplicated n-grams; the first occurrence is the
                 # original, so only later occurrences count (otherwise one phrase said twice in a
                 # short article already fails).
-                cov = _covered(pos[~first], n, n_tok)
+                assert first is not None
+                cov = _covered(pos[~first[rep]], n, n_tok)
                 dup_chars = np.bincount(doc, weights=lens * cov, minlength=n_docs)
                 out[f"dup_{n}gram_char_frac"] = dup_chars / safe_chars
             if n == DUP_NS[-1]:
                 # From here on only spans that can still reach span_min_count occurrences matter.
                 rep = counts >= cfg.span_min_count
-                pos, h = pos[rep], h[rep]
+                pos, h, room = pos[rep], h[rep], room[rep]
             if n == k:
                 spans = _segment_max(counts.astype(np.float64), doc[pos], n_docs)
                 out["span_max_count"] = spans.astype(np.int64)
