@@ -709,8 +709,10 @@ def _run(
     doc_schema = pa.unify_schemas([runner._strip_internal(pq.read_schema(p)) for p in chunk_files]
                                   or [DOCUMENT_SCHEMA], promote_options="permissive")
     lm_schemas = [pq.read_schema(lm_dir / p.name) for p in chunk_files if (lm_dir / p.name).exists()]
-    lm_schema = pa.schema([f for s in lm_schemas for f in s if not f.name.startswith("_")])
-    lm_schema = pa.unify_schemas([lm_schema], promote_options="permissive") if len(lm_schema) else lm_schema
+    # One schema per LM work file; unified (the local runner's concatenation repeats the fields when
+    # several chunks hold LM scores, which pyarrow refuses to unify).
+    lm_schema = pa.unify_schemas([runner._strip_internal(s) for s in lm_schemas] or [pa.schema([])],
+                                 promote_options="permissive")
     assign_schema = dedup.SIGNAL_SCHEMA if cfg.dedup.enabled else pa.schema([])
     signal_schema = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema))
     quarantine_schema = pa.schema(list(signal_schema) + [pa.field(n, t) for n, t in DECISION_FIELDS])
