@@ -68,11 +68,19 @@ def detector_speeds(texts: list[str]) -> list[tuple[str, float, float]]:
     mb = sum(len(t.encode()) for t in texts) / 1e6
     batch_docs = []
     for start in range(0, len(texts), 2000):
-        chunk = texts[start:start + 2000]
-        batch_docs.append(pa.table({"id": [str(i) for i in range(len(chunk))], "text": chunk,
-                                    "url": pa.nulls(len(chunk), pa.string()),
-                                    "hidden": pa.nulls(len(chunk), pa.list_(pa.struct([("channel", pa.string()),
-                                                                                        ("text", pa.string())])))}))
+        chunk = texts[start : start + 2000]
+        batch_docs.append(
+            pa.table(
+                {
+                    "id": [str(i) for i in range(len(chunk))],
+                    "text": chunk,
+                    "url": pa.nulls(len(chunk), pa.string()),
+                    "hidden": pa.nulls(
+                        len(chunk), pa.list_(pa.struct([("channel", pa.string()), ("text", pa.string())]))
+                    ),
+                }
+            )
+        )
     rows: list[tuple[str, float, float]] = []
     for name, module in policy.CHEAP_DETECTORS:
         dcfg = policy.detector_config(cfg, name)
@@ -105,30 +113,53 @@ def cheap_stage_speed(texts: list[str], backend: str) -> tuple[float, float]:
 
 def run_filter_job(corpus: Path, out: Path, config: Path, workers: int) -> tuple[float, float]:
     """Seconds and peak RSS (MB, largest process of the job) of `poisonguard filter`."""
-    cmd = [sys.executable, "-m", "poisonguard.pipelines.cli", "filter", str(corpus), "--out", str(out),
-           "--config", str(config), "--workers", str(workers), "--no-lm", "--quiet", "--overwrite"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "poisonguard.pipelines.cli",
+        "filter",
+        str(corpus),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--workers",
+        str(workers),
+        "--no-lm",
+        "--quiet",
+        "--overwrite",
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     if status != 0:
-        raise SystemExit(f"filter job failed: {' '.join(cmd)}\n{proc.stderr.read().decode() if proc.stderr else ''}")
+        raise SystemExit(
+            f"filter job failed: {' '.join(cmd)}\n{proc.stderr.read().decode() if proc.stderr else ''}"
+        )
     return elapsed, usage.ru_maxrss / 1024
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mb", type=float, default=10.0, help="MB of real text (default 10)")
     parser.add_argument("--scale", type=int, default=10, help="the larger input is this many copies")
     args = parser.parse_args()
     texts = corpus_texts(args.mb)
     mb = sum(len(t.encode()) for t in texts) / 1e6
-    print(f"### Cheap detectors ({len(texts):,} real documents, {mb:.1f} MB: Wikipedia en/fr/es, "
-          f"Debian handbook {'/'.join(HANDBOOK_LANGS)})\n")
+    print(
+        f"### Cheap detectors ({len(texts):,} real documents, {mb:.1f} MB: Wikipedia en/fr/es, "
+        f"Debian handbook {'/'.join(HANDBOOK_LANGS)})\n"
+    )
     print("| detector | MB/s | docs/s |\n|---|---:|---:|")
     for name, mbs, dps in detector_speeds(texts):
         print(f"| {name} | {mbs:.2f} | {dps:,.0f} |")
-    print("\n| whole cheap stage (all detectors + MinHash signatures), 1 process | MB/s | docs/s |\n|---|---:|---:|")
+    print(
+        "\n| whole cheap stage (all detectors + MinHash signatures), 1 process | MB/s | docs/s |"
+        "\n|---|---:|---:|"
+    )
     for backend in ("fasttext", "langdetect"):
         mbs, dps = cheap_stage_speed(texts, backend)
         print(f"| language backend {backend} | {mbs:.2f} | {dps:,.0f} |")
@@ -139,9 +170,22 @@ def main() -> None:
         small_bytes = write_corpus(small, texts)
         large_bytes = write_corpus(large, texts, args.scale)
         everything_off = tmpdir / "off.yaml"
-        everything_off.write_text("\n".join(f"{n}: {{enabled: false}}" for n in
-                                            ("unicode", "triggers", "repetition", "language", "hidden_text",
-                                             "cloaking", "dedup", "perplexity")) + "\n")
+        everything_off.write_text(
+            "\n".join(
+                f"{n}: {{enabled: false}}"
+                for n in (
+                    "unicode",
+                    "triggers",
+                    "repetition",
+                    "language",
+                    "hidden_text",
+                    "cloaking",
+                    "dedup",
+                    "perplexity",
+                )
+            )
+            + "\n"
+        )
         default = tmpdir / "default.yaml"
         default.write_text("perplexity: {enabled: false}\n")
         langdetect = tmpdir / "langdetect.yaml"
@@ -150,18 +194,29 @@ def main() -> None:
         print("| job | workers | seconds | MB/s | MB/s per core | x baseline time | peak RSS MB |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         base_s, base_rss = run_filter_job(small, tmpdir / "o", everything_off, 1)
-        print(f"| baseline: read + write, detectors off | 1 | {base_s:.1f} | {small_bytes / 1e6 / base_s:.2f} | "
-              f"{small_bytes / 1e6 / base_s:.2f} | 1.00 | {base_rss:.0f} |")
-        for label, cfg in (("cheap detectors, fastText", default), ("cheap detectors, langdetect", langdetect)):
+        print(
+            f"| baseline: read + write, detectors off | 1 | {base_s:.1f} | "
+            f"{small_bytes / 1e6 / base_s:.2f} | "
+            f"{small_bytes / 1e6 / base_s:.2f} | 1.00 | {base_rss:.0f} |"
+        )
+        for label, cfg in (
+            ("cheap detectors, fastText", default),
+            ("cheap detectors, langdetect", langdetect),
+        ):
             for workers in (1, 2):
                 secs, rss = run_filter_job(small, tmpdir / "o", cfg, workers)
                 rate = small_bytes / 1e6 / secs
-                print(f"| {label} | {workers} | {secs:.1f} | {rate:.2f} | {rate / workers:.2f} | "
-                      f"{secs / base_s:.2f} | {rss:.0f} |")
+                print(
+                    f"| {label} | {workers} | {secs:.1f} | {rate:.2f} | {rate / workers:.2f} | "
+                    f"{secs / base_s:.2f} | {rss:.0f} |"
+                )
         secs, rss = run_filter_job(large, tmpdir / "o", default, 2)
         rate = large_bytes / 1e6 / secs
-        print(f"| cheap detectors, fastText, {args.scale}x input ({large_bytes / 1e6:.0f} MB) | 2 | {secs:.1f} | "
-              f"{rate:.2f} | {rate / 2:.2f} | - | {rss:.0f} |")
+        print(
+            f"| cheap detectors, fastText, {args.scale}x input ({large_bytes / 1e6:.0f} MB) | 2 | "
+            f"{secs:.1f} | "
+            f"{rate:.2f} | {rate / 2:.2f} | - | {rss:.0f} |"
+        )
 
 
 if __name__ == "__main__":

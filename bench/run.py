@@ -23,9 +23,21 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 # name -> (module, arguments, what it measures)
 BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
-    "cheap": ("bench.bench_cheap", [], "cheap detectors and the filter job without the LM (issue: filter core)"),
-    "dedup": ("bench.bench_dedup", [], "MinHash signatures, LSH, index size, precision/recall (issue: dedup)"),
-    "perplexity": ("bench.bench_perplexity", [], "LM scoring speed against a naive baseline and the machine's limit"),
+    "cheap": (
+        "bench.bench_cheap",
+        [],
+        "cheap detectors and the filter job without the LM (issue: filter core)",
+    ),
+    "dedup": (
+        "bench.bench_dedup",
+        [],
+        "MinHash signatures, LSH, index size, precision/recall (issue: dedup)",
+    ),
+    "perplexity": (
+        "bench.bench_perplexity",
+        [],
+        "LM scoring speed against a naive baseline and the machine's limit",
+    ),
     "calibration": ("bench.calibrate_perplexity", [], "perplexity thresholds on real clean text"),
     "html": ("bench.bench_html", [], "HTML pass (visible vs hidden text)"),
     "crawl": ("bench.bench_crawl", [], "crawl of the Python docs against a bare Scrapy spider"),
@@ -54,7 +66,8 @@ def machine() -> str:
         memory = f"{pages / 2**30:.0f} GiB"
     except (ValueError, OSError):
         memory = "?"
-    return f"{cpu}, {os.cpu_count()} cores, {memory} RAM, Python {platform.python_version()}, {platform.system()}"
+    python = platform.python_version()
+    return f"{cpu}, {os.cpu_count()} cores, {memory} RAM, Python {python}, {platform.system()}"
 
 
 def section_markers(name: str) -> tuple[str, str]:
@@ -79,8 +92,9 @@ def run_one(name: str) -> tuple[str, bool]:
     proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    head = (f"## {name}: {what}\n\nMeasured {stamp} on {machine()}.\nCommand: `{command}` "
-            f"({elapsed:.0f} s).\n\n")
+    head = (
+        f"## {name}: {what}\n\nMeasured {stamp} on {machine()}.\nCommand: `{command}` ({elapsed:.0f} s).\n\n"
+    )
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         return head + f"**Failed** (exit {proc.returncode}):\n\n```\n{tail}\n```\n", False
@@ -88,7 +102,9 @@ def run_one(name: str) -> tuple[str, bool]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = parser.parse_args()

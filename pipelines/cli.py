@@ -38,13 +38,20 @@ ConfigOption = Annotated[
 
 EngineOption = Annotated[
     str,
-    typer.Option("--engine", help="`local` (this machine, multiprocessing) or `ray` (a Ray cluster; same "
-                 "detectors, same outcomes).", case_sensitive=False),
+    typer.Option(
+        "--engine",
+        help="`local` (this machine, multiprocessing) or `ray` (a Ray cluster; same "
+        "detectors, same outcomes).",
+        case_sensitive=False,
+    ),
 ]
 RayAddressOption = Annotated[
     str | None,
-    typer.Option("--ray-address", help="Ray cluster to join (e.g. ray://head:10001 or auto); default: a "
-                 "local Ray started for this run."),
+    typer.Option(
+        "--ray-address",
+        help="Ray cluster to join (e.g. ray://head:10001 or auto); default: a "
+        "local Ray started for this run.",
+    ),
 ]
 
 
@@ -64,8 +71,11 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
     """The one-screen summary after a run."""
     counts = report["counts"]
     total = max(counts.get("in", 0), 1)
-    table = Table(title=f"poisonguard {report.get('command', 'filter')}: {counts.get('in', 0):,} documents in",
-                  show_header=True, header_style="bold")
+    table = Table(
+        title=f"poisonguard {report.get('command', 'filter')}: {counts.get('in', 0):,} documents in",
+        show_header=True,
+        header_style="bold",
+    )
     table.add_column("outcome")
     table.add_column("documents", justify="right")
     table.add_column("share", justify="right")
@@ -75,41 +85,80 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
     out_console.print(table)
     reasons = list(report.get("reasons", {}).items())[:8]
     if reasons:
-        out_console.print("top reasons: " + ", ".join(f"{r} ({n:,})" for r, n in reasons), highlight=False, soft_wrap=True)
+        out_console.print(
+            "top reasons: " + ", ".join(f"{r} ({n:,})" for r, n in reasons), highlight=False, soft_wrap=True
+        )
     mined = report.get("trigger_candidates") or []
     if mined:
-        out_console.print("trigger candidates: " + ", ".join(
-            f"{m.get('candidate', m.get('trigger', '?'))!r} ({m.get('docs', '?')} docs)" for m in mined[:5]),
-            highlight=False, soft_wrap=True)
+        out_console.print(
+            "trigger candidates: "
+            + ", ".join(
+                f"{m.get('candidate', m.get('trigger', '?'))!r} ({m.get('docs', '?')} docs)"
+                for m in mined[:5]
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
     if report.get("unreadable_total"):
         first = report["unreadable"][0]
-        out_console.print(f"unreadable records: {report['unreadable_total']:,} (first: {first['file']} "
-                          f"{first['where']}: {first['why']}); full list in {out / 'unreadable.jsonl'}",
-                          highlight=False, soft_wrap=True)
+        out_console.print(
+            f"unreadable records: {report['unreadable_total']:,} (first: {first['file']} "
+            f"{first['where']}: {first['why']}); full list in {out / 'unreadable.jsonl'}",
+            highlight=False,
+            soft_wrap=True,
+        )
     rate = report.get("docs_per_s")
-    out_console.print(f"time {report.get('elapsed_s', 0):.1f} s, {rate or 0:,.1f} docs/s, "
-                      f"{report.get('mb_per_s') or 0:.2f} MB/s", highlight=False, soft_wrap=True)
-    out_console.print(f"clean shards: {out / 'clean'}   quarantine: {out / 'quarantine'}", highlight=False, soft_wrap=True)
-    out_console.print(f"report: {out / 'report.html'}  ({out / 'report.json'})", highlight=False, soft_wrap=True)
+    out_console.print(
+        f"time {report.get('elapsed_s', 0):.1f} s, {rate or 0:,.1f} docs/s, "
+        f"{report.get('mb_per_s') or 0:.2f} MB/s",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out_console.print(
+        f"clean shards: {out / 'clean'}   quarantine: {out / 'quarantine'}", highlight=False, soft_wrap=True
+    )
+    out_console.print(
+        f"report: {out / 'report.html'}  ({out / 'report.json'})", highlight=False, soft_wrap=True
+    )
 
 
 @app.command("filter")
 def filter_command(
-    inputs: Annotated[list[str], typer.Argument(help="JSONL (.jsonl, .gz, .zst), Parquet or WARC files, "
-                                                "directories or globs. Each record needs a `text` field.")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="JSONL (.jsonl, .gz, .zst), Parquet or WARC files, "
+            "directories or globs. Each record needs a `text` field."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: clean/, quarantine/, report.")],
     config: ConfigOption = None,
-    workers: Annotated[int | None, typer.Option("--workers", "-w", min=1,
-                                                help="Processes for the cheap detectors (default: config "
-                                                "run.workers). Output is identical for any value.")] = None,
-    lm: Annotated[str | None, typer.Option("--lm", help="Language model for the perplexity detector: a "
-                                           "local model directory or HF cache entry (default: shipped "
-                                           "SmolLM2-135M).")] = None,
-    no_lm: Annotated[bool, typer.Option("--no-lm", help="Skip the language-model stage (fast; catches "
-                                        "less).")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="Processes for the cheap detectors (default: config "
+            "run.workers). Output is identical for any value.",
+        ),
+    ] = None,
+    lm: Annotated[
+        str | None,
+        typer.Option(
+            "--lm",
+            help="Language model for the perplexity detector: a "
+            "local model directory or HF cache entry (default: shipped "
+            "SmolLM2-135M).",
+        ),
+    ] = None,
+    no_lm: Annotated[
+        bool, typer.Option("--no-lm", help="Skip the language-model stage (fast; catches less).")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in OUT.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT from its "
-                                         "finished chunks.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run in OUT from its finished chunks.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
@@ -121,8 +170,17 @@ def filter_command(
     if lm is not None:
         overrides["perplexity"] = {"model": lm}
     cfg = _load(config, overrides)
-    report = _run_filter(inputs, out, cfg, overwrite=overwrite, resume=resume, use_lm=not no_lm, quiet=quiet,
-                         engine=engine, ray_address=ray_address)
+    report = _run_filter(
+        inputs,
+        out,
+        cfg,
+        overwrite=overwrite,
+        resume=resume,
+        use_lm=not no_lm,
+        quiet=quiet,
+        engine=engine,
+        ray_address=ray_address,
+    )
     if not quiet:
         print_summary(report, out)
 
@@ -151,23 +209,42 @@ def _run_filter(inputs: list[str], out: Path, cfg: PipelineConfig, **kwargs: Any
     except Exception as exc:
         if os.environ.get("POISONGUARD_DEBUG"):
             raise
-        raise fail(f"{type(exc).__name__}: {exc} (set POISONGUARD_DEBUG=1 for the traceback)",
-                   EXIT_FAILED) from None
+        raise fail(
+            f"{type(exc).__name__}: {exc} (set POISONGUARD_DEBUG=1 for the traceback)", EXIT_FAILED
+        ) from None
 
 
 @app.command("crawl")
 def crawl_command(
-    urls: Annotated[list[str] | None, typer.Argument(help="Seed URLs; links are followed within their hosts.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: raw/, clean/, quarantine/, report.")] = Path("crawl-out"),
-    seeds_file: Annotated[Path | None, typer.Option("--seeds-file", help="A file with one seed URL a line.")] = None,
-    sitemap: Annotated[str | None, typer.Option("--sitemap", help="A sitemap URL whose pages are seeds.")] = None,
+    urls: Annotated[
+        list[str] | None, typer.Argument(help="Seed URLs; links are followed within their hosts.")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder: raw/, clean/, quarantine/, report.")
+    ] = Path("crawl-out"),
+    seeds_file: Annotated[
+        Path | None, typer.Option("--seeds-file", help="A file with one seed URL a line.")
+    ] = None,
+    sitemap: Annotated[
+        str | None, typer.Option("--sitemap", help="A sitemap URL whose pages are seeds.")
+    ] = None,
     config: ConfigOption = None,
-    workers: Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Processes for the cheap detectors.")] = None,
-    lm: Annotated[str | None, typer.Option("--lm", help="Language model directory (default: shipped SmolLM2-135M).")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, help="Processes for the cheap detectors.")
+    ] = None,
+    lm: Annotated[
+        str | None, typer.Option("--lm", help="Language model directory (default: shipped SmolLM2-135M).")
+    ] = None,
     no_lm: Annotated[bool, typer.Option("--no-lm", help="Skip the language-model stage.")] = False,
-    no_filter: Annotated[bool, typer.Option("--no-filter", help="Only crawl: write OUT/raw/ and the crawl stats.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished crawl in OUT (raw pages too).")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted crawl and its filtering.")] = False,
+    no_filter: Annotated[
+        bool, typer.Option("--no-filter", help="Only crawl: write OUT/raw/ and the crawl stats.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a finished crawl in OUT (raw pages too).")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted crawl and its filtering.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
@@ -206,15 +283,28 @@ def crawl_command(
         if not quiet:
             out_console.print(f"crawled {stats['pages_2xx']:,} pages into {out / 'raw'}", highlight=False)
         return
-    report = _run_filter([str(out / "raw")], out, cfg, resume=resume, use_lm=not no_lm, quiet=quiet,
-                         extra_report={"command": "crawl", "crawl": stats}, engine=engine,
-                         ray_address=ray_address)
+    report = _run_filter(
+        [str(out / "raw")],
+        out,
+        cfg,
+        resume=resume,
+        use_lm=not no_lm,
+        quiet=quiet,
+        extra_report={"command": "crawl", "crawl": stats},
+        engine=engine,
+        ray_address=ray_address,
+    )
     if not quiet:
         print_summary(report, out)
-        out_console.print(f"crawl: {stats['pages']:,} pages, finish reason {stats.get('finish_reason')}",
-                          highlight=False)
-    if str(stats.get("finish_reason", "finished")) not in ("finished", "closespider_pagecount",
-                                                           "closespider_timeout", "closespider_itemcount"):
+        out_console.print(
+            f"crawl: {stats['pages']:,} pages, finish reason {stats.get('finish_reason')}", highlight=False
+        )
+    if str(stats.get("finish_reason", "finished")) not in (
+        "finished",
+        "closespider_pagecount",
+        "closespider_timeout",
+        "closespider_itemcount",
+    ):
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -248,24 +338,45 @@ def explain_command(
 
 @app.command("nightly")
 def nightly_command(
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="Nightly config (see configs/nightly.yaml): sources, output root, state "
-        "store, drift.",
-    )] = None,
-    date: Annotated[str | None, typer.Option(
-        "--date", help="Logical date of the run, YYYY-MM-DD (default: today, UTC); a finished date is not "
-        "run again.",
-    )] = None,
-    inputs: Annotated[list[str] | None, typer.Option(
-        "--input", "-i", help="File, folder or glob to read instead of the config's sources.inputs "
-        "(repeatable).",
-    )] = None,
-    out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Output root (ROOT/<date>/ per run).",
-    )] = None,
-    state: Annotated[Path | None, typer.Option(
-        "--state", help="SQLite state store (default ROOT/state.sqlite).",
-    )] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Nightly config (see configs/nightly.yaml): sources, output root, state store, drift.",
+        ),
+    ] = None,
+    date: Annotated[
+        str | None,
+        typer.Option(
+            "--date",
+            help="Logical date of the run, YYYY-MM-DD (default: today, UTC); a finished date is not "
+            "run again.",
+        ),
+    ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="File, folder or glob to read instead of the config's sources.inputs (repeatable).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output root (ROOT/<date>/ per run).",
+        ),
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="SQLite state store (default ROOT/state.sqlite).",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo a finished date (the latest only).")] = False,
     no_lm: Annotated[bool, typer.Option("--no-lm", help="Skip the language-model stage.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only; no summary.")] = False,
@@ -282,8 +393,17 @@ def nightly_command(
     nightly_log.setLevel(logging.WARNING if quiet else logging.INFO)
     try:
         cfg, base = load_nightly_config(config)
-        result = run_nightly(cfg, base=base, date=date, inputs=inputs, out=out, state=state, force=force,
-                             use_lm=False if no_lm else None, show_progress=not quiet and sys.stderr.isatty())
+        result = run_nightly(
+            cfg,
+            base=base,
+            date=date,
+            inputs=inputs,
+            out=out,
+            state=state,
+            force=force,
+            use_lm=False if no_lm else None,
+            show_progress=not quiet and sys.stderr.isatty(),
+        )
     except NightlyError as exc:
         raise fail(str(exc), exc.code) from None
     except KeyboardInterrupt:
@@ -291,8 +411,9 @@ def nightly_command(
     except Exception as exc:
         if os.environ.get("POISONGUARD_DEBUG"):
             raise
-        raise fail(f"{type(exc).__name__}: {exc} (set POISONGUARD_DEBUG=1 for the traceback)",
-                   EXIT_FAILED) from None
+        raise fail(
+            f"{type(exc).__name__}: {exc} (set POISONGUARD_DEBUG=1 for the traceback)", EXIT_FAILED
+        ) from None
     finally:
         nightly_log.removeHandler(handler)
     if not quiet:

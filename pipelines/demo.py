@@ -55,8 +55,14 @@ def crawl_demo_site(out: Path, use_lm: bool) -> None:
         stats = run_crawl([seed], out, cfg.crawl)
     finally:
         server.shutdown()
-    report = run_filter([str(out / "raw")], out, cfg, use_lm=use_lm, show_progress=False,
-                        extra_report={"command": "crawl", "crawl": stats})
+    report = run_filter(
+        [str(out / "raw")],
+        out,
+        cfg,
+        use_lm=use_lm,
+        show_progress=False,
+        extra_report={"command": "crawl", "crawl": stats},
+    )
     print_summary(report, out)
     print("\npages -> outcomes (expected per examples/site/README.md):")
     expected = {}

@@ -11,11 +11,21 @@ quarantined (any quarantine reason) > filtered (opt-in non-security rules) > dup
 from __future__ import annotations
 
 from types import ModuleType
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from poisonguard.filters import cloaking, dedup, hidden_text, language, perplexity, repetition, triggers, unicode
+from poisonguard.filters import (
+    cloaking,
+    dedup,
+    hidden_text,
+    language,
+    perplexity,
+    repetition,
+    triggers,
+    unicode,
+)
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.schema import DUPLICATE, FILTERED, KEPT, QUARANTINED
 
@@ -33,7 +43,7 @@ CHEAP_DETECTORS: tuple[tuple[str, ModuleType], ...] = (
 COPY_OF_QUARANTINED = "near_dup:copy_of_quarantined"
 
 
-def detector_config(cfg: PipelineConfig, name: str):  # type: ignore[no-untyped-def]
+def detector_config(cfg: PipelineConfig, name: str) -> Any:
     return getattr(cfg, name)
 
 

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
 
@@ -15,12 +15,12 @@ class Progress:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self._bar: RichProgress | None = None
-        self._started: dict[int, float] = {}
-        self._docs: dict[int, int] = {}
+        self._started: dict[TaskID, float] = {}
+        self._docs: dict[TaskID, int] = {}
 
-    def start(self, label: str, total: int | None, unit: str) -> int:
+    def start(self, label: str, total: int | None, unit: str) -> TaskID:
         if not self.enabled:
-            return -1
+            return TaskID(-1)
         if self._bar is None:
             self._bar = RichProgress(
                 TextColumn("[bold]{task.description:<15}"),
@@ -40,7 +40,7 @@ class Progress:
         self._docs[task] = 0
         return task
 
-    def advance(self, task: int, completed: int | None, docs: int) -> None:
+    def advance(self, task: TaskID, completed: int | None, docs: int) -> None:
         if self._bar is None or task < 0:
             return
         self._docs[task] += docs
@@ -51,7 +51,7 @@ class Progress:
         else:
             self._bar.update(task, completed=completed, **update)
 
-    def finish(self, task: int) -> None:
+    def finish(self, task: TaskID) -> None:
         if self._bar is None or task < 0:
             return
         total = self._bar.tasks[[t.id for t in self._bar.tasks].index(task)].total

@@ -24,8 +24,17 @@ import zstandard
 
 from poisonguard.pipelines.schema import DOCUMENT_SCHEMA, text_id
 
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst",
-                  ".ndjson.zst", ".json.zst")
+JSONL_SUFFIXES = (
+    ".jsonl",
+    ".ndjson",
+    ".json",
+    ".jsonl.gz",
+    ".ndjson.gz",
+    ".json.gz",
+    ".jsonl.zst",
+    ".ndjson.zst",
+    ".json.zst",
+)
 PARQUET_SUFFIXES = (".parquet",)
 WARC_SUFFIXES = (".warc", ".warc.gz")
 KNOWN_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES + WARC_SUFFIXES
@@ -77,8 +86,10 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
             # Names starting with "_" or "." are bookkeeping (crawl stats, job state, temp files),
             # as in Hadoop/Spark output folders.
             files = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and _suffix_kind(p)
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and _suffix_kind(p)
                 and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts)
             )
             if not files:
@@ -86,9 +97,7 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
             found.extend(files)
         elif path.is_file():
             if _suffix_kind(path) is None:
-                raise InputError(
-                    f"{path}: unknown format (expected {', '.join(KNOWN_SUFFIXES)})"
-                )
+                raise InputError(f"{path}: unknown format (expected {', '.join(KNOWN_SUFFIXES)})")
             found.append(path)
         else:
             raise InputError(f"{path}: no such file or directory")
@@ -135,7 +144,7 @@ def _open_text_stream(path: Path, state: ReadState) -> IO[bytes]:
     if name.endswith(".gz"):
         return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     if name.endswith(".zst"):
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))  # type: ignore[arg-type]
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
     return raw
 
 
@@ -169,12 +178,18 @@ def read_jsonl(path: Path, state: ReadState) -> Iterator[dict[str, Any]]:
                 try:
                     line = raw_line.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    state.unreadable.append(Unreadable(source, f"line {line_no}", f"not UTF-8 ({exc.reason} at byte {exc.start})"))
+                    state.unreadable.append(
+                        Unreadable(source, f"line {line_no}", f"not UTF-8 ({exc.reason} at byte {exc.start})")
+                    )
                     continue
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    state.unreadable.append(Unreadable(source, f"line {line_no}", f"malformed JSON: {exc.msg} at column {exc.colno}"))
+                    state.unreadable.append(
+                        Unreadable(
+                            source, f"line {line_no}", f"malformed JSON: {exc.msg} at column {exc.colno}"
+                        )
+                    )
                     continue
                 if not isinstance(obj, dict):
                     state.unreadable.append(Unreadable(source, f"line {line_no}", "not a JSON object"))
@@ -221,7 +236,9 @@ def read_parquet(path: Path, state: ReadState, batch_rows: int) -> Iterator[dict
             yield docs
         return
     if "text" not in schema.names:
-        state.unreadable.append(Unreadable(source, "file", f"no `text` column (columns: {', '.join(schema.names)})"))
+        state.unreadable.append(
+            Unreadable(source, "file", f"no `text` column (columns: {', '.join(schema.names)})")
+        )
         state.bytes_done += path.stat().st_size
         return
     if pf.metadata.num_rows == 0:
@@ -278,9 +295,13 @@ def read_warc(path: Path, state: ReadState) -> Iterator[dict[str, Any]]:
                     continue
                 yield _document({"text": text, "url": url}, source, count)
             else:
-                state.unreadable.append(Unreadable(source, where, f"not a text response ({ctype.split(';')[0]})"))
+                state.unreadable.append(
+                    Unreadable(source, where, f"not a text response ({ctype.split(';')[0]})")
+                )
     except Exception as exc:
-        state.unreadable.append(Unreadable(source, f"after offset {offset}", f"truncated or corrupt WARC: {exc}"))
+        state.unreadable.append(
+            Unreadable(source, f"after offset {offset}", f"truncated or corrupt WARC: {exc}")
+        )
     finally:
         fh.close()
         state.bytes_done += path.stat().st_size
@@ -291,7 +312,9 @@ def read_warc(path: Path, state: ReadState) -> Iterator[dict[str, Any]]:
 def _conform(table: pa.Table) -> pa.Table:
     """A converted table in DOCUMENT_SCHEMA: missing optional columns become nulls."""
     columns = [
-        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
         for f in DOCUMENT_SCHEMA
     ]
     return pa.Table.from_arrays(columns, schema=DOCUMENT_SCHEMA)

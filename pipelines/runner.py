@@ -41,8 +41,16 @@ from poisonguard.pipelines.writers import SUCCESS, ShardWriter, write_json, writ
 WORK = "_work"
 SIG_COLUMN = "_dedup_signature"
 KEY_COLUMN = "_dedup_key"
-OUTPUT_FILES = ("clean", "quarantine", WORK, "report.json", "report.html", "manifest.json",
-                "unreadable.jsonl", SUCCESS)
+OUTPUT_FILES = (
+    "clean",
+    "quarantine",
+    WORK,
+    "report.json",
+    "report.html",
+    "manifest.json",
+    "unreadable.jsonl",
+    SUCCESS,
+)
 
 
 class ContextDetector(Protocol):
@@ -113,7 +121,10 @@ def _score_chunk_task(args: tuple[int, pa.Table, PipelineConfig, str]) -> tuple[
 
 
 def choose_representatives(
-    ids: list[str], cluster_ids: list[str | None], exact_of: list[str | None], eligible: list[bool],
+    ids: list[str],
+    cluster_ids: list[str | None],
+    exact_of: list[str | None],
+    eligible: list[bool],
     is_prior: Callable[[str], bool] | None = None,
 ) -> tuple[list[str | None], list[str | None], set[str]]:
     """The earliest eligible member of each cluster is kept; later eligible members point to it.
@@ -185,8 +196,9 @@ class Tally:
             for cid, size, dom, outcome in zip(cids, sizes, domains, outcomes, strict=True):
                 if cid is None or (size or 0) < 2:
                     continue
-                entry = self.clusters.setdefault(cid, {"cluster_id": cid, "size": size, "domains": dom,
-                                                       "outcomes": Counter()})
+                entry = self.clusters.setdefault(
+                    cid, {"cluster_id": cid, "size": size, "domains": dom, "outcomes": Counter()}
+                )
                 entry["outcomes"][outcome] += 1
 
 
@@ -215,7 +227,9 @@ def finalize_chunk(
     for doc_id, outcome in zip(ids, outcomes, strict=True):
         if outcome == QUARANTINED:
             quarantined_ids.add(doc_id)
-    dup_column = [d if o != KEPT and not q else None for d, o, q in zip(duplicate_of, outcomes, quarantine, strict=True)]
+    dup_column = [
+        d if o != KEPT and not q else None for d, o, q in zip(duplicate_of, outcomes, quarantine, strict=True)
+    ]
     table = table.append_column("outcome", pa.array(outcomes, pa.string()))
     table = table.append_column("reasons", pa.array(reasons, pa.list_(pa.string())))
     return table.append_column("duplicate_of", pa.array(dup_column, pa.string()))
@@ -321,7 +335,7 @@ def run_filter(
     (work / "fingerprint").write_text(fingerprint)
 
     progress = Progress(enabled=show_progress)
-    timings: Counter[str] = Counter()
+    timings: dict[str, float] = {}
     state = ReadState()
     input_bytes = total_bytes(paths)
 
@@ -339,7 +353,8 @@ def run_filter(
 
     def done(result: tuple[int, int, dict[str, float]]) -> None:
         _, rows, chunk_timings = result
-        timings.update(chunk_timings)
+        for name, seconds in chunk_timings.items():
+            timings[name] = timings.get(name, 0.0) + seconds
         progress.advance(task, state.bytes_done, rows)
 
     if cfg.run.workers == 1:
@@ -385,8 +400,11 @@ def run_filter(
         campaign = [bool(r) for r in dedup.flag(assign, cfg.dedup)]
         eligible = [e and not c for e, c in zip(eligible, campaign, strict=True)]
         duplicate_of, duplicate_kind, _ = choose_representatives(
-            ids, assign.column("dedup_cluster_id").to_pylist(),
-            assign.column("dedup_exact_of").to_pylist(), eligible, getattr(index, "is_prior", None),
+            ids,
+            assign.column("dedup_cluster_id").to_pylist(),
+            assign.column("dedup_exact_of").to_pylist(),
+            eligible,
+            getattr(index, "is_prior", None),
         )
     timings["stage:dedup"] = time.perf_counter() - stage_start
 
@@ -401,7 +419,7 @@ def run_filter(
         offset = 0
         for path in chunk_files:
             rows = pq.ParquetFile(path).metadata.num_rows
-            mask = undecided[offset:offset + rows]
+            mask = undecided[offset : offset + rows]
             offset += rows
             target = lm_dir / path.name
             if target.exists():
@@ -432,8 +450,10 @@ def run_filter(
 
     # Stage 4 -------------------------------------------------------------------------------
     stage_start = time.perf_counter()
-    doc_schema = pa.unify_schemas([_strip_internal(pq.read_schema(p)) for p in chunk_files] or [DOCUMENT_SCHEMA],
-                                  promote_options="permissive")
+    doc_schema = pa.unify_schemas(
+        [_strip_internal(pq.read_schema(p)) for p in chunk_files] or [DOCUMENT_SCHEMA],
+        promote_options="permissive",
+    )
     lm_schemas = [pq.read_schema(lm_dir / p.name) for p in chunk_files if (lm_dir / p.name).exists()]
     lm_schema = pa.schema([f for s in lm_schemas for f in s if not f.name.startswith("_")])
     lm_schema = pa.unify_schemas([lm_schema], promote_options="permissive") if len(lm_schema) else lm_schema
@@ -467,17 +487,29 @@ def run_filter(
         lm_file = lm_dir / path.name
         lm_part = pq.read_table(lm_file) if lm_file.exists() else None
         for f in lm_schema:
-            values = lm_part.column(f.name) if lm_part is not None and f.name in lm_part.column_names else None
-            table = table.append_column(f.name, values.cast(f.type) if values is not None else pa.nulls(rows, f.type))
+            values = (
+                lm_part.column(f.name) if lm_part is not None and f.name in lm_part.column_names else None
+            )
+            table = table.append_column(
+                f.name, values.cast(f.type) if values is not None else pa.nulls(rows, f.type)
+            )
         for f in context_fields:
             table = table.append_column(f.name, pa.array(context_columns[f.name], f.type))
-        table = finalize_chunk(table, cfg, duplicate_of[offset:offset + rows],
-                               duplicate_kind[offset:offset + rows], quarantined_ids, context_detectors)
+        table = finalize_chunk(
+            table,
+            cfg,
+            duplicate_of[offset : offset + rows],
+            duplicate_kind[offset : offset + rows],
+            quarantined_ids,
+            context_detectors,
+        )
         offset += rows
         tally.add(table)
         if len(lm_schema) and "perplexity_trigger_candidate" in table.column_names:
             keep = [c for c in ("id", "url", "outcome", *lm_schema.names) if c in table.column_names]
-            lm_signals.append(table.select(keep).filter(pa.compute.is_valid(table.column(lm_schema.names[0]))))
+            lm_signals.append(
+                table.select(keep).filter(pa.compute.is_valid(table.column(lm_schema.names[0])))
+            )
         is_kept = pa.compute.equal(table.column("outcome"), KEPT)
         clean.write(table.filter(is_kept))
         dropped.write(table.filter(pa.compute.invert(is_kept)))
@@ -485,15 +517,39 @@ def run_filter(
     timings["stage:write"] = time.perf_counter() - stage_start
 
     unreadable = [u.as_dict() for u in state.unreadable]
-    return commit_run(out, cfg, paths=paths, input_bytes=input_bytes, docs_in=docs_in, unreadable=unreadable,
-                      tally=tally, shards=shards, lm_signals=lm_signals, lm_rows=lm_rows, timings=timings,
-                      started=started, use_lm=use_lm, extra_report=extra_report)
+    return commit_run(
+        out,
+        cfg,
+        paths=paths,
+        input_bytes=input_bytes,
+        docs_in=docs_in,
+        unreadable=unreadable,
+        tally=tally,
+        shards=shards,
+        lm_signals=lm_signals,
+        lm_rows=lm_rows,
+        timings=timings,
+        started=started,
+        use_lm=use_lm,
+        extra_report=extra_report,
+    )
 
 
 def commit_run(
-    out: Path, cfg: PipelineConfig, *, paths: list[Path], input_bytes: int, docs_in: int,
-    unreadable: list[dict[str, str]], tally: Tally, shards: dict[str, list[dict[str, Any]]],
-    lm_signals: list[pa.Table], lm_rows: int, timings: Counter[str], started: float, use_lm: bool,
+    out: Path,
+    cfg: PipelineConfig,
+    *,
+    paths: list[Path],
+    input_bytes: int,
+    docs_in: int,
+    unreadable: list[dict[str, str]],
+    tally: Tally,
+    shards: dict[str, list[dict[str, Any]]],
+    lm_signals: list[pa.Table],
+    lm_rows: int,
+    timings: dict[str, float],
+    started: float,
+    use_lm: bool,
     extra_report: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Report, report.html and manifest, then the commit: OUT/_work removed, `_SUCCESS` written last.
@@ -507,7 +563,9 @@ def commit_run(
     if lm_signals:
         triggers_mined = perplexity.mine_triggers(pa.concat_tables(lm_signals, promote_options="permissive"))
     top_hosts = sorted(tally.hosts.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:50]
-    clusters = sorted(tally.clusters.values(), key=lambda c: (-(c["domains"] or 0), -c["size"], c["cluster_id"]))
+    clusters = sorted(
+        tally.clusters.values(), key=lambda c: (-(c["domains"] or 0), -c["size"], c["cluster_id"])
+    )
     report: dict[str, Any] = {
         "command": "filter",
         "inputs": [str(p) for p in paths],
@@ -517,7 +575,9 @@ def commit_run(
         "unreadable": unreadable[:1000],
         "unreadable_total": len(unreadable),
         "languages": dict(tally.languages.most_common(30)),
-        "hosts": [{"host": h, "docs": sum(c.values()), **{o: c.get(o, 0) for o in OUTCOMES}} for h, c in top_hosts],
+        "hosts": [
+            {"host": h, "docs": sum(c.values()), **{o: c.get(o, 0) for o in OUTCOMES}} for h, c in top_hosts
+        ],
         "largest_clusters": [{**c, "outcomes": dict(c["outcomes"])} for c in clusters[:20]],
         "trigger_candidates": triggers_mined,
         "lm_scored_docs": lm_rows,
@@ -562,7 +622,10 @@ def perplexity_columns(scores: dict[str, Any]) -> dict[str, pa.Array]:
 
 
 def score_documents(
-    docs: pa.Table, cfg: PipelineConfig, use_lm: bool = False, lm_scorer: Any = None,
+    docs: pa.Table,
+    cfg: PipelineConfig,
+    use_lm: bool = False,
+    lm_scorer: Any = None,
     on_stage: Callable[[str, float], None] | None = None,
 ) -> pa.Table:
     """Documents (DOCUMENT_SCHEMA columns; missing optional ones become nulls) -> decided table."""
@@ -588,8 +651,11 @@ def score_documents(
         campaign = [bool(r) for r in dedup.flag(assign, cfg.dedup)]
         eligible = [e and not c for e, c in zip(eligible, campaign, strict=True)]
         duplicate_of, duplicate_kind, _ = choose_representatives(
-            ids, assign.column("dedup_cluster_id").to_pylist(), assign.column("dedup_exact_of").to_pylist(),
-            eligible)
+            ids,
+            assign.column("dedup_cluster_id").to_pylist(),
+            assign.column("dedup_exact_of").to_pylist(),
+            eligible,
+        )
         for name in assign.column_names:
             table = table.append_column(name, assign.column(name))
         if on_stage:
@@ -600,7 +666,9 @@ def score_documents(
         picked = [i for i, (e, d) in enumerate(zip(eligible, duplicate_of, strict=True)) if e and d is None]
         scorer = lm_scorer or perplexity.PerplexityScorer(cfg.perplexity)
         if picked:
-            scores = perplexity_columns(scorer.score(table.select(["id", "text", "url"]).take(pa.array(picked))))
+            scores = perplexity_columns(
+                scorer.score(table.select(["id", "text", "url"]).take(pa.array(picked)))
+            )
             for name, values in scores.items():
                 column: list[Any] = [None] * table.num_rows
                 for pos, value in zip(picked, values.to_pylist(), strict=True):

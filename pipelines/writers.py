@@ -87,7 +87,8 @@ class ShardWriter:
         shard, rest = whole.slice(0, rows), whole.slice(rows)
         path = self.folder / f"part-{len(self.shards):05d}.parquet"
         write_table(path, shard.combine_chunks(), self.row_group_rows)
-        self.shards.append({"path": f"{self.folder.name}/{path.name}", "rows": shard.num_rows,
-                            "sha256": sha256_file(path)})
+        self.shards.append(
+            {"path": f"{self.folder.name}/{path.name}", "rows": shard.num_rows, "sha256": sha256_file(path)}
+        )
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows

