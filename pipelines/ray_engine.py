@@ -230,6 +230,14 @@ def _band_map(path: str, offset: int, copies: np.ndarray, cfg: dedup.Config, par
     return _split(table, keys % np.uint64(parts), parts)
 
 
+def _exact_map_one(path: str, offset: int, parts: int) -> pa.Table:
+    return _exact_map(path, offset, parts)[0]  # one partition: one object, not a list of one
+
+
+def _band_map_one(path: str, offset: int, copies: np.ndarray, cfg: dedup.Config, parts: int) -> pa.Table:
+    return _band_map(path, offset, copies, cfg, parts)[0]
+
+
 def _band_reduce(cfg: dedup.Config, *tables: pa.Table) -> list[Bucket]:
     """Verify the buckets of this partition; only buckets with two or more members come back."""
     t = pa.concat_tables(tables)
@@ -326,7 +334,7 @@ def distributed_dedup(
                       if offsets else [0], dtype=np.int64)
 
     # Shuffle 1: content keys.
-    exact_map = ray.remote(num_returns=parts)(_exact_map) if parts > 1 else ray.remote(_exact_map)
+    exact_map = ray.remote(num_returns=parts)(_exact_map) if parts > 1 else ray.remote(_exact_map_one)
     mapped = [exact_map.remote(p, o, parts) for p, o in zip(paths, offsets, strict=True)]
     if parts == 1:
         mapped = [[m] for m in mapped]
@@ -338,7 +346,7 @@ def distributed_dedup(
 
     # Shuffle 2: LSH band keys with signatures, buckets verified where they meet.
     copies_ref = ray.put(np.sort(copies))
-    band_map = ray.remote(num_returns=parts)(_band_map) if parts > 1 else ray.remote(_band_map)
+    band_map = ray.remote(num_returns=parts)(_band_map) if parts > 1 else ray.remote(_band_map_one)
     mapped = [band_map.remote(p, o, copies_ref, dcfg, parts) for p, o in zip(paths, offsets, strict=True)]
     if parts == 1:
         mapped = [[m] for m in mapped]

@@ -193,6 +193,8 @@ def test_distributed_dedup_equals_the_index_on_dense_collisions(tmp_path: Path) 
     for name in want.column_names:
         assert got.column(name).equals(want.column(name)), name
     assert max(want.column("dedup_cluster_size").to_pylist()) > 20
+    single = distributed_dedup(paths, offsets, cfg, parts=1)  # one reducer: the same overrides
+    assert all(single.overrides[c].equals(t) for c, t in result.overrides.items())
 
 
 def test_verify_bucket_records_edges_to_exemplars() -> None:
