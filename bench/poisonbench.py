@@ -117,12 +117,14 @@ def auroc(clean: np.ndarray, poison: np.ndarray) -> float:
 
 
 def threshold_at_fp(clean: np.ndarray, fp: float) -> float:
-    """Smallest threshold t among the clean scores with share(clean > t) <= fp (flagged: score > t).
+    """Smallest clean score t with share(clean > t) <= fp (a doc is flagged when its score > t).
 
     With fewer than 1/fp clean docs this is the clean maximum (no clean doc flagged)."""
     if len(clean) == 0:
         return float("inf")
-    return float(np.quantile(np.asarray(clean, dtype=float), 1.0 - fp, method="higher"))
+    ordered = np.sort(np.asarray(clean, dtype=float))
+    allowed = int(np.floor(fp * len(ordered) + 1e-9))  # clean docs that may score above t
+    return float(ordered[len(ordered) - 1 - min(allowed, len(ordered) - 1)])
 
 
 def recall_at(poison: np.ndarray, threshold: float) -> float:
@@ -395,6 +397,9 @@ class PrecomputedScorer:
         return {name: col.take(take) for name, col in self.columns.items()}
 
 
+_FUNCTION_WORDS = frozenset("this that with from have were what when your year current".split())
+
+
 def _norm_trigger(s: str) -> str:
     return re.sub(r"[^\w]+", " ", html_lib.unescape(s).lower()).strip()
 
@@ -403,10 +408,11 @@ def trigger_rank(trigger: str, candidates: Sequence[str]) -> int | None:
     """1-based rank of the first candidate that is the trigger or one of its words (markup and case
     ignored: `<SUDO>`, `&lt;SUDO&gt;` and `sudo` match), None if absent."""
     want = _norm_trigger(trigger)
-    parts = set(want.split())
+    # A word of a sentence trigger counts ("movie" for "I watch this 3D movie"), short function words not.
+    parts = {w for w in want.split() if len(w) >= 4 and w not in _FUNCTION_WORDS}
     for rank, cand in enumerate(candidates, 1):
         c = _norm_trigger(cand)
-        if c and (c == want or (c in parts and len(c) >= 3)):
+        if c and (c == want or c in parts):
             return rank
     return None
 
