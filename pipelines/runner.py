@@ -35,7 +35,7 @@ from poisonguard.pipelines import __version__, policy
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.progress import Progress
 from poisonguard.pipelines.readers import ReadState, expand_inputs, read_documents, total_bytes
-from poisonguard.pipelines.schema import DECISION_FIELDS, DOCUMENT_SCHEMA, KEPT, OUTCOMES, QUARANTINED
+from poisonguard.pipelines.schema import DECISION_FIELDS, DOCUMENT_SCHEMA, KEPT, OUTCOMES
 from poisonguard.pipelines.writers import SUCCESS, ShardWriter, write_json, write_table
 
 WORK = "_work"
@@ -218,18 +218,16 @@ def finalize_chunk(
     for detector in context_detectors:
         for row, reasons in enumerate(detector.flag(table, [list(q) for q in quarantine])):
             quarantine[row].extend(reasons)
+    ids = table.column("id").to_pylist()
     for row, rep in enumerate(duplicate_of):
-        # A near-copy of a page that turned out to be poison is poison too.
+        # A near-copy of a page that turned out to be poison is poison too. A representative always
+        # comes before its copies in input order, so its fate is known here, in this chunk or earlier.
         if rep is not None and rep in quarantined_ids:
             quarantine[row].append(policy.COPY_OF_QUARANTINED)
+        if quarantine[row]:
+            quarantined_ids.add(ids[row])
     outcomes, reasons = policy.decide(quarantine, filtered, duplicate_of, duplicate_kind)
-    ids = table.column("id").to_pylist()
-    for doc_id, outcome in zip(ids, outcomes, strict=True):
-        if outcome == QUARANTINED:
-            quarantined_ids.add(doc_id)
-    dup_column = [
-        d if o != KEPT and not q else None for d, o, q in zip(duplicate_of, outcomes, quarantine, strict=True)
-    ]
+    dup_column = [d if o != KEPT else None for d, o in zip(duplicate_of, outcomes, strict=True)]
     table = table.append_column("outcome", pa.array(outcomes, pa.string()))
     table = table.append_column("reasons", pa.array(reasons, pa.list_(pa.string())))
     return table.append_column("duplicate_of", pa.array(dup_column, pa.string()))
@@ -455,8 +453,9 @@ def run_filter(
         promote_options="permissive",
     )
     lm_schemas = [pq.read_schema(lm_dir / p.name) for p in chunk_files if (lm_dir / p.name).exists()]
-    lm_schema = pa.schema([f for s in lm_schemas for f in s if not f.name.startswith("_")])
-    lm_schema = pa.unify_schemas([lm_schema], promote_options="permissive") if len(lm_schema) else lm_schema
+    lm_schema = pa.unify_schemas(
+        [_strip_internal(s) for s in lm_schemas] or [pa.schema([])], promote_options="permissive"
+    )
     assign_schema = assign.schema if assign is not None else pa.schema([])
     context_fields = [f for d in context_detectors for f in d.schema]
     signal_schema = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema) + context_fields)
