@@ -273,7 +273,13 @@ def crawl_command(
         elif not resume:
             raise fail(f"{out}: holds a crawl; pass --resume to continue it or --overwrite to replace it")
     try:
-        stats = run_crawl(seeds, out, cfg.crawl, resume=resume)
+        if engine.lower() == "ray":
+            # Seeds partitioned by host over `run.workers` Scrapy processes run as Ray tasks.
+            from poisonguard.pipelines.ray_engine import crawl_ray
+
+            stats = crawl_ray(seeds, out, cfg.crawl, cfg.run.workers, resume=resume, address=ray_address)
+        else:
+            stats = run_crawl(seeds, out, cfg.crawl, resume=resume)
     except CrawlError as exc:
         raise fail(f"crawl failed: {exc}", EXIT_FAILED) from None
     if not stats.get("pages_2xx"):
