@@ -111,11 +111,85 @@ def _prefix_token(tok: Any) -> int | None:
     return None
 
 
+def converted_cache_dir() -> Path | None:
+    """Where dequantised copies of GGUF models are kept (None: do not keep them).
+
+    `POISONGUARD_MODEL_CACHE` overrides the default ~/.cache/poisonguard/models; an empty value turns the
+    cache off. Dequantising the GGUF and converting its tokenizer takes 20-80 s on 2 cores; loading the
+    saved copy takes under a second."""
+    value = os.environ.get("POISONGUARD_MODEL_CACHE")
+    if value is None:
+        return Path.home() / ".cache" / "poisonguard" / "models"
+    return Path(value).expanduser() if value else None
+
+
+def _cache_key(source: ModelSource) -> str | None:
+    import transformers
+
+    if not source.gguf_file:
+        return None
+    st = (Path(source.folder) / source.gguf_file).stat()
+    return f"{Path(source.gguf_file).stem}-{st.st_size}-{st.st_mtime_ns}-tf{transformers.__version__}"
+
+
+def _load_fresh(source: ModelSource) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = converted_cache_dir()
+    key = _cache_key(source)
+    kept = cache / key if cache is not None and key is not None else None
+    if kept is not None and (kept / "config.json").is_file() and (kept / "tokenizer.json").is_file():
+        return (
+            AutoTokenizer.from_pretrained(str(kept), local_files_only=True),
+            AutoModelForCausalLM.from_pretrained(str(kept), dtype=torch.float32, local_files_only=True),
+        )
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    tok = AutoTokenizer.from_pretrained(source.folder, **kwargs)
+    lm = AutoModelForCausalLM.from_pretrained(source.folder, dtype=torch.float32, **kwargs)
+    if kept is not None:
+        _keep_converted(lm, tok, kept)
+    return tok, lm
+
+
+def _keep_converted(lm: Any, tok: Any, kept: Path) -> None:
+    """Save the dequantised model next to other caches (temp folder, then rename); best effort."""
+    import shutil
+    import tempfile
+
+    tmp: Path | None = None
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=kept.name + ".", dir=kept.parent))
+        # The weights are plain float tensors now; drop the GGUF marker so the copy loads as a normal
+        # checkpoint (save_pretrained refuses models that still carry a non-serialisable quantizer).
+        quantizer = getattr(lm, "hf_quantizer", None)
+        qconfig = getattr(lm.config, "quantization_config", None)
+        lm.hf_quantizer = None
+        if qconfig is not None:
+            del lm.config.quantization_config
+        try:
+            lm.save_pretrained(str(tmp))
+            tok.save_pretrained(str(tmp))
+        finally:
+            lm.hf_quantizer = quantizer
+            if qconfig is not None:
+                lm.config.quantization_config = qconfig
+        os.replace(tmp, kept)
+    except OSError:
+        if tmp is not None:  # a read-only home or a full disk only costs the next load its speed
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load_model(model: str | None, dtype: str = "float32") -> LoadedModel:
     """Load (once per process) the tokenizer and causal LM; `dtype` is float32, bfloat16 or int8.
 
     int8 is dynamic quantisation of the Linear layers (weights int8, activations quantised per batch).
     """
+    if dtype not in ("float32", "bfloat16", "int8"):
+        raise ValueError(f"perplexity.dtype: {dtype!r} is not one of float32, bfloat16, int8")
     source = resolve_model(model)
     key = (source.folder, source.gguf_file, dtype)
     with _LOCK:
@@ -124,16 +198,12 @@ def load_model(model: str | None, dtype: str = "float32") -> LoadedModel:
             return hit
         os.environ["HF_HUB_OFFLINE"] = "1"
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        kwargs: dict[str, Any] = {"local_files_only": True}
-        if source.gguf_file:
-            kwargs["gguf_file"] = source.gguf_file
+        hf_logging.set_verbosity_error()
         try:
-            tok = AutoTokenizer.from_pretrained(source.folder, **kwargs)
-            lm: Any = AutoModelForCausalLM.from_pretrained(source.folder, dtype=torch.float32, **kwargs)
+            tok, lm = _load_fresh(source)
         except (OSError, ValueError) as exc:
             raise ModelNotFoundError(
                 f"perplexity.model: cannot load {source.name or source.folder}: {exc}"
@@ -147,8 +217,6 @@ def load_model(model: str | None, dtype: str = "float32") -> LoadedModel:
             lm = lm.to(torch.bfloat16)
         elif dtype == "int8":
             lm = _quantize_int8(lm)
-        elif dtype != "float32":
-            raise ValueError(f"perplexity.dtype: {dtype!r} is not one of float32, bfloat16, int8")
         loaded = LoadedModel(lm, tok, source.name or source.folder, dtype, _prefix_token(tok))
         _CACHE[key] = loaded
         return loaded

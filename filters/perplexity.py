@@ -74,21 +74,23 @@ class Config(BaseModel):
     min_tokens: int = Field(
         default=32, ge=1, description="documents with fewer scored tokens are never flagged"
     )
-    # Thresholds (calibrated on the clean set; see bench/calibrate_perplexity.py).
+    # Thresholds: calibrated on real clean text by bench/calibrate_perplexity.py (see bench/RESULTS.md).
     gibberish_share: float = Field(
-        default=0.35, ge=0, le=1, description="uniform share of the whole document"
+        default=0.45, ge=0, le=1, description="uniform share of the whole document"
     )
     changepoint_jump: float = Field(default=4.0, ge=0, description="NLL jump at the change-point (nats)")
     after_uniform_share: float = Field(
-        default=0.5, ge=0, le=1, description="uniform share after the change-point"
+        default=0.45, ge=0, le=1, description="uniform share after the change-point"
     )
     strong_changepoint_jump: float = Field(
-        default=6.0, ge=0, description="a jump this big is flagged on its own"
+        default=5.75, ge=0, description="a jump this big is flagged on its own"
     )
-    babble_mean_nll: float = Field(default=6.5, ge=0, description="mean NLL of word salad / Markov babble")
-    babble_window_nll: float = Field(default=9.0, ge=0, description="max window NLL of word salad / babble")
+    babble_mean_nll: float = Field(default=8.0, ge=0, description="mean NLL of word salad / Markov babble")
+    babble_window_nll: float = Field(default=7.75, ge=0, description="max window NLL of word salad / babble")
     repeat_window_nll: float = Field(
-        default=0.05, ge=0, description="min window NLL of copied (trap) sequences"
+        default=0.5,
+        ge=0,
+        description="min window NLL of a copied span; with a max window >= babble_window_nll: a trap",
     )
 
 
@@ -131,8 +133,9 @@ def _plan_texts(tok: Any, texts: Sequence[str], max_tokens: int) -> list[_Plan]:
                 plans[i].ids.append(ids)
                 plans[i].offsets.append(offs)
             continue
-        mid = len(ids) // 2 - mid_n // 2
-        for a, b in ((0, head_n), (mid, mid + mid_n), (len(ids) - tail_n, len(ids))):
+        # Windows never overlap (a token is scored once and offsets stay increasing).
+        mid = max(head_n, len(ids) // 2 - mid_n // 2)
+        for a, b in ((0, head_n), (mid, mid + mid_n), (max(mid + mid_n, len(ids) - tail_n), len(ids))):
             plans[i].ids.append(ids[a:b])
             plans[i].offsets.append(offs[a:b])
     slices: list[tuple[int, int, int]] = []  # (text index, char start, which window)
@@ -390,10 +393,13 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
             reasons.append("perplexity:gibberish")
         elif j >= cfg.strong_changepoint_jump:
             reasons.append("perplexity:changepoint")
-        if not reasons and (mean[i] >= cfg.babble_mean_nll or hi[i] >= cfg.babble_window_nll):
-            reasons.append("perplexity:babble")
-        if lo[i] <= cfg.repeat_window_nll:
+        unlikely_span = hi[i] >= cfg.babble_window_nll
+        # A copyright trap: a made-up (high-NLL) sequence whose later copies the LM predicts almost
+        # perfectly in context; natural text has no window that unlikely, so the pair is specific.
+        if unlikely_span and lo[i] <= cfg.repeat_window_nll:
             reasons.append("perplexity:repeated_sequence")
+        elif not reasons and (unlikely_span or mean[i] >= cfg.babble_mean_nll):
+            reasons.append("perplexity:babble")
         out.append(reasons)
     return out
 

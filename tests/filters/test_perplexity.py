@@ -120,11 +120,16 @@ def test_changepoint_found_at_forced_jump(scorer: ppl.PerplexityScorer) -> None:
 def test_token_budget_is_bounded_head_middle_tail(scorer: ppl.PerplexityScorer) -> None:
     medium = "a" * 3000 + _noise(400)  # tokenised whole, then cut to head/middle/tail
     huge = "a" * 300_000 + _noise(2000, seed=7)  # only char slices around the three windows are tokenised
-    rows = _rows(scorer.score(_table([medium, huge])))
-    for text, row in zip([medium, huge], rows, strict=True):
+    edge = "a" * 200 + _noise(66)  # just over the budget: the three windows must not overlap
+    rows = _rows(scorer.score(_table([medium, huge, edge])))
+    for text, row in zip([medium, huge, edge], rows, strict=True):
         assert row["perplexity_scored_tokens"] == 256
         assert row["perplexity_window_start"] >= len(text) - 2000  # the noisy tail was scored
-        assert row["perplexity_window_end"] <= len(text)
+        assert row["perplexity_window_start"] < row["perplexity_window_end"] <= len(text)
+    for text in (medium, huge, edge):
+        (plan,) = ppl._plan_texts(scorer.lm.tokenizer, [text], 256)
+        starts = [a for offs in plan.offsets for a, _ in offs]
+        assert len(starts) == 256 and starts == sorted(set(starts))  # each token once, in text order
 
 
 def test_batch_order_and_batching_do_not_change_results(tiny_dir: Path) -> None:
@@ -165,27 +170,29 @@ def _signals(**cols: Sequence[Any]) -> pa.Table:
 
 def test_flag_thresholds() -> None:
     cfg = ppl.Config()
+    jump, strong, share = cfg.changepoint_jump, cfg.strong_changepoint_jump, cfg.after_uniform_share
     t = _signals(
-        changepoint_jump=[
-            cfg.changepoint_jump, cfg.changepoint_jump - 0.01, 1.0, cfg.strong_changepoint_jump, 0.0, 0.0
-        ],
-        after_uniform_share=[cfg.after_uniform_share, 0.99, 0.0, 0.0, 0.0, 0.0],
-        uniform_share=[0.0, cfg.gibberish_share, 0.0, 0.0, 0.0, 0.0],
-        mean_nll=[3.0, 3.0, cfg.babble_mean_nll, 3.0, 3.0, 3.0],
-        min_window_nll=[1.0, 1.0, 1.0, 1.0, cfg.repeat_window_nll, cfg.repeat_window_nll + 0.01],
-    )  # fmt: skip
+        changepoint_jump=[jump, jump - 0.01, 1.0, strong, 0.0, 0.0, 0.0, 0.0],
+        after_uniform_share=[share, 0.99, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        uniform_share=[0.0, cfg.gibberish_share, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        mean_nll=[3.0, 3.0, cfg.babble_mean_nll, 3.0, 3.0, 3.0, 3.0, 3.0],
+        max_window_nll=[5.0, 5.0, 5.0, 5.0, cfg.babble_window_nll, cfg.babble_window_nll, 9.0, 5.0],
+        min_window_nll=[1.0, 1.0, 1.0, 1.0, cfg.repeat_window_nll, 1.0, cfg.repeat_window_nll + 0.01, 0.0],
+    )
     assert ppl.flag(t, cfg) == [
         ["perplexity:gibberish_after_trigger"],
         ["perplexity:gibberish"],
         ["perplexity:babble"],
         ["perplexity:changepoint"],
-        ["perplexity:repeated_sequence"],
-        [],
+        ["perplexity:repeated_sequence"],  # an unlikely span plus a copied one: a trap
+        ["perplexity:babble"],
+        ["perplexity:babble"] if 9.0 >= cfg.babble_window_nll else [],
+        [],  # a very predictable window alone is ordinary (boilerplate, numbered lists)
     ]
 
 
 def test_flag_skips_unscored_short_and_disabled_rows() -> None:
-    t = _signals(scored_tokens=[None, 10, 200], mean_nll=[None, 9.0, 9.0])
+    t = _signals(scored_tokens=[None, 10, 200], mean_nll=[None, 99.0, 99.0])
     assert ppl.flag(t, ppl.Config()) == [[], [], ["perplexity:babble"]]
     assert ppl.flag(t, ppl.Config(enabled=False)) == [[], [], []]
     assert ppl.flag(t, ppl.Config(min_tokens=5)) == [[], ["perplexity:babble"], ["perplexity:babble"]]
