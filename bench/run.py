@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
     ),
     "calibration": ("bench.calibrate_perplexity", [], "perplexity thresholds on real clean text"),
     "html": ("bench.bench_html", [], "HTML pass (visible vs hidden text)"),
+    "warc": ("bench.bench_warc", [], "WARC reading: FastWARC (used) against warcio"),
     "crawl": ("bench.bench_crawl", [], "crawl of the Python docs against a bare Scrapy spider"),
     "poisonbench": ("bench.poisonbench", [], "detection per attack family beside datatrove's filters"),
 }
