@@ -162,8 +162,10 @@ _WORD_BYTE = np.zeros(256, dtype=bool)
 for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
     _WORD_BYTE[_c] = True
 _WORD_BYTE[0x80:] = True
-_LOWER_ASCII = np.arange(256, dtype=np.uint8)
-_LOWER_ASCII[ord("A") : ord("Z") + 1] += 32
+# Byte -> normalised byte: ASCII upper case to lower case, non-word ASCII bytes to a space, bytes
+# >= 0x80 unchanged.
+_FOLD_BYTE = np.where(_WORD_BYTE, np.arange(256), 0x20).astype(np.uint8)
+_FOLD_BYTE[ord("A") : ord("Z") + 1] += 32
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:
@@ -241,7 +243,7 @@ def _normalise_group(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.n
     buffer for the whole group, documents one after the other, uint8), where each word starts and
     ends in it, and the index of each document's first word (plus the total, at the end)."""
     n_docs = len(texts)
-    # str.lower() only where needed: ASCII upper case is folded below on the (shorter) word bytes.
+    # str.lower() only where needed: ASCII upper case is folded below by the byte table.
     parts = [(t if t.isascii() else t.lower()).encode("utf-8", "surrogatepass") for t in texts]
     lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=n_docs)
     buf = b"\n".join(parts)  # "\n" is not a word byte, so no word crosses documents
@@ -251,36 +253,35 @@ def _normalise_group(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.n
         doc_start[1:] = np.cumsum(lengths[:-1] + 1)
     arr = np.frombuffer(buf, dtype=np.uint8)
     drop, sep = _special_sequences(arr)
+    if len(sep) or len(drop):
+        arr = arr.copy()
+        arr[sep] = 0x20  # non-ASCII spacing and punctuation separate words, as a space does
     if len(drop):
         keep = np.ones(len(arr), dtype=bool)
         keep[drop] = False
-        sep_mask = np.zeros(len(arr), dtype=bool)
-        sep_mask[sep] = True
         doc_start = np.concatenate(([0], np.cumsum(keep)))[doc_start]
-        arr, sep_mask = arr[keep], sep_mask[keep]
-        word = _WORD_BYTE.take(arr)
-        word &= ~sep_mask
-    else:
-        word = _WORD_BYTE.take(arr)
-        word[sep] = False
-    # Word spans [start, end) in arr.
-    w8 = np.zeros(len(arr) + 2, dtype=np.int8)
-    w8[1:-1] = word.view(np.int8)
-    edges = np.diff(w8)
-    del w8
-    nz = np.flatnonzero(edges)
-    rising = edges[nz] == 1
-    starts, ends = nz[rising], nz[~rising]
-    del edges, nz, rising
-    # Where each word lands once the words are joined by single spaces.
-    lens = ends - starts
-    c_start = np.zeros(len(starts), dtype=np.int64)
-    if len(starts) > 1:
-        c_start[1:] = np.cumsum(lens[:-1] + 1)
-    c_end = c_start + lens
-    comp = _LOWER_ASCII.take(arr[word])
-    if len(starts) > 1:
-        comp = np.insert(comp, c_end[:-1] - np.arange(len(starts) - 1), np.uint8(0x20))
+        arr = arr[keep]
+    # One table lookup lower-cases ASCII and turns every other non-word byte into a space, so a byte
+    # is part of a word exactly when it is not a space; a word starts where a space (or the buffer
+    # start) is followed by a word byte.
+    low = _FOLD_BYTE.take(arr)
+    word = low != 0x20
+    start = word.copy()
+    start[1:] &= ~word[:-1]
+    starts = np.flatnonzero(start)
+    # Joined by single spaces: keep the word bytes and the (space) byte just before every word but
+    # the first.
+    word[starts[1:] - 1] = True
+    comp = low[word]
+    del low, word, start
+    spaces = np.flatnonzero(comp == 0x20)
+    c_start = np.empty(len(starts), dtype=np.int64)
+    c_end = np.empty(len(starts), dtype=np.int64)
+    if len(starts):
+        c_start[0] = 0
+        c_start[1:] = spaces + 1
+        c_end[:-1] = spaces
+        c_end[-1] = len(comp)
     first_word = np.append(np.searchsorted(starts, doc_start), len(starts))
     return comp, c_start, c_end, first_word
 
