@@ -217,10 +217,19 @@ def _segment_max(values: np.ndarray, seg: np.ndarray, n_seg: int) -> np.ndarray:
     return out
 
 
-def _covered(pos: np.ndarray, n: int, n_tok: int) -> np.ndarray:
-    """Boolean mask of tokens covered by an n-gram starting at any of `pos`."""
-    delta = np.bincount(pos, minlength=n_tok + 1) - np.bincount(pos + n, minlength=n_tok + 1)
-    return np.cumsum(delta[:n_tok]) > 0
+def _covered_sums(
+    pos: np.ndarray, n: int, doc: np.ndarray, n_docs: int, weights_cum: np.ndarray | None = None
+) -> np.ndarray:
+    """Per document, how many tokens (or, given the prefix sums `weights_cum` of token weights, how
+    much weight) an n-gram starting at any of `pos` covers; `pos` is sorted and every n-gram lies
+    inside one document. Each n-gram counts up to where the next one starts, so the pieces are
+    disjoint and make up the union: only `pos` is visited, never every token."""
+    if pos.size == 0:
+        return np.zeros(n_docs, dtype=np.float64)
+    end = pos + n
+    np.minimum(end[:-1], pos[1:], out=end[:-1])
+    covered = end - pos if weights_cum is None else weights_cum[end] - weights_cum[pos]
+    return np.bincount(doc[pos], weights=covered, minlength=n_docs)
 
 
 _POWERS_CACHE: list[np.ndarray] = []
@@ -360,8 +369,7 @@ def _ngram_signals(texts: list[str], cfg: Config) -> dict[str, np.ndarray]:
                 # original, so only later occurrences count (otherwise one phrase said twice in a
                 # short article already fails).
                 assert first is not None
-                cov = _covered(pos[~first[rep]], n, n_tok)
-                dup_chars = np.bincount(doc, weights=lens * cov, minlength=n_docs)
+                dup_chars = _covered_sums(pos[~first[rep]], n, doc, n_docs, cum)
                 out[f"dup_{n}gram_char_frac"] = dup_chars / safe_chars
             if n == DUP_NS[-1]:
                 # From here on only spans that can still reach span_min_count occurrences matter.
@@ -370,8 +378,8 @@ def _ngram_signals(texts: list[str], cfg: Config) -> dict[str, np.ndarray]:
             if n == k:
                 spans = _segment_max(counts.astype(np.float64), doc[pos], n_docs)
                 out["span_max_count"] = spans.astype(np.int64)
-                cov = _covered(pos, n, n_tok)
-                out["span_share"] = np.bincount(doc, weights=cov, minlength=n_docs) / np.maximum(n_words, 1)
+                covered = _covered_sums(pos, n, doc, n_docs)
+                out["span_share"] = covered / np.maximum(n_words, 1)
             if pos.size == 0:
                 break
     return out
