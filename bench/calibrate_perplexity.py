@@ -42,7 +42,7 @@ CLEAN_CATEGORIES = (
     "python-docs",
 )
 # Settings that change the signals (a change invalidates the signal cache).
-SIGNALS_VERSION = 2  # bump when filters/perplexity.py computes signals differently
+SIGNALS_VERSION = 3  # bump when filters/perplexity.py computes signals differently
 SCORING_KEYS = ("model", "dtype", "max_tokens", "window", "min_segment", "trigger_tokens", "uniform_ratio")
 
 

@@ -66,7 +66,7 @@ class Config(BaseModel):
     window: int = Field(default=32, ge=4, description="tokens per sliding window")
     min_segment: int = Field(default=16, ge=2, description="tokens each side of a change-point")
     trigger_tokens: int = Field(
-        default=2, ge=1, description="tokens before the change-point kept as trigger candidate"
+        default=6, ge=1, description="tokens before the change-point kept in the trigger candidate"
     )
     uniform_ratio: float = Field(
         default=0.8, gt=0, description="a token is uniform-like when its NLL >= uniform_ratio * ln(vocab)"
@@ -214,15 +214,15 @@ def _signals(
         out["changepoint_char"] = offsets[k][0]
         out["changepoint_jump"] = jump
         out["after_uniform_share"] = float(uniform[k:].mean())
-        # Trigger candidate: whole words from `trigger_tokens` tokens before the change-point to the end of
-        # the word holding the token at it (the split can land on either side of a trigger whose own
-        # tokens are unlikely), never crossing into another scored window.
-        first = k
-        while first > 0 and seg[first - 1] == seg[k] and k - first < cfg.trigger_tokens:
-            first -= 1
-        seg_start = offsets[int(np.argmax(seg == seg[k]))][0]
-        start = _word_start(text, offsets[first][0], max(seg_start, offsets[first][0] - 64))
-        end = _word_end(text, offsets[k][1], min(len(text), offsets[k][1] + 64))
+        # Trigger candidate: whole words from `trigger_tokens` tokens before the change-point to two tokens
+        # after it. The split can land a few tokens before the trigger (a prefix cut mid-word is itself
+        # unlikely) or after it (the first random tokens can be plausible), so the words around it are
+        # kept and mining counts words across documents. Never crosses into another scored window.
+        same = np.flatnonzero(seg == seg[k])
+        first = max(int(same[0]), k - cfg.trigger_tokens)
+        last = min(int(same[-1]), k + 2)
+        start = _word_start(text, offsets[first][0], max(offsets[int(same[0])][0], offsets[first][0] - 64))
+        end = _word_end(text, offsets[last][1], min(len(text), offsets[last][1] + 64))
         out["trigger_candidate"] = " ".join(text[start:end].split())
     return out
 
