@@ -24,9 +24,10 @@ bytes long built for the purpose, and a collision only makes two documents look 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from datasketch import MinHash
@@ -286,23 +287,61 @@ def _normalise_group(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.n
     return comp, c_start, c_end, first_word
 
 
+# The runner asks for a chunk's signatures and then for its exact-duplicate keys, and both start from
+# the same normalised groups: the last signatures_bulk call leaves them here (up to _MEMO_BYTES of
+# normalised text) for normalised_texts. An entry holds the group's very text objects and is used
+# only for those same objects, so it can never answer for other texts.
+_MEMO_BYTES = 16 << 20
+
+
+class _Normalised(NamedTuple):
+    texts: tuple[str, ...]
+    comp: np.ndarray
+    first_word: np.ndarray
+    c_start: np.ndarray
+    c_end: np.ndarray
+
+
+_memo: tuple[_Normalised, ...] = ()
+
+
+def _remembered(index: int, texts: Sequence[str]) -> _Normalised | None:
+    memo = _memo
+    if index >= len(memo):
+        return None
+    entry = memo[index]
+    if len(entry.texts) != len(texts) or not all(map(operator.is_, entry.texts, texts)):
+        return None
+    return entry
+
+
 def normalised_texts(texts: Sequence[str]) -> list[bytes]:
     """Each text as the signatures see it: ``" ".join(words(text))`` as UTF-8 bytes."""
+    global _memo
     out: list[bytes] = []
-    for lo, hi in _groups(texts, GROUP_BYTES):
-        comp, c_start, c_end, first_word = _normalise_group(texts[lo:hi])
+    for g, (lo, hi) in enumerate(_groups(texts, GROUP_BYTES)):
+        entry = _remembered(g, texts[lo:hi])
+        if entry is not None:
+            comp, first_word, c_start, c_end = entry.comp, entry.first_word, entry.c_start, entry.c_end
+        else:
+            comp, c_start, c_end, first_word = _normalise_group(texts[lo:hi])
         for d in range(hi - lo):
             fw, lw = int(first_word[d]), int(first_word[d + 1])
             out.append(comp[c_start[fw] : c_end[lw - 1]].tobytes() if lw > fw else b"")
+    _memo = ()  # used once: do not hold the texts any longer
     return out
 
 
-def _group_hashes(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _group_hashes(
+    texts: Sequence[str],
+    k: int,
+    normalised: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shingle hashes of a group of documents: ``(hashes, shingle_counts, word_counts)``, the
     64-bit hash of every shingle (documents one after the other) and the number of shingles and of
-    words of each document."""
+    words of each document. ``normalised``: the group's :func:`_normalise_group`, if already made."""
     n_docs = len(texts)
-    comp8, c_start, c_end, first_word = _normalise_group(texts)
+    comp8, c_start, c_end, first_word = normalised or _normalise_group(texts)
     word_counts = np.diff(first_word).astype(np.int64)
     first_word = first_word[:-1]
     # Prefix sums of the polynomial hash; hash of comp[s:e] = (P[e] - P[s]) * BASE**-s.
@@ -389,13 +428,25 @@ def signatures_bulk(
         raise ValueError(f"num_perm must be positive, got {num_perm}")
     if shingle_words < 1:
         raise ValueError(f"shingle_words must be positive, got {shingle_words}")
+    global _memo
     out = np.empty((len(texts), num_perm), dtype=signature_dtype(scheme))
+    memo: list[_Normalised] = []
+    kept = 0
     for lo, hi in _groups(texts, GROUP_BYTES):
-        hashes, counts, word_counts = _group_hashes(texts[lo:hi], shingle_words)
+        group = texts[lo:hi]
+        normalised = _normalise_group(group)
+        kept += len(normalised[0])
+        if kept <= _MEMO_BYTES:  # a prefix of the groups: entry g is group g
+            for array in normalised:
+                array.setflags(write=False)
+            comp, c_start, c_end, first_word = normalised
+            memo.append(_Normalised(tuple(group), comp, first_word, c_start, c_end))
+        hashes, counts, word_counts = _group_hashes(group, shingle_words, normalised)
         if min_words > 0:
             short = word_counts < min_words
             if short.any():
                 keep = np.repeat(~short, counts)
                 hashes, counts = hashes[keep], np.where(short, 0, counts)
         out[lo:hi] = _permute_min(hashes, counts, num_perm, seed, scheme)
+    _memo = tuple(memo)
     return out
