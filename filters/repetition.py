@@ -69,9 +69,9 @@ _CLASS[0x80:] = 1
 for _lo, _hi in ((ord("0"), ord("9")), (ord("A"), ord("Z")), (ord("a"), ord("z")), (ord("_"), ord("_"))):
     _CLASS[_lo : _hi + 1] = 1
 # ASCII symbols that are common in code and markup and rare in prose (for symbol_share).
-_SYMBOL = np.zeros(256, dtype=np.int32)
+_SYMBOL = np.zeros(256, dtype=np.uint8)
 _SYMBOL[list(b"{}[]()<>=;_*/\\|&#$%^~+@")] = 1
-_NONSPACE = np.ones(256, dtype=np.int32)
+_NONSPACE = np.ones(256, dtype=np.uint8)
 _NONSPACE[list(b" \t\n\r\f\v")] = 0
 _CHUNK_BYTES = 256_000  # documents are scored in chunks of about this many characters
 
@@ -260,14 +260,16 @@ def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     """
     encoded = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
     doc_starts = np.cumsum([0] + [len(e) + 1 for e in encoded[:-1]], dtype=np.int64)
-    b = np.frombuffer(b"\n".join(encoded), dtype=np.uint8)
+    # A newline after the last document too, so that an empty last document has a segment below.
+    b_nl = np.frombuffer(b"\n".join(encoded) + b"\n", dtype=np.uint8)
+    b = b_nl[:-1]
     m = b.size
     empty = np.zeros(0, dtype=np.int64)
     if m == 0:
         return empty.astype(np.uint64), empty, empty, empty.astype(bool), np.zeros(len(texts))
-    # Per-document sums over byte segments (a zero appended so an empty last document has one).
-    n_symbol = np.add.reduceat(np.append(_SYMBOL[b], 0), doc_starts)
-    n_nonspace = np.add.reduceat(np.append(_NONSPACE[b], 0), doc_starts)
+    # Per-document sums over byte segments (each ends with its newline, neither symbol nor non-space).
+    n_symbol = np.add.reduceat(_SYMBOL.take(b_nl), doc_starts, dtype=np.int64)
+    n_nonspace = np.add.reduceat(_NONSPACE.take(b_nl), doc_starts, dtype=np.int64)
     symbol_share = n_symbol / np.maximum(n_nonspace, 1)
     cls = _CLASS[b]
     lead = np.flatnonzero(b >= 0xC2)  # first bytes of non-ASCII characters
