@@ -1,14 +1,16 @@
 """Speed of the cheap detectors and of the filter job without the language model.
 
 Real text from the bench cache (Wikipedia summaries en/fr/es and Debian handbook pages in several
-languages). Prints Markdown tables:
+languages). Speeds are per core: MB of UTF-8 text per CPU second of the process (user + system), so
+that other work on a shared machine does not change them. Prints Markdown tables:
 
-1. each cheap detector's `score` in-process: MB/s and docs/s;
-2. the whole cheap stage (`score_cheap`: every cheap detector plus MinHash signatures) with the
-   fastText and the langdetect language backends;
+1. each cheap detector's `score` in-process, and the MinHash signatures + exact-duplicate keys;
+2. the whole cheap stage (`score_cheap`: every cheap detector plus MinHash signatures and keys) with
+   the fastText and the langdetect language backends;
 3. `poisonguard filter --no-lm` end to end with 1 and 2 workers, against a baseline measured in the
-   same run (the same job with every detector off: reading, chunking and writing only), with the
-   peak RSS; and the same at 10x the input, to show memory stays flat.
+   same run (the same job with every detector off: reading, chunking and writing only), with wall
+   time, CPU time of the job and its workers, and the peak RSS; and the same at 10x the input, to
+   show memory stays flat.
 
 Run: python -m bench.bench_cheap [--mb 10]
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from bench.corpus import handbook_pages, html_to_text, wiki_summaries
+from poisonguard.filters import dedup
 from poisonguard.pipelines import policy
 from poisonguard.pipelines.config import load_config
 from poisonguard.pipelines.runner import score_cheap
@@ -85,11 +88,18 @@ def detector_speeds(texts: list[str]) -> list[tuple[str, float, float]]:
     for name, module in policy.CHEAP_DETECTORS:
         dcfg = policy.detector_config(cfg, name)
         module.score(batch_docs[0].slice(0, 10), dcfg)  # build automata, load models
-        start = time.perf_counter()
+        began = time.process_time()
         for table in batch_docs:
             module.score(table, dcfg)
-        elapsed = time.perf_counter() - start
+        elapsed = max(time.process_time() - began, 1e-9)
         rows.append((name, mb / elapsed, len(texts) / elapsed))
+    began = time.process_time()
+    for offset in range(0, len(texts), 2000):
+        chunk = texts[offset : offset + 2000]
+        dedup.signatures(chunk, cfg.dedup)
+        dedup.content_keys(chunk)
+    elapsed = max(time.process_time() - began, 1e-9)
+    rows.append(("dedup signatures + keys", mb / elapsed, len(texts) / elapsed))
     return rows
 
 
@@ -104,15 +114,16 @@ def cheap_stage_speed(texts: list[str], backend: str) -> tuple[float, float]:
     docs = docs.select(DOCUMENT_SCHEMA.names).cast(DOCUMENT_SCHEMA)
     score_cheap(docs.slice(0, 10), cfg)
     mb = sum(len(t.encode()) for t in texts) / 1e6
-    start = time.perf_counter()
+    start = time.process_time()
     for offset in range(0, docs.num_rows, 2000):
         score_cheap(docs.slice(offset, 2000), cfg)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     return mb / elapsed, len(texts) / elapsed
 
 
-def run_filter_job(corpus: Path, out: Path, config: Path, workers: int) -> tuple[float, float]:
-    """Seconds and peak RSS (MB, largest process of the job) of `poisonguard filter`."""
+def run_filter_job(corpus: Path, out: Path, config: Path, workers: int) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (the job and its workers) and peak RSS (MB, largest process of the
+    job) of `poisonguard filter`."""
     cmd = [
         sys.executable,
         "-m",
@@ -137,7 +148,7 @@ def run_filter_job(corpus: Path, out: Path, config: Path, workers: int) -> tuple
         raise SystemExit(
             f"filter job failed: {' '.join(cmd)}\n{proc.stderr.read().decode() if proc.stderr else ''}"
         )
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -153,11 +164,11 @@ def main() -> None:
         f"### Cheap detectors ({len(texts):,} real documents, {mb:.1f} MB: Wikipedia en/fr/es, "
         f"Debian handbook {'/'.join(HANDBOOK_LANGS)})\n"
     )
-    print("| detector | MB/s | docs/s |\n|---|---:|---:|")
+    print("| detector | MB/s per core | docs/s per core |\n|---|---:|---:|")
     for name, mbs, dps in detector_speeds(texts):
         print(f"| {name} | {mbs:.2f} | {dps:,.0f} |")
     print(
-        "\n| whole cheap stage (all detectors + MinHash signatures), 1 process | MB/s | docs/s |"
+        "\n| whole cheap stage (all detectors + MinHash signatures), 1 process | MB/s per core | docs/s |"
         "\n|---|---:|---:|"
     )
     for backend in ("fasttext", "langdetect"):
@@ -191,31 +202,30 @@ def main() -> None:
         langdetect = tmpdir / "langdetect.yaml"
         langdetect.write_text("perplexity: {enabled: false}\nlanguage: {backend: langdetect}\n")
         print(f"\n### `poisonguard filter --no-lm` end to end ({small_bytes / 1e6:.1f} MB JSONL)\n")
-        print("| job | workers | seconds | MB/s | MB/s per core | x baseline time | peak RSS MB |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
-        base_s, base_rss = run_filter_job(small, tmpdir / "o", everything_off, 1)
+        print("| job | workers | seconds | MB/s | CPU s | MB per CPU s | x baseline time | peak RSS MB |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        base_s, base_cpu, base_rss = run_filter_job(small, tmpdir / "o", everything_off, 1)
         print(
             f"| baseline: read + write, detectors off | 1 | {base_s:.1f} | "
-            f"{small_bytes / 1e6 / base_s:.2f} | "
-            f"{small_bytes / 1e6 / base_s:.2f} | 1.00 | {base_rss:.0f} |"
+            f"{small_bytes / 1e6 / base_s:.2f} | {base_cpu:.1f} | "
+            f"{small_bytes / 1e6 / base_cpu:.2f} | 1.00 | {base_rss:.0f} |"
         )
         for label, cfg in (
             ("cheap detectors, fastText", default),
             ("cheap detectors, langdetect", langdetect),
         ):
             for workers in (1, 2):
-                secs, rss = run_filter_job(small, tmpdir / "o", cfg, workers)
+                secs, cpu, rss = run_filter_job(small, tmpdir / "o", cfg, workers)
                 rate = small_bytes / 1e6 / secs
                 print(
-                    f"| {label} | {workers} | {secs:.1f} | {rate:.2f} | {rate / workers:.2f} | "
-                    f"{secs / base_s:.2f} | {rss:.0f} |"
+                    f"| {label} | {workers} | {secs:.1f} | {rate:.2f} | {cpu:.1f} | "
+                    f"{small_bytes / 1e6 / cpu:.2f} | {secs / base_s:.2f} | {rss:.0f} |"
                 )
-        secs, rss = run_filter_job(large, tmpdir / "o", default, 2)
+        secs, cpu, rss = run_filter_job(large, tmpdir / "o", default, 2)
         rate = large_bytes / 1e6 / secs
         print(
             f"| cheap detectors, fastText, {args.scale}x input ({large_bytes / 1e6:.0f} MB) | 2 | "
-            f"{secs:.1f} | "
-            f"{rate:.2f} | {rate / 2:.2f} | - | {rss:.0f} |"
+            f"{secs:.1f} | {rate:.2f} | {cpu:.1f} | {large_bytes / 1e6 / cpu:.2f} | - | {rss:.0f} |"
         )
 
 
