@@ -25,9 +25,9 @@ import lxml.html
 import numpy as np
 import xxhash
 from datasketch import LeanMinHash, MinHash, MinHashLSH
-from poisonguard.filters import dedup, minhash
 
 from bench.corpus import handbook_dir
+from poisonguard.filters import dedup, minhash
 
 _WORD = re.compile(r"\w+")
 BOILERPLATE = (

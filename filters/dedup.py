@@ -37,9 +37,10 @@ import datasketch
 import numpy as np
 import pyarrow as pa
 from datasketch import LeanMinHash, MinHashLSH
-from poisonguard.filters import minhash
 from publicsuffixlist import PublicSuffixList
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from poisonguard.filters import minhash
 
 CAMPAIGN_REASON = "near_dup:campaign"
 INDEX_FORMAT = 1

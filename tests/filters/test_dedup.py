@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from datasketch import LeanMinHash, MinHashLSH
-from poisonguard.filters import dedup
 from pydantic import ValidationError
+
+from poisonguard.filters import dedup
 
 CFG = dedup.Config()
 VOCAB = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ra", "su", "ti", "vo", "ze") for b in range(60)]

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 from datasketch import LeanMinHash, MinHash, MinHashLSH
+
 from poisonguard.filters import minhash
 
 TEXTS = [
