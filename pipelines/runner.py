@@ -82,8 +82,11 @@ class OutputError(ValueError):
 def score_cheap(docs: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str, float]]:
     """Document columns + every cheap detector's signal columns + dedup signature and key."""
     limit = cfg.run.max_text_chars
-    texts = [t if len(t) <= limit else t[:limit] for t in docs.column("text").to_pylist()]
-    view = docs.set_column(docs.schema.get_field_index("text"), "text", pa.array(texts, pa.string()))
+    texts = docs.column("text").to_pylist()
+    view = docs
+    if any(len(t) > limit for t in texts):  # rare: rebuild the column only when something is cut
+        texts = [t if len(t) <= limit else t[:limit] for t in texts]
+        view = docs.set_column(docs.schema.get_field_index("text"), "text", pa.array(texts, pa.string()))
     columns: dict[str, pa.Array] = {}
     timings: dict[str, float] = {}
     for name, module in policy.CHEAP_DETECTORS:
