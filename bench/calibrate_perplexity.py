@@ -9,7 +9,8 @@ how far that maximum lies from the clean median (see :func:`calibrate`); the tab
 false-positive rate (with counts) and the recall per family at those thresholds and at the shipped
 defaults. Signals are cached per (text, detector settings) so a rerun only re-decides.
 
-Run: ``python -m bench.calibrate_perplexity [--per-category 40] [--poison 50]``; prints Markdown.
+Run: ``python -m bench.calibrate_perplexity [--per-category 75] [--poison 50] [--margin 0.25]``;
+prints Markdown.
 """
 
 from __future__ import annotations
@@ -132,9 +133,9 @@ def _flag_rate(signals: pa.Table, cfg: ppl.Config) -> tuple[int, int, dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--per-category", type=int, default=40, help="clean documents per category")
+    ap.add_argument("--per-category", type=int, default=75, help="clean documents per category")
     ap.add_argument("--poison", type=int, default=50, help="documents per poison family")
-    ap.add_argument("--margin", type=float, default=1.0, help="threshold margin (see calibrate)")
+    ap.add_argument("--margin", type=float, default=0.25, help="threshold margin (see calibrate)")
     ap.add_argument("--max-tokens", type=int, default=None, help="override perplexity.max_tokens")
     args = ap.parse_args(argv)
     base = ppl.Config() if args.max_tokens is None else ppl.Config(max_tokens=args.max_tokens)

@@ -74,19 +74,20 @@ class Config(BaseModel):
     min_tokens: int = Field(
         default=32, ge=1, description="documents with fewer scored tokens are never flagged"
     )
-    # Thresholds: calibrated on real clean text by bench/calibrate_perplexity.py (see bench/RESULTS.md).
+    # Thresholds: calibrated on real clean text by bench/calibrate_perplexity.py (600 pages: Wikipedia
+    # en/fr/es, Debian handbook de/ja/ru/en, Python docs; 0 false positives), see bench/RESULTS.md.
     gibberish_share: float = Field(
-        default=0.45, ge=0, le=1, description="uniform share of the whole document"
+        default=0.35, ge=0, le=1, description="uniform share of the whole document"
     )
-    changepoint_jump: float = Field(default=4.0, ge=0, description="NLL jump at the change-point (nats)")
+    changepoint_jump: float = Field(default=5.5, ge=0, description="NLL jump at the change-point (nats)")
     after_uniform_share: float = Field(
-        default=0.45, ge=0, le=1, description="uniform share after the change-point"
+        default=0.4, ge=0, le=1, description="uniform share after the change-point"
     )
     strong_changepoint_jump: float = Field(
-        default=5.75, ge=0, description="a jump this big is flagged on its own"
+        default=6.5, ge=0, description="a jump this big is flagged on its own"
     )
-    babble_mean_nll: float = Field(default=8.0, ge=0, description="mean NLL of word salad / Markov babble")
-    babble_window_nll: float = Field(default=7.75, ge=0, description="max window NLL of word salad / babble")
+    babble_mean_nll: float = Field(default=7.0, ge=0, description="mean NLL of word salad / Markov babble")
+    babble_window_nll: float = Field(default=8.0, ge=0, description="max window NLL of word salad / babble")
     repeat_window_nll: float = Field(
         default=0.5,
         ge=0,
