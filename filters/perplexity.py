@@ -307,7 +307,10 @@ class PerplexityScorer:
                 for r, j in enumerate(chunk):
                     ids[r, : lengths[r]] = torch.tensor(seqs[j])
                     mask[r, : lengths[r]] = 1
-                hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+                # Equal lengths (the usual case for long documents: every head window has the same
+                # size) need no padding mask, which lets attention take its plain causal path.
+                uniform = min(lengths) == longest
+                hidden = backbone(input_ids=ids, attention_mask=None if uniform else mask).last_hidden_state
                 # Only real positions go through the vocabulary projection; padding never does.
                 pos = torch.cat([torch.arange(L - 1) + r * longest for r, L in enumerate(lengths)])
                 tgt = torch.cat([ids[r, 1:L] for r, L in enumerate(lengths)])
