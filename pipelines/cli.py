@@ -93,7 +93,7 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
         out_console.print(
             "trigger candidates: "
             + ", ".join(
-                f"{m.get('candidate', m.get('trigger', '?'))!r} ({m.get('docs', '?')} docs)"
+                f"{m.get('candidate')!r} ({m.get('documents', '?')} docs, {m.get('hosts', '?')} hosts)"
                 for m in mined[:5]
             ),
             highlight=False,
