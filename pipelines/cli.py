@@ -67,6 +67,16 @@ def _load(config: Path | None, overrides: dict[str, Any]) -> PipelineConfig:
         raise fail(str(exc)) from None
 
 
+def _overrides(workers: int | None, lm: str | None) -> dict[str, Any]:
+    """Command-line options that change the config."""
+    overrides: dict[str, Any] = {}
+    if workers is not None:
+        overrides["run"] = {"workers": workers}
+    if lm is not None:
+        overrides["perplexity"] = {"model": lm}
+    return overrides
+
+
 def print_summary(report: dict[str, Any], out: Path) -> None:
     """The one-screen summary after a run."""
     counts = report["counts"]
@@ -164,12 +174,7 @@ def filter_command(
     ray_address: RayAddressOption = None,
 ) -> None:
     """Filter an existing corpus into clean shards, a quarantine and a report."""
-    overrides: dict[str, Any] = {}
-    if workers is not None:
-        overrides["run"] = {"workers": workers}
-    if lm is not None:
-        overrides["perplexity"] = {"model": lm}
-    cfg = _load(config, overrides)
+    cfg = _load(config, _overrides(workers, lm))
     report = _run_filter(
         inputs,
         out,
@@ -255,12 +260,7 @@ def crawl_command(
     from poisonguard.crawler.run import CrawlError, load_seeds, run_crawl
     from poisonguard.pipelines.writers import SUCCESS, write_json
 
-    overrides: dict[str, Any] = {}
-    if workers is not None:
-        overrides["run"] = {"workers": workers}
-    if lm is not None:
-        overrides["perplexity"] = {"model": lm}
-    cfg = _load(config, overrides)
+    cfg = _load(config, _overrides(workers, lm))
     try:
         seeds = load_seeds(list(urls or []), seeds_file, sitemap)
     except (OSError, ValueError) as exc:

@@ -153,6 +153,34 @@ def choose_representatives(
     return duplicate_of, kind, set(representative.values())
 
 
+def add_to_index(index: Any, table: pa.Table) -> None:
+    """Add one scored chunk (with its internal signature and key columns) to the dedup index."""
+    sigs = np.asarray(table.column(SIG_COLUMN).combine_chunks().flatten()).reshape(table.num_rows, -1)
+    index.add(
+        table.column("id").to_pylist(),
+        table.column("url").to_pylist(),
+        table.column(KEY_COLUMN).to_pylist(),
+        sigs,
+    )
+
+
+def resolve_duplicates(
+    index: Any, ids: list[str], eligible: list[bool], cfg: PipelineConfig
+) -> tuple[pa.Table, list[bool], list[str | None], list[str | None]]:
+    """Clusters -> (cluster columns, eligibility after campaigns, duplicate_of, duplicate kind)."""
+    assign = index.assign()
+    campaign = [bool(r) for r in dedup.flag(assign, cfg.dedup)]
+    eligible = [e and not c for e, c in zip(eligible, campaign, strict=True)]
+    duplicate_of, duplicate_kind, _ = choose_representatives(
+        ids,
+        assign.column("dedup_cluster_id").to_pylist(),
+        assign.column("dedup_exact_of").to_pylist(),
+        eligible,
+        getattr(index, "is_prior", None),
+    )
+    return assign, eligible, duplicate_of, duplicate_kind
+
+
 # ---------------------------------------------------------------------------------------------
 # Stage 4: decisions
 
@@ -389,24 +417,13 @@ def run_filter(
             detector.observe(table)
         quarantine, filtered = policy.cheap_reasons(table, cfg)
         eligible.extend(not q and not f for q, f in zip(quarantine, filtered, strict=True))
-        chunk_ids = table.column("id").to_pylist()
-        ids.extend(chunk_ids)
+        ids.extend(table.column("id").to_pylist())
         if index is not None:
-            sigs = np.asarray(table.column(SIG_COLUMN).combine_chunks().flatten()).reshape(table.num_rows, -1)
-            index.add(chunk_ids, table.column("url").to_pylist(), table.column(KEY_COLUMN).to_pylist(), sigs)
+            add_to_index(index, table)
     duplicate_of: list[str | None] = [None] * len(ids)
     duplicate_kind: list[str | None] = [None] * len(ids)
     if index is not None:
-        assign = index.assign()
-        campaign = [bool(r) for r in dedup.flag(assign, cfg.dedup)]
-        eligible = [e and not c for e, c in zip(eligible, campaign, strict=True)]
-        duplicate_of, duplicate_kind, _ = choose_representatives(
-            ids,
-            assign.column("dedup_cluster_id").to_pylist(),
-            assign.column("dedup_exact_of").to_pylist(),
-            eligible,
-            getattr(index, "is_prior", None),
-        )
+        assign, eligible, duplicate_of, duplicate_kind = resolve_duplicates(index, ids, eligible, cfg)
     timings["stage:dedup"] = time.perf_counter() - stage_start
 
     # Stage 3 -------------------------------------------------------------------------------
@@ -647,17 +664,8 @@ def score_documents(
     if cfg.dedup.enabled:
         start = time.perf_counter()
         index = dedup.DedupIndex(cfg.dedup)
-        sigs = np.asarray(table.column(SIG_COLUMN).combine_chunks().flatten()).reshape(table.num_rows, -1)
-        index.add(ids, table.column("url").to_pylist(), table.column(KEY_COLUMN).to_pylist(), sigs)
-        assign = index.assign()
-        campaign = [bool(r) for r in dedup.flag(assign, cfg.dedup)]
-        eligible = [e and not c for e, c in zip(eligible, campaign, strict=True)]
-        duplicate_of, duplicate_kind, _ = choose_representatives(
-            ids,
-            assign.column("dedup_cluster_id").to_pylist(),
-            assign.column("dedup_exact_of").to_pylist(),
-            eligible,
-        )
+        add_to_index(index, table)
+        assign, eligible, duplicate_of, duplicate_kind = resolve_duplicates(index, ids, eligible, cfg)
         for name in assign.column_names:
             table = table.append_column(name, assign.column(name))
         if on_stage:
