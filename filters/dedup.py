@@ -171,7 +171,7 @@ def registrable_domain(url: str | None) -> str | None:
 # The index
 
 
-class _UnionFind:
+class UnionFind:
     """Union by smallest index, so every root is its component's earliest document."""
 
     def __init__(self, n: int) -> None:
@@ -316,7 +316,7 @@ class DedupIndex:
         sigs, keys, domains = sigs[order], keys[order], domains[order]
         ids = ids.take(pa.array(order))
         n_prior = int(prior.sum())
-        uf = _UnionFind(n)
+        uf = UnionFind(n)
         max_sim = np.zeros(n, dtype=np.float64)
         exact_of = np.full(n, -1, dtype=np.int64)
         has_key = (keys[:, 0] != 0) | (keys[:, 1] != 0)
@@ -379,7 +379,7 @@ class DedupIndex:
         )
 
     def _verify_bucket(
-        self, members: np.ndarray, sigs: np.ndarray, need: int, uf: _UnionFind, max_sim: np.ndarray
+        self, members: np.ndarray, sigs: np.ndarray, need: int, uf: UnionFind, max_sim: np.ndarray
     ) -> None:
         """Join bucket members whose estimated similarity reaches the threshold.
 

@@ -282,25 +282,6 @@ def _lookup(path: str, offset: int, ranks: np.ndarray, cfg: PipelineConfig) -> p
     })
 
 
-class _UnionFind:
-    """Union by smallest index (= earliest rank), as DedupIndex's, over the touched documents only."""
-
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        parent = self.parent
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
 OVERRIDE_SCHEMA = pa.schema(
     [("rank", pa.int64())] + list(dedup.SIGNAL_SCHEMA)
     + [("duplicate_of", pa.string()), ("duplicate_kind", pa.string()), ("eligible", pa.bool_())]
@@ -364,7 +345,7 @@ def distributed_dedup(
     result = DedupResult(touched=n, buckets=len(buckets), edges=sum(len(b[3]) for b in buckets))
     if not n:
         return result
-    uf = _UnionFind(n)
+    uf = dedup.UnionFind(n)  # union by smallest index, as DedupIndex
     max_sim = np.zeros(n, dtype=np.float64)
     exact_of = np.full(n, -1, dtype=np.int64)
     ci, cl = np.searchsorted(touched, copies), np.searchsorted(touched, leaders)
