@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from poisonguard.filters import dedup, perplexity
+from poisonguard.filters.drift import host_of
 from poisonguard.pipelines import __version__, policy
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.progress import Progress
@@ -189,15 +189,6 @@ def _nulls_for(schema: pa.Schema, rows: int) -> dict[str, pa.Array]:
     return {f.name: pa.nulls(rows, f.type) for f in schema}
 
 
-def _host(url: str | None) -> str | None:
-    if not url:
-        return None
-    try:
-        return urlsplit(url).hostname
-    except ValueError:
-        return None
-
-
 @dataclass
 class Tally:
     """What the report counts while the decisions stream past."""
@@ -215,7 +206,7 @@ class Tally:
         for reasons in table.column("reasons").to_pylist():
             self.reasons.update(r.split("(")[0] for r in reasons)
         for url, outcome in zip(urls, outcomes, strict=True):
-            host = _host(url)
+            host = host_of(url)
             if host:
                 self.hosts.setdefault(host, Counter())[outcome] += 1
         if "language_lang" in table.column_names:
