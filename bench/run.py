@@ -28,6 +28,16 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
         [],
         "cheap detectors and the filter job without the LM (issue: filter core)",
     ),
+    "unicode-triggers": (
+        "bench.bench_cheap_unicode_triggers",
+        [],
+        "unicode and triggers: speed and detection",
+    ),
+    "repetition-language": (
+        "bench.bench_repetition_language",
+        [],
+        "repetition and language: speed and detection",
+    ),
     "dedup": (
         "bench.bench_dedup",
         [],
@@ -42,6 +52,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
     "html": ("bench.bench_html", [], "HTML pass (visible vs hidden text)"),
     "warc": ("bench.bench_warc", [], "WARC reading: FastWARC (used) against warcio"),
     "crawl": ("bench.bench_crawl", [], "crawl of the Python docs against a bare Scrapy spider"),
+    "ray": ("bench.bench_ray", [], "Ray engine against the local engine, 1 and 2 workers"),
     "poisonbench": ("bench.poisonbench", [], "detection per attack family beside datatrove's filters"),
 }
 
