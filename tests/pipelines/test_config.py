@@ -43,3 +43,15 @@ def test_bad_config_names_file_and_key(tmp_path: Path, body: str, message: str) 
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_default_yaml_lists_every_knob_of_every_section() -> None:
+    """configs/default.yaml is the documentation of the knobs: none may be missing from it."""
+    import yaml
+
+    from poisonguard.pipelines.config import PipelineConfig, default_config_text
+
+    data = yaml.safe_load(default_config_text())
+    for section, field in PipelineConfig.model_fields.items():
+        knobs = set(field.annotation.model_fields)  # type: ignore[union-attr]
+        assert knobs <= set(data.get(section) or {}), (section, sorted(knobs - set(data.get(section) or {})))
