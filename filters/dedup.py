@@ -171,6 +171,44 @@ def registrable_domain(url: str | None) -> str | None:
 # The index
 
 
+def verify_bucket(
+    sigs: np.ndarray, need: int, max_exemplars: int
+) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Verified edges (pairs of positions) and the highest similarity each member was compared at,
+    for the members of one LSH bucket in rank order.
+
+    Each member is compared with a few exemplars of the bucket (the first member, then every member
+    that matched none before it), not with every other member: tight clusters cost one comparison
+    per member, and ``max_exemplars`` bounds the rest. The edges are returned rather than applied,
+    so that the Ray engine can replay them in the local engine's order.
+    """
+    num_perm = sigs.shape[1]
+    best = np.zeros(len(sigs), dtype=np.float64)
+    equal = np.count_nonzero(sigs[1:] == sigs[0], axis=1)
+    sims = equal / num_perm
+    np.maximum.at(best, np.arange(1, len(sigs)), sims)
+    best[0] = max(best[0], float(sims.max()))
+    edges: list[tuple[int, int]] = []
+    exemplars = [0]
+    for j, eq in enumerate(equal.tolist(), start=1):
+        if eq >= need:
+            edges.append((0, j))
+            continue
+        if len(exemplars) == 1:
+            exemplars.append(j)
+            continue
+        ex = np.array(exemplars[1:])
+        eqs = np.count_nonzero(sigs[ex] == sigs[j], axis=1)
+        s = eqs / num_perm
+        np.maximum.at(best, ex, s)
+        best[j] = max(best[j], float(s.max()))
+        hit = eqs >= need
+        edges.extend((e, j) for e in ex[hit].tolist())
+        if not hit.any() and len(exemplars) < max_exemplars:
+            exemplars.append(j)
+    return edges, best
+
+
 class UnionFind:
     """Union by smallest index, so every root is its component's earliest document."""
 
@@ -381,39 +419,15 @@ class DedupIndex:
     def _verify_bucket(
         self, members: np.ndarray, sigs: np.ndarray, need: int, uf: UnionFind, max_sim: np.ndarray
     ) -> None:
-        """Join bucket members whose estimated similarity reaches the threshold.
-
-        Each member is compared with a few exemplars of the bucket (the first member, then every
-        member that matched none before it), not with every other member: tight clusters cost one
-        comparison per member, and ``max_bucket_exemplars`` bounds the rest."""
+        """Join bucket members whose estimated similarity reaches the threshold (see verify_bucket)."""
         ms = members.tolist()
         root0 = uf.find(ms[0])
         if all(uf.find(j) == root0 for j in ms[1:]):
             return  # already one cluster (joined in an earlier band)
-        num_perm = sigs.shape[1]
-        first = sigs[ms[0]]
-        equal = np.count_nonzero(sigs[members[1:]] == first, axis=1)
-        sims = equal / num_perm
-        np.maximum.at(max_sim, members[1:], sims)
-        max_sim[ms[0]] = max(max_sim[ms[0]], float(sims.max()))
-        exemplars = [ms[0]]
-        for j, eq in zip(ms[1:], equal.tolist(), strict=True):
-            if eq >= need:
-                uf.union(ms[0], j)
-                continue
-            if len(exemplars) == 1:
-                exemplars.append(j)
-                continue
-            ex = np.array(exemplars[1:])
-            eqs = np.count_nonzero(sigs[ex] == sigs[j], axis=1)
-            s = eqs / num_perm
-            np.maximum.at(max_sim, ex, s)
-            max_sim[j] = max(max_sim[j], float(s.max()))
-            hit = eqs >= need
-            for e in ex[hit].tolist():
-                uf.union(e, j)
-            if not hit.any() and len(exemplars) < self.cfg.max_bucket_exemplars:
-                exemplars.append(j)
+        edges, best = verify_bucket(sigs[members], need, self.cfg.max_bucket_exemplars)
+        np.maximum.at(max_sim, members, best)
+        for a, b in edges:
+            uf.union(ms[a], ms[b])
 
     # -- persistence ------------------------------------------------------------------------------
 

@@ -76,8 +76,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE,
-                 log_to_driver=False)
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            object_store_memory=LOCAL_OBJECT_STORE,
+            log_to_driver=False,
+        )
     return True
 
 
@@ -115,58 +119,31 @@ def _score_blocks(batch: pa.Table, cfg: PipelineConfig, scored_dir: str) -> pa.T
         rows.append(docs.num_rows)
         timing_names.append(list(timings))
         timing_values.append(list(timings.values()))
-    return pa.table({"chunk": pa.array(done, pa.int64()), "rows": pa.array(rows, pa.int64()),
-                     "timing_names": timing_names, "timing_values": timing_values})
+    return pa.table(
+        {
+            "chunk": pa.array(done, pa.int64()),
+            "rows": pa.array(rows, pa.int64()),
+            "timing_names": timing_names,
+            "timing_values": timing_values,
+        }
+    )
 
 
 def _score_window(refs: list[Any], cfg: PipelineConfig, scored_dir: Path) -> pa.Table:
     ray = _ray()
     ds = ray.data.from_arrow_refs(refs).map_batches(
-        _score_blocks, batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
-        fn_kwargs={"cfg": cfg, "scored_dir": str(scored_dir)}, num_cpus=1,
+        _score_blocks,
+        batch_size=None,
+        batch_format="pyarrow",
+        zero_copy_batch=True,
+        fn_kwargs={"cfg": cfg, "scored_dir": str(scored_dir)},
+        num_cpus=1,
     )
     return pa.Table.from_pylist(ds.take_all())
 
 
 # ---------------------------------------------------------------------------------------------
 # Stage 2: distributed dedup
-
-
-def verify_bucket(
-    sigs: np.ndarray, need: int, max_exemplars: int
-) -> tuple[list[tuple[int, int]], np.ndarray]:
-    """Verified edges (pairs of positions) and the highest similarity each member was compared at,
-    for the members of one LSH bucket in rank order.
-
-    The same comparisons as ``DedupIndex._verify_bucket`` (each member against the first, then
-    against the exemplars that matched nothing before it), recorded instead of applied, so that the
-    driver can replay them in the local engine's order and reach the same clusters and similarities.
-    """
-    num_perm = sigs.shape[1]
-    best = np.zeros(len(sigs), dtype=np.float64)
-    equal = np.count_nonzero(sigs[1:] == sigs[0], axis=1)
-    sims = equal / num_perm
-    np.maximum.at(best, np.arange(1, len(sigs)), sims)
-    best[0] = max(best[0], float(sims.max()))
-    edges: list[tuple[int, int]] = []
-    exemplars = [0]
-    for j, eq in enumerate(equal.tolist(), start=1):
-        if eq >= need:
-            edges.append((0, j))
-            continue
-        if len(exemplars) == 1:
-            exemplars.append(j)
-            continue
-        ex = np.array(exemplars[1:])
-        eqs = np.count_nonzero(sigs[ex] == sigs[j], axis=1)
-        s = eqs / num_perm
-        np.maximum.at(best, ex, s)
-        best[j] = max(best[j], float(s.max()))
-        hit = eqs >= need
-        edges.extend((e, j) for e in ex[hit].tolist())
-        if not hit.any() and len(exemplars) < max_exemplars:
-            exemplars.append(j)
-    return edges, best
 
 
 def _split(table: pa.Table, part: np.ndarray, parts: int) -> list[pa.Table]:
@@ -216,17 +193,21 @@ def _band_map(path: str, offset: int, copies: np.ndarray, cfg: dedup.Config, par
     csigs, crank = sigs[cand], rank[cand]
     width = sigs.shape[1] if sigs.ndim == 2 else cfg.num_perm
     dtype = pa.uint32() if csigs.dtype == np.uint32 else pa.uint64()
-    flat_sigs = pa.FixedSizeListArray.from_arrays(pa.array(np.tile(csigs, (bands, 1)).reshape(-1), dtype),
-                                                  width)
+    flat_sigs = pa.FixedSizeListArray.from_arrays(
+        pa.array(np.tile(csigs, (bands, 1)).reshape(-1), dtype), width
+    )
     # The index's own band keys (a private helper, reused so that buckets are exactly the local ones).
-    keys = np.concatenate([dedup._band_keys(csigs, b, rows) for b in range(bands)]
-                          or [np.zeros(0, np.uint64)])
-    table = pa.table({
-        "band": pa.array(np.repeat(np.arange(bands, dtype=np.int32), len(csigs))),
-        "key": pa.array(keys, pa.uint64()),
-        "rank": pa.array(np.tile(crank, bands)),
-        "sig": flat_sigs,
-    })
+    keys = np.concatenate(
+        [dedup._band_keys(csigs, b, rows) for b in range(bands)] or [np.zeros(0, np.uint64)]
+    )
+    table = pa.table(
+        {
+            "band": pa.array(np.repeat(np.arange(bands, dtype=np.int32), len(csigs))),
+            "key": pa.array(keys, pa.uint64()),
+            "rank": pa.array(np.tile(crank, bands)),
+            "sig": flat_sigs,
+        }
+    )
     return _split(table, keys % np.uint64(parts), parts)
 
 
@@ -258,7 +239,7 @@ def _band_reduce(cfg: dedup.Config, *tables: pa.Table) -> list[Bucket]:
     out: list[Bucket] = []
     for s, e in zip(starts[multi].tolist(), ends[multi].tolist(), strict=True):
         members = rank[s:e]
-        edges, best = verify_bucket(sigs_all[srt[s:e]], need, cfg.max_bucket_exemplars)
+        edges, best = dedup.verify_bucket(sigs_all[srt[s:e]], need, cfg.max_bucket_exemplars)
         pairs = np.array([(members[a], members[b]) for a, b in edges], dtype=np.int64).reshape(-1, 2)
         out.append((int(band[s]), int(key[s]), members, pairs, best))
     return out
@@ -273,17 +254,20 @@ def _lookup(path: str, offset: int, ranks: np.ndarray, cfg: PipelineConfig) -> p
     short = np.all(sigs == minhash.empty_value(cfg.dedup.scheme), axis=1) if len(sigs) else np.zeros(0, bool)
     ids = table.column("id").take(pa.array(rows)).to_pylist()
     urls = table.column("url").take(pa.array(rows)).to_pylist()
-    return pa.table({
-        "rank": pa.array(ranks, pa.int64()),
-        "id": pa.array(ids, pa.string()),
-        "domain": pa.array([dedup.registrable_domain(u) for u in urls], pa.string()),
-        "short": pa.array(short[rows], pa.bool_()),
-        "eligible": pa.array([not quarantine[r] and not filtered[r] for r in rows.tolist()], pa.bool_()),
-    })
+    return pa.table(
+        {
+            "rank": pa.array(ranks, pa.int64()),
+            "id": pa.array(ids, pa.string()),
+            "domain": pa.array([dedup.registrable_domain(u) for u in urls], pa.string()),
+            "short": pa.array(short[rows], pa.bool_()),
+            "eligible": pa.array([not quarantine[r] and not filtered[r] for r in rows.tolist()], pa.bool_()),
+        }
+    )
 
 
 OVERRIDE_SCHEMA = pa.schema(
-    [("rank", pa.int64())] + list(dedup.SIGNAL_SCHEMA)
+    [("rank", pa.int64())]
+    + list(dedup.SIGNAL_SCHEMA)
     + [("duplicate_of", pa.string()), ("duplicate_kind", pa.string()), ("eligible", pa.bool_())]
 )
 
@@ -311,8 +295,10 @@ def distributed_dedup(
     dcfg = cfg.dedup
     parts = parts or _cluster_cpus()
     paths = [str(p) for p in chunk_paths]
-    bounds = np.array(offsets + [offsets[-1] + pq.ParquetFile(chunk_paths[-1]).metadata.num_rows]
-                      if offsets else [0], dtype=np.int64)
+    bounds = np.array(
+        offsets + [offsets[-1] + pq.ParquetFile(chunk_paths[-1]).metadata.num_rows] if offsets else [0],
+        dtype=np.int64,
+    )
 
     # Shuffle 1: content keys.
     exact_map = ray.remote(num_returns=parts)(_exact_map) if parts > 1 else ray.remote(_exact_map_one)
@@ -332,8 +318,11 @@ def distributed_dedup(
     if parts == 1:
         mapped = [[m] for m in mapped]
     reduce_band = ray.remote(_band_reduce)
-    buckets: list[Bucket] = [b for part in ray.get([reduce_band.remote(dcfg, *[m[p] for m in mapped])
-                                                     for p in range(parts)]) for b in part]
+    buckets: list[Bucket] = [
+        b
+        for part in ray.get([reduce_band.remote(dcfg, *[m[p] for m in mapped]) for p in range(parts)])
+        for b in part
+    ]
     del mapped
     # The local index verifies buckets band by band, in band-key order; replaying them in that order
     # gives the same skipped buckets (all members already joined), hence the same similarities.
@@ -383,23 +372,34 @@ def distributed_dedup(
     with_domain = dom_code >= 0
     pairs_rd = np.unique(np.stack([roots[with_domain], dom_code[with_domain]]), axis=1)
     n_domains = np.bincount(pairs_rd[0], minlength=n)[roots]
-    assign = pa.table({
-        "dedup_cluster_id": pa.array([ids[r] for r in roots.tolist()], pa.string()),
-        "dedup_cluster_size": pa.array(size, pa.int64()),
-        "dedup_cluster_domains": pa.array(n_domains, pa.int64()),
-        "dedup_exact_of": pa.array([ids[e] if e >= 0 else None for e in exact_of.tolist()], pa.string()),
-        "dedup_max_similarity": pa.array(np.round(max_sim, 6), pa.float64()),
-        "dedup_short": pa.array(short, pa.bool_()),
-    }, schema=dedup.SIGNAL_SCHEMA)
+    assign = pa.table(
+        {
+            "dedup_cluster_id": pa.array([ids[r] for r in roots.tolist()], pa.string()),
+            "dedup_cluster_size": pa.array(size, pa.int64()),
+            "dedup_cluster_domains": pa.array(n_domains, pa.int64()),
+            "dedup_exact_of": pa.array([ids[e] if e >= 0 else None for e in exact_of.tolist()], pa.string()),
+            "dedup_max_similarity": pa.array(np.round(max_sim, 6), pa.float64()),
+            "dedup_short": pa.array(short, pa.bool_()),
+        },
+        schema=dedup.SIGNAL_SCHEMA,
+    )
     campaign = [bool(r) for r in dedup.flag(assign, dcfg)]
     eligible = [e and not c for e, c in zip(info.column("eligible").to_pylist(), campaign, strict=True)]
     # Documents outside `touched` are singletons: they never change whom a cluster keeps.
     duplicate_of, kind, _ = runner.choose_representatives(
-        ids, assign.column("dedup_cluster_id").to_pylist(), assign.column("dedup_exact_of").to_pylist(),
-        eligible)
+        ids,
+        assign.column("dedup_cluster_id").to_pylist(),
+        assign.column("dedup_exact_of").to_pylist(),
+        eligible,
+    )
     full = pa.table(
-        [pa.array(touched, pa.int64()), *assign.columns, pa.array(duplicate_of, pa.string()),
-         pa.array(kind, pa.string()), pa.array(eligible, pa.bool_())],
+        [
+            pa.array(touched, pa.int64()),
+            *assign.columns,
+            pa.array(duplicate_of, pa.string()),
+            pa.array(kind, pa.string()),
+            pa.array(eligible, pa.bool_()),
+        ],
         schema=OVERRIDE_SCHEMA,
     )
     for c in np.unique(chunk_of).tolist():
@@ -425,8 +425,9 @@ def chunk_assignment(
     cols: dict[str, list[Any]] = {
         "dedup_cluster_id": list(ids),
         "dedup_cluster_size": [1] * n,
-        "dedup_cluster_domains": [int(dedup.registrable_domain(u) is not None)
-                                  for u in scored.column("url").to_pylist()],
+        "dedup_cluster_domains": [
+            int(dedup.registrable_domain(u) is not None) for u in scored.column("url").to_pylist()
+        ],
         "dedup_exact_of": [None] * n,
         "dedup_max_similarity": [0.0] * n,
         "dedup_short": short.tolist(),
@@ -437,12 +438,17 @@ def chunk_assignment(
             values = overrides.column(name).to_pylist()
             for r, v in zip(rows, values, strict=True):
                 cols[name][r] = v
-        for r, d, k, e in zip(rows, overrides.column("duplicate_of").to_pylist(),
-                              overrides.column("duplicate_kind").to_pylist(),
-                              overrides.column("eligible").to_pylist(), strict=True):
+        for r, d, k, e in zip(
+            rows,
+            overrides.column("duplicate_of").to_pylist(),
+            overrides.column("duplicate_kind").to_pylist(),
+            overrides.column("eligible").to_pylist(),
+            strict=True,
+        ):
             duplicate_of[r], kind[r], eligible[r] = d, k, e
-    assign = pa.table({f.name: pa.array(cols[f.name], f.type) for f in dedup.SIGNAL_SCHEMA},
-                      schema=dedup.SIGNAL_SCHEMA)
+    assign = pa.table(
+        {f.name: pa.array(cols[f.name], f.type) for f in dedup.SIGNAL_SCHEMA}, schema=dedup.SIGNAL_SCHEMA
+    )
     return assign, duplicate_of, kind, eligible
 
 
@@ -484,7 +490,8 @@ class LMActor:
         name = f"chunk-{chunk_no:05d}.parquet"
         scored = pq.read_table(self.work / "scored" / name)
         _, duplicate_of, _, eligible = chunk_assignment(
-            scored, self.offsets[chunk_no], _load_overrides(str(self.work), chunk_no), cfg)
+            scored, self.offsets[chunk_no], _load_overrides(str(self.work), chunk_no), cfg
+        )
         rows = scored.num_rows
         picked = [i for i, (e, d) in enumerate(zip(eligible, duplicate_of, strict=True)) if e and d is None]
         target = self.work / "lm" / name
@@ -495,8 +502,9 @@ class LMActor:
             self.scorer = perplexity.PerplexityScorer(cfg.perplexity)
         subset = scored.select(["id", "text", "url"]).take(pa.array(picked))
         limit = cfg.run.max_text_chars
-        subset = subset.set_column(1, "text", pa.array([t[:limit] for t in subset.column("text").to_pylist()],
-                                                       pa.string()))
+        subset = subset.set_column(
+            1, "text", pa.array([t[:limit] for t in subset.column("text").to_pylist()], pa.string())
+        )
         scores = runner.perplexity_columns(self.scorer.score(subset))
         full = {}
         for col, values in scores.items():
@@ -531,7 +539,12 @@ def _lm_gpus() -> float:
 
 
 def _decide_chunk(
-    chunk_no: int, offset: int, work: str, cfg: PipelineConfig, doc_schema: pa.Schema, lm_schema: pa.Schema,
+    chunk_no: int,
+    offset: int,
+    work: str,
+    cfg: PipelineConfig,
+    doc_schema: pa.Schema,
+    lm_schema: pa.Schema,
     quarantined: list[str],
 ) -> int:
     name = f"chunk-{chunk_no:05d}.parquet"
@@ -549,8 +562,9 @@ def _decide_chunk(
     lm_part = pq.read_table(lm_file) if lm_file.exists() else None
     for f in lm_schema:
         have = lm_part is not None and f.name in lm_part.column_names
-        values = lm_part.column(f.name).cast(f.type) if lm_part is not None and have \
-            else pa.nulls(rows, f.type)
+        values = (
+            lm_part.column(f.name).cast(f.type) if lm_part is not None and have else pa.nulls(rows, f.type)
+        )
         table = table.append_column(f.name, values)
     table = runner.finalize_chunk(table, cfg, duplicate_of, kind, set(quarantined))
     write_table(Path(work) / "decided" / name, table, cfg.run.row_group_rows)
@@ -586,16 +600,33 @@ def run_filter_ray(
     """
     started_here = connect(address, cfg.run.workers)
     try:
-        return _run(inputs, out, cfg, overwrite=overwrite, resume=resume, use_lm=use_lm,
-                    show_progress=show_progress, extra_report=extra_report, lm_actors=lm_actors)
+        return _run(
+            inputs,
+            out,
+            cfg,
+            overwrite=overwrite,
+            resume=resume,
+            use_lm=use_lm,
+            show_progress=show_progress,
+            extra_report=extra_report,
+            lm_actors=lm_actors,
+        )
     finally:
         if started_here:
             _ray().shutdown()
 
 
 def _run(
-    inputs: list[str], out: Path, cfg: PipelineConfig, *, overwrite: bool, resume: bool, use_lm: bool | None,
-    show_progress: bool, extra_report: dict[str, Any] | None, lm_actors: int | None,
+    inputs: list[str],
+    out: Path,
+    cfg: PipelineConfig,
+    *,
+    overwrite: bool,
+    resume: bool,
+    use_lm: bool | None,
+    show_progress: bool,
+    extra_report: dict[str, Any] | None,
+    lm_actors: int | None,
 ) -> dict[str, Any]:
     ray = _ray()
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -629,9 +660,10 @@ def _run(
         nonlocal window, window_rows
         if window:
             result = _score_window(window, cfg, scored_dir)
-            for chunk_no, rows, names, values in zip(*(result.column(c).to_pylist() for c in
-                                                       ("chunk", "rows", "timing_names", "timing_values")),
-                                                     strict=True):
+            for chunk_no, rows, names, values in zip(
+                *(result.column(c).to_pylist() for c in ("chunk", "rows", "timing_names", "timing_values")),
+                strict=True,
+            ):
                 if rows != expected[chunk_no]:
                     raise RuntimeError(f"chunk {chunk_no}: scored {rows} rows, expected {expected[chunk_no]}")
                 for key, value in zip(names, values, strict=True):
@@ -683,25 +715,35 @@ def _run(
             gpus = _lm_gpus()
             actors = lm_actors or (max(1, int(ray.cluster_resources().get("GPU", 0))) if gpus else 1)
             ds = ray.data.from_items([{"chunk": c} for c in todo]).map_batches(
-                LMActor, batch_size=1, batch_format="pyarrow", concurrency=actors, num_gpus=gpus,
-                num_cpus=1, fn_constructor_kwargs={"cfg": cfg, "work": str(work), "offsets": offset_of},
+                LMActor,
+                batch_size=1,
+                batch_format="pyarrow",
+                concurrency=actors,
+                num_gpus=gpus,
+                num_cpus=1,
+                fn_constructor_kwargs={"cfg": cfg, "work": str(work), "offsets": offset_of},
             )
             lm_rows = sum(int(r["lm_rows"]) for r in ds.take_all())
         verdict = ray.remote(_lm_verdicts)
-        verdicts = {c: verdict.remote(str(chunk_files[c]), str(lm_dir / chunk_files[c].name), ranks,
-                                      offsets[c], cfg) for c, ranks in touched_chunks.items()}
+        verdicts = {
+            c: verdict.remote(str(chunk_files[c]), str(lm_dir / chunk_files[c].name), ranks, offsets[c], cfg)
+            for c, ranks in touched_chunks.items()
+        }
         quarantined_reps = list(zip(verdicts, ray.get(list(verdicts.values())), strict=True))
     timings["stage:lm"] = time.perf_counter() - stage_start
 
     # Stage 4 -------------------------------------------------------------------------------
     stage_start = time.perf_counter()
-    doc_schema = pa.unify_schemas([runner._strip_internal(pq.read_schema(p)) for p in chunk_files]
-                                  or [DOCUMENT_SCHEMA], promote_options="permissive")
+    doc_schema = pa.unify_schemas(
+        [runner._strip_internal(pq.read_schema(p)) for p in chunk_files] or [DOCUMENT_SCHEMA],
+        promote_options="permissive",
+    )
     lm_schemas = [pq.read_schema(lm_dir / p.name) for p in chunk_files if (lm_dir / p.name).exists()]
     # One schema per LM work file; unified (the local runner's concatenation repeats the fields when
     # several chunks hold LM scores, which pyarrow refuses to unify).
-    lm_schema = pa.unify_schemas([runner._strip_internal(s) for s in lm_schemas] or [pa.schema([])],
-                                 promote_options="permissive")
+    lm_schema = pa.unify_schemas(
+        [runner._strip_internal(s) for s in lm_schemas] or [pa.schema([])], promote_options="permissive"
+    )
     assign_schema = dedup.SIGNAL_SCHEMA if cfg.dedup.enabled else pa.schema([])
     signal_schema = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema))
     quarantine_schema = pa.schema(list(signal_schema) + [pa.field(n, t) for n, t in DECISION_FIELDS])
@@ -712,8 +754,9 @@ def _run(
         # As in the local runner, a copy follows its quarantined original only when the original's
         # chunk was decided before the copy's.
         earlier = [i for c, ids in quarantined_reps if c < pos for i in ids]
-        refs.append(decide.remote(_chunk_no(path), offsets[pos], str(work), cfg_ref, doc_schema, lm_schema,
-                                  earlier))
+        refs.append(
+            decide.remote(_chunk_no(path), offsets[pos], str(work), cfg_ref, doc_schema, lm_schema, earlier)
+        )
     _wait_all(refs)
     for name in ("clean", "quarantine"):
         if (out / name).exists():
@@ -736,10 +779,22 @@ def _run(
 
     unreadable = [u.as_dict() for u in state.unreadable]
     extra = {"engine": "ray", "ray_cpus": cpus, **(extra_report or {})}
-    return runner.commit_run(out, cfg, paths=paths, input_bytes=input_bytes, docs_in=docs_in,
-                             unreadable=unreadable, tally=tally, shards=shards, lm_signals=lm_signals,
-                             lm_rows=lm_rows, timings=Counter(timings), started=started, use_lm=use_lm,
-                             extra_report=extra)
+    return runner.commit_run(
+        out,
+        cfg,
+        paths=paths,
+        input_bytes=input_bytes,
+        docs_in=docs_in,
+        unreadable=unreadable,
+        tally=tally,
+        shards=shards,
+        lm_signals=lm_signals,
+        lm_rows=lm_rows,
+        timings=Counter(timings),
+        started=started,
+        use_lm=use_lm,
+        extra_report=extra,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -778,11 +833,24 @@ def _crawl_part(seeds: list[str], out_dir: str, cfg: Any, resume: bool) -> tuple
 
 def merge_crawl_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One crawl's stats from the partitions' stats (hosts are disjoint, counts add up)."""
-    merged: dict[str, Any] = {"finish_reason": "finished", "hosts": {}, "http_status": {}, "errors": {},
-                              "tarpit_hosts": [], "cloaking_probes": {"probed": 0, "failed": 0,
-                                                                      "views_differ": [], "results": {}}}
-    summed = ("pages", "pages_2xx", "bytes", "responses_this_run", "bytes_this_run", "robots_forbidden",
-              "dropped_stopped_host", "raw_rows")
+    merged: dict[str, Any] = {
+        "finish_reason": "finished",
+        "hosts": {},
+        "http_status": {},
+        "errors": {},
+        "tarpit_hosts": [],
+        "cloaking_probes": {"probed": 0, "failed": 0, "views_differ": [], "results": {}},
+    }
+    summed = (
+        "pages",
+        "pages_2xx",
+        "bytes",
+        "responses_this_run",
+        "bytes_this_run",
+        "robots_forbidden",
+        "dropped_stopped_host",
+        "raw_rows",
+    )
     for key in summed:
         merged[key] = sum(int(p.get(key) or 0) for p in parts)
     for part in parts:
@@ -810,7 +878,13 @@ def merge_crawl_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def crawl_ray(
-    seeds: list[str], out: Path, cfg: Any, workers: int, *, resume: bool = False, address: str | None = None,
+    seeds: list[str],
+    out: Path,
+    cfg: Any,
+    workers: int,
+    *,
+    resume: bool = False,
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Crawl `seeds` with `workers` Scrapy processes run as Ray tasks, seeds partitioned by host.
 
@@ -831,8 +905,10 @@ def crawl_ray(
     started_here = connect(address, workers)
     try:
         task = _ray().remote(num_cpus=1)(_crawl_part)
-        refs = [task.remote(p, str(raw_dir / PARTS_DIR / f"part-{k:03d}"), cfg, resume)
-                for k, p in enumerate(parts)]
+        refs = [
+            task.remote(p, str(raw_dir / PARTS_DIR / f"part-{k:03d}"), cfg, resume)
+            for k, p in enumerate(parts)
+        ]
         results = _wait_all(refs)
     finally:
         if started_here:
@@ -840,8 +916,10 @@ def crawl_ray(
     failures = [(k, err, stats) for k, (stats, err) in enumerate(results) if err]
     hard = [(k, err) for k, err, stats in failures if stats.get("pages_2xx") or not stats]
     merged = merge_crawl_stats([stats for stats, _ in results])
-    merged["partitions"] = [{"seeds": len(p), "hosts": sorted({urlsplit(s).netloc for s in p}),
-                             "error": err} for p, (_, err) in zip(parts, results, strict=True)]
+    merged["partitions"] = [
+        {"seeds": len(p), "hosts": sorted({urlsplit(s).netloc for s in p}), "error": err}
+        for p, (_, err) in zip(parts, results, strict=True)
+    ]
     for old in raw_dir.glob("part-*.parquet"):
         old.unlink()  # links from an earlier merge; the partitions hold the real shards
     n = 0
@@ -859,6 +937,7 @@ def crawl_ray(
     if hard:
         raise CrawlError("; ".join(f"partition {k}: {err}" for k, err in hard), merged)
     if not merged["pages_2xx"]:
-        raise CrawlError("the crawl fetched no page (no 2xx response); check the seeds and robots.txt",
-                         merged)
+        raise CrawlError(
+            "the crawl fetched no page (no 2xx response); check the seeds and robots.txt", merged
+        )
     return merged

@@ -22,6 +22,7 @@ import pytest
 
 from poisonguard.crawler.config import CrawlConfig
 from poisonguard.filters import dedup
+from poisonguard.filters.dedup import verify_bucket
 from poisonguard.pipelines import runner
 from poisonguard.pipelines.config import PipelineConfig, load_config
 from poisonguard.pipelines.ray_engine import (
@@ -31,7 +32,6 @@ from poisonguard.pipelines.ray_engine import (
     merge_crawl_stats,
     partition_seeds,
     run_filter_ray,
-    verify_bucket,
 )
 from poisonguard.pipelines.runner import OutputError, run_filter
 from poisonguard.pipelines.writers import SUCCESS
