@@ -45,7 +45,7 @@ from poisonguard.pipelines import policy, runner
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.progress import Progress
 from poisonguard.pipelines.readers import ReadState, expand_inputs, read_documents, total_bytes
-from poisonguard.pipelines.schema import DECISION_FIELDS, DOCUMENT_SCHEMA, KEPT
+from poisonguard.pipelines.schema import DECISION_FIELDS, DOCUMENT_SCHEMA
 from poisonguard.pipelines.writers import ShardWriter, write_table
 
 # Ray must not phone home or repeat log lines; set before ray is imported anywhere in this process.
@@ -767,13 +767,7 @@ def _run(
     lm_signals: list[pa.Table] = []
     for path in chunk_files:
         table = pq.read_table(work / "decided" / path.name)
-        tally.add(table)
-        if len(lm_schema) and "perplexity_trigger_candidate" in table.column_names:
-            keep = [c for c in ("id", "url", "outcome", *lm_schema.names) if c in table.column_names]
-            lm_signals.append(table.select(keep).filter(pc.is_valid(table.column(lm_schema.names[0]))))
-        is_kept = pc.equal(table.column("outcome"), KEPT)
-        clean.write(table.filter(is_kept))
-        dropped.write(table.filter(pc.invert(is_kept)))
+        runner.write_decided_chunk(table, lm_schema, tally, lm_signals, clean, dropped)
     shards = {"clean": clean.close(), "quarantine": dropped.close()}
     timings["stage:write"] = time.perf_counter() - stage_start
 

@@ -514,15 +514,7 @@ def run_filter(
             context_detectors,
         )
         offset += rows
-        tally.add(table)
-        if len(lm_schema) and "perplexity_trigger_candidate" in table.column_names:
-            keep = [c for c in ("id", "url", "outcome", *lm_schema.names) if c in table.column_names]
-            lm_signals.append(
-                table.select(keep).filter(pa.compute.is_valid(table.column(lm_schema.names[0])))
-            )
-        is_kept = pa.compute.equal(table.column("outcome"), KEPT)
-        clean.write(table.filter(is_kept))
-        dropped.write(table.filter(pa.compute.invert(is_kept)))
+        write_decided_chunk(table, lm_schema, tally, lm_signals, clean, dropped)
     shards = {"clean": clean.close(), "quarantine": dropped.close()}
     timings["stage:write"] = time.perf_counter() - stage_start
 
@@ -543,6 +535,24 @@ def run_filter(
         use_lm=use_lm,
         extra_report=extra_report,
     )
+
+
+def write_decided_chunk(
+    table: pa.Table,
+    lm_schema: pa.Schema,
+    tally: Tally,
+    lm_signals: list[pa.Table],
+    clean: ShardWriter,
+    dropped: ShardWriter,
+) -> None:
+    """Count one decided chunk, keep its LM rows for trigger mining, and write it to its shards."""
+    tally.add(table)
+    if len(lm_schema) and "perplexity_trigger_candidate" in table.column_names:
+        keep = [c for c in ("id", "url", "outcome", *lm_schema.names) if c in table.column_names]
+        lm_signals.append(table.select(keep).filter(pa.compute.is_valid(table.column(lm_schema.names[0]))))
+    is_kept = pa.compute.equal(table.column("outcome"), KEPT)
+    clean.write(table.filter(is_kept))
+    dropped.write(table.filter(pa.compute.invert(is_kept)))
 
 
 def commit_run(
