@@ -28,6 +28,7 @@ import json
 import math
 import os
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -238,6 +239,18 @@ def _band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
     return minhash._fmix64(h)
 
 
+@dataclass(frozen=True)
+class IndexEntries:
+    """The state of a :class:`DedupIndex`, one row per document in the order added."""
+
+    ids: pa.Array  # string
+    sigs: np.ndarray  # (n, num_perm), the scheme's signature dtype
+    keys: np.ndarray  # (n, 2) uint64 content keys; (0, 0): no key (a text without words)
+    domains: np.ndarray  # int32 code into domain_names; -1: no domain
+    domain_names: list[str]
+    prior: np.ndarray  # bool: added as a document of an earlier run
+
+
 class DedupIndex:
     """Compact state of every document seen (no text): id, domain, content key, signature.
 
@@ -324,6 +337,13 @@ class DedupIndex:
         classes and storage backends)."""
         sig = self._concat_sigs()[position]
         return LeanMinHash(seed=self.cfg.seed, hashvalues=sig, scheme=self.cfg.scheme)
+
+    def entries(self) -> IndexEntries:
+        """Every document's arrays, in the order added (read-only views of the index's state): what
+        a distributed dedup ships to its workers to treat documents of earlier runs like its own."""
+        ids, sigs, keys, domains, prior = self._concat()
+        names = sorted(self._domain_codes, key=self._domain_codes.__getitem__)
+        return IndexEntries(ids, sigs, keys, domains, names, prior)
 
     def _concat_sigs(self) -> np.ndarray:
         if len(self._sigs) > 1:

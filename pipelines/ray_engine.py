@@ -158,13 +158,17 @@ def _read_sigs(path: str, cfg: dedup.Config, columns: Sequence[str] = ()) -> tup
     return sigs, table
 
 
-def _exact_map(path: str, offset: int, parts: int) -> list[pa.Table]:
-    """Content keys of one chunk, partitioned by key."""
-    keys = pq.read_table(path, columns=[runner.KEY_COLUMN]).column(runner.KEY_COLUMN).to_pylist()
-    arr = np.zeros((len(keys), 2), dtype=np.uint64)
-    for i, key in enumerate(keys):
-        if key:
-            arr[i] = np.frombuffer(key, dtype=np.uint64)
+def _exact_map(source: str | np.ndarray, offset: int, parts: int) -> list[pa.Table]:
+    """Content keys of one chunk (a scored work file), or of one slice of the prior index (its (n, 2)
+    key array), partitioned by key."""
+    if isinstance(source, np.ndarray):
+        arr = source
+    else:
+        keys = pq.read_table(source, columns=[runner.KEY_COLUMN]).column(runner.KEY_COLUMN).to_pylist()
+        arr = np.zeros((len(keys), 2), dtype=np.uint64)
+        for i, key in enumerate(keys):
+            if key:
+                arr[i] = np.frombuffer(key, dtype=np.uint64)
     has = np.flatnonzero((arr[:, 0] != 0) | (arr[:, 1] != 0))
     table = pa.table({"k0": arr[has, 0], "k1": arr[has, 1], "rank": (has + offset).astype(np.int64)})
     return _split(table, arr[has, 1] % np.uint64(parts), parts)
@@ -182,10 +186,13 @@ def _exact_reduce(*tables: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return rank[~new], leader[~new]
 
 
-def _band_map(path: str, offset: int, copies: np.ndarray, cfg: dedup.Config, parts: int) -> list[pa.Table]:
-    """One row per (band, candidate document) with its band key and signature, partitioned by key."""
+def _band_map(
+    source: str | np.ndarray, offset: int, copies: np.ndarray, cfg: dedup.Config, parts: int
+) -> list[pa.Table]:
+    """One row per (band, candidate document) with its band key and signature, partitioned by key;
+    for one chunk (a scored work file) or one slice of the prior index (its signatures)."""
     bands, rows = dedup.lsh_params(cfg)
-    sigs, _ = _read_sigs(path, cfg)
+    sigs = source if isinstance(source, np.ndarray) else _read_sigs(source, cfg)[0]
     n = len(sigs)
     rank = np.arange(offset, offset + n, dtype=np.int64)
     empty = minhash.empty_value(cfg.scheme)
@@ -211,12 +218,18 @@ def _band_map(path: str, offset: int, copies: np.ndarray, cfg: dedup.Config, par
     return _split(table, keys % np.uint64(parts), parts)
 
 
-def _exact_map_one(path: str, offset: int, parts: int) -> pa.Table:
-    return _exact_map(path, offset, parts)[0]  # one partition: one object, not a list of one
+def _only_part(fn: Callable[..., list[pa.Table]], *args: Any) -> pa.Table:
+    return fn(*args)[0]  # one partition: one object, not a list of one
 
 
-def _band_map_one(path: str, offset: int, copies: np.ndarray, cfg: dedup.Config, parts: int) -> pa.Table:
-    return _band_map(path, offset, copies, cfg, parts)[0]
+def _map_all(fn: Callable[..., list[pa.Table]], calls: list[tuple[Any, ...]], parts: int) -> list[list[Any]]:
+    """Run the map `fn` once per argument tuple as Ray tasks; per call, one object per partition."""
+    ray = _ray()
+    if parts > 1:
+        task = ray.remote(num_returns=parts)(fn)
+        return [task.remote(*args) for args in calls]
+    one = ray.remote(_only_part)
+    return [[one.remote(fn, *args)] for args in calls]
 
 
 def _band_reduce(cfg: dedup.Config, *tables: pa.Table) -> list[Bucket]:
@@ -282,15 +295,58 @@ class DedupResult:
     edges: int = 0
 
 
+PRIOR_SLICE_ROWS = 50_000  # prior-index documents per map task (about 25 MB of signatures at 128 perms)
+
+
+def _prior_slices(entries: dedup.IndexEntries, rows: int) -> list[tuple[int, Any, Any]]:
+    """(first rank, keys ref, signatures ref) per slice of the prior index, put in the object store."""
+    ray = _ray()
+    n = len(entries.prior)
+    return [
+        (start, ray.put(entries.keys[start : start + rows]), ray.put(entries.sigs[start : start + rows]))
+        for start in range(0, n, rows)
+    ]
+
+
+def _prior_lookup(entries: dedup.IndexEntries, ranks: np.ndarray, cfg: dedup.Config) -> pa.Table:
+    """`_lookup`'s columns for documents of the prior index (on the driver, which holds it)."""
+    codes = entries.domains[ranks].tolist()
+    short = np.all(entries.sigs[ranks] == minhash.empty_value(cfg.scheme), axis=1)
+    return pa.table(
+        {
+            "rank": pa.array(ranks, pa.int64()),
+            "id": entries.ids.take(pa.array(ranks, pa.int64())).cast(pa.string()),
+            "domain": pa.array([entries.domain_names[c] if c >= 0 else None for c in codes], pa.string()),
+            "short": pa.array(short, pa.bool_()),
+            "eligible": pa.array(np.zeros(len(ranks), bool), pa.bool_()),  # never chosen: not tonight's
+        }
+    )
+
+
 def distributed_dedup(
-    chunk_paths: list[Path], offsets: list[int], cfg: PipelineConfig, parts: int | None = None
+    chunk_paths: list[Path],
+    offsets: list[int],
+    cfg: PipelineConfig,
+    parts: int | None = None,
+    prior: dedup.DedupIndex | None = None,
+    prior_slice_rows: int = PRIOR_SLICE_ROWS,
 ) -> DedupResult:
     """Exact + near-duplicate clusters over all chunks, equal to ``DedupIndex.assign`` + the runner's
     representative choice, computed with two shuffles (see the module docstring).
 
-    Returns, per chunk, the rows of documents that share a content key or an LSH bucket with another
-    document: their SIGNAL_SCHEMA columns, ``duplicate_of``/``duplicate_kind`` and eligibility for
-    the language model. Every other document is its own cluster."""
+    `prior`: an index of documents of earlier runs (nightly), read only. Its documents go through
+    the same two shuffles as tonight's, ranked before them as in ``DedupIndex.assign``: each slice of
+    ``prior_slice_rows`` documents is put in the object store once and mapped by its own task, so
+    their band keys meet tonight's at the reducers that own the keys. Nothing of the index is
+    gathered anywhere but on the driver that loaded it. (Looking tonight's documents up in a prior
+    LSH table would cost less per night, but it would miss what the local index does: edges among
+    prior documents that a new document bridges, and the order in which buckets are verified; this
+    way the result equals the local engine's column for column.)
+
+    Returns, per chunk, the rows of tonight's documents that share a content key or an LSH bucket
+    with another document: their SIGNAL_SCHEMA columns, ``duplicate_of``/``duplicate_kind`` and
+    eligibility for the language model. Every other document is its own cluster. Ranks in the
+    returned rows count tonight's documents only (the chunk offsets' numbering)."""
     ray = _ray()
     dcfg = cfg.dedup
     parts = parts or _cluster_cpus()
@@ -299,12 +355,18 @@ def distributed_dedup(
         offsets + [offsets[-1] + pq.ParquetFile(chunk_paths[-1]).metadata.num_rows] if offsets else [0],
         dtype=np.int64,
     )
+    entries = prior.entries() if prior is not None and len(prior) else None
+    if entries is not None and not entries.prior.all():
+        raise ValueError("dedup_index: holds documents not added as prior (documents of earlier runs)")
+    n_prior = len(entries.prior) if entries is not None else 0
+    prior_parts = _prior_slices(entries, prior_slice_rows) if entries is not None else []
+    # Global ranks: the prior index's documents first, then tonight's in input order.
+    chunks: list[tuple[Any, int]] = [(p, o + n_prior) for p, o in zip(paths, offsets, strict=True)]
+    sources_keys = [(k, s) for s, k, _ in prior_parts] + chunks
+    sources_sigs = [(g, s) for s, _, g in prior_parts] + chunks
 
     # Shuffle 1: content keys.
-    exact_map = ray.remote(num_returns=parts)(_exact_map) if parts > 1 else ray.remote(_exact_map_one)
-    mapped = [exact_map.remote(p, o, parts) for p, o in zip(paths, offsets, strict=True)]
-    if parts == 1:
-        mapped = [[m] for m in mapped]
+    mapped = _map_all(_exact_map, [(src, o, parts) for src, o in sources_keys], parts)
     reduce_exact = ray.remote(_exact_reduce)
     exact = ray.get([reduce_exact.remote(*[m[p] for m in mapped]) for p in range(parts)])
     del mapped
@@ -313,17 +375,14 @@ def distributed_dedup(
 
     # Shuffle 2: LSH band keys with signatures, buckets verified where they meet.
     copies_ref = ray.put(np.sort(copies))
-    band_map = ray.remote(num_returns=parts)(_band_map) if parts > 1 else ray.remote(_band_map_one)
-    mapped = [band_map.remote(p, o, copies_ref, dcfg, parts) for p, o in zip(paths, offsets, strict=True)]
-    if parts == 1:
-        mapped = [[m] for m in mapped]
+    mapped = _map_all(_band_map, [(src, o, copies_ref, dcfg, parts) for src, o in sources_sigs], parts)
     reduce_band = ray.remote(_band_reduce)
     buckets: list[Bucket] = [
         b
         for part in ray.get([reduce_band.remote(dcfg, *[m[p] for m in mapped]) for p in range(parts)])
         for b in part
     ]
-    del mapped
+    del mapped, prior_parts
     # The local index verifies buckets band by band, in band-key order; replaying them in that order
     # gives the same skipped buckets (all members already joined), hence the same similarities.
     buckets.sort(key=lambda b: (b[0], b[1]))
@@ -353,14 +412,19 @@ def distributed_dedup(
             uf.union(a, b)
     roots = np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
 
-    # Ids, domains and eligibility of the touched documents, read where their chunks are.
-    chunk_of = np.searchsorted(bounds, touched, side="right") - 1
+    # Ids, domains and eligibility of the touched documents, read where their chunks are (those of
+    # the prior index: on the driver, from the index it holds).
+    tonight = touched >= n_prior
+    chunk_of = np.searchsorted(bounds, touched[tonight] - n_prior, side="right") - 1
     lookup = ray.remote(_lookup)
     cfg_ref = ray.put(cfg)
     refs = []
     for c in np.unique(chunk_of).tolist():
-        refs.append(lookup.remote(paths[c], offsets[c], touched[chunk_of == c], cfg_ref))
-    info = pa.concat_tables(ray.get(refs))
+        refs.append(lookup.remote(paths[c], offsets[c] + n_prior, touched[tonight][chunk_of == c], cfg_ref))
+    found = ray.get(refs)
+    if entries is not None and not tonight.all():
+        found.insert(0, _prior_lookup(entries, touched[~tonight], dcfg))
+    info = pa.concat_tables(found)
     info = info.take(pc.sort_indices(info, [("rank", "ascending")]))
     ids = info.column("id").to_pylist()
     domains = info.column("domain").to_pylist()
@@ -385,20 +449,25 @@ def distributed_dedup(
     )
     campaign = [bool(r) for r in dedup.flag(assign, dcfg)]
     eligible = [e and not c for e, c in zip(info.column("eligible").to_pylist(), campaign, strict=True)]
-    # Documents outside `touched` are singletons: they never change whom a cluster keeps.
+    # Only tonight's documents get rows, as in DedupIndex.assign; a cluster named after a document
+    # of an earlier run keeps that one (the runner's rule). Documents outside `touched` are
+    # singletons: they never change whom a cluster keeps.
+    first = int(np.count_nonzero(~tonight))  # touched prior documents rank first
+    assign = assign.slice(first)
     duplicate_of, kind, _ = runner.choose_representatives(
-        ids,
+        ids[first:],
         assign.column("dedup_cluster_id").to_pylist(),
         assign.column("dedup_exact_of").to_pylist(),
-        eligible,
+        eligible[first:],
+        prior.is_prior if entries is not None and prior is not None else None,
     )
     full = pa.table(
         [
-            pa.array(touched, pa.int64()),
+            pa.array(touched[tonight] - n_prior, pa.int64()),
             *assign.columns,
             pa.array(duplicate_of, pa.string()),
             pa.array(kind, pa.string()),
-            pa.array(eligible, pa.bool_()),
+            pa.array(eligible[first:], pa.bool_()),
         ],
         schema=OVERRIDE_SCHEMA,
     )
@@ -538,19 +607,25 @@ def _lm_gpus() -> float:
 # Stage 4: decisions
 
 
-def _decide_chunk(
+def decided_table(
     chunk_no: int,
     offset: int,
     work: str,
     cfg: PipelineConfig,
     doc_schema: pa.Schema,
     lm_schema: pa.Schema,
-    quarantined: list[str],
-) -> int:
+    quarantined: set[str],
+    context_detectors: tuple[runner.ContextDetector, ...] = (),
+) -> pa.Table:
+    """One chunk's decided table from its work files (scored, dedup overrides, LM), as the local
+    runner's stage 4 builds it; `quarantined` grows as in ``runner.finalize_chunk``."""
     name = f"chunk-{chunk_no:05d}.parquet"
     scored = pq.read_table(Path(work) / "scored" / name)
     rows = scored.num_rows
     assign, duplicate_of, kind, _ = chunk_assignment(scored, offset, _load_overrides(work, chunk_no), cfg)
+    context_columns: dict[str, pa.Array] = {}
+    for detector in context_detectors:
+        context_columns.update(detector.score(scored))
     table = scored.select([c for c in scored.column_names if not c.startswith("_")])
     for f in doc_schema:
         if f.name not in table.column_names:
@@ -566,9 +641,25 @@ def _decide_chunk(
             lm_part.column(f.name).cast(f.type) if lm_part is not None and have else pa.nulls(rows, f.type)
         )
         table = table.append_column(f.name, values)
-    table = runner.finalize_chunk(table, cfg, duplicate_of, kind, set(quarantined))
-    write_table(Path(work) / "decided" / name, table, cfg.run.row_group_rows)
-    return rows
+    for detector in context_detectors:
+        for f in detector.schema:
+            table = table.append_column(f.name, pa.array(context_columns[f.name], f.type))
+    return runner.finalize_chunk(table, cfg, duplicate_of, kind, quarantined, context_detectors)
+
+
+def _decide_chunk(
+    chunk_no: int,
+    offset: int,
+    work: str,
+    cfg: PipelineConfig,
+    doc_schema: pa.Schema,
+    lm_schema: pa.Schema,
+    quarantined: list[str],
+) -> int:
+    """Ray task: one chunk's decisions -> OUT/_work/decided/ (runs without context detectors)."""
+    table = decided_table(chunk_no, offset, work, cfg, doc_schema, lm_schema, set(quarantined))
+    write_table(Path(work) / "decided" / f"chunk-{chunk_no:05d}.parquet", table, cfg.run.row_group_rows)
+    return table.num_rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -591,12 +682,22 @@ def run_filter_ray(
     show_progress: bool = True,
     extra_report: dict[str, Any] | None = None,
     lm_actors: int | None = None,
+    dedup_index: dedup.DedupIndex | None = None,
+    context_detectors: tuple[runner.ContextDetector, ...] = (),
 ) -> dict[str, Any]:
     """`runner.run_filter` on a Ray cluster: same OUT files, same outcome and reasons per document.
 
     `address`: the cluster to join (``auto``, ``ray://head:10001``...); without it the Ray already
     initialised in this process is used, or a local one with ``run.workers`` CPUs is started (and
     stopped at the end). `lm_actors`: language-model actors (default: one per GPU, else one).
+
+    `dedup_index` and `context_detectors` mean what they mean to ``run_filter`` (nightly: the index
+    of earlier runs, the drift detector). The index is only read, never added to (the local runner
+    adds tonight's documents to it). Its documents join the dedup shuffles (:func:`distributed_dedup`).
+    Context detectors run on the driver, which holds their state (nightly's SQLite history):
+    ``observe`` per scored chunk in stage 2, then ``score`` and ``flag`` as each chunk is decided,
+    in input order; with them, stage 4's decisions are made on the driver as it streams the chunks
+    into the shards (the local runner's loop) instead of in Ray tasks.
     """
     started_here = connect(address, cfg.run.workers)
     try:
@@ -610,6 +711,8 @@ def run_filter_ray(
             show_progress=show_progress,
             extra_report=extra_report,
             lm_actors=lm_actors,
+            dedup_index=dedup_index,
+            context_detectors=context_detectors,
         )
     finally:
         if started_here:
@@ -627,6 +730,8 @@ def _run(
     show_progress: bool,
     extra_report: dict[str, Any] | None,
     lm_actors: int | None,
+    dedup_index: dedup.DedupIndex | None,
+    context_detectors: tuple[runner.ContextDetector, ...],
 ) -> dict[str, Any]:
     ray = _ray()
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -696,8 +801,13 @@ def _run(
     shutil.rmtree(work / "dedup")
     (work / "dedup").mkdir()
     touched_chunks: dict[int, np.ndarray] = {}
+    # Context detectors see every chunk in input order before anything is decided (runner stage 2).
+    for path in chunk_files if context_detectors else []:
+        table = pq.read_table(path)
+        for detector in context_detectors:
+            detector.observe(table)
     if cfg.dedup.enabled and chunk_files:
-        result = distributed_dedup(chunk_files, offsets, cfg)
+        result = distributed_dedup(chunk_files, offsets, cfg, prior=dedup_index)
         for c, table in result.overrides.items():
             write_table(_overrides_path(work, _chunk_no(chunk_files[c])), table, cfg.run.row_group_rows)
             touched_chunks[c] = table.column("rank").to_numpy()
@@ -724,6 +834,7 @@ def _run(
                 fn_constructor_kwargs={"cfg": cfg, "work": str(work), "offsets": offset_of},
             )
             lm_rows = sum(int(r["lm_rows"]) for r in ds.take_all())
+    if use_lm and chunk_files and not context_detectors:  # with them, stage 4 runs on the driver
         verdict = ray.remote(_lm_verdicts)
         verdicts = {
             c: verdict.remote(str(chunk_files[c]), str(lm_dir / chunk_files[c].name), ranks, offsets[c], cfg)
@@ -745,19 +856,23 @@ def _run(
         [runner._strip_internal(s) for s in lm_schemas] or [pa.schema([])], promote_options="permissive"
     )
     assign_schema = dedup.SIGNAL_SCHEMA if cfg.dedup.enabled else pa.schema([])
-    signal_schema = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema))
+    context_fields = [f for d in context_detectors for f in d.schema]
+    signal_schema = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema) + context_fields)
     quarantine_schema = pa.schema(list(signal_schema) + [pa.field(n, t) for n, t in DECISION_FIELDS])
-    decide = ray.remote(_decide_chunk)
-    cfg_ref = ray.put(cfg)
-    refs = []
-    for pos, path in enumerate(chunk_files):
-        # As in the local runner, a copy follows its quarantined original only when the original's
-        # chunk was decided before the copy's.
-        earlier = [i for c, ids in quarantined_reps if c < pos for i in ids]
-        refs.append(
-            decide.remote(_chunk_no(path), offsets[pos], str(work), cfg_ref, doc_schema, lm_schema, earlier)
-        )
-    _wait_all(refs)
+    if not context_detectors:
+        decide = ray.remote(_decide_chunk)
+        cfg_ref = ray.put(cfg)
+        refs = []
+        for pos, path in enumerate(chunk_files):
+            # As in the local runner, a copy follows its quarantined original only when the
+            # original's chunk was decided before the copy's.
+            earlier = [i for c, ids in quarantined_reps if c < pos for i in ids]
+            refs.append(
+                decide.remote(
+                    _chunk_no(path), offsets[pos], str(work), cfg_ref, doc_schema, lm_schema, earlier
+                )
+            )
+        _wait_all(refs)
     for name in ("clean", "quarantine"):
         if (out / name).exists():
             shutil.rmtree(out / name)
@@ -765,8 +880,21 @@ def _run(
     dropped = ShardWriter(out / "quarantine", quarantine_schema, cfg.run.shard_rows, cfg.run.row_group_rows)
     tally = runner.Tally()
     lm_signals: list[pa.Table] = []
-    for path in chunk_files:
-        table = pq.read_table(work / "decided" / path.name)
+    quarantined_ids: set[str] = set()  # the local runner's running set (driver-side decisions only)
+    for pos, path in enumerate(chunk_files):
+        if context_detectors:
+            table = decided_table(
+                _chunk_no(path),
+                offsets[pos],
+                str(work),
+                cfg,
+                doc_schema,
+                lm_schema,
+                quarantined_ids,
+                context_detectors,
+            )
+        else:
+            table = pq.read_table(work / "decided" / path.name)
         runner.write_decided_chunk(table, lm_schema, tally, lm_signals, clean, dropped)
     shards = {"clean": clean.close(), "quarantine": dropped.close()}
     timings["stage:write"] = time.perf_counter() - stage_start

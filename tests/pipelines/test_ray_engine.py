@@ -144,9 +144,9 @@ def test_same_outcomes_reasons_and_shards_as_local(tmp_path: Path, fast_config: 
         run_filter_ray(inputs, tmp_path / "ray", fast_config, show_progress=False)
 
 
-def test_distributed_dedup_equals_the_index_on_dense_collisions(tmp_path: Path) -> None:
-    """A low threshold and few permutations: buckets overlap across bands, the exemplar bound is hit and
-    some buckets are skipped as already joined; every signal column must still equal DedupIndex's."""
+def _dense_corpus() -> tuple[PipelineConfig, list[str], list[str], list[str | None]]:
+    """A low threshold and few permutations: buckets overlap across bands, the exemplar bound is hit
+    and some buckets are skipped as already joined."""
     cfg = load_config(
         overrides={"dedup": {"threshold": 0.3, "num_perm": 16, "max_bucket_exemplars": 3, "min_words": 5}}
     )
@@ -161,14 +161,18 @@ def test_distributed_dedup_equals_the_index_on_dense_collisions(tmp_path: Path) 
     texts += texts[:20]
     ids = [f"d{i}" for i in range(len(texts))]
     urls = [None if i % 10 == 0 else f"https://h{i % 37}.example{i % 13}.com/{i}" for i in range(len(texts))]
+    return cfg, texts, ids, urls
+
+
+def _write_chunks(
+    folder: Path, texts: list[str], ids: list[str], urls: list[str | None], cfg: PipelineConfig, rows: int
+) -> tuple[list[Path], list[int]]:
+    """Scored work files (document and internal dedup columns only) of `rows` documents each."""
     sigs = np.asarray(dedup.signatures(texts, cfg.dedup))
     keys = dedup.content_keys(texts)
-    index = dedup.DedupIndex(cfg.dedup)
-    index.add(ids, urls, keys, sigs)
-    want = index.assign()
     paths, offsets = [], []
-    for c, start in enumerate(range(0, len(texts), 53)):
-        end = min(start + 53, len(texts))
+    for c, start in enumerate(range(0, len(texts), rows)):
+        end = min(start + rows, len(texts))
         flat = pa.array(sigs[start:end].astype(np.uint64).reshape(-1), pa.uint64())
         table = pa.table(
             {
@@ -179,9 +183,19 @@ def test_distributed_dedup_equals_the_index_on_dense_collisions(tmp_path: Path) 
                 runner.KEY_COLUMN: pa.array(keys[start:end], pa.binary()),
             }
         )
-        paths.append(tmp_path / f"chunk-{c:05d}.parquet")
+        paths.append(folder / f"chunk-{c:05d}.parquet")
         pq.write_table(table, paths[-1])
         offsets.append(start)
+    return paths, offsets
+
+
+def test_distributed_dedup_equals_the_index_on_dense_collisions(tmp_path: Path) -> None:
+    """Every signal column must equal DedupIndex's on the dense corpus."""
+    cfg, texts, ids, urls = _dense_corpus()
+    index = dedup.DedupIndex(cfg.dedup)
+    index.add(ids, urls, dedup.content_keys(texts), np.asarray(dedup.signatures(texts, cfg.dedup)))
+    want = index.assign()
+    paths, offsets = _write_chunks(tmp_path, texts, ids, urls, cfg, 53)
     result = distributed_dedup(paths, offsets, cfg, parts=3)
     assert result.buckets > 50 and 0 < result.touched <= len(texts)
     got = pa.concat_tables(
@@ -195,6 +209,40 @@ def test_distributed_dedup_equals_the_index_on_dense_collisions(tmp_path: Path) 
     assert max(want.column("dedup_cluster_size").to_pylist()) > 20
     single = distributed_dedup(paths, offsets, cfg, parts=1)  # one reducer: the same overrides
     assert all(single.overrides[c].equals(t) for c, t in result.overrides.items())
+
+
+def test_distributed_dedup_with_a_prior_index_equals_the_index(tmp_path: Path) -> None:
+    """Documents of earlier runs (nightly's index, shipped in slices) rank first, name the clusters
+    they are in and keep them; near-copies among them are bridged by tonight's documents as in
+    DedupIndex. Signal columns, duplicate_of and kind must equal the local runner's."""
+    cfg, texts, ids, urls = _dense_corpus()
+    sigs = np.asarray(dedup.signatures(texts, cfg.dedup))
+    keys = dedup.content_keys(texts)
+    cut = 230  # documents [0, cut) are the prior index; the exact copies at the end copy prior ones
+
+    def prior_index() -> dedup.DedupIndex:
+        prior = dedup.DedupIndex(cfg.dedup)
+        prior.add(ids[:cut], urls[:cut], keys[:cut], sigs[:cut], prior=True)
+        return prior
+
+    local = prior_index()
+    local.add(ids[cut:], urls[cut:], keys[cut:], sigs[cut:])
+    want, _, want_dup, want_kind = runner.resolve_duplicates(local, ids[cut:], [True] * (len(ids) - cut), cfg)
+    paths, offsets = _write_chunks(tmp_path, texts[cut:], ids[cut:], urls[cut:], cfg, 53)
+    result = distributed_dedup(paths, offsets, cfg, parts=3, prior=prior_index(), prior_slice_rows=100)
+    got, dup, kind = [], [], []
+    for c, (p, o) in enumerate(zip(paths, offsets, strict=True)):
+        assign, d, k, _ = chunk_assignment(pq.read_table(p), o, result.overrides.get(c), cfg)
+        got.append(assign)
+        dup += d
+        kind += k
+    table = pa.concat_tables(got)
+    for name in want.column_names:
+        assert table.column(name).equals(want.column(name)), name
+    assert dup == want_dup and kind == want_kind
+    prior_ids = set(ids[:cut])
+    assert sum(d in prior_ids for d in dup if d) > 50  # many of tonight's copies point to the past
+    assert sum(1 for d, k in zip(dup, kind, strict=True) if d in prior_ids and k == "exact_duplicate") >= 20
 
 
 def test_verify_bucket_records_edges_to_exemplars() -> None:
