@@ -386,8 +386,13 @@ def nightly_command(
     force: Annotated[bool, typer.Option("--force", help="Redo a finished date (the latest only).")] = False,
     no_lm: Annotated[bool, typer.Option("--no-lm", help="Skip the language-model stage.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only; no summary.")] = False,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
-    """Filter what arrived since the last run against everything seen before; catch split-view swaps."""
+    """Filter what arrived since the last run against everything seen before; catch split-view swaps.
+
+    With --engine ray only the filter step runs on Ray; the lock, ledger, state store and commit
+    stay on this machine."""
     import logging
 
     from poisonguard.pipelines.nightly import NightlyError, load_nightly_config, run_nightly
@@ -409,6 +414,8 @@ def nightly_command(
             force=force,
             use_lm=False if no_lm else None,
             show_progress=not quiet and sys.stderr.isatty(),
+            engine=engine,
+            ray_address=ray_address,
         )
     except NightlyError as exc:
         raise fail(str(exc), exc.code) from None

@@ -11,7 +11,9 @@ layout of ``filter``. Steps, each logged on one line:
              that no finished run consumed (by sha256; path, size and mtime spare re-reading). The
              plan is stored in the ledger, so a rerun after a crash works on the same files.
 4. filter    ``run_filter`` with the dedup index of earlier runs (near-copies of documents kept
-             before are ``duplicate``) and the drift detector (per-URL history, THREATS.md P-SPLIT).
+             before are ``duplicate``) and the drift detector (per-URL history, THREATS.md P-SPLIT);
+             ``engine="ray"``: ``run_filter_ray`` instead, with the same outcomes (docs/RAY.md).
+             Every other step runs here, as with the local engine.
 5. history   from the finished shards: per-URL sha256 and MinHash, the kept documents' signatures.
 6. index     the new dedup index snapshot, written under its own name.
 7. commit    ledger row, consumed files, URL history and index pointer in one SQLite transaction.
@@ -68,6 +70,7 @@ CRASH_POINTS = (
     "before_commit",
     "after_commit",
 )
+ENGINES = ("local", "ray")
 CRAWL_DIR = "_crawl"
 LOCK_FILE = ".lock"
 METRICS_FILE = "metrics.prom"
@@ -458,13 +461,27 @@ def run_nightly(
     use_lm: bool | None = None,
     show_progress: bool = False,
     lm_scorer: Any = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """One nightly run; returns ``{"date", "status": "done"|"skipped", "counts", "out", "report"}``.
 
     ``inputs``/``out``/``state`` override the config's sources, output root and state path.
+    ``engine``: where the filter step runs, ``local`` or ``ray`` (``ray_address``: the cluster to
+    join; default a local Ray for the run); the outcomes, the state and the output are the same.
+    ``lm_scorer`` (tests) is for the local engine only.
     Raises NightlyError (``.code`` = exit code) for anything that stops the run.
     """
     day = parse_date(date)
+    engine = engine.lower()
+    if engine not in ENGINES:
+        raise NightlyUsageError(f"--engine must be local or ray, not {engine!r}")
+    if engine != "ray" and ray_address:
+        raise NightlyUsageError("--ray-address needs --engine ray")
+    if engine == "ray" and lm_scorer is not None:
+        raise NightlyUsageError(
+            "lm_scorer is for the local engine; the Ray engine loads the model in its actors"
+        )
     root = (out if out is not None else _resolve(cfg.output, base)).resolve()
     state_path = (
         state if state is not None else (_resolve(cfg.state, base) if cfg.state else root / "state.sqlite")
@@ -487,7 +504,20 @@ def run_nightly(
             raise NightlyUsageError(str(exc)) from exc
         stack.callback(store.close)
         try:
-            result = _run_locked(cfg, pcfg, store, base, root, day, patterns, force, show_progress, lm_scorer)
+            result = _run_locked(
+                cfg,
+                pcfg,
+                store,
+                base,
+                root,
+                day,
+                patterns,
+                force,
+                show_progress,
+                lm_scorer,
+                engine,
+                ray_address,
+            )
         except Exception as exc:
             # Only the ledger row's status changes: the planned inputs stay for the next try.
             store.mark_failed(day, f"{type(exc).__name__}: {exc}")
@@ -516,6 +546,8 @@ def _run_locked(
     force: bool,
     show_progress: bool,
     lm_scorer: Any,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     from poisonguard.pipelines.runner import OutputError, run_filter
 
@@ -592,24 +624,32 @@ def _run_locked(
             detectors = (_CrashProbe(), detector)
         unfinished = (out_dir / "_work").exists() and not (out_dir / SUCCESS).exists()
         log.info(
-            "filter: %d files into %s (%s; dedup index of %d earlier documents)",
+            "filter: %d files into %s (%s; %s engine; dedup index of %d earlier documents)",
             len(plan),
             out_dir,
             "resuming" if unfinished else "fresh",
+            engine,
             len(index) if index is not None else 0,
         )
         kwargs: dict[str, Any] = {
             "use_lm": cfg.use_lm,
             "show_progress": show_progress,
-            "lm_scorer": lm_scorer,
             "extra_report": {"command": "nightly", "nightly": nightly_info},
             "dedup_index": index,
             "context_detectors": detectors,
         }
+        filter_run: Any = run_filter
+        if engine == "ray":
+            from poisonguard.pipelines.ray_engine import run_filter_ray
+
+            filter_run = run_filter_ray
+            kwargs["address"] = ray_address
+        else:
+            kwargs["lm_scorer"] = lm_scorer
         paths = [f.path for f in plan]
         try:
             try:
-                report = run_filter(
+                report = filter_run(
                     paths, out_dir, pcfg, overwrite=not unfinished, resume=unfinished, **kwargs
                 )
             except OutputError as exc:
@@ -621,7 +661,7 @@ def _run_locked(
                 detector = _drift(cfg, pcfg, store, day)
                 nightly_info["drift"] = detector.summary
                 kwargs["context_detectors"] = (*detectors[:-1], detector)
-                report = run_filter(paths, out_dir, pcfg, overwrite=True, **kwargs)
+                report = filter_run(paths, out_dir, pcfg, overwrite=True, **kwargs)
         except (InputError, OutputError) as exc:
             raise NightlyError(f"filter: {exc}") from exc
     counts = dict(report["counts"])

@@ -1,0 +1,111 @@
+"""`nightly` with the filter step on Ray against the same nights on the local engine.
+
+Three nights of test_nightly's small web (benign edits, a host swapped whole, a swapped page with a
+weak signal, cross-night copies), plus one page on night 2 that copies a swapped page further down
+the input: the copy follows its drift-quarantined original. One local Ray (2 CPUs) for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from poisonguard.filters import dedup
+from poisonguard.pipelines.nightly import NightlyConfig, run_nightly
+from tests.conftest import write_jsonl
+from tests.pipelines.test_nightly import (
+    DATES,
+    PIPELINE,
+    night_records,
+    no_report_plots,  # noqa: F401 (fixture)
+    outcomes,
+    page,
+    signals,
+    stage,
+    state_snapshot,
+)
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster() -> Iterator[None]:
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 2**20,
+        log_to_driver=False,
+        ignore_reinit_error=True,
+    )
+    yield
+    ray.shutdown()
+
+
+COPY = {"id": "copy-of-squatter@2", "url": "https://copies.example.biz/x", "text": page("squatter0")}
+
+
+@pytest.fixture(scope="module")
+def inbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("inbox")
+    for night in (1, 2, 3):
+        write_jsonl(folder / f"night{night}.jsonl", night_records(night) + ([COPY] if night == 2 else []))
+    return folder
+
+
+def _nights(inbox: Path, root: Path, engine: str) -> list[dict[str, Any]]:
+    landing = root.parent / (root.name + "-landing")
+    cfg = NightlyConfig(pipeline=PIPELINE, use_lm=False)
+    snapshots = []
+    for night in (1, 2, 3):
+        stage(inbox, landing, night)
+        result = run_nightly(
+            cfg, base=root, date=DATES[night], inputs=[str(landing / "*.jsonl")], out=root, engine=engine
+        )
+        assert result["status"] == "done"
+        snapshots.append(state_snapshot(root))
+    return snapshots
+
+
+def test_ray_nights_equal_local_nights(inbox: Path, tmp_path: Path) -> None:
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    local_states = _nights(inbox, local, "local")
+    ray_states = _nights(inbox, distributed, "ray")
+    assert ray_states == local_states  # ledger (counts, inputs), consumed files, URL history
+
+    for night in (1, 2, 3):
+        a, b = local / DATES[night], distributed / DATES[night]
+        assert outcomes(b) == outcomes(a), night  # outcome, reasons, duplicate_of of every document
+        assert signals(b) == signals(a), night
+        shards = sorted(str(p.relative_to(a)) for p in a.glob("*/part-*.parquet"))
+        assert shards == sorted(str(p.relative_to(b)) for p in b.glob("*/part-*.parquet"))
+        for name in shards:  # same rows in the same shards, every signal column included
+            assert pq.read_table(b / name).equals(pq.read_table(a / name)), (night, name)
+        ra, rb = (json.loads((d / "report.json").read_text()) for d in (a, b))
+        assert rb["engine"] == "ray" and "engine" not in ra
+        for key in ("counts", "reasons", "hosts", "largest_clusters", "nightly"):
+            assert ra[key] == rb[key], (night, key)
+    # The dedup index of kept documents that the next night would start from.
+    ea, eb = (
+        dedup.DedupIndex.load(d / "state-index" / f"{DATES[3]}.npz", dedup.Config()).entries()
+        for d in (local, distributed)
+    )
+    assert len(ea.ids) > 20 and ea.ids.equals(eb.ids) and (ea.sigs == eb.sigs).all()
+
+    # The cases are there: a cross-night near-copy, a host swapped whole, a copy of a swapped page
+    # decided after it (in a later chunk), and on night 3 an exact copy of an accepted rewrite.
+    n2, n3 = outcomes(distributed / DATES[2]), outcomes(distributed / DATES[3])
+    assert n2["mirror@2"][0] == "duplicate" and n2["mirror@2"][2] == "blog2@1"
+    assert all(any(r.startswith("drift:host_changed(6 of 6") for r in n2[f"old{k}@2"][1]) for k in range(6))
+    assert n2["copy-of-squatter@2"][0] == "quarantined"
+    assert "near_dup:copy_of_quarantined" in n2["copy-of-squatter@2"][1]
+    assert n3["news3@3"] == ("duplicate", ("dedup:exact_duplicate",), "news3@2")
