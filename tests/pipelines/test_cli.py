@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import DEMO_CORPUS
 
@@ -49,3 +52,24 @@ def test_filter_then_summary_and_exit_codes(tmp_path: Path) -> None:
 
     usage = poisonguard("filter", str(DEMO_CORPUS))
     assert usage.returncode == 2
+
+
+@pytest.mark.slow
+def test_nightly_on_ray_commits_its_output(tmp_path: Path) -> None:
+    """`nightly --engine ray` with a local Ray started for the run: exit 0, the date committed."""
+    conf = tmp_path / "nightly.yaml"
+    conf.write_text("output: out\nuse_lm: false\npipeline: {perplexity: {enabled: false}}\n")
+    args = ("nightly", "--config", str(conf), "--input", str(DEMO_CORPUS), "--date", "2025-03-01")
+    result = poisonguard(*args, "--engine", "ray")
+    assert result.returncode == 0, result.stderr
+    assert "ray engine" in result.stderr and "commit: 2025-03-01 recorded" in result.stderr
+    out = tmp_path / "out" / "2025-03-01"
+    report = json.loads((out / "report.json").read_text())
+    assert report["engine"] == "ray" and report["command"] == "nightly" and report["counts"]["in"] == 35
+    assert (out / "_SUCCESS").exists() and not (out / "_work").exists()
+    with sqlite3.connect(tmp_path / "out" / "state.sqlite") as db:
+        assert db.execute("SELECT status FROM runs WHERE date = '2025-03-01'").fetchone() == ("done",)
+    assert poisonguard(*args, "--engine", "ray").stdout.startswith("nightly 2025-03-01: already done")
+    bad = poisonguard(*args, "--engine", "spark")
+    assert bad.returncode == 2 and "--engine must be local or ray" in bad.stderr
+    assert poisonguard(*args, "--ray-address", "auto").returncode == 2  # needs --engine ray
