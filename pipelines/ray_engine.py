@@ -11,13 +11,18 @@ Stages (the local runner's, see runner.py; chunk N is the same documents as ther
    remaining documents are shuffled with their signatures, and each reducer verifies the candidate
    pairs of its buckets with the estimated-Jaccard check of ``DedupIndex``. The driver receives only
    the verified edges and similarities of buckets with two or more members and computes the
-   connected components over those documents (the others are singletons).
+   connected components over those documents (the others are singletons). Nightly's index of
+   earlier runs (``dedup_index``) is shipped in slices through the object store and joins both
+   shuffles, ranked first, as in ``DedupIndex.assign``. Context detectors (nightly's drift) observe
+   every scored chunk here, on the driver, which holds their state.
 3. the language model, in a Ray Data actor pool (one model load per actor; GPUs requested when the
    cluster has them and the perplexity config can place the model on one), only for undecided
    documents, checkpointed per chunk in OUT/_work/lm/.
 4. decisions per chunk in Ray tasks (``runner.finalize_chunk``) -> OUT/_work/decided/; the driver then
    streams the decided chunks in input order through the same shard writers, report, manifest and
-   commit (``runner.commit_run``), so OUT holds the same shards as a local run.
+   commit (``runner.commit_run``), so OUT holds the same shards as a local run. With context
+   detectors, the driver decides each chunk itself as it streams them (their ``score`` and ``flag``
+   need their driver-side state), exactly as the local runner's stage 4.
 
 OUT must be on storage every node can read and write (one machine, NFS, a mounted bucket): the tasks
 write the work files there. Inputs are read by the driver only.
