@@ -391,8 +391,8 @@ def nightly_command(
 ) -> None:
     """Filter what arrived since the last run against everything seen before; catch split-view swaps.
 
-    With --engine ray only the filter step runs on Ray; the lock, ledger, state store and commit
-    stay on this machine."""
+    With --engine ray the crawl (seeds fanned out by host) and filter steps run on Ray; the lock,
+    ledger, state store and commit stay on this machine."""
     import logging
 
     from poisonguard.pipelines.nightly import NightlyError, load_nightly_config, run_nightly

@@ -291,8 +291,19 @@ def _plan_still_valid(inputs: list[dict[str, Any]]) -> bool:
     return True
 
 
-def crawl_inputs(cfg: NightlyConfig, pcfg: PipelineConfig, base: Path, root: Path, date: str) -> list[Path]:
-    """Crawl the configured seeds into ROOT/_crawl/<date>/ (once per date); its raw shards."""
+def crawl_inputs(
+    cfg: NightlyConfig,
+    pcfg: PipelineConfig,
+    base: Path,
+    root: Path,
+    date: str,
+    engine: str = "local",
+    ray_address: str | None = None,
+) -> list[Path]:
+    """Crawl the configured seeds into ROOT/_crawl/<date>/ (once per date); its raw shards.
+
+    With the Ray engine the seeds are crawled by ``run.workers`` Scrapy processes, one per group of
+    hosts (``ray_engine.crawl_ray``); the raw shards and stats file land in the same place."""
     src = cfg.sources.crawl
     if not (src.seeds or src.seeds_file or src.sitemap):
         return []
@@ -307,10 +318,23 @@ def crawl_inputs(cfg: NightlyConfig, pcfg: PipelineConfig, base: Path, root: Pat
             )
         except (OSError, ValueError) as exc:
             raise NightlyUsageError(f"crawl seeds: {exc}") from exc
-        resume = any(raw.glob("part-*.parquet"))
-        log.info("crawl: %d seeds into %s%s", len(seeds), raw, " (resuming)" if resume else "")
+        if engine == "ray":
+            from poisonguard.pipelines.ray_engine import PARTS_DIR, crawl_ray
+
+            # A killed fan-out may have left shards in its partitions before linking them into raw/.
+            resume = any(raw.glob("part-*.parquet")) or any(raw.glob(f"{PARTS_DIR}/*/raw/part-*.parquet"))
+        else:
+            resume = any(raw.glob("part-*.parquet"))
+        log.info(
+            "crawl: %d seeds into %s (%s engine)%s", len(seeds), raw, engine, " (resuming)" if resume else ""
+        )
         try:
-            stats = run_crawl(seeds, crawl_dir, pcfg.crawl, resume=resume)
+            if engine == "ray":
+                stats = crawl_ray(
+                    seeds, crawl_dir, pcfg.crawl, pcfg.run.workers, resume=resume, address=ray_address
+                )
+            else:
+                stats = run_crawl(seeds, crawl_dir, pcfg.crawl, resume=resume)
         except CrawlError as exc:
             raise NightlyError(f"crawl failed: {exc}") from exc
         log.info("crawl: %s pages, finish reason %s", stats.get("pages"), stats.get("finish_reason"))
@@ -467,8 +491,9 @@ def run_nightly(
     """One nightly run; returns ``{"date", "status": "done"|"skipped", "counts", "out", "report"}``.
 
     ``inputs``/``out``/``state`` override the config's sources, output root and state path.
-    ``engine``: where the filter step runs, ``local`` or ``ray`` (``ray_address``: the cluster to
-    join; default a local Ray for the run); the outcomes, the state and the output are the same.
+    ``engine``: where the crawl and filter steps run, ``local`` or ``ray`` (``ray_address``: the
+    cluster to join; default a local Ray for the run); the outcomes, the state and the output are
+    the same.
     ``lm_scorer`` (tests) is for the local engine only.
     Raises NightlyError (``.code`` = exit code) for anything that stops the run.
     """
@@ -577,7 +602,7 @@ def _run_locked(
     base_index = base_run["index_file"] if base_run else None
 
     # Plan ------------------------------------------------------------------------------------
-    crawled = crawl_inputs(cfg, pcfg, base, root, day)
+    crawled = crawl_inputs(cfg, pcfg, base, root, day, engine, ray_address)
     if (
         existing is not None
         and existing["status"] != DONE

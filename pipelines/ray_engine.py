@@ -124,10 +124,12 @@ def _score_blocks(batch: pa.Table, cfg: PipelineConfig, scored_dir: str) -> pa.T
         rows.append(docs.num_rows)
         timing_names.append(list(timings))
         timing_values.append(list(timings.values()))
+    node = _ray().get_runtime_context().get_node_id()
     return pa.table(
         {
             "chunk": pa.array(done, pa.int64()),
             "rows": pa.array(rows, pa.int64()),
+            "node": pa.array([node] * len(done), pa.string()),
             "timing_names": timing_names,
             "timing_values": timing_values,
         }
@@ -763,6 +765,7 @@ def _run(
     stage_start = time.perf_counter()
     task = progress.start("scoring (ray)", total=input_bytes, unit="B")
     expected: dict[int, int] = {}
+    scored_on: dict[str, int] = {}  # Ray node id -> chunks it scored in this run
     window: list[Any] = []
     window_rows = 0
 
@@ -770,12 +773,16 @@ def _run(
         nonlocal window, window_rows
         if window:
             result = _score_window(window, cfg, scored_dir)
-            for chunk_no, rows, names, values in zip(
-                *(result.column(c).to_pylist() for c in ("chunk", "rows", "timing_names", "timing_values")),
+            for chunk_no, rows, node, names, values in zip(
+                *(
+                    result.column(c).to_pylist()
+                    for c in ("chunk", "rows", "node", "timing_names", "timing_values")
+                ),
                 strict=True,
             ):
                 if rows != expected[chunk_no]:
                     raise RuntimeError(f"chunk {chunk_no}: scored {rows} rows, expected {expected[chunk_no]}")
+                scored_on[node] = scored_on.get(node, 0) + 1
                 for key, value in zip(names, values, strict=True):
                     timings[key] = timings.get(key, 0.0) + value
         progress.advance(task, state.bytes_done, window_rows)
@@ -905,7 +912,12 @@ def _run(
     timings["stage:write"] = time.perf_counter() - stage_start
 
     unreadable = [u.as_dict() for u in state.unreadable]
-    extra = {"engine": "ray", "ray_cpus": cpus, **(extra_report or {})}
+    extra = {
+        "engine": "ray",
+        "ray_cpus": cpus,
+        "ray_nodes": dict(sorted(scored_on.items())),
+        **(extra_report or {}),
+    }
     return runner.commit_run(
         out,
         cfg,
@@ -1017,7 +1029,8 @@ def crawl_ray(
 
     Partition k crawls into OUT/raw/_parts/part-k/ (its own raw shards, log and JOBDIR, so each
     resumes on its own); its shards are then linked into OUT/raw/ as one crawl's ``part-NNNNN``
-    shards, in partition order, and the merged stats written to OUT/raw/_crawl_stats.json.
+    shards, in partition order, and the merged stats written to OUT/raw/_crawl_stats.json (only when
+    every partition's process ran to its end, as run_crawl's child writes it).
     `cfg` is the crawl section (``PipelineConfig.crawl``). Raises CrawlError like run_crawl when the
     crawl as a whole fetched nothing or a process failed."""
     from poisonguard.crawler.raw import raw_shards
@@ -1060,7 +1073,10 @@ def crawl_ray(
             n += 1
     from poisonguard.pipelines.writers import write_json
 
-    write_json(raw_dir / STATS_FILE, merged)
+    # As with run_crawl, the stats file says the crawl ran to its end: not written when a
+    # partition's process died without its stats, so that a rerun (nightly) resumes the crawl.
+    if all(stats for stats, _ in results):
+        write_json(raw_dir / STATS_FILE, merged)
     if hard:
         raise CrawlError("; ".join(f"partition {k}: {err}" for k, err in hard), merged)
     if not merged["pages_2xx"]:

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -498,43 +499,53 @@ def test_cli_exit_codes_and_summary(inbox: Path, tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "drift.threshold" in bad.output
 
 
-@pytest.mark.slow
-def test_crawl_source_two_nights_whole_site_swapped(tmp_path: Path) -> None:
-    """Seeds crawled every night (a real 127.0.0.1 site); on night 2 every page serves other text."""
-    from tests.crawler import servers
+# Crawl settings for the 127.0.0.1 sites: no throttling, retries or cloaking probes.
+SITE_CRAWL = {
+    "autothrottle": False,
+    "retry_times": 0,
+    "max_time_s": 60,
+    "cloaking_sample_rate": 0.0,
+    "cloaking_probe_detectors": [],
+    "cloaking_probe_seeds": False,
+}
 
-    night = {"n": 1}
+
+def swap_site(night: dict[str, int], tag: str = "") -> Callable[[Any], None]:
+    """A link page and six pages; from night 2 (``night["n"]``) the six serve other text. `tag`
+    makes the text of one site differ from another's."""
+    from tests.crawler import servers
 
     def route(h: Any) -> None:
         path = h.path.split("?", 1)[0]
         if path == "/robots.txt":
             servers.send(h, 200, b"User-agent: *\nAllow: /\n", "text/plain")
         elif path == "/":
-            links = "".join(f'<li><a href="/p{k}.html">page {k}</a></li>' for k in range(6))
+            links = "".join(f'<li><a href="/p{k}.html">{tag}page {k}</a></li>' for k in range(6))
             servers.send(h, 200, f"<html><body><ul>{links}</ul></body></html>".encode())
         elif path.startswith("/p") and path.endswith(".html"):
             k = path[2:-5]
-            text = page(f"site{k}") if night["n"] == 1 else page(f"squatter-site{k}")
+            text = page(f"{tag}site{k}") if night["n"] == 1 else page(f"{tag}squatter-site{k}")
             servers.send(
                 h, 200, f"<html><head><title>p{k}</title></head><body><p>{text}</p></body></html>".encode()
             )
         else:
             servers.send(h, 404, b"not found")
 
-    with servers.TestServer(route) as site:
-        crawl = {
-            "autothrottle": False,
-            "retry_times": 0,
-            "max_time_s": 60,
-            "cloaking_sample_rate": 0.0,
-            "cloaking_probe_detectors": [],
-            "cloaking_probe_seeds": False,
-        }
+    return route
+
+
+@pytest.mark.slow
+def test_crawl_source_two_nights_whole_site_swapped(tmp_path: Path) -> None:
+    """Seeds crawled every night (a real 127.0.0.1 site); on night 2 every page serves other text."""
+    from tests.crawler import servers
+
+    night = {"n": 1}
+    with servers.TestServer(swap_site(night)) as site:
         cfg = NightlyConfig.model_validate(
             {
                 "sources": {"crawl": {"seeds": [site.base + "/"]}},
                 "use_lm": False,
-                "pipeline": {"perplexity": {"enabled": False}, "crawl": crawl},
+                "pipeline": {"perplexity": {"enabled": False}, "crawl": SITE_CRAWL},
             }
         )
         root = tmp_path / "root"

@@ -17,11 +17,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from poisonguard.filters import dedup
-from poisonguard.pipelines.nightly import NightlyConfig, run_nightly
+from poisonguard.pipelines.nightly import CRAWL_DIR, NightlyConfig, run_nightly
+from poisonguard.pipelines.state import StateStore
 from tests.conftest import write_jsonl
 from tests.pipelines.test_nightly import (
     DATES,
     PIPELINE,
+    SITE_CRAWL,
     night_records,
     no_report_plots,  # noqa: F401 (fixture)
     outcomes,
@@ -29,6 +31,7 @@ from tests.pipelines.test_nightly import (
     signals,
     stage,
     state_snapshot,
+    swap_site,
 )
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -109,3 +112,60 @@ def test_ray_nights_equal_local_nights(inbox: Path, tmp_path: Path) -> None:
     assert n2["copy-of-squatter@2"][0] == "quarantined"
     assert "near_dup:copy_of_quarantined" in n2["copy-of-squatter@2"][1]
     assert n3["news3@3"] == ("duplicate", ("dedup:exact_duplicate",), "news3@2")
+
+
+def test_ray_crawl_step_fans_out_by_host_and_equals_local(tmp_path: Path) -> None:
+    """Seeds on two 127.0.0.1 sites crawled by nightly on both engines, two nights (every page
+    swapped on night 2). The Ray engine crawls each site in its own Scrapy process (a Ray task) into
+    the same ROOT/_crawl/<date>/raw/ layout; the documents, outcomes and reasons are the local ones."""
+    from tests.crawler import servers
+
+    night = {"n": 1}
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    with (
+        servers.TestServer(swap_site(night, "alpha"), lifetime_s=600) as a,
+        servers.TestServer(swap_site(night, "beta"), lifetime_s=600) as b,
+    ):
+        cfg = NightlyConfig.model_validate(
+            {
+                "sources": {"crawl": {"seeds": [a.base + "/", b.base + "/"]}},
+                "use_lm": False,
+                "pipeline": {
+                    "perplexity": {"enabled": False},
+                    "crawl": SITE_CRAWL,
+                    "run": {"workers": 2, "batch_rows": 5},
+                },
+            }
+        )
+        for n in (1, 2):
+            night["n"] = n
+            for engine in ("local", "ray"):
+                results[engine, n] = run_nightly(
+                    cfg, base=tmp_path, date=DATES[n], out=tmp_path / engine, engine=engine
+                )
+    hosts = {a.base.split("/")[2], b.base.split("/")[2]}
+    for n in (1, 2):
+        local, distributed = results["local", n], results["ray", n]
+        assert distributed["status"] == local["status"] == "done"
+        assert outcomes(distributed["out"]) == outcomes(local["out"]), n
+        assert distributed["report"]["engine"] == "ray"
+        for key in ("in", "kept", "quarantined", "duplicate", "urls"):
+            assert distributed["counts"][key] == local["counts"][key], (n, key)
+        raw = tmp_path / "ray" / CRAWL_DIR / DATES[n] / "raw"
+        stats = json.loads((raw / "_crawl_stats.json").read_text())
+        # One partition (Scrapy process) per site, each site's pages in its own shard.
+        assert [len(p["hosts"]) for p in stats["partitions"]] == [1, 1]
+        assert {h for p in stats["partitions"] for h in p["hosts"]} == set(stats["hosts"]) == hosts
+        shards = sorted(p.name for p in raw.glob("part-*.parquet"))
+        assert shards == ["part-00000.parquet", "part-00001.parquet"]
+        assert stats["pages_2xx"] == distributed["counts"]["in"] == 14
+        store = StateStore(tmp_path / "ray" / "state.sqlite")
+        try:
+            planned = sorted(Path(f["path"]).name for f in store.run(DATES[n])["inputs"])
+        finally:
+            store.close()
+        assert planned == shards  # the filter step read the linked shards
+    assert results["ray", 1]["counts"]["kept"] == 14 and results["ray", 1]["counts"]["quarantined"] == 0
+    n2 = outcomes(results["ray", 2]["out"])
+    swapped = [v for v in n2.values() if any(r.startswith("drift:host_changed(12 of 14") for r in v[1])]
+    assert len(swapped) == 12 and results["ray", 2]["counts"]["quarantined"] == 12
