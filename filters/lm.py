@@ -94,7 +94,7 @@ class LoadedModel:
     prefix_id: int | None  # token put before every scored window so its first token gets a prediction
 
 
-_CACHE: dict[tuple[str, str | None, str], LoadedModel] = {}
+_CACHE: dict[tuple[str, str | None, str, str], LoadedModel] = {}
 _LOCK = threading.Lock()
 
 
@@ -183,15 +183,19 @@ def _keep_converted(lm: Any, tok: Any, kept: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_model(model: str | None, dtype: str = "float32") -> LoadedModel:
-    """Load (once per process) the tokenizer and causal LM; `dtype` is float32, bfloat16 or int8.
+def load_model(model: str | None, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+    """Load (once per process and device) the tokenizer and causal LM; `dtype` is float32, bfloat16
+    or int8; `device` a torch device string (cpu, cuda:0).
 
-    int8 is dynamic quantisation of the Linear layers (weights int8, activations quantised per batch).
+    int8 is dynamic quantisation of the Linear layers (weights int8, activations quantised per batch);
+    it runs on the CPU only.
     """
     if dtype not in ("float32", "bfloat16", "int8"):
         raise ValueError(f"perplexity.dtype: {dtype!r} is not one of float32, bfloat16, int8")
+    if dtype == "int8" and device != "cpu":
+        raise ValueError(f"perplexity.dtype: int8 runs on the CPU only, not on {device}")
     source = resolve_model(model)
-    key = (source.folder, source.gguf_file, dtype)
+    key = (source.folder, source.gguf_file, dtype, device)
     with _LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
@@ -217,6 +221,8 @@ def load_model(model: str | None, dtype: str = "float32") -> LoadedModel:
             lm = lm.to(torch.bfloat16)
         elif dtype == "int8":
             lm = _quantize_int8(lm)
+        if device != "cpu":
+            lm = lm.to(device)
         loaded = LoadedModel(lm, tok, source.name or source.folder, dtype, _prefix_token(tok))
         _CACHE[key] = loaded
         return loaded

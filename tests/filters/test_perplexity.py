@@ -25,7 +25,7 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 
-def _tiny_model_dir(root: Path) -> Path:
+def _tiny_model_dir(root: Path, attention: bool = False) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -46,12 +46,13 @@ def _tiny_model_dir(root: Path) -> Path:
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():
-        for layer in model.model.layers:  # layers add nothing: the output depends on the current token only
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
+        if not attention:  # layers add nothing: the output depends on the current token only
+            for layer in model.model.layers:
+                layer.self_attn.o_proj.weight.zero_()
+                layer.mlp.down_proj.weight.zero_()
         model.model.embed_tokens.weight.copy_(torch.randn(len(vocab), 32))
         model.model.norm.weight.fill_(1.0)
-    out = root / "tiny-lm"
+    out = root / ("tiny-lm-attn" if attention else "tiny-lm")
     model.save_pretrained(out)
     fast.save_pretrained(out)
     return out
@@ -149,6 +150,47 @@ def test_batch_order_and_batching_do_not_change_results(tiny_dir: Path) -> None:
                     assert other[name] == pytest.approx(value, rel=1e-4, abs=1e-4), name
                 else:
                     assert other[name] == value, name
+
+
+def test_pack_windows_places_every_window_once_within_the_row_length() -> None:
+    rng = random.Random(3)
+    lengths = [rng.randint(1, 300) for _ in range(200)] + [700]
+    rows = ppl.pack_windows(lengths, 512)
+    placed = sorted(i for row in rows for i in row)
+    assert placed == list(range(len(lengths)))
+    for row in rows:
+        assert sum(lengths[i] for i in row) <= 512 or len(row) == 1
+    assert len(rows) <= sum(lengths) // 512 + 3  # near the bound: little room is wasted
+    assert ppl.pack_windows(lengths, 512) == rows and ppl.pack_windows([], 64) == []
+
+
+def test_packed_windows_do_not_see_each_other(tmp_path: Path) -> None:
+    """With attention switched on, each window's NLLs from a packed row equal those of the window
+    scored alone: positions restart per window and the mask keeps windows apart."""
+    model_dir = _tiny_model_dir(tmp_path, attention=True)
+    scorer = ppl.PerplexityScorer(ppl.Config(model=str(model_dir), batch_size=2))
+    tok, model = scorer.lm.tokenizer, scorer.lm.model
+    windows = [
+        tok(_noise(n, seed=n), add_special_tokens=False)["input_ids"] for n in (90, 30, 200, 55, 7, 120)
+    ]
+    assert len(ppl.pack_windows([len(w) + 1 for w in windows], 201)) < len(windows)  # really packed
+    packed = scorer._nll(windows)
+    with torch.inference_mode():
+        for w, got in zip(windows, packed, strict=True):
+            ids = torch.tensor([[scorer.lm.prefix_id, *w]])
+            logits = model(input_ids=ids).logits[0, :-1]
+            alone = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none").numpy()
+            assert got == pytest.approx(alone, rel=1e-4, abs=1e-4)
+
+
+def test_device_setting() -> None:
+    assert ppl.resolve_device("cpu") == "cpu"
+    assert ppl.resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="perplexity.device: cuda:1 is not available"):
+            ppl.resolve_device("cuda:1")
+    with pytest.raises(ValueError, match="device"):
+        ppl.Config(device="gpu")
 
 
 def test_identical_texts_get_identical_signals(scorer: ppl.PerplexityScorer) -> None:
