@@ -2,12 +2,17 @@
 
 Clean text (``make bench-data`` first): Wikipedia summaries en/fr/es, Debian handbook pages de/ja/ru/en
 and the Python 3.11 docs (code-heavy). Poison: bench.generators P-SUDO (plain and HTML-escaped trigger),
-P-SUDO-adapt (Markov and unigram payloads) and P-TRAP, all built on the same clean carriers.
+P-SUDO-adapt (Markov and unigram payloads) and P-TRAP, all built on the same clean carriers, and P-TARPIT
+(real Markov babble pages). Hard negatives, counted apart and not used to set thresholds: texts that
+discuss attacks and benign look-alikes of injection phrases (all of them), the UDHR in many languages and
+the Python docs (sampled like the clean set).
 
 Each threshold is set above the clean set's highest value of its signal, by a margin proportional to
 how far that maximum lies from the clean median (see :func:`calibrate`); the tables then report the
 false-positive rate (with counts) and the recall per family at those thresholds and at the shipped
-defaults. Signals are cached per (text, detector settings) so a rerun only re-decides.
+defaults, with a one-sided 95% upper bound on the clean false-positive rate. Signals are cached per
+(text, detector settings) so a rerun only re-decides; the context gain has its own cache, so changing its
+settings rescores only the documents that can get one.
 
 Run: ``python -m bench.calibrate_perplexity [--per-category 75] [--poison 50] [--margin 0.25]``;
 prints Markdown.
@@ -42,28 +47,66 @@ CLEAN_CATEGORIES = (
     "handbook-en",
     "python-docs",
 )
+HARD_NEGATIVES = ("discusses-attacks", "lookalike-benign")  # all of them
+HARD_SAMPLED = ("udhr", "python-docs")  # as many per category as the clean set
 # Settings that change the signals (a change invalidates the signal cache).
 SIGNALS_VERSION = 3  # bump when filters/perplexity.py computes signals differently
 SCORING_KEYS = ("model", "dtype", "max_tokens", "window", "min_segment", "trigger_tokens", "uniform_ratio")
+# The context gain (cached apart): its own settings on top of the scoring ones.
+GAIN = ppl.PREFIX + "context_gain"
+GAIN_VERSION = 1  # bump when filters/perplexity.py computes the context gain differently
+GAIN_KEYS = (
+    "context_chunk",
+    "context_chunks",
+    "context_min_position",
+    "context_gain_min_nll",
+    "context_gain_min_tokens",
+    "incoherent_max_nll",
+)
 
 
-def _settings_key(cfg: ppl.Config) -> str:
+def _settings_key(cfg: ppl.Config, gain: bool = False) -> str:
     settings: dict[str, Any] = {k: getattr(cfg, k) for k in SCORING_KEYS}
     settings["signals_version"] = SIGNALS_VERSION
+    if gain:
+        settings.update({k: getattr(cfg, k) for k in GAIN_KEYS})
+        settings["gain_version"] = GAIN_VERSION
     raw = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def _load(path: Path) -> dict[str, dict[str, Any]]:
+    return {row["text_sha"]: row for row in pq.read_table(path).to_pylist()} if path.exists() else {}
+
+
+def _save(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(list(rows.values())), path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
 def score_cached(docs: list[dict[str, Any]], cfg: ppl.Config, store: Path) -> tuple[pa.Table, float, int]:
-    """Signals for `docs` (in order); returns (table, seconds spent scoring, tokens scored now)."""
-    key = _settings_key(cfg)
-    path = store / f"signals-{key}.parquet"
-    known: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        for row in pq.read_table(path).to_pylist():
-            known[row["text_sha"]] = row
+    """Signals for `docs` (in order); returns (table, seconds spent scoring, tokens scored now).
+
+    A document is scored when its signals are not cached, or when its context gain is not cached and
+    its cached signals make it a candidate for one (others get a null gain without scoring)."""
+    path = store / f"signals-{_settings_key(cfg)}.parquet"
+    gain_path = store / f"gain-{_settings_key(cfg, gain=True)}.parquet"
+    known, gains = _load(path), _load(gain_path)
     shas = [hashlib.sha256(d["text"].encode("utf-8", "surrogatepass")).hexdigest() for d in docs]
-    todo = [i for i, s in enumerate(shas) if s not in known]
+    first = {sha: i for i, sha in reversed(list(enumerate(shas)))}
+    todo, gains_added = [], False
+    for sha, i in first.items():
+        row = known.get(sha)
+        if row is None:
+            todo.append(i)
+        elif sha not in gains:
+            mean, n = row[ppl.PREFIX + "mean_nll"], row[ppl.PREFIX + "scored_tokens"]
+            if ppl.gain_candidate(mean, n, cfg):
+                todo.append(i)
+            else:
+                gains[sha], gains_added = {"text_sha": sha, GAIN: None}, True
+    todo.sort()
     seconds, tokens = 0.0, 0
     if todo:
         scorer = ppl.PerplexityScorer(cfg)
@@ -76,19 +119,22 @@ def score_cached(docs: list[dict[str, Any]], cfg: ppl.Config, store: Path) -> tu
             seconds += time.perf_counter() - t
             rows = pa.table(cols).to_pylist()
             for i, row in zip(part, rows, strict=True):
+                gains[shas[i]] = {"text_sha": shas[i], GAIN: row.pop(GAIN)}
                 row["text_sha"] = shas[i]
-                known[shas[i]] = row
+                known.setdefault(shas[i], row)  # signals already cached stay as they were
                 tokens += row[ppl.PREFIX + "scored_tokens"] or 0
             print(
                 f"  scored {min(a + step, len(todo))}/{len(todo)} ({tokens / max(seconds, 1e-9):.0f} tok/s)",
                 file=sys.stderr,
                 flush=True,
             )
-        store.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(list(known.values())), path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
+        _save(known, path)
+    if todo or gains_added:
+        _save(gains, gain_path)
     rows = [{k: v for k, v in known[s].items() if k != "text_sha"} for s in shas]
-    table = pa.Table.from_pylist(rows).append_column("url", pa.array([d["url"] for d in docs], pa.string()))
+    table = pa.Table.from_pylist(rows)
+    table = table.append_column(GAIN, pa.array([gains[s][GAIN] for s in shas], pa.float64()))
+    table = table.append_column("url", pa.array([d["url"] for d in docs], pa.string()))
     return table, seconds, tokens
 
 
@@ -96,19 +142,59 @@ def _round_up(x: float, step: float) -> float:
     return math.ceil(x / step) * step
 
 
+def _round_down(x: float, step: float) -> float:
+    return math.floor(x / step) * step
+
+
+def fp_upper_bound(k: int, n: int, alpha: float = 0.05) -> float:
+    """One-sided (1 - alpha) Clopper-Pearson upper bound on a rate seen k times in n trials."""
+    if n == 0 or k >= n:
+        return 1.0
+
+    def cdf(p: float) -> float:  # P(X <= k) for X ~ Binomial(n, p)
+        return sum(math.exp(math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
+                            + j * math.log(p) + (n - j) * math.log1p(-p)) for j in range(k + 1))  # fmt: skip
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) > alpha else (lo, mid)
+    return hi
+
+
 def calibrate(clean: pa.Table, base: ppl.Config, margin: float) -> ppl.Config:
     """Thresholds outside the clean distribution (documents with >= min_tokens scored tokens).
 
     A threshold is the clean maximum plus `margin` times the distance from the clean median to that
     maximum (the rule that fires on one signal alone, a bare change-point, gets twice the margin), rounded
-    up. The trap rule's copied-span bound (`repeat_window_nll`) is not calibrated here: it only acts
-    together with a window NLL above every clean document's."""
+    up. The context gain flags low values in a band of mean NLL. The band starts at the scoring setting
+    `context_gain_min_nll` (above the clean median; documents below it get no gain) and ends like the
+    thresholds above, over the clean documents long enough to be candidates (`incoherent_max_nll`, never
+    above the scoring one); the gain threshold is the minimum over the clean candidates minus `margin`
+    times the distance from that minimum to their median, rounded down. The
+    trap rule's copied-span bound (`repeat_window_nll`) is not calibrated here: it only acts together with
+    a window NLL above every clean document's."""
     rows = [r for r in clean.to_pylist() if (r[ppl.PREFIX + "scored_tokens"] or 0) >= base.min_tokens]
 
+    def values(name: str) -> list[float]:
+        return sorted(r[ppl.PREFIX + name] for r in rows if r.get(ppl.PREFIX + name) is not None)
+
     def above(name: str, step: float, k: float = 1.0, cap: float = math.inf) -> float:
-        vals = sorted(r[ppl.PREFIX + name] for r in rows if r[ppl.PREFIX + name] is not None)
+        vals = values(name)
         hi, med = vals[-1], vals[len(vals) // 2]
         return min(cap, _round_up(hi + k * margin * (hi - med), step))
+
+    # The incoherent rule's band ends above every clean document long enough to be a candidate, and
+    # its gain threshold lies below every clean candidate's gain.
+    n_min = base.context_gain_min_tokens
+    long = sorted(r[ppl.PREFIX + "mean_nll"] for r in rows if r[ppl.PREFIX + "scored_tokens"] >= n_min)
+    top = long[-1] + margin * (long[-1] - long[len(long) // 2])
+    upper = min(base.incoherent_max_nll, _round_up(top, 0.25))  # no gains were computed above the base's
+    gains = sorted(r[GAIN] for r in rows if r.get(GAIN) is not None and r[ppl.PREFIX + "mean_nll"] < upper)
+    incoherent = base.incoherent_context_gain
+    if gains:
+        lo, med = gains[0], gains[len(gains) // 2]
+        incoherent = _round_down(lo - margin * (med - lo), 0.05)
 
     return base.model_copy(
         update={
@@ -118,6 +204,8 @@ def calibrate(clean: pa.Table, base: ppl.Config, margin: float) -> ppl.Config:
             "strong_changepoint_jump": above("changepoint_jump", 0.25, k=2.0),
             "babble_mean_nll": above("mean_nll", 0.25),
             "babble_window_nll": above("max_window_nll", 0.25),
+            "incoherent_max_nll": upper,
+            "incoherent_context_gain": incoherent,
         }
     )
 
@@ -131,6 +219,23 @@ def _flag_rate(signals: pa.Table, cfg: ppl.Config) -> tuple[int, int, dict[str, 
     return sum(1 for rs in reasons if rs), len(reasons), by
 
 
+def _gains(sig: pa.Table, cfg: ppl.Config, in_band: bool = True) -> list[float]:
+    """Context gains of the documents inside (or, in_band=False, above) the incoherent rule's band."""
+    out = []
+    for r in sig.to_pylist():
+        gain, mean, n = r[GAIN], r[ppl.PREFIX + "mean_nll"], r[ppl.PREFIX + "scored_tokens"]
+        if gain is None:
+            continue
+        if ppl.gain_candidate(mean, n, cfg) if in_band else mean >= cfg.incoherent_max_nll:
+            out.append(gain)
+    return sorted(out)
+
+
+def _gain_summary(sig: pa.Table, cfg: ppl.Config) -> str:
+    gains = _gains(sig, cfg)
+    return f"{len(gains)}, {gains[0]:.2f} / {gains[len(gains) // 2]:.2f}" if gains else "0"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-category", type=int, default=75, help="clean documents per category")
@@ -141,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     base = ppl.Config() if args.max_tokens is None else ppl.Config(max_tokens=args.max_tokens)
     try:
         clean_docs = clean_base(limit_per_category=args.per_category, seed=0, only=CLEAN_CATEGORIES)
+        hard_docs = clean_base(seed=0, only=HARD_NEGATIVES) + clean_base(
+            limit_per_category=args.per_category, seed=0, only=HARD_SAMPLED
+        )
+        tarpit = gen.p_tarpit(max(1, args.poison // 2), seed=0)
     except MissingData as exc:
         print(f"calibrate_perplexity: {exc}", file=sys.stderr)
         return 2
@@ -152,9 +261,13 @@ def main(argv: list[str] | None = None) -> int:
         "P-SUDO-adapt markov": gen.p_sudo_adapt(carriers, n=max(1, n // 2), seed=0, mode="markov"),
         "P-SUDO-adapt unigram": gen.p_sudo_adapt(carriers, n=max(1, n // 2), seed=0, mode="unigram"),
         "P-TRAP": gen.p_trap(carriers, n=max(9, n // 2), seed=0),
+        "P-TARPIT": tarpit,
     }
     store = cache_dir() / "perplexity"
+    # Context gains for the widest band the calibration can choose (up to the babble rule's mean NLL).
+    base = base.model_copy(update={"incoherent_max_nll": base.babble_mean_nll})
     clean, secs, toks = score_cached(clean_docs, base, store)
+    hard = score_cached(hard_docs, base, store)[0]
     poisoned = {name: score_cached(docs, base, store)[0] for name, docs in families.items()}
     cfg = calibrate(clean, base, args.margin)
 
@@ -162,6 +275,15 @@ def main(argv: list[str] | None = None) -> int:
         f"Model: {ppl.Config().model or 'SmolLM2-135M (shipped GGUF)'}, dtype {base.dtype}, "
         f"max_tokens {base.max_tokens}, window {base.window}; "
         f"margin {args.margin} x (clean max - clean median).\n"
+    )
+    print(
+        f"Context gain (perplexity:incoherent): mean NLL of up to {base.context_chunks} chunks of "
+        f"{base.context_chunk} tokens scored alone (those with the highest full-context NLL, starting "
+        f">= {base.context_min_position} tokens into their window) minus their full-context NLL; only for "
+        f"documents with >= {base.context_gain_min_tokens} scored tokens and a mean NLL from "
+        f"{base.context_gain_min_nll} (above the clean median) to below incoherent_max_nll (calibrated on "
+        f"the clean documents that long, like the thresholds above); threshold: the lowest clean gain "
+        f"minus {args.margin} x (their median - that minimum).\n"
     )
     print("Calibrated thresholds (copy into configs/default.yaml and perplexity.Config):\n")
     print("| threshold | value |\n|---|---|")
@@ -173,11 +295,16 @@ def main(argv: list[str] | None = None) -> int:
         "babble_mean_nll",
         "babble_window_nll",
         "repeat_window_nll",
+        "incoherent_max_nll",
+        "incoherent_context_gain",
     ):
         print(f"| {k} | {getattr(cfg, k):.2f} |")
     print("\nClean text (false positives at the calibrated thresholds, and at the shipped defaults):\n")
-    print("| category | docs | mean NLL (median) | max window NLL (max) | FP calibrated | FP defaults |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| category | docs | mean NLL (median) | max window NLL (max) | gain (in band: n, min / median) "
+        "| FP calibrated | FP defaults |"
+    )
+    print("|---|---|---|---|---|---|---|")
     cats = [d["category"] for d in clean_docs]
     for cat in [*CLEAN_CATEGORIES, "all"]:
         idx = [i for i, c in enumerate(cats) if cat in (c, "all")]
@@ -192,14 +319,41 @@ def main(argv: list[str] | None = None) -> int:
         f_def, _, _ = _flag_rate(sub, ppl.Config())
         med = means[len(means) // 2] if means else float("nan")
         print(
-            f"| {cat} | {tot} | {med:.2f} | {hi:.2f} | {f_cal} ({100 * f_cal / tot:.1f}%) | "
-            f"{f_def} ({100 * f_def / tot:.1f}%) |"
+            f"| {cat} | {tot} | {med:.2f} | {hi:.2f} | {_gain_summary(sub, cfg)} | "
+            f"{f_cal} ({100 * f_cal / tot:.1f}%) | {f_def} ({100 * f_def / tot:.1f}%) |"
+        )
+    f_cal, tot, _ = _flag_rate(clean, cfg)
+    f_def, _, _ = _flag_rate(clean, ppl.Config())
+    print(
+        f"\nClean false-positive rate, one-sided 95% upper bound: {100 * fp_upper_bound(f_cal, tot):.2f}% "
+        f"calibrated, {100 * fp_upper_bound(f_def, tot):.2f}% defaults ({tot} documents)."
+    )
+    print("\nHard negatives (not used for the thresholds):\n")
+    print(
+        "| category | docs | gain (in band: n, min / median) | low gain above band "
+        "| FP calibrated | FP defaults | reasons (calibrated) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    hard_cats = [d["category"] for d in hard_docs]
+    for cat in (*HARD_NEGATIVES, *HARD_SAMPLED, "all"):
+        idx = [i for i, c in enumerate(hard_cats) if cat in (c, "all")]
+        if not idx:
+            continue
+        sub = hard.take(idx)
+        f_cal, tot, by = _flag_rate(sub, cfg)
+        f_def, _, _ = _flag_rate(sub, ppl.Config())
+        reasons = ", ".join(f"{k.split(':')[1]} {v}" for k, v in sorted(by.items()))
+        kept = sum(1 for g in _gains(sub, cfg, in_band=False) if g <= cfg.incoherent_context_gain)
+        print(
+            f"| {cat} | {tot} | {_gain_summary(sub, cfg)} | {kept} | {f_cal} ({100 * f_cal / tot:.1f}%) | "
+            f"{f_def} ({100 * f_def / tot:.1f}%) | {reasons} |"
         )
     print("\nRecall per poison family (calibrated thresholds; shipped defaults):\n")
     print(
-        "| family | docs | recall calibrated | recall defaults | reasons (calibrated) | top mined trigger |"
+        "| family | docs | recall calibrated | recall defaults | gain (in band: n, min / median) "
+        "| reasons (calibrated) | top mined trigger |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for name, sig in poisoned.items():
         f_cal, tot, by = _flag_rate(sig, cfg)
         f_def, _, _ = _flag_rate(sig, ppl.Config())
@@ -212,7 +366,10 @@ def main(argv: list[str] | None = None) -> int:
             else "-"
         )
         reasons = ", ".join(f"{k.split(':')[1]} {v}" for k, v in sorted(by.items()))
-        print(f"| {name} | {tot} | {f_cal / tot:.2f} | {f_def / tot:.2f} | {reasons} | {top} |")
+        print(
+            f"| {name} | {tot} | {f_cal / tot:.2f} | {f_def / tot:.2f} | {_gain_summary(sig, cfg)} "
+            f"| {reasons} | {top} |"
+        )
     if toks:
         print(f"\nScored {toks} clean tokens in {secs:.0f} s ({toks / secs:.0f} tokens/s) this run.")
     return 0

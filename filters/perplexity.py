@@ -23,6 +23,24 @@ Signals (one row per document, nulls where the text has no scorable tokens):
 ``perplexity_after_uniform_share`` uniform share of the tokens after the change-point
 ``perplexity_trigger_candidate``   the words just before (and at) the change-point
 ``perplexity_scored_tokens``       tokens scored (at most `max_tokens`: head, middle and tail windows)
+``perplexity_context_gain``        mean NLL of a sample of scored tokens when each sees at most
+                                   `context_chunk` tokens of context, minus their NLL with full context
+                                   (null unless the document could be flagged incoherent, see below)
+
+Reasons (``flag``): ``perplexity:gibberish_after_trigger`` (a jump to uniform-like tokens),
+``perplexity:gibberish`` (uniform-like tokens throughout), ``perplexity:changepoint`` (a very large jump
+alone), ``perplexity:repeated_sequence`` (a copyright trap: an unlikely span and a copied one),
+``perplexity:babble`` (mean or window NLL above any clean text) and ``perplexity:incoherent``: word-level
+babble whose NLL overlaps real text (an order-2 Markov chain, tarpit pages) but which has no long-range
+coherence, so a long context helps the LM little: on the chunks the LM finds least predictable, real
+text gains ~2 nats/token from context beyond `context_chunk` tokens (1.3 at the least on 600 clean
+pages), Markov babble and tarpit pages under 1. The short-context pass costs at most `context_chunks` x
+`context_chunk` tokens and runs only for documents that could be flagged: at least
+`context_gain_min_tokens` scored tokens and a mean NLL from `context_gain_min_nll` (above the clean
+median) to below `incoherent_max_nll` (above every clean document that long). Outside that band the
+rule never fires: short documents have a short full context too (texts that discuss attacks, a few
+lines long, gain as little as babble), and prose that quotes a long encoded payload (base32, ascii85)
+gains little where it is least predictable but has a mean NLL above the band.
 
 Cost is bounded per document (`max_tokens`), identical texts in a batch are scored once, windows are
 packed end to end into rows with a block-diagonal causal mask (no padding, no cross-window attention),
@@ -99,6 +117,27 @@ class Config(BaseModel):
         default=0.5,
         ge=0,
         description="min window NLL of a copied span; with a max window >= babble_window_nll: a trap",
+    )
+    # Context gain (perplexity:incoherent). The scoring settings bound its cost; the threshold is
+    # calibrated like the others (bench/calibrate_perplexity.py).
+    context_chunk: int = Field(default=16, ge=2, description="tokens per short-context chunk (its context)")
+    context_chunks: int = Field(
+        default=8, ge=1, description="short-context chunks scored per candidate document at most"
+    )
+    context_min_position: int = Field(
+        default=64, ge=0, description="chunks start this many tokens or more into their scored window"
+    )
+    context_gain_min_nll: float = Field(
+        default=3.5, ge=0, description="candidates (short-context pass, incoherent rule): mean NLL >= this"
+    )
+    context_gain_min_tokens: int = Field(
+        default=128, ge=1, description="candidates: at least this many scored tokens"
+    )
+    incoherent_max_nll: float = Field(
+        default=5.0, ge=0, description="candidates: mean NLL below this (above every clean long document's)"
+    )
+    incoherent_context_gain: float = Field(
+        default=1.05, description="context gain <= this (a candidate's) -> perplexity:incoherent"
     )
 
 
@@ -254,6 +293,36 @@ def _signals(
     return out
 
 
+def gain_candidate(mean_nll: float | None, scored_tokens: int | None, cfg: Config) -> bool:
+    """Could this document be flagged incoherent (so its context gain is worth measuring)? Enough tokens
+    and a mean NLL in the band where babble overlaps real text: from `context_gain_min_nll` to below
+    `incoherent_max_nll`."""
+    return (
+        mean_nll is not None
+        and scored_tokens is not None
+        and scored_tokens >= cfg.context_gain_min_tokens
+        and cfg.context_gain_min_nll <= mean_nll < cfg.incoherent_max_nll
+    )
+
+
+def _context_chunks(
+    full: Sequence[np.ndarray], lengths: Sequence[int], cfg: Config, shift: int
+) -> list[tuple[int, int]]:
+    """(window, first token) of the chunks scored again with short context, in text order.
+
+    Candidates are the `context_chunk`-token chunks of each scored window that start at least
+    `context_min_position` tokens into it (their full-context NLLs saw a long context); at most
+    `context_chunks` of them are kept: those with the highest full-context NLL. `full[s]` holds window
+    s's NLLs, `shift` tokens fewer than the window (1 when no separator token is put before it)."""
+    c = cfg.context_chunk
+    cands: list[tuple[float, int, int]] = []
+    for s, (nll, n) in enumerate(zip(full, lengths, strict=True)):
+        for st in range(cfg.context_min_position, n - c + 1, c):
+            cands.append((-float(nll[st : st + c - shift].mean()), s, st))
+    cands.sort()
+    return sorted((s, st) for _, s, st in cands[: cfg.context_chunks])
+
+
 _COLUMNS: dict[str, pa.DataType] = {
     "mean_nll": pa.float32(),
     "max_window_nll": pa.float32(),
@@ -266,6 +335,7 @@ _COLUMNS: dict[str, pa.DataType] = {
     "after_uniform_share": pa.float32(),
     "trigger_candidate": pa.string(),
     "scored_tokens": pa.int32(),
+    "context_gain": pa.float32(),
 }
 SIGNAL_COLUMNS = tuple(PREFIX + name for name in _COLUMNS)
 
@@ -390,6 +460,31 @@ class PerplexityScorer:
                     at += n
         return out
 
+    def _context_gain(
+        self, plans: list[_Plan], per_text: list[list[np.ndarray]], results: list[dict[str, Any]]
+    ) -> None:
+        """Adds ``context_gain`` to the candidates' results: one more pass over a few short chunks each,
+        every chunk alone after the separator, so a token sees at most `context_chunk` tokens."""
+        cfg, c = self.cfg, self.cfg.context_chunk
+        shift = 0 if self.lm.prefix_id is not None else 1
+        chunks: list[list[int]] = []
+        owner: list[tuple[int, np.ndarray]] = []  # (text, the chunk's full-context NLLs)
+        for u, plan in enumerate(plans):
+            if not gain_candidate(results[u].get("mean_nll"), results[u]["scored_tokens"], cfg):
+                continue
+            for s, st in _context_chunks(per_text[u], [len(w) for w in plan.ids], cfg, shift):
+                chunks.append(plan.ids[s][st : st + c])
+                owner.append((u, per_text[u][s][st : st + c - shift]))
+        if not chunks:
+            return
+        short: dict[int, list[float]] = defaultdict(list)
+        full: dict[int, list[float]] = defaultdict(list)
+        for (u, long_nll), short_nll in zip(owner, self._nll(chunks), strict=True):
+            short[u] += short_nll.tolist()
+            full[u] += long_nll.tolist()
+        for u in short:
+            results[u]["context_gain"] = float(np.mean(short[u]) - np.mean(full[u]))
+
     def score(self, batch: pa.Table) -> dict[str, pa.Array]:
         """Signal columns for every row of `batch` (reads ``text``)."""
         texts = [t if isinstance(t, str) else "" for t in batch.column("text").to_pylist()]
@@ -419,6 +514,7 @@ class PerplexityScorer:
                 segs += [s] * len(kept)
             nll = np.concatenate(per_text[u]) if per_text[u] else np.zeros(0)
             results.append(_signals(uniq[u], nll, offsets, np.asarray(segs), self.cfg, self.ln_vocab))
+        self._context_gain(plans, per_text, results)
         rows = [results[distinct[t]] for t in texts]
         return {
             PREFIX + name: pa.array([r.get(name) for r in rows], type=typ) for name, typ in _COLUMNS.items()
@@ -448,6 +544,7 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
     uni, jump, after = (
         _col(signals, c) for c in ("uniform_share", "changepoint_jump", "after_uniform_share")
     )
+    gain = _col(signals, "context_gain")
     out: list[list[str]] = []
     for i in range(signals.num_rows):
         reasons: list[str] = []
@@ -468,6 +565,14 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
             reasons.append("perplexity:repeated_sequence")
         elif not reasons and (unlikely_span or mean[i] >= cfg.babble_mean_nll):
             reasons.append("perplexity:babble")
+        elif (
+            not reasons
+            and gain[i] is not None
+            and gain[i] <= cfg.incoherent_context_gain
+            and gain_candidate(mean[i], n_tok[i], cfg)
+        ):
+            # Babble whose NLL overlaps real text: a long context barely helps (no long-range coherence).
+            reasons.append("perplexity:incoherent")
         out.append(reasons)
     return out
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -199,6 +200,89 @@ def test_identical_texts_get_identical_signals(scorer: ppl.PerplexityScorer) -> 
     assert a == c and a != b
 
 
+def _gain_cfg(model: Path, **kw: Any) -> ppl.Config:
+    settings: dict[str, Any] = dict(
+        model=str(model), max_tokens=512, context_gain_min_nll=0.0, incoherent_max_nll=99
+    )
+    return ppl.Config(**(settings | kw))
+
+
+def test_context_gain_lines_up_chunks_with_full_context_nlls(tiny_dir: Path) -> None:
+    """The tiny model without attention predicts from the current token alone, so a chunk scored alone
+    differs from the full pass only in its first token (predicted after the separator instead of after
+    its predecessor): for a run of "a" the gain is (NLL(a | separator) - NLL(a | a)) / context_chunk.
+    Every other signal is the same whether the gain is computed or not."""
+    cfg = _gain_cfg(tiny_dir)
+    scorer = ppl.PerplexityScorer(cfg)
+    texts = ["a" * 400, _noise(400, seed=2), "a", _noise(100, seed=4)]
+    rows = _rows(scorer.score(_table(texts)))
+    assert [r["perplexity_context_gain"] is not None for r in rows] == [True, True, False, False]
+    after_sep, after_a = rows[2]["perplexity_mean_nll"], rows[0]["perplexity_min_window_nll"]
+    assert after_sep > after_a + 1.0
+    expected = (after_sep - after_a) / cfg.context_chunk
+    assert rows[0]["perplexity_context_gain"] == pytest.approx(expected, rel=1e-3)
+    off = ppl.PerplexityScorer(_gain_cfg(tiny_dir, context_gain_min_nll=1e9))
+    without = _rows(off.score(_table(texts)))
+    assert all(r["perplexity_context_gain"] is None for r in without)
+    for a, b in zip(rows, without, strict=True):
+        assert {k: v for k, v in a.items() if k != "perplexity_context_gain"} == {
+            k: v for k, v in b.items() if k != "perplexity_context_gain"
+        }
+
+
+class _ContextLM(ppl.PerplexityScorer):
+    """A stand-in LM (the tiny model's tokenizer, one token per byte): a lowercase letter costs less the
+    more context it sees, as in coherent text; any other byte costs 4 nats whatever its context, as in
+    babble. Records each call's windows."""
+
+    def __init__(self, cfg: ppl.Config) -> None:
+        super().__init__(cfg)
+        letters = {self.lm.tokenizer.convert_tokens_to_ids(c) for c in string.ascii_lowercase}
+        self.letters = letters
+        self.calls: list[list[list[int]]] = []
+
+    def _nll(self, windows: list[list[int]]) -> list[np.ndarray]:
+        self.calls.append(windows)
+        out = []
+        for w in windows:
+            seen = np.arange(1, len(w) + 1)  # context: the separator and the tokens before
+            coherent = np.array([t in self.letters for t in w])
+            out.append(np.where(coherent, 1.0 + 6.0 / np.sqrt(seen), 4.0))
+        return out
+
+
+def test_context_gain_separates_babble_from_coherent_text(tiny_dir: Path) -> None:
+    cfg = _gain_cfg(tiny_dir, context_gain_min_nll=1.0)
+    scorer = _ContextLM(cfg)
+    rng = random.Random(5)
+    coherent = "".join(rng.choice(string.ascii_lowercase) for _ in range(400))
+    babble = _noise(400, seed=6).upper()
+    mixed = coherent[:200] + "7" * 200  # the least predictable chunks are the digits: no gain there
+    short = coherent[: cfg.context_gain_min_tokens - 1]
+    texts = [coherent, babble, mixed, short]
+    signals = pa.table(scorer.score(_table(texts)))
+    gains = signals.column("perplexity_context_gain").to_pylist()
+    # The coherent text's least predictable chunks are its earliest ones past context_min_position.
+    c, first = cfg.context_chunk, cfg.context_min_position
+    cost = lambda seen: 1.0 + 6.0 / np.sqrt(seen)  # noqa: E731
+    picked = [first + k * c + i + 1 for k in range(cfg.context_chunks) for i in range(c)]
+    expected = cost(np.arange(1, c + 1)).mean() - cost(np.array(picked)).mean()
+    assert gains[0] == pytest.approx(expected, rel=1e-5) and gains[0] > 1.5
+    assert gains[1] == pytest.approx(0.0) and gains[2] == pytest.approx(0.0)
+    assert gains[3] is None  # too short to be a candidate
+    # Cost: one more call, at most context_chunks chunks of context_chunk tokens per candidate (3 here).
+    full, chunks = scorer.calls
+    assert len(chunks) <= 3 * cfg.context_chunks and {len(c) for c in chunks} == {cfg.context_chunk}
+    digit = scorer.lm.tokenizer.convert_tokens_to_ids("7")
+    assert sum(1 for c in chunks if set(c) == {digit}) == cfg.context_chunks  # the mixed text's picks
+    assert ppl.flag(signals, cfg) == [[], ["perplexity:incoherent"], ["perplexity:incoherent"], []]
+    assert ppl.flag(signals, cfg.model_copy(update={"context_gain_min_nll": 5.5})) == [[], [], [], []]
+    # Only candidates get the second pass: with none, there is none.
+    none = _ContextLM(cfg.model_copy(update={"context_gain_min_tokens": 10_000}))
+    none.score(_table(texts))
+    assert len(none.calls) == 1
+
+
 def _signals(**cols: Sequence[Any]) -> pa.Table:
     n = len(next(iter(cols.values())))
     defaults: dict[str, Sequence[Any]] = {
@@ -230,6 +314,26 @@ def test_flag_thresholds() -> None:
         ["perplexity:babble"],
         ["perplexity:babble"] if 9.0 >= cfg.babble_window_nll else [],
         [],  # a very predictable window alone is ordinary (boilerplate, numbered lists)
+    ]
+
+
+def test_flag_incoherent_needs_a_low_gain_and_a_candidate() -> None:
+    cfg = ppl.Config()
+    low, floor, enough = cfg.incoherent_context_gain, cfg.context_gain_min_nll, cfg.context_gain_min_tokens
+    top = cfg.incoherent_max_nll
+    t = _signals(
+        context_gain=[low, low + 0.01, None, low, low, low, low - 0.5],
+        mean_nll=[floor, top - 0.01, 4.0, floor - 0.01, top, 4.0, cfg.babble_mean_nll],
+        scored_tokens=[enough, 512, 512, 512, 512, enough - 1, 512],
+    )
+    assert ppl.flag(t, cfg) == [
+        ["perplexity:incoherent"],
+        [],
+        [],
+        [],  # mean NLL below the band: ordinary, predictable text
+        [],  # above the band: no clean text that long is so unlikely (prose quoting encoded payloads)
+        [],  # too short: its full context is short too
+        ["perplexity:babble"],  # one babble reason is enough
     ]
 
 
