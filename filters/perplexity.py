@@ -357,6 +357,19 @@ def _bf16_faster() -> bool:
     return best[torch.bfloat16] < best[torch.float32]
 
 
+def _auto_dtype(device: str) -> str:
+    """bfloat16 where the hardware runs it fast (GPUs, CPUs with AMX or AVX-512 BF16), else int8 on
+    x86 CPUs (SmoothQuant, see lm._quantize_int8), else float32."""
+    import torch
+
+    if device != "cpu":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if _bf16_faster():
+        return "bfloat16"
+    engines = torch.backends.quantized.supported_engines
+    return "int8" if "x86" in engines or "fbgemm" in engines else "float32"
+
+
 # -------------------------------------------------------------------------------------- scorer
 
 
@@ -389,13 +402,16 @@ class PerplexityScorer:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         self.device = resolve_device(cfg.device)
-        dtype = cfg.dtype
+        dtype: str = cfg.dtype
         if dtype == "auto":
-            if self.device == "cpu":
-                dtype = "bfloat16" if _bf16_faster() else "float32"
-            else:
-                dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-        self.lm = lm_loader.load_model(cfg.model, dtype, self.device)
+            dtype = _auto_dtype(self.device)
+        try:
+            self.lm = lm_loader.load_model(cfg.model, dtype, self.device)
+        except ValueError:
+            if cfg.dtype != "auto" or dtype != "int8":
+                raise
+            dtype = "float32"  # auto: a model int8 cannot handle runs in float32
+            self.lm = lm_loader.load_model(cfg.model, dtype, self.device)
         self.dtype = dtype
         vocab = getattr(self.lm.model.config, "vocab_size", None) or len(self.lm.tokenizer)
         self.ln_vocab = math.log(vocab)
@@ -410,9 +426,11 @@ class PerplexityScorer:
         out: list[np.ndarray] = [np.zeros(0)] * len(seqs)
         if not seqs:
             return out
-        # Rows as long as the longest window: longer rows would pay attention over more positions
-        # (measured: 512-token rows were slower than rows of the longest 257-token window).
-        row_len = max(len(s) for s in seqs)
+        # A row holds the head window of a long document (max_tokens/2 tokens and the separator) or
+        # its middle and tail windows together (max_tokens/4 and the separator, each); short windows
+        # and context-gain chunks fill rows of that length. Longer rows pay attention over more
+        # positions (measured: 512-token rows were slower than 257-token ones).
+        row_len = max(max(len(s) for s in seqs), cfg.max_tokens // 2 + 2)
         rows = pack_windows([len(s) for s in seqs], row_len)
         per_pass = max(1, min(cfg.batch_size, cfg.batch_tokens // row_len))
         backbone = model.base_model

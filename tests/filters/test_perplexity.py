@@ -184,6 +184,39 @@ def test_packed_windows_do_not_see_each_other(tmp_path: Path) -> None:
             assert got == pytest.approx(alone, rel=1e-4, abs=1e-4)
 
 
+def test_int8_smoothing_keeps_the_function_and_int8_stays_close(tmp_path: Path) -> None:
+    """The SmoothQuant folding alone changes nothing (the scales cancel); the int8 model's NLLs stay
+    near the float32 ones; a model that is not Llama-style is refused by int8."""
+    import copy
+
+    model_dir = _tiny_model_dir(tmp_path, attention=True)
+    fp32 = lm_loader.load_model(str(model_dir), "float32")
+    folded = copy.deepcopy(fp32.model)
+    with torch.no_grad():
+        maxima = lm_loader._activation_maxima(folded, fp32.tokenizer, fp32.prefix_id)
+        for layer, (attn_max, mlp_max) in zip(folded.model.layers, maxima, strict=True):
+            a, m = layer.self_attn, layer.mlp
+            lm_loader._fold(layer.input_layernorm, [a.q_proj, a.k_proj, a.v_proj], attn_max * 50)
+            lm_loader._fold(layer.post_attention_layernorm, [m.gate_proj, m.up_proj], mlp_max * 50)
+    ids = torch.tensor([[0, *fp32.tokenizer(_noise(120), add_special_tokens=False)["input_ids"]]])
+    with torch.inference_mode():
+        before, after = fp32.model(input_ids=ids).logits, folded(input_ids=ids).logits
+    assert torch.allclose(before, after, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(
+        folded.model.layers[0].input_layernorm.weight, fp32.model.model.layers[0].input_layernorm.weight
+    )
+
+    texts = [_noise(150, seed=s) for s in range(4)] + ["a" * 80 + _noise(80)]
+    base = _rows(ppl.PerplexityScorer(ppl.Config(model=str(model_dir), dtype="float32")).score(_table(texts)))
+    int8 = ppl.PerplexityScorer(ppl.Config(model=str(model_dir), dtype="int8"))
+    assert isinstance(int8.lm.model.model.layers[0].mlp.gate_proj, torch.ao.nn.quantized.dynamic.Linear)
+    assert isinstance(int8.lm.model.model.layers[0].mlp.down_proj, torch.nn.Linear)  # kept float32
+    for a, b in zip(base, _rows(int8.score(_table(texts))), strict=True):
+        assert b["perplexity_mean_nll"] == pytest.approx(a["perplexity_mean_nll"], abs=0.1)
+    with pytest.raises(ValueError, match="int8 needs a Llama-style model"):
+        lm_loader._quantize_int8(torch.nn.Module(), fp32.tokenizer, 0)
+
+
 def test_device_setting() -> None:
     assert ppl.resolve_device("cpu") == "cpu"
     assert ppl.resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
