@@ -604,10 +604,11 @@ def _lm_verdicts(
     return [i for i, r in zip(ids, reasons, strict=True) if r]
 
 
-def _lm_gpus() -> float:
-    """GPUs per LM actor: one when the cluster has GPUs and the scorer can use one."""
+def _lm_gpus(cfg: PipelineConfig) -> float:
+    """GPUs per LM actor: one when the cluster has GPUs and `perplexity.device` is not cpu. Ray then
+    shows the actor its GPU as cuda:0, which `device: auto` (or cuda) picks up."""
     has_gpu = _ray().cluster_resources().get("GPU", 0) > 0
-    return 1.0 if has_gpu and "device" in perplexity.Config.model_fields else 0.0
+    return 1.0 if has_gpu and cfg.perplexity.device != "cpu" else 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -834,7 +835,7 @@ def _run(
     if use_lm and chunk_files:
         todo = [_chunk_no(p) for p in chunk_files if not (lm_dir / p.name).exists()]
         if todo:
-            gpus = _lm_gpus()
+            gpus = _lm_gpus(cfg)
             actors = lm_actors or (max(1, int(ray.cluster_resources().get("GPU", 0))) if gpus else 1)
             ds = ray.data.from_items([{"chunk": c} for c in todo]).map_batches(
                 LMActor,

@@ -23,7 +23,7 @@ import pytest
 from poisonguard.crawler.config import CrawlConfig
 from poisonguard.filters import dedup
 from poisonguard.filters.dedup import verify_bucket
-from poisonguard.pipelines import runner
+from poisonguard.pipelines import ray_engine, runner
 from poisonguard.pipelines.config import PipelineConfig, load_config
 from poisonguard.pipelines.ray_engine import (
     chunk_assignment,
@@ -49,6 +49,7 @@ pytestmark = pytest.mark.slow
 def ray_cluster() -> Iterator[None]:
     ray.init(
         num_cpus=2,
+        num_gpus=1,  # a logical GPU: LM actors ask for it (and, seeing no CUDA, run on the CPU)
         include_dashboard=False,
         object_store_memory=200 * 2**20,
         log_to_driver=False,
@@ -243,6 +244,13 @@ def test_distributed_dedup_with_a_prior_index_equals_the_index(tmp_path: Path) -
     prior_ids = set(ids[:cut])
     assert sum(d in prior_ids for d in dup if d) > 50  # many of tonight's copies point to the past
     assert sum(1 for d, k in zip(dup, kind, strict=True) if d in prior_ids and k == "exact_duplicate") >= 20
+
+
+def test_lm_actors_ask_for_a_gpu_unless_the_device_is_cpu() -> None:
+    cfg = load_config()
+    assert ray_engine._lm_gpus(cfg) == 1.0
+    cpu = cfg.model_copy(update={"perplexity": cfg.perplexity.model_copy(update={"device": "cpu"})})
+    assert ray_engine._lm_gpus(cpu) == 0.0
 
 
 def test_verify_bucket_records_edges_to_exemplars() -> None:
