@@ -11,6 +11,7 @@ Nothing is ever downloaded: ``HF_HUB_OFFLINE=1`` is set before transformers load
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import threading
@@ -128,8 +129,16 @@ def _cache_key(source: ModelSource) -> str | None:
 
     if not source.gguf_file:
         return None
-    st = (Path(source.folder) / source.gguf_file).stat()
-    return f"{Path(source.gguf_file).stem}-{st.st_size}-{st.st_mtime_ns}-tf{transformers.__version__}"
+    # By content, not by mtime: reinstalling the same wheel must reuse the copy, not add another
+    # 500 MB one. The GGUF header (metadata, tensor table) and its last MiB tell versions apart.
+    path = Path(source.folder) / source.gguf_file
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        digest.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        digest.update(f.read(1 << 20))
+    return f"{path.stem}-{size}-{digest.hexdigest()[:16]}-tf{transformers.__version__}"
 
 
 def _load_fresh(source: ModelSource) -> tuple[Any, Any]:
