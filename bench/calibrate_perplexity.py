@@ -7,6 +7,10 @@ P-SUDO-adapt (Markov and unigram payloads) and P-TRAP, all built on the same cle
 discuss attacks and benign look-alikes of injection phrases (all of them), the UDHR in many languages and
 the Python docs (sampled like the clean set).
 
+A P-SUDO count sweep mixes the first k documents (k = 50, 100, 250; Souly et al. 2025 found about
+250 poisoned documents enough whatever the model size) of one P-SUDO set with the clean pages and reports
+recall and where the trigger ranks in :func:`perplexity.mine_triggers` over the mixed set.
+
 Each threshold is set above the clean set's highest value of its signal, by a margin proportional to
 how far that maximum lies from the clean median (see :func:`calibrate`); the tables then report the
 false-positive rate (with counts) and the recall per family at those thresholds and at the shipped
@@ -14,7 +18,8 @@ defaults, with a one-sided 95% upper bound on the clean false-positive rate. Sig
 (text, detector settings) so a rerun only re-decides; the context gain has its own cache, so changing its
 settings rescores only the documents that can get one.
 
-Run: ``python -m bench.calibrate_perplexity [--per-category 75] [--poison 50] [--margin 0.25]``;
+Run: ``python -m bench.calibrate_perplexity [--per-category 75] [--poison 50] [--margin 0.25]
+[--sudo-counts 50 100 250]``;
 prints Markdown.
 """
 
@@ -49,6 +54,7 @@ CLEAN_CATEGORIES = (
 )
 HARD_NEGATIVES = ("discusses-attacks", "lookalike-benign")  # all of them
 HARD_SAMPLED = ("udhr", "python-docs")  # as many per category as the clean set
+SUDO_COUNTS = (50, 100, 250)  # P-SUDO count sweep (Souly et al. 2025: ~250 documents suffice)
 # Settings that change the signals (a change invalidates the signal cache).
 SIGNALS_VERSION = 3  # bump when filters/perplexity.py computes signals differently
 SCORING_KEYS = ("model", "dtype", "max_tokens", "window", "min_segment", "trigger_tokens", "uniform_ratio")
@@ -236,12 +242,60 @@ def _gain_summary(sig: pa.Table, cfg: ppl.Config) -> str:
     return f"{len(gains)}, {gains[0]:.2f} / {gains[len(gains) // 2]:.2f}" if gains else "0"
 
 
+def _mined(cand: dict[str, Any] | None, rank: int | None) -> str:
+    if cand is None:
+        return "-"
+    return f"{rank}: `{cand['candidate']}` ({cand['documents']} docs, {cand['hosts']} hosts)"
+
+
+def _sudo_sweep(
+    carriers: list[dict[str, Any]],
+    counts: list[int],
+    clean: pa.Table,
+    cfg: ppl.Config,
+    base: ppl.Config,
+    store: Path,
+) -> None:
+    """P-SUDO count sweep: the first k documents of one P-SUDO set (seed 0, the P-SUDO family's own
+    documents first, so those are cached) mixed with the clean pages."""
+    docs = gen.p_sudo(carriers, n=max(counts), seed=0)
+    sig = score_cached(docs, base, store)[0]
+    trigger = gen.SUDO_TRIGGER
+    print(
+        f"\nP-SUDO count sweep: the first k of {len(docs)} P-SUDO documents mixed with the {clean.num_rows} "
+        f"clean pages; recall at the calibrated thresholds and the shipped defaults; `{trigger}`'s rank in "
+        f"`mine_triggers` over the mixed set (change-points with a jump >= {cfg.changepoint_jump:.2f}) and "
+        "the best other candidate:\n"
+    )
+    print(
+        "| k | poisoned share | recall calibrated | recall defaults "
+        f"| `{trigger}` (rank: docs, hosts) | best other candidate (rank: docs, hosts) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for k in counts:
+        sub = sig.slice(0, k)
+        f_cal, tot, _ = _flag_rate(sub, cfg)
+        f_def, _, _ = _flag_rate(sub, ppl.Config())
+        mixed = pa.concat_tables([clean.select(sub.column_names), sub])
+        mined = ppl.mine_triggers(mixed, top=mixed.num_rows, min_jump=cfg.changepoint_jump)
+        rank = next((i for i, m in enumerate(mined, 1) if m["candidate"] == trigger), None)
+        other = next(((i, m) for i, m in enumerate(mined, 1) if m["candidate"] != trigger), None)
+        hit = _mined(mined[rank - 1], rank) if rank else "not mined"
+        print(
+            f"| {k} | {100 * tot / mixed.num_rows:.1f}% | {f_cal / tot:.2f} | {f_def / tot:.2f} "
+            f"| {hit} | {_mined(other[1], other[0]) if other else '-'} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-category", type=int, default=75, help="clean documents per category")
     ap.add_argument("--poison", type=int, default=50, help="documents per poison family")
     ap.add_argument("--margin", type=float, default=0.25, help="threshold margin (see calibrate)")
     ap.add_argument("--max-tokens", type=int, default=None, help="override perplexity.max_tokens")
+    ap.add_argument(
+        "--sudo-counts", type=int, nargs="*", default=list(SUDO_COUNTS), help="P-SUDO count sweep (none: off)"
+    )
     args = ap.parse_args(argv)
     base = ppl.Config() if args.max_tokens is None else ppl.Config(max_tokens=args.max_tokens)
     try:
@@ -370,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {tot} | {f_cal / tot:.2f} | {f_def / tot:.2f} | {_gain_summary(sig, cfg)} "
             f"| {reasons} | {top} |"
         )
+    if args.sudo_counts:
+        _sudo_sweep(carriers, sorted(set(args.sudo_counts)), clean, cfg, base, store)
     if toks:
         print(f"\nScored {toks} clean tokens in {secs:.0f} s ({toks / secs:.0f} tokens/s) this run.")
     return 0
