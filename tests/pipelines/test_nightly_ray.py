@@ -19,7 +19,7 @@ import pytest
 from poisonguard.filters import dedup
 from poisonguard.pipelines.nightly import CRAWL_DIR, NightlyConfig, run_nightly
 from poisonguard.pipelines.state import StateStore
-from tests.conftest import write_jsonl
+from tests.conftest import local_ray, write_jsonl
 from tests.pipelines.test_nightly import (
     DATES,
     PIPELINE,
@@ -43,15 +43,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster() -> Iterator[None]:
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=200 * 2**20,
-        log_to_driver=False,
-        ignore_reinit_error=True,
-    )
-    yield
-    ray.shutdown()
+    with local_ray():
+        yield
 
 
 COPY = {"id": "copy-of-squatter@2", "url": "https://copies.example.biz/x", "text": page("squatter0")}

@@ -35,7 +35,7 @@ from poisonguard.pipelines.ray_engine import (
 )
 from poisonguard.pipelines.runner import OutputError, run_filter
 from poisonguard.pipelines.writers import SUCCESS
-from tests.conftest import DEMO_CORPUS, REPO, write_jsonl
+from tests.conftest import DEMO_CORPUS, REPO, local_ray, write_jsonl
 from tests.pipelines.test_runner import read_outcomes
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -47,16 +47,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster() -> Iterator[None]:
-    ray.init(
-        num_cpus=2,
-        num_gpus=1,  # a logical GPU: LM actors ask for it (and, seeing no CUDA, run on the CPU)
-        include_dashboard=False,
-        object_store_memory=200 * 2**20,
-        log_to_driver=False,
-        ignore_reinit_error=True,
-    )
-    yield
-    ray.shutdown()
+    # A logical GPU: LM actors ask for it (and, seeing no CUDA, run on the CPU).
+    with local_ray(num_gpus=1):
+        yield
 
 
 def _words(rng: random.Random, n: int) -> list[str]:
