@@ -29,6 +29,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check crawler filters pipelines tests bench
+	$(VENV)/bin/ruff format --check crawler filters pipelines tests bench
 	$(VENV)/bin/mypy crawler filters pipelines
 
 demo: $(STAMP)

@@ -123,8 +123,13 @@ def bench_speed(texts: list[str], cfg: dedup.Config) -> list[tuple[str, float, f
                 m.update(s)
 
     def bulk() -> None:
-        MinHash.bulk([datasketch_shingles(t, cfg.shingle_words) for t in texts], num_perm=cfg.num_perm,
-                     seed=cfg.seed, scheme=cfg.scheme, hashfunc=xxhash.xxh32_intdigest)
+        MinHash.bulk(
+            [datasketch_shingles(t, cfg.shingle_words) for t in texts],
+            num_perm=cfg.num_perm,
+            seed=cfg.seed,
+            scheme=cfg.scheme,
+            hashfunc=xxhash.xxh32_intdigest,
+        )
 
     return [
         ("datasketch update() per shingle (xxh32)", *best_rate(update_loop, small_mb, 1)),
@@ -174,9 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     book = handbook_texts(args.langs)
     english = book["en-US"]
-    print(f"Loaded {sum(len(p) for p in book.values())} handbook pages in {len(book)} languages "
-          f"({time.perf_counter() - t0:.0f} s); threshold {cfg.threshold}, {cfg.num_perm} permutations, "
-          f"bands x rows {dedup.lsh_params(cfg)}, scheme {cfg.scheme}\n")
+    print(
+        f"Loaded {sum(len(p) for p in book.values())} handbook pages in {len(book)} languages "
+        f"({time.perf_counter() - t0:.0f} s); threshold {cfg.threshold}, {cfg.num_perm} permutations, "
+        f"bands x rows {dedup.lsh_params(cfg)}, scheme {cfg.scheme}\n"
+    )
 
     # Correctness ---------------------------------------------------------------------------
     docs: list[tuple[str, str, str]] = []  # (id, url, text)
@@ -212,13 +219,17 @@ def main(argv: list[str] | None = None) -> int:
         p, r, *_ = prf(truth, pred)
         hi = [(j >= 0.9, q) for j, q in zip(js, pred, strict=True) if j >= 0.9]
         r9 = sum(q for _, q in hi) / max(len(hi), 1)
-        print(f"| {label} | {len(pairs)} | {sum(j >= 0.9 for j in js)} | {sum(0.5 <= j < 0.9 for j in js)} | "
-              f"{sum(truth)} | {p:.3f} | {r:.3f} | {r9:.3f} |")
+        print(
+            f"| {label} | {len(pairs)} | {sum(j >= 0.9 for j in js)} | {sum(0.5 <= j < 0.9 for j in js)} | "
+            f"{sum(truth)} | {p:.3f} | {r:.3f} | {r9:.3f} |"
+        )
         all_truth += truth
         all_pred += pred
     p, r, tp, fp, fn = prf(all_truth, all_pred)
-    print(f"| **all** | {len(all_truth)} | | | {sum(all_truth)} | {p:.3f} | {r:.3f} | "
-          f"(tp {tp}, fp {fp}, fn {fn}) |")
+    print(
+        f"| **all** | {len(all_truth)} | | | {sum(all_truth)} | {p:.3f} | {r:.3f} | "
+        f"(tp {tp}, fp {fp}, fn {fn}) |"
+    )
 
     # Cluster purity: every pair inside a cluster, against exact Jaccard.
     members: dict[str, list[str]] = {}
@@ -229,14 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     big = max(len(m) for m in members.values())
     n_multi = sum(len(m) > 1 for m in members.values())
-    print(f"\nClusters of 2+: {n_multi} (largest {big}); pairs inside clusters: "
-          f"{len(inside)}, exact J >= threshold: {np.mean(np.array(inside) >= cfg.threshold):.3f}, "
-          f">= 0.5: {np.mean(np.array(inside) >= 0.5):.3f}")
+    print(
+        f"\nClusters of 2+: {n_multi} (largest {big}); pairs inside clusters: "
+        f"{len(inside)}, exact J >= threshold: {np.mean(np.array(inside) >= cfg.threshold):.3f}, "
+        f">= 0.5: {np.mean(np.array(inside) >= 0.5):.3f}"
+    )
     domains = table.column("dedup_cluster_domains").to_numpy()
     flagged = sum(1 for f in dedup.flag(table, cfg) if f)
-    print(f"Benign mirror view (each handbook language on its own domain): {flagged} documents would be "
-          f"flagged as a campaign at K={cfg.campaign_min_domains}; "
-          f"max domains in a cluster {domains.max()}\n")
+    print(
+        f"Benign mirror view (each handbook language on its own domain): {flagged} documents would be "
+        f"flagged as a campaign at K={cfg.campaign_min_domains}; "
+        f"max domains in a cluster {domains.max()}\n"
+    )
 
     # Campaign recall: one article lightly edited on N fake domains, among the handbook.
     print("| P-FARM copies (1 word changed each) | flagged | cluster domains |")
@@ -251,17 +266,25 @@ def main(argv: list[str] | None = None) -> int:
         sub = texts[:2000] + farm
         idx = dedup.DedupIndex(cfg)
         farm_urls = [f"https://news{k}.farm{k}.example/a" for k in range(n_domains)]
-        idx.add([f"x{i}" for i in range(len(sub))], doc_urls[:2000] + farm_urls,
-                dedup.content_keys(sub), dedup.signatures(sub, cfg))
+        idx.add(
+            [f"x{i}" for i in range(len(sub))],
+            doc_urls[:2000] + farm_urls,
+            dedup.content_keys(sub),
+            dedup.signatures(sub, cfg),
+        )
         tab = idx.assign()
         flags = dedup.flag(tab, cfg)[2000:]
-        print(f"| {n_domains} | {sum(bool(f) for f in flags)}/{n_domains} | "
-              f"{tab.column('dedup_cluster_domains').to_pylist()[-1]} |")
+        print(
+            f"| {n_domains} | {sum(bool(f) for f in flags)}/{n_domains} | "
+            f"{tab.column('dedup_cluster_domains').to_pylist()[-1]} |"
+        )
 
     # Speed ---------------------------------------------------------------------------------
     speed_texts = [t for lang in list(book)[:4] for t in book[lang].values()]
-    print(f"\n| signatures ({sum(len(t.encode()) for t in speed_texts) / 1e6:.1f} MB of handbook text, "
-          f"{cfg.num_perm} perms) | MB/s (CPU time) | MB/s (wall) |")
+    print(
+        f"\n| signatures ({sum(len(t.encode()) for t in speed_texts) / 1e6:.1f} MB of handbook text, "
+        f"{cfg.num_perm} perms) | MB/s (CPU time) | MB/s (wall) |"
+    )
     print("|---|---|---|")
     rates = bench_speed(speed_texts, cfg)
     for name, cpu, wall in rates:

@@ -54,9 +54,7 @@ def sources(handbook_langs: list[str]) -> list[tuple[str, list[bytes]]]:
     return out
 
 
-def time_extract(
-    pages: list[bytes], repeat: int
-) -> tuple[float, float, float, list[list[tuple[str, str]]]]:
+def time_extract(pages: list[bytes], repeat: int) -> tuple[float, float, float, list[list[tuple[str, str]]]]:
     """(best wall seconds for extract(), its CPU seconds, best CPU seconds for libxml2's parse alone,
     hidden spans). CPU time is reported too because wall time on a shared machine mostly measures
     the neighbours."""
@@ -96,8 +94,13 @@ def quality_table(cfg: hidden_text.Config, real_spans: list[tuple[str, str]]) ->
         for key, value in fill.items():
             mal = [t.replace(key, value) for t in mal]
         rows.append(("bastioncorpus malicious (en/de/fr/es/it; rules tuned on it)", "recall", rate(mal)))
-        rows.append(("bastioncorpus benign look-alikes", "false alarms",
-                     rate([r["text"] for r in bastion if r["label"] != "malicious"])))
+        rows.append(
+            (
+                "bastioncorpus benign look-alikes",
+                "false alarms",
+                rate([r["text"] for r in bastion if r["label"] != "malicious"]),
+            )
+        )
     except MissingData as exc:
         print(f"<!-- skipped bastioncorpus: {exc} -->", file=sys.stderr)
     try:
@@ -107,8 +110,9 @@ def quality_table(cfg: hidden_text.Config, real_spans: list[tuple[str, str]]) ->
     distinct = sorted(set(real_spans))
     if distinct:
         hits = len(hidden_text.scan_spans(distinct, cfg, finder))
-        rows.append(("distinct hidden spans of the real sites above", "false alarms",
-                     f"{hits}/{len(distinct)}"))
+        rows.append(
+            ("distinct hidden spans of the real sites above", "false alarms", f"{hits}/{len(distinct)}")
+        )
     print("\n### hidden_text rules: texts hidden in a page\n")
     print("| texts | measure | flagged |")
     print("|---|---|---:|")
@@ -124,16 +128,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg = hidden_text.Config()
 
     print("### HTML pass: `extract()` (one process)\n")
-    print("| source | pages | MB | pages/s (wall) | pages/s (CPU) | MB/s (CPU) "
-          "| libxml2 parse alone MB/s (CPU) | parse share |")
+    print(
+        "| source | pages | MB | pages/s (wall) | pages/s (CPU) | MB/s (CPU) "
+        "| libxml2 parse alone MB/s (CPU) | parse share |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     detector_rows = []
     all_spans: list[tuple[str, list[list[tuple[str, str]]]]] = []
     for name, pages in sources([x for x in args.handbook_langs.split(",") if x]):
         mb = sum(len(p) for p in pages) / 1e6
         t_extract, t_cpu, t_parse, spans = time_extract(pages, args.repeat)
-        print(f"| {name} | {len(pages)} | {mb:.1f} | {len(pages) / t_extract:.1f} | {len(pages) / t_cpu:.1f} "
-              f"| {mb / t_cpu:.2f} | {mb / t_parse:.1f} | {t_parse / t_cpu:.0%} |")
+        print(
+            f"| {name} | {len(pages)} | {mb:.1f} | {len(pages) / t_extract:.1f} | {len(pages) / t_cpu:.1f} "
+            f"| {mb / t_cpu:.2f} | {mb / t_parse:.1f} | {t_parse / t_cpu:.0%} |"
+        )
         all_spans.append((name, spans))
         table = hidden_table(spans)
         cpu = time.process_time()
@@ -143,12 +151,22 @@ def main(argv: list[str] | None = None) -> int:
         flagged = [i for i, r in enumerate(reasons) if r]
         channels = collections.Counter(c for page in spans for c, _ in page)
         top = ", ".join(f"{c} {n}" for c, n in channels.most_common(5))
-        detector_rows.append((name, len(pages), len(pages) / t_detect if t_detect else float("inf"),
-                              len(flagged), sum(len(p) for p in spans) / len(pages), top))
+        detector_rows.append(
+            (
+                name,
+                len(pages),
+                len(pages) / t_detect if t_detect else float("inf"),
+                len(flagged),
+                sum(len(p) for p in spans) / len(pages),
+                top,
+            )
+        )
 
     print("\n### hidden_text detector on real (clean) sites\n")
-    print("| source | pages | score+flag docs/s (CPU) | pages flagged (false alarms) | spans/page "
-          "| top channels |")
+    print(
+        "| source | pages | score+flag docs/s (CPU) | pages flagged (false alarms) | spans/page "
+        "| top channels |"
+    )
     print("|---|---:|---:|---:|---:|---|")
     for name, n, rate, flagged_n, per_page, top in detector_rows:
         print(f"| {name} | {n} | {rate:.0f} | {flagged_n} | {per_page:.1f} | {top} |")

@@ -82,14 +82,22 @@ def main() -> None:
         rows: list[dict[str, Any]] = []
         outcomes: dict[str, dict[str, Any]] = {}
         for engine, workers in (("local", 1), ("local", 2), ("ray", 1), ("ray", 2)):
-            cfg = load_config(overrides={"perplexity": {"enabled": False},
-                                         "run": {"batch_rows": args.batch_rows, "workers": workers}})
+            cfg = load_config(
+                overrides={
+                    "perplexity": {"enabled": False},
+                    "run": {"batch_rows": args.batch_rows, "workers": workers},
+                }
+            )
             out = Path(tmp) / f"{engine}-{workers}"
             init_s = 0.0
             if engine == "ray":
                 t0 = time.perf_counter()
-                ray.init(num_cpus=workers, include_dashboard=False, object_store_memory=300 * 2**20,
-                         log_to_driver=False)
+                ray.init(
+                    num_cpus=workers,
+                    include_dashboard=False,
+                    object_store_memory=300 * 2**20,
+                    log_to_driver=False,
+                )
                 init_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             if engine == "ray":
@@ -100,22 +108,37 @@ def main() -> None:
             wall = time.perf_counter() - t0
             outcomes[f"{engine}-{workers}"] = _outcomes(out)
             t = report["timings_s"]
-            rows.append({"engine": engine, "workers": workers, "init": init_s, "wall": wall,
-                         "cheap": t.get("stage:cheap", 0.0), "dedup": t.get("stage:dedup", 0.0),
-                         "write": t.get("stage:write", 0.0), "counts": report["counts"]})
+            rows.append(
+                {
+                    "engine": engine,
+                    "workers": workers,
+                    "init": init_s,
+                    "wall": wall,
+                    "cheap": t.get("stage:cheap", 0.0),
+                    "dedup": t.get("stage:dedup", 0.0),
+                    "write": t.get("stage:write", 0.0),
+                    "counts": report["counts"],
+                }
+            )
     same = all(o == outcomes["local-1"] for o in outcomes.values())
     base = {(r["engine"], r["workers"]): r["wall"] for r in rows}
-    print(f"Ray vs local engine: {args.docs} docs, {mb:.1f} MB JSONL ({source}), batch_rows "
-          f"{args.batch_rows}, LM off, {os.cpu_count()} cores\n")
-    print("| engine | workers | Ray start (s) | wall (s) | docs/s | stage cheap (s) | stage dedup (s) "
-          "| stage write (s) | vs local, same workers | speed-up 1 -> 2 |")
+    print(
+        f"Ray vs local engine: {args.docs} docs, {mb:.1f} MB JSONL ({source}), batch_rows "
+        f"{args.batch_rows}, LM off, {os.cpu_count()} cores\n"
+    )
+    print(
+        "| engine | workers | Ray start (s) | wall (s) | docs/s | stage cheap (s) | stage dedup (s) "
+        "| stage write (s) | vs local, same workers | speed-up 1 -> 2 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = r["wall"] / base[("local", r["workers"])]
         speedup = base[(r["engine"], 1)] / r["wall"] if r["workers"] == 2 else 1.0
-        print(f"| {r['engine']} | {r['workers']} | {r['init']:.1f} | {r['wall']:.1f} | "
-              f"{args.docs / r['wall']:.0f} | {r['cheap']:.1f} | {r['dedup']:.2f} | {r['write']:.2f} | "
-              f"{ratio:.2f}x | {speedup:.2f}x |")
+        print(
+            f"| {r['engine']} | {r['workers']} | {r['init']:.1f} | {r['wall']:.1f} | "
+            f"{args.docs / r['wall']:.0f} | {r['cheap']:.1f} | {r['dedup']:.2f} | {r['write']:.2f} | "
+            f"{ratio:.2f}x | {speedup:.2f}x |"
+        )
     counts = rows[0]["counts"]
     print(f"\nOutcomes: {counts}. Same outcome and reasons for every document on all four runs: {same}.")
 

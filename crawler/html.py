@@ -144,8 +144,21 @@ def _length_px(value: str) -> float | None:
         return None
     number = float(m.group(1))
     unit = m.group(2) or "px"
-    scale = {"px": 1.0, "pt": 1.33, "em": 16.0, "rem": 16.0, "ex": 8.0, "ch": 8.0, "%": 0.16,
-             "vw": 10.0, "vh": 10.0, "cm": 37.8, "mm": 3.78, "in": 96.0, "pc": 16.0}[unit]
+    scale = {
+        "px": 1.0,
+        "pt": 1.33,
+        "em": 16.0,
+        "rem": 16.0,
+        "ex": 8.0,
+        "ch": 8.0,
+        "%": 0.16,
+        "vw": 10.0,
+        "vh": 10.0,
+        "cm": 37.8,
+        "mm": 3.78,
+        "in": 96.0,
+        "pc": 16.0,
+    }[unit]
     return number * scale
 
 
@@ -288,8 +301,13 @@ def parse_style_rules(css: str, start_order: int = 0) -> list[_Rule]:
             tag = m.group(1).lower() if m.group(1) else None
             order += 1
             rules.append(
-                _Rule(tag, ids[0] if ids else None, classes, dict(decls),
-                      (len(ids), len(classes), int(tag is not None), order))
+                _Rule(
+                    tag,
+                    ids[0] if ids else None,
+                    classes,
+                    dict(decls),
+                    (len(ids), len(classes), int(tag is not None), order),
+                )
             )
     return rules
 
@@ -323,8 +341,11 @@ class _StyleSheet:
         decls: dict[str, str] = {}
         cls = set(classes)
         for rule in sorted(found, key=lambda r: r.specificity):
-            if (rule.tag is None or rule.tag == tag) and (rule.id is None or rule.id == el_id) \
-                    and rule.classes <= cls:
+            if (
+                (rule.tag is None or rule.tag == tag)
+                and (rule.id is None or rule.id == el_id)
+                and rule.classes <= cls
+            ):
                 decls.update(rule.decls)
         return decls
 
@@ -338,15 +359,44 @@ RGBA = tuple[float, float, float, float]
 # Light colours an attacker would match to a light page, dark ones for dark pages; unknown names make
 # the comparison unknown (never a false "same colour").
 _NAMED = {
-    "white": "#ffffff", "black": "#000000", "snow": "#fffafa", "ivory": "#fffff0", "ghostwhite": "#f8f8ff",
-    "whitesmoke": "#f5f5f5", "floralwhite": "#fffaf0", "linen": "#faf0e6", "seashell": "#fff5ee",
-    "mintcream": "#f5fffa", "azure": "#f0ffff", "aliceblue": "#f0f8ff", "honeydew": "#f0fff0",
-    "beige": "#f5f5dc", "oldlace": "#fdf5e6", "lavenderblush": "#fff0f5", "cornsilk": "#fff8dc",
-    "lightyellow": "#ffffe0", "gainsboro": "#dcdcdc", "lightgray": "#d3d3d3", "lightgrey": "#d3d3d3",
-    "silver": "#c0c0c0", "gray": "#808080", "grey": "#808080", "dimgray": "#696969", "red": "#ff0000",
-    "green": "#008000", "blue": "#0000ff", "yellow": "#ffff00", "maroon": "#800000", "navy": "#000080",
-    "purple": "#800080", "teal": "#008080", "olive": "#808000", "lime": "#00ff00", "aqua": "#00ffff",
-    "fuchsia": "#ff00ff", "orange": "#ffa500",
+    "white": "#ffffff",
+    "black": "#000000",
+    "snow": "#fffafa",
+    "ivory": "#fffff0",
+    "ghostwhite": "#f8f8ff",
+    "whitesmoke": "#f5f5f5",
+    "floralwhite": "#fffaf0",
+    "linen": "#faf0e6",
+    "seashell": "#fff5ee",
+    "mintcream": "#f5fffa",
+    "azure": "#f0ffff",
+    "aliceblue": "#f0f8ff",
+    "honeydew": "#f0fff0",
+    "beige": "#f5f5dc",
+    "oldlace": "#fdf5e6",
+    "lavenderblush": "#fff0f5",
+    "cornsilk": "#fff8dc",
+    "lightyellow": "#ffffe0",
+    "gainsboro": "#dcdcdc",
+    "lightgray": "#d3d3d3",
+    "lightgrey": "#d3d3d3",
+    "silver": "#c0c0c0",
+    "gray": "#808080",
+    "grey": "#808080",
+    "dimgray": "#696969",
+    "red": "#ff0000",
+    "green": "#008000",
+    "blue": "#0000ff",
+    "yellow": "#ffff00",
+    "maroon": "#800000",
+    "navy": "#000080",
+    "purple": "#800080",
+    "teal": "#008080",
+    "olive": "#808000",
+    "lime": "#00ff00",
+    "aqua": "#00ffff",
+    "fuchsia": "#ff00ff",
+    "orange": "#ffa500",
 }
 _FUNC = re.compile(r"(rgba?|hsla?)\(([^)]*)\)")
 
@@ -632,19 +682,34 @@ class _Walker:
 
     @staticmethod
     def _copy(parent: _State, tag: str) -> _State:
-        return _State(parent.region, parent.hard, parent.soft_channel, parent.vis_hidden, parent.tiny_font,
-                      parent.color, parent.backdrop, parent.pre or tag in ("pre", "textarea"),
-                      parent.in_menu or tag in ("nav", "menu"), True)
+        return _State(
+            parent.region,
+            parent.hard,
+            parent.soft_channel,
+            parent.vis_hidden,
+            parent.tiny_font,
+            parent.color,
+            parent.backdrop,
+            parent.pre or tag in ("pre", "textarea"),
+            parent.in_menu or tag in ("nav", "menu"),
+            True,
+        )
 
     def _hard_channel(
-        self, tag: str, attrs: etree._Attrib, classes: list[str], inline: dict[str, str],
+        self,
+        tag: str,
+        attrs: etree._Attrib,
+        classes: list[str],
+        inline: dict[str, str],
         ruled: dict[str, str],
     ) -> str | None:
         inline_channel = _hiding_property(inline) if inline else None
         if inline_channel in _SOFT_CHANNELS:
             inline_channel = None  # handled with inheritance in child_state
-        if classes and inline_channel in (None, "offscreen", "zero_size", "font_size_0") and not (
-            _SR_CLASSES.isdisjoint(classes)
+        if (
+            classes
+            and inline_channel in (None, "offscreen", "zero_size", "font_size_0")
+            and not (_SR_CLASSES.isdisjoint(classes))
         ):
             # An sr-only element hidden with display:none is not read aloud either: not legitimate.
             return "legit_sr_only"
@@ -662,18 +727,23 @@ class _Walker:
             return "noscript"
         if tag == "svg":
             return "svg"  # labels, <title> and <desc> of inline graphics: rarely prose a reader sees
-        if classes and not _HIDDEN_CLASSES.isdisjoint(classes) and not any(
-            ":" in c or c.startswith(("d-sm-", "d-md-", "d-lg-", "d-xl-")) for c in classes
+        if (
+            classes
+            and not _HIDDEN_CLASSES.isdisjoint(classes)
+            and not any(":" in c or c.startswith(("d-sm-", "d-md-", "d-lg-", "d-xl-")) for c in classes)
         ):
             return "hidden_class"
         return None
 
-    def _looks_like_menu(self, el: etree._Element, attrs: etree._Attrib, classes: list[str],
-                         st: _State) -> bool:
+    def _looks_like_menu(
+        self, el: etree._Element, attrs: etree._Attrib, classes: list[str], st: _State
+    ) -> bool:
         """A hidden block that is a collapsed menu: in a <nav> (or named/roled like a menu) and made
         mostly of links. Prose hidden in a nav is not a menu."""
-        menu_like = st.in_menu or attrs.get("role", "") in _MENU_ROLES or any(
-            w in c for c in classes for w in _MENU_WORDS
+        menu_like = (
+            st.in_menu
+            or attrs.get("role", "") in _MENU_ROLES
+            or any(w in c for c in classes for w in _MENU_WORDS)
         )
         if not menu_like:
             return False
@@ -801,8 +871,13 @@ def _parser() -> etree.HTMLParser:
     parser: etree.HTMLParser | None = getattr(_LOCAL, "parser", None)
     if parser is None:
         parser = etree.HTMLParser(
-            encoding="utf-8", remove_comments=False, remove_pis=True, no_network=True, recover=True,
-            huge_tree=True, default_doctype=False,
+            encoding="utf-8",
+            remove_comments=False,
+            remove_pis=True,
+            no_network=True,
+            recover=True,
+            huge_tree=True,
+            default_doctype=False,
         )
         _LOCAL.parser = parser
     return parser

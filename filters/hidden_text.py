@@ -100,14 +100,22 @@ _MODEL = (
 )
 # Rule 1: a model named as the addressee.
 _RULE_ADDRESS = re.compile(
-    r"\b(?:(?:if|when|since|because|while)\s+you(?:'re|\s+are)\s+(?:an?\s+|the\s+)?" + _MODEL
-    + r"|as\s+(?:an?|the)\s+" + _MODEL
+    r"\b(?:(?:if|when|since|because|while)\s+you(?:'re|\s+are)\s+(?:an?\s+|the\s+)?"
+    + _MODEL
+    + r"|as\s+(?:an?|the)\s+"
+    + _MODEL
     + r"|(?:dear|hey|hello|attention|note|notice|message|instructions?|important)\s+(?:to|for)"
-    r"\s+(?:all\s+|any\s+|the\s+)?" + _MODEL
-    + r"|(?:dear|hey|hello|attention)\s+" + _MODEL
-    + r"|" + _MODEL + r"\s*[,:]\s*(?:you|please|ignore|disregard|forget|do|don't|never|always|remember"
+    r"\s+(?:all\s+|any\s+|the\s+)?"
+    + _MODEL
+    + r"|(?:dear|hey|hello|attention)\s+"
+    + _MODEL
+    + r"|"
+    + _MODEL
+    + r"\s*[,:]\s*(?:you|please|ignore|disregard|forget|do|don't|never|always|remember"
     r"|from\s+now|when|if|recommend|say|tell|respond|reply|answer|include|output|mention)\b"
-    + r"|" + _MODEL + r"\s+(?:\w+\s+){0,4}?(?:should|must|need\s+to|are\s+(?:required|instructed)\s+to)"
+    + r"|"
+    + _MODEL
+    + r"\s+(?:\w+\s+){0,4}?(?:should|must|need\s+to|are\s+(?:required|instructed)\s+to)"
     r"\s+(?:first|always|never|now|immediately|also|\w+)\b)\b",
     re.IGNORECASE,
 )
@@ -229,8 +237,10 @@ def _views(text: str) -> Iterator[tuple[str, str]]:
     characters (THREATS.md P-UNI), URL encoding, encoded blobs, reversed, rot13, leetspeak and
     letter-spaced text (the obfuscations of bastioncorpus's malicious rows)."""
     if any("\U000e0020" <= ch <= "\U000e007e" for ch in text):
-        yield "tag_chars", "".join(chr(ord(ch) - 0xE0000) if "\U000e0020" <= ch <= "\U000e007e" else ch
-                                   for ch in text)
+        yield (
+            "tag_chars",
+            "".join(chr(ord(ch) - 0xE0000) if "\U000e0020" <= ch <= "\U000e007e" else ch for ch in text),
+        )
     if "%2" in text:
         yield "url_encoded", urllib.parse.unquote(text)
     for m in _BLOB.finditer(text):
@@ -314,8 +324,9 @@ def _trigger_phrases(finder: _Finder | None, texts: list[str], ignore: set[str])
 # ----------------------------------------------------------------------------------------------
 
 
-def scan_spans(spans: Iterable[tuple[str, str]], cfg: Config, finder: _Finder | None = None
-               ) -> list[tuple[str, str]]:
+def scan_spans(
+    spans: Iterable[tuple[str, str]], cfg: Config, finder: _Finder | None = None
+) -> list[tuple[str, str]]:
     """(channel, phrase) for each instruction found in (channel, text) spans, legit_ prefix dropped."""
     searched: list[tuple[str, str]] = []
     for channel, text in spans:

@@ -379,9 +379,7 @@ def _groups(texts: Sequence[str], group_bytes: int) -> list[tuple[int, int]]:
     return out
 
 
-def _permute_min(
-    hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int, scheme: str
-) -> np.ndarray:
+def _permute_min(hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int, scheme: str) -> np.ndarray:
     """Apply datasketch's permutations to 64-bit shingle hashes; column-wise min per document."""
     a, b = permutations(num_perm, seed, scheme)
     dtype = signature_dtype(scheme)

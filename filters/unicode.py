@@ -103,9 +103,7 @@ _EMOJI_BLOCKS = (0x1F000, 0x1FAFF)
 
 # Right-to-left scripts: Hebrew, Arabic, Syriac, Thaana, NKo, Samaritan, Mandaic, Arabic extended,
 # presentation forms, and the RTL historic scripts of plane 1.
-_RTL = re.compile(
-    "[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc\U00010800-\U00010fff\U0001e800-\U0001efff]"
-)
+_RTL = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc\U00010800-\U00010fff\U0001e800-\U0001efff]")
 # Scripts whose orthography uses ZWNJ/ZWJ inside words.
 _JOINER_SCRIPTS = (
     (0x0600, 0x08FF),  # Arabic (Persian, Urdu, Kurdish ZWNJ), Syriac, Thaana, NKo

@@ -37,8 +37,9 @@ def find_document(out: Path, doc_id: str) -> tuple[dict[str, Any], Path]:
     """
     paths = shard_paths(out, "clean") + shard_paths(out, "quarantine")
     if not paths:
-        raise FileNotFoundError(f"{out}: no shards in clean/ or quarantine/; is this the output folder of "
-                                "a finished run?")
+        raise FileNotFoundError(
+            f"{out}: no shards in clean/ or quarantine/; is this the output folder of a finished run?"
+        )
     similar: list[str] = []
     for path in paths:
         pf = pq.ParquetFile(path)
@@ -53,8 +54,10 @@ def find_document(out: Path, doc_id: str) -> tuple[dict[str, Any], Path]:
                 starts = pc.filter(ids, pc.starts_with(ids, doc_id)).to_pylist()
                 similar.extend(starts[: MAX_SUGGESTIONS - len(similar)])
     hint = f"; ids that start with it: {', '.join(similar)}" if similar else ""
-    raise KeyError(f"{out}: no document with id {doc_id!r} in clean/ or quarantine/ "
-                   f"({len(paths)} shard(s) searched){hint}")
+    raise KeyError(
+        f"{out}: no document with id {doc_id!r} in clean/ or quarantine/ "
+        f"({len(paths)} shard(s) searched){hint}"
+    )
 
 
 def _plain(value: Any, limit: int = VALUE_CHARS) -> str:
@@ -71,12 +74,12 @@ def _evidence(row: dict[str, Any]) -> list[str]:
     text = str(row.get("text") or "")
     lines = []
     for span in document_spans(row):
-        piece = _plain(text[span.start:span.end], EVIDENCE_CHARS)
+        piece = _plain(text[span.start : span.end], EVIDENCE_CHARS)
         lines.append(f"  {span.label} at chars {span.start}-{span.end}: {piece}")
     cp = row.get("perplexity_changepoint_char")
     if isinstance(cp, int):
-        before = _plain(text[max(0, cp - 60):cp], 80)
-        after = _plain(text[cp:cp + 60], 80)
+        before = _plain(text[max(0, cp - 60) : cp], 80)
+        after = _plain(text[cp : cp + 60], 80)
         lines.append(f"  perplexity change-point at char {cp}: …{before} ▼ {after}…")
     found = row.get("hidden_text_instructions") or ()
     instructions = {str(i.get("channel")): i.get("phrase") for i in found if i}
@@ -103,8 +106,10 @@ def format_document(row: dict[str, Any], where: str, config: dict[str, Any]) -> 
     lines.append(f"url        {_plain(row.get('url'))}")
     lines.append(f"source     {_plain(row.get('source'))}, record {_plain(row.get('record'))}")
     text = str(row.get("text") or "")
-    lines.append(f"text       {len(text):,} chars: {_plain(text[:TEXT_CHARS], TEXT_CHARS * 2)}"
-                 + ("…" if len(text) > TEXT_CHARS else ""))
+    lines.append(
+        f"text       {len(text):,} chars: {_plain(text[:TEXT_CHARS], TEXT_CHARS * 2)}"
+        + ("…" if len(text) > TEXT_CHARS else "")
+    )
     evidence = _evidence(row)
     if evidence:
         lines.append("evidence (invisible characters written as <U+XXXX>)")

@@ -113,8 +113,10 @@ def _threshold_candidates(section: dict[str, Any]) -> Iterator[tuple[str, str, f
         items: list[tuple[str, Any]]
         if isinstance(value, dict):
             # {2: 0.20, 3: 0.18} next to `max_top_ngram_char_frac` means `top_2gram_char_frac` ...
-            items = [(key.replace("ngram", f"{k}gram") if "ngram" in key else f"{key}_{k}", v)
-                     for k, v in value.items()]
+            items = [
+                (key.replace("ngram", f"{k}gram") if "ngram" in key else f"{key}_{k}", v)
+                for k, v in value.items()
+            ]
         else:
             items = [(key, value)]
         for name, number in items:
@@ -123,7 +125,7 @@ def _threshold_candidates(section: dict[str, Any]) -> Iterator[tuple[str, str, f
             direction = ""
             for prefix in _PREFIXES:
                 if name.startswith(prefix):
-                    direction, name = prefix[:-1], name[len(prefix):]
+                    direction, name = prefix[:-1], name[len(prefix) :]
             for suffix in _SUFFIXES:
                 if name.endswith(suffix):
                     direction = direction or suffix[1:].replace("threshold", "")
@@ -147,7 +149,7 @@ def threshold_for(column: str, config: dict[str, Any]) -> tuple[str, float] | No
     if not sections:
         return None
     section = max(sections, key=len)
-    signal = column[len(section) + 1:]
+    signal = column[len(section) + 1 :]
     alias = THRESHOLD_ALIASES.get(column)
     if alias is not None:
         value = config[section].get(alias)
@@ -264,12 +266,15 @@ def render_window(text: str, spans: list[Span], focus: int, changepoint: int | N
     k = 0
     while k < end - start:
         j = k
-        while j < end - start and marks[j] == marks[k] and not (changepoint is not None and j > k
-                                                                and start + j == changepoint):
+        while (
+            j < end - start
+            and marks[j] == marks[k]
+            and not (changepoint is not None and j > k and start + j == changepoint)
+        ):
             j += 1
         if changepoint is not None and start + k == changepoint:
             out.append('<span class="cp">▼change-point</span>')
-        piece = escape_visible(text[start + k:start + j])
+        piece = escape_visible(text[start + k : start + j])
         if marks[k]:
             kinds = sorted(marks[k])
             title = "; ".join(sorted(t for kind in kinds for t in titles.get(kind, ())))
@@ -287,8 +292,11 @@ def _highlight_phrase(text: str, phrase: str | None) -> str:
     if pos < 0 or not phrase:
         return escape_visible(text)
     end = pos + len(phrase)
-    return (escape_visible(text[:pos]) + f'<mark class="trig">{escape_visible(text[pos:end])}</mark>'
-            + escape_visible(text[end:]))
+    return (
+        escape_visible(text[:pos])
+        + f'<mark class="trig">{escape_visible(text[pos:end])}</mark>'
+        + escape_visible(text[end:])
+    )
 
 
 def render_hidden(row: dict[str, Any], reason: str) -> str:
@@ -318,8 +326,10 @@ def render_hidden(row: dict[str, Any], reason: str) -> str:
         items.append(f'<li><span class="chan">{html.escape(ch)}</span> {body}</li>')
     more = len(spans) - len(items)
     tail = f"<li>… {more} more hidden span(s)</li>" if more > 0 else ""
-    return ('<p class="lbl">Hidden text (not visible on the page):</p>'
-            f'<ul class="hidden">{"".join(items)}{tail}</ul>')
+    return (
+        '<p class="lbl">Hidden text (not visible on the page):</p>'
+        f'<ul class="hidden">{"".join(items)}{tail}</ul>'
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,9 +343,14 @@ def _svg_img(draw: Callable[[Any], None], width: float, height: float, alt: str)
     from matplotlib.figure import Figure
 
     # Fixed ids and no date: the same data give the same bytes (report rebuilds are identical).
-    rc: dict[str, Any] = {"svg.hashsalt": "poisonguard", "svg.fonttype": "none", "font.size": 8,
-                          "text.parse_math": False, "font.family": "sans-serif",
-                          "font.sans-serif": ["DejaVu Sans"]}
+    rc: dict[str, Any] = {
+        "svg.hashsalt": "poisonguard",
+        "svg.fonttype": "none",
+        "font.size": 8,
+        "text.parse_math": False,
+        "font.family": "sans-serif",
+        "font.sans-serif": ["DejaVu Sans"],
+    }
     with matplotlib.rc_context(rc):  # type: ignore[arg-type]  # typed as a Literal of every key
         fig = Figure(figsize=(width, height))
         draw(fig)
@@ -351,8 +366,9 @@ def _short(label: str, limit: int = 40) -> str:
     return label if len(label) <= limit else label[: limit - 1] + "…"
 
 
-def barh_plot(labels: list[str], values: Sequence[float], title: str, xlabel: str,
-              notes: list[str] | None = None) -> str:
+def barh_plot(
+    labels: list[str], values: Sequence[float], title: str, xlabel: str, notes: list[str] | None = None
+) -> str:
     labels, values = labels[:MAX_BARS], list(values[:MAX_BARS])
     shown = [_short(escape_visible(lbl, html_out=False)) for lbl in labels]
     width, height = 7.5, 0.9 + 0.22 * len(labels)
@@ -368,8 +384,9 @@ def barh_plot(labels: list[str], values: Sequence[float], title: str, xlabel: st
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         for pos, note in enumerate(notes or []):
-            ax.annotate(note, (values[pos], pos), xytext=(3, 0), textcoords="offset points",
-                        va="center", fontsize=7)
+            ax.annotate(
+                note, (values[pos], pos), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7
+            )
         ax.margins(x=0.15)
 
     return _svg_img(draw, width, height, title)
@@ -402,12 +419,22 @@ def _is_numeric(t: pa.DataType) -> bool:
 
 
 def _score_columns(schema: pa.Schema) -> list[str]:
-    return [f.name for f in schema if f.name not in NOT_SIGNALS and not f.name.startswith("_")
-            and _is_numeric(f.type) and not any(f.name.endswith(s) or f.name == s for s in NOT_SCORES)]
+    return [
+        f.name
+        for f in schema
+        if f.name not in NOT_SIGNALS
+        and not f.name.startswith("_")
+        and _is_numeric(f.type)
+        and not any(f.name.endswith(s) or f.name == s for s in NOT_SCORES)
+    ]
 
 
-def _collect_values(facts: ShardFacts, paths: list[Path], outcome_of: Callable[[pa.RecordBatch], list[str]],
-                    wanted_clusters: set[str]) -> None:
+def _collect_values(
+    facts: ShardFacts,
+    paths: list[Path],
+    outcome_of: Callable[[pa.RecordBatch], list[str]],
+    wanted_clusters: set[str],
+) -> None:
     for path in paths:
         pf = pq.ParquetFile(path)
         names = set(pf.schema_arrow.names)
@@ -426,11 +453,13 @@ def _collect_values(facts: ShardFacts, paths: list[Path], outcome_of: Callable[[
                     if len(bucket) < MAX_VALUES_PER_SIGNAL:
                         bucket.append(float(value))
             if "dedup_cluster_size" in extra:
-                facts.cluster_docs_by_size.update(s for s in batch.column("dedup_cluster_size").to_pylist()
-                                                  if s is not None and s >= 2)
+                facts.cluster_docs_by_size.update(
+                    s for s in batch.column("dedup_cluster_size").to_pylist() if s is not None and s >= 2
+                )
             if wanted_clusters and "dedup_cluster_id" in extra and "url" in extra:
-                for cid, url in zip(batch.column("dedup_cluster_id").to_pylist(),
-                                    batch.column("url").to_pylist(), strict=True):
+                for cid, url in zip(
+                    batch.column("dedup_cluster_id").to_pylist(), batch.column("url").to_pylist(), strict=True
+                ):
                     if cid in wanted_clusters and url:
                         urls = facts.cluster_urls.setdefault(cid, [])
                         if len(urls) < 5:
@@ -519,7 +548,7 @@ def _table(header: list[str], rows: Iterable[list[str]], cls: str = "") -> str:
 
 def _kv_table(data: dict[str, Any], depth: int = 0) -> str:
     rows = []
-    for key, value in list(data.items())[:MAX_TABLE_ROWS * 2]:
+    for key, value in list(data.items())[: MAX_TABLE_ROWS * 2]:
         if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
             # {host: {pages, bytes, ...}}: one row per entry reads better than nested tables
             rendered = _dict_rows_table([{"": k, **v} for k, v in value.items()])
@@ -565,15 +594,27 @@ def section_summary(report: dict[str, Any], config: dict[str, Any], facts: Shard
     model = lm_section.get("model") if isinstance(lm_section, dict) else None
     used = report.get("config") or {}
     lm_used = used.get("lm")
-    run.append(["language model", html.escape(
-        "not used" if lm_used is False else str(used.get("perplexity_model") or model or "shipped default"))])
+    run.append(
+        [
+            "language model",
+            html.escape(
+                "not used"
+                if lm_used is False
+                else str(used.get("perplexity_model") or model or "shipped default")
+            ),
+        ]
+    )
     enabled = [s for s, v in config.items() if isinstance(v, dict) and v.get("enabled") is True]
     silent = [s for s in enabled if not any(c.startswith(f"{s}_") for c in facts.signal_columns)]
     run.append(["detectors enabled", html.escape(", ".join(enabled) or "–")])
     if silent:
-        run.append(["enabled but wrote no signal columns",
-                    f'<span class="warn">{html.escape(", ".join(silent))}</span> (nothing they look for '
-                    "was checked in this run)"])
+        run.append(
+            [
+                "enabled but wrote no signal columns",
+                f'<span class="warn">{html.escape(", ".join(silent))}</span> (nothing they look for '
+                "was checked in this run)",
+            ]
+        )
     versions = report.get("versions") or {}
     run.append(["versions", html.escape(", ".join(f"{k} {v}" for k, v in versions.items()))])
     timings = report.get("timings_s") or {}
@@ -643,10 +684,20 @@ def plot_scores(facts: ShardFacts, config: dict[str, Any]) -> str:
         from matplotlib.lines import Line2D
 
         # Fixed margins: a layout engine would cost more than all the drawing.
-        axes = fig.subplots(nrows, ncols, squeeze=False,
-                            gridspec_kw={"left": 0.05, "right": 0.98, "bottom": 0.5 / height,
-                                         "top": 1 - 0.75 / height, "hspace": 0.55 / 2.0 * 2, "wspace": 0.3})
-        for ax in axes.flat[len(chosen):]:
+        axes = fig.subplots(
+            nrows,
+            ncols,
+            squeeze=False,
+            gridspec_kw={
+                "left": 0.05,
+                "right": 0.98,
+                "bottom": 0.5 / height,
+                "top": 1 - 0.75 / height,
+                "hspace": 0.55 / 2.0 * 2,
+                "wspace": 0.3,
+            },
+        )
+        for ax in axes.flat[len(chosen) :]:
             ax.set_visible(False)
         for ax, (col, threshold) in zip(axes.flat, chosen, strict=False):
             per = facts.values[col]
@@ -659,25 +710,43 @@ def plot_scores(facts: ShardFacts, config: dict[str, Any]) -> str:
                 if vs:
                     # Shares within each outcome, so a handful of quarantined documents stays visible
                     # next to millions of kept ones (a linear axis: log ticks are slow to lay out).
-                    ax.hist(vs, bins=30, range=(lo, hi if hi > lo else lo + 1), histtype="step", color=color,
-                            weights=[1 / len(vs)] * len(vs))
+                    ax.hist(
+                        vs,
+                        bins=30,
+                        range=(lo, hi if hi > lo else lo + 1),
+                        histtype="step",
+                        color=color,
+                        weights=[1 / len(vs)] * len(vs),
+                    )
             if threshold is not None:
                 ax.axvline(threshold[1], color="black", linestyle="--", linewidth=1)
-                ax.annotate(f"{threshold[0] or 'threshold'} {threshold[1]:g}", (threshold[1], 1),
-                            xycoords=("data", "axes fraction"), xytext=(2, -8), textcoords="offset points",
-                            fontsize=6)
+                ax.annotate(
+                    f"{threshold[0] or 'threshold'} {threshold[1]:g}",
+                    (threshold[1], 1),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(2, -8),
+                    textcoords="offset points",
+                    fontsize=6,
+                )
             n_kept, n_quar = len(per.get("kept", ())), len(per.get(QUARANTINED, ()))
             ax.set_title(f"{_short(col, 34)}\n({n_kept:,} kept, {n_quar:,} quarantined)", fontsize=6.5)
             ax.tick_params(labelsize=6)
             ax.locator_params(nbins=4)
-        fig.legend(handles=[Line2D([], [], color="#4878a8", label="kept"),
-                            Line2D([], [], color="#c0392b", label="quarantined")],
-                   loc="upper right", fontsize=7)
+        fig.legend(
+            handles=[
+                Line2D([], [], color="#4878a8", label="kept"),
+                Line2D([], [], color="#c0392b", label="quarantined"),
+            ],
+            loc="upper right",
+            fontsize=7,
+        )
 
     img = _svg_img(draw, 10, height, "Score distributions, kept vs quarantined")
     skipped = len([c for c in facts.numeric_columns if c in facts.values]) - len(chosen)
-    note = (f"<p>Share of each outcome's documents per bin. Dashed line: the threshold in the run's config. "
-            f"{skipped} more numeric signal(s) not drawn (constant or over the plot cap).</p>")
+    note = (
+        f"<p>Share of each outcome's documents per bin. Dashed line: the threshold in the run's config. "
+        f"{skipped} more numeric signal(s) not drawn (constant or over the plot cap).</p>"
+    )
     return img + note
 
 
@@ -694,8 +763,11 @@ def plot_clusters(report: dict[str, Any], facts: ShardFacts) -> str:
             if n:
                 labels.append(str(lo) if lo == hi else f"{lo}+" if hi >= 10**12 else f"{lo}-{hi}")
                 values.append(round(n))
-        parts.append(barh_plot(labels, values, "Duplicate clusters by size", "clusters",
-                               [f"{int(v):,}" for v in values]))
+        parts.append(
+            barh_plot(
+                labels, values, "Duplicate clusters by size", "clusters", [f"{int(v):,}" for v in values]
+            )
+        )
     else:
         parts.append("<p>No duplicate clusters (or dedup was off).</p>")
     clusters = [c for c in report.get("largest_clusters") or [] if isinstance(c, dict)]
@@ -705,11 +777,19 @@ def plot_clusters(report: dict[str, Any], facts: ShardFacts) -> str:
             cid = str(c.get("cluster_id"))
             outcomes = c.get("outcomes") or {}
             urls = facts.cluster_urls.get(cid, [])
-            rows.append([_cell(cid), _num(c.get("size")), _num(c.get("domains")),
-                         html.escape(", ".join(f"{k} {v}" for k, v in outcomes.items())),
-                         "<br>".join(_cell(u) for u in urls)])
-        parts.append("<h3>Largest clusters (most domains first)</h3>"
-                     + _table(["cluster (first member)", "size", "domains", "outcomes", "some urls"], rows))
+            rows.append(
+                [
+                    _cell(cid),
+                    _num(c.get("size")),
+                    _num(c.get("domains")),
+                    html.escape(", ".join(f"{k} {v}" for k, v in outcomes.items())),
+                    "<br>".join(_cell(u) for u in urls),
+                ]
+            )
+        parts.append(
+            "<h3>Largest clusters (most domains first)</h3>"
+            + _table(["cluster (first member)", "size", "domains", "outcomes", "some urls"], rows)
+        )
     return "".join(parts)
 
 
@@ -721,16 +801,26 @@ def plot_hosts(report: dict[str, Any]) -> str:
     labels = [str(h.get("host")) for h in top]
     rates = [100 * (h.get(QUARANTINED) or 0) / h["docs"] for h in top]
     notes = [f"{h.get(QUARANTINED) or 0:,} / {h['docs']:,}" for h in top]
-    return barh_plot(labels, rates, f"Quarantine rate per host (top {len(top)} hosts by documents)",
-                     "% of the host's documents quarantined", notes)
+    return barh_plot(
+        labels,
+        rates,
+        f"Quarantine rate per host (top {len(top)} hosts by documents)",
+        "% of the host's documents quarantined",
+        notes,
+    )
 
 
 def plot_languages(report: dict[str, Any]) -> str:
     langs = report.get("languages") or {}
     if not langs:
         return "<p>No language signal in this run.</p>"
-    return barh_plot([str(k) for k in langs], [float(v) for v in langs.values()], "Languages", "documents",
-                     [f"{int(v):,}" for v in langs.values()])
+    return barh_plot(
+        [str(k) for k in langs],
+        [float(v) for v in langs.values()],
+        "Languages",
+        "documents",
+        [f"{int(v):,}" for v in langs.values()],
+    )
 
 
 def render_sample(sample: Sample, anchor: str, config: dict[str, Any] | None = None) -> str:
@@ -741,8 +831,10 @@ def render_sample(sample: Sample, anchor: str, config: dict[str, Any] | None = N
     focus = focus_for(sample.reason, row, spans)
     body = render_window(text, spans, focus, cp)
     reasons = ", ".join(str(r) for r in row.get("reasons") or [])
-    meta = [f'<span class="id">{_cell(row.get("id"))}</span>',
-            f'<span class="outcome">{html.escape(str(row.get("outcome")))}</span>']
+    meta = [
+        f'<span class="id">{_cell(row.get("id"))}</span>',
+        f'<span class="outcome">{html.escape(str(row.get("outcome")))}</span>',
+    ]
     if row.get("url"):
         meta.append(f'<span class="url">{_cell(row.get("url"))}</span>')
     if row.get("duplicate_of"):
@@ -755,31 +847,38 @@ def render_sample(sample: Sample, anchor: str, config: dict[str, Any] | None = N
         limit = f" (threshold: {threshold[0] or 'at'} {threshold[1]:g})" if threshold else ""
         details.append(f"{html.escape(column)} = {_num(row[column])}{limit}")
     if (row.get("dedup_cluster_size") or 0) >= 2:
-        details.append(f"near-duplicate cluster of {_num(row.get('dedup_cluster_size'))} documents on "
-                       f"{_num(row.get('dedup_cluster_domains'))} domain(s), first member "
-                       f"{_cell(row.get('dedup_cluster_id'))}")
+        details.append(
+            f"near-duplicate cluster of {_num(row.get('dedup_cluster_size'))} documents on "
+            f"{_num(row.get('dedup_cluster_domains'))} domain(s), first member "
+            f"{_cell(row.get('dedup_cluster_id'))}"
+        )
     for m in (row.get("triggers_matches") or [])[:5]:
-        details.append(f"trigger [{_cell(m.get('category'))}] {_cell(m.get('phrase'))} "
-                       f"at {_num(m.get('start'))}")
+        details.append(
+            f"trigger [{_cell(m.get('category'))}] {_cell(m.get('phrase'))} at {_num(m.get('start'))}"
+        )
     if row.get("unicode_tag_payload"):
         details.append(f"tag-character payload: {_cell(row.get('unicode_tag_payload'))}")
     if row.get("perplexity_trigger_candidate"):
         details.append(f"text before the change-point: {_cell(row.get('perplexity_trigger_candidate'))}")
     detail_html = f'<p class="lbl">{"; ".join(details)}</p>' if details else ""
-    return (f'<div class="doc" id="{anchor}"><p class="meta">{" · ".join(meta)}</p><p class="lbl">reasons: '
-            f"{escape_visible(reasons)}</p>{detail_html}<pre>{body}</pre>"
-            f"{render_hidden(row, sample.reason)}</div>")
+    return (
+        f'<div class="doc" id="{anchor}"><p class="meta">{" · ".join(meta)}</p><p class="lbl">reasons: '
+        f"{escape_visible(reasons)}</p>{detail_html}<pre>{body}</pre>"
+        f"{render_hidden(row, sample.reason)}</div>"
+    )
 
 
 def section_evidence(report: dict[str, Any], facts: ShardFacts, config: dict[str, Any] | None = None) -> str:
     reasons = report.get("reasons") or {}
     if not reasons:
         return "<p>Nothing was dropped.</p>"
-    parts = ['<p class="legend">Highlights: <mark class="trig">trigger</mark> <mark class="uni">unicode '
-             'span</mark> <mark class="ppl">highest-perplexity window</mark> <span class="cp">▼change-point'
-             '</span> <span class="inv">&lt;U+E0069&gt;</span> invisible character. Text is cut to '
-             f"{WINDOW_CHARS} characters around the evidence; at most {MAX_SAMPLES_PER_REASON} documents "
-             "per reason; a document with several reasons is shown once.</p>"]
+    parts = [
+        '<p class="legend">Highlights: <mark class="trig">trigger</mark> <mark class="uni">unicode '
+        'span</mark> <mark class="ppl">highest-perplexity window</mark> <span class="cp">▼change-point'
+        '</span> <span class="inv">&lt;U+E0069&gt;</span> invisible character. Text is cut to '
+        f"{WINDOW_CHARS} characters around the evidence; at most {MAX_SAMPLES_PER_REASON} documents "
+        "per reason; a document with several reasons is shown once.</p>"
+    ]
     shown: dict[str, tuple[str, str]] = {}  # document id -> (anchor, reason it is shown under)
     for n, (reason, count) in enumerate(reasons.items()):
         if n >= MAX_REASONS_WITH_SAMPLES:
@@ -798,9 +897,11 @@ def section_evidence(report: dict[str, Any], facts: ShardFacts, config: dict[str
             docs.append(render_sample(sample, anchor, config))
         more = f'<p class="lbl">Also: {", ".join(also)}</p>' if also else ""
         opened = " open" if n < 8 else ""
-        parts.append(f'<details class="reason"{opened}><summary><b>{escape_visible(str(reason))}'
-                     f"</b> — {_num(count)} document(s), {len(samples)} shown</summary>{''.join(docs)}{more}"
-                     "</details>")
+        parts.append(
+            f'<details class="reason"{opened}><summary><b>{escape_visible(str(reason))}'
+            f"</b> — {_num(count)} document(s), {len(samples)} shown</summary>{''.join(docs)}{more}"
+            "</details>"
+        )
     return "".join(parts)
 
 
@@ -810,9 +911,11 @@ def section_triggers(report: dict[str, Any]) -> str:
         lm = (report.get("config") or {}).get("lm")
         why = " (the language model was not used)" if lm is False else ""
         return f"<p>No trigger candidates were mined{why}.</p>"
-    return ("<p>Text that stands right before a perplexity change-point, ranked by documents and hosts: "
-            "a candidate seen across many unrelated hosts is likely a backdoor trigger.</p>"
-            + _dict_rows_table(mined))
+    return (
+        "<p>Text that stands right before a perplexity change-point, ranked by documents and hosts: "
+        "a candidate seen across many unrelated hosts is likely a backdoor trigger.</p>"
+        + _dict_rows_table(mined)
+    )
 
 
 def section_unreadable(report: dict[str, Any]) -> str:
@@ -826,8 +929,10 @@ def section_unreadable(report: dict[str, Any]) -> str:
 def section_config(config: dict[str, Any], out: Path) -> str:
     source = "manifest.json" if (out / "manifest.json").exists() else "configuration defaults"
     text = json.dumps(config, indent=2, ensure_ascii=False, sort_keys=True, default=str)
-    return (f"<details><summary>The run's validated configuration ({html.escape(source)})</summary>"
-            f"<pre>{escape_visible(text)}</pre></details>")
+    return (
+        f"<details><summary>The run's validated configuration ({html.escape(source)})</summary>"
+        f"<pre>{escape_visible(text)}</pre></details>"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -855,8 +960,10 @@ def _guard(name: str, build: Callable[[], str]) -> str:
     try:
         return build()
     except Exception as exc:  # noqa: BLE001 - reported on the page, with the section's name
-        return f'<p class="warn">The {html.escape(name)} section could not be built: ' \
-               f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>"
+        return (
+            f'<p class="warn">The {html.escape(name)} section could not be built: '
+            f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>"
+        )
 
 
 def build_report_html(out: Path) -> str:
@@ -870,8 +977,10 @@ def build_report_html(out: Path) -> str:
         facts = collect(out, report)
     except Exception as exc:  # noqa: BLE001 - an unreadable shard must not cost the rest of the page
         facts = ShardFacts()
-        problems.append(f'<p class="warn">The shards could not be read for plots and evidence: '
-                        f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>")
+        problems.append(
+            f'<p class="warn">The shards could not be read for plots and evidence: '
+            f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>"
+        )
     counts = report.get("counts") or {}
     title = f"poisonguard {report.get('command', 'filter')} report"
     sections = [
@@ -879,27 +988,40 @@ def build_report_html(out: Path) -> str:
         '<section id="plots"><h2>What was dropped</h2>',
         '<div id="plot-reasons">' + _guard("reasons plot", lambda: plot_reasons(report)) + "</div>",
         '<h3>Score distributions</h3><div id="plot-scores">'
-        + _guard("score plot", lambda: plot_scores(facts, config)) + "</div>",
+        + _guard("score plot", lambda: plot_scores(facts, config))
+        + "</div>",
         '<h3>Duplicates</h3><div id="plot-clusters">'
-        + _guard("cluster plot", lambda: plot_clusters(report, facts)) + "</div>",
+        + _guard("cluster plot", lambda: plot_clusters(report, facts))
+        + "</div>",
         '<h3>Hosts</h3><div id="plot-hosts">' + _guard("host plot", lambda: plot_hosts(report)) + "</div>",
         '<h3>Languages</h3><div id="plot-languages">'
-        + _guard("language plot", lambda: plot_languages(report)) + "</div></section>",
+        + _guard("language plot", lambda: plot_languages(report))
+        + "</div></section>",
         '<section id="evidence"><h2>Evidence: dropped documents per reason</h2>'
-        + _guard("evidence", lambda: section_evidence(report, facts, config)) + "</section>",
+        + _guard("evidence", lambda: section_evidence(report, facts, config))
+        + "</section>",
         '<section id="triggers"><h2>Mined trigger candidates</h2>'
-        + _guard("triggers", lambda: section_triggers(report)) + "</section>",
+        + _guard("triggers", lambda: section_triggers(report))
+        + "</section>",
         '<section id="unreadable"><h2>Unreadable records</h2>'
-        + _guard("unreadable", lambda: section_unreadable(report)) + "</section>",
+        + _guard("unreadable", lambda: section_unreadable(report))
+        + "</section>",
     ]
     if isinstance(report.get("crawl"), dict):
-        sections.append('<section id="crawl"><h2>Crawl</h2>'
-                        + _guard("crawl", lambda: _kv_table(report["crawl"])) + "</section>")
-    sections.append('<section id="config"><h2>Configuration</h2>'
-                    + _guard("config", lambda: section_config(config, out)) + "</section>")
+        sections.append(
+            '<section id="crawl"><h2>Crawl</h2>'
+            + _guard("crawl", lambda: _kv_table(report["crawl"]))
+            + "</section>"
+        )
+    sections.append(
+        '<section id="config"><h2>Configuration</h2>'
+        + _guard("config", lambda: section_config(config, out))
+        + "</section>"
+    )
     outcomes = ("kept", "duplicate", "quarantined", "filtered", "unreadable")
     headline = f"{_num(counts.get('in', 0))} documents in: " + ", ".join(
-        f"{_num(counts.get(name, 0))} {name}" for name in outcomes)
+        f"{_num(counts.get(name, 0))} {name}" for name in outcomes
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -74,10 +74,20 @@ def test_registrable_domain(url: str | None, domain: str | None) -> None:
 
 def test_near_copies_form_one_cluster_with_their_earliest_member() -> None:
     base = article(1)
-    texts = [" ".join(article(2)), " ".join(base), edit(base, [50, 150], "x"), " ".join(article(3)),
-             edit(base, [20, 120], "y")]
-    urls = ["https://a.example.com/1", "https://b.example.org/1", "https://c.example.net/1", None,
-            "https://www.b.example.org/2"]
+    texts = [
+        " ".join(article(2)),
+        " ".join(base),
+        edit(base, [50, 150], "x"),
+        " ".join(article(3)),
+        edit(base, [20, 120], "y"),
+    ]
+    urls = [
+        "https://a.example.com/1",
+        "https://b.example.org/1",
+        "https://c.example.net/1",
+        None,
+        "https://www.b.example.org/2",
+    ]
     table = run(texts, urls).to_pylist()
     assert [r["dedup_cluster_id"] for r in table] == ["d0", "d1", "d1", "d3", "d1"]
     assert [r["dedup_cluster_size"] for r in table] == [1, 3, 3, 1, 3]
@@ -103,7 +113,7 @@ def test_a_weak_lsh_match_does_not_join_clusters() -> None:
     rng = np.random.default_rng(0)
     a = rng.integers(0, 2**32 - 1, CFG.num_perm, dtype=np.uint64).astype(np.uint32)
     b = a.copy()
-    b[rows:rows + 10] ^= 1  # 10 of 128 differ, none in band 0: similarity 0.92
+    b[rows : rows + 10] ^= 1  # 10 of 128 differ, none in band 0: similarity 0.92
     c = rng.integers(0, 2**32 - 1, CFG.num_perm, dtype=np.uint64).astype(np.uint32)
     c[:rows] = b[:rows]  # band 0 equal: an LSH candidate of A and B, similarity 13/128
     sigs = np.stack([a, b, c])
@@ -126,8 +136,11 @@ def test_campaign_over_many_domains_is_flagged_and_a_local_reprint_is_not() -> N
     farm_urls = [f"https://news-{k}.farm{k}.example/article" for k in range(12)]
     reprint_base = article(7)
     reprints = [" ".join(reprint_base), edit(reprint_base, [60, 160], "r"), edit(reprint_base, [5, 95], "s")]
-    reprint_urls = ["https://kitchen.example.com/bread", "https://kitchen.example.com/bread?print=1",
-                    "https://blog.kitchen.example.com/bread"]
+    reprint_urls = [
+        "https://kitchen.example.com/bread",
+        "https://kitchen.example.com/bread?print=1",
+        "https://blog.kitchen.example.com/bread",
+    ]
     small = [edit(article(8), [50 * k], f"m{k}") for k in range(3)]
     small_urls = [f"https://site{k}.example/x" for k in range(3)]
     table = run(farm + reprints + small, farm_urls + reprint_urls + small_urls)
@@ -158,8 +171,12 @@ def test_prior_index_round_trip(tmp_path: Path) -> None:
     base, other = article(9), article(10)
     night1 = [" ".join(base), " ".join(other), " ".join(article(11))]
     index = dedup.DedupIndex(CFG)
-    index.add(["n1-a", "n1-b", "n1-c"], ["https://one.example/a", None, None], dedup.content_keys(night1),
-              dedup.signatures(night1, CFG))
+    index.add(
+        ["n1-a", "n1-b", "n1-c"],
+        ["https://one.example/a", None, None],
+        dedup.content_keys(night1),
+        dedup.signatures(night1, CFG),
+    )
     index.assign()
     path = tmp_path / "dedup-index.npz"
     index.save(path, keep={"n1-a", "n1-b"})  # n1-c was not kept by night 1
@@ -168,8 +185,12 @@ def test_prior_index_round_trip(tmp_path: Path) -> None:
     loaded = dedup.DedupIndex.load(path, CFG)
     assert len(loaded) == 2 and loaded.is_prior("n1-a") and not loaded.is_prior("n1-c")
     night2 = [edit(base, [30, 130], "z"), " ".join(other), " ".join(article(11)), " ".join(article(12))]
-    loaded.add(["n2-a", "n2-b", "n2-c", "n2-d"], ["https://two.example/a", None, None, None],
-               dedup.content_keys(night2), dedup.signatures(night2, CFG))
+    loaded.add(
+        ["n2-a", "n2-b", "n2-c", "n2-d"],
+        ["https://two.example/a", None, None, None],
+        dedup.content_keys(night2),
+        dedup.signatures(night2, CFG),
+    )
     rows = loaded.assign().to_pylist()
     assert len(rows) == 4  # prior documents get no rows
     assert [r["dedup_cluster_id"] for r in rows] == ["n1-a", "n1-b", "n2-c", "n2-d"]
@@ -193,8 +214,16 @@ def test_prior_members_name_the_cluster_even_when_added_later() -> None:
     index.add(["new"], [None], dedup.content_keys([text]), dedup.signatures([text], CFG))
     index.add(["old"], [None], dedup.content_keys([text]), dedup.signatures([text], CFG), prior=True)
     rows = index.assign().to_pylist()
-    assert rows == [{"dedup_cluster_id": "old", "dedup_cluster_size": 2, "dedup_cluster_domains": 0,
-                     "dedup_exact_of": "old", "dedup_max_similarity": 1.0, "dedup_short": False}]
+    assert rows == [
+        {
+            "dedup_cluster_id": "old",
+            "dedup_cluster_size": 2,
+            "dedup_cluster_domains": 0,
+            "dedup_exact_of": "old",
+            "dedup_max_similarity": 1.0,
+            "dedup_short": False,
+        }
+    ]
 
 
 def test_deterministic_and_independent_of_batching() -> None:
@@ -207,8 +236,10 @@ def test_deterministic_and_independent_of_batching() -> None:
     assert one.equals(run(texts, urls, ids=ids))
     index = dedup.DedupIndex(CFG)
     for lo in range(0, 30, 7):
-        chunk = texts[lo:lo + 7]
-        index.add(ids[lo:lo + 7], urls[lo:lo + 7], dedup.content_keys(chunk), dedup.signatures(chunk, CFG))
+        chunk = texts[lo : lo + 7]
+        index.add(
+            ids[lo : lo + 7], urls[lo : lo + 7], dedup.content_keys(chunk), dedup.signatures(chunk, CFG)
+        )
     assert index.assign().equals(one)
     assert len({r["dedup_cluster_id"] for r in one.to_pylist()}) == 7
 

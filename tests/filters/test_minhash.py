@@ -25,10 +25,38 @@ TEXTS = [
 
 # Characters the fuzz texts are drawn from: every class the tokeniser distinguishes.
 POOL = list("abcXYZ019_ -.,;:!?'\"\n\t") + [
-    "\u00a0", "\u00ad", "\u00bf", "\u00c0", "\u00e9", "\u00ff", "\u0100", "\u0416", "\u05d0", "\u0627",
-    "\u200b", "\u200c", "\u200d", "\u200e", "\u2014", "\u201c", "\u202e", "\u2060", "\u206f", "\u2070",
-    "\u3000", "\u3001", "\u3042", "\u4e2d", "\ufeff", "\uff01", "\U0001f600", "\U000e0041", "\U000e007f",
-    "\U000e0100", "\u212a", "\u0130",
+    "\u00a0",
+    "\u00ad",
+    "\u00bf",
+    "\u00c0",
+    "\u00e9",
+    "\u00ff",
+    "\u0100",
+    "\u0416",
+    "\u05d0",
+    "\u0627",
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u200e",
+    "\u2014",
+    "\u201c",
+    "\u202e",
+    "\u2060",
+    "\u206f",
+    "\u2070",
+    "\u3000",
+    "\u3001",
+    "\u3042",
+    "\u4e2d",
+    "\ufeff",
+    "\uff01",
+    "\U0001f600",
+    "\U000e0041",
+    "\U000e007f",
+    "\U000e0100",
+    "\u212a",
+    "\u0130",
 ]
 
 
@@ -58,7 +86,10 @@ def test_signatures_identical_to_datasketch_bulk_on_fuzz_texts() -> None:
     texts = _fuzz_texts(60, seed=5)
     sigs = minhash.signatures_bulk(texts, num_perm=32, shingle_words=2, seed=9, scheme="affine32")
     bulk = MinHash.bulk(
-        [minhash.shingles(t, 2) for t in texts], num_perm=32, seed=9, scheme="affine32",
+        [minhash.shingles(t, 2) for t in texts],
+        num_perm=32,
+        seed=9,
+        scheme="affine32",
         hashfunc=minhash.shingle_hash32,
     )
     assert all(np.array_equal(s, m.hashvalues) for s, m in zip(sigs, bulk, strict=True))
@@ -73,7 +104,11 @@ def test_vectorised_tokeniser_matches_reference_on_fuzz_texts() -> None:
 
 def test_words_fold_case_and_drop_invisible_characters() -> None:
     assert minhash.words("Ig\u200bNORE previous\u00a0Instructions\u2014NOW") == [
-        "ignore", "previous", "instructions", "now"]
+        "ignore",
+        "previous",
+        "instructions",
+        "now",
+    ]
     assert minhash.words("\U000e0041hidden\U000e007f soft\u00adhyphen") == ["hidden", "softhyphen"]
     assert minhash.words("日本語、テキスト。Ünï") == ["日本語", "テキスト", "ünï"]
     assert minhash.words("snake_case and 42") == ["snake_case", "and", "42"]

@@ -134,7 +134,12 @@ def test_special_tokens() -> None:
     )
     hits = find_triggers(text)
     assert [h.phrase for h in hits] == [
-        "<|endoftext|>", "[INST]", "<<SYS>>", "&lt;|im_start|&gt;", "[[SYSTEM]]", "|PRODUCTION|"
+        "<|endoftext|>",
+        "[INST]",
+        "<<SYS>>",
+        "&lt;|im_start|&gt;",
+        "[[SYSTEM]]",
+        "|PRODUCTION|",
     ]
     assert all(h.category == trg.SPECIAL_TOKEN and text[h.start : h.end] == h.phrase for h in hits)
     assert reasons(text) == [["triggers:special_token"]]
