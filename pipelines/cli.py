@@ -67,6 +67,33 @@ def _load(config: Path | None, overrides: dict[str, Any]) -> PipelineConfig:
         raise fail(str(exc)) from None
 
 
+PresetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        help="Field layout of the input: hf, datatrove, fineweb, dolma, redpajama, redpajama-v1 "
+        "(config input.preset).",
+    ),
+]
+TextKeyOption = Annotated[
+    str | None,
+    typer.Option("--text-key", help="Field holding the text; dotted paths such as metadata.content work."),
+]
+IdKeyOption = Annotated[str | None, typer.Option("--id-key", help="Field holding the document id.")]
+UrlKeyOption = Annotated[
+    str | None, typer.Option("--url-key", help="Field holding the URL, e.g. metadata.url (datatrove).")
+]
+
+
+def _input_overrides(
+    preset: str | None, text_key: str | None, id_key: str | None, url_key: str | None
+) -> dict[str, Any]:
+    """--preset and --*-key as an `input:` config section (validated with the rest of the config)."""
+    given = {"preset": preset, "text_key": text_key, "id_key": id_key, "url_key": url_key}
+    section = {k: v for k, v in given.items() if v is not None}
+    return {"input": section} if section else {}
+
+
 def _overrides(workers: int | None, lm: str | None) -> dict[str, Any]:
     """Command-line options that change the config."""
     overrides: dict[str, Any] = {}
@@ -138,7 +165,7 @@ def filter_command(
         list[str],
         typer.Argument(
             help="JSONL (.jsonl, .gz, .zst), Parquet or WARC files, "
-            "directories or globs. Each record needs a `text` field."
+            "directories or globs. Each record needs a text field (`text`; see --text-key, --preset)."
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: clean/, quarantine/, report.")],
@@ -172,9 +199,13 @@ def filter_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
+    preset: PresetOption = None,
+    text_key: TextKeyOption = None,
+    id_key: IdKeyOption = None,
+    url_key: UrlKeyOption = None,
 ) -> None:
     """Filter an existing corpus into clean shards, a quarantine and a report."""
-    cfg = _load(config, _overrides(workers, lm))
+    cfg = _load(config, {**_overrides(workers, lm), **_input_overrides(preset, text_key, id_key, url_key)})
     report = _run_filter(
         inputs,
         out,
@@ -191,7 +222,7 @@ def filter_command(
 
 
 def _run_filter(inputs: list[str], out: Path, cfg: PipelineConfig, **kwargs: Any) -> dict[str, Any]:
-    from poisonguard.pipelines.readers import InputError
+    from poisonguard.pipelines.readers import InputError, NoTextError
     from poisonguard.pipelines.runner import OutputError, run_filter
 
     quiet = kwargs.pop("quiet", False)
@@ -209,6 +240,8 @@ def _run_filter(inputs: list[str], out: Path, cfg: PipelineConfig, **kwargs: Any
         return runner(inputs, out, cfg, show_progress=not quiet and sys.stderr.isatty(), **kwargs)
     except (InputError, OutputError) as exc:
         raise fail(str(exc)) from None
+    except NoTextError as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
     except KeyboardInterrupt:
         raise fail("interrupted; continue with --resume", EXIT_FAILED) from None
     except Exception as exc:

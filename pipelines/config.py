@@ -22,6 +22,7 @@ from poisonguard.filters import perplexity as perplexity_detector
 from poisonguard.filters import repetition as repetition_detector
 from poisonguard.filters import triggers as triggers_detector
 from poisonguard.filters import unicode as unicode_detector
+from poisonguard.pipelines.fields import InputConfig
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,7 @@ class PolicyConfig(BaseModel):
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     run: RunConfig = RunConfig()
+    input: InputConfig = InputConfig()
     policy: PolicyConfig = PolicyConfig()
     unicode: unicode_detector.Config = unicode_detector.Config()
     triggers: triggers_detector.Config = triggers_detector.Config()

@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 from poisonguard.filters import dedup, minhash, perplexity
 from poisonguard.pipelines import policy, runner
 from poisonguard.pipelines.config import PipelineConfig
+from poisonguard.pipelines.fields import FieldMap
 from poisonguard.pipelines.progress import Progress
 from poisonguard.pipelines.readers import ReadState, expand_inputs, read_documents, total_bytes
 from poisonguard.pipelines.schema import DECISION_FIELDS, DOCUMENT_SCHEMA
@@ -758,7 +759,7 @@ def _run(
     (work / "fingerprint").write_text(fingerprint)
     progress = Progress(enabled=show_progress)
     timings: dict[str, float] = {}
-    state = ReadState()
+    state = ReadState(fields=FieldMap.from_config(cfg.input))
     input_bytes = total_bytes(paths)
     cpus = _cluster_cpus()
 

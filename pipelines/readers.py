@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
 
+from poisonguard.pipelines.fields import FieldMap, key_paths
 from poisonguard.pipelines.schema import DOCUMENT_SCHEMA, text_id
 
 JSONL_SUFFIXES = (
@@ -44,6 +45,10 @@ class InputError(ValueError):
     """An input that cannot be used at all (missing path, unknown format): a usage error."""
 
 
+class NoTextError(RuntimeError):
+    """Records were read but none had the text field: most likely the wrong --text-key or preset."""
+
+
 @dataclass(frozen=True)
 class Unreadable:
     file: str
@@ -61,6 +66,24 @@ class ReadState:
     unreadable: list[Unreadable] = field(default_factory=list)
     bytes_done: int = 0
     records: int = 0
+    fields: FieldMap = field(default_factory=FieldMap)
+    # Keys of records that had no text, with how often: the message when no record had one.
+    keys_without_text: dict[str, int] = field(default_factory=dict)
+
+    def note_missing_text(self, keys: list[str]) -> None:
+        for key in keys:
+            self.keys_without_text[key] = self.keys_without_text.get(key, 0) + 1
+
+    def check_found_text(self) -> None:
+        """Raise NoTextError when records were seen but none of them had the text field."""
+        if self.records or not self.keys_without_text:
+            return
+        seen = sorted(self.keys_without_text, key=lambda k: (-self.keys_without_text[k], k))
+        raise NoTextError(
+            f"no record has the text field {self.fields.text_key!r}; keys seen: {', '.join(seen[:30])}. "
+            "Name the text field with --text-key (dotted paths such as metadata.content work) or pick "
+            "a layout with --preset"
+        )
 
 
 def _suffix_kind(path: Path) -> str | None:
@@ -148,10 +171,10 @@ def _open_text_stream(path: Path, state: ReadState) -> IO[bytes]:
     return raw
 
 
-def _document(fields: dict[str, Any], source: str, record: int) -> dict[str, Any]:
-    text = fields.pop("text")
-    given = fields.pop("id", None)
-    url = fields.pop("url", None)
+def _document(
+    fields: dict[str, Any], source: str, record: int, mapping: FieldMap | None = None
+) -> dict[str, Any]:
+    text, given, url = (mapping or FieldMap()).take(fields)
     return {
         "id": str(given) if given not in (None, "") else text_id(text),
         "text": text,
@@ -194,11 +217,14 @@ def read_jsonl(path: Path, state: ReadState) -> Iterator[dict[str, Any]]:
                 if not isinstance(obj, dict):
                     state.unreadable.append(Unreadable(source, f"line {line_no}", "not a JSON object"))
                     continue
-                if not isinstance(obj.get("text"), str):
-                    why = "no text field" if obj.get("text") is None else "text is not a string"
+                text = state.fields.text(obj)
+                if not isinstance(text, str):
+                    why = f"no {state.fields.text_key} field" if text is None else "text is not a string"
                     state.unreadable.append(Unreadable(source, f"line {line_no}", why))
+                    if text is None:
+                        state.note_missing_text(key_paths(obj))
                     continue
-                yield _document(obj, source, line_no)
+                yield _document(obj, source, line_no, state.fields)
     except (EOFError, gzip.BadGzipFile, zlib.error, zstandard.ZstdError, OSError) as exc:
         state.unreadable.append(
             Unreadable(source, f"after line {line_no}", f"truncated or corrupt compressed stream: {exc}")
@@ -235,10 +261,12 @@ def read_parquet(path: Path, state: ReadState, batch_rows: int) -> Iterator[dict
             offset += batch.num_rows
             yield docs
         return
-    if "text" not in schema.names:
+    text_column = state.fields.text_column
+    if text_column not in schema.names:
         state.unreadable.append(
-            Unreadable(source, "file", f"no `text` column (columns: {', '.join(schema.names)})")
+            Unreadable(source, "file", f"no `{text_column}` column (columns: {', '.join(schema.names)})")
         )
+        state.note_missing_text(_schema_paths(schema))
         state.bytes_done += path.stat().st_size
         return
     if pf.metadata.num_rows == 0:
@@ -249,10 +277,20 @@ def read_parquet(path: Path, state: ReadState, batch_rows: int) -> Iterator[dict
         state.bytes_done += size * batch.num_rows // max(pf.metadata.num_rows, 1)
         for rec in batch.to_pylist():
             row += 1
-            if not isinstance(rec.get("text"), str):
+            if not isinstance(state.fields.text(rec), str):
                 state.unreadable.append(Unreadable(source, f"row {row}", "no text (null)"))
                 continue
-            yield _document(rec, source, row)
+            yield _document(rec, source, row, state.fields)
+
+
+def _schema_paths(schema: pa.Schema) -> list[str]:
+    """Column names, and the fields of struct columns as dotted paths."""
+    paths: list[str] = []
+    for f in schema:
+        paths.append(f.name)
+        if pa.types.is_struct(f.type):
+            paths.extend(f"{f.name}.{f.type.field(i).name}" for i in range(f.type.num_fields))
+    return paths
 
 
 def read_warc(path: Path, state: ReadState) -> Iterator[dict[str, Any]]:
@@ -379,3 +417,4 @@ def read_documents(
                 yield flush()
     if pending_rows:
         yield flush()
+    state.check_found_text()

@@ -33,6 +33,7 @@ from poisonguard.filters import dedup, perplexity
 from poisonguard.filters.drift import host_of
 from poisonguard.pipelines import __version__, policy
 from poisonguard.pipelines.config import PipelineConfig
+from poisonguard.pipelines.fields import FieldMap
 from poisonguard.pipelines.progress import Progress
 from poisonguard.pipelines.readers import ReadState, expand_inputs, read_documents, total_bytes
 from poisonguard.pipelines.schema import DECISION_FIELDS, DOCUMENT_SCHEMA, KEPT, OUTCOMES
@@ -356,7 +357,7 @@ def run_filter(
 
     progress = Progress(enabled=show_progress)
     timings: dict[str, float] = {}
-    state = ReadState()
+    state = ReadState(fields=FieldMap.from_config(cfg.input))
     input_bytes = total_bytes(paths)
 
     # Stage 1 -------------------------------------------------------------------------------

@@ -85,8 +85,9 @@ def test_parquet_input_and_null_text(tmp_path: Path) -> None:
 
 def test_parquet_without_text_column_is_unreadable(tmp_path: Path) -> None:
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "nobody.parquet")
-    rows, state = _read([tmp_path / "nobody.parquet"])
-    assert rows == [] and "no `text` column" in state.unreadable[0].why
+    pq.write_table(pa.table({"text": ["y"]}), tmp_path / "other.parquet")
+    rows, state = _read([tmp_path / "nobody.parquet", tmp_path / "other.parquet"])
+    assert [r["text"] for r in rows] == ["y"] and "no `text` column" in state.unreadable[0].why
 
 
 def test_chunks_are_fixed_size_across_files(tmp_path: Path) -> None:
