@@ -30,6 +30,25 @@ app = typer.Typer(
 console = Console(stderr=True)
 out_console = Console()
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from poisonguard.pipelines import __version__
+
+        out_console.print(f"poisonguard {__version__}", highlight=False)
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Keep poisoned web content out of training corpora."""
+
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML file with the settings to change (see configs/default.yaml)."),

@@ -51,7 +51,8 @@ from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.fields import FieldMap
 from poisonguard.pipelines.progress import Progress
 from poisonguard.pipelines.readers import ReadState, expand_inputs, read_documents, total_bytes
-from poisonguard.pipelines.schema import DECISION_FIELDS, DOCUMENT_SCHEMA
+from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
+from poisonguard.pipelines.shard_schema import shard_schema
 from poisonguard.pipelines.writers import ShardWriter, write_table
 
 # Ray must not phone home or repeat log lines; set before ray is imported anywhere in this process.
@@ -871,8 +872,9 @@ def _run(
     )
     assign_schema = dedup.SIGNAL_SCHEMA if cfg.dedup.enabled else pa.schema([])
     context_fields = [f for d in context_detectors for f in d.schema]
-    signal_schema = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema) + context_fields)
-    quarantine_schema = pa.schema(list(signal_schema) + [pa.field(n, t) for n, t in DECISION_FIELDS])
+    produced = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema) + context_fields)
+    # One schema for clean and quarantine, with or without the LM (pipelines/shard_schema.py).
+    out_schema = shard_schema(produced, context_fields)
     if not context_detectors:
         decide = ray.remote(_decide_chunk)
         cfg_ref = ray.put(cfg)
@@ -890,8 +892,8 @@ def _run(
     for name in ("clean", "quarantine"):
         if (out / name).exists():
             shutil.rmtree(out / name)
-    clean = ShardWriter(out / "clean", signal_schema, cfg.run.shard_rows, cfg.run.row_group_rows)
-    dropped = ShardWriter(out / "quarantine", quarantine_schema, cfg.run.shard_rows, cfg.run.row_group_rows)
+    clean = ShardWriter(out / "clean", out_schema, cfg.run.shard_rows, cfg.run.row_group_rows)
+    dropped = ShardWriter(out / "quarantine", out_schema, cfg.run.shard_rows, cfg.run.row_group_rows)
     tally = runner.Tally()
     lm_signals: list[pa.Table] = []
     quarantined_ids: set[str] = set()  # the local runner's running set (driver-side decisions only)

@@ -36,8 +36,16 @@ from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.fields import FieldMap
 from poisonguard.pipelines.progress import Progress
 from poisonguard.pipelines.readers import ReadState, expand_inputs, read_documents, total_bytes
-from poisonguard.pipelines.schema import DECISION_FIELDS, DOCUMENT_SCHEMA, KEPT, OUTCOMES
-from poisonguard.pipelines.writers import SUCCESS, ShardWriter, write_json, write_table
+from poisonguard.pipelines.schema import DOCUMENT_SCHEMA, KEPT, OUTCOMES
+from poisonguard.pipelines.shard_schema import shard_schema
+from poisonguard.pipelines.writers import (
+    DATASET_CARD,
+    SUCCESS,
+    ShardWriter,
+    write_dataset_card,
+    write_json,
+    write_table,
+)
 
 WORK = "_work"
 SIG_COLUMN = "_dedup_signature"
@@ -50,6 +58,7 @@ OUTPUT_FILES = (
     "report.html",
     "manifest.json",
     "unreadable.jsonl",
+    DATASET_CARD,
     SUCCESS,
 )
 
@@ -470,13 +479,14 @@ def run_filter(
     )
     assign_schema = assign.schema if assign is not None else pa.schema([])
     context_fields = [f for d in context_detectors for f in d.schema]
-    signal_schema = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema) + context_fields)
-    quarantine_schema = pa.schema(list(signal_schema) + [pa.field(n, t) for n, t in DECISION_FIELDS])
+    produced = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema) + context_fields)
+    # One schema for clean and quarantine, with or without the LM (pipelines/shard_schema.py).
+    out_schema = shard_schema(produced, context_fields)
     for name in ("clean", "quarantine"):
         if (out / name).exists():
             shutil.rmtree(out / name)  # left by an interrupted stage 4: always rewritten whole
-    clean = ShardWriter(out / "clean", signal_schema, cfg.run.shard_rows, cfg.run.row_group_rows)
-    dropped = ShardWriter(out / "quarantine", quarantine_schema, cfg.run.shard_rows, cfg.run.row_group_rows)
+    clean = ShardWriter(out / "clean", out_schema, cfg.run.shard_rows, cfg.run.row_group_rows)
+    dropped = ShardWriter(out / "quarantine", out_schema, cfg.run.shard_rows, cfg.run.row_group_rows)
     tally = Tally()
     quarantined_ids: set[str] = set()
     lm_signals: list[pa.Table] = []
@@ -629,6 +639,7 @@ def commit_run(
     from poisonguard.pipelines.report_html import write_report_html
 
     write_report_html(out)
+    write_dataset_card(out)
     shutil.rmtree(out / WORK)
     (out / SUCCESS).write_text("")
     return report

@@ -18,7 +18,35 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from poisonguard.pipelines.shard_schema import conform
+
 SUCCESS = "_SUCCESS"
+DATASET_CARD = "README.md"
+
+# Hugging Face `datasets` reads this header of OUT/README.md: `load_dataset(OUT)` then gives a
+# `clean` and a `quarantine` split instead of one split mixing both (and skips `_SUCCESS`).
+_CARD = """---
+configs:
+- config_name: default
+  data_files:
+  - split: clean
+    path: clean/*.parquet
+  - split: quarantine
+    path: quarantine/*.parquet
+---
+# poisonguard output
+
+`clean/` holds the kept documents, `quarantine/` every other document with its `outcome` and
+`reasons`. Both have the same columns (see the poisonguard documentation, docs/COLUMNS.md).
+`report.html` says what was dropped and why; `manifest.json` lists every shard with its sha256.
+"""
+
+
+def file_mode() -> int:
+    """0666 less the process umask: the mode open() would give a new file."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 @contextmanager
@@ -32,6 +60,9 @@ def atomic_path(final: Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file 0600; a shard must be readable as the umask allows (a training job
+        # or a metrics exporter often runs as another user).
+        os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
@@ -46,6 +77,12 @@ def write_json(path: Path, data: Any) -> None:
 def write_table(path: Path, table: pa.Table, row_group_rows: int) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_rows)
+
+
+def write_dataset_card(out: Path) -> None:
+    """OUT/README.md: a dataset card whose header maps the two folders to two splits."""
+    with atomic_path(out / DATASET_CARD) as tmp:
+        tmp.write_text(_CARD, "utf-8")
 
 
 def sha256_file(path: Path) -> str:
@@ -72,7 +109,7 @@ class ShardWriter:
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
-        self._pending.append(table.select(self.schema.names).cast(self.schema))
+        self._pending.append(conform(table, self.schema))
         self._pending_rows += table.num_rows
         while self._pending_rows >= self.shard_rows:
             self._cut(self.shard_rows)
