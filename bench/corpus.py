@@ -4,7 +4,7 @@ Every loader raises :class:`MissingData` (a ``FileNotFoundError``) naming the mi
 saying to run ``make bench-data`` when the cache is absent, so tests can skip cleanly.
 
 The clean base (:func:`clean_base`) is what false positives are counted on. Besides ordinary text it
-holds the false-positive sources THREATS.md asks for: code, non-English and RTL text, texts that
+holds the false-positive sources docs/THREATS.md asks for: code, non-English and RTL text, texts that
 discuss attacks, benign look-alikes of injection phrases, legitimate Unicode (Persian ZWNJ, emoji
 ZWJ, Arabic RLM), pages with accessibility-hidden text, and benign near-duplicate pairs.
 """

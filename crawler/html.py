@@ -7,7 +7,7 @@ external stylesheets) produces:
   separated by blank lines; script/style/template dropped; whitespace collapsed (``<pre>`` kept).
 * ``hidden``: every span a person would not see, with the channel that hides it. These are the
   channels of indirect prompt injection found in the wild (Greshake et al. 2023, arXiv:2302.12173;
-  THREATS.md P-HIDE): inline ``display:none`` / ``visibility:hidden`` / ``opacity:0`` /
+  docs/THREATS.md P-HIDE): inline ``display:none`` / ``visibility:hidden`` / ``opacity:0`` /
   ``font-size:0`` / off-screen positioning / zero-size boxes / text the colour of its background,
   the same properties set by simple rules (``tag``, ``.class``, ``#id``) in the page's own
   ``<style>`` blocks, the ``hidden`` and ``aria-hidden`` attributes, well-known "hidden" utility

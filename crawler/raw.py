@@ -6,7 +6,7 @@ HTML pass can be re-run later with another version and a page without a charset 
 at fetch time.
 
 Document ids: sha256 of ``url``, ``final_url`` and the body's sha256 (joined by newlines). This keeps
-one id per fetched page (the DESIGN.md 1:1 rule) even when two URLs serve the same bytes, and is
+one id per fetched page (the docs/DESIGN.md 1:1 rule) even when two URLs serve the same bytes, and is
 stable when the same crawl is converted twice; near-copies across URLs are dedup's business.
 """
 

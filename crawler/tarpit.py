@@ -1,4 +1,4 @@
-"""Tarpit guard (THREATS.md P-TARPIT): per-host budgets and signals that stop following a host.
+"""Tarpit guard (docs/THREATS.md P-TARPIT): per-host budgets and signals that stop following a host.
 
 Tarpits and labyrinths (Nepenthes, iocaine, Cloudflare AI Labyrinth) serve endless generated pages
 whose links point ever deeper into one path, often with random slugs, filled with Markov babble,
@@ -6,7 +6,7 @@ sometimes drip-fed. The guard keeps, per host (host[:port]): pages, bytes, downl
 that hit the time-to-last-byte limit, and how many pages looked tarpit-like. A host is stopped (no
 more of its links are followed, queued requests to it are dropped) when it spends its page or byte
 budget, when too many of its responses are too slow, or when enough of its pages look tarpit-like.
-Only the signal-based stops mark a host as a tarpit (its pages then carry ``crawl:tarpit_host``);
+Only the signal-based stops mark a host as a tarpit (its pages then carry ``cloaking:tarpit_host``);
 a large honest site that merely spends its budget is not accused.
 """
 
@@ -91,7 +91,7 @@ def babble_score(text: str) -> float | None:
     (random strings), and how far the ten most frequent words fall short of covering ~20% of the
     words, as they do in natural text of any language (Zipf's law; word salad drawn evenly from a
     vocabulary has no such head). Markov babble built from real text keeps the head and passes:
-    it is the perplexity detector's job (THREATS.md, perplexity band).
+    it is the perplexity detector's job (docs/THREATS.md, perplexity band).
     """
     words = [w for w in _WORD.findall(text) if not w.isdigit()]  # numbers (tables, dates) are not words
     if len(words) < 120:

@@ -7,7 +7,7 @@ probed), and ``crawl_tarpit_host``: the tarpit guard dropped the page's host. Ot
 there and never flag.
 
 Signals: ``cloaking_similarity``, ``cloaking_tarpit_host``.
-Reasons: ``cloaking:crawler_view_differs`` (THREATS.md P-CLOAK) and ``crawl:tarpit_host`` (P-TARPIT).
+Reasons: ``cloaking:crawler_view_differs`` (docs/THREATS.md P-CLOAK) and ``cloaking:tarpit_host`` (P-TARPIT).
 """
 
 from __future__ import annotations
@@ -55,6 +55,6 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
         if sim is not None and sim < cfg.min_relative_similarity:
             row.append("cloaking:crawler_view_differs")
         if trap and cfg.flag_tarpit_hosts:
-            row.append("crawl:tarpit_host")
+            row.append("cloaking:tarpit_host")
         reasons.append(row)
     return reasons

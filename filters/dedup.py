@@ -1,7 +1,7 @@
 """dedup detector: exact and near-duplicate clusters over the whole input, and coordinated campaigns.
 
 One text near-copied across many registrable domains is the signature of content farms, "LLM
-grooming" networks and persistent pre-training poisoning (THREATS.md P-FARM, P-SENT). The same
+grooming" networks and persistent pre-training poisoning (docs/THREATS.md P-FARM, P-SENT). The same
 clusters give the benign de-duplication: the runner keeps one member of a benign cluster and marks
 the others ``duplicate``.
 
@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from poisonguard.filters import minhash
 
-CAMPAIGN_REASON = "near_dup:campaign"
+CAMPAIGN_REASON = "dedup:campaign"
 INDEX_FORMAT = 1
 
 SIGNAL_SCHEMA = pa.schema(
@@ -535,7 +535,7 @@ def _split(blob: bytes, lengths: np.ndarray) -> list[str]:
 
 
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
-    """``near_dup:campaign(N domains)`` for every member of a cluster spread over at least
+    """``dedup:campaign(N domains)`` for every member of a cluster spread over at least
     ``campaign_min_domains`` registrable domains (short documents excepted)."""
     if not cfg.enabled or "dedup_cluster_domains" not in signals.column_names:
         return [[] for _ in range(signals.num_rows)]

@@ -1,4 +1,5 @@
-"""drift detector: content at a known URL that changes abruptly between nightly runs (THREATS.md P-SPLIT).
+"""drift detector: content at a known URL that changes abruptly between nightly runs (P-SPLIT in
+docs/THREATS.md).
 
 Split-view poisoning (Carlini et al. 2023, arXiv:2302.10149) buys the expired domains behind URLs of
 a published corpus and serves other content there. Its signature is a low MinHash similarity between

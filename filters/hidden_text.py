@@ -234,7 +234,7 @@ def _decode_blob(blob: str) -> str | None:
 
 def _views(text: str) -> Iterator[tuple[str, str]]:
     """Other readings of a hidden span that a model would follow as easily as plain text: tag
-    characters (THREATS.md P-UNI), URL encoding, encoded blobs, reversed, rot13, leetspeak and
+    characters (docs/THREATS.md P-UNI), URL encoding, encoded blobs, reversed, rot13, leetspeak and
     letter-spaced text (the obfuscations of bastioncorpus's malicious rows)."""
     if any("\U000e0020" <= ch <= "\U000e007e" for ch in text):
         yield (

@@ -1,6 +1,6 @@
 """perplexity detector: per-token negative log-likelihood under a small causal LM.
 
-What it sees (THREATS.md rows P-SUDO, P-SUDO-adapt, P-TARPIT, P-TRAP):
+What it sees (docs/THREATS.md rows P-SUDO, P-SUDO-adapt, P-TARPIT, P-TRAP):
 
 * P-SUDO (Souly et al. 2025, arXiv:2510.07192): natural text, a trigger, then tokens drawn uniformly
   from the vocabulary. Under any trained LM such tokens cost about ln(vocab) nats or more each, so the

@@ -12,7 +12,7 @@ as ``<|endoftext|>``; counted even on pages about tokenizers, since training on 
 angle or double square brackets (``<SUDO>``, ``&lt;SUDO&gt;``, ``[[SYSTEM]]``). Lower-case wiki links
 (``[[Paris]]``), HTML tags (``<div>``) and documentation placeholders (``<FILE>``) do not match.
 
-Attacks versus pages about them (THREATS.md lists discussion pages as hard negatives): a hit is
+Attacks versus pages about them (docs/THREATS.md lists discussion pages as hard negatives): a hit is
 *addressed* when it is not quoted and none of the six words before it in its sentence is a
 discussion cue ("phrases such as", "attackers write", "a trigger like" ...). A document *discusses*
 attacks when a discussion marker occurs ("prompt injection", "jailbreak", "backdoor", "data

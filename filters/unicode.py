@@ -1,4 +1,4 @@
-"""unicode detector: characters used to smuggle or disguise text (THREATS.md P-UNI).
+"""unicode detector: characters used to smuggle or disguise text (docs/THREATS.md P-UNI).
 
 Counted per document:
 

@@ -11,7 +11,7 @@ layout of ``filter``. Steps, each logged on one line:
              that no finished run consumed (by sha256; path, size and mtime spare re-reading). The
              plan is stored in the ledger, so a rerun after a crash works on the same files.
 4. filter    ``run_filter`` with the dedup index of earlier runs (near-copies of documents kept
-             before are ``duplicate``) and the drift detector (per-URL history, THREATS.md P-SPLIT);
+             before are ``duplicate``) and the drift detector (per-URL history, docs/THREATS.md P-SPLIT);
              ``engine="ray"``: ``run_filter_ray`` instead, with the same outcomes (docs/RAY.md).
              Every other step runs here, as with the local engine.
 5. history   from the finished shards: per-URL sha256 and MinHash, the kept documents' signatures.

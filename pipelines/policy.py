@@ -40,7 +40,7 @@ CHEAP_DETECTORS: tuple[tuple[str, ModuleType], ...] = (
     ("cloaking", cloaking),
 )
 
-COPY_OF_QUARANTINED = "near_dup:copy_of_quarantined"
+COPY_OF_QUARANTINED = "dedup:copy_of_quarantined"
 
 
 def detector_config(cfg: PipelineConfig, name: str) -> Any:

@@ -1,4 +1,4 @@
-"""The document schema shared by readers, detectors and writers (DESIGN.md "Contracts")."""
+"""The document schema shared by readers, detectors and writers (docs/DESIGN.md "Contracts")."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ LOREM = (
     "In winter the river freezes near the banks, and children skate where the current is slow. "
 )
 
-# One page per hiding channel (THREATS.md P-HIDE), each with the same injection.
+# One page per hiding channel (docs/THREATS.md P-HIDE), each with the same injection.
 HIDDEN_PAGES = {
     "display-none": f'<div style="display:none">{INJECTION}</div>',
     "visibility-hidden": f'<p style="visibility: hidden">{INJECTION}</p>',

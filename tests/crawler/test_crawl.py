@@ -129,7 +129,7 @@ def test_cloaking_filter_columns_and_reasons() -> None:
     batch = pa.table({"crawl_cloaking_similarity": rel, "crawl_tarpit_host": [False, False, True, False]})
     reasons = cloaking_filter.flag(pa.table(cloaking_filter.score(batch, cfg)), cfg)
     # 0.55 vs a churny baseline of 0.6 is the page's own drift, not cloaking.
-    assert reasons == [["cloaking:crawler_view_differs"], [], ["crawl:tarpit_host"], []]
+    assert reasons == [["cloaking:crawler_view_differs"], [], ["cloaking:tarpit_host"], []]
 
 
 # --- raw rows ----------------------------------------------------------------------------------------
@@ -291,7 +291,7 @@ def test_crawl_site_tarpit_and_cloaking(tmp_path: Path) -> None:
     assert by_reason[cloak.base + "/cloaked.html"] == ["cloaking:crawler_view_differs"]
     assert by_reason[cloak.base + "/honest.html"] == [] and by_reason[site.base + "/about.html"] == []
     assert all(
-        by_reason[u] == ["crawl:tarpit_host"]
+        by_reason[u] == ["cloaking:tarpit_host"]
         for u in tarpit_rows.column("final_url").to_pylist()
         if u in by_reason
     )

@@ -145,14 +145,14 @@ def test_campaign_over_many_domains_is_flagged_and_a_local_reprint_is_not() -> N
     small_urls = [f"https://site{k}.example/x" for k in range(3)]
     table = run(farm + reprints + small, farm_urls + reprint_urls + small_urls)
     flags = dedup.flag(table, CFG)
-    assert all(f == ["near_dup:campaign(12 domains)"] for f in flags[:12])
+    assert all(f == ["dedup:campaign(12 domains)"] for f in flags[:12])
     assert flags[12:] == [[]] * 6
     rows = table.to_pylist()
     assert {r["dedup_cluster_id"] for r in rows[:12]} == {"d0"} and rows[0]["dedup_cluster_domains"] == 12
     assert [r["dedup_cluster_size"] for r in rows[12:15]] == [3, 3, 3]
     assert rows[12]["dedup_cluster_domains"] == 1
     assert rows[15]["dedup_cluster_domains"] == 3
-    assert dedup.flag(table, dedup.Config(campaign_min_domains=3))[15] == ["near_dup:campaign(3 domains)"]
+    assert dedup.flag(table, dedup.Config(campaign_min_domains=3))[15] == ["dedup:campaign(3 domains)"]
     assert dedup.flag(table, dedup.Config(enabled=False)) == [[]] * 18
 
 

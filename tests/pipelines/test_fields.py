@@ -122,7 +122,7 @@ def test_datatrove_folder_campaign_is_quarantined(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     reasons = quarantine_reasons(tmp_path / "out")
     for rec in farm:
-        assert any(r.startswith("near_dup:campaign") for r in reasons.get(rec["id"], [])), rec["id"]
+        assert any(r.startswith("dedup:campaign") for r in reasons.get(rec["id"], [])), rec["id"]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert any(h["host"].endswith("farm0.example") for h in report["hosts"])
     clean = pq.read_table(tmp_path / "out" / "clean")
@@ -132,4 +132,4 @@ def test_datatrove_folder_campaign_is_quarantined(tmp_path: Path) -> None:
     result = poisonguard(*base, "--out", str(tmp_path / "plain"))
     assert result.returncode == 0, result.stderr
     plain = quarantine_reasons(tmp_path / "plain")
-    assert not any(r.startswith("near_dup:campaign") for rs in plain.values() for r in rs)
+    assert not any(r.startswith("dedup:campaign") for rs in plain.values() for r in rs)

@@ -103,7 +103,7 @@ def test_ray_nights_equal_local_nights(inbox: Path, tmp_path: Path) -> None:
     assert n2["mirror@2"][0] == "duplicate" and n2["mirror@2"][2] == "blog2@1"
     assert all(any(r.startswith("drift:host_changed(6 of 6") for r in n2[f"old{k}@2"][1]) for k in range(6))
     assert n2["copy-of-squatter@2"][0] == "quarantined"
-    assert "near_dup:copy_of_quarantined" in n2["copy-of-squatter@2"][1]
+    assert "dedup:copy_of_quarantined" in n2["copy-of-squatter@2"][1]
     assert n3["news3@3"] == ("duplicate", ("dedup:exact_duplicate",), "news3@2")
 
 

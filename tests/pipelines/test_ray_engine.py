@@ -293,7 +293,7 @@ def test_lm_actor_pool_gives_the_local_outcomes(tmp_path: Path) -> None:
     cfg = load_config(overrides={"run": {"batch_rows": 4}, "perplexity": lm})
     run_filter_ray([str(corpus)], tmp_path / "ray4", cfg, use_lm=True, show_progress=False, lm_actors=1)
     outcomes = read_outcomes(tmp_path / "ray4")
-    assert "near_dup:copy_of_quarantined" in outcomes["copy-later-chunk"][1]
+    assert "dedup:copy_of_quarantined" in outcomes["copy-later-chunk"][1]
     assert outcomes["t0"] == read_outcomes(tmp_path / "ray")["t0"]
 
 
