@@ -243,8 +243,18 @@ class PoisonguardSpider(Spider):
                 "hosts": len(self.guard.hosts),
                 "stopped_hosts": sum(1 for h in hosts if h.stopped),
                 "probes": len(self.probe_results),
+                "queue": self._queue_size(),
             }
         )
+
+    def _queue_size(self) -> int | None:
+        """Requests waiting in Scrapy's scheduler (None when the engine does not say)."""
+        engine = getattr(getattr(self, "crawler", None), "engine", None)
+        scheduler = getattr(engine, "scheduler", None)
+        try:
+            return len(scheduler) if scheduler is not None else None
+        except TypeError:
+            return None
 
 
 class RawPipeline:

@@ -6,8 +6,11 @@ later (another run holds the lock).
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,6 +87,27 @@ def _load(config: Path | None, overrides: dict[str, Any]) -> PipelineConfig:
         return load_config(config, overrides)
     except ConfigError as exc:
         raise fail(str(exc)) from None
+
+
+LogFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        help="Progress on stderr: `text` (a bar on a terminal, else a line per stage every ~10 s) "
+        "or `json` (one JSON object a line).",
+        case_sensitive=False,
+    ),
+]
+
+
+def progress_mode(quiet: bool, log_format: str) -> str:
+    """The Progress mode for the command-line options (see pipelines/progress.py)."""
+    fmt = log_format.lower()
+    if fmt not in ("text", "json"):
+        raise fail(f"--log-format must be text or json, not {log_format!r}")
+    if quiet:
+        return "off"
+    return "json" if fmt == "json" else "auto"
 
 
 PresetOption = Annotated[
@@ -222,8 +246,10 @@ def filter_command(
     text_key: TextKeyOption = None,
     id_key: IdKeyOption = None,
     url_key: UrlKeyOption = None,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Filter an existing corpus into clean shards, a quarantine and a report."""
+    mode = progress_mode(quiet, log_format)
     cfg = _load(config, {**_overrides(workers, lm), **_input_overrides(preset, text_key, id_key, url_key)})
     report = _run_filter(
         inputs,
@@ -232,7 +258,7 @@ def filter_command(
         overwrite=overwrite,
         resume=resume,
         use_lm=not no_lm,
-        quiet=quiet,
+        progress=mode,
         engine=engine,
         ray_address=ray_address,
     )
@@ -244,7 +270,7 @@ def _run_filter(inputs: list[str], out: Path, cfg: PipelineConfig, **kwargs: Any
     from poisonguard.pipelines.readers import InputError, NoTextError
     from poisonguard.pipelines.runner import OutputError, run_filter
 
-    quiet = kwargs.pop("quiet", False)
+    mode = kwargs.pop("progress", "auto")
     engine = kwargs.pop("engine", "local").lower()
     address = kwargs.pop("ray_address", None)
     if engine not in ("local", "ray"):
@@ -256,7 +282,7 @@ def _run_filter(inputs: list[str], out: Path, cfg: PipelineConfig, **kwargs: Any
         kwargs["address"] = address
         runner = run_filter_ray
     try:
-        return runner(inputs, out, cfg, show_progress=not quiet and sys.stderr.isatty(), **kwargs)
+        return runner(inputs, out, cfg, show_progress=mode, **kwargs)
     except (InputError, OutputError) as exc:
         raise fail(str(exc)) from None
     except NoTextError as exc:
@@ -305,13 +331,15 @@ def crawl_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Crawl sites politely, keep every fetched page in OUT/raw/, then filter them like `filter`."""
     import shutil
 
-    from poisonguard.crawler.run import CrawlError, load_seeds, run_crawl
+    from poisonguard.crawler.run import CrawlError, load_seeds
     from poisonguard.pipelines.writers import SUCCESS, write_json
 
+    mode = progress_mode(quiet, log_format)
     cfg = _load(config, _overrides(workers, lm))
     try:
         seeds = load_seeds(list(urls or []), seeds_file, sitemap)
@@ -331,7 +359,7 @@ def crawl_command(
 
             stats = crawl_ray(seeds, out, cfg.crawl, cfg.run.workers, resume=resume, address=ray_address)
         else:
-            stats = run_crawl(seeds, out, cfg.crawl, resume=resume)
+            stats = _crawl_with_progress(seeds, out, cfg, resume, mode)
     except CrawlError as exc:
         raise fail(f"crawl failed: {exc}", EXIT_FAILED) from None
     if not stats.get("pages_2xx"):
@@ -347,7 +375,7 @@ def crawl_command(
         cfg,
         resume=resume,
         use_lm=not no_lm,
-        quiet=quiet,
+        progress=mode,
         extra_report={"command": "crawl", "crawl": stats},
         engine=engine,
         ray_address=ray_address,
@@ -364,6 +392,26 @@ def crawl_command(
         "closespider_itemcount",
     ):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _crawl_with_progress(
+    seeds: list[str], out: Path, cfg: PipelineConfig, resume: bool, mode: str
+) -> dict[str, Any]:
+    """run_crawl with a `crawl` stage: pages, pages/s, hosts and the scheduler's queue."""
+    from poisonguard.crawler.run import run_crawl
+    from poisonguard.pipelines.progress import Progress
+
+    progress = Progress(mode)
+    task = progress.start("crawl", total=cfg.crawl.max_pages or None, unit="pages")
+
+    def update(event: dict[str, Any]) -> None:
+        fields = {k: event[k] for k in ("hosts", "queue", "stopped_hosts") if event.get(k) is not None}
+        progress.update(task, items=int(event.get("pages") or 0), **fields)
+
+    try:
+        return run_crawl(seeds, out, cfg.crawl, resume=resume, progress=update)
+    finally:
+        progress.finish(task)
 
 
 @app.command("report")
@@ -440,17 +488,17 @@ def nightly_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only; no summary.")] = False,
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Filter what arrived since the last run against everything seen before; catch split-view swaps.
 
     With --engine ray the crawl (seeds fanned out by host) and filter steps run on Ray; the lock,
     ledger, state store and commit stay on this machine."""
-    import logging
-
     from poisonguard.pipelines.nightly import NightlyError, load_nightly_config, run_nightly
 
+    mode = progress_mode(quiet, log_format)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s poisonguard %(levelname)s %(message)s"))
+    handler.setFormatter(_log_formatter(mode))
     nightly_log = logging.getLogger("poisonguard.nightly")
     nightly_log.addHandler(handler)
     nightly_log.setLevel(logging.WARNING if quiet else logging.INFO)
@@ -465,7 +513,7 @@ def nightly_command(
             state=state,
             force=force,
             use_lm=False if no_lm else None,
-            show_progress=not quiet and sys.stderr.isatty(),
+            show_progress=mode,
             engine=engine,
             ray_address=ray_address,
         )
@@ -486,6 +534,20 @@ def nightly_command(
             out_console.print(f"nightly {result['date']}: already done ({result['out']})", highlight=False)
         elif result["report"] is not None:
             print_summary(result["report"], result["out"])
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
+        return json.dumps(
+            {"time": when, "event": "log", "level": record.levelname, "message": record.getMessage()}
+        )
+
+
+def _log_formatter(mode: str) -> logging.Formatter:
+    if mode == "json":
+        return _JsonFormatter()
+    return logging.Formatter("%(asctime)s poisonguard %(levelname)s %(message)s")
 
 
 def main() -> None:

@@ -338,7 +338,7 @@ def run_filter(
     overwrite: bool = False,
     resume: bool = False,
     use_lm: bool | None = None,
-    show_progress: bool = True,
+    show_progress: bool | str = True,
     extra_report: dict[str, Any] | None = None,
     lm_scorer: Any = None,
     dedup_index: Any = None,
@@ -412,8 +412,10 @@ def run_filter(
     eligible: list[bool] = []
     assign: pa.Table | None = None
     index = (dedup_index or dedup.DedupIndex(cfg.dedup)) if cfg.dedup.enabled else None
+    task = progress.start("dedup", total=docs_in, unit="docs")
     for path in chunk_files:
         table = pq.read_table(path)
+        progress.advance(task, None, table.num_rows)
         for detector in context_detectors:
             detector.observe(table)
         quarantine, filtered = policy.cheap_reasons(table, cfg)
@@ -425,6 +427,7 @@ def run_filter(
     duplicate_kind: list[str | None] = [None] * len(ids)
     if index is not None:
         assign, eligible, duplicate_of, duplicate_kind = resolve_duplicates(index, ids, eligible, cfg)
+    progress.finish(task)
     timings["stage:dedup"] = time.perf_counter() - stage_start
 
     # Stage 3 -------------------------------------------------------------------------------
@@ -491,6 +494,7 @@ def run_filter(
     quarantined_ids: set[str] = set()
     lm_signals: list[pa.Table] = []
     offset = 0
+    task = progress.start("write", total=docs_in, unit="docs")
     for path in chunk_files:
         table = pq.read_table(path)
         rows = table.num_rows
@@ -526,7 +530,9 @@ def run_filter(
         )
         offset += rows
         write_decided_chunk(table, lm_schema, tally, lm_signals, clean, dropped)
+        progress.advance(task, None, rows)
     shards = {"clean": clean.close(), "quarantine": dropped.close()}
+    progress.finish(task)
     timings["stage:write"] = time.perf_counter() - stage_start
 
     unreadable = [u.as_dict() for u in state.unreadable]
