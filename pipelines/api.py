@@ -61,24 +61,20 @@ def filter_corpus(
 ) -> dict[str, Any]:
     """``poisonguard filter`` from Python; returns the report (also in OUT/report.json).
 
-    `inputs` are files, folders or globs (JSONL, Parquet, WARC); the field mapping is the config's
+    `inputs` are files, folders or globs (JSONL, Parquet, WARC), local or URLs (s3://, gs://, hf://,
+    see pipelines/storage.py), and so may `out` be; the field mapping is the config's
     ``input`` section. Raises readers.InputError / runner.OutputError for unusable inputs or OUT and
     readers.NoTextError when no record has the text field."""
+    from poisonguard.pipelines.storage import run_with_storage
+
     cfg = make_config(config)
     paths = [str(inputs)] if isinstance(inputs, str | Path) else [str(p) for p in inputs]
     if engine == "ray":
-        from poisonguard.pipelines.ray_engine import run_filter_ray
-
-        return run_filter_ray(
-            paths, Path(out), cfg, overwrite=overwrite, resume=resume, use_lm=use_lm,
-            show_progress=show_progress, **run_options,
-        )  # fmt: skip
-    from poisonguard.pipelines.runner import run_filter
-
-    return run_filter(
-        paths, Path(out), cfg, overwrite=overwrite, resume=resume, use_lm=use_lm,
-        show_progress=show_progress, **run_options,
-    )  # fmt: skip
+        from poisonguard.pipelines.ray_engine import run_filter_ray as runner
+    else:
+        from poisonguard.pipelines.runner import run_filter as runner
+    options = {"overwrite": overwrite, "resume": resume, "use_lm": use_lm, "show_progress": show_progress}
+    return run_with_storage(runner, paths, str(out), cfg, **options, **run_options)
 
 
 def _column_at(table: pa.Table, key: str | None) -> pa.Array | None:

@@ -147,7 +147,12 @@ def _overrides(workers: int | None, lm: str | None) -> dict[str, Any]:
     return overrides
 
 
-def print_summary(report: dict[str, Any], out: Path) -> None:
+def _in(out: str | Path, name: str) -> str:
+    """OUT/name for a local path or a remote URL (s3://bucket/out)."""
+    return f"{str(out).rstrip('/')}/{name}" if "://" in str(out) else str(Path(out) / name)
+
+
+def print_summary(report: dict[str, Any], out: str | Path) -> None:
     """The one-screen summary after a run."""
     counts = report["counts"]
     total = max(counts.get("in", 0), 1)
@@ -183,7 +188,7 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
         first = report["unreadable"][0]
         out_console.print(
             f"unreadable records: {report['unreadable_total']:,} (first: {first['file']} "
-            f"{first['where']}: {first['why']}); full list in {out / 'unreadable.jsonl'}",
+            f"{first['where']}: {first['why']}); full list in {_in(out, 'unreadable.jsonl')}",
             highlight=False,
             soft_wrap=True,
         )
@@ -195,10 +200,12 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
         soft_wrap=True,
     )
     out_console.print(
-        f"clean shards: {out / 'clean'}   quarantine: {out / 'quarantine'}", highlight=False, soft_wrap=True
+        f"clean shards: {_in(out, 'clean')}   quarantine: {_in(out, 'quarantine')}",
+        highlight=False,
+        soft_wrap=True,
     )
     out_console.print(
-        f"report: {out / 'report.html'}  ({out / 'report.json'})", highlight=False, soft_wrap=True
+        f"report: {_in(out, 'report.html')}  ({_in(out, 'report.json')})", highlight=False, soft_wrap=True
     )
 
 
@@ -211,7 +218,15 @@ def filter_command(
             "directories or globs. Each record needs a text field (`text`; see --text-key, --preset)."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: clean/, quarantine/, report.")],
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder: clean/, quarantine/, report. A URL (s3://, gs://, hf://) publishes the "
+            "finished run there, _SUCCESS last.",
+        ),
+    ],
     config: ConfigOption = None,
     workers: Annotated[
         int | None,
@@ -266,9 +281,10 @@ def filter_command(
         print_summary(report, out)
 
 
-def _run_filter(inputs: list[str], out: Path, cfg: PipelineConfig, **kwargs: Any) -> dict[str, Any]:
+def _run_filter(inputs: list[str], out: str | Path, cfg: PipelineConfig, **kwargs: Any) -> dict[str, Any]:
     from poisonguard.pipelines.readers import InputError, NoTextError
     from poisonguard.pipelines.runner import OutputError, run_filter
+    from poisonguard.pipelines.storage import run_with_storage
 
     mode = kwargs.pop("progress", "auto")
     engine = kwargs.pop("engine", "local").lower()
@@ -282,7 +298,7 @@ def _run_filter(inputs: list[str], out: Path, cfg: PipelineConfig, **kwargs: Any
         kwargs["address"] = address
         runner = run_filter_ray
     try:
-        return runner(inputs, out, cfg, show_progress=mode, **kwargs)
+        return run_with_storage(runner, inputs, out, cfg, show_progress=mode, **kwargs)
     except (InputError, OutputError) as exc:
         raise fail(str(exc)) from None
     except NoTextError as exc:

@@ -24,6 +24,7 @@ import zstandard
 
 from poisonguard.pipelines.fields import FieldMap, key_paths
 from poisonguard.pipelines.schema import DOCUMENT_SCHEMA, text_id
+from poisonguard.pipelines.storage import display_name
 
 JSONL_SUFFIXES = (
     ".jsonl",
@@ -189,7 +190,7 @@ def _document(
 
 
 def read_jsonl(path: Path, state: ReadState) -> Iterator[dict[str, Any]]:
-    source = str(path)
+    source = display_name(path)
     line_no = 0
     empty = True
     try:
@@ -240,7 +241,7 @@ def _is_raw_crawl(schema: pa.Schema) -> bool:
 
 def read_parquet(path: Path, state: ReadState, batch_rows: int) -> Iterator[dict[str, Any] | pa.Table]:
     """Rows of a corpus Parquet file as documents; raw crawl shards as whole converted tables."""
-    source = str(path)
+    source = display_name(path)
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -299,7 +300,7 @@ def read_warc(path: Path, state: ReadState) -> Iterator[dict[str, Any]]:
 
     from poisonguard.crawler.html import extract
 
-    source = str(path)
+    source = display_name(path)
     count = 0
     offset = 0
     fh = open(path, "rb")  # FastWARC detects gzip by itself
