@@ -540,6 +540,14 @@ def _cell(value: Any) -> str:
     return escape_visible(text)
 
 
+def _id_html(doc_id: Any) -> str:
+    """A document id; a 64-character hash is cut to its first 12 characters (the full id on hover)."""
+    text = str(doc_id)
+    if len(text) >= 32 and all(c in "0123456789abcdef" for c in text):
+        return f'<span class="id" title="{html.escape(text)}">{html.escape(text[:12])}…</span>'
+    return f'<span class="id">{_cell(text)}</span>'
+
+
 def _table(header: list[str], rows: Iterable[list[str]], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -810,6 +818,56 @@ def plot_hosts(report: dict[str, Any]) -> str:
     )
 
 
+def section_hosts(report: dict[str, Any]) -> str:
+    """Every host the report lists, most quarantined first, with its quarantine rate."""
+    hosts = [h for h in report.get("hosts") or [] if isinstance(h, dict) and h.get("docs")]
+    if not hosts:
+        return ""
+    hosts.sort(key=lambda h: (-(h.get(QUARANTINED) or 0) / h["docs"], -h["docs"], str(h.get("host"))))
+    rows = [
+        [
+            _cell(h.get("host")),
+            _num(h["docs"]),
+            *(_num(h.get(o) or 0) for o in ("kept", "duplicate", QUARANTINED, "filtered")),
+            f"{100 * (h.get(QUARANTINED) or 0) / h['docs']:.1f}%",
+        ]
+        for h in hosts
+    ]
+    total = report.get("hosts_total", len(hosts))
+    note = f" (the {len(hosts):,} largest of {_num(total)})" if total and total > len(hosts) else ""
+    header = ["host", "docs", "kept", "duplicate", "quarantined", "filtered", "quarantine rate"]
+    return (
+        f'<details id="hosts-table"><summary>All hosts{note}, most quarantined first</summary>'
+        f'<div class="wrap">{_table(header, rows, "counts")}</div></details>'
+    )
+
+
+def section_crawl(crawl: dict[str, Any]) -> str:
+    """The crawl stats as narrow tables: numbers four to a row, then one table per per-item mapping."""
+    scalars = [(k, v) for k, v in crawl.items() if not isinstance(v, dict | list)]
+    rows = []
+    for i in range(0, len(scalars), 4):
+        cells: list[str] = []
+        for key, value in scalars[i : i + 4]:
+            cells += [f"<b>{html.escape(str(key))}</b>", _num(value)]
+        rows.append(cells + [""] * (8 - len(cells)))
+    parts = ['<div class="wrap">' + _table(["stat", "value"] * 4, rows, "kv") + "</div>"]
+    for key, value in crawl.items():
+        if not isinstance(value, dict | list) or not value:
+            continue
+        parts.append(f"<h3>{html.escape(str(key))}</h3>")
+        if isinstance(value, list):
+            body = _dict_rows_table(value) if all(isinstance(v, dict) for v in value) else _cell(value)
+        elif all(isinstance(v, dict) for v in value.values()):
+            body = _dict_rows_table([{"": k, **v} for k, v in value.items()])
+        else:
+            body = (
+                section_crawl(value) if any(isinstance(v, dict) for v in value.values()) else _kv_table(value)
+            )
+        parts.append(f'<div class="wrap">{body}</div>')
+    return "".join(parts)
+
+
 def plot_languages(report: dict[str, Any]) -> str:
     langs = report.get("languages") or {}
     if not langs:
@@ -831,14 +889,12 @@ def render_sample(sample: Sample, anchor: str, config: dict[str, Any] | None = N
     focus = focus_for(sample.reason, row, spans)
     body = render_window(text, spans, focus, cp)
     reasons = ", ".join(str(r) for r in row.get("reasons") or [])
-    meta = [
-        f'<span class="id">{_cell(row.get("id"))}</span>',
-        f'<span class="outcome">{html.escape(str(row.get("outcome")))}</span>',
-    ]
+    meta = [_id_html(row.get("id")), f'<span class="outcome">{html.escape(str(row.get("outcome")))}</span>']
     if row.get("url"):
-        meta.append(f'<span class="url">{_cell(row.get("url"))}</span>')
+        meta.insert(0, f'<span class="url">{_cell(row.get("url"))}</span>')  # a URL says more than a hash
     if row.get("duplicate_of"):
-        meta.append(f'duplicate of <span class="id">{_cell(row.get("duplicate_of"))}</span>')
+        kind = "exact duplicate" if row.get("dedup_exact_of") else "near-duplicate"
+        meta.append(f"{kind} of {_id_html(row.get('duplicate_of'))}")
     details = []
     # `repetition:dup_5gram_char_frac` is decided on the column of the same name: show it and its limit.
     column = sample.reason.replace(":", "_", 1)
@@ -850,8 +906,10 @@ def render_sample(sample: Sample, anchor: str, config: dict[str, Any] | None = N
         details.append(
             f"near-duplicate cluster of {_num(row.get('dedup_cluster_size'))} documents on "
             f"{_num(row.get('dedup_cluster_domains'))} domain(s), first member "
-            f"{_cell(row.get('dedup_cluster_id'))}"
+            f"{_id_html(row.get('dedup_cluster_id'))}"
         )
+    if row.get("dedup_exact_of"):
+        details.append(f"exact copy of {_id_html(row.get('dedup_exact_of'))} (same normalised text)")
     for m in (row.get("triggers_matches") or [])[:5]:
         details.append(
             f"trigger [{_cell(m.get('category'))}] {_cell(m.get('phrase'))} at {_num(m.get('start'))}"
@@ -868,6 +926,18 @@ def render_sample(sample: Sample, anchor: str, config: dict[str, Any] | None = N
     )
 
 
+BENIGN_REASONS = ("dedup:near_duplicate", "dedup:exact_duplicate")
+
+
+def evidence_rank(reason: str) -> int:
+    """Suspected poison first, then opt-in filters, then benign duplicates (stable within a rank)."""
+    if reason in BENIGN_REASONS:
+        return 2
+    if reason.startswith(("policy:", "language:not_allowed")):
+        return 1
+    return 0
+
+
 def section_evidence(report: dict[str, Any], facts: ShardFacts, config: dict[str, Any] | None = None) -> str:
     reasons = report.get("reasons") or {}
     if not reasons:
@@ -880,7 +950,7 @@ def section_evidence(report: dict[str, Any], facts: ShardFacts, config: dict[str
         "per reason; a document with several reasons is shown once.</p>"
     ]
     shown: dict[str, tuple[str, str]] = {}  # document id -> (anchor, reason it is shown under)
-    for n, (reason, count) in enumerate(reasons.items()):
+    for n, (reason, count) in enumerate(sorted(reasons.items(), key=lambda kv: evidence_rank(kv[0]))):
         if n >= MAX_REASONS_WITH_SAMPLES:
             parts.append(f"<p>… {len(reasons) - n} more reason(s) without samples (page size cap).</p>")
             break
@@ -952,6 +1022,8 @@ border:1px dashed #b00}.cp{color:#fff;background:#6a3fb5;font-size:.8em;padding:
 .id{font-family:monospace}.outcome{font-weight:bold}.url{color:#555}.lbl{margin:.2em 0;color:#444}
 ul.hidden{font-family:monospace;font-size:.9em}.chan{background:#333;color:#fff;padding:0 4px}
 .warn{color:#b00;font-weight:bold}details{margin:.4em 0}summary{cursor:pointer}
+.wrap{max-width:100%;overflow-x:auto}td{max-width:32em;overflow-wrap:anywhere}
+nav#toc{background:#f4f4f4;padding:.4em .8em;border:1px solid #ddd}
 """
 
 
@@ -993,7 +1065,10 @@ def build_report_html(out: Path) -> str:
         '<h3>Duplicates</h3><div id="plot-clusters">'
         + _guard("cluster plot", lambda: plot_clusters(report, facts))
         + "</div>",
-        '<h3>Hosts</h3><div id="plot-hosts">' + _guard("host plot", lambda: plot_hosts(report)) + "</div>",
+        '<h3 id="hosts">Hosts</h3><div id="plot-hosts">'
+        + _guard("host plot", lambda: plot_hosts(report))
+        + "</div>"
+        + _guard("hosts table", lambda: section_hosts(report)),
         '<h3>Languages</h3><div id="plot-languages">'
         + _guard("language plot", lambda: plot_languages(report))
         + "</div></section>",
@@ -1010,7 +1085,7 @@ def build_report_html(out: Path) -> str:
     if isinstance(report.get("crawl"), dict):
         sections.append(
             '<section id="crawl"><h2>Crawl</h2>'
-            + _guard("crawl", lambda: _kv_table(report["crawl"]))
+            + _guard("crawl", lambda: section_crawl(report["crawl"]))
             + "</section>"
         )
     sections.append(
@@ -1026,10 +1101,29 @@ def build_report_html(out: Path) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>{headline}</p>{''.join(problems)}"
+        f"<h1>{html.escape(title)}</h1><p>{headline}</p>{''.join(problems)}{table_of_contents(sections)}"
         + "\n".join(sections)
         + "</body></html>\n"
     )
+
+
+TOC_TITLES = {
+    "summary": "Summary",
+    "plots": "What was dropped",
+    "hosts": "Hosts",
+    "evidence": "Evidence",
+    "triggers": "Trigger candidates",
+    "unreadable": "Unreadable records",
+    "crawl": "Crawl",
+    "config": "Configuration",
+}
+
+
+def table_of_contents(sections: list[str]) -> str:
+    """Links to the sections the page has, in page order."""
+    found = re.findall(r'<(?:section|h3) id="([a-z]+)"', "".join(sections))
+    links = [f'<a href="#{name}">{TOC_TITLES[name]}</a>' for name in found if name in TOC_TITLES]
+    return f'<nav id="toc">{" · ".join(links)}</nav>'
 
 
 def write_report_html(out: Path) -> Path:

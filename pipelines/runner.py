@@ -48,6 +48,7 @@ from poisonguard.pipelines.writers import (
 )
 
 WORK = "_work"
+MAX_REPORT_HOSTS = 10_000  # hosts listed in report.json (the largest first); hosts_total counts all
 SIG_COLUMN = "_dedup_signature"
 KEY_COLUMN = "_dedup_key"
 OUTPUT_FILES = (
@@ -599,7 +600,8 @@ def commit_run(
     triggers_mined: list[dict[str, Any]] = []
     if lm_signals:
         triggers_mined = perplexity.mine_triggers(pa.concat_tables(lm_signals, promote_options="permissive"))
-    top_hosts = sorted(tally.hosts.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:50]
+    # Every host up to a bound (the report page lists them with their quarantine rate).
+    top_hosts = sorted(tally.hosts.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:MAX_REPORT_HOSTS]
     clusters = sorted(
         tally.clusters.values(), key=lambda c: (-(c["domains"] or 0), -c["size"], c["cluster_id"])
     )
@@ -615,6 +617,7 @@ def commit_run(
         "hosts": [
             {"host": h, "docs": sum(c.values()), **{o: c.get(o, 0) for o in OUTCOMES}} for h, c in top_hosts
         ],
+        "hosts_total": len(tally.hosts),
         "largest_clusters": [{**c, "outcomes": dict(c["outcomes"])} for c in clusters[:20]],
         "trigger_candidates": triggers_mined,
         "lm_scored_docs": lm_rows,
