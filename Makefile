@@ -28,9 +28,9 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check crawler filters pipelines tests bench
-	$(VENV)/bin/ruff format --check crawler filters pipelines tests bench
-	$(VENV)/bin/mypy crawler filters pipelines
+	$(VENV)/bin/ruff check core crawler filters pipelines tests bench
+	$(VENV)/bin/ruff format --check core crawler filters pipelines tests bench
+	$(VENV)/bin/mypy core crawler filters pipelines
 
 demo: $(STAMP)
 	$(PY) -m poisonguard.pipelines.demo --out $(OUT)

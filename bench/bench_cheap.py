@@ -106,7 +106,7 @@ def detector_speeds(texts: list[str]) -> list[tuple[str, float, float]]:
 def cheap_stage_speed(texts: list[str], backend: str) -> tuple[float, float]:
     cfg = load_config(overrides={"language": {"backend": backend}})
     docs = pa.table({"id": [str(i) for i in range(len(texts))], "text": texts})
-    from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
+    from poisonguard.core.schema import DOCUMENT_SCHEMA
 
     for f in DOCUMENT_SCHEMA:
         if f.name not in docs.column_names:

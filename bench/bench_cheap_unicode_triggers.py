@@ -22,8 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from poisonguard.core.normalize import normalize_for_matching
 from poisonguard.filters import triggers, unicode
-from poisonguard.filters.normalize import normalize_for_matching
 
 BATCH = 2000
 

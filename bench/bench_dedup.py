@@ -27,7 +27,8 @@ import xxhash
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from bench.corpus import handbook_dir
-from poisonguard.filters import dedup, minhash
+from poisonguard.core import minhash
+from poisonguard.filters import dedup
 
 _WORD = re.compile(r"\w+")
 BOILERPLATE = (

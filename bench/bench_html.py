@@ -26,9 +26,9 @@ import pyarrow as pa
 from lxml import etree
 
 from bench.corpus import MissingData, bastion_rows, handbook_dir, jailbreak_strings, python_docs_dir
+from poisonguard.core.schema import HIDDEN_SPAN
 from poisonguard.crawler.html import _parser, extract
 from poisonguard.filters import hidden_text
-from poisonguard.pipelines.schema import HIDDEN_SPAN
 
 SITE = Path(__file__).resolve().parent.parent / "examples" / "site"
 

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from bench.corpus import MissingData, clean_base
-from poisonguard.filters import lm as lm_loader
+from poisonguard.core import lm as lm_loader
 from poisonguard.filters import perplexity as ppl
 
 

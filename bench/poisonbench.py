@@ -41,9 +41,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import corpus, generators
+from poisonguard.core.schema import DUPLICATE, HIDDEN_SPAN, KEPT, QUARANTINED
 from poisonguard.pipelines.config import PipelineConfig, load_config
 from poisonguard.pipelines.runner import run_filter, score_documents
-from poisonguard.pipelines.schema import DUPLICATE, HIDDEN_SPAN, KEPT, QUARANTINED
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 CARRIER_PREFIXES = ("wiki-", "handbook-")

@@ -19,14 +19,13 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from poisonguard.crawler.cloaking import relative_similarity
-from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
+from poisonguard.core.schema import DOCUMENT_SCHEMA
+from poisonguard.core.urls import host_port_of
+from poisonguard.crawler.cloaking_probe import relative_similarity
 
 KIND_PAGE = "page"
 KIND_PROBE = "cloaking_probe"
@@ -54,11 +53,6 @@ RAW_SCHEMA = pa.schema(
 
 SHARD_PATTERN = re.compile(r"^part-(\d{5,})\.parquet$")
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
-
-
-def host_of(url: str) -> str:
-    """host[:port] of a URL, lower-case: the unit of the per-host budgets."""
-    return urlsplit(url).netloc.lower()
 
 
 class RawShardWriter:
@@ -128,7 +122,7 @@ def apply_crawl_results(
         bases = table.column("cloaking_baseline").to_pylist()
         dirty = 0
         for i, url in enumerate(urls):
-            if not flags[i] and host_of(url) in wanted:
+            if not flags[i] and host_port_of(url) in wanted:
                 flags[i] = True
                 dirty += 1
             if kinds[i] == KIND_PAGE and finals[i] in probes and sims[i] is None:
@@ -192,10 +186,6 @@ def _extract(
     return result.text or "", spans, result.title, result.encoding
 
 
-def visible_text(html: bytes, content_type: str | None) -> str:
-    return _extract(html, content_type)[0]
-
-
 def is_html(content_type: str | None, body: bytes) -> bool:
     if content_type:
         return content_type.split(";", 1)[0].strip().lower() in _HTML_TYPES
@@ -212,7 +202,7 @@ def raw_to_documents(raw: pa.Table, source: str = "crawl") -> pa.Table:
     """2xx HTML crawler fetches -> DOCUMENT_SCHEMA documents (probe rows and other responses stay in raw/).
 
     ``crawl_cloaking_similarity`` is the probe's crawler-vs-browser similarity relative to the page's own
-    churn (crawler.cloaking.relative_similarity; null unless probed) and ``crawl_tarpit_host`` whether
+    churn (crawler.cloaking_probe.relative_similarity; null unless probed) and ``crawl_tarpit_host`` whether
     the tarpit guard dropped the page's host; filters/cloaking.py turns them into reasons. ``record``
     is the row number in ``raw``; ``meta`` keeps status, fetch time, title, encoding, the body hash
     and the probe's two raw similarities.
@@ -277,12 +267,3 @@ def read_raw(raw_dir: Path) -> pa.Table:
     if not shards:
         return RAW_SCHEMA.empty_table()
     return pa.concat_tables([pq.read_table(p) for p in shards])
-
-
-def page_count(raw: pa.Table) -> int:
-    """Crawler fetches with a 2xx status (what becomes documents, before the HTML check)."""
-    if raw.num_rows == 0:
-        return 0
-    ok = pc.and_(pc.greater_equal(raw["status"], 200), pc.less(raw["status"], 300))
-    ok = pc.and_(ok, pc.equal(raw["kind"], KIND_PAGE))
-    return int(pc.sum(pc.cast(ok, pa.int64())).as_py() or 0)

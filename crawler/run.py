@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from poisonguard.crawler.cloaking import relative_similarity
+from poisonguard.crawler.cloaking_probe import relative_similarity
 from poisonguard.crawler.config import CrawlConfig
 
 STATS_FILE = "_crawl_stats.json"

@@ -28,11 +28,12 @@ from scrapy.linkextractors import LinkExtractor
 from twisted.internet.error import TCPTimedOutError, TimeoutError
 from twisted.python.failure import Failure
 
-from poisonguard.crawler import cloaking
+from poisonguard.core.schema import DOCUMENT_SCHEMA
+from poisonguard.core.urls import host_port_of
+from poisonguard.crawler import cloaking_probe
 from poisonguard.crawler.config import CrawlConfig
-from poisonguard.crawler.raw import KIND_PAGE, KIND_PROBE, RawShardWriter, _extract, host_of, is_html
+from poisonguard.crawler.raw import KIND_PAGE, KIND_PROBE, RawShardWriter, _extract, is_html
 from poisonguard.crawler.tarpit import PageSignal, TarpitGuard
-from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class PoisonguardSpider(Spider):
             return False
         if self.cfg.cloaking_probe_seeds and url in self._seed_set:
             return True
-        if cloaking.sampled(url, self.cfg.cloaking_sample_rate) or signal.tarpit_like:
+        if cloaking_probe.sampled(url, self.cfg.cloaking_sample_rate) or signal.tarpit_like:
             return True
         return self._flagged(url, text, spans)
 
@@ -212,8 +213,8 @@ class PoisonguardSpider(Spider):
             yield self._probe_request(page_url, crawler_text, text)
             return
         n, k = self.cfg.minhash_perm, self.cfg.shingle_words
-        sim = cloaking.similarity(crawler_text, first_browser_text, n, k)
-        base = cloaking.similarity(first_browser_text, text, n, k)
+        sim = cloaking_probe.similarity(crawler_text, first_browser_text, n, k)
+        base = cloaking_probe.similarity(first_browser_text, text, n, k)
         self.probe_results[page_url] = (sim, base)
 
     def probe_failed(self, failure: Failure) -> None:
@@ -305,5 +306,5 @@ class TarpitMiddleware:
             if self.crawler.stats is not None:
                 self.crawler.stats.inc_value("poisonguard/dropped_stopped_host")
             raise IgnoreRequest(
-                f"tarpit guard stopped {host_of(request.url)}: {spider.guard.host(request.url).stopped}"
+                f"tarpit guard stopped {host_port_of(request.url)}: {spider.guard.host(request.url).stopped}"
             )

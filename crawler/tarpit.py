@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from poisonguard.core.urls import host_port_of
 from poisonguard.crawler.config import CrawlConfig
-from poisonguard.crawler.raw import host_of
 
 _VOWELS = set("aeiouyAEIOUY")
 _TOKEN_SPLIT = re.compile(r"[-_.~+%]+")
@@ -133,7 +133,7 @@ class TarpitGuard:
     hosts: dict[str, HostStats] = field(default_factory=dict)
 
     def host(self, url_or_host: str) -> HostStats:
-        key = host_of(url_or_host) if "/" in url_or_host else url_or_host.lower()
+        key = host_port_of(url_or_host) if "/" in url_or_host else url_or_host.lower()
         stats = self.hosts.get(key)
         if stats is None:
             stats = self.hosts[key] = HostStats()

@@ -41,7 +41,7 @@ from datasketch import LeanMinHash, MinHashLSH
 from publicsuffixlist import PublicSuffixList
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from poisonguard.filters import minhash
+from poisonguard.core import minhash
 
 CAMPAIGN_REASON = "dedup:campaign"
 INDEX_FORMAT = 1

@@ -23,13 +23,14 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from poisonguard.filters import dedup, minhash
+from poisonguard.core import minhash
+from poisonguard.core.urls import host_of
+from poisonguard.filters import dedup
 
 SIG_COLUMN = "_dedup_signature"  # the runner's internal MinHash column (pipelines/runner.py)
 
@@ -109,15 +110,6 @@ def similarity(new_sha: str, new_sig: np.ndarray, old: Version, empty_value: int
     if bool(np.all(a == empty_value)) or bool(np.all(b == empty_value)):
         return None
     return float(np.count_nonzero(a == b)) / len(a)
-
-
-def host_of(url: str | None) -> str | None:
-    if not url:
-        return None
-    try:
-        return urlsplit(url).hostname
-    except ValueError:
-        return None
 
 
 def host_shares(hosts: Iterable[str | None], changed: Iterable[bool | None]) -> dict[str, tuple[int, int]]:

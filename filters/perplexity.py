@@ -57,13 +57,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from poisonguard.filters import lm as lm_loader
+from poisonguard.core import lm as lm_loader
+from poisonguard.core.urls import host_of
 
 PREFIX = "perplexity_"
 
@@ -598,15 +598,6 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
 # ------------------------------------------------------------------------------ trigger mining
 
 
-def _host(url: Any) -> str:
-    if not isinstance(url, str) or not url:
-        return ""
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return ""
-
-
 def mine_triggers(signals: pa.Table, top: int = 20, min_jump: float | None = None) -> list[dict[str, Any]]:
     """Words that stand at a change-point in many documents, ranked by distinct hosts then documents.
 
@@ -629,7 +620,7 @@ def mine_triggers(signals: pa.Table, top: int = 20, min_jump: float | None = Non
             if len(word) < 2:
                 continue
             docs[word] += 1
-            host = _host(url)
+            host = host_of(url)
             if host:
                 hosts[word].add(host)
             if len(examples[word]) < 3 and isinstance(url, str):

@@ -57,6 +57,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from poisonguard.core.batching import byte_ranges
+
 _HAS_WORD = re.compile(r"\w")
 _PARA_SPLIT = re.compile(r"\n[ \t\r\f\v]*\n")
 
@@ -387,24 +389,10 @@ def _ngram_signals(texts: list[str], cfg: Config) -> dict[str, np.ndarray]:
     return out
 
 
-def _chunks(texts: list[str]) -> list[tuple[int, int]]:
-    """Row ranges of about _CHUNK_BYTES characters each (one long document may exceed it alone)."""
-    ranges: list[tuple[int, int]] = []
-    begin, size = 0, 0
-    for i, text in enumerate(texts):
-        size += len(text) + 1
-        if size >= _CHUNK_BYTES:
-            ranges.append((begin, i + 1))
-            begin, size = i + 1, 0
-    if begin < len(texts) or not ranges:
-        ranges.append((begin, len(texts)))
-    return ranges
-
-
 def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
     """Signal columns ``repetition_<signal>`` for every row of `batch` (null text counts as empty)."""
     texts = [t or "" for t in batch.column("text").to_pylist()]
-    parts = [_ngram_signals(texts[a:b], cfg) for a, b in _chunks(texts)]
+    parts = [_ngram_signals(texts[a:b], cfg) for a, b in byte_ranges(texts, _CHUNK_BYTES) or [(0, 0)]]
     sig = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     for kind, name in (("line", None), ("para", _PARA_SPLIT)):
         frac = np.zeros(len(texts))

@@ -2,7 +2,7 @@
 
 Phrase lists live in ``configs/triggers.yaml`` (each entry with its source; see that file for the
 category rules). They are matched with one Aho-Corasick automaton (``ahocorasick-rs``) over the text
-as folded by :func:`poisonguard.filters.normalize.normalize_for_matching`, so look-alike letters,
+as folded by :func:`poisonguard.core.normalize.normalize_for_matching`, so look-alike letters,
 zero-width characters, accents, case and whitespace do not hide them; hits are reported at their
 positions in the original text. Phrases match whole words only.
 
@@ -44,7 +44,8 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from poisonguard.filters.normalize import normalize_for_matching
+from poisonguard.core.batching import byte_groups
+from poisonguard.core.normalize import normalize_for_matching
 
 MATCH = pa.struct(
     [("category", pa.string()), ("phrase", pa.string()), ("start", pa.int32()), ("end", pa.int32())]
@@ -290,13 +291,8 @@ def _analyse(text: str, lists: Lists) -> _Analysis:
 
 def _analyse_many(texts: list[str], lists: Lists) -> list[_Analysis]:
     results: list[_Analysis | None] = [None] * len(texts)
-    group: list[int] = []
-    size = 0
 
-    def flush() -> None:
-        nonlocal size
-        if not group:
-            return
+    def analyse_group(group: list[int]) -> None:
         starts: list[int] = []
         pos = 0
         for i in group:
@@ -312,20 +308,15 @@ def _analyse_many(texts: list[str], lists: Lists) -> list[_Analysis]:
             talk[bisect.bisect_right(starts, at) - 1] = True
         for k, i in enumerate(group):
             results[i] = _finish(texts[i], local[k], talk[k], lists)
-        group.clear()
-        size = 0
+
+    def alone(text: str) -> bool:
+        return not text or len(text) >= _GROUP_CHARS or _SEP in text
 
     for i, text in enumerate(texts):
-        if not text:
-            results[i] = _Analysis([], [], False)
-        elif len(text) >= _GROUP_CHARS or _SEP in text:
-            results[i] = _analyse(text, lists)
-        else:
-            group.append(i)
-            size += len(text) + 1
-            if size >= _GROUP_CHARS:
-                flush()
-    flush()
+        if alone(text):
+            results[i] = _analyse(text, lists)  # empty text: no hits
+    for group in byte_groups(texts, _GROUP_CHARS, alone):
+        analyse_group(group)
     return [r if r is not None else _Analysis([], [], False) for r in results]
 
 

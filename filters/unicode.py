@@ -44,7 +44,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from poisonguard.filters.normalize import confusable_map, fold_char, script_alias
+from poisonguard.core.batching import byte_groups
+from poisonguard.core.normalize import confusable_map, fold_char, script_alias
 
 SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("kind", pa.string())])
 
@@ -343,17 +344,16 @@ def scan(text: str, max_spans: int = 64, max_payload_chars: int = 4096) -> Unico
 _GROUP_CHARS = 1 << 20
 
 
+def _alone(text: str) -> bool:
+    return len(text) >= _GROUP_CHARS
+
+
 def scan_many(texts: list[str], max_spans: int = 64, max_payload_chars: int = 4096) -> list[UnicodeReport]:
     """``scan`` of each text; short texts are looked up together (joined by newlines, which are never
     candidates), so the per-call cost of the vectorised lookup is paid once per group."""
     reports: list[UnicodeReport | None] = [None] * len(texts)
-    group: list[int] = []
-    size = 0
 
-    def flush() -> None:
-        nonlocal size
-        if not group:
-            return
+    def scan_group(group: list[int]) -> None:
         starts = np.cumsum([0] + [len(texts[i]) + 1 for i in group[:-1]])
         cand, look = _candidates("\n".join(texts[i] for i in group))
         cand_doc = np.searchsorted(starts, cand, side="right") - 1
@@ -366,18 +366,12 @@ def scan_many(texts: list[str], max_spans: int = 64, max_payload_chars: int = 40
             base = int(starts[k])
             found = _findings(texts[i], cand[cand_doc == k] - base, look[look_doc == k] - base)
             reports[i] = _report(texts[i], found, max_spans, max_payload_chars)
-        group.clear()
-        size = 0
 
     for i, text in enumerate(texts):
-        if len(text) >= _GROUP_CHARS:
+        if _alone(text):
             reports[i] = scan(text, max_spans, max_payload_chars)
-            continue
-        group.append(i)
-        size += len(text) + 1
-        if size >= _GROUP_CHARS:
-            flush()
-    flush()
+    for group in byte_groups(texts, _GROUP_CHARS, _alone):
+        scan_group(group)
     return [r if r is not None else scan("") for r in reports]
 
 

@@ -23,9 +23,9 @@ from typing import Any, TypeAlias
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from poisonguard.core.schema import DOCUMENT_SCHEMA, text_id
 from poisonguard.pipelines.config import PipelineConfig, load_config
 from poisonguard.pipelines.fields import FieldMap, InputConfig
-from poisonguard.pipelines.schema import DOCUMENT_SCHEMA, text_id
 from poisonguard.pipelines.shard_schema import conform, shard_schema
 
 __all__ = ["filter_corpus", "score_table", "TableScorer", "make_config"]

@@ -352,8 +352,9 @@ def crawl_command(
     """Crawl sites politely, keep every fetched page in OUT/raw/, then filter them like `filter`."""
     import shutil
 
+    from poisonguard.core.files import write_json
     from poisonguard.crawler.run import CrawlError, load_seeds
-    from poisonguard.pipelines.writers import SUCCESS, write_json
+    from poisonguard.pipelines.writers import SUCCESS
 
     mode = progress_mode(quiet, log_format)
     cfg = _load(config, _overrides(workers, lm))
@@ -371,7 +372,7 @@ def crawl_command(
     try:
         if engine.lower() == "ray":
             # Seeds partitioned by host over `run.workers` Scrapy processes run as Ray tasks.
-            from poisonguard.pipelines.ray_engine import crawl_ray
+            from poisonguard.crawler.fanout import crawl_ray
 
             stats = crawl_ray(seeds, out, cfg.crawl, cfg.run.workers, resume=resume, address=ray_address)
         else:

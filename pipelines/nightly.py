@@ -50,13 +50,15 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from poisonguard.filters import dedup, minhash
+from poisonguard.core import minhash
+from poisonguard.core.files import atomic_path, sha256_file, write_json
+from poisonguard.core.schema import OUTCOMES, QUARANTINED
+from poisonguard.filters import dedup
 from poisonguard.filters import drift as drift_detector
 from poisonguard.pipelines.config import ConfigError, PipelineConfig, load_config
 from poisonguard.pipelines.readers import InputError, expand_inputs
-from poisonguard.pipelines.schema import OUTCOMES, QUARANTINED
 from poisonguard.pipelines.state import DONE, InputFile, StateError, StateStore, UrlVersion
-from poisonguard.pipelines.writers import SUCCESS, atomic_path, sha256_file, write_json
+from poisonguard.pipelines.writers import SUCCESS
 
 log = logging.getLogger("poisonguard.nightly")
 
@@ -303,7 +305,7 @@ def crawl_inputs(
     """Crawl the configured seeds into ROOT/_crawl/<date>/ (once per date); its raw shards.
 
     With the Ray engine the seeds are crawled by ``run.workers`` Scrapy processes, one per group of
-    hosts (``ray_engine.crawl_ray``); the raw shards and stats file land in the same place."""
+    hosts (``crawler.fanout.crawl_ray``); the raw shards and stats file land in the same place."""
     src = cfg.sources.crawl
     if not (src.seeds or src.seeds_file or src.sitemap):
         return []
@@ -319,7 +321,7 @@ def crawl_inputs(
         except (OSError, ValueError) as exc:
             raise NightlyUsageError(f"crawl seeds: {exc}") from exc
         if engine == "ray":
-            from poisonguard.pipelines.ray_engine import PARTS_DIR, crawl_ray
+            from poisonguard.crawler.fanout import PARTS_DIR, crawl_ray
 
             # A killed fan-out may have left shards in its partitions before linking them into raw/.
             resume = any(raw.glob("part-*.parquet")) or any(raw.glob(f"{PARTS_DIR}/*/raw/part-*.parquet"))

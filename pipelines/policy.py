@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from poisonguard.core.schema import DUPLICATE, FILTERED, KEPT, QUARANTINED
 from poisonguard.filters import (
     cloaking,
     dedup,
@@ -27,7 +28,6 @@ from poisonguard.filters import (
     unicode,
 )
 from poisonguard.pipelines.config import PipelineConfig
-from poisonguard.pipelines.schema import DUPLICATE, FILTERED, KEPT, QUARANTINED
 
 # Detectors that run on every document, cheapest first. Each is a module following the contract in
 # poisonguard/filters/__init__.py; its config section has the same name.

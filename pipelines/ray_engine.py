@@ -20,7 +20,7 @@ Stages (the local runner's, see runner.py; chunk N is the same documents as ther
    documents, checkpointed per chunk in OUT/_work/lm/.
 4. decisions per chunk in Ray tasks (``runner.finalize_chunk``) -> OUT/_work/decided/; the driver then
    streams the decided chunks in input order through the same shard writers, report, manifest and
-   commit (``runner.commit_run``), so OUT holds the same shards as a local run. With context
+   commit (``runner.commit_output``), so OUT holds the same shards as a local run. With context
    detectors, the driver decides each chunk itself as it streams them (their ``score`` and ``flag``
    need their driver-side state), exactly as the local runner's stage 4.
 
@@ -30,7 +30,6 @@ write the work files there. Inputs are read by the driver only.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections import Counter
@@ -38,73 +37,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from poisonguard.filters import dedup, minhash, perplexity
+from poisonguard.core import minhash
+from poisonguard.core.files import write_table
+from poisonguard.core.ray_cluster import cluster_cpus, connected, ray_module, wait_all
+from poisonguard.core.schema import DOCUMENT_SCHEMA
+from poisonguard.filters import dedup, perplexity
 from poisonguard.pipelines import policy, runner
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.fields import FieldMap
 from poisonguard.pipelines.progress import Progress
 from poisonguard.pipelines.readers import ReadState, expand_inputs, read_documents, total_bytes
-from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
 from poisonguard.pipelines.shard_schema import shard_schema
-from poisonguard.pipelines.writers import ShardWriter, write_table
+from poisonguard.pipelines.writers import ShardWriter
 
-# Ray must not phone home or repeat log lines; set before ray is imported anywhere in this process.
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 CHUNK_COLUMN = "_chunk"
-LOCAL_OBJECT_STORE = 512 * 2**20  # object store of a Ray this module starts itself (bytes)
 
 # What a reducer sends back per LSH bucket with two or more members: band, band key, member ranks,
 # verified edges (pairs of ranks) and the highest similarity each member was compared at.
 Bucket = tuple[int, int, np.ndarray, np.ndarray, np.ndarray]
-
-
-def _ray() -> Any:
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    import ray
-
-    return ray
-
-
-def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Join the Ray cluster at `address` (or the one already initialised in this process), or start
-    a local one with `num_cpus` CPUs. Returns True when this call started it (then the caller shuts
-    it down)."""
-    ray = _ray()
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            object_store_memory=LOCAL_OBJECT_STORE,
-            log_to_driver=False,
-        )
-    return True
-
-
-def _cluster_cpus() -> int:
-    return max(1, int(_ray().cluster_resources().get("CPU", 1)))
-
-
-def _wait_all(refs: list[Any], on_done: Callable[[Any], None] | None = None) -> list[Any]:
-    """Results of `refs` in their order (re-raising a task's error), calling `on_done` as they finish."""
-    ray = _ray()
-    if on_done is not None:
-        left = list(refs)
-        while left:
-            ready, left = ray.wait(left, num_returns=1)
-            on_done(ray.get(ready[0]))
-    return list(ray.get(refs))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,7 +82,7 @@ def _score_blocks(batch: pa.Table, cfg: PipelineConfig, scored_dir: str) -> pa.T
         rows.append(docs.num_rows)
         timing_names.append(list(timings))
         timing_values.append(list(timings.values()))
-    node = _ray().get_runtime_context().get_node_id()
+    node = ray_module().get_runtime_context().get_node_id()
     return pa.table(
         {
             "chunk": pa.array(done, pa.int64()),
@@ -139,7 +95,7 @@ def _score_blocks(batch: pa.Table, cfg: PipelineConfig, scored_dir: str) -> pa.T
 
 
 def _score_window(refs: list[Any], cfg: PipelineConfig, scored_dir: Path) -> pa.Table:
-    ray = _ray()
+    ray = ray_module()
     ds = ray.data.from_arrow_refs(refs).map_batches(
         _score_blocks,
         batch_size=None,
@@ -233,7 +189,7 @@ def _only_part(fn: Callable[..., list[pa.Table]], *args: Any) -> pa.Table:
 
 def _map_all(fn: Callable[..., list[pa.Table]], calls: list[tuple[Any, ...]], parts: int) -> list[list[Any]]:
     """Run the map `fn` once per argument tuple as Ray tasks; per call, one object per partition."""
-    ray = _ray()
+    ray = ray_module()
     if parts > 1:
         task = ray.remote(num_returns=parts)(fn)
         return [task.remote(*args) for args in calls]
@@ -309,7 +265,7 @@ PRIOR_SLICE_ROWS = 50_000  # prior-index documents per map task (about 25 MB of 
 
 def _prior_slices(entries: dedup.IndexEntries, rows: int) -> list[tuple[int, Any, Any]]:
     """(first rank, keys ref, signatures ref) per slice of the prior index, put in the object store."""
-    ray = _ray()
+    ray = ray_module()
     n = len(entries.prior)
     return [
         (start, ray.put(entries.keys[start : start + rows]), ray.put(entries.sigs[start : start + rows]))
@@ -356,9 +312,9 @@ def distributed_dedup(
     with another document: their SIGNAL_SCHEMA columns, ``duplicate_of``/``duplicate_kind`` and
     eligibility for the language model. Every other document is its own cluster. Ranks in the
     returned rows count tonight's documents only (the chunk offsets' numbering)."""
-    ray = _ray()
+    ray = ray_module()
     dcfg = cfg.dedup
-    parts = parts or _cluster_cpus()
+    parts = parts or cluster_cpus()
     paths = [str(p) for p in chunk_paths]
     bounds = np.array(
         offsets + [offsets[-1] + pq.ParquetFile(chunk_paths[-1]).metadata.num_rows] if offsets else [0],
@@ -609,7 +565,7 @@ def _lm_verdicts(
 def _lm_gpus(cfg: PipelineConfig) -> float:
     """GPUs per LM actor: one when the cluster has GPUs and `perplexity.device` is not cpu. Ray then
     shows the actor its GPU as cuda:0, which `device: auto` (or cuda) picks up."""
-    has_gpu = _ray().cluster_resources().get("GPU", 0) > 0
+    has_gpu = ray_module().cluster_resources().get("GPU", 0) > 0
     return 1.0 if has_gpu and cfg.perplexity.device != "cpu" else 0.0
 
 
@@ -709,8 +665,7 @@ def run_filter_ray(
     in input order; with them, stage 4's decisions are made on the driver as it streams the chunks
     into the shards (the local runner's loop) instead of in Ray tasks.
     """
-    started_here = connect(address, cfg.run.workers)
-    try:
+    with connected(address, cfg.run.workers):
         return _run(
             inputs,
             out,
@@ -724,9 +679,6 @@ def run_filter_ray(
             dedup_index=dedup_index,
             context_detectors=context_detectors,
         )
-    finally:
-        if started_here:
-            _ray().shutdown()
 
 
 def _run(
@@ -743,7 +695,7 @@ def _run(
     dedup_index: dedup.DedupIndex | None,
     context_detectors: tuple[runner.ContextDetector, ...],
 ) -> dict[str, Any]:
-    ray = _ray()
+    ray = ray_module()
     ray.data.DataContext.get_current().enable_progress_bars = False
     started = time.time()
     use_lm = cfg.perplexity.enabled if use_lm is None else (use_lm and cfg.perplexity.enabled)
@@ -762,7 +714,7 @@ def _run(
     timings: dict[str, float] = {}
     state = ReadState(fields=FieldMap.from_config(cfg.input))
     input_bytes = total_bytes(paths)
-    cpus = _cluster_cpus()
+    cpus = cluster_cpus()
 
     # Stage 1 -------------------------------------------------------------------------------
     stage_start = time.perf_counter()
@@ -888,7 +840,7 @@ def _run(
                     _chunk_no(path), offsets[pos], str(work), cfg_ref, doc_schema, lm_schema, earlier
                 )
             )
-        _wait_all(refs)
+        wait_all(refs)
     for name in ("clean", "quarantine"):
         if (out / name).exists():
             shutil.rmtree(out / name)
@@ -922,7 +874,7 @@ def _run(
         "ray_nodes": dict(sorted(scored_on.items())),
         **(extra_report or {}),
     }
-    return runner.commit_run(
+    return runner.commit_output(
         out,
         cfg,
         paths=paths,
@@ -938,153 +890,3 @@ def _run(
         use_lm=use_lm,
         extra_report=extra,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Crawl fan-out
-
-
-PARTS_DIR = "_parts"  # under OUT/raw/; "_" keeps it out of the filter's inputs (bookkeeping)
-
-
-def partition_seeds(seeds: Sequence[str], workers: int) -> list[list[str]]:
-    """Seeds grouped by host (host:port), hosts spread over at most `workers` partitions, the busiest
-    host first onto the least-loaded partition. A host is never split, so its politeness budgets
-    (pages, time, delay, tarpit guard) stay in one Scrapy process."""
-    by_host: dict[str, list[str]] = {}
-    for seed in seeds:
-        try:
-            host = urlsplit(seed).netloc.lower()
-        except ValueError:
-            host = seed
-        by_host.setdefault(host, []).append(seed)
-    parts: list[list[str]] = [[] for _ in range(max(1, workers))]
-    for host in sorted(by_host, key=lambda h: (-len(by_host[h]), h)):
-        target = min(range(len(parts)), key=lambda k: (len(parts[k]), k))
-        parts[target].extend(by_host[host])
-    return [p for p in parts if p]
-
-
-def _crawl_part(seeds: list[str], out_dir: str, cfg: Any, resume: bool) -> tuple[dict[str, Any], str | None]:
-    from poisonguard.crawler.run import CrawlError, run_crawl
-
-    try:
-        return run_crawl(seeds, Path(out_dir), cfg, resume=resume), None
-    except CrawlError as exc:
-        return exc.stats or {}, str(exc)
-
-
-def merge_crawl_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One crawl's stats from the partitions' stats (hosts are disjoint, counts add up)."""
-    merged: dict[str, Any] = {
-        "finish_reason": "finished",
-        "hosts": {},
-        "http_status": {},
-        "errors": {},
-        "tarpit_hosts": [],
-        "cloaking_probes": {"probed": 0, "failed": 0, "views_differ": [], "results": {}},
-    }
-    summed = (
-        "pages",
-        "pages_2xx",
-        "bytes",
-        "responses_this_run",
-        "bytes_this_run",
-        "robots_forbidden",
-        "dropped_stopped_host",
-        "raw_rows",
-    )
-    for key in summed:
-        merged[key] = sum(int(p.get(key) or 0) for p in parts)
-    for part in parts:
-        if part.get("finish_reason") not in (None, "finished"):
-            merged["finish_reason"] = part["finish_reason"]  # e.g. closespider_timeout in one process
-        for key in ("http_status", "errors"):
-            for name, value in (part.get(key) or {}).items():
-                merged[key][name] = merged[key].get(name, 0) + value
-        merged["hosts"].update(part.get("hosts") or {})
-        merged["tarpit_hosts"].extend(part.get("tarpit_hosts") or [])
-        probes = part.get("cloaking_probes") or {}
-        merged["cloaking_probes"]["probed"] += probes.get("probed", 0)
-        merged["cloaking_probes"]["failed"] += probes.get("failed", 0)
-        merged["cloaking_probes"]["views_differ"].extend(probes.get("views_differ") or [])
-        merged["cloaking_probes"]["results"].update(probes.get("results") or {})
-    merged["tarpit_hosts"] = sorted(merged["tarpit_hosts"])
-    merged["cloaking_probes"]["views_differ"] = sorted(merged["cloaking_probes"]["views_differ"])
-    times = [p for p in parts if p.get("start_time")]
-    merged["start_time"] = min((p["start_time"] for p in times), default=None)
-    merged["finish_time"] = max((p["finish_time"] for p in times if p.get("finish_time")), default=None)
-    merged["elapsed_s"] = max((p.get("elapsed_s") or 0.0 for p in parts), default=None)
-    if parts and "http_status_note" in parts[0]:
-        merged["http_status_note"] = parts[0]["http_status_note"]
-    return merged
-
-
-def crawl_ray(
-    seeds: list[str],
-    out: Path,
-    cfg: Any,
-    workers: int,
-    *,
-    resume: bool = False,
-    address: str | None = None,
-) -> dict[str, Any]:
-    """Crawl `seeds` with `workers` Scrapy processes run as Ray tasks, seeds partitioned by host.
-
-    Partition k crawls into OUT/raw/_parts/part-k/ (its own raw shards, log and JOBDIR, so each
-    resumes on its own); its shards are then linked into OUT/raw/ as one crawl's ``part-NNNNN``
-    shards, in partition order, and the merged stats written to OUT/raw/_crawl_stats.json (only when
-    every partition's process ran to its end, as run_crawl's child writes it).
-    `cfg` is the crawl section (``PipelineConfig.crawl``). Raises CrawlError like run_crawl when the
-    crawl as a whole fetched nothing or a process failed."""
-    from poisonguard.crawler.raw import raw_shards
-    from poisonguard.crawler.run import STATS_FILE, CrawlError
-
-    if not seeds:
-        raise CrawlError("no seed URLs to crawl")
-    raw_dir = Path(out) / "raw"
-    if any(raw_dir.glob("part-*.parquet")) and not resume:
-        raise CrawlError(f"{raw_dir} already holds a crawl; use --resume to continue it or another --out")
-    parts = partition_seeds(seeds, workers)
-    started_here = connect(address, workers)
-    try:
-        task = _ray().remote(num_cpus=1)(_crawl_part)
-        refs = [
-            task.remote(p, str(raw_dir / PARTS_DIR / f"part-{k:03d}"), cfg, resume)
-            for k, p in enumerate(parts)
-        ]
-        results = _wait_all(refs)
-    finally:
-        if started_here:
-            _ray().shutdown()
-    failures = [(k, err, stats) for k, (stats, err) in enumerate(results) if err]
-    hard = [(k, err) for k, err, stats in failures if stats.get("pages_2xx") or not stats]
-    merged = merge_crawl_stats([stats for stats, _ in results])
-    merged["partitions"] = [
-        {"seeds": len(p), "hosts": sorted({urlsplit(s).netloc for s in p}), "error": err}
-        for p, (_, err) in zip(parts, results, strict=True)
-    ]
-    for old in raw_dir.glob("part-*.parquet"):
-        old.unlink()  # links from an earlier merge; the partitions hold the real shards
-    n = 0
-    for k in range(len(parts)):
-        for shard in raw_shards(raw_dir / PARTS_DIR / f"part-{k:03d}" / "raw"):
-            target = raw_dir / f"part-{n:05d}.parquet"
-            try:
-                os.link(shard, target)
-            except OSError:
-                shutil.copy2(shard, target)
-            n += 1
-    from poisonguard.pipelines.writers import write_json
-
-    # As with run_crawl, the stats file says the crawl ran to its end: not written when a
-    # partition's process died without its stats, so that a rerun (nightly) resumes the crawl.
-    if all(stats for stats, _ in results):
-        write_json(raw_dir / STATS_FILE, merged)
-    if hard:
-        raise CrawlError("; ".join(f"partition {k}: {err}" for k, err in hard), merged)
-    if not merged["pages_2xx"]:
-        raise CrawlError(
-            "the crawl fetched no page (no 2xx response); check the seeds and robots.txt", merged
-        )
-    return merged

@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
 
+from poisonguard.core.schema import DOCUMENT_SCHEMA, text_id
 from poisonguard.pipelines.fields import FieldMap, key_paths
-from poisonguard.pipelines.schema import DOCUMENT_SCHEMA, text_id
 from poisonguard.pipelines.storage import display_name
 
 JSONL_SUFFIXES = (

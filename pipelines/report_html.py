@@ -38,8 +38,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from poisonguard.pipelines.schema import DECISION_FIELDS, DOCUMENT_COLUMNS, QUARANTINED
-from poisonguard.pipelines.writers import atomic_path
+from poisonguard.core.files import atomic_path
+from poisonguard.core.schema import DECISION_FIELDS, DOCUMENT_COLUMNS, QUARANTINED
 
 REPORT_FILE = "report.html"
 MAX_SAMPLES_PER_REASON = 5

@@ -29,23 +29,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from poisonguard.core.files import write_json, write_table
+from poisonguard.core.schema import DOCUMENT_SCHEMA, KEPT, OUTCOMES
+from poisonguard.core.urls import host_of
 from poisonguard.filters import dedup, perplexity
-from poisonguard.filters.drift import host_of
 from poisonguard.pipelines import __version__, policy
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.fields import FieldMap
 from poisonguard.pipelines.progress import Progress
 from poisonguard.pipelines.readers import ReadState, expand_inputs, read_documents, total_bytes
-from poisonguard.pipelines.schema import DOCUMENT_SCHEMA, KEPT, OUTCOMES
 from poisonguard.pipelines.shard_schema import shard_schema
-from poisonguard.pipelines.writers import (
-    DATASET_CARD,
-    SUCCESS,
-    ShardWriter,
-    write_dataset_card,
-    write_json,
-    write_table,
-)
+from poisonguard.pipelines.writers import DATASET_CARD, SUCCESS, ShardWriter, write_dataset_card
 
 WORK = "_work"
 MAX_REPORT_HOSTS = 10_000  # hosts listed in report.json (the largest first); hosts_total counts all
@@ -194,10 +188,6 @@ def resolve_duplicates(
 
 # ---------------------------------------------------------------------------------------------
 # Stage 4: decisions
-
-
-def _nulls_for(schema: pa.Schema, rows: int) -> dict[str, pa.Array]:
-    return {f.name: pa.nulls(rows, f.type) for f in schema}
 
 
 @dataclass
@@ -537,7 +527,7 @@ def run_filter(
     timings["stage:write"] = time.perf_counter() - stage_start
 
     unreadable = [u.as_dict() for u in state.unreadable]
-    return commit_run(
+    return commit_output(
         out,
         cfg,
         paths=paths,
@@ -573,7 +563,7 @@ def write_decided_chunk(
     dropped.write(table.filter(pa.compute.invert(is_kept)))
 
 
-def commit_run(
+def commit_output(
     out: Path,
     cfg: PipelineConfig,
     *,

@@ -16,8 +16,8 @@ from functools import lru_cache
 
 import pyarrow as pa
 
+from poisonguard.core.schema import DECISION_FIELDS, DOCUMENT_SCHEMA
 from poisonguard.filters import dedup, perplexity
-from poisonguard.pipelines.schema import DECISION_FIELDS, DOCUMENT_SCHEMA
 
 
 @lru_cache(maxsize=1)

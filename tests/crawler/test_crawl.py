@@ -13,7 +13,8 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from poisonguard.crawler import cloaking
+from poisonguard.core.schema import DOCUMENT_SCHEMA
+from poisonguard.crawler import cloaking_probe
 from poisonguard.crawler.config import CrawlConfig
 from poisonguard.crawler.raw import (
     KIND_PAGE,
@@ -29,7 +30,6 @@ from poisonguard.crawler.tarpit import TarpitGuard, babble_score, deep_random_sh
 from poisonguard.filters import cloaking as cloaking_filter
 from poisonguard.filters import hidden_text
 from poisonguard.pipelines.config import load_config
-from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
 
 sys.path.insert(0, str(Path(__file__).parent))
 import servers  # noqa: E402 (test helper next to this file)
@@ -106,13 +106,13 @@ def test_guard_budgets_signals_and_shares() -> None:
 
 def test_similarity_and_sampling() -> None:
     a = servers.LOREM * 2
-    assert cloaking.similarity(a, a) == 1.0
-    assert cloaking.similarity(servers.CRAWLER_TEXT, servers.BROWSER_TEXT) < 0.1
-    assert 0.3 < cloaking.similarity(a, a + servers.CRAWLER_TEXT) < 0.9
+    assert cloaking_probe.similarity(a, a) == 1.0
+    assert cloaking_probe.similarity(servers.CRAWLER_TEXT, servers.BROWSER_TEXT) < 0.1
+    assert 0.3 < cloaking_probe.similarity(a, a + servers.CRAWLER_TEXT) < 0.9
     urls = [f"http://h/{i}" for i in range(2000)]
-    picked = [u for u in urls if cloaking.sampled(u, 0.1)]
-    assert 120 < len(picked) < 280 and picked == [u for u in urls if cloaking.sampled(u, 0.1)]
-    assert not any(cloaking.sampled(u, 0.0) for u in urls[:50])
+    picked = [u for u in urls if cloaking_probe.sampled(u, 0.1)]
+    assert 120 < len(picked) < 280 and picked == [u for u in urls if cloaking_probe.sampled(u, 0.1)]
+    assert not any(cloaking_probe.sampled(u, 0.0) for u in urls[:50])
 
 
 def test_cloaking_filter_columns_and_reasons() -> None:
@@ -123,7 +123,8 @@ def test_cloaking_filter_columns_and_reasons() -> None:
     assert cloaking_filter.flag(pa.table(signals), cfg) == [[]]
     # Relative similarity as raw_to_documents computes it: view similarity / browser-vs-browser baseline.
     rel = [
-        cloaking.relative_similarity(s, b) for s, b in ((0.1, 0.98), (0.55, 0.6), (None, None), (0.95, None))
+        cloaking_probe.relative_similarity(s, b)
+        for s, b in ((0.1, 0.98), (0.55, 0.6), (None, None), (0.95, None))
     ]
     assert rel[1] == pytest.approx(0.55 / 0.6) and rel[2] is None
     batch = pa.table({"crawl_cloaking_similarity": rel, "crawl_tarpit_host": [False, False, True, False]})

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from poisonguard.core.schema import HIDDEN_SPAN
 from poisonguard.crawler.html import extract
 from poisonguard.filters import hidden_text
 from poisonguard.filters.hidden_text import Config, flag, instruction_phrase, scan_spans, score
-from poisonguard.pipelines.schema import HIDDEN_SPAN
 
 SITE = Path(__file__).resolve().parents[2] / "examples" / "site"
 
@@ -261,10 +261,10 @@ def test_demo_site_pages_flagged_as_the_readme_says() -> None:
 def test_demo_site_readme_holds_for_the_whole_cheap_stage() -> None:
     """Every detector but the language model, as the demo runs them: each page gets exactly the
     reasons its README row names (`triggers:*` = any triggers reason), the clean pages none."""
+    from poisonguard.core.schema import DOCUMENT_SCHEMA
     from poisonguard.pipelines import policy
     from poisonguard.pipelines.config import load_config
     from poisonguard.pipelines.runner import score_cheap
-    from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
 
     rows = _site_table()
     docs = pa.Table.from_pylist(

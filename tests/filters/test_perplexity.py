@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from poisonguard.filters import lm as lm_loader
+from poisonguard.core import lm as lm_loader
 from poisonguard.filters import perplexity as ppl
 
 torch = pytest.importorskip("torch")

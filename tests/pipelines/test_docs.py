@@ -59,7 +59,7 @@ def test_design_and_threat_references_point_into_docs(name: str) -> None:
     assert (REPO / "docs" / name).exists()
     pattern = re.compile(rf"(?<![/\w]){re.escape(name)}")
     offenders = []
-    for folder in ("crawler", "filters", "pipelines", "configs", "bench", "tests"):
+    for folder in ("core", "crawler", "filters", "pipelines", "configs", "bench", "tests"):
         for path in (REPO / folder).rglob("*"):
             if path == Path(__file__) or path.suffix not in (".py", ".yaml"):
                 continue
@@ -71,7 +71,7 @@ def test_design_and_threat_references_point_into_docs(name: str) -> None:
 def test_threat_ids_used_in_code_are_in_the_catalogue() -> None:
     catalogue = (REPO / "docs" / "THREATS.md").read_text("utf-8")
     used: set[str] = set()
-    for folder in ("crawler", "filters", "pipelines", "configs"):
+    for folder in ("core", "crawler", "filters", "pipelines", "configs"):
         for path in (REPO / folder).rglob("*"):
             if path.suffix in (".py", ".yaml"):
                 used.update(re.findall(r"\bP-[A-Z]+(?:-[A-Za-z]+)?\b", path.read_text("utf-8")))

@@ -1,4 +1,4 @@
-"""The built wheel installs the three folders under one import name, with the configs, into a fresh
+"""The built wheel installs the four code folders under one import name, with the configs, into a fresh
 virtual environment, and its console script runs a real filter job there."""
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         "poisonguard/filters/unicode.py",
         "poisonguard/pipelines/cli.py",
         "poisonguard/crawler/html.py",
+        "poisonguard/core/schema.py",
+        "poisonguard/core/lm_calibration.txt",
         "poisonguard/configs/default.yaml",
         "poisonguard/configs/triggers.yaml",
         "poisonguard/configs/nightly.yaml",

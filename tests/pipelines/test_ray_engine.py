@@ -21,18 +21,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from poisonguard.crawler.config import CrawlConfig
+from poisonguard.crawler.fanout import crawl_ray, merge_crawl_stats, partition_seeds
 from poisonguard.filters import dedup
 from poisonguard.filters.dedup import verify_bucket
 from poisonguard.pipelines import ray_engine, runner
 from poisonguard.pipelines.config import PipelineConfig, load_config
-from poisonguard.pipelines.ray_engine import (
-    chunk_assignment,
-    crawl_ray,
-    distributed_dedup,
-    merge_crawl_stats,
-    partition_seeds,
-    run_filter_ray,
-)
+from poisonguard.pipelines.ray_engine import chunk_assignment, distributed_dedup, run_filter_ray
 from poisonguard.pipelines.runner import OutputError, run_filter
 from poisonguard.pipelines.writers import SUCCESS
 from tests.conftest import DEMO_CORPUS, REPO, local_ray, write_jsonl

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from poisonguard.core.schema import DOCUMENT_SCHEMA, text_id
 from poisonguard.pipelines.readers import InputError, ReadState, expand_inputs, read_documents
-from poisonguard.pipelines.schema import DOCUMENT_SCHEMA, text_id
 
 
 def _read(paths: list[Path], batch_rows: int = 4) -> tuple[list[dict], ReadState]:

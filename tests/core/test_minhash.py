@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
-from poisonguard.filters import minhash
+from poisonguard.core import minhash
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog, again and again, until the dog wakes up.",

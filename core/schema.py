@@ -44,7 +44,3 @@ DECISION_FIELDS = [
 def text_id(text: str) -> str:
     """The id of a document that came without one: sha256 of its UTF-8 text."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def empty_documents() -> pa.Table:
-    return DOCUMENT_SCHEMA.empty_table()

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from poisonguard.filters.normalize import _normalize_slow, normalize_for_matching
+from poisonguard.core.normalize import _normalize_slow, normalize_for_matching
 
 
 @pytest.mark.parametrize(

@@ -27,12 +27,13 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from datasketch import MinHash
 
-Scheme = Literal["affine32", "affine64", "legacy"]
+from poisonguard.core.batching import byte_ranges
+
 SCHEMES: tuple[str, ...] = ("affine32", "affine64", "legacy")
 
 BASE = 0x9E3779B97F4A7C15  # odd, so it has an inverse modulo 2**64
@@ -319,7 +320,7 @@ def normalised_texts(texts: Sequence[str]) -> list[bytes]:
     """Each text as the signatures see it: ``" ".join(words(text))`` as UTF-8 bytes."""
     global _memo
     out: list[bytes] = []
-    for g, (lo, hi) in enumerate(_groups(texts, GROUP_BYTES)):
+    for g, (lo, hi) in enumerate(byte_ranges(texts, GROUP_BYTES)):
         entry = _remembered(g, texts[lo:hi])
         if entry is not None:
             comp, first_word, c_start, c_end = entry.comp, entry.first_word, entry.c_start, entry.c_end
@@ -363,20 +364,6 @@ def _group_hashes(
     s, e = c_start[sh_first], c_end[sh_last]
     hashes = _fmix64((prefix[e] - prefix[s]) * inv[s])
     return hashes, shingle_counts, word_counts
-
-
-def _groups(texts: Sequence[str], group_bytes: int) -> list[tuple[int, int]]:
-    """Consecutive [lo, hi) ranges of documents of about ``group_bytes`` characters each."""
-    out: list[tuple[int, int]] = []
-    lo, size = 0, 0
-    for i, t in enumerate(texts):
-        size += len(t) + 1
-        if size >= group_bytes:
-            out.append((lo, i + 1))
-            lo, size = i + 1, 0
-    if lo < len(texts):
-        out.append((lo, len(texts)))
-    return out
 
 
 def _permute_min(hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int, scheme: str) -> np.ndarray:
@@ -430,7 +417,7 @@ def signatures_bulk(
     out = np.empty((len(texts), num_perm), dtype=signature_dtype(scheme))
     memo: list[_Normalised] = []
     kept = 0
-    for lo, hi in _groups(texts, GROUP_BYTES):
+    for lo, hi in byte_ranges(texts, GROUP_BYTES):
         group = texts[lo:hi]
         normalised = _normalise_group(group)
         kept += len(normalised[0])

@@ -334,8 +334,3 @@ def _quantize_int8(lm: Any, tok: Any, prefix_id: int | None) -> Any:
         # works in torch 2.13; the warning is not actionable for the user.
         warnings.simplefilter("ignore")
         return quantize_dynamic(lm, {n: per_channel_dynamic_qconfig for n in names}, inplace=True)
-
-
-def clear_cache() -> None:
-    with _LOCK:
-        _CACHE.clear()
