@@ -1,0 +1,166 @@
+"""P-INJ-X: the injection detector fitted on one collection side, reported on the other.
+
+    python -m bench.train_injection --fit A --out poisonguard/filters/injection_model.npz
+    python -m bench.train_injection --fit B --out bench/out/injection_model_B.npz
+    python -m bench.bench_injection [--model-a PATH] [--model-b PATH] [--per-category 300]
+
+Prints Markdown: recall per test collection and language for "fit A, test B" and "fit B, test A",
+beside the in-source figure (the test half of the fit side's own collections), with the detector's
+decision (classifier, context thresholds, trigger-list phrases as in the pipeline) and the classifier
+alone; then false positives per hard-negative category and per clean-base category (test halves
+only). Which data is fit and which is test: see bench/injection_data.py and bench/train_injection.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from bench import corpus
+from bench import injection_data as idata
+from poisonguard.filters import injection, triggers
+
+OUT = Path(__file__).resolve().parent / "out"
+SHIPPED = Path(__file__).resolve().parents[1] / "filters" / injection.MODEL_FILE
+
+
+def decide(texts: Sequence[str], cfg: injection.Config) -> tuple[list[bool], list[bool], list[str]]:
+    """(detector quarantines, classifier alone over `threshold`, context) per text."""
+    table = pa.table({"id": [str(i) for i in range(len(texts))], "text": list(texts)})
+    cols = {**triggers.score(table, triggers.Config()), **injection.score(table, cfg)}
+    signals = pa.table(cols)
+    reasons = injection.flag(signals, cfg)
+    scores = signals.column("injection_score").to_pylist()
+    return [bool(r) for r in reasons], [s >= cfg.threshold for s in scores], signals.column(
+        "injection_context"
+    ).to_pylist()
+
+
+def pct(k: int, n: int) -> str:
+    return f"{100 * k / n:.1f}% ({k}/{n})" if n else "n/a"
+
+
+def recall_rows(label: str, samples: list[idata.Sample], cfg: injection.Config, seed: int) -> list[list[str]]:
+    rng = random.Random(f"plant:{seed}:{label}")
+    pages = [idata.plant(s, rng) for s in samples]
+    flagged, alone, _ctx = decide(pages, cfg)
+    by_lang: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+    by_kind: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+    for s, f, a in zip(samples, flagged, alone, strict=True):
+        for key, table in ((s["lang"], by_lang), (s["kind"], by_kind)):
+            table[key][0] += f
+            table[key][1] += a
+            table[key][2] += 1
+    rows = [[label, "all", pct(sum(flagged), len(pages)), pct(sum(alone), len(pages))]]
+    rows += [[label, f"lang {k}", pct(v[0], v[2]), pct(v[1], v[2])] for k, v in sorted(by_lang.items())]
+    rows += [[label, f"kind {k}", pct(v[0], v[2]), pct(v[1], v[2])] for k, v in sorted(by_kind.items())]
+    return rows
+
+
+def fp_rows(cfg: injection.Config, per_category: int) -> list[list[str]]:
+    rows = []
+    groups: dict[str, list[str]] = collections.defaultdict(list)
+    for doc in idata.hard_negatives("test"):
+        groups[f"hard: {doc['source']}"].append(doc["text"])
+    for doc in corpus.clean_base(limit_per_category=per_category, seed=1):
+        if idata.split_of(doc["id"]) == "test":
+            groups[doc["category"]].append(doc["text"])
+    total = [0, 0]
+    for name, texts in groups.items():
+        flagged, alone, ctx = decide(texts, cfg)
+        in_ctx = sum(1 for c in ctx if c)
+        rows.append([name, str(len(texts)), pct(sum(flagged), len(texts)), pct(sum(alone), len(texts)), str(in_ctx)])
+        if not name.startswith("hard"):
+            total[0] += sum(flagged)
+            total[1] += len(texts)
+    rows.append(["clean base, all categories", str(total[1]), pct(total[0], total[1]), "", ""])
+    return rows
+
+
+def calibrate(model: str, per_category: int, fp: float) -> injection.Config:
+    """Thresholds on the fit half of the negatives (clean base + hard negatives): the lowest that keep
+    every category at or under `fp` false positives, one for documents out of context and one for
+    security pages and threads."""
+    cfg = injection.Config(model_file=model)
+    docs = [(d["source"], d["text"]) for d in idata.hard_negatives("fit")]
+    docs += [
+        (d["category"], d["text"])
+        for d in corpus.clean_base(limit_per_category=per_category, seed=1)
+        if idata.split_of(d["id"]) == "fit"
+    ]
+    table_ = pa.table({"id": [str(i) for i in range(len(docs))], "text": [t for _c, t in docs]})
+    sig = pa.table({**triggers.score(table_, triggers.Config()), **injection.score(table_, cfg)})
+    scores = np.array(sig.column("injection_score").to_pylist())
+    ctx = np.array(
+        [
+            bool(c) or bool(t)
+            for c, t in zip(
+                sig.column("injection_context").to_pylist(), sig.column("triggers_discussion").to_pylist(), strict=True
+            )
+        ]
+    )
+    cats = np.array([c for c, _t in docs])
+
+    def cut(mask: np.ndarray) -> float:
+        worst = 0.0
+        for cat in set(cats[mask]):
+            values = np.sort(scores[mask & (cats == cat)])
+            allowed = int(np.floor(fp * len(values)))
+            worst = max(worst, float(values[len(values) - 1 - allowed]) + 1e-4)
+        return round(min(0.9999, worst), 4)
+
+    return cfg.model_copy(update={"threshold": cut(~ctx), "threshold_in_context": cut(ctx)})
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-a", default=str(SHIPPED), help="model fitted on side A (default: shipped)")
+    ap.add_argument("--model-b", default=str(OUT / "injection_model_B.npz"))
+    ap.add_argument("--per-category", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--calibrate", action="store_true", help="set thresholds on the fit half (else: config defaults)")
+    ap.add_argument("--fp", type=float, default=0.003, help="false-positive target of --calibrate")
+    args = ap.parse_args(argv)
+    out = []
+    for fit_side, model, test_names in (
+        ("A", args.model_a, ("bastion", "garak-multilingual", "handwritten")),
+        ("B", args.model_b, ("garak", "tooling")),
+    ):
+        cfg = calibrate(model, args.per_category, args.fp) if args.calibrate else injection.Config(model_file=model)
+        print(f"bench_injection: fit {fit_side} ({model}): threshold {cfg.threshold}, in context {cfg.threshold_in_context}", file=sys.stderr)
+        out.append(f"Fit {fit_side}: threshold {cfg.threshold}, in context {cfg.threshold_in_context}\n")
+        rows: list[list[str]] = []
+        for name in idata.SIDES_NAMES[fit_side]:
+            held = [s for s in idata.collection(name) if idata.split_of(s["text"]) == "test"]
+            rows += recall_rows(f"in-source {name} (test half)", held, cfg, args.seed)
+        for name in test_names:
+            rows += recall_rows(f"cross-source {name}", list(idata.collection(name)), cfg, args.seed)
+        out.append(f"### Fit {fit_side}: recall on planted injections\n")
+        out.append(table(["test set", "slice", "detector", "classifier alone"], rows) + "\n")
+        if fit_side == "A":
+            out.append("### Fit A (shipped model): false positives on the test halves\n")
+            out.append(
+                table(
+                    ["category", "docs", "detector", "classifier alone", "docs in context"],
+                    fp_rows(cfg, args.per_category),
+                )
+                + "\n"
+            )
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

