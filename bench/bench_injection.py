@@ -36,11 +36,17 @@ def decide(texts: Sequence[str], cfg: injection.Config) -> tuple[list[bool], lis
     table = pa.table({"id": [str(i) for i in range(len(texts))], "text": list(texts)})
     cols = {**triggers.score(table, triggers.Config()), **injection.score(table, cfg)}
     signals = pa.table(cols)
-    reasons = injection.flag(signals, cfg)
+    lists = [
+        [r for r in rs if r == "triggers:prompt_injection"]
+        for rs in triggers.flag(signals, triggers.Config())
+    ]
+    reasons = [a + b for a, b in zip(injection.flag(signals, cfg), lists, strict=True)]
     scores = signals.column("injection_score").to_pylist()
-    return [bool(r) for r in reasons], [s >= cfg.threshold for s in scores], signals.column(
-        "injection_context"
-    ).to_pylist()
+    return (
+        [bool(r) for r in reasons],
+        [s >= cfg.threshold for s in scores],
+        signals.column("injection_context").to_pylist(),
+    )
 
 
 def pct(k: int, n: int) -> str:
@@ -76,7 +82,9 @@ def fp_rows(cfg: injection.Config, per_category: int) -> list[list[str]]:
     for name, texts in groups.items():
         flagged, alone, ctx = decide(texts, cfg)
         in_ctx = sum(1 for c in ctx if c)
-        rows.append([name, str(len(texts)), pct(sum(flagged), len(texts)), pct(sum(alone), len(texts)), str(in_ctx)])
+        rows.append(
+            [name, str(len(texts)), pct(sum(flagged), len(texts)), pct(sum(alone), len(texts)), str(in_ctx)]
+        )
         if not name.startswith("hard"):
             total[0] += sum(flagged)
             total[1] += len(texts)
@@ -102,7 +110,9 @@ def calibrate(model: str, per_category: int, fp: float) -> injection.Config:
         [
             bool(c) or bool(t)
             for c, t in zip(
-                sig.column("injection_context").to_pylist(), sig.column("triggers_discussion").to_pylist(), strict=True
+                sig.column("injection_context").to_pylist(),
+                sig.column("triggers_discussion").to_pylist(),
+                strict=True,
             )
         ]
     )
@@ -130,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-b", default=str(OUT / "injection_model_B.npz"))
     ap.add_argument("--per-category", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--calibrate", action="store_true", help="set thresholds on the fit half (else: config defaults)")
+    ap.add_argument(
+        "--calibrate", action="store_true", help="set thresholds on the fit half (else: config defaults)"
+    )
     ap.add_argument("--fp", type=float, default=0.003, help="false-positive target of --calibrate")
     args = ap.parse_args(argv)
     out = []
@@ -138,8 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         ("A", args.model_a, ("bastion", "garak-multilingual", "handwritten")),
         ("B", args.model_b, ("garak", "tooling")),
     ):
-        cfg = calibrate(model, args.per_category, args.fp) if args.calibrate else injection.Config(model_file=model)
-        print(f"bench_injection: fit {fit_side} ({model}): threshold {cfg.threshold}, in context {cfg.threshold_in_context}", file=sys.stderr)
+        cfg = (
+            calibrate(model, args.per_category, args.fp)
+            if args.calibrate
+            else injection.Config(model_file=model)
+        )
+        print(
+            f"bench_injection: fit {fit_side} ({model}): threshold {cfg.threshold}, "
+            f"in context {cfg.threshold_in_context}",
+            file=sys.stderr,
+        )
         out.append(f"Fit {fit_side}: threshold {cfg.threshold}, in context {cfg.threshold_in_context}\n")
         rows: list[list[str]] = []
         for name in idata.SIDES_NAMES[fit_side]:

@@ -67,7 +67,7 @@ B_SOURCES = ("bastion", "garak-multilingual")
 
 
 def split_of(key: str) -> str:
-    """"fit" or "test", fixed by a hash of the key (a document id, a sentence)."""
+    """ "fit" or "test", fixed by a hash of the key (a document id, a sentence)."""
     return "fit" if hashlib.sha256(key.encode("utf-8")).digest()[0] % 2 == 0 else "test"
 
 
@@ -104,7 +104,9 @@ def _garak() -> list[Sample]:
             except (UnicodeDecodeError, UnicodeEncodeError):
                 pass
             for trig in triggers:
-                out.append({"text": body.replace("{}", trig), "lang": "en", "source": "garak", "kind": "indirect"})
+                out.append(
+                    {"text": body.replace("{}", trig), "lang": "en", "source": "garak", "kind": "indirect"}
+                )
     return out
 
 
@@ -117,7 +119,9 @@ def _tooling() -> list[Sample]:
             row = json.loads(line)
             kind = "tool_call" if row.get("tools") else "indirect"
             out.append({"text": row["injected"], "lang": "en", "source": "tooling", "kind": kind})
-    db = json.loads((root / "prompt-dictator" / "prompt_dictator" / "data" / "patterns_db.json").read_text("utf-8"))
+    db = json.loads(
+        (root / "prompt-dictator" / "prompt_dictator" / "data" / "patterns_db.json").read_text("utf-8")
+    )
     kinds = {"exfiltration": "exfiltration", "action_hijack": "tool_call", "persona_hijack": "roleplay"}
     for name, cat in db["categories"].items():
         if name == "encoding_obfuscation":
@@ -128,11 +132,22 @@ def _tooling() -> list[Sample]:
         (root / "jailbreak-corpus-mini" / "jailbreak_corpus_mini" / "corpus.json").read_text("utf-8")
     )
     for row in mini:
-        out.append({"text": row["prompt"], "lang": "en", "source": "tooling", "kind": row.get("category", "indirect")})
+        out.append(
+            {
+                "text": row["prompt"],
+                "lang": "en",
+                "source": "tooling",
+                "kind": row.get("category", "indirect"),
+            }
+        )
     return out
 
 
-_BASTION_KIND = {"exfiltration": "exfiltration", "jailbreak_persona": "roleplay", "indirect_injection": "indirect"}
+_BASTION_KIND = {
+    "exfiltration": "exfiltration",
+    "jailbreak_persona": "roleplay",
+    "indirect_injection": "indirect",
+}
 
 
 def _bastion() -> list[Sample]:
@@ -164,7 +179,12 @@ def _garak_multilingual() -> list[Sample]:
         for item in value:
             if isinstance(item, dict) and item.get("prompt"):
                 out.append(
-                    {"text": item["prompt"], "lang": item.get("lang", "tr"), "source": "garak-multilingual", "kind": kind}
+                    {
+                        "text": item["prompt"],
+                        "lang": item.get("lang", "tr"),
+                        "source": "garak-multilingual",
+                        "kind": kind,
+                    }
                 )
     return out
 
@@ -186,7 +206,10 @@ def synthetic(seed: int = 0, per_lang: int = 120) -> list[Sample]:
         for _ in range(per_lang):
             task = rng.choice(s["task"])
             if rng.random() < 0.25:
-                text, kind = f"{rng.choice(s['roleplay'])} {task.removeprefix('and ').removeprefix('und ')}", "roleplay"
+                text, kind = (
+                    f"{rng.choice(s['roleplay'])} {task.removeprefix('and ').removeprefix('und ')}",
+                    "roleplay",
+                )
             else:
                 sep = "" if lang in ("zh", "ja") else " "
                 parts = [rng.choice(s["addressee"]), rng.choice(s["override"]), task]
@@ -262,7 +285,9 @@ def support_threads(side: str, n_per_lang: int = 30, seed: int = 0) -> list[Samp
                 who = rng.choice(users)
                 head = f"{re_} {title}" if k else title
                 body.append(f"{head}\n{who} {wrote}:\n{post}\n{reply}")
-            out.append({"text": "\n\n".join(body), "lang": lang, "source": "support-thread", "kind": f"thread-{i}"})
+            out.append(
+                {"text": "\n\n".join(body), "lang": lang, "source": "support-thread", "kind": f"thread-{i}"}
+            )
     return out
 
 
@@ -278,11 +303,15 @@ def discussion_pages(side: str, seed: int = 0) -> list[Sample]:
         for i in range(20):
             body = rng.choice(texts[lang]).format(q=rng.choice(quotes))
             page = f"{body}\n\n{rng.choice(paras)}"
-            out.append({"text": page, "lang": lang, "source": "discusses-injection", "kind": f"explainer-{i}"})
+            out.append(
+                {"text": page, "lang": lang, "source": "discusses-injection", "kind": f"explainer-{i}"}
+            )
     return out
 
 
-_IMPERATIVE = re.compile(r"^(?:run|type|enter|install|edit|use|add|open|click|select|make sure|do not|don't)\b", re.I | re.M)
+_IMPERATIVE = re.compile(
+    r"^(?:run|type|enter|install|edit|use|add|open|click|select|make sure|do not|don't)\b", re.I | re.M
+)
 
 
 def imperative_docs(side: str) -> list[Sample]:
@@ -292,7 +321,9 @@ def imperative_docs(side: str) -> list[Sample]:
     for lang in LANGS:
         for doc in corpus._handbook_docs(HANDBOOK[lang]):
             if split_of(doc["url"]) == side:
-                out.append({"text": doc["text"], "lang": lang, "source": "imperative-docs", "kind": doc["url"]})
+                out.append(
+                    {"text": doc["text"], "lang": lang, "source": "imperative-docs", "kind": doc["url"]}
+                )
     for doc in corpus._python_docs():
         if "/tutorial/" in doc["url"] and split_of(doc["url"]) == side:
             out.append({"text": doc["text"], "lang": "en", "source": "imperative-docs", "kind": doc["url"]})

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (one sentence a line reads better than wrapped multilingual strings)
 """Multilingual text written for the P-INJ-X benchmark (bench/injection_data.py), in 10 languages.
 
 No package we could find ships prompt injections in Portuguese, Dutch or Japanese, and the ones that

@@ -120,27 +120,42 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     t0 = time.time()
     # the fit half of each collection of the side (the test half gives the in-source figure)
-    samples = [s for name in SIDES[args.fit] for s in idata.collection(name) if idata.split_of(s["text"]) == "fit"]
+    samples = [
+        s for name in SIDES[args.fit] for s in idata.collection(name) if idata.split_of(s["text"]) == "fit"
+    ]
     samples += list(idata.collection("synthetic"))
     pos = positive_windows(samples, rng)
     neg = negative_windows("fit", args.per_category, rng)
-    print(f"train_injection: {len(samples)} injections -> {len(pos)} windows; {len(neg)} negative windows", file=sys.stderr)
+    print(
+        f"train_injection: {len(samples)} injections -> {len(pos)} windows; {len(neg)} negative windows",
+        file=sys.stderr,
+    )
     texts = pos + neg
     y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
     # Stage 1 (n-grams) on one half of the windows, stage 2 (n-gram logit + concepts) on the other,
     # so the combiner learns how far to trust n-gram logits on windows the n-grams never saw.
     half = np.arange(len(texts)) % 2 == 0
     w, b = fit(matrix([t for t, h in zip(texts, half, strict=True) if h]), y[half], args.l2)
-    stage1 = injection.Model(w.astype(np.float16).astype(np.float32), b, BITS, NGRAMS, WINDOW, STRIDE,
-                             np.zeros(injection.N_FEATURES), 0.0)
-    feats = np.stack([injection.window_features(t, stage1)[1][0] for t, h in zip(texts, half, strict=True) if not h])
+    stage1 = injection.Model(
+        w.astype(np.float16).astype(np.float32),
+        b,
+        BITS,
+        NGRAMS,
+        WINDOW,
+        STRIDE,
+        np.zeros(injection.N_FEATURES),
+        0.0,
+    )
+    feats = np.stack(
+        [injection.window_features(t, stage1)[1][0] for t, h in zip(texts, half, strict=True) if not h]
+    )
     cw, cb = fit_dense(feats, y[~half], l2=1e-3)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     info = {
         "fit": args.fit,
         "sources": list(SIDES[args.fit]) + ["synthetic"],
-        "negatives": "clean base fit half (without discusses-attacks, lookalike-benign) + hard negatives fit half",
+        "negatives": "clean base fit half (no discusses-attacks, lookalike-benign) + hard negatives fit half",
         "positives_windows": len(pos),
         "negative_windows": len(neg),
         "l2": args.l2,
@@ -159,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         info=np.array(json.dumps(info)),
     )
     tmp.replace(out)
-    print(f"train_injection: wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f}s", file=sys.stderr)
+    print(
+        f"train_injection: wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f}s",
+        file=sys.stderr,
+    )
     return 0
 
 

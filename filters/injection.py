@@ -11,14 +11,14 @@ Context (issue: phrase hits without context gave false positives). A document is
 its subject is security (several security words in any of ten languages, e.g. an article about
 prompt injection that quotes one) or when it reads as a support or forum thread ("X wrote:",
 "Re:", "Reply", "[Solved]" ...). In context, a higher threshold applies, and a phrase of the trigger
-lists alone never quarantines. Outside context, an addressed phrase hit (``triggers_injection_
-addressed``, from the triggers detector) still quarantines, as before; the triggers detector leaves
-that decision to this one when both run (see ``triggers.flag``).
+lists alone never quarantines: ``triggers.flag`` reads ``injection_context`` and drops its
+``triggers:prompt_injection`` reason there. Outside context an addressed phrase still quarantines,
+as before, so the lists and the classifier each catch what the other misses.
 
 Signals: ``injection_score`` (probability of the most suspicious window), ``injection_start`` /
 ``injection_end`` (that window, in characters of ``text``), ``injection_context`` ("", "security"
 or "thread"). Reasons: ``injection:classifier``, ``injection:classifier_in_<context>``,
-``injection:phrase``.
+(``triggers:prompt_injection`` stays the triggers detector's).
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ class Config(BaseModel):
     threshold_in_context: float = Field(
         0.9997, ge=0.0, le=1.0, description="the same on security pages and support/forum threads"
     )
-    phrase_alone: bool = Field(True, description="an addressed trigger-list phrase quarantines outside context")
-    security_terms_min: int = Field(2, ge=1, description="security-word hits that make a page's subject security")
+    security_terms_min: int = Field(
+        2, ge=1, description="security-word hits that make a page's subject security"
+    )
     thread_markers_min: int = Field(2, ge=1, description="forum/support markers that make a page a thread")
     max_chars: int = Field(200_000, ge=1, description="characters scored per document (head and tail)")
 
@@ -201,10 +202,12 @@ CONCEPTS: dict[str, str] = {
         r"\b(?:you are now|from now on|act as|pretend|stay in character|in character|role-?play|jailbr\w+|"
         r"dan|do anything now|developer mode|unfiltered|uncensored|no (?:restrictions|rules|filters|limits)|"
         r"without (?:any )?(?:restrictions|rules|filters|limits|ethics)|du bist jetzt|ab jetzt|tu so|rolle|"
-        r"ohne (?:regeln|einschränkungen|filter)|ungefiltert\w*|tu es maintenant|désormais|à partir de maintenant|"
+        r"ohne (?:regeln|einschränkungen|filter)|ungefiltert\w*|tu es maintenant|désormais|à partir de "
+        r"maintenant|"
         r"fais comme si|sans (?:aucune )?(?:règles?|restrictions?|filtres?)|personnage|ahora eres|"
         r"a partir de ahora|finge|sin (?:reglas|restricciones|filtros)|personaje|ora sei|da ora in poi|fingi|"
-        r"senza (?:regole|restrizioni|filtri)|personaggio|a partir de agora|finja|sem (?:regras|restrições|filtros)|"
+        r"senza (?:regole|restrizioni|filtri)|personaggio|a partir de agora|finja|sem (?:regras|restriç"
+        r"ões|filtros)|"
         r"personagem|je bent nu|vanaf nu|doe alsof|zonder (?:regels|beperkingen|filters)|теперь ты|"
         r"с этого момента|притворись|без (?:правил|ограничений|фильтров)|из роли)\b|"
         r"从现在起|你现在是|假装|没有任何规则|无过滤|保持角色|今からあなたは|ふりをして|ルールのない|検閲のない|役を"
@@ -212,7 +215,8 @@ CONCEPTS: dict[str, str] = {
     # secrets and data a reader can leak
     "secret": (
         r"\b(?:system ?prompt|initial instructions|hidden (?:prompt|instructions)|api[ -]?keys?|passwords?|"
-        r"credentials|session (?:token|cookie)|cookies?|conversation|chat history|contacts|customer (?:data|list)|"
+        r"credentials|session (?:token|cookie)|cookies?|conversation|chat history|contacts|customer (?:"
+        r"data|list)|"
         r"systemprompt|passw[oö]rt\w*|zugangsdaten|api-schlüssel|gespräch\w*|prompt système|mots? de passe|"
         r"clés? api|conversation|contraseñas?|claves? api|conversación|prompt de sistema|chiavi api|"
         r"conversazione|senhas?|chaves? de api|conversa|wachtwoord\w*|api-sleutel\w*|gesprek|systeemprompt|"
@@ -239,14 +243,19 @@ CONCEPTS: dict[str, str] = {
     ),
     # obligation addressed to "you", a new goal
     "you_must": (
-        r"\b(?:you must|you will|you have to|you should now|your (?:new |real )?(?:task|goal|objective|instructions)|"
-        r"du musst|dein (?:neues )?ziel|deine (?:neue )?aufgabe|tu dois|ton (?:nouvel )?objectif|ta (?:nouvelle )?tâche|"
-        r"debes|tu (?:nuevo )?objetivo|tu (?:nueva )?tarea|devi|il tuo (?:nuovo )?(?:obiettivo|compito)|você deve|"
+        r"\b(?:you must|you will|you have to|you should now|your (?:new |real )?(?:task|goal|objective|"
+        r"instructions)|"
+        r"du musst|dein (?:neues )?ziel|deine (?:neue )?aufgabe|tu dois|ton (?:nouvel )?objectif|ta (?:"
+        r"nouvelle )?tâche|"
+        r"debes|tu (?:nuevo )?objetivo|tu (?:nueva )?tarea|devi|il tuo (?:nuovo )?(?:obiettivo|compito)"
+        r"|você deve|"
         r"seu (?:novo )?objetivo|sua (?:nova )?tarefa|je moet|je (?:nieuwe )?(?:doel|taak)|ты должен|"
-        r"твоя (?:новая )?(?:цель|задача))\b|你必须|你的新目标|你的任务|あなたの新しい目的|しなければなりません"
+        r"твоя (?:новая )?(?:цель|задача))\b|"
+        r"你必须|你的新目标|你的任务|あなたの新しい目的|しなければなりません"
     ),
     "marker": (
-        r"(?:^|\n)\s*(?:system|note|important|attention|admin|assistant)\s*(?:note|message|notice|override)?\s*[:!]|"
+        r"(?:^|\n)\s*(?:system|note|important|attention|admin|assistant)\s*(?:note|message|notice|overr"
+        r"ide)?\s*[:!]|"
         r"\[(?:system|inst|admin|hidden instruction)\]|<\|im_start\|>|###\s*(?:instruction|system)|"
         r"systemhinweis|systemmeldung|note système|avis système|nota del sistema|aviso del sistema|"
         r"nota di sistema|avviso di sistema|aviso do sistema|systeemmelding|системное сообщение|"
@@ -297,7 +306,8 @@ _THREAD = tuple(
     re.compile(p, re.MULTILINE | re.IGNORECASE)
     for p in (
         r"^\s*(?:re|aw|sv|回复)\s?:",
-        r"\b(?:wrote|schrieb|a écrit|escribió|ha scritto|escreveu|schreef|писал\w*|написал\w*)\s*(?:\(\w+\))?\s*:",
+        r"\b(?:wrote|schrieb|a écrit|escribió|ha scritto|escreveu|schreef|писал\w*|написал\w*)\s*(?:\("
+        r"\w+\))?\s*:",
         r"写道[:：]|さんの投稿|さんが書きました",
         r"^\s*(?:reply|quote|antworten|zitieren|répondre|citer|responder|citar|rispondi|cita|reageren|"
         r"citeren|ответить|цитировать|回复|引用|返信)\s*$",
@@ -309,7 +319,7 @@ _THREAD = tuple(
 
 
 def context(text: str, cfg: Config) -> str:
-    """"security", "thread" or "" (see the module docstring)."""
+    """ "security", "thread" or "" (see the module docstring)."""
     if sum(1 for p in _THREAD if p.search(text)) >= cfg.thread_markers_min:
         return "thread"
     hits = 0
@@ -378,10 +388,9 @@ def _column(signals: pa.Table, name: str, default: Any) -> list[Any]:
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
     scores = _column(signals, "injection_score", 0.0)
     contexts = _column(signals, "injection_context", "")
-    phrases = _column(signals, "triggers_injection_addressed", 0)
     discussion = _column(signals, "triggers_discussion", False)  # the lists' own discussion markers
     reasons: list[list[str]] = []
-    for prob, ctx, phrase, talk in zip(scores, contexts, phrases, discussion, strict=True):
+    for prob, ctx, talk in zip(scores, contexts, discussion, strict=True):
         ctx = ctx or ("security" if talk else "")
         out: list[str] = []
         if ctx:
@@ -389,7 +398,5 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
                 out.append(f"injection:classifier_in_{ctx}")
         elif prob >= cfg.threshold:
             out.append("injection:classifier")
-        elif cfg.phrase_alone and phrase >= 1:
-            out.append("injection:phrase")
         reasons.append(out)
     return reasons

@@ -388,6 +388,11 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
     strong_addr = column("strong_addressed", [])
     injection = column("injection_addressed", 0)
     discussion = column("discussion", False)
+    in_context = (
+        [bool(c) for c in signals.column("injection_context").to_pylist()]
+        if ("injection_context" in signals.column_names)
+        else [False] * n
+    )
     reasons: list[list[str]] = []
     for row in range(n):
         cats = categories[row] or []
@@ -400,7 +405,9 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
         if weak_n >= cfg.distinct_min or (weak_n and (strong or special_hit)):
             out += [f"triggers:{c}" for c in cats if rules.get(c) == "distinct"]
         need = cfg.injection_min_addressed_in_discussion if talk else cfg.injection_min_addressed
-        if (injection[row] or 0) >= need:
+        # On a security page or in a support/forum thread (the injection detector's context column),
+        # a phrase alone is not a verdict: there only the injection classifier can quarantine.
+        if not in_context[row] and (injection[row] or 0) >= need:
             out += [f"triggers:{c}" for c in cats if rules.get(c) == "injection"]
         if special_hit:
             out.append(f"triggers:{SPECIAL_TOKEN}")

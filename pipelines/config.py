@@ -17,6 +17,7 @@ from poisonguard.crawler.config import CrawlConfig
 from poisonguard.filters import cloaking as cloaking_detector
 from poisonguard.filters import dedup as dedup_detector
 from poisonguard.filters import hidden_text as hidden_text_detector
+from poisonguard.filters import injection as injection_detector
 from poisonguard.filters import language as language_detector
 from poisonguard.filters import perplexity as perplexity_detector
 from poisonguard.filters import repetition as repetition_detector
@@ -52,6 +53,7 @@ class PipelineConfig(BaseModel):
     policy: PolicyConfig = PolicyConfig()
     unicode: unicode_detector.Config = unicode_detector.Config()
     triggers: triggers_detector.Config = triggers_detector.Config()
+    injection: injection_detector.Config = injection_detector.Config()
     repetition: repetition_detector.Config = repetition_detector.Config()
     language: language_detector.Config = language_detector.Config()
     hidden_text: hidden_text_detector.Config = hidden_text_detector.Config()

@@ -21,6 +21,7 @@ from poisonguard.filters import (
     cloaking,
     dedup,
     hidden_text,
+    injection,
     language,
     perplexity,
     repetition,
@@ -34,6 +35,7 @@ from poisonguard.pipelines.config import PipelineConfig
 CHEAP_DETECTORS: tuple[tuple[str, ModuleType], ...] = (
     ("unicode", unicode),
     ("triggers", triggers),
+    ("injection", injection),  # after triggers: it reads their phrase columns
     ("repetition", repetition),
     ("language", language),
     ("hidden_text", hidden_text),

@@ -19,6 +19,7 @@ from tests.pipelines.test_cli import poisonguard
 DETECTORS = (
     "unicode",
     "triggers",
+    "injection",
     "repetition",
     "language",
     "hidden_text",
