@@ -14,6 +14,7 @@ pages, ``make bench-data`` first):
   MLP) divided by the model's FLOPs per token (2 x parameters).
 
 Run: ``python -m bench.bench_perplexity [--docs 16] [--naive-docs 4]``; prints Markdown.
+On a GPU: ``python -m bench.bench_perplexity --device cuda`` (see bench/perplexity_gpu.py).
 """
 
 from __future__ import annotations
@@ -74,7 +75,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", type=int, default=24, help="documents scored by the detector")
     ap.add_argument("--naive-docs", type=int, default=6, help="documents scored by the naive baseline")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved runs per detector (best counts)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the GPU benchmark")
+    ap.add_argument("--model", default=None, help="perplexity.model (default: the shipped SmolLM2 GGUF)")
+    ap.add_argument("--docs-file", default=None, help="cuda: JSONL(.zst) of {text}; default: clean base")
+    ap.add_argument("--passes", type=int, default=4, help="cuda: passes over the documents")
+    ap.add_argument("--batch-docs", type=int, default=4096, help="cuda: documents per scored batch")
+    ap.add_argument("--compile", action="store_true", help="cuda: perplexity.compile on")
+    ap.add_argument("--host-workers", type=int, default=-1, help="cuda: host processes (-1: cores - 2)")
+    ap.add_argument("--reference", default=None, help="cuda: CPU float32 signals to compare against")
+    ap.add_argument(
+        "--write-reference", default=None, help="write CPU float32 signals of the first --docs documents"
+    )
     args = ap.parse_args(argv)
+    if args.write_reference:
+        from bench import perplexity_gpu
+
+        texts = perplexity_gpu.read_docs(args.docs_file) if args.docs_file else perplexity_gpu._clean_texts()
+        perplexity_gpu.write_reference(texts, args.write_reference, args.model, args.docs)
+        return 0
+    if args.device == "cuda":
+        from bench import perplexity_gpu
+
+        return perplexity_gpu.run(args)
     try:
         docs = clean_base(limit_per_category=args.docs // 2, seed=1, only=("handbook-en", "wiki-en"))
     except MissingData as exc:

@@ -54,7 +54,7 @@ import bisect
 import math
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -82,12 +82,18 @@ class Config(BaseModel):
     max_tokens: int = Field(default=512, ge=16, description="scored tokens per document (head, middle, tail)")
     batch_tokens: int = Field(default=4096, ge=64, description="tokens (rows x row length) per forward pass")
     batch_size: int = Field(default=32, ge=1, description="rows per forward pass at most")
+    gpu_batch_tokens: int = Field(
+        default=0, ge=0, description="tokens per forward pass on a GPU; 0 = sized from its free memory"
+    )
     device: str = Field(
         default="auto",
         pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
         description="auto: the first CUDA GPU when torch sees one, else cpu",
     )
     threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores")
+    compile: bool = Field(
+        default=False, description="torch.compile the model (fuses its many small ops; for GPUs, see RESULTS)"
+    )
     window: int = Field(default=32, ge=4, description="tokens per sliding window")
     min_segment: int = Field(default=16, ge=2, description="tokens each side of a change-point")
     trigger_tokens: int = Field(
@@ -148,18 +154,19 @@ class Config(BaseModel):
 class _Plan:
     """The token windows scored for one distinct text."""
 
-    ids: list[list[int]] = field(default_factory=list)  # one list per window (head, middle, tail)
-    offsets: list[list[tuple[int, int]]] = field(default_factory=list)  # char spans in the full text
+    # One entry per window (head, middle, tail): token ids, and (start, end) char spans in the full
+    # text; lists, or numpy arrays when planned in a worker process.
+    ids: list[Any] = field(default_factory=list)
+    offsets: list[Any] = field(default_factory=list)
 
 
 def _encode(tok: Any, texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
     if not texts:
         return []
-    enc = tok(list(texts), add_special_tokens=False, return_offsets_mapping=True)
-    return [
-        (list(i), [tuple(o) for o in off])
-        for i, off in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
-    ]
+    # The Rust tokenizer under a transformers fast tokenizer gives the same ids and offsets without
+    # transformers' per-document conversion (a third of the tokenising time on short documents).
+    raw = getattr(tok, "_tokenizer", tok)
+    return [(e.ids, e.offsets) for e in raw.encode_batch(list(texts), add_special_tokens=False)]
 
 
 def _plan_texts(tok: Any, texts: Sequence[str], max_tokens: int) -> list[_Plan]:
@@ -202,6 +209,16 @@ def _plan_texts(tok: Any, texts: Sequence[str], max_tokens: int) -> list[_Plan]:
         plans[i].ids.append(ids[a:b])
         plans[i].offsets.append(offs[a:b])
     return plans
+
+
+@dataclass
+class _Prepared:
+    """A batch tokenised and planned, ready for the model."""
+
+    texts: list[str]
+    distinct: dict[str, int]  # text -> index into uniq (identical texts are scored once)
+    uniq: list[str]
+    plans: list[_Plan]
 
 
 def pack_windows(lengths: Sequence[int], row_len: int) -> list[list[int]]:
@@ -258,7 +275,7 @@ def _word_end(text: str, pos: int, limit: int) -> int:
 
 
 def _signals(
-    text: str, nll: np.ndarray, offsets: list[tuple[int, int]], seg: np.ndarray, cfg: Config, ln_v: float
+    text: str, nll: np.ndarray, offsets: Any, seg: np.ndarray, cfg: Config, ln_v: float
 ) -> dict[str, Any]:
     n = len(nll)
     out: dict[str, Any] = {"scored_tokens": n}
@@ -272,12 +289,12 @@ def _signals(
     hi, lo = int(np.argmax(means)), int(np.argmin(means))
     out["max_window_nll"] = float(means[hi])
     out["min_window_nll"] = float(means[lo])
-    out["window_start"] = offsets[hi][0]
-    out["window_end"] = offsets[hi + w - 1][1]
+    out["window_start"] = int(offsets[hi][0])
+    out["window_end"] = int(offsets[hi + w - 1][1])
     cp = _changepoint(nll, cfg.min_segment)
     if cp is not None:
         k, jump = cp
-        out["changepoint_char"] = offsets[k][0]
+        out["changepoint_char"] = int(offsets[k][0])
         out["changepoint_jump"] = jump
         out["after_uniform_share"] = float(uniform[k:].mean())
         # Trigger candidate: whole words from `trigger_tokens` tokens before the change-point to two tokens
@@ -287,8 +304,9 @@ def _signals(
         same = np.flatnonzero(seg == seg[k])
         first = max(int(same[0]), k - cfg.trigger_tokens)
         last = min(int(same[-1]), k + 2)
-        start = _word_start(text, offsets[first][0], max(offsets[int(same[0])][0], offsets[first][0] - 64))
-        end = _word_end(text, offsets[last][1], min(len(text), offsets[last][1] + 64))
+        first_char, last_char = int(offsets[first][0]), int(offsets[last][1])
+        start = _word_start(text, first_char, max(int(offsets[int(same[0])][0]), first_char - 64))
+        end = _word_end(text, last_char, min(len(text), last_char + 64))
         out["trigger_candidate"] = " ".join(text[start:end].split())
     return out
 
@@ -391,6 +409,40 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
+def _passes(
+    rows: list[list[int]], lengths: Sequence[int], tokens: int, per_pass: int
+) -> Iterator[list[list[int]]]:
+    """Rows grouped into forward passes: `per_pass` rows each, or (tokens > 0: rows sorted longest
+    first, one window each) as many rows as fit `tokens` at the group's longest row."""
+    first = 0
+    while first < len(rows):
+        count = per_pass
+        if tokens > 0:
+            count = max(1, tokens // max(8, sum(lengths[j] for j in rows[first])))
+        yield rows[first : first + count]
+        first += count
+
+
+def _chunk_nll_function(head: Any) -> Any:
+    """Per-position NLLs of a chunk of hidden states: the output layer, then cross-entropy in float32."""
+    import torch.nn.functional as F
+
+    def chunk_nll(hidden: Any, targets: Any) -> Any:
+        return F.cross_entropy(head(hidden).float(), targets, reduction="none")
+
+    return chunk_nll
+
+
+def _to_device(array: np.ndarray, device: str) -> Any:
+    """A host array as a tensor on `device` (pinned memory and an asynchronous copy on a GPU)."""
+    import torch
+
+    tensor = torch.from_numpy(array)
+    if device.startswith("cuda"):
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
 class PerplexityScorer:
     """Holds the language model (loaded once per process) and scores batches of documents."""
 
@@ -413,16 +465,51 @@ class PerplexityScorer:
             dtype = "float32"  # auto: a model int8 cannot handle runs in float32
             self.lm = lm_loader.load_model(cfg.model, dtype, self.device)
         self.dtype = dtype
+        # GPU: one window per row, padded (see _nll); CPU: windows packed end to end into rows.
+        self.padded_rows = self.device.startswith("cuda")
+        self._backbone: Any = self.lm.model.base_model
+        self._chunk_nll: Any = _chunk_nll_function(self.lm.model.get_output_embeddings())
+        self.compiled = cfg.compile
+        if self.compiled:
+            # Eager, the 135M model's elementwise ops (norms, rotary, activations) take 3/4 of an H200's
+            # time; the compiled backbone ran 1.8x faster there (bench/RESULTS.md). Shapes vary per
+            # pass, so dynamic shapes: one compilation, not one per shape.
+            self._backbone = torch.compile(self._backbone, dynamic=True)
+            self._chunk_nll = torch.compile(self._chunk_nll, dynamic=True)
         vocab = getattr(self.lm.model.config, "vocab_size", None) or len(self.lm.tokenizer)
         self.ln_vocab = math.log(vocab)
 
-    # Per-token NLLs for a list of windows (token id lists), in the same order.
-    def _nll(self, windows: list[list[int]]) -> list[np.ndarray]:
-        import torch
-        import torch.nn.functional as F
+    def _pass_shape(self, row_len: int) -> tuple[int, int]:
+        """(rows per forward pass, positions per output-layer chunk). On the CPU the configured batch;
+        on a GPU a pass sized to its free memory (`gpu_batch_tokens`, 0 = from free memory): a small
+        model only fills a large GPU with hundreds of thousands of tokens per pass."""
+        cfg = self.cfg
+        if not self.device.startswith("cuda"):
+            return max(1, min(cfg.batch_size, cfg.batch_tokens // row_len)), 1024
+        tokens = cfg.gpu_batch_tokens or self._gpu_tokens_from_memory()
+        return max(1, tokens // row_len), 16384
 
-        cfg, model, prefix = self.cfg, self.lm.model, self.lm.prefix_id
-        seqs = [([prefix] + w if prefix is not None else w) for w in windows]
+    def _gpu_tokens_from_memory(self) -> int:
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(self.device)
+        hidden = int(getattr(self.lm.model.config, "hidden_size", 576))
+        inter = int(getattr(self.lm.model.config, "intermediate_size", 4 * hidden))
+        # Live activations per token in a pass (bf16/fp32 hidden states, MLP intermediates, the
+        # attention mask and kernel workspace), with a wide margin; the output layer runs in chunks.
+        per_token = 16 * (4 * hidden + 3 * inter)
+        return int(min(max(free // 4 // per_token, 4096), 1 << 19))
+
+    # Per-token NLLs for a list of windows (token id lists), in the same order.
+    def _nll(self, windows: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        import torch
+
+        cfg, prefix = self.cfg, self.lm.prefix_id
+        head_ids = [prefix] if prefix is not None else []
+        seqs = [
+            np.concatenate((np.asarray(head_ids, dtype=np.int64), np.asarray(w, dtype=np.int64)))
+            for w in windows
+        ]
         out: list[np.ndarray] = [np.zeros(0)] * len(seqs)
         if not seqs:
             return out
@@ -431,112 +518,263 @@ class PerplexityScorer:
         # and context-gain chunks fill rows of that length. Longer rows pay attention over more
         # positions (measured: 512-token rows were slower than 257-token ones).
         row_len = max(max(len(s) for s in seqs), cfg.max_tokens // 2 + 2)
-        rows = pack_windows([len(s) for s in seqs], row_len)
-        per_pass = max(1, min(cfg.batch_size, cfg.batch_tokens // row_len))
-        backbone = model.base_model
-        head = model.get_output_embeddings()
         device = self.device
+        on_gpu = device.startswith("cuda")
+        padded = self.padded_rows
+        if padded:
+            # One window per row, longest first, padded at the right: causal attention never lets a
+            # real token see the padding after it, so no mask is needed and the fused causal kernels
+            # run (a block-diagonal mask for packed rows halves a GPU's speed; padding costs less).
+            rows = [[i] for i in sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))]
+        else:
+            rows = pack_windows([len(s) for s in seqs], row_len)
+        per_pass, head_chunk = self._pass_shape(row_len)
+        backbone, chunk_nll = self._backbone, self._chunk_nll
         with torch.inference_mode():
-            for first in range(0, len(rows), per_pass):
-                group = rows[first : first + per_pass]
+            lengths = [len(s) for s in seqs]
+            for group in _passes(rows, lengths, per_pass * row_len if padded else 0, per_pass):
                 # A row holds whole windows end to end. Positions restart at 0 for each window, which
                 # makes transformers build a block-diagonal causal mask: a window never sees another
                 # one, so packed NLLs equal those of each window scored alone (tested), without the
                 # padding that length-sorted batches of a few documents waste.
                 width = max(sum(len(seqs[j]) for j in row) for row in group)
-                ids = torch.zeros((len(group), width), dtype=torch.long)
-                positions = torch.zeros((len(group), width), dtype=torch.long)
-                pos_list: list[torch.Tensor] = []
-                tgt_list: list[torch.Tensor] = []
+                if padded:
+                    width = -(-width // 8) * 8  # a multiple of 8 suits the tensor cores
+                ids = np.zeros((len(group), width), dtype=np.int64)
+                positions = np.zeros((len(group), width), dtype=np.int64)
+                pos_parts: list[np.ndarray] = []
+                tgt_parts: list[np.ndarray] = []
                 spans: list[tuple[int, int]] = []  # (window, tokens scored)
                 for r, row in enumerate(group):
                     at = 0
                     for j in row:
-                        n = len(seqs[j])
-                        ids[r, at : at + n] = torch.tensor(seqs[j])
-                        positions[r, at : at + n] = torch.arange(n)
-                        pos_list.append(torch.arange(at, at + n - 1) + r * width)
-                        tgt_list.append(ids[r, at + 1 : at + n])
+                        seq = seqs[j]
+                        n = len(seq)
+                        ids[r, at : at + n] = seq
+                        positions[r, at : at + n] = np.arange(n)
+                        pos_parts.append(np.arange(at, at + n - 1) + r * width)
+                        tgt_parts.append(seq[1:])
                         spans.append((j, n - 1))
                         at += n
-                    positions[r, at:] = torch.arange(width - at)  # filler: its own sequence, never scored
-                hidden = backbone(
-                    input_ids=ids.to(device), position_ids=positions.to(device), use_cache=False
-                ).last_hidden_state
+                    positions[r, at:] = np.arange(width - at)  # filler: its own sequence, never scored
+                if padded:
+                    hidden = backbone(input_ids=_to_device(ids, device), use_cache=False).last_hidden_state
+                else:
+                    hidden = backbone(
+                        input_ids=_to_device(ids, device),
+                        position_ids=_to_device(positions, device),
+                        use_cache=False,
+                    ).last_hidden_state
                 # Only real positions go through the vocabulary projection; padding never does.
-                pos = torch.cat(pos_list).to(device)
-                tgt = torch.cat(tgt_list).to(device)
+                pos = _to_device(np.concatenate(pos_parts), device)
+                tgt = _to_device(np.concatenate(tgt_parts), device)
                 flat = hidden.reshape(-1, hidden.shape[-1])[pos]
                 nll = torch.empty(len(pos), dtype=torch.float32, device=device)
-                for a in range(0, len(pos), 1024):
-                    logits = head(flat[a : a + 1024]).float()
-                    nll[a : a + 1024] = F.cross_entropy(logits, tgt[a : a + 1024], reduction="none")
-                values = nll.cpu().numpy().astype(np.float64)
+                for a in range(0, len(pos), head_chunk):
+                    nll[a : a + head_chunk] = chunk_nll(flat[a : a + head_chunk], tgt[a : a + head_chunk])
+                values = (nll.cpu() if on_gpu else nll).numpy().astype(np.float64)
                 at = 0
                 for j, n in spans:
                     out[j] = values[at : at + n]
                     at += n
         return out
 
-    def _context_gain(
-        self, plans: list[_Plan], per_text: list[list[np.ndarray]], results: list[dict[str, Any]]
-    ) -> None:
-        """Adds ``context_gain`` to the candidates' results: one more pass over a few short chunks each,
-        every chunk alone after the separator, so a token sees at most `context_chunk` tokens."""
+    def _context_gains(self, plans: list[_Plan], per_text: list[list[np.ndarray]]) -> dict[int, float]:
+        """``context_gain`` of the candidates (by text index): one more pass over a few short chunks
+        each, every chunk alone after the separator, so a token sees at most `context_chunk` tokens."""
         cfg, c = self.cfg, self.cfg.context_chunk
         shift = 0 if self.lm.prefix_id is not None else 1
-        chunks: list[list[int]] = []
+        chunks: list[Any] = []
         owner: list[tuple[int, np.ndarray]] = []  # (text, the chunk's full-context NLLs)
         for u, plan in enumerate(plans):
-            if not gain_candidate(results[u].get("mean_nll"), results[u]["scored_tokens"], cfg):
+            nll = np.concatenate(per_text[u]) if per_text[u] else np.zeros(0)
+            if not gain_candidate(float(nll.mean()) if len(nll) else None, len(nll), cfg):
                 continue
             for s, st in _context_chunks(per_text[u], [len(w) for w in plan.ids], cfg, shift):
                 chunks.append(plan.ids[s][st : st + c])
                 owner.append((u, per_text[u][s][st : st + c - shift]))
         if not chunks:
-            return
+            return {}
         short: dict[int, list[float]] = defaultdict(list)
         full: dict[int, list[float]] = defaultdict(list)
         for (u, long_nll), short_nll in zip(owner, self._nll(chunks), strict=True):
             short[u] += short_nll.tolist()
             full[u] += long_nll.tolist()
-        for u in short:
-            results[u]["context_gain"] = float(np.mean(short[u]) - np.mean(full[u]))
+        return {u: float(np.mean(short[u]) - np.mean(full[u])) for u in short}
 
-    def score(self, batch: pa.Table) -> dict[str, pa.Array]:
-        """Signal columns for every row of `batch` (reads ``text``)."""
+    def prepare(self, batch: pa.Table) -> _Prepared:
+        """Tokenise and plan `batch` (reads ``text``); CPU only, so it can run in another thread while
+        the model scores the previous batch (see :meth:`score_stream`)."""
         texts = [t if isinstance(t, str) else "" for t in batch.column("text").to_pylist()]
         distinct: dict[str, int] = {}
         for t in texts:
             distinct.setdefault(t, len(distinct))
         uniq = list(distinct)
-        plans = _plan_texts(self.lm.tokenizer, uniq, self.cfg.max_tokens)
-        windows: list[list[int]] = []
+        return _Prepared(texts, distinct, uniq, _plan_texts(self.lm.tokenizer, uniq, self.cfg.max_tokens))
+
+    def score(self, batch: pa.Table) -> dict[str, pa.Array]:
+        """Signal columns for every row of `batch` (reads ``text``)."""
+        return self.score_prepared(self.prepare(batch))
+
+    def score_prepared(self, prep: _Prepared) -> dict[str, pa.Array]:
+        per_text = self._per_text_nll(prep.plans)
+        results = text_signals(prep.uniq, prep.plans, per_text, self._signal_args())
+        for u, gain in self._context_gains(prep.plans, per_text).items():
+            results[u]["context_gain"] = gain
+        return _columns(prep, results)
+
+    def _signal_args(self) -> tuple[Config, float, bool]:
+        return self.cfg, self.ln_vocab, self.lm.prefix_id is not None
+
+    def _per_text_nll(self, plans: list[_Plan]) -> list[list[np.ndarray]]:
+        """Per distinct text, the NLLs of each of its scored windows."""
+        windows: list[Any] = []
         owner: list[int] = []
         for u, plan in enumerate(plans):
             for w in plan.ids:
                 windows.append(w)
                 owner.append(u)
-        nlls = self._nll(windows)
-        per_text: list[list[np.ndarray]] = [[] for _ in uniq]
-        for u, arr in zip(owner, nlls, strict=True):
+        per_text: list[list[np.ndarray]] = [[] for _ in plans]
+        for u, arr in zip(owner, self._nll(windows), strict=True):
             per_text[u].append(arr)
-        results = []
-        prefixed = self.lm.prefix_id is not None
-        for u, plan in enumerate(plans):
-            offsets: list[tuple[int, int]] = []
-            segs: list[int] = []
-            for s, offs in enumerate(plan.offsets):
-                kept = offs if prefixed else offs[1:]
-                offsets += kept
-                segs += [s] * len(kept)
-            nll = np.concatenate(per_text[u]) if per_text[u] else np.zeros(0)
-            results.append(_signals(uniq[u], nll, offsets, np.asarray(segs), self.cfg, self.ln_vocab))
-        self._context_gain(plans, per_text, results)
-        rows = [results[distinct[t]] for t in texts]
-        return {
-            PREFIX + name: pa.array([r.get(name) for r in rows], type=typ) for name, typ in _COLUMNS.items()
-        }
+        return per_text
+
+    def score_stream(self, batches: Iterable[pa.Table], workers: int = 0) -> Iterator[dict[str, pa.Array]]:
+        """Signal columns per batch, in order, with the host work off the model's critical path.
+
+        workers = 0: the next batch is tokenised in a thread while this one is scored (the tokenizer
+        releases the GIL). workers > 0: tokenising and the per-document signals run in that many
+        processes, so a GPU is not left waiting on one Python thread."""
+        if workers <= 0:
+            yield from self._stream_threaded(batches)
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        tokenizer_json = self.lm.tokenizer._tokenizer.to_str()
+        context = multiprocessing.get_context("spawn")  # never fork a process that holds CUDA
+        with ProcessPoolExecutor(workers, context, _init_worker, (tokenizer_json,)) as pool:
+            yield from _PooledStream(self, pool, workers).run(batches)
+
+    def _stream_threaded(self, batches: Iterable[pa.Table]) -> Iterator[dict[str, pa.Array]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for batch in batches:
+                ahead = pool.submit(self.prepare, batch)
+                if pending is not None:
+                    yield self.score_prepared(pending.result())
+                pending = ahead
+            if pending is not None:
+                yield self.score_prepared(pending.result())
+
+
+def text_signals(
+    uniq: Sequence[str],
+    plans: Sequence[_Plan],
+    per_text: Sequence[list[np.ndarray]],
+    args: tuple[Config, float, bool],
+) -> list[dict[str, Any]]:
+    """The per-document signals (without context gain) from each text's window NLLs."""
+    cfg, ln_vocab, prefixed = args
+    results = []
+    for text, plan, nlls in zip(uniq, plans, per_text, strict=True):
+        kept = [
+            np.asarray(offs, dtype=np.int64).reshape(-1, 2)[(0 if prefixed else 1) :] for offs in plan.offsets
+        ]
+        offsets = np.concatenate(kept) if kept else np.zeros((0, 2), dtype=np.int64)
+        segs = np.repeat(np.arange(len(kept)), [len(k) for k in kept])
+        nll = np.concatenate(nlls) if nlls else np.zeros(0)
+        results.append(_signals(text, nll, offsets, segs, cfg, ln_vocab))
+    return results
+
+
+def _columns(prep: _Prepared, results: list[dict[str, Any]]) -> dict[str, pa.Array]:
+    rows = [results[prep.distinct[t]] for t in prep.texts]
+    return {PREFIX + name: pa.array([r.get(name) for r in rows], type=typ) for name, typ in _COLUMNS.items()}
+
+
+# Worker processes of score_stream(workers > 0): each holds the tokenizer, never the model.
+_WORKER_TOKENIZER: Any = None
+
+
+def _init_worker(tokenizer_json: str) -> None:
+    global _WORKER_TOKENIZER
+    from tokenizers import Tokenizer
+
+    _WORKER_TOKENIZER = Tokenizer.from_str(tokenizer_json)
+
+
+def _plan_in_worker(texts: list[str], max_tokens: int) -> list[_Plan]:
+    plans = _plan_texts(_WORKER_TOKENIZER, texts, max_tokens)
+    # Arrays pickle far faster than lists of tuples: the parent unpickles every batch.
+    for plan in plans:
+        plan.ids = [np.asarray(w, dtype=np.int32) for w in plan.ids]
+        plan.offsets = [np.asarray(o, dtype=np.int32).reshape(-1, 2) for o in plan.offsets]
+    return plans
+
+
+class _PooledStream:
+    """score_stream with worker processes: batch k+1 is tokenised and batch k-1's signals computed in
+    the workers while batch k runs through the model."""
+
+    def __init__(self, scorer: PerplexityScorer, pool: Any, workers: int) -> None:
+        self.scorer, self.pool, self.workers = scorer, pool, workers
+
+    def _chunks(self, n: int) -> list[tuple[int, int]]:
+        size = max(32, -(-n // (2 * self.workers)))
+        return [(a, min(n, a + size)) for a in range(0, n, size)]
+
+    def _submit_prepare(self, batch: pa.Table) -> tuple[_Prepared, list[Any]]:
+        texts = [t if isinstance(t, str) else "" for t in batch.column("text").to_pylist()]
+        distinct: dict[str, int] = {}
+        for t in texts:
+            distinct.setdefault(t, len(distinct))
+        uniq = list(distinct)
+        max_tokens = self.scorer.cfg.max_tokens
+        futures = [
+            self.pool.submit(_plan_in_worker, uniq[a:b], max_tokens) for a, b in self._chunks(len(uniq))
+        ]
+        return _Prepared(texts, distinct, uniq, []), futures
+
+    def _score_on_model(
+        self, submitted: tuple[_Prepared, list[Any]]
+    ) -> tuple[_Prepared, dict[int, float], list[Any]]:
+        prep, futures = submitted
+        prep.plans = [plan for f in futures for plan in f.result()]
+        per_text = self.scorer._per_text_nll(prep.plans)
+        gains = self.scorer._context_gains(prep.plans, per_text)
+        args = self.scorer._signal_args()
+        signal_futures = [
+            self.pool.submit(text_signals, prep.uniq[a:b], prep.plans[a:b], per_text[a:b], args)
+            for a, b in self._chunks(len(prep.uniq))
+        ]
+        return prep, gains, signal_futures
+
+    def run(self, batches: Iterable[pa.Table], depth: int = 2) -> Iterator[dict[str, pa.Array]]:
+        from collections import deque
+
+        preparing: deque[tuple[_Prepared, list[Any]]] = deque()
+        scoring: deque[tuple[_Prepared, dict[int, float], list[Any]]] = deque()
+
+        def finished(keep: int) -> Iterator[dict[str, pa.Array]]:
+            while len(scoring) > keep:
+                prep, gains, futures = scoring.popleft()
+                results = [r for f in futures for r in f.result()]
+                for u, gain in gains.items():
+                    results[u]["context_gain"] = gain
+                yield _columns(prep, results)
+
+        for batch in batches:
+            preparing.append(self._submit_prepare(batch))
+            if len(preparing) > depth:
+                scoring.append(self._score_on_model(preparing.popleft()))
+                yield from finished(1)
+        while preparing:
+            scoring.append(self._score_on_model(preparing.popleft()))
+            yield from finished(1)
+        yield from finished(0)
 
 
 def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:

@@ -153,6 +153,43 @@ def test_batch_order_and_batching_do_not_change_results(tiny_dir: Path) -> None:
                     assert other[name] == value, name
 
 
+def test_padded_rows_give_the_packed_rows_nlls(tiny_dir: Path) -> None:
+    # The GPU layout (one window per row, right padding, plain causal attention) on the CPU.
+    texts = [_noise(n, seed=n) + "a" * (n // 3) for n in (30, 900, 120, 400, 60)]
+    packed = ppl.PerplexityScorer(ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8))
+    padded = ppl.PerplexityScorer(ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8))
+    padded.padded_rows = True
+    windows = [w for plan in packed.prepare(_table(texts)).plans for w in plan.ids]
+    for a, b in zip(packed._nll(windows), padded._nll(windows), strict=True):
+        assert len(a) == len(b) and np.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_eager_nlls(tiny_dir: Path) -> None:
+    # perplexity.compile with the GPU row layout, on the CPU: two batch shapes, one compilation.
+    texts = [_noise(n, seed=n) + "a" * (n // 3) for n in (30, 900, 120, 400, 60)]
+    eager = ppl.PerplexityScorer(ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8))
+    compiled = ppl.PerplexityScorer(
+        ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8, compile=True)
+    )
+    compiled.padded_rows = True
+    compiled.score(_table(texts[:2]))
+    for a, b in zip(_rows(eager.score(_table(texts))), _rows(compiled.score(_table(texts))), strict=True):
+        assert b["perplexity_mean_nll"] == pytest.approx(a["perplexity_mean_nll"], abs=1e-3)
+        assert b["perplexity_scored_tokens"] == a["perplexity_scored_tokens"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_score_stream_equals_score_batch_by_batch(scorer: ppl.PerplexityScorer, workers: int) -> None:
+    # workers=2: tokenising and the per-document signals in worker processes (the GPU path).
+    sizes = ((50, 300), (120,), (700, 40, 90), (2000,), (10, 10, 600))
+    batches = [_table(["a" * (n // 2) + _noise(n, seed=n) for n in group]) for group in sizes]
+    streamed = list(scorer.score_stream(iter(batches), workers=workers))
+    assert len(streamed) == len(batches)
+    for batch, cols in zip(batches, streamed, strict=True):
+        assert _rows(cols) == _rows(scorer.score(batch))
+
+
 def test_pack_windows_places_every_window_once_within_the_row_length() -> None:
     rng = random.Random(3)
     lengths = [rng.randint(1, 300) for _ in range(200)] + [700]
