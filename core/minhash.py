@@ -435,3 +435,25 @@ def signatures_bulk(
         out[lo:hi] = _permute_min(hashes, counts, num_perm, seed, scheme)
     _memo = tuple(memo)
     return out
+
+
+def shingle_hashes(texts: Sequence[str], shingle_words: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 64-bit hash of every shingle of ``texts`` (documents one after the other, duplicates
+    kept) and the number of shingles of each document: what :func:`signatures_bulk` permutes, for
+    detectors that need the shingles themselves (the campaign detector's sketches)."""
+    parts: list[np.ndarray] = []
+    counts = np.zeros(len(texts), dtype=np.int64)
+    for lo, hi in _groups(texts, GROUP_BYTES):
+        hashes, group_counts, _ = _group_hashes(texts[lo:hi], shingle_words)
+        parts.append(hashes)
+        counts[lo:hi] = group_counts
+    return (np.concatenate(parts) if parts else np.zeros(0, np.uint64)), counts
+
+
+def signatures_from_hashes(
+    hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int, scheme: str = "affine32"
+) -> np.ndarray:
+    """MinHash signatures from :func:`shingle_hashes` output (a document with no shingle gets the
+    empty sketch)."""
+    _check_scheme(scheme)
+    return _permute_min(hashes, counts, num_perm, seed, scheme)

@@ -1,0 +1,365 @@
+"""campaign detector: spun content-farm campaigns (THREATS.md P-FARM-spun).
+
+A spun campaign republishes one article on many registrable domains, but every copy wears its own
+site chrome (masthead, byline, date, share and related links, copyright line), a rewritten headline,
+synonym swaps and reordered or dropped sentences. Copies end up 0.35-0.75 apart in word 5-gram
+Jaccard, under the 0.8 that dedup needs, so they are neither duplicates nor a ``near_dup:campaign``.
+
+What survives spinning is a *shared core*: most of the body's short word n-grams. The detector:
+
+1. Per batch (pure, :func:`sketch`): keep the document's *body*, the sentences of at least
+   ``min_sentence_words`` words (chrome lines are short: mastheads, bylines, dates, share and
+   related links, copyright lines), hash its word ``shingle_words``-grams, and keep
+   (a) a MinHash signature of them and (b) their ``sketch_size`` smallest hashes (a bottom-k
+   sketch: a feature small enough to be kept is kept in every document that has it, so sketches
+   of different documents can be compared feature by feature).
+2. Over the whole input (:class:`CampaignIndex`): a low-threshold MinHash LSH only *proposes*
+   candidate groups (connected components of pairs whose estimated Jaccard reaches
+   ``candidate_threshold``). Groups on fewer than ``min_domains`` domains are dropped at once.
+3. Confirmation, per candidate group: features a host repeats on most of its pages are removed
+   (shared CMS footers and navigation), the group's *core* is the set of features found on
+   ``core_min_domains`` or more of its registrable domains, and a member is a confirmed copy when
+   its *containment* reaches ``min_containment``: the share of its body features that lie in the
+   core times the share of its text that is body (so that a page whose body is a small part of
+   it, say a few shared command lines in a translated manual, is not confirmed by that part).
+   A group whose confirmed copies
+   span ``min_domains`` registrable domains is a campaign: each confirmed copy is quarantined as
+   ``campaign:spun(N domains)``.
+
+Benign look-alikes stay below the bar: a wire story syndicated on a few domains has a core on too
+few domains; mirrors of one page on a few sites likewise; translations share no word n-grams;
+sites that share CMS boilerplate lose it as host boilerplate, and what is left of the boilerplate
+is a small part of each page; forum quote chains and near-duplicate editions live on one domain.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from poisonguard.filters import dedup, minhash
+
+REASON = "campaign:spun"
+
+SIGNAL_SCHEMA = pa.schema(
+    [
+        ("campaign_group_id", pa.string()),
+        ("campaign_group_domains", pa.int64()),
+        ("campaign_core_domains", pa.int64()),
+        ("campaign_containment", pa.float64()),
+    ]
+)
+
+SIG_COLUMN = "_campaign_signature"
+SKETCH_COLUMN = "_campaign_sketch"
+BODY_SHARE_COLUMN = "_campaign_body_share"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    min_sentence_words: int = Field(6, ge=1, description="shorter sentences are chrome, not body")
+    shingle_words: int = Field(3, ge=1, description="words per body feature")
+    min_features: int = Field(20, ge=1, description="documents with fewer body features are skipped")
+    num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations of the candidate LSH")
+    seed: int = Field(7, ge=0, description="seed of the permutations (not dedup's)")
+    candidate_threshold: float = Field(
+        0.2, gt=0.0, le=1.0, description="estimated Jaccard of body features for a candidate pair"
+    )
+    sketch_size: int = Field(64, ge=8, le=4096, description="bottom-k features kept per document")
+    core_min_domains: int = Field(4, ge=2, description="a core feature is on this many domains of the group")
+    min_containment: float = Field(
+        0.4, gt=0.0, le=1.0, description="share of a page in the core to confirm it as a copy"
+    )
+    min_domains: int = Field(10, ge=2, description="confirmed copies on this many domains are a campaign")
+    boilerplate_min_pages: int = Field(3, ge=2, description="hosts with fewer pages have no boilerplate")
+    boilerplate_share: float = Field(
+        0.5, gt=0.0, le=1.0, description="a feature on this share of a host's pages is boilerplate"
+    )
+    max_bucket_exemplars: int = Field(32, ge=1, description="bound on checks per LSH bucket member")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per batch (pure)
+
+# Sentence ends: . ! ? and their CJK forms, followed by space or the end; newlines always end one.
+_SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])\s+|\s*\n\s*")
+_WORD = re.compile(r"\w+")
+
+
+def body_text(text: str, min_sentence_words: int) -> str:
+    """The document's body: its sentences of at least ``min_sentence_words`` words, in order."""
+    return "\n".join(s for s in _SENTENCE_END.split(text) if len(_WORD.findall(s)) >= min_sentence_words)
+
+
+def _bottom_k(hashes: np.ndarray, counts: np.ndarray, k: int) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    start = 0
+    for c in counts.tolist():
+        out.append(np.unique(hashes[start : start + c])[:k])
+        start += c
+    return out
+
+
+def sketch(texts: Sequence[str], cfg: Config) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """(MinHash signatures of the body features, shape (n, num_perm) uint32; bottom-k sketches,
+    one sorted uint64 array per document; share of each text's characters that are body).
+    Documents with fewer than ``min_features`` body features get the empty signature and an
+    empty sketch: they never join a campaign."""
+    bodies = [body_text(t, cfg.min_sentence_words) for t in texts]
+    shares = np.array([len(b) / len(t) if t else 0.0 for b, t in zip(bodies, texts, strict=True)], np.float64)
+    hashes, counts = minhash.shingle_hashes(bodies, cfg.shingle_words)
+    short = counts < cfg.min_features
+    if short.any():
+        hashes = hashes[np.repeat(~short, counts)]
+        counts = np.where(short, 0, counts)
+    sigs = minhash.signatures_from_hashes(hashes, counts, cfg.num_perm, cfg.seed, "affine32")
+    return sigs, _bottom_k(hashes, counts, cfg.sketch_size), np.minimum(shares, 1.0)
+
+
+def sketch_columns(texts: Sequence[str], cfg: Config) -> dict[str, pa.Array]:
+    """:func:`sketch` as the internal columns the runner keeps in its work files."""
+    sigs, sketches, shares = sketch(texts, cfg)
+    flat = pa.array(sigs.astype(np.uint64, copy=False).reshape(-1), pa.uint64())
+    offsets = np.zeros(len(sketches) + 1, dtype=np.int32)
+    np.cumsum([len(s) for s in sketches], out=offsets[1:])
+    values = np.concatenate(sketches) if sketches else np.zeros(0, np.uint64)
+    return {
+        SIG_COLUMN: pa.FixedSizeListArray.from_arrays(flat, cfg.num_perm),
+        SKETCH_COLUMN: pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint64())),
+        BODY_SHARE_COLUMN: pa.array(shares, pa.float64()),
+    }
+
+
+def read_columns(table: pa.Table) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """The signatures, sketches and body shares back from a work table's internal columns."""
+    n = table.num_rows
+    sig_col = table.column(SIG_COLUMN).combine_chunks()
+    sigs = np.asarray(sig_col.flatten(), dtype=np.uint32).reshape(n, -1)
+    sk = table.column(SKETCH_COLUMN).combine_chunks()
+    offsets = np.asarray(sk.offsets)
+    values = np.asarray(sk.values, dtype=np.uint64) if len(sk.values) else np.zeros(0, np.uint64)
+    shares = np.asarray(table.column(BODY_SHARE_COLUMN).to_numpy(zero_copy_only=False), dtype=np.float64)
+    return sigs, [values[offsets[i] : offsets[i + 1]] for i in range(n)], shares
+
+
+# ---------------------------------------------------------------------------------------------
+# Hosts
+
+
+def host_of(url: str | None) -> str | None:
+    """Lower-case host of ``url`` (None without one); boilerplate is counted per host."""
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url if "//" in url else "//" + url).hostname
+    except ValueError:
+        return None
+    return host or None
+
+
+# ---------------------------------------------------------------------------------------------
+# The index
+
+
+@dataclass
+class _Group:
+    members: np.ndarray  # positions, ascending
+    domains: int  # distinct registrable domains among all members
+
+
+class CampaignIndex:
+    """Per document: signature, sketch, host and domain codes (no text); see the module docstring."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.bands, self.rows = dedup._optimal_params(cfg.candidate_threshold, cfg.num_perm, 0.5)
+        self._ids: list[str] = []
+        self._sigs: list[np.ndarray] = []
+        self._sketches: list[np.ndarray] = []
+        self._shares: list[float] = []
+        self._hosts: list[int] = []
+        self._domains: list[int] = []
+        self._host_codes: dict[str, int] = {}
+        self._domain_codes: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(
+        self,
+        ids: Sequence[str],
+        urls: Sequence[str | None],
+        sigs: np.ndarray,
+        sketches: Sequence[np.ndarray],
+        body_shares: Sequence[float] | np.ndarray,
+    ) -> None:
+        if not (len(ids) == len(urls) == len(sigs) == len(sketches) == len(body_shares)):
+            raise ValueError(
+                f"CampaignIndex.add: {len(ids)} ids, {len(urls)} urls, {len(sigs)} signatures, "
+                f"{len(sketches)} sketches, {len(body_shares)} body shares"
+            )
+        if len(sigs) and (sigs.ndim != 2 or sigs.shape[1] != self.cfg.num_perm):
+            raise ValueError(
+                f"CampaignIndex.add: signatures of shape {sigs.shape}, expected (n, {self.cfg.num_perm})"
+            )
+        self._ids.extend(ids)
+        self._sigs.append(np.asarray(sigs, dtype=np.uint32))
+        self._sketches.extend(np.asarray(s, dtype=np.uint64) for s in sketches)
+        self._shares.extend(float(x) for x in body_shares)
+        for url in urls:
+            host, domain = host_of(url), dedup.registrable_domain(url)
+            self._hosts.append(
+                -1 if host is None else self._host_codes.setdefault(host, len(self._host_codes))
+            )
+            self._domains.append(
+                -1 if domain is None else self._domain_codes.setdefault(domain, len(self._domain_codes))
+            )
+
+    def add_table(self, table: pa.Table) -> None:
+        """Add one scored work table (``id``, ``url`` and the internal columns)."""
+        sigs, sketches, shares = read_columns(table)
+        self.add(table.column("id").to_pylist(), table.column("url").to_pylist(), sigs, sketches, shares)
+
+    # -- candidates -------------------------------------------------------------------------------
+
+    def _candidate_groups(self, sigs: np.ndarray, domains: np.ndarray) -> list[_Group]:
+        n = len(sigs)
+        uf = dedup.UnionFind(n)
+        empty = np.all(sigs == minhash.empty_value("affine32"), axis=1)
+        cand = np.flatnonzero(~empty)
+        need = math.ceil(self.cfg.candidate_threshold * self.cfg.num_perm - 1e-9)
+        if len(cand) > 1:
+            cand_sigs = sigs[cand]
+            for band in range(self.bands):
+                keys = dedup._band_keys(cand_sigs, band, self.rows)
+                srt = np.argsort(keys, kind="stable")
+                sk = keys[srt]
+                bounds = np.flatnonzero(np.diff(sk)) + 1
+                starts = np.concatenate(([0], bounds))
+                ends = np.concatenate((bounds, [len(sk)]))
+                for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+                    if e - s < 2:
+                        continue
+                    members = cand[srt[s:e]]
+                    edges, _ = dedup.verify_bucket(sigs[members], need, self.cfg.max_bucket_exemplars)
+                    for a, b in edges:
+                        uf.union(int(members[a]), int(members[b]))
+        roots = np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
+        groups: list[_Group] = []
+        order = np.argsort(roots, kind="stable")
+        bounds = np.flatnonzero(np.diff(roots[order])) + 1
+        for members in np.split(order, bounds) if n else []:
+            if len(members) < self.cfg.min_domains:
+                continue
+            doms = domains[members]
+            n_domains = len(np.unique(doms[doms >= 0]))
+            if n_domains >= self.cfg.min_domains:
+                groups.append(_Group(np.sort(members), n_domains))
+        return groups
+
+    # -- confirmation -----------------------------------------------------------------------------
+
+    def _boilerplate(self, hosts: np.ndarray, wanted: set[int]) -> dict[int, set[int]]:
+        """Features each wanted host repeats on at least ``boilerplate_share`` of its pages."""
+        out: dict[int, set[int]] = {}
+        positions: dict[int, list[int]] = {}
+        for i, h in enumerate(hosts.tolist()):
+            if h in wanted:
+                positions.setdefault(h, []).append(i)
+        for h, pos in positions.items():
+            if len(pos) < self.cfg.boilerplate_min_pages:
+                continue
+            values, counts = np.unique(np.concatenate([self._sketches[i] for i in pos]), return_counts=True)
+            need = max(2, math.ceil(self.cfg.boilerplate_share * len(pos)))
+            out[h] = set(values[counts >= need].tolist())
+        return out
+
+    def _confirm(
+        self, group: _Group, hosts: np.ndarray, domains: np.ndarray, boiler: dict[int, set[int]]
+    ) -> tuple[np.ndarray, int]:
+        """(containment of each member, distinct domains of the confirmed members)."""
+        feats: list[np.ndarray] = []
+        for i in group.members.tolist():
+            sk = self._sketches[i]
+            drop = boiler.get(int(hosts[i]))
+            if drop:
+                sk = sk[~np.isin(sk, np.fromiter(drop, dtype=np.uint64, count=len(drop)))]
+            feats.append(sk)
+        # Core: features present on core_min_domains distinct domains of the group. Boilerplate
+        # features stay in each copy's denominator: a page that is mostly boilerplate has no core.
+        per_feature: dict[int, set[int]] = {}
+        for i, fs in zip(group.members.tolist(), feats, strict=True):
+            d = int(domains[i])
+            if d >= 0:
+                for f in fs.tolist():
+                    per_feature.setdefault(f, set()).add(d)
+        core = {f for f, ds in per_feature.items() if len(ds) >= self.cfg.core_min_domains}
+        containment = np.zeros(len(feats), dtype=np.float64)
+        for j, fs in enumerate(feats):
+            i = int(group.members[j])
+            total = len(self._sketches[i])
+            if total:
+                containment[j] = sum(1 for f in fs.tolist() if f in core) / total * self._shares[i]
+        confirmed = containment >= self.cfg.min_containment
+        doms = domains[group.members[confirmed]]
+        return containment, len(np.unique(doms[doms >= 0]))
+
+    def assign(self) -> pa.Table:
+        """SIGNAL_SCHEMA columns for every document, in the order added."""
+        n = len(self._ids)
+        sigs = np.concatenate(self._sigs) if self._sigs else np.zeros((0, self.cfg.num_perm), np.uint32)
+        hosts = np.array(self._hosts, dtype=np.int64)
+        domains = np.array(self._domains, dtype=np.int64)
+        group_id: list[str | None] = [None] * n
+        group_domains = np.zeros(n, dtype=np.int64)
+        core_domains = np.zeros(n, dtype=np.int64)
+        containment = np.zeros(n, dtype=np.float64)
+        groups = self._candidate_groups(sigs, domains)
+        wanted = {int(h) for g in groups for h in hosts[g.members].tolist() if h >= 0}
+        boiler = self._boilerplate(hosts, wanted)
+        for group in groups:
+            cont, n_core = self._confirm(group, hosts, domains, boiler)
+            first = self._ids[int(group.members[0])]
+            for j, i in enumerate(group.members.tolist()):
+                group_id[i] = first
+                group_domains[i] = group.domains
+                core_domains[i] = n_core
+                containment[i] = cont[j]
+        return pa.table(
+            {
+                "campaign_group_id": pa.array(group_id, pa.string()),
+                "campaign_group_domains": pa.array(group_domains, pa.int64()),
+                "campaign_core_domains": pa.array(core_domains, pa.int64()),
+                "campaign_containment": pa.array(np.round(containment, 4), pa.float64()),
+            },
+            schema=SIGNAL_SCHEMA,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Decision
+
+
+def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
+    """``campaign:spun(N domains)`` for every confirmed copy of a campaign on ``min_domains``
+    or more registrable domains."""
+    if not cfg.enabled or "campaign_core_domains" not in signals.column_names:
+        return [[] for _ in range(signals.num_rows)]
+    core = signals.column("campaign_core_domains").to_pylist()
+    cont = signals.column("campaign_containment").to_pylist()
+    out: list[list[str]] = []
+    for d, c in zip(core, cont, strict=True):
+        if d is not None and c is not None and d >= cfg.min_domains and c >= cfg.min_containment:
+            out.append([f"{REASON}({d} domains)"])
+        else:
+            out.append([])
+    return out
