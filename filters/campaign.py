@@ -43,7 +43,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from poisonguard.filters import dedup, minhash
+from poisonguard.core import minhash
+from poisonguard.core.urls import host_of
+from poisonguard.filters import dedup
 
 REASON = "campaign:spun"
 
@@ -147,23 +149,6 @@ def read_columns(table: pa.Table) -> tuple[np.ndarray, list[np.ndarray], np.ndar
     values = np.asarray(sk.values, dtype=np.uint64) if len(sk.values) else np.zeros(0, np.uint64)
     shares = np.asarray(table.column(BODY_SHARE_COLUMN).to_numpy(zero_copy_only=False), dtype=np.float64)
     return sigs, [values[offsets[i] : offsets[i + 1]] for i in range(n)], shares
-
-
-# ---------------------------------------------------------------------------------------------
-# Hosts
-
-
-def host_of(url: str | None) -> str | None:
-    """Lower-case host of ``url`` (None without one); boilerplate is counted per host."""
-    if not url:
-        return None
-    from urllib.parse import urlsplit
-
-    try:
-        host = urlsplit(url if "//" in url else "//" + url).hostname
-    except ValueError:
-        return None
-    return host or None
 
 
 # ---------------------------------------------------------------------------------------------

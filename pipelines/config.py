@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from poisonguard.crawler.config import CrawlConfig
+from poisonguard.filters import campaign as campaign_detector
 from poisonguard.filters import cloaking as cloaking_detector
 from poisonguard.filters import dedup as dedup_detector
 from poisonguard.filters import hidden_text as hidden_text_detector
@@ -59,6 +60,7 @@ class PipelineConfig(BaseModel):
     hidden_text: hidden_text_detector.Config = hidden_text_detector.Config()
     cloaking: cloaking_detector.Config = cloaking_detector.Config()
     dedup: dedup_detector.Config = dedup_detector.Config()
+    campaign: campaign_detector.Config = campaign_detector.Config()
     perplexity: perplexity_detector.Config = perplexity_detector.Config()
     crawl: CrawlConfig = CrawlConfig()
 

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from poisonguard.core.schema import DUPLICATE, FILTERED, KEPT, QUARANTINED
 from poisonguard.filters import (
+    campaign,
     cloaking,
     dedup,
     hidden_text,
@@ -77,9 +78,14 @@ def cheap_reasons(table: pa.Table, cfg: PipelineConfig) -> tuple[list[list[str]]
 
 
 def campaign_reasons(table: pa.Table, cfg: PipelineConfig) -> list[list[str]]:
-    if not cfg.dedup.enabled or not _has_signals(table, "dedup"):
-        return [[] for _ in range(table.num_rows)]
-    return dedup.flag(table, cfg.dedup)
+    """Coordinated campaigns: near-copies on many domains (dedup) and spun copies (campaign)."""
+    out: list[list[str]] = [[] for _ in range(table.num_rows)]
+    if cfg.dedup.enabled and _has_signals(table, "dedup"):
+        out = dedup.flag(table, cfg.dedup)
+    if cfg.campaign.enabled and _has_signals(table, "campaign"):
+        for row, reasons in enumerate(campaign.flag(table, cfg.campaign)):
+            out[row].extend(reasons)
+    return out
 
 
 def lm_reasons(table: pa.Table, cfg: PipelineConfig) -> list[list[str]]:

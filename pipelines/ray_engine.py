@@ -47,7 +47,7 @@ from poisonguard.core import minhash
 from poisonguard.core.files import write_table
 from poisonguard.core.ray_cluster import cluster_cpus, connected, ray_module, wait_all
 from poisonguard.core.schema import DOCUMENT_SCHEMA
-from poisonguard.filters import dedup, perplexity
+from poisonguard.filters import campaign, dedup, perplexity
 from poisonguard.pipelines import policy, runner
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.fields import FieldMap
@@ -491,6 +491,26 @@ def _read_sigs_table(table: pa.Table, cfg: dedup.Config) -> tuple[np.ndarray, pa
     return np.asarray(flat).reshape(table.num_rows, -1).astype(minhash.signature_dtype(cfg.scheme)), table
 
 
+def _campaign_path(work: Path, chunk_no: int) -> Path:
+    return work / "campaign" / f"chunk-{chunk_no:05d}.parquet"
+
+
+def campaign_signals(chunk_files: list[Path], work: Path, cfg: PipelineConfig) -> None:
+    """Spun campaigns (filters/campaign.py) over every scored chunk, on the driver: one index of
+    signatures and sketches (no text), its columns written per chunk for the stage-4 tasks."""
+    index = campaign.CampaignIndex(cfg.campaign)
+    columns = ["id", "url", campaign.SIG_COLUMN, campaign.SKETCH_COLUMN, campaign.BODY_SHARE_COLUMN]
+    for path in chunk_files:
+        index.add_table(pq.read_table(path, columns=columns))
+    found = index.assign()
+    (work / "campaign").mkdir(exist_ok=True)
+    offset = 0
+    for path in chunk_files:
+        rows = pq.ParquetFile(path).metadata.num_rows
+        write_table(_campaign_path(work, _chunk_no(path)), found.slice(offset, rows), cfg.run.row_group_rows)
+        offset += rows
+
+
 def _overrides_path(work: Path, chunk_no: int) -> Path:
     return work / "dedup" / f"chunk-{chunk_no:05d}.parquet"
 
@@ -599,6 +619,10 @@ def decided_table(
     if assign is not None:
         for col in assign.column_names:
             table = table.append_column(col, assign.column(col))
+    if cfg.campaign.enabled:
+        found = pq.read_table(_campaign_path(Path(work), chunk_no))
+        for col in found.column_names:
+            table = table.append_column(col, found.column(col))
     lm_file = Path(work) / "lm" / name
     lm_part = pq.read_table(lm_file) if lm_file.exists() else None
     for f in lm_schema:
@@ -780,6 +804,8 @@ def _run(
             touched_chunks[c] = table.column("rank").to_numpy()
         timings["dedup:touched_docs"] = result.touched
         timings["dedup:buckets_verified"] = result.buckets
+    if cfg.campaign.enabled and chunk_files:
+        campaign_signals(chunk_files, work, cfg)
     timings["stage:dedup"] = time.perf_counter() - stage_start
 
     # Stage 3 -------------------------------------------------------------------------------
@@ -822,7 +848,10 @@ def _run(
     lm_schema = pa.unify_schemas(
         [runner._strip_internal(s) for s in lm_schemas] or [pa.schema([])], promote_options="permissive"
     )
-    assign_schema = dedup.SIGNAL_SCHEMA if cfg.dedup.enabled else pa.schema([])
+    assign_schema = pa.schema(
+        (list(dedup.SIGNAL_SCHEMA) if cfg.dedup.enabled else [])
+        + (list(campaign.SIGNAL_SCHEMA) if cfg.campaign.enabled and chunk_files else [])
+    )
     context_fields = [f for d in context_detectors for f in d.schema]
     produced = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema) + context_fields)
     # One schema for clean and quarantine, with or without the LM (pipelines/shard_schema.py).

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from poisonguard.core.files import write_json, write_table
 from poisonguard.core.schema import DOCUMENT_SCHEMA, KEPT, OUTCOMES
 from poisonguard.core.urls import host_of
-from poisonguard.filters import dedup, perplexity
+from poisonguard.filters import campaign, dedup, perplexity
 from poisonguard.pipelines import __version__, policy
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.fields import FieldMap
@@ -114,6 +114,11 @@ def score_cheap(docs: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str
         table = table.append_column(SIG_COLUMN, pa.FixedSizeListArray.from_arrays(flat, width))
         table = table.append_column(KEY_COLUMN, pa.array(keys, pa.binary()))
         timings["dedup_signatures"] = time.perf_counter() - start
+    if cfg.campaign.enabled:
+        start = time.perf_counter()
+        for name, values in campaign.sketch_columns(texts, cfg.campaign).items():
+            table = table.append_column(name, values)
+        timings["campaign_sketches"] = time.perf_counter() - start
     return table, timings
 
 
@@ -174,8 +179,8 @@ def resolve_duplicates(
 ) -> tuple[pa.Table, list[bool], list[str | None], list[str | None]]:
     """Clusters -> (cluster columns, eligibility after campaigns, duplicate_of, duplicate kind)."""
     assign = index.assign()
-    campaign = [bool(r) for r in dedup.flag(assign, cfg.dedup)]
-    eligible = [e and not c for e, c in zip(eligible, campaign, strict=True)]
+    in_campaign = [bool(r) for r in dedup.flag(assign, cfg.dedup)]
+    eligible = [e and not c for e, c in zip(eligible, in_campaign, strict=True)]
     duplicate_of, duplicate_kind, _ = choose_representatives(
         ids,
         assign.column("dedup_cluster_id").to_pylist(),
@@ -403,10 +408,13 @@ def run_filter(
     eligible: list[bool] = []
     assign: pa.Table | None = None
     index = (dedup_index or dedup.DedupIndex(cfg.dedup)) if cfg.dedup.enabled else None
+    campaign_index = campaign.CampaignIndex(cfg.campaign) if cfg.campaign.enabled else None
     task = progress.start("dedup", total=docs_in, unit="docs")
     for path in chunk_files:
         table = pq.read_table(path)
         progress.advance(task, None, table.num_rows)
+        if campaign_index is not None:
+            campaign_index.add_table(table)
         for detector in context_detectors:
             detector.observe(table)
         quarantine, filtered = policy.cheap_reasons(table, cfg)
@@ -419,6 +427,7 @@ def run_filter(
     if index is not None:
         assign, eligible, duplicate_of, duplicate_kind = resolve_duplicates(index, ids, eligible, cfg)
     progress.finish(task)
+    campaign_table = campaign_index.assign() if campaign_index is not None else None
     timings["stage:dedup"] = time.perf_counter() - stage_start
 
     # Stage 3 -------------------------------------------------------------------------------
@@ -471,7 +480,10 @@ def run_filter(
     lm_schema = pa.unify_schemas(
         [_strip_internal(s) for s in lm_schemas] or [pa.schema([])], promote_options="permissive"
     )
-    assign_schema = assign.schema if assign is not None else pa.schema([])
+    assign_schema = pa.schema(
+        (list(assign.schema) if assign is not None else [])
+        + (list(campaign.SIGNAL_SCHEMA) if campaign_table is not None else [])
+    )
     context_fields = [f for d in context_detectors for f in d.schema]
     produced = pa.schema(list(doc_schema) + list(assign_schema) + list(lm_schema) + context_fields)
     # One schema for clean and quarantine, with or without the LM (pipelines/shard_schema.py).
@@ -496,10 +508,11 @@ def run_filter(
         for f in doc_schema:
             if f.name not in table.column_names:
                 table = table.append_column(f.name, pa.nulls(rows, f.type))
-        if assign is not None:
-            part = assign.slice(offset, rows)
-            for name in part.column_names:
-                table = table.append_column(name, part.column(name))
+        for whole in (assign, campaign_table):
+            if whole is not None:
+                part = whole.slice(offset, rows)
+                for name in part.column_names:
+                    table = table.append_column(name, part.column(name))
         lm_file = lm_dir / path.name
         lm_part = pq.read_table(lm_file) if lm_file.exists() else None
         for f in lm_schema:
@@ -682,6 +695,12 @@ def score_documents(
             table = table.append_column(name, assign.column(name))
         if on_stage:
             on_stage("dedup", time.perf_counter() - start)
+    if cfg.campaign.enabled:
+        campaign_index = campaign.CampaignIndex(cfg.campaign)
+        campaign_index.add_table(table)
+        found = campaign_index.assign()
+        for name in found.column_names:
+            table = table.append_column(name, found.column(name))
     table = table.select([c for c in table.column_names if not c.startswith("_")])
     if use_lm and cfg.perplexity.enabled:
         start = time.perf_counter()

@@ -62,7 +62,7 @@ def test_spun_copies_on_twelve_domains_are_a_campaign() -> None:
 
 def test_the_copies_are_not_near_duplicates() -> None:
     """Guard on the fixture: the copies are spun well below dedup's 0.8 (else the test proves little)."""
-    from poisonguard.filters import minhash
+    from poisonguard.core import minhash
 
     docs = campaign_docs(12)
     sets = [set(minhash.shingles(d["text"], 5)) for d in docs]

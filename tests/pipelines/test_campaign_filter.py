@@ -1,0 +1,87 @@
+"""End to end: `poisonguard filter` quarantines a spun campaign and keeps a syndicated wire story."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from poisonguard.pipelines.config import load_config
+from poisonguard.pipelines.runner import run_filter
+from tests.conftest import local_ray, write_jsonl
+from tests.pipelines.test_runner import read_outcomes
+from tests.spun_corpus import article, background, campaign_docs, chrome, spin
+
+
+def wire_story(n_domains: int, seed: int = 3) -> list[dict[str, str]]:
+    """One story syndicated on a few news sites: own chrome, light edits, some trimmed."""
+    rng = random.Random(seed)
+    base = article(rng)
+    return [
+        {
+            "id": f"wire-{k}",
+            "url": f"https://news.paper{k}.org/wire/story",
+            "text": chrome(
+                f"paper{k}.org", spin(base[: rng.randint(10, 14)], rng, swap=0.02, edit=0.05), rng
+            ),
+        }
+        for k in range(n_domains)
+    ]
+
+
+def write_inputs(folder: Path) -> list[Path]:
+    """The campaign in Parquet, the wire story and the background in JSONL."""
+    folder.mkdir(parents=True, exist_ok=True)
+    parquet = folder / "farm.parquet"
+    pq.write_table(pa.Table.from_pylist(campaign_docs(14, seed=1)), parquet)
+    jsonl = write_jsonl(folder / "news.jsonl", wire_story(7) + background(30))
+    return [parquet, jsonl]
+
+
+def test_filter_cli_quarantines_the_campaign_and_keeps_the_wire_story(tmp_path: Path) -> None:
+    inputs = write_inputs(tmp_path / "in")
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text("perplexity:\n  enabled: false\n")
+    out = tmp_path / "out"
+    exe = shutil.which("poisonguard", path=str(Path(sys.executable).parent))
+    assert exe
+    result = subprocess.run(
+        [exe, "filter", *map(str, inputs), "--out", str(out), "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    outcomes = read_outcomes(out)
+    farm = {k: v for k, v in outcomes.items() if k.startswith("c1-")}
+    assert len(farm) == 14
+    assert all(o == "quarantined" and "campaign:spun(14 domains)" in r for o, r, _ in farm.values())
+    others = {k: v for k, v in outcomes.items() if not k.startswith("c1-")}
+    assert len(others) == 37 and all(o == "kept" for o, _, _ in others.values())
+    report = json.loads((out / "report.json").read_text())
+    assert report["reasons"]["campaign:spun"] == 14
+    # The signal columns stay on the clean shards too (audit, re-deciding).
+    clean = pq.read_table(sorted((out / "clean").glob("*.parquet"))[0])
+    assert {"campaign_group_id", "campaign_core_domains", "campaign_containment"} <= set(clean.column_names)
+    assert not any(c.startswith("_campaign") for c in clean.column_names)
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_the_local_campaign_outcomes(tmp_path: Path) -> None:
+    from poisonguard.pipelines.ray_engine import run_filter_ray
+
+    inputs = [str(p) for p in write_inputs(tmp_path / "in")]
+    cfg = load_config(overrides={"perplexity": {"enabled": False}, "run": {"batch_rows": 16}})
+    run_filter(inputs, tmp_path / "local", cfg, show_progress=False)
+    with local_ray():
+        run_filter_ray(inputs, tmp_path / "ray", cfg, show_progress=False)
+    local, distributed = read_outcomes(tmp_path / "local"), read_outcomes(tmp_path / "ray")
+    assert local == distributed
+    assert sum("campaign:spun(14 domains)" in r for _, r, _ in local.values()) == 14
