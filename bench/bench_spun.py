@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import spun
-from poisonguard.filters import campaign, minhash
+from poisonguard.core import minhash
+from poisonguard.filters import campaign
 
 GRID = {
     "candidate_threshold": (0.1, 0.15, 0.2, 0.3),

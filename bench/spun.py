@@ -1,4 +1,4 @@
-"""Spun content-farm campaigns (THREATS.md P-FARM-spun) and their benign look-alikes.
+"""Spun content-farm campaigns (docs/THREATS.md P-FARM-spun) and their benign look-alikes.
 
 Two independent generators, each with its own carrier corpus, synonym source, spinning mechanism
 and site chrome, so that a detector fitted on one can be tested on the other:
@@ -37,7 +37,7 @@ from bench.corpus import _handbook_docs, _wiki, cache_dir, handbook_dir, html_to
 
 Doc = dict[str, Any]
 
-# THREATS.md P-FARM-spun: 3-15% of the words swapped, 0-30% of the sentences moved or dropped, copies
+# docs/THREATS.md P-FARM-spun: 3-15% of the words swapped, 0-30% of the sentences moved or dropped, copies
 # 0.35-0.75 apart in word 5-gram Jaccard. Each copy is spun from the original independently, so two
 # copies differ by about twice one copy's edits: at the default intensity 0.5 a copy takes half of
 # each rate and two copies differ by the published amounts (their measured Jaccard is in

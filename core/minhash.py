@@ -443,7 +443,7 @@ def shingle_hashes(texts: Sequence[str], shingle_words: int) -> tuple[np.ndarray
     detectors that need the shingles themselves (the campaign detector's sketches)."""
     parts: list[np.ndarray] = []
     counts = np.zeros(len(texts), dtype=np.int64)
-    for lo, hi in _groups(texts, GROUP_BYTES):
+    for lo, hi in byte_ranges(texts, GROUP_BYTES):
         hashes, group_counts, _ = _group_hashes(texts[lo:hi], shingle_words)
         parts.append(hashes)
         counts[lo:hi] = group_counts

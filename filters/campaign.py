@@ -1,4 +1,4 @@
-"""campaign detector: spun content-farm campaigns (THREATS.md P-FARM-spun).
+"""campaign detector: spun content-farm campaigns (docs/THREATS.md P-FARM-spun).
 
 A spun campaign republishes one article on many registrable domains, but every copy wears its own
 site chrome (masthead, byline, date, share and related links, copyright line), a rewritten headline,

@@ -7,10 +7,11 @@ other columns). ``TableScorer`` is the same as a callable object, for Ray Data's
 The datatrove step lives in pipelines/datatrove_step.py (extra ``poisonguard[datatrove]``).
 
 Detectors that need the whole corpus: dedup (exact and near-duplicates, campaigns across domains),
-trigger mining (candidates that recur across documents, report only) and nightly's drift (per-URL
-history). ``filter_corpus`` sees the whole corpus and runs them all. ``score_table``, the Ray recipe
-and the datatrove step see one table or batch at a time: dedup and campaigns run *within* that
-batch (``dedup=False`` turns them off), trigger mining and drift do not run. Everything else is a
+the campaign detector (spun copies across domains), trigger mining (candidates that recur across
+documents, report only) and nightly's drift (per-URL history). ``filter_corpus`` sees the whole
+corpus and runs them all. ``score_table``, the Ray recipe and the datatrove step see one table or
+batch at a time: dedup and campaigns run *within* that batch (``dedup=False`` turns both off),
+trigger mining and drift do not run. Everything else is a
 function of one document and gives the same result as a full run.
 """
 
@@ -135,8 +136,13 @@ def score_table(
     from poisonguard.pipelines.runner import score_documents
 
     cfg = make_config(config)
-    if not dedup and cfg.dedup.enabled:
-        cfg = cfg.model_copy(update={"dedup": cfg.dedup.model_copy(update={"enabled": False})})
+    if not dedup:  # the corpus-level detectors: near-duplicates and spun campaigns
+        off = {"enabled": False}
+        sections = {
+            "dedup": cfg.dedup.model_copy(update=off),
+            "campaign": cfg.campaign.model_copy(update=off),
+        }
+        cfg = cfg.model_copy(update=sections)
     docs = _documents(table, FieldMap.from_config(cfg.input))
     decided = score_documents(docs, cfg, use_lm=use_lm, lm_scorer=lm_scorer)
     result = conform(decided, shard_schema(decided.schema))

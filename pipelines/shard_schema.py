@@ -3,10 +3,11 @@
 Readers that take a folder of Parquet files as one table (Hugging Face ``datasets``, duckdb's
 ``read_parquet('OUT/*/*.parquet')``, ``pyarrow.dataset``) need every file to have the same columns.
 So every shard carries, in this order: the document columns, every cheap detector's signals, the
-dedup columns, the language-model signals, the columns of context detectors (nightly's drift), any
-other column a run produced, and the decision (``outcome``, ``reasons``, ``duplicate_of``). A signal
-that was not measured (detector disabled, ``--no-lm``, a document the LM never saw) is null. Clean
-shards carry the decision too: ``outcome`` is ``kept``, ``reasons`` empty, ``duplicate_of`` null.
+dedup and campaign columns, the language-model signals, the columns of context detectors
+(nightly's drift), any other column a run produced, and the decision (``outcome``, ``reasons``,
+``duplicate_of``). A signal that was not measured (detector disabled, ``--no-lm``, a document the
+LM never saw) is null. Clean shards carry the decision too: ``outcome`` is ``kept``, ``reasons``
+empty, ``duplicate_of`` null.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from functools import lru_cache
 import pyarrow as pa
 
 from poisonguard.core.schema import DECISION_FIELDS, DOCUMENT_SCHEMA
-from poisonguard.filters import dedup, perplexity
+from poisonguard.filters import campaign, dedup, perplexity
 
 
 @lru_cache(maxsize=1)
@@ -51,6 +52,7 @@ def signal_schema(context_fields: Sequence[pa.Field] = ()) -> pa.Schema:
         list(DOCUMENT_SCHEMA)
         + list(_cheap_signal_fields())
         + list(dedup.SIGNAL_SCHEMA)
+        + list(campaign.SIGNAL_SCHEMA)
         + list(lm_signal_schema())
         + list(context_fields)
     )

@@ -25,6 +25,7 @@ DETECTORS = (
     "hidden_text",
     "cloaking",
     "dedup",
+    "campaign",
     "perplexity",
     "drift",
     "policy",
