@@ -68,14 +68,6 @@ def test_doc_example_runs(index: int, in_examples_dir: Path) -> None:
         assert all("poisonguard_outcome" in d["metadata"] for d in written)
 
 
-@pytest.mark.slow
-def test_doc_ray_example_runs(in_examples_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (block,) = [b for b in doc_examples() if "map_batches(" in b]
-    with local_ray():
-        exec(compile(block, "docs/API.md Ray example", "exec"), {})
-    assert re.search(r"^\d+ of 35 kept$", capsys.readouterr().out, flags=re.MULTILINE)
-
-
 def test_score_table_equals_a_full_run_on_the_whole_corpus(full_run: dict) -> None:
     import pyarrow as pa
 
@@ -159,9 +151,15 @@ def test_datatrove_step_rejects_an_unknown_mode() -> None:
 
 
 @pytest.mark.slow
-def test_ray_map_batches_gives_the_full_run_outcomes(full_run: dict) -> None:
+def test_ray_recipe_runs_and_gives_the_full_run_outcomes(
+    full_run: dict, in_examples_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/API.md's Ray example as written, then the same recipe compared with a full run (one
+    local Ray for both: starting Ray is the slow part)."""
     ray = pytest.importorskip("ray")
+    (block,) = [b for b in doc_examples() if "map_batches(" in b]
     with local_ray():
+        exec(compile(block, "docs/API.md Ray example", "exec"), {})
         dataset = ray.data.read_json(str(DEMO_CORPUS))
         scored = dataset.map_batches(
             TableScorer,
@@ -171,4 +169,5 @@ def test_ray_map_batches_gives_the_full_run_outcomes(full_run: dict) -> None:
             concurrency=1,
         )
         rows = scored.select_columns(["id", "outcome", "reasons"]).take_all()
+    assert re.search(r"^\d+ of 35 kept$", capsys.readouterr().out, flags=re.MULTILINE)
     assert {r["id"]: (r["outcome"], list(r["reasons"])) for r in rows} == full_run

@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from poisonguard.pipelines.config import load_config
+from poisonguard.pipelines.runner import run_filter
 from tests.conftest import DEMO_CORPUS
 
 FAST = "perplexity:\n  enabled: false\n"
@@ -83,7 +85,7 @@ def test_remote_inputs_and_remote_out(s3: dict[str, str], tmp_path: Path) -> Non
     )
     # the same outcomes as a local run, and `source` names the object the document came from
     local = tmp_path / "local"
-    assert cli(s3, "filter", str(DEMO_CORPUS), "--out", str(local), *cfg).returncode == 0
+    run_filter([str(DEMO_CORPUS)], local, load_config(tmp_path / "fast.yaml"), show_progress=False)
     remote = pq.read_table("corpus/out/quarantine", filesystem=fs)
     assert outcomes(remote) == outcomes(pq.read_table(local / "quarantine"))
     assert set(remote.column("source").to_pylist()) == {"s3://corpus/in/demo.jsonl.gz"}
@@ -111,8 +113,6 @@ def test_remote_input_to_local_out_and_missing_object(s3: dict[str, str], tmp_pa
 
 def test_interrupted_publishing_is_finished_by_the_next_call(s3: dict[str, str], tmp_path: Path) -> None:
     """A finished local build whose upload was cut short: the next call publishes it, _SUCCESS last."""
-    from poisonguard.pipelines.config import load_config
-    from poisonguard.pipelines.runner import run_filter
     from poisonguard.pipelines.storage import RemoteOut
 
     remote = RemoteOut("s3://corpus/cut")
