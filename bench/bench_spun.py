@@ -102,36 +102,91 @@ def jaccard_band(docs: list[dict[str, Any]], pairs: int = 300) -> dict[str, floa
     return {"min": js[0], "p10": js[n // 10], "median": js[n // 2], "p90": js[9 * n // 10], "max": js[-1]}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--intensity", type=float, default=spun.DEFAULT_INTENSITY)
-    ap.add_argument("--max-fp", type=float, default=0.005)
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
+def run(seed: int, intensity: float, max_fp: float = 0.005) -> dict[str, Any]:
+    """Fit on each source, test on the other; everything the report shows, as a dict."""
     started = time.perf_counter()
     base = campaign.Config()
-    data = {s: build(s, args.seed, args.intensity) for s in spun.SOURCES}
+    data = {s: build(s, seed, intensity) for s in spun.SOURCES}
     sketches = {s: sketch_all(data[s], base) for s in spun.SOURCES}
-    result: dict[str, Any] = {"seed": args.seed, "intensity": args.intensity, "sources": {}}
-    fitted = {}
-    for s in spun.SOURCES:
-        fitted[s] = fit(data[s], sketches[s], args.max_fp)
+    result: dict[str, Any] = {"seed": seed, "intensity": intensity, "max_fp": max_fp, "sources": {}}
+    fitted = {s: fit(data[s], sketches[s], max_fp) for s in spun.SOURCES}
     for s in spun.SOURCES:
         other = "B" if s == "A" else "A"
         params, in_source = fitted[s]
         cross_params = fitted[other][0]
-        cross = evaluate(data[s], sketches[s], campaign.Config(**cross_params))
-        default = evaluate(data[s], sketches[s], base)
         result["sources"][s] = {
             "copies_jaccard5": jaccard_band(data[s]),
             "fitted_here": params,
             "in_source": in_source,
             "fitted_on_other": cross_params,
-            "cross_source": cross,
-            "default_config": default,
+            "cross_source": evaluate(data[s], sketches[s], campaign.Config(**cross_params)),
+            "default_config": evaluate(data[s], sketches[s], base),
         }
     result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def speed(docs: list[dict[str, Any]], repeat: int = 3) -> dict[str, float]:
+    """Seconds per stage, best of ``repeat``, for the campaign detector and, as the baseline in the
+    same run on the same texts, dedup's signatures and index."""
+    from poisonguard.filters import dedup
+
+    texts = [d["text"] for d in docs]
+    ids, urls = [d["id"] for d in docs], [d["url"] for d in docs]
+    dcfg, ccfg = dedup.Config(), campaign.Config()
+
+    def best(fn: Any) -> float:
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    sigs = dedup.signatures(texts, dcfg)
+    keys = dedup.content_keys(texts)
+    sk = campaign.sketch(texts, ccfg)
+
+    def dedup_index() -> None:
+        index = dedup.DedupIndex(dcfg)
+        index.add(ids, urls, keys, sigs)
+        index.assign()
+
+    def campaign_index() -> None:
+        index = campaign.CampaignIndex(ccfg)
+        index.add(ids, urls, *sk)
+        index.assign()
+
+    return {
+        "docs": len(docs),
+        "mb": sum(len(t.encode()) for t in texts) / 1e6,
+        "dedup_signatures_s": best(lambda: dedup.signatures(texts, dcfg)),
+        "campaign_sketch_s": best(lambda: campaign.sketch(texts, ccfg)),
+        "dedup_index_s": best(dedup_index),
+        "campaign_index_s": best(campaign_index),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--intensity", type=float, default=spun.DEFAULT_INTENSITY)
+    ap.add_argument("--max-fp", type=float, default=0.005)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--speed", action="store_true", help="only time the detector against dedup")
+    args = ap.parse_args(argv)
+    if args.speed:
+        docs = [d for s in spun.SOURCES for d in build(s, args.seed, args.intensity)]
+        t = speed(docs)
+        print(f"{t['docs']} docs, {t['mb']:.1f} MB (generators A and B, campaigns and look-alikes)\n")
+        print("| stage | seconds | MB/s | vs dedup's same stage |\n|---|---:|---:|---:|")
+        pairs = (("campaign_sketch_s", "dedup_signatures_s"), ("campaign_index_s", "dedup_index_s"))
+        for ours, theirs in pairs:
+            for name in (theirs, ours):
+                ratio = t[name] / t[theirs]
+                print(f"| {name[:-2]} | {t[name]:.2f} | {t['mb'] / t[name]:.1f} | {ratio:.2f}x |")
+        return 0
+    result = run(args.seed, args.intensity, args.max_fp)
     print("| source | pairwise J5 of copies (p10-p90) | in-source recall / FP | cross-source recall / FP "
           "| default config recall / FP |")  # fmt: skip
     print("|---|---|---|---|---|")

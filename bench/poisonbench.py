@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench import corpus, generators
+from bench import corpus, generators, spun
 from poisonguard.core.schema import DUPLICATE, HIDDEN_SPAN, KEPT, QUARANTINED
 from poisonguard.pipelines.config import PipelineConfig, load_config
 from poisonguard.pipelines.runner import run_filter, score_documents
@@ -529,7 +529,50 @@ def build(per_category: int, seed: int) -> tuple[list[Doc], list[Doc], str]:
     carriers = carrier_pool(base, seed)
     vocab = generators.default_vocab()
     poison = generators.standard_suite(carriers, len(base), seed, vocab=vocab)
-    return base, poison, vocab.name
+    spun_poison, spun_clean = spun_families([*base, *poison], seed)
+    return [*base, *spun_clean], [*poison, *spun_poison], vocab.name
+
+
+def spun_families(taken: Sequence[Doc], seed: int) -> tuple[list[Doc], list[Doc]]:
+    """P-FARM-spun campaigns of generators A and B (rows P-FARM-spun-A/-B) and their benign
+    look-alikes (clean categories spun-<family>), on carriers that share no paragraph with
+    `taken` (the clean base and the other poison, e.g. P-FARM's farms)."""
+    spun.reserve([str(d["text"]) for d in taken])
+    poison = [*spun.campaigns("A", seed), *spun.campaigns("B", seed)]
+    clean = []
+    for source in spun.SOURCES:
+        for d in spun.lookalikes(source, seed):
+            clean.append({**d, "category": "spun-" + str(d["family"]), "id": f"clean-spun-{d['id']}"})
+    return poison, clean
+
+
+def spun_cross_source(seed: int) -> tuple[list[str], dict[str, Any]]:
+    """P-FARM-spun in-source and cross-source (bench/bench_spun.py: thresholds fitted on one
+    generator, applied to the other), beside the shipped defaults (fitted on A)."""
+    from bench import bench_spun
+
+    result = bench_spun.run(seed, spun.DEFAULT_INTENSITY)
+    rows = []
+    for source, r in result["sources"].items():
+        rows.append(
+            [
+                f"P-FARM-spun-{source}",
+                r["in_source"]["positives"],
+                r["in_source"]["negatives"],
+                f"{pct(r['in_source']['recall'])} / {pct(r['in_source']['fp'])}",
+                f"**{pct(r['cross_source']['recall'])} / {pct(r['cross_source']['fp'])}**",
+                f"{pct(r['default_config']['recall'])} / {pct(r['default_config']['fp'])}",
+            ]
+        )
+    section = [
+        "\n### Content-farm campaigns, cross-source (recall / false positives on the look-alikes)\n",
+        "The campaign detector's thresholds fitted on one generator and tested on the other "
+        "(`python -m bench.bench_spun`); **cross-source** is the figure to quote. Defaults: fitted on A.\n",
+        md_table(
+            ["family", "copies", "look-alikes", "in-source", "cross-source", "default config"], rows, "lrrrrr"
+        ),
+    ]
+    return section, result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -551,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
         "--lm-poison", type=int, default=25, help="LM sample: docs per poison family row (default 25)"
     )
     ap.add_argument("--no-e2e", action="store_true", help="skip `poisonguard filter` end to end")
+    ap.add_argument(
+        "--no-spun-fit", action="store_true", help="skip the P-FARM-spun cross-source fit (bench_spun)"
+    )
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the summary as JSON here")
     args = ap.parse_args(argv)
@@ -584,6 +630,10 @@ def main(argv: list[str] | None = None) -> int:
         baseline_mb = sum(len(str(d["text"]).encode()) for d in sample) / 1e6
 
     sections, summary = evaluate(docs, decided, baseline)
+    if not args.no_spun_fit:
+        log("P-FARM-spun: fit on one generator, test on the other")
+        spun_section, summary["spun_cross_source"] = spun_cross_source(args.seed)
+        sections += spun_section
     out = [
         f"Clean base: {len(base)} docs ({args.per_category} per category, seed {args.seed}); poison: "
         f"{len(poison)} docs built on carriers outside the clean base; "

@@ -171,15 +171,36 @@ def carriers_b() -> tuple[tuple[str, str], ...]:
 _BENIGN_SLICES = {"wire": 0.12, "mirror": 0.08, "cms": 0.25, "forum": 0.1, "edition": 0.1, "background": 0.35}
 
 
+_reserved: frozenset[str] = frozenset()
+
+
+def reserve(texts: Sequence[str]) -> None:
+    """Texts another part of a benchmark uses as clean documents (poisonbench's clean base): no
+    carrier that contains one of their paragraphs is used, so that no clean document is the
+    original of a campaign or of a look-alike."""
+    global _reserved
+    _reserved = frozenset(p.strip() for t in texts for p in t.split("\n\n") if len(p.split()) >= 12)
+
+
 def carriers(source: str, role: str = "any") -> tuple[tuple[str, str], ...]:
     """Articles of ``source``. Campaigns draw from the "poison" half, look-alike family F from its
     own slice "benign:F" of the other half, so a benign page is never the original of a campaign
-    (for source B the halves are whole handbook pages: even pages poison, odd pages benign)."""
+    (for source B the halves are whole handbook pages: even pages poison, pages 4k+3 benign)."""
+    return _carriers(source, role, _reserved)
+
+
+@functools.lru_cache(maxsize=64)
+def _carriers(source: str, role: str, reserved: frozenset[str]) -> tuple[tuple[str, str], ...]:
     if source == "A":
         every = carriers_a()
         poison, benign = every[0::2], every[1::2]
     else:
         poison, benign = _carriers_b(0), _carriers_b(1)
+    if reserved:
+        poison, benign = (
+            tuple(c for c in pool if not any(p.strip() in reserved for p in c[1].split("\n\n")))
+            for pool in (poison, benign)
+        )
     if role == "poison":
         return poison
     if role.startswith("benign:"):
