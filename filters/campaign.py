@@ -90,14 +90,20 @@ class Config(BaseModel):
 # ---------------------------------------------------------------------------------------------
 # Per batch (pure)
 
-# Sentence ends: . ! ? and their CJK forms, followed by space or the end; newlines always end one.
-_SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])\s+|\s*\n\s*")
+# A sentence ends at . ! ? (or their CJK forms) followed by spaces, and at every line break.
+_SENTENCE_END = re.compile(r"([.!?\u3002\uff01\uff1f])[ \t]+")
+
+
 _WORD = re.compile(r"\w+")
 
 
 def body_text(text: str, min_sentence_words: int) -> str:
-    """The document's body: its sentences of at least ``min_sentence_words`` words, in order."""
-    return "\n".join(s for s in _SENTENCE_END.split(text) if len(_WORD.findall(s)) >= min_sentence_words)
+    """The document's body: its sentences of at least ``min_sentence_words`` words (runs of word
+    characters, so the bars of a navigation line are not words), in order, one per line."""
+    n = min_sentence_words
+    sentences = _SENTENCE_END.sub("\\1\n", text).splitlines()
+    # The whitespace count is an upper bound of the word count and cheap: most lines stop there.
+    return "\n".join(s.strip() for s in sentences if len(s.split()) >= n and len(_WORD.findall(s)) >= n)
 
 
 def _bottom_k(hashes: np.ndarray, counts: np.ndarray, k: int) -> list[np.ndarray]:
