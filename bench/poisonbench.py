@@ -446,6 +446,14 @@ def trigger_mining_section(
     return text, summary
 
 
+def lm_sample(base: Sequence[Doc], poison: Sequence[Doc], args: argparse.Namespace) -> list[Doc]:
+    """The LM sample: at most `lm_clean` clean docs per category and `lm_poison` per LM family row."""
+    return [
+        *stratified(base, args.lm_clean, args.seed),
+        *stratified(poison, args.lm_poison, args.seed, keep=lambda d: d["family"] in LM_FAMILIES),
+    ]
+
+
 def lm_run(
     base: Sequence[Doc],
     poison: Sequence[Doc],
@@ -456,10 +464,7 @@ def lm_run(
     """The LM sample: score every sampled doc once, then report perplexity alone and the pipeline."""
     from poisonguard.filters import perplexity
 
-    sample = [
-        *stratified(base, args.lm_clean, args.seed),
-        *stratified(poison, args.lm_poison, args.seed, keep=lambda d: d["family"] in LM_FAMILIES),
-    ]
+    sample = lm_sample(base, poison, args)
     table = to_table(sample)
     stages: dict[str, float] = {}
     start = time.perf_counter()

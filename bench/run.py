@@ -59,6 +59,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
     "crawl": ("bench.bench_crawl", [], "crawl of the Python docs against a bare Scrapy spider"),
     "ray": ("bench.bench_ray", [], "Ray engine against the local engine, 1 and 2 workers"),
     "poisonbench": ("bench.poisonbench", [], "detection per attack family beside datatrove's filters"),
+    "cascade": (
+        "bench.bench_cascade",
+        [],
+        "LM cascade: recall per LM family at budgets (cross-source), speed beside --no-lm and datatrove",
+    ),
 }
 
 # Run only where torch sees a CUDA GPU; elsewhere their last recorded section is kept.

@@ -54,7 +54,7 @@ import bisect
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,6 +72,17 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
+    route: Literal["all", "suspicious"] = Field(
+        default="suspicious",
+        description="all: every undecided document; suspicious: the most suspicious `budget` share "
+        "(suspicion_score, filters/suspicion.py; the choice is pipelines/cascade.py)",
+    )
+    budget: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="route suspicious: share of each chunk's documents the LM scores at most",
+    )
     model: str | None = Field(
         default=None,
         description="None: the shipped SmolLM2-135M GGUF; else a model folder, .gguf file or HF cache id",
@@ -478,6 +489,7 @@ class PerplexityScorer:
             self._chunk_nll = torch.compile(self._chunk_nll, dynamic=True)
         vocab = getattr(self.lm.model.config, "vocab_size", None) or len(self.lm.tokenizer)
         self.ln_vocab = math.log(vocab)
+        self.on_pass: Callable[[int], None] | None = None  # progress: tokens of each forward pass
 
     def _pass_shape(self, row_len: int) -> tuple[int, int]:
         """(rows per forward pass, positions per output-layer chunk). On the CPU the configured batch;
@@ -573,6 +585,8 @@ class PerplexityScorer:
                 for a in range(0, len(pos), head_chunk):
                     nll[a : a + head_chunk] = chunk_nll(flat[a : a + head_chunk], tgt[a : a + head_chunk])
                 values = (nll.cpu() if on_gpu else nll).numpy().astype(np.float64)
+                if self.on_pass is not None:
+                    self.on_pass(len(values))
                 at = 0
                 for j, n in spans:
                     out[j] = values[at : at + n]
@@ -612,9 +626,14 @@ class PerplexityScorer:
         uniq = list(distinct)
         return _Prepared(texts, distinct, uniq, _plan_texts(self.lm.tokenizer, uniq, self.cfg.max_tokens))
 
-    def score(self, batch: pa.Table) -> dict[str, pa.Array]:
-        """Signal columns for every row of `batch` (reads ``text``)."""
-        return self.score_prepared(self.prepare(batch))
+    def score(self, batch: pa.Table, on_pass: Callable[[int], None] | None = None) -> dict[str, pa.Array]:
+        """Signal columns for every row of `batch` (reads ``text``); `on_pass(tokens)` is called after
+        every forward pass (progress)."""
+        self.on_pass = on_pass
+        try:
+            return self.score_prepared(self.prepare(batch))
+        finally:
+            self.on_pass = None
 
     def score_prepared(self, prep: _Prepared) -> dict[str, pa.Array]:
         per_text = self._per_text_nll(prep.plans)

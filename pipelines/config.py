@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from poisonguard.crawler.config import CrawlConfig
 from poisonguard.filters import campaign as campaign_detector
@@ -22,6 +22,7 @@ from poisonguard.filters import injection as injection_detector
 from poisonguard.filters import language as language_detector
 from poisonguard.filters import perplexity as perplexity_detector
 from poisonguard.filters import repetition as repetition_detector
+from poisonguard.filters import suspicion as suspicion_detector
 from poisonguard.filters import triggers as triggers_detector
 from poisonguard.filters import unicode as unicode_detector
 from poisonguard.pipelines.fields import InputConfig
@@ -62,7 +63,14 @@ class PipelineConfig(BaseModel):
     dedup: dedup_detector.Config = dedup_detector.Config()
     campaign: campaign_detector.Config = campaign_detector.Config()
     perplexity: perplexity_detector.Config = perplexity_detector.Config()
+    suspicion: suspicion_detector.Config = suspicion_detector.Config()
     crawl: CrawlConfig = CrawlConfig()
+
+    @model_validator(mode="after")
+    def _routing_needs_the_score(self) -> PipelineConfig:
+        if self.perplexity.enabled and self.perplexity.route == "suspicious" and not self.suspicion.enabled:
+            raise ValueError("perplexity.route 'suspicious' needs suspicion.enabled (or set route: all)")
+        return self
 
 
 def default_config_text() -> str:

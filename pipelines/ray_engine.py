@@ -48,7 +48,7 @@ from poisonguard.core.files import write_table
 from poisonguard.core.ray_cluster import cluster_cpus, connected, ray_module, wait_all
 from poisonguard.core.schema import DOCUMENT_SCHEMA
 from poisonguard.filters import campaign, dedup, perplexity
-from poisonguard.pipelines import policy, runner
+from poisonguard.pipelines import cascade, policy, runner
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.fields import FieldMap
 from poisonguard.pipelines.progress import Progress
@@ -547,7 +547,8 @@ class LMActor:
             scored, self.offsets[chunk_no], _load_overrides(str(self.work), chunk_no), cfg
         )
         rows = scored.num_rows
-        picked = [i for i, (e, d) in enumerate(zip(eligible, duplicate_of, strict=True)) if e and d is None]
+        undecided = [e and d is None for e, d in zip(eligible, duplicate_of, strict=True)]
+        picked = cascade.lm_rows(scored, cfg, undecided)
         target = self.work / "lm" / name
         if not picked:
             write_table(target, pa.table({"_empty": pa.nulls(rows, pa.bool_())}), cfg.run.row_group_rows)

@@ -15,6 +15,7 @@ chunks, and because every stage is deterministic the final output equals an unin
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import multiprocessing
 import shutil
@@ -32,8 +33,8 @@ import pyarrow.parquet as pq
 from poisonguard.core.files import write_json, write_table
 from poisonguard.core.schema import DOCUMENT_SCHEMA, KEPT, OUTCOMES
 from poisonguard.core.urls import host_of
-from poisonguard.filters import campaign, dedup, perplexity
-from poisonguard.pipelines import __version__, policy
+from poisonguard.filters import campaign, dedup, perplexity, suspicion
+from poisonguard.pipelines import __version__, cascade, policy
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.fields import FieldMap
 from poisonguard.pipelines.progress import Progress
@@ -105,6 +106,11 @@ def score_cheap(docs: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str
     table = docs
     for key, values in columns.items():
         table = table.append_column(key, values)
+    if cfg.suspicion.enabled:  # what the LM scores (pipelines/cascade.py)
+        start = time.perf_counter()
+        for key, values in suspicion.score(view, cfg.suspicion).items():
+            table = table.append_column(key, values)
+        timings["suspicion"] = time.perf_counter() - start
     if cfg.dedup.enabled:
         start = time.perf_counter()
         sigs = np.asarray(dedup.signatures(texts, cfg.dedup))
@@ -435,19 +441,15 @@ def run_filter(
     undecided = [e and d is None for e, d in zip(eligible, duplicate_of, strict=True)]
     lm_rows = 0
     if use_lm:
-        todo = sum(undecided)
-        task = progress.start("language model", total=todo, unit="docs")
+        routes = _lm_routes(chunk_files, undecided, cfg)
+        task = progress.start("language model", total=sum(len(r) for r in routes), unit="docs")
         scorer = lm_scorer
-        offset = 0
-        for path in chunk_files:
+        for path, picked in zip(chunk_files, routes, strict=True):
             rows = pq.ParquetFile(path).metadata.num_rows
-            mask = undecided[offset : offset + rows]
-            offset += rows
             target = lm_dir / path.name
             if target.exists():
-                progress.advance(task, None, sum(mask))
+                progress.advance(task, None, len(picked))
                 continue
-            picked = [i for i, m in enumerate(mask) if m]
             if picked:
                 if scorer is None:
                     scorer = perplexity.PerplexityScorer(cfg.perplexity)
@@ -455,7 +457,7 @@ def run_filter(
                 limit = cfg.run.max_text_chars
                 texts = [t[:limit] for t in subset.column("text").to_pylist()]
                 subset = subset.set_column(1, "text", pa.array(texts, pa.string()))
-                scores = perplexity_columns(scorer.score(subset))
+                scores = score_with_progress(scorer, subset, progress, task)
                 full = {}
                 for name, values in scores.items():
                     column = [None] * rows
@@ -466,7 +468,6 @@ def run_filter(
                 lm_rows += len(picked)
             else:
                 write_table(target, pa.table({"_empty": pa.nulls(rows, pa.bool_())}), cfg.run.row_group_rows)
-            progress.advance(task, None, len(picked))
         progress.finish(task)
     timings["stage:lm"] = time.perf_counter() - stage_start
 
@@ -556,6 +557,44 @@ def run_filter(
         use_lm=use_lm,
         extra_report=extra_report,
     )
+
+
+LM_PROGRESS_DOCS = 64  # documents per scorer call: progress (docs, ETA) moves at least this often
+
+
+def score_with_progress(scorer: Any, subset: pa.Table, progress: Progress, task: Any) -> dict[str, pa.Array]:
+    """The LM columns of `subset`, scored `LM_PROGRESS_DOCS` documents at a time; after every forward
+    pass the progress shows scored tokens/s, after every call the documents done (and so an ETA)."""
+    started, tokens = time.perf_counter(), 0
+
+    def on_pass(count: int) -> None:
+        nonlocal tokens
+        tokens += count
+        rate = tokens / max(time.perf_counter() - started, 1e-9)
+        progress.update(task, **{"scored tokens/s": f"{rate:,.0f}"})
+
+    reports = "on_pass" in inspect.signature(scorer.score).parameters  # a stand-in scorer may not
+    parts: list[dict[str, pa.Array]] = []
+    for first in range(0, subset.num_rows, LM_PROGRESS_DOCS):
+        part = subset.slice(first, LM_PROGRESS_DOCS)
+        scores = scorer.score(part, on_pass=on_pass) if reports else scorer.score(part)
+        parts.append(perplexity_columns(scores))
+        progress.advance(task, None, part.num_rows)
+    if not parts:
+        return {}
+    return {name: pa.concat_arrays([p[name] for p in parts]) for name in parts[0]}
+
+
+def _lm_routes(chunk_files: list[Path], undecided: list[bool], cfg: PipelineConfig) -> list[list[int]]:
+    """Per scored chunk, the rows the LM scores (pipelines/cascade.py chooses them)."""
+    routes = []
+    offset = 0
+    for path in chunk_files:
+        names = pq.read_schema(path).names
+        table = pq.read_table(path, columns=[c for c in ("id", suspicion.SCORE) if c in names])
+        routes.append(cascade.lm_rows(table, cfg, undecided[offset : offset + table.num_rows]))
+        offset += table.num_rows
+    return routes
 
 
 def write_decided_chunk(
@@ -704,7 +743,13 @@ def score_documents(
     table = table.select([c for c in table.column_names if not c.startswith("_")])
     if use_lm and cfg.perplexity.enabled:
         start = time.perf_counter()
-        picked = [i for i, (e, d) in enumerate(zip(eligible, duplicate_of, strict=True)) if e and d is None]
+        undecided = [e and d is None for e, d in zip(eligible, duplicate_of, strict=True)]
+        step = cfg.run.batch_rows  # routed per chunk of batch_rows, as the engines do
+        picked = [
+            first + i
+            for first in range(0, table.num_rows, step)
+            for i in cascade.lm_rows(table.slice(first, step), cfg, undecided[first : first + step])
+        ]
         scorer = lm_scorer or perplexity.PerplexityScorer(cfg.perplexity)
         if picked:
             scores = perplexity_columns(

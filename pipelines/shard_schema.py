@@ -3,9 +3,9 @@
 Readers that take a folder of Parquet files as one table (Hugging Face ``datasets``, duckdb's
 ``read_parquet('OUT/*/*.parquet')``, ``pyarrow.dataset``) need every file to have the same columns.
 So every shard carries, in this order: the document columns, every cheap detector's signals, the
-dedup and campaign columns, the language-model signals, the columns of context detectors
-(nightly's drift), any other column a run produced, and the decision (``outcome``, ``reasons``,
-``duplicate_of``). A signal that was not measured (detector disabled, ``--no-lm``, a document the
+suspicion score, the dedup and campaign columns, the language-model signals, the columns of context
+detectors (nightly's drift), any other column a run produced, and the decision (``outcome``,
+``reasons``, ``duplicate_of``). A signal that was not measured (detector disabled, ``--no-lm``, a document the
 LM never saw) is null. Clean shards carry the decision too: ``outcome`` is ``kept``, ``reasons``
 empty, ``duplicate_of`` null.
 """
@@ -18,7 +18,7 @@ from functools import lru_cache
 import pyarrow as pa
 
 from poisonguard.core.schema import DECISION_FIELDS, DOCUMENT_SCHEMA
-from poisonguard.filters import campaign, dedup, perplexity
+from poisonguard.filters import campaign, dedup, perplexity, suspicion
 
 
 @lru_cache(maxsize=1)
@@ -51,6 +51,7 @@ def signal_schema(context_fields: Sequence[pa.Field] = ()) -> pa.Schema:
     return pa.schema(
         list(DOCUMENT_SCHEMA)
         + list(_cheap_signal_fields())
+        + list(suspicion.SIGNAL_SCHEMA)
         + list(dedup.SIGNAL_SCHEMA)
         + list(campaign.SIGNAL_SCHEMA)
         + list(lm_signal_schema())

@@ -260,6 +260,7 @@ def _tiny_lm(tmp_path: Path) -> Path:
 def test_lm_actor_pool_gives_the_local_outcomes(tmp_path: Path) -> None:
     model = _tiny_lm(tmp_path)
     lm = {
+        "route": "all",  # engine equality first; routing by budget below
         "model": str(model),
         "max_tokens": 128,
         "window": 16,
@@ -289,6 +290,15 @@ def test_lm_actor_pool_gives_the_local_outcomes(tmp_path: Path) -> None:
     outcomes = read_outcomes(tmp_path / "ray4")
     assert "dedup:copy_of_quarantined" in outcomes["copy-later-chunk"][1]
     assert outcomes["t0"] == read_outcomes(tmp_path / "ray")["t0"]
+    # A budget: both engines send the same documents of each chunk to the LM.
+    budget = {**lm, "route": "suspicious", "budget": 0.5}
+    cfg = load_config(overrides={"run": {"batch_rows": 4}, "perplexity": budget})
+    local = run_filter([str(corpus)], tmp_path / "local-b", cfg, use_lm=True, show_progress=False)
+    ray_run = run_filter_ray(
+        [str(corpus)], tmp_path / "ray-b", cfg, use_lm=True, show_progress=False, lm_actors=1
+    )
+    _compare_runs(tmp_path / "local-b", tmp_path / "ray-b")
+    assert local["lm_scored_docs"] == ray_run["lm_scored_docs"] < report["lm_scored_docs"]
 
 
 def test_partition_seeds_keeps_hosts_whole_and_balances() -> None:

@@ -1,0 +1,293 @@
+"""The LM cascade: recall per LM family at budgets and end-to-end speed, side by side.
+
+    python -m bench.bench_cascade [--per-category 40] [--lm-all-docs 8] [--no-speed] [--no-recall]
+
+1. Recall. poisonbench's documents (clean base + poison) go through the cheap stages; the LM signals
+   of the sampled poison they leave undecided come from bench/out (bench/lm_cache.py scores what is
+   missing, once, and keeps it). A poisoned document counts as caught when the cheap stages
+   quarantine it, or when it is routed to the LM and the LM flags it. Routing at budget b sends a
+   document when its suspicion_score is above the (1 - b) quantile of clean documents' scores: what
+   a budget of b does on a corpus that is almost all clean. Nothing in the score is fitted, so the
+   cross-source question is which corpus sets the thresholds: each clean source in turn (Wikipedia,
+   the Debian handbook in 9 languages, the rest), and the whole clean base. The generators (unigram
+   salad and an order-2 Markov chain over the carriers, P-TARPIT's Markov babble over Project
+   Gutenberg books) were never used to set anything, but the signal was chosen among five after
+   looking at these families (bench/RESULTS.md says which), so read the figures as in-sample for
+   that choice.
+2. Speed, one run on the same input (the clean base as one JSONL file), each in its own process:
+   datatrove's FineWeb filters, `poisonguard filter --no-lm`, the default config (budgeted LM), and
+   the LM on every document (route: all) on the first `--lm-all-docs` documents only (at ~1 doc/s
+   idle the whole base would take most of an hour). Peak RSS is each process's own (wait4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench import poisonbench
+from bench.lm_cache import lm_columns
+from bench.poisonbench import Doc, auroc, family_key, md_table, pct
+from poisonguard.filters import perplexity, suspicion
+from poisonguard.pipelines.config import load_config
+from poisonguard.pipelines.runner import score_documents
+
+OUT_DIR = Path(__file__).resolve().parent / "out"
+BUDGETS = (1.0, 0.3, 0.1, 0.03, 0.01)
+FITS = {"wiki": "wiki-", "python-docs": "python-docs"}
+MAX_LOSS = 0.01  # the default budget: the smallest at which no family loses more than this
+
+
+def log(msg: str) -> None:
+    print(f"bench_cascade: {msg}", file=sys.stderr, flush=True)
+
+
+def routed_share(scores: np.ndarray, clean: np.ndarray, budget: float) -> np.ndarray:
+    """Which scores a budget routes, with the threshold set on clean documents."""
+    if budget >= 1.0:
+        return np.ones(len(scores), dtype=bool)
+    threshold = float(np.quantile(clean, 1.0 - budget))
+    return scores > threshold
+
+
+def cheap_decided(args: argparse.Namespace, cfg: Any) -> tuple[list[Doc], list[Doc], pa.Table]:
+    """poisonbench's docs and their cheap-stage decisions, cached under bench/out."""
+    path = OUT_DIR / f"cascade-docs-{args.per_category}-{args.seed}.pkl"
+    if path.exists():
+        with path.open("rb") as fh:
+            base, poison = pickle.load(fh)
+    else:
+        base, poison, _ = poisonbench.build(args.per_category, args.seed)
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as fh:
+            pickle.dump((base, poison), fh)
+    table_path = path.with_suffix(".parquet")
+    if table_path.exists():
+        return base, poison, pq.read_table(table_path)
+    log(f"cheap stages on {len(base) + len(poison)} docs")
+    decided = score_documents(poisonbench.to_table([*base, *poison]), cfg)
+    pq.write_table(decided, table_path)
+    return base, poison, decided
+
+
+def clean_groups(category: Sequence[str], is_clean: np.ndarray) -> dict[str, np.ndarray]:
+    """Clean documents by source: the thresholds a budget sets depend on the corpus it runs on."""
+
+    def group(c: str) -> str:
+        return "wiki" if c.startswith("wiki-") else "handbook" if c.startswith("handbook-") else "other"
+
+    names = {"wiki": "Wikipedia (en/fr/es)", "handbook": "Debian handbook (9 languages)",
+             "other": "Python docs, UDHR and the hard negatives", "all": "the whole clean base"}  # fmt: skip
+    groups = {
+        names[g]: is_clean & np.array([group(c) == g for c in category])
+        for g in ("wiki", "handbook", "other")
+    }
+    groups[names["all"]] = is_clean
+    return groups
+
+
+def recall_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+    cfg = load_config(overrides={"cloaking": {"enabled": False}})
+    base, poison, decided = cheap_decided(args, cfg)
+    docs = [*base, *poison]
+    by_id = {d["id"]: d for d in docs}
+    ids = decided.column("id").to_pylist()
+    row = {i: k for k, i in enumerate(ids)}
+    outcome = decided.column("outcome").to_pylist()
+    sample = [d for d in poisonbench.lm_sample(base, poison, args) if d.get("label") == 1]
+    undecided = [d for d in sample if outcome[row[d["id"]]] == "kept"]
+    log(f"LM signals of {len(undecided)} undecided sampled poison docs (cached in bench/out)")
+    lm = lm_columns(
+        [decided.column("text")[row[d["id"]]].as_py() for d in undecided], cfg.perplexity, log=log
+    )
+    flags = perplexity.flag(pa.table(lm), cfg.perplexity)
+    lm_caught = {d["id"]: bool(f) for d, f in zip(undecided, flags, strict=True)}
+    category = [str(by_id[i].get("category") or "") for i in ids]
+    is_clean = np.array([by_id[i].get("label") != 1 for i in ids])
+
+    families = sorted({family_key(d) for d in sample})
+    summary: dict[str, Any] = {"fits": {}, "families": families}
+    sections: list[str] = []
+    # recomputed from the text: the cached cheap-stage table may predate a change of the score
+    scores = np.asarray(suspicion.score(decided, cfg.suspicion)[suspicion.SCORE].to_numpy(), dtype=float)
+    for group, clean_mask in clean_groups(category, is_clean).items():
+        clean = scores[clean_mask]
+        rows, result = [], {}
+        for fam in families:
+            members = [d for d in sample if family_key(d) == fam]
+            pos = np.array([row[d["id"]] for d in members])
+            cheap = np.array([outcome[p] == "quarantined" for p in pos])
+            lm_hit = np.array([lm_caught.get(d["id"], False) for d in members])
+            recalls = [
+                float(np.mean(cheap | (lm_hit & routed_share(scores[pos], clean, b)))) for b in BUDGETS
+            ]
+            result[fam] = {
+                "n": len(members),
+                "cheap": float(cheap.mean()),
+                "recall": dict(zip(map(str, BUDGETS), recalls, strict=True)),
+            }
+            rows.append([fam, len(members), pct(float(cheap.mean())), *map(pct, recalls),
+                         f"{auroc(clean, scores[pos]):.3f}"])  # fmt: skip
+        summary["fits"][group] = result
+        header = ["family", "docs", "no LM", *(f"{b:.0%}" for b in BUDGETS), "AUROC"]
+        sections += [f"\n### Thresholds set on {group} ({len(clean)} clean docs)\n", md_table(header, rows)]
+    cross = list(summary["fits"].values())
+    default = 1.0
+    for b in BUDGETS:
+        loss = max(r["recall"]["1.0"] - r["recall"][str(b)] for fit in cross for r in fit.values())
+        if loss <= MAX_LOSS:
+            default = b
+    summary["default_budget"] = default
+    from bench import baseline_datatrove
+
+    dropped = baseline_datatrove.drop_reasons(sample)
+    summary["datatrove"] = {
+        fam: float(np.mean([bool(dropped[d["id"]]) for d in sample if family_key(d) == fam]))
+        for fam in families
+    }
+    summary["lm_scored_poison"] = len(undecided)
+    head = [
+        "## Recall per LM family at LM budgets (poisonbench sample; thresholds set on each clean source)\n",
+        f"{len(sample)} sampled poison docs of the LM families (at most {args.lm_poison} per row); the cheap "
+        f"stages leave {len(undecided)} of them to the LM. `no LM`: cheap stages alone; `100%`: the LM "
+        "scores every undecided document. Budget b routes a document when its suspicion_score is above "
+        "the (1 - b) quantile of the test clean documents' scores. `AUROC`: suspicion_score, family "
+        "against the test clean documents.",
+        f"\nSmallest budget at which no family loses more than {MAX_LOSS:.0%} of recall against 100%, "
+        f"whichever clean source sets the thresholds: **{default:.0%}**.",
+    ]
+    return head + sections, summary
+
+
+# ------------------------------------------------------------------------------------ speed
+
+
+def _run(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS MB, exit code) of one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        log(f"{' '.join(cmd[:4])}... exited {code}: {err[-500:]}")
+    return wall, usage.ru_maxrss / 1024, code
+
+
+DATATROVE = (
+    "import json,sys; from bench import baseline_datatrove as b; "
+    "docs=[json.loads(l) for l in open(sys.argv[1], encoding='utf-8')]; b.drop_reasons(docs)"
+)
+
+
+def recall_cell(recall: dict[str, Any] | None, budget: float | str | None) -> str:
+    """Mean and worst recall over the LM family rows and threshold sources at a budget (None: the
+    default)."""
+    if recall is None:
+        return "-"
+    if budget == "datatrove":
+        rates = list(recall["datatrove"].values())
+    else:
+        key = str(recall["default_budget"] if budget is None else budget)
+        fits = list(recall["fits"].values())
+        rates = [r["recall"][key] if key != "0.0" else r["cheap"] for fit in fits for r in fit.values()]
+    return f"mean {pct(float(np.mean(rates)))}, worst {pct(min(rates))}"
+
+
+def speed_section(
+    args: argparse.Namespace, recall: dict[str, Any] | None
+) -> tuple[list[str], dict[str, Any]]:
+    from bench import corpus
+
+    base = corpus.clean_base(limit_per_category=args.per_category, seed=args.seed)
+    py = sys.executable
+    pg = [py, "-m", "poisonguard.pipelines.cli", "filter"]
+    rows, out = [], {}
+    with tempfile.TemporaryDirectory(prefix="bench-cascade-") as tmp:
+        src, head = Path(tmp) / "base.jsonl", Path(tmp) / "head.jsonl"
+        lines = [json.dumps({"id": d["id"], "text": d["text"], "url": d["url"]}) for d in base]
+        src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        head.write_text("\n".join(lines[: args.lm_all_docs]) + "\n", encoding="utf-8")
+        mb, head_mb = src.stat().st_size / 1e6, head.stat().st_size / 1e6
+        all_cfg = Path(tmp) / "all.yaml"
+        all_cfg.write_text("perplexity:\n  route: all\n")
+        every = f"poisonguard LM on every document (first {args.lm_all_docs} docs only)"
+        runs = [
+            ("datatrove FineWeb filters", [py, "-c", DATATROVE, str(src)], len(base), mb, "datatrove"),
+            ("poisonguard --no-lm", [*pg, str(src), "--out", f"{tmp}/a", "--no-lm", "-q"], len(base), mb,
+             0.0),
+            ("poisonguard default (budgeted LM)", [*pg, str(src), "--out", f"{tmp}/b", "-q"], len(base), mb,
+             None),
+            (every, [*pg, str(head), "--out", f"{tmp}/c", "-q", "--config", str(all_cfg)], args.lm_all_docs,
+             head_mb, 1.0),
+        ]  # fmt: skip
+        load = os.getloadavg()
+        for name, cmd, n, size, budget in runs:
+            log(f"speed: {name}")
+            wall, rss, code = _run(cmd)
+            rows.append([name, n, f"{wall:.1f}", f"{n / wall:.2f}", f"{size / wall:.3f}", f"{rss:,.0f}",
+                         recall_cell(recall, budget), "" if code == 0 else f"exit {code}"])  # fmt: skip
+            out[name] = {"docs": n, "s": wall, "docs_per_s": n / wall, "mb_per_s": size / wall, "rss_mb": rss}
+        load_after = os.getloadavg()
+    nolm, default = out["poisonguard --no-lm"], out["poisonguard default (budgeted LM)"]
+    ratio = default["s"] / nolm["s"]
+    header = ["run", "docs", "seconds", "docs/s", "MB/s", "peak RSS MB", "recall (LM families)", ""]
+    text = [
+        f"\n## Speed: the clean base ({len(base)} docs, {mb:.1f} MB JSONL), one run, each row its own "
+        "process\n",
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average "
+        f"{load[0]:.1f} before, {load_after[0]:.1f} after (the machine was shared: read ratios, not "
+        "absolutes). `recall`: section 1's recall at that row's budget over the LM "
+        "family rows (mean and worst row); datatrove: its drop rate on the same docs.\n",
+        md_table(header, rows, "lrrrrrll"),
+        f"\ndefault / --no-lm wall time: **{ratio:.2f}x** (goal <= 3x); default: "
+        f"**{default['docs_per_s']:.1f} docs/s** (goal >= 20), peak RSS {default['rss_mb']:,.0f} MB "
+        "(goal <= 1,200).",
+    ]
+    out["default_over_nolm"] = ratio
+    out["load"] = [load[0], load_after[0]]
+    return text, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--per-category", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lm-clean", type=int, default=0, help="(LM sample) clean docs per category: not needed")
+    ap.add_argument("--lm-poison", type=int, default=25, help="LM sample: poison docs per family row")
+    ap.add_argument("--lm-all-docs", type=int, default=8, help="docs for the LM-on-everything row")
+    ap.add_argument("--no-recall", action="store_true")
+    ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    out: list[str] = []
+    summary: dict[str, Any] = {}
+    if not args.no_recall:
+        text, summary["recall"] = recall_section(args)
+        out += text
+    if not args.no_speed:
+        text, summary["speed"] = speed_section(args, summary.get("recall"))
+        out += text
+    print("\n".join(out))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

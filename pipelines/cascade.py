@@ -1,0 +1,36 @@
+"""The LM cascade: which of a chunk's undecided documents the language model scores.
+
+One pure function, shared by the local and the Ray engine (both call it per chunk of
+`run.batch_rows` documents, and chunk N holds the same documents in both), so the two route alike.
+With `perplexity.route: all` every undecided document goes to the LM. With `suspicious` (the
+default) at most `ceil(perplexity.budget x chunk rows)` of them do: those with the highest
+`suspicion_score` (filters/suspicion.py), ties in input order. The budget is a share of all the
+chunk's documents, so the LM's cost per document in is bounded whatever the cheap stages decide.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from poisonguard.filters.suspicion import SCORE
+from poisonguard.pipelines.config import PipelineConfig
+
+
+def lm_rows(table: pa.Table, cfg: PipelineConfig, undecided: Sequence[bool]) -> list[int]:
+    """Row positions (ascending) of `table` that go to the LM; `undecided[i]` says row i is neither
+    quarantined, filtered nor a duplicate after the cheap stages and dedup."""
+    picked = [i for i, u in enumerate(undecided) if u]
+    if cfg.perplexity.route == "all":
+        return picked
+    limit = math.ceil(cfg.perplexity.budget * table.num_rows)
+    if len(picked) <= limit:
+        return picked
+    if SCORE not in table.column_names:
+        raise ValueError(f"perplexity.route 'suspicious' needs the {SCORE} column (suspicion.enabled)")
+    scores = np.nan_to_num(table.column(SCORE).to_numpy(zero_copy_only=False).astype(np.float64), nan=0.0)
+    chosen = sorted(picked, key=lambda i: (-scores[i], i))[:limit]
+    return sorted(chosen)

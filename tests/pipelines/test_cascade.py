@@ -1,0 +1,101 @@
+"""LM routing: the budget, the ranking by suspicion_score, route: all, and the config check."""
+
+from __future__ import annotations
+
+import io
+import random
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from poisonguard.pipelines import cascade
+from poisonguard.pipelines.config import ConfigError, load_config
+from poisonguard.pipelines.progress import Progress
+from poisonguard.pipelines.runner import score_documents, score_with_progress
+from tests.filters.test_suspicion import PROSE
+
+
+def _table(scores: list[float]) -> pa.Table:
+    return pa.table({"id": [str(i) for i in range(len(scores))], "suspicion_score": scores})
+
+
+def test_budget_sends_the_most_suspicious_undecided_rows_in_input_order() -> None:
+    cfg = load_config(overrides={"perplexity": {"route": "suspicious", "budget": 0.3}})
+    table = _table([0.1, 0.9, 0.5, 0.99, 0.2, 0.7, 0.7, 0.3, 0.0, 0.4])
+    undecided = [True] * 10
+    undecided[3] = False  # quarantined already: never sent, whatever its score
+    assert cascade.lm_rows(table, cfg, undecided) == [1, 5, 6]  # ceil(0.3 x 10) = 3; tie in input order
+
+
+def test_route_all_and_a_budget_above_the_undecided_send_every_undecided_row() -> None:
+    table = _table([0.5, 0.1, 0.9, 0.2])
+    undecided = [True, False, True, True]
+    all_cfg = load_config(overrides={"perplexity": {"route": "all"}})
+    assert cascade.lm_rows(table, all_cfg, undecided) == [0, 2, 3]
+    big = load_config(overrides={"perplexity": {"budget": 0.75}})
+    assert cascade.lm_rows(table, big, undecided) == [0, 2, 3]
+
+
+def test_suspicious_route_needs_the_suspicion_score() -> None:
+    with pytest.raises(ConfigError, match="suspicion.enabled"):
+        load_config(overrides={"suspicion": {"enabled": False}})
+    load_config(overrides={"suspicion": {"enabled": False}, "perplexity": {"route": "all"}})
+    with pytest.raises(ConfigError, match="budget"):
+        load_config(overrides={"perplexity": {"budget": 0}})
+
+
+class _CountingScorer:
+    """Records which documents reach the LM; flags none (the routing is what is tested)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def score(self, batch: pa.Table) -> dict[str, pa.Array]:
+        self.seen += batch.column("id").to_pylist()
+        return {"perplexity_mean_nll": pa.array([3.0] * batch.num_rows, pa.float32())}
+
+
+def test_pipeline_sends_word_salad_to_the_lm_before_prose() -> None:
+    words = PROSE.split()
+    rng = random.Random(7)
+    salad = " ".join(rng.choice(words) for _ in range(400))
+    texts = [PROSE.replace("spring", season) for season in ("summer", "autumn", "winter")]
+    docs = pa.table({"id": ["p0", "salad", "p1", "p2"], "text": [texts[0], salad, texts[1], texts[2]]})
+    cfg = load_config(overrides={"perplexity": {"budget": 0.25}, "dedup": {"enabled": False}})
+    scorer = _CountingScorer()
+    decided = score_documents(docs, cfg, use_lm=True, lm_scorer=scorer)
+    assert scorer.seen == ["salad"]
+    assert decided.column("perplexity_mean_nll").null_count == 3
+    every = load_config(overrides={"perplexity": {"route": "all"}, "dedup": {"enabled": False}})
+    scorer = _CountingScorer()
+    score_documents(docs, every, use_lm=True, lm_scorer=scorer)
+    assert scorer.seen == ["p0", "salad", "p1", "p2"]
+
+
+class _PassingScorer:
+    """Reports two forward passes of 100 tokens per call, as PerplexityScorer does per pass."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score(self, batch: pa.Table, on_pass: Any = None) -> dict[str, pa.Array]:
+        self.calls += 1
+        for _ in range(2):
+            on_pass(100)
+        return {"perplexity_mean_nll": pa.array([1.0] * batch.num_rows, pa.float32())}
+
+
+def test_lm_progress_moves_per_call_and_shows_scored_tokens_per_second() -> None:
+    stream = io.StringIO()
+    progress = Progress("log", interval_s=0.0, stream=stream)
+    task = progress.start("language model", total=130, unit="docs")
+    scorer = _PassingScorer()
+    subset = pa.table({"id": [str(i) for i in range(130)], "text": ["x"] * 130})
+    columns = score_with_progress(scorer, subset, progress, task)
+    progress.finish(task)
+    assert scorer.calls == 3  # 64 + 64 + 2 documents: docs and ETA move per call, not per chunk
+    assert len(columns["perplexity_mean_nll"]) == 130
+    lines = stream.getvalue().splitlines()
+    assert any("scored tokens/s" in line and "ETA" in line for line in lines)
+    assert "language model: done 130 docs, 100%" in lines[-1]
