@@ -3,7 +3,7 @@
 A spun campaign republishes one article on many registrable domains, but every copy wears its own
 site chrome (masthead, byline, date, share and related links, copyright line), a rewritten headline,
 synonym swaps and reordered or dropped sentences. Copies end up 0.35-0.75 apart in word 5-gram
-Jaccard, under the 0.8 that dedup needs, so they are neither duplicates nor a ``near_dup:campaign``.
+Jaccard, under the 0.8 that dedup needs, so they are neither duplicates nor a ``dedup:campaign``.
 
 What survives spinning is a *shared core*: most of the body's short word n-grams. The detector:
 
