@@ -14,10 +14,11 @@
    Gutenberg books) were never used to set anything, but the signal was chosen among five after
    looking at these families (bench/RESULTS.md says which), so read the figures as in-sample for
    that choice.
-2. Speed, one run on the same input (the clean base as one JSONL file), each in its own process:
-   datatrove's FineWeb filters, `poisonguard filter --no-lm`, the default config (budgeted LM), and
-   the LM on every document (route: all) on the first `--lm-all-docs` documents only (at ~1 doc/s
-   idle the whole base would take most of an hour). Peak RSS is each process's own (wait4).
+2. Speed, one run on the same input (the clean base at `--speed-per-category` documents per category,
+   as one JSONL file), each in its own process: datatrove's FineWeb filters, `poisonguard filter
+   --no-lm`, the default config (budgeted LM), a 3% budget, and the LM on every document (route:
+   all) on the first `--lm-all-docs` documents only (the LM runs about one document a second on two
+   idle cores). Peak RSS is each process's own (wait4).
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ def speed_section(
 ) -> tuple[list[str], dict[str, Any]]:
     from bench import corpus
 
-    base = corpus.clean_base(limit_per_category=args.per_category, seed=args.seed)
+    base = corpus.clean_base(limit_per_category=args.speed_per_category, seed=args.seed)
     py = sys.executable
     pg = [py, "-m", "poisonguard.pipelines.cli", "filter"]
     rows, out = [], {}
@@ -226,6 +227,8 @@ def speed_section(
         mb, head_mb = src.stat().st_size / 1e6, head.stat().st_size / 1e6
         all_cfg = Path(tmp) / "all.yaml"
         all_cfg.write_text("perplexity:\n  route: all\n")
+        small_cfg = Path(tmp) / "small.yaml"
+        small_cfg.write_text("perplexity:\n  budget: 0.03\n")
         every = f"poisonguard LM on every document (first {args.lm_all_docs} docs only)"
         runs = [
             ("datatrove FineWeb filters", [py, "-c", DATATROVE, str(src)], len(base), mb, "datatrove"),
@@ -233,6 +236,8 @@ def speed_section(
              0.0),
             ("poisonguard default (budgeted LM)", [*pg, str(src), "--out", f"{tmp}/b", "-q"], len(base), mb,
              None),
+            ("poisonguard budget 3%", [*pg, str(src), "--out", f"{tmp}/d", "-q", "--config", str(small_cfg)],
+             len(base), mb, 0.03),
             (every, [*pg, str(head), "--out", f"{tmp}/c", "-q", "--config", str(all_cfg)], args.lm_all_docs,
              head_mb, 1.0),
         ]  # fmt: skip
@@ -264,6 +269,56 @@ def speed_section(
     return text, out
 
 
+def workers_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+    """`--no-lm` with 1 and 2 workers on >= `--workers-mb` MB of the clean sources, in both orders
+    (1 then 2, 2 then 1) so a change of the machine's load hits both; worker processes left after
+    each run are counted (their command line names the run's output folder)."""
+    from bench import corpus
+
+    docs = corpus.clean_base(limit_per_category=None, seed=args.seed)
+    py = sys.executable
+    times: dict[int, list[float]] = {1: [], 2: []}
+    left = 0
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
+        src = Path(tmp) / "big.jsonl"
+        size = 0
+        with src.open("w", encoding="utf-8") as fh:
+            for d in docs:
+                line = json.dumps({"id": d["id"], "text": d["text"], "url": d["url"]}) + "\n"
+                fh.write(line)
+                size += len(line.encode())
+                if size >= args.workers_mb * 1e6:
+                    break
+        for k, workers in enumerate((1, 2, 2, 1)):
+            out = f"{tmp}/w{k}"
+            cmd = [py, "-m", "poisonguard.pipelines.cli", "filter", str(src), "--out", out, "--no-lm", "-q",
+                   "--workers", str(workers)]  # fmt: skip
+            log(f"workers: {workers} (run {k + 1} of 4)")
+            wall, _, _ = _run(cmd)
+            times[workers].append(wall)
+            found = subprocess.run(["pgrep", "-f", out], capture_output=True, text=True).stdout.split()
+            left += len(found)
+    one, two = float(np.mean(times[1])), float(np.mean(times[2]))
+    text = [
+        f"\n## `--workers 2` against 1 (`--no-lm`, {size / 1e6:.1f} MB of clean text, runs 1-2-2-1)\n",
+        md_table(
+            ["workers", "seconds (each run)", "mean", "MB/s"],
+            [
+                [
+                    w,
+                    ", ".join(f"{t:.1f}" for t in times[w]),
+                    f"{np.mean(times[w]):.1f}",
+                    f"{size / 1e6 / np.mean(times[w]):.2f}",
+                ]
+                for w in (1, 2)
+            ],  # fmt: skip
+        ),
+        f"\n2 workers / 1 worker wall time: **{two / one:.2f}x**; worker processes left after the runs: "
+        f"{left}.",
+    ]
+    return text, {"mb": size / 1e6, "times": times, "ratio": two / one, "left_behind": left}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-category", type=int, default=40)
@@ -271,8 +326,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lm-clean", type=int, default=0, help="(LM sample) clean docs per category: not needed")
     ap.add_argument("--lm-poison", type=int, default=25, help="LM sample: poison docs per family row")
     ap.add_argument("--lm-all-docs", type=int, default=8, help="docs for the LM-on-everything row")
+    ap.add_argument(
+        "--speed-per-category",
+        type=int,
+        default=4,
+        help="clean docs per category in the speed input (default 4: the LM runs ~1 doc/s on 2 idle cores)",
+    )
     ap.add_argument("--no-recall", action="store_true")
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--no-workers", action="store_true")
+    ap.add_argument("--workers-mb", type=float, default=10.5, help="input size of the workers comparison")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     out: list[str] = []
@@ -282,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         out += text
     if not args.no_speed:
         text, summary["speed"] = speed_section(args, summary.get("recall"))
+        out += text
+    if not args.no_workers:
+        text, summary["workers"] = workers_section(args)
         out += text
     print("\n".join(out))
     if args.json:

@@ -128,6 +128,19 @@ def score_cheap(docs: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str
     return table, timings
 
 
+def _worker_pool(cfg: PipelineConfig) -> Any:
+    """Processes for stage 1. Forked where the platform can (Linux), after the detectors' models are
+    loaded here once, so the workers share those pages instead of each starting Python and loading
+    them again (spawn, the fallback elsewhere)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn").Pool(cfg.run.workers)
+    warm = pa.Table.from_pylist(
+        [{"id": "warm-up", "text": "Loads the detectors' models once."}], DOCUMENT_SCHEMA
+    )
+    score_cheap(warm, cfg)
+    return multiprocessing.get_context("fork").Pool(cfg.run.workers)
+
+
 def _score_chunk_task(args: tuple[int, pa.Table, PipelineConfig, str]) -> tuple[int, int, dict[str, float]]:
     chunk_no, docs, cfg, target = args
     table, timings = score_cheap(docs, cfg)
@@ -393,8 +406,7 @@ def run_filter(
         for args in chunks():
             done(_score_chunk_task(args))
     else:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(cfg.run.workers) as pool:
+        with _worker_pool(cfg) as pool:
             window: deque[Any] = deque()
             for args in chunks():
                 window.append(pool.apply_async(_score_chunk_task, (args,)))
@@ -403,6 +415,8 @@ def run_filter(
                     done(window.popleft().get())
             while window:
                 done(window.popleft().get())
+            pool.close()
+            pool.join()  # the workers have exited before the run goes on: none is left behind
     progress.finish(task)
     chunk_files = _chunk_paths(scored_dir)
     docs_in = sum(pq.ParquetFile(p).metadata.num_rows for p in chunk_files)

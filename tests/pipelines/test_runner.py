@@ -110,6 +110,7 @@ def test_output_identical_for_any_number_of_workers(tmp_path: Path, fast_config:
     run_filter([str(DEMO_CORPUS)], tmp_path / "w1", one, show_progress=False)
     run_filter([str(DEMO_CORPUS)], tmp_path / "w2", two, show_progress=False)
     assert shard_bytes(tmp_path / "w1") == shard_bytes(tmp_path / "w2")
+    assert multiprocessing.active_children() == []  # the workers exited with the stage
 
 
 def test_refuses_finished_out_unless_overwrite(tmp_path: Path, fast_config: PipelineConfig) -> None:
