@@ -43,8 +43,7 @@ def evaluate(
     docs: list[dict[str, Any]], sketches: tuple[Any, list[Any]], cfg: campaign.Config
 ) -> dict[str, Any]:
     index = campaign.CampaignIndex(cfg)
-    sigs, sk, shares = sketches
-    index.add([d["id"] for d in docs], [d["url"] for d in docs], sigs, sk, shares)
+    index.add([d["id"] for d in docs], [d["url"] for d in docs], *sketches)
     reasons = campaign.flag(index.assign(), cfg)
     pos = [bool(r) for r, d in zip(reasons, docs, strict=True) if d["label"] == 1]
     neg = Counter(d["family"] for r, d in zip(reasons, docs, strict=True) if d["label"] == 0 and r)

@@ -19,7 +19,8 @@ and site chrome, so that a detector fitted on one can be tested on the other:
 
 Look-alikes (per source, same chrome families): a wire story syndicated on 2-9 domains, mirrors
 of a page on 2-6 domains, sites on 20+ domains sharing one CMS theme (same navigation, cookie
-banner and footer on every page, different articles), forum quote chains on one domain, and
+banner and footer on every page, different articles; three pages per site, and one short page per
+site on 40 more sites), forum quote chains on one domain, and
 near-duplicate editions of one article on one site; for source B also translations of one handbook
 page on 12-20 domains (one language each).
 """
@@ -510,6 +511,20 @@ def cms_sites(source: str, n_domains: int = 20, pages: int = 3, seed: int = 0) -
     return out
 
 
+def cms_single_pages(source: str, n_domains: int = 40, seed: int = 0) -> list[Doc]:
+    """One short page on each of ``n_domains`` sites of one CMS theme: there is no second page of
+    the host to tell its boilerplate from its content, and the shared banner and footer are a large
+    part of every page."""
+    rng = random.Random(f"{seed}:cms1-{source}")
+    pool = sorted(carriers(source, "benign:cms"), key=lambda c: len(c[1]))
+    out: list[Doc] = []
+    for title, text in pool[:n_domains]:
+        first = text.split("\n\n")[0]
+        page = "\n".join(["Home | News | About | Contact", title, first, _CMS_FOOTER])
+        out.append(_doc(f"cms1-{source}", 0, len(out), page, f"https://{fake_domain(rng)}/post.html"))
+    return out
+
+
 def forum_threads(source: str, n: int, seed: int = 0) -> list[Doc]:
     """Forum threads on one domain each; every reply page quotes the posts before it."""
     rng = random.Random(f"{seed}:forum-{source}")
@@ -584,6 +599,7 @@ def lookalikes(source: str, seed: int = 0) -> list[Doc]:
         *wire_stories(source, 30, seed),
         *mirrors(source, 20, seed),
         *cms_sites(source, 20, 3, seed),
+        *cms_single_pages(source, 40, seed),
         *forum_threads(source, 15, seed),
         *editions(source, 15, seed),
         *background(source, 400, seed),

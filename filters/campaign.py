@@ -60,6 +60,7 @@ SIGNAL_SCHEMA = pa.schema(
 
 SIG_COLUMN = "_campaign_signature"
 SKETCH_COLUMN = "_campaign_sketch"
+OWNER_COLUMN = "_campaign_sentence"
 BODY_SHARE_COLUMN = "_campaign_body_share"
 
 
@@ -85,6 +86,12 @@ class Config(BaseModel):
         0.5, gt=0.0, le=1.0, description="a feature on this share of a host's pages is boilerplate"
     )
     max_bucket_exemplars: int = Field(32, ge=1, description="bound on checks per LSH bucket member")
+    shared_sentence_share: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="a sentence verbatim on this share of a group's domains is boilerplate",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,55 +113,86 @@ def body_text(text: str, min_sentence_words: int) -> str:
     return "\n".join(s.strip() for s in sentences if len(s.split()) >= n and len(_WORD.findall(s)) >= n)
 
 
-def _bottom_k(hashes: np.ndarray, counts: np.ndarray, k: int) -> list[np.ndarray]:
-    out: list[np.ndarray] = []
+def _bottom_k(
+    hashes: np.ndarray, owners: np.ndarray, counts: np.ndarray, k: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per document, its ``k`` smallest distinct feature hashes and the sentence each came from."""
+    sketches: list[np.ndarray] = []
+    sentences: list[np.ndarray] = []
     start = 0
     for c in counts.tolist():
-        out.append(np.unique(hashes[start : start + c])[:k])
+        values, first = np.unique(hashes[start : start + c], return_index=True)
+        sketches.append(values[:k])
+        sentences.append(owners[start : start + c][first[:k]])
         start += c
-    return out
+    return sketches, sentences
 
 
-def sketch(texts: Sequence[str], cfg: Config) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+def sketch(
+    texts: Sequence[str], cfg: Config
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, list[np.ndarray]]:
     """(MinHash signatures of the body features, shape (n, num_perm) uint32; bottom-k sketches,
-    one sorted uint64 array per document; share of each text's characters that are body).
-    Documents with fewer than ``min_features`` body features get the empty signature and an
-    empty sketch: they never join a campaign."""
+    one sorted uint64 array per document; share of each text's characters that are body; for each
+    sketch feature, the hash of the sentence it comes from). Features are word n-grams within one
+    sentence. Documents with fewer than ``min_features`` body features get the empty signature and
+    an empty sketch: they never join a campaign."""
     bodies = [body_text(t, cfg.min_sentence_words) for t in texts]
     shares = np.array([len(b) / len(t) if t else 0.0 for b, t in zip(bodies, texts, strict=True)], np.float64)
-    hashes, counts = minhash.shingle_hashes(bodies, cfg.shingle_words)
+    sentences = [b.split("\n") if b else [] for b in bodies]
+    flat = [x for sents in sentences for x in sents]
+    per_doc = np.array([len(x) for x in sentences], dtype=np.int64)
+    hashes, per_sentence = minhash.shingle_hashes(flat, cfg.shingle_words)
+    # One "shingle" as long as the sentence: the hash of its whole normalised word sequence.
+    whole, whole_counts = minhash.shingle_hashes(flat, 1 << 30)
+    sentence_hash = np.zeros(len(flat), dtype=np.uint64)
+    sentence_hash[whole_counts > 0] = whole
+    owners = np.repeat(sentence_hash, per_sentence)
+    doc_of_sentence = np.repeat(np.arange(len(texts)), per_doc)
+    counts = np.bincount(doc_of_sentence, weights=per_sentence, minlength=len(texts)).astype(np.int64)
     short = counts < cfg.min_features
     if short.any():
-        hashes = hashes[np.repeat(~short, counts)]
+        keep = np.repeat(~short, counts)
+        hashes, owners = hashes[keep], owners[keep]
         counts = np.where(short, 0, counts)
     sigs = minhash.signatures_from_hashes(hashes, counts, cfg.num_perm, cfg.seed, "affine32")
-    return sigs, _bottom_k(hashes, counts, cfg.sketch_size), np.minimum(shares, 1.0)
+    sketches, sketch_owners = _bottom_k(hashes, owners, counts, cfg.sketch_size)
+    return sigs, sketches, np.minimum(shares, 1.0), sketch_owners
+
+
+def _list_column(arrays: Sequence[np.ndarray]) -> pa.Array:
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    values = np.concatenate(arrays) if arrays else np.zeros(0, np.uint64)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint64()))
+
+
+def _list_values(column: pa.ChunkedArray, n: int) -> list[np.ndarray]:
+    arr = column.combine_chunks()
+    offsets = np.asarray(arr.offsets)
+    values = np.asarray(arr.values, dtype=np.uint64) if len(arr.values) else np.zeros(0, np.uint64)
+    return [values[offsets[i] : offsets[i + 1]] for i in range(n)]
 
 
 def sketch_columns(texts: Sequence[str], cfg: Config) -> dict[str, pa.Array]:
     """:func:`sketch` as the internal columns the runner keeps in its work files."""
-    sigs, sketches, shares = sketch(texts, cfg)
+    sigs, sketches, shares, owners = sketch(texts, cfg)
     flat = pa.array(sigs.astype(np.uint64, copy=False).reshape(-1), pa.uint64())
-    offsets = np.zeros(len(sketches) + 1, dtype=np.int32)
-    np.cumsum([len(s) for s in sketches], out=offsets[1:])
-    values = np.concatenate(sketches) if sketches else np.zeros(0, np.uint64)
     return {
         SIG_COLUMN: pa.FixedSizeListArray.from_arrays(flat, cfg.num_perm),
-        SKETCH_COLUMN: pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint64())),
+        SKETCH_COLUMN: _list_column(sketches),
         BODY_SHARE_COLUMN: pa.array(shares, pa.float64()),
+        OWNER_COLUMN: _list_column(owners),
     }
 
 
-def read_columns(table: pa.Table) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """The signatures, sketches and body shares back from a work table's internal columns."""
+def read_columns(table: pa.Table) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, list[np.ndarray]]:
+    """What :func:`sketch` returned, back from a work table's internal columns."""
     n = table.num_rows
     sig_col = table.column(SIG_COLUMN).combine_chunks()
     sigs = np.asarray(sig_col.flatten(), dtype=np.uint32).reshape(n, -1)
-    sk = table.column(SKETCH_COLUMN).combine_chunks()
-    offsets = np.asarray(sk.offsets)
-    values = np.asarray(sk.values, dtype=np.uint64) if len(sk.values) else np.zeros(0, np.uint64)
     shares = np.asarray(table.column(BODY_SHARE_COLUMN).to_numpy(zero_copy_only=False), dtype=np.float64)
-    return sigs, [values[offsets[i] : offsets[i + 1]] for i in range(n)], shares
+    sketches = _list_values(table.column(SKETCH_COLUMN), n)
+    return sigs, sketches, shares, _list_values(table.column(OWNER_COLUMN), n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +215,7 @@ class CampaignIndex:
         self._sigs: list[np.ndarray] = []
         self._sketches: list[np.ndarray] = []
         self._shares: list[float] = []
+        self._owners: list[np.ndarray] = []
         self._hosts: list[int] = []
         self._domains: list[int] = []
         self._host_codes: dict[str, int] = {}
@@ -192,7 +231,10 @@ class CampaignIndex:
         sigs: np.ndarray,
         sketches: Sequence[np.ndarray],
         body_shares: Sequence[float] | np.ndarray,
+        owners: Sequence[np.ndarray] | None = None,
     ) -> None:
+        """``owners``: per sketch feature, the hash of its sentence (see :func:`sketch`); without
+        them no sentence is recognised as boilerplate shared across domains."""
         if not (len(ids) == len(urls) == len(sigs) == len(sketches) == len(body_shares)):
             raise ValueError(
                 f"CampaignIndex.add: {len(ids)} ids, {len(urls)} urls, {len(sigs)} signatures, "
@@ -206,6 +248,9 @@ class CampaignIndex:
         self._sigs.append(np.asarray(sigs, dtype=np.uint32))
         self._sketches.extend(np.asarray(s, dtype=np.uint64) for s in sketches)
         self._shares.extend(float(x) for x in body_shares)
+        if owners is None:
+            owners = [np.zeros(len(s), np.uint64) for s in sketches]
+        self._owners.extend(np.asarray(o, dtype=np.uint64) for o in owners)
         for url in urls:
             host, domain = host_of(url), dedup.registrable_domain(url)
             self._hosts.append(
@@ -217,8 +262,9 @@ class CampaignIndex:
 
     def add_table(self, table: pa.Table) -> None:
         """Add one scored work table (``id``, ``url`` and the internal columns)."""
-        sigs, sketches, shares = read_columns(table)
-        self.add(table.column("id").to_pylist(), table.column("url").to_pylist(), sigs, sketches, shares)
+        sigs, sketches, shares, owners = read_columns(table)
+        ids, urls = table.column("id").to_pylist(), table.column("url").to_pylist()
+        self.add(ids, urls, sigs, sketches, shares, owners)
 
     # -- candidates -------------------------------------------------------------------------------
 
@@ -274,17 +320,33 @@ class CampaignIndex:
             out[h] = set(values[counts >= need].tolist())
         return out
 
+    def _shared_sentences(self, group: _Group, domains: np.ndarray) -> np.ndarray:
+        """Sentences found verbatim on ``shared_sentence_share`` of the group's domains: a theme's
+        cookie banner or footer on every site. A spun copy rewrites or drops most of its sentences,
+        so few of a campaign's survive on nearly every domain."""
+        pairs = {
+            (int(o), int(domains[i]))
+            for i in group.members.tolist()
+            if domains[i] >= 0
+            for o in np.unique(self._owners[i]).tolist()
+            if o
+        }
+        owners, counts = np.unique(np.array([o for o, _ in pairs], dtype=np.uint64), return_counts=True)
+        return owners[counts >= self.cfg.shared_sentence_share * group.domains]
+
     def _confirm(
         self, group: _Group, hosts: np.ndarray, domains: np.ndarray, boiler: dict[int, set[int]]
     ) -> tuple[np.ndarray, int]:
         """(containment of each member, distinct domains of the confirmed members)."""
+        shared = self._shared_sentences(group, domains)
         feats: list[np.ndarray] = []
         for i in group.members.tolist():
             sk = self._sketches[i]
+            keep = ~np.isin(self._owners[i], shared)
             drop = boiler.get(int(hosts[i]))
             if drop:
-                sk = sk[~np.isin(sk, np.fromiter(drop, dtype=np.uint64, count=len(drop)))]
-            feats.append(sk)
+                keep &= ~np.isin(sk, np.fromiter(drop, dtype=np.uint64, count=len(drop)))
+            feats.append(sk[keep])
         # Core: features present on core_min_domains distinct domains of the group. Boilerplate
         # features stay in each copy's denominator: a page that is mostly boilerplate has no core.
         per_feature: dict[int, set[int]] = {}

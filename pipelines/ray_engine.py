@@ -500,6 +500,7 @@ def campaign_signals(chunk_files: list[Path], work: Path, cfg: PipelineConfig) -
     signatures and sketches (no text), its columns written per chunk for the stage-4 tasks."""
     index = campaign.CampaignIndex(cfg.campaign)
     columns = ["id", "url", campaign.SIG_COLUMN, campaign.SKETCH_COLUMN, campaign.BODY_SHARE_COLUMN]
+    columns.append(campaign.OWNER_COLUMN)
     for path in chunk_files:
         index.add_table(pq.read_table(path, columns=columns))
     found = index.assign()

@@ -14,9 +14,10 @@ from tests.spun_corpus import article, background, campaign_docs, chrome
 
 def run(docs: list[dict[str, str]], cfg: campaign.Config | None = None) -> tuple[pa.Table, list[list[str]]]:
     cfg = cfg or campaign.Config()
-    sigs, sketches, shares = campaign.sketch([d["text"] for d in docs], cfg)
     index = campaign.CampaignIndex(cfg)
-    index.add([d["id"] for d in docs], [d["url"] for d in docs], sigs, sketches, shares)
+    index.add(
+        [d["id"] for d in docs], [d["url"] for d in docs], *campaign.sketch([d["text"] for d in docs], cfg)
+    )
     table = index.assign()
     return table, campaign.flag(table, cfg)
 
@@ -33,7 +34,7 @@ def test_sketch_ignores_chrome_and_skips_short_documents() -> None:
     rng = random.Random(1)
     body = " ".join(article(rng))
     a, b = chrome("one.com", body, rng), chrome("two.net", body, rng)
-    sigs, sketches, shares = campaign.sketch([a, b, "Too short to say anything."], campaign.Config())
+    sigs, sketches, shares, _ = campaign.sketch([a, b, "Too short to say anything."], campaign.Config())
     assert np.array_equal(sigs[0], sigs[1]) and np.array_equal(sketches[0], sketches[1])
     assert 0.6 < shares[0] < 1.0 and shares[2] == 0.0  # chrome is not body
     assert len(sketches[0]) == campaign.Config().sketch_size
@@ -45,9 +46,10 @@ def test_columns_round_trip() -> None:
     docs = campaign_docs(3) + [{"id": "s", "url": None, "text": "tiny"}]
     cfg = campaign.Config()
     cols = campaign.sketch_columns([d["text"] for d in docs], cfg)
-    sigs, sketches, shares = campaign.sketch([d["text"] for d in docs], cfg)
-    back_sigs, back_sketches, back_shares = campaign.read_columns(pa.table(cols))
+    sigs, sketches, shares, owners = campaign.sketch([d["text"] for d in docs], cfg)
+    back_sigs, back_sketches, back_shares, back_owners = campaign.read_columns(pa.table(cols))
     assert np.array_equal(back_sigs, sigs) and np.array_equal(back_shares, shares)
+    assert all(np.array_equal(x, y) for x, y in zip(back_owners, owners, strict=True))
     assert all(np.array_equal(x, y) for x, y in zip(back_sketches, sketches, strict=True))
 
 
@@ -93,6 +95,24 @@ def test_shared_cms_boilerplate_is_not_a_core() -> None:
     table, reasons = run(docs)
     assert not any(reasons)
     assert max(table.column("campaign_containment").to_pylist()) < campaign.Config().min_containment
+
+
+def test_one_short_page_per_cms_site_is_not_a_campaign() -> None:
+    """No second page per host to learn the boilerplate from, and the footer is most of each page:
+    the footer's sentences are verbatim on every domain, which a spun copy's sentences are not."""
+    rng = random.Random(6)
+    footer = " ".join(article(random.Random(78), 8))
+    docs = [
+        {
+            "id": f"one{d}",
+            "url": f"https://one{d}.example.com/p",
+            "text": " ".join(article(rng, 4)) + "\n" + footer,
+        }
+        for d in range(30)
+    ]
+    table, reasons = run(docs + campaign_docs(12))
+    assert not any(reasons[:30])
+    assert all(reasons[30:])  # a campaign among them is still one
 
 
 def test_flag_rereads_thresholds() -> None:
