@@ -64,6 +64,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
         [],
         "LM cascade: recall per LM family at budgets (cross-source), speed beside --no-lm and datatrove",
     ),
+    "spun": (
+        "bench.bench_spun",
+        [],
+        "spun content-farm campaigns (P-FARM-spun): fit on one generator, test on the other",
+    ),
 }
 
 # Run only where torch sees a CUDA GPU; elsewhere their last recorded section is kept.
