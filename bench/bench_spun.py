@@ -28,9 +28,10 @@ from poisonguard.core import minhash
 from poisonguard.filters import campaign
 
 GRID = {
-    "candidate_threshold": (0.1, 0.15, 0.2, 0.3),
+    "candidate_threshold": (0.15, 0.2, 0.3),
     "core_min_domains": (3, 4, 6),
-    "min_containment": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "min_containment": (0.3, 0.4, 0.5, 0.6),
+    "min_varied_containment": (0.1, 0.2),
 }
 
 
@@ -76,7 +77,7 @@ def fit(docs: list[dict[str, Any]], sketches: Any, max_fp: float) -> tuple[dict[
         raise SystemExit(f"no setting in the grid keeps false positives <= {max_fp}")
     top = max(r for r, _, _ in feasible)
     plateau = [f for f in feasible if f[0] == top]
-    for knob in ("min_containment", "candidate_threshold", "core_min_domains"):
+    for knob in ("min_containment", "min_varied_containment", "candidate_threshold", "core_min_domains"):
         values = sorted(f[1][knob] for f in plateau)
         plateau = [f for f in plateau if f[1][knob] == values[len(values) // 2]]
     _, params, res = plateau[0]

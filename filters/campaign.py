@@ -22,14 +22,17 @@ What survives spinning is a *shared core*: most of the body's short word n-grams
    its *containment* reaches ``min_containment``: the share of its body features that lie in the
    core times the share of its text that is body (so that a page whose body is a small part of
    it, say a few shared command lines in a translated manual, is not confirmed by that part).
-   A group whose confirmed copies
-   span ``min_domains`` registrable domains is a campaign: each confirmed copy is quarantined as
-   ``campaign:spun(N domains)``.
+   At least ``min_varied_containment`` of it must also lie outside the sentences found verbatim
+   on ``shared_sentence_share`` of the group's domains: one CMS theme's cookie banner and footer
+   are verbatim on every site, a spun copy rewrites most of its sentences. A group whose
+   confirmed copies span ``min_domains`` registrable domains is a campaign: each confirmed copy
+   is quarantined as ``campaign:spun(N domains)``.
 
 Benign look-alikes stay below the bar: a wire story syndicated on a few domains has a core on too
-few domains; mirrors of one page on a few sites likewise; translations share no word n-grams;
-sites that share CMS boilerplate lose it as host boilerplate, and what is left of the boilerplate
-is a small part of each page; forum quote chains and near-duplicate editions live on one domain.
+few domains; mirrors of one page on a few sites likewise; translations share few word n-grams;
+sites that share CMS boilerplate lose it as host boilerplate (several pages per host) or as
+shared sentences (one page per host); forum quote chains and near-duplicate editions live on one
+domain.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ SIGNAL_SCHEMA = pa.schema(
         ("campaign_group_domains", pa.int64()),
         ("campaign_core_domains", pa.int64()),
         ("campaign_containment", pa.float64()),
+        ("campaign_varied_containment", pa.float64()),
     ]
 )
 
@@ -90,7 +94,10 @@ class Config(BaseModel):
         0.9,
         gt=0.0,
         le=1.0,
-        description="a sentence verbatim on this share of a group's domains is boilerplate",
+        description="a sentence verbatim on this share of a group's domains is shared",
+    )
+    min_varied_containment: float = Field(
+        0.1, ge=0.0, le=1.0, description="share of a copy in the core outside the shared sentences"
     )
 
 
@@ -336,17 +343,20 @@ class CampaignIndex:
 
     def _confirm(
         self, group: _Group, hosts: np.ndarray, domains: np.ndarray, boiler: dict[int, set[int]]
-    ) -> tuple[np.ndarray, int]:
-        """(containment of each member, distinct domains of the confirmed members)."""
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """(containment of each member, the part of it outside the shared sentences, distinct
+        domains of the confirmed members)."""
         shared = self._shared_sentences(group, domains)
         feats: list[np.ndarray] = []
+        in_shared: list[np.ndarray] = []
         for i in group.members.tolist():
             sk = self._sketches[i]
-            keep = ~np.isin(self._owners[i], shared)
+            keep = np.ones(len(sk), dtype=bool)
             drop = boiler.get(int(hosts[i]))
             if drop:
                 keep &= ~np.isin(sk, np.fromiter(drop, dtype=np.uint64, count=len(drop)))
             feats.append(sk[keep])
+            in_shared.append(np.isin(self._owners[i][keep], shared))
         # Core: features present on core_min_domains distinct domains of the group. Boilerplate
         # features stay in each copy's denominator: a page that is mostly boilerplate has no core.
         per_feature: dict[int, set[int]] = {}
@@ -357,14 +367,17 @@ class CampaignIndex:
                     per_feature.setdefault(f, set()).add(d)
         core = {f for f, ds in per_feature.items() if len(ds) >= self.cfg.core_min_domains}
         containment = np.zeros(len(feats), dtype=np.float64)
+        varied = np.zeros(len(feats), dtype=np.float64)
         for j, fs in enumerate(feats):
             i = int(group.members[j])
             total = len(self._sketches[i])
             if total:
-                containment[j] = sum(1 for f in fs.tolist() if f in core) / total * self._shares[i]
-        confirmed = containment >= self.cfg.min_containment
+                hit = np.fromiter((f in core for f in fs.tolist()), dtype=bool, count=len(fs))
+                containment[j] = hit.sum() / total * self._shares[i]
+                varied[j] = (hit & ~in_shared[j]).sum() / total * self._shares[i]
+        confirmed = (containment >= self.cfg.min_containment) & (varied >= self.cfg.min_varied_containment)
         doms = domains[group.members[confirmed]]
-        return containment, len(np.unique(doms[doms >= 0]))
+        return containment, varied, len(np.unique(doms[doms >= 0]))
 
     def assign(self) -> pa.Table:
         """SIGNAL_SCHEMA columns for every document, in the order added."""
@@ -376,23 +389,26 @@ class CampaignIndex:
         group_domains = np.zeros(n, dtype=np.int64)
         core_domains = np.zeros(n, dtype=np.int64)
         containment = np.zeros(n, dtype=np.float64)
+        varied = np.zeros(n, dtype=np.float64)
         groups = self._candidate_groups(sigs, domains)
         wanted = {int(h) for g in groups for h in hosts[g.members].tolist() if h >= 0}
         boiler = self._boilerplate(hosts, wanted)
         for group in groups:
-            cont, n_core = self._confirm(group, hosts, domains, boiler)
+            cont, var, n_core = self._confirm(group, hosts, domains, boiler)
             first = self._ids[int(group.members[0])]
             for j, i in enumerate(group.members.tolist()):
                 group_id[i] = first
                 group_domains[i] = group.domains
                 core_domains[i] = n_core
                 containment[i] = cont[j]
+                varied[i] = var[j]
         return pa.table(
             {
                 "campaign_group_id": pa.array(group_id, pa.string()),
                 "campaign_group_domains": pa.array(group_domains, pa.int64()),
                 "campaign_core_domains": pa.array(core_domains, pa.int64()),
                 "campaign_containment": pa.array(np.round(containment, 4), pa.float64()),
+                "campaign_varied_containment": pa.array(np.round(varied, 4), pa.float64()),
             },
             schema=SIGNAL_SCHEMA,
         )
@@ -409,9 +425,12 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
         return [[] for _ in range(signals.num_rows)]
     core = signals.column("campaign_core_domains").to_pylist()
     cont = signals.column("campaign_containment").to_pylist()
+    varied = signals.column("campaign_varied_containment").to_pylist()
     out: list[list[str]] = []
-    for d, c in zip(core, cont, strict=True):
-        if d is not None and c is not None and d >= cfg.min_domains and c >= cfg.min_containment:
+    for d, c, v in zip(core, cont, varied, strict=True):
+        if d is None or c is None or v is None:
+            out.append([])
+        elif d >= cfg.min_domains and c >= cfg.min_containment and v >= cfg.min_varied_containment:
             out.append([f"{REASON}({d} domains)"])
         else:
             out.append([])

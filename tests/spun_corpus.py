@@ -87,7 +87,7 @@ def background(n: int, seed: int = 99) -> list[dict[str, str]]:
     return [
         {
             "id": f"b{i}",
-            "url": f"https://bg{i}.example.org/p",
+            "url": f"https://bg{i}.org/p",
             "text": chrome(f"bg{i}.org", " ".join(article(rng)), rng),
         }
         for i in range(n)

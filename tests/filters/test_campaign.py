@@ -90,7 +90,7 @@ def test_shared_cms_boilerplate_is_not_a_core() -> None:
     docs = []
     for d in range(15):
         for p in range(3):
-            docs.append({"id": f"cms{d}-{p}", "url": f"https://cms{d}.example.net/p{p}",
+            docs.append({"id": f"cms{d}-{p}", "url": f"https://www.cms{d}.net/p{p}",
                          "text": " ".join(article(rng, 8)) + "\n" + footer})  # fmt: skip
     table, reasons = run(docs)
     assert not any(reasons)
@@ -105,13 +105,16 @@ def test_one_short_page_per_cms_site_is_not_a_campaign() -> None:
     docs = [
         {
             "id": f"one{d}",
-            "url": f"https://one{d}.example.com/p",
+            "url": f"https://one{d}.com/p",
             "text": " ".join(article(rng, 4)) + "\n" + footer,
         }
         for d in range(30)
     ]
     table, reasons = run(docs + campaign_docs(12))
     assert not any(reasons[:30])
+    cont = table.column("campaign_containment").to_pylist()[:30]
+    varied = table.column("campaign_varied_containment").to_pylist()[:30]
+    assert max(cont) >= 0.4 and max(varied) < 0.1  # mostly shared text, but none of it rewritten
     assert all(reasons[30:])  # a campaign among them is still one
 
 
@@ -119,6 +122,7 @@ def test_flag_rereads_thresholds() -> None:
     table, reasons = run(campaign_docs(12))
     assert all(reasons)
     assert not any(campaign.flag(table, campaign.Config(min_domains=13)))
+    assert not any(campaign.flag(table, campaign.Config(min_varied_containment=0.95)))
     assert not any(campaign.flag(table, campaign.Config(enabled=False)))
 
 
