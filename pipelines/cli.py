@@ -11,11 +11,15 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import pyarrow as pa
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from poisonguard.pipelines.config import ConfigError, PipelineConfig, load_config
@@ -77,9 +81,42 @@ RayAddressOption = Annotated[
 ]
 
 
+def plain(text: object) -> str:
+    """A string for the console that shows exactly what it holds: control characters (ANSI escapes
+    included) written as <U+XXXX> and rich markup escaped, so `in/[b]dir` stays `in/[b]dir`."""
+    from poisonguard.pipelines.report_html import escape_visible
+
+    return escape(escape_visible(str(text), html_out=False))
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    console.print(f"[red]poisonguard: error:[/red] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[red]poisonguard: error:[/red] {plain(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]poisonguard: warning:[/yellow] {plain(message)}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def out_lock(out: str | Path) -> Iterator[None]:
+    """One run at a time writes OUT: a second `filter`/`crawl` on it exits 75 while the first lives.
+    (A remote OUT is staged in a folder of its own and published whole, _SUCCESS last.)"""
+    from poisonguard.pipelines.locks import LOCK_FILE, LockHeld, hold_lock
+    from poisonguard.pipelines.storage import is_remote
+
+    if is_remote(str(out)):
+        yield
+        return
+    out = Path(out)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(hold_lock(out / LOCK_FILE, "run on this output folder"))
+        except LockHeld as exc:
+            raise fail(str(exc), EXIT_TRY_LATER) from None
+        except OSError as exc:
+            raise fail(f"{out}: cannot create the output folder's lock ({exc.strerror or exc})") from None
+        yield
 
 
 def _load(config: Path | None, overrides: dict[str, Any]) -> PipelineConfig:
@@ -170,43 +207,49 @@ def print_summary(report: dict[str, Any], out: str | Path) -> None:
     out_console.print(table)
     reasons = list(report.get("reasons", {}).items())[:8]
     if reasons:
-        out_console.print(
-            "top reasons: " + ", ".join(f"{r} ({n:,})" for r, n in reasons), highlight=False, soft_wrap=True
-        )
+        say("top reasons: " + ", ".join(f"{r} ({n:,})" for r, n in reasons))
     mined = report.get("trigger_candidates") or []
     if mined:
-        out_console.print(
+        say(
             "trigger candidates: "
             + ", ".join(
                 f"{m.get('candidate')!r} ({m.get('documents', '?')} docs, {m.get('hosts', '?')} hosts)"
                 for m in mined[:5]
-            ),
-            highlight=False,
-            soft_wrap=True,
+            )
         )
     if report.get("unreadable_total"):
         first = report["unreadable"][0]
-        out_console.print(
+        say(
             f"unreadable records: {report['unreadable_total']:,} (first: {first['file']} "
-            f"{first['where']}: {first['why']}); full list in {_in(out, 'unreadable.jsonl')}",
-            highlight=False,
-            soft_wrap=True,
+            f"{first['where']}: {first['why']}); full list in {_in(out, 'unreadable.jsonl')}"
+        )
+    if report.get("skipped_inputs_total"):
+        listed = report.get("skipped_inputs") or []
+        say(
+            f"files not read: {report['skipped_inputs_total']:,} (first: {listed[0] if listed else '?'}); "
+            f"all in {_in(out, 'report.json')} (skipped_inputs)"
+        )
+    dup_ids = report.get("duplicate_ids") or {}
+    if dup_ids.get("documents"):
+        first_id = (dup_ids.get("examples") or [{}])[0].get("id")
+        say(
+            f"duplicate ids: {dup_ids['documents']:,} documents share an id with an earlier one "
+            f"(first: {first_id!r}); each got its own outcome, see report.json (duplicate_ids)"
         )
     rate = report.get("docs_per_s")
-    out_console.print(
+    say(
         f"time {report.get('elapsed_s', 0):.1f} s, {rate or 0:,.1f} docs/s, "
-        f"{report.get('mb_per_s') or 0:.2f} MB/s",
-        highlight=False,
-        soft_wrap=True,
+        f"{report.get('mb_per_s') or 0:.2f} MB/s"
     )
-    out_console.print(
-        f"clean shards: {_in(out, 'clean')}   quarantine: {_in(out, 'quarantine')}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    out_console.print(
-        f"report: {_in(out, 'report.html')}  ({_in(out, 'report.json')})", highlight=False, soft_wrap=True
-    )
+    say(f"clean shards: {_in(out, 'clean')}   quarantine: {_in(out, 'quarantine')}")
+    say(f"report: {_in(out, 'report.html')}  ({_in(out, 'report.json')})")
+
+
+def say(text: str) -> None:
+    """One line of the summary on stdout, shown exactly (no markup, control characters visible)."""
+    from poisonguard.pipelines.report_html import escape_visible
+
+    out_console.print(escape_visible(text, html_out=False), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("filter")
@@ -266,19 +309,35 @@ def filter_command(
     """Filter an existing corpus into clean shards, a quarantine and a report."""
     mode = progress_mode(quiet, log_format)
     cfg = _load(config, {**_overrides(workers, lm), **_input_overrides(preset, text_key, id_key, url_key)})
-    report = _run_filter(
-        inputs,
-        out,
-        cfg,
-        overwrite=overwrite,
-        resume=resume,
-        use_lm=not no_lm,
-        progress=mode,
-        engine=engine,
-        ray_address=ray_address,
-    )
+    _check_inputs(inputs, out)
+    with out_lock(out):
+        report = _run_filter(
+            inputs,
+            out,
+            cfg,
+            overwrite=overwrite,
+            resume=resume,
+            use_lm=not no_lm,
+            progress=mode,
+            engine=engine,
+            ray_address=ray_address,
+        )
     if not quiet:
         print_summary(report, out)
+
+
+def _check_inputs(inputs: list[str], out: str) -> None:
+    """Usage errors about the inputs and OUT, found before OUT (or its lock) is created."""
+    from poisonguard.pipelines.readers import InputError, expand_inputs
+    from poisonguard.pipelines.runner import OutputError, check_out_outside_inputs
+    from poisonguard.pipelines.storage import is_remote
+
+    if is_remote(out) or any(is_remote(i) for i in inputs):
+        return  # remote inputs are staged first; run_filter checks the local copies
+    try:
+        check_out_outside_inputs(inputs, expand_inputs(inputs), Path(out))
+    except (InputError, OutputError) as exc:
+        raise fail(str(exc)) from None
 
 
 def _run_filter(inputs: list[str], out: str | Path, cfg: PipelineConfig, **kwargs: Any) -> dict[str, Any]:
@@ -350,11 +409,7 @@ def crawl_command(
     log_format: LogFormatOption = "text",
 ) -> None:
     """Crawl sites politely, keep every fetched page in OUT/raw/, then filter them like `filter`."""
-    import shutil
-
-    from poisonguard.core.files import write_json
-    from poisonguard.crawler.run import CrawlError, load_seeds
-    from poisonguard.pipelines.writers import SUCCESS
+    from poisonguard.crawler.run import load_seeds
 
     mode = progress_mode(quiet, log_format)
     cfg = _load(config, _overrides(workers, lm))
@@ -364,9 +419,35 @@ def crawl_command(
         raise fail(str(exc)) from None
     if not seeds:
         raise fail("no seed URLs: give URLs, --seeds-file or --sitemap")
+    with out_lock(out):
+        _crawl_locked(seeds, out, cfg, overwrite, resume, no_filter, no_lm, quiet, engine, ray_address, mode)
+
+
+def _crawl_locked(
+    seeds: list[str],
+    out: Path,
+    cfg: PipelineConfig,
+    overwrite: bool,
+    resume: bool,
+    no_filter: bool,
+    no_lm: bool,
+    quiet: bool,
+    engine: str,
+    ray_address: str | None,
+    mode: str,
+) -> None:
+    """`crawl` while it holds OUT's lock."""
+    import shutil
+
+    from poisonguard.crawler.run import CrawlError
+    from poisonguard.pipelines.locks import LOCK_FILE
+    from poisonguard.pipelines.writers import SUCCESS, write_json
+
     if (out / SUCCESS).exists() or (out / "raw").exists():
         if overwrite:
-            shutil.rmtree(out)
+            for child in out.iterdir():  # the lock file stays: this run holds it
+                if child.name != LOCK_FILE:
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         elif not resume:
             raise fail(f"{out}: holds a crawl; pass --resume to continue it or --overwrite to replace it")
     try:
@@ -384,7 +465,7 @@ def crawl_command(
     if no_filter:
         write_json(out / "crawl-stats.json", stats)
         if not quiet:
-            out_console.print(f"crawled {stats['pages_2xx']:,} pages into {out / 'raw'}", highlight=False)
+            say(f"crawled {stats['pages_2xx']:,} pages into {out / 'raw'}")
         return
     report = _run_filter(
         [str(out / "raw")],
@@ -399,9 +480,7 @@ def crawl_command(
     )
     if not quiet:
         print_summary(report, out)
-        out_console.print(
-            f"crawl: {stats['pages']:,} pages, finish reason {stats.get('finish_reason')}", highlight=False
-        )
+        say(f"crawl: {stats['pages']:,} pages, finish reason {stats.get('finish_reason')}")
     if str(stats.get("finish_reason", "finished")) not in (
         "finished",
         "closespider_pagecount",
@@ -440,8 +519,19 @@ def report_command(
 
     if not (out / "report.json").exists():
         raise fail(f"{out}: no report.json here; is this the output folder of a finished run?")
-    path = write_report_html(out)
-    out_console.print(f"report: {path}", highlight=False, soft_wrap=True)
+    _warn_unfinished(out)
+    try:
+        path = write_report_html(out)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException) as exc:
+        raise fail(f"{out}: cannot build the report: {exc}") from None
+    say(f"report: {path}")
+
+
+def _warn_unfinished(out: Path) -> None:
+    from poisonguard.pipelines.writers import SUCCESS
+
+    if not (out / SUCCESS).exists():
+        warn(f"{out}: no _SUCCESS here, so this run did not finish; what follows may be incomplete")
 
 
 @app.command("explain")
@@ -452,11 +542,14 @@ def explain_command(
     """Print one document's outcome, reasons and signals."""
     from poisonguard.pipelines.explain import explain
 
+    _warn_unfinished(out)
     try:
         text = explain(out, doc_id)
     except (FileNotFoundError, KeyError) as exc:
         raise fail(str(exc.args[0] if exc.args else exc)) from None
-    out_console.print(text, highlight=False, markup=False, soft_wrap=True)
+    except (OSError, ValueError, TypeError, pa.ArrowException) as exc:
+        raise fail(f"{out}: cannot read this run's files: {exc}") from None
+    say(text)
 
 
 @app.command("nightly")
@@ -548,7 +641,7 @@ def nightly_command(
         nightly_log.removeHandler(handler)
     if not quiet:
         if result["status"] == "skipped":
-            out_console.print(f"nightly {result['date']}: already done ({result['out']})", highlight=False)
+            say(f"nightly {result['date']}: already done ({result['out']})")
         elif result["report"] is not None:
             print_summary(result["report"], result["out"])
 
@@ -571,7 +664,7 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:  # defensive: config errors raised outside _load
-        console.print(f"[red]poisonguard: error:[/red] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]poisonguard: error:[/red] {plain(exc)}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
 
 

@@ -26,6 +26,11 @@ from poisonguard.filters import suspicion as suspicion_detector
 from poisonguard.filters import triggers as triggers_detector
 from poisonguard.filters import unicode as unicode_detector
 from poisonguard.pipelines.fields import InputConfig
+from poisonguard.pipelines.readers import DEFAULT_MAX_RECORD_BYTES
+
+# More processes than this only queue behind each other on any machine this runs on; a typo such as
+# 1000 would start a thousand interpreters.
+MAX_WORKERS = 256
 
 
 class ConfigError(ValueError):
@@ -37,15 +42,21 @@ class RunConfig(BaseModel):
     batch_rows: int = Field(2000, ge=1, description="documents per work unit (also the resume unit)")
     shard_rows: int = Field(50_000, ge=1, description="rows per output shard")
     row_group_rows: int = Field(5_000, ge=1, description="rows per Parquet row group")
-    workers: int = Field(1, ge=1, description="processes for the cheap detectors")
+    workers: int = Field(1, ge=1, le=MAX_WORKERS, description="processes for the cheap detectors")
     max_text_chars: int = Field(
         2_000_000, ge=1, description="longer texts are cut to this length before scoring"
+    )
+    max_record_bytes: int = Field(
+        DEFAULT_MAX_RECORD_BYTES,
+        ge=1024,
+        description="a longer input record is listed as unreadable (too large), never held in memory",
     )
 
 
 class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     min_chars: int = Field(0, ge=0, description="opt-in: documents shorter than this are filtered")
+    drop_empty: bool = Field(True, description="empty or whitespace-only texts are filtered (policy:empty)")
 
 
 class PipelineConfig(BaseModel):
@@ -87,9 +98,30 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (the last one
+    silently winning hides typos)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text (safe types only; duplicate keys refused)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _read_yaml(text: str, where: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
     if data is None:
@@ -97,6 +129,27 @@ def _read_yaml(text: str, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of sections")
     return data
+
+
+def _bools_as_numbers(data: dict[str, Any], model: BaseModel, path: str = "") -> list[str]:
+    """Keys given `true`/`false` where a number is expected (pydantic would read them as 1/0)."""
+    found: list[str] = []
+    for key, value in data.items():
+        current = getattr(model, str(key), None)
+        if isinstance(value, dict) and isinstance(current, BaseModel):
+            found.extend(_bools_as_numbers(value, current, f"{path}{key}."))
+        elif isinstance(value, bool) and isinstance(current, int | float) and not isinstance(current, bool):
+            found.append(f"{path}{key}")
+    return found
+
+
+def _check_files(cfg: PipelineConfig) -> None:
+    """Files the config names must be readable now, before any output exists."""
+    if cfg.triggers.lists_file is not None:
+        try:
+            triggers_detector.load_lists(str(cfg.triggers.lists_file))
+        except Exception as exc:  # missing file, bad YAML, bad lists: all mean the same here
+            raise ConfigError(f"triggers.lists_file: cannot use {cfg.triggers.lists_file}: {exc}") from exc
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
@@ -114,9 +167,14 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if overrides:
         data = _merge(data, overrides)
     try:
-        return PipelineConfig.model_validate(data)
+        cfg = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"{where}: invalid config: {problems}") from exc
+    wrong = _bools_as_numbers(data, cfg)
+    if wrong:
+        raise ConfigError(f"{where}: invalid config: {', '.join(wrong)}: expected a number, not true/false")
+    _check_files(cfg)
+    return cfg

@@ -3,8 +3,8 @@
 A run is identified by its logical date (default: today, UTC) and writes ``ROOT/<date>/`` in the
 layout of ``filter``. Steps, each logged on one line:
 
-1. lock      ``ROOT/.lock`` (and ``<state>.lock`` when the state store lives elsewhere), non-blocking:
-             a second run exits 75.
+1. lock      ``ROOT/.lock`` and ``<state>.lock`` (the state store's own lock, wherever it lives),
+             non-blocking: a second run on the same root or the same state store exits 75.
 2. ledger    a finished date is not run again (``--force`` redoes it; only the latest date can be
              redone, since later runs were built on it); dates must not go backwards.
 3. plan      crawl the configured seeds into ``ROOT/_crawl/<date>/`` (once), then list input files
@@ -30,7 +30,6 @@ at a named point (``CRASH_POINTS``); the tests use it to check the claim above.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import logging
@@ -55,7 +54,8 @@ from poisonguard.core.files import atomic_path, sha256_file, write_json
 from poisonguard.core.schema import OUTCOMES, QUARANTINED
 from poisonguard.filters import dedup
 from poisonguard.filters import drift as drift_detector
-from poisonguard.pipelines.config import ConfigError, PipelineConfig, load_config
+from poisonguard.pipelines.config import ConfigError, PipelineConfig, load_config, load_yaml
+from poisonguard.pipelines.locks import LockHeld, hold_lock
 from poisonguard.pipelines.readers import InputError, expand_inputs
 from poisonguard.pipelines.state import DONE, InputFile, StateError, StateStore, UrlVersion
 from poisonguard.pipelines.writers import SUCCESS
@@ -131,7 +131,7 @@ def load_nightly_config(path: str | Path | None) -> tuple[NightlyConfig, Path]:
         return NightlyConfig(), Path.cwd()
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text("utf-8"))
+        data = load_yaml(p.read_text("utf-8"))
     except OSError as exc:
         raise NightlyUsageError(f"{p}: cannot read nightly config: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
@@ -198,24 +198,13 @@ def parse_date(value: str | None) -> str:
 
 @contextmanager
 def run_lock(path: Path) -> Iterator[None]:
-    """An exclusive, non-blocking flock; released by the kernel when the process dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    """An exclusive, non-blocking flock (pipelines/locks.py); NightlyLocked while another run holds it."""
+    with ExitStack() as stack:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
-            raise NightlyLocked(
-                f"{path}: another nightly run holds the lock ({holder or 'pid unknown'}); try again later"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(
-            fd, f"pid {os.getpid()} since {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}\n".encode(), 0
-        )
+            stack.enter_context(hold_lock(path, "nightly run"))
+        except LockHeld as exc:
+            raise NightlyLocked(str(exc)) from None
         yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _crash_hook(point: str) -> None:
@@ -521,8 +510,9 @@ def run_nightly(
     started = time.time()
     with ExitStack() as stack:
         stack.enter_context(run_lock(root / LOCK_FILE))
-        if state_path.parent != root:
-            stack.enter_context(run_lock(state_path.with_name(state_path.name + ".lock")))
+        # The state store has its own lock, whatever root it is used with: two roots sharing one
+        # store would otherwise consume the same input on two dates.
+        stack.enter_context(run_lock(state_path.with_name(state_path.name + ".lock")))
         log.info("nightly %s: lock held; root %s, state %s", day, root, state_path)
         try:
             store = StateStore(state_path, minhash.signature_dtype(pcfg.dedup.scheme))

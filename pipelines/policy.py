@@ -44,6 +44,7 @@ CHEAP_DETECTORS: tuple[tuple[str, ModuleType], ...] = (
 )
 
 COPY_OF_QUARANTINED = "dedup:copy_of_quarantined"
+EMPTY = "policy:empty"
 
 
 def detector_config(cfg: PipelineConfig, name: str) -> Any:
@@ -69,6 +70,11 @@ def cheap_reasons(table: pa.Table, cfg: PipelineConfig) -> tuple[list[list[str]]
         if hasattr(module, "filter_reasons"):
             for row, reasons in enumerate(module.filter_reasons(table, dcfg)):
                 filtered[row].extend(reasons)
+    if cfg.policy.drop_empty:
+        trimmed = pc.utf8_length(pc.utf8_trim_whitespace(table.column("text"))).to_pylist()
+        for row, length in enumerate(trimmed):
+            if not length:
+                filtered[row].append(EMPTY)
     if cfg.policy.min_chars > 0:
         lengths = pc.utf8_length(table.column("text")).to_pylist()
         for row, length in enumerate(lengths):

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from poisonguard.core.files import write_json, write_table
+from poisonguard.core.files import atomic_path, sha256_file, write_json, write_table
 from poisonguard.core.schema import DOCUMENT_SCHEMA, KEPT, OUTCOMES
 from poisonguard.core.urls import host_of
 from poisonguard.filters import campaign, dedup, perplexity, suspicion
@@ -182,11 +182,63 @@ def choose_representatives(
     return duplicate_of, kind, set(representative.values())
 
 
-def add_to_index(index: Any, table: pa.Table) -> None:
+class RowKeys:
+    """Internal keys for the documents of one run: the document's id while it is unique, else the id
+    with its row number. Outcomes (representatives, copies of quarantined pages) are keyed by these,
+    never by a user-supplied id alone, so two documents that share an id never share a fate."""
+
+    def __init__(self, is_prior: Callable[[str], bool] | None = None) -> None:
+        self._is_prior = is_prior
+        self._seen: set[str] = set()
+        self._user: dict[str, str] = {}  # renamed key -> the id the document came with
+        self.duplicate_ids: Counter[str] = Counter()
+        self._rows = 0
+
+    def add(self, ids: list[str]) -> list[str]:
+        keys: list[str] = []
+        for doc_id in ids:
+            self._rows += 1
+            key = doc_id
+            if key in self._seen or (self._is_prior is not None and self._is_prior(key)):
+                if doc_id in self._seen:
+                    self.duplicate_ids[doc_id] += 1
+                key = f"{doc_id}\x00#{self._rows}"
+                while key in self._seen:
+                    key += "#"
+                self._user[key] = doc_id
+            self._seen.add(key)
+            keys.append(key)
+        return keys
+
+    def user_ids(self, keys: list[str | None]) -> list[str | None]:
+        if not self._user:
+            return keys
+        return [self._user.get(k, k) if k is not None else None for k in keys]
+
+    def user_columns(self, assign: pa.Table) -> pa.Table:
+        """The dedup cluster columns with internal keys turned back into the documents' ids."""
+        if not self._user:
+            return assign
+        for name in ("dedup_cluster_id", "dedup_exact_of"):
+            if name in assign.column_names:
+                column = pa.array(self.user_ids(assign.column(name).to_pylist()), pa.string())
+                assign = assign.set_column(assign.schema.get_field_index(name), name, column)
+        return assign
+
+    def report(self, limit: int = 20) -> dict[str, Any]:
+        top = sorted(self.duplicate_ids.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        return {
+            "documents": sum(self.duplicate_ids.values()),
+            "ids": len(self.duplicate_ids),
+            "examples": [{"id": i, "extra_copies": n} for i, n in top],
+        }
+
+
+def add_to_index(index: Any, table: pa.Table, keys: list[str] | None = None) -> None:
     """Add one scored chunk (with its internal signature and key columns) to the dedup index."""
     sigs = np.asarray(table.column(SIG_COLUMN).combine_chunks().flatten()).reshape(table.num_rows, -1)
     index.add(
-        table.column("id").to_pylist(),
+        keys if keys is not None else table.column("id").to_pylist(),
         table.column("url").to_pylist(),
         table.column(KEY_COLUMN).to_pylist(),
         sigs,
@@ -256,8 +308,13 @@ def finalize_chunk(
     duplicate_kind: list[str | None],
     quarantined_ids: set[str],
     context_detectors: tuple[ContextDetector, ...] = (),
+    row_keys: list[str] | None = None,
+    user_ids: Callable[[list[str | None]], list[str | None]] | None = None,
 ) -> pa.Table:
-    """Signals -> outcome, reasons, duplicate_of for one chunk (`quarantined_ids` grows as it goes)."""
+    """Signals -> outcome, reasons, duplicate_of for one chunk (`quarantined_ids` grows as it goes).
+
+    `row_keys` are the rows' internal keys (RowKeys), in which `duplicate_of` and `quarantined_ids`
+    are given; `user_ids` turns them back into ids for the `duplicate_of` column."""
     quarantine, filtered = policy.cheap_reasons(table, cfg)
     for extra in (policy.campaign_reasons(table, cfg), policy.lm_reasons(table, cfg)):
         for row, reasons in enumerate(extra):
@@ -265,7 +322,7 @@ def finalize_chunk(
     for detector in context_detectors:
         for row, reasons in enumerate(detector.flag(table, [list(q) for q in quarantine])):
             quarantine[row].extend(reasons)
-    ids = table.column("id").to_pylist()
+    ids = row_keys if row_keys is not None else table.column("id").to_pylist()
     for row, rep in enumerate(duplicate_of):
         # A near-copy of a page that turned out to be poison is poison too. A representative always
         # comes before its copies in input order, so its fate is known here, in this chunk or earlier.
@@ -274,7 +331,8 @@ def finalize_chunk(
         if quarantine[row]:
             quarantined_ids.add(ids[row])
     outcomes, reasons = policy.decide(quarantine, filtered, duplicate_of, duplicate_kind)
-    dup_column = [d if o != KEPT else None for d, o in zip(duplicate_of, outcomes, strict=True)]
+    shown = user_ids(duplicate_of) if user_ids is not None else duplicate_of
+    dup_column = [d if o != KEPT else None for d, o in zip(shown, outcomes, strict=True)]
     table = table.append_column("outcome", pa.array(outcomes, pa.string()))
     table = table.append_column("reasons", pa.array(reasons, pa.list_(pa.string())))
     return table.append_column("duplicate_of", pa.array(dup_column, pa.string()))
@@ -366,12 +424,14 @@ def run_filter(
     """
     started = time.time()
     use_lm = cfg.perplexity.enabled if use_lm is None else (use_lm and cfg.perplexity.enabled)
-    # OUT may sit inside an input folder; its own shards are never input (OUT/raw/ of a crawl is).
-    own = {(out / name).resolve() for name in ("clean", "quarantine", WORK)}
-    paths = [p for p in expand_inputs(inputs) if not own & set(p.resolve().parents)]
-    if not paths:
-        raise OutputError(f"{out}: every input file is one of this output folder's own shards")
+    skipped: list[str] = []
+    paths = expand_inputs(inputs, skipped)
+    check_out_outside_inputs(inputs, paths, out)
     fingerprint = _fingerprint(paths, cfg, use_lm)
+    if resume:
+        finished = finish_interrupted_commit(out, fingerprint)
+        if finished is not None:
+            return finished
     prepare_out(out, overwrite, resume, fingerprint)
     work = out / WORK
     scored_dir, lm_dir = work / "scored", work / "lm"
@@ -381,7 +441,7 @@ def run_filter(
 
     progress = Progress(enabled=show_progress)
     timings: dict[str, float] = {}
-    state = ReadState(fields=FieldMap.from_config(cfg.input))
+    state = ReadState(fields=FieldMap.from_config(cfg.input), max_record_bytes=cfg.run.max_record_bytes)
     input_bytes = total_bytes(paths)
 
     # Stage 1 -------------------------------------------------------------------------------
@@ -430,6 +490,7 @@ def run_filter(
     index = (dedup_index or dedup.DedupIndex(cfg.dedup)) if cfg.dedup.enabled else None
     campaign_index = campaign.CampaignIndex(cfg.campaign) if cfg.campaign.enabled else None
     task = progress.start("dedup", total=docs_in, unit="docs")
+    row_keys = RowKeys(getattr(index, "is_prior", None))
     for path in chunk_files:
         table = pq.read_table(path)
         progress.advance(task, None, table.num_rows)
@@ -439,13 +500,15 @@ def run_filter(
             detector.observe(table)
         quarantine, filtered = policy.cheap_reasons(table, cfg)
         eligible.extend(not q and not f for q, f in zip(quarantine, filtered, strict=True))
-        ids.extend(table.column("id").to_pylist())
+        keys = row_keys.add(table.column("id").to_pylist())
+        ids.extend(keys)
         if index is not None:
-            add_to_index(index, table)
+            add_to_index(index, table, keys)
     duplicate_of: list[str | None] = [None] * len(ids)
     duplicate_kind: list[str | None] = [None] * len(ids)
     if index is not None:
         assign, eligible, duplicate_of, duplicate_kind = resolve_duplicates(index, ids, eligible, cfg)
+        assign = row_keys.user_columns(assign)
     progress.finish(task)
     campaign_table = campaign_index.assign() if campaign_index is not None else None
     timings["stage:dedup"] = time.perf_counter() - stage_start
@@ -461,7 +524,8 @@ def run_filter(
         for path, picked in zip(chunk_files, routes, strict=True):
             rows = pq.ParquetFile(path).metadata.num_rows
             target = lm_dir / path.name
-            if target.exists():
+            if target.exists():  # scored by the interrupted run: its rows still count
+                lm_rows += scored_rows(target)
                 progress.advance(task, None, len(picked))
                 continue
             if picked:
@@ -546,6 +610,8 @@ def run_filter(
             duplicate_kind[offset : offset + rows],
             quarantined_ids,
             context_detectors,
+            row_keys=ids[offset : offset + rows],
+            user_ids=row_keys.user_ids,
         )
         offset += rows
         write_decided_chunk(table, lm_schema, tally, lm_signals, clean, dropped)
@@ -569,7 +635,12 @@ def run_filter(
         timings=timings,
         started=started,
         use_lm=use_lm,
-        extra_report=extra_report,
+        extra_report={
+            "skipped_inputs": skipped[:1000],
+            "skipped_inputs_total": len(skipped),
+            "duplicate_ids": row_keys.report(),
+            **(extra_report or {}),
+        },
     )
 
 
@@ -609,6 +680,59 @@ def _lm_routes(chunk_files: list[Path], undecided: list[bool], cfg: PipelineConf
         routes.append(cascade.lm_rows(table, cfg, undecided[offset : offset + table.num_rows]))
         offset += table.num_rows
     return routes
+
+
+def scored_rows(lm_file: Path) -> int:
+    """Documents the language model scored in one LM chunk file (rows it skipped are null)."""
+    table = pq.read_table(lm_file)
+    if "_empty" in table.column_names or not table.num_columns:
+        return 0
+    return table.num_rows - table.column(0).null_count
+
+
+def check_out_outside_inputs(inputs: list[str], paths: list[Path], out: Path) -> None:
+    """Refuse, before anything is touched, an OUT whose shards would be read back as input (OUT inside
+    an input folder) and inputs that are OUT's own shards (--overwrite would delete them first)."""
+    out_real = out.resolve()
+    for item in inputs:
+        folder = Path(item)
+        if folder.is_dir() and (folder.resolve() == out_real or folder.resolve() in out_real.parents):
+            raise OutputError(
+                f"{out}: the output folder is inside the input folder {item}, so its shards would be "
+                "read back as input; choose an output folder outside it"
+            )
+    own = {out_real / name for name in ("clean", "quarantine", WORK)}
+    for path in paths:
+        if own & set(path.resolve().parents):
+            raise OutputError(
+                f"{path}: is a shard of the output folder {out} itself; copy it elsewhere first"
+            )
+
+
+def finish_interrupted_commit(out: Path, fingerprint: str) -> dict[str, Any] | None:
+    """A run killed inside its commit (after `_SUCCESS`, before `_work` was removed; or, as older
+    versions committed, after `_work` was removed but before `_SUCCESS`) is finished here: its report
+    is returned. None when OUT is not in that state or its files do not check out."""
+    report_path, manifest_path, work = out / "report.json", out / "manifest.json", out / WORK
+    if (out / SUCCESS).exists():
+        marker = work / "fingerprint"
+        if not marker.exists() or marker.read_text().strip() != fingerprint:
+            return None
+        shutil.rmtree(work)
+        return dict(json.loads(report_path.read_text("utf-8")))
+    if work.exists() or not (report_path.exists() and manifest_path.exists()):
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text("utf-8"))
+        report = json.loads(report_path.read_text("utf-8"))
+        shards = [s for group in manifest["shards"].values() for s in group]
+        intact = all(sha256_file(out / s["path"]) == s["sha256"] for s in shards)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not intact:
+        return None
+    (out / SUCCESS).write_text("")
+    return dict(report)
 
 
 def write_decided_chunk(
@@ -687,7 +811,7 @@ def commit_output(
     if extra_report:
         report.update(extra_report)
     if unreadable:
-        with (out / "unreadable.jsonl").open("w", encoding="utf-8") as fh:
+        with atomic_path(out / "unreadable.jsonl") as tmp, tmp.open("w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(u, ensure_ascii=False) + "\n" for u in unreadable)
     write_json(out / "report.json", report)
     manifest = {
@@ -705,8 +829,10 @@ def commit_output(
 
     write_report_html(out)
     write_dataset_card(out)
-    shutil.rmtree(out / WORK)
+    # `_SUCCESS` is the commit point; `_work` goes after it (a kill between leaves a finished run
+    # that --resume or --overwrite tidies up).
     (out / SUCCESS).write_text("")
+    shutil.rmtree(out / WORK)
     return report
 
 
