@@ -98,6 +98,29 @@ def raw_shards(raw_dir: Path) -> list[Path]:
     return sorted(p for p in raw_dir.iterdir() if SHARD_PATTERN.match(p.name))
 
 
+def fetched_by_host(raw_dir: Path) -> dict[str, dict[str, int]]:
+    """Crawler fetches already stored in raw/, per host: pages, 2xx pages and body bytes."""
+    hosts: dict[str, dict[str, int]] = {}
+    for shard in raw_shards(raw_dir) if raw_dir.exists() else []:
+        table = pq.read_table(shard, columns=["final_url", "status", "kind", "html"])
+        sizes = pc.binary_length(table.column("html")).to_pylist()
+        rows = zip(
+            table.column("final_url").to_pylist(),
+            table.column("status").to_pylist(),
+            table.column("kind").to_pylist(),
+            sizes,
+            strict=True,
+        )
+        for url, status, kind, size in rows:
+            if kind != KIND_PAGE or not url:
+                continue
+            entry = hosts.setdefault(host_of(url), {"pages": 0, "ok": 0, "bytes": 0})
+            entry["pages"] += 1
+            entry["ok"] += int(status is not None and 200 <= status < 300)
+            entry["bytes"] += size or 0
+    return hosts
+
+
 def apply_crawl_results(
     raw_dir: Path, tarpit_hosts: Iterable[str], probes: dict[str, tuple[float, float]]
 ) -> int:

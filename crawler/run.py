@@ -12,7 +12,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit
 
 from poisonguard.crawler.cloaking_probe import relative_similarity
 from poisonguard.crawler.config import CrawlConfig
+from poisonguard.crawler.raw import fetched_by_host
 
 STATS_FILE = "_crawl_stats.json"
 LOG_FILE = "_crawl.log"
@@ -32,6 +35,7 @@ JOB_DIR = "_job"
 OK_FINISH = {"finished", "closespider_pagecount", "closespider_timeout", "closespider_itemcount"}
 MAX_SITEMAPS = 50  # sitemap indexes may nest; a bounded walk keeps a hostile index from looping
 MAX_SITEMAP_BYTES = 50 * 1024 * 1024  # the sitemaps.org limit for one (uncompressed) file
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class CrawlError(RuntimeError):
@@ -58,7 +62,11 @@ def _read_sitemap(location: str, user_agent: str) -> bytes:
         with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 (http(s) checked above)
             data = resp.read(MAX_SITEMAP_BYTES + 1)
     else:
-        data = Path(location).read_bytes()
+        path = Path(location)
+        if not path.is_file():  # a FIFO or device would block or never end
+            raise ValueError("not a regular file")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SITEMAP_BYTES + 1)
     if data[:2] == b"\x1f\x8b":
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
             data = gz.read(MAX_SITEMAP_BYTES + 1)
@@ -87,10 +95,23 @@ def sitemap_urls(location: str, user_agent: str | None = None) -> list[str]:
             raise ValueError(f"{loc}: cannot read sitemap: {exc}") from exc
         locs = [entry["loc"] for entry in sitemap if entry.get("loc")]
         if sitemap.type == "sitemapindex":
-            todo.extend(locs)
+            # Only http(s) sitemaps on the index's own site: an index never makes us read a local
+            # file (a FIFO would hang the crawl) or another site's URLs.
+            todo.extend(u for u in locs if _same_site(u, loc))
         else:
-            pages.extend(_check_url(u, loc) for u in locs)
+            pages.extend(_check_url(u, loc) for u in locs if _same_site(u, loc))
     return pages
+
+
+def _same_site(url: str, sitemap: str) -> bool:
+    """An http(s) URL on the sitemap's host (any http(s) URL for a sitemap read from a local file)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    origin = urlsplit(sitemap)
+    if origin.scheme not in ("http", "https"):
+        return True
+    return parts.hostname == origin.hostname
 
 
 def load_seeds(args: list[str], seeds_file: Path | None, sitemap: str | None) -> list[str]:
@@ -136,17 +157,27 @@ def run_crawl(
     if not resume:
         shutil.rmtree(raw_dir / JOB_DIR, ignore_errors=True)
     (raw_dir / STATS_FILE).unlink(missing_ok=True)
+    # A resumed crawl spends what is left of its budgets: pages stored by the earlier part count.
+    prior = fetched_by_host(raw_dir) if resume else {}
+    done = sum(h["pages"] for h in prior.values())
+    if cfg.max_pages and done >= cfg.max_pages:
+        return _stats_from_raw(raw_dir, prior)
     job = {
         "seeds": list(seeds),
         "raw_dir": str(raw_dir),
         "cfg": cfg.model_dump(mode="json"),
         "resume": resume,
+        "pages_done": done,
+        "prior_hosts": prior,
+        "parent_pid": os.getpid(),
     }
     job_path = raw_dir / "_job.json"
     job_path.write_text(json.dumps(job), "utf-8")
     cmd = [sys.executable, "-m", "poisonguard.crawler.run", str(job_path)]
     with open(raw_dir / "_child.err", "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=_die_with_parent(os.getpid())
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             if progress is not None and line.startswith("{"):
@@ -168,6 +199,36 @@ def run_crawl(
     if not stats.get("pages_2xx"):
         raise CrawlError("the crawl fetched no page (no 2xx response); check the seeds and robots.txt", stats)
     return stats
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """For Popen: the child gets SIGKILL when this process dies, however it dies (Linux), so a killed
+    crawl never leaves Scrapy writing into OUT/raw behind it."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arm() -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
+
+
+def _stats_from_raw(raw_dir: Path, prior: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Stats of a crawl whose page budget the stored pages already spend (nothing left to fetch)."""
+    return {
+        "finish_reason": "closespider_pagecount",
+        "pages": sum(h["pages"] for h in prior.values()),
+        "pages_2xx": sum(h["ok"] for h in prior.values()),
+        "bytes": sum(h["bytes"] for h in prior.values()),
+        "resumed": True,
+        "note": "the stored pages already spend crawl.max_pages; nothing was fetched",
+        "raw_shards": len(list(raw_dir.glob("part-*.parquet"))),
+    }
 
 
 # --- child side ------------------------------------------------------------------------------------
@@ -211,6 +272,7 @@ def summarize(scrapy_stats: dict[str, Any], spider: Any, min_relative: float) ->
         "errors": errors,
         "robots_forbidden": scrapy_stats.get("robotstxt/forbidden", 0),
         "dropped_stopped_host": scrapy_stats.get("poisonguard/dropped_stopped_host", 0),
+        "skipped_not_html": scrapy_stats.get("poisonguard/skipped_not_html", 0),
         "raw_rows": scrapy_stats.get("poisonguard/raw_rows", 0),
         "elapsed_s": scrapy_stats.get("elapsed_time_seconds"),
         "start_time": scrapy_stats.get("start_time"),
@@ -253,6 +315,8 @@ def _child(job_path: Path) -> int:
             "POISONGUARD_FLUSH_S": cfg.raw_flush_s,
         }
     )
+    if cfg.max_pages:  # what the earlier part of a resumed crawl left of the budget
+        settings["CLOSESPIDER_PAGECOUNT"] = max(cfg.max_pages - int(job.get("pages_done", 0)), 1)
 
     def emit(update: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(update) + "\n")
@@ -260,7 +324,7 @@ def _child(job_path: Path) -> int:
 
     process = AsyncCrawlerProcess(settings)
     crawler = process.create_crawler(PoisonguardSpider)
-    process.crawl(crawler, seeds=job["seeds"], cfg=cfg, on_progress=emit)
+    process.crawl(crawler, seeds=job["seeds"], cfg=cfg, on_progress=emit, prior_hosts=job.get("prior_hosts"))
     process.start()
     spider = crawler.spider
     if not isinstance(spider, PoisonguardSpider) or crawler.stats is None:

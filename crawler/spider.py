@@ -49,10 +49,14 @@ class PoisonguardSpider(Spider):
         seeds: list[str],
         cfg: CrawlConfig,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
+        prior_hosts: dict[str, dict[str, int]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.cfg = cfg
+        # Pages per host already in raw/ (a resumed crawl): budgets count them when the saved spider
+        # state is missing, as after a kill -9.
+        self.prior_hosts = prior_hosts or {}
         self.seeds = list(seeds)
         self._seed_set = set(self.seeds)
         self.follow = cfg.follow != "none"
@@ -82,11 +86,13 @@ class PoisonguardSpider(Spider):
         # the spider closes. Called from start(), i.e. after every spider_opened handler ran; the state
         # then holds live references, so it is pickled current whatever the close order.
         state = getattr(self, "state", None)
-        if state is None:
-            return
-        if "guard" in state:
+        if state is not None and "guard" in state:
             self.guard.hosts = state["guard"]
             self.probe_results = state.get("probes", {})
+        else:
+            self.guard.seed_hosts(self.prior_hosts)
+        if state is None:
+            return
         state["guard"] = self.guard.hosts
         state["probes"] = self.probe_results
 
@@ -128,6 +134,9 @@ class PoisonguardSpider(Spider):
         host = self.guard.record_response(response.url, response.status, len(response.body), latency)
         row = self._row(response, KIND_PAGE, self.cfg.user_agent)
         ctype = row["content_type"]
+        if 200 <= response.status < 300 and not is_html(ctype, response.body):
+            # kept in raw/ but never a document (PDF, images...): counted, so nothing goes unsaid
+            self.crawler.stats.inc_value("poisonguard/skipped_not_html")
         if 200 <= response.status < 300 and is_html(ctype, response.body):
             text, spans, _, _ = _extract(response.body, ctype)
             links: list[str] = []

@@ -139,6 +139,15 @@ class TarpitGuard:
             stats = self.hosts[key] = HostStats()
         return stats
 
+    def seed_hosts(self, fetched: dict[str, dict[str, int]]) -> None:
+        """Count pages fetched by an earlier, killed part of this crawl against the host budgets."""
+        for host, seen in fetched.items():
+            stats = self.host(host)
+            stats.pages += seen.get("pages", 0)
+            stats.ok += seen.get("ok", 0)
+            stats.bytes += seen.get("bytes", 0)
+            self._check_budgets(stats)
+
     def allows(self, url: str) -> bool:
         return self.host(url).stopped is None
 

@@ -183,7 +183,7 @@ def test_documents_sharing_an_id_keep_their_own_outcomes(tmp_path: Path, fast_co
         for r in pq.read_table(shard).to_pylist()
     }
     assert rows[("a.jsonl", "same")]["outcome"] == "quarantined"
-    assert "outcome" not in rows[("b.jsonl", "same")]  # the benign one is kept
+    assert rows[("b.jsonl", "same")]["outcome"] == "kept"
     copy_row = rows[("b.jsonl", "copy-of-benign")]
     assert copy_row["outcome"] == "duplicate" and copy_row["duplicate_of"] == "same"
     assert report["duplicate_ids"]["documents"] == 1
