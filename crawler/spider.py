@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DownloadTimeoutError, IgnoreRequest
@@ -57,6 +58,7 @@ class PoisonguardSpider(Spider):
         # Pages per host already in raw/ (a resumed crawl): budgets count them when the saved spider
         # state is missing, as after a kill -9.
         self.prior_hosts = prior_hosts or {}
+        self.state_lost = False
         self.seeds = list(seeds)
         self._seed_set = set(self.seeds)
         self.follow = cfg.follow != "none"
@@ -86,6 +88,7 @@ class PoisonguardSpider(Spider):
         # the spider closes. Called from start(), i.e. after every spider_opened handler ran; the state
         # then holds live references, so it is pickled current whatever the close order.
         state = getattr(self, "state", None)
+        self.state_lost = bool(self.prior_hosts) and (state is None or "guard" not in state)
         if state is not None and "guard" in state:
             self.guard.hosts = state["guard"]
             self.probe_results = state.get("probes", {})
@@ -101,6 +104,37 @@ class PoisonguardSpider(Spider):
         for url in self.seeds:
             # dont_filter=False: on --resume the seeds already fetched are skipped by the dupefilter.
             yield Request(url, callback=self.parse, errback=self.failed)
+        if self.state_lost and self.follow:
+            for url in self._frontier_from_raw():
+                # The dupefilter has seen these (they were queued when the crawl was killed), so
+                # they must bypass it; the set above already removed duplicates and fetched pages.
+                yield Request(url, callback=self.parse, errback=self.failed, dont_filter=True)
+
+    def _frontier_from_raw(self) -> list[str]:
+        """Links of the stored pages that were never fetched: the queue a kill -9 lost (Scrapy saves
+        its queue state only when the spider closes)."""
+        from scrapy.http import HtmlResponse
+
+        from poisonguard.crawler.raw import raw_shards
+
+        shards = raw_shards(Path(self.settings.get("POISONGUARD_RAW_DIR")))
+        fetched: set[str] = set()
+        for shard in shards:
+            urls = pq.read_table(shard, columns=["url", "final_url"])
+            fetched.update(urls.column("url").to_pylist(), urls.column("final_url").to_pylist())
+        frontier: dict[str, None] = {}
+        columns = ["final_url", "status", "html", "content_type", "kind"]
+        for shard in shards:  # one shard at a time: bodies are the bulk of raw/
+            for r in pq.read_table(shard, columns=columns).to_pylist():
+                if r["kind"] != KIND_PAGE or not 200 <= (r["status"] or 0) < 300 or not r["html"]:
+                    continue
+                if not is_html(r["content_type"], r["html"]) or not self.guard.allows(r["final_url"]):
+                    continue
+                response = HtmlResponse(r["final_url"], body=r["html"], encoding="utf-8")
+                for link in self.links.extract_links(response):
+                    if link.url not in fetched and self.guard.allows(link.url):
+                        frontier[link.url] = None
+        return list(frontier)
 
     # --- pages --------------------------------------------------------------------------------
 
