@@ -59,6 +59,7 @@ class PoisonguardSpider(Spider):
         # state is missing, as after a kill -9.
         self.prior_hosts = prior_hosts or {}
         self.state_lost = False
+        self.frontier: set[str] = set()  # links re-queued from raw/ when a killed crawl resumes
         self.seeds = list(seeds)
         self._seed_set = set(self.seeds)
         self.follow = cfg.follow != "none"
@@ -105,7 +106,9 @@ class PoisonguardSpider(Spider):
             # dont_filter=False: on --resume the seeds already fetched are skipped by the dupefilter.
             yield Request(url, callback=self.parse, errback=self.failed)
         if self.state_lost and self.follow:
-            for url in self._frontier_from_raw():
+            found = self._frontier_from_raw()
+            self.frontier = set(found)
+            for url in found:
                 # The dupefilter has seen these (they were queued when the crawl was killed), so
                 # they must bypass it; the set above already removed duplicates and fetched pages.
                 yield Request(url, callback=self.parse, errback=self.failed, dont_filter=True)
@@ -179,7 +182,8 @@ class PoisonguardSpider(Spider):
             signal = self.guard.record_page(response.url, links, text)
             if self.follow and self.guard.allows(response.url):
                 for url in links:
-                    yield Request(url, callback=self.parse, errback=self.failed)
+                    if url not in self.frontier:  # already scheduled by a resume after a kill
+                        yield Request(url, callback=self.parse, errback=self.failed)
             if self._want_probe(response.url, text, spans, signal):
                 host.probes += 1
                 yield self._probe_request(response.url, text, None)
