@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from poisonguard.core.schema import DOCUMENT_SCHEMA
@@ -114,7 +115,7 @@ def fetched_by_host(raw_dir: Path) -> dict[str, dict[str, int]]:
         for url, status, kind, size in rows:
             if kind != KIND_PAGE or not url:
                 continue
-            entry = hosts.setdefault(host_of(url), {"pages": 0, "ok": 0, "bytes": 0})
+            entry = hosts.setdefault(host_port_of(url), {"pages": 0, "ok": 0, "bytes": 0})
             entry["pages"] += 1
             entry["ok"] += int(status is not None and 200 <= status < 300)
             entry["bytes"] += size or 0
