@@ -59,7 +59,7 @@ class PoisonguardSpider(Spider):
         # state is missing, as after a kill -9.
         self.prior_hosts = prior_hosts or {}
         self.state_lost = False
-        self.frontier: set[str] = set()  # links re-queued from raw/ when a killed crawl resumes
+        self.frontier: set[str] = set()  # stored and re-queued URLs when a killed crawl resumes
         self.seeds = list(seeds)
         self._seed_set = set(self.seeds)
         self.follow = cfg.follow != "none"
@@ -102,20 +102,25 @@ class PoisonguardSpider(Spider):
 
     async def start(self) -> AsyncIterator[Any]:
         self._link_state()
+        found: list[str] = []
+        stored: set[str] = set()
+        if self.state_lost:
+            # The dupefilter's file may have lost its tail in the kill: stored pages and re-queued
+            # links are kept out of the seeds and of later link-following here instead.
+            found, stored = self._frontier_from_raw()
+            self.frontier = set(found) | stored
         for url in self.seeds:
             # dont_filter=False: on --resume the seeds already fetched are skipped by the dupefilter.
-            yield Request(url, callback=self.parse, errback=self.failed)
-        if self.state_lost and self.follow:
-            found = self._frontier_from_raw()
-            self.frontier = set(found)
-            for url in found:
-                # The dupefilter has seen these (they were queued when the crawl was killed), so
-                # they must bypass it; the set above already removed duplicates and fetched pages.
-                yield Request(url, callback=self.parse, errback=self.failed, dont_filter=True)
+            if url not in stored:
+                yield Request(url, callback=self.parse, errback=self.failed)
+        for url in found if self.follow else []:
+            # The dupefilter has seen these (they were queued when the crawl was killed), so they
+            # must bypass it; _frontier_from_raw already removed duplicates and stored pages.
+            yield Request(url, callback=self.parse, errback=self.failed, dont_filter=True)
 
-    def _frontier_from_raw(self) -> list[str]:
-        """Links of the stored pages that were never fetched: the queue a kill -9 lost (Scrapy saves
-        its queue state only when the spider closes)."""
+    def _frontier_from_raw(self) -> tuple[list[str], set[str]]:
+        """(links of the stored pages that were never fetched, the URLs stored): the queue a kill -9
+        lost (Scrapy saves its queue state only when the spider closes), and what not to fetch again."""
         from scrapy.http import HtmlResponse
 
         from poisonguard.crawler.raw import raw_shards
@@ -137,7 +142,7 @@ class PoisonguardSpider(Spider):
                 for link in self.links.extract_links(response):
                     if link.url not in fetched and self.guard.allows(link.url):
                         frontier[link.url] = None
-        return list(frontier)
+        return list(frontier), fetched
 
     # --- pages --------------------------------------------------------------------------------
 
@@ -182,7 +187,7 @@ class PoisonguardSpider(Spider):
             signal = self.guard.record_page(response.url, links, text)
             if self.follow and self.guard.allows(response.url):
                 for url in links:
-                    if url not in self.frontier:  # already scheduled by a resume after a kill
+                    if url not in self.frontier:  # stored, or re-queued, by a resume after a kill
                         yield Request(url, callback=self.parse, errback=self.failed)
             if self._want_probe(response.url, text, spans, signal):
                 host.probes += 1

@@ -738,7 +738,7 @@ def _run(
     (work / "fingerprint").write_text(fingerprint)
     progress = Progress(enabled=show_progress)
     timings: dict[str, float] = {}
-    state = ReadState(fields=FieldMap.from_config(cfg.input))
+    state = ReadState(fields=FieldMap.from_config(cfg.input), max_record_bytes=cfg.run.max_record_bytes)
     input_bytes = total_bytes(paths)
     cpus = cluster_cpus()
 

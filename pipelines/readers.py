@@ -149,15 +149,20 @@ def _directory_files(path: Path, skipped: list[str]) -> list[Path]:
         )
     files: list[Path] = []
     runs: set[Path] = set()
+    folders: dict[Path, int] = {}  # bookkeeping folders (a crawl's _job/): named once, with a count
     for p in sorted(path.rglob("*")):
         if p.is_dir():
             if is_run_output(p):
                 runs.add(p)
             continue
         rel = p.relative_to(path)
+        hidden = [i for i, part in enumerate(rel.parts) if part.startswith(("_", "."))]
         if any(parent in runs for parent in p.parents):
             skipped.append(f"{p} (inside {next(r for r in p.parents if r in runs)}, a run's output)")
-        elif any(part.startswith(("_", ".")) for part in rel.parts):
+        elif hidden and hidden[0] < len(rel.parts) - 1:
+            folder = path.joinpath(*rel.parts[: hidden[0] + 1])
+            folders[folder] = folders.get(folder, 0) + 1
+        elif hidden:
             # Names starting with "_" or "." are bookkeeping (crawl stats, job state, temp files),
             # as in Hadoop/Spark output folders.
             skipped.append(f"{p} (bookkeeping name: starts with _ or .)")
@@ -165,6 +170,7 @@ def _directory_files(path: Path, skipped: list[str]) -> list[Path]:
             skipped.append(f"{p} (unknown format)")
         else:
             files.append(p)
+    skipped.extend(f"{f}/ ({n} files; bookkeeping folder: starts with _ or .)" for f, n in folders.items())
     if not files:
         raise InputError(f"{path}: directory holds no .jsonl, .parquet or .warc file")
     return files

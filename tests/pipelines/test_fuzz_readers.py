@@ -27,10 +27,10 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from poisonguard.core.schema import DOCUMENT_SCHEMA
 from poisonguard.pipelines.config import PipelineConfig, load_config
 from poisonguard.pipelines.readers import NoTextError, ReadState, read_documents
 from poisonguard.pipelines.runner import run_filter
-from poisonguard.pipelines.schema import DOCUMENT_SCHEMA
 
 SCALE = float(os.environ.get("POISONGUARD_FUZZ_EXAMPLES", "1"))
 settings.register_profile(
