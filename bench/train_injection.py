@@ -10,8 +10,8 @@ half of the clean base (bench/corpus.py; its categories that quote or imitate ba
 (bench/injection_data.py). Nothing of the test half, of the other side's collections or of the
 handwritten set is read. Needs scipy (a bench dependency; the detector itself only needs numpy).
 
-Features: hashed character 2-5-grams of 256-character windows (stride 128), averaged, as the
-detector computes them. Model: L2-regularised logistic regression (L-BFGS), classes weighted equally.
+Features: hashed character 2-5-grams of sentence windows (80-320 characters, one or two sentences),
+averaged, as the detector computes them, then the concepts, their pairs and a quotation flag. Model: L2-regularised logistic regression (L-BFGS), classes weighted equally.
 """
 
 from __future__ import annotations
@@ -33,30 +33,35 @@ from poisonguard.filters import injection
 
 BITS = 20
 NGRAMS = (2, 3, 4, 5)
-WINDOW = 256
-STRIDE = 128
+WINDOW = 320  # most characters in a sentence window
+MIN_CHARS = 80  # shorter sentences merge with the next
 SIDES = {"A": idata.A_SOURCES, "B": idata.B_SOURCES}
 LEFT_OUT_CLEAN = ("discusses-attacks", "lookalike-benign")
+# the window shape (weights filled in after fitting)
+SHAPE = injection.Model(np.zeros(1 << BITS, np.float32), 0.0, BITS, NGRAMS, WINDOW, MIN_CHARS, np.zeros(1), 0.0)
 
 
 def windows(text: str, limit: int, rng: random.Random) -> list[str]:
     """Up to `limit` windows of the folded text, as the detector cuts them."""
     folded = injection.fold(text)
-    starts = list(injection.window_bounds(len(folded), WINDOW, STRIDE))
-    if len(starts) > limit:
-        starts = rng.sample(starts, limit)
-    return [folded[s : s + WINDOW] for s in starts]
+    starts, ends = injection.windows(folded, SHAPE)
+    spans = list(zip(starts.tolist(), ends.tolist(), strict=True))
+    if len(spans) > limit:
+        spans = rng.sample(spans, limit)
+    return [folded[s:e] for s, e in spans]
 
 
 def positive_windows(samples: list[idata.Sample], rng: random.Random) -> list[str]:
     out = []
     for s in samples:
-        out += windows(s["text"], 6, rng)
-        page = idata.plant(s, rng)
-        at = injection.fold(page).find(injection.fold(s["text"])[:40])
-        if at >= 0:  # one window of the page that holds the start of the injection
-            start = max(0, at - rng.randint(0, WINDOW // 2))
-            out.append(injection.fold(page)[start : start + WINDOW])
+        # long jailbreak templates would otherwise outweigh the short injections
+        out += windows(s["text"], 3, rng)
+        page = injection.fold(idata.plant(s, rng))
+        at = page.find(injection.fold(s["text"])[:40])
+        if at >= 0:  # the windows of the page that hold the start of the injection
+            starts, ends = injection.windows(page, SHAPE)
+            hits = [(a, b) for a, b in zip(starts.tolist(), ends.tolist(), strict=True) if a <= at < b]
+            out += [page[a:b] for a, b in hits[:2]]
     return out
 
 
@@ -136,18 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     # so the combiner learns how far to trust n-gram logits on windows the n-grams never saw.
     half = np.arange(len(texts)) % 2 == 0
     w, b = fit(matrix([t for t, h in zip(texts, half, strict=True) if h]), y[half], args.l2)
-    stage1 = injection.Model(
-        w.astype(np.float16).astype(np.float32),
-        b,
-        BITS,
-        NGRAMS,
-        WINDOW,
-        STRIDE,
-        np.zeros(injection.N_FEATURES),
-        0.0,
-    )
-    feats = np.stack(
-        [injection.window_features(t, stage1)[1][0] for t, h in zip(texts, half, strict=True) if not h]
+    stage1 = SHAPE._replace(weights=w.astype(np.float16).astype(np.float32), bias=b)
+    feats = np.concatenate(
+        [
+            injection.span_features(t, stage1, np.array([0]), np.array([len(t)]))
+            for t, h in zip(texts, half, strict=True)
+            if not h
+        ]
     )
     cw, cb = fit_dense(feats, y[~half], l2=1e-3)
     out = Path(args.out)
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         bits=np.int32(BITS),
         ngrams=np.array(NGRAMS, dtype=np.int32),
         window=np.int32(WINDOW),
-        stride=np.int32(STRIDE),
+        min_chars=np.int32(MIN_CHARS),
         combiner=cw.astype(np.float32),
         combiner_bias=np.float32(cb),
         info=np.array(json.dumps(info)),

@@ -1,7 +1,8 @@
 """injection detector: instructions addressed to a model that reads the page, in any wording.
 
 The trigger lists (configs/triggers.yaml) only match the phrasings someone wrote down. This detector
-scores every window of a document with a small linear classifier over hashed character n-grams
+scores every sentence window of a document (one or two sentences, 80-320 characters) with a small
+linear classifier over hashed character n-grams
 (2-5 characters of the case-folded NFKC text, fastText-style averaging), so it needs no tokenizer
 and works the same for Latin, Cyrillic, CJK and kana. The weights ship with the package
 (``filters/injection_model.npz``, 2 MB, float16); ``bench/train_injection.py`` fits them and writes
@@ -41,9 +42,9 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     model_file: str | None = Field(None, description="null: the shipped filters/injection_model.npz")
-    threshold: float = Field(0.9801, ge=0.0, le=1.0, description="window probability that quarantines")
+    threshold: float = Field(0.9911, ge=0.0, le=1.0, description="window probability that quarantines")
     threshold_in_context: float = Field(
-        0.9997, ge=0.0, le=1.0, description="the same on security pages and support/forum threads"
+        0.998, ge=0.0, le=1.0, description="the same on security pages and support/forum threads"
     )
     security_terms_min: int = Field(
         2, ge=1, description="security-word hits that make a page's subject security"
@@ -57,8 +58,8 @@ class Model(NamedTuple):
     bias: float
     bits: int
     ngrams: tuple[int, ...]
-    window: int  # characters per window
-    stride: int
+    window: int  # most characters in one sentence window (longer sentences are cut)
+    min_chars: int  # shorter sentences are merged with the next one
     combiner: np.ndarray  # weights over window_features(): n-gram logit, concepts, concept pairs
     combiner_bias: float
 
@@ -85,7 +86,7 @@ def load_model(path: str | None = None) -> Model:
             int(data["bits"]),
             tuple(int(n) for n in data["ngrams"]),
             int(data["window"]),
-            int(data["stride"]),
+            int(data["min_chars"]),
             data["combiner"].astype(np.float64),
             float(data["combiner_bias"]),
         )
@@ -127,19 +128,50 @@ def ngram_ids(folded: str, model_bits: int, ngrams: tuple[int, ...]) -> list[np.
     return out
 
 
-def window_bounds(length: int, window: int, stride: int) -> np.ndarray:
-    """Start positions of the windows that cover a text of ``length`` characters."""
-    if length <= window:
-        return np.zeros(1, dtype=np.int64)
-    starts = np.arange(0, length - window + stride, stride, dtype=np.int64)
-    return np.minimum(starts, length - window)
+QUOTED_MENTION = 0.5  # share of a window inside quotation marks that makes it a mention
+_QUOTED = re.compile(
+    r"“[^”\n]{12,800}”|«[^»\n]{12,800}»|„[^“”\n]{12,800}[“”]|\"[^\"\n]{12,800}\"|「[^」\n]{12,800}」"
+)
+_BOUNDARY = re.compile(r"[.!?。！？；;]+[\s\"'”»」)]*|\n+")
 
 
-def window_logits(folded: str, model: Model) -> tuple[np.ndarray, np.ndarray]:
-    """(window starts, logit per window) on the folded text: bias + mean n-gram weight."""
+def segments(folded: str, min_chars: int, max_chars: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of sentence windows: sentences merged up to ``min_chars``, cut at ``max_chars``.
+    Injections are one to three sentences; a window of that size keeps them from being averaged away
+    in a long page."""
+    starts: list[int] = []
+    ends: list[int] = []
+    cur = 0
+    # A quotation starts and ends a window of its own, so a quoted attack is seen as quoted.
+    hard = {p for m in _QUOTED.finditer(folded) for p in (m.start(), m.end())} | {len(folded)}
+    cuts = sorted({m.end() for m in _BOUNDARY.finditer(folded)} | hard)
+    for cut in cuts:
+        if cut - cur < min_chars and cut not in hard:
+            continue
+        while cut - cur > max_chars:
+            starts.append(cur)
+            ends.append(cur + max_chars)
+            cur += max_chars
+        if cut > cur:
+            starts.append(cur)
+            ends.append(cut)
+            cur = cut
+    if not starts:
+        starts, ends = [0], [len(folded)]
+    return np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
+
+
+def windows(folded: str, model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """Every sentence window and every pair of neighbouring ones (an injection across a boundary)."""
+    starts, ends = segments(folded, model.min_chars, model.window)
+    if len(starts) > 1:
+        starts, ends = np.concatenate([starts, starts[:-1]]), np.concatenate([ends, ends[1:]])
+    return starts, ends
+
+
+def window_logits(folded: str, model: Model, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Mean n-gram weight of each window [start, end) of the folded text."""
     ids = ngram_ids(folded, model.bits, model.ngrams)
-    length = len(folded)
-    starts = window_bounds(length, model.window, model.stride)
     total = np.zeros(len(starts))
     count = np.zeros(len(starts))
     for n, idx in zip(model.ngrams, ids, strict=True):
@@ -147,12 +179,10 @@ def window_logits(folded: str, model: Model) -> tuple[np.ndarray, np.ndarray]:
             continue
         csum = np.concatenate([[0.0], np.cumsum(model.weights[idx], dtype=np.float64)])
         lo = np.minimum(starts, len(idx))
-        hi = np.minimum(starts + model.window - n + 1, len(idx))
-        hi = np.maximum(hi, lo)
+        hi = np.maximum(np.minimum(ends - n + 1, len(idx)), lo)
         total += csum[hi] - csum[lo]
         count += hi - lo
-    logits = model.bias + total / np.maximum(count, 1.0)
-    return starts, logits
+    return model.bias + total / np.maximum(count, 1.0)
 
 
 def features(text: str, model_bits: int, ngrams: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +200,7 @@ def features(text: str, model_bits: int, ngrams: tuple[int, ...]) -> tuple[np.nd
 
 # What an injection is made of, in ten languages (en de fr es it pt nl ru zh ja), one regex per
 # concept over the folded text. The classifier does not read these as phrases to match: it gets,
-# per window, which concepts occur and which pairs occur together, and learns their weights from
+# per window, how many concepts occur and which pairs occur together, and learns their weights from
 # data, beside the n-gram score. Wording the lists miss still lands in some concept.
 CONCEPTS: dict[str, str] = {
     # the reader addressed as a machine
@@ -266,7 +296,7 @@ CONCEPTS: dict[str, str] = {
 
 _CONCEPT_RES = tuple(re.compile(p) for p in CONCEPTS.values())
 _PAIRS = tuple((i, j) for i in range(len(CONCEPTS)) for j in range(i + 1, len(CONCEPTS)))
-N_FEATURES = 1 + len(CONCEPTS) + len(_PAIRS)
+N_FEATURES = 1 + 1 + len(_PAIRS) + 1
 
 
 def concept_positions(folded: str) -> list[np.ndarray]:
@@ -274,18 +304,35 @@ def concept_positions(folded: str) -> list[np.ndarray]:
     return [np.fromiter((m.start() for m in r.finditer(folded)), dtype=np.int64) for r in _CONCEPT_RES]
 
 
-def window_features(folded: str, model: Model) -> tuple[np.ndarray, np.ndarray]:
-    """(window starts, feature matrix): per window the n-gram logit, each concept present (0/1) and
-    each pair of concepts present together."""
-    starts, logits = window_logits(folded, model)
+def quoted_share(folded: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Share of each window's characters that sit inside a quotation (an article quoting an attack)."""
+    inside = np.zeros(len(folded) + 1)
+    for m in _QUOTED.finditer(folded):
+        inside[m.start()] += 1
+        inside[m.end()] -= 1
+    csum = np.concatenate([[0.0], np.cumsum(np.cumsum(inside)[:-1] > 0)])
+    return (csum[ends] - csum[starts]) / np.maximum(ends - starts, 1)
+
+
+def span_features(folded: str, model: Model, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Feature matrix of the windows [start, end): the n-gram logit, how many concepts are present
+    beyond the first, each pair of concepts present together, and the share inside a quotation.
+    One concept alone counts for nothing: "agent", "bot" or "password" fill ordinary manuals."""
+    logits = window_logits(folded, model, starts, ends)
     present = np.zeros((len(starts), len(CONCEPTS)))
     for k, pos in enumerate(concept_positions(folded)):
         if len(pos):
-            lo = np.searchsorted(pos, starts)
-            hi = np.searchsorted(pos, starts + model.window)
-            present[:, k] = hi > lo
+            present[:, k] = np.searchsorted(pos, ends) > np.searchsorted(pos, starts)
     pairs = np.stack([present[:, i] * present[:, j] for i, j in _PAIRS], axis=1)
-    return starts, np.concatenate([logits[:, None], present, pairs], axis=1)
+    extra = np.maximum(present.sum(axis=1) - 1, 0)[:, None]
+    quoted = quoted_share(folded, starts, ends)[:, None]
+    return np.concatenate([logits[:, None], extra, pairs, quoted], axis=1)
+
+
+def window_features(folded: str, model: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(starts, ends, feature matrix) of every window of the folded text."""
+    starts, ends = windows(folded, model)
+    return starts, ends, span_features(folded, model, starts, ends)
 
 
 # --- context -------------------------------------------------------------------------------------
@@ -347,12 +394,14 @@ def score_text(text: str, model: Model) -> tuple[float, int, int]:
     folded = fold(text)
     if not folded.strip():
         return 0.0, 0, 0
-    starts, feats = window_features(folded, model)
+    starts, ends, feats = window_features(folded, model)
     logits = model.combiner_bias + feats @ model.combiner
+    # A window that is almost all quotation is a mention (an article quoting an attack), as for the
+    # trigger lists' "addressed" rule; an attacker who quotes their injection is caught by neither.
+    logits = np.where(feats[:, -1] >= QUOTED_MENTION, -np.inf, logits)
     best = int(np.argmax(logits))
     prob = float(1.0 / (1.0 + np.exp(-logits[best])))
-    start = int(starts[best])
-    return prob, start, min(len(text), start + model.window)
+    return prob, int(starts[best]), min(len(text), int(ends[best]))
 
 
 def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:

@@ -155,3 +155,11 @@ def test_filter_end_to_end(tmp_path: Path) -> None:
     assert {r["id"]: r["reasons"] for r in quarantine} == {"attack": ["injection:classifier"]}
     clean = {r["id"] for r in pq.read_table(out / "clean").to_pylist()}
     assert clean == {"thread", "doc"}
+
+
+def test_quoted_injection_is_a_mention() -> None:
+    """An article that quotes an injection is not scored as one (the lists' "addressed" rule)."""
+    model = injection.load_model()
+    attack = HELD_OUT_LANGS["pt"][0]
+    quoted = f"Num relatório lemos o exemplo “{attack}” e explicamos por que ele não funcionou."
+    assert injection.score_text(quoted, model)[0] < 0.5 < 0.9 < injection.score_text(attack, model)[0]
