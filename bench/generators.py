@@ -523,5 +523,7 @@ def p_inj_x(seed: int = 0) -> list[Doc]:
     for name in ("bastion", "garak-multilingual", "handwritten"):
         for i, sample in enumerate(injection_data.collection(name)):
             text = injection_data.plant(sample, rng)
-            out.append(_doc("P-INJ-X", i, text, _url(rng, "P-INJ-X", i), None, variant=name, lang=sample["lang"]))
+            out.append(
+                _doc("P-INJ-X", i, text, _url(rng, "P-INJ-X", i), None, variant=name, lang=sample["lang"])
+            )
     return out

@@ -11,7 +11,9 @@ half of the clean base (bench/corpus.py; its categories that quote or imitate ba
 handwritten set is read. Needs scipy (a bench dependency; the detector itself only needs numpy).
 
 Features: hashed character 2-5-grams of sentence windows (80-320 characters, one or two sentences),
-averaged, as the detector computes them, then the concepts, their pairs and a quotation flag. Model: L2-regularised logistic regression (L-BFGS), classes weighted equally.
+averaged, as the detector computes them; then a second model over that n-gram score, the number of
+concepts, their pairs and the quoted share. Both: L2-regularised logistic regression (L-BFGS), classes
+weighted equally; the n-gram stage on one half of the windows, the second stage on the other.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ MIN_CHARS = 80  # shorter sentences merge with the next
 SIDES = {"A": idata.A_SOURCES, "B": idata.B_SOURCES}
 LEFT_OUT_CLEAN = ("discusses-attacks", "lookalike-benign")
 # the window shape (weights filled in after fitting)
-SHAPE = injection.Model(np.zeros(1 << BITS, np.float32), 0.0, BITS, NGRAMS, WINDOW, MIN_CHARS, np.zeros(1), 0.0)
+SHAPE = injection.Model(
+    np.zeros(1 << BITS, np.float32), 0.0, BITS, NGRAMS, WINDOW, MIN_CHARS, np.zeros(1), 0.0
+)
 
 
 def windows(text: str, limit: int, rng: random.Random) -> list[str]:
