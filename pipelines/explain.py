@@ -126,8 +126,25 @@ def format_document(row: dict[str, Any], where: str, config: dict[str, Any]) -> 
     return "\n".join(lines)
 
 
+def count_id(out: Path, doc_id: str) -> int:
+    """How many documents of the run carry `doc_id` (ids are the user's and need not be unique)."""
+    paths = shard_paths(out, "clean") + shard_paths(out, "quarantine")
+    return sum(
+        pc.sum(pc.equal(pq.read_table(p, columns=["id"]).column("id"), doc_id)).as_py() or 0 for p in paths
+    )
+
+
 def explain(out: Path, doc_id: str) -> str:
-    """What happened to document `doc_id` in the finished run in `out`, for the terminal."""
+    """What happened to document `doc_id` in the finished run in `out`, for the terminal. When
+    several documents share the id (each got its own outcome), the first is shown and the rest
+    counted."""
     out = Path(out)
     row, path = find_document(out, doc_id)
-    return format_document(row, str(path.relative_to(out)), run_config(out))
+    text = format_document(row, str(path.relative_to(out)), run_config(out))
+    others = count_id(out, doc_id) - 1
+    if others > 0:
+        text += (
+            f"\nnote       {others} more document(s) carry this id, each with its own outcome; "
+            "this is the first in shard order (report.json: duplicate_ids)"
+        )
+    return text

@@ -21,6 +21,7 @@ import zstandard
 
 from poisonguard.pipelines import nightly, runner
 from poisonguard.pipelines.config import ConfigError, PipelineConfig, load_config
+from poisonguard.pipelines.explain import explain
 from poisonguard.pipelines.locks import LOCK_FILE, hold_lock
 from poisonguard.pipelines.readers import InputError, ReadState, expand_inputs, read_documents
 from poisonguard.pipelines.runner import WORK, OutputError, run_filter
@@ -188,6 +189,7 @@ def test_documents_sharing_an_id_keep_their_own_outcomes(tmp_path: Path, fast_co
     assert copy_row["outcome"] == "duplicate" and copy_row["duplicate_of"] == "same"
     assert report["duplicate_ids"]["documents"] == 1
     assert report["duplicate_ids"]["examples"] == [{"id": "same", "extra_copies": 1}]
+    assert "1 more document(s) carry this id" in explain(out, "same")
 
 
 # --- 5, 6. locks --------------------------------------------------------------------------------
