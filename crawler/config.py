@@ -60,10 +60,14 @@ class CrawlConfig(BaseModel):
     # --- tarpit guard (docs/THREATS.md P-TARPIT) ---
     host_max_pages: int = Field(2000, ge=1, description="per-host page budget")
     host_max_bytes: int = Field(200 * 1024 * 1024, ge=1, description="per-host byte budget")
-    host_max_slow: int = Field(5, ge=1, description="responses over ttlb_limit_s before a host is dropped")
-    tarpit_min_pages: int = Field(8, ge=1, description="tarpit-like pages seen before a host can be dropped")
+    host_max_slow: int = Field(
+        5, ge=1, description="responses over ttlb_limit_s before a region (path prefix) is stopped"
+    )
+    tarpit_min_pages: int = Field(
+        8, ge=1, description="tarpit-like pages seen before a region can be stopped"
+    )
     tarpit_page_share: float = Field(
-        0.6, gt=0, le=1, description="share of a host's pages that must look tarpit-like to drop it"
+        0.6, gt=0, le=1, description="share of a region's pages that must look tarpit-like to stop it"
     )
     tarpit_deep_link_share: float = Field(
         0.5,
@@ -72,19 +76,70 @@ class CrawlConfig(BaseModel):
         description="a page is tarpit-like when this share of its links goes deeper under its own path "
         "to random-looking slugs",
     )
+    tarpit_region_segments: int = Field(
+        3,
+        ge=0,
+        description="path segments a tarpit region can span: verdicts apply to the shortest prefix "
+        "(/, /a/, /a/b/, ...) whose pages look tarpit-like, not to the whole host",
+    )
+    tarpit_max_chain: int = Field(
+        2,
+        ge=1,
+        description="tarpit-like pages in a row on a link path after which links are no longer followed",
+    )
+    tarpit_follow_links: int = Field(
+        2, ge=0, description="links followed at most from a tarpit-like page (a tarpit links to many)"
+    )
+    tarpit_slow_page_s: float = Field(5.0, gt=0, description="a page whose headers took this long ...")
+    tarpit_slow_factor: float = Field(
+        8.0,
+        ge=1,
+        description="... and this many times the median of the host's recent pages is drip-slow",
+    )
+    tarpit_max_coherence: float = Field(
+        0.08,
+        ge=0,
+        le=1,
+        description="pages whose topic coherence (crawler/suspicion.py) is below this count as babble",
+    )
     # --- cloaking probe (docs/THREATS.md P-CLOAK) ---
     cloaking_sample_rate: float = Field(
-        0.05, ge=0, le=1, description="share of pages per host fetched again with a browser user agent"
+        0.03, ge=0, le=1, description="share of pages per host fetched again with a browser user agent"
     )
     cloaking_probe_seeds: bool = Field(True, description="always probe the seed pages (the front doors)")
-    cloaking_max_probes_per_host: int = Field(20, ge=0, description="probe at most this many pages per host")
+    cloaking_max_probes_per_host: int = Field(100, ge=0, description="probe at most this many pages per host")
     cloaking_probe_detectors: list[str] = Field(
         default_factory=lambda: ["hidden_text"],
         description="poisonguard.filters detectors whose flag on a page always triggers a probe",
     )
+    cloaking_probe_share: float = Field(
+        0.08,
+        ge=0,
+        le=1,
+        description="share of each batch of a host's pages probed, the most suspicious first "
+        "(crawler/suspicion.py score), on top of the pages probed for a reason and the sample",
+    )
+    cloaking_rank_batch: int = Field(
+        50, ge=1, description="pages of a host ranked together (the last, partial batch when the crawl idles)"
+    )
+    cloaking_probe_instructions: bool = Field(
+        True, description="probe pages whose visible text has instruction phrasing addressed to a model"
+    )
+    coherence_min_pages: int = Field(
+        8, ge=1, description="pages of a host seen before its word statistics judge coherence"
+    )
+    cloaking_confirm_similarity: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="a second browser fetch (the page's own churn) only when the first is less similar "
+        "than this to the crawler's view",
+    )
     browser_user_agent: str = Field(DEFAULT_BROWSER_USER_AGENT, description="user agent of the probe fetches")
-    minhash_perm: int = Field(128, ge=16, description="MinHash permutations for the view comparison")
     shingle_words: int = Field(3, ge=1, description="word shingle size for the view comparison")
+    cloaking_window_words: int = Field(
+        20, ge=5, description="window of the view comparison: the crawler view's worst window counts"
+    )
     # --- logging ---
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -52,6 +52,7 @@ def merge_crawl_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "http_status": {},
         "errors": {},
         "tarpit_hosts": [],
+        "tarpit_regions": {},
         "cloaking_probes": {"probed": 0, "failed": 0, "views_differ": [], "results": {}},
     }
     summed = (
@@ -63,6 +64,7 @@ def merge_crawl_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "robots_forbidden",
         "dropped_stopped_host",
         "raw_rows",
+        "tarpit_pages",
     )
     for key in summed:
         merged[key] = sum(int(p.get(key) or 0) for p in parts)
@@ -74,6 +76,7 @@ def merge_crawl_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
                 merged[key][name] = merged[key].get(name, 0) + value
         merged["hosts"].update(part.get("hosts") or {})
         merged["tarpit_hosts"].extend(part.get("tarpit_hosts") or [])
+        merged["tarpit_regions"].update(part.get("tarpit_regions") or {})
         probes = part.get("cloaking_probes") or {}
         merged["cloaking_probes"]["probed"] += probes.get("probed", 0)
         merged["cloaking_probes"]["failed"] += probes.get("failed", 0)

@@ -48,7 +48,7 @@ RAW_SCHEMA = pa.schema(
         ("cloaking_similarity", pa.float32()),
         # browser view vs a second browser view: what a page's own churn looks like
         ("cloaking_baseline", pa.float32()),
-        ("tarpit_host", pa.bool_()),  # the page's host was dropped by the tarpit guard
+        ("tarpit_host", pa.bool_()),  # the tarpit guard marked the page (its region or host is a tarpit)
     ]
 )
 
@@ -123,17 +123,22 @@ def fetched_by_host(raw_dir: Path) -> dict[str, dict[str, int]]:
 
 
 def apply_crawl_results(
-    raw_dir: Path, tarpit_hosts: Iterable[str], probes: dict[str, tuple[float, float]]
+    raw_dir: Path,
+    tarpit_hosts: Iterable[str],
+    probes: dict[str, tuple[float, float | None]],
+    tarpit_urls: Iterable[str] = (),
 ) -> int:
     """Write late crawl verdicts into the page rows; rewrites only the shards that change.
 
     The guard decides about a host after seeing several of its pages, and a probe result arrives after
     its page row was written, so rows carry ``tarpit_host=False`` and null similarities until this pass
-    (run when the crawl ends) sets ``tarpit_host`` on every row of a dropped host and the cloaking
-    similarities on probed pages (matched by final URL). Returns the number of rows changed.
+    (run when the crawl ends) sets ``tarpit_host`` on every row of a host that is a tarpit as a whole
+    and on the pages the guard marked inside a tarpit region (``tarpit_urls``, matched by final URL),
+    and the cloaking similarities on probed pages. Returns the number of rows changed.
     """
     wanted = {h.lower() for h in tarpit_hosts}
-    if not wanted and not probes:
+    marked = set(tarpit_urls)
+    if not wanted and not probes and not marked:
         return 0
     changed = 0
     for path in raw_shards(raw_dir):
@@ -146,7 +151,7 @@ def apply_crawl_results(
         bases = table.column("cloaking_baseline").to_pylist()
         dirty = 0
         for i, url in enumerate(urls):
-            if not flags[i] and host_port_of(url) in wanted:
+            if not flags[i] and (host_port_of(url) in wanted or finals[i] in marked):
                 flags[i] = True
                 dirty += 1
             if kinds[i] == KIND_PAGE and finals[i] in probes and sims[i] is None:
@@ -227,7 +232,7 @@ def raw_to_documents(raw: pa.Table, source: str = "crawl") -> pa.Table:
 
     ``crawl_cloaking_similarity`` is the probe's crawler-vs-browser similarity relative to the page's own
     churn (crawler.cloaking_probe.relative_similarity; null unless probed) and ``crawl_tarpit_host`` whether
-    the tarpit guard dropped the page's host; filters/cloaking.py turns them into reasons. ``record``
+    the tarpit guard marked the page; filters/cloaking.py turns them into reasons. ``record``
     is the row number in ``raw``; ``meta`` keeps status, fetch time, title, encoding, the body hash
     and the probe's two raw similarities.
     """

@@ -257,7 +257,11 @@ def summarize(scrapy_stats: dict[str, Any], spider: Any, min_relative: float) ->
             statuses[key.rsplit("/", 1)[1]] = value
     hosts = spider.guard.budget_report()
     probes = {
-        url: {"similarity": round(s, 4), "baseline": round(b, 4)}
+        url: {
+            "similarity": round(s, 4),
+            "baseline": None if b is None else round(b, 4),
+            "why": spider.probe_why.get(url),
+        }
         for url, (s, b) in spider.probe_results.items()
     }
     return {
@@ -279,6 +283,8 @@ def summarize(scrapy_stats: dict[str, Any], spider: Any, min_relative: float) ->
         "finish_time": scrapy_stats.get("finish_time"),
         "hosts": hosts,
         "tarpit_hosts": spider.guard.tarpit_hosts(),
+        "tarpit_regions": spider.guard.tarpit_regions(),
+        "tarpit_pages": len(spider.guard.tarpit_pages()),
         "cloaking_probes": {
             "probed": len(probes),
             "failed": spider.probe_failures,
@@ -332,7 +338,7 @@ def _child(job_path: Path) -> int:
     stats = summarize(crawler.stats.get_stats(), spider, CloakingFilterConfig().min_relative_similarity)
     stats["resumed"] = bool(job.get("resume"))
     stats["raw_rows_updated"] = apply_crawl_results(
-        raw_dir, spider.guard.tarpit_hosts(), spider.probe_results
+        raw_dir, spider.guard.tarpit_hosts(), spider.probe_results, spider.guard.tarpit_pages()
     )
     stats["raw_shards"] = len(list(raw_dir.glob("part-*.parquet")))
     tmp = raw_dir / (STATS_FILE + ".tmp")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timezone
@@ -21,9 +22,9 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from scrapy import Request, Spider
+from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
-from scrapy.exceptions import DownloadTimeoutError, IgnoreRequest
+from scrapy.exceptions import DontCloseSpider, DownloadTimeoutError, IgnoreRequest
 from scrapy.http import Response, TextResponse
 from scrapy.linkextractors import LinkExtractor
 from twisted.internet.error import TCPTimedOutError, TimeoutError
@@ -31,7 +32,7 @@ from twisted.python.failure import Failure
 
 from poisonguard.core.schema import DOCUMENT_SCHEMA
 from poisonguard.core.urls import host_port_of
-from poisonguard.crawler import cloaking_probe
+from poisonguard.crawler import cloaking_probe, suspicion
 from poisonguard.crawler.config import CrawlConfig
 from poisonguard.crawler.raw import KIND_PAGE, KIND_PROBE, RawShardWriter, _extract, is_html
 from poisonguard.crawler.tarpit import PageSignal, TarpitGuard
@@ -69,8 +70,15 @@ class PoisonguardSpider(Spider):
             hosts = {urlsplit(u).hostname or "" for u in self.seeds} | set(cfg.allowed_domains)
             self.allowed_domains = sorted(h for h in hosts if h)
         self.guard = TarpitGuard(cfg)
-        # url -> (similarity, baseline); kept in spider.state so a resumed crawl keeps earlier probes.
-        self.probe_results: dict[str, tuple[float, float]] = {}
+        # url -> (similarity, baseline or None when one browser view agreed); kept in spider.state so a
+        # resumed crawl keeps earlier probes.
+        self.probe_results: dict[str, tuple[float, float | None]] = {}
+        self.probe_why: dict[str, str] = {}  # url -> what made the spider probe it
+        self.vocab: dict[str, suspicion.SiteVocabulary] = {}  # host -> word statistics
+        # host -> pages not probed yet as (signals, url, crawler text); the most suspicious share of
+        # each batch is probed (the ranked probe), the rest forgotten.
+        self.batches: dict[str, list[tuple[suspicion.Signals, str, str, frozenset[int]]]] = {}
+        self.site_shingles: dict[str, suspicion.SiteShingles] = {}  # host -> paragraph 4-gram counts
         self.probe_failures = 0
         self.links = LinkExtractor()
         self.on_progress = on_progress
@@ -84,20 +92,28 @@ class PoisonguardSpider(Spider):
                     f"crawl.cloaking_probe_detectors: no detector module {name!r}: {exc}"
                 ) from exc
 
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> PoisonguardSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        crawler.signals.connect(spider._on_idle, signal=signals.spider_idle)
+        return spider
+
     def _link_state(self) -> None:
         # With JOBDIR, the SpiderState extension loads self.state on spider_opened and pickles it when
         # the spider closes. Called from start(), i.e. after every spider_opened handler ran; the state
         # then holds live references, so it is pickled current whatever the close order.
         state = getattr(self, "state", None)
-        self.state_lost = bool(self.prior_hosts) and (state is None or "guard" not in state)
-        if state is not None and "guard" in state:
-            self.guard.hosts = state["guard"]
+        has_guard = state is not None and isinstance(state.get("guard"), TarpitGuard)
+        self.state_lost = bool(self.prior_hosts) and not has_guard
+        if state is not None and has_guard:
+            self.guard = state["guard"]
+            self.guard.cfg = self.cfg
             self.probe_results = state.get("probes", {})
         else:
             self.guard.seed_hosts(self.prior_hosts)
         if state is None:
             return
-        state["guard"] = self.guard.hosts
+        state["guard"] = self.guard
         state["probes"] = self.probe_results
 
     async def start(self) -> AsyncIterator[Any]:
@@ -180,31 +196,121 @@ class PoisonguardSpider(Spider):
             # kept in raw/ but never a document (PDF, images...): counted, so nothing goes unsaid
             self.crawler.stats.inc_value("poisonguard/skipped_not_html")
         if 200 <= response.status < 300 and is_html(ctype, response.body):
-            text, spans, _, _ = _extract(response.body, ctype)
+            text, spans, title, _ = _extract(response.body, ctype)
             links: list[str] = []
             if isinstance(response, TextResponse):
                 links = [link.url for link in self.links.extract_links(response)]
-            signal = self.guard.record_page(response.url, links, text)
+            words = suspicion.content_words(text)
+            vocab = self.vocab.setdefault(host_port_of(response.url), suspicion.SiteVocabulary())
+            coherence = suspicion.coherence(words, vocab, self.cfg.coherence_min_pages)
+            vocab.add(words)
+            site = self.site_shingles.setdefault(host_port_of(response.url), suspicion.SiteShingles())
+            shingles = site.shingles(text)
+            site.add(shingles)
+            signal = self.guard.record_page(
+                response.url,
+                links,
+                text,
+                seconds=latency,
+                parent_chain=response.meta.get("pg_chain", 0),
+                incoherent=coherence is not None and coherence < self.cfg.tarpit_max_coherence,
+            )
+            self.guard.record_child(response.meta.get("pg_parent"), signal.tarpit_like)
             if self.follow and self.guard.allows(response.url):
-                for url in links:
-                    if url not in self.frontier:  # stored, or re-queued, by a resume after a kill
-                        yield Request(url, callback=self.parse, errback=self.failed)
-            if self._want_probe(response.url, text, spans, signal):
-                host.probes += 1
-                yield self._probe_request(response.url, text, None)
+                yield from self._follow(response.url, links, signal)
+            why = self._want_probe(response.url, text, spans, signal)
+            if why:
+                yield self._start_probe(response.url, text, why)
+            elif why is None and host.probes < self.cfg.cloaking_max_probes_per_host:
+                odd = (
+                    coherence,
+                    suspicion.title_support(text, title, vocab),
+                    suspicion.paragraph_fit(text, vocab),
+                )
+                yield from self._rank(host_port_of(response.url), odd, response.url, text, shingles)
         row["tarpit_host"] = host.tarpit
         yield row
         self._progress()
 
-    def _want_probe(self, url: str, text: str, spans: list[tuple[str, str]], signal: PageSignal) -> bool:
+    def _follow(self, url: str, links: list[str], signal: PageSignal) -> Iterator[Request]:
+        limit = self.guard.follow_limit(signal)
+        for link in links if limit is None else links[:limit]:
+            if link in self.frontier:
+                continue  # stored, or re-queued, by a resume after a kill
+            yield Request(
+                link,
+                callback=self.parse,
+                errback=self.failed,
+                meta={"pg_chain": signal.chain, "pg_parent": url},
+            )
+
+    def _want_probe(
+        self, url: str, text: str, spans: list[tuple[str, str]], signal: PageSignal
+    ) -> str | None:
+        """Why the page is probed now ("": never; None: it joins its host's ranked batch).
+
+        Now: seeds, the first tarpit-like page of a chain (a tarpit, or a real page cloaked as babble?),
+        pages with instruction phrasing or a crawl-time detector's flag, and a random sample.
+        """
         stats = self.guard.host(url)
         if url in self.probe_results or stats.probes >= self.cfg.cloaking_max_probes_per_host:
-            return False
+            return ""
         if self.cfg.cloaking_probe_seeds and url in self._seed_set:
-            return True
-        if cloaking_probe.sampled(url, self.cfg.cloaking_sample_rate) or signal.tarpit_like:
-            return True
-        return self._flagged(url, text, spans)
+            return "seed"
+        if signal.tarpit_like:
+            first = signal.chain == 1 and self.guard.stopped_region(url) is None
+            return "tarpit_like" if first else ""  # deeper ones are the tarpit's own pages
+        if self.cfg.cloaking_probe_instructions and suspicion.instruction(text):
+            return "instruction"
+        if self._flagged(url, text, spans):
+            return "detector"
+        if cloaking_probe.sampled(url, self.cfg.cloaking_sample_rate):
+            return "sample"
+        return None
+
+    def _start_probe(self, url: str, text: str, why: str) -> Request:
+        self.guard.host(url).probes += 1
+        self.probe_why[url] = why
+        return self._probe_request(url, text, None)
+
+    def _rank(
+        self,
+        host: str,
+        signals: suspicion.Signals,
+        url: str,
+        text: str,
+        shingles: frozenset[int] = frozenset(),
+        flush: bool = False,
+    ) -> Iterator[Request]:
+        """Add a page to its host's batch; when the batch is full (or flushed), probe its most suspicious."""
+        batch = self.batches.setdefault(host, [])
+        if url:
+            batch.append((signals, url, text, shingles))
+        if not batch or (len(batch) < self.cfg.cloaking_rank_batch and not flush):
+            return
+        slots = math.ceil(self.cfg.cloaking_probe_share * len(batch))
+        # Borrowed text is judged now, against every page of the host fetched so far, not only earlier ones.
+        site = self.site_shingles[host]
+        full = []
+        for item in batch:
+            borrowed = site.borrowed(item[3])
+            full.append((*item[0], None if borrowed is None else 1.0 - borrowed))
+        scores = suspicion.rank_suspicion(full)
+        order = sorted(range(len(batch)), key=lambda j: -scores[j])
+        for _, page_url, page_text, _ in (batch[j] for j in order[:slots]):
+            if self.guard.host(page_url).probes < self.cfg.cloaking_max_probes_per_host:
+                yield self._start_probe(page_url, page_text, "ranked")
+        batch.clear()
+
+    def _on_idle(self) -> None:
+        """Nothing left to fetch: probe the ranked share of every host's last, partial batch."""
+        scheduled = 0
+        for host in list(self.batches):
+            for request in self._rank(host, (), "", "", flush=True):
+                self.crawler.engine.crawl(request)
+                scheduled += 1
+        if scheduled:
+            raise DontCloseSpider
 
     def _flagged(self, url: str, text: str, spans: list[tuple[str, str]]) -> bool:
         """Whether a crawl-time detector (default config) objects to the page: then it is always probed."""
@@ -261,12 +367,16 @@ class PoisonguardSpider(Spider):
         text = ""
         if 200 <= response.status < 300 and is_html(row["content_type"], response.body):
             text = _extract(response.body, row["content_type"])[0]
+        k, w = self.cfg.shingle_words, self.cfg.cloaking_window_words
         if first_browser_text is None:
-            yield self._probe_request(page_url, crawler_text, text)
+            sim = cloaking_probe.view_similarity(crawler_text, text, k, w)
+            if sim >= self.cfg.cloaking_confirm_similarity:
+                self.probe_results[page_url] = (sim, None)  # the views agree: no churn to measure
+            else:
+                yield self._probe_request(page_url, crawler_text, text)
             return
-        n, k = self.cfg.minhash_perm, self.cfg.shingle_words
-        sim = cloaking_probe.similarity(crawler_text, first_browser_text, n, k)
-        base = cloaking_probe.similarity(first_browser_text, text, n, k)
+        sim = cloaking_probe.view_similarity(crawler_text, first_browser_text, k, w)
+        base = cloaking_probe.view_similarity(first_browser_text, text, k, w)
         self.probe_results[page_url] = (sim, base)
 
     def probe_failed(self, failure: Failure) -> None:
@@ -358,5 +468,5 @@ class TarpitMiddleware:
             if self.crawler.stats is not None:
                 self.crawler.stats.inc_value("poisonguard/dropped_stopped_host")
             raise IgnoreRequest(
-                f"tarpit guard stopped {host_port_of(request.url)}: {spider.guard.host(request.url).stopped}"
+                f"tarpit guard stopped {host_port_of(request.url)}: {spider.guard.why_stopped(request.url)}"
             )

@@ -1,20 +1,26 @@
-"""Tarpit guard (docs/THREATS.md P-TARPIT): per-host budgets and signals that stop following a host.
+"""Tarpit guard (docs/THREATS.md P-TARPIT): per-host budgets, per-region tarpit verdicts.
 
 Tarpits and labyrinths (Nepenthes, iocaine, Cloudflare AI Labyrinth) serve endless generated pages
-whose links point ever deeper into one path, often with random slugs, filled with Markov babble,
-sometimes drip-fed. The guard keeps, per host (host[:port]): pages, bytes, download time, responses
-that hit the time-to-last-byte limit, and how many pages looked tarpit-like. A host is stopped (no
-more of its links are followed, queued requests to it are dropped) when it spends its page or byte
-budget, when too many of its responses are too slow, or when enough of its pages look tarpit-like.
-Only the signal-based stops mark a host as a tarpit (its pages then carry ``cloaking:tarpit_host``);
-a large honest site that merely spends its budget is not accused.
+whose links point ever deeper into one path, often with random slugs, filled with babble, sometimes
+drip-fed; they are also planted inside real sites, under one path. A page is tarpit-like when most
+of its links go deeper to random-looking slugs, when its text is babble (word salad, or incoherent
+text: crawler/suspicion.py), or when it came far slower than the host's usual page (a drip delay).
+
+Budgets (pages, bytes) stop following a host and accuse nobody. Tarpit verdicts apply to a region:
+the shortest path prefix (/, /a/, /a/b/) whose pages are mostly tarpit-like or whose requests mostly
+time out; links into a stopped region are dropped, and only a region at the root makes the whole host
+a tarpit. A tarpit that shares its prefix with real pages is bounded by the link chain: a tarpit-like
+page reached through a tarpit-like page has none of its links followed, and a tarpit-like page only a
+few. At the end of the crawl the pages of the tarpit are marked (``cloaking:tarpit_host``): tarpit-like
+pages in a stopped region or in a tarpit-like chain; the real pages of the same host are kept.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+import statistics
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -103,6 +109,18 @@ def babble_score(text: str) -> float | None:
     return max(gib / 0.3 if gib < 0.3 else 1.0, flat)
 
 
+def region_prefixes(url: str, max_segments: int) -> list[str]:
+    """The directory prefixes of a URL's path, shortest first: "/a/b/c.html" -> ["/", "/a/", "/a/b/"]."""
+    path = urlsplit(url).path or "/"
+    directory = _directory(path)
+    segments = [s for s in directory.split("/") if s][:max_segments]
+    return ["/"] + ["/" + "/".join(segments[: i + 1]) + "/" for i in range(len(segments))]
+
+
+LATENCY_WINDOW = 256  # recent pages per host whose median latency is the host's usual one
+MIN_LATENCIES = 5  # pages of a host fetched before a page can be judged drip-slow
+
+
 @dataclass
 class HostStats:
     pages: int = 0  # crawler fetches (any status); cloaking probe fetches are not pages
@@ -114,9 +132,20 @@ class HostStats:
     tarpit_like: int = 0
     deep_link_pages: int = 0
     babble_pages: int = 0
-    probes: int = 0  # pages sent to the cloaking probe (two browser fetches each)
+    slow_pages: int = 0  # pages served far slower than the host's usual pages (a drip delay)
+    probes: int = 0  # pages sent to the cloaking probe (browser fetches)
     stopped: str | None = None  # why the guard stopped following the host
-    tarpit: bool = False  # stopped on a tarpit signal (not only a budget)
+    tarpit: bool = False  # the whole host behaves like a tarpit (its root region was stopped on a signal)
+
+
+@dataclass
+class RegionStats:
+    """One path prefix of one host ("/", "/gen/", "/gen/x/"): the unit of the tarpit verdict."""
+
+    pages: int = 0
+    tarpit_like: int = 0
+    slow: int = 0  # requests into the region cancelled at the time-to-last-byte limit
+    stopped: str | None = None  # why: a region is stopped only on tarpit signals
 
 
 @dataclass
@@ -125,12 +154,36 @@ class PageSignal:
     links: int
     babble: float | None
     tarpit_like: bool
+    slow: bool = False
+    chain: int = 0  # tarpit-like pages on the link path to this one, itself included
+
+
+@dataclass
+class PageRecord:
+    """What the guard remembers of a fetched page to mark it at the end of the crawl."""
+
+    tarpit_like: bool
+    parent_tarpit_like: bool
+    tarpit_children: int = 0
 
 
 @dataclass
 class TarpitGuard:
+    """Per-host budgets and per-region tarpit verdicts.
+
+    Budgets (pages, bytes) apply to a host and accuse nobody. Tarpit verdicts apply to the region of
+    the link graph that behaves like one: the shortest path prefix whose pages are mostly tarpit-like
+    (or whose requests mostly time out), so that a generated section under /gen/ is stopped while the
+    real pages of the same host are kept. A tarpit that shares its prefix with real pages is bounded
+    by the link chain instead: a tarpit-like page reached through a tarpit-like page has none of its
+    links followed, and a tarpit-like page has at most ``tarpit_follow_links`` of them followed.
+    """
+
     cfg: CrawlConfig
     hosts: dict[str, HostStats] = field(default_factory=dict)
+    regions: dict[str, RegionStats] = field(default_factory=dict)  # "host/prefix/" -> stats
+    pages: dict[str, PageRecord] = field(default_factory=dict)  # url -> record
+    _latencies: dict[str, deque[float]] = field(default_factory=dict)  # host -> recent page latencies
 
     def host(self, url_or_host: str) -> HostStats:
         key = host_port_of(url_or_host) if "/" in url_or_host else url_or_host.lower()
@@ -148,8 +201,34 @@ class TarpitGuard:
             stats.bytes += seen.get("bytes", 0)
             self._check_budgets(stats)
 
+    def _regions(self, url: str) -> list[tuple[str, RegionStats]]:
+        """(prefix, stats) of every region the URL falls in, shortest prefix first."""
+        host = host_port_of(url)
+        out = []
+        for prefix in region_prefixes(url, self.cfg.tarpit_region_segments):
+            stats = self.regions.get(host + prefix)
+            if stats is None:
+                stats = self.regions[host + prefix] = RegionStats()
+            out.append((prefix, stats))
+        return out
+
+    def stopped_region(self, url: str) -> str | None:
+        """The stopped region (host + prefix) a URL falls in, if any."""
+        host = host_port_of(url)
+        for prefix in region_prefixes(url, self.cfg.tarpit_region_segments):
+            region = self.regions.get(host + prefix)
+            if region is not None and region.stopped is not None:
+                return host + prefix
+        return None
+
     def allows(self, url: str) -> bool:
-        return self.host(url).stopped is None
+        return self.host(url).stopped is None and self.stopped_region(url) is None
+
+    def why_stopped(self, url: str) -> str:
+        region = self.stopped_region(url)
+        if region is not None:
+            return f"region {region}: {self.regions[region].stopped}"
+        return self.host(url).stopped or ""
 
     def _stop(self, stats: HostStats, why: str, tarpit: bool) -> None:
         if stats.stopped is None:
@@ -162,6 +241,8 @@ class TarpitGuard:
         stats.ok += 200 <= status < 300
         stats.bytes += nbytes
         stats.seconds += seconds
+        for _, region in self._regions(url):
+            region.pages += 1
         self._check_budgets(stats)
         return stats
 
@@ -177,46 +258,120 @@ class TarpitGuard:
         elif stats.bytes >= self.cfg.host_max_bytes:
             self._stop(stats, f"byte budget: {stats.bytes} bytes", tarpit=False)
 
+    def _verdict(self, url: str, why: str, count: str) -> None:
+        """Stop the shortest prefix of ``url`` whose ``count`` share says tarpit; the root stops the host."""
+        for prefix, region in self._regions(url):
+            if region.stopped is not None:
+                return
+            hits = getattr(region, count)
+            total = region.pages + (region.slow if count == "slow" else 0)
+            minimum = self.cfg.host_max_slow if count == "slow" else self.cfg.tarpit_min_pages
+            if hits >= minimum and hits >= self.cfg.tarpit_page_share * max(total, 1):
+                region.stopped = why.format(hits=hits, total=total)
+                if prefix == "/":  # the whole host behaves like a tarpit
+                    self._stop(self.host(url), "tarpit: " + region.stopped, tarpit=True)
+                return
+
     def record_failure(self, url: str, slow: bool) -> HostStats:
         stats = self.host(url)
         stats.errors += 1
         if slow:
             stats.slow += 1
             stats.seconds += self.cfg.ttlb_limit_s
-            if stats.slow >= self.cfg.host_max_slow:
-                self._stop(
-                    stats,
-                    f"slow responses: {stats.slow} over the {self.cfg.ttlb_limit_s:g} s "
-                    "time-to-last-byte limit",
-                    tarpit=True,
-                )
+            for _, region in self._regions(url):
+                region.slow += 1
+            self._verdict(
+                url,
+                "slow responses: {hits}/{total} over the "
+                f"{self.cfg.ttlb_limit_s:g} s time-to-last-byte limit",
+                "slow",
+            )
         return stats
 
-    def record_page(self, url: str, links: list[str], text: str) -> PageSignal:
-        """Signals of one HTML page; updates the host and stops it when its pages look like a tarpit."""
+    def _slow_page(self, url: str, seconds: float) -> bool:
+        # Far slower than this host's usual page: a drip delay. A host that is slow everywhere is not.
+        # The median of its recent pages, so that the tarpit's own slow pages do not raise the bar.
+        recent = self._latencies.setdefault(host_port_of(url), deque(maxlen=LATENCY_WINDOW))
+        usual = statistics.median(recent) if len(recent) >= MIN_LATENCIES else None
+        recent.append(seconds)
+        if usual is None:
+            return False  # too few pages yet to know what is usual for this host
+        return seconds >= self.cfg.tarpit_slow_page_s and seconds >= self.cfg.tarpit_slow_factor * usual
+
+    def record_page(
+        self,
+        url: str,
+        links: list[str],
+        text: str,
+        seconds: float = 0.0,
+        parent_chain: int = 0,
+        incoherent: bool = False,
+    ) -> PageSignal:
+        """Signals of one HTML page; updates its host and regions and stops a region that looks like a tarpit.
+
+        ``parent_chain`` is the chain of the page that linked here; ``incoherent`` a babble signal the
+        caller computed (crawler.suspicion).
+        """
         stats = self.host(url)
         share, n = deep_random_share(url, links)
         babble = babble_score(text)
         deep = n >= 3 and share >= self.cfg.tarpit_deep_link_share
-        babbly = babble is not None and babble >= 0.5
+        babbly = (babble is not None and babble >= 0.5) or incoherent
+        slow = self._slow_page(url, seconds)
+        like = deep or babbly or slow
         stats.deep_link_pages += deep
         stats.babble_pages += babbly
-        stats.tarpit_like += deep or babbly
-        if (
-            stats.stopped is None
-            and stats.tarpit_like >= self.cfg.tarpit_min_pages
-            and stats.tarpit_like >= self.cfg.tarpit_page_share * stats.pages
-        ):
+        stats.slow_pages += slow
+        stats.tarpit_like += like
+        self.pages[url] = PageRecord(like, parent_chain > 0)
+        if like:
+            for _, region in self._regions(url):
+                region.tarpit_like += 1
             why = []
             if stats.deep_link_pages:
-                why.append(f"random deep links on {stats.deep_link_pages}/{stats.pages} pages")
+                why.append("random deep links")
             if stats.babble_pages:
-                why.append(f"babble text on {stats.babble_pages}/{stats.pages} pages")
-            self._stop(stats, "tarpit: " + "; ".join(why), tarpit=True)
-        return PageSignal(share, n, babble, deep or babbly)
+                why.append("babble text")
+            if stats.slow_pages:
+                why.append("drip-slow pages")
+            self._verdict(url, "tarpit-like pages {hits}/{total}: " + ", ".join(why), "tarpit_like")
+        return PageSignal(share, n, babble, like, slow, parent_chain + 1 if like else 0)
+
+    def record_child(self, parent_url: str | None, child_like: bool) -> None:
+        parent = self.pages.get(parent_url or "")
+        if parent is not None and child_like:
+            parent.tarpit_children += 1
+
+    def follow_limit(self, signal: PageSignal) -> int | None:
+        """How many of a page's links to follow: all (None), a few, or none (deep in a tarpit-like chain)."""
+        if not signal.tarpit_like:
+            return None
+        if signal.chain >= self.cfg.tarpit_max_chain:
+            return 0
+        return self.cfg.tarpit_follow_links
 
     def tarpit_hosts(self) -> dict[str, str]:
         return {h: s.stopped or "" for h, s in self.hosts.items() if s.tarpit}
+
+    def tarpit_regions(self) -> dict[str, str]:
+        return {k: r.stopped for k, r in sorted(self.regions.items()) if r.stopped is not None}
+
+    def tarpit_pages(self) -> list[str]:
+        """Pages to mark: tarpit-like ones in a stopped region or inside a tarpit-like chain.
+
+        A tarpit-like page is marked when its region was stopped, when it was reached through a tarpit-like
+        page, or when two of the pages it led to were tarpit-like (the entry of a tarpit); any page of a
+        stopped region reached through a tarpit-like page is marked too. A real page reached through real
+        pages is never marked unless the whole host is a tarpit.
+        """
+        marked = []
+        for url, page in self.pages.items():
+            in_stopped = self.stopped_region(url) is not None
+            if page.tarpit_like and (in_stopped or page.parent_tarpit_like or page.tarpit_children >= 2):
+                marked.append(url)
+            elif in_stopped and page.parent_tarpit_like:
+                marked.append(url)  # inside the region, reached from the tarpit: its page too
+        return marked
 
     def budget_report(self) -> dict[str, dict[str, Any]]:
         """Per host: its counters plus the share of the crawl's pages, bytes and download time it took."""
@@ -230,11 +385,22 @@ class TarpitGuard:
             row["share_bytes"] = round(s.bytes / total_bytes, 4)
             row["share_time"] = round(s.seconds / total_seconds, 4) if math.isfinite(s.seconds) else None
             row["seconds"] = round(s.seconds, 3)
+            row["tarpit_regions"] = {
+                key[len(name) :]: r.stopped
+                for key, r in self.regions.items()
+                if r.stopped is not None and key.startswith(name + "/")
+            }
             report[name] = row
         return report
 
     def state(self) -> dict[str, Any]:
-        return {name: asdict(s) for name, s in self.hosts.items()}
+        return {
+            "hosts": {name: asdict(s) for name, s in self.hosts.items()},
+            "regions": {name: asdict(s) for name, s in self.regions.items()},
+            "pages": {url: asdict(p) for url, p in self.pages.items()},
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.hosts = {name: HostStats(**values) for name, values in state.items()}
+        self.hosts = {name: HostStats(**values) for name, values in state.get("hosts", {}).items()}
+        self.regions = {name: RegionStats(**values) for name, values in state.get("regions", {}).items()}
+        self.pages = {url: PageRecord(**values) for url, values in state.get("pages", {}).items()}

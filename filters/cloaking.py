@@ -3,8 +3,9 @@
 Crawled documents (crawler.raw.raw_to_documents) carry ``crawl_cloaking_similarity``: how similar
 the page the crawler was served is to the page a browser was served, relative to how much the page changes
 between two browser fetches (1.0 = the same up to the page's own churn; null unless the page was
-probed), and ``crawl_tarpit_host``: the tarpit guard dropped the page's host. Other inputs have nulls
-there and never flag.
+probed), and ``crawl_tarpit_host``: the tarpit guard marked the page as part of a tarpit (a page of a
+tarpit region of its site, or of a host that is a tarpit as a whole; crawler/tarpit.py). Other inputs
+have nulls there and never flag.
 
 Signals: ``cloaking_similarity``, ``cloaking_tarpit_host``.
 Reasons: ``cloaking:crawler_view_differs`` (docs/THREATS.md P-CLOAK) and ``cloaking:tarpit_host`` (P-TARPIT).
@@ -27,7 +28,7 @@ class Config(BaseModel):
         description="flag a probed page whose crawler view keeps less than this share of the similarity "
         "two browser views have to each other",
     )
-    flag_tarpit_hosts: bool = Field(True, description="quarantine pages of hosts the tarpit guard dropped")
+    flag_tarpit_hosts: bool = Field(True, description="quarantine the pages the tarpit guard marked")
 
 
 def _column(batch: pa.Table, name: str, typ: pa.DataType) -> pa.Array:
