@@ -417,15 +417,16 @@ def test_hostile_site_cloaked_pages_and_a_tarpit_region(tmp_path: Path) -> None:
     )
     by_path = {u[len(server.base) :]: r for u, r in zip(docs.column("url").to_pylist(), reasons, strict=True)}
     # Both cloaked pages probed (one ranked, one for its instruction phrasing) and flagged.
-    assert by_path[babble_page] == ["cloaking:crawler_view_differs"]
-    assert by_path[injected_page] == ["cloaking:crawler_view_differs"]
+    seen = (stats["hosts"], stats["cloaking_probes"]["results"], tarpit_requests)  # shown on failure
+    assert by_path[babble_page] == ["cloaking:crawler_view_differs"], seen
+    assert by_path[injected_page] == ["cloaking:crawler_view_differs"], seen
     whys = {u[len(server.base) :]: r["why"] for u, r in stats["cloaking_probes"]["results"].items()}
-    assert whys[babble_page] == "ranked" and whys[injected_page] == "instruction"
+    assert whys[babble_page] == "ranked" and whys[injected_page] == "instruction", seen
     # The tarpit: its region stopped, few requests, none of its pages kept; the real pages all kept.
-    assert server.base.split("//")[1] + "/gen/" in stats["tarpit_regions"] and not stats["tarpit_hosts"]
-    assert 0 < len(tarpit_requests) <= 20
-    assert all(r == ["cloaking:tarpit_host"] for p, r in by_path.items() if p.startswith("/gen/"))
+    assert server.base.split("//")[1] + "/gen/" in stats["tarpit_regions"] and not stats["tarpit_hosts"], seen
+    assert 0 < len(tarpit_requests) <= 20, seen
+    assert all(r == ["cloaking:tarpit_host"] for p, r in by_path.items() if p.startswith("/gen/")), seen
     real = [p for p in pages if p not in cloaked]
-    assert all(by_path[p] == [] for p in real)
+    assert all(by_path[p] == [] for p in real), seen
     # Probes cost: one browser fetch per probed page, a second only where the views differed.
     assert stats["responses_this_run"] - len(tarpit_requests) <= 1.35 * (len(pages) + 1)
