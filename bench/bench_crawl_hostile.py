@@ -176,6 +176,7 @@ def trial(pages: dict[str, str], seed: int, out: Path) -> dict[str, Any]:
     with servers.TestServer(site.route, max_requests=100_000, lifetime_s=900) as server:
         stats = run_crawl([server.base + "/index.html"], out, _crawl_cfg())
         tarpit_requests = sum(1 for p in server.paths() if p.startswith("/gen/"))
+    results = stats["cloaking_probes"]["results"]
     raw = read_raw(out / "raw")
     docs = raw_to_documents(raw.filter(pc.equal(raw["kind"], KIND_PAGE)))
     cfg = cloaking_filter.Config()
@@ -197,13 +198,18 @@ def trial(pages: dict[str, str], seed: int, out: Path) -> dict[str, Any]:
         "fetches": stats["responses_this_run"],
         "probed": stats["cloaking_probes"]["probed"],
         "regions": sorted(stats["tarpit_regions"]),
+        # why each cloaked page was probed (b = babble copy, i = injected paragraph; - = not probed)
+        "cloaked_why": " ".join(
+            ("b" if i < 3 else "i") + ":" + (results.get(server.base + p, {}).get("why") or "-")
+            for i, p in enumerate(cloaked_paths)
+        ),
         "tarpit_hosts": len(stats["tarpit_hosts"]),
     }
 
 
 HEADER = (
     "| site | trial | cloaked stopped | real pages quarantined | requests into /gen/ | /gen/ pages kept "
-    "| fetches | plain crawl | ratio | probed | stopped regions |"
+    "| fetches | plain crawl | ratio | probed | stopped regions | cloaked pages probed by |"
 )
 
 
@@ -233,6 +239,7 @@ def run_site(site: str, trials: int) -> None:
                 f"{r['fetches'] / plain:.2f}",
                 r["probed"],
                 f"/{regions}" if regions else "none",
+                r["cloaked_why"],
             ),
             flush=True,
         )
@@ -252,6 +259,7 @@ def run_site(site: str, trials: int) -> None:
             f"max {max(r['fetches'] / plain for r in rows):.2f}",
             "",
             "",
+            "",
         ),
         flush=True,
     )
@@ -263,7 +271,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
     print(HEADER)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for site in ("handbook", "python") if args.site == "both" else (args.site,):
         run_site(site, args.trials)
 

@@ -79,6 +79,7 @@ class PoisonguardSpider(Spider):
         # each batch is probed (the ranked probe), the rest forgotten.
         self.batches: dict[str, list[tuple[suspicion.Signals, str, str, frozenset[int]]]] = {}
         self.site_shingles: dict[str, suspicion.SiteShingles] = {}  # host -> paragraph 4-gram counts
+        self.held: dict[str, list[tuple[str, str]]] = {}  # host -> tarpit-like pages to probe unless marked
         self.probe_failures = 0
         self.links = LinkExtractor()
         self.on_progress = on_progress
@@ -219,7 +220,9 @@ class PoisonguardSpider(Spider):
             if self.follow and self.guard.allows(response.url):
                 yield from self._follow(response.url, links, signal)
             why = self._want_probe(response.url, text, spans, signal)
-            if why:
+            if why == "hold":
+                self.held.setdefault(host_port_of(response.url), []).append((response.url, text))
+            elif why:
                 yield self._start_probe(response.url, text, why)
             elif why is None and host.probes < self.cfg.cloaking_max_probes_per_host:
                 odd = (
@@ -249,8 +252,8 @@ class PoisonguardSpider(Spider):
     ) -> str | None:
         """Why the page is probed now ("": never; None: it joins its host's ranked batch).
 
-        Now: seeds, the first tarpit-like page of a chain (a tarpit, or a real page cloaked as babble?),
-        pages with instruction phrasing or a crawl-time detector's flag, and a random sample.
+        Now: seeds, pages with instruction phrasing or a crawl-time detector's flag, and a random sample.
+        "hold": the first tarpit-like page of a chain, probed with its batch unless the tarpit claimed it.
         """
         stats = self.guard.host(url)
         if url in self.probe_results or stats.probes >= self.cfg.cloaking_max_probes_per_host:
@@ -258,8 +261,10 @@ class PoisonguardSpider(Spider):
         if self.cfg.cloaking_probe_seeds and url in self._seed_set:
             return "seed"
         if signal.tarpit_like:
+            # The first of a chain: a tarpit, or a real page cloaked as babble? Held until its batch is
+            # ranked; by then the tarpit's own pages have usually shown what it is. Deeper ones: the tarpit's.
             first = signal.chain == 1 and self.guard.stopped_region(url) is None
-            return "tarpit_like" if first else ""  # deeper ones are the tarpit's own pages
+            return "hold" if first else ""
         if self.cfg.cloaking_probe_instructions and suspicion.instruction(text):
             return "instruction"
         if self._flagged(url, text, spans):
@@ -286,7 +291,13 @@ class PoisonguardSpider(Spider):
         batch = self.batches.setdefault(host, [])
         if url:
             batch.append((signals, url, text, shingles))
-        if not batch or (len(batch) < self.cfg.cloaking_rank_batch and not flush):
+        if len(batch) < self.cfg.cloaking_rank_batch and not flush:
+            return
+        marked = set(self.guard.tarpit_pages()) if self.held.get(host) else set()
+        for page_url, page_text in self.held.pop(host, []):
+            if page_url not in marked:  # not part of a tarpit after all: a real page cloaked as babble?
+                yield self._start_probe(page_url, page_text, "tarpit_like")
+        if not batch:
             return
         slots = math.ceil(self.cfg.cloaking_probe_share * len(batch))
         # Borrowed text is judged now, against every page of the host fetched so far, not only earlier ones.
@@ -305,7 +316,7 @@ class PoisonguardSpider(Spider):
     def _on_idle(self) -> None:
         """Nothing left to fetch: probe the ranked share of every host's last, partial batch."""
         scheduled = 0
-        for host in list(self.batches):
+        for host in sorted(set(self.batches) | set(self.held)):
             for request in self._rank(host, (), "", "", flush=True):
                 self.crawler.engine.crawl(request)
                 scheduled += 1
