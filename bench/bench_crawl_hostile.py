@@ -217,6 +217,24 @@ def _line(*cells: object) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+SETUP = """Site: a real documentation site served by a hostile server on 127.0.0.1 (HostileSite in
+tests/crawler/servers.py). Per trial, 6 pages serve a poisoned copy to any client that is not a
+mainstream browser (b = every paragraph replaced by babble made from the site's other pages, i = a
+visible injection paragraph), and 2 other pages link to an endless generated section under /gen/
+(site babble, 30 links per page, headers after a 6 s drip delay). "plain crawl" = a bare Scrapy
+spider on the same site without cloaking or tarpit; "ratio" charges the crawl for its probes and for
+every request into the tarpit. Stopped = a crawl verdict on the page (cloaking:crawler_view_differs or
+cloaking:tarpit_host). Fitted on the Python docs with uniform word Markov chains of order 1-3 and
+hidden_text's instruction wording; tested with other generators (sentence splicing, order-2 chain
+with back-off) and bench-only injection wording; the Debian handbook is the held-out site.
+"""
+
+GOALS = (
+    "cloaked stopped >= 95%, real pages quarantined <= 0.5%, <= 100 requests into /gen/, "
+    "none of its pages kept, ratio <= 1.3"
+)
+
+
 def run_site(site: str, trials: int) -> None:
     pages = _site_pages(site, 140)
     plain = plain_fetches(pages)
@@ -270,10 +288,12 @@ def main() -> None:
     parser.add_argument("--site", choices=("handbook", "python", "both"), default="both")
     parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
+    print(SETUP)
     print(HEADER)
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for site in ("handbook", "python") if args.site == "both" else (args.site,):
         run_site(site, args.trials)
+    print(f"\nGoals (issue 13 item 9): {GOALS}.")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
     "html": ("bench.bench_html", [], "HTML pass (visible vs hidden text)"),
     "warc": ("bench.bench_warc", [], "WARC reading: FastWARC (used) against warcio"),
     "crawl": ("bench.bench_crawl", [], "crawl of the Python docs against a bare Scrapy spider"),
+    "crawl-hostile": (
+        "bench.bench_crawl_hostile",
+        ["--site", "both", "--trials", "3"],
+        "cloaked pages and a planted tarpit inside a real documentation site (issue 13 item 9)",
+    ),
     "ray": ("bench.bench_ray", [], "Ray engine against the local engine, 1 and 2 workers"),
     "poisonbench": ("bench.poisonbench", [], "detection per attack family beside datatrove's filters"),
     "cascade": (
