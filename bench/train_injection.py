@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-category", type=int, default=300, help="clean-base docs per category read")
     ap.add_argument("--l2", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-ngrams", action="store_true", help="concepts only (the n-gram stage is zeroed)")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     t0 = time.time()
@@ -144,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     # Stage 1 (n-grams) on one half of the windows, stage 2 (n-gram logit + concepts) on the other,
     # so the combiner learns how far to trust n-gram logits on windows the n-grams never saw.
     half = np.arange(len(texts)) % 2 == 0
-    w, b = fit(matrix([t for t, h in zip(texts, half, strict=True) if h]), y[half], args.l2)
+    if args.no_ngrams:
+        w, b = np.zeros(1 << BITS), 0.0
+    else:
+        w, b = fit(matrix([t for t, h in zip(texts, half, strict=True) if h]), y[half], args.l2)
     stage1 = SHAPE._replace(weights=w.astype(np.float16).astype(np.float32), bias=b)
     feats = np.concatenate(
         [
