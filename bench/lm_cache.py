@@ -22,7 +22,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
-SCORING_KEYS_IGNORED = {"enabled", "route", "budget", "batch_tokens", "batch_size", "device", "threads"}
+# settings that change speed or which documents are scored, never a document's signals
+SCORING_KEYS_IGNORED = {
+    "enabled",
+    "route",
+    "budget",
+    "batch_tokens",
+    "batch_size",
+    "device",
+    "threads",
+    "compile",
+    "gpu_batch_tokens",
+}
 
 
 def _config_key(cfg: Any) -> str:
