@@ -85,6 +85,20 @@ def cheap_decided(args: argparse.Namespace, cfg: Any) -> tuple[list[Doc], list[D
     return base, poison, decided
 
 
+WHOLE = "the whole clean base"
+
+
+def smallest_budget(fits: Sequence[dict[str, Any]]) -> float:
+    """The smallest budget at which no family row of any of `fits` loses more than MAX_LOSS."""
+    best = 1.0
+    for b in BUDGETS:
+        loss = max(r["recall"]["1.0"] - r["recall"][str(b)] for fit in fits for r in fit.values())
+        if loss > MAX_LOSS:
+            break
+        best = b
+    return best
+
+
 def clean_groups(category: Sequence[str], is_clean: np.ndarray) -> dict[str, np.ndarray]:
     """Clean documents by source: the thresholds a budget sets depend on the corpus it runs on."""
 
@@ -92,7 +106,7 @@ def clean_groups(category: Sequence[str], is_clean: np.ndarray) -> dict[str, np.
         return "wiki" if c.startswith("wiki-") else "handbook" if c.startswith("handbook-") else "other"
 
     names = {"wiki": "Wikipedia (en/fr/es)", "handbook": "Debian handbook (9 languages)",
-             "other": "Python docs, UDHR and the hard negatives", "all": "the whole clean base"}  # fmt: skip
+             "other": "Python docs, UDHR and the hard negatives", "all": WHOLE}  # fmt: skip
     groups = {
         names[g]: is_clean & np.array([group(c) == g for c in category])
         for g in ("wiki", "handbook", "other")
@@ -146,13 +160,11 @@ def recall_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]
         summary["fits"][group] = result
         header = ["family", "docs", "no LM", *(f"{b:.0%}" for b in BUDGETS), "AUROC"]
         sections += [f"\n### Thresholds set on {group} ({len(clean)} clean docs)\n", md_table(header, rows)]
-    cross = list(summary["fits"].values())
-    default = 1.0
-    for b in BUDGETS:
-        loss = max(r["recall"]["1.0"] - r["recall"][str(b)] for fit in cross for r in fit.values())
-        if loss <= MAX_LOSS:
-            default = b
-    summary["default_budget"] = default
+    fits = summary["fits"]
+    whole = smallest_budget([fits[WHOLE]])
+    strict = smallest_budget(list(fits.values()))
+    summary["default_budget"] = whole
+    summary["strict_budget"] = strict
     from bench import baseline_datatrove
 
     dropped = baseline_datatrove.drop_reasons(sample)
@@ -168,8 +180,10 @@ def recall_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]
         "scores every undecided document. Budget b routes a document when its suspicion_score is above "
         "the (1 - b) quantile of the test clean documents' scores. `AUROC`: suspicion_score, family "
         "against the test clean documents.",
-        f"\nSmallest budget at which no family loses more than {MAX_LOSS:.0%} of recall against 100%, "
-        f"whichever clean source sets the thresholds: **{default:.0%}**.",
+        f"\nSmallest budget at which no family loses more than {MAX_LOSS:.0%} of recall against 100%: "
+        f"**{whole:.0%}** with the thresholds a mixed corpus sets (the whole clean base; the default "
+        f"`perplexity.budget`), {strict:.0%} if every single clean source must pass on its own (with 25 "
+        "docs a row, one document is 4 points).",
     ]
     return head + sections, summary
 
