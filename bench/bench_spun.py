@@ -191,14 +191,9 @@ def report(result: dict[str, Any]) -> list[str]:
             f"| {s} | {r['in_source']['positives']} | {r['in_source']['negatives']} | "
             f"{j['p10']:.2f} / {j['median']:.2f} / {j['p90']:.2f} | " + " | ".join(cells) + " |"
         )
-    out += [
-        "",
-        "| fitted on | candidate_threshold | core_min_domains | min_containment |",
-        "|---|---:|---:|---:|",
-    ]
+    out += ["", "| fitted on | " + " | ".join(GRID) + " |", "|---|" + "---:|" * len(GRID)]
     for s, r in srcs.items():
-        f = r["fitted_here"]
-        out.append(f"| {s} | {f['candidate_threshold']} | {f['core_min_domains']} | {f['min_containment']} |")
+        out.append(f"| {s} | " + " | ".join(str(r["fitted_here"][k]) for k in GRID) + " |")
     out += ["", "Cross-source, per campaign size (share of copies quarantined) and per look-alike family "
             "(quarantined / docs):", ""]  # fmt: skip
     for s, r in srcs.items():

@@ -97,7 +97,7 @@ class Config(BaseModel):
         description="a sentence verbatim on this share of a group's domains is shared",
     )
     min_varied_containment: float = Field(
-        0.1, ge=0.0, le=1.0, description="share of a copy in the core outside the shared sentences"
+        0.2, ge=0.0, le=1.0, description="share of a copy in the core outside the shared sentences"
     )
 
 
