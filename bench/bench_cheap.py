@@ -29,10 +29,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from bench.corpus import handbook_pages, html_to_text, wiki_summaries
-from poisonguard.filters import dedup
+from poisonguard.filters import dedup, registry
 from poisonguard.pipelines import policy
 from poisonguard.pipelines.config import load_config
-from poisonguard.pipelines.runner import score_cheap
+from poisonguard.pipelines.stages import score_cheap
 
 HANDBOOK_LANGS = ("de", "ja", "ru", "ar", "zh")
 
@@ -85,12 +85,12 @@ def detector_speeds(texts: list[str]) -> list[tuple[str, float, float]]:
             )
         )
     rows: list[tuple[str, float, float]] = []
-    for name, module in policy.CHEAP_DETECTORS:
-        dcfg = policy.detector_config(cfg, name)
-        module.score(batch_docs[0].slice(0, 10), dcfg)  # build automata, load models
+    for detector in registry.in_stage("cheap"):
+        name, dcfg = detector.name, policy.section(cfg, detector)
+        detector.score(batch_docs[0].slice(0, 10), dcfg)  # build automata, load models
         began = time.process_time()
         for table in batch_docs:
-            module.score(table, dcfg)
+            detector.score(table, dcfg)
         elapsed = max(time.process_time() - began, 1e-9)
         rows.append((name, mb / elapsed, len(texts) / elapsed))
     began = time.process_time()

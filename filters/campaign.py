@@ -44,11 +44,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from poisonguard.core import minhash
 from poisonguard.core.urls import host_of
 from poisonguard.filters import dedup
+from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 REASON = "campaign:spun"
 
@@ -68,9 +69,7 @@ OWNER_COLUMN = "_campaign_sentence"
 BODY_SHARE_COLUMN = "_campaign_body_share"
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+class Config(DetectorConfig):
     min_sentence_words: int = Field(6, ge=1, description="shorter sentences are chrome, not body")
     shingle_words: int = Field(3, ge=1, description="words per body feature")
     min_features: int = Field(20, ge=1, description="documents with fewer body features are skipped")
@@ -414,6 +413,21 @@ class CampaignIndex:
         )
 
 
+def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
+    """Campaigns within `batch` alone. The pipelines find them across the whole input instead: the
+    scoring stage adds the sketch columns to every chunk, and one index sees them all."""
+    texts = [t or "" for t in batch.column("text").to_pylist()]
+    table = batch.select(["id", "url"]) if "url" in batch.column_names else batch.select(["id"])
+    if "url" not in table.column_names:
+        table = table.append_column("url", pa.nulls(batch.num_rows, pa.string()))
+    for name, values in sketch_columns(texts, cfg).items():
+        table = table.append_column(name, values)
+    index = CampaignIndex(cfg)
+    index.add_table(table)
+    found = index.assign()
+    return {name: found.column(name).combine_chunks() for name in found.column_names}
+
+
 # ---------------------------------------------------------------------------------------------
 # Decision
 
@@ -435,3 +449,14 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
         else:
             out.append([])
     return out
+
+
+DECLARED_SIGNALS = (
+    Signal("campaign_group_id"),
+    Signal("campaign_group_domains"),
+    Signal("campaign_core_domains", "min_domains"),
+    Signal("campaign_containment", "min_containment"),
+)
+DETECTOR = Spec(
+    name="campaign", stage="corpus", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag
+)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+class Config(DetectorConfig):
     min_relative_similarity: float = Field(
         0.6,
         ge=0,
@@ -59,3 +59,13 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
             row.append("cloaking:tarpit_host")
         reasons.append(row)
     return reasons
+
+
+DECLARED_SIGNALS = (
+    Signal("cloaking_similarity", "min_relative_similarity", "below"),
+    Signal("cloaking_tarpit_host"),
+)
+
+DETECTOR = Spec(
+    name="cloaking", stage="cheap", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag
+)

@@ -39,9 +39,10 @@ import numpy as np
 import pyarrow as pa
 from datasketch import LeanMinHash, MinHashLSH
 from publicsuffixlist import PublicSuffixList
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from poisonguard.core import minhash
+from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 CAMPAIGN_REASON = "dedup:campaign"
 INDEX_FORMAT = 1
@@ -58,9 +59,7 @@ SIGNAL_SCHEMA = pa.schema(
 )
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+class Config(DetectorConfig):
     threshold: float = Field(0.8, gt=0.0, le=1.0, description="estimated Jaccard for a near-duplicate edge")
     num_perm: int = Field(128, ge=2, le=4096, description="MinHash permutations")
     shingle_words: int = Field(5, ge=1, description="words per shingle")
@@ -530,6 +529,21 @@ def _split(blob: bytes, lengths: np.ndarray) -> list[str]:
     return out
 
 
+def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
+    """Clusters within `batch` alone. The pipelines cluster across the whole input instead: they add
+    every chunk to one :class:`DedupIndex` (or shuffle band keys on Ray) and assign once."""
+    texts = [t or "" for t in batch.column("text").to_pylist()]
+    index = DedupIndex(cfg)
+    index.add(
+        batch.column("id").to_pylist(),
+        batch.column("url").to_pylist() if "url" in batch.column_names else [None] * batch.num_rows,
+        content_keys(texts),
+        signatures(texts, cfg),
+    )
+    assign = index.assign()
+    return {name: assign.column(name).combine_chunks() for name in assign.column_names}
+
+
 # ---------------------------------------------------------------------------------------------
 # Decision
 
@@ -551,3 +565,15 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
         else:
             out.append([])
     return out
+
+
+DECLARED_SIGNALS = (
+    Signal("dedup_cluster_id"),
+    Signal("dedup_cluster_size"),
+    Signal("dedup_cluster_domains", "campaign_min_domains"),
+    Signal("dedup_exact_of"),
+    Signal("dedup_max_similarity", "threshold"),
+    Signal("dedup_short"),
+)
+
+DETECTOR = Spec(name="dedup", stage="corpus", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag)

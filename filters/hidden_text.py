@@ -63,15 +63,15 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 INSTRUCTION = pa.struct([("channel", pa.string()), ("phrase", pa.string())])
 LEGIT_PREFIX = "legit_"
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+class Config(DetectorConfig):
     heuristic: bool = Field(
         True, description="also flag model-addressed instruction phrasing (rules 1-3), not only trigger hits"
     )
@@ -378,3 +378,14 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
     for found in signals.column("hidden_text_instructions").to_pylist():
         out.append(sorted({f"hidden_text:{item['channel']}" for item in found or ()}))
     return out
+
+
+DECLARED_SIGNALS = (
+    Signal("hidden_text_chars"),
+    Signal("hidden_text_channels"),
+    Signal("hidden_text_instructions"),
+)
+
+DETECTOR = Spec(
+    name="hidden_text", stage="cheap", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag
+)

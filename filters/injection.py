@@ -33,14 +33,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 MODEL_FILE = "injection_model.npz"
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+class Config(DetectorConfig):
     model_file: str | None = Field(None, description="null: the shipped filters/injection_model.npz")
     threshold: float = Field(0.9911, ge=0.0, le=1.0, description="window probability that quarantines")
     threshold_in_context: float = Field(
@@ -449,3 +449,14 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
             out.append("injection:classifier")
         reasons.append(out)
     return reasons
+
+
+DECLARED_SIGNALS = (
+    Signal("injection_score", "threshold"),
+    Signal("injection_start"),
+    Signal("injection_end"),
+    Signal("injection_context"),
+)
+DETECTOR = Spec(
+    name="injection", stage="cheap", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag
+)

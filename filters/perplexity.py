@@ -60,18 +60,16 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from poisonguard.core import lm as lm_loader
 from poisonguard.core.urls import host_of
+from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 PREFIX = "perplexity_"
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = True
+class Config(DetectorConfig):
     route: Literal["all", "suspicious"] = Field(
         default="suspicious",
         description="all: every undecided document; suspicious: the most suspicious `budget` share "
@@ -893,3 +891,23 @@ def mine_triggers(signals: pa.Table, top: int = 20, min_jump: float | None = Non
         }
         for w in ranked
     ]
+
+
+DECLARED_SIGNALS = (
+    Signal("perplexity_mean_nll", "babble_mean_nll"),
+    Signal("perplexity_max_window_nll", "babble_window_nll"),
+    Signal("perplexity_min_window_nll", "repeat_window_nll", "below"),
+    Signal("perplexity_window_start"),
+    Signal("perplexity_window_end"),
+    Signal("perplexity_uniform_share", "gibberish_share"),
+    Signal("perplexity_changepoint_char"),
+    Signal("perplexity_changepoint_jump", "changepoint_jump"),
+    Signal("perplexity_after_uniform_share", "after_uniform_share"),
+    Signal("perplexity_trigger_candidate"),
+    Signal("perplexity_scored_tokens"),
+    Signal("perplexity_context_gain", "incoherent_context_gain", "below"),
+)
+
+DETECTOR = Spec(
+    name="perplexity", stage="lm", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag
+)

@@ -55,9 +55,10 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from poisonguard.core.batching import byte_ranges
+from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 _HAS_WORD = re.compile(r"\w")
 _PARA_SPLIT = re.compile(r"\n[ \t\r\f\v]*\n")
@@ -98,7 +99,7 @@ SIGNALS = ("words", "symbol_share", "spaceless_share", *GOPHER_SIGNALS, "span_ma
 NGRAM_SIGNALS = GOPHER_SIGNALS[4:]  # the word n-gram statistics (not lines or paragraphs)
 
 
-class Config(BaseModel):
+class Config(DetectorConfig):
     """Knobs of the repetition detector.
 
     Outcome choice. Quarantine (suspected poison) comes from repetition no ordinary page has:
@@ -124,8 +125,6 @@ class Config(BaseModel):
     525 Python documentation pages).
     """
 
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
     gopher_action: Literal["off", "filter", "quarantine"] = Field(
         "off", description="what a Gopher threshold failure leads to (the signals are always kept)"
     )
@@ -488,3 +487,34 @@ def filter_reasons(signals: pa.Table, cfg: Config) -> list[list[str]]:
     if cfg.gopher_action == "filter":
         return gopher_reasons(signals, cfg)
     return [[] for _ in range(signals.num_rows)]
+
+
+def _gopher_knob(signal: str) -> str:
+    """The Gopher threshold of a statistic: max_<signal>, or an n-gram entry of the two mappings."""
+    found = re.fullmatch(r"(top|dup)_(\d+)gram_char_frac", signal)
+    if found is None:
+        return f"max_{signal}"
+    kind, n = found.groups()
+    if kind == "dup" and n == "10":
+        return "severe_dup_10gram_char_frac"  # what quarantines by default (Gopher's 0.10 filters)
+    return f"max_{kind}_ngram_char_frac.{n}"
+
+
+DECLARED_SIGNALS = (
+    Signal("repetition_words"),
+    Signal("repetition_symbol_share"),
+    Signal("repetition_spaceless_share"),
+    *(Signal(f"repetition_{name}", _gopher_knob(name)) for name in GOPHER_SIGNALS),
+    Signal("repetition_span_max_count", "span_flag_count"),
+    Signal("repetition_span_share", "span_flag_share"),
+)
+
+DETECTOR = Spec(
+    name="repetition",
+    stage="cheap",
+    config=Config,
+    signals=DECLARED_SIGNALS,
+    score=score,
+    flag=flag,
+    filter_reasons=filter_reasons,
+)

@@ -33,7 +33,9 @@ import re
 import zlib
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 PREFIX = "suspicion_"
 SCORE = PREFIX + "score"
@@ -42,12 +44,10 @@ _WORD = re.compile(r"\w+")
 SIGNAL_SCHEMA = pa.schema([(ORDER_RATIO, pa.float32()), (SCORE, pa.float32())])
 
 
-class Config(BaseModel):
+class Config(DetectorConfig):
     """Knobs of the suspicion score (section `suspicion:`; the routing knobs are `perplexity.route`
     and `perplexity.budget`)."""
 
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
     max_words: int = Field(1500, ge=16, description="words per document the score reads")
     min_words: int = Field(150, ge=10, description="documents with fewer words get no order ratio")
 
@@ -82,3 +82,14 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
         ORDER_RATIO: pa.array(ratios, pa.float32()),
         SCORE: pa.array([r if r is not None else 0.0 for r in ratios], pa.float32()),
     }
+
+
+def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
+    """No reasons: the score only routes documents to the LM (pipelines/cascade.py)."""
+    return [[] for _ in range(signals.num_rows)]
+
+
+DECLARED_SIGNALS = (Signal(ORDER_RATIO), Signal(SCORE))
+DETECTOR = Spec(
+    name="suspicion", stage="cheap", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag
+)

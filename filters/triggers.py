@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from poisonguard.core.batching import byte_groups
 from poisonguard.core.normalize import normalize_for_matching
+from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 MATCH = pa.struct(
     [("category", pa.string()), ("phrase", pa.string()), ("start", pa.int32()), ("end", pa.int32())]
@@ -54,9 +55,7 @@ SPECIAL_TOKEN = "special_token"
 _DISCUSSION = "\x00discussion"  # internal category of the discussion markers in the automaton
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+class Config(DetectorConfig):
     lists_file: str | None = Field(None, description="trigger lists; null: shipped configs/triggers.yaml")
     distinct_min: int = Field(2, ge=1, description="different weak (rule: distinct) phrases that flag")
     injection_min_addressed: int = Field(1, ge=1)
@@ -413,3 +412,20 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
             out.append(f"triggers:{SPECIAL_TOKEN}")
         reasons.append(out)
     return reasons
+
+
+DECLARED_SIGNALS = (
+    Signal("triggers_hits"),
+    Signal("triggers_categories"),
+    Signal("triggers_matches"),
+    Signal("triggers_special_tokens", "special_tokens_min"),
+    Signal("triggers_weak_distinct", "distinct_min"),
+    Signal("triggers_weak_distinct_addressed", "distinct_min"),
+    Signal("triggers_strong_addressed"),
+    Signal("triggers_injection_addressed", "injection_min_addressed"),
+    Signal("triggers_discussion"),
+)
+
+DETECTOR = Spec(
+    name="triggers", stage="cheap", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag
+)

@@ -42,10 +42,11 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from poisonguard.core.batching import byte_groups
 from poisonguard.core.normalize import confusable_map, fold_char, script_alias
+from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("kind", pa.string())])
 
@@ -61,12 +62,10 @@ KINDS = (
 )
 
 
-class Config(BaseModel):
+class Config(DetectorConfig):
     """Thresholds: a document is flagged ``unicode:<kind>`` when its count reaches ``<kind>_min``;
     ``null`` never flags that kind (the count is still recorded)."""
 
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
     tag_chars_min: int | None = Field(1, ge=1)
     bidi_controls_min: int | None = Field(1, ge=1)
     zero_width_in_words_min: int | None = Field(2, ge=1)
@@ -427,3 +426,14 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
             if value is not None and value >= threshold:
                 reasons[row].append(f"unicode:{kind}")
     return reasons
+
+
+DECLARED_SIGNALS = (
+    *(Signal(f"unicode_{kind}", f"{kind}_min") for kind in KINDS),
+    Signal("unicode_spans"),
+    Signal("unicode_tag_payload"),
+)
+
+DETECTOR = Spec(
+    name="unicode", stage="cheap", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag
+)

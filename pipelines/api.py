@@ -64,7 +64,7 @@ def filter_corpus(
 
     `inputs` are files, folders or globs (JSONL, Parquet, WARC), local or URLs (s3://, gs://, hf://,
     see pipelines/storage.py), and so may `out` be; the field mapping is the config's
-    ``input`` section. Raises readers.InputError / runner.OutputError for unusable inputs or OUT and
+    ``input`` section. Raises readers.InputError / stages.OutputError for unusable inputs or OUT and
     readers.NoTextError when no record has the text field."""
     from poisonguard.pipelines.storage import run_with_storage
 

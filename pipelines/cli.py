@@ -342,7 +342,8 @@ def _check_inputs(inputs: list[str], out: str) -> None:
 
 def _run_filter(inputs: list[str], out: str | Path, cfg: PipelineConfig, **kwargs: Any) -> dict[str, Any]:
     from poisonguard.pipelines.readers import InputError, NoTextError
-    from poisonguard.pipelines.runner import OutputError, run_filter
+    from poisonguard.pipelines.runner import run_filter
+    from poisonguard.pipelines.stages import OutputError
     from poisonguard.pipelines.storage import run_with_storage
 
     mode = kwargs.pop("progress", "auto")

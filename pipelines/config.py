@@ -8,23 +8,13 @@ from __future__ import annotations
 
 import importlib.resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from poisonguard.crawler.config import CrawlConfig
-from poisonguard.filters import campaign as campaign_detector
-from poisonguard.filters import cloaking as cloaking_detector
-from poisonguard.filters import dedup as dedup_detector
-from poisonguard.filters import hidden_text as hidden_text_detector
-from poisonguard.filters import injection as injection_detector
-from poisonguard.filters import language as language_detector
-from poisonguard.filters import perplexity as perplexity_detector
-from poisonguard.filters import repetition as repetition_detector
-from poisonguard.filters import suspicion as suspicion_detector
-from poisonguard.filters import triggers as triggers_detector
-from poisonguard.filters import unicode as unicode_detector
+from poisonguard.filters.registry import DETECTORS
 from poisonguard.pipelines.fields import InputConfig
 from poisonguard.pipelines.readers import DEFAULT_MAX_RECORD_BYTES
 
@@ -59,29 +49,38 @@ class PolicyConfig(BaseModel):
     drop_empty: bool = Field(True, description="empty or whitespace-only texts are filtered (policy:empty)")
 
 
-class PipelineConfig(BaseModel):
+class _Sections(BaseModel):
+    """The sections every config has; one section per detector is added from the registry."""
+
     model_config = ConfigDict(extra="forbid")
     run: RunConfig = RunConfig()
     input: InputConfig = InputConfig()
     policy: PolicyConfig = PolicyConfig()
-    unicode: unicode_detector.Config = unicode_detector.Config()
-    triggers: triggers_detector.Config = triggers_detector.Config()
-    injection: injection_detector.Config = injection_detector.Config()
-    repetition: repetition_detector.Config = repetition_detector.Config()
-    language: language_detector.Config = language_detector.Config()
-    hidden_text: hidden_text_detector.Config = hidden_text_detector.Config()
-    cloaking: cloaking_detector.Config = cloaking_detector.Config()
-    dedup: dedup_detector.Config = dedup_detector.Config()
-    campaign: campaign_detector.Config = campaign_detector.Config()
-    perplexity: perplexity_detector.Config = perplexity_detector.Config()
-    suspicion: suspicion_detector.Config = suspicion_detector.Config()
-    crawl: CrawlConfig = CrawlConfig()
+
+    if TYPE_CHECKING:  # the detector sections (filters/registry.py) and `crawl`, made below
+
+        def __getattr__(self, name: str) -> Any: ...
 
     @model_validator(mode="after")
-    def _routing_needs_the_score(self) -> PipelineConfig:
+    def _routing_needs_the_score(self) -> _Sections:
+        # The LM cascade (pipelines/cascade.py) ranks by the suspicion detector's score.
         if self.perplexity.enabled and self.perplexity.route == "suspicious" and not self.suspicion.enabled:
             raise ValueError("perplexity.route 'suspicious' needs suspicion.enabled (or set route: all)")
         return self
+
+
+# The whole config: the sections above, then each detector's (named after it, in registry order),
+# then the crawler's. Built from the registry, so a new detector needs no line here.
+if TYPE_CHECKING:
+    PipelineConfig = _Sections
+else:
+    PipelineConfig = create_model(
+        "PipelineConfig",
+        __base__=_Sections,
+        __module__=__name__,
+        **{d.name: (d.config, d.config()) for d in DETECTORS},
+        crawl=(CrawlConfig, CrawlConfig()),
+    )
 
 
 def default_config_text() -> str:

@@ -566,7 +566,8 @@ def _run_locked(
     engine: str = "local",
     ray_address: str | None = None,
 ) -> dict[str, Any]:
-    from poisonguard.pipelines.runner import OutputError, run_filter
+    from poisonguard.pipelines.runner import run_filter
+    from poisonguard.pipelines.stages import OutputError
 
     out_dir = root / day
     existing = store.run(day)
@@ -737,7 +738,7 @@ def _load_index(path: Path | None, pcfg: PipelineConfig) -> dedup.DedupIndex | N
 
 def _empty_output(out_dir: Path, nightly_info: dict[str, Any]) -> dict[str, Any]:
     """A night with no new input still leaves a finished folder, so the date reads as done."""
-    from poisonguard.pipelines.runner import OUTPUT_FILES
+    from poisonguard.pipelines.stages import OUTPUT_FILES
 
     for name in OUTPUT_FILES:  # a --force redo may find an earlier output of this date
         path = out_dir / name

@@ -18,22 +18,23 @@ from functools import lru_cache
 import pyarrow as pa
 
 from poisonguard.core.schema import DECISION_FIELDS, DOCUMENT_SCHEMA
-from poisonguard.filters import campaign, dedup, perplexity, suspicion
+from poisonguard.filters import campaign, dedup, perplexity
 
 
 @lru_cache(maxsize=1)
 def _cheap_signal_fields() -> tuple[pa.Field, ...]:
     """The cheap detectors' columns, taken from the detectors themselves (scored on no rows), so a
     new column of a detector is in the schema without being listed twice."""
+    from poisonguard.filters import registry
     from poisonguard.pipelines import policy
     from poisonguard.pipelines.config import PipelineConfig
 
     cfg = PipelineConfig()
     empty = DOCUMENT_SCHEMA.empty_table()
     fields: list[pa.Field] = []
-    for name, module in policy.CHEAP_DETECTORS:
-        dcfg = policy.detector_config(cfg, name).model_copy(update={"enabled": True})
-        for column, values in module.score(empty, dcfg).items():
+    for detector in registry.in_stage("cheap"):
+        dcfg = policy.section(cfg, detector).model_copy(update={"enabled": True})
+        for column, values in detector.score(empty, dcfg).items():
             fields.append(pa.field(column, values.type))
     return tuple(fields)
 
@@ -51,7 +52,6 @@ def signal_schema(context_fields: Sequence[pa.Field] = ()) -> pa.Schema:
     return pa.schema(
         list(DOCUMENT_SCHEMA)
         + list(_cheap_signal_fields())
-        + list(suspicion.SIGNAL_SCHEMA)
         + list(dedup.SIGNAL_SCHEMA)
         + list(campaign.SIGNAL_SCHEMA)
         + list(lm_signal_schema())

@@ -137,7 +137,7 @@ class RemoteOut:
 
     def check(self, overwrite: bool) -> None:
         """Refuse a finished remote OUT unless `overwrite`; with it, unpublish the old run."""
-        from poisonguard.pipelines.runner import OutputError
+        from poisonguard.pipelines.stages import OutputError
 
         if not self._exists(SUCCESS):
             return

@@ -264,7 +264,7 @@ def test_demo_site_readme_holds_for_the_whole_cheap_stage() -> None:
     from poisonguard.core.schema import DOCUMENT_SCHEMA
     from poisonguard.pipelines import policy
     from poisonguard.pipelines.config import load_config
-    from poisonguard.pipelines.runner import score_cheap
+    from poisonguard.pipelines.stages import score_cheap
 
     rows = _site_table()
     docs = pa.Table.from_pylist(

@@ -12,7 +12,8 @@ import pytest
 from poisonguard.pipelines import cascade
 from poisonguard.pipelines.config import ConfigError, load_config
 from poisonguard.pipelines.progress import Progress
-from poisonguard.pipelines.runner import score_documents, score_with_progress
+from poisonguard.pipelines.runner import score_documents
+from poisonguard.pipelines.stages import LMProgress, score_lm
 from tests.filters.test_suspicion import PROSE
 
 
@@ -92,7 +93,7 @@ def test_lm_progress_moves_per_call_and_shows_scored_tokens_per_second() -> None
     task = progress.start("language model", total=130, unit="docs")
     scorer = _PassingScorer()
     subset = pa.table({"id": [str(i) for i in range(130)], "text": ["x"] * 130})
-    columns = score_with_progress(scorer, subset, progress, task)
+    columns = score_lm(scorer, subset, LMProgress(progress, task))
     progress.finish(task)
     assert scorer.calls == 3  # 64 + 64 + 2 documents: docs and ETA move per call, not per chunk
     assert len(columns["perplexity_mean_nll"]) == 130

@@ -24,10 +24,12 @@ from poisonguard.crawler.config import CrawlConfig
 from poisonguard.crawler.fanout import crawl_ray, merge_crawl_stats, partition_seeds
 from poisonguard.filters import dedup
 from poisonguard.filters.dedup import verify_bucket
-from poisonguard.pipelines import ray_engine, runner
+from poisonguard.pipelines import ray_engine, stages
 from poisonguard.pipelines.config import PipelineConfig, load_config
-from poisonguard.pipelines.ray_engine import chunk_assignment, distributed_dedup, run_filter_ray
-from poisonguard.pipelines.runner import OutputError, run_filter
+from poisonguard.pipelines.ray_dedup import chunk_assignment, distributed_dedup
+from poisonguard.pipelines.ray_engine import run_filter_ray
+from poisonguard.pipelines.runner import run_filter
+from poisonguard.pipelines.stages import OutputError
 from poisonguard.pipelines.writers import SUCCESS
 from tests.conftest import DEMO_CORPUS, REPO, local_ray, write_jsonl
 from tests.pipelines.test_runner import read_outcomes
@@ -106,7 +108,7 @@ def _compare_runs(local: Path, distributed: Path) -> None:
         assert ra[key] == rb[key], key
     ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (local, distributed))
     assert [s["rows"] for s in ma["shards"]["clean"]] == [s["rows"] for s in mb["shards"]["clean"]]
-    assert (distributed / SUCCESS).exists() and not (distributed / runner.WORK).exists()
+    assert (distributed / SUCCESS).exists() and not (distributed / stages.WORK).exists()
     assert rb["engine"] == "ray"
 
 
@@ -167,8 +169,8 @@ def _write_chunks(
                 "id": ids[start:end],
                 "text": texts[start:end],
                 "url": pa.array(urls[start:end], pa.string()),
-                runner.SIG_COLUMN: pa.FixedSizeListArray.from_arrays(flat, sigs.shape[1]),
-                runner.KEY_COLUMN: pa.array(keys[start:end], pa.binary()),
+                stages.SIG_COLUMN: pa.FixedSizeListArray.from_arrays(flat, sigs.shape[1]),
+                stages.KEY_COLUMN: pa.array(keys[start:end], pa.binary()),
             }
         )
         paths.append(folder / f"chunk-{c:05d}.parquet")
@@ -188,7 +190,7 @@ def test_distributed_dedup_equals_the_index_on_dense_collisions(tmp_path: Path) 
     assert result.buckets > 50 and 0 < result.touched <= len(texts)
     got = pa.concat_tables(
         [
-            chunk_assignment(pq.read_table(p), o, result.overrides.get(c), cfg)[0]
+            chunk_assignment(pq.read_table(p), o, result.overrides.get(c), cfg).assign
             for c, (p, o) in enumerate(zip(paths, offsets, strict=True))
         ]
     )
@@ -215,19 +217,22 @@ def test_distributed_dedup_with_a_prior_index_equals_the_index(tmp_path: Path) -
 
     local = prior_index()
     local.add(ids[cut:], urls[cut:], keys[cut:], sigs[cut:])
-    want, _, want_dup, want_kind = runner.resolve_duplicates(local, ids[cut:], [True] * (len(ids) - cut), cfg)
+    want = stages.resolve_duplicates(
+        local.assign(), ids[cut:], [True] * (len(ids) - cut), cfg, local.is_prior
+    )
     paths, offsets = _write_chunks(tmp_path, texts[cut:], ids[cut:], urls[cut:], cfg, 53)
     result = distributed_dedup(paths, offsets, cfg, parts=3, prior=prior_index(), prior_slice_rows=100)
     got, dup, kind = [], [], []
     for c, (p, o) in enumerate(zip(paths, offsets, strict=True)):
-        assign, d, k, _ = chunk_assignment(pq.read_table(p), o, result.overrides.get(c), cfg)
-        got.append(assign)
-        dup += d
-        kind += k
+        found = chunk_assignment(pq.read_table(p), o, result.overrides.get(c), cfg)
+        got.append(found.assign)
+        dup += found.duplicate_of
+        kind += found.kind
     table = pa.concat_tables(got)
-    for name in want.column_names:
-        assert table.column(name).equals(want.column(name)), name
-    assert dup == want_dup and kind == want_kind
+    assert want.assign is not None
+    for name in want.assign.column_names:
+        assert table.column(name).equals(want.assign.column(name)), name
+    assert dup == want.duplicate_of and kind == want.kind
     prior_ids = set(ids[:cut])
     assert sum(d in prior_ids for d in dup if d) > 50  # many of tonight's copies point to the past
     assert sum(1 for d, k in zip(dup, kind, strict=True) if d in prior_ids and k == "exact_duplicate") >= 20
@@ -235,9 +240,9 @@ def test_distributed_dedup_with_a_prior_index_equals_the_index(tmp_path: Path) -
 
 def test_lm_actors_ask_for_a_gpu_unless_the_device_is_cpu() -> None:
     cfg = load_config()
-    assert ray_engine._lm_gpus(cfg) == 1.0
+    assert ray_engine.lm_gpus(cfg) == 1.0
     cpu = cfg.model_copy(update={"perplexity": cfg.perplexity.model_copy(update={"device": "cpu"})})
-    assert ray_engine._lm_gpus(cpu) == 0.0
+    assert ray_engine.lm_gpus(cpu) == 0.0
 
 
 def test_verify_bucket_records_edges_to_exemplars() -> None:

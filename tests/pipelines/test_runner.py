@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from poisonguard.pipelines.config import PipelineConfig
-from poisonguard.pipelines.runner import OutputError, run_filter
+from poisonguard.pipelines.runner import run_filter
+from poisonguard.pipelines.stages import OutputError
 from poisonguard.pipelines.writers import SUCCESS
 from tests.conftest import DEMO_CORPUS, write_jsonl
 

