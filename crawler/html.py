@@ -28,9 +28,9 @@ import functools
 import html as html_lib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from lxml import etree
 
@@ -187,55 +187,91 @@ _SOFT_CHANNELS = frozenset({"visibility_hidden", "font_size_0"})
 
 def _hiding_property(decls: dict[str, str]) -> str | None:
     """The channel a set of declarations hides content with, or None. Colour is checked elsewhere."""
+    for check in (
+        _by_display,
+        _by_opacity,
+        _by_font_size,
+        _by_position,
+        _by_offset,
+        _by_filter,
+        _by_transform,
+    ):
+        channel = check(decls)
+        if channel is not None:
+            return channel
+    return _by_overflow(decls)
+
+
+def _offscreen(value: str | None) -> bool:
+    px = _length_px(value) if value else None
+    return px is not None and px <= _OFFSCREEN_PX
+
+
+def _by_display(decls: dict[str, str]) -> str | None:
     display = decls.get("display")
     if display is not None and display.split()[0] == "none":
         return "display_none"
-    visibility = decls.get("visibility")
-    if visibility in ("hidden", "collapse"):
+    if decls.get("visibility") in ("hidden", "collapse"):
         return "visibility_hidden"
+    return None
+
+
+def _by_opacity(decls: dict[str, str]) -> str | None:
     opacity = decls.get("opacity")
-    if opacity is not None:
-        try:
-            level = float(opacity[:-1]) / 100 if opacity.endswith("%") else float(opacity)
-        except ValueError:
-            level = 1.0
-        if level <= 0.05:
-            return "opacity_0"
+    if opacity is None:
+        return None
+    try:
+        level = float(opacity[:-1]) / 100 if opacity.endswith("%") else float(opacity)
+    except ValueError:
+        level = 1.0
+    return "opacity_0" if level <= 0.05 else None
+
+
+def _by_font_size(decls: dict[str, str]) -> str | None:
     size_value = _font_size(decls)
-    if size_value is not None:
-        size = _length_px(size_value)
-        if size is not None and size <= 1.0:
-            return "font_size_0"
-    if decls.get("position") in ("absolute", "fixed"):
-        for side in ("left", "top", "right", "bottom"):
-            v = decls.get(side)
-            px = _length_px(v) if v else None
-            if px is not None and px <= _OFFSCREEN_PX:
-                return "offscreen"
-        clip = decls.get("clip", "") + decls.get("clip-path", "")
-        if "rect(0" in clip or "rect(1px" in clip or "inset(50%" in clip or "inset(100%" in clip:
-            return "offscreen"
-    for prop in ("text-indent", "margin-left", "margin-top"):
+    size = _length_px(size_value) if size_value is not None else None
+    return "font_size_0" if size is not None and size <= 1.0 else None
+
+
+def _by_position(decls: dict[str, str]) -> str | None:
+    if decls.get("position") not in ("absolute", "fixed"):
+        return None
+    if any(_offscreen(decls.get(side)) for side in ("left", "top", "right", "bottom")):
+        return "offscreen"
+    clip = decls.get("clip", "") + decls.get("clip-path", "")
+    if "rect(0" in clip or "rect(1px" in clip or "inset(50%" in clip or "inset(100%" in clip:
+        return "offscreen"
+    return None
+
+
+def _by_offset(decls: dict[str, str]) -> str | None:
+    if any(_offscreen(decls.get(prop)) for prop in ("text-indent", "margin-left", "margin-top")):
+        return "offscreen"
+    return None
+
+
+def _by_filter(decls: dict[str, str]) -> str | None:
+    return "opacity_0" if "opacity(0)" in decls.get("filter", "").replace(" ", "") else None
+
+
+def _by_transform(decls: dict[str, str]) -> str | None:
+    transform = decls.get("transform")
+    if not transform:
+        return None
+    m = _TRANSLATE.search(transform)
+    if m and _offscreen(m.group(1)):
+        return "offscreen"
+    return "zero_size" if _SCALE_0.search(transform) else None
+
+
+def _by_overflow(decls: dict[str, str]) -> str | None:
+    if "hidden" not in decls.get("overflow", ""):
+        return None
+    for prop in ("height", "width", "max-height", "max-width"):
         v = decls.get(prop)
         px = _length_px(v) if v else None
-        if px is not None and px <= _OFFSCREEN_PX:
-            return "offscreen"
-    if "opacity(0)" in decls.get("filter", "").replace(" ", ""):
-        return "opacity_0"
-    transform = decls.get("transform")
-    if transform:
-        m = _TRANSLATE.search(transform)
-        px = _length_px(m.group(1)) if m else None
-        if px is not None and px <= _OFFSCREEN_PX:
-            return "offscreen"
-        if _SCALE_0.search(transform):
+        if px is not None and px <= 1.0:
             return "zero_size"
-    if "hidden" in decls.get("overflow", ""):
-        for prop in ("height", "width", "max-height", "max-width"):
-            v = decls.get(prop)
-            px = _length_px(v) if v else None
-            if px is not None and px <= 1.0:
-                return "zero_size"
     return None
 
 
@@ -552,6 +588,42 @@ class _State:
     open_details: bool = True  # False inside a closed <details> (its <summary> stays visible)
 
 
+def _apply_soft(st: _State, tag: str, attrs: Any, merged: dict[str, str]) -> None:
+    """Visibility, font size and colours of an element's declarations, onto its (fresh) state."""
+    if "visibility" in merged:
+        st.vis_hidden = merged["visibility"] in ("hidden", "collapse")
+    size = _font_size(merged)
+    if size is not None:
+        px = _length_px(size)
+        if px is not None and px <= 1.0:
+            st.tiny_font = True
+        elif not (st.tiny_font and size.endswith(("em", "%", "ex", "ch")) and not size.endswith("rem")):
+            st.tiny_font = False  # an absolute size (px, rem, keywords) shows the text again
+    color_value = merged.get("color") or (attrs.get("color") if tag == "font" else None)
+    if color_value and color_value not in ("inherit", "currentcolor", "unset"):
+        st.color = _BLACK if color_value == "initial" else _parse_color(color_value)
+    sets_bg, bg = _background(merged, attrs.get("bgcolor"))
+    if sets_bg:
+        st.backdrop = bg
+    if tag == "body" and "text" in attrs:
+        st.color = _parse_color(attrs["text"])
+
+
+def _soft_channel(
+    st: _State, merged: dict[str, str], ruled: dict[str, str], inline: dict[str, str]
+) -> str | None:
+    """The soft channel an element's state hides text with (a style rule when a rule, not the
+    element's own style, did it), or None."""
+    if st.vis_hidden:
+        return "style_rule" if "visibility" in ruled and "visibility" not in inline else "visibility_hidden"
+    if st.tiny_font:
+        from_rule = _font_size(merged) is not None and _font_size(inline) is None
+        return "style_rule" if from_rule else "font_size_0"
+    if st.color is not None and st.backdrop is not None and _invisible_on(st.color, st.backdrop):
+        return "same_color"
+    return None
+
+
 class _Walker:
     def __init__(self, sheet: _StyleSheet) -> None:
         self.sheet = sheet
@@ -608,39 +680,18 @@ class _Walker:
         mutated once made, except a fresh <summary>'s, made here because the tag is special)."""
         attrs = el.attrib
         special = tag in _SPECIAL
-        if not attrs and not special and not (self.has_rules and tag in self.sheet.by_tag):
+        if self._inherits_unchanged(attrs, tag, special, parent):
             return parent
-        if parent.hard and tag != "summary":
-            return parent  # nothing inside display:none & co. can show again
-        if not special and not self.has_rules and _HIDING_ATTRS.isdisjoint(attrs.keys()):
-            # The common case (class, href, id ...): only some class names can matter.
-            class_attr = attrs.get("class")
-            if not class_attr or _FLAG_CLASSES.isdisjoint(class_attr.lower().split()):
-                return parent
         class_attr = attrs.get("class")
         # Class selectors are case-sensitive in CSS; pages that rely on that are rare enough.
         classes = class_attr.lower().split() if class_attr else []
         el_id = attrs.get("id")
         inline = _declarations(attrs["style"]) if "style" in attrs else {}
         ruled = self.sheet.match(tag, el_id, classes) if self.has_rules else {}
-
         if not parent.hard:
-            channel = self._hard_channel(tag, attrs, classes, inline, ruled)
-            if channel is not None:
-                if channel in _MENU_CHANNELS and self._looks_like_menu(el, attrs, classes, parent):
-                    channel = "legit_collapsed"
-                st = self._copy(parent, tag)
-                st.region = self.new_region(channel)
-                st.hard = True
-                st.soft_channel = None
-                return st
-            if tag == "details" and "open" not in attrs:
-                st = self._copy(parent, tag)
-                st.region = self.new_region("legit_collapsed")
-                st.hard = True
-                st.open_details = False
-                return st
-
+            hard = self._hard_state(el, tag, attrs, classes, inline, ruled, parent)
+            if hard is not None:
+                return hard
         # Soft channels: visibility and colour inherit, and a descendant can undo them.
         merged = {**ruled, **inline} if ruled else inline
         if not merged and tag not in ("font", "body") and "bgcolor" not in attrs:
@@ -648,37 +699,52 @@ class _Walker:
         st = self._copy(parent, tag)
         if st.hard:
             return st
-        if "visibility" in merged:
-            st.vis_hidden = merged["visibility"] in ("hidden", "collapse")
-        size = _font_size(merged)
-        if size is not None:
-            px = _length_px(size)
-            if px is not None and px <= 1.0:
-                st.tiny_font = True
-            elif not (st.tiny_font and size.endswith(("em", "%", "ex", "ch")) and not size.endswith("rem")):
-                st.tiny_font = False  # an absolute size (px, rem, keywords) shows the text again
-        color_value = merged.get("color") or (attrs.get("color") if tag == "font" else None)
-        if color_value and color_value not in ("inherit", "currentcolor", "unset"):
-            st.color = _BLACK if color_value == "initial" else _parse_color(color_value)
-        sets_bg, bg = _background(merged, attrs.get("bgcolor"))
-        if sets_bg:
-            st.backdrop = bg
-        if tag == "body" and "text" in attrs:
-            st.color = _parse_color(attrs["text"])
-        if st.vis_hidden:
-            from_rule = "visibility" in ruled and "visibility" not in inline
-            soft = "style_rule" if from_rule else "visibility_hidden"
-        elif st.tiny_font:
-            from_rule = size is not None and _font_size(inline) is None
-            soft = "style_rule" if from_rule else "font_size_0"
-        elif st.color is not None and st.backdrop is not None and _invisible_on(st.color, st.backdrop):
-            soft = "same_color"
-        else:
-            soft = None
+        _apply_soft(st, tag, attrs, merged)
+        soft = _soft_channel(st, merged, ruled, inline)
         if soft != parent.soft_channel or (soft is not None and parent.region is None):
             st.soft_channel = soft
             st.region = self.new_region(soft) if soft is not None else None
         return st
+
+    def _inherits_unchanged(self, attrs: Any, tag: str, special: bool, parent: _State) -> bool:
+        """Whether the element certainly has its parent's state (the fast path)."""
+        if not attrs and not special and not (self.has_rules and tag in self.sheet.by_tag):
+            return True
+        if parent.hard and tag != "summary":
+            return True  # nothing inside display:none & co. can show again
+        if not special and not self.has_rules and _HIDING_ATTRS.isdisjoint(attrs.keys()):
+            # The common case (class, href, id ...): only some class names can matter.
+            class_attr = attrs.get("class")
+            return not class_attr or _FLAG_CLASSES.isdisjoint(class_attr.lower().split())
+        return False
+
+    def _hard_state(
+        self,
+        el: etree._Element,
+        tag: str,
+        attrs: Any,
+        classes: list[str],
+        inline: dict[str, str],
+        ruled: dict[str, str],
+        parent: _State,
+    ) -> _State | None:
+        """The state of an element that hides its whole subtree, or None."""
+        channel = self._hard_channel(tag, attrs, classes, inline, ruled)
+        if channel is not None:
+            if channel in _MENU_CHANNELS and self._looks_like_menu(el, attrs, classes, parent):
+                channel = "legit_collapsed"
+            st = self._copy(parent, tag)
+            st.region = self.new_region(channel)
+            st.hard = True
+            st.soft_channel = None
+            return st
+        if tag == "details" and "open" not in attrs:
+            st = self._copy(parent, tag)
+            st.region = self.new_region("legit_collapsed")
+            st.hard = True
+            st.open_details = False
+            return st
+        return None
 
     @staticmethod
     def _copy(parent: _State, tag: str) -> _State:
@@ -765,58 +831,70 @@ class _Walker:
     def walk(self, root: etree._Element) -> None:
         # Explicit stack: pages nest deeper than Python's recursion limit more often than one hopes.
         # Entries: (element, its state or None when entering, state its tail belongs to).
-        regions = self.regions
-        child_state = self.child_state
         stack: list[tuple[etree._Element, _State | None, _State]] = [(root, None, _State())]
         pop, push = stack.pop, stack.append
+        leave, enter = self._leave, self._enter
         while stack:
             el, st, parent = pop()
-            if st is not None:  # leaving el
-                if st.region is None:
-                    if el.tag in _BLOCK_TAGS:  # hidden elements make no box: no line breaks
-                        self._open_block(el.tag)
-                else:
-                    regions[st.region][1].append(" ")
-                if el.tail:
-                    self.emit(el.tail, parent)
-                continue
-            tag = el.tag  # libxml2's HTML parser gives lower-case names
-            if not isinstance(tag, str):
-                if tag is etree.Comment:
-                    text = el.text or ""
-                    if not text.lstrip().startswith(("[if", "<![endif]")):
-                        self.span("comment", _norm(text))
-                if el.tail:
-                    self.emit(el.tail, parent)
-                continue
-            if tag in _SKIP:
-                if el.tail:
-                    self.emit(el.tail, parent)
-                continue
-            st = child_state(el, tag, parent)
-            if tag == "summary" and not parent.open_details:
-                # The summary of a closed <details> is what the reader clicks: visible.
-                st.region = None
-                st.hard = False
-            if el.attrib:
-                self.attributes(el)
-            if tag == "br":
-                if st.region is None:
-                    self.block(1) if not st.pre else self.visible("\n", True)
-                if el.tail:
-                    self.emit(el.tail, parent)
-                continue
-            if st.region is None:
-                if tag in _BLOCK_TAGS:
-                    self._open_block(tag)
+            if st is not None:
+                leave(el, st, parent)
             else:
-                regions[st.region][1].append(" ")
-            if el.text:
-                self.emit(el.text, st)
-            push((el, st, parent))
-            if len(el):
-                for child in reversed(el):
-                    push((child, None, st))
+                enter(el, parent, push)
+
+    def _leave(self, el: etree._Element, st: _State, parent: _State) -> None:
+        if st.region is None:
+            if el.tag in _BLOCK_TAGS:  # hidden elements make no box: no line breaks
+                self._open_block(el.tag)
+        else:
+            self.regions[st.region][1].append(" ")
+        if el.tail:
+            self.emit(el.tail, parent)
+
+    def _enter(self, el: etree._Element, parent: _State, push: Callable[[Any], None]) -> None:
+        tag = el.tag  # libxml2's HTML parser gives lower-case names
+        if not isinstance(tag, str):
+            self._other_node(el, parent)
+            return
+        if tag in _SKIP:
+            if el.tail:
+                self.emit(el.tail, parent)
+            return
+        st = self.child_state(el, tag, parent)
+        if tag == "summary" and not parent.open_details:
+            # The summary of a closed <details> is what the reader clicks: visible.
+            st.region = None
+            st.hard = False
+        if el.attrib:
+            self.attributes(el)
+        if tag == "br":
+            self._line_break(el, st, parent)
+            return
+        if st.region is None:
+            if tag in _BLOCK_TAGS:
+                self._open_block(tag)
+        else:
+            self.regions[st.region][1].append(" ")
+        if el.text:
+            self.emit(el.text, st)
+        push((el, st, parent))
+        for child in reversed(el):
+            push((child, None, st))
+
+    def _other_node(self, el: etree._Element, parent: _State) -> None:
+        """A comment (kept as a hidden `comment` span unless it is a conditional comment) or a
+        processing instruction; then its tail."""
+        if el.tag is etree.Comment:
+            text = el.text or ""
+            if not text.lstrip().startswith(("[if", "<![endif]")):
+                self.span("comment", _norm(text))
+        if el.tail:
+            self.emit(el.tail, parent)
+
+    def _line_break(self, el: etree._Element, st: _State, parent: _State) -> None:
+        if st.region is None:
+            self.block(1) if not st.pre else self.visible("\n", True)
+        if el.tail:
+            self.emit(el.tail, parent)
 
     def _open_block(self, tag: str) -> None:
         if tag in _PARAGRAPH:

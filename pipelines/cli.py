@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from poisonguard.pipelines.config import ConfigError, PipelineConfig, load_config
+from poisonguard.pipelines.engines import Engine, EngineError, engine_for
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TRY_LATER = 0, 1, 2, 75
 
@@ -307,6 +308,7 @@ def filter_command(
     log_format: LogFormatOption = "text",
 ) -> None:
     """Filter an existing corpus into clean shards, a quarantine and a report."""
+    chosen = _engine(engine, ray_address)
     mode = progress_mode(quiet, log_format)
     cfg = _load(config, {**_overrides(workers, lm), **_input_overrides(preset, text_key, id_key, url_key)})
     _check_inputs(inputs, out)
@@ -319,17 +321,24 @@ def filter_command(
             resume=resume,
             use_lm=not no_lm,
             progress=mode,
-            engine=engine,
-            ray_address=ray_address,
+            engine=chosen,
         )
     if not quiet:
         print_summary(report, out)
 
 
+def _engine(name: str, address: str | None) -> Engine:
+    """The engine of --engine/--ray-address, checked before any work starts."""
+    try:
+        return engine_for(name, address)
+    except EngineError as exc:
+        raise fail(str(exc)) from None
+
+
 def _check_inputs(inputs: list[str], out: str) -> None:
     """Usage errors about the inputs and OUT, found before OUT (or its lock) is created."""
     from poisonguard.pipelines.readers import InputError, expand_inputs
-    from poisonguard.pipelines.runner import OutputError, check_out_outside_inputs
+    from poisonguard.pipelines.stages import OutputError, check_out_outside_inputs
     from poisonguard.pipelines.storage import is_remote
 
     if is_remote(out) or any(is_remote(i) for i in inputs):
@@ -340,25 +349,16 @@ def _check_inputs(inputs: list[str], out: str) -> None:
         raise fail(str(exc)) from None
 
 
-def _run_filter(inputs: list[str], out: str | Path, cfg: PipelineConfig, **kwargs: Any) -> dict[str, Any]:
+def _run_filter(
+    inputs: list[str], out: str | Path, cfg: PipelineConfig, engine: Engine, **kwargs: Any
+) -> dict[str, Any]:
     from poisonguard.pipelines.readers import InputError, NoTextError
-    from poisonguard.pipelines.runner import run_filter
     from poisonguard.pipelines.stages import OutputError
     from poisonguard.pipelines.storage import run_with_storage
 
     mode = kwargs.pop("progress", "auto")
-    engine = kwargs.pop("engine", "local").lower()
-    address = kwargs.pop("ray_address", None)
-    if engine not in ("local", "ray"):
-        raise fail(f"--engine must be local or ray, not {engine!r}")
-    runner = run_filter
-    if engine == "ray":
-        from poisonguard.pipelines.ray_engine import run_filter_ray
-
-        kwargs["address"] = address
-        runner = run_filter_ray
     try:
-        return run_with_storage(runner, inputs, out, cfg, show_progress=mode, **kwargs)
+        return run_with_storage(engine.filter, inputs, out, cfg, show_progress=mode, **kwargs)
     except (InputError, OutputError) as exc:
         raise fail(str(exc)) from None
     except NoTextError as exc:
@@ -412,6 +412,7 @@ def crawl_command(
     """Crawl sites politely, keep every fetched page in OUT/raw/, then filter them like `filter`."""
     from poisonguard.crawler.run import load_seeds
 
+    chosen = _engine(engine, ray_address)
     mode = progress_mode(quiet, log_format)
     cfg = _load(config, _overrides(workers, lm))
     try:
@@ -421,7 +422,7 @@ def crawl_command(
     if not seeds:
         raise fail("no seed URLs: give URLs, --seeds-file or --sitemap")
     with out_lock(out):
-        _crawl_locked(seeds, out, cfg, overwrite, resume, no_filter, no_lm, quiet, engine, ray_address, mode)
+        _crawl_locked(seeds, out, cfg, overwrite, resume, no_filter, no_lm, quiet, chosen, mode)
 
 
 def _crawl_locked(
@@ -433,16 +434,16 @@ def _crawl_locked(
     no_filter: bool,
     no_lm: bool,
     quiet: bool,
-    engine: str,
-    ray_address: str | None,
+    engine: Engine,
     mode: str,
 ) -> None:
     """`crawl` while it holds OUT's lock."""
     import shutil
 
+    from poisonguard.core.files import write_json
     from poisonguard.crawler.run import CrawlError
     from poisonguard.pipelines.locks import LOCK_FILE
-    from poisonguard.pipelines.writers import SUCCESS, write_json
+    from poisonguard.pipelines.writers import SUCCESS
 
     if (out / SUCCESS).exists() or (out / "raw").exists():
         if overwrite:
@@ -452,13 +453,7 @@ def _crawl_locked(
         elif not resume:
             raise fail(f"{out}: holds a crawl; pass --resume to continue it or --overwrite to replace it")
     try:
-        if engine.lower() == "ray":
-            # Seeds partitioned by host over `run.workers` Scrapy processes run as Ray tasks.
-            from poisonguard.crawler.fanout import crawl_ray
-
-            stats = crawl_ray(seeds, out, cfg.crawl, cfg.run.workers, resume=resume, address=ray_address)
-        else:
-            stats = _crawl_with_progress(seeds, out, cfg, resume, mode)
+        stats = _crawl_with_progress(engine, seeds, out, cfg, resume, mode)
     except CrawlError as exc:
         raise fail(f"crawl failed: {exc}", EXIT_FAILED) from None
     if not stats.get("pages_2xx"):
@@ -477,7 +472,6 @@ def _crawl_locked(
         progress=mode,
         extra_report={"command": "crawl", "crawl": stats},
         engine=engine,
-        ray_address=ray_address,
     )
     if not quiet:
         print_summary(report, out)
@@ -492,10 +486,9 @@ def _crawl_locked(
 
 
 def _crawl_with_progress(
-    seeds: list[str], out: Path, cfg: PipelineConfig, resume: bool, mode: str
+    engine: Engine, seeds: list[str], out: Path, cfg: PipelineConfig, resume: bool, mode: str
 ) -> dict[str, Any]:
-    """run_crawl with a `crawl` stage: pages, pages/s, hosts and the scheduler's queue."""
-    from poisonguard.crawler.run import run_crawl
+    """The engine's crawl with a `crawl` stage: pages, pages/s, hosts and the scheduler's queue."""
     from poisonguard.pipelines.progress import Progress
 
     progress = Progress(mode)
@@ -506,7 +499,7 @@ def _crawl_with_progress(
         progress.update(task, items=int(event.get("pages") or 0), **fields)
 
     try:
-        return run_crawl(seeds, out, cfg.crawl, resume=resume, progress=update)
+        return engine.crawl(seeds, out, cfg, resume=resume, progress=update)
     finally:
         progress.finish(task)
 
@@ -607,6 +600,8 @@ def nightly_command(
     ledger, state store and commit stay on this machine."""
     from poisonguard.pipelines.nightly import NightlyError, load_nightly_config, run_nightly
 
+    chosen = _engine(engine, ray_address)
+
     mode = progress_mode(quiet, log_format)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_log_formatter(mode))
@@ -625,8 +620,7 @@ def nightly_command(
             force=force,
             use_lm=False if no_lm else None,
             show_progress=mode,
-            engine=engine,
-            ray_address=ray_address,
+            engine=chosen,
         )
     except NightlyError as exc:
         raise fail(str(exc), exc.code) from None

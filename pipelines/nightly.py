@@ -23,8 +23,8 @@ Crash safety: the state changes only at step 7, after ``ROOT/<date>/_SUCCESS`` e
 of a date is a function of its planned inputs and the state before it, so a rerun after a kill at
 any point redoes what is missing and ends with the same output as an uninterrupted run.
 
-Test hook: ``POISONGUARD_TEST_CRASH_AT=<point>[,<point>...]`` makes the run kill itself with SIGKILL
-at a named point (``CRASH_POINTS``); the tests use it to check the claim above.
+``run_nightly(..., hook=...)`` calls the hook at each named point (``CRASH_POINTS``); the tests
+pass one that kills the run with SIGKILL there, to check the claim above.
 """
 
 from __future__ import annotations
@@ -33,13 +33,12 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +54,15 @@ from poisonguard.core.schema import OUTCOMES, QUARANTINED
 from poisonguard.filters import dedup
 from poisonguard.filters import drift as drift_detector
 from poisonguard.pipelines.config import ConfigError, PipelineConfig, load_config, load_yaml
+from poisonguard.pipelines.engines import Engine, EngineError, engine_for
 from poisonguard.pipelines.locks import LockHeld, hold_lock
 from poisonguard.pipelines.readers import InputError, expand_inputs
+from poisonguard.pipelines.stages import OUTPUT_FILES, OutputError
 from poisonguard.pipelines.state import DONE, InputFile, StateError, StateStore, UrlVersion
 from poisonguard.pipelines.writers import SUCCESS
 
 log = logging.getLogger("poisonguard.nightly")
 
-CRASH_ENV = "POISONGUARD_TEST_CRASH_AT"
 CRASH_POINTS = (
     "after_plan",
     "during_filter",
@@ -72,7 +72,6 @@ CRASH_POINTS = (
     "before_commit",
     "after_commit",
 )
-ENGINES = ("local", "ray")
 CRAWL_DIR = "_crawl"
 LOCK_FILE = ".lock"
 METRICS_FILE = "metrics.prom"
@@ -207,27 +206,27 @@ def run_lock(path: Path) -> Iterator[None]:
         yield
 
 
-def _crash_hook(point: str) -> None:
-    """Test hook: SIGKILL this process at ``point`` if POISONGUARD_TEST_CRASH_AT names it."""
-    wanted = os.environ.get(CRASH_ENV, "")
-    if point in {p.strip() for p in wanted.split(",")}:
-        log.warning("test hook: killing this run at %s", point)
-        for handler in logging.getLogger().handlers + log.handlers:
-            handler.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
+Hook = Callable[[str], None]  # called with each of CRASH_POINTS as the run passes it
 
 
-class _CrashProbe:
-    """A context detector that only fires the test hook inside the filter (stages 2 and 4)."""
+def _no_hook(point: str) -> None:
+    return None
 
-    name = "crash_probe"
+
+class _HookProbe:
+    """A context detector that only calls the hook inside the filter (dedup and write stages)."""
+
+    name = "hook_probe"
     schema = pa.schema([])
 
+    def __init__(self, hook: Hook) -> None:
+        self.hook = hook
+
     def observe(self, table: pa.Table) -> None:
-        _crash_hook("during_filter")
+        self.hook("during_filter")
 
     def score(self, table: pa.Table) -> dict[str, pa.Array]:
-        _crash_hook("during_write")
+        self.hook("during_write")
         return {}
 
     def flag(self, table: pa.Table, reasons: list[list[str]]) -> list[list[str]]:
@@ -283,54 +282,33 @@ def _plan_still_valid(inputs: list[dict[str, Any]]) -> bool:
 
 
 def crawl_inputs(
-    cfg: NightlyConfig,
-    pcfg: PipelineConfig,
-    base: Path,
-    root: Path,
-    date: str,
-    engine: str = "local",
-    ray_address: str | None = None,
+    cfg: NightlyConfig, pcfg: PipelineConfig, base: Path, root: Path, date: str, engine: Engine
 ) -> list[Path]:
-    """Crawl the configured seeds into ROOT/_crawl/<date>/ (once per date); its raw shards.
-
-    With the Ray engine the seeds are crawled by ``run.workers`` Scrapy processes, one per group of
-    hosts (``crawler.fanout.crawl_ray``); the raw shards and stats file land in the same place."""
+    """Crawl the configured seeds into ROOT/_crawl/<date>/ (once per date) with the engine; its raw
+    shards (with Ray: ``run.workers`` Scrapy processes, one per group of hosts, same place)."""
     src = cfg.sources.crawl
     if not (src.seeds or src.seeds_file or src.sitemap):
         return []
-    from poisonguard.crawler.run import STATS_FILE, CrawlError, load_seeds, run_crawl
+    from poisonguard.crawler.run import STATS_FILE, CrawlError, load_seeds
 
     crawl_dir = root / CRAWL_DIR / date
     raw = crawl_dir / "raw"
-    if not (raw / STATS_FILE).exists():
-        try:
-            seeds = load_seeds(
-                src.seeds, _resolve(src.seeds_file, base) if src.seeds_file else None, src.sitemap
-            )
-        except (OSError, ValueError) as exc:
-            raise NightlyUsageError(f"crawl seeds: {exc}") from exc
-        if engine == "ray":
-            from poisonguard.crawler.fanout import PARTS_DIR, crawl_ray
-
-            # A killed fan-out may have left shards in its partitions before linking them into raw/.
-            resume = any(raw.glob("part-*.parquet")) or any(raw.glob(f"{PARTS_DIR}/*/raw/part-*.parquet"))
-        else:
-            resume = any(raw.glob("part-*.parquet"))
-        log.info(
-            "crawl: %d seeds into %s (%s engine)%s", len(seeds), raw, engine, " (resuming)" if resume else ""
-        )
-        try:
-            if engine == "ray":
-                stats = crawl_ray(
-                    seeds, crawl_dir, pcfg.crawl, pcfg.run.workers, resume=resume, address=ray_address
-                )
-            else:
-                stats = run_crawl(seeds, crawl_dir, pcfg.crawl, resume=resume)
-        except CrawlError as exc:
-            raise NightlyError(f"crawl failed: {exc}") from exc
-        log.info("crawl: %s pages, finish reason %s", stats.get("pages"), stats.get("finish_reason"))
-    else:
+    if (raw / STATS_FILE).exists():
         log.info("crawl: %s already finished for this date", raw)
+        return sorted(raw.glob("part-*.parquet"))
+    try:
+        seeds = load_seeds(src.seeds, _resolve(src.seeds_file, base) if src.seeds_file else None, src.sitemap)
+    except (OSError, ValueError) as exc:
+        raise NightlyUsageError(f"crawl seeds: {exc}") from exc
+    resume = engine.crawl_started(raw)
+    log.info(
+        "crawl: %d seeds into %s (%s engine)%s", len(seeds), raw, engine.name, " (resuming)" if resume else ""
+    )
+    try:
+        stats = engine.crawl(seeds, crawl_dir, pcfg, resume=resume)
+    except CrawlError as exc:
+        raise NightlyError(f"crawl failed: {exc}") from exc
+    log.info("crawl: %s pages, finish reason %s", stats.get("pages"), stats.get("finish_reason"))
     return sorted(raw.glob("part-*.parquet"))
 
 
@@ -476,33 +454,31 @@ def run_nightly(
     use_lm: bool | None = None,
     show_progress: bool | str = False,
     lm_scorer: Any = None,
-    engine: str = "local",
+    engine: Engine | str = "local",
     ray_address: str | None = None,
+    hook: Hook | None = None,
 ) -> dict[str, Any]:
     """One nightly run; returns ``{"date", "status": "done"|"skipped", "counts", "out", "report"}``.
 
     ``inputs``/``out``/``state`` override the config's sources, output root and state path.
-    ``engine``: where the crawl and filter steps run, ``local`` or ``ray`` (``ray_address``: the
-    cluster to join; default a local Ray for the run); the outcomes, the state and the output are
-    the same.
-    ``lm_scorer`` (tests) is for the local engine only.
-    Raises NightlyError (``.code`` = exit code) for anything that stops the run.
+    ``engine``: where the crawl and filter steps run (pipelines/engines.py; a name, ``local`` or
+    ``ray``, with ``ray_address``); the outcomes, the state and the output are the same.
+    ``lm_scorer`` (tests) is for the local engine only; ``hook`` (tests) is called at each of
+    CRASH_POINTS. Raises NightlyError (``.code`` = exit code) for anything that stops the run.
     """
     day = parse_date(date)
-    engine = engine.lower()
-    if engine not in ENGINES:
-        raise NightlyUsageError(f"--engine must be local or ray, not {engine!r}")
-    if engine != "ray" and ray_address:
-        raise NightlyUsageError("--ray-address needs --engine ray")
-    if engine == "ray" and lm_scorer is not None:
+    try:
+        chosen = engine if isinstance(engine, Engine) else engine_for(engine, ray_address)
+    except EngineError as exc:
+        raise NightlyUsageError(str(exc)) from None
+    if chosen.is_ray and lm_scorer is not None:
         raise NightlyUsageError(
             "lm_scorer is for the local engine; the Ray engine loads the model in its actors"
         )
     root = (out if out is not None else _resolve(cfg.output, base)).resolve()
     state_path = (
         state if state is not None else (_resolve(cfg.state, base) if cfg.state else root / "state.sqlite")
-    )
-    state_path = state_path.resolve()
+    ).resolve()
     if use_lm is not None:
         cfg = cfg.model_copy(update={"use_lm": use_lm})
     pcfg = pipeline_config(cfg, base)
@@ -520,21 +496,11 @@ def run_nightly(
         except StateError as exc:
             raise NightlyUsageError(str(exc)) from exc
         stack.callback(store.close)
+        night = _Night(
+            cfg, pcfg, store, base, root, day, force, show_progress, lm_scorer, chosen, hook or _no_hook
+        )
         try:
-            result = _run_locked(
-                cfg,
-                pcfg,
-                store,
-                base,
-                root,
-                day,
-                patterns,
-                force,
-                show_progress,
-                lm_scorer,
-                engine,
-                ray_address,
-            )
+            result = night.run(patterns)
         except Exception as exc:
             # Only the ledger row's status changes: the planned inputs stay for the next try.
             store.mark_failed(day, f"{type(exc).__name__}: {exc}")
@@ -552,175 +518,195 @@ def run_nightly(
         return result
 
 
-def _run_locked(
-    cfg: NightlyConfig,
-    pcfg: PipelineConfig,
-    store: StateStore,
-    base: Path,
-    root: Path,
-    day: str,
-    patterns: list[str],
-    force: bool,
-    show_progress: bool | str,
-    lm_scorer: Any,
-    engine: str = "local",
-    ray_address: str | None = None,
-) -> dict[str, Any]:
-    from poisonguard.pipelines.runner import run_filter
-    from poisonguard.pipelines.stages import OutputError
+@dataclass
+class _Night:
+    """One date's run, with the lock held: ledger, plan, filter, history, index, commit."""
 
-    out_dir = root / day
-    existing = store.run(day)
-    latest = store.latest_done()
-    if existing is not None and existing["status"] == DONE and not force:
-        log.info(
-            "ledger: %s already done (finished %s); nothing to do (--force redoes it)",
-            day,
-            dt.datetime.fromtimestamp(existing["finished"], dt.timezone.utc).isoformat(timespec="seconds"),
+    cfg: NightlyConfig
+    pcfg: PipelineConfig
+    store: StateStore
+    base: Path
+    root: Path
+    day: str
+    force: bool
+    show_progress: bool | str
+    lm_scorer: Any
+    engine: Engine
+    hook: Hook
+
+    @property
+    def out_dir(self) -> Path:
+        return self.root / self.day
+
+    def run(self, patterns: list[str]) -> dict[str, Any]:
+        existing = self.store.run(self.day)
+        skipped = self._check_ledger(existing)
+        if skipped is not None:
+            return skipped
+        chash = config_hash(self.pcfg, self.cfg)
+        base_run = self.store.latest_done(before=self.day)
+        base_index = base_run["index_file"] if base_run else None
+        plan = self._plan(existing, patterns)
+        reuse = (
+            existing is not None
+            and not self.force
+            and existing["config_hash"] == chash
+            and [f.as_dict() for f in plan] == existing["inputs"]
+            and (self.out_dir / SUCCESS).exists()
         )
-        return {
-            "date": day,
-            "status": "skipped",
-            "counts": existing["counts"],
-            "out": out_dir,
-            "report": None,
+        self.store.begin_run(self.day, chash, plan, base_index)
+        self.hook("after_plan")
+        nightly_info: dict[str, Any] = {
+            "date": self.day,
+            "input_files": [f.path for f in plan],
+            "base_run": base_run["date"] if base_run else None,
         }
-    if latest is not None and latest["date"] > day:
-        raise NightlyUsageError(
-            f"--date {day}: a later date ({latest['date']}) is already done; later runs "
-            "were built on the earlier ones, so dates cannot go back"
-        )
-    chash = config_hash(pcfg, cfg)
-    base_run = store.latest_done(before=day)
-    base_index = base_run["index_file"] if base_run else None
+        report = self._filter(plan, reuse, base_index, nightly_info)
+        self.hook("after_filter")
+        return self._record(plan, report, base_index)
 
-    # Plan ------------------------------------------------------------------------------------
-    crawled = crawl_inputs(cfg, pcfg, base, root, day, engine, ray_address)
-    if (
-        existing is not None
-        and existing["status"] != DONE
-        and not force
-        and existing["inputs"]
-        and _plan_still_valid(existing["inputs"])
-    ):
-        plan = [InputFile(**f) for f in existing["inputs"]]
-        log.info("plan: resuming the unfinished run of %s with its %d planned files", day, len(plan))
-    else:
-        plan = plan_inputs(patterns + [str(p) for p in crawled], base, root, store, day)
-    reuse = (
-        existing is not None
-        and not force
-        and existing["config_hash"] == chash
-        and [f.as_dict() for f in plan] == existing["inputs"]
-        and (out_dir / SUCCESS).exists()
-    )
-    store.begin_run(day, chash, plan, base_index)
-    _crash_hook("after_plan")
+    def _check_ledger(self, existing: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The result of a date already done (nothing to do), or None to go on."""
+        if existing is not None and existing["status"] == DONE and not self.force:
+            finished = dt.datetime.fromtimestamp(existing["finished"], dt.timezone.utc)
+            log.info(
+                "ledger: %s already done (finished %s); nothing to do (--force redoes it)",
+                self.day,
+                finished.isoformat(timespec="seconds"),
+            )
+            return {
+                "date": self.day,
+                "status": "skipped",
+                "counts": existing["counts"],
+                "out": self.out_dir,
+                "report": None,
+            }
+        latest = self.store.latest_done()
+        if latest is not None and latest["date"] > self.day:
+            raise NightlyUsageError(
+                f"--date {self.day}: a later date ({latest['date']}) is already done; later runs "
+                "were built on the earlier ones, so dates cannot go back"
+            )
+        return None
 
-    # Filter ----------------------------------------------------------------------------------
-    detector = _drift(cfg, pcfg, store, day)
-    nightly_info: dict[str, Any] = {
-        "date": day,
-        "input_files": [f.path for f in plan],
-        "base_run": base_run["date"] if base_run else None,
-        "drift": detector.summary,
-    }
-    report: dict[str, Any]
-    if not plan:
-        log.info("filter: nothing new for %s", day)
-        report = _empty_output(out_dir, nightly_info)
-    elif reuse:
-        log.info(
-            "filter: %s holds this date's finished output (interrupted before commit); reusing it", out_dir
-        )
-        report = json.loads((out_dir / "report.json").read_text("utf-8"))
-    else:
-        index_path = store.index_dir / base_index if base_index else None
-        index = _load_index(index_path, pcfg)
-        detectors: tuple[Any, ...] = (detector,)
-        if os.environ.get(CRASH_ENV):
-            detectors = (_CrashProbe(), detector)
-        unfinished = (out_dir / "_work").exists() and not (out_dir / SUCCESS).exists()
+    def _plan(self, existing: dict[str, Any] | None, patterns: list[str]) -> list[InputFile]:
+        crawled = crawl_inputs(self.cfg, self.pcfg, self.base, self.root, self.day, self.engine)
+        if (
+            existing is not None
+            and existing["status"] != DONE
+            and not self.force
+            and existing["inputs"]
+            and _plan_still_valid(existing["inputs"])
+        ):
+            log.info(
+                "plan: resuming the unfinished run of %s with its %d planned files",
+                self.day,
+                len(existing["inputs"]),
+            )
+            return [InputFile(**f) for f in existing["inputs"]]
+        return plan_inputs(patterns + [str(p) for p in crawled], self.base, self.root, self.store, self.day)
+
+    def _filter(
+        self, plan: list[InputFile], reuse: bool, base_index: str | None, nightly_info: dict[str, Any]
+    ) -> dict[str, Any]:
+        detector = _drift(self.cfg, self.pcfg, self.store, self.day)
+        nightly_info["drift"] = detector.summary
+        if not plan:
+            log.info("filter: nothing new for %s", self.day)
+            return _empty_output(self.out_dir, nightly_info)
+        if reuse:
+            log.info(
+                "filter: %s holds this date's finished output (interrupted before commit); reusing it",
+                self.out_dir,
+            )
+            report: dict[str, Any] = json.loads((self.out_dir / "report.json").read_text("utf-8"))
+            return report
+        index_path = self.store.index_dir / base_index if base_index else None
+        try:
+            return self._run_filter(plan, index_path, detector, nightly_info)
+        except (InputError, OutputError) as exc:
+            raise NightlyError(f"filter: {exc}") from exc
+
+    def _run_filter(
+        self,
+        plan: list[InputFile],
+        index_path: Path | None,
+        detector: drift_detector.DriftDetector,
+        nightly_info: dict[str, Any],
+    ) -> dict[str, Any]:
+        index = _load_index(index_path, self.pcfg)
+        probes: tuple[Any, ...] = (_HookProbe(self.hook),) if self.hook is not _no_hook else ()
+        unfinished = (self.out_dir / "_work").exists() and not (self.out_dir / SUCCESS).exists()
         log.info(
             "filter: %d files into %s (%s; %s engine; dedup index of %d earlier documents)",
             len(plan),
-            out_dir,
+            self.out_dir,
             "resuming" if unfinished else "fresh",
-            engine,
+            self.engine.name,
             len(index) if index is not None else 0,
         )
         kwargs: dict[str, Any] = {
-            "use_lm": cfg.use_lm,
-            "show_progress": show_progress,
+            "use_lm": self.cfg.use_lm,
+            "show_progress": self.show_progress,
             "extra_report": {"command": "nightly", "nightly": nightly_info},
             "dedup_index": index,
-            "context_detectors": detectors,
+            "context_detectors": (*probes, detector),
         }
-        filter_run: Any = run_filter
-        if engine == "ray":
-            from poisonguard.pipelines.ray_engine import run_filter_ray
-
-            filter_run = run_filter_ray
-            kwargs["address"] = ray_address
-        else:
-            kwargs["lm_scorer"] = lm_scorer
+        if not self.engine.is_ray:
+            kwargs["lm_scorer"] = self.lm_scorer
         paths = [f.path for f in plan]
         try:
-            try:
-                report = filter_run(
-                    paths, out_dir, pcfg, overwrite=not unfinished, resume=unfinished, **kwargs
-                )
-            except OutputError as exc:
-                if not unfinished:
-                    raise
-                # The unfinished run there used other inputs or settings: start this date over.
-                log.info("filter: cannot resume (%s); starting over", exc)
-                kwargs["dedup_index"] = _load_index(index_path, pcfg)
-                detector = _drift(cfg, pcfg, store, day)
-                nightly_info["drift"] = detector.summary
-                kwargs["context_detectors"] = (*detectors[:-1], detector)
-                report = filter_run(paths, out_dir, pcfg, overwrite=True, **kwargs)
-        except (InputError, OutputError) as exc:
-            raise NightlyError(f"filter: {exc}") from exc
-    counts = dict(report["counts"])
-    log.info("filter: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
-    _crash_hook("after_filter")
+            return self.engine.filter(
+                paths, self.out_dir, self.pcfg, overwrite=not unfinished, resume=unfinished, **kwargs
+            )
+        except OutputError as exc:
+            if not unfinished:
+                raise
+            # The unfinished run there used other inputs or settings: start this date over.
+            log.info("filter: cannot resume (%s); starting over", exc)
+            kwargs["dedup_index"] = _load_index(index_path, self.pcfg)
+            detector = _drift(self.cfg, self.pcfg, self.store, self.day)
+            nightly_info["drift"] = detector.summary
+            kwargs["context_detectors"] = (*probes, detector)
+            return self.engine.filter(paths, self.out_dir, self.pcfg, overwrite=True, **kwargs)
 
-    # History and index ------------------------------------------------------------------------
-    versions, kept = read_outcomes(out_dir, pcfg)
-    log.info("history: %d URLs, %d kept documents for the dedup index", len(versions), len(kept["ids"]))
-    index_file: str | None = base_index
-    if pcfg.dedup.enabled:
-        index_file = f"{day}.npz"
-        write_index(
-            store.index_dir / base_index if base_index else None, kept, pcfg, store.index_dir / index_file
+    def _record(
+        self, plan: list[InputFile], report: dict[str, Any], base_index: str | None
+    ) -> dict[str, Any]:
+        """History and index from the finished shards, then the commit."""
+        counts = dict(report["counts"])
+        log.info("filter: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
+        versions, kept = read_outcomes(self.out_dir, self.pcfg)
+        log.info("history: %d URLs, %d kept documents for the dedup index", len(versions), len(kept["ids"]))
+        index_file: str | None = base_index
+        if self.pcfg.dedup.enabled:
+            index_file = f"{self.day}.npz"
+            base = self.store.index_dir / base_index if base_index else None
+            write_index(base, kept, self.pcfg, self.store.index_dir / index_file)
+            log.info("index: %s", self.store.index_dir / index_file)
+        self.hook("after_index")
+        summary = report.get("nightly", {}).get("drift") or {}
+        counts.update(
+            {
+                "input_files": len(plan),
+                "urls": len(versions),
+                "drift_compared": summary.get("compared", 0),
+                "drift_changed": summary.get("changed", 0),
+            }
         )
-        log.info("index: %s", store.index_dir / index_file)
-    _crash_hook("after_index")
-
-    # Commit ----------------------------------------------------------------------------------
-    summary = report.get("nightly", {}).get("drift") or {}
-    counts.update(
-        {
-            "input_files": len(plan),
-            "urls": len(versions),
-            "drift_compared": summary.get("compared", 0),
-            "drift_changed": summary.get("changed", 0),
-        }
-    )
-    store.commit_run(
-        day,
-        inputs=plan,
-        versions=versions,
-        counts=counts,
-        index_file=index_file,
-        settings=minhash_settings(pcfg),
-        before_commit=lambda: _crash_hook("before_commit"),
-    )
-    log.info("commit: %s recorded (%d files consumed, %d URLs)", day, len(plan), len(versions))
-    _crash_hook("after_commit")
-    _gc_index_files(store)
-    return {"date": day, "status": "done", "counts": counts, "out": out_dir, "report": report}
+        self.store.commit_run(
+            self.day,
+            inputs=plan,
+            versions=versions,
+            counts=counts,
+            index_file=index_file,
+            settings=minhash_settings(self.pcfg),
+            before_commit=lambda: self.hook("before_commit"),
+        )
+        log.info("commit: %s recorded (%d files consumed, %d URLs)", self.day, len(plan), len(versions))
+        self.hook("after_commit")
+        _gc_index_files(self.store)
+        return {"date": self.day, "status": "done", "counts": counts, "out": self.out_dir, "report": report}
 
 
 def _drift(
@@ -738,8 +724,6 @@ def _load_index(path: Path | None, pcfg: PipelineConfig) -> dedup.DedupIndex | N
 
 def _empty_output(out_dir: Path, nightly_info: dict[str, Any]) -> dict[str, Any]:
     """A night with no new input still leaves a finished folder, so the date reads as done."""
-    from poisonguard.pipelines.stages import OUTPUT_FILES
-
     for name in OUTPUT_FILES:  # a --force redo may find an earlier output of this date
         path = out_dir / name
         if path.is_dir():

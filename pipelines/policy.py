@@ -19,7 +19,7 @@ from poisonguard.filters import registry
 from poisonguard.filters.contract import Detector, DetectorConfig, Stage
 from poisonguard.pipelines.config import PipelineConfig
 
-COPY_OF_QUARANTINED = "near_dup:copy_of_quarantined"
+COPY_OF_QUARANTINED = "dedup:copy_of_quarantined"
 
 Reasons = list[list[str]]
 

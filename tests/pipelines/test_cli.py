@@ -73,3 +73,37 @@ def test_nightly_on_ray_commits_its_output(tmp_path: Path) -> None:
     bad = poisonguard(*args, "--engine", "spark")
     assert bad.returncode == 2 and "--engine must be local or ray" in bad.stderr
     assert poisonguard(*args, "--ray-address", "auto").returncode == 2  # needs --engine ray
+
+
+def test_a_bad_engine_fails_before_any_work(tmp_path: Path) -> None:
+    """The engine is chosen once and checked first: nothing is crawled, read or written."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html><body><p>a page</p></body></html>")
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        site = f"http://127.0.0.1:{server.server_address[1]}/"
+        crawl = poisonguard("crawl", site, "--out", str(tmp_path / "crawl"), "--engine", "spark")
+        assert crawl.returncode == 2 and "--engine must be local or ray" in crawl.stderr
+        assert hits == [] and not (tmp_path / "crawl").exists()
+        filtered = poisonguard(
+            "filter", str(DEMO_CORPUS), "--out", str(tmp_path / "f"), "--ray-address", "auto"
+        )
+        assert filtered.returncode == 2 and "--ray-address needs --engine ray" in filtered.stderr
+        assert not (tmp_path / "f").exists()
+    finally:
+        server.shutdown()

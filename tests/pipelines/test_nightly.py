@@ -21,7 +21,6 @@ import pytest
 
 from poisonguard.filters import drift
 from poisonguard.pipelines.nightly import (
-    CRASH_ENV,
     CRASH_POINTS,
     NightlyConfig,
     NightlyLocked,
@@ -315,9 +314,19 @@ def test_rerun_of_a_done_date_does_nothing_and_force_redoes_it(
 # Crash safety: kill -9 at every named point, then run again
 
 
+def kill_at(points: str) -> Callable[[str], None]:
+    """A nightly hook that kills the run with SIGKILL at the named points."""
+    wanted = set(points.split(","))
+
+    def hook(point: str) -> None:
+        if point in wanted:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
 def _run_and_die(root: str, landing: str, night: int, points: str) -> None:
-    os.environ[CRASH_ENV] = points
-    nightly(Path(root), Path(landing), night)
+    nightly(Path(root), Path(landing), night, hook=kill_at(points))
     os._exit(3)  # not reached when the hook fires
 
 
