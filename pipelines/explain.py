@@ -121,7 +121,7 @@ def format_document(row: dict[str, Any], where: str, config: dict[str, Any]) -> 
         for key in signals:
             value = row[key]
             threshold = threshold_for(key, config) if isinstance(value, int | float) else None
-            note = f"   (threshold: {threshold[0] or 'at'} {threshold[1]:g})" if threshold else ""
+            note = f"   (threshold: {threshold[0]} {threshold[1]:g})" if threshold else ""
             lines.append(f"  {key.ljust(width)}  {_plain(value)}{note}")
     return "\n".join(lines)
 

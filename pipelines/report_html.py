@@ -30,7 +30,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ import pyarrow.parquet as pq
 
 from poisonguard.core.files import atomic_path
 from poisonguard.core.schema import DECISION_FIELDS, DOCUMENT_COLUMNS, QUARANTINED
+from poisonguard.filters import registry
+from poisonguard.filters.contract import knob_value
 
 REPORT_FILE = "report.html"
 MAX_SAMPLES_PER_REASON = 5
@@ -101,69 +103,22 @@ def reason_key(reason: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Thresholds: found in the config by name, tolerant of detectors that name them differently
-
-_PREFIXES = ("max_", "min_")
-_SUFFIXES = ("_threshold", "_max", "_min", "_limit")
-
-
-def _threshold_candidates(section: dict[str, Any]) -> Iterator[tuple[str, str, float]]:
-    """(normalised name, direction, value) for every numeric knob of a detector's config section."""
-    for key, value in section.items():
-        items: list[tuple[str, Any]]
-        if isinstance(value, dict):
-            # {2: 0.20, 3: 0.18} next to `max_top_ngram_char_frac` means `top_2gram_char_frac` ...
-            items = [
-                (key.replace("ngram", f"{k}gram") if "ngram" in key else f"{key}_{k}", v)
-                for k, v in value.items()
-            ]
-        else:
-            items = [(key, value)]
-        for name, number in items:
-            if isinstance(number, bool) or not isinstance(number, int | float):
-                continue
-            direction = ""
-            for prefix in _PREFIXES:
-                if name.startswith(prefix):
-                    direction, name = prefix[:-1], name[len(prefix) :]
-            for suffix in _SUFFIXES:
-                if name.endswith(suffix):
-                    direction = direction or suffix[1:].replace("threshold", "")
-                    name = name[: -len(suffix)]
-            yield name, direction, float(number)
-
-
-# Signals whose deciding knob has another name (the generic rules below cannot pair them).
-THRESHOLD_ALIASES = {"cloaking_drop": "max_similarity_drop", "dedup_max_similarity": "threshold"}
+# Thresholds: each signal column's knob, as its detector declares it (filters/registry.py)
 
 
 def threshold_for(column: str, config: dict[str, Any]) -> tuple[str, float] | None:
-    """The config threshold that decides on `column`, as (direction, value), or None.
-
-    `repetition_dup_line_frac` <- repetition.max_dup_line_frac; `repetition_top_2gram_char_frac` <-
-    repetition.max_top_ngram_char_frac[2]; `unicode_tag_chars` <- unicode.min_tag_chars. A knob of
-    two words or more that ends the signal's name also counts (`perplexity_window_mean_nll` <-
-    `max_mean_nll`). A wrong line on a plot is worse than none, so nothing looser is tried.
-    """
-    sections = [s for s, v in config.items() if isinstance(v, dict) and column.startswith(f"{s}_")]
-    if not sections:
+    """The value in the run's config of the knob that decides on `column`, as (direction, value):
+    direction ``above`` when larger values are flagged, ``below`` when smaller ones are. None for a
+    column no detector declares a knob for, or whose knob is off (null)."""
+    found = registry.signal_of(column)
+    if found is None or found[1].knob is None:
         return None
-    section = max(sections, key=len)
-    signal = column[len(section) + 1 :]
-    alias = THRESHOLD_ALIASES.get(column)
-    if alias is not None:
-        value = config[section].get(alias)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            direction = alias[:3] if alias.startswith(_PREFIXES) else ""
-            return direction, float(value)
-    candidates = list(_threshold_candidates(config[section]))
-    for name, direction, value in candidates:
-        if name == signal:
-            return direction, value
-    for name, direction, value in candidates:
-        if "_" in name and signal.endswith(f"_{name}"):
-            return direction, value
-    return None
+    detector, signal = found
+    section = config.get(detector.name)
+    value = knob_value(section, signal.knob) if isinstance(section, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return signal.direction, float(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -647,9 +602,9 @@ def plot_reasons(report: dict[str, Any]) -> str:
     return barh_plot(labels, values, "Documents per reason", "documents", [f"{int(v):,}" for v in values])
 
 
-def _detector_of(column: str, config: dict[str, Any]) -> str:
-    sections = [s for s, v in config.items() if isinstance(v, dict) and column.startswith(f"{s}_")]
-    return max(sections, key=len) if sections else column.split("_")[0]
+def _detector_of(column: str) -> str:
+    found = registry.signal_of(column)
+    return found[0].name if found is not None else column.split("_")[0]
 
 
 Threshold = tuple[str, float]
@@ -666,7 +621,7 @@ def pick_score_columns(facts: ShardFacts, config: dict[str, Any]) -> list[tuple[
         per = facts.values.get(col) or {}
         if len({v for vs in per.values() for v in vs}) < 2:
             continue  # a constant column says nothing
-        groups.setdefault(_detector_of(col, config), []).append((col, threshold_for(col, config)))
+        groups.setdefault(_detector_of(col), []).append((col, threshold_for(col, config)))
     for items in groups.values():
         items.sort(key=lambda item: item[1] is None)
     picked: list[tuple[str, tuple[str, float] | None]] = []
@@ -729,7 +684,7 @@ def plot_scores(facts: ShardFacts, config: dict[str, Any]) -> str:
             if threshold is not None:
                 ax.axvline(threshold[1], color="black", linestyle="--", linewidth=1)
                 ax.annotate(
-                    f"{threshold[0] or 'threshold'} {threshold[1]:g}",
+                    f"{threshold[0]} {threshold[1]:g}",
                     (threshold[1], 1),
                     xycoords=("data", "axes fraction"),
                     xytext=(2, -8),
@@ -900,7 +855,7 @@ def render_sample(sample: Sample, anchor: str, config: dict[str, Any] | None = N
     column = sample.reason.replace(":", "_", 1)
     if isinstance(row.get(column), int | float):
         threshold = threshold_for(column, config or {})
-        limit = f" (threshold: {threshold[0] or 'at'} {threshold[1]:g})" if threshold else ""
+        limit = f" (threshold: {threshold[0]} {threshold[1]:g})" if threshold else ""
         details.append(f"{html.escape(column)} = {_num(row[column])}{limit}")
     if (row.get("dedup_cluster_size") or 0) >= 2:
         details.append(

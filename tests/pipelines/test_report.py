@@ -17,15 +17,17 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import html5lib
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from poisonguard.pipelines.cli import app
-from poisonguard.pipelines.config import load_config
+from poisonguard.pipelines.config import PipelineConfig, load_config
 from poisonguard.pipelines.explain import explain
 from poisonguard.pipelines.report_html import (
     MAX_SAMPLES_PER_REASON,
+    NOT_SIGNALS,
     WINDOW_CHARS,
     Sample,
     Span,
@@ -206,7 +208,7 @@ def test_duplicates_and_campaigns_are_shown(page: str) -> None:
     shown = " ".join(text_of(p) for p in evidence.iter("p"))
     assert "duplicate of bread" in shown
     assert "near-duplicate cluster of 12 documents on 12 domain(s)" in shown
-    assert re.search(r"repetition_dup_10gram_char_frac = 0\.9\d+ \(threshold: max 0\.1\)", shown)
+    assert re.search(r"repetition_dup_10gram_char_frac = 0\.9\d+ \(threshold: above 0\.6\)", shown)
 
 
 def test_report_command_rebuilds_the_page_from_shards(run_out: Path, page: str, tmp_path: Path) -> None:
@@ -237,7 +239,7 @@ def test_explain_prints_outcome_reasons_evidence_and_signals(run_out: Path) -> N
     assert re.search(r"^outcome +quarantined$", text, re.M)
     assert re.search(r"^reasons +unicode:tag_chars", text, re.M)
     assert "<U+E0069>" in text and "\U000e0069" not in text  # invisible characters made visible
-    assert re.search(r"^  unicode_tag_chars +28 +\(threshold: min 1\)$", text, re.M)
+    assert re.search(r"^  unicode_tag_chars +28 +\(threshold: above 1\)$", text, re.M)
     kept = explain(run_out, "garden-tomatoes")
     assert re.search(r"^outcome +kept$", kept, re.M) and re.search(r"^reasons +\(none\)$", kept, re.M)
     dup = explain(run_out, "bread-reprint")
@@ -259,27 +261,41 @@ def test_explain_cli_errors(run_out: Path, tmp_path: Path) -> None:
         explain(tmp_path, "x")
 
 
-def test_thresholds_are_found_by_name() -> None:
-    config = {
-        "repetition": {
-            "max_dup_line_frac": 0.3,
-            "max_top_ngram_char_frac": {"2": 0.2, "3": 0.18},
-            "min_words": 50,
-            "enabled": True,
-            "max_span_chars": 9,
-        },
-        "unicode": {"min_tag_chars": 1, "enabled": True},
-        "cloaking": {"max_similarity_drop": 0.3},
-        "hidden_text": {"max_span_chars": 20000},
-        "perplexity": {"max_mean_nll": 7.5},
-    }
-    assert threshold_for("repetition_dup_line_frac", config) == ("max", 0.3)
-    assert threshold_for("repetition_top_3gram_char_frac", config) == ("max", 0.18)
-    assert threshold_for("unicode_tag_chars", config) == ("min", 1.0)
-    assert threshold_for("cloaking_drop", config) == ("max", 0.3)
-    assert threshold_for("perplexity_window_mean_nll", config) == ("max", 7.5)
-    assert threshold_for("hidden_text_chars", config) is None  # `span_chars` is not `chars`
-    assert threshold_for("repetition_enabled", config) is None  # booleans are not thresholds
+def test_every_signal_column_shows_its_detectors_threshold_from_the_default_config(
+    fast_config: PipelineConfig,
+) -> None:
+    """Every signal column a real run writes is declared by its detector (filters/registry.py), and
+    each declared knob resolves to the default config's value, on the side the detector flags."""
+    from poisonguard.filters import registry
+    from poisonguard.pipelines.config import load_config
+    from poisonguard.pipelines.runner import score_documents
+    from poisonguard.pipelines.shard_schema import shard_schema
+
+    config = load_config().model_dump(mode="json")
+    declared = {s.column: (d, s) for d in registry.DETECTORS for s in d.signals}
+    records = [json.loads(line) for line in DEMO_CORPUS.read_text("utf-8").splitlines() if line.strip()]
+    docs = pa.Table.from_pylist([{"id": r["id"], "text": r["text"], "url": r.get("url")} for r in records])
+    table = score_documents(docs, fast_config)
+    written = [c for c in shard_schema(table.schema).names if c not in NOT_SIGNALS]
+    assert written and not [c for c in written if c not in declared]
+    resolved = 0
+    for column, (detector, signal) in declared.items():
+        found = threshold_for(column, config)
+        value = config[detector.name].get(signal.knob.split(".")[0]) if signal.knob else None
+        if signal.knob is None or value is None:
+            assert found is None, column
+            continue
+        resolved += 1
+        assert found is not None and found[0] == signal.direction, column
+    assert resolved >= 25  # of the 11 real signal columns with a knob, 3 used to resolve by name
+    assert threshold_for("repetition_dup_10gram_char_frac", config) == ("above", 0.6)
+    assert threshold_for("repetition_top_3gram_char_frac", config) == ("above", 0.18)
+    assert threshold_for("unicode_tag_chars", config) == ("above", 1.0)
+    assert threshold_for("unicode_c1_controls", config) is None  # off by default (null)
+    assert threshold_for("cloaking_similarity", config) == ("below", 0.6)
+    assert threshold_for("perplexity_context_gain", config) == ("below", 1.05)
+    assert threshold_for("dedup_cluster_domains", config) == ("above", 10.0)
+    assert threshold_for("hidden_text_chars", config) is None  # no single knob decides on it
     assert threshold_for("nosuch_x", config) is None
 
 
