@@ -598,7 +598,8 @@ def nightly_command(
 
     With --engine ray the crawl (seeds fanned out by host) and filter steps run on Ray; the lock,
     ledger, state store and commit stay on this machine."""
-    from poisonguard.pipelines.nightly import NightlyError, load_nightly_config, run_nightly
+    from poisonguard.pipelines.nightly import run_nightly
+    from poisonguard.pipelines.nightly_config import NightlyError, load_nightly_config
 
     chosen = _engine(engine, ray_address)
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from poisonguard.crawler.config import CrawlConfig
+from poisonguard.filters import triggers as triggers_detector
 from poisonguard.filters.registry import DETECTORS
 from poisonguard.pipelines.fields import InputConfig
 from poisonguard.pipelines.readers import DEFAULT_MAX_RECORD_BYTES

@@ -14,14 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from poisonguard.pipelines.report_html import (
-    NOT_SIGNALS,
-    document_spans,
-    escape_visible,
-    run_config,
-    shard_paths,
-    threshold_for,
-)
+from poisonguard.pipelines.report_data import NOT_SIGNALS, run_config, shard_paths, threshold_for
+from poisonguard.pipelines.report_text import document_spans, escape_visible
 
 TEXT_CHARS = 300  # of the document's beginning
 EVIDENCE_CHARS = 120  # of each located span

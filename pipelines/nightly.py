@@ -30,10 +30,8 @@ pass one that kills the run with SIGKILL there, to check the claim above.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -42,26 +40,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from poisonguard.core import minhash
-from poisonguard.core.files import atomic_path, sha256_file, write_json
-from poisonguard.core.schema import OUTCOMES, QUARANTINED
-from poisonguard.filters import dedup
+from poisonguard.core.files import sha256_file, write_json
+from poisonguard.core.schema import OUTCOMES
 from poisonguard.filters import drift as drift_detector
-from poisonguard.pipelines.config import ConfigError, PipelineConfig, load_config, load_yaml
+from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.engines import Engine, EngineError, engine_for
 from poisonguard.pipelines.locks import LockHeld, hold_lock
+from poisonguard.pipelines.nightly_config import (
+    NightlyConfig,
+    NightlyError,
+    NightlyLocked,
+    NightlyUsageError,
+    config_hash,
+    minhash_settings,
+    parse_date,
+    pipeline_config,
+    resolve_path,
+)
+from poisonguard.pipelines.nightly_history import load_index, read_outcomes, write_index
+from poisonguard.pipelines.nightly_metrics import METRICS_FILE, write_metrics
 from poisonguard.pipelines.readers import InputError, expand_inputs
 from poisonguard.pipelines.stages import OUTPUT_FILES, OutputError
-from poisonguard.pipelines.state import DONE, InputFile, StateError, StateStore, UrlVersion
+from poisonguard.pipelines.state import DONE, InputFile, StateError, StateStore
 from poisonguard.pipelines.writers import SUCCESS
 
 log = logging.getLogger("poisonguard.nightly")
+
 
 CRASH_POINTS = (
     "after_plan",
@@ -72,123 +79,12 @@ CRASH_POINTS = (
     "before_commit",
     "after_commit",
 )
+
+
 CRAWL_DIR = "_crawl"
+
+
 LOCK_FILE = ".lock"
-METRICS_FILE = "metrics.prom"
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-SIG_BATCH = 2000  # texts per signature batch when reading the finished shards
-
-
-class NightlyError(RuntimeError):
-    """A run that cannot go on; ``code`` is the exit code (1 failed, 2 usage, 75 try later)."""
-
-    code = 1
-
-
-class NightlyUsageError(NightlyError):
-    code = 2
-
-
-class NightlyLocked(NightlyError):
-    code = 75
-
-
-# ---------------------------------------------------------------------------------------------
-# Config (configs/nightly.yaml)
-
-
-class CrawlSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seeds: list[str] = Field(default_factory=list, description="seed URLs crawled every run")
-    seeds_file: str | None = Field(default=None, description="a file with one seed URL a line")
-    sitemap: str | None = Field(default=None, description="a sitemap (URL or file) whose pages are seeds")
-
-
-class Sources(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    inputs: list[str] = Field(default_factory=list, description="files, folders or globs; new files are read")
-    crawl: CrawlSource = CrawlSource()
-
-
-class NightlyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    sources: Sources = Sources()
-    output: str = Field(
-        default="nightly-out", description="ROOT: one folder per date, metrics.prom, the lock"
-    )
-    state: str | None = Field(default=None, description="SQLite state store; default ROOT/state.sqlite")
-    pipeline: str | dict[str, Any] | None = Field(
-        default=None, description="the filter config: a file path, or sections inline (as in default.yaml)"
-    )
-    use_lm: bool = Field(default=True, description="run the language-model stage")
-    drift: drift_detector.Config = drift_detector.Config()
-
-
-def load_nightly_config(path: str | Path | None) -> tuple[NightlyConfig, Path]:
-    """The validated nightly config and the folder its relative paths are resolved against."""
-    if path is None:
-        return NightlyConfig(), Path.cwd()
-    p = Path(path)
-    try:
-        data = load_yaml(p.read_text("utf-8"))
-    except OSError as exc:
-        raise NightlyUsageError(f"{p}: cannot read nightly config: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise NightlyUsageError(f"{p}: not valid YAML: {exc}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise NightlyUsageError(f"{p}: the top level must be a mapping")
-    try:
-        cfg = NightlyConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise NightlyUsageError(f"{p}: invalid nightly config: {problems}") from exc
-    return cfg, p.resolve().parent
-
-
-def pipeline_config(cfg: NightlyConfig, base: Path) -> PipelineConfig:
-    try:
-        if isinstance(cfg.pipeline, str):
-            return load_config(_resolve(cfg.pipeline, base))
-        return load_config(None, cfg.pipeline or {})
-    except ConfigError as exc:
-        raise NightlyUsageError(str(exc)) from exc
-
-
-def _resolve(path: str, base: Path) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else base / p
-
-
-def config_hash(pcfg: PipelineConfig, cfg: NightlyConfig) -> str:
-    scoring = pcfg.model_dump(mode="json", exclude={"run": {"workers"}})
-    blob = json.dumps(
-        {"pipeline": scoring, "drift": cfg.drift.model_dump(mode="json"), "lm": cfg.use_lm}, sort_keys=True
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def minhash_settings(pcfg: PipelineConfig) -> dict[str, Any]:
-    d = pcfg.dedup
-    return {
-        "scheme": d.scheme,
-        "num_perm": d.num_perm,
-        "seed": d.seed,
-        "shingle_words": d.shingle_words,
-        "min_words": d.min_words,
-    }
-
-
-def parse_date(value: str | None) -> str:
-    if value is None:
-        return dt.datetime.now(dt.timezone.utc).date().isoformat()
-    try:
-        if not DATE_RE.match(value):
-            raise ValueError
-        return dt.date.fromisoformat(value).isoformat()
-    except ValueError:
-        raise NightlyUsageError(f"--date {value!r}: expected a date as YYYY-MM-DD") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +141,7 @@ def plan_inputs(patterns: list[str], base: Path, root: Path, store: StateStore, 
     """Input files no finished run (other than ``date`` itself) consumed, in a stable order."""
     found: list[Path] = []
     for pattern in patterns:
-        resolved = str(_resolve(pattern, base))
+        resolved = str(resolve_path(pattern, base))
         try:
             found.extend(expand_inputs([resolved]))
         except InputError as exc:  # nothing arrived for this source tonight
@@ -297,7 +193,9 @@ def crawl_inputs(
         log.info("crawl: %s already finished for this date", raw)
         return sorted(raw.glob("part-*.parquet"))
     try:
-        seeds = load_seeds(src.seeds, _resolve(src.seeds_file, base) if src.seeds_file else None, src.sitemap)
+        seeds = load_seeds(
+            src.seeds, resolve_path(src.seeds_file, base) if src.seeds_file else None, src.sitemap
+        )
     except (OSError, ValueError) as exc:
         raise NightlyUsageError(f"crawl seeds: {exc}") from exc
     resume = engine.crawl_started(raw)
@@ -310,121 +208,6 @@ def crawl_inputs(
         raise NightlyError(f"crawl failed: {exc}") from exc
     log.info("crawl: %s pages, finish reason %s", stats.get("pages"), stats.get("finish_reason"))
     return sorted(raw.glob("part-*.parquet"))
-
-
-# ---------------------------------------------------------------------------------------------
-# After the filter: history and index from the finished shards
-
-
-def read_outcomes(out: Path, pcfg: PipelineConfig) -> tuple[list[UrlVersion], dict[str, Any]]:
-    """Per-URL versions of tonight's documents and the kept documents' dedup entries."""
-    limit = pcfg.run.max_text_chars
-    dtype = minhash.signature_dtype(pcfg.dedup.scheme)
-    best: dict[str, tuple[tuple[int, str, int], UrlVersion]] = {}
-    kept: dict[str, list[Any]] = {"ids": [], "urls": [], "keys": [], "sigs": []}
-    for folder in ("clean", "quarantine"):
-        for shard in sorted((out / folder).glob("part-*.parquet")):
-            pf = pq.ParquetFile(shard)
-            cols = ["id", "text", "url", "source", "record"] + (["outcome"] if folder == "quarantine" else [])
-            for batch in pf.iter_batches(batch_size=SIG_BATCH, columns=cols):
-                table = pa.Table.from_batches([batch])
-                ids = table.column("id").to_pylist()
-                urls = table.column("url").to_pylist()
-                texts = [t if len(t) <= limit else t[:limit] for t in table.column("text").to_pylist()]
-                outcomes = (
-                    table.column("outcome").to_pylist() if folder == "quarantine" else ["kept"] * len(ids)
-                )
-                sources = table.column("source").to_pylist()
-                records = table.column("record").to_pylist()
-                sigs = np.asarray(dedup.signatures(texts, pcfg.dedup)).astype(dtype, copy=False)
-                for i, url in enumerate(urls):
-                    if not url:
-                        continue
-                    accepted = outcomes[i] != QUARANTINED
-                    # One version per URL and night: an accepted one, else the last in input order.
-                    rank = (int(accepted), sources[i] or "", records[i] if records[i] is not None else -1)
-                    current = best.get(url)
-                    if current is None or rank > current[0]:
-                        sha = drift_detector.text_sha256(texts[i])
-                        best[url] = (rank, UrlVersion(url, sha, sigs[i], accepted))
-                if folder == "clean":
-                    kept["ids"].extend(ids)
-                    kept["urls"].extend(urls)
-                    kept["keys"].extend(dedup.content_keys(texts))
-                    kept["sigs"].append(sigs)
-    versions = [best[u][1] for u in sorted(best)]
-    return versions, kept
-
-
-def write_index(base_index: Path | None, kept: dict[str, Any], pcfg: PipelineConfig, target: Path) -> None:
-    index = dedup.DedupIndex.load(base_index, pcfg.dedup) if base_index else dedup.DedupIndex(pcfg.dedup)
-    if kept["ids"]:
-        sigs = np.concatenate(kept["sigs"])
-        index.add(kept["ids"], kept["urls"], kept["keys"], sigs, prior=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    index.save(target)
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics
-
-
-def write_metrics(root: Path, store: StateStore, last_attempt: dict[str, Any]) -> Path:
-    """ROOT/metrics.prom for node_exporter's textfile collector (written atomically)."""
-    lines: list[str] = []
-
-    def metric(name: str, help_text: str, samples: list[tuple[str, float]], kind: str = "gauge") -> None:
-        lines.append(f"# HELP poisonguard_nightly_{name} {help_text}")
-        lines.append(f"# TYPE poisonguard_nightly_{name} {kind}")
-        lines.extend(f"poisonguard_nightly_{name}{labels} {value:.17g}" for labels, value in samples)
-
-    metric("last_run_timestamp_seconds", "Unix time the last run ended.", [("", last_attempt["time"])])
-    metric(
-        "last_run_success",
-        "1 if the last run succeeded (or found its date done), else 0.",
-        [("", 1.0 if last_attempt["ok"] else 0.0)],
-    )
-    done = store.latest_done()
-    if done is not None:
-        counts = done["counts"] or {}
-        metric(
-            "last_success_timestamp_seconds",
-            "Unix time the last successful run finished.",
-            [("", float(done["finished"]))],
-        )
-        metric(
-            "last_success_date",
-            "Logical date of the last successful run, as YYYYMMDD.",
-            [("", float(done["date"].replace("-", "")))],
-        )
-        metric(
-            "duration_seconds",
-            "Wall time of the last successful run.",
-            [("", float(done["duration_s"] or 0))],
-        )
-        metric("docs_in", "Documents read by the last successful run.", [("", float(counts.get("in", 0)))])
-        metric(
-            "docs_out",
-            "Documents by outcome in the last successful run.",
-            [(f'{{outcome="{o}"}}', float(counts.get(o, 0))) for o in (*OUTCOMES, "unreadable")],
-        )
-        metric(
-            "input_files",
-            "Input files consumed by the last successful run.",
-            [("", float(counts.get("input_files", 0)))],
-        )
-        metric(
-            "drift_pages",
-            "Pages compared with their last version / drifted, last successful run.",
-            [
-                ('{kind="compared"}', float(counts.get("drift_compared", 0))),
-                ('{kind="changed"}', float(counts.get("drift_changed", 0))),
-            ],
-        )
-    path = root / METRICS_FILE
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", "utf-8")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,9 +258,11 @@ def run_nightly(
         raise NightlyUsageError(
             "lm_scorer is for the local engine; the Ray engine loads the model in its actors"
         )
-    root = (out if out is not None else _resolve(cfg.output, base)).resolve()
+    root = (out if out is not None else resolve_path(cfg.output, base)).resolve()
     state_path = (
-        state if state is not None else (_resolve(cfg.state, base) if cfg.state else root / "state.sqlite")
+        state
+        if state is not None
+        else (resolve_path(cfg.state, base) if cfg.state else root / "state.sqlite")
     ).resolve()
     if use_lm is not None:
         cfg = cfg.model_copy(update={"use_lm": use_lm})
@@ -634,7 +419,7 @@ class _Night:
         detector: drift_detector.DriftDetector,
         nightly_info: dict[str, Any],
     ) -> dict[str, Any]:
-        index = _load_index(index_path, self.pcfg)
+        index = load_index(index_path, self.pcfg)
         probes: tuple[Any, ...] = (_HookProbe(self.hook),) if self.hook is not _no_hook else ()
         unfinished = (self.out_dir / "_work").exists() and not (self.out_dir / SUCCESS).exists()
         log.info(
@@ -664,7 +449,7 @@ class _Night:
                 raise
             # The unfinished run there used other inputs or settings: start this date over.
             log.info("filter: cannot resume (%s); starting over", exc)
-            kwargs["dedup_index"] = _load_index(index_path, self.pcfg)
+            kwargs["dedup_index"] = load_index(index_path, self.pcfg)
             detector = _drift(self.cfg, self.pcfg, self.store, self.day)
             nightly_info["drift"] = detector.summary
             kwargs["context_detectors"] = (*probes, detector)
@@ -713,13 +498,6 @@ def _drift(
     cfg: NightlyConfig, pcfg: PipelineConfig, store: StateStore, day: str
 ) -> drift_detector.DriftDetector:
     return drift_detector.DriftDetector(cfg.drift, pcfg.dedup, lambda urls: store.versions(urls, before=day))
-
-
-def _load_index(path: Path | None, pcfg: PipelineConfig) -> dedup.DedupIndex | None:
-    """The dedup index of earlier runs (None when dedup is off)."""
-    if not pcfg.dedup.enabled:
-        return None
-    return dedup.DedupIndex.load(path, pcfg.dedup) if path else dedup.DedupIndex(pcfg.dedup)
 
 
 def _empty_output(out_dir: Path, nightly_info: dict[str, Any]) -> dict[str, Any]:

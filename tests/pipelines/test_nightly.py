@@ -20,13 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from poisonguard.filters import drift
-from poisonguard.pipelines.nightly import (
-    CRASH_POINTS,
+from poisonguard.pipelines.nightly import CRASH_POINTS, run_nightly
+from poisonguard.pipelines.nightly_config import (
     NightlyConfig,
     NightlyLocked,
     NightlyUsageError,
     load_nightly_config,
-    run_nightly,
 )
 from poisonguard.pipelines.state import StateStore
 from poisonguard.pipelines.writers import SUCCESS

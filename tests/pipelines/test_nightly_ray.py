@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from poisonguard.filters import dedup
-from poisonguard.pipelines.nightly import CRAWL_DIR, NightlyConfig, run_nightly
+from poisonguard.pipelines.nightly import CRAWL_DIR, run_nightly
+from poisonguard.pipelines.nightly_config import NightlyConfig
 from poisonguard.pipelines.state import StateStore
 from tests.conftest import local_ray, write_jsonl
 from tests.pipelines.test_nightly import (

@@ -204,7 +204,7 @@ def test_distributed_dedup_equals_the_index_on_dense_collisions(tmp_path: Path) 
 def test_distributed_dedup_with_a_prior_index_equals_the_index(tmp_path: Path) -> None:
     """Documents of earlier runs (nightly's index, shipped in slices) rank first, name the clusters
     they are in and keep them; near-copies among them are bridged by tonight's documents as in
-    DedupIndex. Signal columns, duplicate_of and kind must equal the local runner's."""
+    DedupIndex. Signal columns, duplicate_of and kind must equal the local engine's."""
     cfg, texts, ids, urls = _dense_corpus()
     sigs = np.asarray(dedup.signatures(texts, cfg.dedup))
     keys = dedup.content_keys(texts)
@@ -280,7 +280,7 @@ def test_lm_actor_pool_gives_the_local_outcomes(tmp_path: Path) -> None:
     records.append({"id": "copy-later-chunk", "text": texts[1], "url": "https://c.example/"})
     records.append({"id": "repeated", "text": "a" * 300, "url": "https://d.example/"})
     corpus = write_jsonl(tmp_path / "lm.jsonl", records)
-    # One chunk: the local runner cannot yet merge LM columns from several chunks (see docs/RAY.md).
+    # One chunk, then several: both engines run the same stages, so they agree either way.
     cfg = load_config(overrides={"run": {"batch_rows": 100}, "perplexity": lm})
     run_filter([str(corpus)], tmp_path / "local", cfg, use_lm=True, show_progress=False)
     report = run_filter_ray(
@@ -291,7 +291,9 @@ def test_lm_actor_pool_gives_the_local_outcomes(tmp_path: Path) -> None:
     assert any(r.startswith("perplexity:") for r in read_outcomes(tmp_path / "ray")["t0"][1])
     # Several chunks: a copy decided after its quarantined original is quarantined too.
     cfg = load_config(overrides={"run": {"batch_rows": 4}, "perplexity": lm})
+    run_filter([str(corpus)], tmp_path / "local4", cfg, use_lm=True, show_progress=False)
     run_filter_ray([str(corpus)], tmp_path / "ray4", cfg, use_lm=True, show_progress=False, lm_actors=1)
+    _compare_runs(tmp_path / "local4", tmp_path / "ray4")
     outcomes = read_outcomes(tmp_path / "ray4")
     assert "dedup:copy_of_quarantined" in outcomes["copy-later-chunk"][1]
     assert outcomes["t0"] == read_outcomes(tmp_path / "ray")["t0"]

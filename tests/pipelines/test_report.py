@@ -25,19 +25,9 @@ from typer.testing import CliRunner
 from poisonguard.pipelines.cli import app
 from poisonguard.pipelines.config import PipelineConfig, load_config
 from poisonguard.pipelines.explain import explain
-from poisonguard.pipelines.report_html import (
-    MAX_SAMPLES_PER_REASON,
-    NOT_SIGNALS,
-    WINDOW_CHARS,
-    Sample,
-    Span,
-    escape_visible,
-    render_sample,
-    render_window,
-    section_triggers,
-    threshold_for,
-    write_report_html,
-)
+from poisonguard.pipelines.report_data import MAX_SAMPLES_PER_REASON, NOT_SIGNALS, Sample, threshold_for
+from poisonguard.pipelines.report_html import render_sample, section_triggers, write_report_html
+from poisonguard.pipelines.report_text import WINDOW_CHARS, Span, escape_visible, render_window
 from poisonguard.pipelines.runner import run_filter
 from tests.conftest import DEMO_CORPUS, REPO, write_jsonl
 

@@ -1,0 +1,80 @@
+"""After a night's filter: per-URL history and the kept documents' dedup entries, read from the
+finished shards, and the dedup index of all nights so far."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from poisonguard.core import minhash
+from poisonguard.core.schema import QUARANTINED
+from poisonguard.filters import dedup
+from poisonguard.filters import drift as drift_detector
+from poisonguard.pipelines.config import PipelineConfig
+from poisonguard.pipelines.state import UrlVersion
+
+SIG_BATCH = 2000  # texts per signature batch when reading the finished shards
+
+
+# ---------------------------------------------------------------------------------------------
+# After the filter: history and index from the finished shards
+
+
+def read_outcomes(out: Path, pcfg: PipelineConfig) -> tuple[list[UrlVersion], dict[str, Any]]:
+    """Per-URL versions of tonight's documents and the kept documents' dedup entries."""
+    limit = pcfg.run.max_text_chars
+    dtype = minhash.signature_dtype(pcfg.dedup.scheme)
+    best: dict[str, tuple[tuple[int, str, int], UrlVersion]] = {}
+    kept: dict[str, list[Any]] = {"ids": [], "urls": [], "keys": [], "sigs": []}
+    for folder in ("clean", "quarantine"):
+        for shard in sorted((out / folder).glob("part-*.parquet")):
+            pf = pq.ParquetFile(shard)
+            cols = ["id", "text", "url", "source", "record"] + (["outcome"] if folder == "quarantine" else [])
+            for batch in pf.iter_batches(batch_size=SIG_BATCH, columns=cols):
+                table = pa.Table.from_batches([batch])
+                ids = table.column("id").to_pylist()
+                urls = table.column("url").to_pylist()
+                texts = [t if len(t) <= limit else t[:limit] for t in table.column("text").to_pylist()]
+                outcomes = (
+                    table.column("outcome").to_pylist() if folder == "quarantine" else ["kept"] * len(ids)
+                )
+                sources = table.column("source").to_pylist()
+                records = table.column("record").to_pylist()
+                sigs = np.asarray(dedup.signatures(texts, pcfg.dedup)).astype(dtype, copy=False)
+                for i, url in enumerate(urls):
+                    if not url:
+                        continue
+                    accepted = outcomes[i] != QUARANTINED
+                    # One version per URL and night: an accepted one, else the last in input order.
+                    rank = (int(accepted), sources[i] or "", records[i] if records[i] is not None else -1)
+                    current = best.get(url)
+                    if current is None or rank > current[0]:
+                        sha = drift_detector.text_sha256(texts[i])
+                        best[url] = (rank, UrlVersion(url, sha, sigs[i], accepted))
+                if folder == "clean":
+                    kept["ids"].extend(ids)
+                    kept["urls"].extend(urls)
+                    kept["keys"].extend(dedup.content_keys(texts))
+                    kept["sigs"].append(sigs)
+    versions = [best[u][1] for u in sorted(best)]
+    return versions, kept
+
+
+def write_index(base_index: Path | None, kept: dict[str, Any], pcfg: PipelineConfig, target: Path) -> None:
+    index = dedup.DedupIndex.load(base_index, pcfg.dedup) if base_index else dedup.DedupIndex(pcfg.dedup)
+    if kept["ids"]:
+        sigs = np.concatenate(kept["sigs"])
+        index.add(kept["ids"], kept["urls"], kept["keys"], sigs, prior=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    index.save(target)
+
+
+def load_index(path: Path | None, pcfg: PipelineConfig) -> dedup.DedupIndex | None:
+    """The dedup index of earlier runs (None when dedup is off)."""
+    if not pcfg.dedup.enabled:
+        return None
+    return dedup.DedupIndex.load(path, pcfg.dedup) if path else dedup.DedupIndex(pcfg.dedup)
