@@ -20,6 +20,7 @@ from poisonguard.filters.contract import Detector, DetectorConfig, Stage
 from poisonguard.pipelines.config import PipelineConfig
 
 COPY_OF_QUARANTINED = "dedup:copy_of_quarantined"
+EMPTY = "policy:empty"
 
 Reasons = list[list[str]]
 
@@ -65,9 +66,20 @@ def too_short(table: pa.Table, cfg: PipelineConfig) -> Reasons:
     ]
 
 
+def empty_texts(table: pa.Table, cfg: PipelineConfig) -> Reasons:
+    """``policy:empty`` for empty or whitespace-only texts (``policy.drop_empty``)."""
+    if not cfg.policy.drop_empty:
+        return [[] for _ in range(table.num_rows)]
+    trimmed = pc.utf8_length(pc.utf8_trim_whitespace(table.column("text"))).to_pylist()
+    return [[] if length else [EMPTY] for length in trimmed]
+
+
 def cheap_reasons(table: pa.Table, cfg: PipelineConfig) -> tuple[Reasons, Reasons]:
-    """(quarantine reasons, filter reasons) per row from the cheap detectors and ``min_chars``."""
+    """(quarantine reasons, filter reasons) per row from the cheap detectors, ``drop_empty`` and
+    ``min_chars``."""
     quarantine, filtered = stage_reasons(table, cfg, "cheap")
+    for row, reasons in enumerate(empty_texts(table, cfg)):
+        filtered[row].extend(reasons)
     for row, reasons in enumerate(too_short(table, cfg)):
         filtered[row].extend(reasons)
     return quarantine, filtered

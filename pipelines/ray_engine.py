@@ -78,6 +78,8 @@ def run_filter_ray(
             show_progress=show_progress,
             work_dirs=("scored", "lm", "dedup", "decided"),
         )
+        if run.finished is not None:  # killed inside its commit: finished now
+            return run.finished
         cpus = cluster_cpus()
         start = time.perf_counter()
         scored_on = _score(run, cfg, cpus)
@@ -251,6 +253,7 @@ def _campaigns(run: Run, chunks: _Chunks, cfg: PipelineConfig) -> None:
     index = stages.campaign_index(cfg)
     assert index is not None
     columns = ["id", "url", campaign.SIG_COLUMN, campaign.SKETCH_COLUMN, campaign.BODY_SHARE_COLUMN]
+    columns.append(campaign.OWNER_COLUMN)
     for path in chunks.paths:
         index.add_table(pq.read_table(path, columns=columns))
     found = index.assign()

@@ -47,6 +47,8 @@ def run_filter(
     run = stages.setup_run(
         inputs, out, cfg, overwrite=overwrite, resume=resume, use_lm=use_lm, show_progress=show_progress
     )
+    if run.finished is not None:  # killed inside its commit: finished now
+        return run.finished
     _timed(run, "stage:cheap", lambda: _score(run, cfg))
     chunk_files = stages.chunk_paths(run.scored_dir)
     docs_in = sum(pq.ParquetFile(p).metadata.num_rows for p in chunk_files)
@@ -68,7 +70,8 @@ def run_filter(
         run.progress.advance(task, None, scored.num_rows)
     run.progress.finish(task)
     run.timings["stage:write"] = time.perf_counter() - start
-    return stages.commit_output(run, cfg, output, lm_rows=lm_rows, extra_report=extra_report)
+    extra = {"duplicate_ids": duplicates.row_keys_report, **(extra_report or {})}
+    return stages.commit_output(run, cfg, output, lm_rows=lm_rows, extra_report=extra)
 
 
 def _timed(run: Run, name: str, step: Callable[[], Any]) -> Any:
@@ -104,7 +107,7 @@ def _score(run: Run, cfg: PipelineConfig) -> None:
         for args in chunks():
             done(_score_task(args))
     else:
-        with multiprocessing.get_context("spawn").Pool(cfg.run.workers) as pool:
+        with _worker_pool(cfg) as pool:
             window: deque[Any] = deque()
             for args in chunks():
                 window.append(pool.apply_async(_score_task, (args,)))
@@ -113,7 +116,22 @@ def _score(run: Run, cfg: PipelineConfig) -> None:
                     done(window.popleft().get())
             while window:
                 done(window.popleft().get())
+            pool.close()
+            pool.join()  # the workers have exited before the run goes on: none is left behind
     run.progress.finish(task)
+
+
+def _worker_pool(cfg: PipelineConfig) -> Any:
+    """Processes for scoring. Forked where the platform can (Linux), after the detectors' models are
+    loaded here once, so the workers share those pages instead of each starting Python and loading
+    them again (spawn, the fallback elsewhere)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn").Pool(cfg.run.workers)
+    warm = pa.Table.from_pylist(
+        [{"id": "warm-up", "text": "Loads the detectors' models once."}], DOCUMENT_SCHEMA
+    )
+    stages.score_cheap(warm, cfg)
+    return multiprocessing.get_context("fork").Pool(cfg.run.workers)
 
 
 def _dedup(
@@ -128,6 +146,7 @@ def _dedup(
     ids: list[str] = []
     eligible: list[bool] = []
     index = (dedup_index or dedup.DedupIndex(cfg.dedup)) if cfg.dedup.enabled else None
+    row_keys = stages.RowKeys(index.is_prior if index is not None else None)
     campaigns = stages.campaign_index(cfg)
     task = run.progress.start("dedup", total=docs_in, unit="docs")
     for path in chunk_files:
@@ -138,12 +157,16 @@ def _dedup(
         for detector in context_detectors:
             detector.observe(table)
         eligible.extend(stages.eligible_rows(table, cfg))
-        ids.extend(table.column("id").to_pylist())
+        keys = row_keys.add(table.column("id").to_pylist())
+        ids.extend(keys)
         if index is not None:
-            stages.add_to_index(index, table)
+            stages.add_to_index(index, table, keys)
     result = Duplicates.none(eligible)
     if index is not None:
         result = stages.resolve_duplicates(index.assign(), ids, eligible, cfg, index.is_prior)
+        result.assign = row_keys.user_columns(result.assign) if result.assign is not None else None
+    result.keys, result.user_ids = ids, row_keys.user_ids
+    result.row_keys_report = row_keys.report()
     if campaigns is not None:
         result.assign = stages.join_columns(result.assign, campaigns.assign())
     run.progress.finish(task)
@@ -169,7 +192,8 @@ def _language_model(
     shown = stages.LMProgress(run.progress, task)
     for path, picked in zip(chunk_files, routes, strict=True):
         target = run.lm_dir / path.name
-        if target.exists():  # finished by an interrupted run
+        if target.exists():  # scored by the interrupted run: its rows still count
+            scored_rows += stages.scored_rows(target)
             run.progress.advance(task, None, len(picked))
             continue
         table = pq.read_table(path, columns=["id", "text", "url"])

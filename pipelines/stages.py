@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from poisonguard.core import minhash
-from poisonguard.core.files import write_json, write_table
+from poisonguard.core.files import atomic_path, sha256_file, write_json, write_table
 from poisonguard.core.schema import DOCUMENT_SCHEMA, KEPT, OUTCOMES
 from poisonguard.core.urls import host_of
 from poisonguard.filters import campaign, dedup, perplexity, registry
@@ -100,6 +100,8 @@ class Run:
     input_bytes: int
     started: float = field(default_factory=time.time)
     timings: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # input files a folder held that were not read
+    finished: dict[str, Any] | None = None  # the report of a run found committed on --resume
 
     @property
     def work(self) -> Path:
@@ -131,24 +133,81 @@ def setup_run(
 ) -> Run:
     """Expand the inputs, check and claim OUT (see :func:`prepare_out`), make the work folders."""
     use_lm = cfg.perplexity.enabled if use_lm is None else (use_lm and cfg.perplexity.enabled)
-    # OUT may sit inside an input folder; its own shards are never input (OUT/raw/ of a crawl is).
-    own = {(out / name).resolve() for name in ("clean", "quarantine", WORK)}
-    paths = [p for p in expand_inputs(inputs) if not own & set(p.resolve().parents)]
-    if not paths:
-        raise OutputError(f"{out}: every input file is one of this output folder's own shards")
+    skipped: list[str] = []
+    paths = expand_inputs(inputs, skipped)
+    check_out_outside_inputs(inputs, paths, out)
     fingerprint = _fingerprint(paths, cfg, use_lm)
-    prepare_out(out, overwrite, resume, fingerprint)
-    for sub in work_dirs:
-        (out / WORK / sub).mkdir(parents=True, exist_ok=True)
-    (out / WORK / "fingerprint").write_text(fingerprint)
-    return Run(
+    run = Run(
         out=out,
         paths=paths,
         use_lm=use_lm,
         progress=Progress(enabled=show_progress),
-        state=ReadState(fields=FieldMap.from_config(cfg.input)),
+        state=ReadState(fields=FieldMap.from_config(cfg.input), max_record_bytes=cfg.run.max_record_bytes),
         input_bytes=total_bytes(paths),
+        skipped=skipped,
     )
+    if resume:
+        run.finished = finish_interrupted_commit(out, fingerprint)
+        if run.finished is not None:
+            return run
+    prepare_out(out, overwrite, resume, fingerprint)
+    for sub in work_dirs:
+        (out / WORK / sub).mkdir(parents=True, exist_ok=True)
+    (out / WORK / "fingerprint").write_text(fingerprint)
+    return run
+
+
+def scored_rows(lm_file: Path) -> int:
+    """Documents the language model scored in one LM chunk file (rows it skipped are null)."""
+    table = pq.read_table(lm_file)
+    if "_empty" in table.column_names or not table.num_columns:
+        return 0
+    return table.num_rows - table.column(0).null_count
+
+
+def check_out_outside_inputs(inputs: list[str], paths: list[Path], out: Path) -> None:
+    """Refuse, before anything is touched, an OUT whose shards would be read back as input (OUT inside
+    an input folder) and inputs that are OUT's own shards (--overwrite would delete them first)."""
+    out_real = out.resolve()
+    for item in inputs:
+        folder = Path(item)
+        if folder.is_dir() and (folder.resolve() == out_real or folder.resolve() in out_real.parents):
+            raise OutputError(
+                f"{out}: the output folder is inside the input folder {item}, so its shards would be "
+                "read back as input; choose an output folder outside it"
+            )
+    own = {out_real / name for name in ("clean", "quarantine", WORK)}
+    for path in paths:
+        if own & set(path.resolve().parents):
+            raise OutputError(
+                f"{path}: is a shard of the output folder {out} itself; copy it elsewhere first"
+            )
+
+
+def finish_interrupted_commit(out: Path, fingerprint: str) -> dict[str, Any] | None:
+    """A run killed inside its commit (after `_SUCCESS`, before `_work` was removed; or, as older
+    versions committed, after `_work` was removed but before `_SUCCESS`) is finished here: its report
+    is returned. None when OUT is not in that state or its files do not check out."""
+    report_path, manifest_path, work = out / "report.json", out / "manifest.json", out / WORK
+    if (out / SUCCESS).exists():
+        marker = work / "fingerprint"
+        if not marker.exists() or marker.read_text().strip() != fingerprint:
+            return None
+        shutil.rmtree(work)
+        return dict(json.loads(report_path.read_text("utf-8")))
+    if work.exists() or not (report_path.exists() and manifest_path.exists()):
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text("utf-8"))
+        report = json.loads(report_path.read_text("utf-8"))
+        shards = [s for group in manifest["shards"].values() for s in group]
+        intact = all(sha256_file(out / s["path"]) == s["sha256"] for s in shards)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not intact:
+        return None
+    (out / SUCCESS).write_text("")
+    return dict(report)
 
 
 def _fingerprint(paths: list[Path], cfg: PipelineConfig, use_lm: bool) -> str:
@@ -277,11 +336,11 @@ def signatures_of(table: pa.Table, cfg: dedup.Config) -> np.ndarray:
     return sigs.astype(minhash.signature_dtype(cfg.scheme), copy=False)
 
 
-def add_to_index(index: dedup.DedupIndex, table: pa.Table) -> None:
+def add_to_index(index: dedup.DedupIndex, table: pa.Table, keys: list[str] | None = None) -> None:
     """Add one scored chunk (with its internal signature and key columns) to the dedup index."""
     sigs = np.asarray(table.column(SIG_COLUMN).combine_chunks().flatten()).reshape(table.num_rows, -1)
     index.add(
-        table.column("id").to_pylist(),
+        keys if keys is not None else table.column("id").to_pylist(),
         table.column("url").to_pylist(),
         table.column(KEY_COLUMN).to_pylist(),
         sigs,
@@ -319,6 +378,58 @@ def choose_representatives(
     return duplicate_of, kind
 
 
+class RowKeys:
+    """Internal keys for the documents of one run: the document's id while it is unique, else the id
+    with its row number. Outcomes (representatives, copies of quarantined pages) are keyed by these,
+    never by a user-supplied id alone, so two documents that share an id never share a fate."""
+
+    def __init__(self, is_prior: Callable[[str], bool] | None = None) -> None:
+        self._is_prior = is_prior
+        self._seen: set[str] = set()
+        self._user: dict[str, str] = {}  # renamed key -> the id the document came with
+        self.duplicate_ids: Counter[str] = Counter()
+        self._rows = 0
+
+    def add(self, ids: list[str]) -> list[str]:
+        keys: list[str] = []
+        for doc_id in ids:
+            self._rows += 1
+            key = doc_id
+            if key in self._seen or (self._is_prior is not None and self._is_prior(key)):
+                if doc_id in self._seen:
+                    self.duplicate_ids[doc_id] += 1
+                key = f"{doc_id}\x00#{self._rows}"
+                while key in self._seen:
+                    key += "#"
+                self._user[key] = doc_id
+            self._seen.add(key)
+            keys.append(key)
+        return keys
+
+    def user_ids(self, keys: list[str | None]) -> list[str | None]:
+        if not self._user:
+            return keys
+        return [self._user.get(k, k) if k is not None else None for k in keys]
+
+    def user_columns(self, assign: pa.Table) -> pa.Table:
+        """The dedup cluster columns with internal keys turned back into the documents' ids."""
+        if not self._user:
+            return assign
+        for name in ("dedup_cluster_id", "dedup_exact_of"):
+            if name in assign.column_names:
+                column = pa.array(self.user_ids(assign.column(name).to_pylist()), pa.string())
+                assign = assign.set_column(assign.schema.get_field_index(name), name, column)
+        return assign
+
+    def report(self, limit: int = 20) -> dict[str, Any]:
+        top = sorted(self.duplicate_ids.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        return {
+            "documents": sum(self.duplicate_ids.values()),
+            "ids": len(self.duplicate_ids),
+            "examples": [{"id": i, "extra_copies": n} for i, n in top],
+        }
+
+
 @dataclass
 class Duplicates:
     """Stage 3's result for a span of documents: cluster columns (None without dedup), whether each
@@ -328,6 +439,9 @@ class Duplicates:
     eligible: list[bool]
     duplicate_of: list[str | None]
     kind: list[str | None]
+    keys: list[str] | None = None  # the rows' RowKeys when ids may repeat (duplicate_of is in them)
+    user_ids: Callable[[list[str | None]], list[str | None]] | None = None
+    row_keys_report: dict[str, Any] = field(default_factory=dict)  # ids that several documents carry
 
     @classmethod
     def none(cls, eligible: list[bool]) -> Duplicates:
@@ -346,6 +460,8 @@ class Duplicates:
             self.eligible[offset:end],
             self.duplicate_of[offset:end],
             self.kind[offset:end],
+            self.keys[offset:end] if self.keys is not None else None,
+            self.user_ids,
         )
 
 
@@ -475,13 +591,18 @@ def finalize_chunk(
     duplicate_kind: list[str | None],
     quarantined_ids: set[str],
     context_detectors: tuple[ContextDetector, ...] = (),
+    row_keys: list[str] | None = None,
+    user_ids: Callable[[list[str | None]], list[str | None]] | None = None,
 ) -> pa.Table:
-    """Signals -> outcome, reasons, duplicate_of for one chunk (`quarantined_ids` grows as it goes)."""
+    """Signals -> outcome, reasons, duplicate_of for one chunk (`quarantined_ids` grows as it goes).
+
+    `row_keys` are the rows' internal keys (RowKeys), in which `duplicate_of` and `quarantined_ids`
+    are given; `user_ids` turns them back into ids for the `duplicate_of` column."""
     quarantine, filtered = policy.all_reasons(table, cfg)
     for detector in context_detectors:
         for row, reasons in enumerate(detector.flag(table, [list(q) for q in quarantine])):
             quarantine[row].extend(reasons)
-    ids = table.column("id").to_pylist()
+    ids = row_keys if row_keys is not None else table.column("id").to_pylist()
     for row, rep in enumerate(duplicate_of):
         # A near-copy of a page that turned out to be poison is poison too. A representative always
         # comes before its copies in input order, so its fate is known here, in this chunk or earlier.
@@ -490,7 +611,8 @@ def finalize_chunk(
         if quarantine[row]:
             quarantined_ids.add(ids[row])
     outcomes, reasons = policy.decide(quarantine, filtered, duplicate_of, duplicate_kind)
-    dup_column = [d if o != KEPT else None for d, o in zip(duplicate_of, outcomes, strict=True)]
+    shown = user_ids(duplicate_of) if user_ids is not None else duplicate_of
+    dup_column = [d if o != KEPT else None for d, o in zip(shown, outcomes, strict=True)]
     table = table.append_column("outcome", pa.array(outcomes, pa.string()))
     table = table.append_column("reasons", pa.array(reasons, pa.list_(pa.string())))
     return table.append_column("duplicate_of", pa.array(dup_column, pa.string()))
@@ -538,7 +660,14 @@ def decide_chunk(
     """Stages 6 and 5 for one chunk: assemble it, then decide."""
     table = assemble_chunk(scored, duplicates.assign, lm_part, context_detectors)
     return finalize_chunk(
-        table, cfg, duplicates.duplicate_of, duplicates.kind, quarantined_ids, context_detectors
+        table,
+        cfg,
+        duplicates.duplicate_of,
+        duplicates.kind,
+        quarantined_ids,
+        context_detectors,
+        row_keys=duplicates.keys,
+        user_ids=duplicates.user_ids,
     )
 
 
@@ -686,10 +815,11 @@ def commit_output(
     removed, `_SUCCESS` written last. Returns the report."""
     shards = output.close()
     report = _report(run, cfg, output, lm_rows)
+    report.update({"skipped_inputs": run.skipped[:1000], "skipped_inputs_total": len(run.skipped)})
     report.update(extra_report or {})
     out = run.out
     if report["unreadable_total"]:
-        with (out / "unreadable.jsonl").open("w", encoding="utf-8") as fh:
+        with atomic_path(out / "unreadable.jsonl") as tmp, tmp.open("w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(u.as_dict(), ensure_ascii=False) + "\n" for u in run.state.unreadable)
     write_json(out / "report.json", report)
     manifest = {
@@ -707,6 +837,8 @@ def commit_output(
 
     write_report_html(out)
     write_dataset_card(out)
-    shutil.rmtree(out / WORK)
+    # `_SUCCESS` is the commit point; `_work` goes after it (a kill between leaves a finished run
+    # that --resume or --overwrite tidies up).
     (out / SUCCESS).write_text("")
+    shutil.rmtree(out / WORK)
     return report

@@ -19,12 +19,13 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from poisonguard.pipelines import nightly, runner
+from poisonguard.pipelines import nightly, stages
 from poisonguard.pipelines.config import ConfigError, PipelineConfig, load_config
 from poisonguard.pipelines.explain import explain
 from poisonguard.pipelines.locks import LOCK_FILE, hold_lock
 from poisonguard.pipelines.readers import InputError, ReadState, expand_inputs, read_documents
-from poisonguard.pipelines.runner import WORK, OutputError, run_filter
+from poisonguard.pipelines.runner import run_filter
+from poisonguard.pipelines.stages import WORK, OutputError
 from poisonguard.pipelines.writers import SUCCESS
 from tests.conftest import DEMO_CORPUS, write_jsonl
 from tests.pipelines.test_cli import poisonguard
@@ -209,17 +210,17 @@ def test_nightly_state_store_is_locked_whatever_the_root(tmp_path: Path, monkeyp
     """Run A (root A, store A/state.sqlite) is under way; run B (root B, same store) must wait."""
     store = tmp_path / "a" / "state.sqlite"
     seen: list[BaseException] = []
-    inner_run = nightly._run_locked
+    inner_run = nightly._Night.run
 
-    def during_a(*args: Any, **kwargs: Any) -> Any:
+    def during_a(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             nightly.run_nightly(cfg, base=tmp_path, inputs=[], out=tmp_path / "b", state=store)
         except nightly.NightlyError as exc:
             seen.append(exc)
-        return inner_run(*args, **kwargs)
+        return inner_run(self, *args, **kwargs)
 
     cfg = nightly.NightlyConfig(use_lm=False, pipeline={"perplexity": {"enabled": False}})
-    monkeypatch.setattr(nightly, "_run_locked", during_a)
+    monkeypatch.setattr(nightly._Night, "run", during_a)
     nightly.run_nightly(cfg, base=tmp_path, date="2026-01-01", inputs=[], out=tmp_path / "a", state=store)
     assert len(seen) == 1 and isinstance(seen[0], nightly.NightlyLocked)
     assert "state.sqlite.lock" in str(seen[0])
@@ -343,7 +344,7 @@ def test_resume_finishes_a_commit_killed_between_work_and_success(
     assert {p: p.read_bytes() for p in out.glob("*/part-*.parquet")} == shards
     # killed after _SUCCESS, before _work went (the order now): --resume tidies up
     (out / WORK).mkdir()
-    fingerprint = runner._fingerprint(expand_inputs([str(DEMO_CORPUS)]), fast_config, False)
+    fingerprint = stages._fingerprint(expand_inputs([str(DEMO_CORPUS)]), fast_config, False)
     (out / WORK / "fingerprint").write_text(fingerprint)
     third = run_filter([str(DEMO_CORPUS)], out, fast_config, resume=True, show_progress=False)
     assert third["counts"] == first["counts"] and not (out / WORK).exists()
