@@ -34,7 +34,9 @@ def test_min_chars_filters_short_documents_only_when_set() -> None:
     # Characters, not bytes: "ünï" is 3 characters (5 bytes) and too short; "four" is not.
     assert policy.too_short(table, on) == [[], ["policy:too_short(0<4)"], [], ["policy:too_short(3<4)"]]
     _, filtered = policy.cheap_reasons(table, on)
-    assert filtered == policy.too_short(table, on)
+    assert filtered == [[], ["policy:empty", "policy:too_short(0<4)"], [], ["policy:too_short(3<4)"]]
+    keep_empty = load_config(overrides={"policy": {"min_chars": 4, "drop_empty": False}})
+    assert policy.cheap_reasons(table, keep_empty)[1] == policy.too_short(table, on)
 
 
 def test_only_enabled_detectors_with_their_columns_present_give_reasons() -> None:
