@@ -456,6 +456,7 @@ DECLARED_SIGNALS = (
     Signal("campaign_group_domains"),
     Signal("campaign_core_domains", "min_domains"),
     Signal("campaign_containment", "min_containment"),
+    Signal("campaign_varied_containment", "min_varied_containment"),
 )
 DETECTOR = Spec(
     name="campaign", stage="corpus", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag
