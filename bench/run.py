@@ -74,10 +74,28 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
         [],
         "spun content-farm campaigns (P-FARM-spun): fit on one generator, test on the other",
     ),
+    "injection": (
+        "bench.bench_injection",
+        [
+            "--model-a",
+            "filters/injection_model.npz",
+            "--model-b",
+            "bench/out/injection_model_B.npz",
+            "--per-category",
+            "150",
+            "--calibrate",
+            "--fp",
+            "0.004",
+        ],
+        "injected instructions written by others (P-INJ-X): fit on one collection, test on others",
+    ),
 }
 
 # Run only where torch sees a CUDA GPU; elsewhere their last recorded section is kept.
 NEEDS_GPU = frozenset({"perplexity-gpu"})
+# Sections kept as recorded: they need steps before them (training a second model), listed in the
+# section itself with the exact commands; `--only NAME` reruns one with the arguments here.
+MANUAL = frozenset({"injection"})
 
 HEADER = """# Benchmark results
 
@@ -156,6 +174,9 @@ def main() -> int:
     sections = read_sections(RESULTS.read_text("utf-8")) if RESULTS.exists() else {}
     ok = True
     for name in args.only or list(BENCHMARKS):
+        if name in MANUAL and not args.only:
+            print(f"== {name}: kept as recorded (run it with --only {name})", file=sys.stderr, flush=True)
+            continue
         if name in NEEDS_GPU and not _has_gpu():
             print(f"== {name}: skipped, no CUDA GPU here (last result kept)", file=sys.stderr, flush=True)
             continue
