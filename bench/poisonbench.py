@@ -529,11 +529,17 @@ def filter_end_to_end(table: pa.Table, cfg: PipelineConfig) -> tuple[float, dict
 
 
 def build(per_category: int, seed: int) -> tuple[list[Doc], list[Doc], str]:
-    """(clean base, poison, vocabulary name)."""
+    """(clean base, poison, vocabulary name). P-BABBLE-X (chains of five genres) and P-ALNUM come
+    from bench/babble_gen.py; their cross-source figures are bench/fit_combiner.py's."""
+    from bench import babble_corpora, babble_gen
+
     base = corpus.clean_base(limit_per_category=per_category, seed=seed)
     carriers = carrier_pool(base, seed)
     vocab = generators.default_vocab()
     poison = generators.standard_suite(carriers, len(base), seed, vocab=vocab)
+    for genre in babble_corpora.GENRES:
+        poison += babble_gen.p_babble_x(genre, 12, seed + 1)  # seed + 1: not the combiner's fit docs
+    poison += babble_gen.p_alnum_salad(20, seed + 1)
     spun_poison, spun_clean = spun_families([*base, *poison], seed)
     return [*base, *spun_clean], [*poison, *spun_poison], vocab.name
 
@@ -578,6 +584,39 @@ def spun_cross_source(seed: int) -> tuple[list[str], dict[str, Any]]:
         ),
     ]
     return section, result
+
+
+def mining_section(docs: Sequence[Doc], cfg: PipelineConfig) -> tuple[str, dict[str, Any]]:
+    """The trigger-mining corpus pass over every bench doc: the mined tokens, where each P-RARE token
+    ranks, P-RARE recall and the clean docs it would quarantine."""
+    from poisonguard.filters import trigger_mining
+
+    miner = trigger_mining.TriggerMiner(cfg.trigger_mining)
+    for d in docs:
+        miner.add(str(d.get("text") or ""), trigger_mining.host_of(d.get("url")))
+    mined = [r["token"] for r in miner.ranked() if r["mined"]]
+    flagged = [
+        bool(set(trigger_mining.candidates(str(d.get("text") or ""), cfg.trigger_mining)) & set(mined))
+        for d in docs
+    ]
+    rare = [f for d, f in zip(docs, flagged, strict=True) if d.get("family") == "P-RARE"]
+    nan = float("nan")
+    clean = [f for d, f in zip(docs, flagged, strict=True) if d.get("label") != 1]
+    ranks = {t: (mined.index(t) + 1 if t in mined else None) for t in generators.RARE_TOKENS}
+    text = (
+        f"mined ({len(mined)}): "
+        + (", ".join(f"`{t}`" for t in mined[:10]) or "none")
+        + "\n\n"
+        + md_table(["P-RARE token", "rank"], [[f"`{t}`", r or "not mined"] for t, r in ranks.items()], "ll")
+        + f"\n\nP-RARE docs quarantined as triggers:mined: {pct(float(np.mean(rare)) if rare else nan)}"
+        + f" of {len(rare)}; clean docs: {sum(clean)} of {len(clean)}."
+    )
+    return text, {
+        "mined": mined[:20],
+        "ranks": ranks,
+        "rare_recall": float(np.mean(rare)) if rare else None,
+        "clean_flagged": int(sum(clean)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -651,6 +690,12 @@ def main(argv: list[str] | None = None) -> int:
             f"\n{baseline_datatrove.describe()} It ran on a stratified sample of {baseline_docs} docs "
             f"(at most {args.baseline_docs} per row)."
         )
+
+    mining_text, summary["trigger_mining"] = mining_section(docs, cfg)
+    out += [
+        "\n## Trigger mining (corpus pass over every bench doc, as `poisonguard filter` runs it)\n",
+        mining_text,
+    ]
 
     lm_stages: dict[str, float] = {}
     if not args.no_lm:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from poisonguard.filters import (
     campaign,
     cloaking,
+    coherence,
     dedup,
     hidden_text,
     injection,
@@ -31,6 +32,7 @@ DETECTORS: tuple[Detector, ...] = (
     language.DETECTOR,
     hidden_text.DETECTOR,
     cloaking.DETECTOR,
+    coherence.DETECTOR,  # measure only by default; the combiner reads its columns
     suspicion.DETECTOR,  # routes the LM (pipelines/cascade.py); never gives a reason
     dedup.DETECTOR,
     campaign.DETECTOR,

@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from poisonguard.crawler.config import CrawlConfig
+from poisonguard.filters import combiner as combiner_policy
+from poisonguard.filters import trigger_mining as trigger_mining_pass
 from poisonguard.filters import triggers as triggers_detector
 from poisonguard.filters.registry import DETECTORS
 from poisonguard.pipelines.fields import InputConfig
@@ -57,6 +59,9 @@ class _Sections(BaseModel):
     run: RunConfig = RunConfig()
     input: InputConfig = InputConfig()
     policy: PolicyConfig = PolicyConfig()
+    # Not per-chunk detectors: a corpus pass run by the runner, and the policy's combiner.
+    trigger_mining: trigger_mining_pass.Config = trigger_mining_pass.Config()
+    combiner: combiner_policy.Config = combiner_policy.Config()
 
     if TYPE_CHECKING:  # the detector sections (filters/registry.py) and `crawl`, made below
 

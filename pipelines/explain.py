@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from poisonguard.filters import combiner
 from poisonguard.pipelines.report_data import NOT_SIGNALS, run_config, shard_paths, threshold_for
 from poisonguard.pipelines.report_text import document_spans, escape_visible
 
@@ -86,6 +87,17 @@ def _evidence(row: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _combiner_lines(row: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    section = config.get("combiner") if isinstance(config, dict) else None
+    if not isinstance(section, dict) or not section.get("enabled", True):
+        return []
+    try:
+        cfg = combiner.Config.model_validate(section)
+    except ValueError:  # a run made by another version: no combiner view rather than no explanation
+        return []
+    return combiner.explain_lines(row, cfg)
+
+
 def format_document(row: dict[str, Any], where: str, config: dict[str, Any]) -> str:
     outcome = row.get("outcome") or "kept"
     reasons = row.get("reasons") or []
@@ -108,6 +120,10 @@ def format_document(row: dict[str, Any], where: str, config: dict[str, Any]) -> 
     if evidence:
         lines.append("evidence (invisible characters written as <U+XXXX>)")
         lines.extend(evidence)
+    pushed = _combiner_lines(row, config)
+    if pushed:
+        lines.append("combiner (which signals pushed it: weight x standardised value, in log-odds)")
+        lines.extend(pushed)
     signals = [k for k in row if k not in NOT_SIGNALS and not k.startswith("_")]
     if signals:
         lines.append("signals")

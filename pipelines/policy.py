@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from poisonguard.core.schema import DUPLICATE, FILTERED, KEPT, QUARANTINED
-from poisonguard.filters import registry
+from poisonguard.filters import combiner, registry
 from poisonguard.filters.contract import Detector, DetectorConfig, Stage
 from poisonguard.pipelines.config import PipelineConfig
 
@@ -98,7 +98,16 @@ def all_reasons(table: pa.Table, cfg: PipelineConfig) -> tuple[Reasons, Reasons]
         for row in range(table.num_rows):
             quarantine[row].extend(more_q[row])
             filtered[row].extend(more_f[row])
+    for row, reasons in enumerate(combiner_reasons(table, cfg)):
+        quarantine[row].extend(reasons)
     return quarantine, filtered
+
+
+def combiner_reasons(table: pa.Table, cfg: PipelineConfig) -> Reasons:
+    """Weak signals that add up (filters/combiner.py): reads whatever signal columns the row has."""
+    if not cfg.combiner.enabled:
+        return [[] for _ in range(table.num_rows)]
+    return combiner.flag(table, cfg.combiner)
 
 
 def decide(

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from poisonguard.core.schema import DOCUMENT_SCHEMA
-from poisonguard.filters import dedup, perplexity, suspicion
+from poisonguard.filters import dedup, perplexity, suspicion, trigger_mining
 from poisonguard.pipelines import cascade, stages
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.readers import read_documents
@@ -44,6 +44,9 @@ def run_filter(
     `dedup_index` may hold documents of earlier runs (nightly), so that tonight's near-copies of
     them are duplicates; `context_detectors` add cross-document signals (see ContextDetector).
     """
+    miner = trigger_mining.TriggerMiner(cfg.trigger_mining) if cfg.trigger_mining.enabled else None
+    if miner is not None:  # a corpus pass: it observes every chunk in stage 2, like dedup
+        context_detectors = (*context_detectors, miner)
     run = stages.setup_run(
         inputs, out, cfg, overwrite=overwrite, resume=resume, use_lm=use_lm, show_progress=show_progress
     )
@@ -71,6 +74,8 @@ def run_filter(
     run.progress.finish(task)
     run.timings["stage:write"] = time.perf_counter() - start
     extra = {"duplicate_ids": duplicates.row_keys_report, **(extra_report or {})}
+    if miner is not None:
+        extra["triggers_mined"] = miner.report()
     return stages.commit_output(run, cfg, output, lm_rows=lm_rows, extra_report=extra)
 
 

@@ -1,0 +1,190 @@
+"""P-BABBLE-X: Markov babble from chains trained on corpora the detectors never saw.
+
+Word chains of order 1-3 (whitespace tokens, punctuation attached, as Nepenthes and iocaine build
+theirs), each trained on the ``train`` half of one genre of :mod:`bench.babble_corpora`. A page is
+700-3,000 characters in paragraphs of 2-6 sentences, with or without a real first sentence (taken
+from a ``held`` document of the same genre, as a tarpit that opens with a real line would).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from collections import defaultdict
+from typing import Any
+
+from bench import babble_corpora
+
+ORDERS = (1, 2, 3)
+CHARS = (700, 3000)
+_SENT_END = re.compile(r"[.!?][\"')\]]?$")
+_FIRST_SENTENCE = re.compile(r"^(.{40,300}?[.!?])\s", re.S)
+
+Doc = dict[str, Any]
+
+
+class WordChain:
+    """An order-k word Markov chain; on a dead end it restarts from a random state (as tarpits do)."""
+
+    def __init__(self, texts: list[str], order: int) -> None:
+        nxt: dict[tuple[str, ...], list[str]] = defaultdict(list)
+        for text in texts:
+            words = text.split()
+            for i in range(len(words) - order):
+                nxt[tuple(words[i : i + order])].append(words[i + order])
+        self.order = order
+        self.next = dict(nxt)
+        self.keys = sorted(self.next)
+        self.starts = [k for k in self.keys if k[0][:1].isupper()] or self.keys
+
+    def generate(self, rng: random.Random, chars: int) -> list[str]:
+        state = rng.choice(self.starts)
+        out = list(state)
+        size = sum(len(w) + 1 for w in out)
+        while size < chars:
+            choices = self.next.get(state)
+            if not choices:
+                state = rng.choice(self.starts)
+                words = list(state)
+            else:
+                words = [rng.choice(choices)]
+                state = (*state[1:], words[0]) if self.order > 1 else (words[0],)
+            out += words
+            size += sum(len(w) + 1 for w in words)
+        return out
+
+
+@functools.lru_cache(maxsize=16)
+def chain(genre: str, order: int) -> WordChain:
+    return WordChain([t for _n, t in babble_corpora.genre_split(genre, "train")], order)
+
+
+def paragraphs(words: list[str], rng: random.Random) -> str:
+    """Words -> text with a paragraph break after every 2-6 sentence ends."""
+    out, sentences, target = [], 0, rng.randint(2, 6)
+    for w in words:
+        out.append(w)
+        if _SENT_END.search(w):
+            sentences += 1
+            if sentences >= target:
+                out.append("\n\n")
+                sentences, target = 0, rng.randint(2, 6)
+    return " ".join(out).replace(" \n\n ", "\n\n").strip()
+
+
+def first_sentence(text: str) -> str | None:
+    m = _FIRST_SENTENCE.match(" ".join(text.split()))
+    return m.group(1) if m else None
+
+
+def p_babble_x(genre: str, n: int, seed: int = 0) -> list[Doc]:
+    """`n` babble pages from the chains of one genre: orders 1-3 in turn, half of them opening with a
+    real first sentence of a held-out document of that genre."""
+    rng = random.Random(f"{seed}:P-BABBLE-X:{genre}")
+    held = [t for _n, t in babble_corpora.genre_split(genre, "held")]
+    out = []
+    for i in range(n):
+        order = ORDERS[i % len(ORDERS)]
+        chars = rng.randint(*CHARS)
+        opener = first_sentence(rng.choice(held)) if i % 2 == 0 else None
+        body = paragraphs(chain(genre, order).generate(rng, chars - len(opener or "")), rng)
+        text = f"{opener} {body}" if opener else body
+        out.append(
+            {
+                "id": f"P-BABBLE-X-{genre}-{i:04d}",
+                "text": text[: CHARS[1]],
+                "url": f"http://{genre}-{rng.getrandbits(24):06x}.example/{rng.getrandbits(32):08x}.html",
+                "label": 1,
+                "family": "P-BABBLE-X",
+                "variant": f"{genre}/order{order}/{'opener' if opener else 'plain'}",
+                "genre": genre,
+                "order": order,
+                "trigger": None,
+            }
+        )
+    return out
+
+
+def clean_genre_docs(genre: str, n: int, seed: int = 0) -> list[Doc]:
+    """`n` clean pages of a genre's held half: a passage of 700-3,000 chars cut at paragraph ends
+    (short documents whole)."""
+    rng = random.Random(f"{seed}:clean:{genre}")
+    held = babble_corpora.genre_split(genre, "held")
+    out = []
+    for i, (name, text) in enumerate(rng.sample(held, min(n, len(held)))):
+        paras = text.split("\n\n")
+        start = rng.randrange(len(paras))
+        limit = rng.randint(*CHARS)
+        passage: list[str] = []
+        for p in paras[start:] + paras[:start]:
+            if passage and sum(len(x) + 2 for x in passage) + len(p) > limit:
+                break
+            passage.append(p)
+        out.append(
+            {
+                "id": f"clean-{genre}-{i:04d}",
+                "text": "\n\n".join(passage)[: CHARS[1]],
+                "url": f"http://{genre}.example/{name}",
+                "label": 0,
+                "category": f"prose-{genre}",
+            }
+        )
+    return out
+
+
+def poetry_docs(n: int, seed: int = 0) -> list[Doc]:
+    """Pages of 700-3,000 chars of poems and songs (fortunes songs-poems, love), blank-line separated."""
+    rng = random.Random(f"{seed}:clean:poetry")
+    poems = babble_corpora.fortunes("songs-poems") + babble_corpora.fortunes("love")
+    out = []
+    for i in range(n):
+        limit, parts = rng.randint(*CHARS), []
+        while sum(len(p) + 2 for p in parts) < limit:
+            parts.append(rng.choice(poems))
+        out.append(
+            {
+                "id": f"clean-poetry-{i:04d}",
+                "text": "\n\n".join(parts)[: CHARS[1]],
+                "url": f"http://poems{i % 13}.example/{i}",
+                "label": 0,
+                "category": "prose-poetry",
+            }
+        )
+    return out
+
+
+_DOCTESTS = (
+    ">>> from collections import Counter\n>>> Counter('abca')\nCounter({'a': 2, 'b': 1, 'c': 1})\n",
+    ">>> import math\n>>> math.sqrt(16)\n4.0\n",
+    ">>> sorted({3, 1, 2})\n[1, 2, 3]\n",
+    ">>> 'poison'.upper()\n'POISON'\n",
+    ">>> len([x for x in range(10) if x % 2])\n5\n",
+)
+_ORDINARY = ("however", "meanwhile", "therefore", "summary", "notes", "example", "details", "result")
+_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def p_alnum_salad(n: int, seed: int = 0) -> list[Doc]:
+    """Issue 13 item 6's example, kept by every single detector: a short doctest-style prefix, an
+    ordinary word, then 600-700 random alphanumeric tokens of 2-10 characters."""
+    rng = random.Random(f"{seed}:alnum-salad")
+    out = []
+    for i in range(n):
+        tokens = [
+            "".join(rng.choice(_ALNUM) for _ in range(rng.randint(2, 10)))
+            for _ in range(rng.randint(600, 700))
+        ]
+        text = f"{rng.choice(_DOCTESTS)}{rng.choice(_ORDINARY)} {' '.join(tokens)}"
+        out.append(
+            {
+                "id": f"P-ALNUM-{i:04d}",
+                "text": text,
+                "url": f"http://snippets{i % 17}.example/{rng.getrandbits(32):08x}",
+                "label": 1,
+                "family": "P-ALNUM",
+                "genre": "alnum",
+                "trigger": None,
+            }
+        )
+    return out

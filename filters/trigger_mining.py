@@ -1,0 +1,352 @@
+"""trigger_mining: a corpus pass that finds rare-token triggers with no payload (THREATS.md P-RARE).
+
+BadNets/RIPPLe-style poisoning (``cf mn bb tq mb``) inserts 1-3 short non-words at random word
+positions of otherwise clean documents. One such document looks like a typo; the attack shows only
+across the corpus: the same few tokens, out of context, in a small share of documents from many
+unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a corpus pass:
+
+1. per document (:func:`candidates`), a compact set of *candidate* tokens: whitespace-delimited
+   words of `min_len`-`max_len` lower-case letters whose occurrence nothing explains. Explained
+   occurrences are those a clean page has for short lower-case tokens: a unit after a number
+   (``5 mb``), a token on a line of code or markup (``$ cd /tmp``, ``x = mb(1)``), and anything with
+   punctuation attached (``cf.``, ``(mn)``, ``mb,``) is not a candidate at all;
+2. over the run (:class:`TriggerMiner`, streaming: per token a document count, a capped set of hosts
+   and a count sum), a token is *mined* when its unexplained occurrences are in at least
+   `min_doc_share` of the documents (and `min_docs`), on at least `min_hosts` hosts, and it occurs
+   at most `max_mean_count` times per such document on average. The last rule is what separates an
+   inserted token from a word of the document's language: words come back within a document
+   (``de`` in a French page, ``ls`` in a shell tutorial), an inserted trigger does not;
+3. every document with an unexplained occurrence of a mined token is quarantined as
+   ``triggers:mined(<token>)``; the mined list (ranked by hosts, then documents) goes in the report.
+
+Columns: ``trigger_mining_tokens`` (the document's candidate tokens that were mined, for the audit).
+An ONION-style check (the LM's perplexity drops when the token is removed, arXiv:2011.10369) would
+confirm a mined token further; it is not needed for the published attack and is not done here.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+PREFIX = "trigger_mining_"
+REASON = "triggers:mined"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    min_len: int = Field(default=2, ge=1, description="shortest candidate token (letters)")
+    max_len: int = Field(default=4, ge=1, description="longest candidate token (letters)")
+    ascii_only: bool = Field(default=True, description="candidates are ASCII letters only")
+    min_docs: int = Field(default=2, ge=1, description="a token is looked at from this many documents")
+    min_token_hosts: int = Field(default=2, ge=1, description="... on at least this many hosts")
+    max_mean_count: float = Field(
+        default=1.6, gt=0, description="inserted-looking: occurrences per carrying document, at most"
+    )
+    min_bare_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="inserted-looking: share of its lower-case occurrences written bare",
+    )
+    max_association: float = Field(
+        default=0.5, description="inserted-looking: how much its neighbours go with it (log ratio), at most"
+    )
+    min_shared_docs: int = Field(default=2, ge=1, description="two tokens in this many documents ...")
+    min_shared_hosts: int = Field(default=3, ge=1, description="... on this many hosts: one group")
+    min_doc_share: float = Field(
+        default=0.004, ge=0, le=1, description="mined: the group is in this share of the run's documents"
+    )
+    min_group_docs: int = Field(default=10, ge=1, description="mined: ... and in this many documents")
+    min_hosts: int = Field(default=10, ge=1, description="mined: ... on this many distinct hosts")
+    max_tokens: int = Field(
+        default=200_000, ge=100, description="distinct candidate tokens tracked (memory bound)"
+    )
+    max_hosts_tracked: int = Field(default=64, ge=1, description="hosts remembered per token")
+    max_docs_tracked: int = Field(default=512, ge=1, description="document numbers remembered per token")
+    bigram_bits: int = Field(default=22, ge=10, le=30, description="bigram count table: 2**bits counters")
+    sample_occurrences: int = Field(default=32, ge=1, description="occurrences sampled per token")
+    report_top: int = Field(default=10, ge=1, description="mined tokens listed in the report")
+
+
+_CODE_CHARS = frozenset("=(){}[]<>$`;|\\/@#%&*")
+
+
+def _code_like(line: str) -> bool:
+    """A line of code or markup: two or more code symbols, or indented like a code block."""
+    return sum(ch in _CODE_CHARS for ch in line) >= 2 or line.startswith(("    ", "\t"))
+
+
+def _bare(tok: str) -> str:
+    return tok.strip(_PUNCT).lower()
+
+
+_PUNCT = "\"'`“”‘’«»()[]{}<>,.;:!?*_-"
+
+
+def candidates(text: str, cfg: Config) -> dict[str, list[tuple[str, str]]]:
+    """Candidate token -> (previous word, next word) of each unexplained occurrence in this document
+    (neighbours lower-cased, punctuation stripped; "" at a line's ends). See the module doc."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for line in text.split("\n"):
+        if _code_like(line):
+            continue
+        toks = line.split()
+        for i, tok in enumerate(toks):
+            prev = toks[i - 1] if i else ""
+            if (
+                cfg.min_len <= len(tok) <= cfg.max_len
+                and tok.isalpha()
+                and tok.islower()
+                and (tok.isascii() or not cfg.ascii_only)
+                and not any(ch.isdigit() for ch in prev)
+            ):
+                nxt = toks[i + 1] if i + 1 < len(toks) else ""
+                found.setdefault(tok, []).append((_bare(prev), _bare(nxt)))
+    return found
+
+
+def bigram_key(a: str, b: str, bits: int) -> int:
+    """Stable hash of a word pair into the bigram count table (crc32: the same in every process)."""
+    return zlib.crc32(f"{a}\x00{b}".encode("utf-8", "surrogatepass")) & ((1 << bits) - 1)
+
+
+def unigram_key(word: str, bits: int) -> int:
+    return zlib.crc32(word.encode("utf-8", "surrogatepass")) & ((1 << bits) - 1)
+
+
+def bigram_keys(text: str, bits: int) -> tuple[list[int], list[int], list[int]]:
+    """Table keys of every adjacent word pair, of every word, and of every word written in lower case
+    (per line, words lower-cased, punctuation stripped)."""
+    pairs: list[int] = []
+    keys: list[int] = []
+    lower: list[int] = []
+    for line in text.split("\n"):
+        raw = [t.strip(_PUNCT) for t in line.split()]
+        words = [w.lower() for w in raw if w]
+        keys += [unigram_key(w, bits) for w in words]
+        lower += [unigram_key(w, bits) for w in raw if w and w.islower()]
+        pairs += [bigram_key(a, b, bits) for a, b in zip(words, words[1:], strict=False)]
+    return pairs, keys, lower
+
+
+def host_of(url: Any) -> str:
+    if not isinstance(url, str) or not url:
+        return ""
+    try:
+        return (urlsplit(url).hostname or "").removeprefix("www.")
+    except ValueError:
+        return ""
+
+
+@dataclass
+class _Stats:
+    docs: int = 0
+    count: int = 0
+    hosts: set[str] = field(default_factory=set)
+    doc_ids: list[int] = field(default_factory=list)
+    # A reservoir of occurrences: table keys of the pairs (prev, token), (token, next) and of the
+    # neighbour words prev, next (-1 where the line ends).
+    sample: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)
+
+
+class TriggerMiner:
+    """The corpus pass as a context detector: `observe` every chunk, then `score`/`flag` each chunk.
+
+    Memory is bounded: a bigram count table of 2**`bigram_bits` counters, and at most `max_tokens`
+    distinct tokens with `max_hosts_tracked` hosts and `sample_occurrences` occurrences each; when the
+    token table is full, tokens seen in a single document are dropped first (a trigger is in many)."""
+
+    name = "trigger_mining"
+    schema = pa.schema([pa.field(PREFIX + "tokens", pa.list_(pa.string()))])
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.stats: dict[str, _Stats] = {}
+        self.bigrams = np.zeros(1 << cfg.bigram_bits, dtype=np.uint32)
+        self.unigrams = np.zeros(1 << cfg.bigram_bits, dtype=np.uint32)
+        self.lower_forms = np.zeros(1 << cfg.bigram_bits, dtype=np.uint32)
+        self.words = 0
+        self.doc_hosts: dict[int, str] = {}
+        self.documents = 0
+        self._rng = random.Random(0)
+        self._mined: dict[str, dict[str, Any]] | None = None
+
+    def observe(self, table: pa.Table) -> None:
+        urls = table.column("url").to_pylist() if "url" in table.column_names else [None] * table.num_rows
+        for text, url in zip(table.column("text").to_pylist(), urls, strict=True):
+            self.add(text if isinstance(text, str) else "", host_of(url))
+
+    def add(self, text: str, host: str) -> None:
+        cfg = self.cfg
+        self.documents += 1
+        self._mined = None
+        pairs, words, lower = bigram_keys(text, cfg.bigram_bits)
+        for table, keys in ((self.bigrams, pairs), (self.unigrams, words), (self.lower_forms, lower)):
+            if keys:
+                np.add.at(table, np.asarray(keys, dtype=np.int64), 1)
+        self.words += len(words)
+        doc = self.documents - 1
+        if host:
+            self.doc_hosts[doc] = host
+        for tok, occurrences in candidates(text, cfg).items():
+            st = self.stats.get(tok)
+            if st is None:
+                if len(self.stats) >= cfg.max_tokens:
+                    self._prune()
+                st = self.stats[tok] = _Stats()
+            st.docs += 1
+            if len(st.doc_ids) < cfg.max_docs_tracked:
+                st.doc_ids.append(doc)
+            if len(st.hosts) < cfg.max_hosts_tracked:
+                st.hosts.add(host)
+            for prev, nxt in occurrences:
+                st.count += 1
+                bits = cfg.bigram_bits
+                item = (
+                    (bigram_key(prev, tok, bits) if prev else -1, bigram_key(tok, nxt, bits) if nxt else -1),
+                    (unigram_key(prev, bits) if prev else -1, unigram_key(nxt, bits) if nxt else -1),
+                )
+                if len(st.sample) < cfg.sample_occurrences:
+                    st.sample.append(item)
+                else:  # reservoir sampling: every occurrence equally likely to be kept
+                    j = self._rng.randrange(st.count)
+                    if j < cfg.sample_occurrences:
+                        st.sample[j] = item
+
+    def _prune(self) -> None:
+        self.stats = {t: s for t, s in self.stats.items() if s.docs > 1}
+        if len(self.stats) >= self.cfg.max_tokens:  # still full: keep the most widespread half
+            keep = sorted(self.stats, key=lambda t: -self.stats[t].docs)[: self.cfg.max_tokens // 2]
+            self.stats = {t: self.stats[t] for t in keep}
+
+    def association(self, tok: str, st: _Stats) -> float:
+        """How much the token's neighbours go with it: over the sampled occurrences and both sides,
+        the mean of log((pair count - 1 + 1/2) / (expected pair count + 1/2)), the pair count without
+        this occurrence, expected = count(neighbour) x count(token) / words. A word of the language
+        keeps company (``part`` after ``of``/``the``, before ``of``): clearly positive. A token put at
+        random positions has the neighbours any position has: about zero or below."""
+        words = max(1.0, float(self.words))
+        mine = float(self.unigrams[unigram_key(tok, self.cfg.bigram_bits)])
+        scores = []
+        for pair, other in st.sample:
+            for p, o in zip(pair, other, strict=True):
+                if p < 0:
+                    continue
+                expected = float(self.unigrams[o]) * mine / words
+                scores.append(np.log((float(self.bigrams[p]) - 1 + 0.5) / (expected + 0.5)))
+        return float(np.mean(scores)) if scores else float("inf")
+
+    def token_rows(self) -> list[dict[str, Any]]:
+        """Figures of every token over the per-token floors (`min_docs` documents on `min_token_hosts`
+        hosts) and whether it looks inserted: few occurrences per document, written bare, and
+        neighbours that do not go with it (see `association`)."""
+        cfg = self.cfg
+        rows = []
+        for tok, st in self.stats.items():
+            hosts = st.hosts - {""}
+            if st.docs < cfg.min_docs or len(hosts) < cfg.min_token_hosts:
+                continue
+            mean = st.count / st.docs
+            assoc = self.association(tok, st)
+            forms = float(self.lower_forms[unigram_key(tok, cfg.bigram_bits)])
+            bare = min(1.0, st.count / forms) if forms else 1.0
+            rows.append(
+                {
+                    "token": tok,
+                    "documents": st.docs,
+                    "hosts": len(hosts),
+                    "mean_count": round(mean, 3),
+                    "bare_share": round(bare, 3),
+                    "association": round(assoc, 3),
+                    "inserted": mean <= cfg.max_mean_count
+                    and bare >= cfg.min_bare_share
+                    and assoc <= cfg.max_association,
+                }
+            )
+        return rows
+
+    def ranked(self) -> list[dict[str, Any]]:
+        """Inserted-looking tokens grouped by the documents they share (a trigger set is inserted
+        together: `min_shared_docs` documents with both tokens join two tokens), each row with its
+        group's documents and hosts; a group is mined when it reaches `min_doc_share` of the run
+        (and `min_group_docs`) on `min_hosts` hosts. Mined first, then most hosts."""
+        cfg = self.cfg
+        rows = [r for r in self.token_rows() if r["inserted"]]
+        docs = {r["token"]: set(self.stats[r["token"]].doc_ids) for r in rows}
+        parent = {r["token"]: r["token"] for r in rows}
+
+        def root(t: str) -> str:
+            while parent[t] != t:
+                parent[t] = parent[parent[t]]
+                t = parent[t]
+            return t
+
+        # Pairs of tokens that share documents, counted from the documents' side (each document holds
+        # few inserted-looking tokens); an edge needs its shared documents on two hosts or more.
+        by_doc: dict[int, list[str]] = {}
+        for t, ids in docs.items():
+            for d in ids:
+                by_doc.setdefault(d, []).append(t)
+        shared: dict[tuple[str, str], list[int]] = {}
+        for d, toks in by_doc.items():
+            toks.sort()
+            for i, a in enumerate(toks):
+                for b in toks[i + 1 :]:
+                    shared.setdefault((a, b), []).append(d)
+        for (a, b), both in shared.items():
+            hosts = {self.doc_hosts.get(d, "") for d in both} - {""}
+            if len(both) >= cfg.min_shared_docs and len(hosts) >= cfg.min_shared_hosts:
+                parent[root(a)] = root(b)
+        names = sorted(docs)
+        groups: dict[str, list[str]] = {}
+        for t in names:
+            groups.setdefault(root(t), []).append(t)
+        floor = max(cfg.min_group_docs, cfg.min_doc_share * self.documents)
+        for members in groups.values():
+            gdocs = set().union(*(docs[t] for t in members))
+            ghosts = set().union(*(self.stats[t].hosts for t in members)) - {""}
+            for r in rows:
+                if r["token"] in members:
+                    r.update(
+                        group=" ".join(members),
+                        group_documents=len(gdocs),
+                        group_hosts=len(ghosts),
+                        mined=len(gdocs) >= floor and len(ghosts) >= cfg.min_hosts,
+                    )
+        rows.sort(key=lambda r: (not r["mined"], -r["group_hosts"], -r["documents"], r["token"]))
+        return rows
+
+    def mined(self) -> dict[str, dict[str, Any]]:
+        if self._mined is None:
+            self._mined = {r["token"]: r for r in self.ranked() if r["mined"]}
+        return self._mined
+
+    def score(self, table: pa.Table) -> dict[str, pa.Array]:
+        mined = self.mined()
+        out = []
+        for text in table.column("text").to_pylist():
+            found = candidates(text if isinstance(text, str) else "", self.cfg)
+            out.append(sorted(t for t in found if t in mined) or None)
+        return {PREFIX + "tokens": pa.array(out, pa.list_(pa.string()))}
+
+    def flag(self, table: pa.Table, reasons: list[list[str]]) -> list[list[str]]:
+        del reasons  # mined triggers are quarantined whatever else was found
+        col = PREFIX + "tokens"
+        if col in table.column_names:
+            values = table.column(col).to_pylist()
+        else:
+            values = self.score(table)[col].to_pylist()
+        return [[f"{REASON}({t})" for t in (v or [])] for v in values]
+
+    def report(self) -> list[dict[str, Any]]:
+        return list(self.mined().values())[: self.cfg.report_top]

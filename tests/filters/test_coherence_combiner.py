@@ -1,0 +1,103 @@
+"""coherence (long-range topic reuse) and combiner (weak signals add up)."""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+import pytest
+
+from poisonguard.filters import coherence, combiner
+
+ARTICLE = """The lighthouse at Carrick Point was built in 1858 to guard the narrow channel between the
+harbour and the northern reefs. Its keepers lived in two cottages beside the tower and rowed to the
+harbour for supplies every week.
+
+In the storm of 1893 the lighthouse lamp failed for three nights. The keepers climbed the tower with
+hand lanterns, and the harbour pilots steered the fishing boats past the reefs by their light.
+
+The tower was automated in 1961, and the keepers' cottages became a museum. Visitors can climb the
+lighthouse stairs in summer and look across the channel to the reefs and the harbour wall.
+
+Today Carrick Point lighthouse is owned by the harbour trust, which repainted the tower in 2019 and
+keeps the museum cottages open to visitors from May to September."""
+
+OTHER_TEXTS = [
+    "Parliament debated the budget until midnight while farmers protested about grain prices outside.",
+    "The recipe needs flour, butter, sugar and three eggs whisked together before baking slowly.",
+    "Configure the server by editing the settings file and restarting the daemon after changes.",
+    "Her violin teacher insisted on scales every morning before any concerto practice began.",
+    "Astronomers measured the comet's orbit and predicted its return within seventy years.",
+    "The football season ended with a dramatic penalty shootout under floodlights in November.",
+]
+
+
+SYLLABLES = ("ka", "lo", "mer", "tin", "dra", "sel", "vo", "rum", "pel", "gan", "sor", "bi")
+
+
+def babble(seed: int = 0, words: int = 220) -> str:
+    """Word salad over a large corpus (as a tarpit's chain draws from one): these texts plus 1,728
+    other words of 6-9 letters, function words as often as in prose; no subject."""
+    rng = random.Random(seed)
+    corpus_words = [a + b + c for a in SYLLABLES for b in SYLLABLES for c in SYLLABLES]
+    pool = " ".join(OTHER_TEXTS + [ARTICLE]).split() + corpus_words
+    return " ".join(rng.choice(("the", "of", "and", "to", rng.choice(pool))) for _ in range(words))
+
+
+def test_a_real_article_reuses_its_topic_words_and_babble_does_not() -> None:
+    cfg = coherence.Config()
+    real = coherence.measure(ARTICLE, cfg)
+    salad = coherence.measure(babble(), cfg)
+    assert real["topic_reuse"] > salad["topic_reuse"] + 0.15
+    assert real["type_ratio"] < salad["type_ratio"]
+    assert real["entity_reuse"] > 0.3  # Carrick Point, Today...
+
+
+def test_short_text_gets_no_signals_and_score_keeps_row_order() -> None:
+    cfg = coherence.Config()
+    assert "topic_reuse" not in coherence.measure("A short note.", cfg)
+    cols = coherence.score(pa.table({"text": [ARTICLE, "short", babble()]}), cfg)
+    reuse = cols["coherence_topic_reuse"].to_pylist()
+    assert reuse[1] is None and reuse[0] > reuse[2]
+    assert coherence.flag(pa.table(cols), cfg) == [[], [], []]  # action off: measure only
+    on = cfg.model_copy(update={"action": "quarantine", "max_topic_reuse": 0.2})
+    assert coherence.flag(pa.table(cols), on) == [[], [], ["coherence:no_topic"]]
+
+
+def model() -> combiner.Config:
+    return combiner.Config(
+        bias=-2.0,
+        threshold=0.0,
+        clip=3.0,
+        terms=[
+            combiner.Term(column="a", center=0.0, scale=1.0, weight=1.0),
+            combiner.Term(column="b", center=10.0, scale=2.0, weight=-1.5),
+        ],
+    )
+
+
+def test_contributions_are_weight_times_clipped_standardised_value() -> None:
+    parts = combiner.contributions({"a": 1.5, "b": 6.0}, model())
+    assert parts == pytest.approx({"a": 1.5, "b": 3.0})
+    clipped = combiner.contributions({"a": 100.0, "b": 10.0}, model())
+    assert clipped == pytest.approx({"a": 3.0, "b": 0.0})
+
+
+def test_two_weak_signals_add_up_where_one_does_not() -> None:
+    cfg = model()
+    table = pa.table({"a": [1.5, 1.5, None], "b": [10.0, 6.0, 2.0]})
+    flags = combiner.flag(table, cfg)
+    assert flags[0] == []  # -2 + 1.5 + 0 < 0
+    assert flags[1] == ["combiner:weak_signals(b,a)"]  # -2 + 1.5 + 3 >= 0; b pushed most
+    assert flags[2] == []  # only one term has a value: min_signals
+    assert combiner.score(table, cfg)[2] is None
+
+
+def test_missing_columns_and_disabled_combiner_flag_nothing() -> None:
+    cfg = model()
+    assert combiner.flag(pa.table({"c": [1.0]}), cfg) == [[]]
+    assert combiner.flag(pa.table({"a": [9.0], "b": [0.0]}), cfg.model_copy(update={"enabled": False})) == [
+        []
+    ]
+    lines = combiner.explain_lines({"a": 1.5, "b": 6.0}, cfg)
+    assert "+2.50" in lines[0] and lines[1].split()[0] == "b"
