@@ -101,3 +101,28 @@ def test_missing_columns_and_disabled_combiner_flag_nothing() -> None:
     ]
     lines = combiner.explain_lines({"a": 1.5, "b": 6.0}, cfg)
     assert "+2.50" in lines[0] and lines[1].split()[0] == "b"
+
+
+def test_issue_example_is_quarantined_by_the_shipped_combiner_and_explained(tmp_path) -> None:  # noqa: ANN001
+    """Issue 13 item 6: doctest prefix, an ordinary word, ~650 random alphanumeric tokens."""
+    import json
+
+    from poisonguard.pipelines.config import load_config
+    from poisonguard.pipelines.explain import explain
+    from poisonguard.pipelines.runner import run_filter
+
+    rng = random.Random(7)
+    alnum = "abcdefghijklmnopqrstuvwxyz0123456789"
+    salad = " ".join("".join(rng.choice(alnum) for _ in range(rng.randint(2, 10))) for _ in range(650))
+    docs = [
+        {"id": "salad", "text": f">>> import math\n>>> math.sqrt(16)\n4.0\nnotes {salad}"},
+        {"id": "article", "text": ARTICLE},
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(d) + "\n" for d in docs), "utf-8")
+    cfg = load_config(overrides={"perplexity": {"enabled": False}})
+    run_filter([str(src)], tmp_path / "out", cfg, use_lm=False, show_progress=False)
+    text = explain(tmp_path / "out", "salad")
+    assert "outcome    quarantined" in text and "combiner:weak_signals(" in text
+    assert "combiner (which signals pushed it" in text
+    assert "outcome    kept" in explain(tmp_path / "out", "article")
