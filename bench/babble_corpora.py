@@ -1,4 +1,4 @@
-"""Genre corpora for babble from chains the detectors never saw (THREATS.md row P-BABBLE-X), and the
+"""Genre corpora for babble from chains the detectors never saw (docs/THREATS.md row P-BABBLE-X), and the
 clean fiction, dialogue, poetry, news and forum documents the babble detectors must keep.
 
 Five real corpora, each from its own package (bench/data.py), each with its own Markov chains:

@@ -1,4 +1,4 @@
-"""coherence detector: long-range coherence of prose, without a language model (THREATS.md P-BABBLE-X).
+"""coherence detector: long-range coherence of prose, without a language model (docs/THREATS.md P-BABBLE-X).
 
 Markov babble (tarpits such as Nepenthes and iocaine, trained on whatever corpus their operator gives
 them) is locally fluent: every few words could come from a real text. What it lacks is a subject: a

@@ -1,4 +1,4 @@
-"""trigger_mining: a corpus pass that finds rare-token triggers with no payload (THREATS.md P-RARE).
+"""trigger_mining: a corpus pass that finds rare-token triggers with no payload (docs/THREATS.md P-RARE).
 
 BadNets/RIPPLe-style poisoning (``cf mn bb tq mb``) inserts 1-3 short non-words at random word
 positions of otherwise clean documents. One such document looks like a typo; the attack shows only
@@ -19,7 +19,8 @@ unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a c
 3. every document with an unexplained occurrence of a mined token is quarantined as
    ``triggers:mined(<token>)``; the mined list (ranked by hosts, then documents) goes in the report.
 
-Columns: ``trigger_mining_tokens`` (the document's candidate tokens that were mined, for the audit).
+No shard column: the reason names the mined token, and the report lists the mined tokens with their
+documents and hosts (``triggers_mined``).
 An ONION-style check (the LM's perplexity drops when the token is removed, arXiv:2011.10369) would
 confirm a mined token further; it is not needed for the published attack and is not done here.
 """
@@ -167,7 +168,8 @@ class TriggerMiner:
     token table is full, tokens seen in a single document are dropped first (a trigger is in many)."""
 
     name = "trigger_mining"
-    schema = pa.schema([pa.field(PREFIX + "tokens", pa.list_(pa.string()))])
+    # No shard column: the mined token is in the reason (triggers:mined(<token>)) and the report.
+    schema = pa.schema([])
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -332,21 +334,21 @@ class TriggerMiner:
         return self._mined
 
     def score(self, table: pa.Table) -> dict[str, pa.Array]:
+        del table
+        return {}
+
+    def mined_in(self, table: pa.Table) -> list[list[str]]:
+        """Per row, the mined tokens it carries out of context (sorted)."""
         mined = self.mined()
         out = []
         for text in table.column("text").to_pylist():
             found = candidates(text if isinstance(text, str) else "", self.cfg)
-            out.append(sorted(t for t in found if t in mined) or None)
-        return {PREFIX + "tokens": pa.array(out, pa.list_(pa.string()))}
+            out.append(sorted(t for t in found if t in mined))
+        return out
 
     def flag(self, table: pa.Table, reasons: list[list[str]]) -> list[list[str]]:
         del reasons  # mined triggers are quarantined whatever else was found
-        col = PREFIX + "tokens"
-        if col in table.column_names:
-            values = table.column(col).to_pylist()
-        else:
-            values = self.score(table)[col].to_pylist()
-        return [[f"{REASON}({t})" for t in (v or [])] for v in values]
+        return [[f"{REASON}({t})" for t in tokens] for tokens in self.mined_in(table)]
 
     def report(self) -> list[dict[str, Any]]:
         return list(self.mined().values())[: self.cfg.report_top]

@@ -24,6 +24,8 @@ DETECTORS = (
     "language",
     "hidden_text",
     "cloaking",
+    "coherence",
+    "combiner",
     "dedup",
     "campaign",
     "perplexity",
