@@ -89,13 +89,18 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
         ],
         "injected instructions written by others (P-INJ-X): fit on one collection, test on others",
     ),
+    "babble-rare-combiner": (
+        "bench.fit_combiner",
+        [],
+        "P-BABBLE-X, P-RARE mining and the combiner (issue 13 items 4, 5, 6)",
+    ),
 }
 
 # Run only where torch sees a CUDA GPU; elsewhere their last recorded section is kept.
 NEEDS_GPU = frozenset({"perplexity-gpu"})
 # Sections kept as recorded: they need steps before them (training a second model), listed in the
 # section itself with the exact commands; `--only NAME` reruns one with the arguments here.
-MANUAL = frozenset({"injection"})
+MANUAL = frozenset({"injection", "babble-rare-combiner"})
 
 HEADER = """# Benchmark results
 
