@@ -126,14 +126,15 @@ def run(args: Any) -> int:
     torch.cuda.synchronize()
     model_s = time.perf_counter() - start
     model_tokens = sum(len(w) for w in windows)
-    per_pass, _ = scorer._pass_shape(ppl_row_len(scorer))
+    row_len = ppl.min_row_len(scorer.cfg)
+    per_pass, _ = scorer._pass_shape(row_len)
 
     print(
         f"GPU {name}, torch {torch.__version__}; model {scorer.lm.name}: {params / 1e6:.1f} M parameters, "
         f"{flop_per_token / 1e9:.3f} GFLOP/token (2 x params), bfloat16, attention "
         f"`{getattr(cfg, '_attn_implementation', '?')}`, compiled: {scorer.compiled}; load {load_s:.1f} s, "
         f"warm-up {warm_s:.1f} s; {len(texts)} documents x "
-        f"{args.passes} passes in batches of {args.batch_docs}; {per_pass} rows of {ppl_row_len(scorer)} "
+        f"{args.passes} passes in batches of {args.batch_docs}; {per_pass} rows of {row_len} "
         f"tokens per forward pass at most; host work in {workers} worker processes.\n"
     )
     print("| measurement | value |\n|---|---|")
@@ -155,10 +156,6 @@ def run(args: Any) -> int:
     if args.reference:
         _compare(scorer, texts, args.reference)
     return 0
-
-
-def ppl_row_len(scorer: ppl.PerplexityScorer) -> int:
-    return scorer.cfg.max_tokens // 2 + 2
 
 
 def _compare(scorer: ppl.PerplexityScorer, texts: list[str], reference: str) -> None:

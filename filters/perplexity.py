@@ -230,6 +230,20 @@ class _Prepared:
     plans: list[_Plan]
 
 
+def _distinct_texts(batch: pa.Table) -> _Prepared:
+    """The batch's texts (null as empty) and each distinct one once, not yet planned."""
+    texts = [t if isinstance(t, str) else "" for t in batch.column("text").to_pylist()]
+    distinct: dict[str, int] = {}
+    for t in texts:
+        distinct.setdefault(t, len(distinct))
+    return _Prepared(texts, distinct, list(distinct), [])
+
+
+def min_row_len(cfg: Config) -> int:
+    """Shortest row of a forward pass: a head window (max_tokens/2) and the separator, plus one."""
+    return cfg.max_tokens // 2 + 2
+
+
 def pack_windows(lengths: Sequence[int], row_len: int) -> list[list[int]]:
     """Best-fit decreasing: window indices per row, no row longer than `row_len` (nor than a window
     that alone exceeds it). Deterministic for the same lengths."""
@@ -527,7 +541,7 @@ class PerplexityScorer:
         # its middle and tail windows together (max_tokens/4 and the separator, each); short windows
         # and context-gain chunks fill rows of that length. Longer rows pay attention over more
         # positions (measured: 512-token rows were slower than 257-token ones).
-        row_len = max(max(len(s) for s in seqs), cfg.max_tokens // 2 + 2)
+        row_len = max(max(len(s) for s in seqs), min_row_len(cfg))
         device = self.device
         on_gpu = device.startswith("cuda")
         padded = self.padded_rows
@@ -551,7 +565,8 @@ class PerplexityScorer:
                 if padded:
                     width = -(-width // 8) * 8  # a multiple of 8 suits the tensor cores
                 ids = np.zeros((len(group), width), dtype=np.int64)
-                positions = np.zeros((len(group), width), dtype=np.int64)
+                # Packed rows restart positions per window; padded rows use the default positions.
+                positions = None if padded else np.zeros((len(group), width), dtype=np.int64)
                 pos_parts: list[np.ndarray] = []
                 tgt_parts: list[np.ndarray] = []
                 spans: list[tuple[int, int]] = []  # (window, tokens scored)
@@ -561,13 +576,15 @@ class PerplexityScorer:
                         seq = seqs[j]
                         n = len(seq)
                         ids[r, at : at + n] = seq
-                        positions[r, at : at + n] = np.arange(n)
+                        if positions is not None:
+                            positions[r, at : at + n] = np.arange(n)
                         pos_parts.append(np.arange(at, at + n - 1) + r * width)
                         tgt_parts.append(seq[1:])
                         spans.append((j, n - 1))
                         at += n
-                    positions[r, at:] = np.arange(width - at)  # filler: its own sequence, never scored
-                if padded:
+                    if positions is not None:  # filler: its own sequence, never scored
+                        positions[r, at:] = np.arange(width - at)
+                if positions is None:
                     hidden = backbone(input_ids=_to_device(ids, device), use_cache=False).last_hidden_state
                 else:
                     hidden = backbone(
@@ -617,12 +634,9 @@ class PerplexityScorer:
     def prepare(self, batch: pa.Table) -> _Prepared:
         """Tokenise and plan `batch` (reads ``text``); CPU only, so it can run in another thread while
         the model scores the previous batch (see :meth:`score_stream`)."""
-        texts = [t if isinstance(t, str) else "" for t in batch.column("text").to_pylist()]
-        distinct: dict[str, int] = {}
-        for t in texts:
-            distinct.setdefault(t, len(distinct))
-        uniq = list(distinct)
-        return _Prepared(texts, distinct, uniq, _plan_texts(self.lm.tokenizer, uniq, self.cfg.max_tokens))
+        prep = _distinct_texts(batch)
+        prep.plans = _plan_texts(self.lm.tokenizer, prep.uniq, self.cfg.max_tokens)
+        return prep
 
     def score(self, batch: pa.Table, on_pass: Callable[[int], None] | None = None) -> dict[str, pa.Array]:
         """Signal columns for every row of `batch` (reads ``text``); `on_pass(tokens)` is called after
@@ -744,16 +758,13 @@ class _PooledStream:
         return [(a, min(n, a + size)) for a in range(0, n, size)]
 
     def _submit_prepare(self, batch: pa.Table) -> tuple[_Prepared, list[Any]]:
-        texts = [t if isinstance(t, str) else "" for t in batch.column("text").to_pylist()]
-        distinct: dict[str, int] = {}
-        for t in texts:
-            distinct.setdefault(t, len(distinct))
-        uniq = list(distinct)
+        prep = _distinct_texts(batch)
         max_tokens = self.scorer.cfg.max_tokens
         futures = [
-            self.pool.submit(_plan_in_worker, uniq[a:b], max_tokens) for a, b in self._chunks(len(uniq))
+            self.pool.submit(_plan_in_worker, prep.uniq[a:b], max_tokens)
+            for a, b in self._chunks(len(prep.uniq))
         ]
-        return _Prepared(texts, distinct, uniq, []), futures
+        return prep, futures
 
     def _score_on_model(
         self, submitted: tuple[_Prepared, list[Any]]
