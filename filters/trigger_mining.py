@@ -10,12 +10,14 @@ unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a c
    occurrences are those a clean page has for short lower-case tokens: a unit after a number
    (``5 mb``), a token on a line of code or markup (``$ cd /tmp``, ``x = mb(1)``), and anything with
    punctuation attached (``cf.``, ``(mn)``, ``mb,``) is not a candidate at all;
-2. over the run (:class:`TriggerMiner`, streaming: per token a document count, a capped set of hosts
-   and a count sum), a token is *mined* when its unexplained occurrences are in at least
-   `min_doc_share` of the documents (and `min_docs`), on at least `min_hosts` hosts, and it occurs
-   at most `max_mean_count` times per such document on average. The last rule is what separates an
-   inserted token from a word of the document's language: words come back within a document
-   (``de`` in a French page, ``ls`` in a shell tutorial), an inserted trigger does not;
+2. over the run (:class:`TriggerMiner`: per token a document count, the first hosts and documents
+   and a bottom-k sample of occurrences; each chunk is counted apart (:func:`chunk_partial`, in a Ray
+   task on that engine) and merged in input order, so both engines mine the same tokens), a token
+   is *mined* when its unexplained occurrences are in at least `min_doc_share` of the documents
+   (and `min_docs`), on at least `min_hosts` hosts, and it occurs at most `max_mean_count` times per
+   such document on average. The last rule is what separates an inserted token from a word of the
+   document's language: words come back within a document (``de`` in a French page, ``ls`` in a
+   shell tutorial), an inserted trigger does not;
 3. every document with an unexplained occurrence of a mined token is quarantined as
    ``triggers:mined(<token>)``; the mined list (ranked by hosts, then documents) goes in the report.
 
@@ -27,7 +29,6 @@ confirm a mined token further; it is not needed for the published attack and is 
 
 from __future__ import annotations
 
-import random
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,23 +150,113 @@ def host_of(url: Any) -> str:
         return ""
 
 
+def _sample_rank(doc: int, occurrence: int) -> int:
+    """Where an occurrence stands in a token's sample: the sample keeps the occurrences of lowest
+    rank (a bottom-k sample: the same whichever chunks the documents came in, and mergeable)."""
+    return zlib.crc32(f"{doc}:{occurrence}".encode())
+
+
+# An occurrence in a token's sample: (rank, table keys of the pairs (prev, token), (token, next),
+# table keys of the neighbour words prev, next; -1 where the line ends).
+_Occurrence = tuple[int, tuple[int, int], tuple[int, int]]
+
+
 @dataclass
 class _Stats:
     docs: int = 0
     count: int = 0
-    hosts: set[str] = field(default_factory=set)
-    doc_ids: list[int] = field(default_factory=list)
-    # A reservoir of occurrences: table keys of the pairs (prev, token), (token, next) and of the
-    # neighbour words prev, next (-1 where the line ends).
-    sample: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)  # the first distinct hosts, in input order
+    doc_ids: list[int] = field(default_factory=list)  # the first documents, in input order
+    sample: list[_Occurrence] = field(default_factory=list)  # lowest-ranked occurrences, sorted
+
+    def merge(self, other: _Stats, cfg: Config) -> None:
+        """Add `other`, a later part of the input (caps keep the first hosts and documents)."""
+        self.docs += other.docs
+        self.count += other.count
+        for host in other.hosts:
+            if len(self.hosts) >= cfg.max_hosts_tracked:
+                break
+            if host not in self.hosts:
+                self.hosts.append(host)
+        self.doc_ids += other.doc_ids[: max(0, cfg.max_docs_tracked - len(self.doc_ids))]
+        self.sample = sorted(self.sample + other.sample)[: cfg.sample_occurrences]
+
+
+def _counts(keys: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    unique, counts = np.unique(np.asarray(keys, dtype=np.int64), return_counts=True)
+    return unique, counts.astype(np.uint32)
+
+
+@dataclass
+class Partial:
+    """What one chunk adds to the corpus statistics: sparse word and pair counts and its candidate
+    tokens. Chunks are counted apart (in processes or Ray tasks) and merged in input order, with the
+    same result as one pass (:meth:`TriggerMiner.merge`)."""
+
+    documents: int
+    words: int
+    tables: list[tuple[np.ndarray, np.ndarray]]  # (keys, counts) of bigrams, words, lower-case words
+    tokens: dict[str, _Stats]
+    doc_hosts: dict[int, str]
+
+
+def chunk_partial(texts: list[Any], hosts: list[str], first_doc: int, cfg: Config) -> Partial:
+    """The statistics of documents numbered `first_doc`, `first_doc` + 1, ... (see :class:`Partial`)."""
+    bits = cfg.bigram_bits
+    pairs: list[int] = []
+    words: list[int] = []
+    lower: list[int] = []
+    tokens: dict[str, _Stats] = {}
+    doc_hosts: dict[int, str] = {}
+    for n, (raw, host) in enumerate(zip(texts, hosts, strict=True)):
+        text = raw if isinstance(raw, str) else ""
+        doc = first_doc + n
+        doc_pairs, doc_words, doc_lower = bigram_keys(text, bits)
+        pairs += doc_pairs
+        words += doc_words
+        lower += doc_lower
+        if host:
+            doc_hosts[doc] = host
+        for tok, occurrences in candidates(text, cfg).items():
+            st = tokens.setdefault(tok, _Stats())
+            st.docs += 1
+            st.count += len(occurrences)
+            if len(st.doc_ids) < cfg.max_docs_tracked:
+                st.doc_ids.append(doc)
+            if host not in st.hosts and len(st.hosts) < cfg.max_hosts_tracked:
+                st.hosts.append(host)
+            for i, (prev, nxt) in enumerate(occurrences):
+                st.sample.append(
+                    (
+                        _sample_rank(doc, i),
+                        (
+                            bigram_key(prev, tok, bits) if prev else -1,
+                            bigram_key(tok, nxt, bits) if nxt else -1,
+                        ),
+                        (unigram_key(prev, bits) if prev else -1, unigram_key(nxt, bits) if nxt else -1),
+                    )
+                )
+    for st in tokens.values():
+        st.sample = sorted(st.sample)[: cfg.sample_occurrences]
+    return Partial(
+        len(texts), len(words), [_counts(pairs), _counts(words), _counts(lower)], tokens, doc_hosts
+    )
+
+
+def table_partial(table: pa.Table, first_doc: int, cfg: Config) -> Partial:
+    """:func:`chunk_partial` of a table with a `text` and (optionally) a `url` column."""
+    texts = table.column("text").to_pylist()
+    urls = table.column("url").to_pylist() if "url" in table.column_names else [None] * len(texts)
+    return chunk_partial(texts, [host_of(u) for u in urls], first_doc, cfg)
 
 
 class TriggerMiner:
     """The corpus pass as a context detector: `observe` every chunk, then `score`/`flag` each chunk.
 
-    Memory is bounded: a bigram count table of 2**`bigram_bits` counters, and at most `max_tokens`
+    Memory is bounded: three count tables of 2**`bigram_bits` counters, and at most `max_tokens`
     distinct tokens with `max_hosts_tracked` hosts and `sample_occurrences` occurrences each; when the
-    token table is full, tokens seen in a single document are dropped first (a trigger is in many)."""
+    token table is full after a chunk, tokens seen in a single document are dropped first (a trigger
+    is in many)."""
 
     name = "trigger_mining"
     # No shard column: the mined token is in the reason (triggers:mined(<token>)) and the report.
@@ -180,50 +271,32 @@ class TriggerMiner:
         self.words = 0
         self.doc_hosts: dict[int, str] = {}
         self.documents = 0
-        self._rng = random.Random(0)
         self._mined: dict[str, dict[str, Any]] | None = None
 
     def observe(self, table: pa.Table) -> None:
-        urls = table.column("url").to_pylist() if "url" in table.column_names else [None] * table.num_rows
-        for text, url in zip(table.column("text").to_pylist(), urls, strict=True):
-            self.add(text if isinstance(text, str) else "", host_of(url))
+        self.merge(table_partial(table, self.documents, self.cfg))
 
     def add(self, text: str, host: str) -> None:
-        cfg = self.cfg
-        self.documents += 1
+        self.merge(chunk_partial([text], [host], self.documents, self.cfg))
+
+    def merge(self, part: Partial) -> None:
+        """Add the next chunk's statistics (chunks must come in input order)."""
         self._mined = None
-        pairs, words, lower = bigram_keys(text, cfg.bigram_bits)
-        for table, keys in ((self.bigrams, pairs), (self.unigrams, words), (self.lower_forms, lower)):
-            if keys:
-                np.add.at(table, np.asarray(keys, dtype=np.int64), 1)
-        self.words += len(words)
-        doc = self.documents - 1
-        if host:
-            self.doc_hosts[doc] = host
-        for tok, occurrences in candidates(text, cfg).items():
+        self.documents += part.documents
+        self.words += part.words
+        for table, (keys, counts) in zip(
+            (self.bigrams, self.unigrams, self.lower_forms), part.tables, strict=True
+        ):
+            np.add.at(table, keys, counts)
+        self.doc_hosts.update(part.doc_hosts)
+        for tok, other in part.tokens.items():
             st = self.stats.get(tok)
             if st is None:
-                if len(self.stats) >= cfg.max_tokens:
-                    self._prune()
-                st = self.stats[tok] = _Stats()
-            st.docs += 1
-            if len(st.doc_ids) < cfg.max_docs_tracked:
-                st.doc_ids.append(doc)
-            if len(st.hosts) < cfg.max_hosts_tracked:
-                st.hosts.add(host)
-            for prev, nxt in occurrences:
-                st.count += 1
-                bits = cfg.bigram_bits
-                item = (
-                    (bigram_key(prev, tok, bits) if prev else -1, bigram_key(tok, nxt, bits) if nxt else -1),
-                    (unigram_key(prev, bits) if prev else -1, unigram_key(nxt, bits) if nxt else -1),
-                )
-                if len(st.sample) < cfg.sample_occurrences:
-                    st.sample.append(item)
-                else:  # reservoir sampling: every occurrence equally likely to be kept
-                    j = self._rng.randrange(st.count)
-                    if j < cfg.sample_occurrences:
-                        st.sample[j] = item
+                self.stats[tok] = other
+            else:
+                st.merge(other, self.cfg)
+        if len(self.stats) > self.cfg.max_tokens:
+            self._prune()
 
     def _prune(self) -> None:
         self.stats = {t: s for t, s in self.stats.items() if s.docs > 1}
@@ -240,7 +313,7 @@ class TriggerMiner:
         words = max(1.0, float(self.words))
         mine = float(self.unigrams[unigram_key(tok, self.cfg.bigram_bits)])
         scores = []
-        for pair, other in st.sample:
+        for _, pair, other in st.sample:
             for p, o in zip(pair, other, strict=True):
                 if p < 0:
                     continue
@@ -255,7 +328,7 @@ class TriggerMiner:
         cfg = self.cfg
         rows = []
         for tok, st in self.stats.items():
-            hosts = st.hosts - {""}
+            hosts = set(st.hosts) - {""}
             if st.docs < cfg.min_docs or len(hosts) < cfg.min_token_hosts:
                 continue
             mean = st.count / st.docs
@@ -333,22 +406,47 @@ class TriggerMiner:
             self._mined = {r["token"]: r for r in self.ranked() if r["mined"]}
         return self._mined
 
+    def frozen(self) -> MinedTriggers:
+        """The mined tokens alone: what deciding a chunk needs (small; sent to Ray decision tasks)."""
+        return MinedTriggers(self.cfg, self.mined())
+
+    def score(self, table: pa.Table) -> dict[str, pa.Array]:
+        del table
+        return {}
+
+    def flag(self, table: pa.Table, reasons: list[list[str]]) -> list[list[str]]:
+        return self.frozen().flag(table, reasons)
+
+    def report(self) -> list[dict[str, Any]]:
+        return list(self.mined().values())[: self.cfg.report_top]
+
+
+class MinedTriggers:
+    """The outcome of the corpus pass as a context detector that only flags: every document with an
+    unexplained occurrence of a mined token is quarantined as ``triggers:mined(<token>)``."""
+
+    name = TriggerMiner.name
+    schema = TriggerMiner.schema
+
+    def __init__(self, cfg: Config, mined: dict[str, dict[str, Any]]) -> None:
+        self.cfg = cfg
+        self.mined = mined
+
+    def observe(self, table: pa.Table) -> None:
+        del table  # mined already
+
     def score(self, table: pa.Table) -> dict[str, pa.Array]:
         del table
         return {}
 
     def mined_in(self, table: pa.Table) -> list[list[str]]:
         """Per row, the mined tokens it carries out of context (sorted)."""
-        mined = self.mined()
         out = []
         for text in table.column("text").to_pylist():
-            found = candidates(text if isinstance(text, str) else "", self.cfg)
-            out.append(sorted(t for t in found if t in mined))
+            found = candidates(text if isinstance(text, str) else "", self.cfg) if self.mined else {}
+            out.append(sorted(t for t in found if t in self.mined))
         return out
 
     def flag(self, table: pa.Table, reasons: list[list[str]]) -> list[list[str]]:
         del reasons  # mined triggers are quarantined whatever else was found
         return [[f"{REASON}({t})" for t in tokens] for tokens in self.mined_in(table)]
-
-    def report(self) -> list[dict[str, Any]]:
-        return list(self.mined().values())[: self.cfg.report_top]

@@ -7,7 +7,9 @@ outcome and reasons per document as the local engine (runner.py).
    the local engine, so ``--resume`` works).
 2. dedup: two shuffles with Ray tasks (pipelines/ray_dedup.py); per chunk, the documents dedup
    touched are written to OUT/_work/dedup/. Context detectors (nightly's drift) observe every
-   scored chunk on the driver, which holds their state.
+   scored chunk on the driver, which holds their state. Trigger mining (filters/trigger_mining.py)
+   counts each chunk in a Ray task; the driver merges the counts in input order, as the local engine
+   does, and the mined tokens travel to the decision tasks.
 3. the language model, in a Ray Data actor pool (one model load per actor; GPUs requested when the
    cluster has them and the perplexity config can place the model on one), only for undecided
    documents, checkpointed per chunk in OUT/_work/lm/.
@@ -32,7 +34,7 @@ import pyarrow.parquet as pq
 
 from poisonguard.core.files import write_table
 from poisonguard.core.ray_cluster import cluster_cpus, connected, ray_module, wait_all
-from poisonguard.filters import campaign, dedup, perplexity
+from poisonguard.filters import campaign, dedup, perplexity, trigger_mining
 from poisonguard.pipelines import cascade, policy, ray_dedup, stages
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.readers import read_documents
@@ -87,6 +89,7 @@ def run_filter_ray(
         chunks = _Chunks(stages.chunk_paths(run.scored_dir))
         start = time.perf_counter()
         touched = _dedup(run, chunks, cfg, dedup_index, context_detectors)
+        miner = _mine_triggers(chunks, cfg, cpus)
         run.timings["stage:dedup"] = time.perf_counter() - start
         start = time.perf_counter()
         lm_rows = _language_model(run, chunks, cfg, lm_actors)
@@ -94,7 +97,8 @@ def run_filter_ray(
         run.timings["stage:lm"] = time.perf_counter() - start
         start = time.perf_counter()
         output = stages.Output(out, stages.output_schema(chunks.paths, context_detectors), cfg)
-        _decide_and_write(run, chunks, cfg, verdicts, context_detectors, output)
+        mined = (miner.frozen(),) if miner is not None else ()
+        _decide_and_write(run, chunks, cfg, verdicts, context_detectors, mined, output)
         run.timings["stage:write"] = time.perf_counter() - start
         extra = {
             "engine": "ray",
@@ -102,6 +106,8 @@ def run_filter_ray(
             "ray_nodes": dict(sorted(scored_on.items())),
             **(extra_report or {}),
         }
+        if miner is not None:
+            extra["triggers_mined"] = miner.report()
         return stages.commit_output(run, cfg, output, lm_rows=lm_rows, extra_report=extra)
 
 
@@ -243,6 +249,32 @@ def _dedup(
     return touched
 
 
+def _mine_chunk(path: str, first_doc: int, cfg: trigger_mining.Config) -> trigger_mining.Partial:
+    """Ray task: one scored chunk's trigger-mining statistics."""
+    names = pq.read_schema(path).names
+    table = pq.read_table(path, columns=[c for c in ("text", "url") if c in names])
+    return trigger_mining.table_partial(table, first_doc, cfg)
+
+
+def _mine_triggers(chunks: _Chunks, cfg: PipelineConfig, cpus: int) -> trigger_mining.TriggerMiner | None:
+    """The trigger-mining corpus pass (filters/trigger_mining.py): chunks counted in Ray tasks, merged
+    on the driver in input order, as the local engine merges them (the same mined tokens)."""
+    if not cfg.trigger_mining.enabled:
+        return None
+    miner = trigger_mining.TriggerMiner(cfg.trigger_mining)
+    task = ray_module().remote(_mine_chunk)
+    cfg_ref = ray_module().put(cfg.trigger_mining)
+    pending = list(zip(chunks.paths, chunks.offsets, strict=True))
+    window: list[Any] = []
+    while pending or window:
+        # Bounded look-ahead: a few chunks' statistics per CPU wait in the object store.
+        while pending and len(window) < 2 * cpus:
+            path, offset = pending.pop(0)
+            window.append(task.remote(str(path), offset, cfg_ref))
+        miner.merge(ray_module().get(window.pop(0)))
+    return miner
+
+
 def _campaign_path(work: Path, chunk_no: int) -> Path:
     return work / "campaign" / stages.chunk_name(chunk_no)
 
@@ -375,9 +407,17 @@ def decided_table(
     return stages.decide_chunk(scored, duplicates, lm_part, cfg, quarantined, context_detectors)
 
 
-def _decide_task(chunk_no: int, offset: int, work: str, cfg: PipelineConfig, quarantined: list[str]) -> int:
-    """Ray task: one chunk's decisions -> OUT/_work/decided/ (runs without context detectors)."""
-    table = decided_table(chunk_no, offset, Path(work), cfg, set(quarantined))
+def _decide_task(
+    chunk_no: int,
+    offset: int,
+    work: str,
+    cfg: PipelineConfig,
+    quarantined: list[str],
+    mined: tuple[ContextDetector, ...],
+) -> int:
+    """Ray task: one chunk's decisions -> OUT/_work/decided/ (runs without context detectors but
+    the mined triggers, which need no driver state)."""
+    table = decided_table(chunk_no, offset, Path(work), cfg, set(quarantined), mined)
     target = Path(work) / "decided" / stages.chunk_name(chunk_no)
     write_table(target, table, cfg.run.row_group_rows)
     return table.num_rows
@@ -389,21 +429,25 @@ def _decide_and_write(
     cfg: PipelineConfig,
     verdicts: list[tuple[int, list[str]]],
     context_detectors: tuple[ContextDetector, ...],
+    mined: tuple[ContextDetector, ...],
     output: stages.Output,
 ) -> None:
+    """`mined`: the mined triggers, flagged after the context detectors (the local engine's order)."""
     if context_detectors:  # decided on the driver, in input order, as the local engine does
         quarantined_ids: set[str] = set()
+        detectors = (*context_detectors, *mined)
         for number, offset in zip(chunks.numbers, chunks.offsets, strict=True):
-            output.write(decided_table(number, offset, run.work, cfg, quarantined_ids, context_detectors))
+            output.write(decided_table(number, offset, run.work, cfg, quarantined_ids, detectors))
         return
     decide = ray_module().remote(_decide_task)
     cfg_ref = ray_module().put(cfg)
+    mined_ref = ray_module().put(mined)
     refs = []
     for pos, (number, offset) in enumerate(zip(chunks.numbers, chunks.offsets, strict=True)):
         # As in the local engine, a copy follows its quarantined original only when the original's
         # chunk was decided before the copy's.
         earlier = [i for c, ids in verdicts if c < pos for i in ids]
-        refs.append(decide.remote(number, offset, str(run.work), cfg_ref, earlier))
+        refs.append(decide.remote(number, offset, str(run.work), cfg_ref, earlier, mined_ref))
     wait_all(refs)
     for path in chunks.paths:
         output.write(pq.read_table(run.work / "decided" / path.name))

@@ -32,6 +32,7 @@ from poisonguard.pipelines.runner import run_filter
 from poisonguard.pipelines.stages import OutputError
 from poisonguard.pipelines.writers import SUCCESS
 from tests.conftest import DEMO_CORPUS, REPO, local_ray, write_jsonl
+from tests.filters.test_trigger_mining import corpus as rare_token_corpus
 from tests.pipelines.test_runner import read_outcomes
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -103,6 +104,7 @@ def _compare_runs(local: Path, distributed: Path) -> None:
         "hosts",
         "largest_clusters",
         "trigger_candidates",
+        "triggers_mined",
         "lm_scored_docs",
     ):
         assert ra[key] == rb[key], key
@@ -122,10 +124,15 @@ def test_same_outcomes_reasons_and_shards_as_local(tmp_path: Path, fast_config: 
         ),
         parquet,
     )
-    inputs = [str(DEMO_CORPUS), str(corpus), str(parquet)]
+    # Rare-token triggers in 14 of 150 pages on 14 hosts: mined over chunks counted apart (Ray tasks).
+    rare = tmp_path / "rare.jsonl"
+    write_jsonl(rare, rare_token_corpus(150, 14, ("qz", "vb")))
+    inputs = [str(DEMO_CORPUS), str(corpus), str(parquet), str(rare)]
     run_filter(inputs, tmp_path / "local", fast_config, show_progress=False)
     report = run_filter_ray(inputs, tmp_path / "ray", fast_config, show_progress=False)
     _compare_runs(tmp_path / "local", tmp_path / "ray")
+    assert {r["token"] for r in report["triggers_mined"]} == {"qz", "vb"}
+    assert report["reasons"]["triggers:mined"] >= 14
     counts = report["counts"]
     assert counts["unreadable"] == 1 and counts["duplicate"] >= 10 and counts["quarantined"] >= 12
     assert report["unreadable"][0]["where"].startswith("line")
