@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from poisonguard.core import minhash
+from poisonguard.core.files import write_table
 from poisonguard.core.ray_cluster import cluster_cpus, ray_module
 from poisonguard.filters import dedup
 from poisonguard.pipelines import stages
@@ -141,14 +142,18 @@ def _band_reduce(cfg: dedup.Config, *tables: pa.Table) -> list[Bucket]:
     return out
 
 
-def _lookup(path: str, offset: int, ranks: np.ndarray, cfg: PipelineConfig) -> pa.Table:
-    """id, registrable domain, short sketch and cheap-detector eligibility of the given documents."""
+def _lookup(
+    path: str, offset: int, ranks: np.ndarray, cfg: PipelineConfig, keys_file: str | None
+) -> pa.Table:
+    """Row key (as "id"), registrable domain, short sketch and cheap-detector eligibility of the given
+    documents."""
     table = pq.read_table(path)
     eligible = stages.eligible_rows(table, cfg)
     rows = (ranks - offset).astype(np.int64)
     sigs = stages.signatures_of(table, cfg.dedup)
     short = np.all(sigs == minhash.empty_value(cfg.dedup.scheme), axis=1) if len(sigs) else np.zeros(0, bool)
-    ids = table.column("id").take(pa.array(rows)).to_pylist()
+    keys = with_renamed_keys(table.column("id").to_pylist(), _read_if_exists(keys_file))
+    ids = [keys[r] for r in rows.tolist()]
     urls = table.column("url").take(pa.array(rows)).to_pylist()
     return pa.table(
         {
@@ -213,6 +218,7 @@ def distributed_dedup(
     parts: int | None = None,
     prior: dedup.DedupIndex | None = None,
     prior_slice_rows: int = PRIOR_SLICE_ROWS,
+    keys_dir: Path | None = None,
 ) -> DedupResult:
     """Exact + near-duplicate clusters over all chunks, equal to ``DedupIndex.assign`` + the runner's
     representative choice, computed with two shuffles (see the module docstring).
@@ -225,6 +231,9 @@ def distributed_dedup(
     LSH table would cost less per night, but it would miss what the local index does: edges among
     prior documents that a new document bridges, and the order in which buckets are verified; this
     way the result equals the local engine's column for column.)
+
+    `keys_dir`: the renamed row keys of each chunk (:func:`write_renamed_keys`, same file names);
+    documents are then named by their row keys (stages.RowKeys), as in the local engine's index.
 
     Returns, per chunk, the rows of tonight's documents that share a content key or an LSH bucket
     with another document: their SIGNAL_SCHEMA columns, ``duplicate_of``/``duplicate_kind`` and
@@ -303,7 +312,9 @@ def distributed_dedup(
     cfg_ref = ray.put(cfg)
     refs = []
     for c in np.unique(chunk_of).tolist():
-        refs.append(lookup.remote(paths[c], offsets[c] + n_prior, touched[tonight][chunk_of == c], cfg_ref))
+        keys_file = str(keys_dir / Path(paths[c]).name) if keys_dir is not None else None
+        ranks = touched[tonight][chunk_of == c]
+        refs.append(lookup.remote(paths[c], offsets[c] + n_prior, ranks, cfg_ref, keys_file))
     found = ray.get(refs)
     if entries is not None and not tonight.all():
         found.insert(0, _prior_lookup(entries, touched[~tonight], dcfg))
@@ -360,12 +371,18 @@ def distributed_dedup(
 
 
 def chunk_assignment(
-    scored: pa.Table, offset: int, overrides: pa.Table | None, cfg: PipelineConfig
+    scored: pa.Table,
+    offset: int,
+    overrides: pa.Table | None,
+    cfg: PipelineConfig,
+    keys: list[str] | None = None,
 ) -> Duplicates:
     """Stage 3's result for one scored chunk: the columns of a singleton cluster for every document,
-    replaced by the dedup overrides where there are some."""
+    replaced by the dedup overrides where there are some. With the chunk's row `keys` (the overrides
+    then name documents by them), the cluster columns show the documents' ids again."""
     n = scored.num_rows
     result = Duplicates.none(stages.eligible_rows(scored, cfg))
+    result.keys = keys
     if not cfg.dedup.enabled:
         return result
     ids = scored.column("id").to_pylist()
@@ -386,6 +403,8 @@ def chunk_assignment(
     result.assign = pa.table(
         {f.name: pa.array(cols[f.name], f.type) for f in dedup.SIGNAL_SCHEMA}, schema=dedup.SIGNAL_SCHEMA
     )
+    if keys is not None:
+        result.assign = stages.user_columns(result.assign)
     return result
 
 
@@ -413,3 +432,36 @@ def overrides_path(work: Path, chunk_no: int) -> Path:
 def load_overrides(work: Path, chunk_no: int) -> pa.Table | None:
     path = overrides_path(work, chunk_no)
     return pq.read_table(path) if path.exists() else None
+
+
+def _read_if_exists(path: str | Path | None) -> pa.Table | None:
+    return pq.read_table(path) if path is not None and Path(path).exists() else None
+
+
+def keys_path(work: Path, chunk_no: int) -> Path:
+    return work / "keys" / stages.chunk_name(chunk_no)
+
+
+def write_renamed_keys(
+    work: Path, chunk_no: int, ids: list[str], keys: list[str], row_group_rows: int
+) -> None:
+    """The rows of one chunk whose row key is not their id (stages.RowKeys), if any: the driver
+    gives every document its key in input order, the tasks read them from here."""
+    rows = [r for r, (i, k) in enumerate(zip(ids, keys, strict=True)) if i != k]
+    if rows:
+        renamed = pa.table({"row": pa.array(rows, pa.int64()), "key": [keys[r] for r in rows]})
+        write_table(keys_path(work, chunk_no), renamed, row_group_rows)
+
+
+def with_renamed_keys(ids: list[str], renamed: pa.Table | None) -> list[str]:
+    keys = list(ids)
+    if renamed is not None:
+        rows, renamed_keys = renamed.column("row").to_pylist(), renamed.column("key").to_pylist()
+        for row, key in zip(rows, renamed_keys, strict=True):
+            keys[row] = key
+    return keys
+
+
+def load_keys(work: Path, chunk_no: int, scored: pa.Table) -> list[str]:
+    """The row keys of one scored chunk."""
+    return with_renamed_keys(scored.column("id").to_pylist(), _read_if_exists(keys_path(work, chunk_no)))

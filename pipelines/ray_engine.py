@@ -5,11 +5,13 @@ outcome and reasons per document as the local engine (runner.py).
    the unreadable list are the local engine's), puts each chunk in the object store, and Ray Data
    runs ``stages.score_chunk_file`` on it with ``map_batches`` (the same OUT/_work/scored/ files as
    the local engine, so ``--resume`` works).
-2. dedup: two shuffles with Ray tasks (pipelines/ray_dedup.py); per chunk, the documents dedup
-   touched are written to OUT/_work/dedup/. Context detectors (nightly's drift) observe every
-   scored chunk on the driver, which holds their state. Trigger mining (filters/trigger_mining.py)
-   counts each chunk in a Ray task; the driver merges the counts in input order, as the local engine
-   does, and the mined tokens travel to the decision tasks.
+2. dedup: the driver gives every document its row key in input order (stages.RowKeys, as the local
+   engine does; the renamed ones go to OUT/_work/keys/), then two shuffles with Ray tasks
+   (pipelines/ray_dedup.py); per chunk, the documents dedup touched are written to
+   OUT/_work/dedup/. Context detectors (nightly's drift) observe every scored chunk on the driver,
+   which holds their state. Trigger mining (filters/trigger_mining.py) counts each chunk in a Ray
+   task; the driver merges the counts in input order, as the local engine does, and the mined
+   tokens travel to the decision tasks.
 3. the language model, in a Ray Data actor pool (one model load per actor; GPUs requested when the
    cluster has them and the perplexity config can place the model on one), only for undecided
    documents, checkpointed per chunk in OUT/_work/lm/.
@@ -88,7 +90,7 @@ def run_filter_ray(
         run.timings["stage:cheap"] = time.perf_counter() - start
         chunks = _Chunks(stages.chunk_paths(run.scored_dir))
         start = time.perf_counter()
-        touched = _dedup(run, chunks, cfg, dedup_index, context_detectors)
+        touched, duplicate_ids = _dedup(run, chunks, cfg, dedup_index, context_detectors)
         miner = _mine_triggers(chunks, cfg, cpus)
         run.timings["stage:dedup"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -104,6 +106,7 @@ def run_filter_ray(
             "engine": "ray",
             "ray_cpus": cpus,
             "ray_nodes": dict(sorted(scored_on.items())),
+            "duplicate_ids": duplicate_ids,
             **(extra_report or {}),
         }
         if miner is not None:
@@ -224,29 +227,38 @@ def _dedup(
     cfg: PipelineConfig,
     dedup_index: dedup.DedupIndex | None,
     context_detectors: tuple[ContextDetector, ...],
-) -> dict[int, np.ndarray]:
+) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
     """Distributed dedup; the overrides per chunk go to OUT/_work/dedup/. Returns, per chunk
-    position, the ranks of the documents dedup touched."""
-    shutil.rmtree(run.work / "dedup")
-    (run.work / "dedup").mkdir()
-    # Context detectors see every chunk in input order before anything is decided.
-    for path in chunks.paths if context_detectors else []:
-        table = pq.read_table(path)
+    position, the ranks of the documents dedup touched, and the report of ids several documents
+    carry."""
+    for name in ("dedup", "keys"):
+        shutil.rmtree(run.work / name, ignore_errors=True)
+        (run.work / name).mkdir()
+    # Row keys (the local engine's, given in input order) and context detectors on the driver: they
+    # see every chunk in input order before anything is decided.
+    is_prior = dedup_index.is_prior if dedup_index is not None and cfg.dedup.enabled else None
+    row_keys = stages.RowKeys(is_prior)
+    for number, path in zip(chunks.numbers, chunks.paths, strict=True):
+        table = pq.read_table(path, columns=None if context_detectors else ["id"])
         for detector in context_detectors:
             detector.observe(table)
+        ids = table.column("id").to_pylist()
+        ray_dedup.write_renamed_keys(run.work, number, ids, row_keys.add(ids), cfg.run.row_group_rows)
     touched: dict[int, np.ndarray] = {}
     if cfg.campaign.enabled and chunks.paths:
         _campaigns(run, chunks, cfg)
     if not cfg.dedup.enabled or not chunks.paths:
-        return touched
-    result = ray_dedup.distributed_dedup(chunks.paths, chunks.offsets, cfg, prior=dedup_index)
+        return touched, row_keys.report()
+    result = ray_dedup.distributed_dedup(
+        chunks.paths, chunks.offsets, cfg, prior=dedup_index, keys_dir=run.work / "keys"
+    )
     for c, table in result.overrides.items():
         target = ray_dedup.overrides_path(run.work, chunks.numbers[c])
         write_table(target, table, cfg.run.row_group_rows)
         touched[c] = table.column("rank").to_numpy()
     run.timings["dedup:touched_docs"] = result.touched
     run.timings["dedup:buckets_verified"] = result.buckets
-    return touched
+    return touched, row_keys.report()
 
 
 def _mine_chunk(path: str, first_doc: int, cfg: trigger_mining.Config) -> trigger_mining.Partial:
@@ -358,27 +370,27 @@ def _language_model(run: Run, chunks: _Chunks, cfg: PipelineConfig, lm_actors: i
 
 
 def _quarantined_by_lm(
-    scored_path: str, lm_path: str, ranks: np.ndarray, offset: int, cfg: PipelineConfig
+    work: str, chunk_no: int, ranks: np.ndarray, offset: int, cfg: PipelineConfig
 ) -> list[str]:
-    """Ids among `ranks` that the language model quarantines (their copies follow them)."""
+    """Row keys among `ranks` that the language model quarantines (their copies follow them)."""
+    name = stages.chunk_name(chunk_no)
     rows = pa.array((ranks - offset).astype(np.int64))
-    reasons = policy.lm_reasons(pq.read_table(lm_path).take(rows), cfg)
-    ids = pq.read_table(scored_path, columns=["id"]).column("id").take(rows).to_pylist()
-    return [i for i, r in zip(ids, reasons, strict=True) if r]
+    reasons = policy.lm_reasons(pq.read_table(Path(work) / "lm" / name).take(rows), cfg)
+    scored = pq.read_table(Path(work) / "scored" / name, columns=["id"])
+    keys = ray_dedup.load_keys(Path(work), chunk_no, scored)
+    return [keys[r] for r, why in zip(rows.to_pylist(), reasons, strict=True) if why]
 
 
 def _lm_verdicts(
     run: Run, chunks: _Chunks, touched: dict[int, np.ndarray], cfg: PipelineConfig
 ) -> list[tuple[int, list[str]]]:
-    """(chunk position, ids the LM quarantines) for the documents dedup touched: a copy of one of
-    them decided in a later chunk follows it into quarantine."""
+    """(chunk position, row keys the LM quarantines) for the documents dedup touched: a copy of one
+    of them decided in a later chunk follows it into quarantine."""
     if not run.use_lm or not chunks.paths:
         return []
     verdict = ray_module().remote(_quarantined_by_lm)
     refs = {
-        c: verdict.remote(
-            str(chunks.paths[c]), str(run.lm_dir / chunks.paths[c].name), ranks, chunks.offsets[c], cfg
-        )
+        c: verdict.remote(str(run.work), chunks.numbers[c], ranks, chunks.offsets[c], cfg)
         for c, ranks in touched.items()
     }
     return list(zip(refs, wait_all(list(refs.values())), strict=True))
@@ -396,9 +408,11 @@ def decided_table(
     quarantined: set[str],
     context_detectors: tuple[ContextDetector, ...] = (),
 ) -> pa.Table:
-    """One chunk's decided table from its work files; `quarantined` grows as it goes."""
+    """One chunk's decided table from its work files; `quarantined` (row keys) grows as it goes."""
     scored = pq.read_table(work / "scored" / stages.chunk_name(chunk_no))
-    duplicates = ray_dedup.chunk_assignment(scored, offset, ray_dedup.load_overrides(work, chunk_no), cfg)
+    overrides = ray_dedup.load_overrides(work, chunk_no)
+    keys = ray_dedup.load_keys(work, chunk_no, scored)
+    duplicates = ray_dedup.chunk_assignment(scored, offset, overrides, cfg, keys)
     if cfg.campaign.enabled:
         found = pq.read_table(_campaign_path(work, chunk_no))
         duplicates.assign = stages.join_columns(duplicates.assign, found)

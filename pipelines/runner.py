@@ -169,8 +169,8 @@ def _dedup(
     result = Duplicates.none(eligible)
     if index is not None:
         result = stages.resolve_duplicates(index.assign(), ids, eligible, cfg, index.is_prior)
-        result.assign = row_keys.user_columns(result.assign) if result.assign is not None else None
-    result.keys, result.user_ids = ids, row_keys.user_ids
+        result.assign = stages.user_columns(result.assign) if result.assign is not None else None
+    result.keys = ids
     result.row_keys_report = row_keys.report()
     if campaigns is not None:
         result.assign = stages.join_columns(result.assign, campaigns.assign())

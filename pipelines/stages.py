@@ -378,15 +378,36 @@ def choose_representatives(
     return duplicate_of, kind
 
 
+KEY_MARK = "\x00#"  # joins an id and its row number in a renamed key; ids holding NUL are renamed
+
+
+def user_id(key: str) -> str:
+    """The id a document came with, from its internal key (RowKeys)."""
+    return key[: key.rindex(KEY_MARK)] if KEY_MARK in key else key
+
+
+def user_ids(keys: list[str | None]) -> list[str | None]:
+    return [user_id(k) if k is not None else None for k in keys]
+
+
+def user_columns(assign: pa.Table) -> pa.Table:
+    """The dedup cluster columns with internal keys turned back into the documents' ids."""
+    for name in ("dedup_cluster_id", "dedup_exact_of"):
+        if name in assign.column_names:
+            column = pa.array(user_ids(assign.column(name).to_pylist()), pa.string())
+            assign = assign.set_column(assign.schema.get_field_index(name), name, column)
+    return assign
+
+
 class RowKeys:
-    """Internal keys for the documents of one run: the document's id while it is unique, else the id
-    with its row number. Outcomes (representatives, copies of quarantined pages) are keyed by these,
-    never by a user-supplied id alone, so two documents that share an id never share a fate."""
+    """Internal keys for the documents of one run, given in input order: the document's id the first
+    time it is seen, else the id with the row number (:func:`user_id` reverses it). Outcomes
+    (representatives, copies of quarantined pages) are keyed by these, never by a user-supplied id
+    alone, so two documents that share an id never share a fate. Both engines key rows this way."""
 
     def __init__(self, is_prior: Callable[[str], bool] | None = None) -> None:
-        self._is_prior = is_prior
+        self._is_prior = is_prior  # an id of an earlier run's document (nightly) is renamed too
         self._seen: set[str] = set()
-        self._user: dict[str, str] = {}  # renamed key -> the id the document came with
         self.duplicate_ids: Counter[str] = Counter()
         self._rows = 0
 
@@ -394,32 +415,16 @@ class RowKeys:
         keys: list[str] = []
         for doc_id in ids:
             self._rows += 1
-            key = doc_id
-            if key in self._seen or (self._is_prior is not None and self._is_prior(key)):
-                if doc_id in self._seen:
-                    self.duplicate_ids[doc_id] += 1
-                key = f"{doc_id}\x00#{self._rows}"
-                while key in self._seen:
-                    key += "#"
-                self._user[key] = doc_id
-            self._seen.add(key)
-            keys.append(key)
+            repeated = doc_id in self._seen
+            if repeated:
+                self.duplicate_ids[doc_id] += 1
+            else:
+                self._seen.add(doc_id)
+            prior = self._is_prior is not None and self._is_prior(doc_id)
+            # Row numbers are unique and a kept id holds no NUL, so no two keys are equal.
+            renamed = repeated or prior or "\x00" in doc_id
+            keys.append(f"{doc_id}{KEY_MARK}{self._rows}" if renamed else doc_id)
         return keys
-
-    def user_ids(self, keys: list[str | None]) -> list[str | None]:
-        if not self._user:
-            return keys
-        return [self._user.get(k, k) if k is not None else None for k in keys]
-
-    def user_columns(self, assign: pa.Table) -> pa.Table:
-        """The dedup cluster columns with internal keys turned back into the documents' ids."""
-        if not self._user:
-            return assign
-        for name in ("dedup_cluster_id", "dedup_exact_of"):
-            if name in assign.column_names:
-                column = pa.array(self.user_ids(assign.column(name).to_pylist()), pa.string())
-                assign = assign.set_column(assign.schema.get_field_index(name), name, column)
-        return assign
 
     def report(self, limit: int = 20) -> dict[str, Any]:
         top = sorted(self.duplicate_ids.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
@@ -440,7 +445,6 @@ class Duplicates:
     duplicate_of: list[str | None]
     kind: list[str | None]
     keys: list[str] | None = None  # the rows' RowKeys when ids may repeat (duplicate_of is in them)
-    user_ids: Callable[[list[str | None]], list[str | None]] | None = None
     row_keys_report: dict[str, Any] = field(default_factory=dict)  # ids that several documents carry
 
     @classmethod
@@ -461,7 +465,6 @@ class Duplicates:
             self.duplicate_of[offset:end],
             self.kind[offset:end],
             self.keys[offset:end] if self.keys is not None else None,
-            self.user_ids,
         )
 
 
@@ -592,12 +595,11 @@ def finalize_chunk(
     quarantined_ids: set[str],
     context_detectors: tuple[ContextDetector, ...] = (),
     row_keys: list[str] | None = None,
-    user_ids: Callable[[list[str | None]], list[str | None]] | None = None,
 ) -> pa.Table:
     """Signals -> outcome, reasons, duplicate_of for one chunk (`quarantined_ids` grows as it goes).
 
     `row_keys` are the rows' internal keys (RowKeys), in which `duplicate_of` and `quarantined_ids`
-    are given; `user_ids` turns them back into ids for the `duplicate_of` column."""
+    are given; the `duplicate_of` column shows them as the documents' ids."""
     quarantine, filtered = policy.all_reasons(table, cfg)
     for detector in context_detectors:
         for row, reasons in enumerate(detector.flag(table, [list(q) for q in quarantine])):
@@ -611,7 +613,7 @@ def finalize_chunk(
         if quarantine[row]:
             quarantined_ids.add(ids[row])
     outcomes, reasons = policy.decide(quarantine, filtered, duplicate_of, duplicate_kind)
-    shown = user_ids(duplicate_of) if user_ids is not None else duplicate_of
+    shown = user_ids(duplicate_of) if row_keys is not None else duplicate_of
     dup_column = [d if o != KEPT else None for d, o in zip(shown, outcomes, strict=True)]
     table = table.append_column("outcome", pa.array(outcomes, pa.string()))
     table = table.append_column("reasons", pa.array(reasons, pa.list_(pa.string())))
@@ -667,7 +669,6 @@ def decide_chunk(
         quarantined_ids,
         context_detectors,
         row_keys=duplicates.keys,
-        user_ids=duplicates.user_ids,
     )
 
 

@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import random
+import shutil
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,7 @@ from poisonguard.pipelines.stages import OutputError
 from poisonguard.pipelines.writers import SUCCESS
 from tests.conftest import DEMO_CORPUS, REPO, local_ray, write_jsonl
 from tests.filters.test_trigger_mining import corpus as rare_token_corpus
+from tests.pipelines.test_reliability import demo
 from tests.pipelines.test_runner import read_outcomes
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -88,8 +90,19 @@ def _tricky_corpus(path: Path) -> Path:
     return path
 
 
+def _outcome_rows(out: Path) -> list[tuple[Any, ...]]:
+    """(source, id, outcome, reasons, duplicate_of) of every document, ids that repeat included."""
+    names = ["source", "id", "outcome", "reasons", "duplicate_of"]
+    rows = [
+        tuple(row[n] for n in names)
+        for shard in out.glob("*/part-*.parquet")
+        for row in pq.read_table(shard, columns=names).to_pylist()
+    ]
+    return sorted(rows, key=repr)
+
+
 def _compare_runs(local: Path, distributed: Path) -> None:
-    a, b = read_outcomes(local), read_outcomes(distributed)
+    a, b = _outcome_rows(local), _outcome_rows(distributed)
     assert a == b  # outcome, reasons and duplicate_of of every document
     shards = sorted(str(p.relative_to(local)) for p in local.glob("*/part-*.parquet"))
     assert shards == sorted(str(p.relative_to(distributed)) for p in distributed.glob("*/part-*.parquet"))
@@ -106,6 +119,9 @@ def _compare_runs(local: Path, distributed: Path) -> None:
         "trigger_candidates",
         "triggers_mined",
         "lm_scored_docs",
+        "duplicate_ids",
+        "skipped_inputs",
+        "skipped_inputs_total",
     ):
         assert ra[key] == rb[key], key
     ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (local, distributed))
@@ -139,6 +155,36 @@ def test_same_outcomes_reasons_and_shards_as_local(tmp_path: Path, fast_config: 
     # Finished OUT: refused without --overwrite, as the local engine does.
     with pytest.raises(OutputError, match="finished run"):
         run_filter_ray(inputs, tmp_path / "ray", fast_config, show_progress=False)
+
+
+def test_duplicate_ids_and_inputs_not_read_as_local(tmp_path: Path, fast_config: PipelineConfig) -> None:
+    """Documents that share an id (a poisoned and a benign one in the same chunk, the benign one with
+    a near-copy; the whole demo corpus again under the same ids, in later chunks), files a folder holds
+    that are not read and a broken Parquet file: the Ray engine keys rows as the local one does."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    poison, benign = demo("poison-injection"), demo("garden-tomatoes")
+    copy = dict(benign, id="copy-of-benign", text=benign["text"].replace("six hours", "6 hours"))
+    write_jsonl(folder / "a.jsonl", [dict(poison, id="same")])
+    write_jsonl(folder / "b.jsonl", [dict(benign, id="same"), copy])
+    shutil.copy(DEMO_CORPUS, folder / "c-demo.jsonl")
+    shutil.copy(DEMO_CORPUS, folder / "d-demo-again.jsonl")
+    (folder / "e-broken.parquet").write_bytes(b"PAR1" + b"\x00" * 64 + b"PAR1")
+    (folder / "notes.txt").write_text("not a corpus")
+    (folder / "old.jsonl.bz2").write_bytes(b"BZh")
+    run_filter([str(folder)], tmp_path / "local", fast_config, show_progress=False)
+    report = run_filter_ray([str(folder)], tmp_path / "ray", fast_config, show_progress=False)
+    _compare_runs(tmp_path / "local", tmp_path / "ray")
+    demo_docs = sum(1 for line in DEMO_CORPUS.read_text("utf-8").splitlines() if line.strip())
+    assert report["duplicate_ids"]["documents"] == 1 + demo_docs
+    assert report["duplicate_ids"]["ids"] == 1 + demo_docs
+    assert report["skipped_inputs_total"] == 2 and report["counts"]["unreadable"] == 1
+    rows = {(r[0].rsplit("/", 1)[1], r[1]): r for r in _outcome_rows(tmp_path / "ray")}
+    assert rows[("a.jsonl", "same")][2] == "quarantined"
+    assert rows[("b.jsonl", "same")][2] == "kept"  # not a copy of the poisoned "same"
+    assert rows[("b.jsonl", "copy-of-benign")][2:] == ("duplicate", ["dedup:near_duplicate"], "same")
+    again = [r for r in rows.values() if r[0].endswith("d-demo-again.jsonl")]
+    assert len(again) == demo_docs and all(r[2] in ("duplicate", "quarantined") for r in again)
 
 
 def _dense_corpus() -> tuple[PipelineConfig, list[str], list[str], list[str | None]]:
