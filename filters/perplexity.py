@@ -466,6 +466,13 @@ def _to_device(array: np.ndarray, device: str) -> Any:
     return tensor
 
 
+# Output-layer positions per chunk on the CPU. Each chunk's logits and their log-softmax are two
+# float32 arrays of chunk x vocabulary (49,152 for SmolLM2): 1,024 positions held 400 MB at once and
+# set the process's peak memory; 256 hold 100 MB at no measurable cost in speed (bench/RESULTS.md
+# "cascade").
+CPU_HEAD_CHUNK = 256
+
+
 class PerplexityScorer:
     """Holds the language model (loaded once per process) and scores batches of documents."""
 
@@ -504,12 +511,13 @@ class PerplexityScorer:
         self.on_pass: Callable[[int], None] | None = None  # progress: tokens of each forward pass
 
     def _pass_shape(self, row_len: int) -> tuple[int, int]:
-        """(rows per forward pass, positions per output-layer chunk). On the CPU the configured batch;
-        on a GPU a pass sized to its free memory (`gpu_batch_tokens`, 0 = from free memory): a small
-        model only fills a large GPU with hundreds of thousands of tokens per pass."""
+        """(rows per forward pass, positions per output-layer chunk). On the CPU the configured batch
+        and chunks of CPU_HEAD_CHUNK positions; on a GPU a pass sized to its free memory
+        (`gpu_batch_tokens`, 0 = from free memory): a small model only fills a large GPU with hundreds
+        of thousands of tokens per pass."""
         cfg = self.cfg
         if not self.device.startswith("cuda"):
-            return max(1, min(cfg.batch_size, cfg.batch_tokens // row_len)), 1024
+            return max(1, min(cfg.batch_size, cfg.batch_tokens // row_len)), CPU_HEAD_CHUNK
         tokens = cfg.gpu_batch_tokens or self._gpu_tokens_from_memory()
         return max(1, tokens // row_len), 16384
 
