@@ -71,6 +71,12 @@ class Config(DetectorConfig):
     min_words: int = Field(20, ge=0, description="shorter documents: exact check only, never a campaign")
     campaign_min_domains: int = Field(10, ge=2, description="a cluster on this many domains is a campaign")
     max_bucket_exemplars: int = Field(32, ge=1, description="bound on checks per LSH bucket member")
+    index_dir: str | None = Field(
+        None, description="nightly: folder of the on-disk index of earlier nights; None = beside the state"
+    )
+    index_cache_mb: int = Field(
+        64, ge=1, le=65536, description="nightly: most MB of index tables read into memory at once"
+    )
 
     @model_validator(mode="after")
     def _bands_and_rows(self) -> Config:
@@ -316,6 +322,9 @@ class DedupIndex:
         self._prior.append(np.full(n, prior, dtype=bool))
         self._prior_ids = None
         self._n += n
+
+    def prefetch_ids(self, ids: list[str]) -> None:
+        """Nothing to do: every id is in memory (the on-disk index of earlier nights looks them up)."""
 
     def is_prior(self, doc_id: str) -> bool:
         """Whether ``doc_id`` was added as a document of an earlier run."""

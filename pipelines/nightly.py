@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ import pyarrow as pa
 from poisonguard.core import minhash
 from poisonguard.core.files import sha256_file, write_json
 from poisonguard.core.schema import OUTCOMES
+from poisonguard.filters import dedup_prior
 from poisonguard.filters import drift as drift_detector
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.engines import Engine, EngineError, engine_for
@@ -214,13 +216,16 @@ def crawl_inputs(
 # The run
 
 
-def _gc_index_files(store: StateStore) -> None:
-    """Keep the snapshots the latest run left and started from (a --force redo needs the latter)."""
+def _gc_index_files(store: StateStore, index_root: Path) -> None:
+    """Keep the index states the latest run left and started from (a --force redo needs the
+    latter); remove the rest, an interrupted night's files included."""
     latest = store.latest_done()
-    if latest is None or not store.index_dir.exists():
+    if latest is None or not index_root.exists():
         return
-    keep = {latest.get("index_file"), latest.get("base_index")}
-    for path in store.index_dir.glob("*.npz"):
+    keep = [n for n in (latest.get("index_file"), latest.get("base_index")) if n]
+    manifests = [Path(n).stem + ".json" if n.endswith(".npz") else n for n in keep]
+    dedup_prior.collect_garbage(index_root, manifests)
+    for path in index_root.glob("*.npz"):  # snapshots of the former in-memory format
         if path.name not in keep:
             path.unlink()
 
@@ -323,6 +328,12 @@ class _Night:
     def out_dir(self) -> Path:
         return self.root / self.day
 
+    @property
+    def index_root(self) -> Path:
+        """The on-disk dedup index of earlier nights: ``dedup.index_dir``, else beside the state."""
+        configured = self.pcfg.dedup.index_dir
+        return resolve_path(configured, self.base) if configured else self.store.index_dir
+
     def run(self, patterns: list[str]) -> dict[str, Any]:
         existing = self.store.run(self.day)
         skipped = self._check_ledger(existing)
@@ -406,20 +417,19 @@ class _Night:
             )
             report: dict[str, Any] = json.loads((self.out_dir / "report.json").read_text("utf-8"))
             return report
-        index_path = self.store.index_dir / base_index if base_index else None
         try:
-            return self._run_filter(plan, index_path, detector, nightly_info)
+            return self._run_filter(plan, base_index, detector, nightly_info)
         except (InputError, OutputError) as exc:
             raise NightlyError(f"filter: {exc}") from exc
 
     def _run_filter(
         self,
         plan: list[InputFile],
-        index_path: Path | None,
+        base_index: str | None,
         detector: drift_detector.DriftDetector,
         nightly_info: dict[str, Any],
     ) -> dict[str, Any]:
-        index = load_index(index_path, self.pcfg)
+        index = load_index(self.index_root, base_index, self.pcfg)
         probes: tuple[Any, ...] = (_HookProbe(self.hook),) if self.hook is not _no_hook else ()
         unfinished = (self.out_dir / "_work").exists() and not (self.out_dir / SUCCESS).exists()
         log.info(
@@ -449,7 +459,7 @@ class _Night:
                 raise
             # The unfinished run there used other inputs or settings: start this date over.
             log.info("filter: cannot resume (%s); starting over", exc)
-            kwargs["dedup_index"] = load_index(index_path, self.pcfg)
+            kwargs["dedup_index"] = load_index(self.index_root, base_index, self.pcfg)
             detector = _drift(self.cfg, self.pcfg, self.store, self.day)
             nightly_info["drift"] = detector.summary
             kwargs["context_detectors"] = (*probes, detector)
@@ -465,10 +475,10 @@ class _Night:
         log.info("history: %d URLs, %d kept documents for the dedup index", len(versions), len(kept["ids"]))
         index_file: str | None = base_index
         if self.pcfg.dedup.enabled:
-            index_file = f"{self.day}.npz"
-            base = self.store.index_dir / base_index if base_index else None
-            write_index(base, kept, self.pcfg, self.store.index_dir / index_file)
-            log.info("index: %s", self.store.index_dir / index_file)
+            # A name of its own: a killed night's manifest is never the one the ledger names.
+            index_file = f"{self.day}-{secrets.token_hex(4)}.json"
+            write_index(self.index_root, base_index, kept, self.pcfg, index_file)
+            log.info("index: %s", self.index_root / index_file)
         self.hook("after_index")
         summary = report.get("nightly", {}).get("drift") or {}
         counts.update(
@@ -490,7 +500,7 @@ class _Night:
         )
         log.info("commit: %s recorded (%d files consumed, %d URLs)", self.day, len(plan), len(versions))
         self.hook("after_commit")
-        _gc_index_files(self.store)
+        _gc_index_files(self.store, self.index_root)
         return {"date": self.day, "status": "done", "counts": counts, "out": self.out_dir, "report": report}
 
 

@@ -102,7 +102,10 @@ def resolve_path(path: str, base: Path) -> Path:
 
 
 def config_hash(pcfg: PipelineConfig, cfg: NightlyConfig) -> str:
-    scoring = pcfg.model_dump(mode="json", exclude={"run": {"workers"}})
+    # Workers, the index's folder and its read cache change where and how fast, never the outcomes.
+    scoring = pcfg.model_dump(
+        mode="json", exclude={"run": {"workers"}, "dedup": {"index_dir", "index_cache_mb"}}
+    )
     blob = json.dumps(
         {"pipeline": scoring, "drift": cfg.drift.model_dump(mode="json"), "lm": cfg.use_lm}, sort_keys=True
     )

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from poisonguard.core import minhash
 from poisonguard.core.schema import QUARANTINED
-from poisonguard.filters import dedup
+from poisonguard.filters import dedup, dedup_prior
 from poisonguard.filters import drift as drift_detector
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.state import UrlVersion
@@ -64,17 +64,41 @@ def read_outcomes(out: Path, pcfg: PipelineConfig) -> tuple[list[UrlVersion], di
     return versions, kept
 
 
-def write_index(base_index: Path | None, kept: dict[str, Any], pcfg: PipelineConfig, target: Path) -> None:
-    index = dedup.DedupIndex.load(base_index, pcfg.dedup) if base_index else dedup.DedupIndex(pcfg.dedup)
-    if kept["ids"]:
-        sigs = np.concatenate(kept["sigs"])
-        index.add(kept["ids"], kept["urls"], kept["keys"], sigs, prior=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    index.save(target)
+def open_prior(root: Path, name: str | None, pcfg: PipelineConfig) -> dedup_prior.PriorIndex:
+    """The on-disk index of earlier nights named by a ledger row (None: empty). A snapshot of the
+    former in-memory format (``*.npz``) is converted once, into a manifest of the same stem."""
+    cfg, cache = pcfg.dedup, pcfg.dedup.index_cache_mb
+    if name is None or not name.endswith(".npz"):
+        return dedup_prior.PriorIndex(root, name, cfg, cache)
+    converted = Path(name).stem + ".json"
+    if not (root / converted).exists():
+        entries = dedup.DedupIndex.load(root / name, cfg).entries()
+        docs = dedup_prior.Docs(
+            entries.ids.to_pylist(),
+            [entries.domain_names[c] if c >= 0 else None for c in entries.domains.tolist()],
+            entries.keys,
+            entries.sigs,
+        )
+        dedup_prior.PriorIndex(root, None, cfg, cache).append(docs, converted)
+    return dedup_prior.PriorIndex(root, converted, cfg, cache)
 
 
-def load_index(path: Path | None, pcfg: PipelineConfig) -> dedup.DedupIndex | None:
+def write_index(
+    root: Path, base: str | None, kept: dict[str, Any], pcfg: PipelineConfig, target: str
+) -> None:
+    """Append the kept documents to the index named ``base`` as manifest ``target``."""
+    prior = open_prior(root, base, pcfg)
+    sigs = np.concatenate(kept["sigs"]) if kept["sigs"] else np.zeros((0, pcfg.dedup.num_perm), np.uint32)
+    dtype = minhash.signature_dtype(pcfg.dedup.scheme)
+    docs = dedup_prior.Docs.build(kept["ids"], kept["urls"], kept["keys"], sigs.astype(dtype, copy=False))
+    prior.append(docs, target)
+
+
+def load_index(root: Path, name: str | None, pcfg: PipelineConfig) -> dedup_prior.NightIndex | None:
     """The dedup index of earlier runs (None when dedup is off)."""
     if not pcfg.dedup.enabled:
         return None
-    return dedup.DedupIndex.load(path, pcfg.dedup) if path else dedup.DedupIndex(pcfg.dedup)
+    try:
+        return dedup_prior.NightIndex(open_prior(root, name, pcfg))
+    except (dedup_prior.PriorIndexError, ValueError) as exc:
+        raise ValueError(f"cannot read dedup index: {exc}") from exc

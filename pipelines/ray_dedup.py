@@ -5,8 +5,9 @@ Exact content keys are shuffled so that equal keys meet; then the LSH band keys 
 documents are shuffled with their signatures, and each reducer verifies the candidate pairs of its
 buckets with the estimated-Jaccard check of ``DedupIndex``. The driver receives only the verified
 edges and similarities of buckets with two or more members and computes the connected components
-over those documents (the others are singletons). Nightly's index of earlier runs is shipped in
-slices through the object store and joins both shuffles, ranked first, as in ``DedupIndex.assign``.
+over those documents (the others are singletons). Nightly's on-disk index of earlier runs
+(filters/dedup_prior.py) is not shuffled: the map tasks look their keys up in it, and the earlier
+documents they find join both shuffles, ranked first, as in ``DedupIndex.assign``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import pyarrow.parquet as pq
 from poisonguard.core import minhash
 from poisonguard.core.files import write_table
 from poisonguard.core.ray_cluster import cluster_cpus, ray_module
-from poisonguard.filters import dedup
+from poisonguard.filters import dedup, dedup_prior
+from poisonguard.filters.dedup_prior import PriorIndex
 from poisonguard.pipelines import stages
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.stages import Duplicates
@@ -42,20 +44,23 @@ def _read_sigs(path: str, cfg: dedup.Config) -> np.ndarray:
     return stages.signatures_of(pq.read_table(path, columns=[stages.SIG_COLUMN]), cfg)
 
 
-def _exact_map(source: str | np.ndarray, offset: int, parts: int) -> list[pa.Table]:
-    """Content keys of one chunk (a scored work file), or of one slice of the prior index (its (n, 2)
-    key array), partitioned by key."""
-    if isinstance(source, np.ndarray):
-        arr = source
-    else:
-        keys = pq.read_table(source, columns=[stages.KEY_COLUMN]).column(stages.KEY_COLUMN).to_pylist()
-        arr = np.zeros((len(keys), 2), dtype=np.uint64)
-        for i, key in enumerate(keys):
-            if key:
-                arr[i] = np.frombuffer(key, dtype=np.uint64)
+def _exact_map(source: str, offset: int, parts: int, prior: PriorIndex | None = None) -> list[pa.Table]:
+    """Content keys of one chunk (a scored work file), partitioned by key; with ``prior`` (the
+    on-disk index of earlier nights), also a row for the earlier document that first held each key."""
+    keys = pq.read_table(source, columns=[stages.KEY_COLUMN]).column(stages.KEY_COLUMN).to_pylist()
+    arr = np.zeros((len(keys), 2), dtype=np.uint64)
+    for i, key in enumerate(keys):
+        if key:
+            arr[i] = np.frombuffer(key, dtype=np.uint64)
     has = np.flatnonzero((arr[:, 0] != 0) | (arr[:, 1] != 0))
-    table = pa.table({"k0": arr[has, 0], "k1": arr[has, 1], "rank": (has + offset).astype(np.int64)})
-    return _split(table, arr[has, 1] % np.uint64(parts), parts)
+    k0, k1, rank = arr[has, 0], arr[has, 1], (has + offset).astype(np.int64)
+    if prior is not None and len(prior):
+        leaders = prior.exact_leaders(arr)
+        old = np.flatnonzero(leaders >= 0)
+        k0, k1 = np.concatenate([k0, arr[old, 0]]), np.concatenate([k1, arr[old, 1]])
+        rank = np.concatenate([rank, leaders[old]])
+    table = pa.table({"k0": k0, "k1": k1, "rank": rank})
+    return _split(table, k1 % np.uint64(parts), parts)
 
 
 def _exact_reduce(*tables: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +69,10 @@ def _exact_reduce(*tables: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     k0, k1, rank = (t.column(c).to_numpy() for c in ("k0", "k1", "rank"))
     srt = np.lexsort((rank, k1, k0))
     k0, k1, rank = k0[srt], k1[srt], rank[srt]
+    # An earlier document is looked up by every chunk that holds its key: keep one row of it.
+    once = np.ones(len(rank), dtype=bool)
+    once[1:] = (k0[1:] != k0[:-1]) | (k1[1:] != k1[:-1]) | (rank[1:] != rank[:-1])
+    k0, k1, rank = k0[once], k1[once], rank[once]
     new = np.ones(len(rank), dtype=bool)
     new[1:] = (k0[1:] != k0[:-1]) | (k1[1:] != k1[:-1])
     leader = rank[np.maximum.accumulate(np.where(new, np.arange(len(rank)), 0))]
@@ -71,35 +80,50 @@ def _exact_reduce(*tables: pa.Table) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _band_map(
-    source: str | np.ndarray, offset: int, copies: np.ndarray, cfg: dedup.Config, parts: int
+    source: str,
+    offset: int,
+    copies: np.ndarray,
+    cfg: dedup.Config,
+    parts: int,
+    prior: PriorIndex | None = None,
 ) -> list[pa.Table]:
-    """One row per (band, candidate document) with its band key and signature, partitioned by key;
-    for one chunk (a scored work file) or one slice of the prior index (its signatures)."""
+    """One row per (band, candidate document) with its band key and signature, partitioned by key,
+    for one chunk (a scored work file); with ``prior``, also a row for every earlier candidate
+    document whose band key one of the chunk's equals (its signature read from disk), so that the
+    reducer that owns the key sees the whole bucket."""
     bands, rows = dedup.lsh_params(cfg)
-    sigs = source if isinstance(source, np.ndarray) else _read_sigs(source, cfg)
+    sigs = _read_sigs(source, cfg)
     n = len(sigs)
     rank = np.arange(offset, offset + n, dtype=np.int64)
     empty = minhash.empty_value(cfg.scheme)
     cand = ~np.all(sigs == empty, axis=1) & ~np.isin(rank, copies) if n else np.zeros(0, bool)
     csigs, crank = sigs[cand], rank[cand]
     width = sigs.shape[1] if sigs.ndim == 2 else cfg.num_perm
-    dtype = pa.uint32() if csigs.dtype == np.uint32 else pa.uint64()
-    flat_sigs = pa.FixedSizeListArray.from_arrays(
-        pa.array(np.tile(csigs, (bands, 1)).reshape(-1), dtype), width
-    )
     # The index's own band keys (a private helper, reused so that buckets are exactly the local ones).
-    keys = np.concatenate(
-        [dedup._band_keys(csigs, b, rows) for b in range(bands)] or [np.zeros(0, np.uint64)]
-    )
+    keys = [dedup._band_keys(csigs, b, rows) for b in range(bands)]
+    band_col = [np.full(len(csigs), b, np.int32) for b in range(bands)]
+    rank_col, sig_rows = [crank] * bands, [csigs] * bands
+    if prior is not None and len(prior) and len(csigs):
+        for b in range(bands):
+            uniq = np.unique(keys[b])
+            qpos, old = prior.band_members(b, uniq)
+            if len(old):
+                keys.append(uniq[qpos])
+                band_col.append(np.full(len(old), b, np.int32))
+                rank_col.append(old)
+                sig_rows.append(prior.sigs(old).astype(csigs.dtype, copy=False))
+    all_keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+    all_sigs = np.concatenate(sig_rows) if sig_rows else np.zeros((0, width), sigs.dtype)
+    dtype = pa.uint32() if all_sigs.dtype == np.uint32 else pa.uint64()
     table = pa.table(
         {
-            "band": pa.array(np.repeat(np.arange(bands, dtype=np.int32), len(csigs))),
-            "key": pa.array(keys, pa.uint64()),
-            "rank": pa.array(np.tile(crank, bands)),
-            "sig": flat_sigs,
+            "band": pa.array(np.concatenate(band_col) if band_col else np.zeros(0, np.int32)),
+            "key": pa.array(all_keys, pa.uint64()),
+            "rank": pa.array(np.concatenate(rank_col) if rank_col else np.zeros(0, np.int64)),
+            "sig": pa.FixedSizeListArray.from_arrays(pa.array(all_sigs.reshape(-1), dtype), width),
         }
     )
-    return _split(table, keys % np.uint64(parts), parts)
+    return _split(table, all_keys % np.uint64(parts), parts)
 
 
 def _only_part(fn: Callable[..., list[pa.Table]], *args: Any) -> pa.Table:
@@ -124,6 +148,10 @@ def _band_reduce(cfg: dedup.Config, *tables: pa.Table) -> list[Bucket]:
     band, key, rank = (t.column(c).to_numpy() for c in ("band", "key", "rank"))
     srt = np.lexsort((rank, key, band))
     band, key, rank = band[srt], key[srt], rank[srt]
+    # An earlier document is looked up by every chunk that shares its band key: keep one row of it.
+    once = np.ones(len(rank), dtype=bool)
+    once[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1]) | (rank[1:] != rank[:-1])
+    srt, band, key, rank = srt[once], band[once], key[once], rank[once]
     bounds = np.flatnonzero((band[1:] != band[:-1]) | (key[1:] != key[:-1])) + 1
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [len(rank)]))
@@ -183,32 +211,29 @@ class DedupResult:
     edges: int = 0
 
 
-PRIOR_SLICE_ROWS = 50_000  # prior-index documents per map task (about 25 MB of signatures at 128 perms)
-
-
-def _prior_slices(entries: dedup.IndexEntries, rows: int) -> list[tuple[int, Any, Any]]:
-    """(first rank, keys ref, signatures ref) per slice of the prior index, put in the object store."""
-    ray = ray_module()
-    n = len(entries.prior)
-    return [
-        (start, ray.put(entries.keys[start : start + rows]), ray.put(entries.sigs[start : start + rows]))
-        for start in range(0, n, rows)
-    ]
-
-
-def _prior_lookup(entries: dedup.IndexEntries, ranks: np.ndarray, cfg: dedup.Config) -> pa.Table:
-    """`_lookup`'s columns for documents of the prior index (on the driver, which holds it)."""
-    codes = entries.domains[ranks].tolist()
-    short = np.all(entries.sigs[ranks] == minhash.empty_value(cfg.scheme), axis=1)
+def _prior_lookup(prior: PriorIndex, ranks: np.ndarray, cfg: dedup.Config) -> pa.Table:
+    """`_lookup`'s columns for documents of earlier nights (read from the on-disk index)."""
+    short = np.all(prior.sigs(ranks) == minhash.empty_value(cfg.scheme), axis=1)
     return pa.table(
         {
             "rank": pa.array(ranks, pa.int64()),
-            "id": entries.ids.take(pa.array(ranks, pa.int64())).cast(pa.string()),
-            "domain": pa.array([entries.domain_names[c] if c >= 0 else None for c in codes], pa.string()),
+            "id": pa.array(prior.ids(ranks), pa.string()),
+            "domain": pa.array(prior.domains(ranks), pa.string()),
             "short": pa.array(short, pa.bool_()),
             "eligible": pa.array(np.zeros(len(ranks), bool), pa.bool_()),  # never chosen: not tonight's
         }
     )
+
+
+def _prior_names(
+    prior: PriorIndex | None, ids: list[str], first: int, clusters: list[str | None]
+) -> Callable[[str], bool] | None:
+    """``is_prior`` for the representative choice: the ids of earlier documents among the touched
+    ones, and any cluster name that an earlier document has (as the in-memory index answers)."""
+    if prior is None or not len(prior):
+        return None
+    names = set(ids[:first]) | prior.known_ids(sorted({c for c in clusters if c is not None}))
+    return names.__contains__
 
 
 def distributed_dedup(
@@ -216,21 +241,18 @@ def distributed_dedup(
     offsets: list[int],
     cfg: PipelineConfig,
     parts: int | None = None,
-    prior: dedup.DedupIndex | None = None,
-    prior_slice_rows: int = PRIOR_SLICE_ROWS,
+    prior: PriorIndex | None = None,
     keys_dir: Path | None = None,
 ) -> DedupResult:
     """Exact + near-duplicate clusters over all chunks, equal to ``DedupIndex.assign`` + the runner's
     representative choice, computed with two shuffles (see the module docstring).
 
-    `prior`: an index of documents of earlier runs (nightly), read only. Its documents go through
-    the same two shuffles as tonight's, ranked before them as in ``DedupIndex.assign``: each slice of
-    ``prior_slice_rows`` documents is put in the object store once and mapped by its own task, so
-    their band keys meet tonight's at the reducers that own the keys. Nothing of the index is
-    gathered anywhere but on the driver that loaded it. (Looking tonight's documents up in a prior
-    LSH table would cost less per night, but it would miss what the local index does: edges among
-    prior documents that a new document bridges, and the order in which buckets are verified; this
-    way the result equals the local engine's column for column.)
+    `prior`: the on-disk index of earlier nights (nightly), read only; its documents rank before
+    tonight's, as in ``DedupIndex.assign``. It is not shuffled: each map task looks its chunk's
+    content keys and band keys up in it and sends the earlier documents it finds (with their
+    signatures) to the reducers that own those keys, so a night costs what its own documents
+    touch. The clusters that earlier documents form among themselves come from the index's forest
+    (filters/dedup_prior.py), replayed with tonight's buckets in the local index's order.
 
     `keys_dir`: the renamed row keys of each chunk (:func:`write_renamed_keys`, same file names);
     documents are then named by their row keys (stages.RowKeys), as in the local engine's index.
@@ -247,18 +269,13 @@ def distributed_dedup(
         offsets + [offsets[-1] + pq.ParquetFile(chunk_paths[-1]).metadata.num_rows] if offsets else [0],
         dtype=np.int64,
     )
-    entries = prior.entries() if prior is not None and len(prior) else None
-    if entries is not None and not entries.prior.all():
-        raise ValueError("dedup_index: holds documents not added as prior (documents of earlier runs)")
-    n_prior = len(entries.prior) if entries is not None else 0
-    prior_parts = _prior_slices(entries, prior_slice_rows) if entries is not None else []
-    # Global ranks: the prior index's documents first, then tonight's in input order.
-    chunks: list[tuple[Any, int]] = [(p, o + n_prior) for p, o in zip(paths, offsets, strict=True)]
-    sources_keys = [(k, s) for s, k, _ in prior_parts] + chunks
-    sources_sigs = [(g, s) for s, _, g in prior_parts] + chunks
+    n_prior = len(prior) if prior is not None else 0
+    prior_ref = ray.put(prior) if n_prior else None
+    # Global ranks: the earlier nights' documents first, then tonight's in input order.
+    chunks: list[tuple[str, int]] = [(p, o + n_prior) for p, o in zip(paths, offsets, strict=True)]
 
     # Shuffle 1: content keys.
-    mapped = _map_all(_exact_map, [(src, o, parts) for src, o in sources_keys], parts)
+    mapped = _map_all(_exact_map, [(src, o, parts, prior_ref) for src, o in chunks], parts)
     reduce_exact = ray.remote(_exact_reduce)
     exact = ray.get([reduce_exact.remote(*[m[p] for m in mapped]) for p in range(parts)])
     del mapped
@@ -267,42 +284,31 @@ def distributed_dedup(
 
     # Shuffle 2: LSH band keys with signatures, buckets verified where they meet.
     copies_ref = ray.put(np.sort(copies))
-    mapped = _map_all(_band_map, [(src, o, copies_ref, dcfg, parts) for src, o in sources_sigs], parts)
+    mapped = _map_all(_band_map, [(src, o, copies_ref, dcfg, parts, prior_ref) for src, o in chunks], parts)
     reduce_band = ray.remote(_band_reduce)
     buckets: list[Bucket] = [
         b
         for part in ray.get([reduce_band.remote(dcfg, *[m[p] for m in mapped]) for p in range(parts)])
         for b in part
     ]
-    del mapped, prior_parts
+    del mapped
+    result = DedupResult(buckets=len(buckets), edges=sum(len(b[3]) for b in buckets))
     # The local index verifies buckets band by band, in band-key order; replaying them in that order
-    # gives the same skipped buckets (all members already joined), hence the same similarities.
-    buckets.sort(key=lambda b: (b[0], b[1]))
-
-    parts_touched = [copies, leaders] + [b[2] for b in buckets]
-    touched = np.unique(np.concatenate(parts_touched)) if parts_touched else np.zeros(0, np.int64)
+    # (with the earlier nights' forest edges of the clusters they touch) gives the same skipped
+    # buckets (all members already joined), hence the same similarities.
+    forest = np.zeros((0, 4), np.int64)
+    if prior is not None and n_prior:
+        old = np.concatenate([leaders[leaders < n_prior]] + [b[2][b[2] < n_prior] for b in buckets])
+        forest = prior.components(np.unique(old))[1]
+    rep = dedup_prior.replay(np.zeros(0, np.int64), copies, leaders, buckets, forest)
+    touched, max_sim = rep.nodes, rep.max_sim
     n = len(touched)
-    result = DedupResult(touched=n, buckets=len(buckets), edges=sum(len(b[3]) for b in buckets))
+    result.touched = n
     if not n:
         return result
-    uf = dedup.UnionFind(n)  # union by smallest index, as DedupIndex
-    max_sim = np.zeros(n, dtype=np.float64)
+    roots = np.searchsorted(touched, rep.roots)
     exact_of = np.full(n, -1, dtype=np.int64)
-    ci, cl = np.searchsorted(touched, copies), np.searchsorted(touched, leaders)
-    exact_of[ci] = cl
-    max_sim[ci] = 1.0
-    max_sim[cl] = 1.0
-    for a, b in zip(cl.tolist(), ci.tolist(), strict=True):
-        uf.union(a, b)
-    for _, _, members, pairs, best in buckets:
-        local = np.searchsorted(touched, members).tolist()
-        root0 = uf.find(local[0])
-        if all(uf.find(j) == root0 for j in local[1:]):
-            continue
-        np.maximum.at(max_sim, np.array(local), best)
-        for a, b in np.searchsorted(touched, pairs).tolist():
-            uf.union(a, b)
-    roots = np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
+    exact_of[np.searchsorted(touched, copies)] = np.searchsorted(touched, leaders)
 
     # Ids, domains and eligibility of the touched documents, read where their chunks are (those of
     # the prior index: on the driver, from the index it holds).
@@ -316,8 +322,8 @@ def distributed_dedup(
         ranks = touched[tonight][chunk_of == c]
         refs.append(lookup.remote(paths[c], offsets[c] + n_prior, ranks, cfg_ref, keys_file))
     found = ray.get(refs)
-    if entries is not None and not tonight.all():
-        found.insert(0, _prior_lookup(entries, touched[~tonight], dcfg))
+    if prior is not None and not tonight.all():
+        found.insert(0, _prior_lookup(prior, touched[~tonight], dcfg))
     info = pa.concat_tables(found)
     info = info.take(pc.sort_indices(info, [("rank", "ascending")]))
     ids = info.column("id").to_pylist()
@@ -353,7 +359,7 @@ def distributed_dedup(
         assign.column("dedup_cluster_id").to_pylist(),
         assign.column("dedup_exact_of").to_pylist(),
         eligible[first:],
-        prior.is_prior if entries is not None and prior is not None else None,
+        _prior_names(prior, ids, first, assign.column("dedup_cluster_id").to_pylist()),
     )
     full = pa.table(
         [

@@ -36,7 +36,8 @@ import pyarrow.parquet as pq
 
 from poisonguard.core.files import write_table
 from poisonguard.core.ray_cluster import cluster_cpus, connected, ray_module, wait_all
-from poisonguard.filters import campaign, dedup, perplexity, trigger_mining
+from poisonguard.filters import campaign, perplexity, trigger_mining
+from poisonguard.filters.dedup_prior import NightIndex
 from poisonguard.pipelines import cascade, policy, ray_dedup, stages
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.readers import read_documents
@@ -57,7 +58,7 @@ def run_filter_ray(
     show_progress: bool | str = True,
     extra_report: dict[str, Any] | None = None,
     lm_actors: int | None = None,
-    dedup_index: dedup.DedupIndex | None = None,
+    dedup_index: NightIndex | None = None,
     context_detectors: tuple[ContextDetector, ...] = (),
 ) -> dict[str, Any]:
     """`runner.run_filter` on a Ray cluster: same OUT files, same outcome and reasons per document.
@@ -225,7 +226,7 @@ def _dedup(
     run: Run,
     chunks: _Chunks,
     cfg: PipelineConfig,
-    dedup_index: dedup.DedupIndex | None,
+    dedup_index: NightIndex | None,
     context_detectors: tuple[ContextDetector, ...],
 ) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
     """Distributed dedup; the overrides per chunk go to OUT/_work/dedup/. Returns, per chunk
@@ -243,14 +244,17 @@ def _dedup(
         for detector in context_detectors:
             detector.observe(table)
         ids = table.column("id").to_pylist()
+        if is_prior is not None and dedup_index is not None:
+            dedup_index.prefetch_ids(ids)  # ids of earlier nights are looked up on disk
         ray_dedup.write_renamed_keys(run.work, number, ids, row_keys.add(ids), cfg.run.row_group_rows)
     touched: dict[int, np.ndarray] = {}
     if cfg.campaign.enabled and chunks.paths:
         _campaigns(run, chunks, cfg)
     if not cfg.dedup.enabled or not chunks.paths:
         return touched, row_keys.report()
+    prior = dedup_index.prior if dedup_index is not None else None
     result = ray_dedup.distributed_dedup(
-        chunks.paths, chunks.offsets, cfg, prior=dedup_index, keys_dir=run.work / "keys"
+        chunks.paths, chunks.offsets, cfg, prior=prior, keys_dir=run.work / "keys"
     )
     for c, table in result.overrides.items():
         target = ray_dedup.overrides_path(run.work, chunks.numbers[c])

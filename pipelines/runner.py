@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from poisonguard.core.schema import DOCUMENT_SCHEMA
 from poisonguard.filters import dedup, perplexity, suspicion, trigger_mining
+from poisonguard.filters.dedup_prior import NightIndex
 from poisonguard.pipelines import cascade, stages
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.readers import read_documents
@@ -36,7 +37,7 @@ def run_filter(
     show_progress: bool | str = True,
     extra_report: dict[str, Any] | None = None,
     lm_scorer: Any = None,
-    dedup_index: dedup.DedupIndex | None = None,
+    dedup_index: dedup.DedupIndex | NightIndex | None = None,
     context_detectors: tuple[ContextDetector, ...] = (),
 ) -> dict[str, Any]:
     """Filter `inputs` into `out`; returns the report (also written to OUT/report.json).
@@ -144,13 +145,15 @@ def _dedup(
     chunk_files: list[Path],
     docs_in: int,
     cfg: PipelineConfig,
-    dedup_index: dedup.DedupIndex | None,
+    dedup_index: dedup.DedupIndex | NightIndex | None,
     context_detectors: tuple[ContextDetector, ...],
 ) -> Duplicates:
     """One index over every chunk in input order (plus the documents of earlier runs)."""
     ids: list[str] = []
     eligible: list[bool] = []
-    index = (dedup_index or dedup.DedupIndex(cfg.dedup)) if cfg.dedup.enabled else None
+    index: dedup.DedupIndex | NightIndex | None = None
+    if cfg.dedup.enabled:
+        index = dedup_index if dedup_index is not None else dedup.DedupIndex(cfg.dedup)
     row_keys = stages.RowKeys(index.is_prior if index is not None else None)
     campaigns = stages.campaign_index(cfg)
     task = run.progress.start("dedup", total=docs_in, unit="docs")
@@ -162,6 +165,8 @@ def _dedup(
         for detector in context_detectors:
             detector.observe(table)
         eligible.extend(stages.eligible_rows(table, cfg))
+        if index is not None:
+            index.prefetch_ids(table.column("id").to_pylist())
         keys = row_keys.add(table.column("id").to_pylist())
         ids.extend(keys)
         if index is not None:

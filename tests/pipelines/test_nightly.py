@@ -371,6 +371,12 @@ def test_kill_9_at_any_point_then_rerun_gives_the_uninterrupted_result(
     assert result["status"] == ("skipped" if points == "after_commit" else "done")
     assert outcomes(out) == outcomes(reference / DATES[2])
     assert state_snapshot(root) == REFERENCE_STATE[2]
+    # The dedup index holds the states the ledger names and nothing a killed night left.
+    done = StateStore(root / "state.sqlite").run(DATES[2])
+    assert done is not None
+    manifests = {p.name for p in (root / "state-index").glob("*.json")}
+    assert manifests == {done["index_file"], done["base_index"]}
+    assert not list((root / "state-index").rglob("*.tmp"))
     if "," in points:  # the next night, built on the recovered state, is the same too
         stage(inbox, landing, 3)
         nightly(root, landing, 3)
@@ -574,7 +580,9 @@ def test_failed_run_is_recorded_and_copied_files_are_not_read_twice(inbox: Path,
     # The same content under another name (a re-delivered file) is not read again.
     (landing / "night1-copy.jsonl").write_bytes((inbox / "night1.jsonl").read_bytes())
     stage(inbox, landing, 2)
-    index = root / "state-index" / f"{DATES[1]}.npz"
+    done = StateStore(root / "state.sqlite").run(DATES[1])
+    assert done is not None and done["index_file"].endswith(".json")
+    index = root / "state-index" / done["index_file"]  # the manifest of the on-disk dedup index
     good = index.read_bytes()
     index.write_bytes(b"not an index")
     with pytest.raises(ValueError, match="cannot read dedup index"):

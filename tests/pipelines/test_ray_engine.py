@@ -25,6 +25,7 @@ from poisonguard.crawler.config import CrawlConfig
 from poisonguard.crawler.fanout import crawl_ray, merge_crawl_stats, partition_seeds
 from poisonguard.filters import dedup
 from poisonguard.filters.dedup import verify_bucket
+from poisonguard.filters.dedup_prior import Docs, PriorIndex
 from poisonguard.pipelines import ray_engine, stages
 from poisonguard.pipelines.config import PipelineConfig, load_config
 from poisonguard.pipelines.ray_dedup import chunk_assignment, distributed_dedup
@@ -254,14 +255,20 @@ def test_distributed_dedup_equals_the_index_on_dense_collisions(tmp_path: Path) 
     assert all(single.overrides[c].equals(t) for c, t in result.overrides.items())
 
 
-def test_distributed_dedup_with_a_prior_index_equals_the_index(tmp_path: Path) -> None:
-    """Documents of earlier runs (nightly's index, shipped in slices) rank first, name the clusters
-    they are in and keep them; near-copies among them are bridged by tonight's documents as in
-    DedupIndex. Signal columns, duplicate_of and kind must equal the local engine's."""
+@pytest.mark.parametrize("nights", [1, 2])
+def test_distributed_dedup_with_a_prior_index_equals_the_index(tmp_path: Path, nights: int) -> None:
+    """Documents of earlier runs (nightly's on-disk index, looked up by the map tasks) rank first,
+    name the clusters they are in and keep them; near-copies among them are bridged by tonight's
+    documents as in DedupIndex (over two earlier nights: through the index's forest). Signal
+    columns, duplicate_of and kind must equal the local engine's."""
     cfg, texts, ids, urls = _dense_corpus()
     sigs = np.asarray(dedup.signatures(texts, cfg.dedup))
     keys = dedup.content_keys(texts)
     cut = 230  # documents [0, cut) are the prior index; the exact copies at the end copy prior ones
+    on_disk = PriorIndex(tmp_path / "index", None, cfg.dedup, cache_mb=1)
+    for night, (a, b) in enumerate([(0, cut)] if nights == 1 else [(0, 120), (120, cut)]):
+        docs = Docs.build(ids[a:b], urls[a:b], keys[a:b], sigs[a:b].astype(np.uint32))
+        on_disk = on_disk.append(docs, f"night{night}.json")
 
     def prior_index() -> dedup.DedupIndex:
         prior = dedup.DedupIndex(cfg.dedup)
@@ -274,7 +281,7 @@ def test_distributed_dedup_with_a_prior_index_equals_the_index(tmp_path: Path) -
         local.assign(), ids[cut:], [True] * (len(ids) - cut), cfg, local.is_prior
     )
     paths, offsets = _write_chunks(tmp_path, texts[cut:], ids[cut:], urls[cut:], cfg, 53)
-    result = distributed_dedup(paths, offsets, cfg, parts=3, prior=prior_index(), prior_slice_rows=100)
+    result = distributed_dedup(paths, offsets, cfg, parts=3, prior=on_disk)
     got, dup, kind = [], [], []
     for c, (p, o) in enumerate(zip(paths, offsets, strict=True)):
         found = chunk_assignment(pq.read_table(p), o, result.overrides.get(c), cfg)
