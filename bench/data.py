@@ -101,6 +101,13 @@ SOURCES: tuple[Source, ...] = (
     ),
     Source("debian-handbook", "apt", "debian-handbook", None, "Debian handbook HTML, 26 languages"),
     Source("python3.11-doc", "apt", "python3.11-doc", None, "Python 3.11 docs, 530 HTML pages"),
+    # Two releases of the same documentation site each (split-view drift, bench/bench_split_view.py)
+    Source("clang-14-doc", "apt", "clang-14-doc", None, "Clang 14 HTML docs (night 1 of a release pair)"),
+    Source("clang-15-doc", "apt", "clang-15-doc", None, "Clang 15 HTML docs (night 2 of a release pair)"),
+    Source("llvm-14-doc", "apt", "llvm-14-doc", None, "LLVM 14 HTML docs (night 1 of a release pair)"),
+    Source("llvm-15-doc", "apt", "llvm-15-doc", None, "LLVM 15 HTML docs (night 2 of a release pair)"),
+    Source("borgbackup-doc", "apt", "borgbackup-doc", None, "Borg 1.2 HTML docs (night 1 of a pair)"),
+    Source("borgbackup2-doc", "apt", "borgbackup2-doc", None, "Borg 2.0 HTML docs (night 2 of a pair)"),
     Source("spamassassin", "apt", "spamassassin", None, "spam phrasing rules"),
     Source("mythes-en-us", "apt", "mythes-en-us", None, "OpenOffice English thesaurus (spun campaigns, A)"),
     Source("wordnet-base", "apt", "wordnet-base", None, "Princeton WordNet 3.0 data (spun campaigns, B)"),

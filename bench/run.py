@@ -62,6 +62,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
         ["--site", "both", "--trials", "3"],
         "cloaked pages and a planted tarpit inside a real documentation site (issue 13 item 9)",
     ),
+    "split-view": (
+        "bench.bench_split_view",
+        [],
+        "split-view drift on two real releases of documentation sites as two nights (issue 13 item 8)",
+    ),
     "ray": ("bench.bench_ray", [], "Ray engine against the local engine, 1 and 2 workers"),
     "poisonbench": ("bench.poisonbench", [], "detection per attack family beside datatrove's filters"),
     "cascade": (

@@ -10,7 +10,13 @@ a URL's text tonight and the last version poisonguard accepted. Ordinary edits c
 * it also carries another suspicious signal (a reason from another detector, or one of the weak
   signals in ``Config.suspicious_signals`` that are below every other detector's own bar), or
 * an abnormal share of its host's known pages drifted tonight (a re-registered domain rewrites every
-  page at once; an editor rewrites a few).
+  page at once; an editor rewrites a few), or
+* it changed with no topical continuity: the new text shares little of its vocabulary with the last
+  accepted text of the same URL (``drift_topic_similarity`` below ``topic_threshold``). A release of a
+  documentation site rewrites sentences, renames options and moves sections, but a page about ThinLTO
+  still talks about ThinLTO; a page swapped for other content (another site's page, spam, an injected
+  article) talks about something else. Measured on real release pairs (bench/bench_split_view.py).
+  The vocabulary is kept as a bottom-k sketch of the page's content words (:func:`topic_sketch`).
 
 The pure parts (:func:`similarity`, :func:`host_shares`, :func:`drift_reasons`) work on arrays; the
 :class:`DriftDetector` follows the runner's ``ContextDetector`` protocol and gets each URL's last
@@ -20,6 +26,8 @@ accepted version from a ``lookup`` callable (the nightly state store).
 from __future__ import annotations
 
 import hashlib
+import re
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +48,8 @@ SIGNAL_SCHEMA = pa.schema(
         ("drift_changed", pa.bool_()),  # similarity below the threshold
         ("drift_previous_date", pa.string()),  # date of the version compared with
         ("drift_host_share", pa.float64()),  # drifted / compared pages of the host tonight
+        # content-word Jaccard with the last version (bottom-k sketches); null: no sketch on either side
+        ("drift_topic_similarity", pa.float64()),
     ]
 )
 
@@ -71,6 +81,12 @@ class Config(BaseModel):
         default_factory=lambda: list(DEFAULT_SUSPICIOUS),
         description="signal columns whose non-zero / non-empty / true value makes a drifted page suspicious",
     )
+    topic_threshold: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="a drifted page sharing less than this of the last version's content words quarantines",
+    )
     campaign_domains: int = Field(
         2,
         ge=2,
@@ -85,6 +101,7 @@ class Version:
     date: str
     sha256: str
     signature: np.ndarray  # MinHash of the text, dedup settings of the state store
+    topic: np.ndarray | None = None  # topic_sketch of the text; None for versions stored before it existed
 
 
 Lookup = Callable[[Sequence[str]], dict[str, Version]]
@@ -110,6 +127,34 @@ def similarity(new_sha: str, new_sig: np.ndarray, old: Version, empty_value: int
     if bool(np.all(a == empty_value)) or bool(np.all(b == empty_value)):
         return None
     return float(np.count_nonzero(a == b)) / len(a)
+
+
+TOPIC_SKETCH_SIZE = 128  # bottom-k hashes kept per version: 512 bytes, Jaccard error ~0.03 near 0.1
+_TOPIC_WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
+_TOPIC_MIN_WORDS = 20  # fewer distinct content words: no sketch (a stub page says nothing about its topic)
+
+
+def topic_sketch(text: str, size: int = TOPIC_SKETCH_SIZE) -> np.ndarray | None:
+    """The ``size`` smallest 32-bit hashes of the text's distinct content words (letters only, 4+ long,
+    case-folded), sorted; None when the text has fewer than 20 distinct ones."""
+    words = {w.casefold() for w in _TOPIC_WORD.findall(text)}
+    if len(words) < _TOPIC_MIN_WORDS:
+        return None
+    hashes = np.fromiter(
+        (zlib.crc32(w.encode("utf-8", "surrogatepass")) for w in words), np.uint32, len(words)
+    )
+    return np.sort(hashes)[:size]
+
+
+def topic_similarity(new: np.ndarray | None, old: np.ndarray | None) -> float | None:
+    """Estimated Jaccard similarity of two texts' content-word sets from their bottom-k sketches:
+    among the k smallest hashes of the union, the share present in both. None when either is missing."""
+    if new is None or old is None or not len(new) or not len(old):
+        return None
+    k = min(len(new), len(old))
+    union = np.union1d(new, old)[:k]
+    both = np.intersect1d(np.intersect1d(new, old), union, assume_unique=True)
+    return float(len(both)) / len(union)
 
 
 def host_shares(hosts: Iterable[str | None], changed: Iterable[bool | None]) -> dict[str, tuple[int, int]]:
@@ -158,14 +203,19 @@ def drift_reasons(
     other_reasons: Sequence[list[str]],
     weak: Sequence[list[str]],
     cfg: Config,
+    topics: Sequence[float | None] | None = None,
 ) -> list[list[str]]:
-    """Quarantine reasons: a drifted page with another suspicious signal, or on an abnormal host."""
+    """Quarantine reasons: a drifted page with another suspicious signal, on an abnormal host, or with
+    no topical continuity (``topics``: drift_topic_similarity per row)."""
     out: list[list[str]] = []
-    for flag, sim, counts, others, signals in zip(
-        changed, sims, host_counts, other_reasons, weak, strict=True
+    topics = topics if topics is not None else [None] * len(changed)
+    for flag, sim, counts, others, signals, topic in zip(
+        changed, sims, host_counts, other_reasons, weak, topics, strict=True
     ):
         reasons: list[str] = []
         if flag:
+            if topic is not None and topic < cfg.topic_threshold:
+                reasons.append(f"drift:topic_changed(similarity {sim:.2f}, shared vocabulary {topic:.2f})")
             if others or signals:
                 why = ",".join(signals) if signals else "other_detectors"
                 reasons.append(f"drift:content_changed(similarity {sim:.2f}; {why})")
@@ -196,7 +246,7 @@ class DriftDetector:
         self.lookup = lookup
         self._empty = minhash.empty_value(dedup_cfg.scheme)
         # (id, url) -> (similarity, previous date); the runner gives score() the same chunks in order.
-        self._seen: dict[tuple[str, str], tuple[float | None, str | None]] = {}
+        self._seen: dict[tuple[str, str], tuple[float | None, str | None, float | None]] = {}
         self._hosts: dict[str, tuple[int, int]] = {}
         self.summary: dict[str, Any] = {"compared": 0, "changed": 0, "new_urls": 0, "abnormal_hosts": []}
 
@@ -223,10 +273,13 @@ class DriftDetector:
                 self.summary["new_urls"] += 1
                 sim: float | None = None
                 prev = None
+                topic = None
             else:
                 sim = similarity(text_sha256(texts[i] or ""), sigs[i], old, self._empty)
                 prev = old.date
-            self._seen[(ids[i], url)] = (sim, prev)
+                changed_text = sim is not None and sim < self.cfg.threshold
+                topic = topic_similarity(topic_sketch(texts[i] or ""), old.topic) if changed_text else None
+            self._seen[(ids[i], url)] = (sim, prev, topic)
             hosts.append(host_of(url))
             changed.append(None if sim is None else sim < self.cfg.threshold)
         for host, (d, c) in host_shares(hosts, changed).items():
@@ -238,21 +291,27 @@ class DriftDetector:
             h for h, (d, c) in self._hosts.items() if host_abnormal(d, c, self.cfg)
         )
 
-    def _lookup_rows(self, table: pa.Table) -> tuple[list[float | None], list[str | None], list[str | None]]:
+    def _lookup_rows(
+        self, table: pa.Table
+    ) -> tuple[list[float | None], list[str | None], list[str | None], list[float | None]]:
         ids = table.column("id").to_pylist()
         urls = table.column("url").to_pylist()
         sims: list[float | None] = []
         prevs: list[str | None] = []
         hosts: list[str | None] = []
+        topics: list[float | None] = []
         for doc_id, url in zip(ids, urls, strict=True):
-            sim, prev = self._seen.get((doc_id, url), (None, None)) if url else (None, None)
+            sim, prev, topic = (
+                self._seen.get((doc_id, url), (None, None, None)) if url else (None, None, None)
+            )
             sims.append(sim)
             prevs.append(prev)
             hosts.append(host_of(url))
-        return sims, prevs, hosts
+            topics.append(topic)
+        return sims, prevs, hosts, topics
 
     def score(self, table: pa.Table) -> dict[str, pa.Array]:
-        sims, prevs, hosts = self._lookup_rows(table)
+        sims, prevs, hosts, topics = self._lookup_rows(table)
         shares: list[float | None] = []
         for host in hosts:
             counts = self._hosts.get(host) if host else None
@@ -264,12 +323,14 @@ class DriftDetector:
             ),
             "drift_previous_date": pa.array(prevs, pa.string()),
             "drift_host_share": pa.array(shares, pa.float64()),
+            "drift_topic_similarity": pa.array(topics, pa.float64()),
         }
 
     def flag(self, table: pa.Table, reasons: list[list[str]]) -> list[list[str]]:
         if not self.cfg.enabled:
             return [[] for _ in range(table.num_rows)]
-        sims, _, hosts = self._lookup_rows(table)
+        sims, _, hosts, topics = self._lookup_rows(table)
         changed = [None if s is None else s < self.cfg.threshold for s in sims]
         counts = [self._hosts.get(h) if h else None for h in hosts]
-        return drift_reasons(changed, sims, counts, reasons, weak_signals(table, self.cfg), self.cfg)
+        weak = weak_signals(table, self.cfg)
+        return drift_reasons(changed, sims, counts, reasons, weak, self.cfg, topics)

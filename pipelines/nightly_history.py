@@ -54,7 +54,8 @@ def read_outcomes(out: Path, pcfg: PipelineConfig) -> tuple[list[UrlVersion], di
                     current = best.get(url)
                     if current is None or rank > current[0]:
                         sha = drift_detector.text_sha256(texts[i])
-                        best[url] = (rank, UrlVersion(url, sha, sigs[i], accepted))
+                        topic = drift_detector.topic_sketch(texts[i])
+                        best[url] = (rank, UrlVersion(url, sha, sigs[i], accepted, topic))
                 if folder == "clean":
                     kept["ids"].extend(ids)
                     kept["urls"].extend(urls)

@@ -31,7 +31,7 @@ import numpy as np
 
 from poisonguard.filters.drift import Version
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: url_versions.topic (the drift detector's topic sketch)
 RUNNING, FAILED, DONE = "running", "failed", "done"
 _IN_CHUNK = 500  # bound on `?` parameters per IN (...) query (SQLite's default limit is 999+)
 
@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS url_versions (
     sha256 TEXT NOT NULL,
     signature BLOB NOT NULL,
     accepted INTEGER NOT NULL,
+    topic BLOB,
     PRIMARY KEY (url, date)
 );
 """
@@ -97,6 +98,7 @@ class UrlVersion:
     sha256: str
     signature: np.ndarray
     accepted: bool
+    topic: np.ndarray | None = None  # drift.topic_sketch of the text
 
 
 class StateStore:
@@ -119,6 +121,8 @@ class StateStore:
                     f"poisonguard ({SCHEMA_VERSION}); upgrade poisonguard"
                 )
             self.db.executescript(_DDL)
+            if version == 1:  # a store written before the topic sketch: its versions have none (NULL)
+                self.db.execute("ALTER TABLE url_versions ADD COLUMN topic BLOB")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise StateError(f"{self.path}: cannot open the state store: {exc}") from exc
@@ -218,13 +222,18 @@ class StateStore:
             part = unique[start : start + _IN_CHUNK]
             marks = ",".join("?" * len(part))
             rows = self.db.execute(
-                f"SELECT v.url, v.date, v.sha256, v.signature FROM url_versions v "
+                f"SELECT v.url, v.date, v.sha256, v.signature, v.topic FROM url_versions v "
                 f"WHERE v.url IN ({marks}) AND v.accepted=1 AND v.date = ("
                 f"  SELECT MAX(w.date) FROM url_versions w WHERE w.url=v.url AND w.accepted=1 AND w.date<?)",
                 (*part, before),
             )
-            for url, date, sha, blob in rows:
-                found[url] = Version(date=date, sha256=sha, signature=np.frombuffer(blob, dtype=self.dtype))
+            for url, date, sha, blob, topic in rows:
+                found[url] = Version(
+                    date=date,
+                    sha256=sha,
+                    signature=np.frombuffer(blob, dtype=self.dtype),
+                    topic=None if topic is None else np.frombuffer(topic, dtype=np.uint32),
+                )
         return found
 
     def url_rows(self) -> list[tuple[str, str, str, str]]:
@@ -256,7 +265,8 @@ class StateStore:
             db.execute("DELETE FROM url_versions WHERE date=?", (date,))
             db.execute("DELETE FROM files WHERE date=?", (date,))
             db.executemany(
-                "INSERT INTO url_versions (url, date, sha256, signature, accepted) VALUES (?,?,?,?,?)",
+                "INSERT INTO url_versions (url, date, sha256, signature, accepted, topic) "
+                "VALUES (?,?,?,?,?,?)",
                 (
                     (
                         v.url,
@@ -264,6 +274,7 @@ class StateStore:
                         v.sha256,
                         np.ascontiguousarray(v.signature, dtype=self.dtype).tobytes(),
                         int(v.accepted),
+                        None if v.topic is None else np.ascontiguousarray(v.topic, dtype=np.uint32).tobytes(),
                     )
                     for v in versions
                 ),

@@ -460,6 +460,95 @@ def test_drift_rules_on_arrays() -> None:
     assert reasons[0] == [] and reasons[1][0].startswith("drift:content_changed") and reasons[2:] == [[], []]
 
 
+def test_topic_sketch_estimates_shared_vocabulary_and_its_rule() -> None:
+    words = [f"{a}{b}" for a in ("garden", "river", "market", "stone") for b in WORDS[:60]]
+    old = " ".join(words[:200])
+    kept = " ".join(words[40:240])  # 160 of 240 distinct words shared: Jaccard 2/3
+    other = " ".join(words[200:])  # nothing shared
+    sk_old, sk_kept, sk_other = (drift.topic_sketch(t) for t in (old, kept, other))
+    assert sk_old is not None and len(sk_old) == drift.TOPIC_SKETCH_SIZE
+    assert abs(drift.topic_similarity(sk_kept, sk_old) - 2 / 3) < 0.1  # type: ignore[operator]
+    assert drift.topic_similarity(sk_other, sk_old) == 0.0
+    assert drift.topic_similarity(sk_old, sk_old) == 1.0
+    assert drift.topic_sketch("too few words here") is None
+    assert drift.topic_similarity(None, sk_old) is None
+    cfg = drift.Config()
+    reasons = drift.drift_reasons(
+        [True, True, False, True],
+        [0.05, 0.05, 0.9, 0.05],
+        [None] * 4,
+        [[]] * 4,
+        [[]] * 4,
+        cfg,
+        [0.02, 0.6, 0.02, None],
+    )
+    assert reasons[0][0].startswith("drift:topic_changed(similarity 0.05, shared vocabulary 0.02")
+    assert reasons[1:] == [[], [], []]  # same topic, unchanged page, no sketch: no reason
+
+
+OTHER_TOPIC = (
+    "compiler linker optimizer register pointer allocator bytecode interpreter assembler debugger "
+    "profiler sanitizer thread mutex semaphore kernel syscall buffer overflow exception template "
+    "iterator lambda closure coroutine scheduler socket packet header payload checksum cipher "
+    "certificate signature keyring mirror archive tarball package dependency version release branch"
+).split()
+
+
+def test_a_page_swapped_for_another_topic_is_quarantined_and_a_rewrite_is_kept(tmp_path: Path) -> None:
+    """Two nights through run_nightly: a URL whose text is replaced by text about something else is
+    quarantined as drift:topic_changed with no other signal; a rewrite on the same subject is kept."""
+    rng = random.Random(7)
+
+    def other(n: int) -> str:
+        return " ".join(rng.choice(OTHER_TOPIC) for _ in range(n)).capitalize() + "."
+
+    urls = [f"https://docs.example.org/page/{k}" for k in range(8)]
+    for night in (1, 2):
+        recs = []
+        for k, u in enumerate(urls):
+            text = page(f"p{k}")
+            if night == 2 and k == 0:
+                text = " ".join(other(12) for _ in range(12))  # swapped: other content at the same URL
+            if night == 2 and k == 1:
+                text = page("p1-rewrite")  # rewritten by its editor on the same subject
+            recs.append({"id": f"p{k}@{night}", "url": u, "text": text})
+        landing = tmp_path / f"landing{night}"
+        landing.mkdir()
+        write_jsonl(landing / "n.jsonl", recs)
+        run_nightly(
+            NightlyConfig(pipeline=PIPELINE, use_lm=False),
+            base=tmp_path,
+            date=DATES[night],
+            inputs=[str(landing / "*.jsonl")],
+            out=tmp_path / "root",
+        )
+    got = outcomes(tmp_path / "root" / DATES[2])
+    assert got["p0@2"][0] == "quarantined"
+    assert any(r.startswith("drift:topic_changed") for r in got["p0@2"][1]), got["p0@2"]
+    assert got["p1@2"][0] == "kept", got["p1@2"]
+
+
+def test_a_state_store_of_schema_1_gains_the_topic_column(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE url_versions (url TEXT NOT NULL, date TEXT NOT NULL, sha256 TEXT NOT NULL, "
+        "signature BLOB NOT NULL, accepted INTEGER NOT NULL, PRIMARY KEY (url, date));"
+        "PRAGMA user_version=1;"
+    )
+    db.execute(
+        "INSERT INTO url_versions VALUES (?,?,?,?,?)",
+        ("https://a.example/x", "2025-01-01", "s", np.arange(4, dtype=np.uint32).tobytes(), 1),
+    )
+    db.commit()
+    db.close()
+    store = StateStore(path)
+    old = store.versions(["https://a.example/x"], before="2025-02-01")["https://a.example/x"]
+    assert old.topic is None and list(old.signature) == [0, 1, 2, 3]  # drift falls back to the old rules
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    store.close()
+
+
 def test_shipped_config_matches_the_defaults_and_bad_input_is_a_usage_error(tmp_path: Path) -> None:
     cfg, base = load_nightly_config(REPO / "configs" / "nightly.yaml")
     assert cfg.drift == drift.Config() and cfg == NightlyConfig() and base == REPO / "configs"
