@@ -6,14 +6,14 @@
    of the sampled poison they leave undecided come from bench/out (bench/lm_cache.py scores what is
    missing, once, and keeps it). A poisoned document counts as caught when the cheap stages
    quarantine it, or when it is routed to the LM and the LM flags it. Routing at budget b sends a
-   document when its suspicion_score is above the (1 - b) quantile of clean documents' scores: what
-   a budget of b does on a corpus that is almost all clean. Nothing in the score is fitted, so the
-   cross-source question is which corpus sets the thresholds: each clean source in turn (Wikipedia,
-   the Debian handbook in 9 languages, the rest), and the whole clean base. The generators (unigram
-   salad and an order-2 Markov chain over the carriers, P-TARPIT's Markov babble over Project
-   Gutenberg books) were never used to set anything, but the signal was chosen among five after
-   looking at these families (bench/RESULTS.md says which), so read the figures as in-sample for
-   that choice.
+   document when its route score (filters/suspicion.py route_score) is above the (1 - b) quantile of
+   clean documents' scores: what a budget of b does on a corpus that is almost all clean. The score's
+   constants are fitted on the Debian handbook's clean documents only (bench/fit_suspicion.py); the
+   thresholds come from each clean source in turn (Wikipedia, the handbook, the rest) and the whole
+   clean base. The generators (unigram salad and an order-2 Markov chain over the carriers,
+   P-TARPIT's Markov babble over Project Gutenberg books) never set anything, but the signals and
+   `combiner_min_words` were chosen after looking at these families, so read the figures as
+   in-sample for that choice.
 2. Speed, one run on the same input (the clean base at `--speed-per-category` documents per category,
    as one JSONL file), each in its own process: datatrove's FineWeb filters, `poisonguard filter
    --no-lm`, the default config (budgeted LM), a 3% budget, and the LM on every document (route:
@@ -138,7 +138,10 @@ def recall_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]
     summary: dict[str, Any] = {"fits": {}, "families": families}
     sections: list[str] = []
     # recomputed from the text: the cached cheap-stage table may predate a change of the score
-    scores = np.asarray(suspicion.score(decided, cfg.suspicion)[suspicion.SCORE].to_numpy(), dtype=float)
+    fresh = decided.drop_columns([c for c in decided.column_names if c.startswith(suspicion.PREFIX)])
+    for name, values in suspicion.score(decided, cfg.suspicion).items():
+        fresh = fresh.append_column(name, values)
+    scores = suspicion.route_score(fresh, cfg.suspicion, cfg.combiner)
     for group, clean_mask in clean_groups(category, is_clean).items():
         clean = scores[clean_mask]
         rows, result = [], {}
@@ -177,9 +180,11 @@ def recall_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]
         "## Recall per LM family at LM budgets (poisonbench sample; thresholds set on each clean source)\n",
         f"{len(sample)} sampled poison docs of the LM families (at most {args.lm_poison} per row); the cheap "
         f"stages leave {len(undecided)} of them to the LM. `no LM`: cheap stages alone; `100%`: the LM "
-        "scores every undecided document. Budget b routes a document when its suspicion_score is above "
-        "the (1 - b) quantile of the test clean documents' scores. `AUROC`: suspicion_score, family "
-        "against the test clean documents.",
+        "scores every undecided document. Budget b routes a document when its route score "
+        "(suspicion.route_score: the length-normalised order ratio, and the combiner for long documents) "
+        "is above the (1 - b) quantile of the test clean documents' scores. `AUROC`: route score, family "
+        "against the test clean documents. The score's constants are fitted on the Debian handbook alone "
+        "(bench/fit_suspicion.py), no poisoned document; the other clean sources never.",
         f"\nSmallest budget at which no family loses more than {MAX_LOSS:.0%} of recall against 100%: "
         f"**{whole:.0%}** with the thresholds a mixed corpus sets (the whole clean base; the default "
         f"`perplexity.budget`), {strict:.0%} if every single clean source must pass on its own (with 25 "

@@ -73,7 +73,7 @@ class Config(DetectorConfig):
     route: Literal["all", "suspicious"] = Field(
         default="suspicious",
         description="all: every undecided document; suspicious: the most suspicious `budget` share "
-        "(suspicion_score, filters/suspicion.py; the choice is pipelines/cascade.py)",
+        "(suspicion.route_score, filters/suspicion.py; the choice is pipelines/cascade.py)",
     )
     budget: float = Field(
         default=0.3,

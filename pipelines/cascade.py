@@ -3,8 +3,9 @@
 One pure function, shared by the local and the Ray engine (both call it per chunk of
 `run.batch_rows` documents, and chunk N holds the same documents in both), so the two route alike.
 With `perplexity.route: all` every undecided document goes to the LM. With `suspicious` (the
-default) at most `ceil(perplexity.budget x chunk rows)` of them do: those with the highest
-`suspicion_score` (filters/suspicion.py), ties in input order. The budget is a share of all the
+default) at most `ceil(perplexity.budget x chunk rows)` of them do: those ranked highest by
+`suspicion.route_score` (the suspicion score and, for long documents, the combiner's log-odds;
+filters/suspicion.py), ties in input order. The budget is a share of all the
 chunk's documents, so the LM's cost per document in is bounded whatever the cheap stages decide.
 """
 
@@ -13,11 +14,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import pyarrow as pa
 
+from poisonguard.filters import suspicion
 from poisonguard.filters.suspicion import SCORE
 from poisonguard.pipelines.config import PipelineConfig
+
+
+def route_columns(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The columns :func:`lm_rows` reads besides the documents."""
+    return (*suspicion.ROUTE_COLUMNS, *(t.column for t in cfg.combiner.terms))
 
 
 def lm_rows(table: pa.Table, cfg: PipelineConfig, undecided: Sequence[bool]) -> list[int]:
@@ -31,6 +37,6 @@ def lm_rows(table: pa.Table, cfg: PipelineConfig, undecided: Sequence[bool]) -> 
         return picked
     if SCORE not in table.column_names:
         raise ValueError(f"perplexity.route 'suspicious' needs the {SCORE} column (suspicion.enabled)")
-    scores = np.nan_to_num(table.column(SCORE).to_numpy(zero_copy_only=False).astype(np.float64), nan=0.0)
+    scores = suspicion.route_score(table, cfg.suspicion, cfg.combiner)
     chosen = sorted(picked, key=lambda i: (-scores[i], i))[:limit]
     return sorted(chosen)

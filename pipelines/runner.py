@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from poisonguard.core.schema import DOCUMENT_SCHEMA
-from poisonguard.filters import dedup, perplexity, suspicion, trigger_mining
+from poisonguard.filters import dedup, perplexity, trigger_mining
 from poisonguard.filters.dedup_prior import NightIndex
 from poisonguard.pipelines import cascade, stages
 from poisonguard.pipelines.config import PipelineConfig
@@ -218,7 +218,8 @@ def _lm_routes(chunk_files: list[Path], undecided: list[bool], cfg: PipelineConf
     offset = 0
     for path in chunk_files:
         names = pq.read_schema(path).names
-        table = pq.read_table(path, columns=[c for c in ("id", suspicion.SCORE) if c in names])
+        wanted = ("id", *cascade.route_columns(cfg))
+        table = pq.read_table(path, columns=[c for c in wanted if c in names])
         routes.append(cascade.lm_rows(table, cfg, undecided[offset : offset + table.num_rows]))
         offset += table.num_rows
     return routes

@@ -7,6 +7,7 @@ import random
 import pyarrow as pa
 
 from poisonguard.filters import suspicion
+from poisonguard.pipelines.config import load_config
 
 # Ordinary prose written for this test (about 330 words).
 PROSE = (
@@ -46,10 +47,45 @@ def test_word_salad_ranks_above_the_prose_it_is_made_from() -> None:
     assert columns[suspicion.ORDER_RATIO].null_count == 0
 
 
-def test_short_or_missing_text_gets_no_ratio_and_score_zero() -> None:
+def test_short_or_missing_text_gets_no_ratio_and_the_lowest_score() -> None:
     columns = suspicion.score(pa.table({"text": ["just a few words here", None]}), CFG)
     assert columns[suspicion.ORDER_RATIO].null_count == 2
-    assert columns[suspicion.SCORE].to_pylist() == [0.0, 0.0]
+    assert columns[suspicion.ORDER_Z].null_count == 2
+    assert columns[suspicion.WORDS].to_pylist() == [5, 0]
+    assert columns[suspicion.SCORE].to_pylist() == [suspicion.NULL_SCORE] * 2
+
+
+def test_the_same_ratio_is_more_suspicious_in_a_longer_document() -> None:
+    # Real text compresses better in order the longer it is, so a ratio that is ordinary for 150 words
+    # is far above real text at 1,500; beyond the curve's ends the nearest point holds.
+    short, long = suspicion.order_z(0.97, 150), suspicion.order_z(0.97, 1500)
+    assert short is not None and long is not None and long > short + 1.5
+    assert suspicion.order_z(0.97, 20) == short and suspicion.order_z(0.97, 10**6) == long
+    assert suspicion.order_z(None, 500) is None
+
+
+def test_route_score_adds_the_combiner_for_long_documents_only() -> None:
+    combiner_cfg = load_config().combiner
+    # No topic reuse, every content word new, quotes left open: high combiner log-odds.
+    signals = {
+        "coherence_topic_reuse": [0.0, 0.0],
+        "coherence_far_reuse": [0.0, 0.0],
+        "coherence_type_ratio": [1.0, 1.0],
+        "coherence_quote_imbalance": [0.5, 0.5],
+        "language_confidence": [0.9, 0.9],
+    }
+    table = pa.table(
+        {
+            suspicion.SCORE: pa.array([0.5, 0.5], pa.float32()),
+            suspicion.WORDS: pa.array([CFG.combiner_min_words - 1, CFG.combiner_min_words], pa.int32()),
+            **signals,
+        }
+    )
+    short, long = suspicion.route_score(table, CFG, combiner_cfg)
+    assert short == 0.5  # too short: the combiner is not asked
+    assert long > 2.0  # the combiner's standardised log-odds, far above the order z
+    off = suspicion.route_score(table, CFG, combiner_cfg.model_copy(update={"terms": []}))
+    assert list(off) == [0.5, 0.5]
 
 
 def test_score_is_deterministic_and_reads_at_most_max_words() -> None:
