@@ -25,6 +25,9 @@ Direction = Literal["above", "below"]
 
 ScoreFn = Callable[[pa.Table, Any], dict[str, pa.Array]]
 ReasonsFn = Callable[[pa.Table, Any], list[list[str]]]
+# Given the whole pipeline config once it is valid: raises ValueError, naming the key, for what one
+# section cannot say alone (a file it names that cannot be used, a knob that needs another detector).
+ConfigCheckFn = Callable[[Any], None]
 
 
 class DetectorConfig(BaseModel):
@@ -63,12 +66,15 @@ class Detector(Protocol):
     def flag(self) -> ReasonsFn: ...
     @property
     def filter_reasons(self) -> ReasonsFn | None: ...
+    @property
+    def check_config(self) -> ConfigCheckFn | None: ...
 
 
 @dataclass(frozen=True)
 class Spec:
     """A detector's registry entry. ``name`` is also its config section and the prefix of its
-    signal columns; ``filter_reasons`` (opt-in, non-security rules: ``filtered``) may be None."""
+    signal columns; ``filter_reasons`` (opt-in, non-security rules: ``filtered``) and
+    ``check_config`` (run when the config is loaded, before any work) may be None."""
 
     name: str
     stage: Stage
@@ -77,6 +83,7 @@ class Spec:
     score: ScoreFn
     flag: ReasonsFn
     filter_reasons: ReasonsFn | None = None
+    check_config: ConfigCheckFn | None = None
 
     def __post_init__(self) -> None:
         for signal in self.signals:

@@ -616,15 +616,18 @@ class PerplexityScorer:
                     at += n
         return out
 
-    def _context_gains(self, plans: list[_Plan], per_text: list[list[np.ndarray]]) -> dict[int, float]:
+    def _context_gains(
+        self, plans: list[_Plan], per_text: list[list[np.ndarray]], joined: list[np.ndarray]
+    ) -> dict[int, float]:
         """``context_gain`` of the candidates (by text index): one more pass over a few short chunks
-        each, every chunk alone after the separator, so a token sees at most `context_chunk` tokens."""
+        each, every chunk alone after the separator, so a token sees at most `context_chunk` tokens.
+        `joined`: each text's NLLs in one array (:func:`joined_nll`)."""
         cfg, c = self.cfg, self.cfg.context_chunk
         shift = 0 if self.lm.prefix_id is not None else 1
         chunks: list[Any] = []
         owner: list[tuple[int, np.ndarray]] = []  # (text, the chunk's full-context NLLs)
         for u, plan in enumerate(plans):
-            nll = np.concatenate(per_text[u]) if per_text[u] else np.zeros(0)
+            nll = joined[u]
             if not gain_candidate(float(nll.mean()) if len(nll) else None, len(nll), cfg):
                 continue
             for s, st in _context_chunks(per_text[u], [len(w) for w in plan.ids], cfg, shift):
@@ -657,8 +660,9 @@ class PerplexityScorer:
 
     def score_prepared(self, prep: _Prepared) -> dict[str, pa.Array]:
         per_text = self._per_text_nll(prep.plans)
-        results = text_signals(prep.uniq, prep.plans, per_text, self._signal_args())
-        for u, gain in self._context_gains(prep.plans, per_text).items():
+        joined = joined_nll(per_text)
+        results = text_signals(prep.uniq, prep.plans, joined, self._signal_args())
+        for u, gain in self._context_gains(prep.plans, per_text, joined).items():
             results[u]["context_gain"] = gain
         return _columns(prep, results)
 
@@ -709,22 +713,27 @@ class PerplexityScorer:
                 yield self.score_prepared(pending.result())
 
 
+def joined_nll(per_text: Sequence[list[np.ndarray]]) -> list[np.ndarray]:
+    """Each text's window NLLs as one array, in reading order: made once, read by the per-document
+    signals and by the context-gain pass."""
+    return [np.concatenate(nlls) if nlls else np.zeros(0) for nlls in per_text]
+
+
 def text_signals(
     uniq: Sequence[str],
     plans: Sequence[_Plan],
-    per_text: Sequence[list[np.ndarray]],
+    joined: Sequence[np.ndarray],
     args: tuple[Config, float, bool],
 ) -> list[dict[str, Any]]:
-    """The per-document signals (without context gain) from each text's window NLLs."""
+    """The per-document signals (without context gain) from each text's NLLs (:func:`joined_nll`)."""
     cfg, ln_vocab, prefixed = args
     results = []
-    for text, plan, nlls in zip(uniq, plans, per_text, strict=True):
+    for text, plan, nll in zip(uniq, plans, joined, strict=True):
         kept = [
             np.asarray(offs, dtype=np.int64).reshape(-1, 2)[(0 if prefixed else 1) :] for offs in plan.offsets
         ]
         offsets = np.concatenate(kept) if kept else np.zeros((0, 2), dtype=np.int64)
         segs = np.repeat(np.arange(len(kept)), [len(k) for k in kept])
-        nll = np.concatenate(nlls) if nlls else np.zeros(0)
         results.append(_signals(text, nll, offsets, segs, cfg, ln_vocab))
     return results
 
@@ -780,10 +789,11 @@ class _PooledStream:
         prep, futures = submitted
         prep.plans = [plan for f in futures for plan in f.result()]
         per_text = self.scorer._per_text_nll(prep.plans)
-        gains = self.scorer._context_gains(prep.plans, per_text)
+        joined = joined_nll(per_text)
+        gains = self.scorer._context_gains(prep.plans, per_text, joined)
         args = self.scorer._signal_args()
         signal_futures = [
-            self.pool.submit(text_signals, prep.uniq[a:b], prep.plans[a:b], per_text[a:b], args)
+            self.pool.submit(text_signals, prep.uniq[a:b], prep.plans[a:b], joined[a:b], args)
             for a, b in self._chunks(len(prep.uniq))
         ]
         return prep, gains, signal_futures
@@ -927,6 +937,19 @@ DECLARED_SIGNALS = (
     Signal("perplexity_context_gain", "incoherent_context_gain", "below"),
 )
 
+
+def check_config(cfg: Any) -> None:
+    # The LM cascade (pipelines/cascade.py) ranks by the suspicion detector's score.
+    if cfg.perplexity.enabled and cfg.perplexity.route == "suspicious" and not cfg.suspicion.enabled:
+        raise ValueError("perplexity.route 'suspicious' needs suspicion.enabled (or set route: all)")
+
+
 DETECTOR = Spec(
-    name="perplexity", stage="lm", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag
+    name="perplexity",
+    stage="lm",
+    config=Config,
+    signals=DECLARED_SIGNALS,
+    score=score,
+    flag=flag,
+    check_config=check_config,
 )

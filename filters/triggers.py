@@ -426,6 +426,22 @@ DECLARED_SIGNALS = (
     Signal("triggers_discussion"),
 )
 
+
+def check_config(cfg: Any) -> None:
+    """The lists file the config names must be usable now, before any output exists."""
+    if cfg.triggers.lists_file is not None:
+        try:
+            load_lists(str(cfg.triggers.lists_file))
+        except Exception as exc:  # missing file, bad YAML, bad lists: all mean the same here
+            raise ValueError(f"triggers.lists_file: cannot use {cfg.triggers.lists_file}: {exc}") from exc
+
+
 DETECTOR = Spec(
-    name="triggers", stage="cheap", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag
+    name="triggers",
+    stage="cheap",
+    config=Config,
+    signals=DECLARED_SIGNALS,
+    score=score,
+    flag=flag,
+    check_config=check_config,
 )

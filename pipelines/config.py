@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from poisonguard.crawler.config import CrawlConfig
 from poisonguard.filters import combiner as combiner_policy
 from poisonguard.filters import trigger_mining as trigger_mining_pass
-from poisonguard.filters import triggers as triggers_detector
 from poisonguard.filters.registry import DETECTORS
 from poisonguard.pipelines.fields import InputConfig
 from poisonguard.pipelines.readers import DEFAULT_MAX_RECORD_BYTES
@@ -66,13 +65,6 @@ class _Sections(BaseModel):
     if TYPE_CHECKING:  # the detector sections (filters/registry.py) and `crawl`, made below
 
         def __getattr__(self, name: str) -> Any: ...
-
-    @model_validator(mode="after")
-    def _routing_needs_the_score(self) -> _Sections:
-        # The LM cascade (pipelines/cascade.py) ranks by the suspicion detector's score.
-        if self.perplexity.enabled and self.perplexity.route == "suspicious" and not self.suspicion.enabled:
-            raise ValueError("perplexity.route 'suspicious' needs suspicion.enabled (or set route: all)")
-        return self
 
 
 # The whole config: the sections above, then each detector's (named after it, in registry order),
@@ -148,13 +140,15 @@ def _bools_as_numbers(data: dict[str, Any], model: BaseModel, path: str = "") ->
     return found
 
 
-def _check_files(cfg: PipelineConfig) -> None:
-    """Files the config names must be readable now, before any output exists."""
-    if cfg.triggers.lists_file is not None:
+def _check_detectors(cfg: PipelineConfig, where: str) -> None:
+    """Each detector's own checks over the whole config (filters/contract.py: check_config)."""
+    for detector in DETECTORS:
+        if detector.check_config is None:
+            continue
         try:
-            triggers_detector.load_lists(str(cfg.triggers.lists_file))
-        except Exception as exc:  # missing file, bad YAML, bad lists: all mean the same here
-            raise ConfigError(f"triggers.lists_file: cannot use {cfg.triggers.lists_file}: {exc}") from exc
+            detector.check_config(cfg)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: invalid config: {exc}") from exc
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
@@ -181,5 +175,5 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     wrong = _bools_as_numbers(data, cfg)
     if wrong:
         raise ConfigError(f"{where}: invalid config: {', '.join(wrong)}: expected a number, not true/false")
-    _check_files(cfg)
+    _check_detectors(cfg, where)
     return cfg

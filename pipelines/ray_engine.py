@@ -39,8 +39,10 @@ from poisonguard.core.ray_cluster import cluster_cpus, connected, ray_module, wa
 from poisonguard.filters import campaign, perplexity, trigger_mining
 from poisonguard.filters.dedup_prior import NightIndex
 from poisonguard.pipelines import cascade, policy, ray_dedup, stages
+from poisonguard.pipelines.commit import commit_output
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.readers import read_documents
+from poisonguard.pipelines.shard_output import Output, output_schema
 from poisonguard.pipelines.stages import ContextDetector, Run
 
 CHUNK_COLUMN = "_chunk"
@@ -99,7 +101,7 @@ def run_filter_ray(
         verdicts = _lm_verdicts(run, chunks, touched, cfg) if not context_detectors else []
         run.timings["stage:lm"] = time.perf_counter() - start
         start = time.perf_counter()
-        output = stages.Output(out, stages.output_schema(chunks.paths, context_detectors), cfg)
+        output = Output(out, output_schema(chunks.paths, context_detectors), cfg)
         mined = (miner.frozen(),) if miner is not None else ()
         _decide_and_write(run, chunks, cfg, verdicts, context_detectors, mined, output)
         run.timings["stage:write"] = time.perf_counter() - start
@@ -112,7 +114,7 @@ def run_filter_ray(
         }
         if miner is not None:
             extra["triggers_mined"] = miner.report()
-        return stages.commit_output(run, cfg, output, lm_rows=lm_rows, extra_report=extra)
+        return commit_output(run, cfg, output, lm_rows=lm_rows, extra_report=extra)
 
 
 class _Chunks:
@@ -448,7 +450,7 @@ def _decide_and_write(
     verdicts: list[tuple[int, list[str]]],
     context_detectors: tuple[ContextDetector, ...],
     mined: tuple[ContextDetector, ...],
-    output: stages.Output,
+    output: Output,
 ) -> None:
     """`mined`: the mined triggers, flagged after the context detectors (the local engine's order)."""
     if context_detectors:  # decided on the driver, in input order, as the local engine does

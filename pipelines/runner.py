@@ -21,8 +21,10 @@ from poisonguard.core.schema import DOCUMENT_SCHEMA
 from poisonguard.filters import dedup, perplexity, trigger_mining
 from poisonguard.filters.dedup_prior import NightIndex
 from poisonguard.pipelines import cascade, stages
+from poisonguard.pipelines.commit import commit_output
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.readers import read_documents
+from poisonguard.pipelines.shard_output import Output, output_schema
 from poisonguard.pipelines.stages import ContextDetector, Duplicates, Run
 
 
@@ -61,7 +63,7 @@ def run_filter(
     )
     lm_rows = _timed(run, "stage:lm", lambda: _language_model(run, chunk_files, duplicates, cfg, lm_scorer))
     start = time.perf_counter()
-    output = stages.Output(out, stages.output_schema(chunk_files, context_detectors), cfg)
+    output = Output(out, output_schema(chunk_files, context_detectors), cfg)
     quarantined_ids: set[str] = set()
     offset = 0
     task = run.progress.start("write", total=docs_in, unit="docs")
@@ -77,7 +79,7 @@ def run_filter(
     extra = {"duplicate_ids": duplicates.row_keys_report, **(extra_report or {})}
     if miner is not None:
         extra["triggers_mined"] = miner.report()
-    return stages.commit_output(run, cfg, output, lm_rows=lm_rows, extra_report=extra)
+    return commit_output(run, cfg, output, lm_rows=lm_rows, extra_report=extra)
 
 
 def _timed(run: Run, name: str, step: Callable[[], Any]) -> Any:

