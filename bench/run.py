@@ -68,6 +68,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
         "split-view drift on two real releases of documentation sites as two nights (issue 13 item 8)",
     ),
     "ray": ("bench.bench_ray", [], "Ray engine against the local engine, 1 and 2 workers"),
+    "prior-index": (
+        "bench.bench_prior_index",
+        [],
+        "on-disk dedup index of earlier nights: RSS and lookup rate over 20 M documents (issue 14 item 5)",
+    ),
     "poisonbench": ("bench.poisonbench", [], "detection per attack family beside datatrove's filters"),
     "cascade": (
         "bench.bench_cascade",

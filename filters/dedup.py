@@ -239,8 +239,11 @@ class UnionFind:
 def _band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
     """A 64-bit key per row for one band (collisions only add candidates, which are verified)."""
     h = np.full(len(sig), (0x9E3779B97F4A7C15 * (band + 1)) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
-    for j in range(band * rows, (band + 1) * rows):
-        h = h * np.uint64(0x100000001B3) + sig[:, j].astype(np.uint64)
+    # The band's columns copied once, one contiguous row per permutation (a column of a wide
+    # signature array is a strided read per document).
+    cols = np.ascontiguousarray(sig[:, band * rows : (band + 1) * rows].T, dtype=np.uint64)
+    for col in cols:
+        h = h * np.uint64(0x100000001B3) + col
     return minhash._fmix64(h)
 
 

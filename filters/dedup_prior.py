@@ -37,7 +37,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,6 +270,15 @@ class Replay:
     nodes: np.ndarray  # sorted ranks
     roots: np.ndarray  # per node: the smallest rank of its cluster
     max_sim: np.ndarray  # per node
+    joins: np.ndarray  # (m, 4): the edges that joined two clusters, in order (a, b, band, key bits)
+
+
+Verify = Callable[[int], tuple[np.ndarray, np.ndarray]]  # bucket number -> (pairs of ranks, best)
+
+
+def _stamp(band: int, key: int) -> int:
+    """A band key (uint64) as the int64 with the same bits (the forest's storage)."""
+    return int(np.array([key], np.uint64).view(np.int64)[0])
 
 
 def replay(
@@ -278,46 +287,59 @@ def replay(
     leaders: np.ndarray,
     buckets: list[Bucket],
     forest: np.ndarray,
+    verify: Verify | None = None,
 ) -> Replay:
     """Clusters as ``DedupIndex.assign`` forms them: exact copies first, then the buckets in (band,
     band key) order, a bucket skipped when its members are already one cluster; the earlier nights'
     forest edges (rows of a, b, band, key) are applied in the same order, after a bucket of tonight
-    with the same band and key."""
+    with the same band and key. ``verify``: verifies bucket ``i`` when it is reached and not skipped
+    (then its pairs and best in ``buckets`` are not used); else the buckets come verified."""
     parts = [extra_nodes, copies, leaders, forest[:, 0], forest[:, 1]] + [b[2] for b in buckets]
     nodes = np.unique(np.concatenate([np.asarray(p, np.int64) for p in parts]))
     n = len(nodes)
     uf = dedup.UnionFind(n)
     max_sim = np.zeros(n, dtype=np.float64)
+    joins: list[tuple[int, int, int, int]] = []
+
+    def join(a: int, b: int, band: int, stamp: int) -> None:
+        ra, rb = uf.find(a), uf.find(b)
+        if ra != rb:
+            uf.union(ra, rb)
+            joins.append((int(nodes[a]), int(nodes[b]), band, stamp))
+
     ci, cl = np.searchsorted(nodes, copies), np.searchsorted(nodes, leaders)
     max_sim[ci] = 1.0
     max_sim[cl] = 1.0
     for a, b in zip(cl.tolist(), ci.tolist(), strict=True):
-        uf.union(a, b)
+        join(a, b, EXACT_BAND, 0)
     exact = forest[:, 2] == EXACT_BAND
     fa, fb = np.searchsorted(nodes, forest[:, 0]), np.searchsorted(nodes, forest[:, 1])
     for a, b in zip(fa[exact].tolist(), fb[exact].tolist(), strict=True):
-        uf.union(a, b)
+        join(a, b, EXACT_BAND, 0)
     # Events in (band, key, kind) order: kind 0 a bucket of tonight, 1 an earlier forest edge.
     lsh = np.flatnonzero(~exact)
     events = [(b[0], b[1], 0, i) for i, b in enumerate(buckets)]
     fkeys = forest[:, 3].astype(np.int64).view(np.uint64)
     events += [(int(forest[j, 2]), int(fkeys[j]), 1, int(j)) for j in lsh.tolist()]
     events.sort()
-    for _, _, kind, i in events:
+    for band, key, kind, i in events:
         if kind == 1:
-            uf.union(int(fa[i]), int(fb[i]))
+            join(int(fa[i]), int(fb[i]), band, int(forest[i, 3]))
             continue
-        _, _, members, pairs, best = buckets[i]
+        members = buckets[i][2]
         local = np.searchsorted(nodes, members)
         ms = local.tolist()
         root0 = uf.find(ms[0])
         if all(uf.find(j) == root0 for j in ms[1:]):
             continue
+        pairs, best = verify(i) if verify is not None else (buckets[i][3], buckets[i][4])
         np.maximum.at(max_sim, local, best)
+        stamp = _stamp(band, key)
         for a, b in np.searchsorted(nodes, pairs).reshape(-1, 2).tolist():
-            uf.union(a, b)
+            join(a, b, band, stamp)
     roots = nodes[np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)]
-    return Replay(nodes, roots, max_sim)
+    joined = np.array(joins, dtype=np.int64).reshape(-1, 4)
+    return Replay(nodes, roots, max_sim, joined)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -500,40 +522,52 @@ class PriorIndex:
 
     # -- buckets ------------------------------------------------------------------------------
 
-    def buckets(self, docs: Docs, offset: int, cand: np.ndarray) -> list[Bucket]:
-        """Verified LSH buckets (two or more members) that hold one of ``docs`` (ranked ``offset +
-        i``; ``cand``: the ones that take part in LSH), with every earlier candidate member."""
-        need = int(np.ceil(self.cfg.threshold * self.cfg.num_perm - 1e-9))
+    def buckets(self, docs: Docs, offset: int, cand: np.ndarray) -> tuple[list[Bucket], Verify]:
+        """The LSH buckets (two or more members) that hold one of ``docs`` (ranked ``offset + i``;
+        ``cand``: the ones that take part in LSH), with every earlier candidate member, and the
+        function that verifies one of them (the signatures of the earlier members are read once,
+        here; a bucket is verified only if the replay reaches it unjoined)."""
         cidx = np.flatnonzero(cand)
         out: list[Bucket] = []
-        if not len(cidx):
-            return out
-        csigs = docs.sigs[cidx]
-        for band in range(self.bands):
-            bkeys = dedup._band_keys(csigs, band, self.rows)
-            uniq, inv = np.unique(bkeys, return_inverse=True)
-            qpos, pranks = self.band_members(band, uniq)
-            n_new = np.bincount(inv, minlength=len(uniq))
-            n_old = np.bincount(qpos, minlength=len(uniq))
-            multi = np.flatnonzero(n_new + n_old >= 2)
-            if not len(multi):
-                continue
-            new_order = np.argsort(inv, kind="stable")
-            new_start = np.concatenate(([0], np.cumsum(n_new)))
-            old_start = np.concatenate(([0], np.cumsum(n_old)))
-            old_needed = np.unique(pranks)
-            old_sigs = self.sigs(old_needed)
-            for u in multi.tolist():
-                olds = pranks[old_start[u] : old_start[u + 1]]
-                news = cidx[new_order[new_start[u] : new_start[u + 1]]]
-                members = np.concatenate([olds, news + offset])
-                sigs = np.concatenate([old_sigs[np.searchsorted(old_needed, olds)], docs.sigs[news]])
-                edges, best = dedup.verify_bucket(sigs, need, self.cfg.max_bucket_exemplars)
-                pairs = members[np.array(edges, dtype=np.int64).reshape(-1, 2)]
-                out.append((band, int(uniq[u]), members, pairs, best))
-        return out
+        none = np.zeros((0, 2), np.int64)
+        if len(cidx):
+            csigs = docs.sigs[cidx]
+            for band in range(self.bands):
+                bkeys = dedup._band_keys(csigs, band, self.rows)
+                uniq, inv = np.unique(bkeys, return_inverse=True)
+                qpos, pranks = self.band_members(band, uniq)
+                n_new = np.bincount(inv, minlength=len(uniq))
+                n_old = np.bincount(qpos, minlength=len(uniq))
+                multi = np.flatnonzero(n_new + n_old >= 2)
+                new_order = np.argsort(inv, kind="stable")
+                new_start = np.concatenate(([0], np.cumsum(n_new)))
+                old_start = np.concatenate(([0], np.cumsum(n_old)))
+                for u in multi.tolist():
+                    olds = pranks[old_start[u] : old_start[u + 1]]
+                    news = cidx[new_order[new_start[u] : new_start[u + 1]]] + offset
+                    out.append((band, int(uniq[u]), np.concatenate([olds, news]), none, none))
+        old_ranks = np.unique(np.concatenate([b[2][b[2] < offset] for b in out] or [np.zeros(0, np.int64)]))
+        old_sigs = self.sigs(old_ranks)
+        need = int(np.ceil(self.cfg.threshold * self.cfg.num_perm - 1e-9))
+
+        def verify(i: int) -> tuple[np.ndarray, np.ndarray]:
+            members = out[i][2]
+            old = members < offset
+            sigs = np.concatenate(
+                [old_sigs[np.searchsorted(old_ranks, members[old])], docs.sigs[members[~old] - offset]]
+            )
+            edges, best = dedup.verify_bucket(sigs, need, self.cfg.max_bucket_exemplars)
+            return members[np.array(edges, dtype=np.int64).reshape(-1, 2)], best
+
+        return out, verify
 
     # -- tonight ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _earlier(n_prior: int, leaders: np.ndarray, buckets: list[Bucket]) -> np.ndarray:
+        """The earlier documents a night's exact copies and buckets touch."""
+        parts = [leaders[leaders < n_prior]] + [b[2][b[2] < n_prior] for b in buckets]
+        return np.unique(np.concatenate(parts))
 
     def assign(self, docs: Docs) -> tuple[pa.Table, set[str]]:
         """``DedupIndex.assign``'s columns for ``docs`` (tonight's documents, in order) against
@@ -543,12 +577,10 @@ class PriorIndex:
         short = np.all(docs.sigs == self.empty, axis=1) if n else np.zeros(0, bool)
         cand = ~short
         cand[copies - n_prior] = False
-        buckets = self.buckets(docs, n_prior, cand)
-        touched = np.unique(
-            np.concatenate([leaders[leaders < n_prior]] + [b[2][b[2] < n_prior] for b in buckets])
-        )
-        _, forest = self.components(touched)
-        rep = replay(np.arange(n_prior, n_prior + n, dtype=np.int64), copies, leaders, buckets, forest)
+        buckets, verify = self.buckets(docs, n_prior, cand)
+        _, forest = self.components(self._earlier(n_prior, leaders, buckets))
+        tonight = np.arange(n_prior, n_prior + n, dtype=np.int64)
+        rep = replay(tonight, copies, leaders, buckets, forest, verify)
         old = rep.nodes < n_prior
         old_ranks = rep.nodes[old]
         old_ids = dict(zip(old_ranks.tolist(), self.ids(old_ranks), strict=True))
@@ -596,13 +628,12 @@ class PriorIndex:
         tmp.mkdir()
         try:
             copies, leaders, cand = self._write_segment(tmp, docs, n_prior)
-            buckets = self.buckets(docs, n_prior, cand) if n else []
+            comps_name = self._write_components(stem, docs, copies, leaders, cand)
             os.replace(tmp, self.root / "segments" / seg_name)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
         _fsync_dir(self.root / "segments")
-        comps_name = self._write_components(stem, copies, leaders, buckets)
         data = {
             "format": FORMAT,
             "settings": self.settings(),
@@ -650,38 +681,25 @@ class PriorIndex:
         return copies, leaders, cand
 
     def _write_components(
-        self, stem: str, copies: np.ndarray, leaders: np.ndarray, buckets: list[Bucket]
+        self, stem: str, docs: Docs, copies: np.ndarray, leaders: np.ndarray, cand: np.ndarray
     ) -> str | None:
-        """The spanning forest after the new segment: the old forest of every component a new edge
-        touches, with the new edges, reduced again (Kruskal in (band, key) order)."""
-        m = len(copies)
-        new_edges = [np.stack([leaders, copies, np.full(m, EXACT_BAND, np.int64), np.zeros(m, np.int64)], 1)]
-        for band, key, _, pairs, _ in buckets:
-            if len(pairs):
-                signed = int(np.array([key], np.uint64).view(np.int64)[0])
-                stamp = np.array([[band, signed]] * len(pairs), np.int64)
-                new_edges.append(np.concatenate([pairs.astype(np.int64), stamp], 1))
-        edges = np.concatenate(new_edges).astype(np.int64)
-        if not len(edges):
+        """The spanning forest after the new segment: the old forest of every cluster the new
+        documents touch, replayed with their exact copies and buckets in (band, key) order; the
+        edges that join two clusters are the new forest of those clusters (Kruskal, with the
+        bucket order as the weight, so that any prefix of the order has the same components)."""
+        n_prior = len(self)
+        buckets, verify = self.buckets(docs, n_prior, cand)
+        comp, old = self.components(self._earlier(n_prior, leaders, buckets))
+        rep = replay(np.zeros(0, np.int64), copies, leaders, buckets, old, verify)
+        forest = rep.joins
+        if not len(forest):
             return self.comps_file
-        comp, old = self.components(np.unique(edges[:, :2]))
         affected = np.unique(comp)
         keep_m = ~np.isin(self._comp_of, affected)
         keep_f = ~np.isin(self._forest_comp, affected)
-        allv = np.concatenate([old, edges])
-        order = np.lexsort((allv[:, 3].view(np.uint64), allv[:, 2]))
-        allv = allv[order]
-        nodes = np.unique(allv[:, :2])
-        uf = dedup.UnionFind(len(nodes))
-        ia, ib = np.searchsorted(nodes, allv[:, 0]), np.searchsorted(nodes, allv[:, 1])
-        forest_rows = []
-        for j, (a, b) in enumerate(zip(ia.tolist(), ib.tolist(), strict=True)):
-            if uf.find(a) != uf.find(b):
-                uf.union(a, b)
-                forest_rows.append(j)
-        roots = nodes[np.fromiter((uf.find(i) for i in range(len(nodes))), np.int64, len(nodes))]
-        forest = allv[forest_rows]
-        fcomp = roots[np.searchsorted(nodes, forest[:, 0])]
+        nodes = np.unique(forest[:, :2])
+        roots = rep.roots[np.searchsorted(rep.nodes, nodes)]
+        fcomp = rep.roots[np.searchsorted(rep.nodes, forest[:, 0])]
         members = np.concatenate([self._comp_members[keep_m], nodes])
         comp_of = np.concatenate([self._comp_of[keep_m], roots])
         mo = np.argsort(members, kind="stable")

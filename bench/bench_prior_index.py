@@ -1,0 +1,200 @@
+"""The on-disk dedup index of earlier nights (filters/dedup_prior.py) over many nights: RSS after
+each night, the lookup rate of a night's assign against the growing index, disk bytes a document,
+and the in-memory DedupIndex on the same night at a size that fits, in the same run.
+
+Synthetic MinHash signatures (128 x uint32, the default "affine32" sketch): random ones, with a
+share of near copies of earlier nights' documents (read back from the index on disk) and of
+tonight's, and exact copies (same content key). Each night: tonight's documents are assigned
+against the index (what the nightly filter does), then the cluster representatives are appended
+as the night's segment (what the nightly commit does). Nothing of the earlier nights stays in
+memory between nights. The in-memory comparison runs in a forked process, so its memory does not
+count in the on-disk figures.
+
+Run: ``python -m bench.bench_prior_index [--nights 20 --per-night 1000000]``; prints Markdown.
+Files go to bench/out/prior_index/ and are deleted at the end (``--keep`` keeps them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from poisonguard.filters import dedup
+from poisonguard.filters.dedup_prior import Docs, NightIndex, PriorIndex, collect_garbage
+
+OUT = Path(__file__).resolve().parent / "out" / "prior_index"
+NUM_PERM = 128
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def night_docs(rng: np.random.Generator, night: int, n: int, prior: PriorIndex, dup: float) -> Docs:
+    """``n`` documents: random sketches, ``dup`` of them near copies of earlier documents, ``dup``/2
+    near copies of tonight's, 0.5% exact copies of tonight's."""
+    sigs = rng.integers(0, 2**32 - 1, size=(n, NUM_PERM), dtype=np.uint32)
+    keys = rng.integers(1, 2**63, size=(n, 2), dtype=np.uint64)
+    n_old = int(n * dup) if len(prior) else 0
+    rows = rng.choice(n, size=n_old + int(n * dup / 2) + n // 200, replace=False)
+    old_rows, new_rows, exact_rows = (
+        rows[:n_old],
+        rows[n_old : n_old + int(n * dup / 2)],
+        rows[n_old + int(n * dup / 2) :],
+    )
+    if n_old:
+        sources = np.sort(rng.choice(len(prior), size=n_old, replace=False))
+        sigs[old_rows] = prior.sigs(sources)
+    sources = rng.integers(0, n, size=len(new_rows))
+    sigs[new_rows] = sigs[sources]
+    for copy in (old_rows, new_rows):  # a few permutations differ: estimated Jaccard about 0.96
+        flip = rng.integers(0, NUM_PERM, size=(len(copy), 5))
+        sigs[copy[:, None], flip] = rng.integers(0, 2**32 - 1, size=flip.shape, dtype=np.uint32)
+    sources = rng.integers(0, n, size=len(exact_rows))
+    sigs[exact_rows], keys[exact_rows] = sigs[sources], keys[sources]
+    ids = [f"{night}-{i}" for i in range(n)]
+    return Docs(ids, [None] * n, keys, sigs)
+
+
+def assign_on_disk(prior: PriorIndex, docs: Docs) -> tuple[Any, float]:
+    start = time.perf_counter()
+    night = NightIndex(prior)
+    night.prefetch_ids(docs.ids)
+    night.add(docs.ids, docs.domains, [k.tobytes() for k in docs.keys], docs.sigs)
+    table = night.assign()
+    return table, time.perf_counter() - start
+
+
+def _in_memory(prior: PriorIndex, docs: Docs, conn: Any) -> None:
+    """In a forked process: the in-memory index loaded with every earlier document, then tonight's."""
+    everyone = np.arange(len(prior))
+    sigs, ids = prior.sigs(everyone), prior.ids(everyone)
+    base = rss_mb()
+    start = time.perf_counter()
+    index = dedup.DedupIndex(prior.cfg)
+    index.add(ids, [None] * len(ids), [b""] * len(ids), sigs, prior=True)
+    del sigs, ids
+    index.add(docs.ids, docs.domains, [k.tobytes() for k in docs.keys], docs.sigs)
+    loaded = time.perf_counter() - start
+    start = time.perf_counter()
+    table = index.assign()
+    took = time.perf_counter() - start
+    conn.send((table, took, loaded, rss_mb(), peak_mb(), base, index.state_bytes()))
+    conn.close()
+
+
+def in_memory(prior: PriorIndex, docs: Docs) -> tuple[Any, ...]:
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_in_memory, args=(prior, docs, child))
+    proc.start()
+    result = parent.recv()
+    proc.join()
+    return tuple(result)
+
+
+def one_night(prior: PriorIndex, docs: Docs, night: int, compare: bool) -> tuple[PriorIndex, dict, str]:
+    """Assign tonight's documents, append the representatives; the figures of the night."""
+    table, took = assign_on_disk(prior, docs)
+    clusters = np.array(table.column("dedup_cluster_id").to_pylist(), dtype=object)
+    named_by_earlier = sum(1 for c in clusters.tolist() if not c.startswith(f"{night}-"))
+    text = comparison(prior, docs, table, took) if compare else ""
+    reps = np.flatnonzero(clusters == np.array(docs.ids, dtype=object))
+    kept = Docs([docs.ids[i] for i in reps.tolist()], [None] * len(reps), docs.keys[reps], docs.sigs[reps])
+    del table, clusters
+    start = time.perf_counter()
+    prior = prior.append(kept, f"night{night:03d}.json")
+    collect_garbage(OUT, [f"night{night:03d}.json"])
+    commit = time.perf_counter() - start
+    figures = {"took": took, "commit": commit, "named": named_by_earlier}
+    return prior, figures, text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nights", type=int, default=20)
+    parser.add_argument("--per-night", type=int, default=1_000_000)
+    parser.add_argument("--dup", type=float, default=0.02, help="share of near copies of earlier documents")
+    parser.add_argument("--cache-mb", type=int, default=64)
+    parser.add_argument("--memory-night", type=int, default=3, help="night of the in-memory comparison")
+    parser.add_argument("--keep", action="store_true", help="keep bench/out/prior_index")
+    args = parser.parse_args()
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    cfg = dedup.Config()
+    rng = np.random.default_rng(20261204)
+    prior = PriorIndex(OUT, None, cfg, cache_mb=args.cache_mb)
+    rows: list[str] = []
+    compare = ""
+    try:
+        for night in range(1, args.nights + 1):
+            docs = night_docs(rng, night, args.per_night, prior, args.dup)
+            prior, fig, text = one_night(prior, docs, night, night == args.memory_night)
+            compare = compare or text
+            del docs
+            gc.collect()
+            size = folder_bytes(OUT)
+            rows.append(
+                f"| {night} | {len(prior) / 1e6:.2f} M | {args.per_night / fig['took']:,.0f} | "
+                f"{fig['took']:.1f} | {fig['commit']:.1f} | {fig['named']:,} | {rss_mb():,.0f} | "
+                f"{peak_mb():,.0f} | {size / 2**30:.2f} | {size / len(prior):.0f} |"
+            )
+            print(rows[-1], file=sys.stderr, flush=True)  # progress: a night takes a while
+    finally:
+        if not args.keep:
+            shutil.rmtree(OUT, ignore_errors=True)
+    bands, band_rows = dedup.lsh_params(cfg)
+    print(
+        f"{args.nights} nights of {args.per_night:,} synthetic signatures ({NUM_PERM} x uint32, "
+        f"{bands} bands x {band_rows} rows); {args.dup:.0%} of each night near copies of earlier "
+        f"documents, {args.dup / 2:.0%} of tonight's, 0.5% exact copies; "
+        f"`dedup.index_cache_mb` {args.cache_mb}.\n"
+    )
+    print(
+        "| night | earlier docs after | assign docs/s | assign s | commit s | clusters named by earlier docs "
+        "| RSS after night MB | peak RSS so far MB | index on disk GiB | disk bytes/doc |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(rows))
+    print()
+    print(compare)
+
+
+def comparison(prior: PriorIndex, docs: Docs, table: Any, took: float) -> str:
+    want, mem_took, loaded, mem_rss, mem_peak, base, state = in_memory(prior, docs)
+    same = "identical" if want.equals(table) else "DIFFERENT"
+    n = len(docs.ids)
+    return (
+        f"Same night, same documents, in-memory `DedupIndex` (loaded with the {len(prior):,} earlier "
+        f"documents; in a forked process): assign {n / mem_took:,.0f} docs/s ({mem_took:.1f} s, plus "
+        f"{loaded:.1f} s to load them), {state / 2**20:,.0f} MB of index state "
+        f"({state / (len(prior) + n):.0f} bytes a document), RSS {mem_rss:,.0f} MB after assign. "
+        f"On disk: {n / took:,.0f} docs/s ({took:.1f} s), {n / took / (n / mem_took):.2f}x the in-memory "
+        f"rate. Columns: {same}.\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
