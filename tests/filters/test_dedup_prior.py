@@ -11,6 +11,8 @@ import pytest
 
 from poisonguard.filters import dedup
 from poisonguard.filters.dedup_prior import Docs, NightIndex, PriorIndex, PriorIndexError, collect_garbage
+from poisonguard.pipelines.config import load_config
+from poisonguard.pipelines.nightly_history import open_prior
 
 EMPTY = np.uint32(0xFFFFFFFF)
 
@@ -144,3 +146,24 @@ def test_an_interrupted_append_leaves_the_committed_state_and_is_cleaned_up(
     assert len(two) == 120 and json.loads((tmp_path / "two.json").read_text())["n"] == 120
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
     assert os.listdir(tmp_path / "segments") and len(os.listdir(tmp_path / "segments")) == 2
+
+
+def test_a_snapshot_of_the_former_in_memory_format_is_converted_once(tmp_path: Path) -> None:
+    """A state store from before the on-disk index names a ``.npz`` snapshot: it is read once into
+    a segment, and tonight's result is the in-memory index's."""
+    pcfg = load_config()
+    rng = np.random.default_rng(5)
+    first = night_docs(rng, 1, [], 300)
+    old = dedup.DedupIndex(pcfg.dedup)
+    old.add(first["ids"], first["urls"], first["keys"], first["sigs"], prior=True)
+    old.save(tmp_path / "2025-01-01.npz")
+    second = night_docs(rng, 2, list(first["sigs"]), 300)
+    prior = open_prior(tmp_path, "2025-01-01.npz", pcfg)
+    assert len(prior) == 300 and (tmp_path / "2025-01-01.json").exists()
+    night = NightIndex(prior)
+    night.add(second["ids"], second["urls"], second["keys"], second["sigs"])
+    reference = dedup.DedupIndex.load(tmp_path / "2025-01-01.npz", pcfg.dedup)
+    reference.add(second["ids"], second["urls"], second["keys"], second["sigs"])
+    assert night.assign().equals(reference.assign())
+    segments = sorted((tmp_path / "segments").iterdir())
+    assert open_prior(tmp_path, "2025-01-01.npz", pcfg).segments[0].folder == segments[0]  # not again
