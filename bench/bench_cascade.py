@@ -16,7 +16,8 @@
    in-sample for that choice.
 2. Speed, one run on the same input (the clean base at `--speed-per-category` documents per category,
    as one JSONL file), each in its own process: datatrove's FineWeb filters, `poisonguard filter
-   --no-lm`, the default config (budgeted LM), a 3% budget, and the LM on every document (route:
+   --no-lm`, the default config (budgeted LM) with one and with two workers (the LM in two forked
+   single-threaded processes sharing the model), a 3% budget, and the LM on every document (route:
    all) on the first `--lm-all-docs` documents only (the LM runs about one document a second on two
    idle cores). Peak RSS is each process's own (wait4).
 """
@@ -255,6 +256,8 @@ def speed_section(
              0.0),
             ("poisonguard default (budgeted LM)", [*pg, str(src), "--out", f"{tmp}/b", "-q"], len(base), mb,
              None),
+            ("poisonguard default, --workers 2", [*pg, str(src), "--out", f"{tmp}/e", "-q", "--workers", "2"],
+             len(base), mb, None),
             ("poisonguard budget 3%", [*pg, str(src), "--out", f"{tmp}/d", "-q", "--config", str(small_cfg)],
              len(base), mb, 0.03),
             (every, [*pg, str(head), "--out", f"{tmp}/c", "-q", "--config", str(all_cfg)], args.lm_all_docs,

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from poisonguard.core.schema import DOCUMENT_SCHEMA
 from poisonguard.filters import dedup, perplexity, trigger_mining
 from poisonguard.filters.dedup_prior import NightIndex
-from poisonguard.pipelines import cascade, stages
+from poisonguard.pipelines import cascade, lm_workers, stages
 from poisonguard.pipelines.commit import commit_output
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.readers import read_documents
@@ -197,21 +197,34 @@ def _language_model(
 
     def get_scorer() -> Any:
         if scorer[0] is None:
-            scorer[0] = perplexity.PerplexityScorer(cfg.perplexity)
+            scorer[0] = _new_lm_scorer(cfg)
         return scorer[0]
 
     scored_rows = 0
     shown = stages.LMProgress(run.progress, task)
-    for path, picked in zip(chunk_files, routes, strict=True):
-        target = run.lm_dir / path.name
-        if target.exists():  # scored by the interrupted run: its rows still count
-            scored_rows += stages.scored_rows(target)
-            run.progress.advance(task, None, len(picked))
-            continue
-        table = pq.read_table(path, columns=["id", "text", "url"])
-        scored_rows += stages.lm_chunk_file(table, picked, get_scorer, cfg, target, shown)
+    try:
+        for path, picked in zip(chunk_files, routes, strict=True):
+            target = run.lm_dir / path.name
+            if target.exists():  # scored by the interrupted run: its rows still count
+                scored_rows += stages.scored_rows(target)
+                run.progress.advance(task, None, len(picked))
+                continue
+            table = pq.read_table(path, columns=["id", "text", "url"])
+            scored_rows += stages.lm_chunk_file(table, picked, get_scorer, cfg, target, shown)
+    finally:
+        if isinstance(scorer[0], lm_workers.ForkedScorer):
+            scorer[0].close()
     run.progress.finish(task)
     return scored_rows
+
+
+def _new_lm_scorer(cfg: PipelineConfig) -> Any:
+    """The model, loaded here; with `run.workers` > 1 on a CPU, shared by that many forked
+    single-threaded workers (pipelines/lm_workers.py)."""
+    lm = perplexity.PerplexityScorer(cfg.perplexity)
+    if cfg.run.workers <= 1 or lm.device != "cpu" or not lm_workers.can_fork():
+        return lm
+    return lm_workers.ForkedScorer(lm, cfg.run.workers)
 
 
 def _lm_routes(chunk_files: list[Path], undecided: list[bool], cfg: PipelineConfig) -> list[list[int]]:

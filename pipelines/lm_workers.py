@@ -1,0 +1,83 @@
+"""The language model in `run.workers` forked processes that share one loaded model.
+
+On a CPU a 135M model's matrices are small: two processes on one thread each keep two cores busier
+than one process on two threads, whose threads wait for each other at every operation (and for any
+other job on a shared machine). The model is loaded once, in the parent, before the fork, and has
+not run yet: the workers share its weights (copy-on-write pages) instead of each holding a copy.
+Each worker runs one thread: a process forked after OpenMP has run (the parent may have scored a
+one-document batch) hangs at its first parallel operation with two threads (measured with torch
+2.13's GNU OpenMP), and runs fine with one. Each batch is dealt out to the workers
+document by document in turn and put back in order; a document's signals do not depend on which
+other documents it is scored with (tests/filters/test_perplexity.py).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+_SCORER: Any = None  # the parent's scorer, inherited by the forked workers
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _score_part(part: pa.Table) -> dict[str, pa.Array]:
+    return dict(_SCORER.score(part))
+
+
+def can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+class ForkedScorer:
+    """An LM scorer (``score(batch, on_pass)``) that spreads each batch over forked workers."""
+
+    def __init__(self, scorer: Any, workers: int) -> None:
+        self.scorer = scorer
+        self.workers = workers
+        self._pool: Any = None
+
+    def _ensure_pool(self) -> Any:
+        global _SCORER
+        if self._pool is None:
+            _SCORER = self.scorer
+            self._pool = multiprocessing.get_context("fork").Pool(self.workers, _init_worker)
+        return self._pool
+
+    def score(self, batch: pa.Table, on_pass: Callable[[int], None] | None = None) -> dict[str, pa.Array]:
+        n = batch.num_rows
+        if n < 2:
+            scored = dict(self.scorer.score(batch))
+            _report_tokens(scored, on_pass)
+            return scored
+        parts = [list(range(w, n, self.workers)) for w in range(self.workers)]
+        parts = [p for p in parts if p]
+        results = self._ensure_pool().map(_score_part, [batch.take(pa.array(p)) for p in parts])
+        order = [i for p in parts for i in p]
+        back = pa.array(sorted(range(n), key=lambda k: order[k]))  # position of each row in `order`
+        merged = {name: pa.concat_arrays([r[name] for r in results]).take(back) for name in results[0]}
+        _report_tokens(merged, on_pass)
+        return merged
+
+    def close(self) -> None:
+        """Stop the workers and wait for them: none is left behind."""
+        global _SCORER
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+        _SCORER = None
+
+
+def _report_tokens(scored: dict[str, pa.Array], on_pass: Callable[[int], None] | None) -> None:
+    """Progress: the tokens scored (the workers cannot call back into this process)."""
+    column = scored.get("perplexity_scored_tokens")
+    if on_pass is not None and column is not None:
+        on_pass(int(sum(v for v in column.to_pylist() if v is not None)))

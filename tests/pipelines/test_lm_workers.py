@@ -1,0 +1,45 @@
+"""The LM in forked workers: rows dealt out and put back in order, progress, no worker left behind."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pyarrow as pa
+import pytest
+
+from poisonguard.pipelines import lm_workers
+
+pytestmark = pytest.mark.skipif(not lm_workers.can_fork(), reason="needs fork")
+
+
+class _TextScorer:
+    """A stand-in with the real scorer's shape: signals that depend on each text alone, and the pid
+    that scored it (so the test sees the work was spread)."""
+
+    def score(self, batch: pa.Table, on_pass: object = None) -> dict[str, pa.Array]:
+        texts = batch.column("text").to_pylist()
+        return {
+            "perplexity_mean_nll": pa.array([float(len(t)) for t in texts], pa.float32()),
+            "perplexity_scored_tokens": pa.array([len(t.split()) for t in texts], pa.int32()),
+            "pid": pa.array([os.getpid()] * len(texts), pa.int64()),
+        }
+
+
+def test_forked_scorer_keeps_row_order_reports_tokens_and_leaves_no_worker() -> None:
+    texts = [" ".join(["w"] * (i % 7 + 1)) + "x" * i for i in range(9)]
+    batch = pa.table({"id": [str(i) for i in range(9)], "text": texts})
+    forked = lm_workers.ForkedScorer(_TextScorer(), workers=2)
+    tokens: list[int] = []
+    try:
+        got = forked.score(batch, on_pass=tokens.append)
+        alone = _TextScorer().score(batch)
+        assert got["perplexity_mean_nll"].to_pylist() == alone["perplexity_mean_nll"].to_pylist()
+        assert tokens == [sum(alone["perplexity_scored_tokens"].to_pylist())]
+        pids = set(got["pid"].to_pylist())
+        assert len(pids) == 2 and os.getpid() not in pids  # both workers scored, the parent did not
+        one = forked.score(batch.slice(0, 1))  # a single row is scored here, not in a worker
+        assert one["pid"].to_pylist() == [os.getpid()]
+    finally:
+        forked.close()
+    assert multiprocessing.active_children() == []
