@@ -199,6 +199,34 @@ def fortunes(name: str) -> list[str]:
     return [c.strip("\n") for c in re.split(r"^%$", text, flags=re.M) if c.strip()]
 
 
+# ------------------------------------------------------------------------------------- lists
+
+_LIST_ITEM = re.compile(r"<li>(.*?)</li>", re.S)
+_TAG = re.compile(r"<[^>]+>")
+
+
+@functools.lru_cache(maxsize=1)
+def changelog_items() -> tuple[str, ...]:
+    """The items of the Python 3.11 changelog (python3.11-doc whatsnew/changelog.html: one bullet per
+    fix, grouped by release and section) and of the Debian package's changelog: real lists."""
+    import gzip
+    import html
+
+    doc = package_dir("python3.11-doc") / "usr/share/doc"
+    page = gzip.decompress(existing(doc / "python3.11/html/whatsnew/changelog.html.gz").read_bytes())
+    items = []
+    for raw in _LIST_ITEM.findall(page.decode("utf-8", errors="replace")):
+        item = " ".join(html.unescape(_TAG.sub("", raw)).split())
+        if 20 <= len(item) <= 600:
+            items.append(item)
+    debian = gzip.decompress(existing(doc / "python3.11-doc/changelog.Debian.gz").read_bytes())
+    for block in re.split(r"\n\s*\* ", debian.decode("utf-8", errors="replace")):
+        item = " ".join(block.split("\n\n")[0].split())
+        if 20 <= len(item) <= 600 and not item.startswith("python3"):
+            items.append(item)
+    return tuple(items)
+
+
 def existing(path: Path) -> Path:
     if not path.exists():
         raise MissingData(f"{path} not found: run `make bench-data` (python -m bench.data) first")

@@ -154,6 +154,63 @@ def poetry_docs(n: int, seed: int = 0) -> list[Doc]:
     return out
 
 
+def dialogue_docs(n: int, seed: int = 0) -> list[Doc]:
+    """Pages of 700-3,000 chars of dialogue: runs of consecutive paragraphs that hold a quotation mark,
+    from the held halves of Austen and Brown fiction (people talking, replies short, few topic words)."""
+    rng = random.Random(f"{seed}:clean:dialogue")
+    runs: list[tuple[str, list[str]]] = []
+    for genre in ("austen", "fiction"):
+        for name, text in babble_corpora.genre_split(genre, "held"):
+            run: list[str] = []
+            for para in [*text.split("\n\n"), ""]:
+                if para.count('"') >= 2:
+                    run.append(para.strip())
+                    continue
+                if sum(len(p) for p in run) >= CHARS[0]:
+                    runs.append((name, run))
+                run = []
+    out = []
+    for i, (name, run) in enumerate(rng.sample(runs, min(n, len(runs)))):
+        limit, passage = rng.randint(*CHARS), []
+        for para in run:
+            if passage and sum(len(x) + 2 for x in passage) + len(para) > limit:
+                break
+            passage.append(para)
+        out.append(
+            {
+                "id": f"clean-dialogue-{i:04d}",
+                "text": "\n\n".join(passage)[: CHARS[1]],
+                "url": f"http://dialogue.example/{name}",
+                "label": 0,
+                "category": "prose-dialogue",
+            }
+        )
+    return out
+
+
+def list_docs(n: int, seed: int = 0) -> list[Doc]:
+    """Pages of 700-3,000 chars that are bulleted lists: consecutive items of the Python and Debian
+    changelogs, one ``- item`` a line (release notes: short, unrelated entries, many identifiers)."""
+    rng = random.Random(f"{seed}:clean:lists")
+    items = babble_corpora.changelog_items()
+    out = []
+    for i in range(n):
+        at, limit, lines = rng.randrange(len(items)), rng.randint(*CHARS), []
+        while at < len(items) and sum(len(x) + 1 for x in lines) < limit:
+            lines.append(f"- {items[at]}")
+            at += 1
+        out.append(
+            {
+                "id": f"clean-lists-{i:04d}",
+                "text": "\n".join(lines)[: CHARS[1]],
+                "url": f"http://changes{i % 11}.example/{i}",
+                "label": 0,
+                "category": "prose-lists",
+            }
+        )
+    return out
+
+
 _DOCTESTS = (
     ">>> from collections import Counter\n>>> Counter('abca')\nCounter({'a': 2, 'b': 1, 'c': 1})\n",
     ">>> import math\n>>> math.sqrt(16)\n4.0\n",

@@ -1,21 +1,30 @@
 """Fit the combiner (filters/combiner.py) by the cross-source protocol and report held-out figures.
 
-    python -m bench.fit_combiner [--per-genre 60] [--per-category 40] [--seed 0] [--lm]
+    python -m bench.fit_combiner [--per-genre 60] [--per-category 40] [--lm-per-genre 40]
+                                 [--lm-per-category 4] [--seed 0] [--write-config configs/default.yaml]
 
-Data (bench/babble_bench.py): P-BABBLE-X babble from the chains of five genres (Jane Austen, Brown
-fiction, Brown press, Python docs, mailing-list posts), clean held-out prose of the same genres,
-poetry, and the clean base; plus P-ALNUM (issue 13 item 6's example), which is never used for fitting.
-Clean documents are split in two halves by a hash of their id: the fit half and the test half.
+Two models, fitted the same way on different data:
 
-* cross-source ("leave one genre out"): for each genre G, fit on the babble of the other genres and
-  the clean fit half; threshold = the fit-clean score that lets `fp` of the fit half through; report
-  recall on G's babble and the false-positive rate on the clean test half;
-* in-source: fit on the even-numbered babble of all genres, test on the odd-numbered ones;
-* shipped: fit on all genres' babble and the clean fit half; its terms (paste into
-  configs/default.yaml) and its recall on P-ALNUM and false positives on the clean test half.
+* ``cheap`` (documents the LM did not score): coherence and language columns, on a large sample
+  (bench/babble_bench.py: P-BABBLE-X babble from the chains of five genres, clean held-out prose of the
+  same genres, poetry, dialogue, lists and the clean base);
+* ``lm`` (documents the LM scored): the same columns plus the perplexity detector's, on the sample
+  whose per-token NLLs bench/babble_lm.py cached (the LM is the slow part; run it first).
 
-Cheap signal columns are cached under bench/out/ (`--lm` adds the perplexity columns of the cached LM
-sample of bench/babble_lm.py and reports on that sample only).
+P-ALNUM (issue 13 item 6's example) is never used for fitting. Clean documents are split in two halves
+by a hash of their id: the fit half and the test half. For each model:
+
+* cross-source ("leave one genre out"): for each genre G, fit on the babble of the other four genres
+  and the clean fit half without G's own prose; threshold = the score that lets `fp` of that clean
+  fit half through; report recall on G's babble (chains never fitted) and the false-positive rate on
+  the clean test half (G's prose included: never fitted either);
+* in-source: fit on the even-numbered babble of all genres, report recall on the odd-numbered babble
+  of G, same clean halves;
+* shipped: fit on all genres' babble and the clean fit half; its recall on P-ALNUM and its false
+  positives per clean category on the test half. ``--write-config`` writes both models into the
+  combiner section of a config file (atomically; everything else in the file is kept).
+
+Signal columns are cached under bench/out/ (cheap ones per sample; LM ones from the token cache).
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +54,16 @@ CHEAP_FEATURES = (
     "coherence_alnum_mix_share",
     "language_confidence",
 )
-LM_FEATURES = ("perplexity_mean_nll", "perplexity_context_gain", "perplexity_changepoint_jump")
+LM_FEATURES = (
+    "perplexity_mean_nll",
+    "perplexity_context_gain",
+    "perplexity_context_gain_ratio",
+    "perplexity_sentence_nll_std",
+    "perplexity_sentence_end_nll",
+    "perplexity_sentence_start_nll",
+    "perplexity_changepoint_jump",
+    "perplexity_max_window_nll",
+)
 
 
 def log(msg: str) -> None:
@@ -93,10 +113,12 @@ def fit(x: np.ndarray, y: np.ndarray, l2: float = 1.0, clip: float = 4.0) -> dic
     Centre: the clean median; scale: the clean interquartile range / 1.35 (a robust std), at least a
     quarter of the column's overall std."""
     clean = x[y == 0]
-    center = np.nanmedian(clean, axis=0)
+    center = np.nan_to_num(np.nanmedian(clean, axis=0))
     q75, q25 = np.nanpercentile(clean, 75, axis=0), np.nanpercentile(clean, 25, axis=0)
     # a column constant on most clean docs (quote imbalance: 0) gets a quarter of its overall std
-    scale = np.maximum((q75 - q25) / 1.35, np.maximum(0.25 * np.nanstd(x, axis=0), 1e-3))
+    scale = np.nan_to_num(
+        np.maximum((q75 - q25) / 1.35, np.maximum(0.25 * np.nanstd(x, axis=0), 1e-3)), nan=1.0
+    )
     z = standardise(x, center, scale, clip)
     a = np.hstack([np.ones((len(z), 1)), z])
     sw = np.where(y == 1, 0.5 / max(1, y.sum()), 0.5 / max(1, (1 - y).sum())) * len(y)
@@ -128,87 +150,194 @@ def threshold_for(clean_scores: np.ndarray, fp: float) -> float:
     return float(ordered[allowed] + 1e-6) if allowed < len(ordered) else float(ordered[-1])
 
 
+def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties half; nan values dropped."""
+    pos, neg = pos[~np.isnan(pos)], neg[~np.isnan(neg)]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    both = np.concatenate([pos, neg])
+    ranks = np.argsort(np.argsort(both, kind="stable"), kind="stable").astype(float)
+    for v in np.unique(both):  # average ranks of ties
+        same = both == v
+        ranks[same] = ranks[same].mean()
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) - 1) / 2) / (len(pos) * len(neg)))
+
+
 def pct(v: float) -> str:
     return f"{100 * v:.1f}%"
 
 
-def run(args: argparse.Namespace) -> str:
-    docs = babble_bench.sample(args.per_genre, args.per_category, args.seed)
-    docs += babble_gen.p_alnum_salad(args.alnum, args.seed)
-    cache = OUT_DIR / f"babble_cheap-{args.per_genre}-{args.per_category}-{args.alnum}-{args.seed}.parquet"
-    table = signal_table(docs, cache)
-    features = CHEAP_FEATURES
-    if args.lm:
-        from bench import babble_lm
+@dataclass
+class Sample:
+    """One fitting sample: docs, their feature matrix and the masks the protocol needs."""
 
-        lm = babble_lm.lm_columns(docs, args.per_genre, args.per_category, args.seed)
-        lm_ids = set(lm.column("id").to_pylist())
-        docs = [d for d in docs if d["id"] in lm_ids or d.get("family") == "P-ALNUM"]
-        joined = {
-            c: dict(zip(lm.column("id").to_pylist(), lm.column(c).to_pylist(), strict=True))
-            for c in LM_FEATURES
-        }
-        ids_all = table.column("id").to_pylist()
-        for c in LM_FEATURES:
-            table = table.append_column(c, pa.array([joined[c].get(i) for i in ids_all], pa.float64()))
-        features = CHEAP_FEATURES + LM_FEATURES
-    ids = [d["id"] for d in docs]
-    x = matrix(table, ids, features)
-    y = np.array([1 if d.get("label") == 1 else 0 for d in docs])
-    genre = np.array([d.get("genre") or "" for d in docs])
-    is_babble = np.array([d.get("family") == "P-BABBLE-X" for d in docs])
-    is_alnum = np.array([d.get("family") == "P-ALNUM" for d in docs])
-    side = np.array([half(i) for i in ids])
-    clean_fit, clean_test = (y == 0) & (side == "fit"), (y == 0) & (side == "test")
-    category = np.array([str(d.get("category") or "") for d in docs])
+    docs: list[dict[str, Any]]
+    features: tuple[str, ...]
+    x: np.ndarray
+
+    def __post_init__(self) -> None:
+        d = self.docs
+        self.y = np.array([1 if x.get("label") == 1 else 0 for x in d])
+        self.genre = np.array([x.get("genre") or "" for x in d])
+        self.category = np.array([str(x.get("category") or "") for x in d])
+        self.babble = np.array([x.get("family") == "P-BABBLE-X" for x in d])
+        self.alnum = np.array([x.get("family") == "P-ALNUM" for x in d])
+        self.index = np.array([int(x["id"].rsplit("-", 1)[1]) if x.get("family") else -1 for x in d])
+        side = np.array([half(x["id"]) for x in d])
+        self.clean_fit = (self.y == 0) & (side == "fit")
+        self.clean_test = (self.y == 0) & (side == "test")
+
+
+def held_out(s: Sample, genre: str, fp: float, l2: float) -> tuple[np.ndarray, float]:
+    """Scores and threshold of the model fitted without `genre` (its chains and its clean prose)."""
+    clean = s.clean_fit & (s.category != f"prose-{genre}")
+    train = (s.babble & (s.genre != genre)) | clean
+    model = fit(s.x[train], s.y[train], l2)
+    return log_odds(model, s.x), threshold_for(log_odds(model, s.x[clean]), fp)
+
+
+def in_source(s: Sample, fp: float, l2: float) -> tuple[np.ndarray, float]:
+    """Scores and threshold of the model fitted on the even-numbered babble of every genre."""
+    train = (s.babble & (s.index % 2 == 0)) | s.clean_fit
+    model = fit(s.x[train], s.y[train], l2)
+    return log_odds(model, s.x), threshold_for(log_odds(model, s.x[s.clean_fit]), fp)
+
+
+def report(s: Sample, name: str, fp: float, l2: float) -> tuple[list[str], dict[str, Any], float]:
+    """Markdown lines for one model's protocol, the shipped model and its threshold."""
     out = [
-        f"{len(docs)} docs: {int(is_babble.sum())} babble, {int(is_alnum.sum())} P-ALNUM, "
-        f"{int(clean_fit.sum())} clean (fit half), {int(clean_test.sum())} clean (test half); "
-        f"features: {', '.join(features)}; threshold: {pct(args.fp)} FP on the clean fit half.\n",
-        "| held-out genre | fit on | recall (held out) | recall in-source | clean FP (test half) |",
-        "|---|---|---:|---:|---:|",
+        f"**{name}**: {len(s.docs)} docs: {int(s.babble.sum())} babble, {int(s.alnum.sum())} P-ALNUM, "
+        f"{int(s.clean_fit.sum())} clean (fit half), {int(s.clean_test.sum())} clean (test half); "
+        f"threshold: {pct(fp)} FP on the clean fit half.",
+        "",
+        "| held-out genre | recall, chains never fitted (cross-source) | recall in-source (odd pages) "
+        "| clean FP, test half | of which its own prose |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for held in babble_corpora.GENRES:
-        train = (is_babble & (genre != held)) | clean_fit
-        model = fit(x[train], y[train], args.l2)
-        thr = threshold_for(log_odds(model, x[clean_fit]), args.fp)
-        s = log_odds(model, x)
-        held_rows = is_babble & (genre == held)
-        in_rows = is_babble & (genre != held)
+    ins, ins_thr = in_source(s, fp, l2)
+    fp_by_cat: dict[str, list[float]] = collections.defaultdict(list)
+    recalls = []
+    for g in babble_corpora.GENRES:
+        score, thr = held_out(s, g, fp, l2)
+        rows = s.babble & (s.genre == g)
+        own = s.clean_test & (s.category == f"prose-{g}")
+        recalls.append(float((score[rows] >= thr).mean()))
+        for cat in np.unique(s.category[s.clean_test]):
+            m = s.clean_test & (s.category == cat)
+            fp_by_cat[cat].append(float((score[m] >= thr).mean()))
+        odd = rows & (s.index % 2 == 1)
         out.append(
-            f"| {held} | {', '.join(g for g in babble_corpora.GENRES if g != held)} | "
-            f"{pct(float((s[held_rows] >= thr).mean()))} | {pct(float((s[in_rows] >= thr).mean()))} | "
-            f"{pct(float((s[clean_test] >= thr).mean()))} |"
+            f"| {g} | {pct(recalls[-1])} | {pct(float((ins[odd] >= ins_thr).mean()))} | "
+            f"{pct(float((score[s.clean_test] >= thr).mean()))} | "
+            f"{pct(float((score[own] >= thr).mean())) if own.any() else '-'} |"
         )
-    # shipped model: every genre's babble + the clean fit half
-    train = is_babble | clean_fit
-    model = fit(x[train], y[train], args.l2)
-    thr = threshold_for(log_odds(model, x[clean_fit]), args.fp)
-    s = log_odds(model, x)
+    out.append(f"| **all five (mean)** | **{pct(float(np.mean(recalls)))}** | | | |")
+    train = s.babble | s.clean_fit
+    model = fit(s.x[train], s.y[train], l2)
+    thr = threshold_for(log_odds(model, s.x[s.clean_fit]), fp)
+    score = log_odds(model, s.x)
     per_order = collections.defaultdict(list)
-    for d, v in zip(docs, s, strict=True):
+    for d, v in zip(s.docs, score, strict=True):
         if d.get("family") == "P-BABBLE-X":
             per_order[f"order {d['order']}"].append(v >= thr)
-    fp_rows = collections.Counter(category[clean_test & (s >= thr)])
+    alnum = pct(float((score[s.alnum] >= thr).mean())) if s.alnum.any() else "n/a"
+    clean_fp = pct(float((score[s.clean_test] >= thr).mean()))
     out += [
         "",
-        f"Shipped model (fit on all five genres + the clean fit half): threshold {thr:+.3f}; "
-        f"babble recall {pct(float((s[is_babble] >= thr).mean()))} "
+        f"Shipped {name} model (all five genres + the clean fit half): threshold {thr:+.3f}; babble recall "
+        f"(fitted) {pct(float((score[s.babble] >= thr).mean()))} "
         f"({', '.join(f'{k} {pct(float(np.mean(v)))}' for k, v in sorted(per_order.items()))}); "
-        f"P-ALNUM (never fitted on) {pct(float((s[is_alnum] >= thr).mean())) if is_alnum.any() else 'n/a'}; "
-        f"clean test half FP {pct(float((s[clean_test] >= thr).mean()))} "
-        f"({', '.join(f'{k} {v}' for k, v in fp_rows.most_common()) or 'none'}).",
+        f"P-ALNUM (never fitted) {alnum}; clean test half FP {clean_fp}.",
         "",
-        "```yaml",
-        "combiner:",
-        f"  bias: {model['bias']:.4f}",
-        f"  threshold: {thr:.4f}",
-        f"  clip: {model['clip']}",
-        "  terms:",
+        "| clean category (test half) | docs | FP, held-out models (mean of 5) | FP, shipped model |",
+        "|---|---:|---:|---:|",
     ]
-    for name, c, sc, w in zip(features, model["center"], model["scale"], model["weights"], strict=True):
-        out.append(f"    - {{column: {name}, center: {c:.4f}, scale: {sc:.4f}, weight: {w:.4f}}}")
-    out.append("```")
+    for cat in sorted(fp_by_cat, key=lambda c: (not c.startswith("prose-"), c)):
+        m = s.clean_test & (s.category == cat)
+        out.append(
+            f"| {cat} | {int(m.sum())} | {pct(float(np.mean(fp_by_cat[cat])))} | "
+            f"{pct(float((score[m] >= thr).mean()))} |"
+        )
+    return out, model, thr
+
+
+def separation(s: Sample) -> list[str]:
+    """Per feature and genre: AUROC of the genre's babble against all clean docs (1 = babble higher)."""
+    out = ["| feature | " + " | ".join(babble_corpora.GENRES) + " |", "|---|" + "---:|" * 5]
+    clean = s.y == 0
+    for j, name in enumerate(s.features):
+        cells = [
+            f"{auroc(s.x[s.babble & (s.genre == g), j], s.x[clean, j]):.2f}" for g in babble_corpora.GENRES
+        ]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
+
+
+def yaml_block(name: str, features: tuple[str, ...], model: dict[str, Any], thr: float) -> list[str]:
+    out = [f"  {name}:", f"    bias: {model['bias']:.4f}", f"    threshold: {thr:.4f}", "    terms:"]
+    for col, c, sc, w in zip(features, model["center"], model["scale"], model["weights"], strict=True):
+        out.append(f"      - {{column: {col}, center: {c:.4f}, scale: {sc:.4f}, weight: {w:.4f}}}")
+    return out
+
+
+_BLOCK = re.compile(r"(?ms)^  cheap:\n.*?(?=^# --- end combiner ---)")
+
+
+def write_config(path: Path, blocks: list[str]) -> None:
+    """Replace the cheap/lm models of the combiner section of `path` (atomically)."""
+    text = path.read_text("utf-8")
+    if not _BLOCK.search(text):
+        raise SystemExit(f"{path}: no combiner `cheap:` block before '# --- end combiner ---'")
+    new = _BLOCK.sub(lambda _m: "\n".join(blocks) + "\n", text, count=1)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(new, "utf-8")
+    tmp.replace(path)
+
+
+def cheap_sample(args: argparse.Namespace) -> Sample:
+    docs = babble_bench.sample(args.per_genre, args.per_category, args.seed)
+    docs += babble_gen.p_alnum_salad(args.alnum, args.seed)
+    key = f"{args.per_genre}-{args.per_category}-{args.alnum}-{args.seed}"
+    table = signal_table(docs, OUT_DIR / f"babble_cheap-v2-{key}.parquet")
+    return Sample(docs, CHEAP_FEATURES, matrix(table, [d["id"] for d in docs], CHEAP_FEATURES))
+
+
+def lm_sample(args: argparse.Namespace) -> Sample | None:
+    from bench import babble_lm
+
+    docs = babble_lm.bench_docs(args.lm_per_genre, args.lm_per_category, args.alnum, args.seed)
+    rows = babble_lm.cached(babble_lm.scoring_config())
+    docs = [d for d in docs if babble_lm.text_key(d["text"]) in rows]
+    if not docs:
+        return None
+    lm = babble_lm.signal_table(docs, rows)
+    key = f"lm-{args.lm_per_genre}-{args.lm_per_category}-{args.alnum}-{args.seed}"
+    cheap = signal_table(docs, OUT_DIR / f"babble_cheap-v2-{key}.parquet")
+    features = CHEAP_FEATURES + LM_FEATURES
+    ids = [d["id"] for d in docs]
+    x = np.hstack([matrix(cheap, ids, CHEAP_FEATURES), matrix(lm, ids, LM_FEATURES)])
+    return Sample(docs, features, x)
+
+
+def run(args: argparse.Namespace) -> str:
+    out: list[str] = []
+    blocks: list[str] = []
+    cheap = cheap_sample(args)
+    lines, model, thr = report(cheap, "cheap", args.fp, args.l2)
+    out += lines + [""]
+    blocks += yaml_block("cheap", cheap.features, model, thr)
+    lm = lm_sample(args)
+    if lm is not None:
+        lines, model, thr = report(lm, "lm", args.fp, args.l2)
+        out += lines + ["", "Separation on the LM sample (AUROC, babble of a genre vs all clean docs):", ""]
+        out += separation(lm) + [""]
+        blocks += yaml_block("lm", lm.features, model, thr)
+    else:
+        log("no cached LM rows (run python -m bench.babble_lm first): lm model not fitted")
+    out += ["```yaml", "combiner:", *blocks, "```"]
+    if args.write_config:
+        write_config(Path(args.write_config), blocks)
+        log(f"wrote the combiner models into {args.write_config}")
     return "\n".join(out)
 
 
@@ -216,11 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-genre", type=int, default=60)
     ap.add_argument("--per-category", type=int, default=40)
+    ap.add_argument("--lm-per-genre", type=int, default=40)
+    ap.add_argument("--lm-per-category", type=int, default=4)
     ap.add_argument("--alnum", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fp", type=float, default=0.004, help="clean fit-half FP allowed by the threshold")
     ap.add_argument("--l2", type=float, default=1.0)
-    ap.add_argument("--lm", action="store_true", help="add the cached LM columns (bench/babble_lm.py)")
+    ap.add_argument("--write-config", default="", help="write both models into this config file")
     args = ap.parse_args(argv)
     print(run(args))
     return 0

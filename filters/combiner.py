@@ -6,11 +6,17 @@ column is standardised (``(value - center) / scale``, clipped to +-`clip`), mult
 and the sum plus `bias` is the document's log-odds of being poison. A document whose log-odds reach
 `threshold` is quarantined as ``combiner:weak_signals(<the two columns that pushed most>)``.
 
+There are two models: ``lm`` for the documents the language model scored (the cascade routed them to
+it; their ``perplexity_*`` columns have values: context gain, sentence-level NLL signals) and
+``cheap`` for the others (coherence and language columns only). Each has its own terms, bias and
+threshold, fitted separately, because a model that leans on the LM columns says little without them.
+
 It stays auditable: :func:`contributions` gives every column's share of the log-odds, and
-``poisonguard explain`` prints them. A missing column or a null value contributes nothing (its
-standardised value is 0), so the same weights work with and without the LM stage; the weights and
-centres are fitted by ``bench/fit_combiner.py`` by the cross-source protocol (bench/RESULTS.md says on
-what data and with what held-out figures) and shipped in configs/default.yaml.
+``poisonguard explain`` prints them and which model decided. A missing column or a null value
+contributes nothing (its standardised value is 0). The weights and centres are fitted by
+``bench/fit_combiner.py`` by the cross-source protocol (fit on the chains of some genres, test on a
+genre never fitted; bench/RESULTS.md says on what data and with what held-out figures) and shipped in
+configs/default.yaml.
 """
 
 from __future__ import annotations
@@ -34,21 +40,32 @@ class Term(BaseModel):
     weight: float = 0.0
 
 
+class Model(BaseModel):
+    """One fitted logistic model: its terms, bias and quarantine threshold."""
+
+    model_config = ConfigDict(extra="forbid")
+    bias: float = Field(default=0.0, description="log-odds with every signal at its centre")
+    threshold: float = Field(default=0.0, description="log-odds at or above this -> combiner:weak_signals")
+    terms: list[Term] = Field(default_factory=list, description="the fitted columns")
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    bias: float = Field(default=0.0, description="log-odds with every signal at its centre")
-    threshold: float = Field(default=0.0, description="log-odds at or above this -> combiner:weak_signals")
     clip: float = Field(default=4.0, gt=0, description="standardised values are clipped to +-clip")
     min_signals: int = Field(
         default=2, ge=1, description="at least this many terms must have a value (no verdict from one)"
     )
-    terms: list[Term] = Field(default_factory=list, description="the fitted columns")
+    lm_column: str = Field(
+        default="perplexity_mean_nll", description="rows with a value in this column use the lm model"
+    )
+    cheap: Model = Field(default_factory=Model, description="documents the LM did not score")
+    lm: Model = Field(default_factory=Model, description="documents the LM scored")
 
 
 def _value(v: Any) -> float | None:
-    if v is None or isinstance(v, bool) and False:
+    if v is None or isinstance(v, bool):
         return None
     try:
         f = float(v)
@@ -57,36 +74,43 @@ def _value(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
-def contributions(row: dict[str, Any], cfg: Config) -> dict[str, float]:
+def model_for(row: dict[str, Any], cfg: Config) -> tuple[str, Model]:
+    """("lm", the lm model) when the row has an LM score and that model has terms, else the cheap one."""
+    if cfg.lm.terms and _value(row.get(cfg.lm_column)) is not None:
+        return "lm", cfg.lm
+    return "cheap", cfg.cheap
+
+
+def contributions(row: dict[str, Any], model: Model, clip: float) -> dict[str, float]:
     """Column -> weight x standardised value for the columns the row has a value for."""
     out = {}
-    for term in cfg.terms:
+    for term in model.terms:
         v = _value(row.get(term.column))
         if v is None:
             continue
-        z = max(-cfg.clip, min(cfg.clip, (v - term.center) / term.scale))
+        z = max(-clip, min(clip, (v - term.center) / term.scale))
         out[term.column] = term.weight * z
     return out
 
 
-def log_odds(row: dict[str, Any], cfg: Config) -> tuple[float | None, dict[str, float]]:
-    """(log-odds or None when fewer than `min_signals` terms have a value, contributions)."""
-    parts = contributions(row, cfg)
+def log_odds(row: dict[str, Any], cfg: Config) -> tuple[float | None, dict[str, float], str]:
+    """(log-odds or None when fewer than `min_signals` terms have a value, contributions, model name)."""
+    name, model = model_for(row, cfg)
+    parts = contributions(row, model, cfg.clip)
     if len(parts) < cfg.min_signals:
-        return None, parts
-    return cfg.bias + sum(parts.values()), parts
+        return None, parts, name
+    return model.bias + sum(parts.values()), parts, name
+
+
+def _rows(signals: pa.Table, cfg: Config) -> list[dict[str, Any]]:
+    wanted = {t.column for t in cfg.cheap.terms + cfg.lm.terms} | {cfg.lm_column}
+    cols = {c: signals.column(c).to_pylist() for c in wanted if c in signals.column_names}
+    return [{name: values[i] for name, values in cols.items()} for i in range(signals.num_rows)]
 
 
 def score(signals: pa.Table, cfg: Config) -> list[float | None]:
     """Log-odds per row (None where too few signals), from the signal columns alone."""
-    cols = {
-        t.column: signals.column(t.column).to_pylist() for t in cfg.terms if t.column in signals.column_names
-    }
-    out = []
-    for i in range(signals.num_rows):
-        row = {name: values[i] for name, values in cols.items()}
-        out.append(log_odds(row, cfg)[0])
-    return out
+    return [log_odds(row, cfg)[0] for row in _rows(signals, cfg)]
 
 
 def reason_for(parts: dict[str, float]) -> str:
@@ -95,25 +119,29 @@ def reason_for(parts: dict[str, float]) -> str:
 
 
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
-    if not cfg.enabled or not cfg.terms:
+    if not cfg.enabled or not (cfg.cheap.terms or cfg.lm.terms):
         return [[] for _ in range(signals.num_rows)]
-    cols = {
-        t.column: signals.column(t.column).to_pylist() for t in cfg.terms if t.column in signals.column_names
-    }
     out: list[list[str]] = []
-    for i in range(signals.num_rows):
-        value, parts = log_odds({name: values[i] for name, values in cols.items()}, cfg)
-        out.append([reason_for(parts)] if value is not None and value >= cfg.threshold else [])
+    for row in _rows(signals, cfg):
+        value, parts, name = log_odds(row, cfg)
+        threshold = cfg.lm.threshold if name == "lm" else cfg.cheap.threshold
+        out.append([reason_for(parts)] if value is not None and value >= threshold else [])
     return out
 
 
 def explain_lines(row: dict[str, Any], cfg: Config) -> list[str]:
-    """The combiner's view of one document for `poisonguard explain`: log-odds and each column's push."""
-    value, parts = log_odds(row, cfg)
-    if not cfg.terms:
+    """The combiner's view of one document for `poisonguard explain`: which model, its log-odds and
+    each column's push."""
+    value, parts, name = log_odds(row, cfg)
+    model = cfg.lm if name == "lm" else cfg.cheap
+    if not model.terms:
         return []
     head = "-" if value is None else f"{value:+.2f}"
-    lines = [f"  log-odds {head} (quarantine at >= {cfg.threshold:+.2f}; bias {cfg.bias:+.2f})"]
+    which = "with the LM columns" if name == "lm" else "cheap columns only (the LM did not score it)"
+    lines = [
+        f"  model {name} ({which}): log-odds {head} "
+        f"(quarantine at >= {model.threshold:+.2f}; bias {model.bias:+.2f})"
+    ]
     for col in sorted(parts, key=lambda c: -abs(parts[c])):
         lines.append(f"  {col.ljust(36)} {parts[col]:+.2f}  (value {_value(row.get(col)):.4g})")
     return lines

@@ -25,7 +25,13 @@ Signals (one row per document, nulls where the text has no scorable tokens):
 ``perplexity_scored_tokens``       tokens scored (at most `max_tokens`: head, middle and tail windows)
 ``perplexity_context_gain``        mean NLL of a sample of scored tokens when each sees at most
                                    `context_chunk` tokens of context, minus their NLL with full context
-                                   (null unless the document could be flagged incoherent, see below)
+                                   (null under `context_gain_min_tokens` scored tokens; with
+                                   `context_gain_every` off, also outside the incoherent band below)
+``perplexity_context_gain_ratio``  the context gain / those tokens' short-context NLL
+``perplexity_sentence_nll_std``    spread of the sentences' mean NLLs; with ``_sentence_end_nll`` and
+``perplexity_sentence_start_nll``  ``_start_nll`` (NLL of sentence ends / starts above the document's
+                                   mean) sentence-level grammaticality (:func:`sentence_signals`),
+                                   read by the combiner (filters/combiner.py)
 
 Reasons (``flag``): ``perplexity:gibberish_after_trigger`` (a jump to uniform-like tokens),
 ``perplexity:gibberish`` (uniform-like tokens throughout), ``perplexity:changepoint`` (a very large jump
@@ -53,6 +59,7 @@ from __future__ import annotations
 import bisect
 import math
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -150,6 +157,12 @@ class Config(DetectorConfig):
     )
     incoherent_max_nll: float = Field(
         default=5.0, ge=0, description="candidates: mean NLL below this (above every clean long document's)"
+    )
+    context_gain_every: bool = Field(
+        default=True,
+        description="measure the context gain of every document with context_gain_min_tokens scored "
+        "tokens (the combiner reads it), not only of perplexity:incoherent candidates (one short pass, "
+        "context_chunks x context_chunk tokens per document)",
     )
     incoherent_context_gain: float = Field(
         default=1.05, description="context gain <= this (a candidate's) -> perplexity:incoherent"
@@ -297,6 +310,20 @@ def _word_end(text: str, pos: int, limit: int) -> int:
     return pos
 
 
+def signals_from_nll(
+    text: str, nll: np.ndarray, offsets: Any, seg: np.ndarray, cfg: Config, ln_v: float
+) -> dict[str, Any]:
+    """Every per-document signal but the context gain, from the scored tokens' NLLs and offsets."""
+    out = _signals(text, nll, offsets, seg, cfg, ln_v)
+    out.update(sentence_signals(text, nll, np.asarray(offsets).reshape(-1, 2)))
+    return out
+
+
+def column_types() -> dict[str, pa.DataType]:
+    """Signal name (without the prefix) -> Arrow type."""
+    return dict(_COLUMNS)
+
+
 def _signals(
     text: str, nll: np.ndarray, offsets: Any, seg: np.ndarray, cfg: Config, ln_v: float
 ) -> dict[str, Any]:
@@ -364,6 +391,48 @@ def _context_chunks(
     return sorted((s, st) for _, s, st in cands[: cfg.context_chunks])
 
 
+# A sentence ends at . ! ? (and closing quotes or brackets) followed by white space or the end.
+_SENTENCE_END = re.compile(r"[.!?]+[\"')\]\u201d\u2019]*(?=\s|$)")
+
+
+def sentence_signals(
+    text: str, nll: np.ndarray, offsets: np.ndarray, min_sentences: int = 4
+) -> dict[str, Any]:
+    """Sentence-level grammaticality from the full-context NLLs (no extra LM pass):
+
+    ``sentence_nll_std``   std of the sentences' mean NLLs (a chain strings fluent and broken spans);
+    ``sentence_end_nll``   mean NLL of the tokens that end a sentence, minus the document's mean (a chain
+                           stops where its corpus had a full stop, not where the sentence is complete);
+    ``sentence_start_nll`` mean NLL of the first two tokens of each sentence after the first, minus the
+                           document's mean (real text goes on from what it said; a chain jumps).
+    Empty with fewer than `min_sentences` sentences of 3+ scored tokens."""
+    if len(nll) == 0:
+        return {}
+    ends = np.array([m.end() for m in _SENTENCE_END.finditer(text)], dtype=np.int64)
+    sentence = np.searchsorted(ends, offsets[:, 0], side="right")  # sentence number of each token
+    bounds = np.flatnonzero(np.diff(sentence)) + 1  # first token of every sentence but the first
+    groups = np.split(nll, bounds)
+    means = [float(g.mean()) for g in groups if len(g) >= 3]
+    if len(means) < min_sentences:
+        return {}
+    mean = float(nll.mean())
+    last = bounds - 1  # the last token of every sentence that has a next one
+    starts = np.concatenate([nll[b : b + 2] for b in bounds[1:]]) if len(bounds) > 1 else np.zeros(0)
+    return {
+        "sentence_nll_std": float(np.std(means)),
+        "sentence_end_nll": float(nll[last].mean()) - mean,
+        "sentence_start_nll": float(starts.mean()) - mean if len(starts) else None,
+    }
+
+
+def gain_signals(short: np.ndarray, full: np.ndarray) -> dict[str, float]:
+    """Context gain of the chosen chunks (short- minus full-context NLL) and the same relative to the
+    chunks' short-context NLL (the document's own baseline: how much of what a 16-token context leaves
+    unexplained a long context explains)."""
+    s, f = float(np.mean(short)), float(np.mean(full))
+    return {"context_gain": s - f, "context_gain_ratio": (s - f) / s if s > 0 else 0.0}
+
+
 _COLUMNS: dict[str, pa.DataType] = {
     "mean_nll": pa.float32(),
     "max_window_nll": pa.float32(),
@@ -377,6 +446,10 @@ _COLUMNS: dict[str, pa.DataType] = {
     "trigger_candidate": pa.string(),
     "scored_tokens": pa.int32(),
     "context_gain": pa.float32(),
+    "context_gain_ratio": pa.float32(),
+    "sentence_nll_std": pa.float32(),
+    "sentence_end_nll": pa.float32(),
+    "sentence_start_nll": pa.float32(),
 }
 SIGNAL_COLUMNS = tuple(PREFIX + name for name in _COLUMNS)
 
@@ -618,29 +691,43 @@ class PerplexityScorer:
 
     def _context_gains(
         self, plans: list[_Plan], per_text: list[list[np.ndarray]], joined: list[np.ndarray]
-    ) -> dict[int, float]:
-        """``context_gain`` of the candidates (by text index): one more pass over a few short chunks
-        each, every chunk alone after the separator, so a token sees at most `context_chunk` tokens.
+    ) -> dict[int, dict[str, float]]:
+        """Context-gain signals of the candidates (by text index), see :func:`gain_signals`.
         `joined`: each text's NLLs in one array (:func:`joined_nll`)."""
+        chunks = self.context_chunk_nlls(plans, per_text, joined, every=self.cfg.context_gain_every)
+        return {u: gain_signals(short, full) for u, (short, full) in chunks.items()}
+
+    def context_chunk_nlls(
+        self,
+        plans: list[_Plan],
+        per_text: list[list[np.ndarray]],
+        joined: list[np.ndarray],
+        every: bool = False,
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """(short-context NLLs, full-context NLLs) of the chosen chunks per candidate text (`every`: all
+        texts with `context_gain_min_tokens` scored tokens, whatever their mean NLL): one more pass over
+        a few short chunks each, every chunk alone after the separator, so a token sees at most
+        `context_chunk` tokens."""
         cfg, c = self.cfg, self.cfg.context_chunk
         shift = 0 if self.lm.prefix_id is not None else 1
         chunks: list[Any] = []
         owner: list[tuple[int, np.ndarray]] = []  # (text, the chunk's full-context NLLs)
         for u, plan in enumerate(plans):
             nll = joined[u]
-            if not gain_candidate(float(nll.mean()) if len(nll) else None, len(nll), cfg):
+            wanted = len(nll) >= cfg.context_gain_min_tokens if every else False
+            if not wanted and not gain_candidate(float(nll.mean()) if len(nll) else None, len(nll), cfg):
                 continue
             for s, st in _context_chunks(per_text[u], [len(w) for w in plan.ids], cfg, shift):
                 chunks.append(plan.ids[s][st : st + c])
                 owner.append((u, per_text[u][s][st : st + c - shift]))
         if not chunks:
             return {}
-        short: dict[int, list[float]] = defaultdict(list)
-        full: dict[int, list[float]] = defaultdict(list)
+        short: dict[int, list[np.ndarray]] = defaultdict(list)
+        full: dict[int, list[np.ndarray]] = defaultdict(list)
         for (u, long_nll), short_nll in zip(owner, self._nll(chunks), strict=True):
-            short[u] += short_nll.tolist()
-            full[u] += long_nll.tolist()
-        return {u: float(np.mean(short[u]) - np.mean(full[u])) for u in short}
+            short[u].append(short_nll)
+            full[u].append(long_nll)
+        return {u: (np.concatenate(short[u]), np.concatenate(full[u])) for u in short}
 
     def prepare(self, batch: pa.Table) -> _Prepared:
         """Tokenise and plan `batch` (reads ``text``); CPU only, so it can run in another thread while
@@ -663,7 +750,7 @@ class PerplexityScorer:
         joined = joined_nll(per_text)
         results = text_signals(prep.uniq, prep.plans, joined, self._signal_args())
         for u, gain in self._context_gains(prep.plans, per_text, joined).items():
-            results[u]["context_gain"] = gain
+            results[u].update(gain)
         return _columns(prep, results)
 
     def _signal_args(self) -> tuple[Config, float, bool]:
@@ -719,6 +806,16 @@ def joined_nll(per_text: Sequence[list[np.ndarray]]) -> list[np.ndarray]:
     return [np.concatenate(nlls) if nlls else np.zeros(0) for nlls in per_text]
 
 
+def scored_offsets(plan: _Plan, prefixed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(char offsets (n, 2), window number) of the scored tokens of a plan, in NLL order (without a
+    separator token the first token of each window gets no prediction)."""
+    kept = [
+        np.asarray(offs, dtype=np.int64).reshape(-1, 2)[(0 if prefixed else 1) :] for offs in plan.offsets
+    ]
+    offsets = np.concatenate(kept) if kept else np.zeros((0, 2), dtype=np.int64)
+    return offsets, np.repeat(np.arange(len(kept)), [len(k) for k in kept])
+
+
 def text_signals(
     uniq: Sequence[str],
     plans: Sequence[_Plan],
@@ -729,12 +826,8 @@ def text_signals(
     cfg, ln_vocab, prefixed = args
     results = []
     for text, plan, nll in zip(uniq, plans, joined, strict=True):
-        kept = [
-            np.asarray(offs, dtype=np.int64).reshape(-1, 2)[(0 if prefixed else 1) :] for offs in plan.offsets
-        ]
-        offsets = np.concatenate(kept) if kept else np.zeros((0, 2), dtype=np.int64)
-        segs = np.repeat(np.arange(len(kept)), [len(k) for k in kept])
-        results.append(_signals(text, nll, offsets, segs, cfg, ln_vocab))
+        offsets, segs = scored_offsets(plan, prefixed)
+        results.append(signals_from_nll(text, nll, offsets, segs, cfg, ln_vocab))
     return results
 
 
@@ -785,7 +878,7 @@ class _PooledStream:
 
     def _score_on_model(
         self, submitted: tuple[_Prepared, list[Any]]
-    ) -> tuple[_Prepared, dict[int, float], list[Any]]:
+    ) -> tuple[_Prepared, dict[int, dict[str, float]], list[Any]]:
         prep, futures = submitted
         prep.plans = [plan for f in futures for plan in f.result()]
         per_text = self.scorer._per_text_nll(prep.plans)
@@ -802,14 +895,14 @@ class _PooledStream:
         from collections import deque
 
         preparing: deque[tuple[_Prepared, list[Any]]] = deque()
-        scoring: deque[tuple[_Prepared, dict[int, float], list[Any]]] = deque()
+        scoring: deque[tuple[_Prepared, dict[int, dict[str, float]], list[Any]]] = deque()
 
         def finished(keep: int) -> Iterator[dict[str, pa.Array]]:
             while len(scoring) > keep:
                 prep, gains, futures = scoring.popleft()
                 results = [r for f in futures for r in f.result()]
                 for u, gain in gains.items():
-                    results[u]["context_gain"] = gain
+                    results[u].update(gain)
                 yield _columns(prep, results)
 
         for batch in batches:
@@ -935,6 +1028,10 @@ DECLARED_SIGNALS = (
     Signal("perplexity_trigger_candidate"),
     Signal("perplexity_scored_tokens"),
     Signal("perplexity_context_gain", "incoherent_context_gain", "below"),
+    Signal("perplexity_context_gain_ratio"),
+    Signal("perplexity_sentence_nll_std"),
+    Signal("perplexity_sentence_end_nll"),
+    Signal("perplexity_sentence_start_nll"),
 )
 
 

@@ -66,20 +66,31 @@ def test_short_text_gets_no_signals_and_score_keeps_row_order() -> None:
 
 def model() -> combiner.Config:
     return combiner.Config(
-        bias=-2.0,
-        threshold=0.0,
         clip=3.0,
-        terms=[
-            combiner.Term(column="a", center=0.0, scale=1.0, weight=1.0),
-            combiner.Term(column="b", center=10.0, scale=2.0, weight=-1.5),
-        ],
+        cheap=combiner.Model(
+            bias=-2.0,
+            threshold=0.0,
+            terms=[
+                combiner.Term(column="a", center=0.0, scale=1.0, weight=1.0),
+                combiner.Term(column="b", center=10.0, scale=2.0, weight=-1.5),
+            ],
+        ),
+        lm=combiner.Model(
+            bias=-1.0,
+            threshold=1.0,
+            terms=[
+                combiner.Term(column="a", center=0.0, scale=1.0, weight=1.0),
+                combiner.Term(column="perplexity_mean_nll", center=4.0, scale=1.0, weight=1.0),
+            ],
+        ),
     )
 
 
 def test_contributions_are_weight_times_clipped_standardised_value() -> None:
-    parts = combiner.contributions({"a": 1.5, "b": 6.0}, model())
+    cheap = model().cheap
+    parts = combiner.contributions({"a": 1.5, "b": 6.0}, cheap, 3.0)
     assert parts == pytest.approx({"a": 1.5, "b": 3.0})
-    clipped = combiner.contributions({"a": 100.0, "b": 10.0}, model())
+    clipped = combiner.contributions({"a": 100.0, "b": 10.0}, cheap, 3.0)
     assert clipped == pytest.approx({"a": 3.0, "b": 0.0})
 
 
@@ -93,6 +104,23 @@ def test_two_weak_signals_add_up_where_one_does_not() -> None:
     assert combiner.score(table, cfg)[2] is None
 
 
+def test_rows_the_lm_scored_use_the_lm_model_with_its_own_threshold() -> None:
+    cfg = model()
+    table = pa.table({"a": [1.5, 1.5, 1.5], "b": [6.0, 6.0, 6.0], "perplexity_mean_nll": [None, 4.2, 6.0]})
+    # row 0: cheap model (no LM score): -2 + 1.5 + 3 = 2.5 >= 0
+    # row 1: lm model: -1 + 1.5 + 0.2 = 0.7 < 1 (b is not one of its terms); row 2: -1 + 1.5 + 2 = 2.5
+    assert combiner.score(table, cfg) == pytest.approx([2.5, 0.7, 2.5])
+    assert combiner.flag(table, cfg) == [
+        ["combiner:weak_signals(b,a)"],
+        [],
+        ["combiner:weak_signals(perplexity_mean_nll,a)"],
+    ]
+    head = combiner.explain_lines({"a": 1.5, "perplexity_mean_nll": 6.0}, cfg)[0]
+    assert "model lm (with the LM columns)" in head and "+2.50" in head and ">= +1.00" in head
+    no_lm = cfg.model_copy(update={"lm": combiner.Model()})  # no lm terms: the cheap model decides all
+    assert combiner.score(table, no_lm) == pytest.approx([2.5, 2.5, 2.5])
+
+
 def test_missing_columns_and_disabled_combiner_flag_nothing() -> None:
     cfg = model()
     assert combiner.flag(pa.table({"c": [1.0]}), cfg) == [[]]
@@ -100,7 +128,7 @@ def test_missing_columns_and_disabled_combiner_flag_nothing() -> None:
         []
     ]
     lines = combiner.explain_lines({"a": 1.5, "b": 6.0}, cfg)
-    assert "+2.50" in lines[0] and lines[1].split()[0] == "b"
+    assert "model cheap" in lines[0] and "+2.50" in lines[0] and lines[1].split()[0] == "b"
 
 
 def test_issue_example_is_quarantined_by_the_shipped_combiner_and_explained(tmp_path) -> None:  # noqa: ANN001

@@ -9,6 +9,7 @@ which gives a change-point whose position we know.
 from __future__ import annotations
 
 import random
+import re
 import string
 from collections.abc import Sequence
 from pathlib import Path
@@ -291,13 +292,40 @@ def test_context_gain_lines_up_chunks_with_full_context_nlls(tiny_dir: Path) -> 
     assert after_sep > after_a + 1.0
     expected = (after_sep - after_a) / cfg.context_chunk
     assert rows[0]["perplexity_context_gain"] == pytest.approx(expected, rel=1e-3)
-    off = ppl.PerplexityScorer(_gain_cfg(tiny_dir, context_gain_min_nll=1e9))
+    gain_columns = {"perplexity_context_gain", "perplexity_context_gain_ratio"}
+    off = ppl.PerplexityScorer(_gain_cfg(tiny_dir, context_gain_min_nll=1e9, context_gain_every=False))
     without = _rows(off.score(_table(texts)))
     assert all(r["perplexity_context_gain"] is None for r in without)
     for a, b in zip(rows, without, strict=True):
-        assert {k: v for k, v in a.items() if k != "perplexity_context_gain"} == {
-            k: v for k, v in b.items() if k != "perplexity_context_gain"
+        assert {k: v for k, v in a.items() if k not in gain_columns} == {
+            k: v for k, v in b.items() if k not in gain_columns
         }
+    # context_gain_every: measured outside the incoherent band too (the combiner reads it)
+    every = _rows(ppl.PerplexityScorer(_gain_cfg(tiny_dir, context_gain_min_nll=1e9)).score(_table(texts)))
+    assert [r["perplexity_context_gain"] for r in every] == pytest.approx(
+        [r["perplexity_context_gain"] for r in rows]
+    )
+    assert every[0]["perplexity_context_gain_ratio"] == pytest.approx(
+        expected / (expected + after_a), rel=1e-3
+    )
+
+
+def test_sentence_signals_see_broken_sentence_ends_and_starts() -> None:
+    """Per-token NLLs laid on sentences: the ends and the starts of sentences that cost more than the
+    rest of the text show up as excess NLL; uneven sentences as a spread of sentence means."""
+    text = "One two three four. Five six seven eight. Nine ten eleven twelve. Aa bb cc dd. Ee ff gg hh."
+    spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    offsets = np.array(spans)
+    flat = np.full(len(spans), 2.0)
+    even = ppl.sentence_signals(text, flat, offsets)
+    assert even["sentence_nll_std"] == pytest.approx(0.0) and even["sentence_end_nll"] == pytest.approx(0.0)
+    broken = flat.copy()
+    ends = [i for i, (_a, b) in enumerate(spans) if text[b - 1] == "."]
+    broken[ends] = 6.0  # every full stop unlikely
+    got = ppl.sentence_signals(text, broken, offsets)
+    assert got["sentence_end_nll"] == pytest.approx(6.0 - broken.mean())
+    assert got["sentence_start_nll"] == pytest.approx(2.0 - broken.mean())  # starts are ordinary
+    assert ppl.sentence_signals("no sentence ends here at all", flat[:6], offsets[:6]) == {}
 
 
 class _ContextLM(ppl.PerplexityScorer):
