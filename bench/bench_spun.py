@@ -20,6 +20,7 @@ import itertools
 import json
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,18 @@ def evaluate(
 ) -> dict[str, Any]:
     index = campaign.CampaignIndex(cfg)
     index.add([d["id"] for d in docs], [d["url"] for d in docs], *sketches)
-    reasons = campaign.flag(index.assign(), cfg)
-    pos = [bool(r) for r, d in zip(reasons, docs, strict=True) if d["label"] == 1]
-    neg = Counter(d["family"] for r, d in zip(reasons, docs, strict=True) if d["label"] == 0 and r)
+    return figures(docs, [bool(r) for r in campaign.flag(index.assign(), cfg)])
+
+
+def figures(docs: list[dict[str, Any]], flags: list[bool]) -> dict[str, Any]:
+    """Recall (campaign copies flagged), false positives (look-alikes flagged), both in detail."""
+    pos = [f for f, d in zip(flags, docs, strict=True) if d["label"] == 1]
+    neg = Counter(d["family"] for f, d in zip(flags, docs, strict=True) if d["label"] == 0 and f)
     neg_total = Counter(d["family"] for d in docs if d["label"] == 0)
     by_size: dict[int, list[bool]] = {}
-    for r, d in zip(reasons, docs, strict=True):
+    for f, d in zip(flags, docs, strict=True):
         if d["label"] == 1:
-            by_size.setdefault(d["domains"], []).append(bool(r))
+            by_size.setdefault(d["domains"], []).append(f)
     n_neg = sum(neg_total.values())
     return {
         "recall": sum(pos) / len(pos),
@@ -64,20 +69,37 @@ def evaluate(
 
 
 def fit(docs: list[dict[str, Any]], sketches: Any, max_fp: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The grid setting with the highest recall at false positives <= ``max_fp``. Settings that
-    tie form a plateau; the choice is its centre, one knob at a time (the median containment, then
-    among those the median candidate threshold, then the median core), not an edge of it."""
+    """The grid setting with the highest recall at false positives <= ``max_fp`` (:func:`fit_grid`;
+    the plateau's centre: the median containment, then the median candidate threshold, then the
+    median core)."""
+    return fit_grid(
+        GRID,
+        lambda params: evaluate(docs, sketches, campaign.Config(**params)),
+        max_fp,
+        ("min_containment", "min_varied_containment", "candidate_threshold", "core_min_domains"),
+    )
+
+
+def fit_grid(
+    grid: dict[str, Sequence[Any]],
+    score: Callable[[dict[str, Any]], dict[str, Any]],
+    max_fp: float,
+    centre: Sequence[str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The setting of `grid` with the highest recall at false positives <= ``max_fp``. Settings that
+    tie form a plateau; the choice is its centre, one knob at a time in the order `centre`, not an
+    edge of it. `score(params)` gives :func:`figures`."""
     feasible: list[tuple[float, dict[str, Any], dict[str, Any]]] = []
-    for values in itertools.product(*GRID.values()):
-        params = dict(zip(GRID, values, strict=True))
-        res = evaluate(docs, sketches, campaign.Config(**params))
+    for values in itertools.product(*grid.values()):
+        params = dict(zip(grid, values, strict=True))
+        res = score(params)
         if res["fp"] <= max_fp:
             feasible.append((round(res["recall"], 4), params, res))
     if not feasible:
         raise SystemExit(f"no setting in the grid keeps false positives <= {max_fp}")
     top = max(r for r, _, _ in feasible)
     plateau = [f for f in feasible if f[0] == top]
-    for knob in ("min_containment", "min_varied_containment", "candidate_threshold", "core_min_domains"):
+    for knob in centre:
         values = sorted(f[1][knob] for f in plateau)
         plateau = [f for f in plateau if f[1][knob] == values[len(values) // 2]]
     _, params, res = plateau[0]
@@ -172,29 +194,38 @@ def pct(x: float) -> str:
 
 def report(result: dict[str, Any]) -> list[str]:
     """Markdown for one :func:`run` result."""
-    srcs = result["sources"]
-    out = [
+    return [
         f"#### Intensity {result['intensity']} (seed {result['seed']}; fit: highest recall at <= "
         f"{pct(result['max_fp'])} false positives, centre of the plateau)\n",
+        *result_tables(result["sources"], GRID),
+    ]
+
+
+def result_tables(
+    srcs: dict[str, Any], grid: dict[str, Any], extra: Sequence[tuple[str, str]] = (), unit: str = "campaign"
+) -> list[str]:
+    """The tables of a fit-on-one/test-on-the-other result (here and bench/bench_farm.py): per test
+    source its figures, the knobs fitted on each source, and the cross-source figures in detail.
+    `extra`: (result key, column header) of further recall / FP columns."""
+    keys = ("in_source", "cross_source", "default_config", *(k for k, _ in extra))
+    out = [
         "| test source | copies | look-alikes | pairwise J5 of copies (p10 / median / p90) "
-        "| in-source recall / FP | **cross-source** recall / FP | shipped defaults recall / FP |",
-        "|---|---:|---:|---|---|---|---|",
+        "| in-source recall / FP | **cross-source** recall / FP | shipped defaults recall / FP |"
+        + "".join(f" {header} |" for _, header in extra),
+        "|---|---:|---:|---|---|---|---|" + "---|" * len(extra),
     ]
     for s, r in srcs.items():
         j = r["copies_jaccard5"]
-        cells = [
-            f"{pct(r[k]['recall'])} / {pct(r[k]['fp'])}"
-            for k in ("in_source", "cross_source", "default_config")
-        ]
+        cells = [f"{pct(r[k]['recall'])} / {pct(r[k]['fp'])}" for k in keys]
         cells[1] = f"**{cells[1]}**"
         out.append(
             f"| {s} | {r['in_source']['positives']} | {r['in_source']['negatives']} | "
             f"{j['p10']:.2f} / {j['median']:.2f} / {j['p90']:.2f} | " + " | ".join(cells) + " |"
         )
-    out += ["", "| fitted on | " + " | ".join(GRID) + " |", "|---|" + "---:|" * len(GRID)]
+    out += ["", "| fitted on | " + " | ".join(grid) + " |", "|---|" + "---:|" * len(grid)]
     for s, r in srcs.items():
-        out.append(f"| {s} | " + " | ".join(str(r["fitted_here"][k]) for k in GRID) + " |")
-    out += ["", "Cross-source, per campaign size (share of copies quarantined) and per look-alike family "
+        out.append(f"| {s} | " + " | ".join(str(r["fitted_here"][k]) for k in grid) + " |")
+    out += ["", f"Cross-source, per {unit} size (share of copies quarantined) and per look-alike family "
             "(quarantined / docs):", ""]  # fmt: skip
     for s, r in srcs.items():
         sizes = ", ".join(f"{k} domains {pct(v)}" for k, v in r["cross_source"]["recall_by_domains"].items())

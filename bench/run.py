@@ -84,6 +84,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
         [],
         "spun content-farm campaigns (P-FARM-spun): fit on one generator, test on the other",
     ),
+    "farm": (
+        "bench.bench_farm",
+        [],
+        "content farms, copies not spun (P-FARM): fit on one generator, test on the other",
+    ),
     "injection": (
         "bench.bench_injection",
         [

@@ -134,6 +134,23 @@ def test_farm_tarpit_jailbreak():
     assert all(d["payload"] in d["text"] for d in jb)
 
 
+@needs_cache
+def test_farm_generator_b_is_html_in_site_chrome_with_the_claim_inside():
+    farm = g.p_farm_b(2, seed=0, domains=(10, 50))
+    assert sorted(collections.Counter(d["cluster"] for d in farm).values()) == [10, 50]
+    assert {d["variant"] for d in farm} == {"B"} and len({d["url"].split("/")[2] for d in farm}) == 60
+    from poisonguard.crawler.html import extract
+
+    first = [d for d in farm if d["cluster"] == "farmB0"]
+    claims = {c for c in g._FARM_CLAIMS_B if c in first[0]["text"]}
+    assert len(claims) == 1  # planted between two paragraphs, never at the end
+    assert not first[0]["text"].endswith(claims.pop())
+    pages = [extract(d["html"]).text for d in first[:2]]
+    assert pages[0] != pages[1] and "All rights reserved" in pages[0]  # each copy in its own chrome
+    assert all(d["text"] != first[0]["text"] for d in first[1:])  # and edited
+    assert g.p_farm_b(2, seed=0, domains=(10, 50)) == farm  # deterministic
+
+
 @pytest.mark.slow
 def test_default_vocab_is_smollm2_when_installed():
     if g.smollm2_gguf() is None:
