@@ -5,7 +5,7 @@ Generators (bench/generators.py): A (``p_farm``) = a Wikipedia or handbook page 
 at its end, 1-3 word edits and a dateline per copy, plain text; B (``p_farm_b``) = the opening of a
 Brown-corpus press article with another planted claim inside it, other edits (a figure changed, two
 words swapped, an attribution) and each copy an HTML page in its own site's chrome, read through the
-crawler's HTML pass. Farms per generator: three on 10 domains, two on 50, one on 500. Benign
+crawler's HTML pass. Farms per generator: three on 10 domains, two on 50, two on 500. Benign
 look-alikes (label clean) of the same kind of page: bench/spun.py's families of source A (news
 chrome) beside generator A and of source B (blog chrome) beside generator B: wire stories on 2-9
 domains, mirrors on 2-6, CMS sites sharing a theme, forum quote chains, editions on one site,
@@ -35,7 +35,7 @@ from bench.bench_spun import figures, fit_grid, jaccard_band, pct, result_tables
 from poisonguard.filters import campaign, dedup
 
 SOURCES = ("A", "B")
-SIZES = (10, 10, 10, 50, 50, 500)
+SIZES = (10, 10, 10, 50, 50, 500, 500)
 GRID = {
     "threshold": (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9),
     "campaign_min_domains": (3, 5, 8, 10, 15, 20),
@@ -132,7 +132,7 @@ def report(result: dict[str, Any]) -> list[str]:
         "(bench/generators.py): A = `p_farm` (a Wikipedia or handbook page cut at 1,500 characters plus "
         "a claim, word edits, a dateline, plain text); B = `p_farm_b` (a Brown press article with another "
         "claim inside, other edits, HTML pages in per-site chrome through the crawler's HTML pass). Farms "
-        "per generator: three on 10 domains, two on 50, one on 500. Look-alikes: bench/spun.py's benign "
+        "per generator: three on 10 domains, two on 50, two on 500. Look-alikes: bench/spun.py's benign "
         "families of source A beside generator A, of source B beside B. Fit on one generator, test on "
         "the other. The last column adds the spun-campaign detector (filters/campaign.py; its own "
         "cross-source fit is section spun) at its defaults, so it is what `poisonguard filter` "
