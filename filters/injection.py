@@ -2,11 +2,20 @@
 
 The trigger lists (configs/triggers.yaml) only match the phrasings someone wrote down. This detector
 scores every sentence window of a document (one or two sentences, 80-320 characters) with a small
-linear classifier over hashed character n-grams
-(2-5 characters of the case-folded NFKC text, fastText-style averaging), so it needs no tokenizer
-and works the same for Latin, Cyrillic, CJK and kana. The weights ship with the package
-(``filters/injection_model.npz``, 2 MB, float16); ``bench/train_injection.py`` fits them and writes
-down which collections it used (see bench/RESULTS.md, "P-INJ-X").
+linear model over *concepts* of an injection, each a multilingual regex (en de fr es it pt nl ru zh
+ja): who is addressed (an AI, assistant, agent, summariser), what is cancelled (ignore, forget,
+no longer applies), a persona without rules, secrets, where data goes (URL, e-mail, webhook),
+tools, hiding it from the user, chat-format delimiters. The model weighs pairs of concepts that
+occur together in a window, never one alone, and generic words ("you", "the user", "reply",
+"tool") only beside a specific one; every weight is non-negative, so evidence only adds. A hashed
+character n-gram stage can be added (``bench/train_injection.py --ngrams``) but is off in the
+shipped model: it learned the fit side's wording and lowered cross-source recall. The weights ship
+with the package (``filters/injection_model.npz``, a few KB); ``bench/train_injection.py`` fits
+them and writes down which collections it used (see bench/RESULTS.md, "P-INJ-X").
+
+Before scoring, text hidden in Unicode tag characters is read as the ASCII it encodes, forum chrome
+("Re:", "anna wrote:", "Reply") is blanked, and a window that is mostly inside quotation marks
+(nested marks and single quotes handled) is a mention, not an instruction.
 
 Context (issue: phrase hits without context gave false positives). A document is in *context* when
 its subject is security (several security words in any of ten languages, e.g. an article about
@@ -42,9 +51,9 @@ MODEL_FILE = "injection_model.npz"
 
 class Config(DetectorConfig):
     model_file: str | None = Field(None, description="null: the shipped filters/injection_model.npz")
-    threshold: float = Field(0.9911, ge=0.0, le=1.0, description="window probability that quarantines")
+    threshold: float = Field(0.8085, ge=0.0, le=1.0, description="window probability that quarantines")
     threshold_in_context: float = Field(
-        0.998, ge=0.0, le=1.0, description="the same on security pages and support/forum threads"
+        0.9623, ge=0.0, le=1.0, description="the same on security pages and support/forum threads"
     )
     security_terms_min: int = Field(
         2, ge=1, description="security-word hits that make a page's subject security"
@@ -92,7 +101,7 @@ def load_model(path: str | None = None) -> Model:
         )
     except (OSError, KeyError, ValueError) as exc:
         raise ModelError(f"{where}: not a usable injection model: {exc}") from exc
-    if model.weights.shape != (1 << model.bits,):
+    if model.bits and model.weights.shape != (1 << model.bits,):
         raise ModelError(f"{where}: weights have shape {model.weights.shape}, expected 2**{model.bits}")
     if model.combiner.shape != (N_FEATURES,):
         raise ModelError(f"{where}: combiner has shape {model.combiner.shape}, expected ({N_FEATURES},)")
@@ -106,9 +115,16 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 _PRIME = np.uint64(1_000_003)
 
 
+# Unicode tag characters (U+E0020-U+E007E) mirror printable ASCII and render as nothing: text
+# smuggled in them is read by a model but not by a person. Folding shows it as the ASCII it encodes
+# (one character for one, so positions still line up).
+_TAGS = {cp: cp - 0xE0000 for cp in range(0xE0020, 0xE007F)}
+
+
 def fold(text: str) -> str:
-    """NFKC, case-folded, whitespace runs as one space: what the n-grams are taken from."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold())
+    """Tag characters as ASCII, NFKC, case-folded, whitespace runs as one space: what the
+    n-grams and concepts are taken from."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text.translate(_TAGS)).casefold())
 
 
 def ngram_ids(folded: str, model_bits: int, ngrams: tuple[int, ...]) -> list[np.ndarray]:
@@ -129,9 +145,39 @@ def ngram_ids(folded: str, model_bits: int, ngrams: tuple[int, ...]) -> list[np.
 
 
 QUOTED_MENTION = 0.5  # share of a window inside quotation marks that makes it a mention
-_QUOTED = re.compile(
-    r"“[^”\n]{12,800}”|«[^»\n]{12,800}»|„[^“”\n]{12,800}[“”]|\"[^\"\n]{12,800}\"|「[^」\n]{12,800}」"
-)
+QUOTE_MIN, QUOTE_MAX = 12, 800  # characters of a quotation (shorter: a term; longer: not a quote)
+# closing marks of each opening mark; a „German“ quotation closes with the English opening mark
+_CLOSERS = {"“": "”", "«": "»", "„": "“”", "「": "」", "『": "』", '"': '"', "‘": "’", "'": "'"}
+_WORD = re.compile(r"\w")
+
+
+def _apostrophe(folded: str, i: int, closing: bool) -> bool:
+    """A straight single quote that is an apostrophe (l'assistant, don't), not a quotation mark: a
+    mark opens after a non-word and before a word, and closes after a word and before a non-word."""
+    before = i > 0 and bool(_WORD.match(folded[i - 1]))
+    after = i + 1 < len(folded) and bool(_WORD.match(folded[i + 1]))
+    return (before and after) or (not closing and before) or (closing and after)
+
+
+def quotations(folded: str) -> list[tuple[int, int]]:
+    """(start, end) of every outermost quotation, nested quotations inside it included
+    („… „Zugriff gewährt“ …“, « … « accès » … »): a scan with a stack of open marks."""
+    spans: list[tuple[int, int]] = []
+    stack: list[tuple[str, int]] = []
+    for i, ch in enumerate(folded):
+        if stack and i - stack[0][1] > QUOTE_MAX:
+            stack.clear()  # a stray mark (an inch sign, an unclosed quote) opens nothing for long
+        if ch == "'" and _apostrophe(folded, i, bool(stack) and stack[-1][0] == "'"):
+            continue
+        if stack and ch in _CLOSERS[stack[-1][0]]:
+            mark, start = stack.pop()
+            if not stack and QUOTE_MIN <= i + 1 - start <= QUOTE_MAX:
+                spans.append((start, i + 1))
+        elif ch in _CLOSERS:
+            stack.append((ch, i))
+    return spans
+
+
 _BOUNDARY = re.compile(r"[.!?。！？；;]+[\s\"'”»」)]*|\n+")
 
 
@@ -143,7 +189,7 @@ def segments(folded: str, min_chars: int, max_chars: int) -> tuple[np.ndarray, n
     ends: list[int] = []
     cur = 0
     # A quotation starts and ends a window of its own, so a quoted attack is seen as quoted.
-    hard = {p for m in _QUOTED.finditer(folded) for p in (m.start(), m.end())} | {len(folded)}
+    hard = {p for span in quotations(folded) for p in span} | {len(folded)}
     cuts = sorted({m.end() for m in _BOUNDARY.finditer(folded)} | hard)
     for cut in cuts:
         if cut - cur < min_chars and cut not in hard:
@@ -165,12 +211,19 @@ def windows(folded: str, model: Model) -> tuple[np.ndarray, np.ndarray]:
     """Every sentence window and every pair of neighbouring ones (an injection across a boundary)."""
     starts, ends = segments(folded, model.min_chars, model.window)
     if len(starts) > 1:
-        starts, ends = np.concatenate([starts, starts[:-1]]), np.concatenate([ends, ends[1:]])
+        # no pair across the edge of a quotation: the quoted attack and the sentence that reports
+        # it ("the assistant did not follow it") are read apart
+        edges = {p for span in quotations(folded) for p in span}
+        join = np.array([int(e) not in edges for e in ends[:-1]], dtype=bool)
+        starts = np.concatenate([starts, starts[:-1][join]])
+        ends = np.concatenate([ends, ends[1:][join]])
     return starts, ends
 
 
 def window_logits(folded: str, model: Model, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Mean n-gram weight of each window [start, end) of the folded text."""
+    """Mean n-gram weight of each window [start, end) of the folded text (0 without n-grams)."""
+    if not model.bits:
+        return np.zeros(len(starts))
     ids = ngram_ids(folded, model.bits, model.ngrams)
     total = np.zeros(len(starts))
     count = np.zeros(len(starts))
@@ -199,103 +252,186 @@ def features(text: str, model_bits: int, ngrams: tuple[int, ...]) -> tuple[np.nd
 # --- concepts -------------------------------------------------------------------------------------
 
 # What an injection is made of, in ten languages (en de fr es it pt nl ru zh ja), one regex per
-# concept over the folded text. The classifier does not read these as phrases to match: it gets,
-# per window, how many concepts occur and which pairs occur together, and learns their weights from
-# data, beside the n-gram score. Wording the lists miss still lands in some concept.
+# concept over the folded text. Written from what prompt injections are (an instruction to the
+# machine that reads the page: who is addressed, what is cancelled, what is asked, where data goes),
+# not from one collection's wording. The classifier does not read these as phrases to match: it
+# gets, per window, which concepts occur and which pairs occur together, and learns non-negative
+# weights for them from data, beside the n-gram score (see bench/train_injection.py).
+
+
+def _alt(words: str, cjk: str = "") -> str:
+    """Regex of space-separated alternatives (``_`` stands for a space) as whole words, plus CJK
+    alternatives matched anywhere (no word boundaries in Chinese and Japanese)."""
+    latin = "|".join(w.replace("_", " ") for w in words.split())
+    out = rf"\b(?:{latin})\b"
+    return out + (f"|{cjk}" if cjk else "")
+
+
 CONCEPTS: dict[str, str] = {
     # the reader addressed as a machine
-    "addressee": (
-        r"\b(?:ai|a\.i\.|llms?|gpt\w*|chatgpt|chatbot|bot|agents?|assistant|summari[sz]er|language model|"
-        r"ai model|ki|ki-\w+|sprachmodell|assistent\w*|agent\w*|ia|assistant ia|modèle de langage|"
-        r"asistente|modelo de lenguaje|assistente|modello linguistico|modelo de linguagem|taalmodel|"
-        r"ai-\w+|ии|ии-\w+|ассистент\w*|агент\w*|бот\w*|языков\w+ модел\w+|нейросет\w*)\b|"
-        r"助手|智能体|机器人|语言模型|ai模型|アシスタント|エージェント|ボット|言語モデル|aiモデル"
+    "addressee": _alt(
+        r"(?:an?|the|any|this|your|every)_(?:ai|a\.i\.) ai_(?:assistant|model|system|agent|bot|tool)s? "
+        r"llms? gpt\w* chatgpt openai chatbots? bots? llm_agents? "
+        r"assistants? summari[sz]er\w* language_models? ai_models? ai_systems? "
+        r"ki-\w+ künstliche_intelligenz sprachmodell\w* assistent\w* zusammenfass\w*-bot "
+        r"ia ia-\w+ modèle_de_langage modèle_d'ia robot_de_résumé "
+        r"asistente\w* modelo_de_lenguaje modelo_de_ia assistente\w* modello_linguistico modello_di_ia "
+        r"modelo_de_linguagem modelo_de_ia taalmodel\w* ai-\w+ "
+        r"ии ии-\w+ ассистент\w* чат-бот\w* языков\w+_модел\w+ нейросет\w*",
+        r"助手|智能体|机器人|语言模型|人工智能|ai模型|アシスタント|エージェント|ボット|言語モデル|人工知能|aiモデル",
     ),
-    # cancelling the reader's instructions
-    "override": (
-        r"\b(?:ignore|disregard|forget|override|bypass|overrule|ignorier\w*|vergiss|vergesst|missachte\w*|"
-        r"ignor\w*|oublie\w*|olvid\w*|dimentic\w*|esque[cç]\w*|desconsider\w*|negeer|vergeet|"
-        r"игнорир\w*|забудь\w*|не обращай)\b(?:\W+\w+){0,5}?\W+(?:\w*\W+)?"
-        r"(?:instructions?|rules|prompt|guidelines|task|directions|above|previous|prior|earlier|"
-        r"restrictions|safety|anweisung\w*|regeln|vorgaben|aufgabe|consignes|règles|précédent\w*|"
-        r"instrucciones|reglas|anterior\w*|istruzioni|regole|precedent\w*|instruç\w+|regras|"
-        r"instructies|regels|eerdere|инструкци\w*|правил\w*|предыдущ\w*)|"
-        r"(?:忽略|无视|忘记|忘掉|不要理会).{0,12}(?:指令|指示|规则|提示|要求|任务)|"
-        r"(?:指示|ルール|命令|プロンプト|タスク).{0,10}(?:無視|忘れ|取り消|無効)|"
-        r"\b(?:no longer appl\w+|are cancell?ed|is cancell?ed|gelten nicht mehr|aufgehoben|"
-        r"ne s'appliquent plus|est annulée|ya no valen|queda cancelada|non valgono più|è annullat\w|"
-        r"não valem mais|foi cancelad\w|gelden niet meer|is geannuleerd|больше не действуют|отменен\w*)\b|"
-        r"已被取消|已经失效|取り消されました|もう無効"
+    # the reader's configuration: instructions, rules, policies, safety
+    "config": _alt(
+        r"instructions? rules guidelines? polic(?:y|ies) restrictions? filters? safety guardrails? "
+        r"constraints? programming directives? system_prompt prompts? ethics ethical moral\w* "
+        r"anweisung\w* regeln richtlinie\w* vorgaben einschränkung\w* sicherheitsfilter\w* "
+        r"consignes? instructions? règles? restrictions? directives? filtres? "
+        r"instrucci\w+ reglas? restricci\w+ directrices? normas? filtros? "
+        r"istruzion\w+ regole restrizion\w+ linee_guida filtri "
+        r"instruç\w+ regras restriç\w+ diretrizes filtros "
+        r"instructies regels richtlijn\w* beperkingen "
+        r"инструкци\w* правил\w* ограничени\w* фильтр\w* промпт\w*",
+        r"指令|指示|规则|限制|过滤|提示词|准则|ルール|制限|フィルター|プロンプト|ガイドライン|命令",
+    ),
+    # cancelling, overriding, escaping
+    "override": _alt(
+        r"ignor\w* disregard\w* forget\w* override\w* overrid\w* bypass\w* overrule\w* skip "
+        r"no_longer_appl\w+ cancell?ed void disable\w* unlock\w* jailbr\w+ "
+        r"vergiss\w* vergesst missacht\w* aufgehoben umgeh\w* deaktivier\w* "
+        r"oubli\w* annul\w+ contourn\w+ désactiv\w+ olvid\w* cancelad\w* anulad\w* omite\w* "
+        r"dimentic\w* annullat\w* esque[cç]\w* desconsider\w* negeer\w* vergeet geannuleerd "
+        r"забудь\w* забуд\w+ игнорир\w* отмен\w+ обойд\w+ обход\w*",
+        r"忽略|无视|忘记|忘掉|不要理会|取消|绕过|無視|忘れ|取り消|無効",
+    ),
+    # what came before: previous/above/earlier instructions
+    "prior": _alt(
+        r"previous\w* above prior earlier original initial before "
+        r"vorherig\w* bisherig\w* obig\w* früher\w* vorher "
+        r"précédent\w* antérieur\w* ci-dessus anterior\w* previ[ao]s? precedent\w* sopra "
+        r"eerder\w* vorige bovenstaande предыдущ\w* прежн\w* выше ранее",
+        r"之前|以前|上面|先前|上述|これまで|以前の|前の|上記",
     ),
     # a persona without rules, role-play framing
-    "roleplay": (
-        r"\b(?:you are now|from now on|act as|pretend|stay in character|in character|role-?play|jailbr\w+|"
-        r"dan|do anything now|developer mode|unfiltered|uncensored|no (?:restrictions|rules|filters|limits)|"
-        r"without (?:any )?(?:restrictions|rules|filters|limits|ethics)|du bist jetzt|ab jetzt|tu so|rolle|"
-        r"ohne (?:regeln|einschränkungen|filter)|ungefiltert\w*|tu es maintenant|désormais|à partir de "
-        r"maintenant|"
-        r"fais comme si|sans (?:aucune )?(?:règles?|restrictions?|filtres?)|personnage|ahora eres|"
-        r"a partir de ahora|finge|sin (?:reglas|restricciones|filtros)|personaje|ora sei|da ora in poi|fingi|"
-        r"senza (?:regole|restrizioni|filtri)|personaggio|a partir de agora|finja|sem (?:regras|restriç"
-        r"ões|filtros)|"
-        r"personagem|je bent nu|vanaf nu|doe alsof|zonder (?:regels|beperkingen|filters)|теперь ты|"
-        r"с этого момента|притворись|без (?:правил|ограничений|фильтров)|из роли)\b|"
-        r"从现在起|你现在是|假装|没有任何规则|无过滤|保持角色|今からあなたは|ふりをして|ルールのない|検閲のない|役を"
+    "persona": _alt(
+        r"you_are_now you're_now from_now_on act_as_(?:an?|the|my|if_you) acting_as "
+        r"pretend(?:_to_be|_you|_that_you|ing_to_be) stay_in_character in_character role-?play\w* "
+        r"persona do_anything_now developer_mode let's_play play_a_game hypothetical\w* "
+        r"du_bist_jetzt ab_jetzt tu_so,?_als_(?:wärst|ob)_du lass_uns_ein_spiel deine_rolle "
+        r"tu_es_maintenant à_partir_de_maintenant fais_comme_si_tu fais_semblant personnage jouons "
+        r"ton_rôle ahora_eres a_partir_de_ahora finge_(?:que|ser) haz_como_si_fueras personaje "
+        r"juguemos tu_papel ora_sei da_ora_in_poi fingi_(?:di|che) personaggio giochiamo "
+        r"a_partir_de_agora finja_(?:que|ser) faça_de_conta_que_você personagem vamos_jogar "
+        r"você_é_agora je_bent_nu vanaf_nu doe_alsof_(?:je|jij) je_rol "
+        r"теперь_ты с_этого_момента притвор\w+ из_роли сыграем",
+        r"从现在起|从现在开始|你现在是|假装|扮演|角色|今からあなたは|ふりをして|なりきっ|役を|ロールプレイ",
+    ),
+    # no limits: unfiltered, amoral, never refuse
+    "no_limits": _alt(
+        r"unfiltered uncensored amoral unethical immoral illegal unrestricted "
+        r"no_(?:restrictions|rules|filters|limits|limitations|ethics|morals) never_refuses? "
+        r"without_(?:any_)?(?:restrictions|rules|filters|limits|limitations|ethics|censorship|questions?) "
+        r"anything_now any_request forbidden "
+        r"ungefiltert\w* ohne_(?:regeln|einschränkungen|filter|grenzen) verboten\w* "
+        r"sans_(?:aucune_)?(?:règles?|restrictions?|filtres?|limites?) non_filtré\w* interdit\w* "
+        r"sin_(?:reglas|restricciones|filtros|límites) prohibid\w* "
+        r"senza_(?:regole|restrizioni|filtri|limiti) proibit\w* vietat\w* "
+        r"sem_(?:regras|restrições|filtros|limites) proibid\w* "
+        r"zonder_(?:regels|beperkingen|filters|grenzen) ongefilterd\w* verboden "
+        r"без_(?:правил|ограничений|фильтров|цензуры) запрещ\w+",
+        r"没有任何规则|无过滤|不受限制|没有限制|禁止|ルールのない|検閲のない|制限のない|制限なし|禁止",
+    ),
+    # shaping the reader's reply
+    "respond": _alt(
+        r"respond\w* repl(?:y|ies) answer\w* response\w* repeat\w* verbatim word_for_word "
+        r"antwort\w* wörtlich répon\w+ mot_pour_mot respuesta\w* responde\w* palabra_por_palabra "
+        r"rispond\w+ risposta\w* parola_per_parola resposta\w* responda palavra_por_palavra "
+        r"antwoord\w* woord_voor_woord ответ\w* ответь дословно",
+        r"回答|回复|逐字|返答|回答|一字一句",
     ),
     # secrets and data a reader can leak
-    "secret": (
-        r"\b(?:system ?prompt|initial instructions|hidden (?:prompt|instructions)|api[ -]?keys?|passwords?|"
-        r"credentials|session (?:token|cookie)|cookies?|conversation|chat history|contacts|customer (?:"
-        r"data|list)|"
-        r"systemprompt|passw[oö]rt\w*|zugangsdaten|api-schlüssel|gespräch\w*|prompt système|mots? de passe|"
-        r"clés? api|conversation|contraseñas?|claves? api|conversación|prompt de sistema|chiavi api|"
-        r"conversazione|senhas?|chaves? de api|conversa|wachtwoord\w*|api-sleutel\w*|gesprek|systeemprompt|"
-        r"системн\w* промпт\w*|парол\w*|api-ключ\w*|разговор\w*|переписк\w*)\b|"
-        r"系统提示|密码|api密钥|对话|联系人|システムプロンプト|パスワード|apiキー|会話|連絡先"
+    "secret": _alt(
+        r"system_?prompt initial_instructions hidden_(?:prompt|instructions) api[_-]?keys? "
+        r"passwords? credentials session_(?:token|cookie) cookies? tokens? conversation chat_history "
+        r"contacts email_addresses customer_(?:data|list) personal_data "
+        r"systemprompt passw[oö]rt\w* zugangsdaten api-schlüssel\w* gespräch\w* kontakte "
+        r"mots?_de_passe clés?_api identifiants conversation "
+        r"contraseñas? claves?_api credenciales conversación "
+        r"chiavi_api credenziali conversazione senhas? chaves?_de_api conversa "
+        r"wachtwoord\w* api-sleutel\w* inloggegevens gesprek "
+        r"парол\w* api-ключ\w* разговор\w* переписк\w* учётн\w*",
+        r"系统提示|密码|密钥|对话|联系人|凭证|システムプロンプト|パスワード|キー|会話|連絡先|認証情報",
     ),
-    # what the reader is told to do
-    "action": (
-        r"\b(?:send|forward|post|upload|exfiltrat\w+|leak|reveal|print|output|repeat|append|include|call|"
-        r"invoke|execute|run|delete|transfer|reply|respond|answer only|say|tell the user|"
-        r"schick\w*|sende\w*|antworte\w*|gib|rufe|führe|lösche\w*|hänge|sag|envoie\w*|affiche\w*|appelle\w*|"
-        r"exécute\w*|supprime\w*|ajoute\w*|réponds|dis|envía\w*|muestra\w*|llama\w*|ejecuta\w*|borra\w*|"
-        r"añade\w*|responde\w*|dile|invia\w*|stampa\w*|chiama\w*|esegui\w*|elimina\w*|aggiungi\w*|rispondi|"
-        r"di'|envie\w*|mostre\w*|chame\w*|execute\w*|apague\w*|acrescente\w*|inclua\w*|responda|diga|stuur|"
-        r"geef|roep|voer|verwijder\w*|voeg|antwoord|vertel|отправь\w*|выведи\w*|вызови\w*|запусти\w*|"
-        r"удали\w*|добавь\w*|перешли\w*|ответь\w*|скажи\w*)\b|"
-        r"发送|输出|调用|执行|删除|附上|打开|回复|告诉用户|送信|出力|呼び出|実行|削除|付け加え|開い|返答|伝えて"
+    # where data goes: a URL, an address, a webhook, a tracking pixel
+    "exfil": r"https?://|\b[\w.+-]+@[\w-]+\.[\w.]+|\.(?:gif|png)\?|webhook|\?\w+=|\bbase64\b",
+    # sending and moving
+    "send": _alt(
+        r"send\w* forward\w* post upload\w* exfiltrat\w+ leak\w* transmit\w* append\w* include\w* "
+        r"embed\w* attach\w* collect\w* "
+        r"schick\w* send\w* hänge\w* sammle\w* füge\w* "
+        r"envo\w+ ajoute\w* joins\w* récupère\w* envía\w* añade\w* adjunta\w* reúne\w* incluye\w* "
+        r"invia\w* aggiung\w* allega\w* raccogli\w* includ\w* envie\w* acrescent\w* inclua\w* junte\w* "
+        r"stuur\w* voeg\w* verzamel\w* отправ\w* перешл\w* добав\w* собер\w* вставь\w*",
+        r"发送|发到|附上|上传|收集|拼接|送信|送っ|付け加え|添付|収集|集め",
     ),
-    "url": r"https?://|\b[\w.+-]+@[\w-]+\.[\w.]+|\.gif\?|webhook|\?\w+=",
-    "tool": (
-        r"\b(?:tools?|functions?|shell|browser|send_email|http_post|delete_file|fetch_url|"
-        r"werkzeug\w*|tool|outil\w*|herramienta\w*|strumento|ferramenta|browsertool|shelltool|"
-        r"инструмент\w*)\b|工具|ツール|\b\w+_\w+\s*\("
+    # tools and actions in the world
+    "tool": _alt(
+        r"tools? function_call tool_call shell_tool browser_tool "
+        r"werkzeug\w* \w+-werkzeug\w* \w+-tool outil\w* herramienta\w* strument\w* ferramenta\w* "
+        r"инструмент\w*",
+        r"工具|ツール" + r"|\b\w+_\w+\s*\(|\b(?:send|delete|http|fetch|transfer|exec|run)_\w+",
     ),
-    # obligation addressed to "you", a new goal
-    "you_must": (
-        r"\b(?:you must|you will|you have to|you should now|your (?:new |real )?(?:task|goal|objective|"
-        r"instructions)|"
-        r"du musst|dein (?:neues )?ziel|deine (?:neue )?aufgabe|tu dois|ton (?:nouvel )?objectif|ta (?:"
-        r"nouvelle )?tâche|"
-        r"debes|tu (?:nuevo )?objetivo|tu (?:nueva )?tarea|devi|il tuo (?:nuovo )?(?:obiettivo|compito)"
-        r"|você deve|"
-        r"seu (?:novo )?objetivo|sua (?:nova )?tarefa|je moet|je (?:nieuwe )?(?:doel|taak)|ты должен|"
-        r"твоя (?:новая )?(?:цель|задача))\b|"
-        r"你必须|你的新目标|你的任务|あなたの新しい目的|しなければなりません"
+    # hiding it from the human
+    "covert": _alt(
+        r"without_(?:asking|telling|informing|notifying|confirmation|approval) "
+        r"do_not_(?:tell|mention|reveal|inform) don't_(?:tell|mention|reveal) secretly quietly "
+        r"silently nobody_notices no_one_notices hidden unnoticed discreet\w* "
+        r"ohne_(?:zu_fragen|nachzufragen|bestätigung) heimlich unauffällig niemand "
+        r"sans_(?:demander|prévenir|confirmation) discrètement en_secret personne_ne "
+        r"sin_(?:preguntar|avisar|confirmación) en_secreto disimulo nadie "
+        r"senza_(?:chiedere|avvisare|conferma) di_nascosto nessuno "
+        r"sem_(?:perguntar|avisar|confirmação) discretamente ninguém "
+        r"zonder_(?:te_vragen|toestemming|het_te_melden) stiekem ongemerkt niemand "
+        r"не_спрашивая незаметно тайно никто",
+        r"悄悄|不询问|不要告诉|秘密地|没人会发现|こっそり|確認せず|尋ねず|誰にも",
     ),
+    # the reader addressed in the second person, or told to do something (zh/ja imperatives)
+    "you": _alt(
+        r"you your yours yourself du dein\w* dich dir tu ton ta tes toi vous votre vos "
+        r"eres tú tus usted sei tuo tua tuoi você seu sua jij je jouw ты твой твоя твои тебе тебя вы ваш\w*",
+        r"你|您|请|必须|あなた|してください|てください|なさい",
+    ),
+    # the user as the reader's principal ("the user", "the reader")
+    "user": _alt(
+        r"the_user\w* user's users? the_reader "
+        r"nutzer\w* benutzer\w* utilisateur\w* usuario\w* utente\w* usuário\w* gebruiker\w* "
+        r"пользовател\w*",
+        r"用户|使用者|ユーザー|利用者",
+    ),
+    # role and message delimiters of chat formats, notes addressed to a system
     "marker": (
-        r"(?:^|\n)\s*(?:system|note|important|attention|admin|assistant)\s*(?:note|message|notice|overr"
-        r"ide)?\s*[:!]|"
-        r"\[(?:system|inst|admin|hidden instruction)\]|<\|im_start\|>|###\s*(?:instruction|system)|"
+        r"(?:^|\n|\. )\s*(?:system|note|important|attention|admin|assistant|notice|user)\s*"
+        r"(?:note|message|notice|override|update|alert)?\s*[:!]|"
+        r"\[/?(?:system|inst|sys|admin|hidden instruction)\]|<\|\w+\|>|</?(?:system|instructions?)>|"
+        r"###\s*(?:instruction|system|new)|"
         r"systemhinweis|systemmeldung|note système|avis système|nota del sistema|aviso del sistema|"
         r"nota di sistema|avviso di sistema|aviso do sistema|systeemmelding|системное сообщение|"
-        r"系统通知|システム通知|<!--"
+        r"系统通知|系统消息|システム通知|<!--"
     ),
 }
 
 
 _CONCEPT_RES = tuple(re.compile(p) for p in CONCEPTS.values())
-_PAIRS = tuple((i, j) for i in range(len(CONCEPTS)) for j in range(i + 1, len(CONCEPTS)))
+# Concepts common in ordinary prose and manuals ("you", "the user", "before", "reply", "tool"):
+# they count only beside a concept specific to injections, never with each other, so a long
+# paragraph of a manual cannot add up to an injection out of generic words.
+GENERIC = frozenset({"config", "prior", "respond", "send", "tool", "you", "user"})
+_GENERIC = tuple(name in GENERIC for name in CONCEPTS)
+_PAIRS = tuple(
+    (i, j)
+    for i in range(len(CONCEPTS))
+    for j in range(i + 1, len(CONCEPTS))
+    if not (_GENERIC[i] and _GENERIC[j])
+)
 N_FEATURES = 1 + 1 + len(_PAIRS) + 1
 
 
@@ -307,9 +443,9 @@ def concept_positions(folded: str) -> list[np.ndarray]:
 def quoted_share(folded: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Share of each window's characters that sit inside a quotation (an article quoting an attack)."""
     inside = np.zeros(len(folded) + 1)
-    for m in _QUOTED.finditer(folded):
-        inside[m.start()] += 1
-        inside[m.end()] -= 1
+    for start, end in quotations(folded):
+        inside[start] += 1
+        inside[end] -= 1
     csum = np.concatenate([[0.0], np.cumsum(np.cumsum(inside)[:-1] > 0)])
     return (csum[ends] - csum[starts]) / np.maximum(ends - starts, 1)
 
@@ -324,7 +460,8 @@ def span_features(folded: str, model: Model, starts: np.ndarray, ends: np.ndarra
         if len(pos):
             present[:, k] = np.searchsorted(pos, ends) > np.searchsorted(pos, starts)
     pairs = np.stack([present[:, i] * present[:, j] for i, j in _PAIRS], axis=1)
-    extra = np.maximum(present.sum(axis=1) - 1, 0)[:, None]
+    specific = present[:, ~np.array(_GENERIC)]
+    extra = np.maximum(specific.sum(axis=1) - 1, 0)[:, None]
     quoted = quoted_share(folded, starts, ends)[:, None]
     return np.concatenate([logits[:, None], extra, pairs, quoted], axis=1)
 
@@ -388,10 +525,28 @@ def _clip(text: str, limit: int) -> tuple[str, int]:
     return text[:half] + " " + text[-half:], len(text) - half - 1
 
 
+# Forum and support-thread chrome: "Re:" titles, "anna wrote:", the "Reply" button. It is written by
+# the forum software, not by the people in the thread, and words like "reply" would otherwise read
+# as instructions about a reply. Blanked (same length) before scoring.
+_CHROME = re.compile(
+    r"^[ \t]*(?:reply|quote|antworten|zitieren|répondre|citer|responder|citar|rispondi|cita|reageren|"
+    r"citeren|ответить|цитировать|回复|引用|返信)[ \t]*$|"
+    r"^[ \t]*(?:re|aw|sv|回复)[ \t]?[:：]|"
+    r"^[^\n]{0,40}?\b(?:wrote|schrieb|a écrit|escribió|ha scritto|escreveu|schreef|писал\w*(?:\(\w+\))?|"
+    r"написал\w*)[ \t]*:|^[^\n]{0,40}?(?:写道[:：]|さんの投稿|さんが書きました)",
+    re.MULTILINE | re.IGNORECASE,
+)
+
+
+def strip_chrome(text: str) -> str:
+    """The text with forum chrome lines and prefixes replaced by spaces (positions kept)."""
+    return _CHROME.sub(lambda m: " " * len(m.group()), text)
+
+
 def score_text(text: str, model: Model) -> tuple[float, int, int]:
     """(probability, start, end) of the most suspicious window; positions are approximate (folding
     can change lengths) and point into ``text``."""
-    folded = fold(text)
+    folded = fold(strip_chrome(text))
     if not folded.strip():
         return 0.0, 0, 0
     starts, ends, feats = window_features(folded, model)
