@@ -142,7 +142,8 @@ def route_score(table: pa.Table, cfg: Config, combiner_cfg: combiner.Config) -> 
     base = np.nan_to_num(
         table.column(SCORE).to_numpy(zero_copy_only=False).astype(np.float64), nan=NULL_SCORE
     )
-    if not combiner_cfg.terms or WORDS not in table.column_names:
+    # Routing comes before the LM: the combiner's cheap model (no LM columns yet).
+    if not combiner_cfg.cheap.terms or WORDS not in table.column_names:
         return base
     counts = np.nan_to_num(table.column(WORDS).to_numpy(zero_copy_only=False).astype(np.float64), nan=0.0)
     odds = np.array(

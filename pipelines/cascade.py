@@ -23,7 +23,7 @@ from poisonguard.pipelines.config import PipelineConfig
 
 def route_columns(cfg: PipelineConfig) -> tuple[str, ...]:
     """The columns :func:`lm_rows` reads besides the documents."""
-    return (*suspicion.ROUTE_COLUMNS, *(t.column for t in cfg.combiner.terms))
+    return (*suspicion.ROUTE_COLUMNS, *(t.column for t in cfg.combiner.cheap.terms))
 
 
 def lm_rows(table: pa.Table, cfg: PipelineConfig, undecided: Sequence[bool]) -> list[int]:

@@ -84,7 +84,8 @@ def test_route_score_adds_the_combiner_for_long_documents_only() -> None:
     short, long = suspicion.route_score(table, CFG, combiner_cfg)
     assert short == 0.5  # too short: the combiner is not asked
     assert long > 2.0  # the combiner's standardised log-odds, far above the order z
-    off = suspicion.route_score(table, CFG, combiner_cfg.model_copy(update={"terms": []}))
+    no_terms = combiner_cfg.cheap.model_copy(update={"terms": []})
+    off = suspicion.route_score(table, CFG, combiner_cfg.model_copy(update={"cheap": no_terms}))
     assert list(off) == [0.5, 0.5]
 
 
