@@ -24,7 +24,11 @@ What survives spinning is a *shared core*: most of the body's short word n-grams
    it, say a few shared command lines in a translated manual, is not confirmed by that part).
    At least ``min_varied_containment`` of it must also lie outside the sentences found verbatim
    on ``shared_sentence_share`` of the group's domains: one CMS theme's cookie banner and footer
-   are verbatim on every site, a spun copy rewrites most of its sentences. A group whose
+   are verbatim on every site, a spun copy rewrites most of its sentences. That second test is
+   waived when the group's core holds ``verbatim_core_sentences`` or more of those verbatim
+   sentences: a theme's banner and footer are a handful, an article copied word for word onto many
+   sites (each copy in its own chrome, so under dedup's near-duplicate threshold) is many; such a
+   copy is quarantined as ``campaign:copied(N domains)``. A group whose
    confirmed copies span ``min_domains`` registrable domains is a campaign: each confirmed copy
    is quarantined as ``campaign:spun(N domains)``.
 
@@ -52,6 +56,7 @@ from poisonguard.filters import dedup
 from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 REASON = "campaign:spun"
+COPIED_REASON = "campaign:copied"
 
 SIGNAL_SCHEMA = pa.schema(
     [
@@ -60,6 +65,7 @@ SIGNAL_SCHEMA = pa.schema(
         ("campaign_core_domains", pa.int64()),
         ("campaign_containment", pa.float64()),
         ("campaign_varied_containment", pa.float64()),
+        ("campaign_verbatim_sentences", pa.int64()),
     ]
 )
 
@@ -97,6 +103,11 @@ class Config(DetectorConfig):
     )
     min_varied_containment: float = Field(
         0.2, ge=0.0, le=1.0, description="share of a copy in the core outside the shared sentences"
+    )
+    verbatim_core_sentences: int | None = Field(
+        10,
+        ge=1,
+        description="a group whose core holds this many shared sentences is an article copied verbatim",
     )
 
 
@@ -199,6 +210,20 @@ def read_columns(table: pa.Table) -> tuple[np.ndarray, list[np.ndarray], np.ndar
     shares = np.asarray(table.column(BODY_SHARE_COLUMN).to_numpy(zero_copy_only=False), dtype=np.float64)
     sketches = _list_values(table.column(SKETCH_COLUMN), n)
     return sigs, sketches, shares, _list_values(table.column(OWNER_COLUMN), n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decision rule (shared by the index and by flag)
+
+
+def is_copy(containment: np.ndarray, varied: np.ndarray, verbatim: np.ndarray, cfg: Config) -> np.ndarray:
+    """Per member: a confirmed copy. Most of the page is in the core, and that core is either
+    rewritten (spun: ``varied``) or a long article found verbatim on nearly every domain
+    (``verbatim`` shared sentences; a theme's banner and footer are a handful of sentences)."""
+    long_copy = np.zeros(len(verbatim), dtype=bool)
+    if cfg.verbatim_core_sentences is not None:
+        long_copy = verbatim >= cfg.verbatim_core_sentences
+    return (containment >= cfg.min_containment) & ((varied >= cfg.min_varied_containment) | long_copy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,12 +367,14 @@ class CampaignIndex:
 
     def _confirm(
         self, group: _Group, hosts: np.ndarray, domains: np.ndarray, boiler: dict[int, set[int]]
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """(containment of each member, the part of it outside the shared sentences, distinct
-        domains of the confirmed members)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(containment of each member, the part of it outside the shared sentences, how many
+        distinct shared sentences its core features come from, distinct domains of the confirmed
+        members)."""
         shared = self._shared_sentences(group, domains)
         feats: list[np.ndarray] = []
         in_shared: list[np.ndarray] = []
+        owners: list[np.ndarray] = []
         for i in group.members.tolist():
             sk = self._sketches[i]
             keep = np.ones(len(sk), dtype=bool)
@@ -355,7 +382,8 @@ class CampaignIndex:
             if drop:
                 keep &= ~np.isin(sk, np.fromiter(drop, dtype=np.uint64, count=len(drop)))
             feats.append(sk[keep])
-            in_shared.append(np.isin(self._owners[i][keep], shared))
+            owners.append(self._owners[i][keep])
+            in_shared.append(np.isin(owners[-1], shared))
         # Core: features present on core_min_domains distinct domains of the group. Boilerplate
         # features stay in each copy's denominator: a page that is mostly boilerplate has no core.
         per_feature: dict[int, set[int]] = {}
@@ -367,6 +395,8 @@ class CampaignIndex:
         core = {f for f, ds in per_feature.items() if len(ds) >= self.cfg.core_min_domains}
         containment = np.zeros(len(feats), dtype=np.float64)
         varied = np.zeros(len(feats), dtype=np.float64)
+        verbatim = np.zeros(len(feats), dtype=np.int64)
+        verbatim_owners: list[np.ndarray] = []
         for j, fs in enumerate(feats):
             i = int(group.members[j])
             total = len(self._sketches[i])
@@ -374,9 +404,13 @@ class CampaignIndex:
                 hit = np.fromiter((f in core for f in fs.tolist()), dtype=bool, count=len(fs))
                 containment[j] = hit.sum() / total * self._shares[i]
                 varied[j] = (hit & ~in_shared[j]).sum() / total * self._shares[i]
-        confirmed = (containment >= self.cfg.min_containment) & (varied >= self.cfg.min_varied_containment)
+                verbatim_owners.append(owners[j][hit & in_shared[j]])
+        # The group's verbatim core: shared sentences that hold core features of some copy.
+        n_verbatim = len(np.unique(np.concatenate(verbatim_owners))) if verbatim_owners else 0
+        verbatim[:] = n_verbatim
+        confirmed = is_copy(containment, varied, verbatim, self.cfg)
         doms = domains[group.members[confirmed]]
-        return containment, varied, len(np.unique(doms[doms >= 0]))
+        return containment, varied, verbatim, len(np.unique(doms[doms >= 0]))
 
     def assign(self) -> pa.Table:
         """SIGNAL_SCHEMA columns for every document, in the order added."""
@@ -389,11 +423,12 @@ class CampaignIndex:
         core_domains = np.zeros(n, dtype=np.int64)
         containment = np.zeros(n, dtype=np.float64)
         varied = np.zeros(n, dtype=np.float64)
+        verbatim = np.zeros(n, dtype=np.int64)
         groups = self._candidate_groups(sigs, domains)
         wanted = {int(h) for g in groups for h in hosts[g.members].tolist() if h >= 0}
         boiler = self._boilerplate(hosts, wanted)
         for group in groups:
-            cont, var, n_core = self._confirm(group, hosts, domains, boiler)
+            cont, var, verb, n_core = self._confirm(group, hosts, domains, boiler)
             first = self._ids[int(group.members[0])]
             for j, i in enumerate(group.members.tolist()):
                 group_id[i] = first
@@ -401,6 +436,7 @@ class CampaignIndex:
                 core_domains[i] = n_core
                 containment[i] = cont[j]
                 varied[i] = var[j]
+                verbatim[i] = verb[j]
         return pa.table(
             {
                 "campaign_group_id": pa.array(group_id, pa.string()),
@@ -408,6 +444,7 @@ class CampaignIndex:
                 "campaign_core_domains": pa.array(core_domains, pa.int64()),
                 "campaign_containment": pa.array(np.round(containment, 4), pa.float64()),
                 "campaign_varied_containment": pa.array(np.round(varied, 4), pa.float64()),
+                "campaign_verbatim_sentences": pa.array(verbatim, pa.int64()),
             },
             schema=SIGNAL_SCHEMA,
         )
@@ -433,22 +470,30 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
 
 
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
-    """``campaign:spun(N domains)`` for every confirmed copy of a campaign on ``min_domains``
-    or more registrable domains."""
-    if not cfg.enabled or "campaign_core_domains" not in signals.column_names:
+    """``campaign:spun(N domains)`` for every confirmed copy of a campaign on ``min_domains`` or more
+    registrable domains; ``campaign:copied(N domains)`` where the copy's core is confirmed by the
+    length of the article it repeats verbatim rather than by rewritten sentences."""
+    needed = ("campaign_core_domains", "campaign_containment", "campaign_varied_containment")
+    if not cfg.enabled or any(c not in signals.column_names for c in needed):
         return [[] for _ in range(signals.num_rows)]
-    core = signals.column("campaign_core_domains").to_pylist()
-    cont = signals.column("campaign_containment").to_pylist()
-    varied = signals.column("campaign_varied_containment").to_pylist()
-    out: list[list[str]] = []
-    for d, c, v in zip(core, cont, varied, strict=True):
-        if d is None or c is None or v is None:
-            out.append([])
-        elif d >= cfg.min_domains and c >= cfg.min_containment and v >= cfg.min_varied_containment:
-            out.append([f"{REASON}({d} domains)"])
-        else:
-            out.append([])
-    return out
+    n = signals.num_rows
+
+    def column(name: str, dtype: type) -> np.ndarray:
+        if name not in signals.column_names:
+            return np.zeros(n, dtype=dtype)
+        values = signals.column(name).to_pylist()
+        return np.array([0 if v is None else v for v in values], dtype=dtype)
+
+    core = column("campaign_core_domains", np.int64)
+    cont = column("campaign_containment", np.float64)
+    varied = column("campaign_varied_containment", np.float64)
+    verbatim = column("campaign_verbatim_sentences", np.int64)
+    copy = is_copy(cont, varied, verbatim, cfg) & (core >= cfg.min_domains)
+    spun = varied >= cfg.min_varied_containment
+    return [
+        [f"{REASON if s else COPIED_REASON}({d} domains)"] if c else []
+        for c, s, d in zip(copy.tolist(), spun.tolist(), core.tolist(), strict=True)
+    ]
 
 
 DECLARED_SIGNALS = (
@@ -457,6 +502,7 @@ DECLARED_SIGNALS = (
     Signal("campaign_core_domains", "min_domains"),
     Signal("campaign_containment", "min_containment"),
     Signal("campaign_varied_containment", "min_varied_containment"),
+    Signal("campaign_verbatim_sentences", "verbatim_core_sentences"),
 )
 DETECTOR = Spec(
     name="campaign", stage="corpus", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag

@@ -92,3 +92,16 @@ def background(n: int, seed: int = 99) -> list[dict[str, str]]:
         }
         for i in range(n)
     ]
+
+
+def copied_farm(n_domains: int, seed: int = 4) -> list[dict[str, str]]:
+    """One article copied verbatim on ``n_domains`` sites, each page in its own chrome with its own
+    related headlines: the copies sit near 0.55 in word 5-gram Jaccard, under dedup's 0.8."""
+    rng = random.Random(seed)
+    body = " ".join(article(rng, 16))
+    docs = []
+    for k in range(n_domains):
+        related = [" ".join(article(rng, 1)[0].split()[:8]) for _ in range(5)]
+        page = chrome(f"farm{k}.info", body, rng) + "\nRead next:\n" + "\n".join(related)
+        docs.append({"id": f"copy-{k}", "url": f"https://www.farm{k}.info/news/{k}", "text": page})
+    return docs

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from poisonguard.filters import campaign
-from tests.spun_corpus import article, background, campaign_docs, chrome
+from tests.spun_corpus import article, background, campaign_docs, chrome, copied_farm
 
 
 def run(docs: list[dict[str, str]], cfg: campaign.Config | None = None) -> tuple[pa.Table, list[list[str]]]:
@@ -116,6 +116,17 @@ def test_one_short_page_per_cms_site_is_not_a_campaign() -> None:
     varied = table.column("campaign_varied_containment").to_pylist()[:30]
     assert max(cont) >= 0.4 and max(varied) < 0.1  # mostly shared text, but none of it rewritten
     assert all(reasons[30:])  # a campaign among them is still one
+
+
+def test_an_article_copied_verbatim_is_a_campaign() -> None:
+    """Every sentence verbatim on every domain, like a theme's footer, but many of them."""
+    table, reasons = run(copied_farm(12) + background(20))
+    assert all(r == ["campaign:copied(12 domains)"] for r in reasons[:12])
+    assert not any(reasons[12:])
+    assert max(table.column("campaign_varied_containment").to_pylist()[:12]) < 0.05
+    assert min(table.column("campaign_verbatim_sentences").to_pylist()[:12]) >= 12
+    assert not any(campaign.flag(table, campaign.Config(verbatim_core_sentences=None)))
+    assert not any(campaign.flag(table, campaign.Config(verbatim_core_sentences=40)))
 
 
 def test_flag_rereads_thresholds() -> None:

@@ -17,7 +17,7 @@ from poisonguard.pipelines.config import load_config
 from poisonguard.pipelines.runner import run_filter
 from tests.conftest import local_ray, write_jsonl
 from tests.pipelines.test_runner import read_outcomes
-from tests.spun_corpus import article, background, campaign_docs, chrome, spin
+from tests.spun_corpus import article, background, campaign_docs, chrome, copied_farm, spin
 
 
 def wire_story(n_domains: int, seed: int = 3) -> list[dict[str, str]]:
@@ -85,3 +85,37 @@ def test_ray_engine_gives_the_local_campaign_outcomes(tmp_path: Path) -> None:
     local, distributed = read_outcomes(tmp_path / "local"), read_outcomes(tmp_path / "ray")
     assert local == distributed
     assert sum("campaign:spun(14 domains)" in r for _, r, _ in local.values()) == 14
+
+
+def cms_pages(n_domains: int, seed: int = 9) -> list[dict[str, str]]:
+    """One short page on each of ``n_domains`` sites of one CMS theme: its own paragraph, then the
+    theme's cookie banner, newsletter box and credits (long sentences, verbatim on every site)."""
+    rng = random.Random(seed)
+    footer = " ".join(article(random.Random(seed + 1), 6))
+    return [
+        {
+            "id": f"cms-{k}",
+            "url": f"https://blog{k}.example.org/post",
+            "text": "Home | News | About\n" + " ".join(article(rng, 3)) + "\n" + footer,
+        }
+        for k in range(n_domains)
+    ]
+
+
+def test_verbatim_farm_in_site_chrome_is_a_campaign_and_cms_theme_is_kept(tmp_path: Path) -> None:
+    """A farm copied word for word is a campaign as much as a spun one: its sentences are all
+    verbatim on every domain, like a theme's footer, but an article is many sentences long."""
+    from poisonguard.core import minhash
+
+    farm = copied_farm(12)
+    sets = [set(minhash.shingles(d["text"], 5)) for d in farm]
+    assert max(len(a & b) / len(a | b) for i, a in enumerate(sets) for b in sets[i + 1 :]) < 0.8
+    src = write_jsonl(tmp_path / "in.jsonl", farm + cms_pages(30) + background(20))
+    cfg = load_config(overrides={"perplexity": {"enabled": False}})
+    run_filter([str(src)], tmp_path / "out", cfg, show_progress=False)
+    outcomes = read_outcomes(tmp_path / "out")
+    copies = [v for k, v in outcomes.items() if k.startswith("copy-")]
+    assert len(copies) == 12
+    assert all(o == "quarantined" and "campaign:copied(12 domains)" in r for o, r, _ in copies)
+    others = [v for k, v in outcomes.items() if not k.startswith("copy-")]
+    assert len(others) == 50 and all(o == "kept" for o, _, _ in others)
