@@ -13,8 +13,9 @@ the crawl's fetches (pages, probes, tarpit requests) against a plain crawl of th
 cloaking or tarpit (a bare Scrapy spider that only follows links, the same settings).
 
 Generalisation: the thresholds of crawler/suspicion.py and the crawl config were set on the Python docs
-with word Markov chains of order 1-3 (uniform next-word choice) and the injection phrasing of
-hidden_text's rules. This bench uses other generators: babble = sentences drawn from the site's other
+with word Markov chains of order 1-3 (uniform next-word choice), the injection_fit exponent on the
+Python docs with this bench's cloaked copies (offline ranking), and the injection classifier on other
+collections (P-INJ-X). This bench uses other generators: babble = sentences drawn from the site's other
 pages and shuffled (half the pages) or an order-2 chain with 30% back-off to order 1 (the other half),
 and injection paragraphs written for this bench (INJECTIONS). Report the handbook (held out) beside the
 Python docs (the site the thresholds were set on).
@@ -224,9 +225,9 @@ visible injection paragraph), and 2 other pages link to an endless generated sec
 (site babble, 30 links per page, headers after a 6 s drip delay). "plain crawl" = a bare Scrapy
 spider on the same site without cloaking or tarpit; "ratio" charges the crawl for its probes and for
 every request into the tarpit. Stopped = a crawl verdict on the page (cloaking:crawler_view_differs or
-cloaking:tarpit_host). Fitted on the Python docs with uniform word Markov chains of order 1-3 and
-hidden_text's instruction wording; tested with other generators (sentence splicing, order-2 chain
-with back-off) and bench-only injection wording; the Debian handbook is the held-out site.
+cloaking:tarpit_host). Fitted on the Python docs with uniform word Markov chains of order 1-3, and
+the P-INJ-X classifier on other collections; tested with other generators (sentence splicing,
+order-2 chain with back-off) and bench-only injection wording; the Debian handbook is held out.
 """
 
 GOALS = (

@@ -104,7 +104,7 @@ class CrawlConfig(BaseModel):
     )
     # --- cloaking probe (docs/THREATS.md P-CLOAK) ---
     cloaking_sample_rate: float = Field(
-        0.03, ge=0, le=1, description="share of pages per host fetched again with a browser user agent"
+        0.01, ge=0, le=1, description="share of pages per host fetched again with a browser user agent"
     )
     cloaking_probe_seeds: bool = Field(True, description="always probe the seed pages (the front doors)")
     cloaking_max_probes_per_host: int = Field(100, ge=0, description="probe at most this many pages per host")
@@ -113,17 +113,20 @@ class CrawlConfig(BaseModel):
         description="poisonguard.filters detectors whose flag on a page always triggers a probe",
     )
     cloaking_probe_share: float = Field(
-        0.08,
+        0.12,
         ge=0,
         le=1,
-        description="share of each batch of a host's pages probed, the most suspicious first "
-        "(crawler/suspicion.py score), on top of the pages probed for a reason and the sample",
+        description="probe budget per batch of a host's pages: this share of them, spent first on the "
+        "pages probed for a reason (seed, instruction phrasing, a detector, tarpit-like, the sample), "
+        "the rest on the most suspicious of the batch (crawler/suspicion.py)",
     )
     cloaking_rank_batch: int = Field(
-        50, ge=1, description="pages of a host ranked together (the last, partial batch when the crawl idles)"
+        200,
+        ge=1,
+        description="pages of a host ranked together (the last, partial batch when the crawl idles)",
     )
     cloaking_probe_instructions: bool = Field(
-        True, description="probe pages whose visible text has instruction phrasing addressed to a model"
+        True, description="rank pages whose visible text has instruction phrasing addressed to a model higher"
     )
     coherence_min_pages: int = Field(
         8, ge=1, description="pages of a host seen before its word statistics judge coherence"

@@ -1,8 +1,10 @@
 """The Scrapy spider, its raw-shard item pipeline and the tarpit guard's downloader middleware.
 
 The spider records every response as a raw row, follows links within the seeds' hosts, feeds each
-HTML page to the tarpit guard, and re-fetches a sample of pages with a browser user agent (the
-cloaking probe). It runs inside the crawl's own process (crawler/run.py), never in the caller's.
+HTML page to the tarpit guard, and re-fetches the pages where it pays with a browser user agent (the
+cloaking probe: seeds, flagged pages, a sample and the most suspicious pages of each batch, within a
+per-host budget; crawler/suspicion.py). It runs inside the crawl's own process (crawler/run.py),
+never in the caller's.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from poisonguard.crawler.tarpit import PageSignal, TarpitGuard
 logger = logging.getLogger(__name__)
 
 SLOW_FAILURES = (DownloadTimeoutError, TimeoutError, TCPTimedOutError)
+INSTRUCTION_BONUS = 0.1  # added to injection_fit where the visible text has instruction phrasing
 PROBE_PRIORITY = 100  # a probe runs soon after its page, while the page's own content is still current
 
 
@@ -75,11 +78,14 @@ class PoisonguardSpider(Spider):
         self.probe_results: dict[str, tuple[float, float | None]] = {}
         self.probe_why: dict[str, str] = {}  # url -> what made the spider probe it
         self.vocab: dict[str, suspicion.SiteVocabulary] = {}  # host -> word statistics
-        # host -> pages not probed yet as (signals, url, crawler text); the most suspicious share of
-        # each batch is probed (the ranked probe), the rest forgotten.
-        self.batches: dict[str, list[tuple[suspicion.Signals, str, str, frozenset[int]]]] = {}
-        self.site_shingles: dict[str, suspicion.SiteShingles] = {}  # host -> paragraph 4-gram counts
+        # host -> pages not probed yet as (url, crawler text, its shingles, its number on the host);
+        # the most suspicious of each batch are probed within the budget (ranked), the rest forgotten.
+        self.batches: dict[str, list[tuple[str, str, frozenset[int], int]]] = {}
+        self.site_shingles: dict[str, suspicion.SiteShingles] = {}  # host -> where each 4-gram was seen
         self.held: dict[str, list[tuple[str, str]]] = {}  # host -> tarpit-like pages to probe unless marked
+        # host -> pages probed for a reason (seed, detector, sample, tarpit-like) since its
+        # last ranking: they spend the same per-host budget as the ranked probes
+        self.reason_probes: dict[str, int] = {}
         self.probe_failures = 0
         self.links = LinkExtractor()
         self.on_progress = on_progress
@@ -197,7 +203,7 @@ class PoisonguardSpider(Spider):
             # kept in raw/ but never a document (PDF, images...): counted, so nothing goes unsaid
             self.crawler.stats.inc_value("poisonguard/skipped_not_html")
         if 200 <= response.status < 300 and is_html(ctype, response.body):
-            text, spans, title, _ = _extract(response.body, ctype)
+            text, spans, _, _ = _extract(response.body, ctype)
             links: list[str] = []
             if isinstance(response, TextResponse):
                 links = [link.url for link in self.links.extract_links(response)]
@@ -207,7 +213,7 @@ class PoisonguardSpider(Spider):
             vocab.add(words)
             site = self.site_shingles.setdefault(host_port_of(response.url), suspicion.SiteShingles())
             shingles = site.shingles(text)
-            site.add(shingles)
+            page_no = site.add(shingles)
             signal = self.guard.record_page(
                 response.url,
                 links,
@@ -225,18 +231,13 @@ class PoisonguardSpider(Spider):
             elif why:
                 yield self._start_probe(response.url, text, why)
             elif why is None and host.probes < self.cfg.cloaking_max_probes_per_host:
-                odd = (
-                    coherence,
-                    suspicion.title_support(text, title, vocab),
-                    suspicion.paragraph_fit(text, vocab),
-                )
-                yield from self._rank(host_port_of(response.url), odd, response.url, text, shingles)
+                yield from self._rank(host_port_of(response.url), response.url, text, shingles, page_no)
         row["tarpit_host"] = host.tarpit
         yield row
         self._progress()
 
     def _follow(self, url: str, links: list[str], signal: PageSignal) -> Iterator[Request]:
-        limit = self.guard.follow_limit(signal)
+        limit = self.guard.follow_limit(signal, url)
         for link in links if limit is None else links[:limit]:
             if link in self.frontier:
                 continue  # stored, or re-queued, by a resume after a kill
@@ -252,7 +253,9 @@ class PoisonguardSpider(Spider):
     ) -> str | None:
         """Why the page is probed now ("": never; None: it joins its host's ranked batch).
 
-        Now: seeds, pages with instruction phrasing or a crawl-time detector's flag, and a random sample.
+        Now: seeds, pages a crawl-time detector flags, and a random sample. Instruction phrasing in the
+        visible text is a ranking signal, not a reason: on some sites (the Python docs) one page in ten
+        has it, and probing them all would leave nothing for the rest of the budget.
         "hold": the first tarpit-like page of a chain, probed with its batch unless the tarpit claimed it.
         """
         stats = self.guard.host(url)
@@ -265,8 +268,6 @@ class PoisonguardSpider(Spider):
             # ranked; by then the tarpit's own pages have usually shown what it is. Deeper ones: the tarpit's.
             first = signal.chain == 1 and self.guard.stopped_region(url) is None
             return "hold" if first else ""
-        if self.cfg.cloaking_probe_instructions and suspicion.instruction(text):
-            return "instruction"
         if self._flagged(url, text, spans):
             return "detector"
         if cloaking_probe.sampled(url, self.cfg.cloaking_sample_rate):
@@ -275,22 +276,25 @@ class PoisonguardSpider(Spider):
 
     def _start_probe(self, url: str, text: str, why: str) -> Request:
         self.guard.host(url).probes += 1
+        if why != "ranked":
+            host = host_port_of(url)
+            self.reason_probes[host] = self.reason_probes.get(host, 0) + 1
         self.probe_why[url] = why
         return self._probe_request(url, text, None)
 
     def _rank(
         self,
         host: str,
-        signals: suspicion.Signals,
         url: str,
         text: str,
         shingles: frozenset[int] = frozenset(),
+        page_no: int = -1,
         flush: bool = False,
     ) -> Iterator[Request]:
         """Add a page to its host's batch; when the batch is full (or flushed), probe its most suspicious."""
         batch = self.batches.setdefault(host, [])
         if url:
-            batch.append((signals, url, text, shingles))
+            batch.append((url, text, shingles, page_no))
         if len(batch) < self.cfg.cloaking_rank_batch and not flush:
             return
         marked = set(self.guard.tarpit_pages()) if self.held.get(host) else set()
@@ -299,25 +303,35 @@ class PoisonguardSpider(Spider):
                 yield self._start_probe(page_url, page_text, "tarpit_like")
         if not batch:
             return
-        slots = math.ceil(self.cfg.cloaking_probe_share * len(batch))
-        # Borrowed text is judged now, against every page of the host fetched so far, not only earlier ones.
-        site = self.site_shingles[host]
-        full = []
-        for item in batch:
-            borrowed = site.borrowed(item[3])
-            full.append((*item[0], None if borrowed is None else 1.0 - borrowed))
-        scores = suspicion.rank_suspicion(full)
+        # The budget is a share of all the pages of this window; pages probed for a reason spent part of it.
+        spent = self.reason_probes.pop(host, 0)
+        slots = max(0, math.ceil(self.cfg.cloaking_probe_share * (len(batch) + spent)) - spent)
+        # Judged now, against every page of the host fetched so far, not only the earlier ones: the
+        # pages a babble page borrowed from, and the word statistics, are those of the whole site.
+        site, vocab = self.site_shingles[host], self.vocab[host]
+        signals = []
+        for _, page_text, page_shingles, number in batch:
+            scattered = site.scattered(page_shingles, number)
+            injected = suspicion.injection_fit(page_text, vocab)
+            if (
+                injected is not None
+                and self.cfg.cloaking_probe_instructions
+                and suspicion.instruction(page_text)
+            ):
+                injected += INSTRUCTION_BONUS
+            signals.append((scattered, injected))
+        scores = suspicion.rank_outliers(signals)
         order = sorted(range(len(batch)), key=lambda j: -scores[j])
-        for _, page_url, page_text, _ in (batch[j] for j in order[:slots]):
+        for page_url, page_text, _, _ in (batch[j] for j in order[:slots]):
             if self.guard.host(page_url).probes < self.cfg.cloaking_max_probes_per_host:
                 yield self._start_probe(page_url, page_text, "ranked")
         batch.clear()
 
     def _on_idle(self) -> None:
-        """Nothing left to fetch: probe the ranked share of every host's last, partial batch."""
+        """Nothing left to fetch: rank every host's last, partial batch and probe its most suspicious."""
         scheduled = 0
         for host in sorted(set(self.batches) | set(self.held)):
-            for request in self._rank(host, (), "", "", flush=True):
+            for request in self._rank(host, "", "", flush=True):
                 self.crawler.engine.crawl(request)
                 scheduled += 1
         if scheduled:

@@ -10,22 +10,33 @@ signal that generated text made from the site's own pages cannot dodge (P-TARPIT
     its subject's words (``os.path``: path, pathname, directory) in both halves; text drawn from a
     Markov chain trained on a whole site, or any generator not conditioned on a topic, shares only the
     site's common words, which the idf weights down. Independent of the chain's order and corpus.
-``title_support``
-    How much of the title's rare words the paragraphs use (a swapped body keeps the title).
-``paragraph_fit``
-    How well the page's least fitting paragraph fits the rest of it (a spliced-in paragraph does not).
-``borrowed`` (SiteShingles)
-    The share of the page's word 4-grams found on a few other pages of the host: text made from the
-    site's own pages reuses their word sequences.
+``scattered`` (SiteShingles)
+    The share of the page's word 4-grams found on other pages of the host beyond the two pages it
+    shares most with. Text made from the site's own pages (a Markov chain trained on them, sentences
+    spliced together) borrows short runs from many pages; a real page that repeats others (an index,
+    a "what's new" page, a shared section) repeats one or two of them at length.
+``injection_fit``
+    Over the page's paragraphs, the largest injection-classifier probability (filters/injection.py,
+    fitted on other collections) times the square of how little the paragraph fits the rest of the
+    page (1 - its idf-weighted share of words the other paragraphs use): an instruction spliced
+    into a page is both phrased like one and about something else than the page around it.
 ``instruction``
     The hidden-text detector's instruction rule (a model addressed, an override, agent-only requests)
-    applied to the visible text; on visible text a hit is a reason to look twice, not a verdict.
+    applied to the visible text; on visible text a hit adds a little to ``injection_fit``, no more:
+    on the Python docs one page in ten has such phrasing.
+
+How the probes are chosen (crawler/spider.py): per host, a budget of ``cloaking_probe_share`` of the
+pages of each batch (``cloaking_rank_batch`` pages, or what is left when the crawl idles), spent first
+on pages probed for a reason (seeds, a crawl-time detector's flag, tarpit-like pages, the sample),
+the rest on the pages that stand out most on ``scattered`` or ``injection_fit`` (:func:`rank_outliers`).
+The signals are computed when the batch is ranked, against every page of the host fetched by then.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import statistics
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -84,41 +95,34 @@ def _blocks(text: str, min_words: int = 10) -> list[str]:
     return [b for b in text.split("\n\n") if len(b.split()) >= min_words]
 
 
-def title_support(text: str, title: str | None, vocab: SiteVocabulary) -> float | None:
-    """idf-weighted share of the title's content words that the page's paragraphs use, 0..1.
-
-    A page is about its title: its paragraphs repeat the title's rare words. Paragraphs swapped for text
-    drawn from elsewhere (babble, a spliced article) keep the title and lose that support.
-    """
-    title_words = set(content_words(title or ""))
-    body = {w for block in _blocks(text) for w in content_words(block)}
-    if not title_words or len(body) < MIN_WORDS // 2:
-        return None
-    total = sum(vocab.idf(w) for w in title_words)
-    if total <= 0:
-        return None
-    return sum(vocab.idf(w) for w in title_words & body) / total
-
-
 Signals = tuple[float | None, ...]
 
 
-def rank_suspicion(batch: list[Signals]) -> list[float]:
-    """Per page, 0..1: how far down its host's batch it ranks on its most unusual signal (low = odd).
+MIN_SPREAD = 0.01  # floor of a signal's spread in a batch (a batch where nearly all pages score 0)
 
-    Each signal is ranked within the batch (lowest value first, so every signal is oriented with low
-    = odd); a page's suspicion is the largest of
-    its per-signal rank fractions, so a page odd on any one signal comes first. Relative to the batch,
-    hence to the site: no threshold that holds on one site and not on another.
+
+def rank_outliers(batch: list[Signals]) -> list[float]:
+    """Per page: how far it stands out on its most unusual signal, in robust z-scores over the batch.
+
+    Each signal (high = odd) is centred on the batch median and scaled by the median absolute
+    deviation; a page's score is the largest of its scores, so a page far out on any one signal comes
+    first, and a signal on which no page stands out (every page scattered a little) takes no probes
+    from one on which a few pages stand far out. Relative to the batch, hence to the site: no
+    threshold that holds on one site and not on another.
     """
-    n = len(batch)
-    out = [0.0] * n
-    if not n:
+    out = [0.0] * len(batch)
+    if not batch:
         return out
     for i in range(len(batch[0])):
-        known = sorted((s[i], j) for j, s in enumerate(batch) if s[i] is not None)
-        for rank, (_, j) in enumerate(known):
-            out[j] = max(out[j], 1.0 - rank / n)
+        column = [s[i] for s in batch]
+        known = [v for v in column if v is not None]
+        if not known:
+            continue
+        med = statistics.median(known)
+        spread = max(MIN_SPREAD, statistics.median(abs(v - med) for v in known))
+        for j, value in enumerate(column):
+            if value is not None:
+                out[j] = max(out[j], (value - med) / spread)
     return out
 
 
@@ -127,18 +131,17 @@ _SHINGLE_WORDS = 4
 
 @dataclass
 class SiteShingles:
-    """In how many of a host's pages each (sampled) paragraph shingle was seen.
+    """On which of a host's pages each (sampled) paragraph shingle was seen.
 
     Text made from the site's own pages (a Markov chain trained on them, sentences spliced together)
-    reuses their word sequences; a real page's paragraphs are mostly its own, and its boilerplate is on
-    most pages. ``borrowed`` is the share of a page's shingles seen on a few other pages of the host,
-    but not on so many that they are boilerplate. Shingles are sampled by hash (1 in ``sample``) to
-    bound memory.
+    reuses their word sequences, a few words from each of many pages; a real page's paragraphs are
+    mostly its own, and its boilerplate is on most pages. Shingles are sampled by hash (1 in
+    ``sample``) to bound memory.
     """
 
     sample: int = 4
     pages: int = 0
-    counts: dict[int, int] = field(default_factory=dict)
+    where: dict[int, list[int]] = field(default_factory=dict)  # shingle -> pages that have it (by number)
 
     def shingles(self, text: str) -> frozenset[int]:
         out = set()
@@ -150,35 +153,65 @@ class SiteShingles:
                     out.add(h)
         return frozenset(out)
 
-    def add(self, shingles: frozenset[int]) -> None:
+    def add(self, shingles: frozenset[int]) -> int:
+        """Count an added page's shingles; return the page's number on this host."""
+        page = self.pages
         self.pages += 1
         for h in shingles:
-            self.counts[h] = self.counts.get(h, 0) + 1
+            self.where.setdefault(h, []).append(page)
+        return page
 
-    def borrowed(self, shingles: frozenset[int], boilerplate_share: float = 0.2) -> float | None:
-        """Share of an added page's shingles also on 1.. (boilerplate_share x pages) other pages."""
+    def scattered(
+        self, shingles: frozenset[int], page: int, sources: int = 2, boilerplate_share: float = 0.2
+    ) -> float | None:
+        """Share of an added page's shingles on other pages of the host, beyond its ``sources`` main ones.
+
+        0 for a page whose text is its own or copied from one or two pages; high for text stitched
+        together from runs of many pages. None for fewer than 8 shingles or a host of under 10 pages.
+        """
         if len(shingles) < 8 or self.pages < 10:
             return None
-        cap = max(2, int(boilerplate_share * self.pages))
-        hits = sum(1 for h in shingles if 1 <= self.counts.get(h, 1) - 1 <= cap)
-        return hits / len(shingles)
+        found: Counter[int] = Counter()
+        borrowed = 0
+        cap = max(2, int(boilerplate_share * self.pages))  # on more pages than this: boilerplate
+        for h in shingles:
+            others = [p for p in self.where.get(h, ()) if p != page]
+            if 0 < len(others) <= cap:
+                borrowed += 1
+                found.update(others)
+        main = sum(n for _, n in found.most_common(sources))
+        return max(0, borrowed - main) / len(shingles)
 
 
-def paragraph_fit(text: str, vocab: SiteVocabulary) -> float | None:
-    """How well the page's least fitting paragraph fits the rest of the page, 0..1 (low = an odd one).
+def paragraph_fits(text: str, vocab: SiteVocabulary) -> list[tuple[str, float]]:
+    """(paragraph, fit) for each paragraph of at least 5 content words, when there are 3 or more.
 
-    Per paragraph, the idf-weighted share of its content words that the page's other paragraphs use;
-    the lowest of these. A paragraph spliced into a page (an injected instruction, an advert) talks
-    about something else than the page around it.
+    fit: the idf-weighted share of the paragraph's content words that the page's other paragraphs
+    use, 0..1. A paragraph spliced into a page (an injected instruction, an advert) talks about
+    something else than the page around it and fits it little.
     """
-    sets = [set(content_words(b)) for b in _blocks(text)]
-    sets = [s for s in sets if len(s) >= 5]
-    if len(sets) < 3:
-        return None
-    lowest = 1.0
-    for i, words in enumerate(sets):
-        rest = set().union(*sets[:i], *sets[i + 1 :])
+    blocks = [(b, set(content_words(b))) for b in _blocks(text)]
+    blocks = [(b, w) for b, w in blocks if len(w) >= 5]
+    if len(blocks) < 3:
+        return []
+    out = []
+    for i, (block, words) in enumerate(blocks):
+        rest = set().union(*(w for j, (_, w) in enumerate(blocks) if j != i))
         total = sum(vocab.idf(w) for w in words)
         if total > 0:
-            lowest = min(lowest, sum(vocab.idf(w) for w in words & rest) / total)
-    return lowest
+            out.append((block, sum(vocab.idf(w) for w in words & rest) / total))
+    return out
+
+
+INJECTION_FIT_POWER = 2  # chosen on the Python docs (2 and 3 tie); bench/RESULTS.md crawl-hostile says how
+
+
+def injection_fit(text: str, vocab: SiteVocabulary) -> float | None:
+    """max over paragraphs of P(injection) x (1 - fit)^2, 0..1; None for a page of fewer than 3 paragraphs."""
+    from poisonguard.filters import injection
+
+    model = injection.load_model()
+    fits = paragraph_fits(text, vocab)
+    if not fits:
+        return None
+    return max(injection.score_text(b, model)[0] * max(0.0, 1.0 - f) ** INJECTION_FIT_POWER for b, f in fits)

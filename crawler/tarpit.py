@@ -342,13 +342,27 @@ class TarpitGuard:
         if parent is not None and child_like:
             parent.tarpit_children += 1
 
-    def follow_limit(self, signal: PageSignal) -> int | None:
-        """How many of a page's links to follow: all (None), a few, or none (deep in a tarpit-like chain)."""
+    def follow_limit(self, signal: PageSignal, url: str | None = None) -> int | None:
+        """How many of a page's links to follow: all (None), a few, or none (deep in a tarpit-like chain).
+
+        A page whose own signals missed (``url`` given) still gets the few-links limit when it lies in a
+        region (below the host's root) where most pages so far are tarpit-like: one generated page
+        that happens to pass must not open all of its links into the tarpit.
+        """
         if not signal.tarpit_like:
-            return None
+            return self.cfg.tarpit_follow_links if url and self._in_tarpit_like_region(url) else None
         if signal.chain >= self.cfg.tarpit_max_chain:
             return 0
         return self.cfg.tarpit_follow_links
+
+    def _in_tarpit_like_region(self, url: str) -> bool:
+        host = host_port_of(url)
+        for prefix in region_prefixes(url, self.cfg.tarpit_region_segments)[1:]:
+            region = self.regions.get(host + prefix)
+            if region is not None and region.tarpit_like >= 2:
+                if region.tarpit_like >= self.cfg.tarpit_page_share * region.pages:
+                    return True
+        return False
 
     def tarpit_hosts(self) -> dict[str, str]:
         return {h: s.stopped or "" for h, s in self.hosts.items() if s.tarpit}
