@@ -50,7 +50,7 @@ SHAPE = injection.Model(
 
 def windows(text: str, limit: int, rng: random.Random) -> list[str]:
     """Up to `limit` windows of the folded text, as the detector cuts them."""
-    folded = injection.fold(injection.strip_chrome(text))
+    folded = injection.fold(injection.readable(text))
     starts, ends = injection.windows(folded, SHAPE)
     spans = list(zip(starts.tolist(), ends.tolist(), strict=True))
     if len(spans) > limit:
@@ -63,8 +63,8 @@ def positive_windows(samples: list[idata.Sample], rng: random.Random) -> list[st
     for s in samples:
         # long jailbreak templates would otherwise outweigh the short injections
         out += windows(s["text"], 3, rng)
-        page = injection.fold(injection.strip_chrome(idata.plant(s, rng)))
-        at = page.find(injection.fold(injection.strip_chrome(s["text"]))[:40])
+        page = injection.fold(injection.readable(idata.plant(s, rng)))
+        at = page.find(injection.fold(injection.readable(s["text"]))[:40])
         if at >= 0:  # the windows of the page that hold the start of the injection
             starts, ends = injection.windows(page, SHAPE)
             hits = [(a, b) for a, b in zip(starts.tolist(), ends.tolist(), strict=True) if a <= at < b]

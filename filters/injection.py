@@ -13,8 +13,10 @@ shipped model: it learned the fit side's wording and lowered cross-source recall
 with the package (``filters/injection_model.npz``, a few KB); ``bench/train_injection.py`` fits
 them and writes down which collections it used (see bench/RESULTS.md, "P-INJ-X").
 
-Before scoring, text hidden in Unicode tag characters is read as the ASCII it encodes, forum chrome
-("Re:", "anna wrote:", "Reply") is blanked, and a window that is mostly inside quotation marks
+Before scoring, the text is read as a model would read it: Unicode tag characters as the ASCII they
+encode, base64 blobs, binary octets and percent-encoded runs decoded in place, forum chrome ("Re:",
+"anna wrote:", "Reply") blanked. Windows never span two paragraphs (an injection is planted as a
+paragraph; the sentence after it may narrate it), and a window that is mostly inside quotation marks
 (nested marks and single quotes handled) is a mention, not an instruction.
 
 Context (issue: phrase hits without context gave false positives). A document is in *context* when
@@ -33,10 +35,13 @@ or "thread"). Reasons: ``injection:classifier``, ``injection:classifier_in_<cont
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import importlib.resources
 import re
 import unicodedata
+import urllib.parse
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -51,9 +56,9 @@ MODEL_FILE = "injection_model.npz"
 
 class Config(DetectorConfig):
     model_file: str | None = Field(None, description="null: the shipped filters/injection_model.npz")
-    threshold: float = Field(0.8085, ge=0.0, le=1.0, description="window probability that quarantines")
+    threshold: float = Field(0.7976, ge=0.0, le=1.0, description="window probability that quarantines")
     threshold_in_context: float = Field(
-        0.9623, ge=0.0, le=1.0, description="the same on security pages and support/forum threads"
+        0.9289, ge=0.0, le=1.0, description="the same on security pages and support/forum threads"
     )
     security_terms_min: int = Field(
         2, ge=1, description="security-word hits that make a page's subject security"
@@ -121,10 +126,14 @@ _PRIME = np.uint64(1_000_003)
 _TAGS = {cp: cp - 0xE0000 for cp in range(0xE0020, 0xE007F)}
 
 
+_PARAGRAPH = re.compile(r"[^\S\n]*\n(?:[^\S\n]*\n)+\s*")
+
+
 def fold(text: str) -> str:
-    """Tag characters as ASCII, NFKC, case-folded, whitespace runs as one space: what the
-    n-grams and concepts are taken from."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text.translate(_TAGS)).casefold())
+    """Tag characters as ASCII, NFKC, case-folded, paragraph breaks as one newline, other
+    whitespace runs as one space: what the n-grams and concepts are taken from."""
+    folded = unicodedata.normalize("NFKC", text.translate(_TAGS)).casefold()
+    return "\n".join(_SPACE.sub(" ", para) for para in _PARAGRAPH.split(folded))
 
 
 def ngram_ids(folded: str, model_bits: int, ngrams: tuple[int, ...]) -> list[np.ndarray]:
@@ -190,6 +199,8 @@ def segments(folded: str, min_chars: int, max_chars: int) -> tuple[np.ndarray, n
     cur = 0
     # A quotation starts and ends a window of its own, so a quoted attack is seen as quoted.
     hard = {p for span in quotations(folded) for p in span} | {len(folded)}
+    # A paragraph is a window of its own: an injection is planted as a paragraph of a real page.
+    hard |= {m.end() for m in re.finditer("\n", folded)}
     cuts = sorted({m.end() for m in _BOUNDARY.finditer(folded)} | hard)
     for cut in cuts:
         if cut - cur < min_chars and cut not in hard:
@@ -214,6 +225,7 @@ def windows(folded: str, model: Model) -> tuple[np.ndarray, np.ndarray]:
         # no pair across the edge of a quotation: the quoted attack and the sentence that reports
         # it ("the assistant did not follow it") are read apart
         edges = {p for span in quotations(folded) for p in span}
+        edges |= {m.end() for m in re.finditer("\n", folded)}  # nor across paragraphs
         join = np.array([int(e) not in edges for e in ends[:-1]], dtype=bool)
         starts = np.concatenate([starts, starts[:-1][join]])
         ends = np.concatenate([ends, ends[1:][join]])
@@ -271,14 +283,18 @@ CONCEPTS: dict[str, str] = {
     # the reader addressed as a machine
     "addressee": _alt(
         r"(?:an?|the|any|this|your|every)_(?:ai|a\.i\.) ai_(?:assistant|model|system|agent|bot|tool)s? "
-        r"llms? gpt\w* chatgpt openai chatbots? bots? llm_agents? "
+        r"llms? gpt\w* chatgpt openai chatbots? bots? \w+bots? \w+-bots? robô llm_agents? "
+        r"(?:any|the|whatever|every|each)_model_(?:that|which|reading|parsing|processing|analy[sz]ing) "
+        r"(?:al|au|ao|aan_het|an_das|dem)_(?:modello|modèle|modelo|model|modell)_"
+        r"(?:che|qui|que|dat|das|der) модел\w+,_котор\w+ "
         r"assistants? summari[sz]er\w* language_models? ai_models? ai_systems? "
         r"ki-\w+ künstliche_intelligenz sprachmodell\w* assistent\w* zusammenfass\w*-bot "
         r"ia ia-\w+ modèle_de_langage modèle_d'ia robot_de_résumé "
         r"asistente\w* modelo_de_lenguaje modelo_de_ia assistente\w* modello_linguistico modello_di_ia "
         r"modelo_de_linguagem modelo_de_ia taalmodel\w* ai-\w+ "
         r"ии ии-\w+ ассистент\w* чат-бот\w* языков\w+_модел\w+ нейросет\w*",
-        r"助手|智能体|机器人|语言模型|人工智能|ai模型|アシスタント|エージェント|ボット|言語モデル|人工知能|aiモデル",
+        r"助手|智能体|机器人|语言模型|人工智能|ai模型|的模型[:：]|アシスタント|エージェント|ボット|言語モデル|"
+        r"人工知能|aiモデル|モデルへ",
     ),
     # the reader's configuration: instructions, rules, policies, safety
     "config": _alt(
@@ -345,12 +361,18 @@ CONCEPTS: dict[str, str] = {
         r"respond\w* repl(?:y|ies) answer\w* response\w* repeat\w* verbatim word_for_word "
         r"antwort\w* wörtlich répon\w+ mot_pour_mot respuesta\w* responde\w* palabra_por_palabra "
         r"rispond\w+ risposta\w* parola_per_parola resposta\w* responda palavra_por_palavra "
-        r"antwoord\w* woord_voor_woord ответ\w* ответь дословно",
-        r"回答|回复|逐字|返答|回答|一字一句",
+        r"antwoord\w* woord_voor_woord ответ\w* ответь дословно "
+        r"reveal\w* disclose\w* verrat\w* enthüll\w* révèl\w+ divulgu\w+ revel\w+ rivel\w+ "
+        r"onthul\w* раскр\w+ покажи\w*",
+        r"回答|回复|逐字|返答|回答|一字一句|透露|泄露|明かし|教えて",
     ),
     # secrets and data a reader can leak
     "secret": _alt(
-        r"system_?prompt initial_instructions hidden_(?:prompt|instructions) api[_-]?keys? "
+        r"system_?prompt system_(?:instructions|message|messages) initial_instructions "
+        r"hidden_(?:prompt|instructions) api[_-]?keys? systemanweisung\w* systemnachricht\w* "
+        r"system-\w+ consignes_système instructions_système mensaje_de_sistema "
+        r"messaggio_di_sistema mensagem_de_sistema systeeminstructies? "
+        r"системн\w+_(?:инструкци|сообщени)\w* "
         r"passwords? credentials session_(?:token|cookie) cookies? tokens? conversation chat_history "
         r"contacts email_addresses customer_(?:data|list) personal_data "
         r"systemprompt passw[oö]rt\w* zugangsdaten api-schlüssel\w* gespräch\w* kontakte "
@@ -359,7 +381,8 @@ CONCEPTS: dict[str, str] = {
         r"chiavi_api credenziali conversazione senhas? chaves?_de_api conversa "
         r"wachtwoord\w* api-sleutel\w* inloggegevens gesprek "
         r"парол\w* api-ключ\w* разговор\w* переписк\w* учётн\w*",
-        r"系统提示|密码|密钥|对话|联系人|凭证|システムプロンプト|パスワード|キー|会話|連絡先|認証情報",
+        r"系统提示|系统消息|系统指令|密码|密钥|对话|联系人|凭证|システムプロンプト|システムメッセージ|パスワード|"
+        r"キー|会話|連絡先|認証情報",
     ),
     # where data goes: a URL, an address, a webhook, a tracking pixel
     "exfil": r"https?://|\b[\w.+-]+@[\w-]+\.[\w.]+|\.(?:gif|png)\?|webhook|\?\w+=|\bbase64\b",
@@ -378,7 +401,8 @@ CONCEPTS: dict[str, str] = {
         r"tools? function_call tool_call shell_tool browser_tool "
         r"werkzeug\w* \w+-werkzeug\w* \w+-tool outil\w* herramienta\w* strument\w* ferramenta\w* "
         r"инструмент\w*",
-        r"工具|ツール" + r"|\b\w+_\w+\s*\(|\b(?:send|delete|http|fetch|transfer|exec|run)_\w+",
+        r"工具|ツール" + r"|\b\w+_\w+\s*\(|\b(?:send|delete|http|fetch|transfer|exec|run)_\w+|"
+        r"\b(?:curl|wget)\s[^|\n]{1,80}\|\s*(?:sh|bash)\b|\brm -rf\b",
     ),
     # hiding it from the human
     "covert": _alt(
@@ -393,6 +417,12 @@ CONCEPTS: dict[str, str] = {
         r"zonder_(?:te_vragen|toestemming|het_te_melden) stiekem ongemerkt niemand "
         r"не_спрашивая незаметно тайно никто",
         r"悄悄|不询问|不要告诉|秘密地|没人会发现|こっそり|確認せず|尋ねず|誰にも",
+    ),
+    # an instruction hidden in an encoding, or a request to decode one
+    "encoded": _alt(
+        r"base64 rot13 hex-encoded decode\w* decod\w+ dekodier\w* entschlüssel\w* décod\w+ "
+        r"decodific\w+ decodeer\w* расшифр\w+ декодир\w*",
+        r"解码|解碼|デコード",
     ),
     # the reader addressed in the second person, or told to do something (zh/ja imperatives)
     "you": _alt(
@@ -543,10 +573,48 @@ def strip_chrome(text: str) -> str:
     return _CHROME.sub(lambda m: " " * len(m.group()), text)
 
 
+# Encodings that hide an instruction from a person but not from a model that decodes them.
+_BASE64 = re.compile(r"(?<![\w/+=])[A-Za-z0-9+/]{24,}={0,2}(?![\w/+=])")
+_BINARY = re.compile(r"\b(?:[01]{8}\s+){3,}[01]{8}\b")
+_PERCENT = re.compile(r"\S*(?:%20\S*){2,}")
+
+
+def _printable(raw: bytes) -> str | None:
+    try:
+        out = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return out if " " in out and sum(c.isprintable() for c in out) >= 0.95 * len(out) else None
+
+
+def _base64_text(m: re.Match[str]) -> str:
+    blob = m.group()
+    try:
+        text = _printable(base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True))
+    except (binascii.Error, ValueError):
+        text = None
+    return f" {text} " if text else blob
+
+
+def _binary_text(m: re.Match[str]) -> str:
+    text = _printable(bytes(int(octet, 2) for octet in m.group().split()))
+    return f" {text} " if text else m.group()
+
+
+def readable(text: str) -> str:
+    """What a model would read: forum chrome blanked, base64, binary octets and percent-encoded
+    runs decoded in place (the positions of a decoded part are approximate)."""
+    text = strip_chrome(text)
+    if "%20" in text:
+        text = _PERCENT.sub(lambda m: urllib.parse.unquote(m.group()), text)
+    text = _BINARY.sub(_binary_text, text)
+    return _BASE64.sub(_base64_text, text)
+
+
 def score_text(text: str, model: Model) -> tuple[float, int, int]:
     """(probability, start, end) of the most suspicious window; positions are approximate (folding
     can change lengths) and point into ``text``."""
-    folded = fold(strip_chrome(text))
+    folded = fold(readable(text))
     if not folded.strip():
         return 0.0, 0, 0
     starts, ends, feats = window_features(folded, model)
