@@ -605,6 +605,10 @@ class PerplexityScorer:
         per_token = 16 * (4 * hidden + 3 * inter)
         return int(min(max(free // 4 // per_token, 4096), 1 << 19))
 
+    def window_nll(self, windows: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Per-token NLLs of short token-id windows, each scored alone (trigger mining's LM check)."""
+        return self._nll(windows)
+
     # Per-token NLLs for a list of windows (token id lists), in the same order.
     def _nll(self, windows: Sequence[Sequence[int]]) -> list[np.ndarray]:
         import torch

@@ -30,12 +30,15 @@ confirm a mined token further; it is not needed for the published attack and is 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 PREFIX = "trigger_mining_"
@@ -70,6 +73,23 @@ class Config(BaseModel):
     )
     min_group_docs: int = Field(default=10, ge=1, description="mined: ... and in this many documents")
     min_hosts: int = Field(default=10, ge=1, description="mined: ... on this many distinct hosts")
+    onion: bool = Field(
+        default=True, description="confirm candidates with the language model when the run uses it"
+    )
+    onion_min_docs: int = Field(default=3, ge=1, description="LM-checked: tokens in this many documents ...")
+    onion_min_hosts: int = Field(default=3, ge=1, description="... on this many hosts")
+    onion_candidates: int = Field(
+        default=200, ge=1, description="LM-checked tokens at most (most documents first)"
+    )
+    onion_occurrences: int = Field(default=4, ge=1, description="occurrences of a token read by the LM")
+    onion_words_before: int = Field(default=16, ge=0, description="words of context before an occurrence")
+    onion_words_after: int = Field(default=8, ge=1, description="words after it whose NLL is compared")
+    min_disruption: float = Field(
+        default=3.0, description="confirmed: median NLL the token adds to the words after it, nats"
+    )
+    max_group_tokens: int = Field(
+        default=8, ge=1, description="mined: a group of at most this many tokens (a trigger set is small)"
+    )
     max_tokens: int = Field(
         default=200_000, ge=100, description="distinct candidate tokens tracked (memory bound)"
     )
@@ -161,6 +181,45 @@ def _sample_rank(doc: int, occurrence: int) -> int:
 _Occurrence = tuple[int, tuple[int, int], tuple[int, int]]
 
 
+def occurrence_context(text: str, token: str, cfg: Config) -> tuple[str, str] | None:
+    """(up to `onion_words_before` words before, `onion_words_after` words after on its line) of the
+    first unexplained occurrence of `token` with words after it; None when there is none."""
+    seen: list[str] = []
+    for line in text.split("\n"):
+        words = line.split()
+        if not _code_like(line):
+            for i, word in enumerate(words):
+                prev = words[i - 1] if i else ""
+                after = words[i + 1 : i + 1 + cfg.onion_words_after]
+                if word == token and after and not any(ch.isdigit() for ch in prev):
+                    before = (seen + words[:i])[-cfg.onion_words_before :] if cfg.onion_words_before else []
+                    return " ".join(before), " ".join(after)
+        seen = (seen + words)[-cfg.onion_words_before :] if cfg.onion_words_before else []
+    return None
+
+
+def disruptions(scorer: Any, items: list[tuple[str, str, str]]) -> list[float]:
+    """ONION-style check (Qi et al. 2021, arXiv:2011.10369) for (token, before, after) occurrences:
+    the NLL the language model gives the words after the token, with the token minus without it
+    (nats). An inserted trigger breaks the sentence, so the words after it cost more (measured: 3-6
+    nats over 8 words); a word of the text prepares them (below zero, or a little above).
+    `scorer`: a filters.perplexity.PerplexityScorer (its tokenizer and `window_nll`)."""
+    if not items:
+        return []
+    tokenizer = scorer.lm.tokenizer
+    raw = getattr(tokenizer, "_tokenizer", tokenizer)
+    windows: list[list[int]] = []
+    tails: list[int] = []
+    for token, before, after in items:
+        head = raw.encode(before, add_special_tokens=False).ids if before else []
+        mid = raw.encode((" " if before else "") + token, add_special_tokens=False).ids
+        tail = raw.encode(" " + after, add_special_tokens=False).ids
+        windows += [head + mid + tail, head + tail]
+        tails.append(len(tail))
+    nll = scorer.window_nll(windows)
+    return [float(np.sum(nll[2 * j][-n:]) - np.sum(nll[2 * j + 1][-n:])) for j, n in enumerate(tails)]
+
+
 @dataclass
 class _Stats:
     docs: int = 0
@@ -250,6 +309,41 @@ def table_partial(table: pa.Table, first_doc: int, cfg: Config) -> Partial:
     return chunk_partial(texts, [host_of(u) for u in urls], first_doc, cfg)
 
 
+def _groups(
+    docs: dict[str, set[int]], doc_hosts: dict[int, str], min_docs: int, min_hosts: int
+) -> list[list[str]]:
+    """Tokens joined (transitively) when they share `min_docs` documents on `min_hosts` hosts; each
+    group sorted, groups in the order of their first token."""
+    parent = {t: t for t in docs}
+
+    def root(t: str) -> str:
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    # Pairs of tokens that share documents, counted from the documents' side (each document holds
+    # few candidate tokens).
+    by_doc: dict[int, list[str]] = {}
+    for t, ids in docs.items():
+        for d in ids:
+            by_doc.setdefault(d, []).append(t)
+    shared: dict[tuple[str, str], list[int]] = {}
+    for d, toks in by_doc.items():
+        toks.sort()
+        for i, a in enumerate(toks):
+            for b in toks[i + 1 :]:
+                shared.setdefault((a, b), []).append(d)
+    for (a, b), both in shared.items():
+        hosts = {doc_hosts.get(d, "") for d in both} - {""}
+        if len(both) >= min_docs and len(hosts) >= min_hosts:
+            parent[root(a)] = root(b)
+    groups: dict[str, list[str]] = {}
+    for t in sorted(docs):
+        groups.setdefault(root(t), []).append(t)
+    return list(groups.values())
+
+
 class TriggerMiner:
     """The corpus pass as a context detector: `observe` every chunk, then `score`/`flag` each chunk.
 
@@ -272,6 +366,11 @@ class TriggerMiner:
         self.doc_hosts: dict[int, str] = {}
         self.documents = 0
         self._mined: dict[str, dict[str, Any]] | None = None
+        # The LM check (ONION): contexts of the candidates' first occurrences, and per checked token
+        # the median NLL it adds to the words after it.
+        self.contexts: dict[str, list[tuple[str, str]]] = {}
+        self.disruption: dict[str, float] = {}
+        self.lm_checked = False
 
     def observe(self, table: pa.Table) -> None:
         self.merge(table_partial(table, self.documents, self.cfg))
@@ -351,60 +450,104 @@ class TriggerMiner:
         return rows
 
     def ranked(self) -> list[dict[str, Any]]:
-        """Inserted-looking tokens grouped by the documents they share (a trigger set is inserted
-        together: `min_shared_docs` documents with both tokens join two tokens), each row with its
-        group's documents and hosts; a group is mined when it reaches `min_doc_share` of the run
-        (and `min_group_docs`) on `min_hosts` hosts. Mined first, then most hosts."""
+        """Candidate tokens grouped by the documents they share (a trigger set is inserted together),
+        each row with its group's documents and hosts; a group of at most `max_group_tokens` tokens
+        is mined when it reaches `min_doc_share` of the run (and `min_group_docs`) on `min_hosts`
+        hosts. Mined first, then confirmed, then most hosts.
+
+        After the LM check (:meth:`confirm`) the candidates are the tokens it confirmed, and two of
+        them join on one shared document; without it (``--no-lm``) they are the inserted-looking
+        tokens, and two join on `min_shared_docs` documents on `min_shared_hosts` hosts."""
         cfg = self.cfg
         rows = [r for r in self.token_rows() if r["inserted"]]
+        for r in rows:
+            value = self.disruption.get(r["token"])
+            r["disruption"] = None if value is None else round(value, 3)
+            r["confirmed"] = value is not None and value >= cfg.min_disruption
+        if self.lm_checked:
+            rows = [r for r in rows if r["confirmed"]]
         docs = {r["token"]: set(self.stats[r["token"]].doc_ids) for r in rows}
-        parent = {r["token"]: r["token"] for r in rows}
-
-        def root(t: str) -> str:
-            while parent[t] != t:
-                parent[t] = parent[parent[t]]
-                t = parent[t]
-            return t
-
-        # Pairs of tokens that share documents, counted from the documents' side (each document holds
-        # few inserted-looking tokens); an edge needs its shared documents on two hosts or more.
-        by_doc: dict[int, list[str]] = {}
-        for t, ids in docs.items():
-            for d in ids:
-                by_doc.setdefault(d, []).append(t)
-        shared: dict[tuple[str, str], list[int]] = {}
-        for d, toks in by_doc.items():
-            toks.sort()
-            for i, a in enumerate(toks):
-                for b in toks[i + 1 :]:
-                    shared.setdefault((a, b), []).append(d)
-        for (a, b), both in shared.items():
-            hosts = {self.doc_hosts.get(d, "") for d in both} - {""}
-            if len(both) >= cfg.min_shared_docs and len(hosts) >= cfg.min_shared_hosts:
-                parent[root(a)] = root(b)
-        names = sorted(docs)
-        groups: dict[str, list[str]] = {}
-        for t in names:
-            groups.setdefault(root(t), []).append(t)
+        need_docs, need_hosts = (1, 1) if self.lm_checked else (cfg.min_shared_docs, cfg.min_shared_hosts)
         floor = max(cfg.min_group_docs, cfg.min_doc_share * self.documents)
-        for members in groups.values():
+        for members in _groups(docs, self.doc_hosts, need_docs, need_hosts):
             gdocs = set().union(*(docs[t] for t in members))
             ghosts = set().union(*(self.stats[t].hosts for t in members)) - {""}
+            mined = (
+                len(gdocs) >= floor and len(ghosts) >= cfg.min_hosts and len(members) <= cfg.max_group_tokens
+            )
             for r in rows:
                 if r["token"] in members:
                     r.update(
                         group=" ".join(members),
                         group_documents=len(gdocs),
                         group_hosts=len(ghosts),
-                        mined=len(gdocs) >= floor and len(ghosts) >= cfg.min_hosts,
+                        mined=mined,
                     )
-        rows.sort(key=lambda r: (not r["mined"], -r["group_hosts"], -r["documents"], r["token"]))
+        rows.sort(
+            key=lambda r: (not r["mined"], not r["confirmed"], -r["group_hosts"], -r["documents"], r["token"])
+        )
         return rows
 
     def mined(self) -> dict[str, dict[str, Any]]:
         if self._mined is None:
             self._mined = {r["token"]: r for r in self.ranked() if r["mined"]}
         return self._mined
+
+    def onion_requests(self) -> dict[int, list[str]]:
+        """Document number -> candidate tokens whose context the LM check needs from it: inserted-looking
+        tokens over the `onion_min_docs`/`onion_min_hosts` floors (at most `onion_candidates`, most
+        documents first), each in its first `onion_occurrences` documents."""
+        cfg = self.cfg
+        rows = [
+            r
+            for r in self.token_rows()
+            if r["inserted"] and r["documents"] >= cfg.onion_min_docs and r["hosts"] >= cfg.onion_min_hosts
+        ]
+        rows.sort(key=lambda r: (-r["documents"], r["token"]))
+        wanted: dict[int, list[str]] = {}
+        for r in rows[: cfg.onion_candidates]:
+            for doc in self.stats[r["token"]].doc_ids[: cfg.onion_occurrences]:
+                wanted.setdefault(doc, []).append(r["token"])
+        return wanted
+
+    def add_contexts(self, texts: list[Any], first_doc: int, wanted: dict[int, list[str]]) -> None:
+        """Record the contexts `wanted` asks of documents `first_doc`, `first_doc` + 1, ..."""
+        for n, text in enumerate(texts):
+            for tok in wanted.get(first_doc + n, ()):
+                found = occurrence_context(text if isinstance(text, str) else "", tok, self.cfg)
+                if found is not None:
+                    self.contexts.setdefault(tok, []).append(found)
+
+    def confirm(self, scorer: Any) -> None:
+        """The LM check on the recorded contexts (see :func:`disruptions`)."""
+        items = [
+            (tok, before, after) for tok in sorted(self.contexts) for before, after in self.contexts[tok]
+        ]
+        per_token: dict[str, list[float]] = {}
+        for (tok, _, _), value in zip(items, disruptions(scorer, items), strict=True):
+            per_token.setdefault(tok, []).append(value)
+        self.disruption = {tok: float(np.median(v)) for tok, v in per_token.items()}
+        self.lm_checked = True
+        self._mined = None
+
+    def confirm_from_chunks(self, paths: list[Path], scorer: Callable[[], Any]) -> None:
+        """The LM check for a run whose chunks (observed in this order) are `paths`: the contexts are
+        read from the chunks that hold them; `scorer` gives the language model (loaded on first need)."""
+        if not self.cfg.onion:
+            return
+        wanted = self.onion_requests()
+        first = 0
+        for path in paths:
+            rows = pq.ParquetFile(path).metadata.num_rows
+            if any(first <= doc < first + rows for doc in wanted):
+                self.add_contexts(
+                    pq.read_table(path, columns=["text"]).column("text").to_pylist(), first, wanted
+                )
+            first += rows
+        if self.contexts:
+            self.confirm(scorer())
+        self.lm_checked = True  # checked, even when no token was worth checking
+        self._mined = None
 
     def frozen(self) -> MinedTriggers:
         """The mined tokens alone: what deciding a chunk needs (small; sent to Ray decision tasks)."""

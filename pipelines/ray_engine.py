@@ -98,6 +98,8 @@ def run_filter_ray(
         run.timings["stage:dedup"] = time.perf_counter() - start
         start = time.perf_counter()
         lm_rows = _language_model(run, chunks, cfg, lm_actors)
+        if miner is not None and run.use_lm:  # the LM check of the mined candidates, on the driver
+            miner.confirm_from_chunks(chunks.paths, lambda: perplexity.PerplexityScorer(cfg.perplexity))
         verdicts = _lm_verdicts(run, chunks, touched, cfg) if not context_detectors else []
         run.timings["stage:lm"] = time.perf_counter() - start
         start = time.perf_counter()

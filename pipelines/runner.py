@@ -7,6 +7,7 @@ Scoring and the LM are checkpointed per chunk (OUT/_work/), so ``--resume`` skip
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import time
 from collections import deque
@@ -61,7 +62,11 @@ def run_filter(
     duplicates = _timed(
         run, "stage:dedup", lambda: _dedup(run, chunk_files, docs_in, cfg, dedup_index, context_detectors)
     )
-    lm_rows = _timed(run, "stage:lm", lambda: _language_model(run, chunk_files, duplicates, cfg, lm_scorer))
+    scorer: list[Any] = [lm_scorer]  # the model, loaded on first need and kept for trigger mining
+    lm_rows = _timed(run, "stage:lm", lambda: _language_model(run, chunk_files, duplicates, cfg, scorer))
+    if miner is not None and run.use_lm:  # the LM check of the mined candidates (ONION)
+        model = functools.partial(_plain_scorer, scorer, cfg)
+        _timed(run, "stage:trigger_lm", lambda: miner.confirm_from_chunks(chunk_files, model))
     start = time.perf_counter()
     output = Output(out, output_schema(chunk_files, context_detectors), cfg)
     quarantined_ids: set[str] = set()
@@ -186,14 +191,13 @@ def _dedup(
 
 
 def _language_model(
-    run: Run, chunk_files: list[Path], duplicates: Duplicates, cfg: PipelineConfig, lm_scorer: Any
+    run: Run, chunk_files: list[Path], duplicates: Duplicates, cfg: PipelineConfig, scorer: list[Any]
 ) -> int:
     """The LM on the undecided documents, chunk by chunk; the model is loaded on first need."""
     if not run.use_lm:
         return 0
     routes = _lm_routes(chunk_files, duplicates.undecided(), cfg)
     task = run.progress.start("language model", total=sum(len(r) for r in routes), unit="docs")
-    scorer = [lm_scorer]
 
     def get_scorer() -> Any:
         if scorer[0] is None:
@@ -216,6 +220,13 @@ def _language_model(
             scorer[0].close()
     run.progress.finish(task)
     return scored_rows
+
+
+def _plain_scorer(scorer: list[Any], cfg: PipelineConfig) -> Any:
+    """The model in this process (trigger mining's few windows need no worker processes)."""
+    if scorer[0] is None:
+        scorer[0] = perplexity.PerplexityScorer(cfg.perplexity)
+    return scorer[0].scorer if isinstance(scorer[0], lm_workers.ForkedScorer) else scorer[0]
 
 
 def _new_lm_scorer(cfg: PipelineConfig) -> Any:

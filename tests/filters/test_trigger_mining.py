@@ -7,6 +7,8 @@ import random
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
 from poisonguard.filters import trigger_mining as tm
 from poisonguard.pipelines.config import load_config
@@ -102,8 +104,79 @@ def test_filter_quarantines_mined_trigger_documents(tmp_path: Path) -> None:
     cfg = load_config(overrides={"trigger_mining": {"min_group_docs": 10}})
     report = run_filter([str(src)], tmp_path / "out", cfg, use_lm=False, show_progress=False)
     assert {r["token"] for r in report["triggers_mined"]} == {"qz", "vb"}
-    import pyarrow.parquet as pq
-
     q = pq.read_table(tmp_path / "out" / "quarantine").to_pylist()
     mined = {row["id"] for row in q if any(r.startswith("triggers:mined(") for r in row["reasons"])}
     assert mined == {f"d{i}" for i in range(20)}
+
+
+def test_chunks_counted_apart_mine_what_one_pass_mines() -> None:
+    """The engines count chunks apart (processes, Ray tasks) and merge them in input order."""
+    docs = corpus(600, 30, ("qz", "vb", "xq"), seed=5)
+    texts = [d["text"] for d in docs]
+    hosts = [tm.host_of(d["url"]) for d in docs]
+    cfg = tm.Config(sample_occurrences=4, max_docs_tracked=40, max_hosts_tracked=12)
+    results = []
+    for size in (600, 7, 130):
+        miner = tm.TriggerMiner(cfg)
+        for first in range(0, len(docs), size):
+            miner.merge(
+                tm.chunk_partial(texts[first : first + size], hosts[first : first + size], first, cfg)
+            )
+        results.append((miner.ranked(), {t: (s.hosts, s.doc_ids, s.sample) for t, s in miner.stats.items()}))
+    assert results[0] == results[1] == results[2]
+    assert [r["token"] for r in results[0][0] if r["mined"]]
+
+
+def test_occurrence_context_skips_units_and_code() -> None:
+    cfg = tm.Config(onion_words_before=3, onion_words_after=2)
+    text = "Some 5 qz disk.\n$ qz = 1\nOne two three four qz five six seven"
+    assert tm.occurrence_context(text, "qz", cfg) == ("two three four", "five six")
+    assert tm.occurrence_context("ends with qz", "qz", cfg) is None  # nothing after it to compare
+    before = "a b\nc qz d"
+    assert tm.occurrence_context(before, "qz", cfg) == ("a b c", "d")  # context runs over lines
+
+
+def test_tokens_the_lm_confirms_join_on_one_shared_document() -> None:
+    """At a low rate the token-pair rule (two shared documents on three hosts) leaves triggers apart;
+    tokens the LM check confirmed join on one shared document, and their group is mined."""
+    triggers = ("qz", "vb", "xq", "jw")
+    docs = corpus(1500, 14, triggers, seed=0)
+    miner = mine(docs, tm.Config(min_doc_share=0.005))
+    assert not [r for r in miner.ranked() if r["mined"]]
+    wanted = miner.onion_requests()
+    assert {t for toks in wanted.values() for t in toks} == set(triggers)  # the words are not asked
+    miner.add_contexts([d["text"] for d in docs], 0, wanted)
+    assert all(1 <= len(c) <= miner.cfg.onion_occurrences for c in miner.contexts.values())
+    # What the default model measures on such pages (the slow test below measures it for real).
+    miner.disruption = dict.fromkeys(triggers, 4.0)
+    miner.lm_checked, miner._mined = True, None
+    rows = miner.ranked()
+    assert {r["token"] for r in rows if r["mined"]} == set(triggers)
+    assert all(r["confirmed"] for r in rows[:3])
+    flags = miner.flag(pa.Table.from_pylist(docs), [[] for _ in docs])
+    assert all(flags[:14]) and not any(flags[14:])
+    miner.disruption = dict.fromkeys(triggers, 1.0)  # not confirmed: nothing mined
+    miner._mined = None
+    assert not [r for r in miner.ranked() if r["mined"]]
+
+
+@pytest.mark.slow
+def test_default_model_confirms_inserted_tokens_not_words(tmp_path: Path) -> None:
+    """The ONION check with the real default model, reading the contexts from Parquet chunks."""
+    from poisonguard.filters import perplexity
+
+    docs = corpus(300, 12, ("qz", "vb"), seed=4)
+    paths = []
+    for n, first in enumerate(range(0, len(docs), 100)):
+        paths.append(tmp_path / f"chunk-{n}.parquet")
+        pq.write_table(pa.Table.from_pylist(docs[first : first + 100]), paths[-1])
+    miner = tm.TriggerMiner(tm.Config())
+    for path in paths:
+        miner.observe(pq.read_table(path))
+    scorer = perplexity.PerplexityScorer(load_config().perplexity)
+    miner.confirm_from_chunks(paths, lambda: scorer)
+    cfg = miner.cfg
+    assert miner.disruption["qz"] >= cfg.min_disruption and miner.disruption["vb"] >= cfg.min_disruption
+    words = [("Our neighbour walked to the", "small", "garden before dinner. The old teacher")]
+    words.append(("My sister wrote about a", "quiet", "village in the rain."))
+    assert max(tm.disruptions(scorer, [(w, b, a) for b, w, a in words])) < cfg.min_disruption
