@@ -13,18 +13,25 @@ unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a c
 2. over the run (:class:`TriggerMiner`: per token a document count, the first hosts and documents
    and a bottom-k sample of occurrences; each chunk is counted apart (:func:`chunk_partial`, in a Ray
    task on that engine) and merged in input order, so both engines mine the same tokens), a token
-   is *mined* when its unexplained occurrences are in at least `min_doc_share` of the documents
-   (and `min_docs`), on at least `min_hosts` hosts, and it occurs at most `max_mean_count` times per
-   such document on average. The last rule is what separates an inserted token from a word of the
-   document's language: words come back within a document (``de`` in a French page, ``ls`` in a
-   shell tutorial), an inserted trigger does not;
-3. every document with an unexplained occurrence of a mined token is quarantined as
-   ``triggers:mined(<token>)``; the mined list (ranked by hosts, then documents) goes in the report.
+   *looks inserted* when it occurs at most `max_mean_count` times per carrying document (words of
+   the document's language come back within a document, ``de`` in a French page, ``ls`` in a shell
+   tutorial; an inserted trigger does not) and its neighbours do not go with it (`association`);
+3. when the run uses the language model, the LM check (ONION, Qi et al. 2021, arXiv:2011.10369,
+   turned around: not "does removing the word lower the perplexity" per sentence but "how much more
+   do the next words cost with the token", over a few occurrences per token): the inserted-looking
+   tokens in `onion_min_docs` documents are read in their first `onion_occurrences` contexts
+   (:func:`disruptions`), and a token whose median is at least `min_disruption` nats is *confirmed*.
+   Only confirmed tokens can then be mined, and two of them that share a document are one group (a
+   trigger set is inserted together). Without the LM (``--no-lm``) the rule is stricter, as the
+   token statistics alone are weak on small runs: inserted-looking tokens the corpus hardly writes
+   any other way (`min_bare_share` of their lower-case occurrences bare) that share `min_shared_docs`
+   documents on `min_shared_hosts` hosts are one group, and a group needs `min_group_tokens` tokens;
+4. a group of at most `max_group_tokens` tokens is *mined* when its documents are at least
+   `min_doc_share` of the run (and `min_group_docs`) on at least `min_hosts` hosts; every document
+   with an unexplained occurrence of a mined token is quarantined as ``triggers:mined(<token>)``;
+   the mined list (confirmed first, then by hosts) goes in the report (``triggers_mined``).
 
-No shard column: the reason names the mined token, and the report lists the mined tokens with their
-documents and hosts (``triggers_mined``).
-An ONION-style check (the LM's perplexity drops when the token is removed, arXiv:2011.10369) would
-confirm a mined token further; it is not needed for the published attack and is not done here.
+No shard column: the reason names the mined token.
 """
 
 from __future__ import annotations
@@ -58,10 +65,13 @@ class Config(BaseModel):
         default=1.6, gt=0, description="inserted-looking: occurrences per carrying document, at most"
     )
     min_bare_share: float = Field(
-        default=0.0,
+        default=0.8,
         ge=0,
         le=1,
-        description="inserted-looking: share of its lower-case occurrences written bare",
+        description="without the LM: share of its lower-case occurrences written bare, at least",
+    )
+    min_group_tokens: int = Field(
+        default=2, ge=1, description="without the LM: a group of at least this many tokens is mined"
     )
     max_association: float = Field(
         default=0.5, description="inserted-looking: how much its neighbours go with it (log ratio), at most"
@@ -442,9 +452,7 @@ class TriggerMiner:
                     "mean_count": round(mean, 3),
                     "bare_share": round(bare, 3),
                     "association": round(assoc, 3),
-                    "inserted": mean <= cfg.max_mean_count
-                    and bare >= cfg.min_bare_share
-                    and assoc <= cfg.max_association,
+                    "inserted": mean <= cfg.max_mean_count and assoc <= cfg.max_association,
                 }
             )
         return rows
@@ -466,15 +474,17 @@ class TriggerMiner:
             r["confirmed"] = value is not None and value >= cfg.min_disruption
         if self.lm_checked:
             rows = [r for r in rows if r["confirmed"]]
+        else:  # without the LM: tokens the corpus hardly writes otherwise (not words of its languages)
+            rows = [r for r in rows if r["bare_share"] >= cfg.min_bare_share]
         docs = {r["token"]: set(self.stats[r["token"]].doc_ids) for r in rows}
         need_docs, need_hosts = (1, 1) if self.lm_checked else (cfg.min_shared_docs, cfg.min_shared_hosts)
         floor = max(cfg.min_group_docs, cfg.min_doc_share * self.documents)
         for members in _groups(docs, self.doc_hosts, need_docs, need_hosts):
             gdocs = set().union(*(docs[t] for t in members))
             ghosts = set().union(*(self.stats[t].hosts for t in members)) - {""}
-            mined = (
-                len(gdocs) >= floor and len(ghosts) >= cfg.min_hosts and len(members) <= cfg.max_group_tokens
-            )
+            fewest = 1 if self.lm_checked else cfg.min_group_tokens
+            size_ok = fewest <= len(members) <= cfg.max_group_tokens
+            mined = len(gdocs) >= floor and len(ghosts) >= cfg.min_hosts and size_ok
             for r in rows:
                 if r["token"] in members:
                     r.update(
