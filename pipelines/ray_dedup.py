@@ -6,8 +6,9 @@ documents are shuffled with their signatures, and each reducer verifies the cand
 buckets with the estimated-Jaccard check of ``DedupIndex``. The driver receives only the verified
 edges and similarities of buckets with two or more members and computes the connected components
 over those documents (the others are singletons). Nightly's on-disk index of earlier runs
-(filters/dedup_prior.py) is not shuffled: the map tasks look their keys up in it, and the earlier
-documents they find join both shuffles, ranked first, as in ``DedupIndex.assign``.
+(filters/dedup_prior.py) is not shuffled: the reducers look the keys of their key range up in
+it, and the earlier documents they find join their groups and buckets, ranked first, as in
+``DedupIndex.assign``.
 """
 
 from __future__ import annotations
@@ -40,57 +41,67 @@ def _split(table: pa.Table, part: np.ndarray, parts: int) -> list[pa.Table]:
     return [table.filter(pa.array(part == p)) for p in range(parts)]
 
 
+def _key_range(keys: np.ndarray, parts: int) -> np.ndarray:
+    """The partition of each uint64 key: ``parts`` contiguous key ranges, so that the reducer owning
+    a range reads only that range of the index's sorted tables."""
+    if parts == 1:
+        return np.zeros(len(keys), np.uint64)
+    return keys // np.uint64(-(-(1 << 64) // parts))
+
+
 def _read_sigs(path: str, cfg: dedup.Config) -> np.ndarray:
     return stages.signatures_of(pq.read_table(path, columns=[stages.SIG_COLUMN]), cfg)
 
 
-def _exact_map(source: str, offset: int, parts: int, prior: PriorIndex | None = None) -> list[pa.Table]:
-    """Content keys of one chunk (a scored work file), partitioned by key; with ``prior`` (the
-    on-disk index of earlier nights), also a row for the earlier document that first held each key."""
+def _exact_map(source: str, offset: int, parts: int) -> list[pa.Table]:
+    """Content keys of one chunk (a scored work file), partitioned by key range."""
     keys = pq.read_table(source, columns=[stages.KEY_COLUMN]).column(stages.KEY_COLUMN).to_pylist()
     arr = np.zeros((len(keys), 2), dtype=np.uint64)
     for i, key in enumerate(keys):
         if key:
             arr[i] = np.frombuffer(key, dtype=np.uint64)
     has = np.flatnonzero((arr[:, 0] != 0) | (arr[:, 1] != 0))
-    k0, k1, rank = arr[has, 0], arr[has, 1], (has + offset).astype(np.int64)
-    if prior is not None and len(prior):
-        leaders = prior.exact_leaders(arr)
-        old = np.flatnonzero(leaders >= 0)
-        k0, k1 = np.concatenate([k0, arr[old, 0]]), np.concatenate([k1, arr[old, 1]])
-        rank = np.concatenate([rank, leaders[old]])
-    table = pa.table({"k0": k0, "k1": k1, "rank": rank})
-    return _split(table, k1 % np.uint64(parts), parts)
+    table = pa.table({"k0": arr[has, 0], "k1": arr[has, 1], "rank": (has + offset).astype(np.int64)})
+    return _split(table, _key_range(arr[has, 0], parts), parts)
 
 
-def _exact_reduce(*tables: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """(copies, their earliest copy) for every key held by two or more documents, as ranks."""
+def _exact_reduce(prior: PriorIndex | None, *tables: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(copies, their earliest copy) for every key held by two or more documents, as ranks. With
+    ``prior`` (the on-disk index of earlier nights), the earlier document that first held each of
+    this partition's keys joins its group (looked up here, in the partition's key range)."""
     t = pa.concat_tables(tables)
     k0, k1, rank = (t.column(c).to_numpy() for c in ("k0", "k1", "rank"))
+    if prior is not None and len(prior) and len(rank):
+        keys = np.unique(np.stack([k0, k1], 1), axis=0)
+        leaders = prior.exact_leaders(keys)
+        old = np.flatnonzero(leaders >= 0)
+        k0, k1 = np.concatenate([k0, keys[old, 0]]), np.concatenate([k1, keys[old, 1]])
+        rank = np.concatenate([rank, leaders[old]])
     srt = np.lexsort((rank, k1, k0))
     k0, k1, rank = k0[srt], k1[srt], rank[srt]
-    # An earlier document is looked up by every chunk that holds its key: keep one row of it.
-    once = np.ones(len(rank), dtype=bool)
-    once[1:] = (k0[1:] != k0[:-1]) | (k1[1:] != k1[:-1]) | (rank[1:] != rank[:-1])
-    k0, k1, rank = k0[once], k1[once], rank[once]
     new = np.ones(len(rank), dtype=bool)
     new[1:] = (k0[1:] != k0[:-1]) | (k1[1:] != k1[:-1])
     leader = rank[np.maximum.accumulate(np.where(new, np.arange(len(rank)), 0))]
     return rank[~new], leader[~new]
 
 
-def _band_map(
-    source: str,
-    offset: int,
-    copies: np.ndarray,
-    cfg: dedup.Config,
-    parts: int,
-    prior: PriorIndex | None = None,
-) -> list[pa.Table]:
-    """One row per (band, candidate document) with its band key and signature, partitioned by key,
-    for one chunk (a scored work file); with ``prior``, also a row for every earlier candidate
-    document whose band key one of the chunk's equals (its signature read from disk), so that the
-    reducer that owns the key sees the whole bucket."""
+def _band_table(
+    band: np.ndarray, keys: np.ndarray, rank: np.ndarray, sigs: np.ndarray, width: int
+) -> pa.Table:
+    dtype = pa.uint32() if sigs.dtype == np.uint32 else pa.uint64()
+    return pa.table(
+        {
+            "band": pa.array(band.astype(np.int32)),
+            "key": pa.array(keys, pa.uint64()),
+            "rank": pa.array(rank.astype(np.int64)),
+            "sig": pa.FixedSizeListArray.from_arrays(pa.array(sigs.reshape(-1), dtype), width),
+        }
+    )
+
+
+def _band_map(source: str, offset: int, copies: np.ndarray, cfg: dedup.Config, parts: int) -> list[pa.Table]:
+    """One row per (band, candidate document) with its band key and signature, partitioned by key
+    range, for one chunk (a scored work file)."""
     bands, rows = dedup.lsh_params(cfg)
     sigs = _read_sigs(source, cfg)
     n = len(sigs)
@@ -100,30 +111,31 @@ def _band_map(
     csigs, crank = sigs[cand], rank[cand]
     width = sigs.shape[1] if sigs.ndim == 2 else cfg.num_perm
     # The index's own band keys (a private helper, reused so that buckets are exactly the local ones).
-    keys = [dedup._band_keys(csigs, b, rows) for b in range(bands)]
-    band_col = [np.full(len(csigs), b, np.int32) for b in range(bands)]
-    rank_col, sig_rows = [crank] * bands, [csigs] * bands
-    if prior is not None and len(prior) and len(csigs):
-        for b in range(bands):
-            uniq = np.unique(keys[b])
-            qpos, old = prior.band_members(b, uniq)
-            if len(old):
-                keys.append(uniq[qpos])
-                band_col.append(np.full(len(old), b, np.int32))
-                rank_col.append(old)
-                sig_rows.append(prior.sigs(old).astype(csigs.dtype, copy=False))
-    all_keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
-    all_sigs = np.concatenate(sig_rows) if sig_rows else np.zeros((0, width), sigs.dtype)
-    dtype = pa.uint32() if all_sigs.dtype == np.uint32 else pa.uint64()
-    table = pa.table(
-        {
-            "band": pa.array(np.concatenate(band_col) if band_col else np.zeros(0, np.int32)),
-            "key": pa.array(all_keys, pa.uint64()),
-            "rank": pa.array(np.concatenate(rank_col) if rank_col else np.zeros(0, np.int64)),
-            "sig": pa.FixedSizeListArray.from_arrays(pa.array(all_sigs.reshape(-1), dtype), width),
-        }
+    keys = np.concatenate(
+        [dedup._band_keys(csigs, b, rows) for b in range(bands)] or [np.zeros(0, np.uint64)]
     )
-    return _split(table, all_keys % np.uint64(parts), parts)
+    table = _band_table(
+        np.repeat(np.arange(bands), len(csigs)),
+        keys,
+        np.tile(crank, bands),
+        np.tile(csigs, (bands, 1)),
+        width,
+    )
+    return _split(table, _key_range(keys, parts), parts)
+
+
+def _with_prior_members(t: pa.Table, prior: PriorIndex, cfg: dedup.Config) -> pa.Table:
+    """This partition's band rows plus one for every earlier candidate document whose band key one of
+    them has (its signature read from disk): the reducer then sees whole buckets."""
+    band, key = t.column("band").to_numpy(), t.column("key").to_numpy()
+    extra: list[pa.Table] = []
+    for b in np.unique(band).tolist():
+        uniq = np.unique(key[band == b])
+        qpos, old = prior.band_members(b, uniq)
+        if len(old):
+            sigs = prior.sigs(old)
+            extra.append(_band_table(np.full(len(old), b), uniq[qpos], old, sigs, cfg.num_perm))
+    return pa.concat_tables([t, *[e.cast(t.schema) for e in extra]]) if extra else t
 
 
 def _only_part(fn: Callable[..., list[pa.Table]], *args: Any) -> pa.Table:
@@ -140,18 +152,17 @@ def _map_all(fn: Callable[..., list[pa.Table]], calls: list[tuple[Any, ...]], pa
     return [[one.remote(fn, *args)] for args in calls]
 
 
-def _band_reduce(cfg: dedup.Config, *tables: pa.Table) -> list[Bucket]:
-    """Verify the buckets of this partition; only buckets with two or more members come back."""
+def _band_reduce(cfg: dedup.Config, prior: PriorIndex | None, *tables: pa.Table) -> list[Bucket]:
+    """Verify the buckets of this partition (with the earlier documents of their keys, when there is
+    a ``prior`` index); only buckets with two or more members come back."""
     t = pa.concat_tables(tables)
+    if prior is not None and len(prior) and t.num_rows:
+        t = _with_prior_members(t, prior, cfg)
     if t.num_rows < 2:
         return []
     band, key, rank = (t.column(c).to_numpy() for c in ("band", "key", "rank"))
     srt = np.lexsort((rank, key, band))
     band, key, rank = band[srt], key[srt], rank[srt]
-    # An earlier document is looked up by every chunk that shares its band key: keep one row of it.
-    once = np.ones(len(rank), dtype=bool)
-    once[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1]) | (rank[1:] != rank[:-1])
-    srt, band, key, rank = srt[once], band[once], key[once], rank[once]
     bounds = np.flatnonzero((band[1:] != band[:-1]) | (key[1:] != key[:-1])) + 1
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [len(rank)]))
@@ -248,10 +259,11 @@ def distributed_dedup(
     representative choice, computed with two shuffles (see the module docstring).
 
     `prior`: the on-disk index of earlier nights (nightly), read only; its documents rank before
-    tonight's, as in ``DedupIndex.assign``. It is not shuffled: each map task looks its chunk's
-    content keys and band keys up in it and sends the earlier documents it finds (with their
-    signatures) to the reducers that own those keys, so a night costs what its own documents
-    touch. The clusters that earlier documents form among themselves come from the index's forest
+    tonight's, as in ``DedupIndex.assign``. It is not shuffled: keys are partitioned by key range,
+    and each reducer looks the content keys and band keys of its range up in the index (reading
+    only that range of its sorted tables) and adds the earlier documents it finds (band rows with
+    their signatures read from disk), so a night reads the index once, not once per chunk. The clusters
+    that earlier documents form among themselves come from the index's forest
     (filters/dedup_prior.py), replayed with tonight's buckets in the local index's order.
 
     `keys_dir`: the renamed row keys of each chunk (:func:`write_renamed_keys`, same file names);
@@ -275,20 +287,22 @@ def distributed_dedup(
     chunks: list[tuple[str, int]] = [(p, o + n_prior) for p, o in zip(paths, offsets, strict=True)]
 
     # Shuffle 1: content keys.
-    mapped = _map_all(_exact_map, [(src, o, parts, prior_ref) for src, o in chunks], parts)
+    mapped = _map_all(_exact_map, [(src, o, parts) for src, o in chunks], parts)
     reduce_exact = ray.remote(_exact_reduce)
-    exact = ray.get([reduce_exact.remote(*[m[p] for m in mapped]) for p in range(parts)])
+    exact = ray.get([reduce_exact.remote(prior_ref, *[m[p] for m in mapped]) for p in range(parts)])
     del mapped
     copies = np.concatenate([c for c, _ in exact]) if exact else np.zeros(0, np.int64)
     leaders = np.concatenate([lead for _, lead in exact]) if exact else np.zeros(0, np.int64)
 
     # Shuffle 2: LSH band keys with signatures, buckets verified where they meet.
     copies_ref = ray.put(np.sort(copies))
-    mapped = _map_all(_band_map, [(src, o, copies_ref, dcfg, parts, prior_ref) for src, o in chunks], parts)
+    mapped = _map_all(_band_map, [(src, o, copies_ref, dcfg, parts) for src, o in chunks], parts)
     reduce_band = ray.remote(_band_reduce)
     buckets: list[Bucket] = [
         b
-        for part in ray.get([reduce_band.remote(dcfg, *[m[p] for m in mapped]) for p in range(parts)])
+        for part in ray.get(
+            [reduce_band.remote(dcfg, prior_ref, *[m[p] for m in mapped]) for p in range(parts)]
+        )
         for b in part
     ]
     del mapped
