@@ -434,10 +434,11 @@ def _light_edit(text: str, rng: random.Random) -> str:
 
 
 def p_farm(carriers: Carriers, n_farms: int = 2, seed: int = 0,
-           domains: Sequence[int] = FARM_DOMAINS) -> list[Doc]:  # fmt: skip
+           domains: Sequence[int] = FARM_DOMAINS, edits: bool = True) -> list[Doc]:  # fmt: skip
     """P-FARM, generator A: one article (a clean doc plus a planted claim) republished with light edits
     (1-3 word edits, a dateline) on 50-500 fake registrable domains, as plain text; farm k uses
-    `domains[k % len(domains)]` domains. `cluster` names the farm. Generator B: :func:`p_farm_b`."""
+    `domains[k % len(domains)]` domains. `cluster` names the farm. `edits=False`: no word edits (the
+    article verbatim after its dateline). Generator B: :func:`p_farm_b`."""
     family = "P-FARM"
     rng = _rng(seed, family)
     out: list[Doc] = []
@@ -449,7 +450,9 @@ def p_farm(carriers: Carriers, n_farms: int = 2, seed: int = 0,
             hosts.add(fake_domain(rng))
         for host in sorted(hosts):
             sub = rng.choice(("", "www.", "news.", "m."))
-            text = f"{rng.choice(('MOSCOW', 'PARIS', 'KYIV', 'BERLIN'))} — " + _light_edit(base, rng)
+            text = f"{rng.choice(('MOSCOW', 'PARIS', 'KYIV', 'BERLIN'))} — " + (
+                _light_edit(base, rng) if edits else base
+            )
             out.append(_doc(family, len(out), text, f"https://{sub}{host}/{rng.randint(1000, 99999)}.html",
                             None, cluster=f"farm{k}", domains=count, variant="A"))  # fmt: skip
     return out
@@ -523,9 +526,11 @@ def _site_page_b(domain: str, headline: str, paras: Sequence[str], related: Sequ
     return html_page(f"{headline} | {site}", page)
 
 
-def p_farm_b(n_farms: int = 2, seed: int = 0, domains: Sequence[int] = FARM_DOMAINS) -> list[Doc]:
+def p_farm_b(n_farms: int = 2, seed: int = 0, domains: Sequence[int] = FARM_DOMAINS,
+             edits: bool = True) -> list[Doc]:  # fmt: skip
     """P-FARM, generator B (see above): farm k on `domains[k % len(domains)]` fake registrable domains;
-    `html` is the page, `text` its article paragraphs as published."""
+    `html` is the page, `text` its article paragraphs as published. `edits=False`: the article
+    verbatim in every copy (only the chrome differs)."""
     family = "P-FARM"
     rng = _rng(seed, "P-FARM-B")
     articles = _press_articles()
@@ -540,7 +545,7 @@ def p_farm_b(n_farms: int = 2, seed: int = 0, domains: Sequence[int] = FARM_DOMA
         while len(hosts) < count:
             hosts.add(fake_domain(rng))
         for host in sorted(hosts):
-            edited = _press_edit(paras, host.split(".")[0], rng)
+            edited = _press_edit(paras, host.split(".")[0], rng) if edits else list(paras)
             related = [" ".join(rng.choice(articles)[0].split()[:8]) for _ in range(4)]
             prefix = rng.choice(("", "Exclusive: ", "Breaking: ", "Report: "))
             html = _site_page_b(host, prefix + headline, edited, related, rng)

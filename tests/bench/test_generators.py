@@ -159,3 +159,11 @@ def test_default_vocab_is_smollm2_when_installed():
     assert vocab.name == "SmolLM2-135M" and len(vocab.ids) > 49000
     docs = g.p_sudo(CARRIERS, 3, seed=0, vocab=vocab)
     assert all(d["vocab"] == "SmolLM2-135M" for d in docs)
+
+
+def test_farm_without_edits_copies_the_article_verbatim():
+    farm = g.p_farm_b(1, seed=0, domains=(10,), edits=False)
+    assert len({d["text"] for d in farm}) == 1 and len({d["html"] for d in farm}) == 10
+    plain = g.p_farm(CARRIERS, 1, seed=0, domains=(10,), edits=False)
+    assert len({d["text"].split(" — ", 1)[1] for d in plain}) == 1
+    assert len({d["text"] for d in g.p_farm(CARRIERS, 1, seed=0, domains=(10,))}) > 1
