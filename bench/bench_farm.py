@@ -190,7 +190,8 @@ def report(result: dict[str, Any]) -> list[str]:
         "the other. The last column adds the spun-campaign detector (filters/campaign.py; its own "
         "cross-source fit is section spun) at its defaults, so it is what `poisonguard filter` "
         "quarantines as a campaign; those defaults were fitted on spun source A, whose look-alikes are "
-        "generator A's here, and never on P-FARM.\n"
+        "generator A's here, except `verbatim_core_sentences`, which is the fit on farm generator B "
+        "of the last table.\n"
     )
     return [
         intro,
