@@ -17,7 +17,8 @@
 2. Speed, one run on the same input (the clean base at `--speed-per-category` documents per category,
    as one JSONL file), each in its own process: datatrove's FineWeb filters, `poisonguard filter
    --no-lm`, the default config (budgeted LM) with one and with two workers (the LM in two forked
-   single-threaded processes sharing the model), a 3% budget, and the LM on every document (route:
+   single-threaded processes sharing the model), the default in bfloat16 (no recall: the LM cache
+   holds float32 signals), a 3% budget, and the LM on every document (route:
    all) on the first `--lm-all-docs` documents only (the LM runs about one document a second on two
    idle cores). Peak RSS is each process's own (wait4).
 """
@@ -232,7 +233,7 @@ DATATROVE = (
 def recall_cell(recall: dict[str, Any] | None, budget: float | str | None) -> str:
     """Mean and worst recall over the LM family rows and threshold sources at a budget (None: the
     default)."""
-    if recall is None:
+    if recall is None or budget == "-":
         return "-"
     if budget == "datatrove":
         rates = list(recall["datatrove"].values())
@@ -262,6 +263,8 @@ def speed_section(
         all_cfg.write_text("perplexity:\n  route: all\n")
         small_cfg = Path(tmp) / "small.yaml"
         small_cfg.write_text("perplexity:\n  budget: 0.03\n")
+        bf16_cfg = Path(tmp) / "bf16.yaml"
+        bf16_cfg.write_text("perplexity:\n  dtype: bfloat16\n")
         every = f"poisonguard LM on every document (first {args.lm_all_docs} docs only)"
         runs = [
             ("datatrove FineWeb filters", [py, "-c", DATATROVE, str(src)], len(base), mb, "datatrove"),
@@ -271,6 +274,8 @@ def speed_section(
              None),
             ("poisonguard default, --workers 2", [*pg, str(src), "--out", f"{tmp}/e", "-q", "--workers", "2"],
              len(base), mb, None),
+            ("poisonguard default, perplexity.dtype bfloat16",
+             [*pg, str(src), "--out", f"{tmp}/f", "-q", "--config", str(bf16_cfg)], len(base), mb, "-"),
             ("poisonguard budget 3%", [*pg, str(src), "--out", f"{tmp}/d", "-q", "--config", str(small_cfg)],
              len(base), mb, 0.03),
             (every, [*pg, str(head), "--out", f"{tmp}/c", "-q", "--config", str(all_cfg)], args.lm_all_docs,
