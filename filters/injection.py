@@ -463,6 +463,13 @@ _PAIRS = tuple(
     if not (_GENERIC[i] and _GENERIC[j])
 )
 N_FEATURES = 1 + 1 + len(_PAIRS) + 1
+# Columns of the pairs of the addressee with a generic concept ("our chatbot" beside "you" or
+# "answers"). On a page whose subject is security, or in a thread, that is how people write about
+# assistants, so there those pairs do not count.
+_ADDRESSEE = list(CONCEPTS).index("addressee")
+_GENERIC_PAIR_COLUMNS = np.array(
+    [2 + k for k, (i, j) in enumerate(_PAIRS) if _ADDRESSEE in (i, j) and (_GENERIC[i] or _GENERIC[j])]
+)
 
 
 def concept_positions(folded: str) -> list[np.ndarray]:
@@ -611,13 +618,16 @@ def readable(text: str) -> str:
     return _BASE64.sub(_base64_text, text)
 
 
-def score_text(text: str, model: Model) -> tuple[float, int, int]:
+def score_text(text: str, model: Model, in_context: bool = False) -> tuple[float, int, int]:
     """(probability, start, end) of the most suspicious window; positions are approximate (folding
-    can change lengths) and point into ``text``."""
+    can change lengths) and point into ``text``. ``in_context``: the page is about security or is a
+    thread, so only pairs of injection-specific concepts count."""
     folded = fold(readable(text))
     if not folded.strip():
         return 0.0, 0, 0
     starts, ends, feats = window_features(folded, model)
+    if in_context:
+        feats[:, _GENERIC_PAIR_COLUMNS] = 0.0
     logits = model.combiner_bias + feats @ model.combiner
     # A window that is almost all quotation is a mention (an article quoting an attack), as for the
     # trigger lists' "addressed" rule; an attacker who quotes their injection is caught by neither.
@@ -636,13 +646,14 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
     for text in batch.column("text").to_pylist():
         text = text or ""
         clipped, tail = _clip(text, cfg.max_chars)
-        prob, start, end = score_text(clipped, model)
+        ctx = context(text, cfg)
+        prob, start, end = score_text(clipped, model, in_context=bool(ctx))
         if tail and start > cfg.max_chars // 2:
             start, end = start + tail - cfg.max_chars // 2, end + tail - cfg.max_chars // 2
         scores.append(round(prob, 6))
         starts.append(start)
         ends.append(end)
-        contexts.append(context(text, cfg))
+        contexts.append(ctx)
     return {
         "injection_score": pa.array(scores, pa.float32()),
         "injection_start": pa.array(starts, pa.int32()),
