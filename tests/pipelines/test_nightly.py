@@ -683,3 +683,25 @@ def test_failed_run_is_recorded_and_copied_files_are_not_read_twice(inbox: Path,
     result = nightly(root, landing, 2)
     assert result["status"] == "done" and result["counts"]["input_files"] == 1
     assert "poisonguard_nightly_last_run_success 1" in (root / "metrics.prom").read_text()
+
+
+def test_index_folder_and_cache_from_the_config_change_where_not_what(
+    reference: Path, inbox: Path, tmp_path: Path
+) -> None:
+    """`dedup.index_dir` (relative to the nightly config's folder) holds the index of earlier nights;
+    a 1 MB read cache gives the same nights as the default one."""
+    root, landing = tmp_path / "root", tmp_path / "landing"
+    pipeline = {**PIPELINE, "dedup": {"index_dir": "elsewhere/index", "index_cache_mb": 1}}
+    for night in (1, 2):
+        stage(inbox, landing, night)
+        run_nightly(
+            NightlyConfig(pipeline=pipeline, use_lm=False),
+            base=tmp_path,
+            date=DATES[night],
+            inputs=[str(landing / "*.jsonl")],
+            out=root,
+        )
+        assert outcomes(root / DATES[night]) == outcomes(reference / DATES[night])
+    done = StateStore(root / "state.sqlite").run(DATES[2])
+    assert done is not None and (tmp_path / "elsewhere" / "index" / done["index_file"]).exists()
+    assert not (root / "state-index").exists()
