@@ -64,7 +64,13 @@ def run_filter(
     )
     scorer: list[Any] = [lm_scorer]  # the model, loaded on first need and kept for trigger mining
     lm_rows = _timed(run, "stage:lm", lambda: _language_model(run, chunk_files, duplicates, cfg, scorer))
-    if miner is not None and run.use_lm:  # the LM check of the mined candidates (ONION)
+    # the LM check of the mined candidates (ONION); a caller's own scorer without `window_nll` (the
+    # API's `lm_scorer`) cannot do it, and the miner then keeps its stricter no-LM rule
+    if (
+        miner is not None
+        and run.use_lm
+        and (scorer[0] is None or hasattr(_plain_scorer(scorer, cfg), "window_nll"))
+    ):
         model = functools.partial(_plain_scorer, scorer, cfg)
         _timed(run, "stage:trigger_lm", lambda: miner.confirm_from_chunks(chunk_files, model))
     start = time.perf_counter()
