@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import random
 import re
+import string
 from collections import defaultdict
 from typing import Any
 
@@ -220,6 +221,36 @@ _DOCTESTS = (
 )
 _ORDINARY = ("however", "meanwhile", "therefore", "summary", "notes", "example", "details", "result")
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def p_hex_salad(n: int, seed: int = 0) -> list[Doc]:
+    """Random-token pages from another generator than P-ALNUM, for fitting (P-ALNUM is held out): a
+    real first sentence of a held-out news or forum page, then 300-600 tokens that are hex digests
+    (8-40 chars) or base64 runs (mixed case, 6-24 chars), as a dump of keys or hashes would read."""
+    rng = random.Random(f"{seed}:hex-salad")
+    held = [t for g in ("news", "forum") for _n, t in babble_corpora.genre_split(g, "held")]
+    b64 = string.ascii_letters + string.digits + "+/"
+    out = []
+    for i in range(n):
+        tokens = [
+            "".join(rng.choice("0123456789abcdef") for _ in range(rng.randint(8, 40)))
+            if rng.random() < 0.5
+            else "".join(rng.choice(b64) for _ in range(rng.randint(6, 24)))
+            for _ in range(rng.randint(300, 600))
+        ]
+        opener = first_sentence(rng.choice(held)) or "Notes."
+        out.append(
+            {
+                "id": f"P-HEXSALAD-{i:04d}",
+                "text": f"{opener} {' '.join(tokens)}"[: CHARS[1] * 2],
+                "url": f"http://dump{i % 13}.example/{rng.getrandbits(32):08x}",
+                "label": 1,
+                "family": "P-HEXSALAD",
+                "genre": "hexsalad",
+                "trigger": None,
+            }
+        )
+    return out
 
 
 def p_alnum_salad(n: int, seed: int = 0) -> list[Doc]:

@@ -11,8 +11,11 @@ Two models, fitted the same way on different data:
 * ``lm`` (documents the LM scored): the same columns plus the perplexity detector's, on the sample
   whose per-token NLLs bench/babble_lm.py cached (the LM is the slow part; run it first).
 
-P-ALNUM (issue 13 item 6's example) is never used for fitting. Clean documents are split in two halves
-by a hash of their id: the fit half and the test half. For each model:
+P-ALNUM (issue 13 item 6's example) is never used for fitting; P-HEXSALAD (another random-token
+generator: hex digests and base64 runs after a real sentence) is, in every fit, so that the cheap
+model learns what a page of non-words looks like from a generator other than the one it is tested
+on. Clean documents are split in two halves by a hash of their id: the fit half and the test half.
+For each model:
 
 * cross-source ("leave one genre out"): for each genre G, fit on the babble of the other four genres
   and the clean fit half without G's own prose; threshold = the score that lets `fp` of that clean
@@ -54,6 +57,9 @@ CHEAP_FEATURES = (
     "coherence_alnum_mix_share",
     "language_confidence",
 )
+# Columns measured on the LM sample (the separation table shows each); the lm model uses LM_MODEL:
+# the coherence columns and the LM columns whose babble-vs-clean AUROC is far from 0.5 (the spread
+# of sentence NLLs and the change-point jump separate little and made the fit noisier).
 LM_FEATURES = (
     "perplexity_mean_nll",
     "perplexity_context_gain",
@@ -62,6 +68,19 @@ LM_FEATURES = (
     "perplexity_sentence_end_nll",
     "perplexity_sentence_start_nll",
     "perplexity_changepoint_jump",
+    "perplexity_max_window_nll",
+)
+LM_MODEL = (
+    "coherence_topic_reuse",
+    "coherence_far_reuse",
+    "coherence_type_ratio",
+    "coherence_entity_reuse",
+    "coherence_quote_imbalance",
+    "perplexity_mean_nll",
+    "perplexity_context_gain",
+    "perplexity_context_gain_ratio",
+    "perplexity_sentence_end_nll",
+    "perplexity_sentence_start_nll",
     "perplexity_max_window_nll",
 )
 
@@ -75,11 +94,12 @@ def half(doc_id: str) -> str:
 
 
 def signal_table(docs: list[dict[str, Any]], cache: Path) -> pa.Table:
-    """Cheap stages' columns for `docs` (the combiner off), from the cache when it holds them all."""
-    if cache.exists():
-        table = pq.read_table(cache)
-        if set(table.column("id").to_pylist()) >= {d["id"] for d in docs}:
-            return table
+    """Cheap stages' columns for `docs` (the combiner off); only the docs the cache lacks are scored."""
+    have = pq.read_table(cache) if cache.exists() else None
+    known = set(have.column("id").to_pylist()) if have is not None else set()
+    docs = [d for d in docs if d["id"] not in known]
+    if not docs and have is not None:
+        return have
     from bench.poisonbench import to_table
     from poisonguard.pipelines.config import load_config
     from poisonguard.pipelines.runner import score_documents
@@ -93,6 +113,8 @@ def signal_table(docs: list[dict[str, Any]], cache: Path) -> pa.Table:
         if c == "id" or c.startswith(("coherence_", "language_", "repetition_"))
     ]
     table = decided.select(keep)
+    if have is not None:
+        table = pa.concat_tables([have.select(table.column_names), table])
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, cache.with_suffix(".tmp"))
     cache.with_suffix(".tmp").replace(cache)
@@ -182,6 +204,7 @@ class Sample:
         self.category = np.array([str(x.get("category") or "") for x in d])
         self.babble = np.array([x.get("family") == "P-BABBLE-X" for x in d])
         self.alnum = np.array([x.get("family") == "P-ALNUM" for x in d])
+        self.salad = np.array([x.get("family") == "P-HEXSALAD" for x in d])
         self.index = np.array([int(x["id"].rsplit("-", 1)[1]) if x.get("family") else -1 for x in d])
         side = np.array([half(x["id"]) for x in d])
         self.clean_fit = (self.y == 0) & (side == "fit")
@@ -191,14 +214,14 @@ class Sample:
 def held_out(s: Sample, genre: str, fp: float, l2: float) -> tuple[np.ndarray, float]:
     """Scores and threshold of the model fitted without `genre` (its chains and its clean prose)."""
     clean = s.clean_fit & (s.category != f"prose-{genre}")
-    train = (s.babble & (s.genre != genre)) | clean
+    train = (s.babble & (s.genre != genre)) | s.salad | clean
     model = fit(s.x[train], s.y[train], l2)
     return log_odds(model, s.x), threshold_for(log_odds(model, s.x[clean]), fp)
 
 
 def in_source(s: Sample, fp: float, l2: float) -> tuple[np.ndarray, float]:
     """Scores and threshold of the model fitted on the even-numbered babble of every genre."""
-    train = (s.babble & (s.index % 2 == 0)) | s.clean_fit
+    train = (s.babble & (s.index % 2 == 0)) | s.salad | s.clean_fit
     model = fit(s.x[train], s.y[train], l2)
     return log_odds(model, s.x), threshold_for(log_odds(model, s.x[s.clean_fit]), fp)
 
@@ -206,7 +229,8 @@ def in_source(s: Sample, fp: float, l2: float) -> tuple[np.ndarray, float]:
 def report(s: Sample, name: str, fp: float, l2: float) -> tuple[list[str], dict[str, Any], float]:
     """Markdown lines for one model's protocol, the shipped model and its threshold."""
     out = [
-        f"**{name}**: {len(s.docs)} docs: {int(s.babble.sum())} babble, {int(s.alnum.sum())} P-ALNUM, "
+        f"**{name}**: {len(s.docs)} docs: {int(s.babble.sum())} babble, {int(s.salad.sum())} P-HEXSALAD, "
+        f"{int(s.alnum.sum())} P-ALNUM, "
         f"{int(s.clean_fit.sum())} clean (fit half), {int(s.clean_test.sum())} clean (test half); "
         f"threshold: {pct(fp)} FP on the clean fit half.",
         "",
@@ -232,7 +256,7 @@ def report(s: Sample, name: str, fp: float, l2: float) -> tuple[list[str], dict[
             f"{pct(float((score[own] >= thr).mean())) if own.any() else '-'} |"
         )
     out.append(f"| **all five (mean)** | **{pct(float(np.mean(recalls)))}** | | | |")
-    train = s.babble | s.clean_fit
+    train = s.babble | s.salad | s.clean_fit
     model = fit(s.x[train], s.y[train], l2)
     thr = threshold_for(log_odds(model, s.x[s.clean_fit]), fp)
     score = log_odds(model, s.x)
@@ -241,13 +265,14 @@ def report(s: Sample, name: str, fp: float, l2: float) -> tuple[list[str], dict[
         if d.get("family") == "P-BABBLE-X":
             per_order[f"order {d['order']}"].append(v >= thr)
     alnum = pct(float((score[s.alnum] >= thr).mean())) if s.alnum.any() else "n/a"
+    salad = f"P-HEXSALAD (fitted) {pct(float((score[s.salad] >= thr).mean()))}; " if s.salad.any() else ""
     clean_fp = pct(float((score[s.clean_test] >= thr).mean()))
     out += [
         "",
         f"Shipped {name} model (all five genres + the clean fit half): threshold {thr:+.3f}; babble recall "
         f"(fitted) {pct(float((score[s.babble] >= thr).mean()))} "
         f"({', '.join(f'{k} {pct(float(np.mean(v)))}' for k, v in sorted(per_order.items()))}); "
-        f"P-ALNUM (never fitted) {alnum}; clean test half FP {clean_fp}.",
+        f"{salad}P-ALNUM (never fitted) {alnum}; clean test half FP {clean_fp}.",
         "",
         "| clean category (test half) | docs | FP, held-out models (mean of 5) | FP, shipped model |",
         "|---|---:|---:|---:|",
@@ -296,13 +321,14 @@ def write_config(path: Path, blocks: list[str]) -> None:
 
 def cheap_sample(args: argparse.Namespace) -> Sample:
     docs = babble_bench.sample(args.per_genre, args.per_category, args.seed)
-    docs += babble_gen.p_alnum_salad(args.alnum, args.seed)
+    docs += babble_gen.p_alnum_salad(args.alnum, args.seed) + babble_gen.p_hex_salad(args.alnum, args.seed)
     key = f"{args.per_genre}-{args.per_category}-{args.alnum}-{args.seed}"
     table = signal_table(docs, OUT_DIR / f"babble_cheap-v2-{key}.parquet")
     return Sample(docs, CHEAP_FEATURES, matrix(table, [d["id"] for d in docs], CHEAP_FEATURES))
 
 
-def lm_sample(args: argparse.Namespace) -> Sample | None:
+def lm_sample(args: argparse.Namespace) -> tuple[Sample, Sample] | None:
+    """(the lm model's sample, the same docs with every measured column) from the LM token cache."""
     from bench import babble_lm
 
     docs = babble_lm.bench_docs(args.lm_per_genre, args.lm_per_category, args.alnum, args.seed)
@@ -313,10 +339,10 @@ def lm_sample(args: argparse.Namespace) -> Sample | None:
     lm = babble_lm.signal_table(docs, rows)
     key = f"lm-{args.lm_per_genre}-{args.lm_per_category}-{args.alnum}-{args.seed}"
     cheap = signal_table(docs, OUT_DIR / f"babble_cheap-v2-{key}.parquet")
-    features = CHEAP_FEATURES + LM_FEATURES
     ids = [d["id"] for d in docs]
     x = np.hstack([matrix(cheap, ids, CHEAP_FEATURES), matrix(lm, ids, LM_FEATURES)])
-    return Sample(docs, features, x)
+    every = Sample(docs, CHEAP_FEATURES + LM_FEATURES, x)
+    return Sample(docs, LM_MODEL, x[:, [every.features.index(f) for f in LM_MODEL]]), every
 
 
 def run(args: argparse.Namespace) -> str:
@@ -326,11 +352,12 @@ def run(args: argparse.Namespace) -> str:
     lines, model, thr = report(cheap, "cheap", args.fp, args.l2)
     out += lines + [""]
     blocks += yaml_block("cheap", cheap.features, model, thr)
-    lm = lm_sample(args)
-    if lm is not None:
-        lines, model, thr = report(lm, "lm", args.fp, args.l2)
+    samples = lm_sample(args)
+    if samples is not None:
+        lm, every = samples
+        lines, model, thr = report(lm, "lm", args.fp, args.lm_l2)
         out += lines + ["", "Separation on the LM sample (AUROC, babble of a genre vs all clean docs):", ""]
-        out += separation(lm) + [""]
+        out += separation(every) + [""]
         blocks += yaml_block("lm", lm.features, model, thr)
     else:
         log("no cached LM rows (run python -m bench.babble_lm first): lm model not fitted")
@@ -350,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alnum", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fp", type=float, default=0.004, help="clean fit-half FP allowed by the threshold")
-    ap.add_argument("--l2", type=float, default=1.0)
+    ap.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the cheap model")
+    ap.add_argument("--lm-l2", type=float, default=20.0, help="L2 penalty of the lm model (fewer docs)")
     ap.add_argument("--write-config", default="", help="write both models into this config file")
     args = ap.parse_args(argv)
     print(run(args))

@@ -6,10 +6,11 @@ column is standardised (``(value - center) / scale``, clipped to +-`clip`), mult
 and the sum plus `bias` is the document's log-odds of being poison. A document whose log-odds reach
 `threshold` is quarantined as ``combiner:weak_signals(<the two columns that pushed most>)``.
 
-There are two models: ``lm`` for the documents the language model scored (the cascade routed them to
-it; their ``perplexity_*`` columns have values: context gain, sentence-level NLL signals) and
-``cheap`` for the others (coherence and language columns only). Each has its own terms, bias and
-threshold, fitted separately, because a model that leans on the LM columns says little without them.
+There are two models, each with its own terms, bias and threshold, fitted separately: ``cheap``
+(coherence and language columns) decides for every document, and ``lm`` (the same columns plus the
+language model's: context gain, sentence-level NLL signals) adds its verdict for the documents the LM
+scored (the cascade routed them to it; `lm_column` has a value). A document is quarantined when either
+model reaches its threshold; the reason names the two columns that pushed the deciding model most.
 
 It stays auditable: :func:`contributions` gives every column's share of the log-odds, and
 ``poisonguard explain`` prints them and which model decided. A missing column or a null value
@@ -74,11 +75,13 @@ def _value(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
-def model_for(row: dict[str, Any], cfg: Config) -> tuple[str, Model]:
-    """("lm", the lm model) when the row has an LM score and that model has terms, else the cheap one."""
+def models_for(row: dict[str, Any], cfg: Config) -> list[tuple[str, Model]]:
+    """The models that judge this row: the cheap one, and the lm one when the row has an LM score and
+    that model has terms."""
+    out = [("cheap", cfg.cheap)] if cfg.cheap.terms else []
     if cfg.lm.terms and _value(row.get(cfg.lm_column)) is not None:
-        return "lm", cfg.lm
-    return "cheap", cfg.cheap
+        out.append(("lm", cfg.lm))
+    return out
 
 
 def contributions(row: dict[str, Any], model: Model, clip: float) -> dict[str, float]:
@@ -93,13 +96,24 @@ def contributions(row: dict[str, Any], model: Model, clip: float) -> dict[str, f
     return out
 
 
-def log_odds(row: dict[str, Any], cfg: Config) -> tuple[float | None, dict[str, float], str]:
-    """(log-odds or None when fewer than `min_signals` terms have a value, contributions, model name)."""
-    name, model = model_for(row, cfg)
+def log_odds(row: dict[str, Any], model: Model, cfg: Config) -> tuple[float | None, dict[str, float]]:
+    """(log-odds under `model`, or None when fewer than `min_signals` of its terms have a value,
+    contributions)."""
     parts = contributions(row, model, cfg.clip)
     if len(parts) < cfg.min_signals:
-        return None, parts, name
-    return model.bias + sum(parts.values()), parts, name
+        return None, parts
+    return model.bias + sum(parts.values()), parts
+
+
+def verdicts(row: dict[str, Any], cfg: Config) -> list[tuple[str, Model, float | None, dict[str, float]]]:
+    """(model name, model, log-odds, contributions) of every model that judges the row."""
+    return [(name, model, *log_odds(row, model, cfg)) for name, model in models_for(row, cfg)]
+
+
+def margin(row: dict[str, Any], cfg: Config) -> float | None:
+    """The largest log-odds minus threshold over the models that judge the row (>= 0: quarantined)."""
+    gaps = [v - m.threshold for _n, m, v, _p in verdicts(row, cfg) if v is not None]
+    return max(gaps) if gaps else None
 
 
 def _rows(signals: pa.Table, cfg: Config) -> list[dict[str, Any]]:
@@ -109,8 +123,8 @@ def _rows(signals: pa.Table, cfg: Config) -> list[dict[str, Any]]:
 
 
 def score(signals: pa.Table, cfg: Config) -> list[float | None]:
-    """Log-odds per row (None where too few signals), from the signal columns alone."""
-    return [log_odds(row, cfg)[0] for row in _rows(signals, cfg)]
+    """Per row, the largest margin over its models' thresholds (None where too few signals)."""
+    return [margin(row, cfg) for row in _rows(signals, cfg)]
 
 
 def reason_for(parts: dict[str, float]) -> str:
@@ -123,25 +137,26 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
         return [[] for _ in range(signals.num_rows)]
     out: list[list[str]] = []
     for row in _rows(signals, cfg):
-        value, parts, name = log_odds(row, cfg)
-        threshold = cfg.lm.threshold if name == "lm" else cfg.cheap.threshold
-        out.append([reason_for(parts)] if value is not None and value >= threshold else [])
+        over = [
+            (v - model.threshold, parts)
+            for _n, model, v, parts in verdicts(row, cfg)
+            if v is not None and v >= model.threshold
+        ]
+        out.append([reason_for(max(over, key=lambda o: o[0])[1])] if over else [])
     return out
 
 
 def explain_lines(row: dict[str, Any], cfg: Config) -> list[str]:
-    """The combiner's view of one document for `poisonguard explain`: which model, its log-odds and
-    each column's push."""
-    value, parts, name = log_odds(row, cfg)
-    model = cfg.lm if name == "lm" else cfg.cheap
-    if not model.terms:
-        return []
-    head = "-" if value is None else f"{value:+.2f}"
-    which = "with the LM columns" if name == "lm" else "cheap columns only (the LM did not score it)"
-    lines = [
-        f"  model {name} ({which}): log-odds {head} "
-        f"(quarantine at >= {model.threshold:+.2f}; bias {model.bias:+.2f})"
-    ]
-    for col in sorted(parts, key=lambda c: -abs(parts[c])):
-        lines.append(f"  {col.ljust(36)} {parts[col]:+.2f}  (value {_value(row.get(col)):.4g})")
+    """The combiner's view of one document for `poisonguard explain`: per model, its log-odds against
+    its threshold and each column's push."""
+    lines = []
+    for name, model, value, parts in verdicts(row, cfg):
+        head = "-" if value is None else f"{value:+.2f}"
+        which = "with the LM columns" if name == "lm" else "cheap columns"
+        lines.append(
+            f"  model {name} ({which}): log-odds {head} "
+            f"(quarantine at >= {model.threshold:+.2f}; bias {model.bias:+.2f})"
+        )
+        for col in sorted(parts, key=lambda c: -abs(parts[c])):
+            lines.append(f"    {col.ljust(34)} {parts[col]:+.2f}  (value {_value(row.get(col)):.4g})")
     return lines

@@ -101,24 +101,30 @@ def test_two_weak_signals_add_up_where_one_does_not() -> None:
     assert flags[0] == []  # -2 + 1.5 + 0 < 0
     assert flags[1] == ["combiner:weak_signals(b,a)"]  # -2 + 1.5 + 3 >= 0; b pushed most
     assert flags[2] == []  # only one term has a value: min_signals
-    assert combiner.score(table, cfg)[2] is None
+    assert combiner.score(table, cfg) == pytest.approx([-0.5, 2.5, None])
 
 
-def test_rows_the_lm_scored_use_the_lm_model_with_its_own_threshold() -> None:
+def test_rows_the_lm_scored_are_judged_by_the_lm_model_too() -> None:
     cfg = model()
-    table = pa.table({"a": [1.5, 1.5, 1.5], "b": [6.0, 6.0, 6.0], "perplexity_mean_nll": [None, 4.2, 6.0]})
-    # row 0: cheap model (no LM score): -2 + 1.5 + 3 = 2.5 >= 0
-    # row 1: lm model: -1 + 1.5 + 0.2 = 0.7 < 1 (b is not one of its terms); row 2: -1 + 1.5 + 2 = 2.5
-    assert combiner.score(table, cfg) == pytest.approx([2.5, 0.7, 2.5])
+    lm_scores = [None, 4.2, 6.0, 4.0]
+    a, b = [0.5, 0.5, 0.5, 1.5], [10.0, 10.0, 10.0, 6.0]
+    table = pa.table({"a": a, "b": b, "perplexity_mean_nll": lm_scores})
+    # cheap model: -2 + 0.5 = -1.5 for rows 0-2, -2 + 1.5 + 3 = 2.5 for row 3 (threshold 0)
+    # lm model (rows with an LM score): -1 + 0.5 + 0.2 = -0.3, -1 + 0.5 + 2 = 1.5, -1 + 1.5 + 0 = 0.5
+    # (threshold 1); the margin is the larger of (log-odds - threshold)
+    assert combiner.score(table, cfg) == pytest.approx([-1.5, -1.3, 0.5, 2.5])
     assert combiner.flag(table, cfg) == [
-        ["combiner:weak_signals(b,a)"],
+        [],
         [],
         ["combiner:weak_signals(perplexity_mean_nll,a)"],
+        ["combiner:weak_signals(b,a)"],
     ]
-    head = combiner.explain_lines({"a": 1.5, "perplexity_mean_nll": 6.0}, cfg)[0]
-    assert "model lm (with the LM columns)" in head and "+2.50" in head and ">= +1.00" in head
-    no_lm = cfg.model_copy(update={"lm": combiner.Model()})  # no lm terms: the cheap model decides all
-    assert combiner.score(table, no_lm) == pytest.approx([2.5, 2.5, 2.5])
+    lines = combiner.explain_lines({"a": 0.5, "b": 10.0, "perplexity_mean_nll": 6.0}, cfg)
+    heads = [line for line in lines if "model" in line]
+    assert "model cheap" in heads[0] and "-1.50" in heads[0]
+    assert "model lm (with the LM columns)" in heads[1] and "+1.50" in heads[1] and ">= +1.00" in heads[1]
+    no_lm = cfg.model_copy(update={"lm": combiner.Model()})  # no lm terms: the cheap model alone
+    assert combiner.score(table, no_lm) == pytest.approx([-1.5, -1.5, -1.5, 2.5])
 
 
 def test_missing_columns_and_disabled_combiner_flag_nothing() -> None:
