@@ -226,8 +226,12 @@ def in_source(s: Sample, fp: float, l2: float) -> tuple[np.ndarray, float]:
     return log_odds(model, s.x), threshold_for(log_odds(model, s.x[s.clean_fit]), fp)
 
 
-def report(s: Sample, name: str, fp: float, l2: float) -> tuple[list[str], dict[str, Any], float]:
-    """Markdown lines for one model's protocol, the shipped model and its threshold."""
+def report(
+    s: Sample, name: str, fp: float, l2: float, also: np.ndarray | None = None
+) -> tuple[list[str], dict[str, Any], float]:
+    """Markdown lines for one model's protocol, the shipped model and its threshold. `also`: the docs
+    another model quarantines anyway (the pipeline quarantines when either does): reported beside."""
+    also = np.zeros(len(s.docs), dtype=bool) if also is None else also
     out = [
         f"**{name}**: {len(s.docs)} docs: {int(s.babble.sum())} babble, {int(s.salad.sum())} P-HEXSALAD, "
         f"{int(s.alnum.sum())} P-ALNUM, "
@@ -235,12 +239,13 @@ def report(s: Sample, name: str, fp: float, l2: float) -> tuple[list[str], dict[
         f"threshold: {pct(fp)} FP on the clean fit half.",
         "",
         "| held-out genre | recall, chains never fitted (cross-source) | recall in-source (odd pages) "
-        "| clean FP, test half | of which its own prose |",
-        "|---|---:|---:|---:|---:|",
+        "| clean FP, test half | of which its own prose | with the shipped cheap model: recall | clean FP |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     ins, ins_thr = in_source(s, fp, l2)
     fp_by_cat: dict[str, list[float]] = collections.defaultdict(list)
-    recalls = []
+    recalls: list[float] = []
+    both: list[float] = []
     for g in babble_corpora.GENRES:
         score, thr = held_out(s, g, fp, l2)
         rows = s.babble & (s.genre == g)
@@ -250,12 +255,16 @@ def report(s: Sample, name: str, fp: float, l2: float) -> tuple[list[str], dict[
             m = s.clean_test & (s.category == cat)
             fp_by_cat[cat].append(float((score[m] >= thr).mean()))
         odd = rows & (s.index % 2 == 1)
+        either = (score >= thr) | also
+        both.append(float(either[rows].mean()))
         out.append(
             f"| {g} | {pct(recalls[-1])} | {pct(float((ins[odd] >= ins_thr).mean()))} | "
             f"{pct(float((score[s.clean_test] >= thr).mean()))} | "
-            f"{pct(float((score[own] >= thr).mean())) if own.any() else '-'} |"
+            f"{pct(float((score[own] >= thr).mean())) if own.any() else '-'} | "
+            f"{pct(both[-1])} | {pct(float(either[s.clean_test].mean()))} |"
         )
-    out.append(f"| **all five (mean)** | **{pct(float(np.mean(recalls)))}** | | | |")
+    mean_both = pct(float(np.mean(both)))
+    out.append(f"| **all five (mean)** | **{pct(float(np.mean(recalls)))}** | | | | **{mean_both}** | |")
     train = s.babble | s.salad | s.clean_fit
     model = fit(s.x[train], s.y[train], l2)
     thr = threshold_for(log_odds(model, s.x[s.clean_fit]), fp)
@@ -305,18 +314,27 @@ def yaml_block(name: str, features: tuple[str, ...], model: dict[str, Any], thr:
     return out
 
 
-_BLOCK = re.compile(r"(?ms)^  cheap:\n.*?(?=^# --- end combiner ---)")
-
-
-def write_config(path: Path, blocks: list[str]) -> None:
-    """Replace the cheap/lm models of the combiner section of `path` (atomically)."""
+def write_config(path: Path, blocks: list[str], first: str) -> None:
+    """Replace the models of the combiner section of `path` from `first` (cheap or lm) to the section's
+    end with `blocks` (atomically; the rest of the file is kept)."""
     text = path.read_text("utf-8")
-    if not _BLOCK.search(text):
-        raise SystemExit(f"{path}: no combiner `cheap:` block before '# --- end combiner ---'")
-    new = _BLOCK.sub(lambda _m: "\n".join(blocks) + "\n", text, count=1)
+    pattern = re.compile(rf"(?ms)^  {first}:\n.*?(?=^# --- end combiner ---)")
+    if not pattern.search(text):
+        raise SystemExit(f"{path}: no combiner `{first}:` block before '# --- end combiner ---'")
+    new = pattern.sub(lambda _m: "\n".join(blocks) + "\n", text, count=1)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(new, "utf-8")
     tmp.replace(path)
+
+
+def shipped_cheap(s: Sample) -> np.ndarray:
+    """The docs of `s` (with the cheap columns) that the cheap model of configs/default.yaml flags."""
+    from poisonguard.filters import combiner
+    from poisonguard.pipelines.config import load_config
+
+    cfg = load_config().combiner
+    rows = [dict(zip(s.features, (None if np.isnan(v) else float(v) for v in x), strict=True)) for x in s.x]
+    return np.array([bool(combiner.flag(pa.Table.from_pylist([r]), cfg)[0]) for r in rows])
 
 
 def cheap_sample(args: argparse.Namespace) -> Sample:
@@ -348,22 +366,23 @@ def lm_sample(args: argparse.Namespace) -> tuple[Sample, Sample] | None:
 def run(args: argparse.Namespace) -> str:
     out: list[str] = []
     blocks: list[str] = []
-    cheap = cheap_sample(args)
-    lines, model, thr = report(cheap, "cheap", args.fp, args.l2)
-    out += lines + [""]
-    blocks += yaml_block("cheap", cheap.features, model, thr)
-    samples = lm_sample(args)
+    if args.only != "lm":
+        cheap = cheap_sample(args)
+        lines, model, thr = report(cheap, "cheap", args.fp, args.l2)
+        out += lines + [""]
+        blocks += yaml_block("cheap", cheap.features, model, thr)
+    samples = lm_sample(args) if args.only != "cheap" else None
     if samples is not None:
         lm, every = samples
-        lines, model, thr = report(lm, "lm", args.fp, args.lm_l2)
+        lines, model, thr = report(lm, "lm", args.fp, args.lm_l2, shipped_cheap(every))
         out += lines + ["", "Separation on the LM sample (AUROC, babble of a genre vs all clean docs):", ""]
         out += separation(every) + [""]
         blocks += yaml_block("lm", lm.features, model, thr)
     else:
         log("no cached LM rows (run python -m bench.babble_lm first): lm model not fitted")
     out += ["```yaml", "combiner:", *blocks, "```"]
-    if args.write_config:
-        write_config(Path(args.write_config), blocks)
+    if args.write_config and blocks:
+        write_config(Path(args.write_config), blocks, "lm" if args.only == "lm" else "cheap")
         log(f"wrote the combiner models into {args.write_config}")
     return "\n".join(out)
 
@@ -379,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fp", type=float, default=0.004, help="clean fit-half FP allowed by the threshold")
     ap.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the cheap model")
     ap.add_argument("--lm-l2", type=float, default=20.0, help="L2 penalty of the lm model (fewer docs)")
-    ap.add_argument("--write-config", default="", help="write both models into this config file")
+    ap.add_argument("--write-config", default="", help="write the fitted models into this config file")
+    ap.add_argument("--only", choices=("both", "cheap", "lm"), default="both", help="fit only this model")
     args = ap.parse_args(argv)
     print(run(args))
     return 0
