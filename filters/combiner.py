@@ -123,7 +123,13 @@ def _rows(signals: pa.Table, cfg: Config) -> list[dict[str, Any]]:
 
 
 def score(signals: pa.Table, cfg: Config) -> list[float | None]:
-    """Per row, the largest margin over its models' thresholds (None where too few signals)."""
+    """The cheap model's log-odds per row (None where too few signals): what the LM cascade ranks by
+    (filters/suspicion.py), before any LM column exists."""
+    return [log_odds(row, cfg.cheap, cfg)[0] for row in _rows(signals, cfg)]
+
+
+def margins(signals: pa.Table, cfg: Config) -> list[float | None]:
+    """Per row, the largest log-odds minus threshold over the models that judge it (>= 0: quarantined)."""
     return [margin(row, cfg) for row in _rows(signals, cfg)]
 
 

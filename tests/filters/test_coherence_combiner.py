@@ -112,7 +112,8 @@ def test_rows_the_lm_scored_are_judged_by_the_lm_model_too() -> None:
     # cheap model: -2 + 0.5 = -1.5 for rows 0-2, -2 + 1.5 + 3 = 2.5 for row 3 (threshold 0)
     # lm model (rows with an LM score): -1 + 0.5 + 0.2 = -0.3, -1 + 0.5 + 2 = 1.5, -1 + 1.5 + 0 = 0.5
     # (threshold 1); the margin is the larger of (log-odds - threshold)
-    assert combiner.score(table, cfg) == pytest.approx([-1.5, -1.3, 0.5, 2.5])
+    assert combiner.margins(table, cfg) == pytest.approx([-1.5, -1.3, 0.5, 2.5])
+    assert combiner.score(table, cfg) == pytest.approx([-1.5, -1.5, -1.5, 2.5])  # the cheap model's
     assert combiner.flag(table, cfg) == [
         [],
         [],
@@ -124,7 +125,7 @@ def test_rows_the_lm_scored_are_judged_by_the_lm_model_too() -> None:
     assert "model cheap" in heads[0] and "-1.50" in heads[0]
     assert "model lm (with the LM columns)" in heads[1] and "+1.50" in heads[1] and ">= +1.00" in heads[1]
     no_lm = cfg.model_copy(update={"lm": combiner.Model()})  # no lm terms: the cheap model alone
-    assert combiner.score(table, no_lm) == pytest.approx([-1.5, -1.5, -1.5, 2.5])
+    assert combiner.margins(table, no_lm) == pytest.approx([-1.5, -1.5, -1.5, 2.5])
 
 
 def test_missing_columns_and_disabled_combiner_flag_nothing() -> None:
