@@ -11,6 +11,7 @@ There are two models, each with its own terms, bias and threshold, fitted separa
 language model's: context gain, sentence-level NLL signals) adds its verdict for the documents the LM
 scored (the cascade routed them to it; `lm_column` has a value). A document is quarantined when either
 model reaches its threshold; the reason names the two columns that pushed the deciding model most.
+The lm model was fitted on English text only, so it judges only the languages in `lm_languages`.
 
 It stays auditable: :func:`contributions` gives every column's share of the log-odds, and
 ``poisonguard explain`` prints them and which model decided. A missing column or a null value
@@ -61,6 +62,11 @@ class Config(BaseModel):
     lm_column: str = Field(
         default="perplexity_mean_nll", description="rows with a value in this column use the lm model"
     )
+    lm_languages: list[str] = Field(
+        default_factory=lambda: ["en"],
+        description="the lm model judges only documents whose language_lang is one of these (it was "
+        "fitted on English text; the LM's losses differ by language); empty: every language",
+    )
     cheap: Model = Field(default_factory=Model, description="documents the LM did not score")
     lm: Model = Field(default_factory=Model, description="documents the LM scored")
 
@@ -79,7 +85,8 @@ def models_for(row: dict[str, Any], cfg: Config) -> list[tuple[str, Model]]:
     """The models that judge this row: the cheap one, and the lm one when the row has an LM score and
     that model has terms."""
     out = [("cheap", cfg.cheap)] if cfg.cheap.terms else []
-    if cfg.lm.terms and _value(row.get(cfg.lm_column)) is not None:
+    language_ok = not cfg.lm_languages or row.get("language_lang") in cfg.lm_languages
+    if cfg.lm.terms and language_ok and _value(row.get(cfg.lm_column)) is not None:
         out.append(("lm", cfg.lm))
     return out
 
@@ -117,7 +124,7 @@ def margin(row: dict[str, Any], cfg: Config) -> float | None:
 
 
 def _rows(signals: pa.Table, cfg: Config) -> list[dict[str, Any]]:
-    wanted = {t.column for t in cfg.cheap.terms + cfg.lm.terms} | {cfg.lm_column}
+    wanted = {t.column for t in cfg.cheap.terms + cfg.lm.terms} | {cfg.lm_column, "language_lang"}
     cols = {c: signals.column(c).to_pylist() for c in wanted if c in signals.column_names}
     return [{name: values[i] for name, values in cols.items()} for i in range(signals.num_rows)]
 

@@ -108,7 +108,7 @@ def test_rows_the_lm_scored_are_judged_by_the_lm_model_too() -> None:
     cfg = model()
     lm_scores = [None, 4.2, 6.0, 4.0]
     a, b = [0.5, 0.5, 0.5, 1.5], [10.0, 10.0, 10.0, 6.0]
-    table = pa.table({"a": a, "b": b, "perplexity_mean_nll": lm_scores})
+    table = pa.table({"a": a, "b": b, "perplexity_mean_nll": lm_scores, "language_lang": ["en"] * 4})
     # cheap model: -2 + 0.5 = -1.5 for rows 0-2, -2 + 1.5 + 3 = 2.5 for row 3 (threshold 0)
     # lm model (rows with an LM score): -1 + 0.5 + 0.2 = -0.3, -1 + 0.5 + 2 = 1.5, -1 + 1.5 + 0 = 0.5
     # (threshold 1); the margin is the larger of (log-odds - threshold)
@@ -120,10 +120,16 @@ def test_rows_the_lm_scored_are_judged_by_the_lm_model_too() -> None:
         ["combiner:weak_signals(perplexity_mean_nll,a)"],
         ["combiner:weak_signals(b,a)"],
     ]
-    lines = combiner.explain_lines({"a": 0.5, "b": 10.0, "perplexity_mean_nll": 6.0}, cfg)
+    row = {"a": 0.5, "b": 10.0, "perplexity_mean_nll": 6.0, "language_lang": "en"}
+    lines = combiner.explain_lines(row, cfg)
     heads = [line for line in lines if "model" in line]
     assert "model cheap" in heads[0] and "-1.50" in heads[0]
     assert "model lm (with the LM columns)" in heads[1] and "+1.50" in heads[1] and ">= +1.00" in heads[1]
+    french = table.set_column(3, "language_lang", pa.array(["fr"] * 4))  # the lm model is for English
+    assert combiner.margins(french, cfg) == pytest.approx([-1.5, -1.5, -1.5, 2.5])
+    assert combiner.margins(french, cfg.model_copy(update={"lm_languages": []})) == pytest.approx(
+        [-1.5, -1.3, 0.5, 2.5]
+    )
     no_lm = cfg.model_copy(update={"lm": combiner.Model()})  # no lm terms: the cheap model alone
     assert combiner.margins(table, no_lm) == pytest.approx([-1.5, -1.5, -1.5, 2.5])
 
