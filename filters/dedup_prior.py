@@ -218,6 +218,12 @@ def _segment_meta(folder: Path) -> dict[str, Any]:
         meta: dict[str, Any] = json.loads((folder / "meta.json").read_text("utf-8"))
     except (OSError, ValueError) as exc:
         raise PriorIndexError(f"{folder}: dedup index segment unreadable or incomplete: {exc}") from exc
+    if not (
+        isinstance(meta, dict)
+        and isinstance(meta.get("n"), int)
+        and isinstance(meta.get("domain_names"), list)
+    ):
+        raise PriorIndexError(f"{folder}: dedup index segment meta.json lacks its count or domain names")
     return meta
 
 
@@ -276,7 +282,7 @@ class Replay:
 Verify = Callable[[int], tuple[np.ndarray, np.ndarray]]  # bucket number -> (pairs of ranks, best)
 
 
-def _stamp(band: int, key: int) -> int:
+def _stamp(key: int) -> int:
     """A band key (uint64) as the int64 with the same bits (the forest's storage)."""
     return int(np.array([key], np.uint64).view(np.int64)[0])
 
@@ -334,7 +340,7 @@ def replay(
             continue
         pairs, best = verify(i) if verify is not None else (buckets[i][3], buckets[i][4])
         np.maximum.at(max_sim, local, best)
-        stamp = _stamp(band, key)
+        stamp = _stamp(key)
         for a, b in np.searchsorted(nodes, pairs).reshape(-1, 2).tolist():
             join(a, b, band, stamp)
     roots = nodes[np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)]
@@ -384,6 +390,9 @@ class PriorIndex:
             "min_words": self.cfg.min_words,
             "bands": self.bands,
             "rows": self.rows,
+            # The stored forest edges were verified with these two: another value needs new edges.
+            "threshold": self.cfg.threshold,
+            "max_bucket_exemplars": self.cfg.max_bucket_exemplars,
         }
 
     def _open(self, path: Path) -> None:
@@ -391,6 +400,12 @@ class PriorIndex:
             data = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError) as exc:
             raise PriorIndexError(f"{path}: cannot read dedup index manifest: {exc}") from exc
+        if not (
+            isinstance(data, dict)
+            and isinstance(data.get("segments"), list)
+            and isinstance(data.get("n"), int)
+        ):
+            raise PriorIndexError(f"{path}: dedup index manifest lacks its segment list or document count")
         want = self.settings()
         got = data.get("settings", {})
         diff = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
@@ -676,8 +691,7 @@ class PriorIndex:
         for band in range(self.bands):
             write_table(folder, f"band{band:03d}", dedup._band_keys(sigs[cidx], band, self.rows), rows[cidx])
         meta = {"format": FORMAT, "start": n_prior, "n": n, "domain_names": list(names)}
-        (folder / "meta.json").write_text(json.dumps(meta), "utf-8")
-        _fsync_dir(folder)
+        _write_json_atomic(folder / "meta.json", meta)  # synced before a manifest names the folder
         return copies, leaders, cand
 
     def _write_components(
@@ -777,7 +791,7 @@ class NightIndex:
         self._prior_ids: set[str] = set()
 
     def __len__(self) -> int:
-        """Documents of earlier nights (what a loaded DedupIndex counts before tonight's are added)."""
+        """Documents of earlier nights plus tonight's added so far (as a loaded DedupIndex counts)."""
         return len(self.prior) + len(self._tonight)
 
     def prefetch_ids(self, ids: list[str]) -> None:

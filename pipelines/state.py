@@ -121,11 +121,24 @@ class StateStore:
                     f"poisonguard ({SCHEMA_VERSION}); upgrade poisonguard"
                 )
             self.db.executescript(_DDL)
-            if version == 1:  # a store written before the topic sketch: its versions have none (NULL)
-                self.db.execute("ALTER TABLE url_versions ADD COLUMN topic BLOB")
-            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StateError(f"{self.path}: cannot open the state store: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION in one transaction, so that a kill leaves the old
+        schema or the new one; a column found present (added by a run killed before the version
+        was set) is not added twice."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(url_versions)")}
+            if "topic" not in columns:  # a store written before the topic sketch: its versions have none
+                self.db.execute("ALTER TABLE url_versions ADD COLUMN topic BLOB")
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.db.close()

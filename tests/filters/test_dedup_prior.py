@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from poisonguard.filters import dedup
+from poisonguard.filters import dedup, dedup_prior
 from poisonguard.filters.dedup_prior import Docs, NightIndex, PriorIndex, PriorIndexError, collect_garbage
 from poisonguard.pipelines.config import load_config
 from poisonguard.pipelines.nightly_history import open_prior
@@ -113,7 +113,25 @@ def test_incomplete_or_foreign_index_is_refused(tmp_path: Path) -> None:
     PriorIndex(tmp_path, None, cfg).append(Docs.build(**part), "a.json")
     with pytest.raises(PriorIndexError, match="other settings"):
         PriorIndex(tmp_path, "a.json", dedup.Config(threshold=0.7))
+    # Same bands and rows, but the stored edges were verified with another threshold or exemplar bound.
+    bands, rows = dedup.lsh_params(cfg)
+    for other in (dedup.Config(threshold=0.75, bands=bands, rows=rows), dedup.Config(max_bucket_exemplars=8)):
+        assert dedup.lsh_params(other) == (bands, rows)
+        with pytest.raises(PriorIndexError, match="other settings"):
+            PriorIndex(tmp_path, "a.json", other)
+    manifest = json.loads((tmp_path / "a.json").read_text())
+    for key in ("segments", "n"):
+        damaged = {k: v for k, v in manifest.items() if k != key}
+        (tmp_path / "b.json").write_text(json.dumps(damaged))
+        with pytest.raises(PriorIndexError, match="lacks its segment list or document count"):
+            PriorIndex(tmp_path, "b.json", cfg)
+    (tmp_path / "b.json").unlink()
     seg = next((tmp_path / "segments").iterdir())
+    meta = json.loads((seg / "meta.json").read_text())
+    (seg / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "n"}))
+    with pytest.raises(PriorIndexError, match="lacks its count"):
+        PriorIndex(tmp_path, "a.json", cfg)
+    (seg / "meta.json").write_text(json.dumps(meta))
     sigs = seg / "sigs"
     sigs.write_bytes(sigs.read_bytes()[:-4])
     with pytest.raises(PriorIndexError, match="truncated"):
@@ -129,8 +147,12 @@ def test_an_interrupted_append_leaves_the_committed_state_and_is_cleaned_up(
     one = PriorIndex(tmp_path, None, cfg).append(Docs.build(**first), "one.json")
     before = sorted(p.name for p in tmp_path.rglob("*"))
 
-    def die(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt  # stands for a kill while the manifest is written
+    write_json = dedup_prior._write_json_atomic
+
+    def die(path: Path, data: object) -> None:
+        if path.name == "two.json":
+            raise KeyboardInterrupt  # stands for a kill while the manifest is written
+        write_json(path, data)
 
     second = night_docs(rng, 2, list(first["sigs"]), 60)
     monkeypatch.setattr("poisonguard.filters.dedup_prior._write_json_atomic", die)

@@ -549,6 +549,21 @@ def test_a_state_store_of_schema_1_gains_the_topic_column(tmp_path: Path) -> Non
     store.close()
 
 
+def test_a_schema_1_store_with_the_topic_column_already_added_opens(tmp_path: Path) -> None:
+    # What an earlier migration left when killed between adding the column and setting the version.
+    path = tmp_path / "state.sqlite"
+    StateStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    store = StateStore(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    columns = [row[1] for row in store.db.execute("PRAGMA table_info(url_versions)")]
+    assert columns.count("topic") == 1
+    store.close()
+
+
 def test_shipped_config_matches_the_defaults_and_bad_input_is_a_usage_error(tmp_path: Path) -> None:
     cfg, base = load_nightly_config(REPO / "configs" / "nightly.yaml")
     assert cfg.drift == drift.Config() and cfg == NightlyConfig() and base == REPO / "configs"
