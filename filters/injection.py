@@ -126,7 +126,9 @@ _PRIME = np.uint64(1_000_003)
 _TAGS = {cp: cp - 0xE0000 for cp in range(0xE0020, 0xE007F)}
 
 
-_PARAGRAPH = re.compile(r"[^\S\n]*\n(?:[^\S\n]*\n)+\s*")
+# A match starts only where a run of blanks starts: tried from inside a long run, it would rescan the
+# run from every position (quadratic on hostile input).
+_PARAGRAPH = re.compile(r"(?<![^\S\n])[^\S\n]*\n(?:[^\S\n]*\n)+\s*")
 
 
 def fold(text: str) -> str:
@@ -385,7 +387,7 @@ CONCEPTS: dict[str, str] = {
         r"キー|会話|連絡先|認証情報",
     ),
     # where data goes: a URL, an address, a webhook, a tracking pixel
-    "exfil": r"https?://|\b[\w.+-]+@[\w-]+\.[\w.]+|\.(?:gif|png)\?|webhook|\?\w+=|\bbase64\b",
+    "exfil": r"https?://|(?<![\w.+-])[\w.+-]+@[\w-]+\.[\w.]+|\.(?:gif|png)\?|webhook|\?\w+=|\bbase64\b",
     # sending and moving
     "send": _alt(
         r"send\w* forward\w* post upload\w* exfiltrat\w+ leak\w* transmit\w* append\w* include\w* "
@@ -401,7 +403,7 @@ CONCEPTS: dict[str, str] = {
         r"tools? function_call tool_call shell_tool browser_tool "
         r"werkzeug\w* \w+-werkzeug\w* \w+-tool outil\w* herramienta\w* strument\w* ferramenta\w* "
         r"инструмент\w*",
-        r"工具|ツール" + r"|\b\w+_\w+\s*\(|\b(?:send|delete|http|fetch|transfer|exec|run)_\w+|"
+        r"工具|ツール" + r"|\b(?=\w+_\w)\w+\s*\(|\b(?:send|delete|http|fetch|transfer|exec|run)_\w+|"
         r"\b(?:curl|wget)\s[^|\n]{1,80}\|\s*(?:sh|bash)\b|\brm -rf\b",
     ),
     # hiding it from the human
@@ -439,8 +441,8 @@ CONCEPTS: dict[str, str] = {
     ),
     # role and message delimiters of chat formats, notes addressed to a system
     "marker": (
-        r"(?:^|\n|\. )\s*(?:system|note|important|attention|admin|assistant|notice|user)\s*"
-        r"(?:note|message|notice|override|update|alert)?\s*[:!]|"
+        r"(?:^|\n|\. )[^\S\n]*(?:system|note|important|attention|admin|assistant|notice|user)\s*"
+        r"(?:(?:note|message|notice|override|update|alert)\s*)?[:!]|"
         r"\[/?(?:system|inst|sys|admin|hidden instruction)\]|<\|\w+\|>|</?(?:system|instructions?)>|"
         r"###\s*(?:instruction|system|new)|"
         r"systemhinweis|systemmeldung|note système|avis système|nota del sistema|aviso del sistema|"
@@ -583,7 +585,7 @@ def strip_chrome(text: str) -> str:
 # Encodings that hide an instruction from a person but not from a model that decodes them.
 _BASE64 = re.compile(r"(?<![\w/+=])[A-Za-z0-9+/]{24,}={0,2}(?![\w/+=])")
 _BINARY = re.compile(r"\b(?:[01]{8}\s+){3,}[01]{8}\b")
-_PERCENT = re.compile(r"\S*(?:%20\S*){2,}")
+_PERCENT = re.compile(r"(?<!\S)\S+")  # a whole token; decoded when it holds two or more "%20"
 
 
 def _printable(raw: bytes) -> str | None:
@@ -608,12 +610,17 @@ def _binary_text(m: re.Match[str]) -> str:
     return f" {text} " if text else m.group()
 
 
+def _percent_text(m: re.Match[str]) -> str:
+    token = m.group()
+    return urllib.parse.unquote(token) if token.count("%20") >= 2 else token
+
+
 def readable(text: str) -> str:
     """What a model would read: forum chrome blanked, base64, binary octets and percent-encoded
     runs decoded in place (the positions of a decoded part are approximate)."""
     text = strip_chrome(text)
     if "%20" in text:
-        text = _PERCENT.sub(lambda m: urllib.parse.unquote(m.group()), text)
+        text = _PERCENT.sub(_percent_text, text)
     text = _BINARY.sub(_binary_text, text)
     return _BASE64.sub(_base64_text, text)
 
