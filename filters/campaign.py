@@ -369,8 +369,8 @@ class CampaignIndex:
         self, group: _Group, hosts: np.ndarray, domains: np.ndarray, boiler: dict[int, set[int]]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(containment of each member, the part of it outside the shared sentences, how many
-        distinct shared sentences its core features come from, distinct domains of the confirmed
-        members)."""
+        distinct shared sentences the group's core features come from (one count for the whole
+        group, given to each member), distinct domains of the confirmed members)."""
         shared = self._shared_sentences(group, domains)
         feats: list[np.ndarray] = []
         in_shared: list[np.ndarray] = []

@@ -403,7 +403,7 @@ def sentence_signals(
     ``sentence_nll_std``   std of the sentences' mean NLLs (a chain strings fluent and broken spans);
     ``sentence_end_nll``   mean NLL of the tokens that end a sentence, minus the document's mean (a chain
                            stops where its corpus had a full stop, not where the sentence is complete);
-    ``sentence_start_nll`` mean NLL of the first two tokens of each sentence after the first, minus the
+    ``sentence_start_nll`` mean NLL of the first two tokens of each sentence from the third on, minus the
                            document's mean (real text goes on from what it said; a chain jumps).
     Empty with fewer than `min_sentences` sentences of 3+ scored tokens."""
     if len(nll) == 0:

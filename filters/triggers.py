@@ -429,7 +429,7 @@ DECLARED_SIGNALS = (
 
 def check_config(cfg: Any) -> None:
     """The lists file the config names must be usable now, before any output exists."""
-    if cfg.triggers.lists_file is not None:
+    if cfg.triggers.enabled and cfg.triggers.lists_file is not None:
         try:
             load_lists(str(cfg.triggers.lists_file))
         except Exception as exc:  # missing file, bad YAML, bad lists: all mean the same here
