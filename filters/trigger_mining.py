@@ -76,8 +76,12 @@ class Config(BaseModel):
     max_association: float = Field(
         default=0.5, description="inserted-looking: how much its neighbours go with it (log ratio), at most"
     )
-    min_shared_docs: int = Field(default=2, ge=1, description="without the LM: two tokens in this many documents ...")
-    min_shared_hosts: int = Field(default=3, ge=1, description="... on this many hosts: one group (with the LM: one shared document)")
+    min_shared_docs: int = Field(
+        default=2, ge=1, description="without the LM: two tokens in this many documents ..."
+    )
+    min_shared_hosts: int = Field(
+        default=3, ge=1, description="... on this many hosts: one group (with the LM: one shared document)"
+    )
     min_doc_share: float = Field(
         default=0.004, ge=0, le=1, description="mined: the group is in this share of the run's documents"
     )
