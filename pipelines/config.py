@@ -34,7 +34,12 @@ class RunConfig(BaseModel):
     batch_rows: int = Field(2000, ge=1, description="documents per work unit (also the resume unit)")
     shard_rows: int = Field(50_000, ge=1, description="rows per output shard")
     row_group_rows: int = Field(5_000, ge=1, description="rows per Parquet row group")
-    workers: int = Field(1, ge=1, le=MAX_WORKERS, description="processes for the cheap detectors")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=MAX_WORKERS,
+        description="processes for the cheap detectors, and forked language-model workers on a CPU",
+    )
     max_text_chars: int = Field(
         2_000_000, ge=1, description="longer texts are cut to this length before scoring"
     )

@@ -8,18 +8,25 @@ Each worker runs one thread: a process forked after OpenMP has run (the parent m
 one-document batch) hangs at its first parallel operation with two threads (measured with torch
 2.13's GNU OpenMP), and runs fine with one. Each batch is dealt out to the workers
 document by document in turn and put back in order; a document's signals do not depend on which
-other documents it is scored with (tests/filters/test_perplexity.py).
+other documents it is scored with (tests/filters/test_perplexity.py). A worker that dies (an
+out-of-memory kill) makes the batch fail with LMWorkerError instead of waiting for it forever.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import pyarrow as pa
 
 _SCORER: Any = None  # the parent's scorer, inherited by the forked workers
+
+
+class LMWorkerError(RuntimeError):
+    """A forked LM worker died while scoring (killed, most often for memory)."""
 
 
 def _init_worker() -> None:
@@ -48,7 +55,11 @@ class ForkedScorer:
         global _SCORER
         if self._pool is None:
             _SCORER = self.scorer
-            self._pool = multiprocessing.get_context("fork").Pool(self.workers, _init_worker)
+            # An executor, not multiprocessing.Pool: its futures fail when a worker dies, where
+            # Pool.map waits for the lost result forever.
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker
+            )
         return self._pool
 
     def score(self, batch: pa.Table, on_pass: Callable[[int], None] | None = None) -> dict[str, pa.Array]:
@@ -59,7 +70,14 @@ class ForkedScorer:
             return scored
         parts = [list(range(w, n, self.workers)) for w in range(self.workers)]
         parts = [p for p in parts if p]
-        results = self._ensure_pool().map(_score_part, [batch.take(pa.array(p)) for p in parts])
+        try:
+            results = list(self._ensure_pool().map(_score_part, [batch.take(pa.array(p)) for p in parts]))
+        except BrokenProcessPool as exc:
+            self.close()  # the executor has already stopped the other workers
+            raise LMWorkerError(
+                f"a language-model worker process died while scoring {n} documents (killed, most often "
+                f"for memory); lower run.workers or the batch size and run again"
+            ) from exc
         order = [i for p in parts for i in p]
         back = pa.array(sorted(range(n), key=lambda k: order[k]))  # position of each row in `order`
         merged = {name: pa.concat_arrays([r[name] for r in results]).take(back) for name in results[0]}
@@ -70,8 +88,7 @@ class ForkedScorer:
         """Stop the workers and wait for them: none is left behind."""
         global _SCORER
         if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         _SCORER = None
 

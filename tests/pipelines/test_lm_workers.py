@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 
 import pyarrow as pa
 import pytest
@@ -39,6 +40,29 @@ def test_forked_scorer_keeps_row_order_reports_tokens_and_leaves_no_worker() -> 
         assert os.getpid() not in set(got["pid"].to_pylist())  # the workers scored, the parent did not
         one = forked.score(batch.slice(0, 1))  # a single row is scored here, not in a worker
         assert one["pid"].to_pylist() == [os.getpid()]
+    finally:
+        forked.close()
+    assert multiprocessing.active_children() == []
+
+
+class _DyingScorer(_TextScorer):
+    """Kills its own process when it scores in a worker (what an out-of-memory kill does)."""
+
+    def __init__(self) -> None:
+        self.parent = os.getpid()
+
+    def score(self, batch: pa.Table, on_pass: object = None) -> dict[str, pa.Array]:
+        if os.getpid() != self.parent and "die" in batch.column("text").to_pylist():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().score(batch, on_pass)
+
+
+def test_a_worker_killed_mid_batch_is_an_error_not_a_hang() -> None:
+    batch = pa.table({"id": ["0", "1", "2", "3"], "text": ["a", "die", "c", "d"]})
+    forked = lm_workers.ForkedScorer(_DyingScorer(), workers=2)
+    try:
+        with pytest.raises(lm_workers.LMWorkerError, match="worker process died"):
+            forked.score(batch)
     finally:
         forked.close()
     assert multiprocessing.active_children() == []
