@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Sequence
@@ -752,22 +753,42 @@ def referenced(root: Path, manifests: Sequence[str]) -> set[str]:
     return names
 
 
+# The names this module gives (``-`` and 8 hex digits from secrets.token_hex(4)): the folder is
+# the user's choice (dedup.index_dir), so nothing else in it is removed.
+# Each: the finished name, or the temporary one it has while it is written.
+_OWN_TMP = re.compile(r"\..+\.json\.[0-9a-f]{8}\.tmp")  # _write_json_atomic's (top level)
+_OWN_SEGMENT = re.compile(r"[^.].*-[0-9a-f]{8}|\..+-[0-9a-f]{8}\.tmp")  # folders in segments/
+_OWN_COMPS = re.compile(r"[^.].*-[0-9a-f]{8}\.npz|\..+-[0-9a-f]{8}\.npz\.tmp")  # files in comps/
+
+
+def _is_manifest(path: Path) -> bool:
+    """A manifest this module wrote (its names are the caller's, so its content tells)."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("segments"), list)
+
+
 def collect_garbage(root: Path, keep_manifests: Sequence[str]) -> int:
     """Remove manifests, segments and component files not named by ``keep_manifests`` (those of an
-    interrupted night included); returns how many entries were removed."""
+    interrupted night included); returns how many entries were removed. Only what this module
+    wrote is removed: a file of another name or content in the folder stays."""
     if not root.exists():
         return 0
     keep = referenced(root, keep_manifests)
     removed = 0
-    for path in [*root.glob("*.json"), *root.glob(".*.tmp")]:
-        if path.name not in keep_manifests:
+    for path in root.iterdir():
+        if path.name in keep_manifests or not path.is_file():
+            continue
+        if _OWN_TMP.fullmatch(path.name) or (path.suffix == ".json" and _is_manifest(path)):
             path.unlink()
             removed += 1
-    for folder, is_dir in (("segments", True), ("comps", False)):
-        for path in (root / folder).glob("*") if (root / folder).exists() else []:
-            if path.name in keep:
+    for folder, pattern, is_dir in (("segments", _OWN_SEGMENT, True), ("comps", _OWN_COMPS, False)):
+        for path in (root / folder).iterdir() if (root / folder).is_dir() else []:
+            if path.name in keep or not pattern.fullmatch(path.name) or path.is_dir() != is_dir:
                 continue
-            if is_dir and path.is_dir():
+            if is_dir:
                 shutil.rmtree(path)
             else:
                 path.unlink()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import secrets
 import shutil
 import time
@@ -216,6 +217,9 @@ def crawl_inputs(
 # The run
 
 
+_FORMER_SNAPSHOT = re.compile(r"\d{4}-\d{2}-\d{2}\.npz")
+
+
 def _gc_index_files(store: StateStore, index_root: Path) -> None:
     """Keep the index states the latest run left and started from (a --force redo needs the
     latter); remove the rest, an interrupted night's files included."""
@@ -224,10 +228,13 @@ def _gc_index_files(store: StateStore, index_root: Path) -> None:
         return
     keep = [n for n in (latest.get("index_file"), latest.get("base_index")) if n]
     manifests = [Path(n).stem + ".json" if n.endswith(".npz") else n for n in keep]
-    dedup_prior.collect_garbage(index_root, manifests)
-    for path in index_root.glob("*.npz"):  # snapshots of the former in-memory format
-        if path.name not in keep:
-            path.unlink()
+    try:
+        dedup_prior.collect_garbage(index_root, manifests)
+        for path in index_root.glob("*.npz"):  # snapshots of the former in-memory format ({date}.npz)
+            if path.name not in keep and _FORMER_SNAPSHOT.fullmatch(path.name):
+                path.unlink()
+    except Exception as exc:  # the night is committed: a failed clean-up is retried by the next run
+        log.warning("index clean-up in %s failed (the next run retries it): %s", index_root, exc)
 
 
 def run_nightly(

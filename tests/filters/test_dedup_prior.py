@@ -161,7 +161,17 @@ def test_an_interrupted_append_leaves_the_committed_state_and_is_cleaned_up(
     monkeypatch.undo()
     assert not (tmp_path / "two.json").exists()  # nothing names the half-done night's files
     assert PriorIndex(tmp_path, "one.json", cfg).segments == one.segments
-    assert collect_garbage(tmp_path, ["one.json"]) == 2  # its segment and its component file
+    # The folder is the user's choice: what this module did not write stays.
+    theirs = [tmp_path / "notes.json", tmp_path / ".edit.tmp", tmp_path / "comps" / "mine.npz"]
+    for path in theirs:
+        path.write_text("{}")
+    (tmp_path / "segments" / "mine").mkdir()
+    (tmp_path / ".two.json.0a1b2c3d.tmp").write_text("{")  # a manifest being written when killed
+    assert collect_garbage(tmp_path, ["one.json"]) == 3  # its segment, its component file, the temp
+    assert all(p.exists() for p in theirs) and (tmp_path / "segments" / "mine").is_dir()
+    for path in theirs:
+        path.unlink()
+    (tmp_path / "segments" / "mine").rmdir()
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     # Resume: the night is appended again from the same committed state.
     two = one.append(Docs.build(**second), "two.json")

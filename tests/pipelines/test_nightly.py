@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import multiprocessing
 import os
 import random
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from poisonguard.filters import drift
-from poisonguard.pipelines.nightly import CRASH_POINTS, run_nightly
+from poisonguard.pipelines.nightly import CRASH_POINTS, _gc_index_files, run_nightly
 from poisonguard.pipelines.nightly_config import (
     NightlyConfig,
     NightlyLocked,
@@ -720,3 +721,25 @@ def test_index_folder_and_cache_from_the_config_change_where_not_what(
     done = StateStore(root / "state.sqlite").run(DATES[2])
     assert done is not None and (tmp_path / "elsewhere" / "index" / done["index_file"]).exists()
     assert not (root / "state-index").exists()
+
+
+def test_a_failed_index_clean_up_does_not_fail_the_committed_night(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = StateStore(tmp_path / "state.sqlite")
+    store.begin_run("2025-01-01", "hash", [], None)
+    store.db.execute("UPDATE runs SET status='done', index_file='2025-01-01-0a1b2c3d.json'")
+    root = tmp_path / "index"
+    root.mkdir()
+    (root / "2025-01-01-0a1b2c3d.json").write_text("{damaged")  # the manifest it keeps is unreadable
+    (root / "2024-12-31.npz").write_text("")
+    (root / "model.npz").write_text("")  # not a snapshot of the former format: the user's
+    with caplog.at_level(logging.WARNING, logger="poisonguard.nightly"):
+        _gc_index_files(store, root)
+    assert "index clean-up" in caplog.text
+    store.close()
+    (root / "2025-01-01-0a1b2c3d.json").write_text(json.dumps({"segments": [], "n": 0}))
+    store = StateStore(tmp_path / "state.sqlite")
+    _gc_index_files(store, root)
+    store.close()
+    assert sorted(p.name for p in root.iterdir()) == ["2025-01-01-0a1b2c3d.json", "model.npz"]
