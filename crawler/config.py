@@ -117,13 +117,15 @@ class CrawlConfig(BaseModel):
         ge=0,
         le=1,
         description="probe budget per batch of a host's pages: this share of them, spent first on the "
-        "pages probed for a reason (seed, instruction phrasing, a detector, tarpit-like, the sample), "
+        "pages probed for a reason (seed, a detector, tarpit-like, the sample), "
         "the rest on the most suspicious of the batch (crawler/suspicion.py)",
     )
     cloaking_rank_batch: int = Field(
         200,
         ge=1,
-        description="pages of a host ranked together (the last, partial batch when the crawl idles)",
+        le=2000,
+        description="pages of a host ranked together (the last, partial batch when the crawl idles); "
+        "each host's batch holds its pages' text in memory",
     )
     cloaking_probe_instructions: bool = Field(
         True, description="rank pages whose visible text has instruction phrasing addressed to a model higher"

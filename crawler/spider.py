@@ -42,7 +42,9 @@ from poisonguard.crawler.tarpit import PageSignal, TarpitGuard
 logger = logging.getLogger(__name__)
 
 SLOW_FAILURES = (DownloadTimeoutError, TimeoutError, TCPTimedOutError)
-INSTRUCTION_BONUS = 0.1  # added to injection_fit where the visible text has instruction phrasing
+# Added to a page's rank (robust z-scores) where its visible text has instruction phrasing: a tie-breaker
+# among pages that already stand out a little, not a reason (one page in ten on the Python docs has it).
+INSTRUCTION_BONUS_Z = 1.0
 PROBE_PRIORITY = 100  # a probe runs soon after its page, while the page's own content is still current
 
 
@@ -309,18 +311,15 @@ class PoisonguardSpider(Spider):
         # Judged now, against every page of the host fetched so far, not only the earlier ones: the
         # pages a babble page borrowed from, and the word statistics, are those of the whole site.
         site, vocab = self.site_shingles[host], self.vocab[host]
-        signals = []
-        for _, page_text, page_shingles, number in batch:
-            scattered = site.scattered(page_shingles, number)
-            injected = suspicion.injection_fit(page_text, vocab)
-            if (
-                injected is not None
-                and self.cfg.cloaking_probe_instructions
-                and suspicion.instruction(page_text)
-            ):
-                injected += INSTRUCTION_BONUS
-            signals.append((scattered, injected))
+        signals = [
+            (site.scattered(page_shingles, number), suspicion.injection_fit(page_text, vocab))
+            for _, page_text, page_shingles, number in batch
+        ]
         scores = suspicion.rank_outliers(signals)
+        if self.cfg.cloaking_probe_instructions:
+            for j, (_, page_text, _, _) in enumerate(batch):
+                if suspicion.instruction(page_text):
+                    scores[j] += INSTRUCTION_BONUS_Z
         order = sorted(range(len(batch)), key=lambda j: -scores[j])
         for page_url, page_text, _, _ in (batch[j] for j in order[:slots]):
             if self.guard.host(page_url).probes < self.cfg.cloaking_max_probes_per_host:

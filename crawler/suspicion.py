@@ -19,11 +19,13 @@ signal that generated text made from the site's own pages cannot dodge (P-TARPIT
     Over the page's paragraphs, the largest injection-classifier probability (filters/injection.py,
     fitted on other collections) times the square of how little the paragraph fits the rest of the
     page (1 - its idf-weighted share of words the other paragraphs use): an instruction spliced
-    into a page is both phrased like one and about something else than the page around it.
+    into a page is both phrased like one and about something else than the page around it. A page
+    of fewer than 3 paragraphs has no "rest" to misfit: its signal is the classifier's probability
+    on the whole page. The first 20,000 characters are scored (it runs inside the crawl's reactor).
 ``instruction``
     The hidden-text detector's instruction rule (a model addressed, an override, agent-only requests)
-    applied to the visible text; on visible text a hit adds a little to ``injection_fit``, no more:
-    on the Python docs one page in ten has such phrasing.
+    applied to the visible text; on visible text a hit adds a little to the page's rank (one robust
+    z-score, crawler/spider.py), no more: on the Python docs one page in ten has such phrasing.
 
 How the probes are chosen (crawler/spider.py): per host, a budget of ``cloaking_probe_share`` of the
 pages of each batch (``cloaking_rank_batch`` pages, or what is left when the crawl idles), spent first
@@ -34,6 +36,7 @@ The signals are computed when the batch is ranked, against every page of the hos
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import statistics
@@ -175,10 +178,13 @@ class SiteShingles:
         borrowed = 0
         cap = max(2, int(boilerplate_share * self.pages))  # on more pages than this: boilerplate
         for h in shingles:
-            others = [p for p in self.where.get(h, ()) if p != page]
-            if 0 < len(others) <= cap:
+            having = self.where.get(h, [])  # ascending page numbers (add appends in order)
+            at = bisect.bisect_left(having, page)
+            own = at < len(having) and having[at] == page
+            # Count first, list only the few: boilerplate (on most pages) costs O(log pages), not O(pages).
+            if 0 < len(having) - own <= cap:
                 borrowed += 1
-                found.update(others)
+                found.update(p for p in having if p != page)
         main = sum(n for _, n in found.most_common(sources))
         return max(0, borrowed - main) / len(shingles)
 
@@ -194,24 +200,31 @@ def paragraph_fits(text: str, vocab: SiteVocabulary) -> list[tuple[str, float]]:
     blocks = [(b, w) for b, w in blocks if len(w) >= 5]
     if len(blocks) < 3:
         return []
+    paragraphs_using: Counter[str] = Counter()
+    for _, words in blocks:
+        paragraphs_using.update(words)
     out = []
-    for i, (block, words) in enumerate(blocks):
-        rest = set().union(*(w for j, (_, w) in enumerate(blocks) if j != i))
+    for block, words in blocks:
         total = sum(vocab.idf(w) for w in words)
-        if total > 0:
-            out.append((block, sum(vocab.idf(w) for w in words & rest) / total))
+        if total > 0:  # a word some other paragraph uses: in 2 or more paragraphs, this one included
+            shared = sum(vocab.idf(w) for w in words if paragraphs_using[w] >= 2)
+            out.append((block, shared / total))
     return out
 
 
 INJECTION_FIT_POWER = 2  # chosen on the Python docs (2 and 3 tie); bench/RESULTS.md crawl-hostile says how
 
 
-def injection_fit(text: str, vocab: SiteVocabulary) -> float | None:
-    """max over paragraphs of P(injection) x (1 - fit)^2, 0..1; None for a page of fewer than 3 paragraphs."""
+def injection_fit(text: str, vocab: SiteVocabulary, max_chars: int = 20_000) -> float | None:
+    """max over paragraphs of P(injection) x (1 - fit)^2, 0..1; on a page of fewer than 3 paragraphs,
+    P(injection) of the whole page; None for a page without text. Scores the first ``max_chars``."""
     from poisonguard.filters import injection
 
+    text = text[:max_chars]
+    if not text.strip():
+        return None
     model = injection.load_model()
     fits = paragraph_fits(text, vocab)
-    if not fits:
-        return None
+    if not fits:  # too few paragraphs to judge one against the rest: the page as a whole
+        return injection.score_text(text, model)[0]
     return max(injection.score_text(b, model)[0] * max(0.0, 1.0 - f) ** INJECTION_FIT_POWER for b, f in fits)

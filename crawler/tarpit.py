@@ -346,8 +346,8 @@ class TarpitGuard:
         """How many of a page's links to follow: all (None), a few, or none (deep in a tarpit-like chain).
 
         A page whose own signals missed (``url`` given) still gets the few-links limit when it lies in a
-        region (below the host's root) where most pages so far are tarpit-like: one generated page
-        that happens to pass must not open all of its links into the tarpit.
+        region (below the host's root) of at least ``tarpit_min_pages`` pages, most of them tarpit-like:
+        one generated page that happens to pass must not open all of its links into the tarpit.
         """
         if not signal.tarpit_like:
             return self.cfg.tarpit_follow_links if url and self._in_tarpit_like_region(url) else None
@@ -359,7 +359,9 @@ class TarpitGuard:
         host = host_port_of(url)
         for prefix in region_prefixes(url, self.cfg.tarpit_region_segments)[1:]:
             region = self.regions.get(host + prefix)
-            if region is not None and region.tarpit_like >= 2:
+            # Only a region of tarpit_min_pages or more: early in a crawl, 2 odd pages of 3 under a
+            # prefix must not limit every real page of it.
+            if region is not None and region.pages >= self.cfg.tarpit_min_pages:
                 if region.tarpit_like >= self.cfg.tarpit_page_share * region.pages:
                     return True
         return False
