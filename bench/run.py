@@ -68,6 +68,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
         "split-view drift on two real releases of documentation sites as two nights (issue 13 item 8)",
     ),
     "ray": ("bench.bench_ray", [], "Ray engine against the local engine, 1 and 2 workers"),
+    "hostile": (
+        "bench.bench_hostile",
+        [],
+        "hostile text against the cheap stage, beside prose of the same length",
+    ),
     "prior-index": (
         "bench.bench_prior_index",
         [],

@@ -528,15 +528,15 @@ _SECURITY = re.compile(
 _THREAD = tuple(
     re.compile(p, re.MULTILINE | re.IGNORECASE)
     for p in (
-        r"^\s*(?:re|aw|sv|回复)\s?:",
+        r"^[ \t]*(?:re|aw|sv|回复)\s?:",
         r"\b(?:wrote|schrieb|a écrit|escribió|ha scritto|escreveu|schreef|писал\w*|написал\w*)\s*(?:\("
         r"\w+\))?\s*:",
         r"写道[:：]|さんの投稿|さんが書きました",
-        r"^\s*(?:reply|quote|antworten|zitieren|répondre|citer|responder|citar|rispondi|cita|reageren|"
+        r"^[ \t]*(?:reply|quote|antworten|zitieren|répondre|citer|responder|citar|rispondi|cita|reageren|"
         r"citeren|ответить|цитировать|回复|引用|返信)\s*$",
         r"\[(?:solved|gelöst|résolu|resuelto|risolto|resolvido|opgelost|решено|已解决|解決済み)\]",
-        r"^\s*(?:posted by|gepostet von|publié par|publicado por|pubblicato da|geplaatst door)\b",
-        r"^\s*#\d+\s|^\s*(?:post|beitrag|message|mensaje|messaggio|mensagem|bericht)\s*#?\d+",
+        r"^[ \t]*(?:posted by|gepostet von|publié par|publicado por|pubblicato da|geplaatst door)\b",
+        r"^[ \t]*#\d+\s|^[ \t]*(?:post|beitrag|message|mensaje|messaggio|mensagem|bericht)[ \t]*#?\d+",
     )
 )
 

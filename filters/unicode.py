@@ -198,22 +198,38 @@ def _is_word_char(ch: str) -> bool:
     return unicodedata.category(ch)[0] in "LMN"
 
 
-def _neighbour(text: str, i: int, step: int) -> str:
-    """The nearest character from i in direction step that is not zero-width or a bidi mark."""
-    j = i + step
-    while 0 <= j < len(text):
-        cp = ord(text[j])
-        if cp not in _ZERO_WIDTH and cp not in _BIDI_MARKS and cp not in _VARIATION:
-            return text[j]
-        j += step
-    return ""
+def _invisible(ch: str) -> bool:
+    cp = ord(ch)
+    return cp in _ZERO_WIDTH or cp in _BIDI_MARKS or cp in _VARIATION
 
 
-def _zero_width_in_word(text: str, i: int) -> bool:
+class _Neighbours:
+    """The nearest visible characters on each side of an invisible one (zero-width, bidi mark,
+    variation selector). The run last measured is kept: every character of a run has the same
+    neighbours, so a run of n costs n steps, not n * n."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.run = (0, 0)  # [start, end) of the invisible run last measured
+
+    def around(self, i: int) -> tuple[str, str]:
+        text = self.text
+        if not self.run[0] <= i < self.run[1]:
+            start, end = i, i + 1
+            while start > 0 and _invisible(text[start - 1]):
+                start -= 1
+            while end < len(text) and _invisible(text[end]):
+                end += 1
+            self.run = (start, end)
+        start, end = self.run
+        return (text[start - 1] if start else "", text[end] if end < len(text) else "")
+
+
+def _zero_width_in_word(text: str, i: int, neighbours: _Neighbours) -> bool:
     cp = ord(text[i])
     if cp == 0xFEFF and i == 0:
         return False  # byte-order mark
-    before, after = _neighbour(text, i, -1), _neighbour(text, i, 1)
+    before, after = neighbours.around(i)
     if not before or not after or not (_is_word_char(before) and _is_word_char(after)):
         return False
     b, a = ord(before), ord(after)
@@ -234,7 +250,7 @@ def _emoji_flag_tags(text: str, start: int, end: int) -> bool:
     )
 
 
-def _char_kind(text: str, i: int, has_rtl: Callable[[], bool]) -> str | None:
+def _char_kind(text: str, i: int, has_rtl: Callable[[], bool], neighbours: _Neighbours) -> str | None:
     cp = ord(text[i])
     if cp in _BIDI_OVERRIDES:
         return "bidi_controls"
@@ -246,11 +262,11 @@ def _char_kind(text: str, i: int, has_rtl: Callable[[], bool]) -> str | None:
         # before headings)
         if has_rtl():
             return None
-        before, after = _neighbour(text, i, -1), _neighbour(text, i, 1)
+        before, after = neighbours.around(i)
         inside = bool(before and after) and _is_word_char(before) and _is_word_char(after)
         return "bidi_controls" if inside else None
     if cp in _ZERO_WIDTH:
-        return "zero_width_in_words" if _zero_width_in_word(text, i) else None
+        return "zero_width_in_words" if _zero_width_in_word(text, i, neighbours) else None
     if cp <= 0x7F:
         return "control_chars"
     if cp < 0xA0:
@@ -309,6 +325,7 @@ def _findings(text: str, cand: np.ndarray | None = None, look: np.ndarray | None
     if cand is None or look is None:
         cand, look = _candidates(text)
     has_rtl = functools.cache(lambda: _RTL.search(text) is not None)
+    neighbours = _Neighbours(text)
     for i, end in _runs(cand):
         while i < end:
             cp = ord(text[i])
@@ -320,7 +337,7 @@ def _findings(text: str, cand: np.ndarray | None = None, look: np.ndarray | None
                     yield Finding("tag_chars", i, j)
                 i = j
                 continue
-            kind = _char_kind(text, i, has_rtl)
+            kind = _char_kind(text, i, has_rtl, neighbours)
             if kind is not None:
                 yield Finding(kind, i, i + 1)
             i += 1

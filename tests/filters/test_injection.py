@@ -231,3 +231,12 @@ def test_writing_about_an_assistant_on_a_security_page_is_not_an_injection() -> 
     in_ctx, _, _ = injection.score_text(about, injection.load_model(), in_context=True)
     assert in_ctx < alone
     assert injection.flag(sig, cfg) == [[], ["injection:classifier_in_security"]]
+
+
+def test_thread_markers_after_blank_lines_are_still_found() -> None:
+    """Thread markers match within a line (a pattern that let `^\\s*` run over newlines rescanned
+    every blank line from every line start: quadratic on a page of newlines)."""
+    cfg = injection.Config()
+    thread = "\n\n\n\nRe: mount fails\nanna wrote:\nHave you tried it?\n\n\nReply\n"
+    assert injection.context(thread, cfg) == "thread"
+    assert injection.context("\n" * 50_000, cfg) == ""

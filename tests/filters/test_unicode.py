@@ -122,3 +122,10 @@ def test_batched_scan_equals_one_by_one() -> None:
         "شكرا \u200f ok",
     ] * 3
     assert uni.scan_many(texts) == [uni.scan(t) for t in texts]
+
+
+def test_a_long_invisible_run_inside_a_word_is_counted_whole() -> None:
+    """Every character of a run shares its neighbours (measured once per run: a run of n used to
+    cost n * n steps)."""
+    assert counts("pass" + "\u200b" * 5_000 + "word") == {"zero_width_in_words": 5_000}
+    assert counts("pass " + "\u200b" * 5_000 + " word") == {}  # between words, not inside one
