@@ -251,6 +251,22 @@ class Docs:
                 arr[i] = np.frombuffer(key, dtype=np.uint64)
         return cls(list(ids), [dedup.registrable_domain(u) for u in urls], arr, sigs)
 
+    @classmethod
+    def from_entries(cls, entries: dedup.IndexEntries) -> Docs:
+        """The documents of an in-memory index's ``entries()``, in its order."""
+        return cls(
+            entries.ids.to_pylist(),
+            [entries.domain_names[c] if c >= 0 else None for c in entries.domains.tolist()],
+            entries.keys,
+            entries.sigs,
+        )
+
+
+def earlier_touched(n_prior: int, leaders: np.ndarray, buckets: list[Bucket]) -> np.ndarray:
+    """The earlier documents (ranks below ``n_prior``) a night's exact copies and buckets touch."""
+    parts = [leaders[leaders < n_prior]] + [b[2][b[2] < n_prior] for b in buckets]
+    return np.unique(np.concatenate(parts))
+
 
 def exact_pairs(keys: np.ndarray, offset: int, prior_leader: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(copies, their leader) as ranks for documents ranked ``offset + i`` with content ``keys``;
@@ -579,12 +595,6 @@ class PriorIndex:
 
     # -- tonight ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _earlier(n_prior: int, leaders: np.ndarray, buckets: list[Bucket]) -> np.ndarray:
-        """The earlier documents a night's exact copies and buckets touch."""
-        parts = [leaders[leaders < n_prior]] + [b[2][b[2] < n_prior] for b in buckets]
-        return np.unique(np.concatenate(parts))
-
     def assign(self, docs: Docs) -> tuple[pa.Table, set[str]]:
         """``DedupIndex.assign``'s columns for ``docs`` (tonight's documents, in order) against
         this index, and the ids of earlier documents that name one of their clusters."""
@@ -594,7 +604,7 @@ class PriorIndex:
         cand = ~short
         cand[copies - n_prior] = False
         buckets, verify = self.buckets(docs, n_prior, cand)
-        _, forest = self.components(self._earlier(n_prior, leaders, buckets))
+        _, forest = self.components(earlier_touched(n_prior, leaders, buckets))
         tonight = np.arange(n_prior, n_prior + n, dtype=np.int64)
         rep = replay(tonight, copies, leaders, buckets, forest, verify)
         old = rep.nodes < n_prior
@@ -704,7 +714,7 @@ class PriorIndex:
         bucket order as the weight, so that any prefix of the order has the same components)."""
         n_prior = len(self)
         buckets, verify = self.buckets(docs, n_prior, cand)
-        comp, old = self.components(self._earlier(n_prior, leaders, buckets))
+        comp, old = self.components(earlier_touched(n_prior, leaders, buckets))
         rep = replay(np.zeros(0, np.int64), copies, leaders, buckets, old, verify)
         forest = rep.joins
         if not len(forest):
@@ -835,13 +845,7 @@ class NightIndex:
         return doc_id in self._prior_ids
 
     def assign(self) -> pa.Table:
-        entries = self._tonight.entries()
-        docs = Docs(
-            entries.ids.to_pylist(),
-            [entries.domain_names[c] if c >= 0 else None for c in entries.domains.tolist()],
-            entries.keys,
-            entries.sigs,
-        )
+        docs = Docs.from_entries(self._tonight.entries())
         table, prior_roots = self.prior.assign(docs)
         self._prior_ids |= prior_roots
         return table

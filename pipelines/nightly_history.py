@@ -73,13 +73,7 @@ def open_prior(root: Path, name: str | None, pcfg: PipelineConfig) -> dedup_prio
         return dedup_prior.PriorIndex(root, name, cfg, cache)
     converted = Path(name).stem + ".json"
     if not (root / converted).exists():
-        entries = dedup.DedupIndex.load(root / name, cfg).entries()
-        docs = dedup_prior.Docs(
-            entries.ids.to_pylist(),
-            [entries.domain_names[c] if c >= 0 else None for c in entries.domains.tolist()],
-            entries.keys,
-            entries.sigs,
-        )
+        docs = dedup_prior.Docs.from_entries(dedup.DedupIndex.load(root / name, cfg).entries())
         dedup_prior.PriorIndex(root, None, cfg, cache).append(docs, converted)
     return dedup_prior.PriorIndex(root, converted, cfg, cache)
 

@@ -27,14 +27,10 @@ from poisonguard.core import minhash
 from poisonguard.core.files import write_table
 from poisonguard.core.ray_cluster import cluster_cpus, ray_module
 from poisonguard.filters import dedup, dedup_prior
-from poisonguard.filters.dedup_prior import PriorIndex
+from poisonguard.filters.dedup_prior import Bucket, PriorIndex
 from poisonguard.pipelines import stages
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.stages import Duplicates
-
-# What a reducer sends back per LSH bucket with two or more members: band, band key, member ranks,
-# verified edges (pairs of ranks) and the highest similarity each member was compared at.
-Bucket = tuple[int, int, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _split(table: pa.Table, part: np.ndarray, parts: int) -> list[pa.Table]:
@@ -312,8 +308,7 @@ def distributed_dedup(
     # buckets (all members already joined), hence the same similarities.
     forest = np.zeros((0, 4), np.int64)
     if prior is not None and n_prior:
-        old = np.concatenate([leaders[leaders < n_prior]] + [b[2][b[2] < n_prior] for b in buckets])
-        forest = prior.components(np.unique(old))[1]
+        forest = prior.components(dedup_prior.earlier_touched(n_prior, leaders, buckets))[1]
     rep = dedup_prior.replay(np.zeros(0, np.int64), copies, leaders, buckets, forest)
     touched, max_sim = rep.nodes, rep.max_sim
     n = len(touched)
