@@ -192,17 +192,23 @@ def quotations(folded: str) -> list[tuple[int, int]]:
 _BOUNDARY = re.compile(r"[.!?。！？；;]+[\s\"'”»」)]*|\n+")
 
 
-def segments(folded: str, min_chars: int, max_chars: int) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends) of sentence windows: sentences merged up to ``min_chars``, cut at ``max_chars``.
-    Injections are one to three sentences; a window of that size keeps them from being averaged away
-    in a long page."""
+def window_edges(folded: str, quotes: list[tuple[int, int]]) -> set[int]:
+    """Positions no window spans: the edges of each quotation (a quoted attack is seen as quoted,
+    and apart from the sentence that reports it) and the end of each line (an injection is planted
+    as a paragraph of a real page)."""
+    return {p for span in quotes for p in span} | {m.end() for m in re.finditer("\n", folded)}
+
+
+def segments(
+    folded: str, min_chars: int, max_chars: int, edges: set[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of sentence windows: sentences merged up to ``min_chars``, cut at ``max_chars``,
+    and cut at every one of ``edges`` (:func:`window_edges` when None). Injections are one to three
+    sentences; a window of that size keeps them from being averaged away in a long page."""
     starts: list[int] = []
     ends: list[int] = []
     cur = 0
-    # A quotation starts and ends a window of its own, so a quoted attack is seen as quoted.
-    hard = {p for span in quotations(folded) for p in span} | {len(folded)}
-    # A paragraph is a window of its own: an injection is planted as a paragraph of a real page.
-    hard |= {m.end() for m in re.finditer("\n", folded)}
+    hard = (window_edges(folded, quotations(folded)) if edges is None else edges) | {len(folded)}
     cuts = sorted({m.end() for m in _BOUNDARY.finditer(folded)} | hard)
     for cut in cuts:
         if cut - cur < min_chars and cut not in hard:
@@ -220,14 +226,16 @@ def segments(folded: str, min_chars: int, max_chars: int) -> tuple[np.ndarray, n
     return np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
 
 
-def windows(folded: str, model: Model) -> tuple[np.ndarray, np.ndarray]:
-    """Every sentence window and every pair of neighbouring ones (an injection across a boundary)."""
-    starts, ends = segments(folded, model.min_chars, model.window)
+def windows(
+    folded: str, model: Model, quotes: list[tuple[int, int]] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every sentence window and every pair of neighbouring ones (an injection across a boundary).
+    ``quotes``: :func:`quotations` of the text, when the caller has them."""
+    edges = window_edges(folded, quotations(folded) if quotes is None else quotes)
+    starts, ends = segments(folded, model.min_chars, model.window, edges)
     if len(starts) > 1:
-        # no pair across the edge of a quotation: the quoted attack and the sentence that reports
-        # it ("the assistant did not follow it") are read apart
-        edges = {p for span in quotations(folded) for p in span}
-        edges |= {m.end() for m in re.finditer("\n", folded)}  # nor across paragraphs
+        # no pair across an edge: the quoted attack and the sentence that reports it ("the
+        # assistant did not follow it") are read apart, and so are two paragraphs
         join = np.array([int(e) not in edges for e in ends[:-1]], dtype=bool)
         starts = np.concatenate([starts, starts[:-1][join]])
         ends = np.concatenate([ends, ends[1:][join]])
@@ -479,17 +487,25 @@ def concept_positions(folded: str) -> list[np.ndarray]:
     return [np.fromiter((m.start() for m in r.finditer(folded)), dtype=np.int64) for r in _CONCEPT_RES]
 
 
-def quoted_share(folded: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+def quoted_share(
+    folded: str, starts: np.ndarray, ends: np.ndarray, quotes: list[tuple[int, int]] | None = None
+) -> np.ndarray:
     """Share of each window's characters that sit inside a quotation (an article quoting an attack)."""
     inside = np.zeros(len(folded) + 1)
-    for start, end in quotations(folded):
+    for start, end in quotations(folded) if quotes is None else quotes:
         inside[start] += 1
         inside[end] -= 1
     csum = np.concatenate([[0.0], np.cumsum(np.cumsum(inside)[:-1] > 0)])
     return (csum[ends] - csum[starts]) / np.maximum(ends - starts, 1)
 
 
-def span_features(folded: str, model: Model, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+def span_features(
+    folded: str,
+    model: Model,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    quotes: list[tuple[int, int]] | None = None,
+) -> np.ndarray:
     """Feature matrix of the windows [start, end): the n-gram logit, how many concepts are present
     beyond the first, each pair of concepts present together, and the share inside a quotation.
     One concept alone counts for nothing: "agent", "bot" or "password" fill ordinary manuals."""
@@ -501,14 +517,15 @@ def span_features(folded: str, model: Model, starts: np.ndarray, ends: np.ndarra
     pairs = np.stack([present[:, i] * present[:, j] for i, j in _PAIRS], axis=1)
     specific = present[:, ~np.array(_GENERIC)]
     extra = np.maximum(specific.sum(axis=1) - 1, 0)[:, None]
-    quoted = quoted_share(folded, starts, ends)[:, None]
+    quoted = quoted_share(folded, starts, ends, quotes)[:, None]
     return np.concatenate([logits[:, None], extra, pairs, quoted], axis=1)
 
 
 def window_features(folded: str, model: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(starts, ends, feature matrix) of every window of the folded text."""
-    starts, ends = windows(folded, model)
-    return starts, ends, span_features(folded, model, starts, ends)
+    quotes = quotations(folded)  # a Python scan of every character: once per text
+    starts, ends = windows(folded, model, quotes)
+    return starts, ends, span_features(folded, model, starts, ends, quotes)
 
 
 # --- context -------------------------------------------------------------------------------------
