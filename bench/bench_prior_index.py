@@ -23,12 +23,14 @@ import resource
 import shutil
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from poisonguard.filters import dedup
+from poisonguard.filters import dedup, dedup_prior
 from poisonguard.filters.dedup_prior import Docs, NightIndex, PriorIndex, collect_garbage
 
 OUT = Path(__file__).resolve().parent / "out" / "prior_index"
@@ -76,13 +78,15 @@ def night_docs(rng: np.random.Generator, night: int, n: int, prior: PriorIndex, 
     return Docs(ids, [None] * n, keys, sigs)
 
 
-def assign_on_disk(prior: PriorIndex, docs: Docs) -> tuple[Any, float]:
+def assign_on_disk(prior: PriorIndex, docs: Docs) -> tuple[Any, float, int]:
+    """Tonight's columns against the index, the seconds and the index bytes read."""
+    dedup_prior.IO.bytes_read = 0
     start = time.perf_counter()
     night = NightIndex(prior)
     night.prefetch_ids(docs.ids)
     night.add(docs.ids, docs.domains, [k.tobytes() for k in docs.keys], docs.sigs)
     table = night.assign()
-    return table, time.perf_counter() - start
+    return table, time.perf_counter() - start, dedup_prior.IO.bytes_read
 
 
 def _in_memory(prior: PriorIndex, docs: Docs, conn: Any) -> None:
@@ -113,20 +117,27 @@ def in_memory(prior: PriorIndex, docs: Docs) -> tuple[Any, ...]:
     return tuple(result)
 
 
-def one_night(prior: PriorIndex, docs: Docs, night: int, compare: bool) -> tuple[PriorIndex, dict, str]:
-    """Assign tonight's documents, append the representatives; the figures of the night."""
-    table, took = assign_on_disk(prior, docs)
+def one_night(prior: PriorIndex, docs: Docs, night: int, args: Any) -> tuple[PriorIndex, dict, str]:
+    """Assign tonight's documents with and without the key filters (same index, same documents),
+    append the representatives (then merge past ``--max-segments``); the figures of the night."""
+    unfiltered = PriorIndex(OUT, prior.manifest, prior.cfg, args.cache_mb, use_filter=False)
+    table, took, read = assign_on_disk(prior, docs)
+    figures: dict[str, Any] = {"took": took, "read": read, "segments": len(prior.segments)}
+    if not args.filter_only:
+        plain, figures["took_plain"], figures["read_plain"] = assign_on_disk(unfiltered, docs)
+        figures["same"] = plain.equals(table)
+        del plain
     clusters = np.array(table.column("dedup_cluster_id").to_pylist(), dtype=object)
-    named_by_earlier = sum(1 for c in clusters.tolist() if not c.startswith(f"{night}-"))
-    text = comparison(prior, docs, table, took) if compare else ""
+    figures["named"] = sum(1 for c in clusters.tolist() if not c.startswith(f"{night}-"))
+    text = comparison(prior, docs, table, took) if night == args.memory_night else ""
     reps = np.flatnonzero(clusters == np.array(docs.ids, dtype=object))
     kept = Docs([docs.ids[i] for i in reps.tolist()], [None] * len(reps), docs.keys[reps], docs.sigs[reps])
     del table, clusters
     start = time.perf_counter()
-    prior = prior.append(kept, f"night{night:03d}.json")
-    collect_garbage(OUT, [f"night{night:03d}.json"])
-    commit = time.perf_counter() - start
-    figures = {"took": took, "commit": commit, "named": named_by_earlier}
+    manifest = f"night{night:03d}.json"
+    prior = prior.append(kept, manifest).compact(args.max_segments, manifest)
+    collect_garbage(OUT, [manifest])
+    figures["commit"] = time.perf_counter() - start
     return prior, figures, text
 
 
@@ -134,10 +145,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--nights", type=int, default=20)
-    parser.add_argument("--per-night", type=int, default=1_000_000)
+    parser.add_argument("--nights", type=int, default=40)
+    parser.add_argument("--per-night", type=int, default=100_000)
     parser.add_argument("--dup", type=float, default=0.02, help="share of near copies of earlier documents")
     parser.add_argument("--cache-mb", type=int, default=64)
+    parser.add_argument(
+        "--max-segments", type=int, default=8, help="dedup.index_max_segments (0: never merge)"
+    )
+    parser.add_argument("--filter-only", action="store_true", help="skip the lookups without key filters")
     parser.add_argument("--memory-night", type=int, default=3, help="night of the in-memory comparison")
     parser.add_argument("--keep", action="store_true", help="keep bench/out/prior_index")
     args = parser.parse_args()
@@ -148,38 +163,51 @@ def main() -> None:
     prior = PriorIndex(OUT, None, cfg, cache_mb=args.cache_mb)
     rows: list[str] = []
     compare = ""
+    tracemalloc.start()
+    began = time.perf_counter()
     try:
         for night in range(1, args.nights + 1):
             docs = night_docs(rng, night, args.per_night, prior, args.dup)
-            prior, fig, text = one_night(prior, docs, night, night == args.memory_night)
+            prior, fig, text = one_night(prior, docs, night, args)
             compare = compare or text
             del docs
             gc.collect()
-            size = folder_bytes(OUT)
-            rows.append(
-                f"| {night} | {len(prior) / 1e6:.2f} M | {args.per_night / fig['took']:,.0f} | "
-                f"{fig['took']:.1f} | {fig['commit']:.1f} | {fig['named']:,} | {rss_mb():,.0f} | "
-                f"{peak_mb():,.0f} | {size / 2**30:.2f} | {size / len(prior):.0f} |"
-            )
+            rows.append(night_row(night, prior, fig, args))
             print(rows[-1], file=sys.stderr, flush=True)  # progress: a night takes a while
     finally:
         if not args.keep:
             shutil.rmtree(OUT, ignore_errors=True)
+    wall = time.perf_counter() - began
     bands, band_rows = dedup.lsh_params(cfg)
     print(
         f"{args.nights} nights of {args.per_night:,} synthetic signatures ({NUM_PERM} x uint32, "
         f"{bands} bands x {band_rows} rows); {args.dup:.0%} of each night near copies of earlier "
-        f"documents, {args.dup / 2:.0%} of tonight's, 0.5% exact copies; "
-        f"`dedup.index_cache_mb` {args.cache_mb}.\n"
+        f"documents, {args.dup / 2:.0%} of tonight's, 0.5% exact copies; `dedup.index_cache_mb` "
+        f"{args.cache_mb}, `dedup.index_max_segments` {args.max_segments}; {wall / 60:.1f} min.\n"
     )
     print(
-        "| night | earlier docs after | assign docs/s | assign s | commit s | clusters named by earlier docs "
-        "| RSS after night MB | peak RSS so far MB | index on disk GiB | disk bytes/doc |"
+        "| night | earlier docs | segments | assign s | MB read | assign s, no filter | MB read, no filter "
+        "| same columns | commit s | clusters named by earlier docs | RSS MB | Python heap MB | Arrow MB |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     print()
     print(compare)
+
+
+def night_row(night: int, prior: PriorIndex, fig: dict[str, Any], args: Any) -> str:
+    """One row of the table: the night's lookups against the index as it was before the night,
+    and the process's memory after the night (RSS, what Python's allocator traces, Arrow's pool)."""
+    plain = (
+        f"{fig['took_plain']:.1f} | {fig['read_plain'] / 2**20:,.1f} | {'yes' if fig['same'] else 'NO'}"
+        if not args.filter_only
+        else "- | - | -"
+    )
+    return (
+        f"| {night} | {(night - 1) * args.per_night / 1e6:.1f} M | {fig['segments']} | {fig['took']:.1f} | "
+        f"{fig['read'] / 2**20:,.1f} | {plain} | {fig['commit']:.1f} | {fig['named']:,} | {rss_mb():,.0f} | "
+        f"{tracemalloc.get_traced_memory()[0] / 2**20:,.0f} | {pa.total_allocated_bytes() / 2**20:,.0f} |"
+    )
 
 
 def comparison(prior: PriorIndex, docs: Docs, table: Any, took: float) -> str:

@@ -77,6 +77,12 @@ class Config(DetectorConfig):
     index_cache_mb: int = Field(
         64, ge=1, le=65536, description="nightly: most MB of index tables read into memory at once"
     )
+    index_max_segments: int = Field(
+        8, ge=0, le=1000, description="nightly: more segments than this are merged at commit; 0 = never"
+    )
+    index_keep_nights: int = Field(
+        0, ge=0, description="nightly: look up only the documents of the newest N nights; 0 = all"
+    )
 
     @model_validator(mode="after")
     def _bands_and_rows(self) -> Config:

@@ -6,9 +6,12 @@ nights live in a folder of immutable *segments*, one per night, and a night read
 documents point at:
 
 * **band tables**: per segment and LSH band, the band keys of the segment's candidate documents,
-  sorted, with a small fence file (the first key of every :data:`BLOCK` keys). Tonight's band keys
-  are looked up block by block; only blocks that hold a looked-up key are read, in runs of at most
-  ``cache_mb`` (the bound on what a lookup holds in memory).
+  sorted, with a small fence file (the first key of every :data:`BLOCK` keys) and a **key filter**
+  (a blocked Bloom filter, 16 bits a key, about 0.1% false positives). Tonight's band keys go
+  through the filter first (one 64-byte block read per key, mapped), and only the fence blocks
+  that can hold a key the filter lets through are read, in groups of at most ``cache_mb`` (the
+  bound on what a lookup holds in memory). Most of tonight's keys are in no earlier segment, so a
+  segment costs about its filter, not its table (:data:`IO` counts the bytes).
 * **signatures** (``num_perm`` x 4 bytes a document) are read only for the members of an LSH bucket
   that also holds a document of tonight, to verify the candidate pair.
 * **content keys** (exact duplicates) and **id hashes** are sorted tables looked up the same way.
@@ -39,6 +42,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,10 +53,15 @@ import pyarrow as pa
 from poisonguard.core import minhash
 from poisonguard.filters import dedup
 
-FORMAT = 1
-BLOCK = 4096  # keys per fence block of a sorted table
+FORMAT = 2  # 1: no key filters, 4,096-key fence blocks (upgraded in place when opened)
+FORMATS = (1, 2)
+BLOCK = 256  # keys per fence block of a sorted table (3 KB of keys and rows: one read per hit)
+OLD_BLOCK = 4096  # format 1's
 DEFAULT_CACHE_MB = 64
 EXACT_BAND = -1  # the "band" of an exact-duplicate edge: before every LSH band
+BLOOM_BITS_PER_KEY = 16  # about 0.1% false positives with 11 probes in 512-bit blocks
+BLOOM_PROBES = 11
+PAGE = 4096  # bytes: the unit in which mapped reads are counted
 
 # A bucket that holds one of tonight's documents: band, band key, member ranks (ascending),
 # verified edges (pairs of ranks) and the highest similarity each member was compared at.
@@ -65,6 +74,22 @@ class PriorIndexError(ValueError):
 
 # ---------------------------------------------------------------------------------------------
 # Files
+
+
+@dataclass
+class IoCount:
+    """Bytes this process read from index files: plain reads, and mapped reads counted as the
+    distinct 4 KB pages they touch (what a cold page cache would fetch)."""
+
+    bytes_read: int = 0
+
+    def pages(self, byte_offsets: np.ndarray, file_size: int) -> None:
+        if len(byte_offsets):
+            touched = len(np.unique(byte_offsets // PAGE))
+            self.bytes_read += min(touched * PAGE, max(file_size, PAGE))
+
+
+IO = IoCount()  # the benchmark reads and resets it
 
 
 def _fsync_dir(path: Path) -> None:
@@ -82,11 +107,19 @@ def _write_raw(path: Path, arr: np.ndarray) -> None:
         os.fsync(fh.fileno())
 
 
+def _write_raw_atomic(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    _write_raw(tmp, arr)
+    os.replace(tmp, path)
+
+
 def _read_raw(path: Path, dtype: Any, start: int, count: int) -> np.ndarray:
     """``count`` items of ``dtype`` from item ``start`` (one read; nothing mapped)."""
     size = np.dtype(dtype).itemsize
     with open(path, "rb") as fh:
-        return np.fromfile(fh, dtype=dtype, count=count, offset=start * size)
+        out = np.fromfile(fh, dtype=dtype, count=count, offset=start * size)
+    IO.bytes_read += out.nbytes
+    return out
 
 
 def _gather_raw(path: Path, dtype: Any, rows: np.ndarray, width: int = 1) -> np.ndarray:
@@ -97,6 +130,8 @@ def _gather_raw(path: Path, dtype: Any, rows: np.ndarray, width: int = 1) -> np.
     mm = np.memmap(path, dtype=dtype, mode="r")
     try:
         view = mm.reshape(-1, width) if width > 1 else mm
+        row_bytes = width * np.dtype(dtype).itemsize
+        IO.pages(np.asarray(rows, np.int64) * row_bytes, mm.nbytes)
         return np.array(view[rows])
     finally:
         del mm
@@ -113,66 +148,136 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Key filters: a blocked Bloom filter per sorted table (one 64-byte block per key, 16 bits a key)
+
+
+def _bloom_positions(keys: np.ndarray, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per key: its block (from the key's high bits) and BLOOM_PROBES bit positions in the block
+    (double hashing on a remix of the key: the keys are hashes already, the remix keeps the block
+    and the bits independent)."""
+    keys = np.asarray(keys, np.uint64)
+    block = ((keys >> np.uint64(32)) * np.uint64(n_blocks)) >> np.uint64(32)
+    mixed = minhash._fmix64(keys ^ np.uint64(0x9E3779B97F4A7C15)).astype(np.int64) & 0x3FFFF
+    step = (mixed >> 9) | 1  # odd: the probes of a key are distinct bits of its 512
+    bits = ((mixed & 511)[:, None] + np.arange(BLOOM_PROBES)[None, :] * step[:, None]) & 511
+    return block.astype(np.int64), bits
+
+
+def bloom_build(keys: np.ndarray) -> np.ndarray:
+    """The filter of ``keys`` as uint64 words, 8 (512 bits) per block."""
+    n_blocks = max(1, -(-len(keys) * BLOOM_BITS_PER_KEY // 512))
+    words = np.zeros(n_blocks * 8, np.uint64)
+    block, bits = _bloom_positions(keys, n_blocks)
+    word = block[:, None] * 8 + (bits >> 6)
+    np.bitwise_or.at(
+        words, word.reshape(-1), np.left_shift(np.uint64(1), (bits & 63).astype(np.uint64)).reshape(-1)
+    )
+    return words
+
+
+def bloom_check(path: Path, query: np.ndarray) -> np.ndarray:
+    """Per query key: whether the filter at ``path`` may hold it (False: it surely does not). The
+    filter is mapped; only the blocks of the queried keys are read."""
+    mm = np.memmap(path, dtype=np.uint64, mode="r")
+    try:
+        n_blocks = len(mm) // 8
+        block, bits = _bloom_positions(query, n_blocks)
+        IO.pages(block * 64, mm.nbytes)
+        words = np.array(mm.reshape(n_blocks, 8)[block])
+    finally:
+        del mm
+    rows = np.arange(len(query))[:, None]
+    hit = (words[rows, bits >> 6] >> (bits & 63).astype(np.uint64)) & np.uint64(1)
+    return np.all(hit == 1, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
 # Sorted tables: uint64 keys with a uint32 payload (a row of the segment), looked up in blocks
 
 
 def write_table(folder: Path, name: str, keys: np.ndarray, rows: np.ndarray) -> None:
-    """Sort by (key, row) and write ``name.keys``, ``name.rows`` and ``name.fence``."""
+    """Sort by (key, row) and write ``name.keys``, ``name.rows``, ``name.fence`` and the key
+    filter ``name.bloom``."""
     order = np.lexsort((rows, keys))
     skeys = np.ascontiguousarray(keys[order], dtype=np.uint64)
     _write_raw(folder / f"{name}.keys", skeys)
     _write_raw(folder / f"{name}.rows", np.ascontiguousarray(rows[order], dtype=np.uint32))
     _write_raw(folder / f"{name}.fence", skeys[::BLOCK])
+    _write_raw(folder / f"{name}.bloom", bloom_build(skeys))
 
 
-def probe_table(folder: Path, name: str, query: np.ndarray, cache_rows: int) -> tuple[np.ndarray, np.ndarray]:
+def _fence_blocks(path: Path, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per query: the first and last fence block that can hold it (equal keys may run over a
+    block boundary), and the number of blocks. The fence is mapped, not read whole."""
+    fence = np.memmap(path, dtype=np.uint64, mode="r") if path.stat().st_size else np.zeros(0, np.uint64)
+    try:
+        first = np.maximum(np.searchsorted(fence, query, "left") - 1, 0)
+        last = np.maximum(np.searchsorted(fence, query, "right") - 1, 0)
+        IO.pages(np.concatenate([first, last]) * 8, fence.nbytes)
+        return first, last, len(fence)
+    finally:
+        del fence
+
+
+def probe_table(
+    folder: Path,
+    name: str,
+    query: np.ndarray,
+    cache_rows: int,
+    block: int = BLOCK,
+    use_filter: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Every (query position, row) with ``table key == query[position]``; ``query`` sorted.
 
-    Only blocks that can hold a queried key are read, as runs of consecutive blocks of at most
-    ``cache_rows`` keys."""
-    fence = np.fromfile(folder / f"{name}.fence", dtype=np.uint64)
+    With ``use_filter``, the table's key filter first drops the queries it surely does not hold;
+    then only the fence blocks (``block`` keys) that can hold a remaining key are read, in groups
+    of at most ``cache_rows`` keys."""
+    positions = np.arange(len(query))
+    bloom = folder / f"{name}.bloom"
+    if use_filter and len(query) and bloom.exists():
+        positions = np.flatnonzero(bloom_check(bloom, query))
+        query = query[positions]
     n_keys = (folder / f"{name}.keys").stat().st_size // 8
-    if not len(fence) or not len(query):
+    if not n_keys or not len(query):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    # Blocks [first, last] of each query: equal keys may run over a block boundary.
-    first = np.maximum(np.searchsorted(fence, query, "left") - 1, 0)
-    last = np.maximum(np.searchsorted(fence, query, "right") - 1, 0)
-    mark = np.zeros(len(fence) + 1, np.int64)
+    first, last, n_blocks = _fence_blocks(folder / f"{name}.fence", query)
+    mark = np.zeros(n_blocks + 1, np.int64)
     np.add.at(mark, first, 1)
     np.add.at(mark, last + 1, -1)
     needed = np.flatnonzero(np.cumsum(mark)[:-1] > 0)
-    max_blocks = max(1, cache_rows // BLOCK)
-    # Runs of consecutive needed blocks, cut at max_blocks.
-    breaks = np.flatnonzero(np.diff(needed) != 1) + 1
+    max_blocks = max(1, cache_rows // block)
     out_q: list[np.ndarray] = []
     out_r: list[np.ndarray] = []
-    for run in np.split(needed, breaks):
-        for s in range(0, len(run), max_blocks):
-            b0, b1 = int(run[s]), int(run[min(s + max_blocks, len(run)) - 1]) + 1
-            lo_q = int(np.searchsorted(last, b0, "left"))
-            hi_q = int(np.searchsorted(first, b1 - 1, "right"))
-            if lo_q >= hi_q:
-                continue
-            start, stop = b0 * BLOCK, min(b1 * BLOCK, n_keys)
-            keys = _read_raw(folder / f"{name}.keys", np.uint64, start, stop - start)
-            q = query[lo_q:hi_q]
-            left = np.searchsorted(keys, q, "left")
-            right = np.searchsorted(keys, q, "right")
-            count = right - left
-            hit = np.flatnonzero(count)
-            if not len(hit):
-                continue
-            reps = count[hit]
-            pos = np.repeat(left[hit] - np.cumsum(reps) + reps, reps) + np.arange(int(reps.sum()))
-            rows = _read_raw(folder / f"{name}.rows", np.uint32, start, stop - start)
-            out_q.append(np.repeat(hit + lo_q, reps).astype(np.int64))
-            out_r.append(rows[pos].astype(np.int64))
-    if not out_q:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    # Needed blocks in groups of at most max_blocks (the memory bound), each read in one gather.
+    for g in range(0, len(needed), max_blocks):
+        group = needed[g : g + max_blocks]
+        lo_q = int(np.searchsorted(last, group[0], "left"))
+        hi_q = int(np.searchsorted(first, group[-1], "right"))
+        found = _probe_blocks(folder, name, query[lo_q:hi_q], group, block, n_keys)
+        out_q.append(found[0] + lo_q)
+        out_r.append(found[1])
     qpos, rows = np.concatenate(out_q), np.concatenate(out_r)
-    # A query whose equal keys straddle two runs appears in both: keep one copy of each pair.
+    # A query whose equal keys straddle two groups appears in both: keep one copy of each pair.
     pairs = np.unique(np.stack([qpos, rows]), axis=1)
-    return pairs[0], pairs[1]
+    return positions[pairs[0]], pairs[1]
+
+
+def _probe_blocks(
+    folder: Path, name: str, query: np.ndarray, blocks: np.ndarray, block: int, n_keys: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (query position, row) pairs found in the given fence blocks (ascending) of a table."""
+    at = (blocks[:, None] * block + np.arange(block)[None, :]).reshape(-1)
+    at = at[at < n_keys]  # the last block may be short
+    keys = _gather_raw(folder / f"{name}.keys", np.uint64, at)  # sorted: blocks ascending
+    left = np.searchsorted(keys, query, "left")
+    count = np.searchsorted(keys, query, "right") - left
+    hit = np.flatnonzero(count)
+    if not len(hit):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    reps = count[hit]
+    pos = np.repeat(left[hit] - np.cumsum(reps) + reps, reps) + np.arange(int(reps.sum()))
+    rows = _gather_raw(folder / f"{name}.rows", np.uint32, at[pos])
+    return np.repeat(hit, reps).astype(np.int64), rows.astype(np.int64)
 
 
 def id_hashes(ids: Sequence[str]) -> np.ndarray:
@@ -194,6 +299,8 @@ class Segment:
     start: int
     n: int
     domain_names: list[str]
+    block: int = BLOCK  # keys per fence block of its tables
+    nights: tuple[tuple[str, int], ...] = ()  # (night, documents) in rank order; merged segments hold several
 
     def sigs(self, rows: np.ndarray, num_perm: int, dtype: Any) -> np.ndarray:
         return _gather_raw(self.folder / "sigs", dtype, rows, num_perm)
@@ -222,10 +329,29 @@ def _segment_meta(folder: Path) -> dict[str, Any]:
     if not (
         isinstance(meta, dict)
         and isinstance(meta.get("n"), int)
+        and isinstance(meta.get("start"), int)
         and isinstance(meta.get("domain_names"), list)
     ):
         raise PriorIndexError(f"{folder}: dedup index segment meta.json lacks its count or domain names")
     return meta
+
+
+def table_names(bands: int) -> list[str]:
+    return ["idhash", "ckey"] + [f"band{b:03d}" for b in range(bands)]
+
+
+def _upgrade_segment(folder: Path, meta: dict[str, Any], bands: int) -> dict[str, Any]:
+    """A format-1 segment (no key filters) gets them in place: one sequential read of each key
+    table, each filter written under a temporary name and renamed, ``meta.json`` last (a crash
+    leaves a format-1 segment, upgraded again at the next open; format-1 readers ignore the new
+    files). Its 4,096-key fence blocks stay (a merge rewrites them)."""
+    for name in table_names(bands):
+        keys = np.fromfile(folder / f"{name}.keys", dtype=np.uint64)
+        _write_raw_atomic(folder / f"{name}.bloom", bloom_build(keys))
+    _fsync_dir(folder)
+    upgraded = {**meta, "format": FORMAT, "block": OLD_BLOCK, "nights": [[folder.name, int(meta["n"])]]}
+    _write_json_atomic(folder / "meta.json", upgraded)
+    return upgraded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,7 +502,12 @@ class PriorIndex:
     """
 
     def __init__(
-        self, root: Path, manifest: str | None, cfg: dedup.Config, cache_mb: int = DEFAULT_CACHE_MB
+        self,
+        root: Path,
+        manifest: str | None,
+        cfg: dedup.Config,
+        cache_mb: int = DEFAULT_CACHE_MB,
+        use_filter: bool = True,
     ) -> None:
         self.root = Path(root)
         self.manifest = manifest
@@ -386,6 +517,9 @@ class PriorIndex:
         self.empty = self.dtype(minhash.empty_value(cfg.scheme))
         self.cache_rows = max(BLOCK, cache_mb * (1 << 20) // 12)
         self.cache_mb = cache_mb
+        self.use_filter = use_filter  # False: every table is probed without its key filter (benchmark)
+        self.first = 0  # the lowest rank still looked up (retention moves it up)
+        self.end = 0  # one past the highest rank: tonight's documents rank from here
         self.segments: list[Segment] = []
         self.comps_file: str | None = None
         self._comp_members = np.zeros(0, np.int64)
@@ -399,7 +533,6 @@ class PriorIndex:
 
     def settings(self) -> dict[str, Any]:
         return {
-            "format": FORMAT,
             "scheme": self.cfg.scheme,
             "num_perm": self.cfg.num_perm,
             "seed": self.cfg.seed,
@@ -423,23 +556,39 @@ class PriorIndex:
             and isinstance(data.get("n"), int)
         ):
             raise PriorIndexError(f"{path}: dedup index manifest lacks its segment list or document count")
+        if data.get("format", 1) not in FORMATS:
+            raise PriorIndexError(
+                f"{path}: dedup index format {data.get('format')!r} is newer than this version"
+            )
         want = self.settings()
         got = data.get("settings", {})
         diff = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
         if diff:
             detail = ", ".join(f"{k}: index {a!r}, config {b!r}" for k, (a, b) in diff.items())
             raise PriorIndexError(f"{path}: dedup index built with other settings ({detail}); rebuild it")
-        start = 0
+        self.end = data["n"]
+        self.first = int(data.get("first", 0))
+        start: int | None = None
         for name in data["segments"]:
             folder = self.root / "segments" / name
             meta = _segment_meta(folder)
-            if meta.get("start") != start or meta.get("format") != FORMAT:
+            start = meta["start"] if start is None else start  # retention: the first may start lower
+            if meta["start"] != start or meta.get("format") not in FORMATS:
                 raise PriorIndexError(f"{folder}: segment does not continue the index at rank {start}")
-            self._check_sizes(folder, int(meta["n"]))
-            self.segments.append(Segment(folder, start, int(meta["n"]), list(meta["domain_names"])))
-            start += int(meta["n"])
-        if start != data["n"]:
-            raise PriorIndexError(f"{path}: manifest counts {data['n']} documents, segments {start}")
+            n = int(meta["n"])
+            self._check_sizes(folder, n)
+            if meta["format"] == 1:
+                meta = _upgrade_segment(folder, meta, self.bands)
+            nights = tuple((str(a), int(b)) for a, b in meta.get("nights", [[name, n]]))
+            if sum(c for _, c in nights) != n:
+                raise PriorIndexError(f"{folder}: segment's nights do not add up to its {n} documents")
+            block = int(meta.get("block", OLD_BLOCK))
+            self.segments.append(Segment(folder, start, n, list(meta["domain_names"]), block, nights))
+            start += n
+        if start is not None and (start != self.end or self.segments[0].start > self.first):
+            raise PriorIndexError(
+                f"{path}: manifest counts ranks {self.first}-{self.end}, segments end at {start}"
+            )
         self.comps_file = data.get("comps")
         if self.comps_file:
             try:
@@ -461,7 +610,14 @@ class PriorIndex:
                 raise PriorIndexError(f"{path}: dedup index segment file missing or truncated")
 
     def __len__(self) -> int:
-        return sum(s.n for s in self.segments)
+        """One past the highest rank (tonight's documents rank from here); ranks below
+        :attr:`first` are no longer looked up (retention)."""
+        return self.end
+
+    @property
+    def documents(self) -> int:
+        """Documents still looked up."""
+        return self.end - self.first
 
     def _by_segment(self, ranks: np.ndarray) -> list[tuple[Segment, np.ndarray, np.ndarray]]:
         """(segment, positions in ``ranks``, rows in the segment) for each segment holding some."""
@@ -493,17 +649,22 @@ class PriorIndex:
                 out[p] = v
         return out
 
+    def _probe(self, seg: Segment, table: str, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return probe_table(seg.folder, table, query, self.cache_rows, seg.block, self.use_filter)
+
     def band_members(self, band: int, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query position, rank) of every earlier candidate document whose key in ``band`` equals
         ``query[position]`` (``query`` sorted, unique); ranks ascending within a position."""
         qs, rs = [], []
         for seg in self.segments:
-            q, r = probe_table(seg.folder, f"band{band:03d}", query, self.cache_rows)
+            q, r = self._probe(seg, f"band{band:03d}", query)
             qs.append(q)
             rs.append(r + seg.start)
         if not qs:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         q, r = np.concatenate(qs), np.concatenate(rs)
+        live = r >= self.first
+        q, r = q[live], r[live]
         order = np.lexsort((r, q))
         return q[order], r[order]
 
@@ -516,7 +677,9 @@ class PriorIndex:
         uniq, inv = np.unique(keys[has, 0], return_inverse=True)
         found: dict[tuple[int, int], int] = {}
         for seg in self.segments:
-            q, rows = probe_table(seg.folder, "ckey", uniq, self.cache_rows)
+            q, rows = self._probe(seg, "ckey", uniq)
+            live = rows + seg.start >= self.first
+            q, rows = q[live], rows[live]
             hi = _gather_raw(seg.folder / "ckey_hi", np.uint64, rows)
             for qi, row, k1 in zip(q.tolist(), rows.tolist(), hi.tolist(), strict=True):
                 found.setdefault((qi, k1), seg.start + row)  # segments in rank order: first is earliest
@@ -533,8 +696,9 @@ class PriorIndex:
         uniq = np.unique(hashes)
         found: set[str] = set()
         for seg in self.segments:
-            q, rows = probe_table(seg.folder, "idhash", uniq, self.cache_rows)
-            if len(q):
+            _, rows = self._probe(seg, "idhash", uniq)
+            rows = rows[rows + seg.start >= self.first]
+            if len(rows):
                 found.update(seg.ids(rows))
         return found & set(ids)
 
@@ -653,25 +817,34 @@ class PriorIndex:
         tmp = self.root / "segments" / f".{seg_name}.tmp"
         tmp.mkdir()
         try:
-            copies, leaders, cand = self._write_segment(tmp, docs, n_prior)
+            copies, leaders, cand = self._write_segment(tmp, docs, n_prior, stem)
             comps_name = self._write_components(stem, docs, copies, leaders, cand)
             os.replace(tmp, self.root / "segments" / seg_name)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
         _fsync_dir(self.root / "segments")
+        return self._commit(
+            manifest, [s.folder.name for s in self.segments] + [seg_name], comps_name, n_prior + n
+        )
+
+    def _commit(
+        self, manifest: str, segments: list[str], comps: str | None, end: int, first: int | None = None
+    ) -> PriorIndex:
+        """Write the manifest of a state (its files already synced) and open it."""
         data = {
             "format": FORMAT,
             "settings": self.settings(),
-            "n": n_prior + n,
-            "segments": [s.folder.name for s in self.segments] + [seg_name],
-            "comps": comps_name,
+            "first": self.first if first is None else first,
+            "n": end,
+            "segments": segments,
+            "comps": comps,
         }
         _write_json_atomic(self.root / manifest, data)
-        return PriorIndex(self.root, manifest, self.cfg, self.cache_mb)
+        return PriorIndex(self.root, manifest, self.cfg, self.cache_mb, self.use_filter)
 
     def _write_segment(
-        self, folder: Path, docs: Docs, n_prior: int
+        self, folder: Path, docs: Docs, n_prior: int, night: str
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(docs.ids)
         sigs = np.ascontiguousarray(docs.sigs, dtype=self.dtype).reshape(n, self.cfg.num_perm)
@@ -701,7 +874,14 @@ class PriorIndex:
         cidx = np.flatnonzero(cand)
         for band in range(self.bands):
             write_table(folder, f"band{band:03d}", dedup._band_keys(sigs[cidx], band, self.rows), rows[cidx])
-        meta = {"format": FORMAT, "start": n_prior, "n": n, "domain_names": list(names)}
+        meta = {
+            "format": FORMAT,
+            "start": n_prior,
+            "n": n,
+            "domain_names": list(names),
+            "block": BLOCK,
+            "nights": [[night, n]],
+        }
         _write_json_atomic(folder / "meta.json", meta)  # synced before a manifest names the folder
         return copies, leaders, cand
 
@@ -731,18 +911,217 @@ class PriorIndex:
         forest_all = np.concatenate([self._forest[keep_f], forest])
         fcomp_all = np.concatenate([self._forest_comp[keep_f], fcomp])
         fo = np.argsort(fcomp_all, kind="stable")
+        return self._save_components(stem, members[mo], comp_of[mo], forest_all[fo], fcomp_all[fo])
+
+    def _save_components(
+        self, stem: str, members: np.ndarray, comp_of: np.ndarray, forest: np.ndarray, fcomp: np.ndarray
+    ) -> str:
         name = f"{stem}-{secrets.token_hex(4)}.npz"
         target = self.root / "comps" / name
         tmp = target.with_name(f".{name}.tmp")
         with open(tmp, "wb") as fh:
-            np.savez(
-                fh, members=members[mo], comp=comp_of[mo], forest=forest_all[fo], forest_comp=fcomp_all[fo]
-            )
+            np.savez(fh, members=members, comp=comp_of, forest=forest, forest_comp=fcomp)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
         return name
+
+    # -- upkeep: retention and merging segments -----------------------------------------------
+
+    def night_ranks(self) -> list[tuple[str, int, int]]:
+        """(night, first rank, documents) of every night still looked up, oldest first."""
+        out = []
+        for seg in self.segments:
+            start = seg.start
+            for night, n in seg.nights:
+                if start + n > self.first:
+                    out.append((night, start, n))
+                start += n
+        return out
+
+    def expire(self, keep_nights: int, manifest: str) -> PriorIndex:
+        """Retention: the state without the documents of all but the newest ``keep_nights`` nights
+        (0: keep every night), written as ``manifest``. Ranks do not change: the expired ones are
+        no longer looked up, segments wholly below the new first rank leave the manifest, and a
+        merged segment that holds both sheds its expired rows when it is next merged."""
+        nights = self.night_ranks()
+        if keep_nights <= 0 or len(nights) <= keep_nights:
+            return self
+        first = nights[-keep_nights][1]
+        names = [s.folder.name for s in self.segments if s.start + s.n > first]
+        comps = self._expire_components(Path(manifest).stem, first)
+        return self._commit(manifest, names, comps, self.end, first)
+
+    def _expire_components(self, stem: str, first: int) -> str | None:
+        """The forest without the edges of expired documents, and the clusters its remaining edges
+        form (a cluster that only an expired document held together falls apart)."""
+        keep_f = (self._forest[:, 0] >= first) & (self._forest[:, 1] >= first)
+        if keep_f.all():
+            return self.comps_file
+        forest = self._forest[keep_f]
+        if not len(forest):
+            return None
+        members = np.unique(forest[:, :2])
+        uf = dedup.UnionFind(len(members))
+        for a, b in np.searchsorted(members, forest[:, :2]).tolist():
+            ra, rb = uf.find(a), uf.find(b)
+            if ra != rb:
+                uf.union(ra, rb)
+        comp_of = members[[uf.find(i) for i in range(len(members))]]
+        fcomp = comp_of[np.searchsorted(members, forest[:, 0])]
+        fo = np.argsort(fcomp, kind="stable")
+        return self._save_components(stem, members, comp_of, forest[fo], fcomp[fo])
+
+    def compact(self, max_segments: int, manifest: str) -> PriorIndex:
+        """While there are more than ``max_segments`` segments (0: never), merge the newest ones
+        into one, written as ``manifest``: the newest two, and older ones while the merged run holds
+        at least as many documents as the segment before it (a binary counter: every document is
+        rewritten about log2(nights) times, and a night never rewrites more than it must)."""
+        state = self
+        while 0 < max_segments < len(state.segments):
+            live = [s.start + s.n - max(s.start, state.first) for s in state.segments]
+            lo, total = len(live) - 2, live[-1] + live[-2]
+            while lo > 0 and total >= live[lo - 1]:
+                lo -= 1
+                total += live[lo]
+            merged = state._merge(state.segments[lo:], Path(manifest).stem)
+            names = [s.folder.name for s in state.segments[:lo]] + [merged]
+            state = state._commit(manifest, names, state.comps_file, state.end)
+        return state
+
+    def _merge(self, segments: list[Segment], stem: str) -> str:
+        """One segment with the live documents of ``segments`` (consecutive), written under a
+        temporary name and renamed into place once synced: a crash leaves the old segments, which
+        every manifest still names, and a temporary folder the next clean-up removes."""
+        name = f"{stem}-{secrets.token_hex(4)}"
+        tmp = self.root / "segments" / f".{name}.tmp"
+        tmp.mkdir()
+        try:
+            _write_merged(tmp, segments, max(self.first, segments[0].start), self)
+            os.replace(tmp, self.root / "segments" / name)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        _fsync_dir(self.root / "segments")
+        return name
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging segments (memory bounded by the index's read cache)
+
+
+def _copy_rows(out: Any, path: Path, dtype: Any, width: int, rows: tuple[int, int], chunk: int) -> None:
+    """Rows ``rows[0]`` to ``rows[1]`` (``width`` items each) of a raw file, appended to ``out``."""
+    for r0 in range(rows[0], rows[1], chunk):
+        r1 = min(r0 + chunk, rows[1])
+        _read_raw(path, dtype, r0 * width, (r1 - r0) * width).tofile(out)
+
+
+def _write_merged(folder: Path, segments: list[Segment], first: int, index: PriorIndex) -> None:
+    """The files of one segment holding the documents of ``segments`` from rank ``first`` on."""
+    width = index.cfg.num_perm
+    chunk = max(1, index.cache_mb * (1 << 20) // (width * np.dtype(index.dtype).itemsize))
+    names: dict[str, int] = {}
+    nights: list[list[Any]] = []
+    with ExitStack() as stack:
+        out = {
+            f: stack.enter_context(open(folder / f, "wb"))
+            for f in ("sigs", "ckey_hi", "domains", "ids", "id_offsets")
+        }
+        np.zeros(1, np.int64).tofile(out["id_offsets"])
+        id_bytes = 0
+        for seg in segments:
+            skip = max(0, first - seg.start)
+            _copy_rows(out["sigs"], seg.folder / "sigs", index.dtype, width, (skip, seg.n), chunk)
+            _copy_rows(out["ckey_hi"], seg.folder / "ckey_hi", np.uint64, 1, (skip, seg.n), chunk)
+            # code -1 (no domain) picks the last entry, -1 again
+            lut = np.array([names.setdefault(d, len(names)) for d in seg.domain_names] + [-1], np.int32)
+            for r0 in range(skip, seg.n, chunk):
+                codes = _read_raw(seg.folder / "domains", np.int32, r0, min(chunk, seg.n - r0))
+                lut[codes].tofile(out["domains"])
+                offsets = _read_raw(seg.folder / "id_offsets", np.int64, r0, min(chunk, seg.n - r0) + 1)
+                _read_raw(
+                    seg.folder / "ids", np.uint8, int(offsets[0]), int(offsets[-1] - offsets[0])
+                ).tofile(out["ids"])
+                (offsets[1:] - offsets[0] + id_bytes).tofile(out["id_offsets"])
+                id_bytes += int(offsets[-1] - offsets[0])
+            start = seg.start
+            for night, n in seg.nights:
+                if start >= first:
+                    nights.append([night, n])
+                start += n
+        for fh in out.values():
+            fh.flush()
+            os.fsync(fh.fileno())
+    for table in table_names(index.bands):
+        _merge_table(folder, table, segments, first, index.cache_rows)
+    n = segments[-1].start + segments[-1].n - first
+    meta = {
+        "format": FORMAT,
+        "start": first,
+        "n": n,
+        "domain_names": list(names),
+        "block": BLOCK,
+        "nights": nights,
+    }
+    _write_json_atomic(folder / "meta.json", meta)
+
+
+def _key_span(path: Path, edges: list[np.uint64], part: int) -> tuple[int, int]:
+    """Positions of the keys of range ``part`` (between ``edges``) in a sorted key file."""
+    n = path.stat().st_size // 8
+    if not n:
+        return 0, 0
+    mm = np.memmap(path, dtype=np.uint64, mode="r")
+    try:
+        lo = int(np.searchsorted(mm, edges[part - 1])) if part else 0
+        hi = int(np.searchsorted(mm, edges[part])) if part < len(edges) else n
+        return lo, hi
+    finally:
+        del mm
+
+
+def _merge_table(folder: Path, name: str, segments: list[Segment], first: int, cache_rows: int) -> None:
+    """The sorted table ``name`` of the merged segment (rows from rank ``first``), with its fence and
+    key filter, built one key range at a time: the keys are hashes, so each of the equal ranges of
+    the uint64 space holds about ``cache_rows`` of them."""
+    total = sum((s.folder / f"{name}.keys").stat().st_size // 8 for s in segments)
+    parts = max(1, -(-total // cache_rows))
+    edges = [np.uint64((p << 64) // parts) for p in range(1, parts)]
+    n_blocks = max(1, -(-total * BLOOM_BITS_PER_KEY // 512))
+    words = np.zeros(n_blocks * 8, np.uint64)
+    written = 0
+    with (
+        open(folder / f"{name}.keys", "wb") as k_out,
+        open(folder / f"{name}.rows", "wb") as r_out,
+        open(folder / f"{name}.fence", "wb") as f_out,
+    ):
+        for p in range(parts):
+            ks, rs = [], []
+            for seg in segments:
+                lo, hi = _key_span(seg.folder / f"{name}.keys", edges, p)
+                rows = _read_raw(seg.folder / f"{name}.rows", np.uint32, lo, hi - lo).astype(np.int64)
+                live = rows + seg.start >= first
+                ks.append(_read_raw(seg.folder / f"{name}.keys", np.uint64, lo, hi - lo)[live])
+                rs.append(rows[live] + seg.start - first)
+            keys = np.concatenate(ks) if ks else np.zeros(0, np.uint64)
+            rows = np.concatenate(rs) if rs else np.zeros(0, np.int64)
+            order = np.lexsort((rows, keys))
+            keys, rows = keys[order], rows[order]
+            keys.tofile(k_out)
+            rows.astype(np.uint32).tofile(r_out)
+            keys[(-written) % BLOCK :: BLOCK].tofile(f_out)
+            block, bits = _bloom_positions(keys, n_blocks)
+            word = (block[:, None] * 8 + (bits >> 6)).reshape(-1)
+            np.bitwise_or.at(
+                words, word, np.left_shift(np.uint64(1), (bits & 63).astype(np.uint64)).reshape(-1)
+            )
+            written += len(keys)
+        for fh in (k_out, r_out, f_out):
+            fh.flush()
+            os.fsync(fh.fileno())
+    _write_raw(folder / f"{name}.bloom", words)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -777,7 +1156,7 @@ def _is_manifest(path: Path) -> bool:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("segments"), list)
+    return isinstance(data, dict) and data.get("format") in FORMATS and isinstance(data.get("segments"), list)
 
 
 def collect_garbage(root: Path, keep_manifests: Sequence[str]) -> int:

@@ -102,10 +102,10 @@ def resolve_path(path: str, base: Path) -> Path:
 
 
 def config_hash(pcfg: PipelineConfig, cfg: NightlyConfig) -> str:
-    # Workers, the index's folder and its read cache change where and how fast, never the outcomes.
-    scoring = pcfg.model_dump(
-        mode="json", exclude={"run": {"workers"}, "dedup": {"index_dir", "index_cache_mb"}}
-    )
+    # Workers, the index's folder, its read cache and its merging change where and how fast, never
+    # the outcomes.
+    fast = {"index_dir", "index_cache_mb", "index_max_segments"}
+    scoring = pcfg.model_dump(mode="json", exclude={"run": {"workers"}, "dedup": fast})
     blob = json.dumps(
         {"pipeline": scoring, "drift": cfg.drift.model_dump(mode="json"), "lm": cfg.use_lm}, sort_keys=True
     )

@@ -81,12 +81,15 @@ def open_prior(root: Path, name: str | None, pcfg: PipelineConfig) -> dedup_prio
 def write_index(
     root: Path, base: str | None, kept: dict[str, Any], pcfg: PipelineConfig, target: str
 ) -> None:
-    """Append the kept documents to the index named ``base`` as manifest ``target``."""
+    """Append the kept documents to the index named ``base`` as manifest ``target``, then drop the
+    nights past ``dedup.index_keep_nights`` and merge segments past ``dedup.index_max_segments``
+    (each step rewrites ``target`` atomically: a crash between them leaves a valid state)."""
     prior = open_prior(root, base, pcfg)
     sigs = np.concatenate(kept["sigs"]) if kept["sigs"] else np.zeros((0, pcfg.dedup.num_perm), np.uint32)
     dtype = minhash.signature_dtype(pcfg.dedup.scheme)
     docs = dedup_prior.Docs.build(kept["ids"], kept["urls"], kept["keys"], sigs.astype(dtype, copy=False))
-    prior.append(docs, target)
+    state = prior.append(docs, target).expire(pcfg.dedup.index_keep_nights, target)
+    state.compact(pcfg.dedup.index_max_segments, target)
 
 
 def load_index(root: Path, name: str | None, pcfg: PipelineConfig) -> dedup_prior.NightIndex | None:

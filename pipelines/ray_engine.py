@@ -243,13 +243,13 @@ def _dedup(
     # see every chunk in input order before anything is decided.
     is_prior = dedup_index.is_prior if dedup_index is not None and cfg.dedup.enabled else None
     row_keys = stages.RowKeys(is_prior)
+    if is_prior is not None and dedup_index is not None:  # once a night: ids of earlier nights, on disk
+        dedup_index.prefetch_ids(stages.chunk_ids(chunks.paths))
     for number, path in zip(chunks.numbers, chunks.paths, strict=True):
         table = pq.read_table(path, columns=None if context_detectors else ["id"])
         for detector in context_detectors:
             detector.observe(table)
         ids = table.column("id").to_pylist()
-        if is_prior is not None and dedup_index is not None:
-            dedup_index.prefetch_ids(ids)  # ids of earlier nights are looked up on disk
         ray_dedup.write_renamed_keys(run.work, number, ids, row_keys.add(ids), cfg.run.row_group_rows)
     touched: dict[int, np.ndarray] = {}
     if cfg.campaign.enabled and chunks.paths:

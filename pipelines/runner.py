@@ -170,6 +170,8 @@ def _dedup(
     row_keys = stages.RowKeys(index.is_prior if index is not None else None)
     campaigns = stages.campaign_index(cfg)
     task = run.progress.start("dedup", total=docs_in, unit="docs")
+    if index is not None:  # once a night: each lookup reads the id tables of the earlier nights
+        index.prefetch_ids(stages.chunk_ids(chunk_files))
     for path in chunk_files:
         table = pq.read_table(path)
         run.progress.advance(task, None, table.num_rows)
@@ -178,8 +180,6 @@ def _dedup(
         for detector in context_detectors:
             detector.observe(table)
         eligible.extend(stages.eligible_rows(table, cfg))
-        if index is not None:
-            index.prefetch_ids(table.column("id").to_pylist())
         keys = row_keys.add(table.column("id").to_pylist())
         ids.extend(keys)
         if index is not None:

@@ -266,6 +266,11 @@ def chunk_paths(folder: Path) -> list[Path]:
     return sorted(folder.glob("chunk-*.parquet"))
 
 
+def chunk_ids(paths: list[Path]) -> list[str]:
+    """The ids of every document in the chunks, in order (only the id column is read)."""
+    return [i for p in paths for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. Scoring (pure function over one chunk; runs in worker processes or Ray tasks)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -199,3 +200,207 @@ def test_a_snapshot_of_the_former_in_memory_format_is_converted_once(tmp_path: P
     assert night.assign().equals(reference.assign())
     segments = sorted((tmp_path / "segments").iterdir())
     assert open_prior(tmp_path, "2025-01-01.npz", pcfg).segments[0].folder == segments[0]  # not again
+
+
+def test_key_filter_holds_every_key_and_few_others(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    keys = rng.integers(0, 2**64 - 1, size=50_000, dtype=np.uint64)
+    dedup_prior._write_raw(tmp_path / "t.bloom", dedup_prior.bloom_build(keys))
+    assert dedup_prior.bloom_check(tmp_path / "t.bloom", np.sort(keys)).all()  # no false negative
+    others = rng.integers(0, 2**64 - 1, size=50_000, dtype=np.uint64)
+    false_positive = dedup_prior.bloom_check(tmp_path / "t.bloom", others).mean()
+    assert 0.0001 < false_positive < 0.004  # about 0.1% at 16 bits a key
+
+
+def random_docs(rng: np.random.Generator, night: int, n: int) -> dict:
+    return {
+        "ids": [f"n{night}-{i}" for i in range(n)],
+        "urls": [None] * n,
+        "keys": [rng.bytes(16) for _ in range(n)],
+        "sigs": rng.integers(0, 2**32 - 1, size=(n, 128), dtype=np.uint32),
+    }
+
+
+def test_the_key_filter_reads_less_and_changes_nothing(tmp_path: Path) -> None:
+    """Tonight's lookups through the key filters give the same columns as probing every table,
+    and read a fraction of the bytes: most of tonight's keys are in no earlier segment, and the
+    filter drops them before any key block is read."""
+    cfg = dedup.Config()
+    rng = np.random.default_rng(12)
+    prior = PriorIndex(tmp_path, None, cfg)
+    nights = [random_docs(rng, night, 40_000) for night in (1, 2)]
+    for night, part in enumerate(nights, start=1):
+        prior = prior.append(Docs.build(**part), f"night{night}.json")
+    tonight = random_docs(rng, 3, 1000)
+    tonight["sigs"][:20] = nights[0]["sigs"][:20]  # near copies of the first night's documents
+    tonight["sigs"][:20, :3] = 7
+    tables, read = [], []
+    for use_filter in (True, False):
+        index = PriorIndex(tmp_path, "night2.json", cfg, use_filter=use_filter)
+        dedup_prior.IO.bytes_read = 0
+        night = NightIndex(index)
+        night.prefetch_ids(tonight["ids"])
+        night.add(tonight["ids"], tonight["urls"], tonight["keys"], tonight["sigs"])
+        tables.append(night.assign())
+        read.append(dedup_prior.IO.bytes_read)
+    assert tables[0].equals(tables[1])
+    clusters = tables[0].column("dedup_cluster_id").to_pylist()
+    assert clusters[:20] == nights[0]["ids"][:20] and clusters[20:] == tonight["ids"][20:]
+    assert read[0] < read[1] / 2, read
+
+
+def _as_format_1(root: Path, manifest: str, bands: int) -> None:
+    """Rewrite an index as the first on-disk format wrote it: no key filters, a fence of every
+    4,096th key, no block or night list in the segment, the format inside the settings."""
+    data = json.loads((root / manifest).read_text())
+    for name in data["segments"]:
+        folder = root / "segments" / name
+        for table in dedup_prior.table_names(bands):
+            (folder / f"{table}.bloom").unlink()
+            keys = np.fromfile(folder / f"{table}.keys", dtype=np.uint64)
+            keys[:: dedup_prior.OLD_BLOCK].tofile(folder / f"{table}.fence")
+        meta = json.loads((folder / "meta.json").read_text())
+        meta = {k: v for k, v in meta.items() if k not in ("block", "nights")} | {"format": 1}
+        (folder / "meta.json").write_text(json.dumps(meta))
+    data = {k: v for k, v in data.items() if k != "first"} | {"format": 1}
+    data["settings"] = {"format": 1, **data["settings"]}
+    (root / manifest).write_text(json.dumps(data))
+
+
+def test_an_index_of_the_first_format_is_upgraded_in_place(tmp_path: Path) -> None:
+    cfg = dedup.Config()
+    rng = np.random.default_rng(13)
+    first = night_docs(rng, 1, [], 400)
+    second = night_docs(rng, 2, list(first["sigs"]), 400)
+    reference = dedup.DedupIndex(cfg)
+    add_prior(reference, [first])
+    reference.add(second["ids"], second["urls"], second["keys"], second["sigs"])
+    PriorIndex(tmp_path, None, cfg).append(Docs.build(**first), "a.json")
+    bands, _ = dedup.lsh_params(cfg)
+    _as_format_1(tmp_path, "a.json", bands)
+    segment = next((tmp_path / "segments").iterdir())
+    assert not list(segment.glob("*.bloom"))
+    prior = PriorIndex(tmp_path, "a.json", cfg)  # upgraded here, not refused
+    assert len(list(segment.glob("*.bloom"))) == bands + 2
+    assert json.loads((segment / "meta.json").read_text())["format"] == dedup_prior.FORMAT
+    assert prior.segments[0].block == dedup_prior.OLD_BLOCK
+    night = NightIndex(prior)
+    night.prefetch_ids(second["ids"])
+    night.add(second["ids"], second["urls"], second["keys"], second["sigs"])
+    assert night.assign().equals(reference.assign())
+    # The next night appends a segment of the current format beside the upgraded one.
+    later = prior.append(Docs.build(**second), "b.json")
+    assert [s.block for s in PriorIndex(tmp_path, "b.json", cfg).segments] == [
+        dedup_prior.OLD_BLOCK,
+        dedup_prior.BLOCK,
+    ]
+    assert len(later) == 800
+
+
+def assign_against(prior: PriorIndex, part: dict) -> Any:
+    night = NightIndex(prior)
+    night.prefetch_ids(part["ids"])
+    night.add(part["ids"], part["urls"], part["keys"], part["sigs"])
+    return night.assign()
+
+
+def near_copy(sig: np.ndarray) -> np.ndarray:
+    out = sig.copy()
+    out[:4] += 1  # 124 of 128 permutations equal: estimated Jaccard 0.97
+    return out
+
+
+def test_a_copy_of_a_document_from_30_nights_ago_is_found_after_merges(tmp_path: Path) -> None:
+    cfg = dedup.Config()
+    rng = np.random.default_rng(14)
+    prior = PriorIndex(tmp_path, None, cfg)
+    nights = []
+    for night in range(1, 31):
+        part = random_docs(rng, night, 200)
+        nights.append(part)
+        prior = prior.append(Docs.build(**part), f"night{night}.json").compact(3, f"night{night}.json")
+        assert len(prior.segments) <= 3
+    assert len(prior) == 6000 and [n for s in prior.segments for n, _ in s.nights] == [
+        f"night{k}" for k in range(1, 31)
+    ]
+    tonight = random_docs(rng, 31, 100)
+    tonight["sigs"][0] = near_copy(nights[0]["sigs"][5])  # night 1
+    tonight["sigs"][1] = near_copy(nights[29]["sigs"][7])  # last night
+    tonight["keys"][2] = nights[14]["keys"][9]  # an exact copy from night 15
+    tonight["sigs"][2] = nights[14]["sigs"][9]
+    reference = dedup.DedupIndex(cfg)
+    add_prior(reference, nights)
+    reference.add(tonight["ids"], tonight["urls"], tonight["keys"], tonight["sigs"])
+    got = assign_against(prior, tonight)
+    assert got.equals(reference.assign())
+    assert got.column("dedup_cluster_id").to_pylist()[:3] == ["n1-5", "n30-7", "n15-9"]
+    assert got.column("dedup_exact_of").to_pylist()[2] == "n15-9"
+    # The merged segments read the same through a reopened manifest, their ids and domains included.
+    reopened = PriorIndex(tmp_path, "night30.json", cfg)
+    everyone = np.arange(6000)
+    assert reopened.ids(everyone) == [i for part in nights for i in part["ids"]]
+    assert (reopened.sigs(everyone) == np.concatenate([p["sigs"] for p in nights])).all()
+
+
+def test_a_crash_inside_a_merge_leaves_the_index_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = dedup.Config()
+    rng = np.random.default_rng(15)
+    prior = PriorIndex(tmp_path, None, cfg)
+    nights = [random_docs(rng, night, 300) for night in (1, 2, 3)]
+    for night, part in enumerate(nights, start=1):
+        prior = prior.append(Docs.build(**part), f"night{night}.json")
+    tonight = random_docs(rng, 4, 50)
+    tonight["sigs"][0] = near_copy(nights[0]["sigs"][0])
+    want = assign_against(prior, tonight)
+    replace = os.replace
+
+    def die_at_rename(src: Any, dst: Any) -> None:
+        if Path(src).name.startswith(".night3-") and Path(src).is_dir():
+            raise KeyboardInterrupt  # stands for a kill between the merged files and their rename
+        replace(src, dst)
+
+    monkeypatch.setattr(dedup_prior.os, "replace", die_at_rename)
+    with pytest.raises(KeyboardInterrupt):
+        prior.compact(1, "night3.json")
+    monkeypatch.undo()
+    again = PriorIndex(tmp_path, "night3.json", cfg)
+    assert len(again.segments) == 3 and assign_against(again, tonight).equals(want)
+    # A kill -9 leaves the temporary folder: the clean-up removes it, the merge then succeeds.
+    (tmp_path / "segments" / ".night3-0a1b2c3d.tmp").mkdir()
+    manifests = ["night1.json", "night2.json", "night3.json"]
+    assert collect_garbage(tmp_path, manifests) == 1
+    merged = again.compact(1, "night3.json")
+    assert len(merged.segments) == 1 and assign_against(merged, tonight).equals(want)
+    assert collect_garbage(tmp_path, manifests[2:]) == 5  # two manifests, the three merged segments
+
+
+def test_retention_drops_exactly_the_old_nights(tmp_path: Path) -> None:
+    cfg = dedup.Config()
+    rng = np.random.default_rng(16)
+    prior = PriorIndex(tmp_path, None, cfg)
+    nights = [random_docs(rng, night, 300) for night in range(1, 6)]
+    for night, part in enumerate(nights, start=1):
+        manifest = f"night{night}.json"
+        prior = prior.append(Docs.build(**part), manifest).expire(3, manifest).compact(2, manifest)
+    assert [n for n, _, _ in prior.night_ranks()] == ["night3", "night4", "night5"]
+    assert prior.first == 600 and prior.documents == 900 and len(prior) == 1500
+    tonight = random_docs(rng, 6, 60)
+    for night in range(5):  # a near copy and an exact copy of a document of every night
+        tonight["sigs"][2 * night] = near_copy(nights[night]["sigs"][1])
+        tonight["keys"][2 * night + 1] = nights[night]["keys"][2]
+        tonight["sigs"][2 * night + 1] = nights[night]["sigs"][2]
+    reference = dedup.DedupIndex(cfg)
+    add_prior(reference, nights[2:])
+    reference.add(tonight["ids"], tonight["urls"], tonight["keys"], tonight["sigs"])
+    got = assign_against(prior, tonight)
+    assert got.equals(reference.assign())
+    clusters = got.column("dedup_cluster_id").to_pylist()[:10]
+    assert clusters == ["n6-0", "n6-1", "n6-2", "n6-3"] + [f"n{k}-{j}" for k in (3, 4, 5) for j in (1, 2)]
+    # Nothing of the expired nights is read: not even their ids.
+    assert NightIndex(prior).prior.known_ids(["n1-0", "n2-0", "n3-0"]) == {"n3-0"}
+    # The merged segment holds only the kept nights' documents once merged again.
+    merged = prior.compact(1, "night5.json")
+    assert [(s.start, s.n) for s in merged.segments] == [(600, 900)]
+    assert assign_against(merged, tonight).equals(got)

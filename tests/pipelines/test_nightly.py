@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from poisonguard.filters import drift
+from poisonguard.filters import dedup, drift
+from poisonguard.filters.dedup_prior import PriorIndex
 from poisonguard.pipelines.nightly import CRASH_POINTS, _gc_index_files, run_nightly
 from poisonguard.pipelines.nightly_config import (
     NightlyConfig,
@@ -705,9 +706,11 @@ def test_index_folder_and_cache_from_the_config_change_where_not_what(
     reference: Path, inbox: Path, tmp_path: Path
 ) -> None:
     """`dedup.index_dir` (relative to the nightly config's folder) holds the index of earlier nights;
-    a 1 MB read cache gives the same nights as the default one."""
+    a 1 MB read cache and merging every night's segment into one give the same nights as the
+    defaults."""
     root, landing = tmp_path / "root", tmp_path / "landing"
-    pipeline = {**PIPELINE, "dedup": {"index_dir": "elsewhere/index", "index_cache_mb": 1}}
+    index = {"index_dir": "elsewhere/index", "index_cache_mb": 1, "index_max_segments": 1}
+    pipeline = {**PIPELINE, "dedup": index}
     for night in (1, 2):
         stage(inbox, landing, night)
         run_nightly(
@@ -720,6 +723,8 @@ def test_index_folder_and_cache_from_the_config_change_where_not_what(
         assert outcomes(root / DATES[night]) == outcomes(reference / DATES[night])
     done = StateStore(root / "state.sqlite").run(DATES[2])
     assert done is not None and (tmp_path / "elsewhere" / "index" / done["index_file"]).exists()
+    merged = PriorIndex(tmp_path / "elsewhere" / "index", done["index_file"], dedup.Config())
+    assert len(merged.segments) == 1 and len(merged.segments[0].nights) == 2
     assert not (root / "state-index").exists()
 
 
@@ -743,3 +748,23 @@ def test_a_failed_index_clean_up_does_not_fail_the_committed_night(
     _gc_index_files(store, root)
     store.close()
     assert sorted(p.name for p in root.iterdir()) == ["2025-01-01-0a1b2c3d.json", "model.npz"]
+
+
+def test_ids_of_earlier_nights_are_looked_up_once_a_night(
+    inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each lookup reads the id tables of every earlier night: one per night, not one per chunk
+    (chunks of 7 documents here)."""
+    calls: list[int] = []
+    looked_up = PriorIndex.known_ids
+
+    def counted(self: PriorIndex, ids: Any) -> set[str]:
+        calls.append(len(ids))
+        return looked_up(self, ids)
+
+    monkeypatch.setattr(PriorIndex, "known_ids", counted)
+    root, landing = tmp_path / "root", tmp_path / "landing"
+    for night in (1, 2):
+        stage(inbox, landing, night)
+        assert nightly(root, landing, night)["status"] == "done"
+    assert len(calls) == 2 and calls[1] == len(night_records(2)) > 7
