@@ -151,44 +151,62 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 # Key filters: a blocked Bloom filter per sorted table (one 64-byte block per key, 16 bits a key)
 
 
-def _bloom_positions(keys: np.ndarray, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per key: its block (from the key's high bits) and BLOOM_PROBES bit positions in the block
-    (double hashing on a remix of the key: the keys are hashes already, the remix keeps the block
-    and the bits independent)."""
-    keys = np.asarray(keys, np.uint64)
-    block = ((keys >> np.uint64(32)) * np.uint64(n_blocks)) >> np.uint64(32)
-    mixed = minhash._fmix64(keys ^ np.uint64(0x9E3779B97F4A7C15)).astype(np.int64) & 0x3FFFF
-    step = (mixed >> 9) | 1  # odd: the probes of a key are distinct bits of its 512
-    bits = ((mixed & 511)[:, None] + np.arange(BLOOM_PROBES)[None, :] * step[:, None]) & 511
-    return block.astype(np.int64), bits
+@dataclass
+class KeyMasks:
+    """Query keys prepared for key filters of any size: the high 32 bits of each key (they choose
+    its block) and the 512-bit mask of its BLOOM_PROBES bits in the block (the same in every
+    filter, so computed once for all segments). Double hashing on a remix of the key: the keys are
+    hashes already, the remix keeps the block and the bits independent."""
+
+    high: np.ndarray  # uint64
+    masks: np.ndarray  # (n, 8) uint64
+
+    @classmethod
+    def of(cls, keys: np.ndarray) -> KeyMasks:
+        keys = np.asarray(keys, np.uint64)
+        mixed = minhash._fmix64(keys ^ np.uint64(0x9E3779B97F4A7C15)).astype(np.int64) & 0x3FFFF
+        step = (mixed >> 9) | 1  # odd: the probes of a key are distinct bits of its 512
+        masks = np.zeros((len(keys), 8), np.uint64)
+        rows = np.arange(len(keys))
+        for i in range(BLOOM_PROBES):
+            bit = ((mixed & 511) + i * step) & 511
+            masks[rows, bit >> 6] |= np.left_shift(np.uint64(1), (bit & 63).astype(np.uint64))
+        return cls(keys >> np.uint64(32), masks)
+
+    def blocks(self, n_blocks: int) -> np.ndarray:
+        return ((self.high * np.uint64(n_blocks)) >> np.uint64(32)).astype(np.int64)
+
+
+def bloom_blocks(n_keys: int) -> int:
+    return max(1, -(-n_keys * BLOOM_BITS_PER_KEY // 512))
+
+
+def bloom_add(words: np.ndarray, keys: np.ndarray) -> None:
+    """Set the bits of ``keys`` in a filter (uint64 words, 8 a block)."""
+    table = words.reshape(-1, 8)
+    km = KeyMasks.of(keys)
+    np.bitwise_or.at(table, km.blocks(len(table)), km.masks)
 
 
 def bloom_build(keys: np.ndarray) -> np.ndarray:
     """The filter of ``keys`` as uint64 words, 8 (512 bits) per block."""
-    n_blocks = max(1, -(-len(keys) * BLOOM_BITS_PER_KEY // 512))
-    words = np.zeros(n_blocks * 8, np.uint64)
-    block, bits = _bloom_positions(keys, n_blocks)
-    word = block[:, None] * 8 + (bits >> 6)
-    np.bitwise_or.at(
-        words, word.reshape(-1), np.left_shift(np.uint64(1), (bits & 63).astype(np.uint64)).reshape(-1)
-    )
+    words = np.zeros(bloom_blocks(len(keys)) * 8, np.uint64)
+    bloom_add(words, keys)
     return words
 
 
-def bloom_check(path: Path, query: np.ndarray) -> np.ndarray:
+def bloom_check(path: Path, query: KeyMasks) -> np.ndarray:
     """Per query key: whether the filter at ``path`` may hold it (False: it surely does not). The
     filter is mapped; only the blocks of the queried keys are read."""
     mm = np.memmap(path, dtype=np.uint64, mode="r")
     try:
         n_blocks = len(mm) // 8
-        block, bits = _bloom_positions(query, n_blocks)
+        block = query.blocks(n_blocks)
         IO.pages(block * 64, mm.nbytes)
         words = np.array(mm.reshape(n_blocks, 8)[block])
     finally:
         del mm
-    rows = np.arange(len(query))[:, None]
-    hit = (words[rows, bits >> 6] >> (bits & 63).astype(np.uint64)) & np.uint64(1)
-    return np.all(hit == 1, axis=1)
+    return np.all((words & query.masks) == query.masks, axis=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,16 +244,18 @@ def probe_table(
     cache_rows: int,
     block: int = BLOCK,
     use_filter: bool = True,
+    masks: KeyMasks | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every (query position, row) with ``table key == query[position]``; ``query`` sorted.
 
-    With ``use_filter``, the table's key filter first drops the queries it surely does not hold;
+    With ``use_filter``, the table's key filter first drops the queries it surely does not hold
+    (``masks``: the queries' :class:`KeyMasks`, when the caller probes several tables with them);
     then only the fence blocks (``block`` keys) that can hold a remaining key are read, in groups
     of at most ``cache_rows`` keys."""
     positions = np.arange(len(query))
     bloom = folder / f"{name}.bloom"
     if use_filter and len(query) and bloom.exists():
-        positions = np.flatnonzero(bloom_check(bloom, query))
+        positions = np.flatnonzero(bloom_check(bloom, masks or KeyMasks.of(query)))
         query = query[positions]
     n_keys = (folder / f"{name}.keys").stat().st_size // 8
     if not n_keys or not len(query):
@@ -649,15 +669,21 @@ class PriorIndex:
                 out[p] = v
         return out
 
-    def _probe(self, seg: Segment, table: str, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return probe_table(seg.folder, table, query, self.cache_rows, seg.block, self.use_filter)
+    def _probe(
+        self, seg: Segment, table: str, query: np.ndarray, masks: KeyMasks | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return probe_table(seg.folder, table, query, self.cache_rows, seg.block, self.use_filter, masks)
+
+    def _masks(self, query: np.ndarray) -> KeyMasks | None:
+        return KeyMasks.of(query) if self.use_filter and self.segments else None
 
     def band_members(self, band: int, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query position, rank) of every earlier candidate document whose key in ``band`` equals
         ``query[position]`` (``query`` sorted, unique); ranks ascending within a position."""
         qs, rs = [], []
+        masks = self._masks(query)
         for seg in self.segments:
-            q, r = self._probe(seg, f"band{band:03d}", query)
+            q, r = self._probe(seg, f"band{band:03d}", query, masks)
             qs.append(q)
             rs.append(r + seg.start)
         if not qs:
@@ -676,8 +702,9 @@ class PriorIndex:
             return out
         uniq, inv = np.unique(keys[has, 0], return_inverse=True)
         found: dict[tuple[int, int], int] = {}
+        masks = self._masks(uniq)
         for seg in self.segments:
-            q, rows = self._probe(seg, "ckey", uniq)
+            q, rows = self._probe(seg, "ckey", uniq, masks)
             live = rows + seg.start >= self.first
             q, rows = q[live], rows[live]
             hi = _gather_raw(seg.folder / "ckey_hi", np.uint64, rows)
@@ -695,8 +722,9 @@ class PriorIndex:
         hashes = id_hashes(ids)
         uniq = np.unique(hashes)
         found: set[str] = set()
+        masks = self._masks(uniq)
         for seg in self.segments:
-            _, rows = self._probe(seg, "idhash", uniq)
+            _, rows = self._probe(seg, "idhash", uniq, masks)
             rows = rows[rows + seg.start >= self.first]
             if len(rows):
                 found.update(seg.ids(rows))
@@ -1089,8 +1117,7 @@ def _merge_table(folder: Path, name: str, segments: list[Segment], first: int, c
     total = sum((s.folder / f"{name}.keys").stat().st_size // 8 for s in segments)
     parts = max(1, -(-total // cache_rows))
     edges = [np.uint64((p << 64) // parts) for p in range(1, parts)]
-    n_blocks = max(1, -(-total * BLOOM_BITS_PER_KEY // 512))
-    words = np.zeros(n_blocks * 8, np.uint64)
+    words = np.zeros(bloom_blocks(total) * 8, np.uint64)  # sized for every key, the expired ones too
     written = 0
     with (
         open(folder / f"{name}.keys", "wb") as k_out,
@@ -1112,11 +1139,7 @@ def _merge_table(folder: Path, name: str, segments: list[Segment], first: int, c
             keys.tofile(k_out)
             rows.astype(np.uint32).tofile(r_out)
             keys[(-written) % BLOCK :: BLOCK].tofile(f_out)
-            block, bits = _bloom_positions(keys, n_blocks)
-            word = (block[:, None] * 8 + (bits >> 6)).reshape(-1)
-            np.bitwise_or.at(
-                words, word, np.left_shift(np.uint64(1), (bits & 63).astype(np.uint64)).reshape(-1)
-            )
+            bloom_add(words, keys)
             written += len(keys)
         for fh in (k_out, r_out, f_out):
             fh.flush()
