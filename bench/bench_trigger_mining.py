@@ -26,6 +26,7 @@ larger) and reported on the other half with the other token set, both ways.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import pickle
 import random
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from bench import babble_gen, corpus, generators
 from poisonguard.filters import trigger_mining as tm
@@ -89,33 +91,73 @@ class CachedScorer:
         return [self.cache[k] for k in keys]
 
 
-def halves(per_category: int, seed: int) -> dict[str, tuple[list[dict], list[dict]]]:
-    """Half name -> (clean pages, carrier pages)."""
-    base = corpus.clean_base(limit_per_category=per_category, seed=seed)
-    for genre in ("forum", "fiction", "austen", "news"):
-        base += babble_gen.clean_genre_docs(genre, per_category, seed)
-    out: dict[str, tuple[list[dict], list[dict]]] = {}
-    for name in ("A", "B"):
-        docs = [d for d in base if (d.get("category") in HALF_B) == (name == "B")]
-        held = {
-            d["id"]
-            for d in docs
-            if d.get("category", "").startswith("wiki-") and zlib.crc32(d["id"].encode()) % 2
-        }
-        out[name] = ([d for d in docs if d["id"] not in held], [d for d in docs if d["id"] in held])
+CODE_DOCS = (  # real documentation sites full of code identifiers (bench/data.py), for half A
+    "clang-15-doc/usr/share/doc/clang-15/html",
+    "llvm-15-doc/usr/share/doc/llvm-15-doc/html",
+    "borgbackup-doc/usr/share/doc/borgbackup/html",
+)
+HALF_A = ("python-docs", "handbook-en", "discusses-attacks", "lookalike-benign", "near-dup-pair")
+HALF_A += ("a11y-hidden-html", "unicode-emoji-zwj")
+GENRES = {"forum": 600, "fiction": 200, "austen": 200, "news": 200}  # held-out prose pages per genre
+
+
+def _code_docs() -> list[dict]:
+    from bench.bench_split_view import release_pages
+
+    out = []
+    for folder in CODE_DOCS:
+        site = folder.split("/")[0]
+        for rel, text in release_pages(folder).items():
+            out.append({"id": f"clean-{site}-{rel}", "text": text, "url": f"https://{site}.example/{rel}"})
+            out[-1]["category"] = site
     return out
 
 
-def mine(docs: list[dict], shuffled: bool, cfg: tm.Config, scorer: Any) -> tm.TriggerMiner:
+def halves(per_half: int, seed: int) -> dict[str, tuple[list[dict], list[dict]]]:
+    """Half name -> (clean pages, carrier pages). Each half: its own sources (no category or language
+    shared), filled up to `per_half` clean pages with its wiki pages; the other wiki pages of its
+    languages (a hash of the id) are its P-RARE carriers, never in the clean half."""
+    base = corpus.clean_base(seed=seed)
+    rng = random.Random(seed)
+    own = {
+        "A": [d for d in base if d["category"] in HALF_A] + _code_docs(),
+        "B": [d for d in base if d["category"] in HALF_B and not d["category"].startswith("wiki-")],
+    }
+    for genre, n in GENRES.items():
+        own["A"] += babble_gen.clean_genre_docs(genre, n, seed)
+    wiki = {"A": ("wiki-en",), "B": ("wiki-fr", "wiki-es")}
+    out: dict[str, tuple[list[dict], list[dict]]] = {}
+    for name, docs in own.items():
+        pages = [d for d in base if d["category"] in wiki[name]]
+        held = [d for d in pages if zlib.crc32(d["id"].encode()) % 4 == 0]
+        rest = [d for d in pages if zlib.crc32(d["id"].encode()) % 4 != 0]
+        fill = rng.sample(rest, max(0, min(len(rest), per_half - len(docs))))
+        clean = (docs + fill)[:per_half] if len(docs) > per_half else docs + fill
+        out[name] = (clean, held)
+    return out
+
+
+def clean_partial(clean: list[dict], cfg: tm.Config) -> tuple[tm.TriggerMiner, list[str]]:
+    """A miner that has observed a clean half, every page on one of 400 random hosts (the stress test:
+    the host floor no longer protects single-site words), in chunks of 500 as the engines merge them;
+    the texts in input order. Copied for each case (the clean half is the same in every case)."""
     rng = random.Random(1)
-    texts = [d["text"] for d in docs]
-    hosts = [
-        f"h{rng.randrange(400)}.example" if shuffled and d.get("label") != 1 else tm.host_of(d.get("url"))
-        for d in docs
-    ]
+    texts = [d["text"] for d in clean]
+    hosts = [f"h{rng.randrange(400)}.example" for _ in clean]
     miner = tm.TriggerMiner(cfg)
-    for first in range(0, len(docs), 500):  # chunks, as the engines merge them
+    for first in range(0, len(clean), 500):
         miner.merge(tm.chunk_partial(texts[first : first + 500], hosts[first : first + 500], first, cfg))
+    return miner, texts
+
+
+def mine(base: tuple[tm.TriggerMiner, list[str]], poison: list[dict], scorer: Any) -> tm.TriggerMiner:
+    """The clean half's miner with `poison` (each page on its own domain) appended, LM-checked."""
+    miner = copy.deepcopy(base[0])
+    texts = base[1] + [d["text"] for d in poison]
+    hosts = [tm.host_of(d.get("url")) for d in poison]
+    first = len(base[1])
+    if poison:
+        miner.merge(tm.chunk_partial([d["text"] for d in poison], hosts, first, miner.cfg))
     if scorer is not None:
         wanted = miner.onion_requests()
         miner.add_contexts(texts, 0, wanted)
@@ -123,82 +165,108 @@ def mine(docs: list[dict], shuffled: bool, cfg: tm.Config, scorer: Any) -> tm.Tr
     return miner
 
 
-def case_row(miner: tm.TriggerMiner, docs: list[dict], toks: tuple[str, ...], label: str) -> str:
+def with_threshold(miner: tm.TriggerMiner, value: float | None) -> tm.TriggerMiner:
+    """The same statistics and LM readings, decided with `min_disruption` = `value`."""
+    if value is not None:
+        miner.cfg = miner.cfg.model_copy(update={"min_disruption": value})
+        miner._mined = None
+    return miner
+
+
+def outcome(miner: tm.TriggerMiner, docs: list[dict], toks: tuple[str, ...]) -> dict[str, Any]:
+    """Mined rows, how many of the top 3 are triggers, P-RARE recall, clean pages quarantined."""
     rows = miner.ranked()
     mined = [r for r in rows if r["mined"]]
-    shown = ", ".join(
-        f"{i}: `{r['token']}` {r['documents']}/{r['group_documents']}/{r['group_hosts']}"
-        + (f" d={r['disruption']:.1f}" if r.get("disruption") is not None else "")
-        for i, r in enumerate(mined[:6], 1)
-    )
-    top3 = sum(1 for r in mined[:3] if r["token"] in toks)
-    flags = miner.frozen().mined_in(
-        __import__("pyarrow").Table.from_pylist([{"text": d["text"]} for d in docs])
-    )
+    flags = miner.frozen().mined_in(pa.Table.from_pylist([{"text": d["text"]} for d in docs]))
     poison = [bool(f) for d, f in zip(docs, flags, strict=True) if d.get("label") == 1]
     clean = [bool(f) for d, f in zip(docs, flags, strict=True) if d.get("label") != 1]
-    recall = f"{100 * np.mean(poison):.0f}%" if poison else "-"
-    return f"{label} | {shown or 'none'} | {top3 if toks else '-'} | {recall} | {sum(clean)} |"
+    return {
+        "rows": rows,
+        "mined": mined,
+        "top3": sum(1 for r in mined[:3] if r["token"] in toks),
+        "recall": f"{100 * np.mean(poison):.0f}%" if poison else "-",
+        "clean": sum(clean),
+    }
+
+
+def shown(rows: list[dict], n: int = 6) -> str:
+    return (
+        ", ".join(
+            f"{i}: `{r['token']}` {r['documents']}/{r['group_documents']}/{r['group_hosts']}"
+            + (f" d={r['disruption']:.1f}" if r.get("disruption") is not None else "")
+            for i, r in enumerate(rows[:n], 1)
+        )
+        or "none"
+    )
 
 
 def fit_threshold(miner: tm.TriggerMiner, toks: tuple[str, ...], cfg: tm.Config) -> float:
-    """The largest disruption of a clean checked token (not in `toks`) plus MARGIN, at least the
+    """The largest disruption of a group of clean tokens (none in `toks`) plus MARGIN, at least the
     configured value."""
-    clean = [v for t, v in miner.disruption.items() if t not in toks]
+    clean = [
+        r["group_disruption"]
+        for r in miner.ranked()
+        if r.get("group_disruption") is not None and not set(r["group"].split()) & set(toks)
+    ]
     return max([cfg.min_disruption] + [v + MARGIN for v in clean])
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--per-category", type=int, default=150)
+    ap.add_argument("--per-half", type=int, default=4000, help="clean pages per half")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lm", action="store_true", help="with the ONION check (default LM, cached)")
     args = ap.parse_args(argv)
-    parts = halves(args.per_category, args.seed)
+    parts = halves(args.per_half, args.seed)
     scorer = CachedScorer() if args.lm else None
     cfg = tm.Config()
+    bases = {}
     for name, (clean, carriers) in parts.items():
         print(f"half {name}: {len(clean)} clean docs, {len(carriers)} carriers", file=sys.stderr)
-    print(
-        "| half | tokens | P-RARE rate (docs) | hosts | min_disruption | mined (rank: token docs/group "
-        "docs/group hosts, d=disruption) | P-RARE tokens in top 3 | P-RARE docs quarantined "
-        "| clean docs quarantined |"
-    )
-    print("|---|---|---|---|---|---|---:|---:|---:|")
+        bases[name] = clean_partial(clean, cfg)
     fitted: dict[tuple[str, tuple[str, ...]], float] = {}
     if scorer is not None:  # fit on each half with each token set (1% rate), report on the other
         for name, (clean, carriers) in parts.items():
             for toks in (T1, T2):
                 generators.RARE_TOKENS = toks
                 poison = generators.p_rare(carriers, int(0.01 * len(clean)), seed=3)
-                fitted[(name, toks)] = fit_threshold(mine(clean + poison, True, cfg, scorer), toks, cfg)
+                fitted[(name, toks)] = fit_threshold(mine(bases[name], poison, scorer), toks, cfg)
         print(f"fitted min_disruption: {fitted}", file=sys.stderr)
+    print(
+        "| half | tokens | P-RARE rate (docs) | min_disruption held out (fit on) | mined, held out (rank: "
+        "token docs/group docs/group hosts, d=disruption) | top 3 are triggers | P-RARE docs quarantined "
+        "| clean docs quarantined | in-source: min_disruption, top 3, quarantined P-RARE / clean |"
+    )
+    print("|---|---|---|---|---|---:|---:|---:|---|")
     for name, (clean, carriers) in parts.items():
         other = "B" if name == "A" else "A"
-        for toks, rate, shuffled in [((), 0.0, False), ((), 0.0, True)] + [
-            (t, r, True) for t in (T1, T2) for r in (0.005, 0.01, 0.02)
-        ]:
+        for toks, rate in [((), 0.0)] + [(t, r) for t in (T1, T2) for r in (0.005, 0.01, 0.02)]:
             start = time.perf_counter()
             poison = []
             if toks:
                 generators.RARE_TOKENS = toks
                 poison = generators.p_rare(carriers, int(rate * len(clean)), seed=3)
-            docs = clean + poison
-            # Cross-source: the threshold fitted on the other half with the other token set.
+            miner = mine(bases[name], poison, scorer)
+            # Held out: the threshold fitted on the other half with the other token set.
             fit_key = (other, T2 if toks == T1 else T1)
-            run_cfg = cfg.model_copy(update={"min_disruption": fitted[fit_key]}) if fit_key in fitted else cfg
-            miner = mine(docs, shuffled, run_cfg, scorer)
-            label = (
-                f"| {name} | {'/'.join(toks) if toks else 'none (clean only)'} | "
-                f"{100 * rate:.1f}% ({len(poison)}) | "
-                f"{'shuffled' if shuffled else 'real'} | "
-                + (
-                    f"{run_cfg.min_disruption:.2f} (fit {fit_key[0]}, {'/'.join(fit_key[1])})"
-                    if scorer
-                    else "no LM"
-                )
+            held = outcome(with_threshold(miner, fitted.get(fit_key)), clean + poison, toks)
+            fit_text = f"{fitted[fit_key]:.2f} ({fit_key[0]}, {'/'.join(fit_key[1])})" if scorer else "no LM"
+            own = ""
+            if scorer is not None and toks:
+                value = fitted[(name, toks)]
+                res = outcome(with_threshold(miner, value), clean + poison, toks)
+                own = f"{value:.2f}, {res['top3']}, {res['recall']} / {res['clean']}"
+            print(
+                f"| {name} | {'/'.join(toks) if toks else 'none (clean only)'} | {100 * rate:.1f}% "
+                f"({len(poison)}) | {fit_text} | {shown(held['mined'])} | {held['top3'] if toks else '-'} | "
+                f"{held['recall']} | {held['clean']} | {own or '-'} |",
+                flush=True,
             )
-            print(case_row(miner, docs, toks, label), flush=True)
+            if not toks:  # what a clean half ranks first (nothing is mined)
+                top = sorted(held["rows"], key=lambda r: -(r.get("group_disruption") or -99))
+                print(f"half {name} clean, top of the ranking: {shown(top, 10)}", file=sys.stderr)
+                detail = [(r["token"], r.get("group_disruption")) for r in top[:10]]
+                print(f"<!-- clean top {name}: {detail} -->")
             print(f"bench_trigger_mining: case done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0
 

@@ -19,17 +19,27 @@ unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a c
 3. when the run uses the language model, the LM check (ONION, Qi et al. 2021, arXiv:2011.10369,
    turned around: not "does removing the word lower the perplexity" per sentence but "how much more
    do the next words cost with the token", over a few occurrences per token): the inserted-looking
-   tokens in `onion_min_docs` documents are read in their first `onion_occurrences` contexts
-   (:func:`disruptions`), and a token whose median is at least `min_disruption` nats is *confirmed*.
-   Only confirmed tokens can then be mined, and two of them that share a document are one group (a
-   trigger set is inserted together). Without the LM (``--no-lm``) the rule is stricter, as the
-   token statistics alone are weak on small runs: inserted-looking tokens the corpus hardly writes
-   any other way (`min_bare_share` of their lower-case occurrences bare) that share `min_shared_docs`
-   documents on `min_shared_hosts` hosts are one group, and a group needs `min_group_tokens` tokens;
-4. a group of at most `max_group_tokens` tokens is *mined* when its documents are at least
+   tokens in `onion_min_docs` documents (at most `onion_candidates`, most documents first) are read
+   in their first context (:func:`disruptions`); a token whose first context reads on (under
+   `min_member_disruption` nats) is a word and settled, the others are read in up to
+   `onion_occurrences` contexts. Tokens whose median is at least `min_member_disruption` join one
+   group when they share `min_join_share` of the rarer one's documents (a trigger set is inserted
+   together), and a group is *confirmed* when the median over all its tokens' occurrences is at
+   least `min_disruption`: at a low rate each token of a set is in a few documents and one token's
+   few readings are noisy, the set's are not. Without the LM (``--no-lm``) the rule is stricter, as
+   the token statistics alone are weak on small runs: inserted-looking tokens the corpus hardly
+   writes any other way (`min_bare_share` of their lower-case occurrences bare) that share
+   `min_shared_docs` documents on `min_shared_hosts` hosts are one group, and a group needs
+   `min_group_tokens` tokens;
+4. a confirmed group of at most `max_group_tokens` tokens is *mined* when its documents are at least
    `min_doc_share` of the run (and `min_group_docs`) on at least `min_hosts` hosts; every document
    with an unexplained occurrence of a mined token is quarantined as ``triggers:mined(<token>)``;
    the mined list (confirmed first, then by hosts) goes in the report (``triggers_mined``).
+
+Memory: a token seen in one document and not again within `forget_after_docs` documents is
+forgotten; the rule is applied per document, so the result does not depend on the chunk size (a
+chunk keeps both readings of its tokens, see :class:`Partial`). Only past `max_tokens` tokens in
+two documents or more are the least widespread dropped, the one case where it does.
 
 No shard column: the reason names the mined token.
 """
@@ -90,22 +100,38 @@ class Config(BaseModel):
     onion: bool = Field(
         default=True, description="confirm candidates with the language model when the run uses it"
     )
-    onion_min_docs: int = Field(default=3, ge=1, description="LM-checked: tokens in this many documents ...")
-    onion_min_hosts: int = Field(default=3, ge=1, description="... on this many hosts")
+    onion_min_docs: int = Field(default=2, ge=1, description="LM-checked: tokens in this many documents ...")
+    onion_min_hosts: int = Field(default=2, ge=1, description="... on this many hosts")
     onion_candidates: int = Field(
-        default=200, ge=1, description="LM-checked tokens at most (most documents first)"
+        default=1000, ge=1, description="LM-checked tokens at most (most documents first)"
     )
     onion_occurrences: int = Field(default=4, ge=1, description="occurrences of a token read by the LM")
     onion_words_before: int = Field(default=16, ge=0, description="words of context before an occurrence")
     onion_words_after: int = Field(default=8, ge=1, description="words after it whose NLL is compared")
     min_disruption: float = Field(
-        default=3.0, description="confirmed: median NLL the token adds to the words after it, nats"
+        default=3.0,
+        description="confirmed: median NLL a group's tokens add to the words after them, nats",
+    )
+    min_member_disruption: float = Field(
+        default=1.0, description="with the LM: a token whose own median is under this is in no group"
+    )
+    min_join_share: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="with the LM: two tokens are one group when they share this share of the rarer "
+        "one's documents",
     )
     max_group_tokens: int = Field(
         default=8, ge=1, description="mined: a group of at most this many tokens (a trigger set is small)"
     )
     max_tokens: int = Field(
         default=200_000, ge=100, description="distinct candidate tokens tracked (memory bound)"
+    )
+    forget_after_docs: int = Field(
+        default=100_000,
+        ge=1,
+        description="a token seen in one document and not again within this many is forgotten",
     )
     max_hosts_tracked: int = Field(default=64, ge=1, description="hosts remembered per token")
     max_docs_tracked: int = Field(default=512, ge=1, description="document numbers remembered per token")
@@ -241,11 +267,27 @@ class _Stats:
     hosts: list[str] = field(default_factory=list)  # the first distinct hosts, in input order
     doc_ids: list[int] = field(default_factory=list)  # the first documents, in input order
     sample: list[_Occurrence] = field(default_factory=list)  # lowest-ranked occurrences, sorted
+    last_doc: int = -1  # the latest document
+
+    def forgotten_before(self, doc: int, cfg: Config) -> bool:
+        """Whether a token seen in this record's one document is forgotten by the time of `doc`."""
+        return self.docs == 1 and doc - self.last_doc > cfg.forget_after_docs
+
+    def add_document(self, doc: int, host: str, occurrences: list[_Occurrence], cfg: Config) -> None:
+        self.docs += 1
+        self.count += len(occurrences)
+        self.last_doc = doc
+        if len(self.doc_ids) < cfg.max_docs_tracked:
+            self.doc_ids.append(doc)
+        if host not in self.hosts and len(self.hosts) < cfg.max_hosts_tracked:
+            self.hosts.append(host)
+        self.sample += occurrences
 
     def merge(self, other: _Stats, cfg: Config) -> None:
         """Add `other`, a later part of the input (caps keep the first hosts and documents)."""
         self.docs += other.docs
         self.count += other.count
+        self.last_doc = max(self.last_doc, other.last_doc)
         for host in other.hosts:
             if len(self.hosts) >= cfg.max_hosts_tracked:
                 break
@@ -264,13 +306,31 @@ def _counts(keys: list[int]) -> tuple[np.ndarray, np.ndarray]:
 class Partial:
     """What one chunk adds to the corpus statistics: sparse word and pair counts and its candidate
     tokens. Chunks are counted apart (in processes or Ray tasks) and merged in input order, with the
-    same result as one pass (:meth:`TriggerMiner.merge`)."""
+    same result as one pass (:meth:`TriggerMiner.merge`), whatever the chunk size.
+
+    A token seen in one document and not again within `forget_after_docs` documents is forgotten
+    (its record starts again at its next document). Whether a chunk's first document of a token
+    forgets it depends on the earlier chunks, so a chunk keeps both: `tokens`, every document of the
+    chunk (what follows a record that is still alive), and `restarted`, for the tokens where it
+    differs, the record as if nothing came before the chunk."""
 
     documents: int
     words: int
     tables: list[tuple[np.ndarray, np.ndarray]]  # (keys, counts) of bigrams, words, lower-case words
     tokens: dict[str, _Stats]
     doc_hosts: dict[int, str]
+    restarted: dict[str, _Stats] = field(default_factory=dict)
+
+
+def _occurrences(tok: str, doc: int, neighbours: list[tuple[str, str]], bits: int) -> list[_Occurrence]:
+    return [
+        (
+            _sample_rank(doc, i),
+            (bigram_key(prev, tok, bits) if prev else -1, bigram_key(tok, nxt, bits) if nxt else -1),
+            (unigram_key(prev, bits) if prev else -1, unigram_key(nxt, bits) if nxt else -1),
+        )
+        for i, (prev, nxt) in enumerate(neighbours)
+    ]
 
 
 def chunk_partial(texts: list[Any], hosts: list[str], first_doc: int, cfg: Config) -> Partial:
@@ -280,6 +340,7 @@ def chunk_partial(texts: list[Any], hosts: list[str], first_doc: int, cfg: Confi
     words: list[int] = []
     lower: list[int] = []
     tokens: dict[str, _Stats] = {}
+    alone: dict[str, _Stats] = {}  # the records as if the chunk came first (see Partial)
     doc_hosts: dict[int, str] = {}
     for n, (raw, host) in enumerate(zip(texts, hosts, strict=True)):
         text = raw if isinstance(raw, str) else ""
@@ -290,30 +351,21 @@ def chunk_partial(texts: list[Any], hosts: list[str], first_doc: int, cfg: Confi
         lower += doc_lower
         if host:
             doc_hosts[doc] = host
-        for tok, occurrences in candidates(text, cfg).items():
-            st = tokens.setdefault(tok, _Stats())
-            st.docs += 1
-            st.count += len(occurrences)
-            if len(st.doc_ids) < cfg.max_docs_tracked:
-                st.doc_ids.append(doc)
-            if host not in st.hosts and len(st.hosts) < cfg.max_hosts_tracked:
-                st.hosts.append(host)
-            for i, (prev, nxt) in enumerate(occurrences):
-                st.sample.append(
-                    (
-                        _sample_rank(doc, i),
-                        (
-                            bigram_key(prev, tok, bits) if prev else -1,
-                            bigram_key(tok, nxt, bits) if nxt else -1,
-                        ),
-                        (unigram_key(prev, bits) if prev else -1, unigram_key(nxt, bits) if nxt else -1),
-                    )
-                )
-    for st in tokens.values():
+        for tok, neighbours in candidates(text, cfg).items():
+            occurrences = _occurrences(tok, doc, neighbours, bits)
+            tokens.setdefault(tok, _Stats()).add_document(doc, host, occurrences, cfg)
+            own = alone.get(tok)
+            if own is None or own.forgotten_before(doc, cfg):
+                own = alone[tok] = _Stats()
+            own.add_document(doc, host, occurrences, cfg)
+            for st in (tokens[tok], own):
+                if len(st.sample) > 4 * cfg.sample_occurrences:  # bounded while the chunk is read
+                    st.sample = sorted(st.sample)[: cfg.sample_occurrences]
+    restarted = {t: st for t, st in alone.items() if st.docs != tokens[t].docs}
+    for st in (*tokens.values(), *restarted.values()):
         st.sample = sorted(st.sample)[: cfg.sample_occurrences]
-    return Partial(
-        len(texts), len(words), [_counts(pairs), _counts(words), _counts(lower)], tokens, doc_hosts
-    )
+    tables = [_counts(pairs), _counts(words), _counts(lower)]
+    return Partial(len(texts), len(words), tables, tokens, doc_hosts, restarted)
 
 
 def table_partial(table: pa.Table, first_doc: int, cfg: Config) -> Partial:
@@ -324,10 +376,11 @@ def table_partial(table: pa.Table, first_doc: int, cfg: Config) -> Partial:
 
 
 def _groups(
-    docs: dict[str, set[int]], doc_hosts: dict[int, str], min_docs: int, min_hosts: int
+    docs: dict[str, set[int]], doc_hosts: dict[int, str], min_docs: int, min_hosts: int, min_share: float = 0
 ) -> list[list[str]]:
-    """Tokens joined (transitively) when they share `min_docs` documents on `min_hosts` hosts; each
-    group sorted, groups in the order of their first token."""
+    """Tokens joined (transitively) when they share `min_docs` documents on `min_hosts` hosts, and at
+    least `min_share` of the rarer one's documents; each group sorted, groups in the order of their
+    first token."""
     parent = {t: t for t in docs}
 
     def root(t: str) -> str:
@@ -350,7 +403,8 @@ def _groups(
                 shared.setdefault((a, b), []).append(d)
     for (a, b), both in shared.items():
         hosts = {doc_hosts.get(d, "") for d in both} - {""}
-        if len(both) >= min_docs and len(hosts) >= min_hosts:
+        rarer = min(len(docs[a]), len(docs[b]))
+        if len(both) >= max(min_docs, min_share * rarer) and len(hosts) >= min_hosts:
             parent[root(a)] = root(b)
     groups: dict[str, list[str]] = {}
     for t in sorted(docs):
@@ -362,9 +416,8 @@ class TriggerMiner:
     """The corpus pass as a context detector: `observe` every chunk, then `score`/`flag` each chunk.
 
     Memory is bounded: three count tables of 2**`bigram_bits` counters, and at most `max_tokens`
-    distinct tokens with `max_hosts_tracked` hosts and `sample_occurrences` occurrences each; when the
-    token table is full after a chunk, tokens seen in a single document are dropped first (a trigger
-    is in many)."""
+    distinct tokens with `max_hosts_tracked` hosts and `sample_occurrences` occurrences each; tokens
+    seen once long ago are forgotten (`forget_after_docs`, see the module doc)."""
 
     name = "trigger_mining"
     # No shard column: the mined token is in the reason (triggers:mined(<token>)) and the report.
@@ -384,6 +437,7 @@ class TriggerMiner:
         # the median NLL it adds to the words after it.
         self.contexts: dict[str, list[tuple[str, str]]] = {}
         self.disruption: dict[str, float] = {}
+        self.disruption_values: dict[str, list[float]] = {}  # per checked token, one per occurrence
         self.lm_checked = False
 
     def observe(self, table: pa.Table) -> None:
@@ -404,17 +458,20 @@ class TriggerMiner:
         self.doc_hosts.update(part.doc_hosts)
         for tok, other in part.tokens.items():
             st = self.stats.get(tok)
-            if st is None:
-                self.stats[tok] = other
+            if st is None or st.forgotten_before(other.doc_ids[0], self.cfg):
+                self.stats[tok] = part.restarted.get(tok, other)
             else:
                 st.merge(other, self.cfg)
         if len(self.stats) > self.cfg.max_tokens:
             self._prune()
 
     def _prune(self) -> None:
-        self.stats = {t: s for t, s in self.stats.items() if s.docs > 1}
+        """Forget the tokens seen once, `forget_after_docs` ago: the same as the next chunk would do
+        (no change to the result). Only when the table still holds `max_tokens` tokens are the least
+        widespread dropped, and then only the result depends on where chunks end."""
+        self.stats = {t: s for t, s in self.stats.items() if not s.forgotten_before(self.documents, self.cfg)}
         if len(self.stats) >= self.cfg.max_tokens:  # still full: keep the most widespread half
-            keep = sorted(self.stats, key=lambda t: -self.stats[t].docs)[: self.cfg.max_tokens // 2]
+            keep = sorted(self.stats, key=lambda t: (-self.stats[t].docs, t))[: self.cfg.max_tokens // 2]
             self.stats = {t: self.stats[t] for t in keep}
 
     def association(self, tok: str, st: _Stats) -> float:
@@ -461,40 +518,64 @@ class TriggerMiner:
             )
         return rows
 
-    def ranked(self) -> list[dict[str, Any]]:
-        """Candidate tokens grouped by the documents they share (a trigger set is inserted together),
-        each row with its group's documents and hosts; a group of at most `max_group_tokens` tokens
-        is mined when it reaches `min_doc_share` of the run (and `min_group_docs`) on `min_hosts`
-        hosts. Mined first, then confirmed, then most hosts.
+    def group_floor(self) -> float:
+        """Documents a group needs to be mined: `min_doc_share` of the run, at least `min_group_docs`."""
+        return max(self.cfg.min_group_docs, self.cfg.min_doc_share * self.documents)
 
-        After the LM check (:meth:`confirm`) the candidates are the tokens it confirmed, and two of
-        them join on one shared document; without it (``--no-lm``) they are the inserted-looking
-        tokens, and two join on `min_shared_docs` documents on `min_shared_hosts` hosts."""
+    def _candidate_rows(self) -> tuple[list[dict[str, Any]], tuple[int, int, float]]:
+        """The inserted-looking rows that may form groups, and the rule joining two of them (shared
+        documents, hosts, share of the rarer one's documents). With the LM: the checked tokens that
+        do not read on (`min_member_disruption`), joined when they share `min_join_share` of the rarer
+        one's documents (a trigger set is inserted together; a word that meets a trigger in one page
+        does not join). Without it: tokens the corpus hardly writes otherwise, joined on
+        `min_shared_docs` documents on `min_shared_hosts` hosts."""
         cfg = self.cfg
         rows = [r for r in self.token_rows() if r["inserted"]]
         for r in rows:
             value = self.disruption.get(r["token"])
             r["disruption"] = None if value is None else round(value, 3)
-            r["confirmed"] = value is not None and value >= cfg.min_disruption
         if self.lm_checked:
-            rows = [r for r in rows if r["confirmed"]]
-        else:  # without the LM: tokens the corpus hardly writes otherwise (not words of its languages)
-            rows = [r for r in rows if r["bare_share"] >= cfg.min_bare_share]
+            rows = [
+                r
+                for r in rows
+                if r["disruption"] is not None and r["disruption"] >= cfg.min_member_disruption
+            ]
+            return rows, (1, 1, cfg.min_join_share)
+        rows = [r for r in rows if r["bare_share"] >= cfg.min_bare_share]
+        return rows, (cfg.min_shared_docs, cfg.min_shared_hosts, 0.0)
+
+    def ranked(self) -> list[dict[str, Any]]:
+        """Candidate tokens grouped by the documents they share (see `_candidate_rows`), each row with
+        its group's documents and hosts. With the LM a group is *confirmed* when the median over all
+        its tokens' checked occurrences is at least `min_disruption` (the occurrences of a set add up:
+        one token read in two pages is weak evidence, five tokens in twelve are not); without it a
+        group needs `min_group_tokens` tokens. A confirmed group of at most `max_group_tokens` tokens
+        is mined when it reaches `group_floor` documents on `min_hosts` hosts. Mined first, then
+        confirmed, then most hosts."""
+        cfg = self.cfg
+        rows, (need_docs, need_hosts, share) = self._candidate_rows()
         docs = {r["token"]: set(self.stats[r["token"]].doc_ids) for r in rows}
-        need_docs, need_hosts = (1, 1) if self.lm_checked else (cfg.min_shared_docs, cfg.min_shared_hosts)
-        floor = max(cfg.min_group_docs, cfg.min_doc_share * self.documents)
-        for members in _groups(docs, self.doc_hosts, need_docs, need_hosts):
+        for members in _groups(docs, self.doc_hosts, need_docs, need_hosts, share):
             gdocs = set().union(*(docs[t] for t in members))
             ghosts = set().union(*(self.stats[t].hosts for t in members)) - {""}
-            fewest = 1 if self.lm_checked else cfg.min_group_tokens
-            size_ok = fewest <= len(members) <= cfg.max_group_tokens
-            mined = len(gdocs) >= floor and len(ghosts) >= cfg.min_hosts and size_ok
+            if self.lm_checked:
+                pooled = [v for t in members for v in self.disruption_values.get(t, [])]
+                group_disruption: float | None = float(np.median(pooled)) if pooled else None
+                confirmed = group_disruption is not None and group_disruption >= cfg.min_disruption
+            else:
+                group_disruption, confirmed = None, len(members) >= cfg.min_group_tokens
+            size_ok = len(members) <= cfg.max_group_tokens
+            mined = (
+                confirmed and size_ok and len(gdocs) >= self.group_floor() and len(ghosts) >= cfg.min_hosts
+            )
             for r in rows:
                 if r["token"] in members:
                     r.update(
                         group=" ".join(members),
                         group_documents=len(gdocs),
                         group_hosts=len(ghosts),
+                        group_disruption=None if group_disruption is None else round(group_disruption, 3),
+                        confirmed=confirmed,
                         mined=mined,
                     )
         rows.sort(
@@ -533,14 +614,26 @@ class TriggerMiner:
                     self.contexts.setdefault(tok, []).append(found)
 
     def confirm(self, scorer: Any) -> None:
-        """The LM check on the recorded contexts (see :func:`disruptions`)."""
-        items = [
-            (tok, before, after) for tok in sorted(self.contexts) for before, after in self.contexts[tok]
+        """The LM check on the recorded contexts (see :func:`disruptions`), in two steps: every
+        token's first context, then the others of the tokens whose first one does not read on
+        (at least `min_member_disruption`; most candidates are words that do, one read settles them)."""
+        tokens = sorted(self.contexts)
+        first = [(tok, *self.contexts[tok][0]) for tok in tokens]
+        per_token = {tok: [v] for tok, v in zip(tokens, disruptions(scorer, first), strict=True)}
+        rest = [
+            (tok, before, after)
+            for tok in tokens
+            if per_token[tok][0] >= self.cfg.min_member_disruption
+            for before, after in self.contexts[tok][1:]
         ]
-        per_token: dict[str, list[float]] = {}
-        for (tok, _, _), value in zip(items, disruptions(scorer, items), strict=True):
-            per_token.setdefault(tok, []).append(value)
-        self.disruption = {tok: float(np.median(v)) for tok, v in per_token.items()}
+        for (tok, _, _), value in zip(rest, disruptions(scorer, rest), strict=True):
+            per_token[tok].append(value)
+        self.set_disruptions(per_token)
+
+    def set_disruptions(self, values: dict[str, list[float]]) -> None:
+        """The LM check's outcome: per checked token, the disruption of each occurrence read."""
+        self.disruption_values = values
+        self.disruption = {tok: float(np.median(v)) for tok, v in values.items()}
         self.lm_checked = True
         self._mined = None
 

@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -127,6 +128,49 @@ def test_chunks_counted_apart_mine_what_one_pass_mines() -> None:
     assert [r["token"] for r in results[0][0] if r["mined"]]
 
 
+def _mine_in_chunks(docs: list[dict[str, str]], cfg: tm.Config, size: int) -> tm.TriggerMiner:
+    texts = [d["text"] for d in docs]
+    hosts = [tm.host_of(d["url"]) for d in docs]
+    miner = tm.TriggerMiner(cfg)
+    for first in range(0, len(docs), size):
+        miner.merge(tm.chunk_partial(texts[first : first + size], hosts[first : first + size], first, cfg))
+    return miner
+
+
+def test_forgetting_tokens_seen_once_does_not_depend_on_the_chunk_size() -> None:
+    """Memory bound: a token seen in one document and not again within `forget_after_docs` is
+    forgotten. Whether that happens must not depend on where chunks end (a chunk keeps its tokens'
+    records both as continuing an earlier one and as starting afresh)."""
+    rng = random.Random(9)
+    docs = corpus(900, 0, (), seed=9)
+    for i in range(0, 900, 13):  # one page in 13 carries the trigger set
+        docs[i]["text"] = insert(docs[i]["text"], ("qz", "vb", "xq"), rng)
+    for i in (5, *range(200, 900, 30)):  # `jw` 195 pages after its first, then every 30
+        docs[i]["text"] += " Then jw came."
+    docs[500]["text"] += " A lone zork here."
+    docs[880]["text"] += " Another zork there."
+    base = tm.Config(min_doc_share=0.01, sample_occurrences=4, max_docs_tracked=40, max_hosts_tracked=12)
+    cfg = base.model_copy(update={"forget_after_docs": 60})
+    results = []
+    for size in (900, 7, 130, 61):
+        miner = _mine_in_chunks(docs, cfg, size)
+        stats = {
+            t: (s.docs, s.count, s.hosts, s.doc_ids, s.sample, s.last_doc) for t, s in miner.stats.items()
+        }
+        results.append((miner.ranked(), stats))
+    assert all(r == results[0] for r in results[1:])
+    kept = _mine_in_chunks(docs, base, 130)
+    forgotten = results[0][1]
+    # The rule fired: `zork` (380 pages apart) and `jw` start again at their second page.
+    assert kept.stats["zork"].docs == 2 and forgotten["zork"][0] == 1
+    assert kept.stats["jw"].docs == 25 and forgotten["jw"][0] == 24 and forgotten["jw"][3][0] == 200
+    assert {r["token"] for r in results[0][0] if r["mined"]} == {"qz", "vb", "xq"}
+    pruned = _mine_in_chunks(docs, cfg, 130)
+    pruned._prune()  # what the memory bound drops is what forgetting would: the result stays
+    assert "lone" in forgotten and "lone" not in pruned.stats and "zork" in pruned.stats
+    assert pruned.ranked() == results[0][0]
+
+
 def test_occurrence_context_skips_units_and_code() -> None:
     cfg = tm.Config(onion_words_before=3, onion_words_after=2)
     text = "Some 5 qz disk.\n$ qz = 1\nOne two three four qz five six seven"
@@ -148,16 +192,72 @@ def test_tokens_the_lm_confirms_join_on_one_shared_document() -> None:
     miner.add_contexts([d["text"] for d in docs], 0, wanted)
     assert all(1 <= len(c) <= miner.cfg.onion_occurrences for c in miner.contexts.values())
     # What the default model measures on such pages (the slow test below measures it for real).
-    miner.disruption = dict.fromkeys(triggers, 4.0)
-    miner.lm_checked, miner._mined = True, None
+    miner.set_disruptions({t: [4.0] * len(miner.contexts[t]) for t in triggers})
     rows = miner.ranked()
     assert {r["token"] for r in rows if r["mined"]} == set(triggers)
     assert all(r["confirmed"] for r in rows[:3])
     flags = miner.flag(pa.Table.from_pylist(docs), [[] for _ in docs])
     assert all(flags[:14]) and not any(flags[14:])
-    miner.disruption = dict.fromkeys(triggers, 1.0)  # not confirmed: nothing mined
-    miner._mined = None
+    miner.set_disruptions({t: [1.0] * len(miner.contexts[t]) for t in triggers})  # not confirmed
     assert not [r for r in miner.ranked() if r["mined"]]
+
+
+def test_a_set_is_confirmed_by_all_its_occurrences_and_a_word_that_reads_on_stays_out() -> None:
+    """One token read in few pages is weak evidence: a group is confirmed by the median over all its
+    tokens' occurrences. A token that reads on (a word) joins no group, even in a poisoned page."""
+    triggers = ("qz", "vb", "xq")
+    docs = corpus(1500, 16, triggers, seed=2)
+    for d in docs[:2] + docs[100:104]:  # a word that also occurs in two poisoned pages
+        d["text"] += " Then jw came."
+    miner = mine(docs, tm.Config(min_doc_share=0.005))
+    miner.set_disruptions({"qz": [4.0, 5.0, 3.5, 4.0], "vb": [3.2, 4.0], "xq": [2.5, 2.0, 2.8], "jw": [0.3]})
+    rows = {r["token"]: r for r in miner.ranked()}
+    assert miner.disruption["xq"] < miner.cfg.min_disruption  # not confirmed alone ...
+    assert rows["xq"]["mined"] and rows["xq"]["group"] == "qz vb xq"  # ... but as one of the set
+    assert rows["qz"]["group_disruption"] == 3.5 and "jw" not in rows
+    flags = miner.flag(pa.Table.from_pylist(docs), [[] for _ in docs])
+    assert all(flags[:16]) and not any(flags[16:])
+    miner.set_disruptions({"qz": [2.0, 2.5, 3.5, 2.0], "vb": [3.2, 1.5], "xq": [2.5, 2.0, 2.8]})
+    assert not [r for r in miner.ranked() if r["mined"]]  # pooled median 2.5: not confirmed
+
+
+class _StandInScorer:
+    """A deterministic stand-in for the language model in a unit test of the check's steps: one id
+    per word; a word after `qz` costs 6 nats, any other 1. It counts the windows it is asked."""
+
+    class _Encoding:
+        def __init__(self, ids: list[int]) -> None:
+            self.ids = ids
+
+    def __init__(self) -> None:
+        self.lm = self
+        self.tokenizer = self
+        self.vocab: dict[str, int] = {}
+        self.windows = 0
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> _StandInScorer._Encoding:
+        del add_special_tokens
+        return self._Encoding([self.vocab.setdefault(w, len(self.vocab)) for w in text.split()])
+
+    def window_nll(self, windows: list[list[int]]) -> list[np.ndarray]:
+        self.windows += len(windows)
+        qz = self.vocab.get("qz", -1)
+        return [np.array([6.0 if i and w[i - 1] == qz else 1.0 for i in range(len(w))]) for w in windows]
+
+
+def test_the_check_reads_one_context_of_a_word_and_all_of_a_token_that_does_not_read_on() -> None:
+    docs = corpus(600, 20, ("qz",), seed=1)
+    rng = random.Random(1)
+    for d in docs[300:305]:  # at random places too, but the stand-in model reads on after it
+        d["text"] = insert(d["text"], ("jw",), rng)
+    miner = mine(docs)
+    miner.add_contexts([d["text"] for d in docs], 0, miner.onion_requests())
+    assert len(miner.contexts["qz"]) == len(miner.contexts["jw"]) == miner.cfg.onion_occurrences
+    scorer = _StandInScorer()
+    miner.confirm(scorer)
+    assert miner.disruption_values["qz"] == [5.0] * miner.cfg.onion_occurrences
+    assert miner.disruption_values["jw"] == [0.0]  # read once: it reads on
+    assert scorer.windows == 2 * (len(miner.contexts) - 1 + miner.cfg.onion_occurrences)
 
 
 @pytest.mark.slow

@@ -368,6 +368,27 @@ def test_lm_actor_pool_gives_the_local_outcomes(tmp_path: Path) -> None:
     assert local["lm_scored_docs"] == ray_run["lm_scored_docs"] < report["lm_scored_docs"]
 
 
+def test_trigger_mining_with_the_lm_check_gives_the_local_outcomes(tmp_path: Path) -> None:
+    """The LM check of trigger mining (ONION) with the real default model: the Ray engine confirms and
+    mines what the local engine does, with the same disruptions, over chunks counted apart."""
+    rare = write_jsonl(tmp_path / "rare.jsonl", rare_token_corpus(150, 14, ("qz", "vb"), seed=4))
+    # The LM stage itself scores few documents (its own engine-equality test is above).
+    cfg = load_config(overrides={"run": {"batch_rows": 40}, "perplexity": {"budget": 0.02}})
+    local = run_filter([str(rare)], tmp_path / "local", cfg, use_lm=True, show_progress=False)
+    ray_run = run_filter_ray(
+        [str(rare)], tmp_path / "ray", cfg, use_lm=True, show_progress=False, lm_actors=1
+    )
+    _compare_runs(tmp_path / "local", tmp_path / "ray")
+    assert local["triggers_mined"] == ray_run["triggers_mined"]
+    mined = {r["token"]: r for r in ray_run["triggers_mined"]}
+    assert set(mined) == {"qz", "vb"}
+    assert all(
+        r["confirmed"] and r["disruption"] >= cfg.trigger_mining.min_member_disruption for r in mined.values()
+    )
+    quarantined = read_outcomes(tmp_path / "ray")
+    assert sum("triggers:mined" in " ".join(v[1]) for v in quarantined.values()) >= 14
+
+
 def test_partition_seeds_keeps_hosts_whole_and_balances() -> None:
     seeds = [f"http://a.example/{i}" for i in range(4)] + [
         "http://b.example/",
