@@ -81,8 +81,9 @@ class CachedScorer:
     def window_nll(self, windows: list[list[int]]) -> list[np.ndarray]:
         keys = [hashlib.sha1(np.asarray(w, np.int64).tobytes()).digest() for w in windows]
         todo = sorted({k: w for k, w in zip(keys, windows, strict=True) if k not in self.cache}.items())
-        if todo:
-            for (k, _), nll in zip(todo, self._scorer().window_nll([w for _, w in todo]), strict=True):
+        for start in range(0, len(todo), 256):  # saved as it goes: an interrupted run loses little
+            part = todo[start : start + 256]
+            for (k, _), nll in zip(part, self._scorer().window_nll([w for _, w in part]), strict=True):
                 self.cache[k] = nll
             CACHE.parent.mkdir(parents=True, exist_ok=True)
             tmp = CACHE.with_suffix(".tmp")
@@ -99,6 +100,7 @@ CODE_DOCS = (  # real documentation sites full of code identifiers (bench/data.p
 HALF_A = ("python-docs", "handbook-en", "discusses-attacks", "lookalike-benign", "near-dup-pair")
 HALF_A += ("a11y-hidden-html", "unicode-emoji-zwj")
 GENRES = {"forum": 600, "fiction": 200, "austen": 200, "news": 200}  # held-out prose pages per genre
+UDHR_PAGES = 200  # of 530 languages: each adds its own short words (the LM reads them: the bench's cost)
 
 
 def _code_docs() -> list[dict]:
@@ -119,12 +121,19 @@ def halves(per_half: int, seed: int) -> dict[str, tuple[list[dict], list[dict]]]
     languages (a hash of the id) are its P-RARE carriers, never in the clean half."""
     base = corpus.clean_base(seed=seed)
     rng = random.Random(seed)
+    udhr = [d for d in base if d["category"] == "udhr"]
     own = {
         "A": [d for d in base if d["category"] in HALF_A] + _code_docs(),
-        "B": [d for d in base if d["category"] in HALF_B and not d["category"].startswith("wiki-")],
+        "B": [
+            d for d in base if d["category"] in HALF_B and d["category"] not in ("udhr", "wiki-fr", "wiki-es")
+        ]
+        + rng.sample(udhr, min(len(udhr), UDHR_PAGES)),
     }
     for genre, n in GENRES.items():
         own["A"] += babble_gen.clean_genre_docs(genre, n, seed)
+    for name, docs in own.items():  # at most 90% of a half: the rest are its wiki pages
+        if len(docs) > 0.9 * per_half:
+            own[name] = rng.sample(docs, int(0.9 * per_half))
     wiki = {"A": ("wiki-en",), "B": ("wiki-fr", "wiki-es")}
     out: dict[str, tuple[list[dict], list[dict]]] = {}
     for name, docs in own.items():
@@ -132,8 +141,7 @@ def halves(per_half: int, seed: int) -> dict[str, tuple[list[dict], list[dict]]]
         held = [d for d in pages if zlib.crc32(d["id"].encode()) % 4 == 0]
         rest = [d for d in pages if zlib.crc32(d["id"].encode()) % 4 != 0]
         fill = rng.sample(rest, max(0, min(len(rest), per_half - len(docs))))
-        clean = (docs + fill)[:per_half] if len(docs) > per_half else docs + fill
-        out[name] = (clean, held)
+        out[name] = (docs + fill, held)
     return out
 
 
@@ -200,20 +208,16 @@ def shown(rows: list[dict], n: int = 6) -> str:
     )
 
 
-def fit_threshold(miner: tm.TriggerMiner, toks: tuple[str, ...], cfg: tm.Config) -> float:
-    """The largest disruption of a group of clean tokens (none in `toks`) plus MARGIN, at least the
+def fit_threshold(miner: tm.TriggerMiner, cfg: tm.Config) -> float:
+    """On a clean half: the largest disruption of a group of its tokens plus MARGIN, at least the
     configured value."""
-    clean = [
-        r["group_disruption"]
-        for r in miner.ranked()
-        if r.get("group_disruption") is not None and not set(r["group"].split()) & set(toks)
-    ]
+    clean = [r["group_disruption"] for r in miner.ranked() if r.get("group_disruption") is not None]
     return max([cfg.min_disruption] + [v + MARGIN for v in clean])
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--per-half", type=int, default=4000, help="clean pages per half")
+    ap.add_argument("--per-half", type=int, default=3000, help="clean pages per half")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lm", action="store_true", help="with the ONION check (default LM, cached)")
     args = ap.parse_args(argv)
@@ -224,50 +228,49 @@ def main(argv: list[str] | None = None) -> int:
     for name, (clean, carriers) in parts.items():
         print(f"half {name}: {len(clean)} clean docs, {len(carriers)} carriers", file=sys.stderr)
         bases[name] = clean_partial(clean, cfg)
-    fitted: dict[tuple[str, tuple[str, ...]], float] = {}
-    if scorer is not None:  # fit on each half with each token set (1% rate), report on the other
-        for name, (clean, carriers) in parts.items():
-            for toks in (T1, T2):
-                generators.RARE_TOKENS = toks
-                poison = generators.p_rare(carriers, int(0.01 * len(clean)), seed=3)
-                fitted[(name, toks)] = fit_threshold(mine(bases[name], poison, scorer), toks, cfg)
-        print(f"fitted min_disruption: {fitted}", file=sys.stderr)
+    # The clean halves first: the LM check's threshold is fitted on each (no token set involved) and
+    # applied to the other half with both token sets (held out) and to its own half (in-source).
+    fitted: dict[str, float] = {}
+    cases = [(name, (), 0.0) for name in parts]
+    cases += [(name, t, r) for name in parts for t in (T1, T2) for r in (0.005, 0.01, 0.02)]
     print(
-        "| half | tokens | P-RARE rate (docs) | min_disruption held out (fit on) | mined, held out (rank: "
-        "token docs/group docs/group hosts, d=disruption) | top 3 are triggers | P-RARE docs quarantined "
-        "| clean docs quarantined | in-source: min_disruption, top 3, quarantined P-RARE / clean |"
+        "| half | tokens | P-RARE rate (docs) | min_disruption held out (fitted on) | mined, held out "
+        "(rank: token docs/group docs/group hosts, d=disruption) | top 3 are triggers | P-RARE docs "
+        "quarantined | clean docs quarantined | in-source: min_disruption, top 3, P-RARE / clean "
+        "quarantined |"
     )
     print("|---|---|---|---|---|---:|---:|---:|---|")
-    for name, (clean, carriers) in parts.items():
+    for name, toks, rate in cases:
+        clean, carriers = parts[name]
         other = "B" if name == "A" else "A"
-        for toks, rate in [((), 0.0)] + [(t, r) for t in (T1, T2) for r in (0.005, 0.01, 0.02)]:
-            start = time.perf_counter()
-            poison = []
-            if toks:
-                generators.RARE_TOKENS = toks
-                poison = generators.p_rare(carriers, int(rate * len(clean)), seed=3)
-            miner = mine(bases[name], poison, scorer)
-            # Held out: the threshold fitted on the other half with the other token set.
-            fit_key = (other, T2 if toks == T1 else T1)
-            held = outcome(with_threshold(miner, fitted.get(fit_key)), clean + poison, toks)
-            fit_text = f"{fitted[fit_key]:.2f} ({fit_key[0]}, {'/'.join(fit_key[1])})" if scorer else "no LM"
-            own = ""
-            if scorer is not None and toks:
-                value = fitted[(name, toks)]
-                res = outcome(with_threshold(miner, value), clean + poison, toks)
-                own = f"{value:.2f}, {res['top3']}, {res['recall']} / {res['clean']}"
-            print(
-                f"| {name} | {'/'.join(toks) if toks else 'none (clean only)'} | {100 * rate:.1f}% "
-                f"({len(poison)}) | {fit_text} | {shown(held['mined'])} | {held['top3'] if toks else '-'} | "
-                f"{held['recall']} | {held['clean']} | {own or '-'} |",
-                flush=True,
-            )
-            if not toks:  # what a clean half ranks first (nothing is mined)
-                top = sorted(held["rows"], key=lambda r: -(r.get("group_disruption") or -99))
-                print(f"half {name} clean, top of the ranking: {shown(top, 10)}", file=sys.stderr)
-                detail = [(r["token"], r.get("group_disruption")) for r in top[:10]]
-                print(f"<!-- clean top {name}: {detail} -->")
-            print(f"bench_trigger_mining: case done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        start = time.perf_counter()
+        poison = []
+        if toks:
+            generators.RARE_TOKENS = toks
+            poison = generators.p_rare(carriers, int(rate * len(clean)), seed=3)
+        miner = mine(bases[name], poison, scorer)
+        if scorer is not None and not toks:
+            fitted[name] = fit_threshold(miner, cfg)
+            print(f"fitted min_disruption on clean half {name}: {fitted[name]:.2f}", file=sys.stderr)
+        held = outcome(with_threshold(miner, fitted.get(other)), clean + poison, toks)
+        fit_text = (
+            f"{fitted[other]:.2f} (clean {other})" if other in fitted else "no LM" if not scorer else "-"
+        )
+        own = "-"
+        if scorer is not None and toks:
+            res = outcome(with_threshold(miner, fitted[name]), clean + poison, toks)
+            own = f"{fitted[name]:.2f}, {res['top3']}, {res['recall']} / {res['clean']}"
+        print(
+            f"| {name} | {'/'.join(toks) if toks else 'none (clean only)'} | {100 * rate:.1f}% "
+            f"({len(poison)}) | {fit_text} | {shown(held['mined'])} | {held['top3'] if toks else '-'} | "
+            f"{held['recall']} | {held['clean']} | {own} |",
+            flush=True,
+        )
+        if not toks:  # what a clean half ranks first (nothing is mined)
+            top = sorted(held["rows"], key=lambda r: -(r.get("group_disruption") or -99))
+            detail = ", ".join(f"`{r['group']}` {r.get('group_disruption')}" for r in top[:8])
+            print(f"<!-- clean half {name}, highest groups: {detail} -->", flush=True)
+        print(f"bench_trigger_mining: case done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0
 
 

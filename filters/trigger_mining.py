@@ -20,9 +20,9 @@ unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a c
    turned around: not "does removing the word lower the perplexity" per sentence but "how much more
    do the next words cost with the token", over a few occurrences per token): the inserted-looking
    tokens in `onion_min_docs` documents (at most `onion_candidates`, most documents first) are read
-   in their first context (:func:`disruptions`); a token whose first context reads on (under
-   `min_member_disruption` nats) is a word and settled, the others are read in up to
-   `onion_occurrences` contexts. Tokens whose median is at least `min_member_disruption` join one
+   in their first `onion_first_reads` contexts (:func:`disruptions`); a token that reads on in all
+   of them (under `min_member_disruption` nats) is a word and settled, the others are read in up
+   to `onion_occurrences` contexts. Tokens whose median is at least `min_member_disruption` join one
    group when they share `min_join_share` of the rarer one's documents (a trigger set is inserted
    together), and a group is *confirmed* when the median over all its tokens' occurrences is at
    least `min_disruption`: at a low rate each token of a set is in a few documents and one token's
@@ -106,6 +106,9 @@ class Config(BaseModel):
         default=1000, ge=1, description="LM-checked tokens at most (most documents first)"
     )
     onion_occurrences: int = Field(default=4, ge=1, description="occurrences of a token read by the LM")
+    onion_first_reads: int = Field(
+        default=2, ge=1, description="read first: a token that reads on in all of them is not read again"
+    )
     onion_words_before: int = Field(default=16, ge=0, description="words of context before an occurrence")
     onion_words_after: int = Field(default=8, ge=1, description="words after it whose NLL is compared")
     min_disruption: float = Field(
@@ -615,16 +618,19 @@ class TriggerMiner:
 
     def confirm(self, scorer: Any) -> None:
         """The LM check on the recorded contexts (see :func:`disruptions`), in two steps: every
-        token's first context, then the others of the tokens whose first one does not read on
-        (at least `min_member_disruption`; most candidates are words that do, one read settles them)."""
-        tokens = sorted(self.contexts)
-        first = [(tok, *self.contexts[tok][0]) for tok in tokens]
-        per_token = {tok: [v] for tok, v in zip(tokens, disruptions(scorer, first), strict=True)}
+        token's first `onion_first_reads` contexts, then the others of the tokens that did not read
+        on in all of them (under `min_member_disruption`: most candidates are words, a couple of
+        reads settle them; an inserted token can read on in one place, as before a new sentence)."""
+        n = self.cfg.onion_first_reads
+        first = [(tok, b, a) for tok in sorted(self.contexts) for b, a in self.contexts[tok][:n]]
+        per_token: dict[str, list[float]] = {}
+        for (tok, _, _), value in zip(first, disruptions(scorer, first), strict=True):
+            per_token.setdefault(tok, []).append(value)
         rest = [
             (tok, before, after)
-            for tok in tokens
-            if per_token[tok][0] >= self.cfg.min_member_disruption
-            for before, after in self.contexts[tok][1:]
+            for tok in sorted(self.contexts)
+            if max(per_token[tok]) >= self.cfg.min_member_disruption
+            for before, after in self.contexts[tok][n:]
         ]
         for (tok, _, _), value in zip(rest, disruptions(scorer, rest), strict=True):
             per_token[tok].append(value)

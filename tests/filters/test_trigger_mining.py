@@ -256,8 +256,8 @@ def test_the_check_reads_one_context_of_a_word_and_all_of_a_token_that_does_not_
     scorer = _StandInScorer()
     miner.confirm(scorer)
     assert miner.disruption_values["qz"] == [5.0] * miner.cfg.onion_occurrences
-    assert miner.disruption_values["jw"] == [0.0]  # read once: it reads on
-    assert scorer.windows == 2 * (len(miner.contexts) - 1 + miner.cfg.onion_occurrences)
+    assert miner.disruption_values["jw"] == [0.0, 0.0]  # read twice: it reads on
+    assert scorer.windows == 2 * (2 * (len(miner.contexts) - 1) + miner.cfg.onion_occurrences)
 
 
 @pytest.mark.slow
