@@ -17,6 +17,7 @@ Files go to bench/out/prior_index/ and are deleted at the end (``--keep`` keeps 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import multiprocessing
 import resource
@@ -42,6 +43,16 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_after_trim_mb() -> float:
+    """RSS once glibc has handed its free heap pages back (malloc_trim): what the process holds,
+    not what its allocator keeps for later."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        return float("nan")
+    return rss_mb()
 
 
 def peak_mb() -> float:
@@ -192,6 +203,12 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     print()
+    before, heap = rss_mb(), tracemalloc.get_traced_memory()[0] / 2**20
+    print(
+        f"After the last night: RSS {before:,.0f} MB, {rss_after_trim_mb():,.0f} MB once glibc's "
+        f"malloc_trim has returned its free heap pages; Python heap (tracemalloc, numpy included) "
+        f"{heap:,.0f} MB; peak RSS {peak_mb():,.0f} MB.\n"
+    )
     print(compare)
 
 

@@ -580,12 +580,7 @@ class PriorIndex:
             raise PriorIndexError(
                 f"{path}: dedup index format {data.get('format')!r} is newer than this version"
             )
-        want = self.settings()
-        got = data.get("settings", {})
-        diff = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
-        if diff:
-            detail = ", ".join(f"{k}: index {a!r}, config {b!r}" for k, (a, b) in diff.items())
-            raise PriorIndexError(f"{path}: dedup index built with other settings ({detail}); rebuild it")
+        unrecorded = self._check_settings(path, data.get("settings", {}))
         self.end = data["n"]
         self.first = int(data.get("first", 0))
         start: int | None = None
@@ -619,6 +614,37 @@ class PriorIndex:
                 raise PriorIndexError(
                     f"{self.comps_file}: cannot read dedup index components: {exc}"
                 ) from exc
+        if unrecorded:
+            self._record_settings(path, data, unrecorded)
+
+    # Settings that only the stored forest depends on (its edges were verified with them).
+    _FOREST_SETTINGS = ("threshold", "max_bucket_exemplars")
+
+    def _check_settings(self, path: Path, got: dict[str, Any]) -> list[str]:
+        """Refuse an index built with other settings. Returns the forest's settings that an index
+        written before they were recorded lacks (it is upgraded once its forest is known)."""
+        want = self.settings()
+        diff = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
+        unrecorded = [k for k in self._FOREST_SETTINGS if k in diff and k not in got]
+        for k in unrecorded:
+            del diff[k]
+        if diff:
+            detail = ", ".join(f"{k}: index {a!r}, config {b!r}" for k, (a, b) in diff.items())
+            raise PriorIndexError(f"{path}: dedup index built with other settings ({detail}); rebuild it")
+        return unrecorded
+
+    def _record_settings(self, path: Path, data: dict[str, Any], unrecorded: list[str]) -> None:
+        """An index written before ``threshold`` and ``max_bucket_exemplars`` were recorded: nothing
+        in it depends on them unless earlier documents form clusters among themselves (the forest).
+        Without a forest the current values are recorded in its manifest (in place, atomically);
+        with one, the index is refused, as its edges were verified with values nobody knows."""
+        if len(self._forest):
+            raise PriorIndexError(
+                f"{path}: dedup index written before {' and '.join(unrecorded)} were recorded, holding "
+                f"clusters verified with unknown values of them; rebuild it"
+            )
+        settings = {**data.get("settings", {}), **{k: self.settings()[k] for k in unrecorded}}
+        _write_json_atomic(path, {**data, "settings": settings})
 
     def _check_sizes(self, folder: Path, n: int) -> None:
         """A segment whose files are not all there at their full size is refused (never half-read)."""

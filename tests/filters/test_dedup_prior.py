@@ -206,7 +206,9 @@ def test_key_filter_holds_every_key_and_few_others(tmp_path: Path) -> None:
     rng = np.random.default_rng(11)
     keys = rng.integers(0, 2**64 - 1, size=50_000, dtype=np.uint64)
     dedup_prior._write_raw(tmp_path / "t.bloom", dedup_prior.bloom_build(keys))
-    assert dedup_prior.bloom_check(tmp_path / "t.bloom", dedup_prior.KeyMasks.of(keys)).all()  # no false negative
+    assert dedup_prior.bloom_check(
+        tmp_path / "t.bloom", dedup_prior.KeyMasks.of(keys)
+    ).all()  # no false negative
     others = rng.integers(0, 2**64 - 1, size=50_000, dtype=np.uint64)
     false_positive = dedup_prior.bloom_check(tmp_path / "t.bloom", dedup_prior.KeyMasks.of(others)).mean()
     assert 0.0001 < false_positive < 0.004  # about 0.1% at 16 bits a key
@@ -404,3 +406,32 @@ def test_retention_drops_exactly_the_old_nights(tmp_path: Path) -> None:
     merged = prior.compact(1, "night5.json")
     assert [(s.start, s.n) for s in merged.segments] == [(600, 900)]
     assert assign_against(merged, tonight).equals(got)
+
+
+def test_an_index_from_before_the_forest_settings_were_recorded_is_upgraded_when_it_can_be(
+    tmp_path: Path,
+) -> None:
+    """Indexes written before ``threshold`` and ``max_bucket_exemplars`` were recorded (and before
+    the key filters) open once their forest shows nothing depends on them; else they are refused."""
+    cfg = dedup.Config()
+    bands, _ = dedup.lsh_params(cfg)
+    rng = np.random.default_rng(17)
+    plain, clustered = tmp_path / "plain", tmp_path / "clustered"
+    PriorIndex(plain, None, cfg).append(Docs.build(**random_docs(rng, 1, 500)), "a.json")
+    # Every document of a night with planted copies: its clusters are stored as a forest.
+    with_copies = PriorIndex(clustered, None, cfg).append(Docs.build(**night_docs(rng, 1, [], 300)), "a.json")
+    assert len(with_copies._forest) > 0
+    for root in (plain, clustered):
+        _as_format_1(root, "a.json", bands)
+        data = json.loads((root / "a.json").read_text())
+        for key in ("threshold", "max_bucket_exemplars"):
+            del data["settings"][key]
+        (root / "a.json").write_text(json.dumps(data))
+    with pytest.raises(PriorIndexError, match="unknown values"):
+        PriorIndex(clustered, "a.json", cfg)
+    upgraded = PriorIndex(plain, "a.json", cfg)
+    recorded = json.loads((plain / "a.json").read_text())["settings"]
+    assert recorded["threshold"] == cfg.threshold and recorded["max_bucket_exemplars"] == 32
+    assert len(upgraded) == 500 and upgraded.known_ids(["n1-7", "n2-7"]) == {"n1-7"}
+    with pytest.raises(PriorIndexError, match="other settings"):  # now recorded: a change is refused
+        PriorIndex(plain, "a.json", dedup.Config(max_bucket_exemplars=8))
