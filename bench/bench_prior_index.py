@@ -89,15 +89,15 @@ def night_docs(rng: np.random.Generator, night: int, n: int, prior: PriorIndex, 
     return Docs(ids, [None] * n, keys, sigs)
 
 
-def assign_on_disk(prior: PriorIndex, docs: Docs) -> tuple[Any, float, int]:
-    """Tonight's columns against the index, the seconds and the index bytes read."""
-    dedup_prior.IO.bytes_read = 0
+def assign_on_disk(prior: PriorIndex, docs: Docs) -> tuple[Any, float, dict[str, int]]:
+    """Tonight's columns against the index, the seconds and the index bytes read (by kind of file)."""
+    dedup_prior.IO.reset()
     start = time.perf_counter()
     night = NightIndex(prior)
     night.prefetch_ids(docs.ids)
     night.add(docs.ids, docs.domains, [k.tobytes() for k in docs.keys], docs.sigs)
     table = night.assign()
-    return table, time.perf_counter() - start, dedup_prior.IO.bytes_read
+    return table, time.perf_counter() - start, {"all": dedup_prior.IO.bytes_read, **dedup_prior.IO.by_kind}
 
 
 def _in_memory(prior: PriorIndex, docs: Docs, conn: Any) -> None:
@@ -157,7 +157,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--nights", type=int, default=40)
-    parser.add_argument("--per-night", type=int, default=100_000)
+    parser.add_argument("--per-night", type=int, default=50_000)
     parser.add_argument("--dup", type=float, default=0.02, help="share of near copies of earlier documents")
     parser.add_argument("--cache-mb", type=int, default=64)
     parser.add_argument(
@@ -197,7 +197,8 @@ def main() -> None:
         f"{args.cache_mb}, `dedup.index_max_segments` {args.max_segments}; {wall / 60:.1f} min.\n"
     )
     print(
-        "| night | earlier docs | segments | assign s | MB read | assign s, no filter | MB read, no filter "
+        "| night | earlier docs | segments | assign s | MB read (filters / tables / documents) "
+        "| assign s, no filter | MB read, no filter "
         "| same columns | commit s | clusters named by earlier docs | RSS MB | Python heap MB | Arrow MB |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|")
@@ -212,17 +213,24 @@ def main() -> None:
     print(compare)
 
 
+def mb_read(read: dict[str, int]) -> str:
+    """MB read: in all, then from key filters / tables (keys, rows, fences) / documents' data."""
+    tables = read.get("tables", 0) + read.get("fences", 0)
+    parts = (read.get("filters", 0), tables, read.get("documents", 0))
+    return f"{read['all'] / 2**20:,.1f} ({' / '.join(f'{p / 2**20:,.1f}' for p in parts)})"
+
+
 def night_row(night: int, prior: PriorIndex, fig: dict[str, Any], args: Any) -> str:
     """One row of the table: the night's lookups against the index as it was before the night,
     and the process's memory after the night (RSS, what Python's allocator traces, Arrow's pool)."""
     plain = (
-        f"{fig['took_plain']:.1f} | {fig['read_plain'] / 2**20:,.1f} | {'yes' if fig['same'] else 'NO'}"
+        f"{fig['took_plain']:.1f} | {mb_read(fig['read_plain'])} | {'yes' if fig['same'] else 'NO'}"
         if not args.filter_only
         else "- | - | -"
     )
     return (
         f"| {night} | {(night - 1) * args.per_night / 1e6:.1f} M | {fig['segments']} | {fig['took']:.1f} | "
-        f"{fig['read'] / 2**20:,.1f} | {plain} | {fig['commit']:.1f} | {fig['named']:,} | {rss_mb():,.0f} | "
+        f"{mb_read(fig['read'])} | {plain} | {fig['commit']:.1f} | {fig['named']:,} | {rss_mb():,.0f} | "
         f"{tracemalloc.get_traced_memory()[0] / 2**20:,.0f} | {pa.total_allocated_bytes() / 2**20:,.0f} |"
     )
 

@@ -43,7 +43,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +82,22 @@ class IoCount:
     distinct 4 KB pages they touch (what a cold page cache would fetch)."""
 
     bytes_read: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)  # "filters", "fences", "tables", "documents"
 
-    def pages(self, byte_offsets: np.ndarray, file_size: int) -> None:
+    def add(self, path: Path, nbytes: int) -> None:
+        kind = {".bloom": "filters", ".fence": "fences", ".keys": "tables", ".rows": "tables"}
+        name = kind.get(path.suffix, "documents")
+        self.bytes_read += nbytes
+        self.by_kind[name] = self.by_kind.get(name, 0) + nbytes
+
+    def pages(self, path: Path, byte_offsets: np.ndarray, file_size: int) -> None:
         if len(byte_offsets):
             touched = len(np.unique(byte_offsets // PAGE))
-            self.bytes_read += min(touched * PAGE, max(file_size, PAGE))
+            self.add(path, min(touched * PAGE, max(file_size, PAGE)))
+
+    def reset(self) -> None:
+        self.bytes_read = 0
+        self.by_kind = {}
 
 
 IO = IoCount()  # the benchmark reads and resets it
@@ -118,7 +129,7 @@ def _read_raw(path: Path, dtype: Any, start: int, count: int) -> np.ndarray:
     size = np.dtype(dtype).itemsize
     with open(path, "rb") as fh:
         out = np.fromfile(fh, dtype=dtype, count=count, offset=start * size)
-    IO.bytes_read += out.nbytes
+    IO.add(path, out.nbytes)
     return out
 
 
@@ -131,7 +142,7 @@ def _gather_raw(path: Path, dtype: Any, rows: np.ndarray, width: int = 1) -> np.
     try:
         view = mm.reshape(-1, width) if width > 1 else mm
         row_bytes = width * np.dtype(dtype).itemsize
-        IO.pages(np.asarray(rows, np.int64) * row_bytes, mm.nbytes)
+        IO.pages(path, np.asarray(rows, np.int64) * row_bytes, mm.nbytes)
         return np.array(view[rows])
     finally:
         del mm
@@ -202,7 +213,7 @@ def bloom_check(path: Path, query: KeyMasks) -> np.ndarray:
     try:
         n_blocks = len(mm) // 8
         block = query.blocks(n_blocks)
-        IO.pages(block * 64, mm.nbytes)
+        IO.pages(path, block * 64, mm.nbytes)
         words = np.array(mm.reshape(n_blocks, 8)[block])
     finally:
         del mm
@@ -231,7 +242,7 @@ def _fence_blocks(path: Path, query: np.ndarray) -> tuple[np.ndarray, np.ndarray
     try:
         first = np.maximum(np.searchsorted(fence, query, "left") - 1, 0)
         last = np.maximum(np.searchsorted(fence, query, "right") - 1, 0)
-        IO.pages(np.concatenate([first, last]) * 8, fence.nbytes)
+        IO.pages(path, np.concatenate([first, last]) * 8, fence.nbytes)
         return first, last, len(fence)
     finally:
         del fence

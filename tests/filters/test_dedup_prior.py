@@ -239,7 +239,7 @@ def test_the_key_filter_reads_less_and_changes_nothing(tmp_path: Path) -> None:
     tables, read = [], []
     for use_filter in (True, False):
         index = PriorIndex(tmp_path, "night2.json", cfg, use_filter=use_filter)
-        dedup_prior.IO.bytes_read = 0
+        dedup_prior.IO.reset()
         night = NightIndex(index)
         night.prefetch_ids(tonight["ids"])
         night.add(tonight["ids"], tonight["urls"], tonight["keys"], tonight["sigs"])
