@@ -1000,7 +1000,9 @@ class PriorIndex:
         for seg in self.segments:
             start = seg.start
             for night, n in seg.nights:
-                if start + n > self.first:
+                if start + n > self.first or (
+                    n == 0 and start >= self.first
+                ):  # a night that kept none counts
                     out.append((night, start, n))
                 start += n
         return out
@@ -1014,7 +1016,7 @@ class PriorIndex:
         if keep_nights <= 0 or len(nights) <= keep_nights:
             return self
         first = nights[-keep_nights][1]
-        names = [s.folder.name for s in self.segments if s.start + s.n > first]
+        names = [s.folder.name for s in self.segments if s.start + s.n > first or s.start >= first]
         comps = self._expire_components(Path(manifest).stem, first)
         return self._commit(manifest, names, comps, self.end, first)
 
