@@ -406,6 +406,13 @@ def test_retention_drops_exactly_the_old_nights(tmp_path: Path) -> None:
     merged = prior.compact(1, "night5.json")
     assert [(s.start, s.n) for s in merged.segments] == [(600, 900)]
     assert assign_against(merged, tonight).equals(got)
+    # A night that kept nothing is a night too.
+    nothing = Docs.build([], [], [], np.zeros((0, 128), np.uint32))
+    later = merged.append(nothing, "night6.json").expire(3, "night6.json")
+    assert [n for n, _, _ in later.night_ranks()] == ["night4", "night5", "night6"]
+    assert later.first == 900 and assign_against(later, tonight).column("dedup_cluster_id").to_pylist()[
+        :8
+    ] == [f"n6-{j}" for j in range(6)] + ["n4-1", "n4-2"]
 
 
 def test_an_index_from_before_the_forest_settings_were_recorded_is_upgraded_when_it_can_be(
@@ -435,10 +442,3 @@ def test_an_index_from_before_the_forest_settings_were_recorded_is_upgraded_when
     assert len(upgraded) == 500 and upgraded.known_ids(["n1-7", "n2-7"]) == {"n1-7"}
     with pytest.raises(PriorIndexError, match="other settings"):  # now recorded: a change is refused
         PriorIndex(plain, "a.json", dedup.Config(max_bucket_exemplars=8))
-    # A night that kept nothing is a night too.
-    nothing = Docs.build([], [], [], np.zeros((0, 128), np.uint32))
-    later = merged.append(nothing, "night6.json").expire(3, "night6.json")
-    assert [n for n, _, _ in later.night_ranks()] == ["night4", "night5", "night6"]
-    assert later.first == 900 and assign_against(later, tonight).column("dedup_cluster_id").to_pylist()[
-        :8
-    ] == [f"n6-{j}" for j in range(6)] + ["n4-1", "n4-2"]
