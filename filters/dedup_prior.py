@@ -1156,13 +1156,14 @@ def _merge_table(folder: Path, name: str, segments: list[Segment], first: int, c
     total = sum((s.folder / f"{name}.keys").stat().st_size // 8 for s in segments)
     parts = max(1, -(-total // cache_rows))
     edges = [np.uint64((p << 64) // parts) for p in range(1, parts)]
-    words = np.zeros(bloom_blocks(total) * 8, np.uint64)  # sized for every key, the expired ones too
     written = 0
     with (
         open(folder / f"{name}.keys", "wb") as k_out,
         open(folder / f"{name}.rows", "wb") as r_out,
         open(folder / f"{name}.fence", "wb") as f_out,
+        open(folder / f"{name}.bloom", "wb") as b_out,
     ):
+        bloom = _BloomWriter(b_out, bloom_blocks(total))  # sized for every key, the expired ones too
         for p in range(parts):
             ks, rs = [], []
             for seg in segments:
@@ -1178,12 +1179,41 @@ def _merge_table(folder: Path, name: str, segments: list[Segment], first: int, c
             keys.tofile(k_out)
             rows.astype(np.uint32).tofile(r_out)
             keys[(-written) % BLOCK :: BLOCK].tofile(f_out)
-            bloom_add(words, keys)
+            bloom.add(keys)
             written += len(keys)
-        for fh in (k_out, r_out, f_out):
+        bloom.close()
+        for fh in (k_out, r_out, f_out, b_out):
             fh.flush()
             os.fsync(fh.fileno())
-    _write_raw(folder / f"{name}.bloom", words)
+
+
+class _BloomWriter:
+    """A key filter written in key order. A key's filter block comes from its high bits, so
+    ascending keys fill ascending blocks: only the blocks of the keys being added are in memory."""
+
+    def __init__(self, out: Any, n_blocks: int) -> None:
+        self.out, self.n_blocks = out, n_blocks
+        self.done = 0  # blocks written
+        self.pending = np.zeros((0, 8), np.uint64)  # blocks from `done` on
+
+    def add(self, keys: np.ndarray) -> None:
+        """Add ``keys`` (ascending, none smaller than a key added before)."""
+        if not len(keys):
+            return
+        km = KeyMasks.of(keys)
+        blocks = km.blocks(self.n_blocks) - self.done
+        last = int(blocks[-1])
+        if last >= len(self.pending):
+            grow = np.zeros((last + 1 - len(self.pending), 8), np.uint64)
+            self.pending = np.concatenate([self.pending, grow])
+        np.bitwise_or.at(self.pending, blocks, km.masks)
+        self.pending[:last].tofile(self.out)  # complete: later keys fall in block `last` or after
+        self.pending = self.pending[last:].copy()
+        self.done += last
+
+    def close(self) -> None:
+        rest = np.zeros((self.n_blocks - self.done - len(self.pending), 8), np.uint64)
+        np.concatenate([self.pending, rest]).tofile(self.out)
 
 
 # ---------------------------------------------------------------------------------------------
