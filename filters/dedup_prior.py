@@ -1293,8 +1293,9 @@ class NightIndex:
         self._prior_ids: set[str] = set()
 
     def __len__(self) -> int:
-        """Documents of earlier nights plus tonight's added so far (as a loaded DedupIndex counts)."""
-        return len(self.prior) + len(self._tonight)
+        """Documents of earlier nights still looked up plus tonight's added so far (as a loaded
+        DedupIndex counts)."""
+        return self.prior.documents + len(self._tonight)
 
     def prefetch_ids(self, ids: list[str]) -> None:
         """Look ``ids`` up among the earlier documents' ids, so that :meth:`is_prior` answers them."""

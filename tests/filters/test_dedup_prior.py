@@ -397,6 +397,7 @@ def test_retention_drops_exactly_the_old_nights(tmp_path: Path) -> None:
         prior = prior.append(Docs.build(**part), manifest).expire(3, manifest).compact(2, manifest)
     assert [n for n, _, _ in prior.night_ranks()] == ["night3", "night4", "night5"]
     assert prior.first == 600 and prior.documents == 900 and len(prior) == 1500
+    assert len(NightIndex(prior)) == 900  # what nightly reports as the earlier documents
     tonight = random_docs(rng, 6, 60)
     for night in range(5):  # a near copy and an exact copy of a document of every night
         tonight["sigs"][2 * night] = near_copy(nights[night]["sigs"][1])
