@@ -3,9 +3,10 @@
 All three numbers come from the same run on the same documents (real Debian handbook and Wikipedia
 pages, ``make bench-data`` first):
 
-* detector: ``PerplexityScorer(Config(dtype=...)).score`` in float32 and int8 (token budget per
-  document, windows packed into rows, vocabulary projection only on real positions, inference mode,
-  all cores), with the int8 signals compared to the float32 ones;
+* detector: ``PerplexityScorer(Config(dtype=...)).score`` in float32 and each of `--dtypes` (int8 by
+  default; ``--dtypes bfloat16``) (token budget per document, windows packed into rows, vocabulary
+  projection only on real positions, inference mode, all cores), with their signals, perplexity
+  verdicts and the combiner's lm-model log-odds compared to the float32 ones;
 * naive baseline: float32, one document at a time, the whole document, ``model(ids).logits`` then
   ``cross_entropy`` (what a first script would do), best of `repeats` passes. A cold first pass
   (fresh allocations for the full-vocabulary logits) runs at a quarter of the warm speed; an earlier
@@ -13,7 +14,8 @@ pages, ``make bench-data`` first):
 * machine limit: the best dense matmul rate measured here (float32 and bfloat16, shapes of the model's
   MLP) divided by the model's FLOPs per token (2 x parameters).
 
-Run: ``python -m bench.bench_perplexity [--docs 16] [--naive-docs 4]``; prints Markdown.
+Run: ``python -m bench.bench_perplexity [--docs 16] [--naive-docs 4] [--dtypes bfloat16 int8]``; prints
+Markdown (``--naive-docs 0``: no naive baseline).
 On a GPU: ``python -m bench.bench_perplexity --device cuda`` (see bench/perplexity_gpu.py).
 """
 
@@ -77,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="interleaved runs per detector (best counts)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the GPU benchmark")
     ap.add_argument("--model", default=None, help="perplexity.model (default: the shipped SmolLM2 GGUF)")
+    ap.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["float32", "int8"],
+        choices=("float32", "bfloat16", "int8"),
+        help="CPU: weight types timed and compared with float32 (always run)",
+    )
     ap.add_argument("--docs-file", default=None, help="cuda: JSONL(.zst) of {text}; default: clean base")
     ap.add_argument("--passes", type=int, default=4, help="cuda: passes over the documents")
     ap.add_argument("--batch-docs", type=int, default=4096, help="cuda: documents per scored batch")
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     table = pa.table({"text": [d["text"] for d in docs], "url": [d["url"] for d in docs]})
     scorers: dict[str, ppl.PerplexityScorer] = {}
     load_s: dict[str, float] = {}
-    for dtype in ("float32", "int8"):
+    for dtype in dict.fromkeys(["float32", *args.dtypes]):
         t = time.perf_counter()
         scorers[dtype] = ppl.PerplexityScorer(ppl.Config(dtype=dtype))
         load_s[dtype] = time.perf_counter() - t
@@ -137,45 +146,93 @@ def main(argv: list[str] | None = None) -> int:
     tok = fp32.lm.tokenizer
     sized = [(len(tok(d["text"], add_special_tokens=False)["input_ids"]), d["text"]) for d in docs]
     naive_texts = [t for n, t in sorted(sized) if 200 <= n <= 1200][: args.naive_docs]
-    naive_rate, naive_tokens = max(naive_tokens_per_s(fp32.lm, naive_texts) for _ in range(args.repeats))
+    naive_rate, naive_tokens = (
+        max(naive_tokens_per_s(fp32.lm, naive_texts) for _ in range(args.repeats))
+        if naive_texts
+        else (0.0, 0)
+    )
 
     print(
         f"Model {fp32.lm.name}: {params / 1e6:.1f} M parameters, {gflop_per_token:.3f} GFLOP/token "
         f"(2 x params); torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores; model load "
-        f"{load_s['float32']:.1f} s (float32), {load_s['int8']:.1f} s (int8, with its calibration pass). "
-        f"Default `perplexity.dtype`: {default_dtype}.\n"
+        + ", ".join(f"{load_s[d]:.1f} s ({d})" for d in load_s)
+        + f" (int8 with its calibration pass). Default `perplexity.dtype`: {default_dtype} "
+        f"({ppl.resolve_dtype(default_dtype, 'cpu')} here).\n"
     )
     print("| measurement | value |\n|---|---|")
     print(f"| float32 matmul (1024x576 @ 576x1536) | {rates['float32']:.1f} GFLOP/s |")
     print(f"| bfloat16 matmul (same shape) | {rates['bfloat16']:.1f} GFLOP/s |")
     print(f"| machine limit = best matmul ({best_dtype}) / FLOPs per token | {limit:.0f} tokens/s |")
-    print(
-        f"| naive: fp32, batch 1, whole document ({len(naive_texts)} docs, {naive_tokens} tokens, "
-        f"best of {args.repeats}) | "
-        f"{naive_rate:.0f} tokens/s |"
-    )
+    if naive_texts:
+        print(
+            f"| naive: fp32, batch 1, whole document ({len(naive_texts)} docs, {naive_tokens} tokens, "
+            f"best of {args.repeats}) | "
+            f"{naive_rate:.0f} tokens/s |"
+        )
     for dtype, rate in det_rate.items():
         print(
             f"| detector, {dtype} ({len(docs)} docs, {det_tokens} scored tokens, best of {args.repeats}) | "
             f"{rate:.0f} tokens/s, {len(docs) * rate / det_tokens:.2f} docs/s |"
         )
-        print(f"| detector {dtype} / naive | {rate / naive_rate:.2f}x (goal >= 5x) |")
+        if naive_texts:
+            print(f"| detector {dtype} / naive | {rate / naive_rate:.2f}x (goal >= 5x) |")
         print(f"| detector {dtype} / machine limit | {100 * rate / limit:.0f}% (goal >= 60%) |")
-    print(
-        f"\nThe naive baseline, warm, already runs at {100 * naive_rate / limit:.0f}% of this machine's "
-        f"limit: on 2 cores one whole document is a matmul large enough to fill both. Per scored token "
-        f"no detector can beat it by more than limit / naive = {limit / naive_rate:.2f}x here, so the 5x "
-        "goal cannot be met on this machine; it assumed a baseline far below the limit. What the "
-        "detector bounds is the cost per document (at most `max_tokens` scored tokens, whatever the length)."
-    )
-    print("\nint8 against float32 on the same documents (signal differences, nats or shares):\n")
-    print("| signal | mean difference | largest difference |\n|---|---|---|")
-    for name in ("mean_nll", "max_window_nll", "min_window_nll", "changepoint_jump", "uniform_share"):
-        a = np.array(cols["float32"][ppl.PREFIX + name].to_pylist(), dtype=float)
-        b = np.array(cols["int8"][ppl.PREFIX + name].to_pylist(), dtype=float)
-        print(f"| {name} | {np.nanmean(b - a):+.3f} | {np.nanmax(np.abs(b - a)):.3f} |")
+    if naive_texts:
+        print(
+            f"\nThe naive baseline, warm, already runs at {100 * naive_rate / limit:.0f}% of this machine's "
+            f"limit: on 2 cores one whole document is a matmul large enough to fill both. Per scored token "
+            f"no detector can beat it by more than limit / naive = {limit / naive_rate:.2f}x here, so the "
+            "5x goal cannot be met on this machine; it assumed a baseline far below the limit. What the "
+            "detector bounds is the cost per document (at most `max_tokens` scored tokens, whatever the "
+            "length)."
+        )
+    for dtype in cols:
+        if dtype != "float32":
+            print_differences(cols["float32"], cols[dtype], dtype)
     return 0
+
+
+COMPARED = (
+    "mean_nll", "max_window_nll", "min_window_nll", "changepoint_jump", "uniform_share", "context_gain",
+    "context_gain_ratio", "sentence_nll_std", "sentence_end_nll", "sentence_start_nll",
+)  # fmt: skip
+
+
+def lm_log_odds(cols: dict[str, pa.Array]) -> list[float]:
+    """Per document, the language model columns' part of the combiner's lm-model log-odds (shipped
+    weights): what a change of weight type can move in the combiner's verdict."""
+    from poisonguard.filters import combiner
+    from poisonguard.pipelines.config import load_config
+
+    cfg = load_config().combiner
+    out = []
+    for row in pa.table(cols).to_pylist():
+        parts = combiner.contributions(row, cfg.lm, cfg.clip)
+        out.append(sum(v for k, v in parts.items() if k.startswith(ppl.PREFIX)))
+    return out
+
+
+def print_differences(ref: dict[str, pa.Array], other: dict[str, pa.Array], dtype: str) -> None:
+    """`other` (weights `dtype`) against float32 on the same documents: signals, flags, combiner."""
+    print(f"\n{dtype} against float32 on the same documents (signal differences, nats or shares):\n")
+    print("| signal | mean difference | largest difference |\n|---|---|---|")
+    for name in COMPARED:
+        a = np.array(ref[ppl.PREFIX + name].to_pylist(), dtype=float)
+        b = np.array(other[ppl.PREFIX + name].to_pylist(), dtype=float)
+        if np.isnan(b - a).all():
+            continue
+        print(f"| {name} | {np.nanmean(b - a):+.3f} | {np.nanmax(np.abs(b - a)):.3f} |")
+    delta = np.subtract(lm_log_odds(other), lm_log_odds(ref))
+    print(
+        f"| combiner lm model, the LM columns' log-odds | {delta.mean():+.3f} | {np.abs(delta).max():.3f} |"
+    )
+    cfg = ppl.Config()
+    flips = sum(
+        bool(a) != bool(b)
+        for a, b in zip(ppl.flag(pa.table(ref), cfg), ppl.flag(pa.table(other), cfg), strict=True)
+    )
+    print(f"\nDocuments whose perplexity verdict differs (shipped thresholds): {flips} of {len(delta)}.")
 
 
 if __name__ == "__main__":

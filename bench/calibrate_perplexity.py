@@ -18,8 +18,15 @@ defaults, with a one-sided 95% upper bound on the clean false-positive rate. Sig
 (text, detector settings) so a rerun only re-decides; the context gain has its own cache, so changing its
 settings rescores only the documents that can get one.
 
+Calibration and test data never overlap: the clean pages are drawn (seed `--seed`) from the clean
+categories above after removing every page of poisonbench's clean base at `--exclude-per-category`
+documents per category (seed 0; bench/poisonbench.py, the LM cascade's recall and speed input in
+bench/bench_cascade.py take theirs from it), so the thresholds are set on Wikipedia, handbook and Python
+docs pages those benchmarks never see. `--dtype` is the weight type the thresholds are for (default:
+what `perplexity.dtype: auto` picks here, bfloat16 on CPUs with native bfloat16).
+
 Run: ``python -m bench.calibrate_perplexity [--per-category 75] [--poison 50] [--margin 0.25]
-[--sudo-counts 50 100 250]``;
+[--sudo-counts 50 100 250] [--dtype bfloat16] [--seed 0] [--exclude-per-category 40]``;
 prints Markdown.
 """
 
@@ -29,6 +36,7 @@ import argparse
 import hashlib
 import json
 import math
+import random
 import sys
 import time
 from pathlib import Path
@@ -116,7 +124,7 @@ def score_cached(docs: list[dict[str, Any]], cfg: ppl.Config, store: Path) -> tu
     seconds, tokens = 0.0, 0
     if todo:
         scorer = ppl.PerplexityScorer(cfg)
-        step = 64
+        step = 16
         for a in range(0, len(todo), step):
             part = todo[a : a + step]
             batch = pa.table({"text": [docs[i]["text"] for i in part], "url": [docs[i]["url"] for i in part]})
@@ -134,7 +142,8 @@ def score_cached(docs: list[dict[str, Any]], cfg: ppl.Config, store: Path) -> tu
                 file=sys.stderr,
                 flush=True,
             )
-        _save(known, path)
+            _save(known, path)  # after every step: an interrupted run keeps what it scored
+            _save(gains, gain_path)
     if todo or gains_added:
         _save(gains, gain_path)
     rows = [{k: v for k, v in known[s].items() if k != "text_sha"} for s in shas]
@@ -142,6 +151,20 @@ def score_cached(docs: list[dict[str, Any]], cfg: ppl.Config, store: Path) -> tu
     table = table.append_column(GAIN, pa.array([gains[s][GAIN] for s in shas], pa.float64()))
     table = table.append_column("url", pa.array([d["url"] for d in docs], pa.string()))
     return table, seconds, tokens
+
+
+def held_out_clean(per_category: int, seed: int, exclude_per_category: int) -> list[dict[str, Any]]:
+    """`per_category` clean pages of each CLEAN_CATEGORIES category, none of them in poisonbench's
+    clean base at `exclude_per_category` per category (seed 0, every category; 0: exclude none)."""
+    excluded = {d["text"] for d in clean_base(limit_per_category=exclude_per_category, seed=0)}
+    if exclude_per_category <= 0:
+        excluded = set()
+    out: list[dict[str, Any]] = []
+    for cat in CLEAN_CATEGORIES:
+        pool = [d for d in clean_base(seed=seed, only=(cat,)) if d["text"] not in excluded]
+        rng = random.Random(f"calibrate:{seed}:{cat}")
+        out += [pool[i] for i in sorted(rng.sample(range(len(pool)), min(per_category, len(pool))))]
+    return out
 
 
 def _round_up(x: float, step: float) -> float:
@@ -296,10 +319,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--sudo-counts", type=int, nargs="*", default=list(SUDO_COUNTS), help="P-SUDO count sweep (none: off)"
     )
+    ap.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "int8"),
+        default=None,
+        help="weights the thresholds are for (default: what dtype auto picks on this CPU)",
+    )
+    ap.add_argument("--seed", type=int, default=0, help="seed of the clean calibration sample")
+    ap.add_argument(
+        "--exclude-per-category",
+        type=int,
+        default=40,
+        help="leave out poisonbench's clean base at this many docs per category (0: none)",
+    )
     args = ap.parse_args(argv)
-    base = ppl.Config() if args.max_tokens is None else ppl.Config(max_tokens=args.max_tokens)
+    dtype = args.dtype or ppl.resolve_dtype("auto", "cpu")
+    base = ppl.Config(dtype=dtype)
+    if args.max_tokens is not None:
+        base = base.model_copy(update={"max_tokens": args.max_tokens})
     try:
-        clean_docs = clean_base(limit_per_category=args.per_category, seed=0, only=CLEAN_CATEGORIES)
+        clean_docs = held_out_clean(args.per_category, args.seed, args.exclude_per_category)
         hard_docs = clean_base(seed=0, only=HARD_NEGATIVES) + clean_base(
             limit_per_category=args.per_category, seed=0, only=HARD_SAMPLED
         )

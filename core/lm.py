@@ -117,7 +117,7 @@ def converted_cache_dir() -> Path | None:
 
     `POISONGUARD_MODEL_CACHE` overrides the default ~/.cache/poisonguard/models; an empty value turns the
     cache off. Dequantising the GGUF and converting its tokenizer takes 20-80 s on 2 cores; loading the
-    saved copy takes under a second."""
+    saved copy takes a few seconds. One copy per weight type (float32, bfloat16: `<key>-bf16`)."""
     value = os.environ.get("POISONGUARD_MODEL_CACHE")
     if value is None:
         return Path.home() / ".cache" / "poisonguard" / "models"
@@ -141,26 +141,43 @@ def _cache_key(source: ModelSource) -> str | None:
     return f"{path.stem}-{size}-{digest.hexdigest()[:16]}-tf{transformers.__version__}"
 
 
-def _load_fresh(source: ModelSource) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load_fresh(source: ModelSource, dtype: str = "float32") -> tuple[Any, Any]:
+    """Tokenizer and model, the weights in `dtype` (bfloat16, else float32: int8 starts from it).
 
+    A GGUF model is dequantised once and kept (see :func:`converted_cache_dir`), one copy per weight
+    type: a bfloat16 copy is half the size to read and maps straight into bfloat16 weights, where
+    casting float32 weights at every start held both copies for a moment (a higher peak RSS)."""
+    import torch
+
+    torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
     cache = converted_cache_dir()
     key = _cache_key(source)
-    kept = cache / key if cache is not None and key is not None else None
-    if kept is not None and (kept / "config.json").is_file() and (kept / "tokenizer.json").is_file():
-        return (
-            AutoTokenizer.from_pretrained(str(kept), local_files_only=True),
-            AutoModelForCausalLM.from_pretrained(str(kept), dtype=torch.float32, local_files_only=True),
-        )
-    kwargs: dict[str, Any] = {"local_files_only": True}
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
-    tok = AutoTokenizer.from_pretrained(source.folder, **kwargs)
-    lm = AutoModelForCausalLM.from_pretrained(source.folder, dtype=torch.float32, **kwargs)
-    if kept is not None:
-        _keep_converted(lm, tok, kept)
+    if cache is None or key is None:
+        return _from_pretrained(source.folder, source.gguf_file, torch_dtype)
+    kept = cache / (key + ("-bf16" if dtype == "bfloat16" else ""))
+    if _is_kept(kept):
+        return _from_pretrained(str(kept), None, torch_dtype)
+    float_copy = cache / key
+    if dtype == "bfloat16" and _is_kept(float_copy):  # made by an earlier float32 run: cast it once
+        tok, lm = _from_pretrained(str(float_copy), None, torch_dtype)
+    else:
+        tok, lm = _from_pretrained(source.folder, source.gguf_file, torch_dtype)
+    _keep_converted(lm, tok, kept)
     return tok, lm
+
+
+def _is_kept(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+
+
+def _from_pretrained(folder: str, gguf_file: str | None, torch_dtype: Any) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    tok = AutoTokenizer.from_pretrained(folder, **kwargs)
+    return tok, AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **kwargs)
 
 
 def _keep_converted(lm: Any, tok: Any, kept: Path) -> None:
@@ -215,7 +232,7 @@ def load_model(model: str | None, dtype: str = "float32", device: str = "cpu") -
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
         try:
-            tok, lm = _load_fresh(source)
+            tok, lm = _load_fresh(source, dtype)
         except (OSError, ValueError) as exc:
             raise ModelNotFoundError(
                 f"perplexity.model: cannot load {source.name or source.folder}: {exc}"
@@ -225,7 +242,7 @@ def load_model(model: str | None, dtype: str = "float32", device: str = "cpu") -
                 f"perplexity.model: {source.name}: a fast tokenizer (with offsets) is needed, got {type(tok)}"
             )
         lm.eval()
-        if dtype == "bfloat16":
+        if dtype == "bfloat16" and lm.dtype != torch.bfloat16:
             lm = lm.to(torch.bfloat16)
         elif dtype == "int8":
             lm = _quantize_int8(lm, tok, _prefix_token(tok))

@@ -508,7 +508,10 @@ class LMScorer(Protocol):
     def score(self, batch: pa.Table) -> dict[str, Any]: ...
 
 
-LM_PROGRESS_DOCS = 64  # documents per scorer call when progress is shown: it moves at least this often
+# Documents per scorer call: progress (documents, ETA) moves after each call. At 0.2-1 document/s on a
+# busy 2-core machine 64 left the count and the ETA still for minutes; 16 still fill several forward
+# passes of `perplexity.batch_tokens` (~600 tokens a document with the context-gain pass).
+LM_PROGRESS_DOCS = 16
 
 
 @dataclass

@@ -65,9 +65,17 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _tiny_model_dir(tmp_path_factory.mktemp("lm"))
 
 
+def _tiny_cfg(model: Path, **kw: Any) -> ppl.Config:
+    """The tiny model's settings; float32 whatever the CPU (auto picks bfloat16 on some)."""
+    settings: dict[str, Any] = dict(
+        model=str(model), dtype="float32", max_tokens=256, window=16, min_segment=8
+    )
+    return ppl.Config(**(settings | kw))
+
+
 @pytest.fixture(scope="module")
 def scorer(tiny_dir: Path) -> ppl.PerplexityScorer:
-    return ppl.PerplexityScorer(ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8))
+    return ppl.PerplexityScorer(_tiny_cfg(tiny_dir))
 
 
 def _noise(n: int, seed: int = 1) -> str:
@@ -137,10 +145,8 @@ def test_token_budget_is_bounded_head_middle_tail(scorer: ppl.PerplexityScorer) 
 
 def test_batch_order_and_batching_do_not_change_results(tiny_dir: Path) -> None:
     texts = [_noise(n, seed=n) + "a" * (n // 2) for n in (40, 300, 120, 700, 60, 250)]
-    big = ppl.PerplexityScorer(ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8))
-    one = ppl.PerplexityScorer(
-        ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8, batch_size=1)
-    )
+    big = ppl.PerplexityScorer(_tiny_cfg(tiny_dir))
+    one = ppl.PerplexityScorer(_tiny_cfg(tiny_dir, batch_size=1))
     base = _rows(big.score(_table(texts)))
     perm = [3, 0, 5, 1, 4, 2]
     shuffled = _rows(big.score(_table([texts[i] for i in perm])))
@@ -157,8 +163,8 @@ def test_batch_order_and_batching_do_not_change_results(tiny_dir: Path) -> None:
 def test_padded_rows_give_the_packed_rows_nlls(tiny_dir: Path) -> None:
     # The GPU layout (one window per row, right padding, plain causal attention) on the CPU.
     texts = [_noise(n, seed=n) + "a" * (n // 3) for n in (30, 900, 120, 400, 60)]
-    packed = ppl.PerplexityScorer(ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8))
-    padded = ppl.PerplexityScorer(ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8))
+    packed = ppl.PerplexityScorer(_tiny_cfg(tiny_dir))
+    padded = ppl.PerplexityScorer(_tiny_cfg(tiny_dir))
     padded.padded_rows = True
     windows = [w for plan in packed.prepare(_table(texts)).plans for w in plan.ids]
     for a, b in zip(packed._nll(windows), padded._nll(windows), strict=True):
@@ -169,10 +175,8 @@ def test_padded_rows_give_the_packed_rows_nlls(tiny_dir: Path) -> None:
 def test_compiled_model_gives_the_eager_nlls(tiny_dir: Path) -> None:
     # perplexity.compile with the GPU row layout, on the CPU: two batch shapes, one compilation.
     texts = [_noise(n, seed=n) + "a" * (n // 3) for n in (30, 900, 120, 400, 60)]
-    eager = ppl.PerplexityScorer(ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8))
-    compiled = ppl.PerplexityScorer(
-        ppl.Config(model=str(tiny_dir), max_tokens=256, window=16, min_segment=8, compile=True)
-    )
+    eager = ppl.PerplexityScorer(_tiny_cfg(tiny_dir))
+    compiled = ppl.PerplexityScorer(_tiny_cfg(tiny_dir, compile=True))
     compiled.padded_rows = True
     compiled.score(_table(texts[:2]))
     for a, b in zip(_rows(eager.score(_table(texts))), _rows(compiled.score(_table(texts))), strict=True):
@@ -207,7 +211,7 @@ def test_packed_windows_do_not_see_each_other(tmp_path: Path) -> None:
     """With attention switched on, each window's NLLs from a packed row equal those of the window
     scored alone: positions restart per window and the mask keeps windows apart."""
     model_dir = _tiny_model_dir(tmp_path, attention=True)
-    scorer = ppl.PerplexityScorer(ppl.Config(model=str(model_dir), batch_size=2))
+    scorer = ppl.PerplexityScorer(ppl.Config(dtype="float32", model=str(model_dir), batch_size=2))
     tok, model = scorer.lm.tokenizer, scorer.lm.model
     windows = [
         tok(_noise(n, seed=n), add_special_tokens=False)["input_ids"] for n in (90, 30, 200, 55, 7, 120)
@@ -265,6 +269,68 @@ def test_device_setting() -> None:
         ppl.Config(device="gpu")
 
 
+def test_native_bf16_check_reads_the_cpu_flags() -> None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file() or "flags" not in cpuinfo.read_text():
+        pytest.skip("no x86 /proc/cpuinfo flags here")
+    flags = set(re.findall(r"^flags\s*:(.*)$", cpuinfo.read_text(), re.M)[0].split())
+    assert ppl.cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def test_auto_dtype_is_bfloat16_with_native_bf16_else_float32_with_a_log_line(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One CPU cannot be both kinds: the capability check is replaced, the model really loads.
+    cfg = ppl.Config(model=str(tiny_dir), dtype="auto", device="cpu", max_tokens=256, window=16)
+    monkeypatch.setattr(ppl, "cpu_has_native_bf16", lambda: True)
+    with caplog.at_level("WARNING", logger="poisonguard.perplexity"):
+        fast = ppl.PerplexityScorer(cfg)
+    assert fast.dtype == "bfloat16" and fast.lm.model.dtype == torch.bfloat16
+    assert "float32" not in caplog.text
+    monkeypatch.setattr(ppl, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="poisonguard.perplexity"):
+        slow = ppl.PerplexityScorer(cfg)
+    assert slow.dtype == "float32" and slow.lm.model.dtype == torch.float32
+    assert "no native bfloat16" in caplog.text and "runs in float32" in caplog.text
+    texts = ["b" * 60 + _noise(60), "The river rises in the hills and flows south to the sea."]
+    for a, b in zip(_rows(slow.score(_table(texts))), _rows(fast.score(_table(texts))), strict=True):
+        assert a["perplexity_scored_tokens"] == b["perplexity_scored_tokens"]
+        mean = a["perplexity_mean_nll"]
+        assert abs(mean - b["perplexity_mean_nll"]) < 0.05 * max(1.0, mean)
+
+
+def test_converted_copies_are_kept_per_weight_type(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A converted (GGUF) model is kept once per weight type; a bfloat16 start reads its own copy,
+    made from the float32 one when that exists. Any folder stands in for the GGUF file here."""
+    cache = tmp_path / "models"
+    monkeypatch.setenv("POISONGUARD_MODEL_CACHE", str(cache))
+    monkeypatch.setattr(lm_loader, "_cache_key", lambda source: "tiny-key")
+    monkeypatch.setattr(lm_loader, "_CACHE", {})
+    f32 = lm_loader.load_model(str(tiny_dir), "float32")
+    assert sorted(p.name for p in cache.iterdir()) == ["tiny-key"]
+    bf16 = lm_loader.load_model(str(tiny_dir), "bfloat16")
+    assert sorted(p.name for p in cache.iterdir()) == ["tiny-key", "tiny-key-bf16"]
+    assert bf16.model.dtype == torch.bfloat16
+    monkeypatch.setattr(lm_loader, "_CACHE", {})
+    guarded = _refuse_the_original(lm_loader._from_pretrained, tiny_dir)
+    monkeypatch.setattr(lm_loader, "_from_pretrained", guarded)
+    again = lm_loader.load_model(str(tiny_dir), "bfloat16")  # from the kept copy, not the original
+    assert again.model.dtype == torch.bfloat16
+    for a, b in zip(bf16.model.parameters(), again.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert f32.model.dtype == torch.float32
+
+
+def _refuse_the_original(load: Any, original: Path) -> Any:
+    def guarded(folder: str, gguf_file: str | None, torch_dtype: Any) -> Any:
+        assert Path(folder) != original, "loaded the original model, not the kept copy"
+        return load(folder, gguf_file, torch_dtype)
+
+    return guarded
+
+
 def test_identical_texts_get_identical_signals(scorer: ppl.PerplexityScorer) -> None:
     text = "b" * 80 + _noise(80)
     a, b, c = _rows(scorer.score(_table([text, "zzz", text])))
@@ -273,7 +339,7 @@ def test_identical_texts_get_identical_signals(scorer: ppl.PerplexityScorer) -> 
 
 def _gain_cfg(model: Path, **kw: Any) -> ppl.Config:
     settings: dict[str, Any] = dict(
-        model=str(model), max_tokens=512, context_gain_min_nll=0.0, incoherent_max_nll=99
+        model=str(model), dtype="float32", max_tokens=512, context_gain_min_nll=0.0, incoherent_max_nll=99
     )
     return ppl.Config(**(settings | kw))
 

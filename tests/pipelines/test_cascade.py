@@ -13,7 +13,7 @@ from poisonguard.pipelines import cascade
 from poisonguard.pipelines.config import ConfigError, load_config
 from poisonguard.pipelines.progress import Progress
 from poisonguard.pipelines.runner import score_documents
-from poisonguard.pipelines.stages import LMProgress, score_lm
+from poisonguard.pipelines.stages import LM_PROGRESS_DOCS, LMProgress, score_lm
 from tests.filters.test_suspicion import PROSE
 
 
@@ -90,13 +90,16 @@ class _PassingScorer:
 def test_lm_progress_moves_per_call_and_shows_scored_tokens_per_second() -> None:
     stream = io.StringIO()
     progress = Progress("log", interval_s=0.0, stream=stream)
-    task = progress.start("language model", total=130, unit="docs")
+    n = 2 * LM_PROGRESS_DOCS + 2
+    task = progress.start("language model", total=n, unit="docs")
     scorer = _PassingScorer()
-    subset = pa.table({"id": [str(i) for i in range(130)], "text": ["x"] * 130})
+    subset = pa.table({"id": [str(i) for i in range(n)], "text": ["x"] * n})
     columns = score_lm(scorer, subset, LMProgress(progress, task))
     progress.finish(task)
-    assert scorer.calls == 3  # 64 + 64 + 2 documents: docs and ETA move per call, not per chunk
-    assert len(columns["perplexity_mean_nll"]) == 130
+    assert scorer.calls == 3  # docs and ETA move per call of LM_PROGRESS_DOCS, not per chunk
+    assert len(columns["perplexity_mean_nll"]) == n
     lines = stream.getvalue().splitlines()
     assert any("scored tokens/s" in line and "ETA" in line for line in lines)
-    assert "language model: done 130 docs, 100%" in lines[-1]
+    eta_lines = [line for line in lines if "ETA" in line]
+    assert any(f"{LM_PROGRESS_DOCS} docs" in line for line in eta_lines)  # after the first call already
+    assert f"language model: done {n} docs, 100%" in lines[-1]
