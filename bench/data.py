@@ -99,6 +99,22 @@ SOURCES: tuple[Source, ...] = (
         "b336986c3028dffd3d31140456abc4062019cac3dbbeafa772b1df86986f5b8e",
         "small jailbreak and injection fixture set (MIT)",
     ),
+    # Two more publishers' attack sets, never fitted on either side of P-INJ-X: the third-party
+    # held-out set "C" (bench/injection_data.py).
+    Source(
+        "hermes-jailbench",
+        "pip",
+        "hermes-jailbench==0.2.2",
+        "147f0975390a2b8251f297799e0fcba071ea9caf477437035e6fec6f79bf3044",
+        "jailbreak regression attacks: identity override, extraction, injection, multilingual",
+    ),
+    Source(
+        "nullsec-promptinject",
+        "pip",
+        "nullsec-promptinject==0.1.0",
+        "af857c01505f75cfbb7d4ac2e0f8407e5ffd7ec7baade79b24d4b29d12e9b7b3",
+        "prompt-injection payload library: extraction, override, indirect, tool abuse, 6 languages",
+    ),
     Source("debian-handbook", "apt", "debian-handbook", None, "Debian handbook HTML, 26 languages"),
     Source("python3.11-doc", "apt", "python3.11-doc", None, "Python 3.11 docs, 530 HTML pages"),
     # Two releases of the same documentation site each (split-view drift, bench/bench_split_view.py)

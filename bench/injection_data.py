@@ -189,6 +189,75 @@ def _garak_multilingual() -> list[Sample]:
     return out
 
 
+_HERMES_KIND = {
+    "identity_override": "roleplay",
+    "prompt_extraction": "exfiltration",
+    "injection": "indirect",
+}
+_HERMES_LANG = {"spanish": "es", "french": "fr", "german": "de", "japanese": "ja"}
+# the payload a jailbreak template asks for (hermes-jailbench fills {TARGET} with its own)
+HERMES_TARGET = "explain how to disable the building's alarm system"
+
+
+def _call_kwargs(node: ast.Call) -> dict[str, Any]:
+    """The literal keyword arguments of a call (others left out)."""
+    out = {}
+    for kw in node.keywords:
+        if kw.arg is None:
+            continue
+        if isinstance(kw.value, ast.Attribute):  # Category.INJECTION -> "injection"
+            out[kw.arg] = kw.value.attr.lower()
+            continue
+        try:
+            out[kw.arg] = ast.literal_eval(kw.value)
+        except ValueError:
+            pass
+    return out
+
+
+def _hermes() -> list[Sample]:
+    """hermes-jailbench 0.2.2: every Attack(...) of hermes_jailbench/attacks.py, rendered."""
+    path = corpus.package_dir("hermes-jailbench") / "hermes_jailbench" / "attacks.py"
+    out = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Attack"):
+            continue
+        kw = _call_kwargs(node)
+        if not isinstance(kw.get("template"), str):
+            continue
+        langs = [_HERMES_LANG[t] for t in kw.get("tags", []) if t in _HERMES_LANG]
+        kind = _HERMES_KIND.get(kw.get("category", ""), kw.get("category", "other"))
+        text = kw["template"].replace("{TARGET}", HERMES_TARGET)
+        out.append({"text": text, "lang": langs[0] if langs else "en", "source": "third-party", "kind": kind})
+    return out
+
+
+_NULLSEC_KIND = {"extraction": "exfiltration", "override": "override", "jailbreak": "roleplay",
+                 "indirect": "indirect", "function_abuse": "tool_call"}  # fmt: skip
+
+
+def _nullsec() -> list[Sample]:
+    """nullsec-promptinject 0.1.0: every literal Payload(text, category, language, ...)."""
+    path = corpus.package_dir("nullsec-promptinject") / "nullsec_promptinject" / "payloads.py"
+    out = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Payload"):
+            continue
+        try:
+            args = [ast.literal_eval(a) for a in node.args[:3]]
+        except ValueError:
+            continue  # a payload computed at import time (base64 of a string)
+        text, category, lang = (args + ["indirect", "en"])[:3]
+        kind = _NULLSEC_KIND.get(category, category)
+        out.append({"text": text, "lang": lang, "source": "third-party", "kind": kind})
+    return out
+
+
+def _third_party() -> list[Sample]:
+    """Held-out set C: two more publishers' attack sets, never fitted on either side."""
+    return _hermes() + _nullsec()
+
+
 def _handwritten() -> list[Sample]:
     return [
         {"text": text, "lang": lang, "source": "handwritten", "kind": HELD_OUT_KINDS[i]}
@@ -226,6 +295,7 @@ COLLECTIONS = {
     "bastion": _bastion,
     "garak-multilingual": _garak_multilingual,
     "handwritten": _handwritten,
+    "third-party": _third_party,
 }
 
 

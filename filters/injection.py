@@ -3,11 +3,13 @@
 The trigger lists (configs/triggers.yaml) only match the phrasings someone wrote down. This detector
 scores every sentence window of a document (one or two sentences, 80-320 characters) with a small
 linear model over *concepts* of an injection, each a multilingual regex (en de fr es it pt nl ru zh
-ja): who is addressed (an AI, assistant, agent, summariser), what is cancelled (ignore, forget,
-no longer applies), a persona without rules, secrets, where data goes (URL, e-mail, webhook),
-tools, hiding it from the user, chat-format delimiters. The model weighs pairs of concepts that
-occur together in a window, never one alone, and generic words ("you", "the user", "reply",
-"tool") only beside a specific one; every weight is non-negative, so evidence only adds. A hashed
+ja): who is addressed (an AI, assistant, agent, summariser, "the AI reading this"), what is
+cancelled (ignore, forget, no longer bound), a new task put in its place, a persona or "mode"
+without rules, secrets, where data goes (URL, e-mail, webhook), tools, hiding it from the user,
+chat-format delimiters. The model weighs pairs of concepts that occur together in a window, one
+concept alone only for chat-format delimiters ("[/INST]", "<|im_start|>"), and generic words
+("you", "the user", "reply", "tool") only beside a specific one; every weight is non-negative, so
+evidence only adds. A hashed
 character n-gram stage can be added (``bench/train_injection.py --ngrams``) but is off in the
 shipped model: it learned the fit side's wording and lowered cross-source recall. The weights ship
 with the package (``filters/injection_model.npz``, a few KB); ``bench/train_injection.py`` fits
@@ -56,9 +58,9 @@ MODEL_FILE = "injection_model.npz"
 
 class Config(DetectorConfig):
     model_file: str | None = Field(None, description="null: the shipped filters/injection_model.npz")
-    threshold: float = Field(0.7976, ge=0.0, le=1.0, description="window probability that quarantines")
+    threshold: float = Field(0.7748, ge=0.0, le=1.0, description="window probability that quarantines")
     threshold_in_context: float = Field(
-        0.9289, ge=0.0, le=1.0, description="the same on security pages and support/forum threads"
+        0.9338, ge=0.0, le=1.0, description="the same on security pages and support/forum threads"
     )
     security_terms_min: int = Field(
         2, ge=1, description="security-word hits that make a page's subject security"
@@ -292,8 +294,10 @@ def _alt(words: str, cjk: str = "") -> str:
 CONCEPTS: dict[str, str] = {
     # the reader addressed as a machine
     "addressee": _alt(
-        r"(?:an?|the|any|this|your|every)_(?:ai|a\.i\.) ai_(?:assistant|model|system|agent|bot|tool)s? "
-        r"llms? gpt\w* chatgpt openai chatbots? bots? \w+bots? \w+-bots? robô llm_agents? "
+        r"(?:an?|the|any|this|your|every|another|different|other|unfiltered|uncensored)_(?:ai|a\.i\.) "
+        r"ai_(?:assistant|model|system|agent|bot|tool)s? "
+        r"llms? gpt-?\d\w* gpt-\w+ \w+gpt chatgpt openai chatbots? bots? (?!(?:ro|cert)bots?\b)\w+bots? "
+        r"\w+-bots? robô llm_agents? "
         r"(?:any|the|whatever|every|each)_model_(?:that|which|reading|parsing|processing|analy[sz]ing) "
         r"(?:al|au|ao|aan_het|an_das|dem)_(?:modello|modèle|modelo|model|modell)_"
         r"(?:che|qui|que|dat|das|der) модел\w+,_котор\w+ "
@@ -302,14 +306,17 @@ CONCEPTS: dict[str, str] = {
         r"ia ia-\w+ modèle_de_langage modèle_d'ia robot_de_résumé "
         r"asistente\w* modelo_de_lenguaje modelo_de_ia assistente\w* modello_linguistico modello_di_ia "
         r"modelo_de_linguagem modelo_de_ia taalmodel\w* ai-\w+ "
-        r"ии ии-\w+ ассистент\w* чат-бот\w* языков\w+_модел\w+ нейросет\w*",
+        r"ии ии-\w+ ассистент\w* чат-бот\w* языков\w+_модел\w+ нейросет\w* "
+        # a model told it is the one reading ("the AI reading this", "if you are an LLM")
+        r"(?:ai|llm|model|assistant|agent|bot)s?_(?:reading|processing|parsing|scanning|summari[sz]ing)_"
+        r"(?:this|these|the_following) if_you_are_an?_(?:ai|llm|language_model|assistant|agent)",
         r"助手|智能体|机器人|语言模型|人工智能|ai模型|的模型[:：]|アシスタント|エージェント|ボット|言語モデル|"
         r"人工知能|aiモデル|モデルへ",
     ),
     # the reader's configuration: instructions, rules, policies, safety
     "config": _alt(
         r"instructions? rules guidelines? polic(?:y|ies) restrictions? filters? safety guardrails? "
-        r"constraints? programming directives? system_prompt prompts? ethics ethical moral\w* "
+        r"constraints? (?:your|my)_programming directives? system_prompt prompts? ethics ethical moral\w* "
         r"anweisung\w* regeln richtlinie\w* vorgaben einschränkung\w* sicherheitsfilter\w* "
         r"consignes? instructions? règles? restrictions? directives? filtres? "
         r"instrucci\w+ reglas? restricci\w+ directrices? normas? filtros? "
@@ -321,13 +328,20 @@ CONCEPTS: dict[str, str] = {
     ),
     # cancelling, overriding, escaping
     "override": _alt(
-        r"ignor\w* disregard\w* forget\w* override\w* overrid\w* bypass\w* overrule\w* skip "
+        r"ignore ignoring ignorier\w* ignorez ignorer ignora ignorar ignorate ignoreer\w* disregard\w* "
+        r"forget\w* override\w* overrid\w* bypass\w* overrule\w* skip "
         r"no_longer_appl\w+ cancell?ed void disable\w* unlock\w* jailbr\w+ "
         r"vergiss\w* vergesst missacht\w* aufgehoben umgeh\w* deaktivier\w* "
         r"oubli\w* annul\w+ contourn\w+ désactiv\w+ olvid\w* cancelad\w* anulad\w* omite\w* "
         r"dimentic\w* annullat\w* esque[cç]\w* desconsider\w* negeer\w* vergeet geannuleerd "
-        r"забудь\w* забуд\w+ игнорир\w* отмен\w+ обойд\w+ обход\w*",
-        r"忽略|无视|忘记|忘掉|不要理会|取消|绕过|無視|忘れ|取り消|無効",
+        r"забудь\w* забуд\w+ игнорир\w* отмен\w+ обойд\w+ обход\w* "
+        # released from what bound the reader
+        r"no_longer_(?:bound|required|need|have_to|restricted|subject) not_bound broken_free free_from "
+        r"nicht_mehr_(?:gebunden|verpflichtet|an) außer_kraft n'es_plus_(?:lié|tenu|soumis) plus_soumis "
+        r"ya_no_(?:estás|tienes|está|debes) non_sei_più non_devi_più não_(?:está|estás)_mais "
+        r"não_precisa_mais "
+        r"niet_langer_(?:gebonden|verplicht) hoeft_niet_meer больше_не_(?:связан|обязан|должен|нужно)",
+        r"忽略|无视|忘记|忘掉|不要理会|取消|绕过|不再受|不再需要|無視|忘れ|取り消|無効|従う必要はありません|もう従わ",
     ),
     # what came before: previous/above/earlier instructions
     "prior": _alt(
@@ -337,19 +351,45 @@ CONCEPTS: dict[str, str] = {
         r"eerder\w* vorige bovenstaande предыдущ\w* прежн\w* выше ранее",
         r"之前|以前|上面|先前|上述|これまで|以前の|前の|上記",
     ),
+    # a new task or rule set put in place of the old one
+    "new_task": _alt(
+        r"new_(?:instructions?|task|tasks|rules?|directives?|objective|goal|orders?|priority|prompt|role) "
+        r"updated_(?:instructions|rules|task|guidelines) instead_of_(?:summari[sz]ing|answering|translating) "
+        r"neue[nrs]?_(?:anweisung\w*|aufgabe\w*|regel\w*|befehl\w*|rolle) stattdessen "
+        r"nouvel\w*_(?:instructions?|consignes?|tâche|règles?|rôle|ordres?) à_la_place "
+        r"nuev[oa]s?_(?:instrucciones|instrucción|tarea|reglas|órdenes|papel) en_su_lugar "
+        r"nuov[oaei]_(?:istruzion\w+|compito|regole|ordini|ruolo) invece "
+        r"nov[oa]s?_(?:instruç\w+|tarefa|regras|ordens|papel) em_vez_disso "
+        r"nieuwe_(?:instructies|opdracht|taak|regels|rol) in_plaats_daarvan "
+        r"нов\w+_(?:инструкци\w*|задач\w*|правил\w*|роль) вместо_этого",
+        r"新的指令|新指令|新任务|新的任务|新规则|新的规则|新しい指示|新しいタスク|新しいルール|代わりに",
+    ),
     # a persona without rules, role-play framing
     "persona": _alt(
-        r"you_are_now you're_now from_now_on act_as_(?:an?|the|my|if_you) acting_as "
+        r"you_are_now you're_now from_now_on "
+        r"(?:(?<![\w\s])|(?<=\n)|(?<=[.!?:;]\s)|(?<=please\s)|(?<=you\sto\s)|(?<=now\s)|(?<=,\s))act_as_(?:a"
+        r"n?|the|my|if_you) acting_as "
         r"pretend(?:_to_be|_you|_that_you|ing_to_be) stay_in_character in_character role-?play\w* "
-        r"persona do_anything_now developer_mode let's_play play_a_game hypothetical\w* "
+        r"do_anything_now developer_mode let's_play play_a_game "
+        r"hypothetical_(?:scenario|world|situation|story) "
         r"du_bist_jetzt ab_jetzt tu_so,?_als_(?:wärst|ob)_du lass_uns_ein_spiel deine_rolle "
-        r"tu_es_maintenant à_partir_de_maintenant fais_comme_si_tu fais_semblant personnage jouons "
-        r"ton_rôle ahora_eres a_partir_de_ahora finge_(?:que|ser) haz_como_si_fueras personaje "
-        r"juguemos tu_papel ora_sei da_ora_in_poi fingi_(?:di|che) personaggio giochiamo "
-        r"a_partir_de_agora finja_(?:que|ser) faça_de_conta_que_você personagem vamos_jogar "
+        r"tu_es_maintenant à_partir_de_maintenant fais_comme_si_tu fais_semblant (?:ton|votre)_personnage "
+        r"jouons "
+        r"ton_rôle ahora_eres a_partir_de_ahora finge_(?:que|ser) haz_como_si_fueras (?:tu|su)_personaje "
+        r"juguemos tu_papel ora_sei da_ora_in_poi fingi_(?:di|che) (?:il_)?tuo_personaggio giochiamo "
+        r"a_partir_de_agora finja_(?:que|ser) faça_de_conta_que_você (?:seu|sua|teu|tua)_personagem "
+        r"vamos_jogar "
         r"você_é_agora je_bent_nu vanaf_nu doe_alsof_(?:je|jij) je_rol "
-        r"теперь_ты с_этого_момента притвор\w+ из_роли сыграем",
-        r"从现在起|从现在开始|你现在是|假装|扮演|角色|今からあなたは|ふりをして|なりきっ|役を|ロールプレイ",
+        r"теперь_ты с_этого_момента притвор\w+ из_роли сыграем "
+        # a "mode" that switches the rules off
+        r"(?:developer|debug|maintenance|unrestricted|jailbreak|jailbroken|god|sudo|dan|evil|unfiltered|admi"
+        r"n)_mode "
+        r"entwicklermodus wartungsmodus mode_(?:développeur|débogage|sans_restriction\w*) "
+        r"modo_(?:desarrollador|desenvolvedor|sviluppatore|sin_restricciones|sem_restrições|depuración) "
+        r"modalità_(?:sviluppatore|senza_restrizioni) ontwikkelaarsmodus "
+        r"режим_(?:разработчика|отладки|без_ограничений)",
+        r"从现在起|从现在开始|你现在是|假装|扮演(?:一个|一名|一位)|角色扮演|开发者模式|调试模式|今からあなたは|ふりをして|なりきっ|役を|ロールプレイ|"
+        r"開発者モード|デバッグモード",
     ),
     # no limits: unfiltered, amoral, never refuse
     "no_limits": _alt(
@@ -451,8 +491,11 @@ CONCEPTS: dict[str, str] = {
     "marker": (
         r"(?:^|\n|\. )[^\S\n]*(?:system|note|important|attention|admin|assistant|notice|user)\s*"
         r"(?:(?:note|message|notice|override|update|alert)\s*)?[:!]|"
-        r"\[/?(?:system|inst|sys|admin|hidden instruction)\]|<\|\w+\|>|</?(?:system|instructions?)>|"
-        r"###\s*(?:instruction|system|new)|"
+        r"\[/?(?:system|inst|sys|admin|hidden instructions?|ai instructions?|system "
+        r"override)\b[^\]\n]{0,40}\]|"
+        r"<\|\w+\|>|<</?sys>>|</?(?:system|instructions?)>|</(?:document|context|untrusted\w*|data|input)>|"
+        r"###\s*(?:instruction|system|new|hidden)|\[(?:end of|context end|begin) [^\]\n]{0,30}\]|"
+        r"\b(?:system|admin) override\b|"
         r"systemhinweis|systemmeldung|note système|avis système|nota del sistema|aviso del sistema|"
         r"nota di sistema|avviso di sistema|aviso do sistema|systeemmelding|системное сообщение|"
         r"系统通知|系统消息|システム通知|<!--"
@@ -472,7 +515,12 @@ _PAIRS = tuple(
     for j in range(i + 1, len(CONCEPTS))
     if not (_GENERIC[i] and _GENERIC[j])
 )
-N_FEATURES = 1 + 1 + len(_PAIRS) + 1
+_SPECIFIC = np.array([not g for g in _GENERIC])
+# Concepts that count alone: chat-format delimiters ("[/INST]", "<|im_start|>") have no business in
+# prose. Every other concept alone fills ordinary pages ("persona", "bot", "password", a mailto:).
+ALONE = ("marker",)
+_ALONE = np.array([name in ALONE for name in CONCEPTS])
+N_FEATURES = 1 + 1 + len(_PAIRS) + int(_ALONE.sum()) + 1
 # Columns of the pairs of the addressee with a generic concept ("our chatbot" beside "you" or
 # "answers"). On a page whose subject is security, or in a thread, that is how people write about
 # assistants, so there those pairs do not count.
@@ -507,18 +555,19 @@ def span_features(
     quotes: list[tuple[int, int]] | None = None,
 ) -> np.ndarray:
     """Feature matrix of the windows [start, end): the n-gram logit, how many concepts are present
-    beyond the first, each pair of concepts present together, and the share inside a quotation.
-    One concept alone counts for nothing: "agent", "bot" or "password" fill ordinary manuals."""
+    beyond the first, each pair of concepts present together, the concepts of ``ALONE`` by themselves, and
+    the share inside a quotation. Any other concept alone counts for nothing: "agent", "bot" or
+    "password" fill ordinary manuals."""
     logits = window_logits(folded, model, starts, ends)
     present = np.zeros((len(starts), len(CONCEPTS)))
     for k, pos in enumerate(concept_positions(folded)):
         if len(pos):
             present[:, k] = np.searchsorted(pos, ends) > np.searchsorted(pos, starts)
     pairs = np.stack([present[:, i] * present[:, j] for i, j in _PAIRS], axis=1)
-    specific = present[:, ~np.array(_GENERIC)]
+    specific = present[:, _SPECIFIC]
     extra = np.maximum(specific.sum(axis=1) - 1, 0)[:, None]
     quoted = quoted_share(folded, starts, ends, quotes)[:, None]
-    return np.concatenate([logits[:, None], extra, pairs, quoted], axis=1)
+    return np.concatenate([logits[:, None], extra, pairs, present[:, _ALONE], quoted], axis=1)
 
 
 def window_features(folded: str, model: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
