@@ -117,10 +117,12 @@ def verdicts(row: dict[str, Any], cfg: Config) -> list[tuple[str, Model, float |
     return [(name, model, *log_odds(row, model, cfg)) for name, model in models_for(row, cfg)]
 
 
-def margin(row: dict[str, Any], cfg: Config) -> float | None:
-    """The largest log-odds minus threshold over the models that judge the row (>= 0: quarantined)."""
-    gaps = [v - m.threshold for _n, m, v, _p in verdicts(row, cfg) if v is not None]
-    return max(gaps) if gaps else None
+def decision(row: dict[str, Any], cfg: Config) -> tuple[str, float, dict[str, float]] | None:
+    """(model name, log-odds minus its threshold, contributions) of the model that judges the row with
+    the largest margin (>= 0: quarantined); None when no model has enough signals. What `flag` decides
+    by and what `explain` prints as the verdict."""
+    gaps = [(name, v - m.threshold, parts) for name, m, v, parts in verdicts(row, cfg) if v is not None]
+    return max(gaps, key=lambda g: g[1]) if gaps else None
 
 
 def _rows(signals: pa.Table, cfg: Config) -> list[dict[str, Any]]:
@@ -135,11 +137,6 @@ def score(signals: pa.Table, cfg: Config) -> list[float | None]:
     return [log_odds(row, cfg.cheap, cfg)[0] for row in _rows(signals, cfg)]
 
 
-def margins(signals: pa.Table, cfg: Config) -> list[float | None]:
-    """Per row, the largest log-odds minus threshold over the models that judge it (>= 0: quarantined)."""
-    return [margin(row, cfg) for row in _rows(signals, cfg)]
-
-
 def reason_for(parts: dict[str, float]) -> str:
     top = sorted(parts, key=lambda c: -parts[c])[:2]
     return f"{REASON}({','.join(top)})"
@@ -150,19 +147,20 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
         return [[] for _ in range(signals.num_rows)]
     out: list[list[str]] = []
     for row in _rows(signals, cfg):
-        over = [
-            (v - model.threshold, parts)
-            for _n, model, v, parts in verdicts(row, cfg)
-            if v is not None and v >= model.threshold
-        ]
-        out.append([reason_for(max(over, key=lambda o: o[0])[1])] if over else [])
+        best = decision(row, cfg)
+        out.append([reason_for(best[2])] if best is not None and best[1] >= 0 else [])
     return out
 
 
 def explain_lines(row: dict[str, Any], cfg: Config) -> list[str]:
-    """The combiner's view of one document for `poisonguard explain`: per model, its log-odds against
-    its threshold and each column's push."""
-    lines = []
+    """The combiner's view of one document for `poisonguard explain`: the verdict (the deciding model and
+    its margin), then per model its log-odds against its threshold and each column's push."""
+    best = decision(row, cfg)
+    if best is None:
+        lines = ["  verdict: no model has enough signals"]
+    else:
+        outcome = "quarantine" if best[1] >= 0 else "keep"
+        lines = [f"  verdict: {outcome} (model {best[0]}, log-odds minus threshold {best[1]:+.2f})"]
     for name, model, value, parts in verdicts(row, cfg):
         head = "-" if value is None else f"{value:+.2f}"
         which = "with the LM columns" if name == "lm" else "cheap columns"

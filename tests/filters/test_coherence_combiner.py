@@ -104,6 +104,15 @@ def test_two_weak_signals_add_up_where_one_does_not() -> None:
     assert combiner.score(table, cfg) == pytest.approx([-0.5, 2.5, None])
 
 
+def margins(table: pa.Table, cfg: combiner.Config) -> list[float | None]:
+    """Per row, the deciding model's log-odds minus its threshold (None: no verdict)."""
+    out = []
+    for row in table.to_pylist():
+        best = combiner.decision(row, cfg)
+        out.append(None if best is None else best[1])
+    return out
+
+
 def test_rows_the_lm_scored_are_judged_by_the_lm_model_too() -> None:
     cfg = model()
     lm_scores = [None, 4.2, 6.0, 4.0]
@@ -112,7 +121,7 @@ def test_rows_the_lm_scored_are_judged_by_the_lm_model_too() -> None:
     # cheap model: -2 + 0.5 = -1.5 for rows 0-2, -2 + 1.5 + 3 = 2.5 for row 3 (threshold 0)
     # lm model (rows with an LM score): -1 + 0.5 + 0.2 = -0.3, -1 + 0.5 + 2 = 1.5, -1 + 1.5 + 0 = 0.5
     # (threshold 1); the margin is the larger of (log-odds - threshold)
-    assert combiner.margins(table, cfg) == pytest.approx([-1.5, -1.3, 0.5, 2.5])
+    assert margins(table, cfg) == pytest.approx([-1.5, -1.3, 0.5, 2.5])
     assert combiner.score(table, cfg) == pytest.approx([-1.5, -1.5, -1.5, 2.5])  # the cheap model's
     assert combiner.flag(table, cfg) == [
         [],
@@ -122,16 +131,17 @@ def test_rows_the_lm_scored_are_judged_by_the_lm_model_too() -> None:
     ]
     row = {"a": 0.5, "b": 10.0, "perplexity_mean_nll": 6.0, "language_lang": "en"}
     lines = combiner.explain_lines(row, cfg)
-    heads = [line for line in lines if "model" in line]
+    assert lines[0] == "  verdict: quarantine (model lm, log-odds minus threshold +0.50)"
+    heads = [line for line in lines if line.startswith("  model")]
     assert "model cheap" in heads[0] and "-1.50" in heads[0]
     assert "model lm (with the LM columns)" in heads[1] and "+1.50" in heads[1] and ">= +1.00" in heads[1]
     french = table.set_column(3, "language_lang", pa.array(["fr"] * 4))  # the lm model is for English
-    assert combiner.margins(french, cfg) == pytest.approx([-1.5, -1.5, -1.5, 2.5])
-    assert combiner.margins(french, cfg.model_copy(update={"lm_languages": []})) == pytest.approx(
+    assert margins(french, cfg) == pytest.approx([-1.5, -1.5, -1.5, 2.5])
+    assert margins(french, cfg.model_copy(update={"lm_languages": []})) == pytest.approx(
         [-1.5, -1.3, 0.5, 2.5]
     )
     no_lm = cfg.model_copy(update={"lm": combiner.Model()})  # no lm terms: the cheap model alone
-    assert combiner.margins(table, no_lm) == pytest.approx([-1.5, -1.5, -1.5, 2.5])
+    assert margins(table, no_lm) == pytest.approx([-1.5, -1.5, -1.5, 2.5])
 
 
 def test_missing_columns_and_disabled_combiner_flag_nothing() -> None:
@@ -141,7 +151,9 @@ def test_missing_columns_and_disabled_combiner_flag_nothing() -> None:
         []
     ]
     lines = combiner.explain_lines({"a": 1.5, "b": 6.0}, cfg)
-    assert "model cheap" in lines[0] and "+2.50" in lines[0] and lines[1].split()[0] == "b"
+    assert lines[0] == "  verdict: quarantine (model cheap, log-odds minus threshold +2.50)"
+    assert "model cheap" in lines[1] and "+2.50" in lines[1] and lines[2].split()[0] == "b"
+    assert combiner.explain_lines({"a": 1.5}, cfg)[0] == "  verdict: no model has enough signals"
 
 
 def test_issue_example_is_quarantined_by_the_shipped_combiner_and_explained(tmp_path) -> None:  # noqa: ANN001
