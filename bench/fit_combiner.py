@@ -57,6 +57,8 @@ CHEAP_FEATURES = (
     "coherence_alnum_mix_share",
     "language_confidence",
 )
+# The tokens model (pages of random tokens): fitted on P-HEXSALAD, tested on P-ALNUM, and both ways.
+TOKEN_FEATURES = ("coherence_alnum_mix_share", "language_confidence")
 # Columns measured on the LM sample (the separation table shows each); the lm model uses LM_MODEL:
 # the coherence columns and the LM columns whose babble-vs-clean AUROC is far from 0.5 (the spread
 # of sentence NLLs and the change-point jump separate little and made the fit noisier).
@@ -210,20 +212,26 @@ class Sample:
         self.clean_fit = (self.y == 0) & (side == "fit")
         self.clean_test = (self.y == 0) & (side == "test")
 
+    def fit(self, rows: np.ndarray, l2: float) -> dict[str, Any]:
+        return fit(self.x[rows], self.y[rows], l2)
+
+    def scores(self, model: dict[str, Any], rows: np.ndarray | None = None) -> np.ndarray:
+        return log_odds(model, self.x if rows is None else self.x[rows])
+
 
 def held_out(s: Sample, genre: str, fp: float, l2: float) -> tuple[np.ndarray, float]:
     """Scores and threshold of the model fitted without `genre` (its chains and its clean prose)."""
     clean = s.clean_fit & (s.category != f"prose-{genre}")
     train = (s.babble & (s.genre != genre)) | s.salad | clean
-    model = fit(s.x[train], s.y[train], l2)
-    return log_odds(model, s.x), threshold_for(log_odds(model, s.x[clean]), fp)
+    model = s.fit(train, l2)
+    return s.scores(model), threshold_for(s.scores(model, clean), fp)
 
 
 def in_source(s: Sample, fp: float, l2: float) -> tuple[np.ndarray, float]:
     """Scores and threshold of the model fitted on the even-numbered babble of every genre."""
     train = (s.babble & (s.index % 2 == 0)) | s.salad | s.clean_fit
-    model = fit(s.x[train], s.y[train], l2)
-    return log_odds(model, s.x), threshold_for(log_odds(model, s.x[s.clean_fit]), fp)
+    model = s.fit(train, l2)
+    return s.scores(model), threshold_for(s.scores(model, s.clean_fit), fp)
 
 
 def report(
@@ -243,6 +251,10 @@ def report(
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     ins, ins_thr = in_source(s, fp, l2)
+    order = np.array([d.get("order") or 0 for d in s.docs])
+    opener = np.array(["/opener" in (d.get("variant") or "") for d in s.docs])
+    parts = {f"order {o}": order == o for o in (1, 2, 3)} | {"real first sentence": opener, "none": ~opener}
+    by_part: list[str] = []
     fp_by_cat: dict[str, list[float]] = collections.defaultdict(list)
     recalls: list[float] = []
     both: list[float] = []
@@ -254,6 +266,8 @@ def report(
         for cat in np.unique(s.category[s.clean_test]):
             m = s.clean_test & (s.category == cat)
             fp_by_cat[cat].append(float((score[m] >= thr).mean()))
+        cells = [pct(float((score[rows & m] >= thr).mean())) for m in parts.values()]
+        by_part.append(f"| {g} | " + " | ".join(cells) + " |")
         odd = rows & (s.index % 2 == 1)
         either = (score >= thr) | also
         both.append(float(either[rows].mean()))
@@ -265,10 +279,12 @@ def report(
         )
     mean_both = pct(float(np.mean(both)))
     out.append(f"| **all five (mean)** | **{pct(float(np.mean(recalls)))}** | | | | **{mean_both}** | |")
+    out += ["", "Held out, by chain order and opening (same models, each genre's chains never fitted):", ""]
+    out += ["| held-out genre | " + " | ".join(parts) + " |", "|---|" + "---:|" * len(parts), *by_part]
     train = s.babble | s.salad | s.clean_fit
-    model = fit(s.x[train], s.y[train], l2)
-    thr = threshold_for(log_odds(model, s.x[s.clean_fit]), fp)
-    score = log_odds(model, s.x)
+    model = s.fit(train, l2)
+    thr = threshold_for(s.scores(model, s.clean_fit), fp)
+    score = s.scores(model)
     per_order = collections.defaultdict(list)
     for d, v in zip(s.docs, score, strict=True):
         if d.get("family") == "P-BABBLE-X":
@@ -314,16 +330,22 @@ def yaml_block(name: str, features: tuple[str, ...], model: dict[str, Any], thr:
     return out
 
 
-def write_config(path: Path, blocks: list[str], first: str) -> None:
-    """Replace the models of the combiner section of `path` from `first` (cheap or lm) to the section's
-    end with `blocks` (atomically; the rest of the file is kept)."""
+def write_config(path: Path, blocks: dict[str, list[str]]) -> None:
+    """Replace (or add, before the lm model or the section's end) each named model block of the
+    combiner section of `path` (atomically; the rest of the file is kept)."""
     text = path.read_text("utf-8")
-    pattern = re.compile(rf"(?ms)^  {first}:\n.*?(?=^# --- end combiner ---)")
-    if not pattern.search(text):
-        raise SystemExit(f"{path}: no combiner `{first}:` block before '# --- end combiner ---'")
-    new = pattern.sub(lambda _m: "\n".join(blocks) + "\n", text, count=1)
+    if "# --- end combiner ---" not in text:
+        raise SystemExit(f"{path}: no '# --- end combiner ---' line")
+    for name, lines in blocks.items():
+        block = "\n".join(lines) + "\n"
+        pattern = re.compile(rf"(?m)^  {name}:\n(?:    .*\n)*")
+        if pattern.search(text):
+            text = pattern.sub(lambda _m, b=block: b, text, count=1)  # type: ignore[misc]
+            continue
+        anchor = "\n  lm:\n" if name != "lm" and "\n  lm:\n" in text else "\n# --- end combiner ---"
+        text = text.replace(anchor, "\n" + block.rstrip("\n") + anchor, 1)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(new, "utf-8")
+    tmp.write_text(text, "utf-8")
     tmp.replace(path)
 
 
@@ -337,12 +359,39 @@ def shipped_cheap(s: Sample) -> np.ndarray:
     return np.array([bool(combiner.flag(pa.Table.from_pylist([r]), cfg)[0]) for r in rows])
 
 
-def cheap_sample(args: argparse.Namespace) -> Sample:
+def cheap_sample(args: argparse.Namespace) -> tuple[Sample, Sample]:
+    """(the cheap model's sample, the same docs with the tokens model's columns)."""
     docs = babble_bench.sample(args.per_genre, args.per_category, args.seed)
     docs += babble_gen.p_alnum_salad(args.alnum, args.seed) + babble_gen.p_hex_salad(args.alnum, args.seed)
     key = f"{args.per_genre}-{args.per_category}-{args.alnum}-{args.seed}"
-    table = signal_table(docs, OUT_DIR / f"babble_cheap-v2-{key}.parquet")
-    return Sample(docs, CHEAP_FEATURES, matrix(table, [d["id"] for d in docs], CHEAP_FEATURES))
+    table = signal_table(docs, OUT_DIR / f"babble_cheap-v3-{key}.parquet")
+    ids = [d["id"] for d in docs]
+    return Sample(docs, CHEAP_FEATURES, matrix(table, ids, CHEAP_FEATURES)), Sample(
+        docs, TOKEN_FEATURES, matrix(table, ids, TOKEN_FEATURES)
+    )
+
+
+def tokens_report(s: Sample, fp: float, l2: float) -> tuple[list[str], dict[str, Any], float]:
+    """The tokens model: fit on one random-token generator and the clean fit half, report on the other
+    generator (never fitted) and the clean test half, both ways; shipped: fitted on P-HEXSALAD."""
+    out = [
+        "| fitted on | threshold | recall, fitted generator | recall, other generator (held out) "
+        "| P-BABBLE-X flagged | clean FP, test half |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    shipped: tuple[dict[str, Any], float] | None = None
+    for name, fitted, other in (("P-HEXSALAD", s.salad, s.alnum), ("P-ALNUM", s.alnum, s.salad)):
+        model = s.fit(fitted | s.clean_fit, l2)
+        thr = threshold_for(s.scores(model, s.clean_fit), fp)
+        score = s.scores(model) >= thr
+        out.append(
+            f"| {name} | {thr:+.2f} | {pct(float(score[fitted].mean()))} | {pct(float(score[other].mean()))} "
+            f"| {pct(float(score[s.babble].mean()))} | {pct(float(score[s.clean_test].mean()))} "
+            f"({int(score[s.clean_test].sum())} of {int(s.clean_test.sum())}) |"
+        )
+        shipped = shipped or (model, thr)
+    assert shipped is not None
+    return out, *shipped
 
 
 def lm_sample(args: argparse.Namespace) -> tuple[Sample, Sample] | None:
@@ -356,7 +405,7 @@ def lm_sample(args: argparse.Namespace) -> tuple[Sample, Sample] | None:
         return None
     lm = babble_lm.signal_table(docs, rows)
     key = f"lm-{args.lm_per_genre}-{args.lm_per_category}-{args.alnum}-{args.seed}"
-    cheap = signal_table(docs, OUT_DIR / f"babble_cheap-v2-{key}.parquet")
+    cheap = signal_table(docs, OUT_DIR / f"babble_cheap-v3-{key}.parquet")
     ids = [d["id"] for d in docs]
     x = np.hstack([matrix(cheap, ids, CHEAP_FEATURES), matrix(lm, ids, LM_FEATURES)])
     every = Sample(docs, CHEAP_FEATURES + LM_FEATURES, x)
@@ -365,24 +414,27 @@ def lm_sample(args: argparse.Namespace) -> tuple[Sample, Sample] | None:
 
 def run(args: argparse.Namespace) -> str:
     out: list[str] = []
-    blocks: list[str] = []
+    blocks: dict[str, list[str]] = {}
     if args.only != "lm":
-        cheap = cheap_sample(args)
+        cheap, tokens = cheap_sample(args)
         lines, model, thr = report(cheap, "cheap", args.fp, args.l2)
         out += lines + [""]
-        blocks += yaml_block("cheap", cheap.features, model, thr)
+        blocks["cheap"] = yaml_block("cheap", cheap.features, model, thr)
+        lines, model, thr = tokens_report(tokens, args.tokens_fp, args.l2)
+        out += ["**tokens** (pages of random tokens):", "", *lines, ""]
+        blocks["tokens"] = yaml_block("tokens", tokens.features, model, thr)
     samples = lm_sample(args) if args.only != "cheap" else None
     if samples is not None:
         lm, every = samples
         lines, model, thr = report(lm, "lm", args.fp, args.lm_l2, shipped_cheap(every))
         out += lines + ["", "Separation on the LM sample (AUROC, babble of a genre vs all clean docs):", ""]
         out += separation(every) + [""]
-        blocks += yaml_block("lm", lm.features, model, thr)
+        blocks["lm"] = yaml_block("lm", lm.features, model, thr)
     else:
         log("no cached LM rows (run python -m bench.babble_lm first): lm model not fitted")
-    out += ["```yaml", "combiner:", *blocks, "```"]
+    out += ["```yaml", "combiner:", *(line for b in blocks.values() for line in b), "```"]
     if args.write_config and blocks:
-        write_config(Path(args.write_config), blocks, "lm" if args.only == "lm" else "cheap")
+        write_config(Path(args.write_config), blocks)
         log(f"wrote the combiner models into {args.write_config}")
     return "\n".join(out)
 
@@ -396,6 +448,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alnum", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fp", type=float, default=0.004, help="clean fit-half FP allowed by the threshold")
+    ap.add_argument(
+        "--tokens-fp",
+        type=float,
+        default=0.0,
+        help="clean fit-half FP allowed by the tokens model's threshold",
+    )
     ap.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the cheap model")
     ap.add_argument("--lm-l2", type=float, default=20.0, help="L2 penalty of the lm model (fewer docs)")
     ap.add_argument("--write-config", default="", help="write the fitted models into this config file")

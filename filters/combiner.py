@@ -6,11 +6,12 @@ column is standardised (``(value - center) / scale``, clipped to +-`clip`), mult
 and the sum plus `bias` is the document's log-odds of being poison. A document whose log-odds reach
 `threshold` is quarantined as ``combiner:weak_signals(<the two columns that pushed most>)``.
 
-There are two models, each with its own terms, bias and threshold, fitted separately: ``cheap``
-(coherence and language columns) decides for every document, and ``lm`` (the same columns plus the
-language model's: context gain, sentence-level NLL signals) adds its verdict for the documents the LM
-scored (the cascade routed them to it; `lm_column` has a value). A document is quarantined when either
-model reaches its threshold; the reason names the two columns that pushed the deciding model most.
+There are three models, each with its own terms, bias and threshold, fitted separately: ``cheap``
+(coherence and language columns: babble) and ``tokens`` (pages of random tokens: hashes, keys, the
+issue's alphanumeric salad) decide for every document, and ``lm`` (coherence columns plus the language
+model's: context gain, sentence-level NLL signals) adds its verdict for the documents the LM scored
+(the cascade routed them to it; `lm_column` has a value). A document is quarantined when any model
+reaches its threshold; the reason names the two columns that pushed the deciding model most.
 The lm model was fitted on English text only, so it judges only the languages in `lm_languages`.
 
 It stays auditable: :func:`contributions` gives every column's share of the log-odds, and
@@ -67,8 +68,16 @@ class Config(BaseModel):
         description="the lm model judges only documents whose language_lang is one of these (it was "
         "fitted on English text; the LM's losses differ by language); empty: every language",
     )
-    cheap: Model = Field(default_factory=Model, description="documents the LM did not score")
+    cheap: Model = Field(default_factory=Model, description="every document: babble (coherence columns)")
+    tokens: Model = Field(
+        default_factory=Model, description="every document: pages of random tokens (non-words, hashes)"
+    )
     lm: Model = Field(default_factory=Model, description="documents the LM scored")
+
+
+def term_columns(models: list[Model]) -> set[str]:
+    """Every column these models read."""
+    return {t.column for m in models for t in m.terms}
 
 
 def _value(v: Any) -> float | None:
@@ -82,9 +91,9 @@ def _value(v: Any) -> float | None:
 
 
 def models_for(row: dict[str, Any], cfg: Config) -> list[tuple[str, Model]]:
-    """The models that judge this row: the cheap one, and the lm one when the row has an LM score and
-    that model has terms."""
-    out = [("cheap", cfg.cheap)] if cfg.cheap.terms else []
+    """The models that judge this row: the cheap and tokens ones, and the lm one when the row has an LM
+    score (each only if it has terms)."""
+    out = [(name, m) for name, m in (("cheap", cfg.cheap), ("tokens", cfg.tokens)) if m.terms]
     language_ok = not cfg.lm_languages or row.get("language_lang") in cfg.lm_languages
     if cfg.lm.terms and language_ok and _value(row.get(cfg.lm_column)) is not None:
         out.append(("lm", cfg.lm))
@@ -126,7 +135,7 @@ def decision(row: dict[str, Any], cfg: Config) -> tuple[str, float, dict[str, fl
 
 
 def _rows(signals: pa.Table, cfg: Config) -> list[dict[str, Any]]:
-    wanted = {t.column for t in cfg.cheap.terms + cfg.lm.terms} | {cfg.lm_column, "language_lang"}
+    wanted = term_columns([cfg.cheap, cfg.tokens, cfg.lm]) | {cfg.lm_column, "language_lang"}
     cols = {c: signals.column(c).to_pylist() for c in wanted if c in signals.column_names}
     return [{name: values[i] for name, values in cols.items()} for i in range(signals.num_rows)]
 
@@ -143,7 +152,7 @@ def reason_for(parts: dict[str, float]) -> str:
 
 
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
-    if not cfg.enabled or not (cfg.cheap.terms or cfg.lm.terms):
+    if not cfg.enabled or not (cfg.cheap.terms or cfg.tokens.terms or cfg.lm.terms):
         return [[] for _ in range(signals.num_rows)]
     out: list[list[str]] = []
     for row in _rows(signals, cfg):

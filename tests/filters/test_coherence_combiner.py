@@ -94,6 +94,13 @@ def test_contributions_are_weight_times_clipped_standardised_value() -> None:
     assert clipped == pytest.approx({"a": 3.0, "b": 0.0})
 
 
+def test_the_tokens_model_judges_every_document() -> None:
+    tokens = combiner.Model(bias=-1.0, threshold=0.0, terms=[combiner.Term(column="m", weight=1.0)])
+    cfg = combiner.Config(tokens=tokens, min_signals=1)
+    assert combiner.flag(pa.table({"m": [0.5, 2.0]}), cfg) == [[], ["combiner:weak_signals(m)"]]
+    assert [name for name, _m in combiner.models_for({"m": 2.0}, cfg)] == ["tokens"]
+
+
 def test_two_weak_signals_add_up_where_one_does_not() -> None:
     cfg = model()
     table = pa.table({"a": [1.5, 1.5, None], "b": [10.0, 6.0, 2.0]})
