@@ -1,21 +1,24 @@
 """Fit the combiner (filters/combiner.py) by the cross-source protocol and report held-out figures.
 
     python -m bench.fit_combiner [--per-genre 60] [--per-category 40] [--lm-per-genre 40]
-                                 [--lm-per-category 4] [--seed 0] [--write-config configs/default.yaml]
+                                 [--lm-per-category 4] [--seed 0] [--only both|cheap|lm]
+                                 [--write-config configs/default.yaml]
 
-Two models, fitted the same way on different data:
+Three models (the shipped cheap and tokens models: ``--only cheap --per-genre 120``):
 
-* ``cheap`` (documents the LM did not score): coherence and language columns, on a large sample
+* ``cheap`` (every document): coherence and language columns, on a large sample
   (bench/babble_bench.py: P-BABBLE-X babble from the chains of five genres, clean held-out prose of the
   same genres, poetry, dialogue, lists and the clean base);
+* ``tokens`` (every document: pages of random tokens): the mixed letter-digit token share and the
+  language confidence, fitted on P-HEXSALAD and the clean fit half with its threshold above every clean
+  fit doc, reported on P-ALNUM, and the other way round (:func:`tokens_report`);
 * ``lm`` (documents the LM scored): the same columns plus the perplexity detector's, on the sample
   whose per-token NLLs bench/babble_lm.py cached (the LM is the slow part; run it first).
 
-P-ALNUM (issue 13 item 6's example) is never used for fitting; P-HEXSALAD (another random-token
-generator: hex digests and base64 runs after a real sentence) is, in every fit, so that the cheap
-model learns what a page of non-words looks like from a generator other than the one it is tested
-on. Clean documents are split in two halves by a hash of their id: the fit half and the test half.
-For each model:
+P-ALNUM (issue 13 item 6's example) is never used for fitting the shipped models; P-HEXSALAD (another
+random-token generator: hex digests and base64 runs after a real sentence) is, in every cheap fit
+too. Clean documents are split in two halves by a hash of their id: the fit half and the test half.
+For the cheap and lm models:
 
 * cross-source ("leave one genre out"): for each genre G, fit on the babble of the other four genres
   and the clean fit half without G's own prose; threshold = the score that lets `fp` of that clean
@@ -24,8 +27,8 @@ For each model:
 * in-source: fit on the even-numbered babble of all genres, report recall on the odd-numbered babble
   of G, same clean halves;
 * shipped: fit on all genres' babble and the clean fit half; its recall on P-ALNUM and its false
-  positives per clean category on the test half. ``--write-config`` writes both models into the
-  combiner section of a config file (atomically; everything else in the file is kept).
+  positives per clean category on the test half. ``--write-config`` writes the fitted models into the
+  combiner section of a config file, each block in place (atomically; everything else is kept).
 
 Signal columns are cached under bench/out/ (cheap ones per sample; LM ones from the token cache).
 """
