@@ -68,15 +68,26 @@ def figures(docs: list[dict[str, Any]], flags: list[bool]) -> dict[str, Any]:
     }
 
 
+# Second stage, with the GRID knobs fixed at their fit: how far under the bar a member of an
+# established campaign may be (filters/campaign.py campaign_domains).
+RELAXED_GRID = {"relaxed_share": (0.5, 0.75, 1.0)}
+
+
 def fit(docs: list[dict[str, Any]], sketches: Any, max_fp: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """The grid setting with the highest recall at false positives <= ``max_fp`` (:func:`fit_grid`;
     the plateau's centre: the median containment, then the median candidate threshold, then the
-    median core)."""
-    return fit_grid(
+    median core), then ``relaxed_share`` the same way with those fixed."""
+    params, _ = fit_grid(
         GRID,
-        lambda params: evaluate(docs, sketches, campaign.Config(**params)),
+        lambda p: evaluate(docs, sketches, campaign.Config(**p)),
         max_fp,
         ("min_containment", "min_varied_containment", "candidate_threshold", "core_min_domains"),
+    )
+    return fit_grid(
+        {**{k: (v,) for k, v in params.items()}, **RELAXED_GRID},
+        lambda p: evaluate(docs, sketches, campaign.Config(**p)),
+        max_fp,
+        ("relaxed_share",),
     )
 
 
@@ -197,7 +208,7 @@ def report(result: dict[str, Any]) -> list[str]:
     return [
         f"#### Intensity {result['intensity']} (seed {result['seed']}; fit: highest recall at <= "
         f"{pct(result['max_fp'])} false positives, centre of the plateau)\n",
-        *result_tables(result["sources"], GRID),
+        *result_tables(result["sources"], {**GRID, **RELAXED_GRID}),
     ]
 
 
@@ -251,7 +262,7 @@ def speed_report(t: dict[str, float]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="campaign and look-alike draw")
     ap.add_argument(
         "--intensity",
         type=float,
@@ -270,9 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         "campaign) + blog chrome. Campaigns per source: three on 10 domains, two on 50, one on 500. "
         "Look-alikes (label clean): wire stories on 2-9 domains, mirrors on 2-6, CMS sites sharing a "
         "theme (3 pages per site, and one short page per site), forum quote chains and editions on one "
-        "site, unrelated background articles; source B also translations of handbook pages (each "
-        "language on its own domain). Fit on one source, test on the other; the shipped defaults are "
-        "the fit on A.\n",
+        "site, unrelated background articles, legal notices shared by unrelated sites (A: a privacy-policy "
+        "template on 30 domains and GPL-3 on 15; B: a terms-of-use template on 30, Apache-2.0 and "
+        "MPL-2.0 on 15 each); source B also translations of handbook pages (each language on its own "
+        "domain). Fit on one source, test on the other; the shipped defaults are the fit on A.\n",
     ]
     for result in results:
         lines += report(result)

@@ -21,8 +21,10 @@ Look-alikes (per source, same chrome families): a wire story syndicated on 2-9 d
 of a page on 2-6 domains, sites on 20+ domains sharing one CMS theme (same navigation, cookie
 banner and footer on every page, different articles; three pages per site, and one short page per
 site on 40 more sites), forum quote chains on one domain, and
-near-duplicate editions of one article on one site; for source B also translations of one handbook
-page on 12-20 domains (one language each).
+near-duplicate editions of one article on one site, legal notices shared by unrelated sites (a
+privacy-policy template for A, a terms-of-use template for B, filled in per site on 30 domains, and
+licence texts on 15 domains each: GPL-3 for A, Apache-2.0 and MPL-2.0 for B); for source B also
+translations of one handbook page on 12-20 domains (one language each).
 """
 
 from __future__ import annotations
@@ -580,6 +582,199 @@ def translations(n: int, seed: int = 0) -> list[Doc]:
     return out
 
 
+# Legal notices written for this bench (not any real service's text): the privacy policy is source A's,
+# the terms of use source B's. Every site fills in its own name, e-mail address and date.
+_PRIVACY_TEMPLATE_A = "\n".join(
+    (
+        "Privacy Policy",
+        "Last updated: {date}",
+        (
+            "This Privacy Policy describes how {site} collects, uses and shares your personal information "
+            "when you visit our website."
+        ),
+        (
+            "By using the website you consent to the collection and use of your personal data in accordance "
+            "with this policy."
+        ),
+        (
+            "We collect the information you provide directly to us, such as your name and email address when "
+            "you subscribe to our newsletter or contact us."
+        ),
+        (
+            "We also collect certain information automatically, including your IP address, browser type, "
+            "referring pages and the dates and times of your visits."
+        ),
+        (
+            "We use cookies and similar tracking technologies to remember your preferences and to measure how"
+            " visitors use the website."
+        ),
+        (
+            "You can instruct your browser to refuse all cookies, but some parts of the website may not "
+            "function properly without them."
+        ),
+        (
+            "We use the personal data we collect to operate and improve the website, to respond to your "
+            "requests and to send you updates you asked for."
+        ),
+        "We do not sell your personal information to third parties.",
+        (
+            "We may share your information with trusted service providers who process personal data on our "
+            "behalf and under our instructions."
+        ),
+        (
+            "We may disclose your personal data where required by law or in response to valid requests by "
+            "public authorities."
+        ),
+        (
+            "We retain personal data only for as long as is necessary for the purposes set out in this "
+            "Privacy Policy."
+        ),
+        (
+            "Under the General Data Protection Regulation you have the right to access, correct or erase the "
+            "personal data we hold about you."
+        ),
+        (
+            "You also have the right to object to processing, to request restriction of processing and to "
+            "data portability."
+        ),
+        (
+            "Where processing is based on your consent, you may withdraw that consent at any time without "
+            "affecting the lawfulness of earlier processing."
+        ),
+        (
+            "We take reasonable technical and organisational measures to protect your personal data against "
+            "loss, misuse and unauthorised access."
+        ),
+        (
+            "No method of transmission over the internet or method of electronic storage is completely "
+            "secure, and we cannot guarantee absolute security."
+        ),
+        (
+            "Our website may contain links to third-party websites whose privacy practices we do not control "
+            "and for which we accept no liability."
+        ),
+        (
+            "Our services are not directed to children under the age of 16, and we do not knowingly collect "
+            "personal data from children."
+        ),
+        (
+            "We may update this Privacy Policy from time to time, and the updated version will be indicated "
+            "by the revised date above."
+        ),
+        "If you have any questions about this Privacy Policy, please contact us at {email}.",
+    )
+)
+
+_TERMS_TEMPLATE_B = "\n".join(
+    (
+        "Terms of Use",
+        "Effective date: {date}",
+        "Welcome to {site}. Please read these Terms of Use carefully before using this site.",
+        "By accessing or using the site you agree to be bound by these Terms and by our Privacy Notice.",
+        "If you do not agree with any part of these Terms, you must not access or use the site.",
+        (
+            "All content on the site, including text, graphics, logos and software, is the property of {site}"
+            " or its licensors and is protected by copyright and trademark laws."
+        ),
+        (
+            "You are granted a limited, non-exclusive and revocable licence to access the site for your "
+            "personal, non-commercial use."
+        ),
+        (
+            "You may not copy, reproduce, republish, upload, transmit or distribute any content without our "
+            "prior written permission."
+        ),
+        (
+            "You agree not to use the site in any way that breaches any applicable local, national or "
+            "international law or regulation."
+        ),
+        (
+            "You are responsible for keeping the credentials of your account confidential and for all "
+            "activity that occurs under your account."
+        ),
+        (
+            "Any comments or materials you submit grant us a worldwide, royalty-free licence to use, "
+            "reproduce and display them in connection with the site."
+        ),
+        (
+            'The site and its content are provided on an "as is" and "as available" basis without warranties '
+            "of any kind, either express or implied."
+        ),
+        (
+            "To the fullest extent permitted by law, we disclaim all warranties, including implied warranties"
+            " of merchantability and fitness for a particular purpose."
+        ),
+        (
+            "In no event shall {site} be liable for any indirect, incidental, special or consequential "
+            "damages arising out of your use of the site."
+        ),
+        (
+            "You agree to indemnify and hold us harmless from any claims, losses and expenses arising from "
+            "your breach of these Terms."
+        ),
+        (
+            "We may suspend or terminate your access to the site at any time and without notice if you "
+            "violate these Terms."
+        ),
+        (
+            "These Terms are governed by the laws of the jurisdiction in which {site} is established, and the"
+            " courts of that jurisdiction have exclusive jurisdiction."
+        ),
+        (
+            "If any provision of these Terms is held to be invalid or unenforceable, the remaining provisions"
+            " shall remain in full force and effect."
+        ),
+        (
+            "We reserve the right to amend these Terms at any time, and your continued use of the site after "
+            "a change constitutes acceptance of the new Terms."
+        ),
+        "Questions about these Terms may be sent to {email}.",
+    )
+)
+
+# Licence texts shared verbatim by unrelated sites (a project's "License" page): Debian's copies.
+_LICENCES = {"A": ("GPL-3",), "B": ("Apache-2.0", "MPL-2.0")}
+_LICENCE_DIR = Path("/usr/share/common-licenses")
+
+
+def legal_notices(
+    source: str, template_domains: int = 30, licence_domains: int = 15, seed: int = 0
+) -> list[Doc]:
+    """Legal notices that unrelated sites share: one notice template (source A: a privacy policy,
+    B: terms of use) filled in with each site's name, e-mail and date on ``template_domains``
+    domains, and each licence text of the source (A: GPL-3, B: Apache-2.0 and MPL-2.0, read from
+    /usr/share/common-licenses; skipped where that is missing) on ``licence_domains`` domains; each
+    page in the source's site chrome. Many long sentences verbatim on many domains: what a copied
+    article looks like to a rule that counts them."""
+    rng = random.Random(f"{seed}:legal-{source}")
+    chrome = chrome_a if source == "A" else chrome_b
+    template = _PRIVACY_TEMPLATE_A if source == "A" else _TERMS_TEMPLATE_B
+    out: list[Doc] = []
+    for _ in range(template_domains):
+        domain = fake_domain(rng)
+        site = _site_name(domain)
+        text = template.format(site=site, email=f"privacy@{domain}", date=_date(rng))
+        headline, body = text.split("\n", 1)
+        page = chrome(domain, headline, body, _related(source, rng), rng)
+        out.append(
+            _doc(
+                f"legal-{source}", 0, len(out), page, f"https://{domain}/{headline.lower().replace(' ', '-')}"
+            )
+        )
+    for name in _LICENCES[source]:
+        path = _LICENCE_DIR / name
+        if not path.exists():
+            continue
+        licence = path.read_text("utf-8", errors="replace")
+        # Hard-wrapped plain text: one paragraph per blank-line block, each on one line.
+        body = "\n\n".join(" ".join(block.split()) for block in licence.split("\n\n") if block.strip())
+        for _ in range(licence_domains):
+            domain = fake_domain(rng)
+            page = chrome(domain, f"License ({name})", body, _related(source, rng), rng)
+            out.append(_doc(f"legal-{source}", 0, len(out), page, f"https://{domain}/license.html"))
+    return out
+
+
 def background(source: str, n: int, seed: int = 0) -> list[Doc]:
     """Unrelated articles of the source, one site each: the clean background."""
     rng = random.Random(f"{seed}:background-{source}")
@@ -603,6 +798,7 @@ def lookalikes(source: str, seed: int = 0) -> list[Doc]:
         *forum_threads(source, 15, seed),
         *editions(source, 15, seed),
         *background(source, 400, seed),
+        *legal_notices(source, seed=seed),
     ]
     if source == "B":
         docs += translations(40, seed)

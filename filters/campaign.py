@@ -12,7 +12,10 @@ What survives spinning is a *shared core*: most of the body's short word n-grams
    related links, copyright lines), hash its word ``shingle_words``-grams, and keep
    (a) a MinHash signature of them and (b) their ``sketch_size`` smallest hashes (a bottom-k
    sketch: a feature small enough to be kept is kept in every document that has it, so sketches
-   of different documents can be compared feature by feature).
+   of different documents can be compared feature by feature). A body that reads as a legal
+   notice (:func:`legal_notice`: most sentences carry a legal term, and it addresses its reader,
+   as licences, privacy policies and terms of use do) is left out like a short one: unrelated
+   sites share those texts verbatim by the thousand, and they are not articles.
 2. Over the whole input (:class:`CampaignIndex`): a low-threshold MinHash LSH only *proposes*
    candidate groups (connected components of pairs whose estimated Jaccard reaches
    ``candidate_threshold``). Groups on fewer than ``min_domains`` domains are dropped at once.
@@ -30,7 +33,11 @@ What survives spinning is a *shared core*: most of the body's short word n-grams
    sites (each copy in its own chrome, so under dedup's near-duplicate threshold) is many; such a
    copy is quarantined as ``campaign:copied(N domains)``. A group whose
    confirmed copies span ``min_domains`` registrable domains is a campaign: each confirmed copy
-   is quarantined as ``campaign:spun(N domains)``.
+   is quarantined as ``campaign:spun(N domains)``. Containment is measured on a sample of each
+   copy's features, so a campaign on barely ``min_domains`` domains would be lost to one copy a
+   little under the bar: once copies at the full bar span ``established_share`` of
+   ``min_domains``, the members at ``relaxed_share`` of both bars are copies too
+   (:func:`campaign_domains`).
 
 Benign look-alikes stay below the bar: a wire story syndicated on a few domains has a core on too
 few domains; mirrors of one page on a few sites likewise; translations share few word n-grams;
@@ -84,7 +91,7 @@ class Config(DetectorConfig):
     candidate_threshold: float = Field(
         0.2, gt=0.0, le=1.0, description="estimated Jaccard of body features for a candidate pair"
     )
-    sketch_size: int = Field(64, ge=8, le=4096, description="bottom-k features kept per document")
+    sketch_size: int = Field(128, ge=8, le=4096, description="bottom-k features kept per document")
     core_min_domains: int = Field(4, ge=2, description="a core feature is on this many domains of the group")
     min_containment: float = Field(
         0.4, gt=0.0, le=1.0, description="share of a page in the core to confirm it as a copy"
@@ -109,6 +116,34 @@ class Config(DetectorConfig):
         ge=1,
         description="a group whose core holds this many shared sentences is an article copied verbatim",
     )
+    established_share: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="a group whose copies at the full bar span this share of min_domains is an established "
+        "campaign, whose members at relaxed_share of the bar are copies too",
+    )
+    relaxed_share: float = Field(
+        0.75,
+        gt=0.0,
+        le=1.0,
+        description="share of min_containment and min_varied_containment a member of an established "
+        "campaign needs to be one of its copies",
+    )
+    legal_sentence_share: float | None = Field(
+        0.6,
+        gt=0.0,
+        le=1.0,
+        description="a body whose sentences carry a legal term (licence, warranty, privacy, consent...) at "
+        "this share, addressed to the reader (legal_address_density), is a legal notice: it never joins a "
+        "campaign (null: no exemption)",
+    )
+    legal_address_density: float = Field(
+        0.015,
+        ge=0.0,
+        le=1.0,
+        description="share of words addressing the reader (you, your, we, our) in a legal notice",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,6 +163,56 @@ def body_text(text: str, min_sentence_words: int) -> str:
     sentences = _SENTENCE_END.sub("\\1\n", text).splitlines()
     # The whitespace count is an upper bound of the word count and cheap: most lines stop there.
     return "\n".join(s.strip() for s in sentences if len(s.split()) >= n and len(_WORD.findall(s)) >= n)
+
+
+# Legal register: terms of licences, privacy policies and terms of use, in the languages of the CMS
+# templates most sites use (whole words, or word stems). A notice addresses its reader ("you agree",
+# "we collect"); an article about law does not, so the second list keeps encyclopaedic text about
+# contracts or rights out.
+_LEGAL_WORDS = frozenset(
+    "liable merchantability trademark trademarks patent patents hereby herein hereunder hereof thereof "
+    "therein pursuant notwithstanding jurisdiction jurisdictions governing terms conditions privacy "
+    "personal cookies gdpr royalty shall damages statutory provision provisions law laws right rights "
+    "permission permitted notice notices applicable accordance obligation obligations claim claims "
+    "haftung gewährleistung nutzungsbedingungen gemäß einwilligung bedingungen recht rechte garantie "
+    "garanties responsabilité données droit droits conformément consentement licencia licencias garantía "
+    "garantías responsabilidad datos términos derechos conforme consentimiento".split()
+)
+_LEGAL_STEMS = (
+    "licen", "sublicens", "warrant", "liabilit", "indemnif", "copyright", "consent", "redistribut",
+    "infring", "disclaim", "enforceab", "lawful", "legal", "prohibit", "agree", "breach", "waive",
+    "terminat", "lizenz", "datenschutz", "personenbezogen", "urheberrecht",
+)  # fmt: skip
+_ADDRESS_WORDS = frozenset(
+    "you your yours we our us ours du dein deine deinen deiner sie ihr ihre ihren ihrer wir unser unsere "
+    "unseren unserer vous votre vos nous notre nos usted ustedes nosotros nuestro nuestra nuestros "
+    "nuestras".split()
+)
+
+_NOT_WORD = re.compile(r"[^\w\s]+")  # punctuation to spaces: then str.split() gives the words
+
+
+def _is_legal_word(word: str) -> bool:
+    return word in _LEGAL_WORDS or word.startswith(_LEGAL_STEMS)
+
+
+def legal_notice(body: str, cfg: Config) -> bool:
+    """Whether a body (one sentence a line, :func:`body_text`) reads as a legal notice (a licence, a
+    privacy policy, terms of use): most of its sentences carry a legal term and it addresses the
+    reader. Unrelated sites share such texts verbatim by the thousand (the GPL, a privacy-policy
+    generator's template with the site's name filled in), which is what a copied article looks like
+    to a rule that counts shared sentences. A cookie banner on a short page is a minority of its
+    sentences; an article about law does not address its reader."""
+    if cfg.legal_sentence_share is None or not body:
+        return False
+    lower = _NOT_WORD.sub(" ", body.lower())
+    words = lower.split()
+    # Most bodies do not address their reader: that test first, and cheap.
+    if not words or sum(map(_ADDRESS_WORDS.__contains__, words)) < cfg.legal_address_density * len(words):
+        return False
+    sentences = lower.split("\n")
+    legal = sum(1 for s in sentences if any(_is_legal_word(w) for w in s.split()))
+    return legal >= cfg.legal_sentence_share * len(sentences)
 
 
 def _bottom_k(
@@ -151,9 +236,11 @@ def sketch(
     """(MinHash signatures of the body features, shape (n, num_perm) uint32; bottom-k sketches,
     one sorted uint64 array per document; share of each text's characters that are body; for each
     sketch feature, the hash of the sentence it comes from). Features are word n-grams within one
-    sentence. Documents with fewer than ``min_features`` body features get the empty signature and
-    an empty sketch: they never join a campaign."""
+    sentence. Documents with fewer than ``min_features`` body features, and legal notices
+    (:func:`legal_notice`), get the empty signature and an empty sketch: they never join a campaign."""
     bodies = [body_text(t, cfg.min_sentence_words) for t in texts]
+    # Legal notices are shared verbatim by unrelated sites: not a campaign's copies (see legal_notice).
+    bodies = ["" if legal_notice(b, cfg) else b for b in bodies]
     shares = np.array([len(b) / len(t) if t else 0.0 for b, t in zip(bodies, texts, strict=True)], np.float64)
     sentences = [b.split("\n") if b else [] for b in bodies]
     flat = [x for sents in sentences for x in sents]
@@ -216,14 +303,29 @@ def read_columns(table: pa.Table) -> tuple[np.ndarray, list[np.ndarray], np.ndar
 # Decision rule (shared by the index and by flag)
 
 
-def is_copy(containment: np.ndarray, varied: np.ndarray, verbatim: np.ndarray, cfg: Config) -> np.ndarray:
+def is_copy(
+    containment: np.ndarray, varied: np.ndarray, verbatim: np.ndarray, cfg: Config, bar: float = 1.0
+) -> np.ndarray:
     """Per member: a confirmed copy. Most of the page is in the core, and that core is either
     rewritten (spun: ``varied``) or a long article found verbatim on nearly every domain
-    (``verbatim`` shared sentences; a theme's banner and footer are a handful of sentences)."""
+    (``verbatim`` shared sentences; a theme's banner and footer are a handful of sentences).
+    ``bar`` scales both shares (``relaxed_share`` for the members of an established campaign)."""
     long_copy = np.zeros(len(verbatim), dtype=bool)
     if cfg.verbatim_core_sentences is not None:
         long_copy = verbatim >= cfg.verbatim_core_sentences
-    return (containment >= cfg.min_containment) & ((varied >= cfg.min_varied_containment) | long_copy)
+    spun_or_long = (varied >= bar * cfg.min_varied_containment) | long_copy
+    return (containment >= bar * cfg.min_containment) & spun_or_long
+
+
+def campaign_domains(strict_domains: int, relaxed_domains: int, cfg: Config) -> int:
+    """The domains a group's copies span, as the campaign test counts them. Copies at the full bar
+    must span ``established_share`` of ``min_domains``; then the members at ``relaxed_share`` of
+    the bar count too. Each member's containment is measured on a sample of its features, so in a
+    campaign on barely ``min_domains`` domains one copy a little under the bar would otherwise
+    clear all the others."""
+    if strict_domains >= math.ceil(cfg.established_share * cfg.min_domains):
+        return max(strict_domains, relaxed_domains)
+    return strict_domains
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,9 +510,14 @@ class CampaignIndex:
         # The group's verbatim core: shared sentences that hold core features of some copy.
         n_verbatim = len(np.unique(np.concatenate(verbatim_owners))) if verbatim_owners else 0
         verbatim[:] = n_verbatim
-        confirmed = is_copy(containment, varied, verbatim, self.cfg)
-        doms = domains[group.members[confirmed]]
-        return containment, varied, verbatim, len(np.unique(doms[doms >= 0]))
+
+        def spanned(confirmed: np.ndarray) -> int:
+            doms = domains[group.members[confirmed]]
+            return len(np.unique(doms[doms >= 0]))
+
+        strict = spanned(is_copy(containment, varied, verbatim, self.cfg))
+        relaxed = spanned(is_copy(containment, varied, verbatim, self.cfg, self.cfg.relaxed_share))
+        return containment, varied, verbatim, campaign_domains(strict, relaxed, self.cfg)
 
     def assign(self) -> pa.Table:
         """SIGNAL_SCHEMA columns for every document, in the order added."""
@@ -488,8 +595,10 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
     cont = column("campaign_containment", np.float64)
     varied = column("campaign_varied_containment", np.float64)
     verbatim = column("campaign_verbatim_sentences", np.int64)
-    copy = is_copy(cont, varied, verbatim, cfg) & (core >= cfg.min_domains)
-    spun = varied >= cfg.min_varied_containment
+    # core >= min_domains only for an established campaign (campaign_domains), whose members at the
+    # relaxed bar are copies.
+    copy = is_copy(cont, varied, verbatim, cfg, cfg.relaxed_share) & (core >= cfg.min_domains)
+    spun = varied >= cfg.relaxed_share * cfg.min_varied_containment
     return [
         [f"{REASON if s else COPIED_REASON}({d} domains)"] if c else []
         for c, s, d in zip(copy.tolist(), spun.tolist(), core.tolist(), strict=True)

@@ -133,7 +133,8 @@ def test_flag_rereads_thresholds() -> None:
     table, reasons = run(campaign_docs(12))
     assert all(reasons)
     assert not any(campaign.flag(table, campaign.Config(min_domains=13)))
-    assert not any(campaign.flag(table, campaign.Config(min_varied_containment=0.95)))
+    # flag applies the relaxed bar (members of an established campaign): both shares scale it.
+    assert not any(campaign.flag(table, campaign.Config(min_varied_containment=0.95, relaxed_share=1.0)))
     assert not any(campaign.flag(table, campaign.Config(enabled=False)))
 
 
@@ -143,3 +144,73 @@ def test_add_rejects_mismatched_inputs() -> None:
         index.add(["a"], ["u", "v"], np.zeros((1, 128), np.uint32), [np.zeros(0, np.uint64)], [1.0])
     with pytest.raises(ValueError, match="expected"):
         index.add(["a"], ["u"], np.zeros((1, 64), np.uint32), [np.zeros(0, np.uint64)], [1.0])
+
+
+def test_a_copy_just_under_the_bar_stays_in_an_established_campaign() -> None:
+    """10 domains, one copy diluted under the bar: the other 9 establish the campaign, and it keeps
+    that copy; measured member by member only (relaxed_share 1.0), the whole campaign was lost."""
+    docs = campaign_docs(10, seed=3)
+    cfg = campaign.Config()
+    table, _ = run(docs, cfg)
+    # Dilute one copy with chrome (short lines: not body) until its containment falls between the bars.
+    original = docs[0]["text"]
+    diluted = None
+    for extra in range(10, 400, 10):
+        menu = "\n".join(f"Menu item {i}" for i in range(extra))
+        docs[0] = dict(docs[0], text=original + "\n" + menu)
+        table, reasons = run(docs, cfg)
+        cont = table.column("campaign_containment").to_pylist()[0]
+        if cfg.relaxed_share * cfg.min_containment <= cont < cfg.min_containment:
+            diluted = reasons
+            break
+    assert diluted is not None, "fixture: no dilution put the copy between the bars"
+    assert all(r == ["campaign:spun(10 domains)"] for r in diluted)
+    strict = campaign.Config(relaxed_share=1.0)
+    assert not any(run(docs, strict)[1])
+
+
+def _notice(site: str, rng: random.Random) -> str:
+    """A privacy notice as a template fills it in (written for this test), in the site's chrome."""
+    lines = [
+        f"This privacy policy explains how {site} collects and uses your personal data when you visit.",
+        "By using the website you consent to the processing of your personal data under this policy.",
+        "We use cookies to remember your preferences, and you can refuse cookies in your browser settings.",
+        "We may share your personal information with third parties that process it on our behalf.",
+        "You have the right to access, correct or erase the personal data we hold about you at any time.",
+        "We retain your personal data only as long as the law requires or our legitimate interests allow.",
+        "Where we rely on your consent, you may withdraw it without affecting earlier lawful processing.",
+        "We take reasonable measures to protect your data, but we cannot guarantee absolute security.",
+        "Our website may link to third-party sites whose privacy practices we do not control.",
+        "We do not knowingly collect personal data from children under the age of sixteen years.",
+        "We may change this privacy policy, and the date above shows when it was last updated.",
+        f"If you have questions about this policy or your rights, write to privacy@{site}.",
+    ]
+    return chrome(site, " ".join(lines), rng)
+
+
+def test_a_legal_notice_shared_by_unrelated_sites_is_not_a_copied_article() -> None:
+    rng = random.Random(8)
+    notices = [{"id": f"n{k}", "url": f"https://legal{k}.org/privacy", "text": _notice(f"legal{k}.org", rng)}
+               for k in range(15)]  # fmt: skip
+    table, reasons = run(notices + copied_farm(12) + background(10))
+    assert not any(reasons[:15]) and all(reasons[15:27]) and not any(reasons[27:])
+    # Without the exemption the same notices were a copied article on 15 domains.
+    _, unexempt = run(notices + background(10), campaign.Config(legal_sentence_share=None))
+    assert all(r and r[0].startswith("campaign:") for r in unexempt[:15])
+
+
+def test_legal_notice_needs_legal_sentences_and_an_addressed_reader() -> None:
+    cfg = campaign.Config()
+    rng = random.Random(2)
+    body = campaign.body_text(_notice("x.org", rng), cfg.min_sentence_words)
+    assert campaign.legal_notice(body, cfg)
+    law_article = (
+        "A contract is an agreement that creates legally binding obligations between the parties.\n"
+        "Courts in most jurisdictions enforce the terms of a contract unless it breaches the law.\n"
+        "The rights of third parties under a contract differ between legal systems.\n"
+        "Damages are the usual remedy for a breach, and specific performance is rare."
+    )
+    assert not campaign.legal_notice(law_article, cfg)  # about law, not addressed to its reader
+    story = campaign.body_text(" ".join(article(random.Random(4), 10)), cfg.min_sentence_words)
+    banner = "We use cookies to give you the best experience, and you consent to our privacy policy."
+    assert not campaign.legal_notice(story + "\n" + banner, cfg)  # a cookie banner on an article
