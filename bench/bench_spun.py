@@ -37,7 +37,7 @@ GRID = {
 
 
 def build(source: str, seed: int, intensity: float) -> list[dict[str, Any]]:
-    return [*spun.campaigns(source, seed, intensity=intensity), *spun.lookalikes(source, seed)]
+    return [*spun.campaigns(source, seed, intensity=intensity), *spun.lookalikes(source, seed, legal=True)]
 
 
 def evaluate(

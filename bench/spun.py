@@ -20,10 +20,10 @@ and site chrome, so that a detector fitted on one can be tested on the other:
 Look-alikes (per source, same chrome families): a wire story syndicated on 2-9 domains, mirrors
 of a page on 2-6 domains, sites on 20+ domains sharing one CMS theme (same navigation, cookie
 banner and footer on every page, different articles; three pages per site, and one short page per
-site on 40 more sites), forum quote chains on one domain, and
-near-duplicate editions of one article on one site, legal notices shared by unrelated sites (a
+site on 40 more sites), forum quote chains on one domain, near-duplicate editions of one article on
+one site, and (in bench/bench_spun.py only) legal notices shared by unrelated sites: a
 privacy-policy template for A, a terms-of-use template for B, filled in per site on 30 domains, and
-licence texts on 15 domains each: GPL-3 for A, Apache-2.0 and MPL-2.0 for B); for source B also
+licence texts on 15 domains each (GPL-3 for A, Apache-2.0 and MPL-2.0 for B); for source B also
 translations of one handbook page on 12-20 domains (one language each).
 """
 
@@ -788,8 +788,10 @@ def background(source: str, n: int, seed: int = 0) -> list[Doc]:
     return out
 
 
-def lookalikes(source: str, seed: int = 0) -> list[Doc]:
-    """Every benign look-alike family of ``source`` (labels 0)."""
+def lookalikes(source: str, seed: int = 0, legal: bool = False) -> list[Doc]:
+    """Every benign look-alike family of ``source`` (labels 0); the legal notices only with
+    ``legal`` (bench/bench_spun.py): dedup's campaign rule, which bench/bench_farm.py fits and
+    poisonbench runs, has no legal exemption and quarantines a licence copied on 10+ domains."""
     docs = [
         *wire_stories(source, 30, seed),
         *mirrors(source, 20, seed),
@@ -798,7 +800,7 @@ def lookalikes(source: str, seed: int = 0) -> list[Doc]:
         *forum_threads(source, 15, seed),
         *editions(source, 15, seed),
         *background(source, 400, seed),
-        *legal_notices(source, seed=seed),
+        *(legal_notices(source, seed=seed) if legal else []),
     ]
     if source == "B":
         docs += translations(40, seed)

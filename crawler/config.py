@@ -113,12 +113,12 @@ class CrawlConfig(BaseModel):
         description="poisonguard.filters detectors whose flag on a page always triggers a probe",
     )
     cloaking_probe_share: float = Field(
-        0.12,
+        0.11,
         ge=0,
         le=1,
         description="probe budget per batch of a host's pages: this share of them, spent first on the "
-        "pages probed for a reason (seed, a detector, tarpit-like, the sample), "
-        "the rest on the most suspicious of the batch (crawler/suspicion.py)",
+        "pages probed for a reason (seed, a detector, the sample), the rest on the most suspicious of "
+        "the batch (crawler/suspicion.py; tarpit-like pages the tarpit did not claim rank a little higher)",
     )
     cloaking_rank_batch: int = Field(
         200,

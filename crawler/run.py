@@ -302,7 +302,12 @@ def _child(job_path: Path) -> int:
     from scrapy.crawler import AsyncCrawlerProcess
 
     from poisonguard.crawler.raw import apply_crawl_results
-    from poisonguard.crawler.spider import PoisonguardSpider, RawPipeline, TarpitMiddleware
+    from poisonguard.crawler.spider import (
+        GuardedDownloadHandler,
+        PoisonguardSpider,
+        RawPipeline,
+        TarpitMiddleware,
+    )
     from poisonguard.filters.cloaking import Config as CloakingFilterConfig
 
     job = json.loads(job_path.read_text("utf-8"))
@@ -313,6 +318,11 @@ def _child(job_path: Path) -> int:
         {
             "ITEM_PIPELINES": {f"{RawPipeline.__module__}.{RawPipeline.__name__}": 300},
             "DOWNLOADER_MIDDLEWARES": {f"{TarpitMiddleware.__module__}.{TarpitMiddleware.__name__}": 50},
+            # The guard is asked again when a queued request is sent (a region stopped meanwhile).
+            "DOWNLOAD_HANDLERS": {
+                scheme: f"{GuardedDownloadHandler.__module__}.{GuardedDownloadHandler.__name__}"
+                for scheme in ("http", "https")
+            },
             "JOBDIR": str(raw_dir / JOB_DIR),
             "LOG_FILE": str(raw_dir / LOG_FILE),
             "LOG_FILE_APPEND": True,

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 from scrapy import Request, Spider, signals
+from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DontCloseSpider, DownloadTimeoutError, IgnoreRequest
 from scrapy.http import Response, TextResponse
@@ -45,6 +46,10 @@ SLOW_FAILURES = (DownloadTimeoutError, TimeoutError, TCPTimedOutError)
 # Added to a page's rank (robust z-scores) where its visible text has instruction phrasing: a tie-breaker
 # among pages that already stand out a little, not a reason (one page in ten on the Python docs has it).
 INSTRUCTION_BONUS_Z = 1.0
+# Added to the rank of the first tarpit-like page of a chain that the tarpit did not claim by the time its
+# batch is ranked: a real page cloaked as babble is tarpit-like, but so are a real site's index pages
+# (genindex, contents: lists of names, a flat word-frequency head), so it ranks rather than forces a probe.
+TARPIT_LIKE_BONUS_Z = 1.0
 PROBE_PRIORITY = 100  # a probe runs soon after its page, while the page's own content is still current
 
 
@@ -84,7 +89,9 @@ class PoisonguardSpider(Spider):
         # the most suspicious of each batch are probed within the budget (ranked), the rest forgotten.
         self.batches: dict[str, list[tuple[str, str, frozenset[int], int]]] = {}
         self.site_shingles: dict[str, suspicion.SiteShingles] = {}  # host -> where each 4-gram was seen
-        self.held: dict[str, list[tuple[str, str]]] = {}  # host -> tarpit-like pages to probe unless marked
+        # host -> first tarpit-like pages of a chain in its batch: ranked with a bonus unless the tarpit
+        # claims them by the time the batch is ranked
+        self.held: dict[str, set[str]] = {}
         # host -> pages probed for a reason (seed, detector, sample, tarpit-like) since its
         # last ranking: they spend the same per-host budget as the ranked probes
         self.reason_probes: dict[str, int] = {}
@@ -229,10 +236,10 @@ class PoisonguardSpider(Spider):
                 yield from self._follow(response.url, links, signal)
             why = self._want_probe(response.url, text, spans, signal)
             if why == "hold":
-                self.held.setdefault(host_port_of(response.url), []).append((response.url, text))
-            elif why:
+                self.held.setdefault(host_port_of(response.url), set()).add(response.url)
+            if why and why != "hold":
                 yield self._start_probe(response.url, text, why)
-            elif why is None and host.probes < self.cfg.cloaking_max_probes_per_host:
+            elif why != "" and host.probes < self.cfg.cloaking_max_probes_per_host:
                 yield from self._rank(host_port_of(response.url), response.url, text, shingles, page_no)
         row["tarpit_host"] = host.tarpit
         yield row
@@ -258,7 +265,8 @@ class PoisonguardSpider(Spider):
         Now: seeds, pages a crawl-time detector flags, and a random sample. Instruction phrasing in the
         visible text is a ranking signal, not a reason: on some sites (the Python docs) one page in ten
         has it, and probing them all would leave nothing for the rest of the budget.
-        "hold": the first tarpit-like page of a chain, probed with its batch unless the tarpit claimed it.
+        "hold": the first tarpit-like page of a chain, ranked with its batch (a bonus) unless the tarpit
+        claimed it by then.
         """
         stats = self.guard.host(url)
         if url in self.probe_results or stats.probes >= self.cfg.cloaking_max_probes_per_host:
@@ -266,8 +274,8 @@ class PoisonguardSpider(Spider):
         if self.cfg.cloaking_probe_seeds and url in self._seed_set:
             return "seed"
         if signal.tarpit_like:
-            # The first of a chain: a tarpit, or a real page cloaked as babble? Held until its batch is
-            # ranked; by then the tarpit's own pages have usually shown what it is. Deeper ones: the tarpit's.
+            # The first of a chain: a tarpit, or a real page cloaked as babble? Ranked with its batch; by
+            # then the tarpit's own pages have usually shown what it is. Deeper ones: the tarpit's.
             first = signal.chain == 1 and self.guard.stopped_region(url) is None
             return "hold" if first else ""
         if self._flagged(url, text, spans):
@@ -299,10 +307,10 @@ class PoisonguardSpider(Spider):
             batch.append((url, text, shingles, page_no))
         if len(batch) < self.cfg.cloaking_rank_batch and not flush:
             return
-        marked = set(self.guard.tarpit_pages()) if self.held.get(host) else set()
-        for page_url, page_text in self.held.pop(host, []):
-            if page_url not in marked:  # not part of a tarpit after all: a real page cloaked as babble?
-                yield self._start_probe(page_url, page_text, "tarpit_like")
+        held = self.held.pop(host, set())
+        if held:  # a held page the tarpit claimed by now is the tarpit's, not a page to probe
+            marked = set(self.guard.tarpit_pages())
+            batch[:] = [entry for entry in batch if entry[0] not in marked]
         if not batch:
             return
         # The budget is a share of all the pages of this window; pages probed for a reason spent part of it.
@@ -320,10 +328,13 @@ class PoisonguardSpider(Spider):
             for j, (_, page_text, _, _) in enumerate(batch):
                 if suspicion.instruction(page_text):
                     scores[j] += INSTRUCTION_BONUS_Z
+        for j, (page_url, _, _, _) in enumerate(batch):
+            if page_url in held:  # tarpit-like, not claimed by the tarpit: a real page cloaked as babble?
+                scores[j] += TARPIT_LIKE_BONUS_Z
         order = sorted(range(len(batch)), key=lambda j: -scores[j])
         for page_url, page_text, _, _ in (batch[j] for j in order[:slots]):
             if self.guard.host(page_url).probes < self.cfg.cloaking_max_probes_per_host:
-                yield self._start_probe(page_url, page_text, "ranked")
+                yield self._start_probe(page_url, page_text, "tarpit_like" if page_url in held else "ranked")
         batch.clear()
 
     def _on_idle(self) -> None:
@@ -494,3 +505,25 @@ class TarpitMiddleware:
             raise IgnoreRequest(
                 f"tarpit guard stopped {host_port_of(request.url)}: {spider.guard.why_stopped(request.url)}"
             )
+
+
+class GuardedDownloadHandler(HTTP11DownloadHandler):
+    """HTTP(S) download handler that asks the tarpit guard again right before a request goes out.
+
+    Scrapy hands up to CONCURRENT_REQUESTS requests to the downloader at once, through the downloader
+    middlewares, where they wait in per-host queues; a region the guard stops meanwhile (a tarpit
+    answering each request after a drip delay) would still get all of them. Checked here, at the
+    moment of sending, they are dropped instead.
+    """
+
+    async def download_request(self, request: Request) -> Response:
+        spider = self._crawler.spider
+        if not request.meta.get("pg_probe") and isinstance(spider, PoisonguardSpider):
+            if not spider.guard.allows(request.url):
+                if self._crawler.stats is not None:
+                    self._crawler.stats.inc_value("poisonguard/dropped_stopped_host")
+                raise IgnoreRequest(
+                    f"tarpit guard stopped {host_port_of(request.url)}: "
+                    f"{spider.guard.why_stopped(request.url)}"
+                )
+        return await super().download_request(request)

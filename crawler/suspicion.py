@@ -29,8 +29,10 @@ signal that generated text made from the site's own pages cannot dodge (P-TARPIT
 
 How the probes are chosen (crawler/spider.py): per host, a budget of ``cloaking_probe_share`` of the
 pages of each batch (``cloaking_rank_batch`` pages, or what is left when the crawl idles), spent first
-on pages probed for a reason (seeds, a crawl-time detector's flag, tarpit-like pages, the sample),
-the rest on the pages that stand out most on ``scattered`` or ``injection_fit`` (:func:`rank_outliers`).
+on pages probed for a reason (seeds, a crawl-time detector's flag, the sample), the rest on the pages
+that stand out most on ``scattered`` or ``injection_fit`` (:func:`rank_outliers`). A tarpit-like page
+that the tarpit did not claim by then (a real page cloaked as babble, or a real index page: genindex
+and contents pages look tarpit-like too) ranks one robust z-score higher, as does instruction phrasing.
 The signals are computed when the batch is ranked, against every page of the host fetched by then.
 """
 

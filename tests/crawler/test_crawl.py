@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import socket
 import sys
@@ -451,6 +452,37 @@ def test_suspicion_ranks_stitched_text_and_a_spliced_instruction_first() -> None
     assert max(scattered, key=lambda p: scattered[p] or 0.0) == stitched, scattered
     assert injected in sorted(fits, key=lambda p: -(fits[p] or 0.0))[:3], fits
     assert site.scattered(frozenset({1, 2}), 0) is None  # too few shingles to say
+
+
+def test_tarpit_like_pages_compete_for_the_probe_budget_and_the_tarpits_own_are_dropped() -> None:
+    """Real index pages look tarpit-like (lists of names); they rank with the batch for the budget
+    instead of each taking a probe, and a held page the tarpit claimed by then is not probed."""
+    from poisonguard.crawler import suspicion
+    from poisonguard.crawler.raw import _extract
+    from poisonguard.crawler.spider import PoisonguardSpider
+    from poisonguard.crawler.tarpit import PageRecord
+
+    base = "http://docs.example:8000"
+    spider = PoisonguardSpider([base + "/index.html"], CrawlConfig(cloaking_probe_share=0.1))
+    host = "docs.example:8000"
+    spider.vocab[host], spider.site_shingles[host] = suspicion.SiteVocabulary(), suspicion.SiteShingles()
+    pages = servers.stdlib_pages()
+    for path, html in pages.items():
+        url = base + path
+        text = _extract(html.encode(), "text/html; charset=utf-8")[0]
+        spider.vocab[host].add(suspicion.content_words(text))
+        shingles = spider.site_shingles[host].shingles(text)
+        spider.batches.setdefault(host, []).append(
+            (url, text, shingles, spider.site_shingles[host].add(shingles))
+        )
+    held = [base + p for p in list(pages)[:8]]
+    spider.held[host] = set(held)
+    claimed = held[0]
+    spider.guard.pages[claimed] = PageRecord(tarpit_like=True, parent_tarpit_like=True)  # the tarpit's
+    probes = [r.cb_kwargs["page_url"] for r in spider._rank(host, "", "", flush=True)]
+    assert len(probes) == math.ceil(0.1 * (len(pages) - 1))  # the budget, not one probe per held page
+    assert claimed not in probes and len(set(probes) & set(held)) < len(held) - 1
+    assert all(spider.probe_why[u] == ("tarpit_like" if u in held else "ranked") for u in probes)
 
 
 def test_hostile_site_cloaked_pages_and_a_tarpit_region(tmp_path: Path) -> None:
