@@ -58,9 +58,9 @@ MODEL_FILE = "injection_model.npz"
 
 class Config(DetectorConfig):
     model_file: str | None = Field(None, description="null: the shipped filters/injection_model.npz")
-    threshold: float = Field(0.7748, ge=0.0, le=1.0, description="window probability that quarantines")
+    threshold: float = Field(0.7755, ge=0.0, le=1.0, description="window probability that quarantines")
     threshold_in_context: float = Field(
-        0.9338, ge=0.0, le=1.0, description="the same on security pages and support/forum threads"
+        0.9091, ge=0.0, le=1.0, description="the same on security pages and support/forum threads"
     )
     security_terms_min: int = Field(
         2, ge=1, description="security-word hits that make a page's subject security"
@@ -302,6 +302,8 @@ CONCEPTS: dict[str, str] = {
         r"(?:al|au|ao|aan_het|an_das|dem)_(?:modello|modèle|modelo|model|modell)_"
         r"(?:che|qui|que|dat|das|der) модел\w+,_котор\w+ "
         r"assistants? summari[sz]er\w* language_models? ai_models? ai_systems? "
+        r"artificial_intelligence inteligencia_artificial intelligenza_artificiale inteligência_artificial "
+        r"kunstmatige_intelligentie искусственн\w+_интеллект\w* intelligence_artificielle "
         r"ki-\w+ künstliche_intelligenz sprachmodell\w* assistent\w* zusammenfass\w*-bot "
         r"ia ia-\w+ modèle_de_langage modèle_d'ia robot_de_résumé "
         r"asistente\w* modelo_de_lenguaje modelo_de_ia assistente\w* modello_linguistico modello_di_ia "
@@ -367,8 +369,11 @@ CONCEPTS: dict[str, str] = {
     # a persona without rules, role-play framing
     "persona": _alt(
         r"you_are_now you're_now from_now_on "
-        r"(?:(?<![\w\s])|(?<=\n)|(?<=[.!?:;]\s)|(?<=please\s)|(?<=you\sto\s)|(?<=now\s)|(?<=,\s))act_as_(?:a"
-        r"n?|the|my|if_you) acting_as "
+        r"(?:(?<![\w\s])|(?<=\n)|(?<=[.!?:;]\s)|(?<=please\s)|(?<=you\sto\s)|(?<=now\s)|(?<=,\s)|"
+        r"(?<=going\sto\s)|(?<=you\swill\s))act_as_(?:an?|the|my|if_you) "
+        r"(?:(?<=you\sto\s)|(?<=going\sto\s)|(?<=you\swill\s)|(?<=please\s))act_as "
+        r"personify impersonate (?:take_on|assume)_the_(?:role|persona|identity) play_the_role_of "
+        r"play_(?:\d+|two|three|a|the)_characters? character_(?:named|called) "
         r"pretend(?:_to_be|_you|_that_you|ing_to_be) stay_in_character in_character role-?play\w* "
         r"do_anything_now developer_mode let's_play play_a_game "
         r"hypothetical_(?:scenario|world|situation|story) "
@@ -435,7 +440,7 @@ CONCEPTS: dict[str, str] = {
         r"キー|会話|連絡先|認証情報",
     ),
     # where data goes: a URL, an address, a webhook, a tracking pixel
-    "exfil": r"https?://|(?<![\w.+-])[\w.+-]+@[\w-]+\.[\w.]+|\.(?:gif|png)\?|webhook|\?\w+=|\bbase64\b",
+    "exfil": r"https?://|(?<![\w.+-])[\w.+-]+@[\w-]+\.[\w.]+|\.(?:gif|png)\?|webhook|\?\w+=",
     # sending and moving
     "send": _alt(
         r"send\w* forward\w* post upload\w* exfiltrat\w+ leak\w* transmit\w* append\w* include\w* "
