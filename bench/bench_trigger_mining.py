@@ -1,26 +1,30 @@
 """Trigger mining (filters/trigger_mining.py) on the real clean base, with and without P-RARE.
 
-    python -m bench.bench_trigger_mining [--per-category 150] [--seed 0] [--lm]
+    python -m bench.bench_trigger_mining [--per-half 3000] [--seed 0] [--lm]
 
-Clean: the clean base (`--per-category` per category) plus held-out prose (forum, fiction, Austen,
-news; bench/babble_gen.py), split in two halves that share no category or language:
+Clean: two halves of `--per-half` pages that share no source, category or language:
 
-* **A**: English and code (wiki-en, handbook-en, python-docs, the English hard negatives, the four
-  prose genres); P-RARE carriers: held-out wiki-en pages;
-* **B**: the other languages (wiki-fr/es, the handbook in eight languages, UDHR, RTL/ZWNJ pages);
-  P-RARE carriers: held-out wiki-fr and wiki-es pages.
+* **A**: English and code: python-docs, handbook-en, the English hard negatives, the Clang 15, LLVM
+  15 and Borg HTML docs (code identifiers, units, command names), held-out prose (forum, fiction,
+  Austen, news; bench/babble_gen.py), sampled to 90% of the half, then wiki-en pages;
+  P-RARE carriers: other wiki-en pages;
+* **B**: the other languages: the Debian handbook in eight languages, 200 UDHR translations (short
+  words of 200 languages), Persian ZWNJ and Arabic RLM paragraphs, then wiki-fr and wiki-es pages;
+  P-RARE carriers: other wiki-fr and wiki-es pages.
 
 Carriers are wiki pages kept out of the clean half (a hash of the id), so a poisoned page never has
-its clean twin in the run. Every clean page is put on one of 400 random hosts (`shuffled`, a stress
-test: the host floor no longer protects single-site words), and for comparison on its real host.
-Poison: P-RARE (1-3 tokens at random word positions, each page on its own domain) at 0.5%, 1% and 2%
-of the clean count, with the published tokens T1 (`cf mn bb tq mb`) and a set never used for tuning,
-T2 (`zx qo vk ju yb`).
+its clean twin in the run. Every clean page is put on one of 400 random hosts (a stress test: the
+host floor no longer protects single-site words). Poison: P-RARE (1-3 tokens at random word
+positions, each page on its own domain) at 0.5%, 1% and 2% of the clean count, with the published
+tokens T1 (`cf mn bb tq mb`) and a set never used for tuning, T2 (`zx qo vk ju yb`). At 0.5% a half
+holds 15 poisoned pages on 15 hosts: over the 10-host floor; the mining floor is 10 pages
+(`min_group_docs`; `min_doc_share` 0.3% of 3,000 is 9).
 
 `--lm` adds the ONION check (the default language model; windows cached in bench/out/ so a rerun only
-scores what is new). The check's one fitted knob, `min_disruption`, is fitted on one half with one
-token set (the largest disruption of a clean token there plus a margin, or the configured value if
-larger) and reported on the other half with the other token set, both ways.
+scores what is new). Its one fitted knob, `min_disruption`, is fitted on a clean half alone (the
+largest median disruption of a group of its tokens plus a margin, or the configured value if
+larger) and reported on the other half with both token sets (held out), beside the value fitted on
+the same half (in-source). No token set is used for fitting.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import os
 import pickle
 import random
 import sys
@@ -86,7 +91,7 @@ class CachedScorer:
             for (k, _), nll in zip(part, self._scorer().window_nll([w for _, w in part]), strict=True):
                 self.cache[k] = nll
             CACHE.parent.mkdir(parents=True, exist_ok=True)
-            tmp = CACHE.with_suffix(".tmp")
+            tmp = CACHE.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_bytes(pickle.dumps(self.cache))
             tmp.replace(CACHE)
         return [self.cache[k] for k in keys]
@@ -220,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-half", type=int, default=3000, help="clean pages per half")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lm", action="store_true", help="with the ONION check (default LM, cached)")
+    ap.add_argument("--halves", default="AB", help="halves whose P-RARE cases run (both are fitted)")
     args = ap.parse_args(argv)
     parts = halves(args.per_half, args.seed)
     scorer = CachedScorer() if args.lm else None
@@ -232,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     # applied to the other half with both token sets (held out) and to its own half (in-source).
     fitted: dict[str, float] = {}
     cases = [(name, (), 0.0) for name in parts]
-    cases += [(name, t, r) for name in parts for t in (T1, T2) for r in (0.005, 0.01, 0.02)]
+    cases += [(name, t, r) for name in args.halves for t in (T1, T2) for r in (0.005, 0.01, 0.02)]
     print(
         "| half | tokens | P-RARE rate (docs) | min_disruption held out (fitted on) | mined, held out "
         "(rank: token docs/group docs/group hosts, d=disruption) | top 3 are triggers | P-RARE docs "

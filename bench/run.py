@@ -114,13 +114,18 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
         [],
         "P-BABBLE-X, P-RARE mining and the combiner (issue 13 items 4, 5, 6)",
     ),
+    "trigger-mining": (
+        "bench.bench_trigger_mining",
+        ["--lm"],
+        "P-RARE trigger mining on two clean halves, held out both ways (issue 13 item 5)",
+    ),
 }
 
 # Run only where torch sees a CUDA GPU; elsewhere their last recorded section is kept.
 NEEDS_GPU = frozenset({"perplexity-gpu"})
 # Sections kept as recorded: they need steps before them (training a second model), listed in the
 # section itself with the exact commands; `--only NAME` reruns one with the arguments here.
-MANUAL = frozenset({"injection", "babble-rare-combiner"})
+MANUAL = frozenset({"injection", "babble-rare-combiner", "trigger-mining"})
 
 HEADER = """# Benchmark results
 

@@ -93,7 +93,7 @@ class Config(BaseModel):
         default=3, ge=1, description="... on this many hosts: one group (with the LM: one shared document)"
     )
     min_doc_share: float = Field(
-        default=0.004, ge=0, le=1, description="mined: the group is in this share of the run's documents"
+        default=0.003, ge=0, le=1, description="mined: the group is in this share of the run's documents"
     )
     min_group_docs: int = Field(default=10, ge=1, description="mined: ... and in this many documents")
     min_hosts: int = Field(default=10, ge=1, description="mined: ... on this many distinct hosts")
