@@ -49,7 +49,6 @@ domain.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,7 +56,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from poisonguard.core import minhash
+from poisonguard.core import legal, minhash
+from poisonguard.core.legal import body_text
 from poisonguard.core.urls import host_of
 from poisonguard.filters import dedup
 from poisonguard.filters.contract import DetectorConfig, Signal, Spec
@@ -149,70 +149,13 @@ class Config(DetectorConfig):
 # ---------------------------------------------------------------------------------------------
 # Per batch (pure)
 
-# A sentence ends at . ! ? (or their CJK forms) followed by spaces, and at every line break.
-_SENTENCE_END = re.compile(r"([.!?\u3002\uff01\uff1f])[ \t]+")
-
-
-_WORD = re.compile(r"\w+")
-
-
-def body_text(text: str, min_sentence_words: int) -> str:
-    """The document's body: its sentences of at least ``min_sentence_words`` words (runs of word
-    characters, so the bars of a navigation line are not words), in order, one per line."""
-    n = min_sentence_words
-    sentences = _SENTENCE_END.sub("\\1\n", text).splitlines()
-    # The whitespace count is an upper bound of the word count and cheap: most lines stop there.
-    return "\n".join(s.strip() for s in sentences if len(s.split()) >= n and len(_WORD.findall(s)) >= n)
-
-
-# Legal register: terms of licences, privacy policies and terms of use, in the languages of the CMS
-# templates most sites use (whole words, or word stems). A notice addresses its reader ("you agree",
-# "we collect"); an article about law does not, so the second list keeps encyclopaedic text about
-# contracts or rights out.
-_LEGAL_WORDS = frozenset(
-    "liable merchantability trademark trademarks patent patents hereby herein hereunder hereof thereof "
-    "therein pursuant notwithstanding jurisdiction jurisdictions governing terms conditions privacy "
-    "personal cookies gdpr royalty shall damages statutory provision provisions law laws right rights "
-    "permission permitted notice notices applicable accordance obligation obligations claim claims "
-    "haftung gewährleistung nutzungsbedingungen gemäß einwilligung bedingungen recht rechte garantie "
-    "garanties responsabilité données droit droits conformément consentement licencia licencias garantía "
-    "garantías responsabilidad datos términos derechos conforme consentimiento".split()
-)
-_LEGAL_STEMS = (
-    "licen", "sublicens", "warrant", "liabilit", "indemnif", "copyright", "consent", "redistribut",
-    "infring", "disclaim", "enforceab", "lawful", "legal", "prohibit", "agree", "breach", "waive",
-    "terminat", "lizenz", "datenschutz", "personenbezogen", "urheberrecht",
-)  # fmt: skip
-_ADDRESS_WORDS = frozenset(
-    "you your yours we our us ours du dein deine deinen deiner sie ihr ihre ihren ihrer wir unser unsere "
-    "unseren unserer vous votre vos nous notre nos usted ustedes nosotros nuestro nuestra nuestros "
-    "nuestras".split()
-)
-
-_NOT_WORD = re.compile(r"[^\w\s]+")  # punctuation to spaces: then str.split() gives the words
-
-
-def _is_legal_word(word: str) -> bool:
-    return word in _LEGAL_WORDS or word.startswith(_LEGAL_STEMS)
-
 
 def legal_notice(body: str, cfg: Config) -> bool:
-    """Whether a body (one sentence a line, :func:`body_text`) reads as a legal notice (a licence, a
-    privacy policy, terms of use): most of its sentences carry a legal term and it addresses the
-    reader. Unrelated sites share such texts verbatim by the thousand (the GPL, a privacy-policy
-    generator's template with the site's name filled in), which is what a copied article looks like
-    to a rule that counts shared sentences. A cookie banner on a short page is a minority of its
-    sentences; an article about law does not address its reader."""
-    if cfg.legal_sentence_share is None or not body:
-        return False
-    lower = _NOT_WORD.sub(" ", body.lower())
-    words = lower.split()
-    # Most bodies do not address their reader: that test first, and cheap.
-    if not words or sum(map(_ADDRESS_WORDS.__contains__, words)) < cfg.legal_address_density * len(words):
-        return False
-    sentences = lower.split("\n")
-    legal = sum(1 for s in sentences if any(_is_legal_word(w) for w in s.split()))
-    return legal >= cfg.legal_sentence_share * len(sentences)
+    """Whether a body (one sentence a line, :func:`body_text`) reads as a legal notice (see
+    core/legal.py, shared with dedup's campaign rule): unrelated sites share such texts verbatim
+    by the thousand, which is what a copied article looks like to a rule that counts shared
+    sentences."""
+    return legal.legal_notice(body, cfg.legal_sentence_share, cfg.legal_address_density)
 
 
 def _bottom_k(

@@ -17,6 +17,11 @@ feeds them to one :class:`DedupIndex` in input order and calls :meth:`DedupIndex
 * Documents with fewer than ``min_words`` words are too short for a meaningful similarity ("404 Not
   Found" is the same on every site): they take part in the exact check only and are never a
   campaign.
+* Legal notices (licences, privacy policies, terms of use: core/legal.py, the test the campaign
+  detector uses too) are copied verbatim by thousands of unrelated sites. :func:`legal_flags` marks
+  them per document (``dedup_legal``); they are de-duplicated like any other text (one copy kept,
+  the rest ``duplicate``) but never quarantined as a campaign. A campaign written as a legal notice
+  therefore passes this rule (docs/DETECTORS.md).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from datasketch import LeanMinHash, MinHashLSH
 from publicsuffixlist import PublicSuffixList
 from pydantic import Field, model_validator
 
-from poisonguard.core import minhash
+from poisonguard.core import legal, minhash
 from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 CAMPAIGN_REASON = "dedup:campaign"
@@ -55,6 +60,7 @@ SIGNAL_SCHEMA = pa.schema(
         ("dedup_exact_of", pa.string()),
         ("dedup_max_similarity", pa.float64()),
         ("dedup_short", pa.bool_()),
+        ("dedup_legal", pa.bool_()),
     ]
 )
 
@@ -70,6 +76,20 @@ class Config(DetectorConfig):
     false_negative_weight: float = Field(0.5, ge=0.0, le=1.0, description="datasketch optimiser weight")
     min_words: int = Field(20, ge=0, description="shorter documents: exact check only, never a campaign")
     campaign_min_domains: int = Field(10, ge=2, description="a cluster on this many domains is a campaign")
+    legal_sentence_share: float | None = Field(
+        0.6,
+        gt=0.0,
+        le=1.0,
+        description="a document whose body sentences carry a legal term at this share, addressed to the "
+        "reader (legal_address_density), is a legal notice: a duplicate, never a campaign "
+        "(null: no exemption)",
+    )
+    legal_address_density: float = Field(
+        0.015, ge=0.0, le=1.0, description="share of words addressing the reader in a legal notice"
+    )
+    legal_min_sentence_words: int = Field(
+        6, ge=1, description="shorter sentences (chrome) are left out of the legal-notice test"
+    )
     max_bucket_exemplars: int = Field(32, ge=1, description="bound on checks per LSH bucket member")
     index_dir: str | None = Field(
         None, description="nightly: folder of the on-disk index of earlier nights; None = beside the state"
@@ -142,6 +162,21 @@ def content_keys(texts: list[str]) -> list[bytes]:
     return [
         hashlib.blake2b(norm, digest_size=16).digest() if norm else b""
         for norm in minhash.normalised_texts(texts)
+    ]
+
+
+def legal_flags(texts: Sequence[str], cfg: Config) -> list[bool]:
+    """Per document, whether it reads as a legal notice (core/legal.py): such a document is never
+    part of a campaign, whatever its cluster spans."""
+    if cfg.legal_sentence_share is None:
+        return [False] * len(texts)
+    return [
+        legal.legal_notice(
+            legal.body_text(t, cfg.legal_min_sentence_words),
+            cfg.legal_sentence_share,
+            cfg.legal_address_density,
+        )
+        for t in texts
     ]
 
 
@@ -282,6 +317,7 @@ class DedupIndex:
         self._keys: list[np.ndarray] = []
         self._domains: list[np.ndarray] = []
         self._prior: list[np.ndarray] = []
+        self._legal: list[np.ndarray] = []
         self._domain_codes: dict[str, int] = {}
         self._prior_ids: set[str] | None = None
         self._n = 0
@@ -298,12 +334,16 @@ class DedupIndex:
         keys: Sequence[bytes],
         sigs: np.ndarray,
         prior: bool = False,
+        legal_notices: Sequence[bool] | None = None,
     ) -> None:
+        """``legal_notices``: :func:`legal_flags` of the documents (None: none is a legal notice)."""
         n = len(ids)
         if len(urls) != n or len(keys) != n or len(sigs) != n:
             raise ValueError(
                 f"DedupIndex.add: {n} ids but {len(urls)} urls, {len(keys)} keys, {len(sigs)} signatures"
             )
+        if legal_notices is not None and len(legal_notices) != n:
+            raise ValueError(f"DedupIndex.add: {n} ids but {len(legal_notices)} legal-notice flags")
         sigs = np.asarray(sigs)
         if n and (sigs.ndim != 2 or sigs.shape[1] != self.cfg.num_perm):
             raise ValueError(
@@ -329,6 +369,7 @@ class DedupIndex:
         self._domains.append(codes)
         self._ids.append(pa.array(ids, pa.string()))
         self._prior.append(np.full(n, prior, dtype=bool))
+        self._legal.append(np.zeros(n, bool) if legal_notices is None else np.asarray(legal_notices, bool))
         self._prior_ids = None
         self._n += n
 
@@ -361,6 +402,15 @@ class DedupIndex:
         ids, sigs, keys, domains, prior = self._concat()
         names = sorted(self._domain_codes, key=self._domain_codes.__getitem__)
         return IndexEntries(ids, sigs, keys, domains, names, prior)
+
+    def legal_notices(self) -> np.ndarray:
+        """The legal-notice flags of the documents added with ``prior=False``, in the order added
+        (the rows of :meth:`assign`)."""
+        if not self._legal:
+            return np.zeros(0, bool)
+        self._legal = [np.concatenate(self._legal)]
+        _, _, _, _, prior = self._concat()
+        return self._legal[0][~prior]
 
     def _concat_sigs(self) -> np.ndarray:
         if len(self._sigs) > 1:
@@ -449,6 +499,7 @@ class DedupIndex:
                 "dedup_exact_of": exact_col,
                 "dedup_max_similarity": pa.array(np.round(max_sim[rows], 6), pa.float64()),
                 "dedup_short": pa.array(short[rows], pa.bool_()),
+                "dedup_legal": pa.array(self.legal_notices(), pa.bool_()),
             },
             schema=SIGNAL_SCHEMA,
         )
@@ -534,6 +585,7 @@ class DedupIndex:
             index._domains.append(np.asarray(domains, dtype=np.int32))
             index._ids.append(pa.array(ids, pa.string()))
             index._prior.append(np.ones(n, dtype=bool))
+            index._legal.append(np.zeros(n, dtype=bool))  # documents of earlier runs are never flagged
             index._n = n
         return index
 
@@ -557,6 +609,7 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
         batch.column("url").to_pylist() if "url" in batch.column_names else [None] * batch.num_rows,
         content_keys(texts),
         signatures(texts, cfg),
+        legal_notices=legal_flags(texts, cfg),
     )
     assign = index.assign()
     return {name: assign.column(name).combine_chunks() for name in assign.column_names}
@@ -568,16 +621,17 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
 
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
     """``dedup:campaign(N domains)`` for every member of a cluster spread over at least
-    ``campaign_min_domains`` registrable domains (short documents excepted)."""
+    ``campaign_min_domains`` registrable domains (short documents and legal notices excepted: they
+    stay ordinary duplicates)."""
     if not cfg.enabled or "dedup_cluster_domains" not in signals.column_names:
         return [[] for _ in range(signals.num_rows)]
     domains = signals.column("dedup_cluster_domains").to_pylist()
-    if "dedup_short" in signals.column_names:
-        short = signals.column("dedup_short").to_pylist()
-    else:
-        short = [False] * signals.num_rows
+    exempt = [False] * signals.num_rows
+    for name in ("dedup_short", "dedup_legal"):
+        if name in signals.column_names:
+            exempt = [e or bool(v) for e, v in zip(exempt, signals.column(name).to_pylist(), strict=True)]
     out: list[list[str]] = []
-    for d, s in zip(domains, short, strict=True):
+    for d, s in zip(domains, exempt, strict=True):
         if d is not None and d >= cfg.campaign_min_domains and not s:
             out.append([f"{CAMPAIGN_REASON}({d} domains)"])
         else:
@@ -592,6 +646,7 @@ DECLARED_SIGNALS = (
     Signal("dedup_exact_of"),
     Signal("dedup_max_similarity", "threshold"),
     Signal("dedup_short"),
+    Signal("dedup_legal"),
 )
 
 DETECTOR = Spec(name="dedup", stage="corpus", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag)

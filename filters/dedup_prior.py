@@ -824,7 +824,7 @@ class PriorIndex:
 
     # -- tonight ------------------------------------------------------------------------------
 
-    def assign(self, docs: Docs) -> tuple[pa.Table, set[str]]:
+    def assign(self, docs: Docs, legal_notices: np.ndarray | None = None) -> tuple[pa.Table, set[str]]:
         """``DedupIndex.assign``'s columns for ``docs`` (tonight's documents, in order) against
         this index, and the ids of earlier documents that name one of their clusters."""
         n_prior, n = len(self), len(docs.ids)
@@ -863,6 +863,9 @@ class PriorIndex:
                 "dedup_exact_of": pa.array(exact_of, pa.string()),
                 "dedup_max_similarity": pa.array(np.round(rep.max_sim[new], 6), pa.float64()),
                 "dedup_short": pa.array(short, pa.bool_()),
+                "dedup_legal": pa.array(
+                    np.zeros(n, bool) if legal_notices is None else legal_notices, pa.bool_()
+                ),
             },
             schema=dedup.SIGNAL_SCHEMA,
         )
@@ -1308,16 +1311,17 @@ class NightIndex:
         keys: Sequence[bytes],
         sigs: np.ndarray,
         prior: bool = False,
+        legal_notices: Sequence[bool] | None = None,
     ) -> None:
         if prior:
             raise ValueError("NightIndex.add: documents of earlier nights are added with PriorIndex.append")
-        self._tonight.add(ids, urls, keys, sigs)
+        self._tonight.add(ids, urls, keys, sigs, legal_notices=legal_notices)
 
     def is_prior(self, doc_id: str) -> bool:
         return doc_id in self._prior_ids
 
     def assign(self) -> pa.Table:
         docs = Docs.from_entries(self._tonight.entries())
-        table, prior_roots = self.prior.assign(docs)
+        table, prior_roots = self.prior.assign(docs, self._tonight.legal_notices())
         self._prior_ids |= prior_roots
         return table

@@ -187,6 +187,7 @@ def _lookup(
     rows = (ranks - offset).astype(np.int64)
     sigs = stages.signatures_of(table, cfg.dedup)
     short = np.all(sigs == minhash.empty_value(cfg.dedup.scheme), axis=1) if len(sigs) else np.zeros(0, bool)
+    legal = stages.legal_notices_of(table)
     keys = with_renamed_keys(table.column("id").to_pylist(), _read_if_exists(keys_file))
     ids = [keys[r] for r in rows.tolist()]
     urls = table.column("url").take(pa.array(rows)).to_pylist()
@@ -196,6 +197,7 @@ def _lookup(
             "id": pa.array(ids, pa.string()),
             "domain": pa.array([dedup.registrable_domain(u) for u in urls], pa.string()),
             "short": pa.array(short[rows], pa.bool_()),
+            "legal": pa.array([legal[r] for r in rows.tolist()], pa.bool_()),
             "eligible": pa.array([eligible[r] for r in rows.tolist()], pa.bool_()),
         }
     )
@@ -227,6 +229,7 @@ def _prior_lookup(prior: PriorIndex, ranks: np.ndarray, cfg: dedup.Config) -> pa
             "id": pa.array(prior.ids(ranks), pa.string()),
             "domain": pa.array(prior.domains(ranks), pa.string()),
             "short": pa.array(short, pa.bool_()),
+            "legal": pa.array(np.zeros(len(ranks), bool), pa.bool_()),  # not kept in the index
             "eligible": pa.array(np.zeros(len(ranks), bool), pa.bool_()),  # never chosen: not tonight's
         }
     )
@@ -338,6 +341,7 @@ def distributed_dedup(
     ids = info.column("id").to_pylist()
     domains = info.column("domain").to_pylist()
     short = info.column("short").to_numpy(zero_copy_only=False)
+    legal_notices = info.column("legal").to_numpy(zero_copy_only=False)
 
     size = np.bincount(roots, minlength=n)[roots]
     codes: dict[str, int] = {}
@@ -353,6 +357,7 @@ def distributed_dedup(
             "dedup_exact_of": pa.array([ids[e] if e >= 0 else None for e in exact_of.tolist()], pa.string()),
             "dedup_max_similarity": pa.array(np.round(max_sim, 6), pa.float64()),
             "dedup_short": pa.array(short, pa.bool_()),
+            "dedup_legal": pa.array(legal_notices, pa.bool_()),
         },
         schema=dedup.SIGNAL_SCHEMA,
     )
@@ -412,6 +417,7 @@ def chunk_assignment(
         "dedup_exact_of": [None] * n,
         "dedup_max_similarity": [0.0] * n,
         "dedup_short": short.tolist(),
+        "dedup_legal": stages.legal_notices_of(scored),
     }
     if overrides is not None and overrides.num_rows:
         _apply_overrides(result, cols, overrides, offset)

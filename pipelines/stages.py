@@ -45,6 +45,7 @@ from poisonguard.pipelines.writers import DATASET_CARD, SUCCESS
 WORK = "_work"
 SIG_COLUMN = "_dedup_signature"
 KEY_COLUMN = "_dedup_key"
+LEGAL_COLUMN = "_dedup_legal"  # dedup.legal_flags: a legal notice is a duplicate, never a campaign
 OUTPUT_FILES = (
     "clean",
     "quarantine",
@@ -304,6 +305,7 @@ def score_cheap(docs: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str
         flat = pa.array(sigs.astype(np.uint64, copy=False).reshape(-1), pa.uint64())
         table = table.append_column(SIG_COLUMN, pa.FixedSizeListArray.from_arrays(flat, width))
         table = table.append_column(KEY_COLUMN, pa.array(keys, pa.binary()))
+        table = table.append_column(LEGAL_COLUMN, pa.array(dedup.legal_flags(texts, cfg.dedup), pa.bool_()))
         timings["dedup_signatures"] = time.perf_counter() - start
     if cfg.campaign.enabled:
         start = time.perf_counter()
@@ -345,7 +347,15 @@ def add_to_index(index: dedup.DedupIndex, table: pa.Table, keys: list[str] | Non
         table.column("url").to_pylist(),
         table.column(KEY_COLUMN).to_pylist(),
         sigs,
+        legal_notices=legal_notices_of(table),
     )
+
+
+def legal_notices_of(table: pa.Table) -> list[bool]:
+    """The dedup legal-notice flags of a scored chunk (all False in a chunk scored without them)."""
+    if LEGAL_COLUMN not in table.column_names:
+        return [False] * table.num_rows
+    return [bool(v) for v in table.column(LEGAL_COLUMN).to_pylist()]
 
 
 def choose_representatives(

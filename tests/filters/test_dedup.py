@@ -222,6 +222,7 @@ def test_prior_members_name_the_cluster_even_when_added_later() -> None:
             "dedup_exact_of": "old",
             "dedup_max_similarity": 1.0,
             "dedup_short": False,
+            "dedup_legal": False,
         }
     ]
 
@@ -263,3 +264,79 @@ def test_empty_index_assigns_an_empty_table() -> None:
     table = dedup.DedupIndex(CFG).assign()
     assert table.num_rows == 0 and table.schema == dedup.SIGNAL_SCHEMA
     assert dedup.flag(table, CFG) == []
+
+
+# Licence notices as projects really ship them (the GPL-3.0 and Apache-2.0 notices are meant to be
+# copied verbatim), and a privacy-policy template with the site's name filled in.
+GPL_NOTICE = (
+    "This program is free software: you can redistribute it and/or modify it under the terms of the GNU "
+    "General Public License as published by the Free Software Foundation, either version 3 of the License, "
+    "or (at your option) any later version. This program is distributed in the hope that it will be "
+    "useful, but WITHOUT ANY WARRANTY; without even the implied warranty of MERCHANTABILITY or FITNESS "
+    "FOR A PARTICULAR PURPOSE. See the GNU General Public License for more details. You should have "
+    "received a copy of the GNU General Public License along with this program. If not, see "
+    "<https://www.gnu.org/licenses/>."
+)
+APACHE_NOTICE = (
+    'Licensed under the Apache License, Version 2.0 (the "License"); you may not use this file except in '
+    "compliance with the License. You may obtain a copy of the License at "
+    "http://www.apache.org/licenses/LICENSE-2.0 Unless required by applicable law or agreed to in "
+    'writing, software distributed under the License is distributed on an "AS IS" BASIS, WITHOUT '
+    "WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the License for the specific "
+    "language governing permissions and limitations under the License."
+)
+PRIVACY_TEMPLATE = (
+    "This privacy policy explains how {site} collects and uses your personal data when you visit our "
+    "website. We collect the information you give us when you subscribe, and cookies record how you use "
+    "our pages. We process your personal data only with your consent or where the law permits it. You "
+    "have the right to access, correct or delete your data, and you may withdraw your consent at any time. "
+    "We do not sell your personal information to third parties, and we keep it only as long as the law "
+    "requires. If you have questions about this policy or your rights, contact us by email."
+)
+ARTICLE = (
+    "The river authority opened the new flood barrier on Tuesday after four years of construction. "
+    "Engineers say the barrier can hold back a surge two metres higher than the one that flooded the "
+    "old town in the winter of 2013. Residents gathered on the embankment to watch the first test, "
+    "in which the steel gates rose from the riverbed in under ten minutes. The project cost more than "
+    "expected because the contractor had to replace the foundations of the western pier. Shop owners "
+    "near the harbour said they hoped insurance premiums would now fall."
+)
+
+
+def licence_pages(n_domains: int) -> tuple[list[str], list[str]]:
+    """Each notice on `n_domains` unrelated domains, each copy with its site's copyright line."""
+    texts, urls = [], []
+    for k in range(n_domains):
+        site = f"project{k}-{k % 3}.org"
+        texts.append(f"Copyright (C) 2024 {site}\n{GPL_NOTICE}")
+        urls.append(f"https://{site}/COPYING")
+        texts.append(f"Copyright 2023 {site}\n{APACHE_NOTICE}")
+        urls.append(f"https://code.{site}/LICENSE")
+        texts.append(PRIVACY_TEMPLATE.format(site=site))
+        urls.append(f"https://www.{site}/privacy")
+    return texts, urls
+
+
+def test_licences_on_many_domains_are_duplicates_not_a_campaign_but_an_article_still_is() -> None:
+    licences, licence_urls = licence_pages(12)
+    farm = [f"Daily Courier {k}\n{ARTICLE}" for k in range(12)]
+    farm_urls = [f"https://courier{k}.example/flood-barrier" for k in range(12)]
+    texts, urls = licences + farm, licence_urls + farm_urls
+    index = dedup.DedupIndex(CFG)
+    ids = [f"d{i}" for i in range(len(texts))]
+    keys, sigs = dedup.content_keys(texts), dedup.signatures(texts, CFG)
+    index.add(ids, urls, keys, sigs, legal_notices=dedup.legal_flags(texts, CFG))
+    table = index.assign()
+    rows = table.to_pylist()
+    n = len(licences)
+    # Three clusters (one per notice) of 12 domains each: the size of a campaign, yet legal notices.
+    assert len({r["dedup_cluster_id"] for r in rows[:n]}) == 3
+    assert all(r["dedup_cluster_domains"] == 12 and r["dedup_legal"] for r in rows[:n])
+    assert not any(r["dedup_legal"] for r in rows[n:])
+    flags = dedup.flag(table, CFG)
+    assert flags[:n] == [[]] * n
+    assert all(f == ["dedup:campaign(12 domains)"] for f in flags[n:])
+    # Without the exemption the notices were quarantined as campaigns.
+    plain = dedup.legal_flags(texts, dedup.Config(legal_sentence_share=None))
+    assert not any(plain)
+    assert all(dedup.flag(table.drop_columns(["dedup_legal"]), CFG)[:n])

@@ -34,6 +34,7 @@ from poisonguard.pipelines.runner import run_filter
 from poisonguard.pipelines.stages import OutputError
 from poisonguard.pipelines.writers import SUCCESS
 from tests.conftest import DEMO_CORPUS, REPO, local_ray, write_jsonl
+from tests.filters.test_dedup import licence_pages
 from tests.filters.test_trigger_mining import corpus as rare_token_corpus
 from tests.pipelines.test_reliability import demo
 from tests.pipelines.test_runner import read_outcomes
@@ -83,6 +84,11 @@ def _tricky_corpus(path: Path) -> Path:
         )
     records += [
         {"id": f"short{k}", "text": "404 Not Found", "url": f"https://s{k}.example/"} for k in range(3)
+    ]
+    # Licence notices on 12 domains: duplicates, never a campaign, in both engines.
+    texts, urls = licence_pages(12)
+    records += [
+        {"id": f"lic{i:02d}", "text": t, "url": u} for i, (t, u) in enumerate(zip(texts, urls, strict=True))
     ]
     rng.shuffle(records)
     write_jsonl(path, records)
@@ -153,6 +159,8 @@ def test_same_outcomes_reasons_and_shards_as_local(tmp_path: Path, fast_config: 
     counts = report["counts"]
     assert counts["unreadable"] == 1 and counts["duplicate"] >= 10 and counts["quarantined"] >= 12
     assert report["unreadable"][0]["where"].startswith("line")
+    licences = [o for doc_id, o in read_outcomes(tmp_path / "ray").items() if doc_id.startswith("lic")]
+    assert sorted(o[0] for o in licences) == ["duplicate"] * 33 + ["kept"] * 3
     # Finished OUT: refused without --overwrite, as the local engine does.
     with pytest.raises(OutputError, match="finished run"):
         run_filter_ray(inputs, tmp_path / "ray", fast_config, show_progress=False)

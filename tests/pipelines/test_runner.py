@@ -17,6 +17,7 @@ from poisonguard.pipelines.runner import run_filter
 from poisonguard.pipelines.stages import OutputError
 from poisonguard.pipelines.writers import SUCCESS
 from tests.conftest import DEMO_CORPUS, write_jsonl
+from tests.filters.test_dedup import ARTICLE, licence_pages
 
 
 def read_outcomes(out: Path) -> dict[str, tuple[str, list[str], str | None]]:
@@ -165,3 +166,30 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, fast_config:
     assert report["counts"]["in"] == 3000
     assert shard_bytes(out) == shard_bytes(reference)
     assert read_outcomes(out) == read_outcomes(reference)
+
+
+def test_licences_on_many_domains_are_duplicates_and_a_copied_article_a_campaign(
+    tmp_path: Path, fast_config: PipelineConfig
+) -> None:
+    licences, licence_urls = licence_pages(12)
+    records = [
+        {"id": f"lic{i:02d}", "text": t, "url": u}
+        for i, (t, u) in enumerate(zip(licences, licence_urls, strict=True))
+    ]
+    records += [
+        {
+            "id": f"farm{k:02d}",
+            "text": f"Daily Courier {k}\n{ARTICLE}",
+            "url": f"https://courier{k}.example/x",
+        }
+        for k in range(12)
+    ]
+    write_jsonl(tmp_path / "in.jsonl", records)
+    run_filter([str(tmp_path / "in.jsonl")], tmp_path / "out", fast_config, show_progress=False)
+    outcomes = read_outcomes(tmp_path / "out")
+    licence_outcomes = [outcomes[f"lic{i:02d}"][0] for i in range(len(licences))]
+    # One copy of each of the three notices kept, the other 33 duplicates: none quarantined.
+    assert licence_outcomes.count("kept") == 3 and licence_outcomes.count("duplicate") == 33
+    assert all(
+        outcomes[f"farm{k:02d}"] == ("quarantined", ["dedup:campaign(12 domains)"], None) for k in range(12)
+    )

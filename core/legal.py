@@ -1,0 +1,75 @@
+"""Legal notices: licences, privacy policies and terms of use.
+
+Unrelated sites share such texts verbatim by the thousand (the GPL, the Apache and MIT licences, a
+privacy-policy generator's template with the site's name filled in). To a rule that counts one text
+on many registrable domains they look like a campaign's copies, so both corpus-level detectors that
+count domains (filters/dedup.py, filters/campaign.py) ask :func:`legal_notice` first. One definition
+here, so that they always agree on what a legal notice is.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A sentence ends at . ! ? (or their CJK forms) followed by spaces, and at every line break.
+_SENTENCE_END = re.compile(r"([.!?\u3002\uff01\uff1f])[ \t]+")
+
+_WORD = re.compile(r"\w+")
+
+
+def body_text(text: str, min_sentence_words: int) -> str:
+    """The document's body: its sentences of at least ``min_sentence_words`` words (runs of word
+    characters, so the bars of a navigation line are not words), in order, one per line."""
+    n = min_sentence_words
+    sentences = _SENTENCE_END.sub("\\1\n", text).splitlines()
+    # The whitespace count is an upper bound of the word count and cheap: most lines stop there.
+    return "\n".join(s.strip() for s in sentences if len(s.split()) >= n and len(_WORD.findall(s)) >= n)
+
+
+# Legal register: terms of licences, privacy policies and terms of use, in the languages of the CMS
+# templates most sites use (whole words, or word stems). A notice addresses its reader ("you agree",
+# "we collect"); an article about law does not, so the second list keeps encyclopaedic text about
+# contracts or rights out.
+_LEGAL_WORDS = frozenset(
+    "liable merchantability trademark trademarks patent patents hereby herein hereunder hereof thereof "
+    "therein pursuant notwithstanding jurisdiction jurisdictions governing terms conditions privacy "
+    "personal cookies gdpr royalty shall damages statutory provision provisions law laws right rights "
+    "permission permitted notice notices applicable accordance obligation obligations claim claims "
+    "haftung gewährleistung nutzungsbedingungen gemäß einwilligung bedingungen recht rechte garantie "
+    "garanties responsabilité données droit droits conformément consentement licencia licencias garantía "
+    "garantías responsabilidad datos términos derechos conforme consentimiento".split()
+)
+_LEGAL_STEMS = (
+    "licen", "sublicens", "warrant", "liabilit", "indemnif", "copyright", "consent", "redistribut",
+    "infring", "disclaim", "enforceab", "lawful", "legal", "prohibit", "agree", "breach", "waive",
+    "terminat", "lizenz", "datenschutz", "personenbezogen", "urheberrecht",
+)  # fmt: skip
+_ADDRESS_WORDS = frozenset(
+    "you your yours we our us ours du dein deine deinen deiner sie ihr ihre ihren ihrer wir unser unsere "
+    "unseren unserer vous votre vos nous notre nos usted ustedes nosotros nuestro nuestra nuestros "
+    "nuestras".split()
+)
+
+_NOT_WORD = re.compile(r"[^\w\s]+")  # punctuation to spaces: then str.split() gives the words
+
+
+def _is_legal_word(word: str) -> bool:
+    return word in _LEGAL_WORDS or word.startswith(_LEGAL_STEMS)
+
+
+def legal_notice(body: str, sentence_share: float | None, address_density: float) -> bool:
+    """Whether a body (one sentence a line, :func:`body_text`) reads as a legal notice (a licence, a
+    privacy policy, terms of use): at least ``sentence_share`` of its sentences carry a legal term
+    and at least ``address_density`` of its words address the reader (you, your, we, our...). A
+    cookie banner on a short page is a minority of its sentences; an article about law does not
+    address its reader. ``sentence_share`` None: nothing is a legal notice."""
+    if sentence_share is None or not body:
+        return False
+    lower = _NOT_WORD.sub(" ", body.lower())
+    words = lower.split()
+    # Most bodies do not address their reader: that test first, and cheap.
+    if not words or sum(map(_ADDRESS_WORDS.__contains__, words)) < address_density * len(words):
+        return False
+    sentences = lower.split("\n")
+    legal = sum(1 for s in sentences if any(_is_legal_word(w) for w in s.split()))
+    return legal >= sentence_share * len(sentences)
