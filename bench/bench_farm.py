@@ -10,7 +10,8 @@ more (10, 50, 500 domains) whose copies carry no word edits (the article verbati
 look-alikes (label clean) of the same kind of page: bench/spun.py's families of source A (news
 chrome) beside generator A and of source B (blog chrome) beside generator B: wire stories on 2-9
 domains, mirrors on 2-6, CMS sites sharing a theme, forum quote chains, editions on one site,
-unrelated background articles (B: also translations). Their carriers share no paragraph with a farm.
+unrelated background articles, legal notices shared by unrelated sites (B: also translations).
+Their carriers share no paragraph with a farm.
 
 The knobs fitted are dedup's (``threshold``, ``campaign_min_domains``): on each generator alone, the
 highest share of farm copies quarantined as ``dedup:campaign`` with at most ``--max-fp`` of the
@@ -77,9 +78,8 @@ def build(seed: int) -> dict[str, list[Doc]]:
     """Per generator its farms and its look-alikes; no look-alike carrier holds a farm's paragraph."""
     poison = {s: farms(s, seed) for s in SOURCES}
     spun.reserve([str(d["text"]) for docs in poison.values() for d in docs])
-    # Without the legal notices: dedup's campaign rule quarantines a licence copied on 10+ domains
-    # (no legal exemption there; bench/RESULTS.md "farm"), so no dedup setting would be feasible.
-    return {s: [*poison[s], *spun.lookalikes(s, seed, legal=False)] for s in SOURCES}
+    # Legal notices included: dedup marks them (dedup_legal) and never quarantines them as a campaign.
+    return {s: [*poison[s], *spun.lookalikes(s, seed, legal=True)] for s in SOURCES}
 
 
 class Signed:
@@ -91,10 +91,12 @@ class Signed:
         self.docs = docs
         self.sigs = np.asarray(dedup.signatures(texts, cfg))
         self.keys = dedup.content_keys(texts)
+        self.legal = dedup.legal_flags(texts, cfg)  # the fitted knobs do not change them either
 
     def flagged(self, cfg: dedup.Config) -> list[bool]:
         index = dedup.DedupIndex(cfg)
-        index.add([d["id"] for d in self.docs], [d["url"] for d in self.docs], self.keys, self.sigs)
+        ids, urls = [d["id"] for d in self.docs], [d["url"] for d in self.docs]
+        index.add(ids, urls, self.keys, self.sigs, legal_notices=self.legal)
         return [bool(r) for r in dedup.flag(index.assign(), cfg)]
 
     def flagged_by_campaign(self, params: dict[str, Any] | None = None) -> list[bool]:

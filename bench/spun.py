@@ -790,8 +790,8 @@ def background(source: str, n: int, seed: int = 0) -> list[Doc]:
 
 def lookalikes(source: str, seed: int = 0, legal: bool = False) -> list[Doc]:
     """Every benign look-alike family of ``source`` (labels 0); the legal notices only with
-    ``legal`` (bench/bench_spun.py): dedup's campaign rule, which bench/bench_farm.py fits and
-    poisonbench runs, has no legal exemption and quarantines a licence copied on 10+ domains."""
+    ``legal`` (bench/bench_spun.py, bench/bench_farm.py; both campaign rules exempt them,
+    core/legal.py)."""
     docs = [
         *wire_stories(source, 30, seed),
         *mirrors(source, 20, seed),
