@@ -100,7 +100,7 @@ def run_filter_ray(
         lm_rows = _language_model(run, chunks, cfg, lm_actors)
         if miner is not None and run.use_lm:  # the LM check of the mined candidates, on the driver
             miner.confirm_from_chunks(chunks.paths, lambda: perplexity.PerplexityScorer(cfg.perplexity))
-        verdicts = _lm_verdicts(run, chunks, touched, cfg) if not context_detectors else []
+        verdicts = _late_verdicts(chunks, run.work, touched, cfg) if not context_detectors else []
         run.timings["stage:lm"] = time.perf_counter() - start
         start = time.perf_counter()
         output = Output(out, output_schema(chunks.paths, context_detectors), cfg)
@@ -377,28 +377,35 @@ def _language_model(run: Run, chunks: _Chunks, cfg: PipelineConfig, lm_actors: i
     return sum(int(r["lm_rows"]) for r in ds.take_all())
 
 
-def _quarantined_by_lm(
+def _quarantined_late(
     work: str, chunk_no: int, ranks: np.ndarray, offset: int, cfg: PipelineConfig
 ) -> list[str]:
-    """Row keys among `ranks` that the language model quarantines (their copies follow them)."""
+    """Row keys among `ranks` that a decision-time detector quarantines: the language model, or the
+    combiner (which reads every signal column, so it can only judge once the LM columns exist).
+    Their copies follow them. Cheap verdicts need no pass: a cheaply dropped page never represents."""
     name = stages.chunk_name(chunk_no)
     rows = pa.array((ranks - offset).astype(np.int64))
-    reasons = policy.lm_reasons(pq.read_table(Path(work) / "lm" / name).take(rows), cfg)
-    scored = pq.read_table(Path(work) / "scored" / name, columns=["id"])
-    keys = ray_dedup.load_keys(Path(work), chunk_no, scored)
-    return [keys[r] for r, why in zip(rows.to_pylist(), reasons, strict=True) if why]
+    scored = pq.read_table(Path(work) / "scored" / name)
+    lm_file = Path(work) / "lm" / name
+    lm_part = pq.read_table(lm_file).take(rows) if lm_file.exists() else None
+    table = stages.assemble_chunk(scored.take(rows), None, lm_part)
+    late = policy.lm_reasons(table, cfg) if lm_part is not None else [[] for _ in range(len(rows))]
+    for row, reasons in enumerate(policy.combiner_reasons(table, cfg)):
+        late[row].extend(reasons)
+    keys = ray_dedup.load_keys(Path(work), chunk_no, scored.select(["id"]))
+    return [keys[r] for r, why in zip(rows.to_pylist(), late, strict=True) if why]
 
 
-def _lm_verdicts(
-    run: Run, chunks: _Chunks, touched: dict[int, np.ndarray], cfg: PipelineConfig
+def _late_verdicts(
+    chunks: _Chunks, work: Path, touched: dict[int, np.ndarray], cfg: PipelineConfig
 ) -> list[tuple[int, list[str]]]:
-    """(chunk position, row keys the LM quarantines) for the documents dedup touched: a copy of one
-    of them decided in a later chunk follows it into quarantine."""
-    if not run.use_lm or not chunks.paths:
+    """(chunk position, row keys quarantined at decision time) for the documents dedup touched: a
+    copy of one of them decided in a later chunk follows it into quarantine, as in the local engine."""
+    if not touched:
         return []
-    verdict = ray_module().remote(_quarantined_by_lm)
+    verdict = ray_module().remote(_quarantined_late)
     refs = {
-        c: verdict.remote(str(run.work), chunks.numbers[c], ranks, chunks.offsets[c], cfg)
+        c: verdict.remote(str(work), chunks.numbers[c], ranks, chunks.offsets[c], cfg)
         for c, ranks in touched.items()
     }
     return list(zip(refs, wait_all(list(refs.values())), strict=True))
