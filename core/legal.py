@@ -50,6 +50,14 @@ _ADDRESS_WORDS = frozenset(
     "nuestras".split()
 )
 
+# The drafting register of a licence grant: a licence that never says "you" (MIT, BSD: "Permission
+# is hereby granted...", "Redistributions of source code must retain...") is written in these.
+_DRAFTING_WORDS = frozenset(
+    "hereby herein hereunder hereof thereof therein thereto hereinafter whereas merchantability "
+    "noninfringement sublicense sublicensable redistribution redistributions".split()
+)
+_MIN_DRAFTING_KINDS = 2  # distinct drafting words: one "hereby" in an article is not a licence grant
+
 _NOT_WORD = re.compile(r"[^\w\s]+")  # punctuation to spaces: then str.split() gives the words
 
 
@@ -57,18 +65,28 @@ def _is_legal_word(word: str) -> bool:
     return word in _LEGAL_WORDS or word.startswith(_LEGAL_STEMS)
 
 
+def _drafted(words: list[str], need: float) -> bool:
+    """Whether the words read as a licence grant's drafting: ``need`` of them drafting words, of at
+    least two kinds."""
+    found = [w for w in words if w in _DRAFTING_WORDS]
+    return len(found) >= need and len(set(found)) >= _MIN_DRAFTING_KINDS
+
+
 def legal_notice(body: str, sentence_share: float | None, address_density: float) -> bool:
     """Whether a body (one sentence a line, :func:`body_text`) reads as a legal notice (a licence, a
     privacy policy, terms of use): at least ``sentence_share`` of its sentences carry a legal term
-    and at least ``address_density`` of its words address the reader (you, your, we, our...). A
-    cookie banner on a short page is a minority of its sentences; an article about law does not
-    address its reader. ``sentence_share`` None: nothing is a legal notice."""
+    and at least ``address_density`` of its words address the reader (you, your, we, our...) or, in
+    a licence that never says "you" (MIT, BSD), are words of a licence grant's drafting (hereby,
+    herein, merchantability, sublicense, redistributions...). A cookie banner on a short page is a
+    minority of its sentences; an article about law neither addresses its reader nor is drafted as
+    a grant. ``sentence_share`` None: nothing is a legal notice."""
     if sentence_share is None or not body:
         return False
     lower = _NOT_WORD.sub(" ", body.lower())
     words = lower.split()
-    # Most bodies do not address their reader: that test first, and cheap.
-    if not words or sum(map(_ADDRESS_WORDS.__contains__, words)) < address_density * len(words):
+    # Most bodies neither address their reader nor read as a licence grant: that test first, and cheap.
+    need = address_density * len(words)
+    if not words or (sum(map(_ADDRESS_WORDS.__contains__, words)) < need and not _drafted(words, need)):
         return False
     sentences = lower.split("\n")
     legal = sum(1 for s in sentences if any(_is_legal_word(w) for w in s.split()))

@@ -142,7 +142,7 @@ class Config(DetectorConfig):
         0.015,
         ge=0.0,
         le=1.0,
-        description="share of words addressing the reader (you, your, we, our) in a legal notice",
+        description="share of words addressing the reader (you, we) or of licence drafting (hereby)",
     )
 
 

@@ -85,7 +85,10 @@ class Config(DetectorConfig):
         "(null: no exemption)",
     )
     legal_address_density: float = Field(
-        0.015, ge=0.0, le=1.0, description="share of words addressing the reader in a legal notice"
+        0.015,
+        ge=0.0,
+        le=1.0,
+        description="share of words addressing the reader or of licence drafting in a notice",
     )
     legal_min_sentence_words: int = Field(
         6, ge=1, description="shorter sentences (chrome) are left out of the legal-notice test"

@@ -285,6 +285,20 @@ APACHE_NOTICE = (
     "WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the License for the specific "
     "language governing permissions and limitations under the License."
 )
+# The MIT licence never addresses its reader: it reads as a legal notice by its drafting words.
+MIT_LICENCE = (
+    "Permission is hereby granted, free of charge, to any person obtaining a copy of this software and "
+    'associated documentation files (the "Software"), to deal in the Software without restriction, '
+    "including without limitation the rights to use, copy, modify, merge, publish, distribute, "
+    "sublicense, and/or sell copies of the Software, and to permit persons to whom the Software is "
+    "furnished to do so, subject to the following conditions:\n\nThe above copyright notice and this "
+    "permission notice shall be included in all copies or substantial portions of the Software.\n\n"
+    'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT '
+    "NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND "
+    "NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES "
+    "OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN "
+    "CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE."
+)
 PRIVACY_TEMPLATE = (
     "This privacy policy explains how {site} collects and uses your personal data when you visit our "
     "website. We collect the information you give us when you subscribe, and cookies record how you use "
@@ -314,6 +328,8 @@ def licence_pages(n_domains: int) -> tuple[list[str], list[str]]:
         urls.append(f"https://code.{site}/LICENSE")
         texts.append(PRIVACY_TEMPLATE.format(site=site))
         urls.append(f"https://www.{site}/privacy")
+        texts.append(f"MIT License\n\nCopyright (c) 2022 {site}\n\n{MIT_LICENCE}")
+        urls.append(f"https://docs.{site}/license.txt")
     return texts, urls
 
 
@@ -329,8 +345,8 @@ def test_licences_on_many_domains_are_duplicates_not_a_campaign_but_an_article_s
     table = index.assign()
     rows = table.to_pylist()
     n = len(licences)
-    # Three clusters (one per notice) of 12 domains each: the size of a campaign, yet legal notices.
-    assert len({r["dedup_cluster_id"] for r in rows[:n]}) == 3
+    # Four clusters (one per notice) of 12 domains each: the size of a campaign, yet legal notices.
+    assert len({r["dedup_cluster_id"] for r in rows[:n]}) == 4
     assert all(r["dedup_cluster_domains"] == 12 and r["dedup_legal"] for r in rows[:n])
     assert not any(r["dedup_legal"] for r in rows[n:])
     flags = dedup.flag(table, CFG)
@@ -340,3 +356,20 @@ def test_licences_on_many_domains_are_duplicates_not_a_campaign_but_an_article_s
     plain = dedup.legal_flags(texts, dedup.Config(legal_sentence_share=None))
     assert not any(plain)
     assert all(dedup.flag(table.drop_columns(["dedup_legal"]), CFG)[:n])
+
+
+def test_a_licence_reads_as_legal_by_address_or_drafting_an_article_about_law_does_not() -> None:
+    def notice(text: str) -> bool:
+        return dedup.legal_flags([text], CFG)[0]
+
+    assert notice(GPL_NOTICE) and notice(APACHE_NOTICE) and notice(MIT_LICENCE)  # you / hereby
+    assert notice(PRIVACY_TEMPLATE.format(site="x.org"))
+    law_article = (
+        "A licence is a legal permission that lets a person use a work protected by copyright. "
+        "Courts in most jurisdictions enforce the terms of a licence unless it breaches the law. "
+        "The rights of third parties under a licence differ between legal systems and their courts. "
+        "Damages are the usual remedy for a breach, and an injunction against the licensee is rare."
+    )
+    assert not notice(law_article)  # about law: neither addressed to its reader nor a grant
+    assert not notice(ARTICLE)
+    assert not any(dedup.legal_flags([GPL_NOTICE, MIT_LICENCE], dedup.Config(legal_sentence_share=None)))

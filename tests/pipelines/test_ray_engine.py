@@ -160,7 +160,7 @@ def test_same_outcomes_reasons_and_shards_as_local(tmp_path: Path, fast_config: 
     assert counts["unreadable"] == 1 and counts["duplicate"] >= 10 and counts["quarantined"] >= 12
     assert report["unreadable"][0]["where"].startswith("line")
     licences = [o for doc_id, o in read_outcomes(tmp_path / "ray").items() if doc_id.startswith("lic")]
-    assert sorted(o[0] for o in licences) == ["duplicate"] * 33 + ["kept"] * 3
+    assert sorted(o[0] for o in licences) == ["duplicate"] * 44 + ["kept"] * 4
     # Finished OUT: refused without --overwrite, as the local engine does.
     with pytest.raises(OutputError, match="finished run"):
         run_filter_ray(inputs, tmp_path / "ray", fast_config, show_progress=False)

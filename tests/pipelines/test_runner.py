@@ -188,8 +188,8 @@ def test_licences_on_many_domains_are_duplicates_and_a_copied_article_a_campaign
     run_filter([str(tmp_path / "in.jsonl")], tmp_path / "out", fast_config, show_progress=False)
     outcomes = read_outcomes(tmp_path / "out")
     licence_outcomes = [outcomes[f"lic{i:02d}"][0] for i in range(len(licences))]
-    # One copy of each of the three notices kept, the other 33 duplicates: none quarantined.
-    assert licence_outcomes.count("kept") == 3 and licence_outcomes.count("duplicate") == 33
+    # One copy of each of the four notices kept, the other 44 duplicates: none quarantined.
+    assert licence_outcomes.count("kept") == 4 and licence_outcomes.count("duplicate") == 44
     assert all(
         outcomes[f"farm{k:02d}"] == ("quarantined", ["dedup:campaign(12 domains)"], None) for k in range(12)
     )
