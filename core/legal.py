@@ -3,8 +3,10 @@
 Unrelated sites share such texts verbatim by the thousand (the GPL, the Apache and MIT licences, a
 privacy-policy generator's template with the site's name filled in). To a rule that counts one text
 on many registrable domains they look like a campaign's copies, so both corpus-level detectors that
-count domains (filters/dedup.py, filters/campaign.py) ask :func:`legal_notice` first. One definition
-here, so that they always agree on what a legal notice is.
+count domains (filters/dedup.py, filters/campaign.py) ask :func:`legal_notice` first. One test
+here; its three settings are each detector's own (`dedup.legal_*`, `campaign.legal_*`), shipped
+with the same values: change both sections together, or the two detectors part on what a legal
+notice is.
 """
 
 from __future__ import annotations

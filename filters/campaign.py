@@ -267,7 +267,7 @@ def campaign_domains(strict_domains: int, relaxed_domains: int, cfg: Config) -> 
     campaign on barely ``min_domains`` domains one copy a little under the bar would otherwise
     clear all the others."""
     if strict_domains >= math.ceil(cfg.established_share * cfg.min_domains):
-        return max(strict_domains, relaxed_domains)
+        return relaxed_domains  # the relaxed copies include the strict ones
     return strict_domains
 
 

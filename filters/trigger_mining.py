@@ -46,6 +46,7 @@ No shard column: the reason names the mined token.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -541,7 +542,8 @@ class TriggerMiner:
             rows = [
                 r
                 for r in rows
-                if r["disruption"] is not None and r["disruption"] >= cfg.min_member_disruption
+                # the raw value, as confirm() compares it (the row's is rounded for the report)
+                if self.disruption.get(r["token"], -math.inf) >= cfg.min_member_disruption
             ]
             return rows, (1, 1, cfg.min_join_share)
         rows = [r for r in rows if r["bare_share"] >= cfg.min_bare_share]
