@@ -248,6 +248,21 @@ def _fence_blocks(path: Path, query: np.ndarray) -> tuple[np.ndarray, np.ndarray
         del fence
 
 
+def _table_keys(folder: Path, name: str) -> int:
+    """The number of keys of a sorted table, after checking its files agree: a truncated table or
+    key filter would otherwise make lookups silently miss copies. A filter is sized for at least
+    the table's keys (a merged one for the expired keys too), in whole 512-bit blocks."""
+    n_keys = (folder / f"{name}.keys").stat().st_size // 8
+    rows = (folder / f"{name}.rows").stat().st_size
+    bloom = folder / f"{name}.bloom"
+    bloom_size = bloom.stat().st_size if bloom.exists() else None
+    if rows != n_keys * 4 or (
+        bloom_size is not None and (bloom_size % 64 or bloom_size < bloom_blocks(n_keys) * 64)
+    ):
+        raise PriorIndexError(f"{folder / name}: dedup index table files disagree in size (truncated?)")
+    return n_keys
+
+
 def probe_table(
     folder: Path,
     name: str,
@@ -264,11 +279,11 @@ def probe_table(
     then only the fence blocks (``block`` keys) that can hold a remaining key are read, in groups
     of at most ``cache_rows`` keys."""
     positions = np.arange(len(query))
+    n_keys = _table_keys(folder, name)
     bloom = folder / f"{name}.bloom"
     if use_filter and len(query) and bloom.exists():
         positions = np.flatnonzero(bloom_check(bloom, masks or KeyMasks.of(query)))
         query = query[positions]
-    n_keys = (folder / f"{name}.keys").stat().st_size // 8
     if not n_keys or not len(query):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     first, last, n_blocks = _fence_blocks(folder / f"{name}.fence", query)

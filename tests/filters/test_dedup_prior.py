@@ -251,6 +251,28 @@ def test_the_key_filter_reads_less_and_changes_nothing(tmp_path: Path) -> None:
     assert read[0] < read[1] / 2, read
 
 
+def test_a_truncated_key_filter_or_table_is_refused_not_read_short(tmp_path: Path) -> None:
+    """A filter or table file cut short would map keys to the wrong blocks and silently miss
+    copies; the lookup refuses it, naming the table."""
+    cfg = dedup.Config()
+    rng = np.random.default_rng(13)
+    part = random_docs(rng, 1, 2000)
+    PriorIndex(tmp_path, None, cfg).append(Docs.build(**part), "night1.json")
+    tonight = random_docs(rng, 2, 50)
+    tonight["sigs"][:5] = part["sigs"][:5]
+    seg = next((tmp_path / "segments").iterdir())
+    for suffix in (".bloom", ".rows"):
+        victim = sorted(seg.glob(f"*{suffix}"))[0]
+        whole = victim.read_bytes()
+        victim.write_bytes(whole[:-64])
+        night = NightIndex(PriorIndex(tmp_path, "night1.json", cfg))
+        night.prefetch_ids(tonight["ids"])
+        night.add(tonight["ids"], tonight["urls"], tonight["keys"], tonight["sigs"])
+        with pytest.raises(PriorIndexError, match="disagree in size"):
+            night.assign()
+        victim.write_bytes(whole)
+
+
 def _as_format_1(root: Path, manifest: str, bands: int) -> None:
     """Rewrite an index as the first on-disk format wrote it: no key filters, a fence of every
     4,096th key, no block or night list in the segment, the format inside the settings."""
