@@ -1258,6 +1258,8 @@ def referenced(root: Path, manifests: Sequence[str]) -> set[str]:
 _OWN_TMP = re.compile(r"\..+\.json\.[0-9a-f]{8}\.tmp")  # _write_json_atomic's (top level)
 _OWN_SEGMENT = re.compile(r"[^.].*-[0-9a-f]{8}|\..+-[0-9a-f]{8}\.tmp")  # folders in segments/
 _OWN_COMPS = re.compile(r"[^.].*-[0-9a-f]{8}\.npz|\..+-[0-9a-f]{8}\.npz\.tmp")  # files in comps/
+# an in-place upgrade's temporary files inside a kept segment (_write_raw_atomic, _write_json_atomic)
+_OWN_SEGMENT_TMP = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 
 def _is_manifest(path: Path) -> bool:
@@ -1285,6 +1287,8 @@ def collect_garbage(root: Path, keep_manifests: Sequence[str]) -> int:
             removed += 1
     for folder, pattern, is_dir in (("segments", _OWN_SEGMENT, True), ("comps", _OWN_COMPS, False)):
         for path in (root / folder).iterdir() if (root / folder).is_dir() else []:
+            if path.name in keep and is_dir:
+                removed += _remove_upgrade_leftovers(path)
             if path.name in keep or not pattern.fullmatch(path.name) or path.is_dir() != is_dir:
                 continue
             if is_dir:
@@ -1293,6 +1297,14 @@ def collect_garbage(root: Path, keep_manifests: Sequence[str]) -> int:
                 path.unlink()
             removed += 1
     return removed
+
+
+def _remove_upgrade_leftovers(segment: Path) -> int:
+    """Temporary files an in-place upgrade killed mid-write left inside a kept segment."""
+    leftovers = [p for p in segment.iterdir() if p.is_file() and _OWN_SEGMENT_TMP.fullmatch(p.name)]
+    for path in leftovers:
+        path.unlink()
+    return len(leftovers)
 
 
 # ---------------------------------------------------------------------------------------------

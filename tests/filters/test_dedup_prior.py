@@ -319,6 +319,13 @@ def test_an_index_of_the_first_format_is_upgraded_in_place(tmp_path: Path) -> No
         dedup_prior.BLOCK,
     ]
     assert len(later) == 800
+    # A kill inside an upgrade leaves temporary files in the kept segment; clean-up removes them only.
+    leftover = segment / ".t0.bloom.0badc0de.tmp"
+    leftover.write_bytes(b"partial")
+    (segment / "notes.txt").write_text("the user's")
+    assert collect_garbage(tmp_path, ["a.json", "b.json"]) == 1
+    assert not leftover.exists() and (segment / "notes.txt").exists()
+    assert len(list(segment.glob("*.bloom"))) == bands + 2
 
 
 def assign_against(prior: PriorIndex, part: dict) -> Any:
