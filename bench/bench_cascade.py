@@ -1,6 +1,7 @@
 """The LM cascade: recall per LM family at budgets and end-to-end speed, side by side.
 
     python -m bench.bench_cascade [--per-category 40] [--lm-all-docs 8] [--no-speed] [--no-recall]
+        [--no-workers] [--speed-rows nolm default float32 ...]
 
 1. Recall. poisonbench's documents (clean base + poison) go through the cheap stages; the LM signals
    of the sampled poison they leave undecided come from bench/out (bench/lm_cache.py scores what is
@@ -16,11 +17,12 @@
    in-sample for that choice.
 2. Speed, one run on the same input (the clean base at `--speed-per-category` documents per category,
    as one JSONL file), each in its own process: datatrove's FineWeb filters, `poisonguard filter
-   --no-lm`, the default config (budgeted LM) with one and with two workers (the LM in two forked
-   single-threaded processes sharing the model), the default in bfloat16 (no recall: the LM cache
-   holds float32 signals), a 3% budget, and the LM on every document (route:
-   all) on the first `--lm-all-docs` documents only (the LM runs about one document a second on two
-   idle cores). Peak RSS is each process's own (wait4).
+   --no-lm`, the default config (budgeted LM; `perplexity.dtype: auto`, bfloat16 on CPUs with native
+   bf16) with one and with two workers (the LM in two forked single-threaded processes sharing the
+   model), the default in float32 (no recall: the LM cache holds the default's signals), a 3% budget,
+   and the LM on every document (route: all) on the first `--lm-all-docs` documents only (the LM runs
+   about one document a second on two idle cores). `--speed-rows` runs only some of these rows (the
+   --no-lm and default rows always). Peak RSS is each process's own (wait4).
 """
 
 from __future__ import annotations
@@ -263,33 +265,36 @@ def speed_section(
         all_cfg.write_text("perplexity:\n  route: all\n")
         small_cfg = Path(tmp) / "small.yaml"
         small_cfg.write_text("perplexity:\n  budget: 0.03\n")
-        bf16_cfg = Path(tmp) / "bf16.yaml"
-        bf16_cfg.write_text("perplexity:\n  dtype: bfloat16\n")
+        f32_cfg = Path(tmp) / "f32.yaml"
+        f32_cfg.write_text("perplexity:\n  dtype: float32\n")
         every = f"poisonguard LM on every document (first {args.lm_all_docs} docs only)"
-        runs = [
-            ("datatrove FineWeb filters", [py, "-c", DATATROVE, str(src)], len(base), mb, "datatrove"),
-            ("poisonguard --no-lm", [*pg, str(src), "--out", f"{tmp}/a", "--no-lm", "-q"], len(base), mb,
-             0.0),
-            ("poisonguard default (budgeted LM)", [*pg, str(src), "--out", f"{tmp}/b", "-q"], len(base), mb,
-             None),
-            ("poisonguard default, --workers 2", [*pg, str(src), "--out", f"{tmp}/e", "-q", "--workers", "2"],
-             len(base), mb, None),
-            ("poisonguard default, perplexity.dtype bfloat16",
-             [*pg, str(src), "--out", f"{tmp}/f", "-q", "--config", str(bf16_cfg)], len(base), mb, "-"),
-            ("poisonguard budget 3%", [*pg, str(src), "--out", f"{tmp}/d", "-q", "--config", str(small_cfg)],
-             len(base), mb, 0.03),
-            (every, [*pg, str(head), "--out", f"{tmp}/c", "-q", "--config", str(all_cfg)], args.lm_all_docs,
-             head_mb, 1.0),
-        ]  # fmt: skip
+        dtype = perplexity.resolve_dtype(load_config().perplexity.dtype, "cpu")
+        runs = {
+            "datatrove": ("datatrove FineWeb filters", [py, "-c", DATATROVE, str(src)], len(base), mb,
+                          "datatrove"),
+            "nolm": ("poisonguard --no-lm", [*pg, str(src), "--out", f"{tmp}/a", "--no-lm", "-q"], len(base),
+                     mb, 0.0),
+            "default": (f"poisonguard default (budgeted LM, {dtype})", [*pg, str(src), "--out", f"{tmp}/b",
+                        "-q"], len(base), mb, None),
+            "workers2": ("poisonguard default, --workers 2", [*pg, str(src), "--out", f"{tmp}/e", "-q",
+                         "--workers", "2"], len(base), mb, None),
+            "float32": ("poisonguard default, perplexity.dtype float32", [*pg, str(src), "--out", f"{tmp}/f",
+                        "-q", "--config", str(f32_cfg)], len(base), mb, "-"),
+            "budget3": ("poisonguard budget 3%", [*pg, str(src), "--out", f"{tmp}/d", "-q", "--config",
+                        str(small_cfg)], len(base), mb, 0.03),
+            "lmall": (every, [*pg, str(head), "--out", f"{tmp}/c", "-q", "--config", str(all_cfg)],
+                      args.lm_all_docs, head_mb, 1.0),
+        }  # fmt: skip
         load = os.getloadavg()
-        for name, cmd, n, size, budget in runs:
+        for key in args.speed_rows:
+            name, cmd, n, size, budget = runs[key]
             log(f"speed: {name}")
             wall, rss, code = _run(cmd)
             rows.append([name, n, f"{wall:.1f}", f"{n / wall:.2f}", f"{size / wall:.3f}", f"{rss:,.0f}",
                          recall_cell(recall, budget), "" if code == 0 else f"exit {code}"])  # fmt: skip
             out[name] = {"docs": n, "s": wall, "docs_per_s": n / wall, "mb_per_s": size / wall, "rss_mb": rss}
         load_after = os.getloadavg()
-    nolm, default = out["poisonguard --no-lm"], out["poisonguard default (budgeted LM)"]
+    nolm, default = out["poisonguard --no-lm"], out[runs["default"][0]]
     ratio = default["s"] / nolm["s"]
     header = ["run", "docs", "seconds", "docs/s", "MB/s", "peak RSS MB", "recall (LM families)", ""]
     text = [
@@ -359,6 +364,9 @@ def workers_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]
     return text, {"mb": size / 1e6, "times": times, "ratio": two / one, "left_behind": left}
 
 
+SPEED_ROWS = ("datatrove", "nolm", "default", "workers2", "float32", "budget3", "lmall")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-category", type=int, default=40)
@@ -372,12 +380,20 @@ def main(argv: list[str] | None = None) -> int:
         default=4,
         help="clean docs per category in the speed input (default 4: the LM runs ~1 doc/s on 2 idle cores)",
     )
+    ap.add_argument(
+        "--speed-rows",
+        nargs="+",
+        choices=SPEED_ROWS,
+        default=list(SPEED_ROWS),
+        help="rows of the speed table (nolm and default are always needed for the ratio)",
+    )
     ap.add_argument("--no-recall", action="store_true")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--no-workers", action="store_true")
     ap.add_argument("--workers-mb", type=float, default=10.5, help="input size of the workers comparison")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    args.speed_rows = [r for r in SPEED_ROWS if r in {*args.speed_rows, "nolm", "default"}]
     out: list[str] = []
     summary: dict[str, Any] = {}
     if not args.no_recall:

@@ -94,9 +94,9 @@ class Config(DetectorConfig):
         description="None: the shipped SmolLM2-135M GGUF; else a model folder, .gguf file or HF cache id",
     )
     dtype: Literal["float32", "bfloat16", "int8", "auto"] = Field(
-        default="float32",
+        default="auto",
         description="auto: bfloat16 on a GPU and on CPUs with native bfloat16 (AVX512-BF16, AMX), else "
-        "float32 (said in a log line)",
+        "float32 (said in a log line); the thresholds hold for both (bench/RESULTS.md cascade)",
     )
     max_tokens: int = Field(default=512, ge=16, description="scored tokens per document (head, middle, tail)")
     batch_tokens: int = Field(default=4096, ge=64, description="tokens (rows x row length) per forward pass")
