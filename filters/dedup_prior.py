@@ -118,8 +118,13 @@ def _write_raw(path: Path, arr: np.ndarray) -> None:
         os.fsync(fh.fileno())
 
 
+def _tmp_beside(path: Path) -> Path:
+    """The temporary name an atomic write of ``path`` uses (collect_garbage knows its form)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
 def _write_raw_atomic(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = _tmp_beside(path)
     _write_raw(tmp, arr)
     os.replace(tmp, path)
 
@@ -149,7 +154,7 @@ def _gather_raw(path: Path, dtype: Any, rows: np.ndarray, width: int = 1) -> np.
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = _tmp_beside(path)
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=1)
         fh.flush()
@@ -1255,10 +1260,10 @@ def referenced(root: Path, manifests: Sequence[str]) -> set[str]:
 # The names this module gives (``-`` and 8 hex digits from secrets.token_hex(4)): the folder is
 # the user's choice (dedup.index_dir), so nothing else in it is removed.
 # Each: the finished name, or the temporary one it has while it is written.
-_OWN_TMP = re.compile(r"\..+\.json\.[0-9a-f]{8}\.tmp")  # _write_json_atomic's (top level)
+_OWN_TMP = re.compile(r"\..+\.json\.[0-9a-f]{8}\.tmp")  # _tmp_beside of a manifest (top level)
 _OWN_SEGMENT = re.compile(r"[^.].*-[0-9a-f]{8}|\..+-[0-9a-f]{8}\.tmp")  # folders in segments/
 _OWN_COMPS = re.compile(r"[^.].*-[0-9a-f]{8}\.npz|\..+-[0-9a-f]{8}\.npz\.tmp")  # files in comps/
-# an in-place upgrade's temporary files inside a kept segment (_write_raw_atomic, _write_json_atomic)
+# an in-place upgrade's temporary files inside a kept segment (_tmp_beside)
 _OWN_SEGMENT_TMP = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 
