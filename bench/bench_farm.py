@@ -36,6 +36,7 @@ import numpy as np
 
 from bench import corpus, generators, spun
 from bench.bench_spun import figures, fit_grid, jaccard_band, pct, result_tables
+from poisonguard.core import legal
 from poisonguard.filters import campaign, dedup
 
 SOURCES = ("A", "B")
@@ -91,7 +92,7 @@ class Signed:
         self.docs = docs
         self.sigs = np.asarray(dedup.signatures(texts, cfg))
         self.keys = dedup.content_keys(texts)
-        self.legal = dedup.legal_flags(texts, cfg)  # the fitted knobs do not change them either
+        self.legal = legal.flags(texts, legal.Config())  # the fitted knobs do not change them either
 
     def flagged(self, cfg: dedup.Config) -> list[bool]:
         index = dedup.DedupIndex(cfg)

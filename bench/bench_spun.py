@@ -208,23 +208,24 @@ def dedup_on_legal(seed: int) -> dict[str, Any]:
     """Per source: of its look-alikes (legal notices included), how many dedup's campaign rule
     quarantines at its shipped defaults, with and without the legal exemption, and what becomes
     of the legal notices (quarantined, duplicate of a kept copy, kept)."""
+    from poisonguard.core import legal as legal_notices
     from poisonguard.filters import dedup
 
     out: dict[str, Any] = {}
+    cfg = dedup.Config()
     for s in spun.SOURCES:
         docs = spun.lookalikes(s, seed, legal=True)
         texts, ids = [d["text"] for d in docs], [d["id"] for d in docs]
         urls, keys = [d["url"] for d in docs], dedup.content_keys(texts)
         legal = [d["family"].startswith("legal-") for d in docs]
         row: dict[str, Any] = {"lookalikes": len(docs), "legal_notices": sum(legal)}
-        for name, cfg in (
-            ("exempt", dedup.Config()),
-            ("no_exemption", dedup.Config(legal_sentence_share=None)),
+        for name, legal_cfg in (
+            ("exempt", legal_notices.Config()),
+            ("no_exemption", legal_notices.Config(sentence_share=None)),
         ):
             index = dedup.DedupIndex(cfg)
-            index.add(
-                ids, urls, keys, dedup.signatures(texts, cfg), legal_notices=dedup.legal_flags(texts, cfg)
-            )
+            flags = legal_notices.flags(texts, legal_cfg)
+            index.add(ids, urls, keys, dedup.signatures(texts, cfg), legal_notices=flags)
             table = index.assign()
             flags = [bool(r) for r in dedup.flag(table, cfg)]
             roots = table.column("dedup_cluster_id").to_pylist()

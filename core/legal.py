@@ -3,15 +3,41 @@
 Unrelated sites share such texts verbatim by the thousand (the GPL, the Apache and MIT licences, a
 privacy-policy generator's template with the site's name filled in). To a rule that counts one text
 on many registrable domains they look like a campaign's copies, so both corpus-level detectors that
-count domains (filters/dedup.py, filters/campaign.py) ask :func:`legal_notice` first. One test
-here; its three settings are each detector's own (`dedup.legal_*`, `campaign.legal_*`), shipped
-with the same values: change both sections together, or the two detectors part on what a legal
-notice is.
+count domains (filters/dedup.py, filters/campaign.py) ask the same question. One test, one set of
+settings (the config's `legal` section, :class:`Config`), computed once per document by the scoring
+stage (:func:`flags`) and read by both, so the two detectors cannot part on what a legal notice is.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Config(BaseModel):
+    """The `legal` section: what reads as a legal notice (set on spun generator A's notices, bench
+    "spun"; tested on generator B's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    sentence_share: float | None = Field(
+        0.6,
+        gt=0.0,
+        le=1.0,
+        description="a body whose sentences carry a legal term at this share, addressed to the reader "
+        "(address_density), is a legal notice: never a campaign (null: nothing is)",
+    )
+    address_density: float = Field(
+        0.015,
+        ge=0.0,
+        le=1.0,
+        description="share of words addressing the reader (you, we) or of licence drafting (hereby)",
+    )
+    min_sentence_words: int = Field(
+        6, ge=1, description="shorter sentences (chrome) are left out of the test"
+    )
+
 
 # A sentence ends at . ! ? (or their CJK forms) followed by spaces, and at every line break.
 _SENTENCE_END = re.compile(r"([.!?\u3002\uff01\uff1f])[ \t]+")
@@ -93,3 +119,13 @@ def legal_notice(body: str, sentence_share: float | None, address_density: float
     sentences = lower.split("\n")
     legal = sum(1 for s in sentences if any(_is_legal_word(w) for w in s.split()))
     return legal >= sentence_share * len(sentences)
+
+
+def flags(texts: Sequence[str], cfg: Config) -> list[bool]:
+    """Per document, whether it reads as a legal notice (:func:`legal_notice` of its body)."""
+    if cfg.sentence_share is None:
+        return [False] * len(texts)
+    return [
+        legal_notice(body_text(t, cfg.min_sentence_words), cfg.sentence_share, cfg.address_density)
+        for t in texts
+    ]

@@ -13,8 +13,9 @@ What survives spinning is a *shared core*: most of the body's short word n-grams
    (a) a MinHash signature of them and (b) their ``sketch_size`` smallest hashes (a bottom-k
    sketch: a feature small enough to be kept is kept in every document that has it, so sketches
    of different documents can be compared feature by feature). A body that reads as a legal
-   notice (:func:`legal_notice`: most sentences carry a legal term, and it addresses its reader,
-   as licences, privacy policies and terms of use do) is left out like a short one: unrelated
+   notice (core/legal.py, the config's `legal` section: most sentences carry a legal term, and it
+   addresses its reader, as licences, privacy policies and terms of use do; the scoring stage
+   passes its flags in) is left out like a short one: unrelated
    sites share those texts verbatim by the thousand, and they are not articles.
 2. Over the whole input (:class:`CampaignIndex`): a low-threshold MinHash LSH only *proposes*
    candidate groups (connected components of pairs whose estimated Jaccard reaches
@@ -130,32 +131,10 @@ class Config(DetectorConfig):
         description="share of min_containment and min_varied_containment a member of an established "
         "campaign needs to be one of its copies",
     )
-    legal_sentence_share: float | None = Field(
-        0.6,
-        gt=0.0,
-        le=1.0,
-        description="a body whose sentences carry a legal term (licence, warranty, privacy, consent...) at "
-        "this share, addressed to the reader (legal_address_density), is a legal notice: it never joins a "
-        "campaign (null: no exemption)",
-    )
-    legal_address_density: float = Field(
-        0.015,
-        ge=0.0,
-        le=1.0,
-        description="share of words addressing the reader (you, we) or of licence drafting (hereby)",
-    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Per batch (pure)
-
-
-def legal_notice(body: str, cfg: Config) -> bool:
-    """Whether a body (one sentence a line, :func:`body_text`) reads as a legal notice (see
-    core/legal.py, shared with dedup's campaign rule): unrelated sites share such texts verbatim
-    by the thousand, which is what a copied article looks like to a rule that counts shared
-    sentences."""
-    return legal.legal_notice(body, cfg.legal_sentence_share, cfg.legal_address_density)
 
 
 def _bottom_k(
@@ -174,16 +153,21 @@ def _bottom_k(
 
 
 def sketch(
-    texts: Sequence[str], cfg: Config
+    texts: Sequence[str], cfg: Config, legal_notices: Sequence[bool] | None = None
 ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, list[np.ndarray]]:
     """(MinHash signatures of the body features, shape (n, num_perm) uint32; bottom-k sketches,
     one sorted uint64 array per document; share of each text's characters that are body; for each
     sketch feature, the hash of the sentence it comes from). Features are word n-grams within one
     sentence. Documents with fewer than ``min_features`` body features, and legal notices
-    (:func:`legal_notice`), get the empty signature and an empty sketch: they never join a campaign."""
+    (``legal_notices``: core/legal.py's flags; None: computed here with the shipped `legal`
+    settings), get the empty signature and an empty sketch: they never join a campaign."""
+    if legal_notices is not None and len(legal_notices) != len(texts):
+        raise ValueError(f"campaign.sketch: {len(texts)} texts but {len(legal_notices)} legal-notice flags")
     bodies = [body_text(t, cfg.min_sentence_words) for t in texts]
-    # Legal notices are shared verbatim by unrelated sites: not a campaign's copies (see legal_notice).
-    bodies = ["" if legal_notice(b, cfg) else b for b in bodies]
+    # Legal notices are shared verbatim by unrelated sites: not a campaign's copies.
+    if legal_notices is None:
+        legal_notices = legal.flags(texts, legal.Config())
+    bodies = ["" if is_legal else b for b, is_legal in zip(bodies, legal_notices, strict=True)]
     shares = np.array([len(b) / len(t) if t else 0.0 for b, t in zip(bodies, texts, strict=True)], np.float64)
     sentences = [b.split("\n") if b else [] for b in bodies]
     flat = [x for sents in sentences for x in sents]
@@ -220,9 +204,11 @@ def _list_values(column: pa.ChunkedArray, n: int) -> list[np.ndarray]:
     return [values[offsets[i] : offsets[i + 1]] for i in range(n)]
 
 
-def sketch_columns(texts: Sequence[str], cfg: Config) -> dict[str, pa.Array]:
+def sketch_columns(
+    texts: Sequence[str], cfg: Config, legal_notices: Sequence[bool] | None = None
+) -> dict[str, pa.Array]:
     """:func:`sketch` as the internal columns the runner keeps in its work files."""
-    sigs, sketches, shares, owners = sketch(texts, cfg)
+    sigs, sketches, shares, owners = sketch(texts, cfg, legal_notices)
     flat = pa.array(sigs.astype(np.uint64, copy=False).reshape(-1), pa.uint64())
     return {
         SIG_COLUMN: pa.FixedSizeListArray.from_arrays(flat, cfg.num_perm),

@@ -17,11 +17,11 @@ feeds them to one :class:`DedupIndex` in input order and calls :meth:`DedupIndex
 * Documents with fewer than ``min_words`` words are too short for a meaningful similarity ("404 Not
   Found" is the same on every site): they take part in the exact check only and are never a
   campaign.
-* Legal notices (licences, privacy policies, terms of use: core/legal.py, the test the campaign
-  detector uses too) are copied verbatim by thousands of unrelated sites. :func:`legal_flags` marks
-  them per document (``dedup_legal``); they are de-duplicated like any other text (one copy kept,
-  the rest ``duplicate``) but never quarantined as a campaign. A campaign written as a legal notice
-  therefore passes this rule (docs/DETECTORS.md).
+* Legal notices (licences, privacy policies, terms of use: core/legal.py and the config's `legal`
+  section, shared with the campaign detector) are copied verbatim by thousands of unrelated sites.
+  The scoring stage marks them per document (``dedup_legal``); they are de-duplicated like any
+  other text (one copy kept, the rest ``duplicate``) but never quarantined as a campaign. A
+  campaign written as a legal notice therefore passes this rule (docs/DETECTORS.md).
 """
 
 from __future__ import annotations
@@ -76,23 +76,6 @@ class Config(DetectorConfig):
     false_negative_weight: float = Field(0.5, ge=0.0, le=1.0, description="datasketch optimiser weight")
     min_words: int = Field(20, ge=0, description="shorter documents: exact check only, never a campaign")
     campaign_min_domains: int = Field(10, ge=2, description="a cluster on this many domains is a campaign")
-    legal_sentence_share: float | None = Field(
-        0.6,
-        gt=0.0,
-        le=1.0,
-        description="a document whose body sentences carry a legal term at this share, addressed to the "
-        "reader (legal_address_density), is a legal notice: a duplicate, never a campaign "
-        "(null: no exemption)",
-    )
-    legal_address_density: float = Field(
-        0.015,
-        ge=0.0,
-        le=1.0,
-        description="share of words addressing the reader or of licence drafting in a notice",
-    )
-    legal_min_sentence_words: int = Field(
-        6, ge=1, description="shorter sentences (chrome) are left out of the legal-notice test"
-    )
     max_bucket_exemplars: int = Field(32, ge=1, description="bound on checks per LSH bucket member")
     index_dir: str | None = Field(
         None, description="nightly: folder of the on-disk index of earlier nights; None = beside the state"
@@ -165,21 +148,6 @@ def content_keys(texts: list[str]) -> list[bytes]:
     return [
         hashlib.blake2b(norm, digest_size=16).digest() if norm else b""
         for norm in minhash.normalised_texts(texts)
-    ]
-
-
-def legal_flags(texts: Sequence[str], cfg: Config) -> list[bool]:
-    """Per document, whether it reads as a legal notice (core/legal.py): such a document is never
-    part of a campaign, whatever its cluster spans."""
-    if cfg.legal_sentence_share is None:
-        return [False] * len(texts)
-    return [
-        legal.legal_notice(
-            legal.body_text(t, cfg.legal_min_sentence_words),
-            cfg.legal_sentence_share,
-            cfg.legal_address_density,
-        )
-        for t in texts
     ]
 
 
@@ -339,7 +307,7 @@ class DedupIndex:
         prior: bool = False,
         legal_notices: Sequence[bool] | None = None,
     ) -> None:
-        """``legal_notices``: :func:`legal_flags` of the documents (None: none is a legal notice)."""
+        """``legal_notices``: core/legal.py's flags of the documents (None: none is a legal notice)."""
         n = len(ids)
         if len(urls) != n or len(keys) != n or len(sigs) != n:
             raise ValueError(
@@ -612,7 +580,8 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
         batch.column("url").to_pylist() if "url" in batch.column_names else [None] * batch.num_rows,
         content_keys(texts),
         signatures(texts, cfg),
-        legal_notices=legal_flags(texts, cfg),
+        # Standalone: the shipped legal settings (the pipelines pass the config's `legal` section).
+        legal_notices=legal.flags(texts, legal.Config()),
     )
     assign = index.assign()
     return {name: assign.column(name).combine_chunks() for name in assign.column_names}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from poisonguard.core import legal as legal_notices
 from poisonguard.crawler.config import CrawlConfig
 from poisonguard.filters import combiner as combiner_policy
 from poisonguard.filters import trigger_mining as trigger_mining_pass
@@ -66,6 +67,8 @@ class _Sections(BaseModel):
     # Not per-chunk detectors: a corpus pass run by the runner, and the policy's combiner.
     trigger_mining: trigger_mining_pass.Config = trigger_mining_pass.Config()
     combiner: combiner_policy.Config = combiner_policy.Config()
+    # What reads as a legal notice, for both rules that count domains (dedup, campaign).
+    legal: legal_notices.Config = legal_notices.Config()
 
     if TYPE_CHECKING:  # the detector sections (filters/registry.py) and `crawl`, made below
 

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from poisonguard.core import minhash
+from poisonguard.core import legal, minhash
 from poisonguard.core.files import sha256_file, write_table
 from poisonguard.core.schema import KEPT
 from poisonguard.filters import campaign, dedup, registry
@@ -45,7 +45,7 @@ from poisonguard.pipelines.writers import DATASET_CARD, SUCCESS
 WORK = "_work"
 SIG_COLUMN = "_dedup_signature"
 KEY_COLUMN = "_dedup_key"
-LEGAL_COLUMN = "_dedup_legal"  # dedup.legal_flags: a legal notice is a duplicate, never a campaign
+LEGAL_COLUMN = "_dedup_legal"  # core/legal.py's flags: a legal notice is a duplicate, never a campaign
 OUTPUT_FILES = (
     "clean",
     "quarantine",
@@ -297,6 +297,12 @@ def score_cheap(docs: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str
     table = docs
     for key, values in columns.items():
         table = table.append_column(key, values)
+    # One legal-notice test per document, read by both rules that count domains.
+    legal_notices: list[bool] = []
+    if cfg.dedup.enabled or cfg.campaign.enabled:
+        start = time.perf_counter()
+        legal_notices = legal.flags(texts, cfg.legal)
+        timings["legal_notices"] = time.perf_counter() - start
     if cfg.dedup.enabled:
         start = time.perf_counter()
         sigs = np.asarray(dedup.signatures(texts, cfg.dedup))
@@ -305,11 +311,11 @@ def score_cheap(docs: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str
         flat = pa.array(sigs.astype(np.uint64, copy=False).reshape(-1), pa.uint64())
         table = table.append_column(SIG_COLUMN, pa.FixedSizeListArray.from_arrays(flat, width))
         table = table.append_column(KEY_COLUMN, pa.array(keys, pa.binary()))
-        table = table.append_column(LEGAL_COLUMN, pa.array(dedup.legal_flags(texts, cfg.dedup), pa.bool_()))
+        table = table.append_column(LEGAL_COLUMN, pa.array(legal_notices, pa.bool_()))
         timings["dedup_signatures"] = time.perf_counter() - start
     if cfg.campaign.enabled:
         start = time.perf_counter()
-        for name, values in campaign.sketch_columns(texts, cfg.campaign).items():
+        for name, values in campaign.sketch_columns(texts, cfg.campaign, legal_notices).items():
             table = table.append_column(name, values)
         timings["campaign_sketches"] = time.perf_counter() - start
     return table, timings

@@ -8,16 +8,19 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from poisonguard.core import legal
 from poisonguard.filters import campaign
 from tests.spun_corpus import article, background, campaign_docs, chrome, copied_farm
 
 
-def run(docs: list[dict[str, str]], cfg: campaign.Config | None = None) -> tuple[pa.Table, list[list[str]]]:
+def run(
+    docs: list[dict[str, str]], cfg: campaign.Config | None = None, legal_cfg: legal.Config | None = None
+) -> tuple[pa.Table, list[list[str]]]:
     cfg = cfg or campaign.Config()
+    texts = [d["text"] for d in docs]
+    notices = None if legal_cfg is None else legal.flags(texts, legal_cfg)
     index = campaign.CampaignIndex(cfg)
-    index.add(
-        [d["id"] for d in docs], [d["url"] for d in docs], *campaign.sketch([d["text"] for d in docs], cfg)
-    )
+    index.add([d["id"] for d in docs], [d["url"] for d in docs], *campaign.sketch(texts, cfg, notices))
     table = index.assign()
     return table, campaign.flag(table, cfg)
 
@@ -195,22 +198,26 @@ def test_a_legal_notice_shared_by_unrelated_sites_is_not_a_copied_article() -> N
     table, reasons = run(notices + copied_farm(12) + background(10))
     assert not any(reasons[:15]) and all(reasons[15:27]) and not any(reasons[27:])
     # Without the exemption the same notices were a copied article on 15 domains.
-    _, unexempt = run(notices + background(10), campaign.Config(legal_sentence_share=None))
+    _, unexempt = run(notices + background(10), legal_cfg=legal.Config(sentence_share=None))
     assert all(r and r[0].startswith("campaign:") for r in unexempt[:15])
 
 
 def test_legal_notice_needs_legal_sentences_and_an_addressed_reader() -> None:
-    cfg = campaign.Config()
+    cfg = legal.Config()
     rng = random.Random(2)
-    body = campaign.body_text(_notice("x.org", rng), cfg.min_sentence_words)
-    assert campaign.legal_notice(body, cfg)
+
+    def notice(body: str) -> bool:
+        return legal.legal_notice(body, cfg.sentence_share, cfg.address_density)
+
+    body = legal.body_text(_notice("x.org", rng), cfg.min_sentence_words)
+    assert notice(body)
     law_article = (
         "A contract is an agreement that creates legally binding obligations between the parties.\n"
         "Courts in most jurisdictions enforce the terms of a contract unless it breaches the law.\n"
         "The rights of third parties under a contract differ between legal systems.\n"
         "Damages are the usual remedy for a breach, and specific performance is rare."
     )
-    assert not campaign.legal_notice(law_article, cfg)  # about law, not addressed to its reader
-    story = campaign.body_text(" ".join(article(random.Random(4), 10)), cfg.min_sentence_words)
+    assert not notice(law_article)  # about law, not addressed to its reader
+    story = legal.body_text(" ".join(article(random.Random(4), 10)), cfg.min_sentence_words)
     banner = "We use cookies to give you the best experience, and you consent to our privacy policy."
-    assert not campaign.legal_notice(story + "\n" + banner, cfg)  # a cookie banner on an article
+    assert not notice(story + "\n" + banner)  # a cookie banner on an article

@@ -12,6 +12,7 @@ import pytest
 from datasketch import LeanMinHash, MinHashLSH
 from pydantic import ValidationError
 
+from poisonguard.core import legal
 from poisonguard.filters import dedup
 
 CFG = dedup.Config()
@@ -341,7 +342,7 @@ def test_licences_on_many_domains_are_duplicates_not_a_campaign_but_an_article_s
     index = dedup.DedupIndex(CFG)
     ids = [f"d{i}" for i in range(len(texts))]
     keys, sigs = dedup.content_keys(texts), dedup.signatures(texts, CFG)
-    index.add(ids, urls, keys, sigs, legal_notices=dedup.legal_flags(texts, CFG))
+    index.add(ids, urls, keys, sigs, legal_notices=legal.flags(texts, legal.Config()))
     table = index.assign()
     rows = table.to_pylist()
     n = len(licences)
@@ -353,14 +354,14 @@ def test_licences_on_many_domains_are_duplicates_not_a_campaign_but_an_article_s
     assert flags[:n] == [[]] * n
     assert all(f == ["dedup:campaign(12 domains)"] for f in flags[n:])
     # Without the exemption the notices were quarantined as campaigns.
-    plain = dedup.legal_flags(texts, dedup.Config(legal_sentence_share=None))
+    plain = legal.flags(texts, legal.Config(sentence_share=None))
     assert not any(plain)
     assert all(dedup.flag(table.drop_columns(["dedup_legal"]), CFG)[:n])
 
 
 def test_a_licence_reads_as_legal_by_address_or_drafting_an_article_about_law_does_not() -> None:
     def notice(text: str) -> bool:
-        return dedup.legal_flags([text], CFG)[0]
+        return legal.flags([text], legal.Config())[0]
 
     assert notice(GPL_NOTICE) and notice(APACHE_NOTICE) and notice(MIT_LICENCE)  # you / hereby
     assert notice(PRIVACY_TEMPLATE.format(site="x.org"))
@@ -372,4 +373,4 @@ def test_a_licence_reads_as_legal_by_address_or_drafting_an_article_about_law_do
     )
     assert not notice(law_article)  # about law: neither addressed to its reader nor a grant
     assert not notice(ARTICLE)
-    assert not any(dedup.legal_flags([GPL_NOTICE, MIT_LICENCE], dedup.Config(legal_sentence_share=None)))
+    assert not any(legal.flags([GPL_NOTICE, MIT_LICENCE], legal.Config(sentence_share=None)))

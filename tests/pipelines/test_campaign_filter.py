@@ -119,3 +119,24 @@ def test_verbatim_farm_in_site_chrome_is_a_campaign_and_cms_theme_is_kept(tmp_pa
     assert all(o == "quarantined" and "campaign:copied(12 domains)" in r for o, r, _ in copies)
     others = [v for k, v in outcomes.items() if not k.startswith("copy-")]
     assert len(others) == 50 and all(o == "kept" for o, _, _ in others)
+
+
+def test_the_legal_section_sets_the_exemption_of_both_campaign_rules(tmp_path: Path) -> None:
+    """The GPL notice on 12 unrelated domains: one copy kept and the rest duplicates at the defaults;
+    with `legal.sentence_share: null` both rules count it as a campaign (one setting, both rules)."""
+    from tests.filters.test_dedup import licence_pages
+
+    texts, urls = licence_pages(12)
+    docs = [{"id": f"lic-{i}", "url": u, "text": t} for i, (t, u) in enumerate(zip(texts, urls, strict=True))]
+    src = write_jsonl(tmp_path / "licences.jsonl", docs + background(10))
+    lic = [d["id"] for d in docs]
+    found: dict[str, dict[str, tuple[str, list[str], str | None]]] = {}
+    for name, legal in (("exempt", {}), ("off", {"sentence_share": None})):
+        cfg = load_config(overrides={"perplexity": {"enabled": False}, "legal": legal})
+        run_filter([str(src)], tmp_path / name, cfg, show_progress=False)
+        found[name] = read_outcomes(tmp_path / name)
+    exempt = [found["exempt"][i] for i in lic]
+    assert {o for o, _, _ in exempt} <= {"kept", "duplicate"} and any(o == "kept" for o, _, _ in exempt)
+    assert all(reasons == ["dedup:near_duplicate"] for o, reasons, _ in exempt if o == "duplicate")
+    off = [found["off"][i][1] for i in lic]
+    assert all(any(r.startswith(("dedup:campaign", "campaign:")) for r in reasons) for reasons in off)
