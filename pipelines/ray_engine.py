@@ -385,7 +385,11 @@ def _quarantined_late(
     Their copies follow them. Cheap verdicts need no pass: a cheaply dropped page never represents."""
     name = stages.chunk_name(chunk_no)
     rows = pa.array((ranks - offset).astype(np.int64))
-    scored = pq.read_table(Path(work) / "scored" / name)
+    path = Path(work) / "scored" / name
+    # Signal columns only: the text and the internal sketch columns are most of a chunk's bytes,
+    # and neither the LM's flag nor the combiner reads them.
+    columns = [c for c in pq.read_schema(path).names if c != "text" and not c.startswith("_")]
+    scored = pq.read_table(path, columns=columns)
     lm_file = Path(work) / "lm" / name
     lm_part = pq.read_table(lm_file).take(rows) if lm_file.exists() else None
     table = stages.assemble_chunk(scored.take(rows), None, lm_part)
