@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -205,12 +206,37 @@ def trial(pages: dict[str, str], seed: int, out: Path) -> dict[str, Any]:
             for i, p in enumerate(cloaked_paths)
         ),
         "tarpit_hosts": len(stats["tarpit_hosts"]),
+        # where each cloaked page stood in its host's ranked batch: rank/slots (score), - = not ranked
+        "cloaked_ranks": " ".join(
+            _rank_cell(stats["cloaking_probes"]["ranks"].get(server.base + p)) for p in cloaked_paths
+        ),
+        "trace": _trace(stats, server.base, cloaked_paths),
     }
+
+
+def _rank_cell(entry: dict[str, Any] | None) -> str:
+    return "-" if entry is None else f"{entry['rank'] + 1}/{entry['slots']} ({entry['score']:.1f})"
+
+
+def _trace(stats: dict[str, Any], base: str, cloaked_paths: list[str]) -> list[str]:
+    """Lines saying which pages were probed and why, and where each cloaked page ranked (--trace)."""
+    results, ranks = stats["cloaking_probes"]["results"], stats["cloaking_probes"]["ranks"]
+    out = []
+    for url, r in sorted(results.items(), key=lambda kv: ranks.get(kv[0], {}).get("rank", -1)):
+        tag = "CLOAKED " if url[len(base) :] in cloaked_paths else ""
+        out.append(
+            f"probed {tag}{url[len(base) :]} why={r['why']} sim={r['similarity']} rank={ranks.get(url)}"
+        )
+    for i, p in enumerate(cloaked_paths):
+        if base + p not in results:
+            out.append(f"MISSED {'b' if i < 3 else 'i'} {p} rank={ranks.get(base + p)}")
+    return out
 
 
 HEADER = (
     "| site | trial | cloaked stopped | real pages quarantined | requests into /gen/ | /gen/ pages kept "
-    "| fetches | plain crawl | ratio | probed | stopped regions | cloaked pages probed by |"
+    "| fetches | plain crawl | ratio | probed | stopped regions | cloaked pages probed by "
+    "| cloaked pages' rank/slots (score) |"
 )
 
 
@@ -236,14 +262,17 @@ GOALS = (
 )
 
 
-def run_site(site: str, trials: int) -> None:
+def run_site(site: str, seeds: list[int], trace: bool = False, plain: int | None = None) -> None:
     pages = _site_pages(site, 140)
-    plain = plain_fetches(pages)
+    plain = plain or plain_fetches(pages)
     rows = []
-    for seed in range(trials):
+    trials = len(seeds)
+    for seed in seeds:
         with tempfile.TemporaryDirectory() as tmp:
             r = trial(pages, seed, Path(tmp))
         rows.append(r)
+        if trace:
+            print(f"--- {site} trial {seed}", *r["trace"], sep="\n", file=sys.stderr, flush=True)
         regions = ", ".join(x.split("/", 1)[1] for x in r["regions"])
         print(
             _line(
@@ -259,6 +288,7 @@ def run_site(site: str, trials: int) -> None:
                 r["probed"],
                 f"/{regions}" if regions else "none",
                 r["cloaked_why"],
+                r["cloaked_ranks"],
             ),
             flush=True,
         )
@@ -279,6 +309,7 @@ def run_site(site: str, trials: int) -> None:
             "",
             "",
             "",
+            "",
         ),
         flush=True,
     )
@@ -288,12 +319,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--site", choices=("handbook", "python", "both"), default="both")
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+trials-1")
+    parser.add_argument("--plain", type=int, default=None, help="plain-crawl fetches, if already measured")
+    parser.add_argument(
+        "--trace", action="store_true", help="print each trial's probes and cloaked pages' ranks on stderr"
+    )
     args = parser.parse_args()
+    seeds = list(range(args.first_seed, args.first_seed + args.trials))
     print(SETUP)
     print(HEADER)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
     for site in ("handbook", "python") if args.site == "both" else (args.site,):
-        run_site(site, args.trials)
+        run_site(site, seeds, args.trace, args.plain)
     print(f"\nGoals (issue 13 item 9): {GOALS}.")
 
 

@@ -294,6 +294,7 @@ def summarize(scrapy_stats: dict[str, Any], spider: Any, min_relative: float) ->
                 if (relative_similarity(sim, base) or 0.0) < min_relative
             ),
             "results": probes,
+            "ranks": getattr(spider, "rank_log", {}),
         },
     }
 

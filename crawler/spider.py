@@ -84,6 +84,9 @@ class PoisonguardSpider(Spider):
         # resumed crawl keeps earlier probes.
         self.probe_results: dict[str, tuple[float, float | None]] = {}
         self.probe_why: dict[str, str] = {}  # url -> what made the spider probe it
+        # url -> where it stood when its batch was ranked (rank, score, signals, slots): the crawl's stats
+        # report it, so a cloaked page that was not probed can be traced to its rank
+        self.rank_log: dict[str, dict[str, Any]] = {}
         self.vocab: dict[str, suspicion.SiteVocabulary] = {}  # host -> word statistics
         # host -> pages not probed yet as (url, crawler text, its shingles, its number on the host);
         # the most suspicious of each batch are probed within the budget (ranked), the rest forgotten.
@@ -332,6 +335,14 @@ class PoisonguardSpider(Spider):
             if page_url in held:  # tarpit-like, not claimed by the tarpit: a real page cloaked as babble?
                 scores[j] += TARPIT_LIKE_BONUS_Z
         order = sorted(range(len(batch)), key=lambda j: -scores[j])
+        for rank, j in enumerate(order):
+            self.rank_log[batch[j][0]] = {
+                "rank": rank,
+                "score": round(scores[j], 3),
+                "signals": [None if v is None else round(v, 4) for v in signals[j]],
+                "slots": slots,
+                "batch": len(batch),
+            }
         for page_url, page_text, _, _ in (batch[j] for j in order[:slots]):
             if self.guard.host(page_url).probes < self.cfg.cloaking_max_probes_per_host:
                 yield self._start_probe(page_url, page_text, "tarpit_like" if page_url in held else "ranked")

@@ -483,6 +483,10 @@ def test_tarpit_like_pages_compete_for_the_probe_budget_and_the_tarpits_own_are_
     assert len(probes) == math.ceil(0.1 * (len(pages) - 1))  # the budget, not one probe per held page
     assert claimed not in probes and len(set(probes) & set(held)) < len(held) - 1
     assert all(spider.probe_why[u] == ("tarpit_like" if u in held else "ranked") for u in probes)
+    # Every ranked page's place is logged (the crawl's stats report it): the probed ones are the top slots.
+    ranks = spider.rank_log
+    assert claimed not in ranks and len(ranks) == len(pages) - 1
+    assert {u for u, r in ranks.items() if r["rank"] < r["slots"]} == set(probes)
 
 
 def test_hostile_site_cloaked_pages_and_a_tarpit_region(tmp_path: Path) -> None:
