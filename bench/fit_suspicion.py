@@ -1,20 +1,22 @@
 """Fit the suspicion score's constants on one clean source and print them (filters/suspicion.py).
 
-    python -m bench.fit_suspicion [--per-category 40] [--seed 0]
+    python -m bench.fit_suspicion [--per-category 40] [--seed 0] [--babble 60]
 
 Source A, the only one the constants see: the Debian handbook in 9 languages (poisonbench's clean
-`handbook-*` categories, 360 documents). From it:
+`handbook-*` categories, 360 documents). From it, the curves of both signals: for word counts 150 ... 1500,
+the median and the robust spread (1.4826 x median absolute deviation) of the local repeat of the
+handbook's documents cut to that many words (a longer text reuses more of its words), and the same for
+the order ratio (real text's falls with length: zlib finds more repeated phrases in a longer text).
 
-* the order-ratio curve: for word counts 150 ... 1500, the median and the robust spread (1.4826 x
-  median absolute deviation) of the order ratio of the handbook's documents cut to that many words
-  (real text's ratio falls with length: zlib finds more repeated phrases in a longer text);
-* the centre (median) and spread of the combiner's log-odds (filters/combiner.py, whose weights were
-  fitted on P-BABBLE-X babble, bench/fit_combiner.py).
+No poisoned document is read by the fit. bench/bench_cascade.py then reports recall with thresholds
+set on every clean source (Wikipedia, the Python docs, UDHR and the hard negatives are never fitted
+on) and on the LM families poisonbench generates (unigram salad, order-2 Markov chains, tarpit pages),
+which no constant here saw.
 
-No poisoned document is read. bench/bench_cascade.py then reports recall with thresholds set on every
-clean source (Wikipedia, the Python docs, UDHR and the hard negatives are never fitted on) and on the
-LM families poisonbench generates (unigram salad, order-2 Markov chains, tarpit pages), which no
-constant here saw.
+`--babble N` adds a check on generators that are not poisonbench's: N pages of P-BABBLE-X babble per
+genre (bench/babble_gen.py: word chains of order 1-3 trained on the train half of five real corpora)
+against N clean pages of the same genre's held half, AUROC of the local repeat (low = babble) and of
+the zlib order ratio, both raw (the pages are 700-3,000 characters).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import argparse
 import numpy as np
 
 from bench import bench_cascade
-from poisonguard.filters import combiner, suspicion
+from bench.poisonbench import auroc
+from poisonguard.filters import suspicion
 from poisonguard.pipelines.config import load_config
 
 GRID = (150, 200, 300, 450, 700, 1000, 1500)
@@ -35,10 +38,29 @@ def robust(values: np.ndarray) -> tuple[float, float]:
     return med, float(np.median(np.abs(values - med)) * 1.4826)
 
 
+def babble_check(n: int, max_words: int) -> None:
+    from bench import babble_corpora, babble_gen
+
+    print(f"P-BABBLE-X check ({n} babble and {n} clean pages per genre, pages of 150 words or more):")
+    for genre in babble_corpora.GENRES:
+        sides = []
+        for docs in (babble_gen.clean_genre_docs(genre, n), babble_gen.p_babble_x(genre, n)):
+            tokens = [suspicion.words(d["text"], max_words) for d in docs]
+            tokens = [t for t in tokens if len(t) >= 150]
+            repeat = np.array([-(suspicion.local_repeat(t, 1) or 0.0) for t in tokens])
+            sides.append((repeat, np.array([suspicion.order_ratio(t, 1) for t in tokens])))
+        (c_rep, c_ord), (b_rep, b_ord) = sides
+        print(
+            f"  {genre:8s} clean {len(c_rep):3d} babble {len(b_rep):3d}  AUROC local repeat "
+            f"{auroc(c_rep, b_rep):.3f}  order ratio {auroc(c_ord, b_ord):.3f}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-category", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--babble", type=int, default=0, help="P-BABBLE-X pages per genre to check on (0: none)")
     args = ap.parse_args(argv)
     args.lm_clean, args.lm_poison = 0, 25
     cfg = load_config(overrides={"cloaking": {"enabled": False}})
@@ -48,15 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     fit = decided.take(rows)
     words = [suspicion.words(t or "", cfg.suspicion.max_words) for t in fit.column("text").to_pylist()]
     print(f"fit on {fit.num_rows} Debian handbook documents")
+    print("REPEAT_CURVE = (  # (words, median local repeat, spread)")
+    for n in GRID:
+        shares = np.array([suspicion.local_repeat(w[:n], 1) for w in words if len(w) >= n], dtype=float)
+        med, spread = robust(shares)
+        print(f"    ({n}, {med:.4f}, {spread:.4f}),  # {len(shares)} documents")
+    print(")")
     print("ORDER_CURVE = (  # (words, median order ratio, spread)")
     for n in GRID:
         ratios = np.array([suspicion.order_ratio(w[:n], 1) for w in words if len(w) >= n], dtype=float)
         med, spread = robust(ratios)
         print(f"    ({n}, {med:.4f}, {spread:.4f}),  # {len(ratios)} documents")
     print(")")
-    odds = np.array([v for v in combiner.score(fit, cfg.combiner) if v is not None], dtype=float)
-    med, spread = robust(odds)
-    print(f"combiner_center: {med:.4f}   combiner_scale: {spread:.4f}   ({len(odds)} documents)")
+    if args.babble:
+        babble_check(args.babble, cfg.suspicion.max_words)
     return 0
 
 

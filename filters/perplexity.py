@@ -84,7 +84,7 @@ class Config(DetectorConfig):
         "(suspicion.route_score, filters/suspicion.py; the choice is pipelines/cascade.py)",
     )
     budget: float = Field(
-        default=0.3,
+        default=0.1,
         gt=0,
         le=1,
         description="route suspicious: share of each chunk's documents the LM scores at most",

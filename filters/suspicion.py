@@ -7,29 +7,38 @@ pipelines/cascade.py). It only measures: it never quarantines anything.
 
 What the LM finds in documents the cheap detectors leave undecided is word-level babble: word salad
 (P-SUDO-adapt/unigram) and Markov babble (P-SUDO-adapt/markov, P-TARPIT), flagged as
-`perplexity:babble` or `perplexity:incoherent`. Both are made of real words in an order that carries
-little structure. Real text repeats phrases, so the words in their order compress better than the
-same words shuffled; babble compresses about as well either way. How much better depends on length
-(a longer text has more phrases to repeat), so the ratio is compared with real text of the same
-length:
+`perplexity:babble` or `perplexity:incoherent` (a long context barely helps the LM predict the
+text). Both lack what a real page has at every point: a subject. A real text names its subject's
+words again within a few sentences ("tarot ... the tarot ... tarot games"); babble drawn from a
+whole corpus seldom does, even where every few words of it read fluently. And real text repeats
+phrases, so its words in their order compress better than the same words shuffled; a salad of a few
+words repeats them by chance, but compresses as well in any order. Both signals depend on length (a
+longer text has more to repeat), so each is compared with real text of the same length:
 
-``suspicion_words``        words read (lower case, at most `max_words`).
-``suspicion_order_ratio``  zlib size of those words (one space apart) in their order / zlib size of
-                           the same words shuffled with a fixed seed. Real text 0.9-0.97, babble close
-                           to 1. Null under `min_words` words: too short for zlib to see phrases (and
-                           for the LM's incoherence rule, which needs 128 scored tokens).
-``suspicion_order_z``      (order ratio - real text's median at that length) / real text's spread at
-                           that length (ORDER_CURVE, fitted on one clean source, bench/fit_suspicion.py).
-``suspicion_score``        the order z; NULL_SCORE where it is null (routed last).
+``suspicion_words``         words read (lower case, at most `max_words`).
+``suspicion_local_repeat``  the share of content words (`CONTENT_CHARS` characters or more) that
+                            already occurred among the `REPEAT_WINDOW` words before them (the
+                            handbook's median 0.14-0.17; Markov babble over a large corpus ~0.02).
+                            Null under `min_words` words: too few to count (and too short for the
+                            LM's incoherence rule, which needs 128 scored tokens).
+``suspicion_repeat_z``      (real text's median at that length - local repeat) / real text's spread
+                            at that length (REPEAT_CURVE): high = less reuse than real text.
+``suspicion_order_ratio``   zlib size of the words (one space apart) in their order / zlib size of the
+                            same words shuffled with a fixed seed. Real text 0.9-0.97, salad ~1.
+``suspicion_order_z``       (order ratio - real text's median at that length) / its spread
+                            (ORDER_CURVE).
+``suspicion_score``         the larger of the two z; NULL_SCORE where they are null (routed last).
+                            What the cascade ranks by (:func:`route_score`).
 
-:func:`route_score`, what the cascade ranks by, adds the combiner (filters/combiner.py, cheap
-coherence signals fitted on other babble): for documents of `combiner_min_words` words or more it is
-the larger of the order z and the combiner's log-odds standardised the same way (`combiner_center`,
-`combiner_scale`, fitted on the same clean source). Below that length the combiner ranks short news
-pages with a boilerplate header above babble. Other signals were measured and left out
-(bench/RESULTS.md "cascade"): a word bigram model's pointwise mutual information (trained on
-Wikipedia), the compression ratio of the text itself, and the language detector's confidence each
-ranked ordinary pages of other languages and scripts above babble.
+Both curves are fitted on one clean source, the Debian handbook (bench/fit_suspicion.py). The local
+repeat does the work: on poisonbench it ranks every tarpit page the LM flags above the top 10% of
+each clean source, where the order ratio alone missed a fifth of them (pages stitched from several
+short articles have order ratios like babble's). The order z is kept for salads of a few words, whose
+words recur nearby by chance. Other signals were measured and left out (bench/RESULTS.md "cascade"):
+the cheap combiner's log-odds (it ranks short news pages with a boilerplate header above babble), a
+word bigram model's pointwise mutual information (trained on Wikipedia), the compression ratio of the
+text itself, and the language detector's confidence (each ranked ordinary pages of other languages
+and scripts above babble).
 
 The budget turns the ranking into a choice per chunk at run time, so no threshold is needed.
 """
@@ -45,22 +54,36 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from poisonguard.filters import combiner
 from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 PREFIX = "suspicion_"
 SCORE = PREFIX + "score"
 WORDS = PREFIX + "words"
+LOCAL_REPEAT = PREFIX + "local_repeat"
+REPEAT_Z = PREFIX + "repeat_z"
 ORDER_RATIO = PREFIX + "order_ratio"
 ORDER_Z = PREFIX + "order_z"
 NULL_SCORE = -10.0  # the score of a document too short to judge: routed after every other
+REPEAT_WINDOW = 50  # words looked back for an earlier use (a paragraph or so)
+CONTENT_CHARS = 5  # shorter words (articles, pronouns, most function words) are not counted
 _WORD = re.compile(r"\w+")
 SIGNAL_SCHEMA = pa.schema(
-    [(WORDS, pa.int32()), (ORDER_RATIO, pa.float32()), (ORDER_Z, pa.float32()), (SCORE, pa.float32())]
+    [(WORDS, pa.int32())] + [(c, pa.float32()) for c in (LOCAL_REPEAT, REPEAT_Z, ORDER_RATIO, ORDER_Z, SCORE)]
 )
-# Real text's order ratio by length: (words, median, robust spread) of the Debian handbook's documents
+Curve = tuple[tuple[int, float, float], ...]
+# Real text's local repeat by length: (words, median, robust spread) of the Debian handbook's documents
 # (9 languages) cut to that many words; printed by bench/fit_suspicion.py. Interpolated on log words.
-ORDER_CURVE = (
+REPEAT_CURVE: Curve = (
+    (150, 0.1408, 0.0715),
+    (200, 0.1547, 0.0672),
+    (300, 0.1613, 0.0681),
+    (450, 0.1618, 0.0634),
+    (700, 0.1661, 0.0596),
+    (1000, 0.1658, 0.0528),
+    (1500, 0.1748, 0.0405),
+)
+# Real text's order ratio by length, the same way.
+ORDER_CURVE: Curve = (
     (150, 0.9745, 0.0135),
     (200, 0.9699, 0.0141),
     (300, 0.9617, 0.0164),
@@ -76,12 +99,7 @@ class Config(DetectorConfig):
     and `perplexity.budget`)."""
 
     max_words: int = Field(1500, ge=16, description="words per document the score reads")
-    min_words: int = Field(150, ge=10, description="documents with fewer words get no order ratio")
-    combiner_min_words: int = Field(
-        400, ge=0, description="documents with at least this many words are also ranked by the combiner"
-    )
-    combiner_center: float = Field(-4.3810, description="clean documents' median combiner log-odds")
-    combiner_scale: float = Field(2.5509, gt=0, description="clean documents' spread of combiner log-odds")
+    min_words: int = Field(150, ge=10, description="documents with fewer words get no score")
 
 
 def words(text: str, limit: int) -> list[str]:
@@ -92,6 +110,23 @@ def words(text: str, limit: int) -> list[str]:
         if len(out) >= limit:
             break
     return out
+
+
+def local_repeat(tokens: list[str], min_words: int) -> float | None:
+    """Share of content words that occurred among the REPEAT_WINDOW words before them."""
+    if len(tokens) < min_words:
+        return None
+    last: dict[str, int] = {}
+    content = repeats = 0
+    for i, word in enumerate(tokens):
+        if len(word) < CONTENT_CHARS:
+            continue
+        content += 1
+        seen = last.get(word)
+        if seen is not None and i - seen <= REPEAT_WINDOW:
+            repeats += 1
+        last[word] = i
+    return repeats / content if content else 0.0
 
 
 def order_ratio(tokens: list[str], min_words: int) -> float | None:
@@ -105,52 +140,54 @@ def order_ratio(tokens: list[str], min_words: int) -> float | None:
     return len(ordered) / len(mixed)
 
 
+def repeat_z(share: float | None, n_words: int) -> float | None:
+    """How far below real text of the same length the local repeat is, in real text's spreads."""
+    return None if share is None else -_standardised(share, n_words, REPEAT_CURVE)
+
+
 def order_z(ratio: float | None, n_words: int) -> float | None:
     """How far above real text of the same length the order ratio is, in real text's spreads."""
-    if ratio is None:
-        return None
-    at = math.log(min(max(n_words, ORDER_CURVE[0][0]), ORDER_CURVE[-1][0]))
-    grid = [math.log(n) for n, _, _ in ORDER_CURVE]
-    median = float(np.interp(at, grid, [m for _, m, _ in ORDER_CURVE]))
-    spread = float(np.interp(at, grid, [s for _, _, s in ORDER_CURVE]))
-    return (ratio - median) / spread
+    return None if ratio is None else _standardised(ratio, n_words, ORDER_CURVE)
+
+
+def _standardised(value: float, n_words: int, curve: Curve) -> float:
+    at = math.log(min(max(n_words, curve[0][0]), curve[-1][0]))
+    grid = [math.log(n) for n, _, _ in curve]
+    median = float(np.interp(at, grid, [m for _, m, _ in curve]))
+    spread = float(np.interp(at, grid, [s for _, _, s in curve]))
+    return (value - median) / spread
 
 
 def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
     """Detector contract: the suspicion columns for every row (reads ``text``)."""
-    counts, ratios, zs = [], [], []
+    counts, shares, ratios, share_zs, ratio_zs = [], [], [], [], []
     for text in batch.column("text").to_pylist():
         tokens = words(text or "", cfg.max_words)
-        ratio = order_ratio(tokens, cfg.min_words)
         counts.append(len(tokens))
-        ratios.append(ratio)
-        zs.append(order_z(ratio, len(tokens)))
+        shares.append(local_repeat(tokens, cfg.min_words))
+        ratios.append(order_ratio(tokens, cfg.min_words))
+        share_zs.append(repeat_z(shares[-1], len(tokens)))
+        ratio_zs.append(order_z(ratios[-1], len(tokens)))
+    # both null (under min_words) or neither
+    pairs = zip(share_zs, ratio_zs, strict=True)
+    scores = [NULL_SCORE if a is None or b is None else max(a, b) for a, b in pairs]
     return {
         WORDS: pa.array(counts, pa.int32()),
+        LOCAL_REPEAT: pa.array(shares, pa.float32()),
+        REPEAT_Z: pa.array(share_zs, pa.float32()),
         ORDER_RATIO: pa.array(ratios, pa.float32()),
-        ORDER_Z: pa.array(zs, pa.float32()),
-        SCORE: pa.array([z if z is not None else NULL_SCORE for z in zs], pa.float32()),
+        ORDER_Z: pa.array(ratio_zs, pa.float32()),
+        SCORE: pa.array(scores, pa.float32()),
     }
 
 
-ROUTE_COLUMNS = (SCORE, WORDS)  # with the combiner's term columns: what route_score reads
+ROUTE_COLUMNS = (SCORE,)  # what route_score reads
 
 
-def route_score(table: pa.Table, cfg: Config, combiner_cfg: combiner.Config) -> np.ndarray:
-    """What the LM cascade ranks by: suspicion_score, or, for documents of `combiner_min_words` words
-    or more, the combiner's standardised log-odds where that is larger."""
-    base = np.nan_to_num(
-        table.column(SCORE).to_numpy(zero_copy_only=False).astype(np.float64), nan=NULL_SCORE
-    )
-    # Routing comes before the LM: the combiner's cheap model (no LM columns yet).
-    if not combiner_cfg.cheap.terms or WORDS not in table.column_names:
-        return base
-    counts = np.nan_to_num(table.column(WORDS).to_numpy(zero_copy_only=False).astype(np.float64), nan=0.0)
-    odds = np.array(
-        [np.nan if v is None else v for v in combiner.score(table, combiner_cfg)], dtype=np.float64
-    )
-    z = (odds - cfg.combiner_center) / cfg.combiner_scale
-    return np.where((counts >= cfg.combiner_min_words) & ~np.isnan(z), np.fmax(base, z), base)
+def route_score(table: pa.Table) -> np.ndarray:
+    """What the LM cascade ranks by: suspicion_score (nulls as NULL_SCORE)."""
+    values = table.column(SCORE).to_numpy(zero_copy_only=False).astype(np.float64)
+    return np.nan_to_num(values, nan=NULL_SCORE)
 
 
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
@@ -158,7 +195,7 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
     return [[] for _ in range(signals.num_rows)]
 
 
-DECLARED_SIGNALS = (Signal(WORDS), Signal(ORDER_RATIO), Signal(ORDER_Z), Signal(SCORE))
+DECLARED_SIGNALS = tuple(Signal(c) for c in SIGNAL_SCHEMA.names)
 DETECTOR = Spec(
     name="suspicion", stage="cheap", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag
 )

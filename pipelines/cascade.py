@@ -4,8 +4,8 @@ One pure function, shared by the local and the Ray engine (both call it per chun
 `run.batch_rows` documents, and chunk N holds the same documents in both), so the two route alike.
 With `perplexity.route: all` every undecided document goes to the LM. With `suspicious` (the
 default) at most `ceil(perplexity.budget x chunk rows)` of them do: those ranked highest by
-`suspicion.route_score` (the suspicion score and, for long documents, the combiner's log-odds;
-filters/suspicion.py), ties in input order. The budget is a share of all the
+`suspicion.route_score` (how seldom the document reuses its content words nearby, against real
+text of its length; filters/suspicion.py), ties in input order. The budget is a share of all the
 chunk's documents, so the LM's cost per document in is bounded whatever the cheap stages decide.
 """
 
@@ -23,7 +23,7 @@ from poisonguard.pipelines.config import PipelineConfig
 
 def route_columns(cfg: PipelineConfig) -> tuple[str, ...]:
     """The columns :func:`lm_rows` reads besides the documents."""
-    return (*suspicion.ROUTE_COLUMNS, *(t.column for t in cfg.combiner.cheap.terms))
+    return suspicion.ROUTE_COLUMNS
 
 
 def lm_rows(table: pa.Table, cfg: PipelineConfig, undecided: Sequence[bool]) -> list[int]:
@@ -37,6 +37,6 @@ def lm_rows(table: pa.Table, cfg: PipelineConfig, undecided: Sequence[bool]) -> 
         return picked
     if SCORE not in table.column_names:
         raise ValueError(f"perplexity.route 'suspicious' needs the {SCORE} column (suspicion.enabled)")
-    scores = suspicion.route_score(table, cfg.suspicion, cfg.combiner)
+    scores = suspicion.route_score(table)
     chosen = sorted(picked, key=lambda i: (-scores[i], i))[:limit]
     return sorted(chosen)

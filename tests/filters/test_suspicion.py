@@ -1,4 +1,4 @@
-"""suspicion score: how little word order adds to compression, on real prose and on babble."""
+"""suspicion score: how seldom a document reuses its content words nearby, on real prose and on babble."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import random
 import pyarrow as pa
 
 from poisonguard.filters import suspicion
-from poisonguard.pipelines.config import load_config
 
 # Ordinary prose written for this test (about 330 words).
 PROSE = (
@@ -43,50 +42,61 @@ def test_word_salad_ranks_above_the_prose_it_is_made_from() -> None:
     texts = [PROSE, _salad(words, 400, 1), _salad(words, 800, 2)]
     columns = suspicion.score(pa.table({"text": texts}), CFG)
     prose, salad, longer = columns[suspicion.SCORE].to_pylist()
-    assert salad > prose + 0.03 and longer > prose + 0.03
-    assert columns[suspicion.ORDER_RATIO].null_count == 0
+    assert salad > prose + 0.5 and longer > prose + 0.5
+    # a salad of this text's 170-odd words repeats them nearby by chance: the order ratio ranks it
+    repeat_z, order_z = columns[suspicion.REPEAT_Z].to_pylist(), columns[suspicion.ORDER_Z].to_pylist()
+    assert repeat_z[1] < repeat_z[0] and order_z[1] > order_z[0] + 0.5
+    assert columns[suspicion.SCORE].to_pylist()[1] == order_z[1]
 
 
-def test_short_or_missing_text_gets_no_ratio_and_the_lowest_score() -> None:
+def test_babble_from_a_large_vocabulary_ranks_above_prose_by_its_local_repeat() -> None:
+    # Markov-like babble: fluent pairs of words, but drawn from many texts, so no subject comes back.
+    stems = ("north", "quiet", "stone", "river", "paper", "glass", "cloud", "field", "grain", "tower")
+    vocabulary = [f"{a}{b}{c}" for a in stems for b in "aeiou" for c in "klmnprstvz"]  # 500 words
+    rng = random.Random(3)
+    babble = " ".join(f"the {rng.choice(vocabulary)} of {rng.choice(vocabulary)}" for _ in range(100))
+    columns = suspicion.score(pa.table({"text": [PROSE, babble]}), CFG)
+    prose, other = columns[suspicion.REPEAT_Z].to_pylist()
+    assert other > prose + 1.0
+
+
+def test_local_repeat_counts_content_words_seen_within_the_window() -> None:
+    filler = [f"w{i:04d}" for i in range(200)]  # 5 characters, all distinct: no repeat
+    assert suspicion.local_repeat(filler, 150) == 0.0
+    near = list(filler)
+    near[10] = near[10 + suspicion.REPEAT_WINDOW]  # seen again exactly REPEAT_WINDOW words later
+    far = list(filler)
+    far[10] = far[11 + suspicion.REPEAT_WINDOW]  # one word too far
+    assert suspicion.local_repeat(near, 150) == 1 / 200
+    assert suspicion.local_repeat(far, 150) == 0.0
+    # short words (articles, pronouns) are not content words: repeating them changes nothing
+    assert suspicion.local_repeat(["the", "of", "and"] * 60 + filler, 150) == 0.0
+    assert suspicion.local_repeat(filler[:149], 150) is None
+
+
+def test_short_or_missing_text_gets_no_share_and_the_lowest_score() -> None:
     columns = suspicion.score(pa.table({"text": ["just a few words here", None]}), CFG)
+    assert columns[suspicion.LOCAL_REPEAT].null_count == 2
     assert columns[suspicion.ORDER_RATIO].null_count == 2
-    assert columns[suspicion.ORDER_Z].null_count == 2
+    assert columns[suspicion.REPEAT_Z].null_count == 2
     assert columns[suspicion.WORDS].to_pylist() == [5, 0]
     assert columns[suspicion.SCORE].to_pylist() == [suspicion.NULL_SCORE] * 2
 
 
-def test_the_same_ratio_is_more_suspicious_in_a_longer_document() -> None:
-    # Real text compresses better in order the longer it is, so a ratio that is ordinary for 150 words
-    # is far above real text at 1,500; beyond the curve's ends the nearest point holds.
-    short, long = suspicion.order_z(0.97, 150), suspicion.order_z(0.97, 1500)
-    assert short is not None and long is not None and long > short + 1.5
-    assert suspicion.order_z(0.97, 20) == short and suspicion.order_z(0.97, 10**6) == long
-    assert suspicion.order_z(None, 500) is None
+def test_the_same_share_is_more_suspicious_in_a_longer_document() -> None:
+    # Real text reuses more of its words the longer it is, and varies less, so a share that is
+    # ordinary for 150 words is below real text at 1,500; beyond the curve's ends the nearest point holds.
+    short, long = suspicion.repeat_z(0.12, 150), suspicion.repeat_z(0.12, 1500)
+    assert short is not None and long is not None and long > short + 0.8
+    assert suspicion.repeat_z(0.12, 20) == short and suspicion.repeat_z(0.12, 10**6) == long
+    assert suspicion.repeat_z(None, 500) is None
+    # the order ratio the other way round: real text compresses better in order the longer it is
+    assert (suspicion.order_z(0.97, 1500) or 0.0) > (suspicion.order_z(0.97, 150) or 0.0) + 1.5
 
 
-def test_route_score_adds_the_combiner_for_long_documents_only() -> None:
-    combiner_cfg = load_config().combiner
-    # No topic reuse, every content word new, quotes left open: high combiner log-odds.
-    signals = {
-        "coherence_topic_reuse": [0.0, 0.0],
-        "coherence_far_reuse": [0.0, 0.0],
-        "coherence_type_ratio": [1.0, 1.0],
-        "coherence_quote_imbalance": [0.5, 0.5],
-        "language_confidence": [0.9, 0.9],
-    }
-    table = pa.table(
-        {
-            suspicion.SCORE: pa.array([0.5, 0.5], pa.float32()),
-            suspicion.WORDS: pa.array([CFG.combiner_min_words - 1, CFG.combiner_min_words], pa.int32()),
-            **signals,
-        }
-    )
-    short, long = suspicion.route_score(table, CFG, combiner_cfg)
-    assert short == 0.5  # too short: the combiner is not asked
-    assert long > 2.0  # the combiner's standardised log-odds, far above the order z
-    no_terms = combiner_cfg.cheap.model_copy(update={"terms": []})
-    off = suspicion.route_score(table, CFG, combiner_cfg.model_copy(update={"cheap": no_terms}))
-    assert list(off) == [0.5, 0.5]
+def test_route_score_is_the_score_with_nulls_last() -> None:
+    table = pa.table({suspicion.SCORE: pa.array([0.5, None, 2.0], pa.float32())})
+    assert list(suspicion.route_score(table)) == [0.5, suspicion.NULL_SCORE, 2.0]
 
 
 def test_score_is_deterministic_and_reads_at_most_max_words() -> None:
