@@ -22,13 +22,34 @@ signals measure that on the document alone, so they do not depend on the chain's
 ``coherence_alnum_mix_share``
     Share of whitespace tokens (punctuation stripped) that mix letters and digits (``a8f3k2``): a few
     in code and release notes (versions, hashes), most of a page of random alphanumeric tokens.
+``coherence_quote_errors``
+    Double quotation marks out of order, per 1,000 characters: a closing mark with no quotation open,
+    or an opening mark while one is open (except at a paragraph's start, where fiction reopens a
+    quotation that runs on). A chain that walks in and out of its corpus's dialogue opens and closes
+    quotations at random; real dialogue alternates. Which mark is which is read from the spaces
+    around it, not from its glyph (languages differ in which curly mark opens).
+``coherence_bracket_errors``
+    Round brackets that do not match within their paragraph (a ``)`` with none open, a ``(`` never
+    closed), per 1,000 characters; emoticons (``:-)``), list markers (``1)``, ``b)``) and what a
+    cut at either end of the text would leave excused. A chain built on whitespace tokens cuts
+    ``f(a, b)`` and asides in two; documentation and forum posts close what they open.
+``coherence_sentence_length_cv``
+    Spread of sentence lengths in words (standard deviation / mean; null under 5 sentences). A chain
+    ends a sentence whenever it draws a token with a full stop, so its sentence lengths are close to
+    geometric (spread near 1); writers' lengths vary less.
+``coherence_long_word_reuse``
+    Words of 8+ letters (rare in any language's running text: topic words, names, identifiers): the
+    share of their occurrences that are of a word used twice or more (null under 15 such words). A
+    page repeats its rare words; a chain draws them from its whole corpus.
 ``coherence_content_words``
     Content words counted (the others are null below `min_content_words`: too short to judge).
 
 Only documents written with spaces between words are measured (the content-word rule means little
-for Chinese or Japanese). The detector only measures by default (``action: off``): on its own it
-separates babble from clean prose far less well than the combiner that uses it (filters/combiner.py,
-bench/RESULTS.md); ``action: quarantine`` applies the single-signal threshold below.
+for Chinese or Japanese): the quote, bracket and sentence signals need `min_content_words`
+whitespace tokens, the reuse signals as many content words. The detector only measures by default
+(``action: off``): on its own it separates babble from clean prose far less well than the combiner
+that uses it (filters/combiner.py, bench/RESULTS.md); ``action: quarantine`` applies the
+single-signal threshold below.
 """
 
 from __future__ import annotations
@@ -51,6 +72,18 @@ _STRIP = "\"'()[]«»“”‘’*_,;:"
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _DIGIT = re.compile(r"\d")
 _LETTER = re.compile(r"[^\W\d_]")
+# the side of a mark is read from the spaces around it, not its glyph: Arabic text opens with ” and
+# German with „, and both close with “
+_QUOTE = re.compile(r'["“”„]')
+_BRACKET = re.compile(r"[()]")
+# emoticons, and a bracketed run of face parts such as (^_^): not asides
+_EMOTICON = re.compile(r"(?<!\S)[:;=][-o^']?[()\[\]pPD]+|\([-^_o]{1,3}\)")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+")
+_OPENS_BEFORE = "([{—-"
+_CLOSES_AFTER = ".,;:!?)]}—-"
+MIN_SENTENCES = 5
+LONG_WORD = 8
+MIN_LONG_WORDS = 15
 
 
 class Config(DetectorConfig):
@@ -79,6 +112,89 @@ def _entities(text: str) -> list[str]:
     return out
 
 
+def _quote_kinds(paragraph: str) -> list[str]:
+    """'open' / 'close' for each double quotation mark whose side the spaces around it tell (a mark
+    with a space, or neither, on both sides is skipped)."""
+    kinds = []
+    for m in _QUOTE.finditer(paragraph):
+        at = m.start()
+        before = paragraph[at - 1] if at else " "
+        after = paragraph[at + 1] if at + 1 < len(paragraph) else " "
+        opens = before.isspace() or before in _OPENS_BEFORE
+        closes = after.isspace() or after in _CLOSES_AFTER
+        if opens != closes:
+            kinds.append("open" if opens else "close")
+    return kinds
+
+
+def quote_errors(paragraphs: list[str]) -> int:
+    """Quotation marks out of order: a close with none open, an open while one is open (not first)."""
+    errors = 0
+    for para in paragraphs:
+        inside = False
+        for k, kind in enumerate(_quote_kinds(para)):
+            errors += (kind == "open" and inside and k > 0) or (kind == "close" and not inside)
+            inside = kind == "open"
+    return errors
+
+
+def _is_list_marker(before: str) -> bool:
+    tail = before.rsplit(None, 1)[-1] if before.strip() else ""
+    return len(tail) <= 3 and tail.isalnum()
+
+
+def bracket_errors(paragraphs: list[str]) -> int:
+    """Round brackets unmatched within their paragraph. Excused: emoticons, ``1)`` list markers, and
+    what a cut would leave (a close with none open in the first paragraph, an open one in the last):
+    a text may begin or end inside a paragraph."""
+    errors = 0
+    last = len(paragraphs) - 1
+    for k, para in enumerate(paragraphs):
+        para = _EMOTICON.sub(" ", para)
+        depth = 0
+        for m in _BRACKET.finditer(para):
+            if m.group() == "(":
+                depth += 1
+            elif depth:
+                depth -= 1
+            elif k > 0 and not _is_list_marker(para[: m.start()]):
+                errors += 1
+        errors += depth if k < last else 0
+    return errors
+
+
+def sentence_length_cv(text: str) -> float | None:
+    """Standard deviation / mean of sentence lengths in words; None under MIN_SENTENCES sentences."""
+    lengths = [len(s.split()) for s in _SENTENCE_SPLIT.split(" ".join(text.split())) if s.strip()]
+    if len(lengths) < MIN_SENTENCES:
+        return None
+    return float(np.std(lengths) / np.mean(lengths))
+
+
+def long_word_reuse(text: str) -> float | None:
+    """Share of 8+-letter word occurrences whose word occurs twice or more; None under 15 of them."""
+    words = [w.lower() for w in _WORD.findall(text) if len(w) >= LONG_WORD]
+    if len(words) < MIN_LONG_WORDS:
+        return None
+    counts = Counter(words)
+    return sum(c for c in counts.values() if c >= 2) / len(words)
+
+
+def _structure(text: str, tokens: int, min_tokens: int) -> dict[str, Any]:
+    """The signals of sentence and bracket structure (per 1,000 characters where a rate)."""
+    if tokens < min_tokens:
+        return {}
+    paragraphs = [p for p in _PARAGRAPHS.split(text) if p.strip()]
+    per_kchar = 1000 / max(1, len(text))
+    out: dict[str, Any] = {
+        "quote_errors": quote_errors(paragraphs) * per_kchar,
+        "bracket_errors": bracket_errors(paragraphs) * per_kchar,
+        "sentence_length_cv": sentence_length_cv(text),
+        "long_word_reuse": long_word_reuse(text),
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def measure(text: str, cfg: Config) -> dict[str, Any]:
     """The signals of one document (see the module doc); nulls where it is too short to judge."""
     text = text[: cfg.max_chars]
@@ -89,6 +205,7 @@ def measure(text: str, cfg: Config) -> dict[str, Any]:
     if len(tokens) >= cfg.min_content_words:
         mixed = sum(1 for t in tokens if _DIGIT.search(t) and _LETTER.search(t))
         out["alnum_mix_share"] = mixed / len(tokens)
+    out |= _structure(text, len(tokens), cfg.min_content_words)
     if len(content) < cfg.min_content_words:
         return out
     n = len(content)
@@ -118,6 +235,10 @@ _COLUMNS = {
     "entity_reuse": pa.float32(),
     "quote_imbalance": pa.float32(),
     "alnum_mix_share": pa.float32(),
+    "quote_errors": pa.float32(),
+    "bracket_errors": pa.float32(),
+    "sentence_length_cv": pa.float32(),
+    "long_word_reuse": pa.float32(),
     "content_words": pa.int32(),
 }
 SIGNAL_COLUMNS = tuple(PREFIX + name for name in _COLUMNS)

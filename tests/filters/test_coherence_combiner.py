@@ -64,6 +64,55 @@ def test_short_text_gets_no_signals_and_score_keeps_row_order() -> None:
     assert coherence.flag(pa.table(cols), on) == [[], [], ["coherence:no_topic"]]
 
 
+DIALOGUE = [
+    '"Will you come to the harbour tomorrow?" asked Anne.',
+    '"Only if the weather holds," said her brother. "The pilots say a storm is coming."',
+    '"Then we shall go on Thursday," she replied, "and take the children."',
+]
+
+
+def test_quotations_out_of_order_are_counted_and_real_dialogue_has_none() -> None:
+    assert coherence.quote_errors(DIALOGUE) == 0
+    # a quotation reopened at a paragraph's start (fiction does that) is not an error
+    assert coherence.quote_errors(['"The first part of a long speech,', '"and its end."']) == 0
+    spliced = ['the harbour" asked Anne. She said "the pilots and "the storm came. The end."']
+    assert coherence.quote_errors(spliced) == 2  # a close with none open; an open while one is open
+    # the spaces around a mark tell its side, whatever the glyph (Arabic opens with ”, German with „)
+    assert coherence.quote_errors(["“Curly marks.” And ”Arabic ones“ and „German ones“ too."]) == 0
+    assert coherence.quote_errors(["a close first” then text"]) == 1
+
+
+def test_brackets_unmatched_in_a_paragraph_are_counted_emoticons_and_list_markers_excused() -> None:
+    assert coherence.bracket_errors(["Call f(a, b) once (see below).", "1) first 2) second b) third"]) == 0
+    assert coherence.bracket_errors(["Nice work :-) and thanks ;) (really) (^_^)"]) == 0
+    assert coherence.bracket_errors(["x", "f(a, b and then", "an aside) ends here", "y"]) == 2
+    # a text cut at either end: a close in the first paragraph, an open in the last are excused
+    assert coherence.bracket_errors(["king or queen). Beds", "Fine (closed).", "cut (like thi"]) == 0
+    assert coherence.bracket_errors(["x", "chr(98) and (==) are not emoticons (a) :)"]) == 0
+
+
+def test_sentence_length_spread_and_long_word_reuse() -> None:
+    even = " ".join(["The keepers rowed to the harbour for supplies."] * 6)
+    assert coherence.sentence_length_cv(even) == pytest.approx(0.0)
+    uneven = "Go. " + "The keepers rowed to the harbour for supplies every single week of the year. " * 2
+    assert coherence.sentence_length_cv(uneven + "No. Yes. Stop.") > 0.5
+    assert coherence.sentence_length_cv("One. Two. Three.") is None
+    assert coherence.long_word_reuse(ARTICLE) == pytest.approx(0.6)  # lighthouse, harbour, ...
+    assert coherence.long_word_reuse("A short harbour note.") is None  # under 15 words of 8+ letters
+    page = " ".join(["lighthouse keepers maintained"] * 8)
+    assert coherence.long_word_reuse(page) == pytest.approx(1.0)
+    drifting = " ".join(a + b + c + "er" for a in SYLLABLES[:4] for b in SYLLABLES[:3] for c in SYLLABLES[:2])
+    assert coherence.long_word_reuse(drifting) == pytest.approx(0.0)
+
+
+def test_structure_signals_are_columns_of_every_long_enough_document() -> None:
+    cfg = coherence.Config()
+    cols = coherence.score(pa.table({"text": [ARTICLE, "short", babble()]}), cfg)
+    assert cols["coherence_quote_errors"].to_pylist()[0] == 0.0
+    assert cols["coherence_bracket_errors"].to_pylist()[1] is None  # too short to judge
+    assert cols["coherence_sentence_length_cv"].to_pylist()[0] is not None
+
+
 def model() -> combiner.Config:
     return combiner.Config(
         clip=3.0,
