@@ -75,7 +75,8 @@ _LETTER = re.compile(r"[^\W\d_]")
 # the side of a mark is read from the spaces around it, not its glyph: Arabic text opens with ” and
 # German with „, and both close with “
 _QUOTE = re.compile(r'["“”„]')
-_BRACKET = re.compile(r"[()]")
+_SMILEY_CLOSE = "\x00"
+_BRACKET = re.compile(r"[()\x00]")
 # emoticons, and a bracketed run of face parts such as (^_^): not asides
 _EMOTICON = re.compile(r"(?<!\S)[:;=][-o^']?[()\[\]pPD]+|\([-^_o]{1,3}\)")
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+")
@@ -116,6 +117,7 @@ def _quote_kinds(paragraph: str) -> list[str]:
     """'open' / 'close' for each double quotation mark whose side the spaces around it tell (a mark
     with a space, or neither, on both sides is skipped)."""
     kinds = []
+    paragraph = paragraph.replace('""', "  ")  # an empty pair (href="") says nothing
     for m in _QUOTE.finditer(paragraph):
         at = m.start()
         before = paragraph[at - 1] if at else " "
@@ -143,6 +145,11 @@ def _is_list_marker(before: str) -> bool:
     return len(tail) <= 3 and tail.isalnum()
 
 
+def _smiley(m: re.Match[str]) -> str:
+    face = m.group()
+    return _SMILEY_CLOSE if face[0] in ":;=" and face.endswith(")") else " "
+
+
 def bracket_errors(paragraphs: list[str]) -> int:
     """Round brackets unmatched within their paragraph. Excused: emoticons, ``1)`` list markers, and
     what a cut would leave (a close with none open in the first paragraph, an open one in the last):
@@ -150,13 +157,16 @@ def bracket_errors(paragraphs: list[str]) -> int:
     errors = 0
     last = len(paragraphs) - 1
     for k, para in enumerate(paragraphs):
-        para = _EMOTICON.sub(" ", para)
+        # a smiley may also close an aside "(like this :)": it closes one if one is open
+        para = _EMOTICON.sub(_smiley, para)
         depth = 0
         for m in _BRACKET.finditer(para):
             if m.group() == "(":
                 depth += 1
             elif depth:
                 depth -= 1
+            elif m.group() == _SMILEY_CLOSE:
+                continue
             elif k > 0 and not _is_list_marker(para[: m.start()]):
                 errors += 1
         errors += depth if k < last else 0

@@ -80,6 +80,7 @@ def test_quotations_out_of_order_are_counted_and_real_dialogue_has_none() -> Non
     # the spaces around a mark tell its side, whatever the glyph (Arabic opens with ”, German with „)
     assert coherence.quote_errors(["“Curly marks.” And ”Arabic ones“ and „German ones“ too."]) == 0
     assert coherence.quote_errors(["a close first” then text"]) == 1
+    assert coherence.quote_errors(['except for href="" and src="" in tags']) == 0
 
 
 def test_brackets_unmatched_in_a_paragraph_are_counted_emoticons_and_list_markers_excused() -> None:
@@ -89,6 +90,7 @@ def test_brackets_unmatched_in_a_paragraph_are_counted_emoticons_and_list_marker
     # a text cut at either end: a close in the first paragraph, an open in the last are excused
     assert coherence.bracket_errors(["king or queen). Beds", "Fine (closed).", "cut (like thi"]) == 0
     assert coherence.bracket_errors(["x", "chr(98) and (==) are not emoticons (a) :)"]) == 0
+    assert coherence.bracket_errors(["x", "all parts (text, html, whatever :) into it", "y"]) == 0
 
 
 def test_sentence_length_spread_and_long_word_reuse() -> None:
