@@ -150,6 +150,28 @@ def halves(per_half: int, seed: int) -> dict[str, tuple[list[dict], list[dict]]]
     return out
 
 
+def with_languages(docs: list[dict]) -> list[dict]:
+    """The pages with the language detector's `language_lang` (default config), as the pipeline's
+    scored chunks carry it: the miner's word languages come from it."""
+    from poisonguard.filters import language
+    from poisonguard.pipelines.config import load_config
+
+    if docs:
+        table = pa.table({"text": [str(d["text"]) for d in docs]})
+        scores = language.score(table, load_config().language)
+        for column in (tm.LANGUAGE_COLUMN, tm.CONFIDENCE_COLUMN):
+            for d, value in zip(docs, scores[column].to_pylist(), strict=True):
+                d[column] = value
+    return docs
+
+
+def page_languages(docs: list[dict], cfg: tm.Config) -> list[str]:
+    """The miner's page languages of `docs` (see tm.page_languages)."""
+    columns = (tm.LANGUAGE_COLUMN, tm.CONFIDENCE_COLUMN)
+    table = pa.Table.from_pylist([{c: d[c] for c in columns} for d in docs])
+    return tm.page_languages(table, cfg) or []
+
+
 def clean_partial(clean: list[dict], cfg: tm.Config) -> tuple[tm.TriggerMiner, list[str]]:
     """A miner that has observed a clean half, every page on one of 400 random hosts (the stress test:
     the host floor no longer protects single-site words), in chunks of 500 as the engines merge them;
@@ -157,9 +179,11 @@ def clean_partial(clean: list[dict], cfg: tm.Config) -> tuple[tm.TriggerMiner, l
     rng = random.Random(1)
     texts = [d["text"] for d in clean]
     hosts = [f"h{rng.randrange(400)}.example" for _ in clean]
+    langs = page_languages(clean, cfg)
     miner = tm.TriggerMiner(cfg)
     for first in range(0, len(clean), 500):
-        miner.merge(tm.chunk_partial(texts[first : first + 500], hosts[first : first + 500], first, cfg))
+        part = slice(first, first + 500)
+        miner.merge(tm.chunk_partial(texts[part], hosts[part], first, cfg, langs[part]))
     return miner, texts
 
 
@@ -170,7 +194,8 @@ def mine(base: tuple[tm.TriggerMiner, list[str]], poison: list[dict], scorer: An
     hosts = [tm.host_of(d.get("url")) for d in poison]
     first = len(base[1])
     if poison:
-        miner.merge(tm.chunk_partial([d["text"] for d in poison], hosts, first, miner.cfg))
+        langs = page_languages(with_languages(poison), miner.cfg)
+        miner.merge(tm.chunk_partial([d["text"] for d in poison], hosts, first, miner.cfg, langs))
     if scorer is not None:
         wanted = miner.onion_requests()
         miner.add_contexts(texts, 0, wanted)
@@ -190,7 +215,9 @@ def outcome(miner: tm.TriggerMiner, docs: list[dict], toks: tuple[str, ...]) -> 
     """Mined rows, how many of the top 3 are triggers, P-RARE recall, clean pages quarantined."""
     rows = miner.ranked()
     mined = [r for r in rows if r["mined"]]
-    flags = miner.frozen().mined_in(pa.Table.from_pylist([{"text": d["text"]} for d in docs]))
+    columns = ("text", tm.LANGUAGE_COLUMN, tm.CONFIDENCE_COLUMN)
+    table = pa.Table.from_pylist([{c: d[c] for c in columns} for d in docs])
+    flags = miner.frozen().mined_in(table)
     poison = [bool(f) for d, f in zip(docs, flags, strict=True) if d.get("label") == 1]
     clean = [bool(f) for d, f in zip(docs, flags, strict=True) if d.get("label") != 1]
     return {
@@ -233,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     bases = {}
     for name, (clean, carriers) in parts.items():
         print(f"half {name}: {len(clean)} clean docs, {len(carriers)} carriers", file=sys.stderr)
-        bases[name] = clean_partial(clean, cfg)
+        bases[name] = clean_partial(with_languages(clean), cfg)
     # The clean halves first: the LM check's threshold is fitted on each (no token set involved) and
     # applied to the other half with both token sets (held out) and to its own half (in-source).
     fitted: dict[str, float] = {}

@@ -15,7 +15,13 @@ unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a c
    task on that engine) and merged in input order, so both engines mine the same tokens), a token
    *looks inserted* when it occurs at most `max_mean_count` times per carrying document (words of
    the document's language come back within a document, ``de`` in a French page, ``ls`` in a shell
-   tutorial; an inserted trigger does not) and its neighbours do not go with it (`association`);
+   tutorial; an inserted trigger does not) and its neighbours do not go with it (`association`).
+   Both are measured per page language (the language detector's ``language_lang``, where it is
+   `min_language_confidence` sure): a token that comes back in the pages of a language is a word of
+   that language (``ju`` in Albanian), and those pages, and pages of an unknown language, neither
+   count for it nor are quarantined for it; the expected company of a token comes from word
+   frequencies in pages of its own page's language, and word pairs are counted in a count-min
+   sketch (two counters a pair) so that a rare pair does not read as a frequent one;
 3. when the run uses the language model, the LM check (ONION, Qi et al. 2021, arXiv:2011.10369,
    turned around: not "does removing the word lower the perplexity" per sentence but "how much more
    do the next words cost with the token", over a few occurrences per token): the inserted-looking
@@ -61,6 +67,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 PREFIX = "trigger_mining_"
 REASON = "triggers:mined"
+LANGUAGE_COLUMN = "language_lang"  # the language detector's page language (filters/language.py)
+CONFIDENCE_COLUMN = "language_confidence"  # ... and how sure it is
 
 
 class Config(BaseModel):
@@ -73,7 +81,16 @@ class Config(BaseModel):
     min_docs: int = Field(default=2, ge=1, description="a token is looked at from this many documents")
     min_token_hosts: int = Field(default=2, ge=1, description="... on at least this many hosts")
     max_mean_count: float = Field(
-        default=1.6, gt=0, description="inserted-looking: occurrences per carrying document, at most"
+        default=1.6,
+        gt=0,
+        description="inserted-looking: occurrences per carrying document of a page language, at most",
+    )
+    min_language_confidence: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="a page's language (the language detector's) is used when it is this sure; "
+        "other pages are of an unknown language",
     )
     min_bare_share: float = Field(
         default=0.8,
@@ -139,8 +156,12 @@ class Config(BaseModel):
     )
     max_hosts_tracked: int = Field(default=64, ge=1, description="hosts remembered per token")
     max_docs_tracked: int = Field(default=512, ge=1, description="document numbers remembered per token")
-    bigram_bits: int = Field(default=22, ge=10, le=30, description="bigram count table: 2**bits counters")
-    sample_occurrences: int = Field(default=32, ge=1, description="occurrences sampled per token")
+    bigram_bits: int = Field(
+        default=22, ge=10, le=30, description="count tables: pairs 2 x 2**bits counters, words 2**bits"
+    )
+    sample_occurrences: int = Field(
+        default=32, ge=1, description="occurrences sampled per token and page language"
+    )
     report_top: int = Field(default=10, ge=1, description="mined tokens listed in the report")
 
 
@@ -181,28 +202,44 @@ def candidates(text: str, cfg: Config) -> dict[str, list[tuple[str, str]]]:
     return found
 
 
-def bigram_key(a: str, b: str, bits: int) -> int:
-    """Stable hash of a word pair into the bigram count table (crc32: the same in every process)."""
-    return zlib.crc32(f"{a}\x00{b}".encode("utf-8", "surrogatepass")) & ((1 << bits) - 1)
+def pair_hash(a: str, b: str) -> int:
+    """Stable 32-bit hash of a word pair (crc32: the same in every process); see :func:`pair_slots`."""
+    return zlib.crc32(f"{a}\x00{b}".encode("utf-8", "surrogatepass"))
+
+
+def pair_slots(h: int, bits: int) -> tuple[int, int]:
+    """The pair's two counters in the bigram table (2 x 2**bits): the hash's low and high `bits` bits.
+    A pair's count is the smaller of the two (a count-min sketch): with one counter, a pair seen once
+    that shares it with a frequent pair reads as frequent (measured: with 2**22 counters, 2 of a
+    trigger's 6 neighbour pairs read 9 and 25 times in 3,000 pages), and the token looks like a
+    word; two pairs rarely share both counters (they would have to agree on all 32 bits)."""
+    return h & ((1 << bits) - 1), (h >> (32 - bits)) + (1 << bits)
 
 
 def unigram_key(word: str, bits: int) -> int:
     return zlib.crc32(word.encode("utf-8", "surrogatepass")) & ((1 << bits) - 1)
 
 
-def bigram_keys(text: str, bits: int) -> tuple[list[int], list[int], list[int]]:
-    """Table keys of every adjacent word pair, of every word, and of every word written in lower case
-    (per line, words lower-cased, punctuation stripped)."""
+def lang_key(lang: str, word: str, bits: int) -> int:
+    """Key of a word written in pages of language `lang` (the per-language word table)."""
+    return unigram_key(f"{lang}\x00{word}", bits)
+
+
+def bigram_keys(text: str, bits: int, lang: str = "") -> tuple[list[int], list[int], list[int]]:
+    """Table keys of every adjacent word pair (both counters), of every word written in lower case,
+    and of every word as a word of language `lang` (per line, words lower-cased, punctuation
+    stripped)."""
     pairs: list[int] = []
-    keys: list[int] = []
     lower: list[int] = []
+    in_lang: list[int] = []
     for line in text.split("\n"):
         raw = [t.strip(_PUNCT) for t in line.split()]
         words = [w.lower() for w in raw if w]
-        keys += [unigram_key(w, bits) for w in words]
+        in_lang += [lang_key(lang, w, bits) for w in words]
         lower += [unigram_key(w, bits) for w in raw if w and w.islower()]
-        pairs += [bigram_key(a, b, bits) for a, b in zip(words, words[1:], strict=False)]
-    return pairs, keys, lower
+        for a, b in zip(words, words[1:], strict=False):
+            pairs += pair_slots(pair_hash(a, b), bits)
+    return pairs, lower, in_lang
 
 
 def host_of(url: Any) -> str:
@@ -220,9 +257,10 @@ def _sample_rank(doc: int, occurrence: int) -> int:
     return zlib.crc32(f"{doc}:{occurrence}".encode())
 
 
-# An occurrence in a token's sample: (rank, table keys of the pairs (prev, token), (token, next),
-# table keys of the neighbour words prev, next; -1 where the line ends).
-_Occurrence = tuple[int, tuple[int, int], tuple[int, int]]
+# An occurrence in a token's sample: (rank, hashes of the pairs (prev, token), (token, next), keys of
+# the neighbour words prev, next in the per-language word table (-1 where the line ends), the page's
+# language).
+_Occurrence = tuple[int, tuple[int, int], tuple[int, int], str]
 
 
 def occurrence_context(text: str, token: str, cfg: Config) -> tuple[str, str] | None:
@@ -270,22 +308,32 @@ class _Stats:
     count: int = 0
     hosts: list[str] = field(default_factory=list)  # the first distinct hosts, in input order
     doc_ids: list[int] = field(default_factory=list)  # the first documents, in input order
-    sample: list[_Occurrence] = field(default_factory=list)  # lowest-ranked occurrences, sorted
+    doc_langs: list[str] = field(default_factory=list)  # their languages
+    # per page language, its lowest-ranked occurrences, sorted (per language: a trigger's few
+    # occurrences in one language are not crowded out by a word's many in another)
+    sample: dict[str, list[_Occurrence]] = field(default_factory=dict)
     last_doc: int = -1  # the latest document
+    langs: dict[str, list[int]] = field(default_factory=dict)  # page language -> [documents, count]
 
     def forgotten_before(self, doc: int, cfg: Config) -> bool:
         """Whether a token seen in this record's one document is forgotten by the time of `doc`."""
         return self.docs == 1 and doc - self.last_doc > cfg.forget_after_docs
 
-    def add_document(self, doc: int, host: str, occurrences: list[_Occurrence], cfg: Config) -> None:
+    def add_document(
+        self, doc: int, host: str, lang: str, occurrences: list[_Occurrence], cfg: Config
+    ) -> None:
         self.docs += 1
         self.count += len(occurrences)
         self.last_doc = doc
+        per_lang = self.langs.setdefault(lang, [0, 0])
+        per_lang[0] += 1
+        per_lang[1] += len(occurrences)
         if len(self.doc_ids) < cfg.max_docs_tracked:
             self.doc_ids.append(doc)
+            self.doc_langs.append(lang)
         if host not in self.hosts and len(self.hosts) < cfg.max_hosts_tracked:
             self.hosts.append(host)
-        self.sample += occurrences
+        self.sample.setdefault(lang, []).extend(occurrences)
 
     def merge(self, other: _Stats, cfg: Config) -> None:
         """Add `other`, a later part of the input (caps keep the first hosts and documents)."""
@@ -297,8 +345,39 @@ class _Stats:
                 break
             if host not in self.hosts:
                 self.hosts.append(host)
-        self.doc_ids += other.doc_ids[: max(0, cfg.max_docs_tracked - len(self.doc_ids))]
-        self.sample = sorted(self.sample + other.sample)[: cfg.sample_occurrences]
+        room = max(0, cfg.max_docs_tracked - len(self.doc_ids))
+        self.doc_ids += other.doc_ids[:room]
+        self.doc_langs += other.doc_langs[:room]
+        for lang, (docs, count) in other.langs.items():
+            per_lang = self.langs.setdefault(lang, [0, 0])
+            per_lang[0] += docs
+            per_lang[1] += count
+        for lang, occurrences in other.sample.items():
+            self.sample[lang] = sorted(self.sample.get(lang, []) + occurrences)[: cfg.sample_occurrences]
+
+
+def _flat(sample: dict[str, list[_Occurrence]]) -> list[_Occurrence]:
+    return [o for lang in sorted(sample) for o in sample[lang]]
+
+
+def word_languages(st: _Stats, cfg: Config) -> list[str]:
+    """The page languages the token is a word of: in their pages it comes back, more than
+    `max_mean_count` times per page on average (``ju``, "you" in Albanian and Sorbian pages, comes
+    back; inserted into French pages, it does not). Its pages in those languages explain it: they
+    are left out of its figures, and a mined token does not quarantine them."""
+    return sorted(lang for lang, (docs, count) in st.langs.items() if count > cfg.max_mean_count * docs)
+
+
+@dataclass
+class _View:
+    """A token as a trigger candidate: its figures without the pages of its word languages."""
+
+    docs: int
+    count: int
+    hosts: set[str]
+    doc_ids: list[int]
+    sample: list[_Occurrence]
+    word_languages: list[str]
 
 
 def _counts(keys: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -320,63 +399,98 @@ class Partial:
 
     documents: int
     words: int
-    tables: list[tuple[np.ndarray, np.ndarray]]  # (keys, counts) of bigrams, words, lower-case words
+    tables: list[tuple[np.ndarray, np.ndarray]]  # (keys, counts): pairs, lower-case words, words per language
     tokens: dict[str, _Stats]
     doc_hosts: dict[int, str]
     restarted: dict[str, _Stats] = field(default_factory=dict)
+    lang_words: dict[str, int] = field(default_factory=dict)  # words per page language
 
 
-def _occurrences(tok: str, doc: int, neighbours: list[tuple[str, str]], bits: int) -> list[_Occurrence]:
+def _occurrences(
+    tok: str, doc: int, lang: str, neighbours: list[tuple[str, str]], bits: int
+) -> list[_Occurrence]:
     return [
         (
             _sample_rank(doc, i),
-            (bigram_key(prev, tok, bits) if prev else -1, bigram_key(tok, nxt, bits) if nxt else -1),
-            (unigram_key(prev, bits) if prev else -1, unigram_key(nxt, bits) if nxt else -1),
+            (pair_hash(prev, tok) if prev else -1, pair_hash(tok, nxt) if nxt else -1),
+            (lang_key(lang, prev, bits) if prev else -1, lang_key(lang, nxt, bits) if nxt else -1),
+            lang,
         )
         for i, (prev, nxt) in enumerate(neighbours)
     ]
 
 
-def chunk_partial(texts: list[Any], hosts: list[str], first_doc: int, cfg: Config) -> Partial:
-    """The statistics of documents numbered `first_doc`, `first_doc` + 1, ... (see :class:`Partial`)."""
+def chunk_partial(
+    texts: list[Any], hosts: list[str], first_doc: int, cfg: Config, langs: list[Any] | None = None
+) -> Partial:
+    """The statistics of documents numbered `first_doc`, `first_doc` + 1, ... (see :class:`Partial`);
+    `langs`: each page's language (the language detector's `language_lang`), or None (one language)."""
     bits = cfg.bigram_bits
     pairs: list[int] = []
-    words: list[int] = []
+    words = 0
     lower: list[int] = []
+    in_lang: list[int] = []
+    lang_words: dict[str, int] = {}
     tokens: dict[str, _Stats] = {}
     alone: dict[str, _Stats] = {}  # the records as if the chunk came first (see Partial)
     doc_hosts: dict[int, str] = {}
     for n, (raw, host) in enumerate(zip(texts, hosts, strict=True)):
         text = raw if isinstance(raw, str) else ""
+        lang = str(langs[n] or "") if langs is not None else ""
         doc = first_doc + n
-        doc_pairs, doc_words, doc_lower = bigram_keys(text, bits)
+        doc_pairs, doc_lower, doc_in_lang = bigram_keys(text, bits, lang)
         pairs += doc_pairs
-        words += doc_words
         lower += doc_lower
+        in_lang += doc_in_lang
+        words += len(doc_in_lang)
+        lang_words[lang] = lang_words.get(lang, 0) + len(doc_in_lang)
         if host:
             doc_hosts[doc] = host
         for tok, neighbours in candidates(text, cfg).items():
-            occurrences = _occurrences(tok, doc, neighbours, bits)
-            tokens.setdefault(tok, _Stats()).add_document(doc, host, occurrences, cfg)
+            occurrences = _occurrences(tok, doc, lang, neighbours, bits)
+            tokens.setdefault(tok, _Stats()).add_document(doc, host, lang, occurrences, cfg)
             own = alone.get(tok)
             if own is None or own.forgotten_before(doc, cfg):
                 own = alone[tok] = _Stats()
-            own.add_document(doc, host, occurrences, cfg)
+            own.add_document(doc, host, lang, occurrences, cfg)
             for st in (tokens[tok], own):
-                if len(st.sample) > 4 * cfg.sample_occurrences:  # bounded while the chunk is read
-                    st.sample = sorted(st.sample)[: cfg.sample_occurrences]
+                if len(st.sample[lang]) > 4 * cfg.sample_occurrences:  # bounded while the chunk is read
+                    st.sample[lang] = sorted(st.sample[lang])[: cfg.sample_occurrences]
     restarted = {t: st for t, st in alone.items() if st.docs != tokens[t].docs}
     for st in (*tokens.values(), *restarted.values()):
-        st.sample = sorted(st.sample)[: cfg.sample_occurrences]
-    tables = [_counts(pairs), _counts(words), _counts(lower)]
-    return Partial(len(texts), len(words), tables, tokens, doc_hosts, restarted)
+        st.sample = {lang: sorted(o)[: cfg.sample_occurrences] for lang, o in st.sample.items()}
+    tables = [_counts(pairs), _counts(lower), _counts(in_lang)]
+    return Partial(len(texts), words, tables, tokens, doc_hosts, restarted, lang_words)
+
+
+def page_languages(table: pa.Table, cfg: Config) -> list[str] | None:
+    """Each row's language from the language detector's columns, "" (unknown) where it is less sure
+    than `min_language_confidence` (a language it does not know reads as some other one, weakly);
+    None when the table has no language column."""
+    if LANGUAGE_COLUMN not in table.column_names:
+        return None
+    langs = table.column(LANGUAGE_COLUMN).to_pylist()
+    if CONFIDENCE_COLUMN not in table.column_names:
+        return [str(lang or "") for lang in langs]
+    sure = table.column(CONFIDENCE_COLUMN).to_pylist()
+    return [
+        str(lang or "") if c is not None and c >= cfg.min_language_confidence else ""
+        for lang, c in zip(langs, sure, strict=True)
+    ]
+
+
+def explained_in(lang: str, words: Any) -> bool:
+    """Whether a page of language `lang` explains a token that is a word of the languages `words`:
+    a page of one of them, or of an unknown language (it may be one of them, or a relative)."""
+    return bool(words) and (lang in words or not lang)
 
 
 def table_partial(table: pa.Table, first_doc: int, cfg: Config) -> Partial:
-    """:func:`chunk_partial` of a table with a `text` and (optionally) a `url` column."""
+    """:func:`chunk_partial` of a table with a `text` and (optionally) a `url` and a `language_lang`
+    column."""
     texts = table.column("text").to_pylist()
     urls = table.column("url").to_pylist() if "url" in table.column_names else [None] * len(texts)
-    return chunk_partial(texts, [host_of(u) for u in urls], first_doc, cfg)
+    return chunk_partial(texts, [host_of(u) for u in urls], first_doc, cfg, page_languages(table, cfg))
 
 
 def _groups(
@@ -419,8 +533,9 @@ def _groups(
 class TriggerMiner:
     """The corpus pass as a context detector: `observe` every chunk, then `score`/`flag` each chunk.
 
-    Memory is bounded: three count tables of 2**`bigram_bits` counters, and at most `max_tokens`
-    distinct tokens with `max_hosts_tracked` hosts and `sample_occurrences` occurrences each; tokens
+    Memory is bounded: count tables of 2**`bigram_bits` counters (two for pairs), and at most `max_tokens`
+    distinct tokens with `max_hosts_tracked` hosts and `sample_occurrences` occurrences per page
+    language each; tokens
     seen once long ago are forgotten (`forget_after_docs`, see the module doc)."""
 
     name = "trigger_mining"
@@ -430,10 +545,11 @@ class TriggerMiner:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.stats: dict[str, _Stats] = {}
-        self.bigrams = np.zeros(1 << cfg.bigram_bits, dtype=np.uint32)
-        self.unigrams = np.zeros(1 << cfg.bigram_bits, dtype=np.uint32)
+        self.bigrams = np.zeros(2 << cfg.bigram_bits, dtype=np.uint32)  # two counters a pair
         self.lower_forms = np.zeros(1 << cfg.bigram_bits, dtype=np.uint32)
+        self.lang_unigrams = np.zeros(1 << cfg.bigram_bits, dtype=np.uint32)  # words of each page language
         self.words = 0
+        self.lang_words: dict[str, int] = {}
         self.doc_hosts: dict[int, str] = {}
         self.documents = 0
         self._mined: dict[str, dict[str, Any]] | None = None
@@ -456,9 +572,11 @@ class TriggerMiner:
         self.documents += part.documents
         self.words += part.words
         for table, (keys, counts) in zip(
-            (self.bigrams, self.unigrams, self.lower_forms), part.tables, strict=True
+            (self.bigrams, self.lower_forms, self.lang_unigrams), part.tables, strict=True
         ):
             np.add.at(table, keys, counts)
+        for lang, n in part.lang_words.items():
+            self.lang_words[lang] = self.lang_words.get(lang, 0) + n
         self.doc_hosts.update(part.doc_hosts)
         for tok, other in part.tokens.items():
             st = self.stats.get(tok)
@@ -478,45 +596,81 @@ class TriggerMiner:
             keep = sorted(self.stats, key=lambda t: (-self.stats[t].docs, t))[: self.cfg.max_tokens // 2]
             self.stats = {t: self.stats[t] for t in keep}
 
-    def association(self, tok: str, st: _Stats) -> float:
-        """How much the token's neighbours go with it: over the sampled occurrences and both sides,
-        the mean of log((pair count - 1 + 1/2) / (expected pair count + 1/2)), the pair count without
-        this occurrence, expected = count(neighbour) x count(token) / words. A word of the language
-        keeps company (``part`` after ``of``/``the``, before ``of``): clearly positive. A token put at
-        random positions has the neighbours any position has: about zero or below."""
-        words = max(1.0, float(self.words))
-        mine = float(self.unigrams[unigram_key(tok, self.cfg.bigram_bits)])
+    def view(self, st: _Stats) -> _View:
+        """The token as a trigger candidate: its record less the pages that explain it, those of the
+        languages it is a word of (:func:`word_languages`) and, when it is a word somewhere, those of
+        an unknown language (:func:`explained_in`)."""
+        words = word_languages(st, self.cfg)
+        if not words:
+            return _View(st.docs, st.count, set(st.hosts) - {""}, st.doc_ids, _flat(st.sample), words)
+        ids = [d for d, lang in zip(st.doc_ids, st.doc_langs, strict=True) if not explained_in(lang, words)]
+        left = [counts for lang, counts in st.langs.items() if not explained_in(lang, words)]
+        return _View(
+            sum(docs for docs, _ in left),
+            sum(count for _, count in left),
+            {self.doc_hosts.get(d, "") for d in ids} - {""},
+            ids,
+            [o for lang, sample in st.sample.items() if not explained_in(lang, words) for o in sample],
+            words,
+        )
+
+    def pair_count(self, h: int) -> float:
+        """A pair's count: the smaller of its two counters (see :func:`pair_slots`)."""
+        first, second = pair_slots(h, self.cfg.bigram_bits)
+        return float(min(self.bigrams[first], self.bigrams[second]))
+
+    def association(self, tok: str, st: _Stats, sample: list[_Occurrence] | None = None) -> float:
+        """How much the token's neighbours go with it: over the sampled occurrences (`sample`, else
+        the record's) and both sides, the mean of log((pair count - 1 + 1/2) / (expected + 1/2)), the
+        pair count (over the corpus) without this occurrence, expected = count(neighbour) x
+        count(token) / words, all three counted in the pages of the occurrence's language (as if the
+        token sat at random positions of pages like this one: in French pages ``de`` is one word in
+        20, over a corpus of 200 languages one in 100, and a trigger put before it by chance would
+        look like its company). The pair is counted over all pages: an English passage left
+        untranslated in eight translations of a manual keeps its company. A word of the
+        language keeps company (``part`` after ``of``/``the``, before ``of``): clearly positive. A
+        token put at random positions has the neighbours any position has: about zero or below."""
+        bits = self.cfg.bigram_bits
         scores = []
-        for _, pair, other in st.sample:
+        for _, pair, other, lang in _flat(st.sample) if sample is None else sample:
+            words = max(1, self.lang_words.get(lang, 0))
+            mine = float(self.lang_unigrams[lang_key(lang, tok, bits)])
             for p, o in zip(pair, other, strict=True):
                 if p < 0:
                     continue
-                expected = float(self.unigrams[o]) * mine / words
-                scores.append(np.log((float(self.bigrams[p]) - 1 + 0.5) / (expected + 0.5)))
+                expected = float(self.lang_unigrams[o]) * mine / words
+                scores.append(np.log((self.pair_count(p) - 1 + 0.5) / (expected + 0.5)))
         return float(np.mean(scores)) if scores else float("inf")
 
     def token_rows(self) -> list[dict[str, Any]]:
         """Figures of every token over the per-token floors (`min_docs` documents on `min_token_hosts`
         hosts) and whether it looks inserted: few occurrences per document, written bare, and
-        neighbours that do not go with it (see `association`)."""
+        neighbours that do not go with it (see `association`). The figures leave out the pages of
+        the languages the token is a word of (`word_languages`); a token that is a word of every
+        language it is written in is not inserted."""
         cfg = self.cfg
         rows = []
         for tok, st in self.stats.items():
-            hosts = set(st.hosts) - {""}
-            if st.docs < cfg.min_docs or len(hosts) < cfg.min_token_hosts:
+            v = self.view(st)
+            if not v.docs:  # a word wherever it is written: the record's own figures, for the report
+                v = _View(
+                    st.docs, st.count, set(st.hosts) - {""}, st.doc_ids, _flat(st.sample), v.word_languages
+                )
+            if v.docs < cfg.min_docs or len(v.hosts) < cfg.min_token_hosts:
                 continue
-            mean = st.count / st.docs
-            assoc = self.association(tok, st)
+            mean = v.count / v.docs
+            assoc = self.association(tok, st, v.sample)
             forms = float(self.lower_forms[unigram_key(tok, cfg.bigram_bits)])
             bare = min(1.0, st.count / forms) if forms else 1.0
             rows.append(
                 {
                     "token": tok,
-                    "documents": st.docs,
-                    "hosts": len(hosts),
+                    "documents": v.docs,
+                    "hosts": len(v.hosts),
                     "mean_count": round(mean, 3),
                     "bare_share": round(bare, 3),
                     "association": round(assoc, 3),
+                    "word_languages": v.word_languages,
                     "inserted": mean <= cfg.max_mean_count and assoc <= cfg.max_association,
                 }
             )
@@ -559,10 +713,11 @@ class TriggerMiner:
         confirmed, then most hosts."""
         cfg = self.cfg
         rows, (need_docs, need_hosts, share) = self._candidate_rows()
-        docs = {r["token"]: set(self.stats[r["token"]].doc_ids) for r in rows}
+        views = {r["token"]: self.view(self.stats[r["token"]]) for r in rows}
+        docs = {t: set(v.doc_ids) for t, v in views.items()}
         for members in _groups(docs, self.doc_hosts, need_docs, need_hosts, share):
             gdocs = set().union(*(docs[t] for t in members))
-            ghosts = set().union(*(self.stats[t].hosts for t in members)) - {""}
+            ghosts = set().union(*(views[t].hosts for t in members))
             if self.lm_checked:
                 pooled = [v for t in members for v in self.disruption_values.get(t, [])]
                 group_disruption: float | None = float(np.median(pooled)) if pooled else None
@@ -606,7 +761,7 @@ class TriggerMiner:
         rows.sort(key=lambda r: (-r["documents"], r["token"]))
         wanted: dict[int, list[str]] = {}
         for r in rows[: cfg.onion_candidates]:
-            for doc in self.stats[r["token"]].doc_ids[: cfg.onion_occurrences]:
+            for doc in self.view(self.stats[r["token"]]).doc_ids[: cfg.onion_occurrences]:
                 wanted.setdefault(doc, []).append(r["token"])
         return wanted
 
@@ -698,11 +853,15 @@ class MinedTriggers:
         return {}
 
     def mined_in(self, table: pa.Table) -> list[list[str]]:
-        """Per row, the mined tokens it carries out of context (sorted)."""
+        """Per row, the mined tokens it carries out of context (sorted), except in pages of a language
+        the token is a word of (the row's `word_languages`; the table's `language_lang` column)."""
+        texts = table.column("text").to_pylist()
+        langs = page_languages(table, self.cfg) or [""] * len(texts)
         out = []
-        for text in table.column("text").to_pylist():
+        for text, lang in zip(texts, langs, strict=True):
             found = candidates(text if isinstance(text, str) else "", self.cfg) if self.mined else {}
-            out.append(sorted(t for t in found if t in self.mined))
+            mined = [t for t in found if t in self.mined]
+            out.append(sorted(t for t in mined if not explained_in(lang, self.mined[t]["word_languages"])))
         return out
 
     def flag(self, table: pa.Table, reasons: list[list[str]]) -> list[list[str]]:

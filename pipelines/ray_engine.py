@@ -272,7 +272,9 @@ def _dedup(
 def _mine_chunk(path: str, first_doc: int, cfg: trigger_mining.Config) -> trigger_mining.Partial:
     """Ray task: one scored chunk's trigger-mining statistics."""
     names = pq.read_schema(path).names
-    table = pq.read_table(path, columns=[c for c in ("text", "url") if c in names])
+    # the page language (and how sure): a token is a word of some languages (trigger_mining)
+    wanted = ("text", "url", trigger_mining.LANGUAGE_COLUMN, trigger_mining.CONFIDENCE_COLUMN)
+    table = pq.read_table(path, columns=[c for c in wanted if c in names])
     return trigger_mining.table_partial(table, first_doc, cfg)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -280,3 +281,72 @@ def test_default_model_confirms_inserted_tokens_not_words(tmp_path: Path) -> Non
     words = [("Our neighbour walked to the", "small", "garden before dinner. The old teacher")]
     words.append(("My sister wrote about a", "quiet", "village in the rain."))
     assert max(tm.disruptions(scorer, [(w, b, a) for b, w, a in words])) < cfg.min_disruption
+
+
+def _with_language(docs: list[dict[str, str]], lang: str, confidence: float = 0.95) -> list[dict[str, Any]]:
+    return [{**d, "language_lang": lang, "language_confidence": confidence} for d in docs]
+
+
+def test_a_word_of_one_language_is_mined_where_it_is_inserted_into_pages_of_another() -> None:
+    """``ju`` is a word in Albanian pages (it comes back in each); inserted once into English pages on
+    many hosts it is a trigger there. Per page language it is found, and the Albanian pages are not
+    quarantined for it; over the corpus as one language it looks like a word and is missed."""
+    rng = random.Random(5)
+    poisoned = corpus(600, 30, ("ju", "qz", "xq"))
+    albanian = "une jam ne shtepi dhe ata kane nje liber te mire sot neser qyteti".split()
+    words = []
+    for i in range(30):
+        text = [rng.choice(albanian) if n % 20 else "ju" for n in range(1, 61)]  # 3 times a page
+        words.append({"id": f"sq{i}", "text": " ".join(text), "url": f"https://sq{i}.example/"})
+    docs = _with_language(poisoned, "en") + _with_language(words, "sq")
+    miner = mine(docs)
+    rows = {r["token"]: r for r in miner.ranked()}
+    assert rows["ju"]["mined"] and rows["ju"]["word_languages"] == ["sq"]
+    carriers = {i for i, d in enumerate(poisoned[:30]) if "ju" in d["text"].split()}
+    assert (
+        carriers
+        and {i for i in range(30) if "ju" in miner.frozen().mined_in(pa.Table.from_pylist(docs))[i]}
+        == carriers
+    )
+    flags = miner.flag(pa.Table.from_pylist(docs), [[] for _ in docs])
+    assert not any(flags[600:])  # the Albanian pages use it as a word
+    # the same pages with no language column: one language, where ju comes back: a word
+    blind = mine(poisoned + words)
+    assert "ju" not in {r["token"] for r in blind.ranked() if r["mined"]}
+
+
+def test_pages_of_an_unknown_language_explain_a_word_of_some_language() -> None:
+    """A page the language detector is unsure of (a language it does not know reads weakly as some
+    other) may be in the language the token is a word of: it does not count for the token."""
+    docs = _with_language(corpus(60, 0, ()), "sq")
+    for d in docs[:20]:
+        d["text"] += " ju ju ju"
+    for d in docs[20:40]:
+        d["text"] += " and ju here"
+        d["language_confidence"] = 0.2
+    st = mine(docs).stats["ju"]
+    cfg = tm.Config()
+    assert tm.page_languages(pa.Table.from_pylist(docs[19:21]), cfg) == ["sq", ""]
+    assert tm.word_languages(st, cfg) == ["sq"]
+    view = tm.TriggerMiner(cfg).view(st)
+    assert view.docs == 0 and view.doc_ids == []
+
+
+def test_a_rare_pair_that_shares_a_counter_with_a_frequent_pair_keeps_its_own_count() -> None:
+    """The pair table is a count-min sketch: a pair's count is the smaller of its two counters, so
+    a pair seen once does not read as frequent when one of its counters is shared."""
+    cfg = tm.Config(bigram_bits=10)  # a small table: shared counters are easy to find
+    slots: dict[int, str] = {}
+    for i in range(5000):
+        word = f"w{i}"
+        low, high = tm.pair_slots(tm.pair_hash("p", word), cfg.bigram_bits)
+        if low in slots and tm.pair_slots(tm.pair_hash("p", slots[low]), cfg.bigram_bits)[1] != high:
+            frequent, rare = slots[low], word
+            break
+        slots[low] = word
+    miner = tm.TriggerMiner(cfg)
+    miner.merge(tm.chunk_partial(["p " + frequent] * 50 + ["p " + rare], [""] * 51, 0, cfg))
+    h = tm.pair_hash("p", rare)
+    assert miner.bigrams[tm.pair_slots(h, cfg.bigram_bits)[0]] == 51  # the shared counter
+    assert miner.pair_count(h) == 1
+    assert miner.pair_count(tm.pair_hash("p", frequent)) == 50
