@@ -14,8 +14,9 @@
    clean base. The generators (unigram salad and an order-2 Markov chain over the carriers,
    P-TARPIT's Markov babble over Project Gutenberg books) never set anything, but the signals (the
    local repeat with its 50-word window and 5-character content words, picked among about ten
-   candidates) were chosen after looking at these families, so read the figures as in-sample for that
-   choice; bench/fit_suspicion.py --babble checks the signals on P-BABBLE-X chains instead.
+   candidates, the order ratio's gate, `min_words` and `combiner_min_words`) were chosen after looking
+   at these families on two samples (`--seed 0` and `--seed 1`), so read the figures as in-sample for
+   that choice; bench/fit_suspicion.py --babble checks the signals on P-BABBLE-X chains instead.
 2. Speed, one run on the same input (the clean base at `--speed-per-category` documents per category,
    as one JSONL file), each in its own process: datatrove's FineWeb filters, `poisonguard filter
    --no-lm`, the default config (budgeted LM; `perplexity.dtype: auto`, bfloat16 on CPUs with native
@@ -146,7 +147,7 @@ def recall_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]
     fresh = decided.drop_columns([c for c in decided.column_names if c.startswith(suspicion.PREFIX)])
     for name, values in suspicion.score(decided, cfg.suspicion).items():
         fresh = fresh.append_column(name, values)
-    scores = suspicion.route_score(fresh)
+    scores = suspicion.route_score(fresh, cfg.suspicion, cfg.combiner)
     for group, clean_mask in clean_groups(category, is_clean).items():
         clean = scores[clean_mask]
         rows, result = [], {}
@@ -186,7 +187,8 @@ def recall_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]
         f"{len(sample)} sampled poison docs of the LM families (at most {args.lm_poison} per row); the cheap "
         f"stages leave {len(undecided)} of them to the LM. `no LM`: cheap stages alone; `100%`: the LM "
         "scores every undecided document. Budget b routes a document when its route score "
-        "(suspicion.route_score: the larger of the length-normalised local repeat and order ratio) "
+        "(suspicion.route_score: the length-normalised local repeat, the order ratio where words recur, "
+        "and the combiner for long documents) "
         "is above the (1 - b) quantile of the test clean documents' scores. `AUROC`: route score, family "
         "against the test clean documents. The score's constants are fitted on the Debian handbook alone "
         "(bench/fit_suspicion.py), no poisoned document; the other clean sources never.",

@@ -3,10 +3,12 @@
     python -m bench.fit_suspicion [--per-category 40] [--seed 0] [--babble 60]
 
 Source A, the only one the constants see: the Debian handbook in 9 languages (poisonbench's clean
-`handbook-*` categories, 360 documents). From it, the curves of both signals: for word counts 150 ... 1500,
+`handbook-*` categories, 360 documents). From it, the curves of both signals: for word counts 100 ... 1500,
 the median and the robust spread (1.4826 x median absolute deviation) of the local repeat of the
 handbook's documents cut to that many words (a longer text reuses more of its words), and the same for
-the order ratio (real text's falls with length: zlib finds more repeated phrases in a longer text).
+the order ratio (real text's falls with length: zlib finds more repeated phrases in a longer text);
+and the centre (median) and spread of the cheap combiner's log-odds (filters/combiner.py, whose
+weights were fitted on P-BABBLE-X babble, bench/fit_combiner.py), which ranks long documents too.
 
 No poisoned document is read by the fit. bench/bench_cascade.py then reports recall with thresholds
 set on every clean source (Wikipedia, the Python docs, UDHR and the hard negatives are never fitted
@@ -27,10 +29,10 @@ import numpy as np
 
 from bench import bench_cascade
 from bench.poisonbench import auroc
-from poisonguard.filters import suspicion
+from poisonguard.filters import combiner, suspicion
 from poisonguard.pipelines.config import load_config
 
-GRID = (150, 200, 300, 450, 700, 1000, 1500)
+GRID = (100, 150, 200, 300, 450, 700, 1000, 1500)
 
 
 def robust(values: np.ndarray) -> tuple[float, float]:
@@ -41,12 +43,12 @@ def robust(values: np.ndarray) -> tuple[float, float]:
 def babble_check(n: int, max_words: int) -> None:
     from bench import babble_corpora, babble_gen
 
-    print(f"P-BABBLE-X check ({n} babble and {n} clean pages per genre, pages of 150 words or more):")
+    print(f"P-BABBLE-X check ({n} babble and {n} clean pages per genre, pages of 100 words or more):")
     for genre in babble_corpora.GENRES:
         sides = []
         for docs in (babble_gen.clean_genre_docs(genre, n), babble_gen.p_babble_x(genre, n)):
             tokens = [suspicion.words(d["text"], max_words) for d in docs]
-            tokens = [t for t in tokens if len(t) >= 150]
+            tokens = [t for t in tokens if len(t) >= 100]
             repeat = np.array([-(suspicion.local_repeat(t, 1) or 0.0) for t in tokens])
             sides.append((repeat, np.array([suspicion.order_ratio(t, 1) for t in tokens])))
         (c_rep, c_ord), (b_rep, b_ord) = sides
@@ -82,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         med, spread = robust(ratios)
         print(f"    ({n}, {med:.4f}, {spread:.4f}),  # {len(ratios)} documents")
     print(")")
+    odds = np.array([v for v in combiner.score(fit, cfg.combiner) if v is not None], dtype=float)
+    med, spread = robust(odds)
+    print(f"combiner_center: {med:.4f}   combiner_scale: {spread:.4f}   ({len(odds)} documents)")
     if args.babble:
         babble_check(args.babble, cfg.suspicion.max_words)
     return 0

@@ -27,18 +27,28 @@ longer text has more to repeat), so each is compared with real text of the same 
                             same words shuffled with a fixed seed. Real text 0.9-0.97, salad ~1.
 ``suspicion_order_z``       (order ratio - real text's median at that length) / its spread
                             (ORDER_CURVE).
-``suspicion_score``         the larger of the two z; NULL_SCORE where they are null (routed last).
-                            What the cascade ranks by (:func:`route_score`).
+``suspicion_score``         the repeat z; for a document that reuses its words nearby at least as
+                            often as the median real text (repeat z <= 0), the order z where larger
+                            (:func:`combined`). NULL_SCORE where null (routed last).
 
-Both curves are fitted on one clean source, the Debian handbook (bench/fit_suspicion.py). The local
-repeat does the work: on poisonbench it ranks every tarpit page the LM flags above the top 10% of
-each clean source, where the order ratio alone missed a fifth of them (pages stitched from several
-short articles have order ratios like babble's). The order z is kept for salads of a few words, whose
-words recur nearby by chance. Other signals were measured and left out (bench/RESULTS.md "cascade"):
-the cheap combiner's log-odds (it ranks short news pages with a boilerplate header above babble), a
-word bigram model's pointwise mutual information (trained on Wikipedia), the compression ratio of the
-text itself, and the language detector's confidence (each ranked ordinary pages of other languages
-and scripts above babble).
+:func:`route_score`, what the cascade ranks by, adds the combiner (filters/combiner.py, cheap
+coherence signals fitted on other babble): for documents of `combiner_min_words` words or more it is
+the larger of the score and the combiner's log-odds standardised the same way (`combiner_center`,
+`combiner_scale`, fitted on the same clean source); it lifts long Markov babble over a small corpus,
+which copies long phrases and so reuses words nearby like real text. Below that length the combiner
+ranks short news pages with a boilerplate header above babble.
+
+All constants are fitted on one clean source, the Debian handbook (bench/fit_suspicion.py). The
+local repeat does most of the work: on two poisonbench samples the route ranks every babble page the
+LM flags above the top 10% of the whole clean base (bench/RESULTS.md "cascade"), where the order
+ratio with the combiner lost up to 8 points of P-TARPIT (pages stitched from several short
+articles have order ratios like babble's). The order z speaks only where the local repeat is at or
+above real text's median: a salad of a few words repeats them nearby by chance, but compresses as
+well in any order; letting it speak everywhere lifts those stitched pages above babble again. Other
+signals were measured and left out (bench/RESULTS.md "cascade"): a word bigram model's pointwise
+mutual information (trained on Wikipedia), the compression ratio of the text itself, and the
+language detector's confidence (each ranked ordinary pages of other languages and scripts above
+babble).
 
 The budget turns the ranking into a choice per chunk at run time, so no threshold is needed.
 """
@@ -54,6 +64,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from poisonguard.filters import combiner
 from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 PREFIX = "suspicion_"
@@ -74,6 +85,7 @@ Curve = tuple[tuple[int, float, float], ...]
 # Real text's local repeat by length: (words, median, robust spread) of the Debian handbook's documents
 # (9 languages) cut to that many words; printed by bench/fit_suspicion.py. Interpolated on log words.
 REPEAT_CURVE: Curve = (
+    (100, 0.1311, 0.0782),
     (150, 0.1408, 0.0715),
     (200, 0.1547, 0.0672),
     (300, 0.1613, 0.0681),
@@ -84,6 +96,7 @@ REPEAT_CURVE: Curve = (
 )
 # Real text's order ratio by length, the same way.
 ORDER_CURVE: Curve = (
+    (100, 0.9806, 0.0145),
     (150, 0.9745, 0.0135),
     (200, 0.9699, 0.0141),
     (300, 0.9617, 0.0164),
@@ -99,7 +112,12 @@ class Config(DetectorConfig):
     and `perplexity.budget`)."""
 
     max_words: int = Field(1500, ge=16, description="words per document the score reads")
-    min_words: int = Field(150, ge=10, description="documents with fewer words get no score")
+    min_words: int = Field(100, ge=10, description="documents with fewer words get no score")
+    combiner_min_words: int = Field(
+        400, ge=0, description="documents with at least this many words are also ranked by the combiner"
+    )
+    combiner_center: float = Field(-5.4366, description="clean documents' median combiner log-odds")
+    combiner_scale: float = Field(2.7686, gt=0, description="clean documents' spread of combiner log-odds")
 
 
 def words(text: str, limit: int) -> list[str]:
@@ -158,6 +176,15 @@ def _standardised(value: float, n_words: int, curve: Curve) -> float:
     return (value - median) / spread
 
 
+def combined(share_z: float | None, ratio_z: float | None) -> float:
+    """suspicion_score: the repeat z; where the document reuses its words nearby at least as often as
+    the median real text (repeat z <= 0), the order z if larger: that reuse may be chance (a salad of
+    a few words) rather than a subject. NULL_SCORE when either is null (under min_words)."""
+    if share_z is None or ratio_z is None:
+        return NULL_SCORE
+    return share_z if share_z > 0 else max(share_z, ratio_z)
+
+
 def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
     """Detector contract: the suspicion columns for every row (reads ``text``)."""
     counts, shares, ratios, share_zs, ratio_zs = [], [], [], [], []
@@ -168,9 +195,7 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
         ratios.append(order_ratio(tokens, cfg.min_words))
         share_zs.append(repeat_z(shares[-1], len(tokens)))
         ratio_zs.append(order_z(ratios[-1], len(tokens)))
-    # both null (under min_words) or neither
-    pairs = zip(share_zs, ratio_zs, strict=True)
-    scores = [NULL_SCORE if a is None or b is None else max(a, b) for a, b in pairs]
+    scores = [combined(a, b) for a, b in zip(share_zs, ratio_zs, strict=True)]
     return {
         WORDS: pa.array(counts, pa.int32()),
         LOCAL_REPEAT: pa.array(shares, pa.float32()),
@@ -181,13 +206,24 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
     }
 
 
-ROUTE_COLUMNS = (SCORE,)  # what route_score reads
+ROUTE_COLUMNS = (SCORE, WORDS)  # with the combiner's term columns: what route_score reads
 
 
-def route_score(table: pa.Table) -> np.ndarray:
-    """What the LM cascade ranks by: suspicion_score (nulls as NULL_SCORE)."""
-    values = table.column(SCORE).to_numpy(zero_copy_only=False).astype(np.float64)
-    return np.nan_to_num(values, nan=NULL_SCORE)
+def route_score(table: pa.Table, cfg: Config, combiner_cfg: combiner.Config) -> np.ndarray:
+    """What the LM cascade ranks by: suspicion_score, or, for documents of `combiner_min_words` words
+    or more, the combiner's standardised log-odds where that is larger."""
+    base = np.nan_to_num(
+        table.column(SCORE).to_numpy(zero_copy_only=False).astype(np.float64), nan=NULL_SCORE
+    )
+    # Routing comes before the LM: the combiner's cheap model (no LM columns yet).
+    if not combiner_cfg.cheap.terms or WORDS not in table.column_names:
+        return base
+    counts = np.nan_to_num(table.column(WORDS).to_numpy(zero_copy_only=False).astype(np.float64), nan=0.0)
+    odds = np.array(
+        [np.nan if v is None else v for v in combiner.score(table, combiner_cfg)], dtype=np.float64
+    )
+    z = (odds - cfg.combiner_center) / cfg.combiner_scale
+    return np.where((counts >= cfg.combiner_min_words) & ~np.isnan(z), np.fmax(base, z), base)
 
 
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:

@@ -5,7 +5,8 @@ One pure function, shared by the local and the Ray engine (both call it per chun
 With `perplexity.route: all` every undecided document goes to the LM. With `suspicious` (the
 default) at most `ceil(perplexity.budget x chunk rows)` of them do: those ranked highest by
 `suspicion.route_score` (how seldom the document reuses its content words nearby, against real
-text of its length; filters/suspicion.py), ties in input order. The budget is a share of all the
+text of its length, and for long documents the combiner's log-odds; filters/suspicion.py), ties in
+input order. The budget is a share of all the
 chunk's documents, so the LM's cost per document in is bounded whatever the cheap stages decide.
 """
 
@@ -23,7 +24,7 @@ from poisonguard.pipelines.config import PipelineConfig
 
 def route_columns(cfg: PipelineConfig) -> tuple[str, ...]:
     """The columns :func:`lm_rows` reads besides the documents."""
-    return suspicion.ROUTE_COLUMNS
+    return (*suspicion.ROUTE_COLUMNS, *(t.column for t in cfg.combiner.cheap.terms))
 
 
 def lm_rows(table: pa.Table, cfg: PipelineConfig, undecided: Sequence[bool]) -> list[int]:
@@ -37,6 +38,6 @@ def lm_rows(table: pa.Table, cfg: PipelineConfig, undecided: Sequence[bool]) -> 
         return picked
     if SCORE not in table.column_names:
         raise ValueError(f"perplexity.route 'suspicious' needs the {SCORE} column (suspicion.enabled)")
-    scores = suspicion.route_score(table)
+    scores = suspicion.route_score(table, cfg.suspicion, cfg.combiner)
     chosen = sorted(picked, key=lambda i: (-scores[i], i))[:limit]
     return sorted(chosen)

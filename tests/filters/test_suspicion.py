@@ -7,6 +7,7 @@ import random
 import pyarrow as pa
 
 from poisonguard.filters import suspicion
+from poisonguard.pipelines.config import load_config
 
 # Ordinary prose written for this test (about 330 words).
 PROSE = (
@@ -72,6 +73,7 @@ def test_local_repeat_counts_content_words_seen_within_the_window() -> None:
     # short words (articles, pronouns) are not content words: repeating them changes nothing
     assert suspicion.local_repeat(["the", "of", "and"] * 60 + filler, 150) == 0.0
     assert suspicion.local_repeat(filler[:149], 150) is None
+    assert suspicion.local_repeat(filler[:99], CFG.min_words) is None
 
 
 def test_short_or_missing_text_gets_no_share_and_the_lowest_score() -> None:
@@ -85,18 +87,47 @@ def test_short_or_missing_text_gets_no_share_and_the_lowest_score() -> None:
 
 def test_the_same_share_is_more_suspicious_in_a_longer_document() -> None:
     # Real text reuses more of its words the longer it is, and varies less, so a share that is
-    # ordinary for 150 words is below real text at 1,500; beyond the curve's ends the nearest point holds.
-    short, long = suspicion.repeat_z(0.12, 150), suspicion.repeat_z(0.12, 1500)
+    # ordinary for 100 words is below real text at 1,500; beyond the curve's ends the nearest point holds.
+    short, long = suspicion.repeat_z(0.12, 100), suspicion.repeat_z(0.12, 1500)
     assert short is not None and long is not None and long > short + 0.8
     assert suspicion.repeat_z(0.12, 20) == short and suspicion.repeat_z(0.12, 10**6) == long
     assert suspicion.repeat_z(None, 500) is None
     # the order ratio the other way round: real text compresses better in order the longer it is
-    assert (suspicion.order_z(0.97, 1500) or 0.0) > (suspicion.order_z(0.97, 150) or 0.0) + 1.5
+    assert (suspicion.order_z(0.97, 1500) or 0.0) > (suspicion.order_z(0.97, 100) or 0.0) + 1.5
 
 
-def test_route_score_is_the_score_with_nulls_last() -> None:
-    table = pa.table({suspicion.SCORE: pa.array([0.5, None, 2.0], pa.float32())})
-    assert list(suspicion.route_score(table)) == [0.5, suspicion.NULL_SCORE, 2.0]
+def test_the_order_z_speaks_only_where_words_recur_at_least_as_often_as_in_real_text() -> None:
+    assert suspicion.combined(1.5, 3.0) == 1.5  # few nearby repeats: the repeat z alone
+    assert suspicion.combined(-0.5, 3.0) == 3.0  # many repeats but order adds nothing: a salad
+    assert suspicion.combined(-0.5, -2.0) == -0.5
+    assert suspicion.combined(None, 1.0) == suspicion.combined(1.0, None) == suspicion.NULL_SCORE
+
+
+def test_route_score_adds_the_combiner_for_long_documents_only() -> None:
+    combiner_cfg = load_config().combiner
+    # No topic reuse, every content word new, quotes left open: high combiner log-odds.
+    signals = {
+        "coherence_topic_reuse": [0.0, 0.0, 0.0],
+        "coherence_far_reuse": [0.0, 0.0, 0.0],
+        "coherence_type_ratio": [1.0, 1.0, 1.0],
+        "coherence_quote_imbalance": [0.5, 0.5, 0.5],
+        "language_confidence": [0.9, 0.9, 0.9],
+    }
+    words = [CFG.combiner_min_words - 1, CFG.combiner_min_words, 50]
+    table = pa.table(
+        {
+            suspicion.SCORE: pa.array([0.5, 0.5, None], pa.float32()),
+            suspicion.WORDS: pa.array(words, pa.int32()),
+            **signals,
+        }
+    )
+    short, long, missing = suspicion.route_score(table, CFG, combiner_cfg)
+    assert short == 0.5  # too short: the combiner is not asked
+    assert long > 2.0  # the combiner's standardised log-odds, far above the score
+    assert missing == suspicion.NULL_SCORE
+    no_terms = combiner_cfg.cheap.model_copy(update={"terms": []})
+    off = suspicion.route_score(table, CFG, combiner_cfg.model_copy(update={"cheap": no_terms}))
+    assert list(off) == [0.5, 0.5, suspicion.NULL_SCORE]
 
 
 def test_score_is_deterministic_and_reads_at_most_max_words() -> None:
