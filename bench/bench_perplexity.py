@@ -62,7 +62,8 @@ def naive_tokens_per_s(loaded: lm_loader.LoadedModel, texts: list[str]) -> tuple
         for text in texts:
             ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
             start = time.perf_counter()
-            logits = model(input_ids=ids).logits
+            out = model(input_ids=ids)
+            logits = getattr(out, "logits", out)  # the builtin engine returns the logits themselves
             nll = F.cross_entropy(logits[0, :-1].float(), ids[0, 1:], reduction="none")
             float(nll.mean())
             seconds += time.perf_counter() - start

@@ -7,12 +7,20 @@ needed) and is never imported: importing it needs the `llm` CLI package. We only
 Nothing is ever downloaded: ``HF_HUB_OFFLINE=1`` is set before transformers loads anything and every
 ``from_pretrained`` call passes ``local_files_only=True``. A model that is not on disk is one
 :class:`ModelNotFoundError` saying how to install it.
+
+Two engines run the model. ``builtin`` (core/llama.py, plain torch) runs Llama-architecture models in
+float32 and bfloat16 from a folder with ``config.json``, ``model.safetensors`` and ``tokenizer.json``:
+the kept dequantised copy of a GGUF model, or a Hugging Face folder. It never imports transformers,
+whose import was most of the start-up. ``transformers`` runs everything else: other architectures,
+int8, and the first start of a GGUF model, which makes the kept copy.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
+import json
 import os
 import threading
 from dataclasses import dataclass
@@ -88,14 +96,67 @@ def resolve_model(model: str | None) -> ModelSource:
 
 @dataclass
 class LoadedModel:
-    model: Any  # a transformers causal LM in eval mode
-    tokenizer: Any  # a fast tokenizer (offsets are needed)
+    model: Any  # a causal LM in eval mode: core.llama.LlamaLM (builtin) or a transformers model
+    tokenizer: Any  # a fast tokenizer (offsets are needed): Tokenizer (builtin) or a transformers one
     name: str
     dtype: str
     prefix_id: int | None  # token put before every scored window so its first token gets a prediction
+    engine: str = "transformers"  # builtin | transformers
+
+    def backbone(self) -> Any:
+        """(input_ids, position_ids or None) -> last hidden states; position ids restart at 0 for each
+        window packed into a row (each window sees only itself), None: one sequence per row."""
+        if self.engine == "builtin":
+            return self.model.base_model
+        base = self.model.base_model
+
+        def hidden(input_ids: Any, position_ids: Any = None) -> Any:
+            # transformers builds the block-diagonal mask from restarting position ids itself.
+            kwargs = {} if position_ids is None else {"position_ids": position_ids}
+            return base(input_ids=input_ids, use_cache=False, **kwargs).last_hidden_state
+
+        return hidden
 
 
-_CACHE: dict[tuple[str, str | None, str, str], LoadedModel] = {}
+class Tokenizer:
+    """The part of a transformers fast tokenizer the project uses, over the `tokenizers` library alone
+    (for the builtin engine: importing transformers is what the builtin engine avoids). The special
+    tokens are read from ``tokenizer_config.json`` as transformers reads them, so ids agree."""
+
+    is_fast = True
+
+    def __init__(self, folder: Path) -> None:
+        from tokenizers import Tokenizer as RustTokenizer
+
+        self._tokenizer = RustTokenizer.from_file(str(folder / "tokenizer.json"))
+        config_file = folder / "tokenizer_config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+        self.unk_token_id = self._special_id(config.get("unk_token"))
+        self.bos_token_id = self._special_id(config.get("bos_token"))
+        self.eos_token_id = self._special_id(config.get("eos_token"))
+        named = [config.get(k) for k in ("bos_token", "eos_token", "unk_token", "pad_token")]
+        named += config.get("additional_special_tokens") or []
+        self.all_special_ids = sorted({i for i in map(self._special_id, named) if i is not None})
+
+    def _special_id(self, token: Any) -> int | None:
+        content = token.get("content") if isinstance(token, dict) else token
+        return self._tokenizer.token_to_id(content) if isinstance(content, str) else None
+
+    def convert_tokens_to_ids(self, token: str) -> int | None:
+        tid = self._tokenizer.token_to_id(token)
+        return self.unk_token_id if tid is None else tid
+
+    def __len__(self) -> int:
+        return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        return {"input_ids": self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids}
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return str(self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens))
+
+
+_CACHE: dict[tuple[str, str | None, str, str, str], LoadedModel] = {}
 _LOCK = threading.Lock()
 
 
@@ -125,8 +186,6 @@ def converted_cache_dir() -> Path | None:
 
 
 def _cache_key(source: ModelSource) -> str | None:
-    import transformers
-
     if not source.gguf_file:
         return None
     # By content, not by mtime: reinstalling the same wheel must reuse the copy, not add another
@@ -138,7 +197,8 @@ def _cache_key(source: ModelSource) -> str | None:
         digest.update(f.read(1 << 20))
         f.seek(max(0, size - (1 << 20)))
         digest.update(f.read(1 << 20))
-    return f"{path.stem}-{size}-{digest.hexdigest()[:16]}-tf{transformers.__version__}"
+    # The converter's version, read without importing it (the builtin engine never imports it).
+    return f"{path.stem}-{size}-{digest.hexdigest()[:16]}-tf{importlib.metadata.version('transformers')}"
 
 
 def _load_fresh(source: ModelSource, dtype: str = "float32") -> tuple[Any, Any]:
@@ -209,9 +269,15 @@ def _keep_converted(lm: Any, tok: Any, kept: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_model(model: str | None, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+ENGINES = ("auto", "transformers")
+
+
+def load_model(
+    model: str | None, dtype: str = "float32", device: str = "cpu", engine: str = "auto"
+) -> LoadedModel:
     """Load (once per process and device) the tokenizer and causal LM; `dtype` is float32, bfloat16
-    or int8; `device` a torch device string (cpu, cuda:0).
+    or int8; `device` a torch device string (cpu, cuda:0); `engine` auto (the builtin engine where it
+    can run the model, see the module's docstring) or transformers.
 
     int8 (CPU only) is SmoothQuant plus dynamic int8 on most Linear layers, see `_quantize_int8`.
     """
@@ -219,38 +285,84 @@ def load_model(model: str | None, dtype: str = "float32", device: str = "cpu") -
         raise ValueError(f"perplexity.dtype: {dtype!r} is not one of float32, bfloat16, int8")
     if dtype == "int8" and device != "cpu":
         raise ValueError(f"perplexity.dtype: int8 runs on the CPU only, not on {device}")
+    if engine not in ENGINES:
+        raise ValueError(f"perplexity.engine: {engine!r} is not one of {', '.join(ENGINES)}")
     source = resolve_model(model)
-    key = (source.folder, source.gguf_file, dtype, device)
+    key = (source.folder, source.gguf_file, dtype, device, engine)
     with _LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
             return hit
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        import torch
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-        try:
-            tok, lm = _load_fresh(source, dtype)
-        except (OSError, ValueError) as exc:
-            raise ModelNotFoundError(
-                f"perplexity.model: cannot load {source.name or source.folder}: {exc}"
-            ) from exc
-        if not getattr(tok, "is_fast", False):
-            raise ModelNotFoundError(
-                f"perplexity.model: {source.name}: a fast tokenizer (with offsets) is needed, got {type(tok)}"
-            )
-        lm.eval()
-        if dtype == "bfloat16" and lm.dtype != torch.bfloat16:
-            lm = lm.to(torch.bfloat16)
-        elif dtype == "int8":
-            lm = _quantize_int8(lm, tok, _prefix_token(tok))
+        folder = _builtin_folder(source, dtype) if engine == "auto" and dtype != "int8" else None
+        if folder is not None:
+            loaded = _load_builtin(folder, source, dtype)
+        else:
+            loaded = _load_transformers(source, dtype)
         if device != "cpu":
-            lm = lm.to(device)
-        loaded = LoadedModel(lm, tok, source.name or source.folder, dtype, _prefix_token(tok))
+            loaded.model = loaded.model.to(device)
         _CACHE[key] = loaded
         return loaded
+
+
+def _builtin_folder(source: ModelSource, dtype: str) -> Path | None:
+    """The folder the builtin engine loads `source` from (in `dtype`), or None when it cannot run it:
+    not a Llama model in one safetensors file with a tokenizer.json, or a GGUF model whose
+    dequantised copy is not kept yet (transformers makes it, once)."""
+    from poisonguard.core import llama
+
+    key = _cache_key(source)
+    if key is not None:  # a converted (GGUF) model: its kept copy
+        cache = converted_cache_dir()
+        if cache is None:
+            return None
+        folder = cache / (key + ("-bf16" if dtype == "bfloat16" else ""))
+    else:
+        folder = Path(source.folder)
+    if not (folder / "tokenizer.json").is_file():
+        return None
+    try:
+        llama.read_config(folder)
+    except (llama.UnsupportedModel, OSError, ValueError, KeyError):
+        return None
+    return folder
+
+
+def _load_builtin(folder: Path, source: ModelSource, dtype: str) -> LoadedModel:
+    import torch
+
+    from poisonguard.core import llama
+
+    try:
+        tok = Tokenizer(folder)
+        lm = llama.load(folder, torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelNotFoundError(f"perplexity.model: cannot load {source.name or folder}: {exc}") from exc
+    return LoadedModel(lm, tok, source.name or source.folder, dtype, _prefix_token(tok), "builtin")
+
+
+def _load_transformers(source: ModelSource, dtype: str) -> LoadedModel:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        tok, lm = _load_fresh(source, dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(
+            f"perplexity.model: cannot load {source.name or source.folder}: {exc}"
+        ) from exc
+    if not getattr(tok, "is_fast", False):
+        raise ModelNotFoundError(
+            f"perplexity.model: {source.name}: a fast tokenizer (with offsets) is needed, got {type(tok)}"
+        )
+    lm.eval()
+    if dtype == "bfloat16" and lm.dtype != torch.bfloat16:
+        lm = lm.to(torch.bfloat16)
+    elif dtype == "int8":
+        lm = _quantize_int8(lm, tok, _prefix_token(tok))
+    return LoadedModel(lm, tok, source.name or source.folder, dtype, _prefix_token(tok), "transformers")
 
 
 # SmoothQuant migration strength. Measured on 24 real pages in 8 languages (calibrated on 24 others),

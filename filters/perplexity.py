@@ -93,6 +93,11 @@ class Config(DetectorConfig):
         default=None,
         description="None: the shipped SmolLM2-135M GGUF; else a model folder, .gguf file or HF cache id",
     )
+    engine: Literal["auto", "transformers"] = Field(
+        default="auto",
+        description="auto: the builtin Llama forward pass (core/llama.py, no transformers import) for Llama "
+        "models in float32/bfloat16, transformers for the rest; transformers: always transformers",
+    )
     dtype: Literal["float32", "bfloat16", "int8", "auto"] = Field(
         default="auto",
         description="auto: bfloat16 on a GPU and on CPUs with native bfloat16 (AVX512-BF16, AMX), else "
@@ -566,11 +571,11 @@ class PerplexityScorer:
             torch.set_num_threads(threads)
         self.device = resolve_device(cfg.device)
         dtype = resolve_dtype(cfg.dtype, self.device)
-        self.lm = lm_loader.load_model(cfg.model, dtype, self.device)
+        self.lm = lm_loader.load_model(cfg.model, dtype, self.device, cfg.engine)
         self.dtype = dtype
         # GPU: one window per row, padded (see _nll); CPU: windows packed end to end into rows.
         self.padded_rows = self.device.startswith("cuda")
-        self._backbone: Any = self.lm.model.base_model
+        self._backbone: Any = self.lm.backbone()
         self._chunk_nll: Any = _chunk_nll_function(self.lm.model.get_output_embeddings())
         self.compiled = cfg.compile
         if self.compiled:
@@ -643,9 +648,9 @@ class PerplexityScorer:
             lengths = [len(s) for s in seqs]
             for group in _passes(rows, lengths, per_pass * row_len if padded else 0, per_pass):
                 # A row holds whole windows end to end. Positions restart at 0 for each window, which
-                # makes transformers build a block-diagonal causal mask: a window never sees another
-                # one, so packed NLLs equal those of each window scored alone (tested), without the
-                # padding that length-sorted batches of a few documents waste.
+                # makes the model attend within each window only (a block-diagonal causal mask): a
+                # window never sees another one, so packed NLLs equal those of each window scored
+                # alone (tested), without the padding that length-sorted batches of a few documents waste.
                 width = max(sum(len(seqs[j]) for j in row) for row in group)
                 if padded:
                     width = -(-width // 8) * 8  # a multiple of 8 suits the tensor cores
@@ -669,14 +674,9 @@ class PerplexityScorer:
                         at += n
                     if positions is not None:  # filler: its own sequence, never scored
                         positions[r, at:] = np.arange(width - at)
-                if positions is None:
-                    hidden = backbone(input_ids=_to_device(ids, device), use_cache=False).last_hidden_state
-                else:
-                    hidden = backbone(
-                        input_ids=_to_device(ids, device),
-                        position_ids=_to_device(positions, device),
-                        use_cache=False,
-                    ).last_hidden_state
+                hidden = backbone(
+                    _to_device(ids, device), None if positions is None else _to_device(positions, device)
+                )
                 # Only real positions go through the vocabulary projection; padding never does.
                 pos = _to_device(np.concatenate(pos_parts), device)
                 tgt = _to_device(np.concatenate(tgt_parts), device)

@@ -207,12 +207,17 @@ def test_pack_windows_places_every_window_once_within_the_row_length() -> None:
     assert ppl.pack_windows(lengths, 512) == rows and ppl.pack_windows([], 64) == []
 
 
-def test_packed_windows_do_not_see_each_other(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["auto", "transformers"])
+def test_packed_windows_do_not_see_each_other(tmp_path: Path, engine: str) -> None:
     """With attention switched on, each window's NLLs from a packed row equal those of the window
-    scored alone: positions restart per window and the mask keeps windows apart."""
+    scored alone by transformers' own model: positions restart per window and the mask keeps windows
+    apart. auto runs the builtin engine (core/llama.py) on this Llama model."""
     model_dir = _tiny_model_dir(tmp_path, attention=True)
-    scorer = ppl.PerplexityScorer(ppl.Config(dtype="float32", model=str(model_dir), batch_size=2))
-    tok, model = scorer.lm.tokenizer, scorer.lm.model
+    cfg = ppl.Config(dtype="float32", model=str(model_dir), batch_size=2, engine=engine)
+    scorer = ppl.PerplexityScorer(cfg)
+    assert scorer.lm.engine == ("builtin" if engine == "auto" else "transformers")
+    tok = scorer.lm.tokenizer
+    reference = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     windows = [
         tok(_noise(n, seed=n), add_special_tokens=False)["input_ids"] for n in (90, 30, 200, 55, 7, 120)
     ]
@@ -221,7 +226,7 @@ def test_packed_windows_do_not_see_each_other(tmp_path: Path) -> None:
     with torch.inference_mode():
         for w, got in zip(windows, packed, strict=True):
             ids = torch.tensor([[scorer.lm.prefix_id, *w]])
-            logits = model(input_ids=ids).logits[0, :-1]
+            logits = reference(input_ids=ids).logits[0, :-1]
             alone = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none").numpy()
             assert got == pytest.approx(alone, rel=1e-4, abs=1e-4)
 
@@ -232,7 +237,7 @@ def test_int8_smoothing_keeps_the_function_and_int8_stays_close(tmp_path: Path) 
     import copy
 
     model_dir = _tiny_model_dir(tmp_path, attention=True)
-    fp32 = lm_loader.load_model(str(model_dir), "float32")
+    fp32 = lm_loader.load_model(str(model_dir), "float32", engine="transformers")
     folded = copy.deepcopy(fp32.model)
     with torch.no_grad():
         maxima = lm_loader._activation_maxima(folded, fp32.tokenizer, fp32.prefix_id)
@@ -303,22 +308,25 @@ def test_converted_copies_are_kept_per_weight_type(
     tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A converted (GGUF) model is kept once per weight type; a bfloat16 start reads its own copy,
-    made from the float32 one when that exists. Any folder stands in for the GGUF file here."""
+    made from the float32 one when that exists; later starts run the copy on the builtin engine. Any
+    folder stands in for the GGUF file here."""
     cache = tmp_path / "models"
     monkeypatch.setenv("POISONGUARD_MODEL_CACHE", str(cache))
     monkeypatch.setattr(lm_loader, "_cache_key", lambda source: "tiny-key")
     monkeypatch.setattr(lm_loader, "_CACHE", {})
-    f32 = lm_loader.load_model(str(tiny_dir), "float32")
-    assert sorted(p.name for p in cache.iterdir()) == ["tiny-key"]
+    f32 = lm_loader.load_model(str(tiny_dir), "float32")  # no copy yet: transformers converts
+    assert f32.engine == "transformers" and sorted(p.name for p in cache.iterdir()) == ["tiny-key"]
     bf16 = lm_loader.load_model(str(tiny_dir), "bfloat16")
     assert sorted(p.name for p in cache.iterdir()) == ["tiny-key", "tiny-key-bf16"]
-    assert bf16.model.dtype == torch.bfloat16
+    assert bf16.model.dtype == torch.bfloat16 and bf16.engine == "transformers"
     monkeypatch.setattr(lm_loader, "_CACHE", {})
     guarded = _refuse_the_original(lm_loader._from_pretrained, tiny_dir)
     monkeypatch.setattr(lm_loader, "_from_pretrained", guarded)
-    again = lm_loader.load_model(str(tiny_dir), "bfloat16")  # from the kept copy, not the original
-    assert again.model.dtype == torch.bfloat16
-    for a, b in zip(bf16.model.parameters(), again.model.parameters(), strict=True):
+    again = lm_loader.load_model(str(tiny_dir), "bfloat16")  # the kept copy, on the builtin engine
+    assert again.engine == "builtin" and again.model.dtype == torch.bfloat16
+    assert torch.equal(again.model.model.embed, bf16.model.model.embed_tokens.weight)
+    old = lm_loader.load_model(str(tiny_dir), "bfloat16", engine="transformers")  # from the copy too
+    for a, b in zip(bf16.model.parameters(), old.model.parameters(), strict=True):
         assert torch.equal(a, b)
     assert f32.model.dtype == torch.float32
 

@@ -1,0 +1,322 @@
+"""A Llama-architecture causal LM in plain torch: the forward pass the perplexity detector needs.
+
+Why not transformers: the scorer needs one thing from the model, the last hidden states of rows of
+token windows, and importing transformers' modules took ~80% of the language model's start-up
+(bench/RESULTS.md "lm-startup"). This module reads a Llama checkpoint (``config.json`` and one
+``model.safetensors``: a Hugging Face folder, or the dequantised copy core/lm.py keeps of a GGUF
+model) and runs it with a handful of torch operations.
+
+The architecture (Touvron et al. 2023, arXiv:2302.13971; SmolLM2 is one): token embeddings, then
+per layer ``h += attn(rms_norm(h))`` and ``h += mlp(rms_norm(h))``, then a final RMS norm.
+Attention is grouped-query (several query heads share one key/value head) with rotary position
+embeddings (Su et al. 2021, arXiv:2104.09864) in the "half split" layout of Hugging Face checkpoints;
+the MLP is ``down(silu(gate(x)) * up(x))``. The output layer is the embedding matrix when the
+weights are tied, else ``lm_head``.
+
+Rows may hold several windows end to end ("packed"): a token attends to the tokens before it in its
+own window only. A window starts wherever a position does not continue the previous one (positions
+restart at 0 for each window), the same rule Hugging Face uses for packed position ids. Without
+position ids a row is one sequence (plain causal attention, the layout of the GPU path).
+
+Computations follow the reference numerics: norms in float32 and cast back, rotary tables computed in
+float32 and cast to the weight type, attention by ``scaled_dot_product_attention``. Two changes that
+only reorder floating-point work: the q/k/v projections run as one matrix product, and so do the
+gate and up projections (fewer, larger products are faster on a CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+class UnsupportedModel(ValueError):
+    """The checkpoint is not a plain Llama model this module can run (the caller uses transformers)."""
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """The shape of a Llama model, read from its ``config.json``."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LlamaConfig:
+        """The config, or UnsupportedModel naming what this module does not implement."""
+        if raw.get("model_type") != "llama":
+            raise UnsupportedModel(f"model_type {raw.get('model_type')!r} is not llama")
+        rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        checks = {
+            "hidden_act": raw.get("hidden_act", "silu") == "silu",
+            "attention_bias": not raw.get("attention_bias", False),
+            "mlp_bias": not raw.get("mlp_bias", False),
+            "pretraining_tp": raw.get("pretraining_tp", 1) == 1,
+            "rope_type": rope_type == "default",
+        }
+        wrong = [name for name, ok in checks.items() if not ok]
+        if wrong:
+            raise UnsupportedModel(f"unsupported Llama settings: {', '.join(wrong)}")
+        heads = int(raw["num_attention_heads"])
+        hidden = int(raw["hidden_size"])
+        return cls(
+            vocab_size=int(raw["vocab_size"]),
+            hidden_size=hidden,
+            intermediate_size=int(raw["intermediate_size"]),
+            num_hidden_layers=int(raw["num_hidden_layers"]),
+            num_attention_heads=heads,
+            num_key_value_heads=int(raw.get("num_key_value_heads") or heads),
+            head_dim=int(raw.get("head_dim") or hidden // heads),
+            rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(rope.get("rope_theta", raw.get("rope_theta", 10000.0))),
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        )
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / rms(x) in float32, cast back to x's type, times the gain (in that order, like the reference)."""
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
+
+
+def segment_ids(positions: torch.Tensor) -> torch.Tensor:
+    """Per token, the number of the window it belongs to in its row: a new window starts wherever the
+    position is not the previous token's plus one."""
+    step = torch.diff(positions, prepend=positions[:, :1] - 1, dim=-1)
+    return (step != 1).cumsum(-1)
+
+
+def packed_causal_mask(positions: torch.Tensor) -> torch.Tensor:
+    """(rows, 1, T, T) boolean mask: query i may see key j when j <= i and both are in one window."""
+    seg = segment_ids(positions)
+    width = positions.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=positions.device).tril()
+    return ((seg[:, :, None] == seg[:, None, :]) & causal)[:, None]
+
+
+class Layer(nn.Module):
+    """One decoder layer: attention then MLP, each after an RMS norm and added to the residual."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
+        self.attn_norm = nn.Parameter(torch.empty(cfg.hidden_size))
+        self.qkv = nn.Parameter(torch.empty(q + 2 * kv, cfg.hidden_size))
+        self.out = nn.Parameter(torch.empty(cfg.hidden_size, q))
+        self.mlp_norm = nn.Parameter(torch.empty(cfg.hidden_size))
+        self.gate_up = nn.Parameter(torch.empty(2 * cfg.intermediate_size, cfg.hidden_size))
+        self.down = nn.Parameter(torch.empty(cfg.hidden_size, cfg.intermediate_size))
+
+    def forward(
+        self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        cfg = self.cfg
+        rows, width, _ = h.shape
+        heads, kv_heads, dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        qkv = F.linear(rms_norm(h, self.attn_norm, cfg.rms_norm_eps), self.qkv)
+        # Rotary embedding on the query and key heads at once: x*cos + rotate_half(x)*sin.
+        qk = qkv[..., : (heads + kv_heads) * dim].view(rows, width, heads + kv_heads, dim)
+        half = dim // 2
+        rotated = torch.cat((-qk[..., half:], qk[..., :half]), dim=-1)
+        qk = qk * cos + rotated * sin
+        query = qk[:, :, :heads].transpose(1, 2)
+        key = qk[:, :, heads:].transpose(1, 2)
+        value = qkv[..., (heads + kv_heads) * dim :].view(rows, width, kv_heads, dim).transpose(1, 2)
+        if kv_heads != heads:
+            key = key.repeat_interleave(heads // kv_heads, dim=1)
+            value = value.repeat_interleave(heads // kv_heads, dim=1)
+        attended = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, is_causal=mask is None, scale=1.0 / math.sqrt(dim)
+        )
+        h = h + F.linear(attended.transpose(1, 2).reshape(rows, width, heads * dim), self.out)
+        gate, up = F.linear(rms_norm(h, self.mlp_norm, cfg.rms_norm_eps), self.gate_up).chunk(2, dim=-1)
+        return h + F.linear(F.silu(gate) * up, self.down)
+
+
+class Backbone(nn.Module):
+    """Embeddings, the decoder layers and the final norm: token ids -> last hidden states."""
+
+    inv_freq: torch.Tensor  # rotary frequencies, a buffer (it follows the model to its device)
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Parameter(torch.empty(cfg.vocab_size, cfg.hidden_size))
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = nn.Parameter(torch.empty(cfg.hidden_size))
+        inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def rotary(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin tables (rows, T, 1, head_dim) for these positions, made in float32."""
+        angles = positions.float()[..., None] * self.inv_freq
+        angles = torch.cat((angles, angles), dim=-1)[:, :, None, :]
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Last hidden states (rows, T, hidden) of `input_ids` (rows, T). `position_ids`: the position of
+        each token in its window (windows packed end to end, see :func:`packed_causal_mask`); None: each
+        row is one sequence from position 0."""
+        h = F.embedding(input_ids, self.embed)
+        mask = None
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        else:
+            mask = packed_causal_mask(position_ids)
+        cos, sin = self.rotary(position_ids, h.dtype)
+        for layer in self.layers:
+            h = layer(h, cos, sin, mask)
+        return rms_norm(h, self.norm, self.cfg.rms_norm_eps)
+
+
+class OutputLayer(nn.Module):
+    """Hidden states -> vocabulary logits (the embedding matrix when tied)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.weight)
+
+
+class LlamaLM(nn.Module):
+    """The causal LM: ``model`` (the backbone) and the output layer, with the attributes the scorer
+    reads from a Hugging Face model (``config``, ``dtype``, ``base_model``, ``get_output_embeddings``)."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.model = Backbone(cfg)
+        self.lm_head = (
+            None if cfg.tie_word_embeddings else nn.Parameter(torch.empty(cfg.vocab_size, cfg.hidden_size))
+        )
+
+    @property
+    def base_model(self) -> Backbone:
+        return self.model
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed.dtype
+
+    def get_output_embeddings(self) -> OutputLayer:
+        return OutputLayer(self.model.embed if self.lm_head is None else self.lm_head)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (rows, T, vocabulary)."""
+        return self.get_output_embeddings()(self.model(input_ids, position_ids))
+
+
+def read_config(folder: Path) -> LlamaConfig:
+    """The Llama config of a checkpoint folder (UnsupportedModel: not one this module runs)."""
+    config = folder / "config.json"
+    weights = folder / WEIGHTS_FILE
+    if not config.is_file() or not weights.is_file():
+        raise UnsupportedModel(f"{folder} has no config.json and single {WEIGHTS_FILE}")
+    return LlamaConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
+
+
+# safetensors dtype names -> torch dtypes (the ones a float checkpoint uses)
+_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+class _Weights:
+    """Tensors of a ``.safetensors`` file, read with plain file reads into ordinary memory.
+
+    The format (a little-endian u64 header length, a JSON header naming each tensor's dtype, shape
+    and byte range, then the data) is read directly rather than memory-mapped: tensors backed by a
+    mapping of the file count in the process's resident memory a second time once copied (fused) or
+    touched, and the mapping stays as long as any tensor of it lives."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = path.open("rb")
+        size = int.from_bytes(self.file.read(8), "little")
+        header = json.loads(self.file.read(size))
+        header.pop("__metadata__", None)
+        self.header: dict[str, Any] = header
+        self.data_start = 8 + size
+
+    def close(self) -> None:
+        self.file.close()
+
+    def shape(self, name: str) -> list[int]:
+        if name not in self.header:
+            raise UnsupportedModel(f"{self.path} lacks {name}")
+        return list(self.header[name]["shape"])
+
+    def read_into(self, name: str, out: torch.Tensor) -> None:
+        """Copy tensor `name` into `out` (same number of elements, any float type)."""
+        entry = self.header[name]
+        file_dtype = _DTYPES.get(entry["dtype"])
+        if file_dtype is None:
+            raise UnsupportedModel(f"{self.path}: {name} is {entry['dtype']}, not a float type")
+        begin, end = entry["data_offsets"]
+        target = out if out.dtype == file_dtype else torch.empty(out.shape, dtype=file_dtype)
+        raw = target.view(-1).view(torch.uint8).numpy()
+        if end - begin != raw.nbytes:
+            raise UnsupportedModel(f"{self.path}: {name} has {end - begin} bytes, expected {raw.nbytes}")
+        self.file.seek(self.data_start + begin)
+        if self.file.readinto(raw.data) != raw.nbytes:
+            raise UnsupportedModel(f"{self.path} is truncated ({name})")
+        if target is not out:
+            out.copy_(target)
+
+    def tensor(self, dtype: torch.dtype, *names: str) -> nn.Parameter:
+        """The named tensors stacked along the first dimension (one tensor: itself), in `dtype`."""
+        shapes = [self.shape(n) for n in names]
+        rows = sum(s[0] for s in shapes)
+        out = torch.empty([rows, *shapes[0][1:]], dtype=dtype)
+        at = 0
+        for name, shape in zip(names, shapes, strict=True):
+            self.read_into(name, out[at : at + shape[0]])
+            at += shape[0]
+        return nn.Parameter(out, requires_grad=False)
+
+
+def load(folder: Path, dtype: torch.dtype) -> LlamaLM:
+    """The model of a checkpoint folder in `dtype`, on the CPU, in eval mode. Each weight is read
+    straight into its place (the fused ones into their slice), so loading holds one copy of the model."""
+    cfg = read_config(folder)
+    lm = LlamaLM(cfg)
+    weights = _Weights(folder / WEIGHTS_FILE)
+    try:
+        lm.model.embed = weights.tensor(dtype, "model.embed_tokens.weight")
+        lm.model.norm = weights.tensor(dtype, "model.norm.weight")
+        if lm.lm_head is not None:
+            lm.lm_head = weights.tensor(dtype, "lm_head.weight")
+        for i, layer in enumerate(lm.model.layers):
+            p = f"model.layers.{i}."
+            attn, mlp = p + "self_attn.", p + "mlp."
+            layer.attn_norm = weights.tensor(dtype, p + "input_layernorm.weight")
+            layer.qkv = weights.tensor(
+                dtype, attn + "q_proj.weight", attn + "k_proj.weight", attn + "v_proj.weight"
+            )
+            layer.out = weights.tensor(dtype, attn + "o_proj.weight")
+            layer.mlp_norm = weights.tensor(dtype, p + "post_attention_layernorm.weight")
+            layer.gate_up = weights.tensor(dtype, mlp + "gate_proj.weight", mlp + "up_proj.weight")
+            layer.down = weights.tensor(dtype, mlp + "down_proj.weight")
+    finally:
+        weights.close()
+    return lm.eval()

@@ -1,0 +1,113 @@
+"""The builtin Llama forward pass (core/llama.py) against transformers' own implementation.
+
+Fast tests use a small random Llama made with transformers (attention and MLP switched on); the slow
+test runs the real default model (SmolLM2-135M) on the shipped multilingual calibration text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from poisonguard.core import llama
+from poisonguard.core import lm as lm_loader
+from poisonguard.filters import perplexity as ppl
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+def _random_llama(root: Path, **config: object) -> Path:
+    """A 3-layer Llama with random weights (grouped-query attention: 4 query heads, 2 key/value heads)
+    and the tokenizer of core/lm_calibration.txt's characters, saved as a Hugging Face folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<|endoftext|>": 0, **{ch: i + 1 for i, ch in enumerate(alphabet)}}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>")
+    settings: dict[str, object] = dict(
+        vocab_size=len(vocab), hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False, rope_theta=500.0,
+    )  # fmt: skip
+    torch.manual_seed(1)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**(settings | config)))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    out = root / "random-llama"
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+    return out
+
+
+def test_segments_start_where_positions_do_not_continue() -> None:
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0, 0, 1], [0, 1, 2, 3, 4, 5, 6, 7]])
+    assert llama.segment_ids(positions).tolist() == [[0, 0, 0, 1, 1, 2, 3, 3], [0] * 8]
+    mask = llama.packed_causal_mask(positions)[0, 0]
+    assert mask[4].tolist() == [False, False, False, True, True, False, False, False]
+    assert mask[2].tolist() == [True, True, True, False, False, False, False, False]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_builtin_logits_equal_transformers_on_packed_and_plain_rows(tmp_path: Path, dtype: str) -> None:
+    folder = _random_llama(tmp_path)
+    torch_dtype = getattr(torch, dtype)
+    ours = llama.load(folder, torch_dtype)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).eval()
+    ids = torch.randint(1, 200, (3, 40), generator=torch.Generator().manual_seed(0))
+    positions = torch.tensor([list(range(15)) + list(range(25))] * 2 + [list(range(40))])
+    with torch.inference_mode():
+        for pos in (positions, None):
+            got = ours(ids, pos).float()
+            # use_cache=False: with a cache, transformers ignores the restarts of packed position ids.
+            want = ref(input_ids=ids, position_ids=pos, use_cache=False).logits.float()
+            tol = 1e-4 if dtype == "float32" else 0.05 * float(want.abs().max())
+            assert torch.allclose(got, want, atol=tol), float((got - want).abs().max())
+
+
+def test_models_the_builtin_engine_cannot_run_go_to_transformers(tmp_path: Path) -> None:
+    scaled = _random_llama(tmp_path, rope_scaling={"rope_type": "linear", "factor": 2.0})
+    assert json.loads((scaled / "config.json").read_text())["rope_parameters"]["rope_type"] == "linear"
+    loaded = lm_loader.load_model(str(scaled), "float32")
+    assert loaded.engine == "transformers"
+    plain = _random_llama(tmp_path / "plain")
+    assert lm_loader.load_model(str(plain), "float32").engine == "builtin"
+    assert lm_loader.load_model(str(plain), "int8").engine == "transformers"
+    assert lm_loader.load_model(str(plain), "float32", engine="transformers").engine == "transformers"
+
+
+@pytest.mark.slow
+def test_real_model_builtin_nlls_match_transformers() -> None:
+    """SmolLM2-135M on real text in six languages, code and a table: float32 NLLs of the two engines
+    within 1e-3 nats per token; bfloat16 within 0.05 nats of float32 on average, and of each other."""
+    try:
+        lm_loader.default_model()
+    except lm_loader.ModelNotFoundError as exc:
+        pytest.skip(str(exc))
+    text = (Path(lm_loader.__file__).with_name(lm_loader.CALIBRATION_TEXT)).read_text("utf-8")
+    nll: dict[tuple[str, str], list[np.ndarray]] = {}
+    windows: list[list[int]] = []
+    for engine in ("transformers", "auto"):  # transformers first: it keeps the copy auto reads
+        for dtype in ("float32", "bfloat16"):
+            scorer = ppl.PerplexityScorer(ppl.Config(engine=engine, dtype=dtype, batch_size=4))
+            assert scorer.lm.engine == ("builtin" if engine == "auto" else "transformers")
+            ids = scorer.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+            cut = [ids[a : a + 200] for a in range(0, len(ids), 500)][:4]
+            cut += [ids[a : a + 20] for a in range(250, 250 + 20 * 6, 20)]  # short ones packed together
+            assert not windows or cut == windows  # both tokenizers give the same ids
+            windows = cut
+            nll[engine, dtype] = scorer._nll(windows)
+            del scorer
+            lm_loader._CACHE.clear()
+    for a, b in zip(nll["transformers", "float32"], nll["auto", "float32"], strict=True):
+        assert np.abs(a - b).max() < 1e-3
+    for engine in ("transformers", "auto"):
+        for a, b in zip(nll[engine, "float32"], nll[engine, "bfloat16"], strict=True):
+            assert abs(a.mean() - b.mean()) < 0.05
+    for a, b in zip(nll["transformers", "bfloat16"], nll["auto", "bfloat16"], strict=True):
+        assert abs(a.mean() - b.mean()) < 0.02
