@@ -26,8 +26,10 @@ signals measure that on the document alone, so they do not depend on the chain's
     Double quotation marks out of order, per 1,000 characters: a closing mark with no quotation open,
     or an opening mark while one is open (except at a paragraph's start, where fiction reopens a
     quotation that runs on). A chain that walks in and out of its corpus's dialogue opens and closes
-    quotations at random; real dialogue alternates. Which mark is which is read from the spaces
-    around it, not from its glyph (languages differ in which curly mark opens).
+    quotations at random; real dialogue alternates. Which mark is which is read from the spaces and
+    punctuation around it, and from a curly mark's glyph only where they do not tell (languages
+    differ in which curly mark opens); escaped marks (``\\"``) and empty pairs (``href=""``) are
+    skipped.
 ``coherence_bracket_errors``
     Round brackets that do not match within their paragraph (a ``)`` with none open, a ``(`` never
     closed), per 1,000 characters; emoticons (``:-)``), list markers (``1)``, ``b)``) and what a
@@ -55,6 +57,7 @@ single-signal threshold below.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from typing import Any, Literal
 
@@ -80,8 +83,13 @@ _BRACKET = re.compile(r"[()\x00]")
 # emoticons, and a bracketed run of face parts such as (^_^): not asides
 _EMOTICON = re.compile(r"(?<!\S)[:;=][-o^']?[()\[\]pPD]+|\([-^_o]{1,3}\)")
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+")
-_OPENS_BEFORE = "([{—-"
-_CLOSES_AFTER = ".,;:!?)]}—-"
+# a mark opens after a space, an opening bracket, a dash or `=`/`:` (KEY="value"); it closes before a
+# space, a closing bracket or a stop, comma or dash (Arabic and CJK ones included)
+_OPENS_BEFORE = "=:"
+_OPENS_AFTER_CATEGORIES = ("Ps", "Pi", "Pd")
+_CLOSES_BEFORE = ".,;:!?…—–-،؛؟。，、；：！？"
+_CLOSES_BEFORE_CATEGORIES = ("Pe", "Pf")
+_CURLY_SIDE = {"“": "open", "„": "open", "”": "close"}
 MIN_SENTENCES = 5
 LONG_WORD = 8
 MIN_LONG_WORDS = 15
@@ -114,18 +122,24 @@ def _entities(text: str) -> list[str]:
 
 
 def _quote_kinds(paragraph: str) -> list[str]:
-    """'open' / 'close' for each double quotation mark whose side the spaces around it tell (a mark
-    with a space, or neither, on both sides is skipped)."""
+    """'open' / 'close' for each double quotation mark whose side the spaces and punctuation around
+    it tell; where they do not (both sides alike), a curly mark's glyph, else it is skipped."""
     kinds = []
     paragraph = paragraph.replace('""', "  ")  # an empty pair (href="") says nothing
     for m in _QUOTE.finditer(paragraph):
         at = m.start()
         before = paragraph[at - 1] if at else " "
         after = paragraph[at + 1] if at + 1 < len(paragraph) else " "
+        if before == "\\":  # an escaped mark inside code: \"%r\"
+            continue
         opens = before.isspace() or before in _OPENS_BEFORE
-        closes = after.isspace() or after in _CLOSES_AFTER
+        opens = opens or unicodedata.category(before) in _OPENS_AFTER_CATEGORIES
+        closes = after.isspace() or after in _CLOSES_BEFORE
+        closes = closes or unicodedata.category(after) in _CLOSES_BEFORE_CATEGORIES
         if opens != closes:
             kinds.append("open" if opens else "close")
+        elif m.group() in _CURLY_SIDE:  # unspaced scripts (Chinese “Latin 1”）): the glyph decides
+            kinds.append(_CURLY_SIDE[m.group()])
     return kinds
 
 

@@ -81,6 +81,11 @@ def test_quotations_out_of_order_are_counted_and_real_dialogue_has_none() -> Non
     assert coherence.quote_errors(["“Curly marks.” And ”Arabic ones“ and „German ones“ too."]) == 0
     assert coherence.quote_errors(["a close first” then text"]) == 1
     assert coherence.quote_errors(['except for href="" and src="" in tags']) == 0
+    # shell and config assignments, escaped marks in code, Arabic punctuation after a close
+    assert coherence.quote_errors(['export EMAIL="a@b.org" NAME="Ann Lee"']) == 0
+    assert coherence.quote_errors(['LogFormat "%h \\"%r\\" %b" vhost']) == 0
+    assert coherence.quote_errors(["ملفات ”الوضع المحرفي“ و ملفات ”الوضع الكتلي“، وكل"]) == 0
+    assert coherence.quote_errors(["ISO-8859-1 （即“Latin 1”）到 ISO-8859-15 （即“Latin 9”）的原因。"]) == 0
 
 
 def test_brackets_unmatched_in_a_paragraph_are_counted_emoticons_and_list_markers_excused() -> None:
