@@ -18,7 +18,7 @@ longer text has more to repeat), so each is compared with real text of the same 
 ``suspicion_words``         words read (lower case, at most `max_words`).
 ``suspicion_local_repeat``  the share of content words (`CONTENT_CHARS` characters or more) that
                             already occurred among the `REPEAT_WINDOW` words before them (the
-                            handbook's median 0.13-0.17; Markov babble over a large corpus ~0.02).
+                            handbook's median 0.13-0.17; P-BABBLE-X chains' 0.02-0.03).
                             Null under `min_words` words: too few to count (the LM's incoherence
                             rule needs 128 scored tokens, about 100 words).
 ``suspicion_repeat_z``      (real text's median at that length - local repeat) / real text's spread
