@@ -371,7 +371,7 @@ def cheap_sample(args: argparse.Namespace) -> tuple[Sample, Sample]:
     docs = babble_bench.sample(args.per_genre, args.per_category, args.seed)
     docs += babble_gen.p_alnum_salad(args.alnum, args.seed) + babble_gen.p_hex_salad(args.alnum, args.seed)
     key = f"{args.per_genre}-{args.per_category}-{args.alnum}-{args.seed}"
-    table = signal_table(docs, OUT_DIR / f"babble_cheap-v9-{key}.parquet")
+    table = signal_table(docs, OUT_DIR / f"babble_cheap-v10-{key}.parquet")
     ids = [d["id"] for d in docs]
     return Sample(docs, CHEAP_FEATURES, matrix(table, ids, CHEAP_FEATURES)), Sample(
         docs, TOKEN_FEATURES, matrix(table, ids, TOKEN_FEATURES)
@@ -412,7 +412,7 @@ def lm_sample(args: argparse.Namespace) -> tuple[Sample, Sample] | None:
         return None
     lm = babble_lm.signal_table(docs, rows)
     key = f"lm-{args.lm_per_genre}-{args.lm_per_category}-{args.alnum}-{args.seed}"
-    cheap = signal_table(docs, OUT_DIR / f"babble_cheap-v9-{key}.parquet")
+    cheap = signal_table(docs, OUT_DIR / f"babble_cheap-v10-{key}.parquet")
     ids = [d["id"] for d in docs]
     x = np.hstack([matrix(cheap, ids, CHEAP_FEATURES), matrix(lm, ids, LM_FEATURES)])
     every = Sample(docs, CHEAP_FEATURES + LM_FEATURES, x)

@@ -17,8 +17,8 @@ signals measure that on the document alone, so they do not depend on the chain's
     Capitalised words not at a sentence start (names, places): the share that occur twice or more.
     Null with fewer than `min_entities`.
 ``coherence_quote_imbalance``
-    Share of paragraphs with an odd number of straight double quotes (a chain opens quotes it does
-    not close).
+    Share of paragraphs with an odd number of double quotation marks, straight or curly (a chain
+    opens quotes it does not close).
 ``coherence_alnum_mix_share``
     Share of whitespace tokens (punctuation stripped) that mix letters and digits (``a8f3k2``): a few
     in code and release notes (versions, hashes), most of a page of random alphanumeric tokens.
@@ -248,7 +248,8 @@ def measure(text: str, cfg: Config) -> dict[str, Any]:
         counts = Counter(ents)
         out["entity_reuse"] = sum(c for c in counts.values() if c >= 2) / len(ents)
     paras = [p for p in _PARAGRAPHS.split(text) if p.strip()]
-    out["quote_imbalance"] = float(np.mean([p.count('"') % 2 for p in paras])) if paras else 0.0
+    odd = [len(_QUOTE.findall(p.replace('""', ""))) % 2 for p in paras]
+    out["quote_imbalance"] = float(np.mean(odd)) if paras else 0.0
     return out
 
 
