@@ -22,9 +22,11 @@ holds 15 poisoned pages on 15 hosts: over the 10-host floor; the mining floor is
 
 `--lm` adds the ONION check (the default language model; windows cached in bench/out/ so a rerun only
 scores what is new). Its one fitted knob, `min_disruption`, is fitted on a clean half alone (the
-largest median disruption of a group of its tokens plus a margin, or the configured value if
-larger) and reported on the other half with both token sets (held out), beside the value fitted on
-the same half (in-source). No token set is used for fitting.
+largest median disruption of its groups in at least half the mining floor's pages and hosts, plus a
+margin, or the configured value if larger; see `fit_threshold`) and reported on the other half with
+both token sets (held out), beside the value fitted on the same half (in-source). No token set is
+used for fitting. Every page carries the language detector's columns (default config), as the
+pipeline's scored chunks do: the miner measures words per page language.
 """
 
 from __future__ import annotations
@@ -240,11 +242,21 @@ def shown(rows: list[dict], n: int = 6) -> str:
     )
 
 
-def fit_threshold(miner: tm.TriggerMiner, cfg: tm.Config) -> float:
+def fit_threshold(miner: tm.TriggerMiner, cfg: tm.Config, all_groups: bool = False) -> float:
     """On a clean half: the largest disruption of a group of its tokens plus MARGIN, at least the
-    configured value."""
-    clean = [r["group_disruption"] for r in miner.ranked() if r.get("group_disruption") is not None]
-    return max([cfg.min_disruption] + [v + MARGIN for v in clean])
+    configured value; over the groups in at least half the mining floor's documents and hosts (a
+    group that could grow into a mined one), or (`all_groups`, the earlier rule) over every group:
+    most clean groups are a word in 2 pages read in 2 contexts, and the largest of hundreds of such
+    2-reading medians is the noise of the median (a 2-page ``ch`` 5.6 nats), not a group the
+    threshold has to stop."""
+    rows = [r for r in miner.ranked() if r.get("group_disruption") is not None]
+    if not all_groups:
+        rows = [
+            r
+            for r in rows
+            if r["group_documents"] >= miner.group_floor() / 2 and r["group_hosts"] >= cfg.min_hosts / 2
+        ]
+    return max([cfg.min_disruption] + [r["group_disruption"] + MARGIN for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         miner = mine(bases[name], poison, scorer)
         if scorer is not None and not toks:
             fitted[name] = fit_threshold(miner, cfg)
+            earlier = fit_threshold(miner, cfg, all_groups=True)
             print(f"fitted min_disruption on clean half {name}: {fitted[name]:.2f}", file=sys.stderr)
+            print(
+                f"<!-- clean half {name}: the earlier fit (every group) gives {earlier:.2f} -->", flush=True
+            )
         held = outcome(with_threshold(miner, fitted.get(other)), clean + poison, toks)
         fit_text = (
             f"{fitted[other]:.2f} (clean {other})" if other in fitted else "no LM" if not scorer else "-"
