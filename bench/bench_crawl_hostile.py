@@ -28,6 +28,7 @@ Prints a Markdown table on stdout.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
 import sys
@@ -148,7 +149,10 @@ def _hostile(pages: dict[str, str], rng: random.Random) -> tuple[Any, list[str],
     return site, cloaked_paths, entries
 
 
-def _crawl_cfg() -> CrawlConfig:
+OVERRIDES: dict[str, Any] = {}  # --set: crawl settings changed for the trials (not the plain crawl)
+
+
+def _crawl_cfg(overrides: dict[str, Any] | None = None) -> CrawlConfig:
     return CrawlConfig(
         autothrottle=False,
         concurrent_requests_per_host=4,
@@ -156,6 +160,7 @@ def _crawl_cfg() -> CrawlConfig:
         depth_limit=0,
         ttlb_limit_s=20.0,
         log_level="WARNING",
+        **(overrides or {}),
     )
 
 
@@ -176,7 +181,7 @@ def trial(pages: dict[str, str], seed: int, out: Path) -> dict[str, Any]:
 
     site, cloaked_paths, _ = _hostile(pages, random.Random(seed))
     with servers.TestServer(site.route, max_requests=100_000, lifetime_s=900) as server:
-        stats = run_crawl([server.base + "/index.html"], out, _crawl_cfg())
+        stats = run_crawl([server.base + "/index.html"], out, _crawl_cfg(OVERRIDES))
         tarpit_requests = sum(1 for p in server.paths() if p.startswith("/gen/"))
     results = stats["cloaking_probes"]["results"]
     raw = read_raw(out / "raw")
@@ -231,6 +236,82 @@ def _trace(stats: dict[str, Any], base: str, cloaked_paths: list[str]) -> list[s
         if base + p not in results:
             out.append(f"MISSED {'b' if i < 3 else 'i'} {p} rank={ranks.get(base + p)}")
     return out
+
+
+REPLAY_BASE = "http://replay.invalid:8000"
+
+
+def replay(pages: dict[str, str], seed: int, tarpit_pages: int = 12) -> dict[str, Any]:
+    """One trial's probe choice without a crawl: the site's pages as the crawler is served them, fed to the
+    spider's own code (probe reasons, then one ranked batch, as when a small site's crawl idles).
+
+    What a crawl adds is left out: the order pages arrive in and batches of a large site (one batch of
+    the whole site here) and the port in the sample's hash (a fixed base URL here). ``tarpit_pages``
+    generated pages count in the site's word statistics, as the tarpit's fetched pages do in a crawl.
+    """
+    from poisonguard.crawler import suspicion
+    from poisonguard.crawler.raw import _extract
+    from poisonguard.crawler.spider import PoisonguardSpider
+
+    site, cloaked_paths, _ = _hostile(pages, random.Random(seed))
+    cfg = _crawl_cfg(OVERRIDES)
+    spider = PoisonguardSpider([REPLAY_BASE + "/index.html"], cfg)
+    host = REPLAY_BASE.split("//", 1)[1]
+    vocab = spider.vocab[host] = suspicion.SiteVocabulary()
+    shingles = spider.site_shingles[host] = suspicion.SiteShingles()
+    why: dict[str, str] = {}
+    for path in pages:
+        url, html = REPLAY_BASE + path, site.cloaked.get(path, site.pages[path])
+        text, spans, _, _ = _extract(html.encode("utf-8"), "text/html; charset=utf-8")
+        vocab.add(suspicion.content_words(text))
+        page_shingles = shingles.shingles(text)
+        number = shingles.add(page_shingles)
+        signal = spider.guard.record_page(url, [], text)
+        reason = spider._want_probe(url, text, spans, signal)
+        if reason == "hold":
+            spider.held.setdefault(host, set()).add(url)
+        if reason and reason != "hold":
+            spider._start_probe(url, text, reason)
+            why[path] = reason
+        elif reason != "":
+            spider.batches.setdefault(host, []).append((url, text, page_shingles, number))
+    rng = random.Random(seed)
+    for _ in range(tarpit_pages):
+        text = "\n\n".join(site.tarpit_text(rng))
+        vocab.add(suspicion.content_words(text))
+        shingles.add(shingles.shingles(text))
+    probed = {r.cb_kwargs["page_url"][len(REPLAY_BASE) :] for r in spider._rank(host, "", "", flush=True)}
+    ranks = {p: spider.rank_log.get(REPLAY_BASE + p) for p in cloaked_paths}
+    return {
+        "cloaked": len(cloaked_paths),
+        "probed": len(probed) + len(why),
+        "cloaked_probed": sum(1 for p in cloaked_paths if p in probed or p in why),
+        "cloaked_ranks": " ".join(
+            ("b" if i < 3 else "i") + ":" + (why.get(p) or _rank_cell(ranks[p]))
+            for i, p in enumerate(cloaked_paths)
+        ),
+    }
+
+
+def run_replay(site: str, seeds: list[int]) -> None:
+    pages = _site_pages(site, 140)
+    total = probed = 0
+    for seed in seeds:
+        r = replay(pages, seed)
+        total, probed = total + r["cloaked"], probed + r["cloaked_probed"]
+        print(
+            _line(site, seed, f"{r['cloaked_probed']}/{r['cloaked']}", r["probed"], r["cloaked_ranks"]),
+            flush=True,
+        )
+    print(
+        _line(
+            f"**{site}, {len(seeds)} trials**",
+            "",
+            f"{probed}/{total} ({100 * probed / max(total, 1):.1f}%)",
+            "",
+            "",
+        )
+    )
 
 
 HEADER = (
@@ -324,8 +405,29 @@ def main() -> None:
     parser.add_argument(
         "--trace", action="store_true", help="print each trial's probes and cloaked pages' ranks on stderr"
     )
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="no crawl: rank each trial's pages with the spider's code offline (many trials cheaply)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a crawl setting for the trials (JSON value)",
+    )
     args = parser.parse_args()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        OVERRIDES[key] = json.loads(value)
     seeds = list(range(args.first_seed, args.first_seed + args.trials))
+    if args.replay:
+        print("| site | trial | cloaked probed | probes | cloaked pages: why probed, or rank/slots (score) |")
+        print("|---|---:|---:|---:|---|")
+        for site in ("handbook", "python") if args.site == "both" else (args.site,):
+            run_replay(site, seeds)
+        return
     print(SETUP)
     print(HEADER)
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")

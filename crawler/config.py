@@ -88,7 +88,10 @@ class CrawlConfig(BaseModel):
         description="tarpit-like pages in a row on a link path after which links are no longer followed",
     )
     tarpit_follow_links: int = Field(
-        2, ge=0, description="links followed at most from a tarpit-like page (a tarpit links to many)"
+        1,
+        ge=0,
+        description="links followed at most from a tarpit-like page (a tarpit links to many; each link "
+        "followed costs a request that the region's verdict, coming after the drip delays, rarely saves)",
     )
     tarpit_slow_page_s: float = Field(5.0, gt=0, description="a page whose headers took this long ...")
     tarpit_slow_factor: float = Field(
@@ -113,7 +116,7 @@ class CrawlConfig(BaseModel):
         description="poisonguard.filters detectors whose flag on a page always triggers a probe",
     )
     cloaking_probe_share: float = Field(
-        0.11,
+        0.14,
         ge=0,
         le=1,
         description="probe budget per batch of a host's pages: this share of them, spent first on the "
