@@ -20,9 +20,13 @@ pages and shuffled (half the pages) or an order-2 chain with 30% back-off to ord
 and injection paragraphs written for this bench (INJECTIONS). Report the handbook (held out) beside the
 Python docs (the site the thresholds were set on).
 
-    python -m bench.bench_crawl_hostile [--site handbook|python|both] [--trials 3]
+    python -m bench.bench_crawl_hostile [--site handbook|python|both] [--trials 5] [--trace]
+    python -m bench.bench_crawl_hostile --replay [--site both] [--trials 20]
 
-Prints a Markdown table on stdout.
+Prints a Markdown table on stdout; the last column gives each cloaked page's rank in its host's ranked
+batch against the ranked slots (``--trace``: every probe and miss on stderr). ``--replay`` crawls
+nothing: it feeds each trial's pages, as the crawler is served them, to the spider's own probe choice
+offline (many trials cheaply, see :func:`replay`).
 """
 
 from __future__ import annotations

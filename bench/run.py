@@ -59,7 +59,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
     "crawl": ("bench.bench_crawl", [], "crawl of the Python docs against a bare Scrapy spider"),
     "crawl-hostile": (
         "bench.bench_crawl_hostile",
-        ["--site", "both", "--trials", "3"],
+        ["--site", "both", "--trials", "5"],
         "cloaked pages and a planted tarpit inside a real documentation site (issue 13 item 9)",
     ),
     "split-view": (
