@@ -529,6 +529,8 @@ def test_hostile_site_cloaked_pages_and_a_tarpit_region(tmp_path: Path) -> None:
     assert by_path[injected_page] == ["cloaking:crawler_view_differs"], seen
     whys = {u[len(server.base) :]: r["why"] for u, r in stats["cloaking_probes"]["results"].items()}
     assert whys[babble_page] == "ranked" and whys[injected_page] == "ranked", seen
+    ranks = {u[len(server.base) :]: r for u, r in stats["cloaking_probes"]["ranks"].items()}
+    assert all(ranks[p]["rank"] < ranks[p]["slots"] for p in (babble_page, injected_page)), seen
     # The tarpit: its region stopped, few requests, none of its pages kept; the real pages all kept.
     assert server.base.split("//")[1] + "/gen/" in stats["tarpit_regions"] and not stats["tarpit_hosts"], seen
     assert 0 < len(tarpit_requests) <= 20, seen
