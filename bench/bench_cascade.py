@@ -21,7 +21,9 @@
    as one JSONL file), each in its own process: datatrove's FineWeb filters, `poisonguard filter
    --no-lm`, the default config (budgeted LM; `perplexity.dtype: auto`, bfloat16 on CPUs with native
    bf16) with one and with two workers (the LM in two forked single-threaded processes sharing the
-   model), the default in float32 (no recall: the LM cache holds the default's signals), a 3% budget,
+   model), the default on transformers' implementation of the model (`perplexity.engine:
+   transformers`, what ran before the builtin engine), the default in float32 (no recall: the LM
+   cache holds the default's signals), a 3% budget,
    and the LM on every document (route: all) on the first `--lm-all-docs` documents only (the LM runs
    about one document a second on two idle cores). `--speed-rows` runs only some of these rows (the
    --no-lm and default rows always). Peak RSS is each process's own (wait4).
@@ -270,6 +272,8 @@ def speed_section(
         small_cfg.write_text("perplexity:\n  budget: 0.03\n")
         f32_cfg = Path(tmp) / "f32.yaml"
         f32_cfg.write_text("perplexity:\n  dtype: float32\n")
+        tf_cfg = Path(tmp) / "tf.yaml"
+        tf_cfg.write_text("perplexity:\n  engine: transformers\n")
         every = f"poisonguard LM on every document (first {args.lm_all_docs} docs only)"
         dtype = perplexity.resolve_dtype(load_config().perplexity.dtype, "cpu")
         runs = {
@@ -281,6 +285,8 @@ def speed_section(
                         "-q"], len(base), mb, None),
             "workers2": ("poisonguard default, --workers 2", [*pg, str(src), "--out", f"{tmp}/e", "-q",
                          "--workers", "2"], len(base), mb, None),
+            "transformers": ("poisonguard default, perplexity.engine transformers", [*pg, str(src), "--out",
+                             f"{tmp}/t", "-q", "--config", str(tf_cfg)], len(base), mb, "-"),
             "float32": ("poisonguard default, perplexity.dtype float32", [*pg, str(src), "--out", f"{tmp}/f",
                         "-q", "--config", str(f32_cfg)], len(base), mb, "-"),
             "budget3": ("poisonguard budget 3%", [*pg, str(src), "--out", f"{tmp}/d", "-q", "--config",
@@ -367,7 +373,7 @@ def workers_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]
     return text, {"mb": size / 1e6, "times": times, "ratio": two / one, "left_behind": left}
 
 
-SPEED_ROWS = ("datatrove", "nolm", "default", "workers2", "float32", "budget3", "lmall")
+SPEED_ROWS = ("datatrove", "nolm", "default", "transformers", "workers2", "float32", "budget3", "lmall")
 
 
 def main(argv: list[str] | None = None) -> int:

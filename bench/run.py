@@ -53,6 +53,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
         ["--device", "cuda"],
         "LM scoring on a CUDA GPU against the GPU's limit; NLLs against CPU float32",
     ),
+    "lm-startup": (
+        "bench.bench_lm_startup",
+        [],
+        "the language model's start-up, scoring and memory: builtin engine against transformers, paired",
+    ),
     "calibration": ("bench.calibrate_perplexity", [], "perplexity thresholds on real clean text"),
     "html": ("bench.bench_html", [], "HTML pass (visible vs hidden text)"),
     "warc": ("bench.bench_warc", [], "WARC reading: FastWARC (used) against warcio"),

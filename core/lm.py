@@ -9,10 +9,10 @@ Nothing is ever downloaded: ``HF_HUB_OFFLINE=1`` is set before transformers load
 :class:`ModelNotFoundError` saying how to install it.
 
 Two engines run the model. ``builtin`` (core/llama.py, plain torch) runs Llama-architecture models in
-float32 and bfloat16 from a folder with ``config.json``, ``model.safetensors`` and ``tokenizer.json``:
-the kept dequantised copy of a GGUF model, or a Hugging Face folder. It never imports transformers,
-whose import was most of the start-up. ``transformers`` runs everything else: other architectures,
-int8, and the first start of a GGUF model, which makes the kept copy.
+float32 and bfloat16 on the CPU from a folder with ``config.json``, ``model.safetensors`` and
+``tokenizer.json``: the kept dequantised copy of a GGUF model, or a Hugging Face folder. It never
+imports transformers, whose import was most of the start-up. ``transformers`` runs everything else:
+other architectures, int8, GPUs, and the first start of a GGUF model, which makes the kept copy.
 """
 
 from __future__ import annotations
@@ -293,7 +293,10 @@ def load_model(
         hit = _CACHE.get(key)
         if hit is not None:
             return hit
-        folder = _builtin_folder(source, dtype) if engine == "auto" and dtype != "int8" else None
+        # The builtin engine on the CPU only: the GPU path was measured with transformers and has not
+        # run the builtin engine on a GPU yet (bench/RESULTS.md "lm-startup").
+        builtin = engine == "auto" and dtype != "int8" and device == "cpu"
+        folder = _builtin_folder(source, dtype) if builtin else None
         if folder is not None:
             loaded = _load_builtin(folder, source, dtype)
         else:

@@ -96,7 +96,7 @@ class Config(DetectorConfig):
     engine: Literal["auto", "transformers"] = Field(
         default="auto",
         description="auto: the builtin Llama forward pass (core/llama.py, no transformers import) for Llama "
-        "models in float32/bfloat16, transformers for the rest; transformers: always transformers",
+        "models in float32/bfloat16 on the CPU, transformers for the rest; transformers: always transformers",
     )
     dtype: Literal["float32", "bfloat16", "int8", "auto"] = Field(
         default="auto",
@@ -104,7 +104,9 @@ class Config(DetectorConfig):
         "float32 (said in a log line); the thresholds hold for both (bench/RESULTS.md cascade)",
     )
     max_tokens: int = Field(default=512, ge=16, description="scored tokens per document (head, middle, tail)")
-    batch_tokens: int = Field(default=4096, ge=64, description="tokens (rows x row length) per forward pass")
+    batch_tokens: int = Field(
+        default=2048, ge=64, description="tokens (rows x row length) per forward pass on the CPU"
+    )
     batch_size: int = Field(default=32, ge=1, description="rows per forward pass at most")
     gpu_batch_tokens: int = Field(
         default=0, ge=0, description="tokens per forward pass on a GPU; 0 = sized from its free memory"
@@ -554,9 +556,9 @@ def _to_device(array: np.ndarray, device: str) -> Any:
 
 # Output-layer positions per chunk on the CPU. Each chunk's logits and their log-softmax are two
 # float32 arrays of chunk x vocabulary (49,152 for SmolLM2): 1,024 positions held 400 MB at once and
-# set the process's peak memory; 256 hold 100 MB at no measurable cost in speed (bench/RESULTS.md
-# "cascade").
-CPU_HEAD_CHUNK = 256
+# set the process's peak memory; 256 hold 100 MB, 128 50 MB, at no measurable cost in speed
+# (bench/RESULTS.md "cascade", "lm-startup").
+CPU_HEAD_CHUNK = 128
 
 
 class PerplexityScorer:
