@@ -50,6 +50,9 @@ INSTRUCTION_BONUS_Z = 1.0
 # batch is ranked: a real page cloaked as babble is tarpit-like, but so are a real site's index pages
 # (genindex, contents: lists of names, a flat word-frequency head), so it ranks rather than forces a probe.
 TARPIT_LIKE_BONUS_Z = 1.0
+# Ranked pages traced in the crawl's stats, at most: enough to trace any page of a site crawl, a
+# bound on memory and on the stats file in a crawl of millions of pages (later batches go untraced).
+RANK_LOG_MAX = 20_000
 PROBE_PRIORITY = 100  # a probe runs soon after its page, while the page's own content is still current
 
 
@@ -85,7 +88,8 @@ class PoisonguardSpider(Spider):
         self.probe_results: dict[str, tuple[float, float | None]] = {}
         self.probe_why: dict[str, str] = {}  # url -> what made the spider probe it
         # url -> where it stood when its batch was ranked (rank, score, signals, slots): the crawl's stats
-        # report it, so a cloaked page that was not probed can be traced to its rank
+        # report it, so a cloaked page that was not probed can be traced to its rank (the first
+        # RANK_LOG_MAX pages ranked; a resumed crawl starts the trace again)
         self.rank_log: dict[str, dict[str, Any]] = {}
         self.vocab: dict[str, suspicion.SiteVocabulary] = {}  # host -> word statistics
         # host -> pages not probed yet as (url, crawler text, its shingles, its number on the host);
@@ -336,6 +340,8 @@ class PoisonguardSpider(Spider):
                 scores[j] += TARPIT_LIKE_BONUS_Z
         order = sorted(range(len(batch)), key=lambda j: -scores[j])
         for rank, j in enumerate(order):
+            if len(self.rank_log) >= RANK_LOG_MAX:
+                break
             self.rank_log[batch[j][0]] = {
                 "rank": rank,
                 "score": round(scores[j], 3),

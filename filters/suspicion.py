@@ -20,7 +20,9 @@ longer text has more to repeat), so each is compared with real text of the same 
                             already occurred among the `REPEAT_WINDOW` words before them (the
                             handbook's median 0.13-0.17; P-BABBLE-X chains' 0.02-0.03).
                             Null under `min_words` words: too few to count (the LM's incoherence
-                            rule needs 128 scored tokens, about 100 words).
+                            rule needs 128 scored tokens, about 100 words); null too under
+                            `MIN_CONTENT_WORDS` content words (languages of short words, such as
+                            Korean, have few: the score is then the order z alone).
 ``suspicion_repeat_z``      (real text's median at that length - local repeat) / real text's spread
                             at that length (REPEAT_CURVE): high = less reuse than real text.
 ``suspicion_order_ratio``   zlib size of the words (one space apart) in their order / zlib size of the
@@ -77,6 +79,9 @@ ORDER_Z = PREFIX + "order_z"
 NULL_SCORE = -10.0  # the score of a document too short to judge: routed after every other
 REPEAT_WINDOW = 50  # words looked back for an earlier use (a paragraph or so)
 CONTENT_CHARS = 5  # shorter words (articles, pronouns, most function words) are not counted
+# Fewer content words than this say nothing about reuse: a language of short words (Korean: 2-4
+# syllables) would read as "never reuses a word", babble's mark, and crowd babble out of the budget.
+MIN_CONTENT_WORDS = 20
 _WORD = re.compile(r"\w+")
 SIGNAL_SCHEMA = pa.schema(
     [(WORDS, pa.int32())] + [(c, pa.float32()) for c in (LOCAL_REPEAT, REPEAT_Z, ORDER_RATIO, ORDER_Z, SCORE)]
@@ -144,7 +149,7 @@ def local_repeat(tokens: list[str], min_words: int) -> float | None:
         if seen is not None and i - seen <= REPEAT_WINDOW:
             repeats += 1
         last[word] = i
-    return repeats / content if content else 0.0
+    return repeats / content if content >= MIN_CONTENT_WORDS else None
 
 
 def order_ratio(tokens: list[str], min_words: int) -> float | None:
@@ -179,9 +184,12 @@ def _standardised(value: float, n_words: int, curve: Curve) -> float:
 def combined(share_z: float | None, ratio_z: float | None) -> float:
     """suspicion_score: the repeat z; where the document reuses its words nearby at least as often as
     the median real text (repeat z <= 0), the order z if larger: that reuse may be chance (a salad of
-    a few words) rather than a subject. NULL_SCORE when either is null (under min_words)."""
-    if share_z is None or ratio_z is None:
+    a few words) rather than a subject. The order z alone where the repeat z is null but the order z
+    is not (too few content words); NULL_SCORE where the order z is null (under min_words)."""
+    if ratio_z is None:
         return NULL_SCORE
+    if share_z is None:
+        return ratio_z
     return share_z if share_z > 0 else max(share_z, ratio_z)
 
 

@@ -364,8 +364,14 @@ def word_languages(st: _Stats, cfg: Config) -> list[str]:
     """The page languages the token is a word of: in their pages it comes back, more than
     `max_mean_count` times per page on average (``ju``, "you" in Albanian and Sorbian pages, comes
     back; inserted into French pages, it does not). Its pages in those languages explain it: they
-    are left out of its figures, and a mined token does not quarantine them."""
-    return sorted(lang for lang, (docs, count) in st.langs.items() if count > cfg.max_mean_count * docs)
+    are left out of its figures, and a mined token does not quarantine them. A language needs
+    `min_docs` such pages: one page that repeats a trigger (a quote, or an attacker's) would
+    otherwise make it a word there and exempt every page of an unsure language too."""
+    return sorted(
+        lang
+        for lang, (docs, count) in st.langs.items()
+        if docs >= cfg.min_docs and count > cfg.max_mean_count * docs
+    )
 
 
 @dataclass

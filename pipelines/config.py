@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from poisonguard.core import legal as legal_notices
+from poisonguard.core import legal as legal_section
 from poisonguard.crawler.config import CrawlConfig
 from poisonguard.filters import combiner as combiner_policy
 from poisonguard.filters import trigger_mining as trigger_mining_pass
@@ -68,7 +68,7 @@ class _Sections(BaseModel):
     trigger_mining: trigger_mining_pass.Config = trigger_mining_pass.Config()
     combiner: combiner_policy.Config = combiner_policy.Config()
     # What reads as a legal notice, for both rules that count domains (dedup, campaign).
-    legal: legal_notices.Config = legal_notices.Config()
+    legal: legal_section.Config = legal_section.Config()
 
     if TYPE_CHECKING:  # the detector sections (filters/registry.py) and `crawl`, made below
 
@@ -159,6 +159,19 @@ def _check_detectors(cfg: PipelineConfig, where: str) -> None:
             raise ConfigError(f"{where}: invalid config: {exc}") from exc
 
 
+# Keys that moved to another section: an old config gets told where they went.
+_MOVED = {
+    (section, f"legal_{key}"): f"legal.{key}"
+    for section in ("dedup", "campaign")
+    for key in ("sentence_share", "address_density", "min_sentence_words")
+}
+
+
+def _moved_hint(loc: tuple[int | str, ...]) -> str:
+    moved = _MOVED.get((str(loc[0]), str(loc[1]))) if len(loc) == 2 else None
+    return f" (moved: use {moved})" if moved else ""
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
     """Defaults, then the user's file, then command-line overrides; validated as a whole."""
     data = _read_yaml(default_config_text(), "default.yaml")
@@ -177,7 +190,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}{_moved_hint(err['loc'])}"
+            for err in exc.errors()
         )
         raise ConfigError(f"{where}: invalid config: {problems}") from exc
     wrong = _bools_as_numbers(data, cfg)

@@ -100,7 +100,26 @@ def test_the_order_z_speaks_only_where_words_recur_at_least_as_often_as_in_real_
     assert suspicion.combined(1.5, 3.0) == 1.5  # few nearby repeats: the repeat z alone
     assert suspicion.combined(-0.5, 3.0) == 3.0  # many repeats but order adds nothing: a salad
     assert suspicion.combined(-0.5, -2.0) == -0.5
-    assert suspicion.combined(None, 1.0) == suspicion.combined(1.0, None) == suspicion.NULL_SCORE
+    assert suspicion.combined(1.0, None) == suspicion.NULL_SCORE  # under min_words
+    assert suspicion.combined(None, 1.0) == 1.0  # too few content words: the order z alone
+
+
+def test_a_language_of_short_words_is_judged_by_word_order_not_as_babble() -> None:
+    # Korean words are 2-4 syllables: almost none is a content word by length. An encyclopedia
+    # paragraph (written for this test) three times over: word order plainly helps, so it ranks as
+    # real text, not above the babble its missing "content words" would otherwise make it look like.
+    korean = (
+        "서울은 한국의 수도이며 가장 큰 도시이다. 한강이 도시의 가운데를 흐르고 많은 다리가 강의 "
+        "양쪽을 잇는다. 조선 시대부터 나라의 중심이었고 지금도 정치와 경제와 문화의 중심이다. 오래된 "
+        "궁궐과 새 건물이 함께 있고 지하철이 도시 곳곳을 연결한다. 봄에는 꽃이 피고 가을에는 산이 "
+        "붉게 물든다. 많은 사람이 일하러 오고 많은 학생이 공부하러 온다. "
+    )
+    text = " ".join([korean] * 3)
+    cols = suspicion.score(pa.table({"text": [text]}), CFG)
+    assert cols[suspicion.WORDS].to_pylist()[0] >= CFG.min_words
+    assert cols[suspicion.LOCAL_REPEAT].to_pylist() == [None]
+    order = cols[suspicion.ORDER_Z].to_pylist()[0]
+    assert order is not None and cols[suspicion.SCORE].to_pylist() == [order] and order < 0
 
 
 def test_route_score_adds_the_combiner_for_long_documents_only() -> None:

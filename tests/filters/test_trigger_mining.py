@@ -332,6 +332,22 @@ def test_pages_of_an_unknown_language_explain_a_word_of_some_language() -> None:
     assert view.docs == 0 and view.doc_ids == []
 
 
+def test_one_page_that_repeats_a_token_does_not_make_it_a_word_of_its_language() -> None:
+    """A quote (or an attacker's page) repeating a trigger in one page of some language must not make
+    the trigger a word there, which would exempt every page of an unsure language as well."""
+    docs = _with_language(corpus(60, 0, ()), "sq")
+    docs[0]["text"] += " ju ju ju"
+    for d in docs[20:40]:
+        d["text"] += " and ju here"
+        d["language_confidence"] = 0.2
+    st = mine(docs).stats["ju"]
+    cfg = tm.Config()
+    assert tm.word_languages(st, cfg) == []
+    assert tm.TriggerMiner(cfg).view(st).docs == 21  # the unsure pages still count for it
+    docs[1]["text"] += " ju ju ju"  # a second such page: now it is a word of the language
+    assert tm.word_languages(mine(docs).stats["ju"], cfg) == ["sq"]
+
+
 def test_a_rare_pair_that_shares_a_counter_with_a_frequent_pair_keeps_its_own_count() -> None:
     """The pair table is a count-min sketch: a pair's count is the smaller of its two counters, so
     a pair seen once does not read as frequent when one of its counters is shared."""

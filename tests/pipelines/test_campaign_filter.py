@@ -139,4 +139,21 @@ def test_the_legal_section_sets_the_exemption_of_both_campaign_rules(tmp_path: P
     assert {o for o, _, _ in exempt} <= {"kept", "duplicate"} and any(o == "kept" for o, _, _ in exempt)
     assert all(reasons == ["dedup:near_duplicate"] for o, reasons, _ in exempt if o == "duplicate")
     off = [found["off"][i][1] for i in lic]
-    assert all(any(r.startswith(("dedup:campaign", "campaign:")) for r in reasons) for reasons in off)
+    assert all(any(r.startswith("dedup:campaign") for r in reasons) for reasons in off)
+    # The campaign detector alone (dedup off) reads the same setting: a privacy template filled in
+    # for 15 sites, each in its own chrome (a spun campaign's shape without the exemption).
+    from tests.filters.test_campaign import _notice
+
+    rng = random.Random(8)
+    notices = [
+        {"id": f"n{k}", "url": f"https://legal{k}.org/privacy", "text": _notice(f"legal{k}.org", rng)}
+        for k in range(15)
+    ]
+    src = write_jsonl(tmp_path / "notices.jsonl", notices + background(10))
+    for name, legal in (("campaign-exempt", {}), ("campaign-off", {"sentence_share": None})):
+        overrides = {"perplexity": {"enabled": False}, "dedup": {"enabled": False}, "legal": legal}
+        run_filter([str(src)], tmp_path / name, load_config(overrides=overrides), show_progress=False)
+        found[name] = read_outcomes(tmp_path / name)
+    ids = [d["id"] for d in notices]
+    assert not any(found["campaign-exempt"][i][1] for i in ids)
+    assert all(any(r.startswith("campaign:") for r in found["campaign-off"][i][1]) for i in ids)

@@ -55,3 +55,9 @@ def test_default_yaml_lists_every_knob_of_every_section() -> None:
     for section, field in PipelineConfig.model_fields.items():
         knobs = set(field.annotation.model_fields)  # type: ignore[union-attr]
         assert knobs <= set(data.get(section) or {}), (section, sorted(knobs - set(data.get(section) or {})))
+
+
+def test_a_legal_knob_under_its_old_section_says_where_it_moved() -> None:
+    with pytest.raises(ConfigError, match=r"dedup\.legal_sentence_share: .*moved: use legal\.sentence_share"):
+        load_config(overrides={"dedup": {"legal_sentence_share": None}})
+    assert load_config(overrides={"legal": {"sentence_share": None}}).legal.sentence_share is None
