@@ -12,20 +12,16 @@ handwritten set is read. Needs scipy (a bench dependency; the detector itself on
 
 Features (as the detector computes them, on sentence windows of 80-320 characters, one or two
 sentences): which pairs of concepts occur together (filters/injection.py CONCEPTS), how many
-specific concepts beyond the first, each specific concept beside two or more generic ones, the quoted
-share; optionally (``--ngrams``) the logit of a hashed stage over averaged character 3-5-grams, word
-unigrams and neighbouring word pairs (2**18 buckets). That stage is cross-fitted by source: the logit
-each window gets for the combiner comes from a stage fitted without that window's collection (and
-without that third of the negative documents), so the combiner weighs the stage by how it carries to
-an unseen source; the stage shipped is then fitted on everything. Both: L2-regularised logistic
-regression (L-BFGS), classes weighted equally; the concept weights are bounded at 0 from below
-(evidence only adds) and the quoted share's at 0 from above (a quotation only lowers).
+specific concepts beyond the first, the quoted share; optionally (``--ngrams``) the logit of a first
+stage over averaged hashed character 2-5-grams, fitted on one half of the windows while the concept
+stage takes the other. Both: L2-regularised logistic regression (L-BFGS), classes weighted equally;
+the concept weights are bounded at 0 from below (evidence only adds). Without ``--ngrams`` (the
+shipped model) the concept stage takes every window.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -40,16 +36,15 @@ from bench import corpus
 from bench import injection_data as idata
 from poisonguard.filters import injection
 
-BITS = 18
-NGRAMS = (3, 4, 5)
-WORDS = 2  # word unigrams and neighbouring pairs beside the character n-grams (with --ngrams)
+BITS = 20
+NGRAMS = (2, 3, 4, 5)
 WINDOW = 320  # most characters in a sentence window
 MIN_CHARS = 80  # shorter sentences merge with the next
 SIDES = {"A": idata.A_SOURCES, "B": idata.B_SOURCES}
 LEFT_OUT_CLEAN = ("discusses-attacks", "lookalike-benign")
 # the window shape (weights filled in after fitting)
 SHAPE = injection.Model(
-    np.zeros(1 << BITS, np.float32), 0.0, BITS, NGRAMS, WINDOW, MIN_CHARS, np.zeros(1), 0.0, WORDS
+    np.zeros(1 << BITS, np.float32), 0.0, BITS, NGRAMS, WINDOW, MIN_CHARS, np.zeros(1), 0.0
 )
 
 
@@ -77,27 +72,22 @@ def positive_windows(samples: list[idata.Sample], rng: random.Random) -> list[st
     return out
 
 
-def negative_windows(side: str, per_category: int, rng: random.Random, folds: int = 1) -> list[list[str]]:
-    """Windows of the side's negatives, in `folds` groups of whole documents (by a hash of the id)."""
-    out: list[list[str]] = [[] for _ in range(folds)]
+def negative_windows(side: str, per_category: int, rng: random.Random) -> list[str]:
+    out = []
     base = corpus.clean_base(limit_per_category=per_category, seed=1)
     for doc in base:
         if doc["category"] in LEFT_OUT_CLEAN or idata.split_of(doc["id"]) != side:
             continue
-        out[_fold(doc["id"], folds)] += windows(doc["text"], 6, rng)
+        out += windows(doc["text"], 6, rng)
     for doc in idata.hard_negatives(side):
-        out[_fold(doc["kind"] + doc["text"][:80], folds)] += windows(doc["text"], 12, rng)
+        out += windows(doc["text"], 12, rng)
     return out
 
 
-def _fold(key: str, folds: int) -> int:
-    return hashlib.sha256(("fold:" + key).encode("utf-8")).digest()[0] % folds
-
-
-def matrix(texts: list[str], shape: injection.Model = SHAPE) -> sp.csr_matrix:
+def matrix(texts: list[str]) -> sp.csr_matrix:
     rows, cols, vals = [], [], []
     for i, t in enumerate(texts):
-        ids, v = injection.features(t, shape)
+        ids, v = injection.features(t, BITS, NGRAMS)
         rows.append(np.full(len(ids), i))
         cols.append(ids)
         vals.append(v)
@@ -107,15 +97,10 @@ def matrix(texts: list[str], shape: injection.Model = SHAPE) -> sp.csr_matrix:
 
 
 def fit(
-    x: sp.csr_matrix,
-    y: np.ndarray,
-    l2: float,
-    lower: np.ndarray | None = None,
-    upper: np.ndarray | None = None,
+    x: sp.csr_matrix, y: np.ndarray, l2: float, lower: np.ndarray | None = None
 ) -> tuple[np.ndarray, float]:
-    """L2-regularised logistic regression, classes weighted equally; `lower`, `upper`: bounds of the
-    weights (None: unbounded; a lower 0 for a feature whose evidence may only raise the score, an
-    upper 0 for one that may only lower it)."""
+    """L2-regularised logistic regression, classes weighted equally; `lower`: bounds of the weights
+    from below (None: unbounded; 0 for a feature whose evidence may only raise the score)."""
     pos = y.sum()
     weight = np.where(y == 1, 0.5 / pos, 0.5 / (len(y) - pos))  # both classes count the same
     xt = x.T.tocsr()
@@ -130,13 +115,8 @@ def fit(
         return float(ll + 0.5 * l2 * (w @ w)), grad
 
     bounds = None
-    if lower is not None or upper is not None:
-        lo_ = np.full(x.shape[1], -np.inf) if lower is None else lower
-        hi_ = np.full(x.shape[1], np.inf) if upper is None else upper
-        bounds = [
-            (lo if np.isfinite(lo) else None, hi if np.isfinite(hi) else None)
-            for lo, hi in zip(lo_, hi_, strict=True)
-        ] + [(None, None)]
+    if lower is not None:
+        bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower] + [(None, None)]
     res = scipy.optimize.minimize(
         loss,
         np.zeros(x.shape[1] + 1),
@@ -149,41 +129,10 @@ def fit(
 
 
 def fit_dense(
-    x: np.ndarray,
-    y: np.ndarray,
-    l2: float,
-    lower: np.ndarray | None = None,
-    upper: np.ndarray | None = None,
+    x: np.ndarray, y: np.ndarray, l2: float, lower: np.ndarray | None = None
 ) -> tuple[np.ndarray, float]:
-    w, b = fit(sp.csr_matrix(x), y, l2, lower, upper)
+    w, b = fit(sp.csr_matrix(x), y, l2, lower)
     return w, b
-
-
-def cross_fitted_stage(
-    pos_groups: list[list[str]], neg_folds: list[list[str]], l2: float
-) -> tuple[np.ndarray, float, np.ndarray]:
-    """The hashed stage fitted on every window, and its out-of-fold logits: fold k leaves out the
-    k-th source's injections and the k-th group of negative documents, so the combiner learns how far
-    the stage's logit carries to a source it never saw (not how well it recalls its own)."""
-    k = len(pos_groups)
-    pos_x = [matrix(g) for g in pos_groups]
-    neg_x = [matrix(f) for f in neg_folds]
-
-    def fit_on(keep: list[int]) -> tuple[np.ndarray, float]:
-        x = sp.vstack([pos_x[i] for i in keep] + [neg_x[i] for i in keep]).tocsr()
-        n_pos = sum(pos_x[i].shape[0] for i in keep)
-        y = np.concatenate([np.ones(n_pos), np.zeros(x.shape[0] - n_pos)])
-        w, b = fit(x, y, l2)
-        return w.astype(np.float16).astype(np.float32), b
-
-    pos_oof: list[np.ndarray] = []
-    neg_oof: list[np.ndarray] = []
-    for i in range(k):
-        w, b = fit_on([j for j in range(k) if j != i])
-        pos_oof.append(pos_x[i] @ w + b)
-        neg_oof.append(neg_x[i] @ w + b)
-    w, b = fit_on(list(range(k)))
-    return w, b, np.concatenate(pos_oof + neg_oof)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,47 +146,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--ngrams",
         action="store_true",
-        help="add the hashed stage over character n-grams and words (off in the shipped model: "
-        "fitted across sources its weight comes out at zero, see bench/RESULTS.md)",
+        help="add the hashed n-gram stage (off: it learns the fit side's wording and lowered "
+        "cross-source recall, see bench/RESULTS.md)",
     )
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     t0 = time.time()
     # the fit half of each collection of the side (the test half gives the in-source figure)
-    groups = [
-        [s for s in idata.collection(name) if idata.split_of(s["text"]) == "fit"] for name in SIDES[args.fit]
+    samples = [
+        s for name in SIDES[args.fit] for s in idata.collection(name) if idata.split_of(s["text"]) == "fit"
     ]
-    groups.append(list(idata.collection("synthetic")))
-    pos_groups = [positive_windows(g, rng) for g in groups]
-    neg_folds = negative_windows("fit", args.per_category, rng, folds=len(groups))
-    pos = [t for g in pos_groups for t in g]
-    neg = [t for f in neg_folds for t in f]
+    samples += list(idata.collection("synthetic"))
+    pos = positive_windows(samples, rng)
+    neg = negative_windows("fit", args.per_category, rng)
     print(
-        f"train_injection: {sum(map(len, groups))} injections -> {len(pos)} windows; "
-        f"{len(neg)} negative windows",
+        f"train_injection: {len(samples)} injections -> {len(pos)} windows; {len(neg)} negative windows",
         file=sys.stderr,
     )
     texts = pos + neg
     y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    # Stage 1 (n-grams) on one half of the windows, stage 2 (n-gram logit + concepts) on the other,
+    # so the combiner learns how far to trust n-gram logits on windows the n-grams never saw.
+    # Without n-grams the concept stage takes every window.
+    half = (np.arange(len(texts)) % 2 == 0) & bool(args.ngrams)
+    bits = BITS if args.ngrams else 0
     if args.ngrams:
-        w, b, oof = cross_fitted_stage(pos_groups, neg_folds, args.l2)
+        w, b = fit(matrix([t for t, h in zip(texts, half, strict=True) if h]), y[half], args.l2)
     else:
-        w, b, oof = np.zeros(0), 0.0, np.zeros(len(texts))
+        w, b = np.zeros(0), 0.0
+    stage1 = SHAPE._replace(weights=w.astype(np.float16).astype(np.float32), bias=b, bits=bits)
     feats = np.concatenate(
-        [injection.span_features(t, SHAPE._replace(bits=0), np.array([0]), np.array([len(t)])) for t in texts]
+        [
+            injection.span_features(t, stage1, np.array([0]), np.array([len(t)]))
+            for t, h in zip(texts, half, strict=True)
+            if not h
+        ]
     )
-    feats[:, 0] = oof
     # Every concept feature may only raise the score (weights >= 0): a pair seen more often in the
     # fit side's negatives than in its injections must not learn to excuse an injection elsewhere.
-    # The quoted share may only lower it: a quotation is a mention (the fit side's jailbreak templates
-    # are full of quoted lines, which taught an unbounded weight to reward quotation marks).
+    # The quoted share alone may lower it.
     lower = np.zeros(feats.shape[1])
     lower[-1] = -np.inf
-    upper = np.full(feats.shape[1], np.inf)
-    upper[-1] = 0.0
-    cw, cb = fit_dense(feats, y, l2=args.combiner_l2, lower=lower, upper=upper)
-    bits = BITS if args.ngrams else 0
-    print(f"train_injection: weight of the hashed stage's logit {cw[0]:.3f}", file=sys.stderr)
+    cw, cb = fit_dense(feats, y[~half], l2=args.combiner_l2, lower=lower)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     info = {
@@ -249,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         "l2": args.l2,
         "combiner_l2": args.combiner_l2,
         "ngrams": bool(args.ngrams),
-        "hashed_weight": float(cw[0]),
     }
     tmp = out.with_suffix(".tmp.npz")
     np.savez_compressed(
@@ -258,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
         bias=np.float32(b),
         bits=np.int32(bits),
         ngrams=np.array(NGRAMS, dtype=np.int32),
-        words=np.int32(WORDS),
         window=np.int32(WINDOW),
         min_chars=np.int32(MIN_CHARS),
         combiner=cw.astype(np.float32),

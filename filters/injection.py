@@ -3,25 +3,21 @@
 The trigger lists (configs/triggers.yaml) only match the phrasings someone wrote down. This detector
 scores every sentence window of a document (one or two sentences, 80-320 characters) with a small
 linear model over *concepts* of an injection, each a multilingual regex (en de fr es it pt nl ru zh
-ja; the core ones also tr ar fa): who is addressed (an AI, assistant, agent, summariser, "the AI
-reading this"), what is cancelled (ignore, forget, no longer bound), a new task put in its place, a
-persona or "mode" without rules, the form of the reply dictated ("start your answer with"), secrets,
-where data goes (URL, e-mail, webhook), tools, hiding it from the user, chat-format delimiters. The
-model weighs pairs of concepts that occur together in a window, each specific concept beside two or
-more generic ones ("ignore" + "previous" + "instructions"), one concept alone only for chat-format
-delimiters ("[/INST]", "<|im_start|>"), and generic words ("you", "the user", "reply", "tool") only
-beside a specific one; every weight is non-negative, so evidence only adds (a quotation may only
-lower the score). A hashed stage over character n-grams and words (unigrams and neighbouring pairs)
-can be added (``bench/train_injection.py --ngrams``) but is off in the shipped model: it learned the
-fit side's wording, and fitted across sources its combiner weight came out at zero (bench/RESULTS.md,
-"P-INJ-X"). The weights ship with the package (``filters/injection_model.npz``, a few KB);
-``bench/train_injection.py`` fits them and writes down which collections it used.
+ja): who is addressed (an AI, assistant, agent, summariser, "the AI reading this"), what is
+cancelled (ignore, forget, no longer bound), a new task put in its place, a persona or "mode"
+without rules, secrets, where data goes (URL, e-mail, webhook), tools, hiding it from the user,
+chat-format delimiters. The model weighs pairs of concepts that occur together in a window, one
+concept alone only for chat-format delimiters ("[/INST]", "<|im_start|>"), and generic words
+("you", "the user", "reply", "tool") only beside a specific one; every weight is non-negative, so
+evidence only adds. A hashed
+character n-gram stage can be added (``bench/train_injection.py --ngrams``) but is off in the
+shipped model: it learned the fit side's wording and lowered cross-source recall. The weights ship
+with the package (``filters/injection_model.npz``, a few KB); ``bench/train_injection.py`` fits
+them and writes down which collections it used (see bench/RESULTS.md, "P-INJ-X").
 
 Before scoring, the text is read as a model would read it: Unicode tag characters as the ASCII they
-encode, base64 blobs, hex runs, binary octets and percent-encoded runs decoded in place, spaced-out
-letters joined ("I g n o r e"), look-alike Cyrillic/Greek letters and digits written for letters
-inside Latin words folded ("ІGNORE", "1n57ruc710n5"), forum chrome ("Re:", "anna wrote:", "Reply")
-blanked. Windows never span two paragraphs (an injection is planted as a
+encode, base64 blobs, binary octets and percent-encoded runs decoded in place, forum chrome ("Re:",
+"anna wrote:", "Reply") blanked. Windows never span two paragraphs (an injection is planted as a
 paragraph; the sentence after it may narrate it), and a window that is mostly inside quotation marks
 (nested marks and single quotes handled) is a mention, not an instruction.
 
@@ -48,7 +44,6 @@ import importlib.resources
 import re
 import unicodedata
 import urllib.parse
-import zlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -63,9 +58,9 @@ MODEL_FILE = "injection_model.npz"
 
 class Config(DetectorConfig):
     model_file: str | None = Field(None, description="null: the shipped filters/injection_model.npz")
-    threshold: float = Field(0.7709, ge=0.0, le=1.0, description="window probability that quarantines")
+    threshold: float = Field(0.7755, ge=0.0, le=1.0, description="window probability that quarantines")
     threshold_in_context: float = Field(
-        0.8587, ge=0.0, le=1.0, description="the same on security pages and support/forum threads"
+        0.9091, ge=0.0, le=1.0, description="the same on security pages and support/forum threads"
     )
     security_terms_min: int = Field(
         2, ge=1, description="security-word hits that make a page's subject security"
@@ -83,7 +78,6 @@ class Model(NamedTuple):
     min_chars: int  # shorter sentences are merged with the next one
     combiner: np.ndarray  # weights over window_features(): n-gram logit, concepts, concept pairs
     combiner_bias: float
-    words: int = 0  # 0: no word features; 1: word unigrams; 2: unigrams and bigrams (same hash table)
 
 
 class ModelError(ValueError):
@@ -111,7 +105,6 @@ def load_model(path: str | None = None) -> Model:
             int(data["min_chars"]),
             data["combiner"].astype(np.float64),
             float(data["combiner_bias"]),
-            int(data["words"]) if "words" in data else 0,
         )
     except (OSError, KeyError, ValueError) as exc:
         raise ModelError(f"{where}: not a usable injection model: {exc}") from exc
@@ -135,29 +128,15 @@ _PRIME = np.uint64(1_000_003)
 _TAGS = {cp: cp - 0xE0000 for cp in range(0xE0020, 0xE007F)}
 
 
-# Cyrillic and Greek letters that look like Latin ones ("ІGNORE the above аnd ..."): inside a word that
-# also has Latin letters they are read as the Latin letter (one character for one). Words written
-# wholly in Cyrillic or Greek are left alone.
-_CONFUSABLES = str.maketrans("аеорсухіјѕԁһӏοαρτνικυχ", "aeopcyxijsdhloaptvikux")
-# Digits written for letters inside a word ("ign0r3 4ll pr3v10u5 1n57ruc710n5"), read as the letters
-# (one for one). Only words of letters and these digits, with at least one of each, are changed.
-_LEET = str.maketrans("013457", "oieast")
-_LEET_WORD = re.compile(r"\b(?=[a-z013457]*[a-z])(?=[a-z013457]*[013457])[a-z013457]{3,}\b")
-_MIXED_SCRIPT = re.compile(r"(?<!\w)\w*(?:[a-z][аеорсухіјѕԁһӏοαρτνικυχ]|[аеорсухіјѕԁһӏοαρτνικυχ][a-z])\w*")
-
-
 # A match starts only where a run of blanks starts: tried from inside a long run, it would rescan the
 # run from every position (quadratic on hostile input).
 _PARAGRAPH = re.compile(r"(?<![^\S\n])[^\S\n]*\n(?:[^\S\n]*\n)+\s*")
 
 
 def fold(text: str) -> str:
-    """Tag characters as ASCII, NFKC, case-folded, look-alike Cyrillic and Greek letters inside Latin
-    words as Latin, digits for letters as letters, paragraph breaks as one newline, other whitespace
-    runs as one space: what the n-grams and concepts are taken from."""
+    """Tag characters as ASCII, NFKC, case-folded, paragraph breaks as one newline, other
+    whitespace runs as one space: what the n-grams and concepts are taken from."""
     folded = unicodedata.normalize("NFKC", text.translate(_TAGS)).casefold()
-    folded = _MIXED_SCRIPT.sub(lambda m: m.group().translate(_CONFUSABLES), folded)
-    folded = _LEET_WORD.sub(lambda m: m.group().translate(_LEET), folded)
     return "\n".join(_SPACE.sub(" ", para) for para in _PARAGRAPH.split(folded))
 
 
@@ -176,77 +155,6 @@ def ngram_ids(folded: str, model_bits: int, ngrams: tuple[int, ...]) -> list[np.
                 h = h * _PRIME + cp[k : len(cp) - n + 1 + k]
             out.append(((h * _MIX) >> shift).astype(np.int64))
     return out
-
-
-_TOKEN = re.compile(r"\w{1,24}")
-_WORD_SALT = np.uint64(0x5851F42D4C957F2D)
-
-
-class Occurrences(NamedTuple):
-    """Hashed features found in a text: bucket, first and one-past-last character of each; sorted by
-    start, and ends rise with starts (so the occurrences inside a window are one contiguous run)."""
-
-    ids: np.ndarray
-    starts: np.ndarray
-    ends: np.ndarray
-
-
-def word_occurrences(folded: str, model_bits: int, words: int) -> list[Occurrences]:
-    """Word unigrams (``words`` >= 1) and pairs of neighbouring words (``words`` >= 2), hashed into
-    the same table as the character n-grams (salted apart). Words are runs of letters and digits;
-    CJK runs count as one word (their character n-grams carry them)."""
-    spans = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(folded)]
-    if not spans or not words:
-        return []
-    starts = np.array([a for a, _b, _w in spans], dtype=np.int64)
-    ends = np.array([b for _a, b, _w in spans], dtype=np.int64)
-    crc = np.array([zlib.crc32(w.encode("utf-8")) for _a, _b, w in spans], dtype=np.uint64)
-    shift = np.uint64(64 - model_bits)
-    with np.errstate(over="ignore"):
-        uni = (((crc + np.uint64(1)) * _WORD_SALT * _MIX) >> shift).astype(np.int64)
-        out = [Occurrences(uni, starts, ends)]
-        if words >= 2 and len(spans) > 1:
-            pair = (crc[:-1] * _PRIME + crc[1:] + np.uint64(7)) * _WORD_SALT
-            out.append(Occurrences(((pair * _MIX) >> shift).astype(np.int64), starts[:-1], ends[1:]))
-    return out
-
-
-def occurrences(folded: str, model: Model) -> list[Occurrences]:
-    """Every hashed feature of the folded text: character n-grams, then words."""
-    out = []
-    for n, ids in zip(model.ngrams, ngram_ids(folded, model.bits, model.ngrams), strict=True):
-        starts = np.arange(len(ids), dtype=np.int64)
-        out.append(Occurrences(ids, starts, starts + n))
-    return out + word_occurrences(folded, model.bits, model.words)
-
-
-def window_logits(folded: str, model: Model, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Bias plus the mean weight of the hashed features inside each window [start, end) of the
-    folded text (0 without them)."""
-    if not model.bits:
-        return np.zeros(len(starts))
-    total = np.zeros(len(starts))
-    count = np.zeros(len(starts))
-    for occ in occurrences(folded, model):
-        if len(occ.ids) == 0:
-            continue
-        csum = np.concatenate([[0.0], np.cumsum(model.weights[occ.ids], dtype=np.float64)])
-        lo = np.searchsorted(occ.starts, starts, side="left")
-        hi = np.maximum(np.searchsorted(occ.ends, ends, side="right"), lo)
-        total += csum[hi] - csum[lo]
-        count += hi - lo
-    return model.bias + total / np.maximum(count, 1.0)
-
-
-def features(text: str, model: Model) -> tuple[np.ndarray, np.ndarray]:
-    """(bucket ids, values) of one window's averaged one-hot hashed features: the training-side view
-    of exactly what :func:`window_logits` computes for a window."""
-    occ = occurrences(fold(text), model)
-    allids = np.concatenate([o.ids for o in occ]) if occ else np.zeros(0, dtype=np.int64)
-    if len(allids) == 0:
-        return allids, np.zeros(0)
-    uniq, counts = np.unique(allids, return_counts=True)
-    return uniq, counts / len(allids)
 
 
 QUOTED_MENTION = 0.5  # share of a window inside quotation marks that makes it a mention
@@ -336,6 +244,35 @@ def windows(
     return starts, ends
 
 
+def window_logits(folded: str, model: Model, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Mean n-gram weight of each window [start, end) of the folded text (0 without n-grams)."""
+    if not model.bits:
+        return np.zeros(len(starts))
+    ids = ngram_ids(folded, model.bits, model.ngrams)
+    total = np.zeros(len(starts))
+    count = np.zeros(len(starts))
+    for n, idx in zip(model.ngrams, ids, strict=True):
+        if len(idx) == 0:
+            continue
+        csum = np.concatenate([[0.0], np.cumsum(model.weights[idx], dtype=np.float64)])
+        lo = np.minimum(starts, len(idx))
+        hi = np.maximum(np.minimum(ends - n + 1, len(idx)), lo)
+        total += csum[hi] - csum[lo]
+        count += hi - lo
+    return model.bias + total / np.maximum(count, 1.0)
+
+
+def features(text: str, model_bits: int, ngrams: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket ids, values) of one window's averaged one-hot n-grams: the training-side view of
+    exactly what :func:`window_logits` computes for a window."""
+    ids = ngram_ids(fold(text), model_bits, ngrams)
+    allids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+    if len(allids) == 0:
+        return allids, np.zeros(0)
+    uniq, counts = np.unique(allids, return_counts=True)
+    return uniq, counts / len(allids)
+
+
 # --- concepts -------------------------------------------------------------------------------------
 
 # What an injection is made of, in ten languages (en de fr es it pt nl ru zh ja), one regex per
@@ -359,8 +296,6 @@ CONCEPTS: dict[str, str] = {
     "addressee": _alt(
         r"(?:an?|the|any|this|your|every|another|different|other|unfiltered|uncensored)_(?:ai|a\.i\.) "
         r"ai_(?:assistant|model|system|agent|bot|tool)s? "
-        r"(?:an?|the|another)_(?:evil|rogue|new|unrestricted|fictional|hypothetical|amoral|unethical|jailbroken|"
-        r"second|free|unbound|unlimited)_(?:ai|a\.i\.|assistant|model|chatbot|bot) "
         r"llms? gpt-?\d\w* gpt-\w+ \w+gpt chatgpt openai chatbots? bots? (?!(?:ro|cert)bots?\b)\w+bots? "
         r"\w+-bots? robô llm_agents? "
         r"(?:any|the|whatever|every|each)_model_(?:that|which|reading|parsing|processing|analy[sz]ing) "
@@ -369,9 +304,9 @@ CONCEPTS: dict[str, str] = {
         r"assistants? summari[sz]er\w* language_models? ai_models? ai_systems? "
         r"artificial_intelligence inteligencia_artificial intelligenza_artificiale inteligência_artificial "
         r"kunstmatige_intelligentie искусственн\w+_интеллект\w* intelligence_artificielle "
-        r"ki-\w+ künstliche_intelligenz sprachmodell\w* assistent assistentin zusammenfass\w*-bot "
-        r"\w*l['’]ia la_ia una_ia une_ia ia-\w+ modèle_de_langage modèle_d'ia robot_de_résumé "
-        r"asistente modelo_de_lenguaje modelo_de_ia assistente modello_linguistico modello_di_ia "
+        r"ki-\w+ künstliche_intelligenz sprachmodell\w* assistent\w* zusammenfass\w*-bot "
+        r"ia ia-\w+ modèle_de_langage modèle_d'ia robot_de_résumé "
+        r"asistente\w* modelo_de_lenguaje modelo_de_ia assistente\w* modello_linguistico modello_di_ia "
         r"modelo_de_linguagem modelo_de_ia taalmodel\w* ai-\w+ "
         r"ии ии-\w+ ассистент\w* чат-бот\w* языков\w+_модел\w+ нейросет\w* "
         # a model told it is the one reading ("the AI reading this", "if you are an LLM")
@@ -382,8 +317,7 @@ CONCEPTS: dict[str, str] = {
     ),
     # the reader's configuration: instructions, rules, policies, safety
     "config": _alt(
-        r"instructions? directions rules guidelines? polic(?:y|ies) restrictions? filters? "
-        r"safety guardrails? "
+        r"instructions? rules guidelines? polic(?:y|ies) restrictions? filters? safety guardrails? "
         r"constraints? (?:your|my)_programming directives? system_prompt prompts? ethics ethical moral\w* "
         r"anweisung\w* regeln richtlinie\w* vorgaben einschränkung\w* sicherheitsfilter\w* "
         r"consignes? instructions? règles? restrictions? directives? filtres? "
@@ -397,14 +331,8 @@ CONCEPTS: dict[str, str] = {
     # cancelling, overriding, escaping
     "override": _alt(
         r"ignore ignoring ignorier\w* ignorez ignorer ignora ignorar ignorate ignoreer\w* disregard\w* "
-        r"forget\w* bypass\w* overrule\w* "
-        # "override" as a command, not a subclass that overrides a method
-        r"override_(?:your|all|any|every|previous|prior|safety|system|the_(?:previous|prior|above|system|safety|"
-        r"rules|instructions|guidelines)) "
-        r"skip_(?:your|all|the)_(?:rules|safety|filters?|guidelines|instructions) "
-        r"no_longer_appl\w+ cancell?ed void unlock\w* jailbr\w+ "
-        r"disabl\w+_(?:\w+_)?(?:safety|filters?|restrictions?|rules|guardrails?|censorship|moderation|"
-        r"ethic\w*) "
+        r"forget\w* override\w* overrid\w* bypass\w* overrule\w* skip "
+        r"no_longer_appl\w+ cancell?ed void disable\w* unlock\w* jailbr\w+ "
         r"vergiss\w* vergesst missacht\w* aufgehoben umgeh\w* deaktivier\w* "
         r"oubli\w* annul\w+ contourn\w+ désactiv\w+ olvid\w* cancelad\w* anulad\w* omite\w* "
         r"dimentic\w* annullat\w* esque[cç]\w* desconsider\w* negeer\w* vergeet geannuleerd "
@@ -419,7 +347,7 @@ CONCEPTS: dict[str, str] = {
     ),
     # what came before: previous/above/earlier instructions
     "prior": _alt(
-        r"previous\w* above prior earlier original initial the_rest_of_(?:this|the) "
+        r"previous\w* above prior earlier original initial before "
         r"vorherig\w* bisherig\w* obig\w* früher\w* vorher "
         r"précédent\w* antérieur\w* ci-dessus anterior\w* previ[ao]s? precedent\w* sopra "
         r"eerder\w* vorige bovenstaande предыдущ\w* прежн\w* выше ранее",
@@ -428,7 +356,6 @@ CONCEPTS: dict[str, str] = {
     # a new task or rule set put in place of the old one
     "new_task": _alt(
         r"new_(?:instructions?|task|tasks|rules?|directives?|objective|goal|orders?|priority|prompt|role) "
-        r"(?:decode|translate|read)_and_(?:follow|execute|obey|run|comply) obey\w* "
         r"updated_(?:instructions|rules|task|guidelines) instead_of_(?:summari[sz]ing|answering|translating) "
         r"neue[nrs]?_(?:anweisung\w*|aufgabe\w*|regel\w*|befehl\w*|rolle) stattdessen "
         r"nouvel\w*_(?:instructions?|consignes?|tâche|règles?|rôle|ordres?) à_la_place "
@@ -444,10 +371,6 @@ CONCEPTS: dict[str, str] = {
         r"you_are_now you're_now from_now_on "
         r"(?:(?<![\w\s])|(?<=\n)|(?<=[.!?:;]\s)|(?<=please\s)|(?<=you\sto\s)|(?<=now\s)|(?<=,\s)|"
         r"(?<=going\sto\s)|(?<=you\swill\s))act_as_(?:an?|the|my|if_you) "
-        r"(?:(?<![\w\s])|(?<=\n)|(?<=[.!?:;]\s))act_as_\w+ you_are_to_(?:act|be|play|pretend|respond|answer) "
-        r"(?:respond|reply|answer|speak|talk)\w*_(?:exactly_|only_)?as_"
-        r"(?:if_you_were|though_you_were|\w+_would) "
-        r"you_(?:will|shall)_now_(?:be|act|play|respond|answer) "
         r"(?:(?<=you\sto\s)|(?<=going\sto\s)|(?<=you\swill\s)|(?<=please\s))act_as "
         r"personify impersonate (?:take_on|assume)_the_(?:role|persona|identity) play_the_role_of "
         r"play_(?:\d+|two|three|a|the)_characters? character_(?:named|called) "
@@ -513,7 +436,7 @@ CONCEPTS: dict[str, str] = {
         r"chiavi_api credenziali conversazione senhas? chaves?_de_api conversa "
         r"wachtwoord\w* api-sleutel\w* inloggegevens gesprek "
         r"парол\w* api-ключ\w* разговор\w* переписк\w* учётн\w*",
-        r"(?<!子)系统提示|(?<!子)系统消息|(?<!子)系统指令|密码|密钥|对话|联系人|凭证|システムプロンプト|システムメッセージ|パスワード|"
+        r"系统提示|系统消息|系统指令|密码|密钥|对话|联系人|凭证|システムプロンプト|システムメッセージ|パスワード|"
         r"キー|会話|連絡先|認証情報",
     ),
     # where data goes: a URL, an address, a webhook, a tracking pixel
@@ -523,7 +446,7 @@ CONCEPTS: dict[str, str] = {
         r"send\w* forward\w* post upload\w* exfiltrat\w+ leak\w* transmit\w* append\w* include\w* "
         r"embed\w* attach\w* collect\w* "
         r"schick\w* send\w* hänge\w* sammle\w* füge\w* "
-        r"envoi\w* envoy\w* ajoute\w* joins\w* récupère\w* envía\w* añade\w* adjunta\w* reúne\w* incluye\w* "
+        r"envo\w+ ajoute\w* joins\w* récupère\w* envía\w* añade\w* adjunta\w* reúne\w* incluye\w* "
         r"invia\w* aggiung\w* allega\w* raccogli\w* includ\w* envie\w* acrescent\w* inclua\w* junte\w* "
         r"stuur\w* voeg\w* verzamel\w* отправ\w* перешл\w* добав\w* собер\w* вставь\w*",
         r"发送|发到|附上|上传|收集|拼接|送信|送っ|付け加え|添付|収集|集め",
@@ -535,28 +458,6 @@ CONCEPTS: dict[str, str] = {
         r"инструмент\w*",
         r"工具|ツール" + r"|\b(?=\w+_\w)\w+\s*\(|\b(?:send|delete|http|fetch|transfer|exec|run)_\w+|"
         r"\b(?:curl|wget)\s[^|\n]{1,80}\|\s*(?:sh|bash)\b|\brm -rf\b",
-    ),
-    # the reply's form dictated: what it starts or ends with, the only thing it may say
-    "output": _alt(
-        r"(?:start|begin|end|prefix|preface|open|close)\w*_(?:your|each|every|all|the)_"
-        r"(?:answer|response|reply|output|message)s?_(?:with|by) "
-        r"(?:respond|reply|answer)\w*_(?:only_)?(?:with|using)_"
-        r"(?:only|exactly|just|the_(?:word|phrase|text|string|code|following)) "
-        r"(?:say|print|output|write|type)_(?:only|exactly|verbatim|just_the|the_(?:word|phrase|text|string)) "
-        r"(?:only|just)_(?:print|output) "
-        r"translate_(?:this|the_following|it)_(?:sentence_|text_)?as "
-        r"beginne\w*_(?:deine|jede|ihre)_antwort_mit antworte\w*_nur_mit gib_nur "
-        r"\w*_nur_(?:das_wort|den_text) "
-        r"commence\w*_(?:ta|votre|chaque)_réponse_par réponds\w*_uniquement réponde[sz]_seulement "
-        r"(?:écris|affiche)\w*_uniquement "
-        r"comienza\w*_(?:tu|su|cada)_respuesta_con responde\w*_(?:solo|solamente|únicamente)_con "
-        r"(?:escribe|imprime)_(?:solo|solamente|únicamente) "
-        r"inizia\w*_(?:la_tua|ogni)_risposta_con rispondi\w*_(?:solo|soltanto)_con (?:scrivi|stampa)_solo "
-        r"comece\w*_(?:sua|a_sua|cada)_resposta_com responda\w*_(?:apenas|somente)_com "
-        r"(?:escreva|imprima)_(?:apenas|somente) "
-        r"begin_(?:je|elk|uw)_antwoord_met antwoord\w*_alleen_met (?:schrijf|print)_alleen "
-        r"начни\w*_(?:свой|каждый)_ответ_с ответь\w*_только выведи\w*_только напиши\w*_только",
-        r"只输出|仅输出|回答以|回复以|だけ答え|だけを出力|だけを返",
     ),
     # hiding it from the human
     "covert": _alt(
@@ -602,53 +503,10 @@ CONCEPTS: dict[str, str] = {
         r"\b(?:system|admin) override\b|"
         r"systemhinweis|systemmeldung|note système|avis système|nota del sistema|aviso del sistema|"
         r"nota di sistema|avviso di sistema|aviso do sistema|systeemmelding|системное сообщение|"
-        r"(?<!子)系统通知|(?<!子)系统消息|システム通知|<!--"
+        r"系统通知|系统消息|システム通知|<!--"
     ),
 }
 
-
-# The same concepts in Turkish, Arabic and Persian. Turkish words are whole words with their suffixes;
-# Arabic and Persian ones match inside a word (an attached article or conjunction: ال, و, را).
-_ZW = "[\\s\u200c]?"  # Persian writes some compounds with a zero-width non-joiner
-_TR_AR_FA = {
-    "addressee": (
-        r"yapay_zek[aâ]\w* asistan\w* dil_model\w* sohbet_bot\w*",
-        rf"الذكاء الاصطناعي|نموذج لغوي|نموذج الذكاء|هوش{_ZW}مصنوعی|دستیار|مدل{_ZW}زبانی",
-    ),
-    "config": (
-        r"talimat\w* kural\w* kısıtlama\w* yönerge\w* filtre\w*",
-        r"التعليمات|تعليمات|القواعد|القيود|الإرشادات|دستورالعمل|دستورات|قوانین|محدودیت",
-    ),
-    "override": (
-        r"yok_say\w* görmezden_gel\w* unut\w* geçersiz_kıl\w* dikkate_alma\w*",
-        rf"تجاهل|لا تلتزم|نادیده{_ZW}بگیر|فراموش{_ZW}کن|اعتنا{_ZW}نکن",
-    ),
-    "prior": (r"önceki daha_önce\w* yukarıdaki", r"السابقة|السابق|قبلی"),
-    "new_task": (
-        r"yeni_(?:talimat\w*|görev\w*|kural\w*) bunun_yerine",
-        r"تعليمات جديدة|مهمة جديدة|بدلا من ذلك|بدلاً من ذلك|دستور جدید|"
-        rf"دستور{_ZW}العمل{_ZW}های{_ZW}جدید|به{_ZW}جای{_ZW}آن",
-    ),
-    "persona": (
-        r"rol_yap\w* gibi_davran\w* karakterden_çıkma\w* oyun_oynayalım sen_artık şu_andan_itibaren "
-        r"adında_bir canlandır\w*",
-        rf"أنت الآن|من الآن فصاعدا|تظاهر|تقمص|از{_ZW}این{_ZW}به{_ZW}بعد|تو{_ZW}اکنون|وانمود{_ZW}کن|"
-        rf"نقش{_ZW}را{_ZW}بازی|در{_ZW}نقش{_ZW}یک",
-    ),
-    "no_limits": (
-        r"kısıtlamasız sınırsız sansürsüz filtresiz kuralsız kısıtlaması_olmayan sansür_uygulama\w*",
-        rf"بلا قيود|بدون قيود|دون أي قيود|غير مقيد|بدون{_ZW}محدودیت|بی{_ZW}محدودیت|بدون{_ZW}سانسور",
-    ),
-    "respond": (r"yanıt\w* cevap\w*", rf"حرفيا|حرفياً|أظهر|اكشف|پاسخ|کلمه{_ZW}به{_ZW}کلمه"),
-    "secret": (
-        r"sistem_istem\w* şifre\w* parola\w*",
-        rf"موجه النظام|تعليمات النظام|كلمة المرور|كلمات المرور|پرامپت{_ZW}سیستم|رمز{_ZW}عبور|گذرواژه",
-    ),
-    "send": (r"gönder\w*", r"أرسل|ارسل|بفرست|ارسال کن"),
-    "you": (r"sen seni senin sana siz sizin", r"أنت|إنك|أنك|\bتو\b|\bشما\b"),
-}
-for _name, (_words, _anywhere) in _TR_AR_FA.items():
-    CONCEPTS[_name] += "|" + _alt(_words, _anywhere)
 
 _CONCEPT_RES = tuple(re.compile(p) for p in CONCEPTS.values())
 # Concepts common in ordinary prose and manuals ("you", "the user", "before", "reply", "tool"):
@@ -667,38 +525,19 @@ _SPECIFIC = np.array([not g for g in _GENERIC])
 # prose. Every other concept alone fills ordinary pages ("persona", "bot", "password", a mailto:).
 ALONE = ("marker",)
 _ALONE = np.array([name in ALONE for name in CONCEPTS])
-PAIR_COLUMN = 2  # the first pair's column (after the n-gram logit and the count of specific concepts)
-N_FEATURES = PAIR_COLUMN + len(_PAIRS) + int(_SPECIFIC.sum()) + int(_ALONE.sum()) + 1
-# Columns that do not count on a page whose subject is security, or in a thread: the pairs of the
-# addressee with a generic concept ("our chatbot" beside "you" or "answers": that is how people write
-# about assistants there) and every concept beside generic ones (an article quotes "ignore previous
-# instructions" without quotation marks; item 7: a phrase alone does not quarantine there).
+N_FEATURES = 1 + 1 + len(_PAIRS) + int(_ALONE.sum()) + 1
+# Columns of the pairs of the addressee with a generic concept ("our chatbot" beside "you" or
+# "answers"). On a page whose subject is security, or in a thread, that is how people write about
+# assistants, so there those pairs do not count.
 _ADDRESSEE = list(CONCEPTS).index("addressee")
-_CONTEXT_OFF_COLUMNS = np.array(
-    [
-        PAIR_COLUMN + k
-        for k, (i, j) in enumerate(_PAIRS)
-        if _ADDRESSEE in (i, j) and (_GENERIC[i] or _GENERIC[j])
-    ]
-    + list(range(PAIR_COLUMN + len(_PAIRS), PAIR_COLUMN + len(_PAIRS) + int(_SPECIFIC.sum())))
+_GENERIC_PAIR_COLUMNS = np.array(
+    [2 + k for k, (i, j) in enumerate(_PAIRS) if _ADDRESSEE in (i, j) and (_GENERIC[i] or _GENERIC[j])]
 )
-
-
-# The words inside a URL or an e-mail address ("https://tools.ietf.org", "debian-user@lists...") are
-# not words of the text: only the destination concept reads them.
-_ADDRESS = re.compile(r"(?<=://)[^\s<>\"'()\[\]]+|(?<![\w.+-])[\w.+-]+@[\w-]+\.[\w.]+")
-_READS_ADDRESSES = tuple(name == "exfil" for name in CONCEPTS)
 
 
 def concept_positions(folded: str) -> list[np.ndarray]:
     """Start positions of every match of each concept in the folded text."""
-    masked = (
-        _ADDRESS.sub(lambda m: "x" * len(m.group()), folded) if ("://" in folded or "@" in folded) else folded
-    )
-    return [
-        np.fromiter((m.start() for m in r.finditer(folded if raw else masked)), dtype=np.int64)
-        for r, raw in zip(_CONCEPT_RES, _READS_ADDRESSES, strict=True)
-    ]
+    return [np.fromiter((m.start() for m in r.finditer(folded)), dtype=np.int64) for r in _CONCEPT_RES]
 
 
 def quoted_share(
@@ -732,10 +571,8 @@ def span_features(
     pairs = np.stack([present[:, i] * present[:, j] for i, j in _PAIRS], axis=1)
     specific = present[:, _SPECIFIC]
     extra = np.maximum(specific.sum(axis=1) - 1, 0)[:, None]
-    # each specific concept beside two or more generic ones ("ignore" + "previous" + "instructions")
-    rich = specific * (present[:, ~_SPECIFIC].sum(axis=1) >= 2)[:, None]
     quoted = quoted_share(folded, starts, ends, quotes)[:, None]
-    return np.concatenate([logits[:, None], extra, pairs, rich, present[:, _ALONE], quoted], axis=1)
+    return np.concatenate([logits[:, None], extra, pairs, present[:, _ALONE], quoted], axis=1)
 
 
 def window_features(folded: str, model: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -819,9 +656,6 @@ def strip_chrome(text: str) -> str:
 # Encodings that hide an instruction from a person but not from a model that decodes them.
 _BASE64 = re.compile(r"(?<![\w/+=])[A-Za-z0-9+/]{24,}={0,2}(?![\w/+=])")
 _BINARY = re.compile(r"\b(?:[01]{8}\s+){3,}[01]{8}\b")
-_HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}){12,}\b")
-# "I g n o r e all previous ...": single letters spaced out, read as the word they spell
-_SPACED = re.compile(r"(?<!\S)(?:[^\W\d_] ){3,}[^\W\d_](?!\S)")
 _PERCENT = re.compile(r"(?<!\S)\S+")  # a whole token; decoded when it holds two or more "%20"
 
 
@@ -847,26 +681,18 @@ def _binary_text(m: re.Match[str]) -> str:
     return f" {text} " if text else m.group()
 
 
-def _hex_text(m: re.Match[str]) -> str:
-    text = _printable(bytes.fromhex(m.group()))
-    return f" {text} " if text else m.group()
-
-
 def _percent_text(m: re.Match[str]) -> str:
     token = m.group()
     return urllib.parse.unquote(token) if token.count("%20") >= 2 else token
 
 
 def readable(text: str) -> str:
-    """What a model would read: forum chrome blanked, base64, hex, binary octets and percent-encoded
-    runs decoded in place, spaced-out letters joined (the positions of a changed part are
-    approximate)."""
+    """What a model would read: forum chrome blanked, base64, binary octets and percent-encoded
+    runs decoded in place (the positions of a decoded part are approximate)."""
     text = strip_chrome(text)
     if "%20" in text:
         text = _PERCENT.sub(_percent_text, text)
     text = _BINARY.sub(_binary_text, text)
-    text = _HEX.sub(_hex_text, text)
-    text = _SPACED.sub(lambda m: m.group().replace(" ", ""), text)
     return _BASE64.sub(_base64_text, text)
 
 
@@ -879,7 +705,7 @@ def score_text(text: str, model: Model, in_context: bool = False) -> tuple[float
         return 0.0, 0, 0
     starts, ends, feats = window_features(folded, model)
     if in_context:
-        feats[:, _CONTEXT_OFF_COLUMNS] = 0.0
+        feats[:, _GENERIC_PAIR_COLUMNS] = 0.0
     logits = model.combiner_bias + feats @ model.combiner
     # A window that is almost all quotation is a mention (an article quoting an attack), as for the
     # trigger lists' "addressed" rule; an attacker who quotes their injection is caught by neither.
