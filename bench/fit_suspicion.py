@@ -24,6 +24,7 @@ the zlib order ratio, both raw (the pages are 700-3,000 characters).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import numpy as np
 
@@ -58,6 +59,20 @@ def babble_check(n: int, max_words: int) -> None:
         )
 
 
+def print_curve(
+    name: str, what: str, signal: Callable[[list[str], int], float | None], words: list[list[str]]
+) -> None:
+    """A curve as Python source: per length of GRID, the median and spread of `signal` over the
+    documents' first that many words (documents it gives no value are left out)."""
+    print(f"{name} = (  # (words, {what}, spread)")
+    for n in GRID:
+        found = [signal(w[:n], 1) for w in words if len(w) >= n]
+        values = np.array([v for v in found if v is not None], dtype=float)
+        med, spread = robust(values)
+        print(f"    ({n}, {med:.4f}, {spread:.4f}),  # {len(values)} documents")
+    print(")")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-category", type=int, default=40)
@@ -72,18 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     fit = decided.take(rows)
     words = [suspicion.words(t or "", cfg.suspicion.max_words) for t in fit.column("text").to_pylist()]
     print(f"fit on {fit.num_rows} Debian handbook documents")
-    print("REPEAT_CURVE = (  # (words, median local repeat, spread)")
-    for n in GRID:
-        shares = np.array([suspicion.local_repeat(w[:n], 1) for w in words if len(w) >= n], dtype=float)
-        med, spread = robust(shares)
-        print(f"    ({n}, {med:.4f}, {spread:.4f}),  # {len(shares)} documents")
-    print(")")
-    print("ORDER_CURVE = (  # (words, median order ratio, spread)")
-    for n in GRID:
-        ratios = np.array([suspicion.order_ratio(w[:n], 1) for w in words if len(w) >= n], dtype=float)
-        med, spread = robust(ratios)
-        print(f"    ({n}, {med:.4f}, {spread:.4f}),  # {len(ratios)} documents")
-    print(")")
+    print_curve("REPEAT_CURVE", "median local repeat", suspicion.local_repeat, words)
+    print_curve("ORDER_CURVE", "median order ratio", suspicion.order_ratio, words)
     odds = np.array([v for v in combiner.score(fit, cfg.combiner) if v is not None], dtype=float)
     med, spread = robust(odds)
     print(f"combiner_center: {med:.4f}   combiner_scale: {spread:.4f}   ({len(odds)} documents)")
