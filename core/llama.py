@@ -77,13 +77,16 @@ class LlamaConfig:
             raise UnsupportedModel(f"unsupported Llama settings: {', '.join(wrong)}")
         heads = int(raw["num_attention_heads"])
         hidden = int(raw["hidden_size"])
+        kv_heads = int(raw.get("num_key_value_heads") or heads)
+        if kv_heads < 1 or heads % kv_heads:  # grouped-query attention repeats each key/value head
+            raise UnsupportedModel(f"{heads} attention heads do not share {kv_heads} key/value heads evenly")
         return cls(
             vocab_size=int(raw["vocab_size"]),
             hidden_size=hidden,
             intermediate_size=int(raw["intermediate_size"]),
             num_hidden_layers=int(raw["num_hidden_layers"]),
             num_attention_heads=heads,
-            num_key_value_heads=int(raw.get("num_key_value_heads") or heads),
+            num_key_value_heads=kv_heads,
             head_dim=int(raw.get("head_dim") or hidden // heads),
             rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
             rope_theta=float(rope.get("rope_theta", raw.get("rope_theta", 10000.0))),

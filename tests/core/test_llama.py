@@ -81,6 +81,16 @@ def test_models_the_builtin_engine_cannot_run_go_to_transformers(tmp_path: Path)
     assert lm_loader.load_model(str(plain), "float32", engine="transformers").engine == "transformers"
 
 
+def test_a_config_the_forward_pass_does_not_implement_is_refused_by_name() -> None:
+    base = {"model_type": "llama", "vocab_size": 10, "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2}  # fmt: skip
+    assert llama.LlamaConfig.from_dict(base).num_key_value_heads == 2
+    with pytest.raises(llama.UnsupportedModel, match="key/value heads"):
+        llama.LlamaConfig.from_dict(base | {"num_key_value_heads": 3})
+    with pytest.raises(llama.UnsupportedModel, match="rope_type"):
+        llama.LlamaConfig.from_dict(base | {"rope_scaling": {"rope_type": "yarn"}})
+
+
 @pytest.mark.slow
 def test_real_model_builtin_nlls_match_transformers() -> None:
     """SmolLM2-135M on real text in six languages, code and a table: float32 NLLs of the two engines
