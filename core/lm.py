@@ -297,6 +297,11 @@ def load_model(
         # run the builtin engine on a GPU yet (bench/RESULTS.md "lm-startup").
         builtin = engine == "auto" and dtype != "int8" and device == "cpu"
         folder = _builtin_folder(source, dtype) if builtin else None
+        if builtin and folder is None and _cache_key(source) is not None:
+            # A GGUF model's first start on this machine: transformers makes the kept copy, then the
+            # builtin engine runs from it, so every start (and every worker of a run) uses one engine.
+            _load_transformers(source, dtype)
+            folder = _builtin_folder(source, dtype)
         if folder is not None:
             loaded = _load_builtin(folder, source, dtype)
         else:

@@ -308,26 +308,26 @@ def test_converted_copies_are_kept_per_weight_type(
     tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A converted (GGUF) model is kept once per weight type; a bfloat16 start reads its own copy,
-    made from the float32 one when that exists; later starts run the copy on the builtin engine. Any
-    folder stands in for the GGUF file here."""
+    made from the float32 one when that exists; every start, the first included (transformers makes
+    the copy, then it is loaded), runs the copy on the builtin engine. Any folder stands in for the
+    GGUF file here."""
     cache = tmp_path / "models"
     monkeypatch.setenv("POISONGUARD_MODEL_CACHE", str(cache))
     monkeypatch.setattr(lm_loader, "_cache_key", lambda source: "tiny-key")
     monkeypatch.setattr(lm_loader, "_CACHE", {})
-    f32 = lm_loader.load_model(str(tiny_dir), "float32")  # no copy yet: transformers converts
-    assert f32.engine == "transformers" and sorted(p.name for p in cache.iterdir()) == ["tiny-key"]
+    f32 = lm_loader.load_model(str(tiny_dir), "float32")  # no copy yet: converted, then loaded
+    assert f32.engine == "builtin" and sorted(p.name for p in cache.iterdir()) == ["tiny-key"]
     bf16 = lm_loader.load_model(str(tiny_dir), "bfloat16")
     assert sorted(p.name for p in cache.iterdir()) == ["tiny-key", "tiny-key-bf16"]
-    assert bf16.model.dtype == torch.bfloat16 and bf16.engine == "transformers"
+    assert bf16.model.dtype == torch.bfloat16 and bf16.engine == "builtin"
     monkeypatch.setattr(lm_loader, "_CACHE", {})
     guarded = _refuse_the_original(lm_loader._from_pretrained, tiny_dir)
     monkeypatch.setattr(lm_loader, "_from_pretrained", guarded)
     again = lm_loader.load_model(str(tiny_dir), "bfloat16")  # the kept copy, on the builtin engine
     assert again.engine == "builtin" and again.model.dtype == torch.bfloat16
-    assert torch.equal(again.model.model.embed, bf16.model.model.embed_tokens.weight)
     old = lm_loader.load_model(str(tiny_dir), "bfloat16", engine="transformers")  # from the copy too
-    for a, b in zip(bf16.model.parameters(), old.model.parameters(), strict=True):
-        assert torch.equal(a, b)
+    assert torch.equal(again.model.model.embed, old.model.model.embed_tokens.weight)
+    assert torch.equal(bf16.model.model.embed, again.model.model.embed)
     assert f32.model.dtype == torch.float32
 
 
