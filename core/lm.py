@@ -12,7 +12,8 @@ Two engines run the model. ``builtin`` (core/llama.py, plain torch) runs Llama-a
 float32 and bfloat16 on the CPU from a folder with ``config.json``, ``model.safetensors`` and
 ``tokenizer.json``: the kept dequantised copy of a GGUF model, or a Hugging Face folder. It never
 imports transformers, whose import was most of the start-up. ``transformers`` runs everything else:
-other architectures, int8, GPUs, and the first start of a GGUF model, which makes the kept copy.
+other architectures, int8 and GPUs; on the first start of a GGUF model it makes the kept copy, which
+the builtin engine then runs.
 """
 
 from __future__ import annotations
