@@ -298,14 +298,16 @@ def load_model(
         # run the builtin engine on a GPU yet (bench/RESULTS.md "lm-startup").
         builtin = engine == "auto" and dtype != "int8" and device == "cpu"
         folder = _builtin_folder(source, dtype) if builtin else None
+        loaded: LoadedModel | None = None
         if builtin and folder is None and _cache_key(source) is not None:
             # A GGUF model's first start on this machine: transformers makes the kept copy, then the
             # builtin engine runs from it, so every start (and every worker of a run) uses one engine.
-            _load_transformers(source, dtype)
+            # Without a kept copy (cache off, or not writable) the transformers model is the one used.
+            loaded = _load_transformers(source, dtype)
             folder = _builtin_folder(source, dtype)
         if folder is not None:
             loaded = _load_builtin(folder, source, dtype)
-        else:
+        elif loaded is None:
             loaded = _load_transformers(source, dtype)
         if device != "cpu":
             loaded.model = loaded.model.to(device)

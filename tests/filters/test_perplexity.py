@@ -331,6 +331,26 @@ def test_converted_copies_are_kept_per_weight_type(
     assert f32.model.dtype == torch.float32
 
 
+def test_a_converted_model_without_a_kept_copy_is_loaded_once(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the copy cache off the builtin engine has nothing to run, so the transformers model that
+    was loaded to make a copy is the one used, not loaded a second time."""
+    monkeypatch.setenv("POISONGUARD_MODEL_CACHE", "")
+    monkeypatch.setattr(lm_loader, "_cache_key", lambda source: "tiny-key")
+    monkeypatch.setattr(lm_loader, "_CACHE", {})
+    calls: list[str] = []
+    load = lm_loader._from_pretrained
+
+    def counted(folder: str, gguf_file: str | None, torch_dtype: Any) -> Any:
+        calls.append(folder)
+        return load(folder, gguf_file, torch_dtype)
+
+    monkeypatch.setattr(lm_loader, "_from_pretrained", counted)
+    loaded = lm_loader.load_model(str(tiny_dir), "float32")
+    assert loaded.engine == "transformers" and calls == [str(tiny_dir)]
+
+
 def _refuse_the_original(load: Any, original: Path) -> Any:
     def guarded(folder: str, gguf_file: str | None, torch_dtype: Any) -> Any:
         assert Path(folder) != original, "loaded the original model, not the kept copy"
