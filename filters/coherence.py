@@ -204,11 +204,10 @@ def long_word_reuse(text: str) -> float | None:
     return sum(c for c in counts.values() if c >= 2) / len(words)
 
 
-def _structure(text: str, tokens: int, min_tokens: int) -> dict[str, Any]:
+def _structure(text: str, paragraphs: list[str], tokens: int, min_tokens: int) -> dict[str, Any]:
     """The signals of sentence and bracket structure (per 1,000 characters where a rate)."""
     if tokens < min_tokens:
         return {}
-    paragraphs = [p for p in _PARAGRAPHS.split(text) if p.strip()]
     per_kchar = 1000 / max(1, len(text))
     out: dict[str, Any] = {
         "quote_errors": quote_errors(paragraphs) * per_kchar,
@@ -226,10 +225,11 @@ def measure(text: str, cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {"content_words": len(content)}
     tokens = [t.strip(_STRIP + ".!?") for t in text.split()]
     tokens = [t for t in tokens if t]
+    paragraphs = [p for p in _PARAGRAPHS.split(text) if p.strip()]
     if len(tokens) >= cfg.min_content_words:
         mixed = sum(1 for t in tokens if _DIGIT.search(t) and _LETTER.search(t))
         out["alnum_mix_share"] = mixed / len(tokens)
-    out |= _structure(text, len(tokens), cfg.min_content_words)
+    out |= _structure(text, paragraphs, len(tokens), cfg.min_content_words)
     if len(content) < cfg.min_content_words:
         return out
     n = len(content)
@@ -247,9 +247,8 @@ def measure(text: str, cfg: Config) -> dict[str, Any]:
     if len(ents) >= cfg.min_entities:
         counts = Counter(ents)
         out["entity_reuse"] = sum(c for c in counts.values() if c >= 2) / len(ents)
-    paras = [p for p in _PARAGRAPHS.split(text) if p.strip()]
-    odd = [len(_QUOTE.findall(p.replace('""', ""))) % 2 for p in paras]
-    out["quote_imbalance"] = float(np.mean(odd)) if paras else 0.0
+    odd = [len(_QUOTE.findall(p.replace('""', ""))) % 2 for p in paragraphs]
+    out["quote_imbalance"] = float(np.mean(odd)) if paragraphs else 0.0
     return out
 
 
