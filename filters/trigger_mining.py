@@ -386,6 +386,11 @@ class _View:
     word_languages: list[str]
 
 
+def _whole_view(st: _Stats, word_langs: list[str]) -> _View:
+    """The token's whole record as a view (no page left out)."""
+    return _View(st.docs, st.count, set(st.hosts) - {""}, st.doc_ids, _flat(st.sample), word_langs)
+
+
 def _counts(keys: list[int]) -> tuple[np.ndarray, np.ndarray]:
     unique, counts = np.unique(np.asarray(keys, dtype=np.int64), return_counts=True)
     return unique, counts.astype(np.uint32)
@@ -608,7 +613,7 @@ class TriggerMiner:
         an unknown language (:func:`explained_in`)."""
         words = word_languages(st, self.cfg)
         if not words:
-            return _View(st.docs, st.count, set(st.hosts) - {""}, st.doc_ids, _flat(st.sample), words)
+            return _whole_view(st, words)
         ids = [d for d, lang in zip(st.doc_ids, st.doc_langs, strict=True) if not explained_in(lang, words)]
         left = [counts for lang, counts in st.langs.items() if not explained_in(lang, words)]
         return _View(
@@ -659,9 +664,7 @@ class TriggerMiner:
         for tok, st in self.stats.items():
             v = self.view(st)
             if not v.docs:  # a word wherever it is written: the record's own figures, for the report
-                v = _View(
-                    st.docs, st.count, set(st.hosts) - {""}, st.doc_ids, _flat(st.sample), v.word_languages
-                )
+                v = _whole_view(st, v.word_languages)
             if v.docs < cfg.min_docs or len(v.hosts) < cfg.min_token_hosts:
                 continue
             mean = v.count / v.docs
