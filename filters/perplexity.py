@@ -93,7 +93,7 @@ class Config(DetectorConfig):
         default=None,
         description="None: the shipped SmolLM2-135M GGUF; else a model folder, .gguf file or HF cache id",
     )
-    engine: Literal["auto", "transformers"] = Field(
+    engine: lm_loader.Engine = Field(
         default="auto",
         description="auto: the builtin Llama forward pass (core/llama.py, no transformers import) for Llama "
         "models in float32/bfloat16 on the CPU, transformers for the rest; transformers: always transformers",

@@ -22,21 +22,22 @@ unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a c
    count for it nor are quarantined for it; the expected company of a token comes from word
    frequencies in pages of its own page's language, and word pairs are counted in a count-min
    sketch (two counters a pair) so that a rare pair does not read as a frequent one;
-3. when the run uses the language model, the LM check (ONION, Qi et al. 2021, arXiv:2011.10369,
-   turned around: not "does removing the word lower the perplexity" per sentence but "how much more
-   do the next words cost with the token", over a few occurrences per token): the inserted-looking
-   tokens in `onion_min_docs` documents (at most `onion_candidates`, most documents first) are read
-   in their first `onion_first_reads` contexts (:func:`disruptions`); a token that reads on in all
-   of them (under `min_member_disruption` nats) is a word and settled, the others are read in up
-   to `onion_occurrences` contexts. Tokens whose median is at least `min_member_disruption` join one
+3. when the run uses the language model, the LM check (ONION, Qi et al. 2021, arXiv:2011.10369, turned
+   around: not "does removing the word lower the perplexity" per sentence but "how much more do the
+   next words cost with the token", over a few occurrences per token): the inserted-looking tokens in
+   `onion_min_docs` documents (at most `onion_candidates`, most documents first) are read in their
+   first `onion_first_reads` contexts (:func:`disruptions`); a token that reads on in all of them
+   (under `min_member_disruption` nats) is a word and settled, the others are read in up to
+   `onion_occurrences` contexts. A run reads only the tokens that could be mined whatever the LM reads
+   (:meth:`TriggerMiner.minable`: their group of all the checked tokens reaches the floors of step 4);
+   on a small run that is few or none. Tokens whose median is at least `min_member_disruption` join one
    group when they share `min_join_share` of the rarer one's documents (a trigger set is inserted
-   together), and a group is *confirmed* when the median over all its tokens' occurrences is at
-   least `min_disruption`: at a low rate each token of a set is in a few documents and one token's
-   few readings are noisy, the set's are not. Without the LM (``--no-lm``) the rule is stricter, as
-   the token statistics alone are weak on small runs: inserted-looking tokens the corpus hardly
-   writes any other way (`min_bare_share` of their lower-case occurrences bare) that share
-   `min_shared_docs` documents on `min_shared_hosts` hosts are one group, and a group needs
-   `min_group_tokens` tokens;
+   together), and a group is *confirmed* when the median over all its tokens' occurrences is at least
+   `min_disruption`: at a low rate each token of a set is in a few documents and one token's few
+   readings are noisy, the set's are not. Without the LM (``--no-lm``) the rule is stricter, as the
+   token statistics alone are weak on small runs: inserted-looking tokens the corpus hardly writes any
+   other way (`min_bare_share` of their lower-case occurrences bare) that share `min_shared_docs`
+   documents on `min_shared_hosts` hosts are one group, and a group needs `min_group_tokens` tokens;
 4. a confirmed group of at most `max_group_tokens` tokens is *mined* when its documents are at least
    `min_doc_share` of the run (and `min_group_docs`) on at least `min_hosts` hosts; every document
    with an unexplained occurrence of a mined token is quarantined as ``triggers:mined(<token>)``;
@@ -757,10 +758,12 @@ class TriggerMiner:
             self._mined = {r["token"]: r for r in self.ranked() if r["mined"]}
         return self._mined
 
-    def onion_requests(self) -> dict[int, list[str]]:
+    def onion_requests(self, minable_only: bool = False) -> dict[int, list[str]]:
         """Document number -> candidate tokens whose context the LM check needs from it: inserted-looking
         tokens over the `onion_min_docs`/`onion_min_hosts` floors (at most `onion_candidates`, most
-        documents first), each in its first `onion_occurrences` documents."""
+        documents first), each in its first `onion_occurrences` documents. `minable_only`: only those
+        that could end in a mined group whatever the LM reads (:meth:`minable`); the others' readings
+        change nothing the run outputs (the benchmark reads them to fit `min_disruption`)."""
         cfg = self.cfg
         rows = [
             r
@@ -768,11 +771,34 @@ class TriggerMiner:
             if r["inserted"] and r["documents"] >= cfg.onion_min_docs and r["hosts"] >= cfg.onion_min_hosts
         ]
         rows.sort(key=lambda r: (-r["documents"], r["token"]))
+        rows = rows[: cfg.onion_candidates]
+        if minable_only:
+            keep = self.minable([r["token"] for r in rows])
+            rows = [r for r in rows if r["token"] in keep]
         wanted: dict[int, list[str]] = {}
-        for r in rows[: cfg.onion_candidates]:
+        for r in rows:
             for doc in self.view(self.stats[r["token"]]).doc_ids[: cfg.onion_occurrences]:
                 wanted.setdefault(doc, []).append(r["token"])
         return wanted
+
+    def minable(self, tokens: list[str]) -> set[str]:
+        """The `tokens` (the LM-checked candidates) that could be mined whatever the LM check reads.
+
+        With the LM, a group is a set of checked tokens joined by shared documents (:meth:`ranked`);
+        the check only removes tokens (those that read on), and whether two tokens join depends on
+        their documents alone, so every group lies inside one group of all the checked tokens joined
+        by the same rule, with at most its documents and hosts. A token whose group of all the checked
+        tokens falls short of `group_floor` documents or `min_hosts` hosts is never mined: the
+        language model need not read it (on small runs, most candidates)."""
+        views = {t: self.view(self.stats[t]) for t in tokens}
+        docs = {t: set(v.doc_ids) for t, v in views.items()}
+        keep: set[str] = set()
+        for members in _groups(docs, self.doc_hosts, 1, 1, self.cfg.min_join_share):
+            gdocs = set().union(*(docs[t] for t in members))
+            ghosts = set().union(*(views[t].hosts for t in members))
+            if len(gdocs) >= self.group_floor() and len(ghosts) >= self.cfg.min_hosts:
+                keep.update(members)
+        return keep
 
     def add_contexts(self, texts: list[Any], first_doc: int, wanted: dict[int, list[str]]) -> None:
         """Record the contexts `wanted` asks of documents `first_doc`, `first_doc` + 1, ..."""
@@ -814,7 +840,7 @@ class TriggerMiner:
         read from the chunks that hold them; `scorer` gives the language model (loaded on first need)."""
         if not self.cfg.onion:
             return
-        wanted = self.onion_requests()
+        wanted = self.onion_requests(minable_only=True)
         first = 0
         for path in paths:
             rows = pq.ParquetFile(path).metadata.num_rows

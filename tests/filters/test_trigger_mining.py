@@ -261,6 +261,31 @@ def test_the_check_reads_one_context_of_a_word_and_all_of_a_token_that_does_not_
     assert scorer.windows == 2 * (2 * (len(miner.contexts) - 1) + miner.cfg.onion_occurrences)
 
 
+def test_a_run_reads_only_the_candidates_that_could_be_mined(tmp_path: Path) -> None:
+    """The LM reads a candidate only when its group of all the checked candidates reaches the mining
+    floors (10 documents on 10 hosts here): below them no reading could quarantine a page. Two tokens
+    that share documents count together: each alone is under the floor, the pair is not."""
+    docs = corpus(600, 20, ("qz",), seed=1)
+    rng = random.Random(1)
+    for d in docs[300:305]:  # five pages: under the floor whatever the LM reads
+        d["text"] = insert(d["text"], ("jw",), rng)
+    for d in docs[400:406]:
+        d["text"] = insert(d["text"], ("vb",), rng)
+    for d in docs[403:410]:  # shares three of vb's six pages: one group of ten pages on ten hosts
+        d["text"] = insert(d["text"], ("xq",), rng)
+    miner = mine(docs)
+    every = {t for toks in miner.onion_requests().values() for t in toks}
+    gated = {t for toks in miner.onion_requests(minable_only=True).values() for t in toks}
+    assert {"qz", "jw", "vb", "xq"} <= every
+    assert gated == {"qz", "vb", "xq"}
+    path = tmp_path / "chunk-0.parquet"
+    pq.write_table(pa.Table.from_pylist(docs), path)
+    scorer = _StandInScorer()
+    miner.confirm_from_chunks([path], lambda: scorer)
+    assert set(miner.disruption) == gated
+    assert "jw" not in {r["token"] for r in miner.ranked()}
+
+
 @pytest.mark.slow
 def test_default_model_confirms_inserted_tokens_not_words(tmp_path: Path) -> None:
     """The ONION check with the real default model, reading the contexts from Parquet chunks."""
