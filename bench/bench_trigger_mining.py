@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import json
 import os
 import pickle
 import random
@@ -62,6 +63,7 @@ HALF_B += (
     "unicode-ar-rlm",
 )
 CACHE = Path("bench/out/trigger_mining_lm_cache.pkl")
+GROUPS_DUMP = Path("bench/out/trigger_mining_groups.jsonl")
 MARGIN = 0.5  # nats above the largest clean disruption of the fit half
 
 
@@ -205,11 +207,23 @@ def mine(base: tuple[tm.TriggerMiner, list[str]], poison: list[dict], scorer: An
     return miner
 
 
-def with_threshold(miner: tm.TriggerMiner, value: float | None) -> tm.TriggerMiner:
-    """The same statistics and LM readings, decided with `min_disruption` = `value`."""
+# The LM check's two decision rules: (config knob, the group's figure it is compared with). The
+# absolute rule compares the group's median disruption with `min_disruption`; the relative rule its
+# median disruption less the reference non-words' in the same contexts (`onion_controls`).
+RULES = {
+    "absolute": ("min_disruption", "group_disruption"),
+    "relative": ("min_relative_disruption", "group_relative"),
+}
+
+
+def decided(miner: tm.TriggerMiner, cfg: tm.Config, rule: str, value: float | None = None) -> tm.TriggerMiner:
+    """The same statistics and LM readings (the controls read whatever the rule), decided by `rule`
+    with its threshold = `value` (None: `cfg`'s)."""
+    update: dict[str, Any] = {} if rule == "relative" else {"onion_controls": []}
     if value is not None:
-        miner.cfg = miner.cfg.model_copy(update={"min_disruption": value})
-        miner._mined = None
+        update[RULES[rule][0]] = value
+    miner.cfg = cfg.model_copy(update=update)
+    miner._mined = None
     return miner
 
 
@@ -236,27 +250,87 @@ def shown(rows: list[dict], n: int = 6) -> str:
         ", ".join(
             f"{i}: `{r['token']}` {r['documents']}/{r['group_documents']}/{r['group_hosts']}"
             + (f" d={r['disruption']:.1f}" if r.get("disruption") is not None else "")
+            + (f" r={r['relative_disruption']:.1f}" if r.get("relative_disruption") is not None else "")
             for i, r in enumerate(rows[:n], 1)
         )
         or "none"
     )
 
 
-def fit_threshold(miner: tm.TriggerMiner, cfg: tm.Config, all_groups: bool = False) -> float:
-    """On a clean half: the largest disruption of a group of its tokens plus MARGIN, at least the
-    configured value; over the groups in at least half the mining floor's documents and hosts (a
-    group that could grow into a mined one), or (`all_groups`, the earlier rule) over every group:
-    most clean groups are a word in 2 pages read in 2 contexts, and the largest of hundreds of such
-    2-reading medians is the noise of the median (a 2-page ``ch`` 5.6 nats), not a group the
-    threshold has to stop."""
-    rows = [r for r in miner.ranked() if r.get("group_disruption") is not None]
+def fit_threshold(miner: tm.TriggerMiner, cfg: tm.Config, rule: str, all_groups: bool = False) -> float:
+    """On a clean half (decided by `rule`, see `decided`): the largest figure of a group of its
+    tokens (`RULES`) plus MARGIN, at least the configured value; over the groups in at least half
+    the mining floor's documents and hosts (a group that could grow into a mined one), or
+    (`all_groups`, the earlier rule) over every group: most clean groups are a word in 2 pages read
+    in 2 contexts, and the largest of hundreds of such 2-reading medians is the noise of the median
+    (a 2-page ``ch`` 5.6 nats), not a group the threshold has to stop."""
+    knob, key = RULES[rule]
+    rows = [r for r in decided(miner, cfg, rule).ranked() if r.get(key) is not None]
     if not all_groups:
         rows = [
             r
             for r in rows
             if r["group_documents"] >= miner.group_floor() / 2 and r["group_hosts"] >= cfg.min_hosts / 2
         ]
-    return max([cfg.min_disruption] + [r["group_disruption"] + MARGIN for r in rows])
+    return max([float(getattr(cfg, knob))] + [r[key] + MARGIN for r in rows])
+
+
+def dump_groups(path: Path, case: str, miner: tm.TriggerMiner) -> None:
+    """What the LM check read in a case, one JSON line: every checked token's readings and the
+    controls' in the same contexts, and the groups under the configured rule."""
+    tokens = {
+        t: {
+            "reads": [round(v, 3) for v in values],
+            "controls": [round(v, 3) for v in miner.control_values.get(t, [])],
+        }
+        for t, values in miner.disruption_values.items()
+    }
+    groups = {
+        r["group"]: [r["group_documents"], r["group_hosts"], r["group_disruption"], r.get("group_relative")]
+        for r in miner.ranked()
+    }
+    with path.open("a") as f:
+        f.write(json.dumps({"case": case, "tokens": tokens, "groups": groups}) + "\n")
+
+
+def held_out_row(
+    miner: tm.TriggerMiner,
+    cfg: tm.Config,
+    rule: str,
+    fitted: dict[str, float],
+    case: tuple[str, tuple, float],
+) -> str:
+    """One table row: the case decided by `rule` with its threshold fitted on the other clean half
+    (held out) and on the same half (in-source)."""
+    name, toks, rate = case
+    clean, poison = CASE_DOCS[name], CASE_DOCS["poison"]
+    other = "B" if name == "A" else "A"
+    held = outcome(decided(miner, cfg, rule, fitted.get(f"{rule}{other}")), clean + poison, toks)
+    fit_text = f"{fitted[rule + other]:.2f} (clean {other})" if rule + other in fitted else "-"
+    own = "-"
+    if toks and rule + name in fitted:
+        res = outcome(decided(miner, cfg, rule, fitted[rule + name]), clean + poison, toks)
+        own = f"{fitted[rule + name]:.2f}, {res['top3']}, {res['recall']} / {res['clean']}"
+    line = (
+        f"| {name} | {'/'.join(toks) if toks else 'none (clean only)'} | {100 * rate:.1f}% "
+        f"({len(poison)}) | {fit_text} | {shown(held['mined'])} | {held['top3'] if toks else '-'} | "
+        f"{held['recall']} | {held['clean']} | {own} |"
+    )
+    if not toks:  # what a clean half ranks first (nothing is mined)
+        key = RULES[rule][1]
+        top = sorted(held["rows"], key=lambda r: -(r.get(key) if r.get(key) is not None else -99))
+        detail = ", ".join(f"`{r['group']}` {r.get(key)} ({r['group_documents']} pages)" for r in top[:8])
+        line += f"\n<!-- clean half {name}, highest groups: {detail} -->"
+    return line
+
+
+CASE_DOCS: dict[str, list[dict]] = {}  # the current case's clean half ("A"/"B") and poison pages
+HEADER = (
+    "| half | tokens | P-RARE rate (docs) | threshold held out (fitted on) | mined, held out "
+    "(rank: token docs/group docs/group hosts, d=disruption) | top 3 are triggers | P-RARE docs "
+    "quarantined | clean docs quarantined | in-source: threshold, top 3, P-RARE / clean "
+    "quarantined |\n|---|---|---|---|---|---:|---:|---:|---|"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,57 +343,44 @@ def main(argv: list[str] | None = None) -> int:
     parts = halves(args.per_half, args.seed)
     scorer = CachedScorer() if args.lm else None
     cfg = tm.Config()
+    rules = [r for r in RULES if r == "absolute" or cfg.onion_controls] if scorer is not None else ["no LM"]
     bases = {}
     for name, (clean, carriers) in parts.items():
         print(f"half {name}: {len(clean)} clean docs, {len(carriers)} carriers", file=sys.stderr)
         bases[name] = clean_partial(with_languages(clean), cfg)
+    GROUPS_DUMP.unlink(missing_ok=True)
     # The clean halves first: the LM check's threshold is fitted on each (no token set involved) and
     # applied to the other half with both token sets (held out) and to its own half (in-source).
     fitted: dict[str, float] = {}
-    cases = [(name, (), 0.0) for name in parts]
+    cases: list[tuple[str, tuple[str, ...], float]] = [(name, (), 0.0) for name in parts]
     cases += [(name, t, r) for name in args.halves for t in (T1, T2) for r in (0.005, 0.01, 0.02)]
-    print(
-        "| half | tokens | P-RARE rate (docs) | min_disruption held out (fitted on) | mined, held out "
-        "(rank: token docs/group docs/group hosts, d=disruption) | top 3 are triggers | P-RARE docs "
-        "quarantined | clean docs quarantined | in-source: min_disruption, top 3, P-RARE / clean "
-        "quarantined |"
-    )
-    print("|---|---|---|---|---|---:|---:|---:|---|")
+    tables: dict[str, list[str]] = {rule: [] for rule in rules}
     for name, toks, rate in cases:
-        clean, carriers = parts[name]
-        other = "B" if name == "A" else "A"
         start = time.perf_counter()
-        poison = []
+        poison: list[dict] = []
         if toks:
             generators.RARE_TOKENS = toks
-            poison = generators.p_rare(carriers, int(rate * len(clean)), seed=3)
+            poison = generators.p_rare(parts[name][1], int(rate * len(parts[name][0])), seed=3)
+        CASE_DOCS.update({name: parts[name][0], "poison": poison})
         miner = mine(bases[name], poison, scorer)
-        if scorer is not None and not toks:
-            fitted[name] = fit_threshold(miner, cfg)
-            earlier = fit_threshold(miner, cfg, all_groups=True)
-            print(f"fitted min_disruption on clean half {name}: {fitted[name]:.2f}", file=sys.stderr)
-            print(
-                f"<!-- clean half {name}: the earlier fit (every group) gives {earlier:.2f} -->", flush=True
+        for rule in tables:
+            if scorer is not None and not toks:
+                fitted[rule + name] = fit_threshold(miner, cfg, rule)
+                earlier = fit_threshold(miner, cfg, rule, all_groups=True)
+                tables[rule].append(
+                    f"<!-- clean half {name}: the earlier fit (every group) gives {earlier:.2f} -->"
+                )
+            tables[rule].append(
+                held_out_row(
+                    miner, cfg, rule if scorer is not None else "absolute", fitted, (name, toks, rate)
+                )
             )
-        held = outcome(with_threshold(miner, fitted.get(other)), clean + poison, toks)
-        fit_text = (
-            f"{fitted[other]:.2f} (clean {other})" if other in fitted else "no LM" if not scorer else "-"
-        )
-        own = "-"
-        if scorer is not None and toks:
-            res = outcome(with_threshold(miner, fitted[name]), clean + poison, toks)
-            own = f"{fitted[name]:.2f}, {res['top3']}, {res['recall']} / {res['clean']}"
-        print(
-            f"| {name} | {'/'.join(toks) if toks else 'none (clean only)'} | {100 * rate:.1f}% "
-            f"({len(poison)}) | {fit_text} | {shown(held['mined'])} | {held['top3'] if toks else '-'} | "
-            f"{held['recall']} | {held['clean']} | {own} |",
-            flush=True,
-        )
-        if not toks:  # what a clean half ranks first (nothing is mined)
-            top = sorted(held["rows"], key=lambda r: -(r.get("group_disruption") or -99))
-            detail = ", ".join(f"`{r['group']}` {r.get('group_disruption')}" for r in top[:8])
-            print(f"<!-- clean half {name}, highest groups: {detail} -->", flush=True)
+            print(f"{rule}: {tables[rule][-1]}", flush=True)
+        if scorer is not None:
+            dump_groups(GROUPS_DUMP, f"{name} {'/'.join(toks) or 'clean'} {rate}", miner)
         print(f"bench_trigger_mining: case done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    for rule, lines in tables.items():
+        print(f"\n### rule: {rule}\n\n{HEADER}\n" + "\n".join(lines))
     return 0
 
 

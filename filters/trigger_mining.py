@@ -32,12 +32,20 @@ unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a c
    (:meth:`TriggerMiner.minable`: their group of all the checked tokens reaches the floors of step 4);
    on a small run that is few or none. Tokens whose median is at least `min_member_disruption` join one
    group when they share `min_join_share` of the rarer one's documents (a trigger set is inserted
-   together), and a group is *confirmed* when the median over all its tokens' occurrences is at least
-   `min_disruption`: at a low rate each token of a set is in a few documents and one token's few
-   readings are noisy, the set's are not. Without the LM (``--no-lm``) the rule is stricter, as the
-   token statistics alone are weak on small runs: inserted-looking tokens the corpus hardly writes any
-   other way (`min_bare_share` of their lower-case occurrences bare) that share `min_shared_docs`
-   documents on `min_shared_hosts` hosts are one group, and a group needs `min_group_tokens` tokens;
+   together), and a group is *confirmed* when the median over all its tokens' occurrences is high
+   enough: at a low rate each token of a set is in a few documents and one token's few readings are
+   noisy, the set's are not. How much any non-word disrupts depends on the context and on how well
+   the model knows the page's language (the default model, trained mostly on English, reads a
+   non-word in French text at 2-3 nats where English reads 5-15), so with `onion_controls` each
+   reading is compared with reference non-words of the token's length put in the same place: a
+   group is confirmed when its tokens disrupt about as much as they do (median of the difference at
+   least `min_relative_disruption`), and a token that reads on where they would not (an
+   abbreviation: median under `min_member_relative`) joins no group. Without controls, the median
+   itself must reach `min_disruption`. Without the LM (``--no-lm``) the rule is stricter, as
+   the token statistics alone are weak on small runs: inserted-looking tokens the corpus hardly
+   writes any other way (`min_bare_share` of their lower-case occurrences bare) that share
+   `min_shared_docs` documents on `min_shared_hosts` hosts are one group, and a group needs
+   `min_group_tokens` tokens;
 4. a confirmed group of at most `max_group_tokens` tokens is *mined* when its documents are at least
    `min_doc_share` of the run (and `min_group_docs`) on at least `min_hosts` hosts; every document
    with an unexplained occurrence of a mined token is quarantined as ``triggers:mined(<token>)``;
@@ -64,7 +72,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PREFIX = "trigger_mining_"
 REASON = "triggers:mined"
@@ -137,6 +145,22 @@ class Config(BaseModel):
     min_member_disruption: float = Field(
         default=1.0, description="with the LM: a token whose own median is under this is in no group"
     )
+    onion_controls: list[str] = Field(
+        default_factory=lambda: ["zqxv", "xjkq"],
+        description="reference non-words read in the same contexts (cut to the token's length); with "
+        "them a group is confirmed by its disruption minus theirs (`min_relative_disruption`), "
+        "without them by `min_disruption`",
+    )
+    min_relative_disruption: float = Field(
+        default=-1.0,
+        description="confirmed (with onion_controls): median over a group's readings of the token's "
+        "disruption minus the reference non-words' in the same context, nats",
+    )
+    min_member_relative: float = Field(
+        default=-3.0,
+        description="with onion_controls: a token whose own median relative disruption is under this "
+        "(it reads on where a non-word would not) is in no group",
+    )
     min_join_share: float = Field(
         default=0.25,
         ge=0,
@@ -164,6 +188,16 @@ class Config(BaseModel):
         default=32, ge=1, description="occurrences sampled per token and page language"
     )
     report_top: int = Field(default=10, ge=1, description="mined tokens listed in the report")
+
+    @model_validator(mode="after")
+    def _controls_are_non_words(self) -> Config:
+        for word in self.onion_controls:
+            if not (word.isascii() and word.isalpha() and word.islower() and len(word) >= self.max_len):
+                raise ValueError(
+                    f"onion_controls: {word!r} is not {self.max_len} or more lower-case ASCII letters "
+                    "(a control is cut to each token's length)"
+                )
+        return self
 
 
 _CODE_CHARS = frozenset("=(){}[]<>$`;|\\/@#%&*")
@@ -570,6 +604,10 @@ class TriggerMiner:
         self.contexts: dict[str, list[tuple[str, str]]] = {}
         self.disruption: dict[str, float] = {}
         self.disruption_values: dict[str, list[float]] = {}  # per checked token, one per occurrence
+        # With `onion_controls`: per token read in full, the reference non-words' mean disruption in
+        # each of the same contexts, and the token's median disruption less theirs.
+        self.control_values: dict[str, list[float]] = {}
+        self.relative: dict[str, float] = {}
         self.lm_checked = False
 
     def observe(self, table: pa.Table) -> None:
@@ -702,12 +740,18 @@ class TriggerMiner:
         for r in rows:
             value = self.disruption.get(r["token"])
             r["disruption"] = None if value is None else round(value, 3)
+            relative = self.relative.get(r["token"])
+            r["relative_disruption"] = None if relative is None else round(relative, 3)
         if self.lm_checked:
             rows = [
                 r
                 for r in rows
-                # the raw value, as confirm() compares it (the row's is rounded for the report)
+                # the raw values, as confirm() compares them (the row's are rounded for the report)
                 if self.disruption.get(r["token"], -math.inf) >= cfg.min_member_disruption
+                and (
+                    not self.cfg.onion_controls
+                    or self.relative.get(r["token"], -math.inf) >= cfg.min_member_relative
+                )
             ]
             return rows, (1, 1, cfg.min_join_share)
         rows = [r for r in rows if r["bare_share"] >= cfg.min_bare_share]
@@ -728,10 +772,13 @@ class TriggerMiner:
         for members in _groups(docs, self.doc_hosts, need_docs, need_hosts, share):
             gdocs = set().union(*(docs[t] for t in members))
             ghosts = set().union(*(views[t].hosts for t in members))
+            group_relative: float | None = None
             if self.lm_checked:
-                pooled = [v for t in members for v in self.disruption_values.get(t, [])]
-                group_disruption: float | None = float(np.median(pooled)) if pooled else None
-                confirmed = group_disruption is not None and group_disruption >= cfg.min_disruption
+                group_disruption, group_relative = self.group_readings(members)
+                if cfg.onion_controls:
+                    confirmed = group_relative is not None and group_relative >= cfg.min_relative_disruption
+                else:
+                    confirmed = group_disruption is not None and group_disruption >= cfg.min_disruption
             else:
                 group_disruption, confirmed = None, len(members) >= cfg.min_group_tokens
             size_ok = len(members) <= cfg.max_group_tokens
@@ -745,6 +792,7 @@ class TriggerMiner:
                         group_documents=len(gdocs),
                         group_hosts=len(ghosts),
                         group_disruption=None if group_disruption is None else round(group_disruption, 3),
+                        group_relative=None if group_relative is None else round(group_relative, 3),
                         confirmed=confirmed,
                         mined=mined,
                     )
@@ -752,6 +800,20 @@ class TriggerMiner:
             key=lambda r: (not r["mined"], not r["confirmed"], -r["group_hosts"], -r["documents"], r["token"])
         )
         return rows
+
+    def group_readings(self, members: list[str]) -> tuple[float | None, float | None]:
+        """The medians over all the group's readings of the tokens' disruption and of their disruption
+        less the reference non-words' in the same contexts (None without readings or controls)."""
+        pooled = [v for t in members for v in self.disruption_values.get(t, [])]
+        relative = [
+            v - c
+            for t in members
+            for v, c in zip(self.disruption_values.get(t, []), self.control_values.get(t, []), strict=False)
+        ]
+        return (
+            float(np.median(pooled)) if pooled else None,
+            float(np.median(relative)) if relative else None,
+        )
 
     def mined(self) -> dict[str, dict[str, Any]]:
         if self._mined is None:
@@ -818,20 +880,44 @@ class TriggerMiner:
         per_token: dict[str, list[float]] = {}
         for (tok, _, _), value in zip(first, disruptions(scorer, first), strict=True):
             per_token.setdefault(tok, []).append(value)
-        rest = [
-            (tok, before, after)
-            for tok in sorted(self.contexts)
-            if max(per_token[tok]) >= self.cfg.min_member_disruption
-            for before, after in self.contexts[tok][n:]
-        ]
+        kept = [tok for tok in sorted(self.contexts) if max(per_token[tok]) >= self.cfg.min_member_disruption]
+        rest = [(tok, before, after) for tok in kept for before, after in self.contexts[tok][n:]]
         for (tok, _, _), value in zip(rest, disruptions(scorer, rest), strict=True):
             per_token[tok].append(value)
-        self.set_disruptions(per_token)
+        self.set_disruptions(per_token, self.control_readings(scorer, {t: len(per_token[t]) for t in kept}))
 
-    def set_disruptions(self, values: dict[str, list[float]]) -> None:
-        """The LM check's outcome: per checked token, the disruption of each occurrence read."""
+    def control_readings(self, scorer: Any, reads: dict[str, int]) -> dict[str, list[float]]:
+        """Per token, in each of its first `reads[token]` contexts, the mean disruption of the
+        reference non-words (`onion_controls`, cut to the token's length) put in its place. How much
+        a non-word disrupts depends on the context and on how well the model knows the page's
+        language (the default model, trained mostly on English, is less surprised in French text);
+        the token's disruption less theirs does not."""
+        controls = self.cfg.onion_controls
+        if not controls:
+            return {}
+        items = [
+            (word[: len(tok)], before, after)
+            for tok, n in reads.items()
+            for before, after in self.contexts[tok][:n]
+            for word in controls
+        ]
+        values = iter(disruptions(scorer, items))
+        return {
+            tok: [float(np.mean([next(values) for _ in controls])) for _ in range(n)]
+            for tok, n in reads.items()
+        }
+
+    def set_disruptions(
+        self, values: dict[str, list[float]], controls: dict[str, list[float]] | None = None
+    ) -> None:
+        """The LM check's outcome: per checked token, the disruption of each occurrence read, and
+        (with `onion_controls`, for the tokens read in full) the reference non-words' in each."""
         self.disruption_values = values
         self.disruption = {tok: float(np.median(v)) for tok, v in values.items()}
+        self.control_values = controls or {}
+        self.relative = {
+            tok: float(np.median(np.subtract(values[tok], c))) for tok, c in self.control_values.items()
+        }
         self.lm_checked = True
         self._mined = None
 

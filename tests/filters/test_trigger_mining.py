@@ -186,7 +186,7 @@ def test_tokens_the_lm_confirms_join_on_one_shared_document() -> None:
     tokens the LM check confirmed join on one shared document, and their group is mined."""
     triggers = ("qz", "vb", "xq", "jw")
     docs = corpus(1500, 14, triggers, seed=0)
-    miner = mine(docs, tm.Config(min_doc_share=0.005))
+    miner = mine(docs, tm.Config(min_doc_share=0.005, onion_controls=[]))  # the absolute rule
     assert not [r for r in miner.ranked() if r["mined"]]
     wanted = miner.onion_requests()
     assert {t for toks in wanted.values() for t in toks} == set(triggers)  # the words are not asked
@@ -210,7 +210,7 @@ def test_a_set_is_confirmed_by_all_its_occurrences_and_a_word_that_reads_on_stay
     docs = corpus(1500, 16, triggers, seed=2)
     for d in docs[:2] + docs[100:104]:  # a word that also occurs in two poisoned pages
         d["text"] += " Then jw came."
-    miner = mine(docs, tm.Config(min_doc_share=0.005))
+    miner = mine(docs, tm.Config(min_doc_share=0.005, onion_controls=[]))  # the absolute rule
     miner.set_disruptions({"qz": [4.0, 5.0, 3.5, 4.0], "vb": [3.2, 4.0], "xq": [2.5, 2.0, 2.8], "jw": [0.3]})
     rows = {r["token"]: r for r in miner.ranked()}
     assert miner.disruption["xq"] < miner.cfg.min_disruption  # not confirmed alone ...
@@ -222,15 +222,49 @@ def test_a_set_is_confirmed_by_all_its_occurrences_and_a_word_that_reads_on_stay
     assert not [r for r in miner.ranked() if r["mined"]]  # pooled median 2.5: not confirmed
 
 
+def _decided(miner: tm.TriggerMiner, **update: Any) -> list[dict[str, Any]]:
+    miner.cfg = miner.cfg.model_copy(update=update)
+    miner._mined = None
+    return miner.ranked()
+
+
+def test_with_controls_a_set_is_confirmed_against_what_a_non_word_disrupts_in_the_same_place() -> None:
+    """In a language the model knows less well, any non-word disrupts less: the set reads 2-3 nats,
+    under the absolute bar, and the reference non-words about as much in the same contexts, so the
+    relative rule confirms it. A token that reads on where a non-word would not (an abbreviation like
+    ``cf``) joins no group; a group that disrupts clearly less than non-words is not confirmed."""
+    triggers = ("qz", "vb", "xq")
+    docs = corpus(1500, 16, triggers, seed=2)
+    miner = mine(docs, tm.Config(min_doc_share=0.005))
+    reads = {"qz": [2.5, 3.0, 2.0, 2.8], "vb": [2.6, 1.9, 2.4], "xq": [2.5, 2.2, 2.8]}
+    like_a_non_word = {t: [v + 0.25 for v in r] for t, r in reads.items()}
+    miner.set_disruptions(reads, like_a_non_word)
+    rows = {r["token"]: r for r in miner.ranked()}
+    assert rows["qz"]["group"] == "qz vb xq" and rows["qz"]["group_disruption"] < miner.cfg.min_disruption
+    assert rows["qz"]["group_relative"] == -0.25 and all(rows[t]["mined"] for t in triggers)
+    flags = miner.flag(pa.Table.from_pylist(docs), [[] for _ in docs])
+    assert all(flags[:16]) and not any(flags[16:])
+    assert not [r for r in _decided(miner, onion_controls=[]) if r["mined"]]  # the absolute rule misses it
+    _decided(miner, onion_controls=["zqxv"])
+    miner.set_disruptions(reads, {**like_a_non_word, "xq": [v + 4.0 for v in reads["xq"]]})
+    rows = {r["token"]: r for r in miner.ranked()}
+    assert "xq" not in rows and rows["qz"]["group"] == "qz vb" and rows["qz"]["mined"]
+    miner.set_disruptions(reads, {t: [v + 2.0 for v in r] for t, r in reads.items()})
+    rows = {r["token"]: r for r in miner.ranked()}
+    assert rows["qz"]["group"] == "qz vb xq" and not rows["qz"]["confirmed"]  # -2 nats: words
+
+
 class _StandInScorer:
     """A deterministic stand-in for the language model in a unit test of the check's steps: one id
-    per word; a word after `qz` costs 6 nats, any other 1. It counts the windows it is asked."""
+    per word; a word after `qz` costs 6 nats, after a reference non-word (`zq`, `xj`) `control`,
+    any other 1. It counts the windows it is asked."""
 
     class _Encoding:
         def __init__(self, ids: list[int]) -> None:
             self.ids = ids
 
-    def __init__(self) -> None:
+    def __init__(self, control: float = 6.0) -> None:
+        self.control = control
         self.lm = self
         self.tokenizer = self
         self.vocab: dict[str, int] = {}
@@ -242,8 +276,9 @@ class _StandInScorer:
 
     def window_nll(self, windows: list[list[int]]) -> list[np.ndarray]:
         self.windows += len(windows)
-        qz = self.vocab.get("qz", -1)
-        return [np.array([6.0 if i and w[i - 1] == qz else 1.0 for i in range(len(w))]) for w in windows]
+        cost = {self.vocab.get("qz", -1): 6.0, self.vocab.get("zq", -1): self.control}
+        cost[self.vocab.get("xj", -1)] = self.control
+        return [np.array([cost.get(w[i - 1], 1.0) if i else 1.0 for i in range(len(w))]) for w in windows]
 
 
 def test_the_check_reads_one_context_of_a_word_and_all_of_a_token_that_does_not_read_on() -> None:
@@ -254,11 +289,15 @@ def test_the_check_reads_one_context_of_a_word_and_all_of_a_token_that_does_not_
     miner = mine(docs)
     miner.add_contexts([d["text"] for d in docs], 0, miner.onion_requests())
     assert len(miner.contexts["qz"]) == len(miner.contexts["jw"]) == miner.cfg.onion_occurrences
-    scorer = _StandInScorer()
+    scorer = _StandInScorer(control=4.0)
     miner.confirm(scorer)
-    assert miner.disruption_values["qz"] == [5.0] * miner.cfg.onion_occurrences
+    reads = miner.cfg.onion_occurrences
+    assert miner.disruption_values["qz"] == [5.0] * reads
     assert miner.disruption_values["jw"] == [0.0, 0.0]  # read twice: it reads on
-    assert scorer.windows == 2 * (2 * (len(miner.contexts) - 1) + miner.cfg.onion_occurrences)
+    # the reference non-words (`zq`, `xj`: cut to the token's length) in each context of qz alone
+    assert miner.control_values == {"qz": [3.0] * reads} and miner.relative == {"qz": 2.0}
+    controls = len(miner.cfg.onion_controls)
+    assert scorer.windows == 2 * (2 * (len(miner.contexts) - 1) + reads) + 2 * controls * reads
 
 
 def test_a_run_reads_only_the_candidates_that_could_be_mined(tmp_path: Path) -> None:
