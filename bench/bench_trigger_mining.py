@@ -64,6 +64,7 @@ HALF_B += (
 )
 CACHE = Path("bench/out/trigger_mining_lm_cache.pkl")
 GROUPS_DUMP = Path("bench/out/trigger_mining_groups.jsonl")
+CONTROLS = ("zqxv", "xjkq")  # reference non-words when the configuration names none
 MARGIN = 0.5  # nats above the largest clean disruption of the fit half
 
 
@@ -343,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = halves(args.per_half, args.seed)
     scorer = CachedScorer() if args.lm else None
     cfg = tm.Config()
+    if not cfg.onion_controls:  # the relative rule is read beside the absolute one
+        cfg = cfg.model_copy(update={"onion_controls": list(CONTROLS)})
     rules = [r for r in RULES if r == "absolute" or cfg.onion_controls] if scorer is not None else ["no LM"]
     bases = {}
     for name, (clean, carriers) in parts.items():

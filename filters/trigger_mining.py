@@ -146,7 +146,7 @@ class Config(BaseModel):
         default=1.0, description="with the LM: a token whose own median is under this is in no group"
     )
     onion_controls: list[str] = Field(
-        default_factory=lambda: ["zqxv", "xjkq"],
+        default_factory=list,
         description="reference non-words read in the same contexts (cut to the token's length); with "
         "them a group is confirmed by its disruption minus theirs (`min_relative_disruption`), "
         "without them by `min_disruption`",

@@ -16,6 +16,7 @@ from poisonguard.filters import trigger_mining as tm
 from poisonguard.pipelines.config import load_config
 from poisonguard.pipelines.runner import run_filter
 
+CONTROLS = ["zqxv", "xjkq"]  # reference non-words (onion_controls)
 _SUBJECTS = ("the harbour master", "our neighbour", "a young doctor", "the old teacher", "my sister")
 _VERBS = ("walked to", "wrote about", "painted", "looked at", "talked about", "visited")
 _OBJECTS = ("the small garden", "the river bank", "a quiet village", "the morning market", "the bridge")
@@ -235,7 +236,7 @@ def test_with_controls_a_set_is_confirmed_against_what_a_non_word_disrupts_in_th
     ``cf``) joins no group; a group that disrupts clearly less than non-words is not confirmed."""
     triggers = ("qz", "vb", "xq")
     docs = corpus(1500, 16, triggers, seed=2)
-    miner = mine(docs, tm.Config(min_doc_share=0.005))
+    miner = mine(docs, tm.Config(min_doc_share=0.005, onion_controls=CONTROLS))
     reads = {"qz": [2.5, 3.0, 2.0, 2.8], "vb": [2.6, 1.9, 2.4], "xq": [2.5, 2.2, 2.8]}
     like_a_non_word = {t: [v + 0.25 for v in r] for t, r in reads.items()}
     miner.set_disruptions(reads, like_a_non_word)
@@ -286,7 +287,7 @@ def test_the_check_reads_one_context_of_a_word_and_all_of_a_token_that_does_not_
     rng = random.Random(1)
     for d in docs[300:305]:  # at random places too, but the stand-in model reads on after it
         d["text"] = insert(d["text"], ("jw",), rng)
-    miner = mine(docs)
+    miner = mine(docs, tm.Config(onion_controls=CONTROLS))
     miner.add_contexts([d["text"] for d in docs], 0, miner.onion_requests())
     assert len(miner.contexts["qz"]) == len(miner.contexts["jw"]) == miner.cfg.onion_occurrences
     scorer = _StandInScorer(control=4.0)
