@@ -25,6 +25,7 @@ import shutil
 import sys
 import time
 import tracemalloc
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,31 @@ def rss_after_trim_mb() -> float:
     except (OSError, AttributeError):  # not glibc
         return float("nan")
     return rss_mb()
+
+
+def reset_peak() -> bool:
+    """Restart the kernel's peak-RSS count (VmHWM) so that it measures one night (Linux 4.0+)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def night_peak_mb() -> float:
+    """The peak RSS since :func:`reset_peak` (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def domain_of(doc_id: str) -> str:
+    """A synthetic registrable domain, a function of the id (so that the in-memory comparison can
+    give earlier documents theirs): one document in ten on a domain of its own (the history's
+    distinct domains grow with it, as a crawl's do), the others on 5,000 recurring sites."""
+    h = zlib.crc32(doc_id.encode("utf-8"))
+    return f"{doc_id}.example" if h % 10 == 0 else f"site{h % 5000}.example"
 
 
 def peak_mb() -> float:
@@ -86,7 +112,7 @@ def night_docs(rng: np.random.Generator, night: int, n: int, prior: PriorIndex, 
     sources = rng.integers(0, n, size=len(exact_rows))
     sigs[exact_rows], keys[exact_rows] = sigs[sources], keys[sources]
     ids = [f"{night}-{i}" for i in range(n)]
-    return Docs(ids, [None] * n, keys, sigs)
+    return Docs(ids, [domain_of(i) for i in ids], keys, sigs)
 
 
 def assign_on_disk(prior: PriorIndex, docs: Docs) -> tuple[Any, float, dict[str, int]]:
@@ -107,7 +133,7 @@ def _in_memory(prior: PriorIndex, docs: Docs, conn: Any) -> None:
     base = rss_mb()
     start = time.perf_counter()
     index = dedup.DedupIndex(prior.cfg)
-    index.add(ids, [None] * len(ids), [b""] * len(ids), sigs, prior=True)
+    index.add(ids, [domain_of(i) for i in ids], [b""] * len(ids), sigs, prior=True)
     del sigs, ids
     index.add(docs.ids, docs.domains, [k.tobytes() for k in docs.keys], docs.sigs)
     loaded = time.perf_counter() - start
@@ -142,7 +168,12 @@ def one_night(prior: PriorIndex, docs: Docs, night: int, args: Any) -> tuple[Pri
     figures["named"] = sum(1 for c in clusters.tolist() if not c.startswith(f"{night}-"))
     text = comparison(prior, docs, table, took) if night == args.memory_night else ""
     reps = np.flatnonzero(clusters == np.array(docs.ids, dtype=object))
-    kept = Docs([docs.ids[i] for i in reps.tolist()], [None] * len(reps), docs.keys[reps], docs.sigs[reps])
+    kept = Docs(
+        [docs.ids[i] for i in reps.tolist()],
+        [docs.domains[i] for i in reps.tolist()],
+        docs.keys[reps],
+        docs.sigs[reps],
+    )
     del table, clusters
     start = time.perf_counter()
     manifest = f"night{night:03d}.json"
@@ -166,7 +197,14 @@ def main() -> None:
     parser.add_argument("--filter-only", action="store_true", help="skip the lookups without key filters")
     parser.add_argument("--memory-night", type=int, default=3, help="night of the in-memory comparison")
     parser.add_argument("--keep", action="store_true", help="keep bench/out/prior_index")
+    parser.add_argument(
+        "--no-release",
+        action="store_true",
+        help="baseline: the index does not hand freed heap back after a night (release_free_heap off)",
+    )
     args = parser.parse_args()
+    if args.no_release:
+        dedup_prior.release_free_heap = lambda: None
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     cfg = dedup.Config()
@@ -179,7 +217,9 @@ def main() -> None:
     try:
         for night in range(1, args.nights + 1):
             docs = night_docs(rng, night, args.per_night, prior, args.dup)
+            reset_peak()
             prior, fig, text = one_night(prior, docs, night, args)
+            fig["peak"] = night_peak_mb()
             compare = compare or text
             del docs
             gc.collect()
@@ -194,14 +234,17 @@ def main() -> None:
         f"{args.nights} nights of {args.per_night:,} synthetic signatures ({NUM_PERM} x uint32, "
         f"{bands} bands x {band_rows} rows); {args.dup:.0%} of each night near copies of earlier "
         f"documents, {args.dup / 2:.0%} of tonight's, 0.5% exact copies; `dedup.index_cache_mb` "
-        f"{args.cache_mb}, `dedup.index_max_segments` {args.max_segments}; {wall / 60:.1f} min.\n"
+        f"{args.cache_mb}, `dedup.index_max_segments` {args.max_segments}; "
+        f"{'freed heap kept (--no-release); ' if args.no_release else ''}{wall / 60:.1f} min.\n"
     )
     print(
         "| night | earlier docs | segments | assign s | MB read (filters / tables / documents) "
         "| assign s, no filter | MB read, no filter "
-        "| same columns | commit s | clusters named by earlier docs | RSS MB | Python heap MB | Arrow MB |"
+        "| same columns | commit s | lookup docs/s | clusters named by earlier docs "
+        "| peak RSS in the night MB "
+        "| RSS after MB | Python heap MB | Arrow MB |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     print()
     before, heap = rss_mb(), tracemalloc.get_traced_memory()[0] / 2**20
@@ -230,7 +273,8 @@ def night_row(night: int, prior: PriorIndex, fig: dict[str, Any], args: Any) -> 
     )
     return (
         f"| {night} | {(night - 1) * args.per_night / 1e6:.1f} M | {fig['segments']} | {fig['took']:.1f} | "
-        f"{mb_read(fig['read'])} | {plain} | {fig['commit']:.1f} | {fig['named']:,} | {rss_mb():,.0f} | "
+        f"{mb_read(fig['read'])} | {plain} | {fig['commit']:.1f} | {args.per_night / fig['took']:,.0f} | "
+        f"{fig['named']:,} | {fig['peak']:,.0f} | {rss_mb():,.0f} | "
         f"{tracemalloc.get_traced_memory()[0] / 2**20:,.0f} | {pa.total_allocated_bytes() / 2**20:,.0f} |"
     )
 

@@ -35,6 +35,7 @@ already joined), which the replay decides with the forest edges of earlier bucke
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -53,8 +54,10 @@ import pyarrow as pa
 from poisonguard.core import minhash
 from poisonguard.filters import dedup
 
-FORMAT = 2  # 1: no key filters, 4,096-key fence blocks (upgraded in place when opened)
-FORMATS = (1, 2)
+# 1: no key filters, 4,096-key fence blocks; 2: domains as codes into a per-segment list of names
+# (held in memory, growing with the distinct domains of the history). Both upgraded in place.
+FORMAT = 3
+FORMATS = (1, 2, 3)
 BLOCK = 256  # keys per fence block of a sorted table (3 KB of keys and rows: one read per hit)
 OLD_BLOCK = 4096  # format 1's
 DEFAULT_CACHE_MB = 64
@@ -101,6 +104,23 @@ class IoCount:
 
 
 IO = IoCount()  # the benchmark reads and resets it
+
+
+def release_free_heap() -> None:
+    """Hand the heap pages the process has freed back to the system (glibc's ``malloc_trim``; a
+    no-op elsewhere). A night allocates and frees arrays of hundreds of MB whose sizes vary with its
+    matches; glibc keeps such freed heap for reuse, so a process that runs night after night would
+    otherwise keep the largest night's heap and let fragmentation add to it."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl)
+        return None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -211,17 +231,36 @@ def bloom_build(keys: np.ndarray) -> np.ndarray:
     return words
 
 
-def bloom_check(path: Path, query: KeyMasks) -> np.ndarray:
-    """Per query key: whether the filter at ``path`` may hold it (False: it surely does not). The
-    filter is mapped; only the blocks of the queried keys are read."""
-    mm = np.memmap(path, dtype=np.uint64, mode="r")
-    try:
-        n_blocks = len(mm) // 8
-        block = query.blocks(n_blocks)
-        IO.pages(path, block * 64, mm.nbytes)
-        words = np.array(mm.reshape(n_blocks, 8)[block])
-    finally:
-        del mm
+def _spans(sorted_at: np.ndarray, width: int) -> list[tuple[int, int]]:
+    """Index ranges [lo, hi) of an ascending array, each covering less than ``width`` of its values."""
+    out, lo = [], 0
+    while lo < len(sorted_at):
+        hi = int(np.searchsorted(sorted_at, sorted_at[lo] + width, "left"))
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def bloom_check(path: Path, query: KeyMasks, cache_bytes: int = DEFAULT_CACHE_MB << 20) -> np.ndarray:
+    """Per query key: whether the filter at ``path`` may hold it (False: it surely does not). Only
+    the blocks of the queried keys are read, through mappings of at most ``cache_bytes`` of the
+    filter at a time (each closed before the next: a filter larger than the cache is never resident
+    whole, whatever the history)."""
+    file_size = path.stat().st_size
+    n_blocks = file_size // 64
+    block = query.blocks(n_blocks)
+    order = np.argsort(block, kind="stable")  # ascending already when the keys are
+    sblock = block[order]
+    IO.pages(path, block * 64, file_size)
+    words = np.empty((len(block), 8), np.uint64)
+    for lo, hi in _spans(sblock, max(1, cache_bytes // 64)):
+        first = int(sblock[lo])
+        span = int(sblock[hi - 1]) - first + 1
+        mm = np.memmap(path, dtype=np.uint64, mode="r", offset=first * 64, shape=(span * 8,))
+        try:
+            words[order[lo:hi]] = mm.reshape(span, 8)[sblock[lo:hi] - first]
+        finally:
+            del mm
     return np.all((words & query.masks) == query.masks, axis=1)
 
 
@@ -240,17 +279,25 @@ def write_table(folder: Path, name: str, keys: np.ndarray, rows: np.ndarray) -> 
     _write_raw(folder / f"{name}.bloom", bloom_build(skeys))
 
 
-def _fence_blocks(path: Path, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def _fence_blocks(path: Path, query: np.ndarray, cache_bytes: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Per query: the first and last fence block that can hold it (equal keys may run over a
-    block boundary), and the number of blocks. The fence is mapped, not read whole."""
-    fence = np.memmap(path, dtype=np.uint64, mode="r") if path.stat().st_size else np.zeros(0, np.uint64)
-    try:
-        first = np.maximum(np.searchsorted(fence, query, "left") - 1, 0)
-        last = np.maximum(np.searchsorted(fence, query, "right") - 1, 0)
-        IO.pages(path, np.concatenate([first, last]) * 8, fence.nbytes)
-        return first, last, len(fence)
-    finally:
-        del fence
+    block boundary), and the number of blocks. The fence is mapped, not read whole, and searched
+    a group of queries at a time under a fresh mapping: a binary search touches at most 64 pages a
+    query, so the pages resident at once stay under ``cache_bytes`` however long the fence."""
+    size = path.stat().st_size
+    first = np.zeros(len(query), np.int64)
+    last = np.zeros(len(query), np.int64)
+    group = max(1, cache_bytes // (64 * PAGE))
+    for g in range(0, len(query) if size else 0, group):
+        fence = np.memmap(path, dtype=np.uint64, mode="r")
+        try:
+            part = query[g : g + group]
+            first[g : g + group] = np.maximum(np.searchsorted(fence, part, "left") - 1, 0)
+            last[g : g + group] = np.maximum(np.searchsorted(fence, part, "right") - 1, 0)
+        finally:
+            del fence
+    IO.pages(path, np.concatenate([first, last]) * 8, size)
+    return first, last, size // 8
 
 
 def _table_keys(folder: Path, name: str) -> int:
@@ -286,16 +333,14 @@ def probe_table(
     positions = np.arange(len(query))
     n_keys = _table_keys(folder, name)
     bloom = folder / f"{name}.bloom"
+    cache_bytes = cache_rows * 12  # a key and a row
     if use_filter and len(query) and bloom.exists():
-        positions = np.flatnonzero(bloom_check(bloom, masks or KeyMasks.of(query)))
+        positions = np.flatnonzero(bloom_check(bloom, masks or KeyMasks.of(query), cache_bytes))
         query = query[positions]
     if not n_keys or not len(query):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    first, last, n_blocks = _fence_blocks(folder / f"{name}.fence", query)
-    mark = np.zeros(n_blocks + 1, np.int64)
-    np.add.at(mark, first, 1)
-    np.add.at(mark, last + 1, -1)
-    needed = np.flatnonzero(np.cumsum(mark)[:-1] > 0)
+    first, last, _ = _fence_blocks(folder / f"{name}.fence", query, cache_bytes)
+    needed = _block_union(first, last)
     max_blocks = max(1, cache_rows // block)
     out_q: list[np.ndarray] = []
     out_r: list[np.ndarray] = []
@@ -311,6 +356,15 @@ def probe_table(
     # A query whose equal keys straddle two groups appears in both: keep one copy of each pair.
     pairs = np.unique(np.stack([qpos, rows]), axis=1)
     return positions[pairs[0]], pairs[1]
+
+
+def _block_union(first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """The blocks of the ranges ``first[i]..last[i]``, ascending, each once (sized by the queries,
+    never by the table)."""
+    span = last - first + 1
+    ends = np.cumsum(span)
+    within = np.arange(int(ends[-1]) if len(ends) else 0) - np.repeat(ends - span, span)
+    return np.unique(np.repeat(first, span) + within)
 
 
 def _probe_blocks(
@@ -349,7 +403,6 @@ class Segment:
     folder: Path
     start: int
     n: int
-    domain_names: list[str]
     block: int = BLOCK  # keys per fence block of its tables
     nights: tuple[tuple[str, int], ...] = ()  # (night, documents) in rank order; merged segments hold several
 
@@ -367,9 +420,8 @@ class Segment:
                 out.append(fh.read(b - a).decode("utf-8"))
         return out
 
-    def domains(self, rows: np.ndarray) -> list[str | None]:
-        codes = _gather_raw(self.folder / "domains", np.int32, rows)
-        return [self.domain_names[c] if c >= 0 else None for c in codes.tolist()]
+    def domain_hashes(self, rows: np.ndarray) -> np.ndarray:
+        return _gather_raw(self.folder / "domain_hash", np.uint64, rows)
 
 
 def _segment_meta(folder: Path) -> dict[str, Any]:
@@ -381,7 +433,7 @@ def _segment_meta(folder: Path) -> dict[str, Any]:
         isinstance(meta, dict)
         and isinstance(meta.get("n"), int)
         and isinstance(meta.get("start"), int)
-        and isinstance(meta.get("domain_names"), list)
+        and (meta.get("format") == FORMAT or isinstance(meta.get("domain_names"), list))
     ):
         raise PriorIndexError(f"{folder}: dedup index segment meta.json lacks its count or domain names")
     return meta
@@ -391,17 +443,38 @@ def table_names(bands: int) -> list[str]:
     return ["idhash", "ckey"] + [f"band{b:03d}" for b in range(bands)]
 
 
+def domain_hashes(domains: Sequence[str | None]) -> np.ndarray:
+    """A 64-bit hash per registrable domain (0: none). The index keeps these, not the names: a
+    cluster's domain count only needs to tell domains apart, and a list of names would grow with
+    every domain the history ever saw."""
+    out = np.zeros(len(domains), np.uint64)
+    for i, d in enumerate(domains):
+        if d is not None:
+            h = int.from_bytes(hashlib.blake2b(d.encode("utf-8"), digest_size=8).digest(), "little")
+            out[i] = h or 1
+    return out
+
+
 def _upgrade_segment(folder: Path, meta: dict[str, Any], bands: int) -> dict[str, Any]:
-    """A format-1 segment (no key filters) gets them in place: one sequential read of each key
-    table, each filter written under a temporary name and renamed, ``meta.json`` last (a crash
-    leaves a format-1 segment, upgraded again at the next open; format-1 readers ignore the new
-    files). Its 4,096-key fence blocks stay (a merge rewrites them)."""
-    for name in table_names(bands):
-        keys = np.fromfile(folder / f"{name}.keys", dtype=np.uint64)
-        _write_raw_atomic(folder / f"{name}.bloom", bloom_build(keys))
+    """An older segment is brought to this format in place: a format-1 segment (no key filters)
+    gets them (one sequential read of each key table; its 4,096-key fence blocks stay, a merge
+    rewrites them), and the domain codes of formats 1 and 2 become domain hashes. Each new file is
+    written under a temporary name and renamed, ``meta.json`` last (a crash leaves the old format,
+    upgraded again at the next open; older readers ignore the new files)."""
+    upgraded = dict(meta)
+    if meta["format"] == 1:
+        for name in table_names(bands):
+            keys = np.fromfile(folder / f"{name}.keys", dtype=np.uint64)
+            _write_raw_atomic(folder / f"{name}.bloom", bloom_build(keys))
+        upgraded |= {"block": OLD_BLOCK, "nights": [[folder.name, int(meta["n"])]]}
+    codes = np.fromfile(folder / "domains", dtype=np.int32)
+    lut = np.append(domain_hashes([str(d) for d in meta["domain_names"]]), np.uint64(0))  # -1: none
+    _write_raw_atomic(folder / "domain_hash", lut[codes])
     _fsync_dir(folder)
-    upgraded = {**meta, "format": FORMAT, "block": OLD_BLOCK, "nights": [[folder.name, int(meta["n"])]]}
+    upgraded.pop("domain_names")
+    upgraded["format"] = FORMAT
     _write_json_atomic(folder / "meta.json", upgraded)
+    (folder / "domains").unlink()
     return upgraded
 
 
@@ -622,14 +695,14 @@ class PriorIndex:
             if meta["start"] != start or meta.get("format") not in FORMATS:
                 raise PriorIndexError(f"{folder}: segment does not continue the index at rank {start}")
             n = int(meta["n"])
-            self._check_sizes(folder, n)
-            if meta["format"] == 1:
+            self._check_sizes(folder, n, meta["format"])
+            if meta["format"] != FORMAT:
                 meta = _upgrade_segment(folder, meta, self.bands)
             nights = tuple((str(a), int(b)) for a, b in meta.get("nights", [[name, n]]))
             if sum(c for _, c in nights) != n:
                 raise PriorIndexError(f"{folder}: segment's nights do not add up to its {n} documents")
             block = int(meta.get("block", OLD_BLOCK))
-            self.segments.append(Segment(folder, start, n, list(meta["domain_names"]), block, nights))
+            self.segments.append(Segment(folder, start, n, block, nights))
             start += n
         if start is not None and (start != self.end or self.segments[0].start > self.first):
             raise PriorIndexError(
@@ -677,10 +750,10 @@ class PriorIndex:
         settings = {**data.get("settings", {}), **{k: self.settings()[k] for k in unrecorded}}
         _write_json_atomic(path, {**data, "settings": settings})
 
-    def _check_sizes(self, folder: Path, n: int) -> None:
+    def _check_sizes(self, folder: Path, n: int, fmt: int) -> None:
         """A segment whose files are not all there at their full size is refused (never half-read)."""
-        expect = {"sigs": n * self.cfg.num_perm * np.dtype(self.dtype).itemsize, "domains": n * 4}
-        expect["id_offsets"] = (n + 1) * 8
+        expect = {"sigs": n * self.cfg.num_perm * np.dtype(self.dtype).itemsize, "id_offsets": (n + 1) * 8}
+        expect |= {"domain_hash": n * 8} if fmt == FORMAT else {"domains": n * 4}
         for name, size in expect.items():
             path = folder / name
             if not path.exists() or path.stat().st_size != size:
@@ -719,11 +792,11 @@ class PriorIndex:
                 out[p] = v
         return out
 
-    def domains(self, ranks: np.ndarray) -> list[str | None]:
-        out: list[str | None] = [None] * len(ranks)
+    def domain_hashes(self, ranks: np.ndarray) -> np.ndarray:
+        """The :func:`domain_hashes` of the documents' registrable domains (0: none)."""
+        out = np.zeros(len(ranks), np.uint64)
         for seg, pos, rows in self._by_segment(ranks):
-            for p, v in zip(pos.tolist(), seg.domains(rows), strict=True):
-                out[p] = v
+            out[pos] = seg.domain_hashes(rows)
         return out
 
     def _probe(
@@ -859,10 +932,10 @@ class PriorIndex:
         old = rep.nodes < n_prior
         old_ranks = rep.nodes[old]
         old_ids = dict(zip(old_ranks.tolist(), self.ids(old_ranks), strict=True))
-        doms = np.array(self.domains(old_ranks) + docs.domains, dtype=object)
+        doms = np.concatenate([self.domain_hashes(old_ranks), domain_hashes(docs.domains)])
         size = np.unique(rep.roots, return_inverse=True, return_counts=True)
         members = size[2][size[1]]
-        pairs = {(r, d) for r, d in zip(rep.roots.tolist(), doms.tolist(), strict=True) if d is not None}
+        pairs = {(r, d) for r, d in zip(rep.roots.tolist(), doms.tolist(), strict=True) if d}
         n_dom: dict[int, int] = {}
         for r, _ in pairs:
             n_dom[r] = n_dom.get(r, 0) + 1
@@ -948,11 +1021,7 @@ class PriorIndex:
         )
         rows = np.arange(n, dtype=np.uint32)
         write_table(folder, "idhash", id_hashes(docs.ids), rows)
-        names: dict[str, int] = {}
-        codes = np.array(
-            [names.setdefault(d, len(names)) if d is not None else -1 for d in docs.domains], np.int32
-        )
-        _write_raw(folder / "domains", codes)
+        _write_raw(folder / "domain_hash", domain_hashes(docs.domains))
         # Content keys of the documents that are the first holder of their key.
         has = (docs.keys[:, 0] != 0) | (docs.keys[:, 1] != 0)
         first = has.copy()
@@ -966,7 +1035,6 @@ class PriorIndex:
             "format": FORMAT,
             "start": n_prior,
             "n": n,
-            "domain_names": list(names),
             "block": BLOCK,
             "nights": [[night, n]],
         }
@@ -1078,6 +1146,7 @@ class PriorIndex:
             merged = state._merge(state.segments[lo:], Path(manifest).stem)
             names = [s.folder.name for s in state.segments[:lo]] + [merged]
             state = state._commit(manifest, names, state.comps_file, state.end)
+        release_free_heap()  # the last step of a night's commit
         return state
 
     def _merge(self, segments: list[Segment], stem: str) -> str:
@@ -1112,12 +1181,11 @@ def _write_merged(folder: Path, segments: list[Segment], first: int, index: Prio
     """The files of one segment holding the documents of ``segments`` from rank ``first`` on."""
     width = index.cfg.num_perm
     chunk = max(1, index.cache_mb * (1 << 20) // (width * np.dtype(index.dtype).itemsize))
-    names: dict[str, int] = {}
     nights: list[list[Any]] = []
     with ExitStack() as stack:
         out = {
             f: stack.enter_context(open(folder / f, "wb"))
-            for f in ("sigs", "ckey_hi", "domains", "ids", "id_offsets")
+            for f in ("sigs", "ckey_hi", "domain_hash", "ids", "id_offsets")
         }
         np.zeros(1, np.int64).tofile(out["id_offsets"])
         id_bytes = 0
@@ -1125,11 +1193,8 @@ def _write_merged(folder: Path, segments: list[Segment], first: int, index: Prio
             skip = max(0, first - seg.start)
             _copy_rows(out["sigs"], seg.folder / "sigs", index.dtype, width, (skip, seg.n), chunk)
             _copy_rows(out["ckey_hi"], seg.folder / "ckey_hi", np.uint64, 1, (skip, seg.n), chunk)
-            # code -1 (no domain) picks the last entry, -1 again
-            lut = np.array([names.setdefault(d, len(names)) for d in seg.domain_names] + [-1], np.int32)
+            _copy_rows(out["domain_hash"], seg.folder / "domain_hash", np.uint64, 1, (skip, seg.n), chunk)
             for r0 in range(skip, seg.n, chunk):
-                codes = _read_raw(seg.folder / "domains", np.int32, r0, min(chunk, seg.n - r0))
-                lut[codes].tofile(out["domains"])
                 offsets = _read_raw(seg.folder / "id_offsets", np.int64, r0, min(chunk, seg.n - r0) + 1)
                 _read_raw(
                     seg.folder / "ids", np.uint8, int(offsets[0]), int(offsets[-1] - offsets[0])
@@ -1151,7 +1216,6 @@ def _write_merged(folder: Path, segments: list[Segment], first: int, index: Prio
         "format": FORMAT,
         "start": first,
         "n": n,
-        "domain_names": list(names),
         "block": BLOCK,
         "nights": nights,
     }
@@ -1356,4 +1420,5 @@ class NightIndex:
         docs = Docs.from_entries(self._tonight.entries())
         table, prior_roots = self.prior.assign(docs, self._tonight.legal_notices())
         self._prior_ids |= prior_roots
+        release_free_heap()
         return table

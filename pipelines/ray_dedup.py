@@ -180,8 +180,8 @@ def _band_reduce(cfg: dedup.Config, prior: PriorIndex | None, *tables: pa.Table)
 def _lookup(
     path: str, offset: int, ranks: np.ndarray, cfg: PipelineConfig, keys_file: str | None
 ) -> pa.Table:
-    """Row key (as "id"), registrable domain, short sketch and cheap-detector eligibility of the given
-    documents."""
+    """Row key (as "id"), registrable domain (its hash), short sketch and cheap-detector eligibility
+    of the given documents."""
     table = pq.read_table(path)
     eligible = stages.eligible_rows(table, cfg)
     rows = (ranks - offset).astype(np.int64)
@@ -195,7 +195,7 @@ def _lookup(
         {
             "rank": pa.array(ranks, pa.int64()),
             "id": pa.array(ids, pa.string()),
-            "domain": pa.array([dedup.registrable_domain(u) for u in urls], pa.string()),
+            "domain_hash": pa.array(dedup_prior.domain_hashes([dedup.registrable_domain(u) for u in urls])),
             "short": pa.array(short[rows], pa.bool_()),
             "legal": pa.array([legal[r] for r in rows.tolist()], pa.bool_()),
             "eligible": pa.array([eligible[r] for r in rows.tolist()], pa.bool_()),
@@ -227,7 +227,7 @@ def _prior_lookup(prior: PriorIndex, ranks: np.ndarray, cfg: dedup.Config) -> pa
         {
             "rank": pa.array(ranks, pa.int64()),
             "id": pa.array(prior.ids(ranks), pa.string()),
-            "domain": pa.array(prior.domains(ranks), pa.string()),
+            "domain_hash": pa.array(prior.domain_hashes(ranks)),
             "short": pa.array(short, pa.bool_()),
             "legal": pa.array(np.zeros(len(ranks), bool), pa.bool_()),  # not kept in the index
             "eligible": pa.array(np.zeros(len(ranks), bool), pa.bool_()),  # never chosen: not tonight's
@@ -339,15 +339,13 @@ def distributed_dedup(
     info = pa.concat_tables(found)
     info = info.take(pc.sort_indices(info, [("rank", "ascending")]))
     ids = info.column("id").to_pylist()
-    domains = info.column("domain").to_pylist()
+    domains = info.column("domain_hash").to_numpy().view(np.int64)  # 0: no domain
     short = info.column("short").to_numpy(zero_copy_only=False)
     legal_notices = info.column("legal").to_numpy(zero_copy_only=False)
 
     size = np.bincount(roots, minlength=n)[roots]
-    codes: dict[str, int] = {}
-    dom_code = np.array([codes.setdefault(d, len(codes)) if d is not None else -1 for d in domains], np.int64)
-    with_domain = dom_code >= 0
-    pairs_rd = np.unique(np.stack([roots[with_domain], dom_code[with_domain]]), axis=1)
+    with_domain = domains != 0
+    pairs_rd = np.unique(np.stack([roots[with_domain], domains[with_domain]]), axis=1)
     n_domains = np.bincount(pairs_rd[0], minlength=n)[roots]
     assign = pa.table(
         {

@@ -273,18 +273,26 @@ def test_a_truncated_key_filter_or_table_is_refused_not_read_short(tmp_path: Pat
         victim.write_bytes(whole)
 
 
-def _as_format_1(root: Path, manifest: str, bands: int) -> None:
+def _as_format_1(root: Path, manifest: str, bands: int, urls: list[list[str | None]] | None = None) -> None:
     """Rewrite an index as the first on-disk format wrote it: no key filters, a fence of every
-    4,096th key, no block or night list in the segment, the format inside the settings."""
+    4,096th key, no block or night list in the segment, the format inside the settings, domains as
+    codes into a list of names (from each segment's ``urls``; none given: no domains)."""
     data = json.loads((root / manifest).read_text())
-    for name in data["segments"]:
+    for s, name in enumerate(data["segments"]):
         folder = root / "segments" / name
+        n = (folder / "domain_hash").stat().st_size // 8
+        domains = [dedup.registrable_domain(u) for u in urls[s]] if urls else [None] * n
+        names: dict[str, int] = {}
+        codes = [names.setdefault(d, len(names)) if d is not None else -1 for d in domains]
+        np.array(codes, np.int32).tofile(folder / "domains")
+        (folder / "domain_hash").unlink()
         for table in dedup_prior.table_names(bands):
             (folder / f"{table}.bloom").unlink()
             keys = np.fromfile(folder / f"{table}.keys", dtype=np.uint64)
             keys[:: dedup_prior.OLD_BLOCK].tofile(folder / f"{table}.fence")
         meta = json.loads((folder / "meta.json").read_text())
         meta = {k: v for k, v in meta.items() if k not in ("block", "nights")} | {"format": 1}
+        meta["domain_names"] = list(names)
         (folder / "meta.json").write_text(json.dumps(meta))
     data = {k: v for k, v in data.items() if k != "first"} | {"format": 1}
     data["settings"] = {"format": 1, **data["settings"]}
@@ -301,11 +309,17 @@ def test_an_index_of_the_first_format_is_upgraded_in_place(tmp_path: Path) -> No
     reference.add(second["ids"], second["urls"], second["keys"], second["sigs"])
     PriorIndex(tmp_path, None, cfg).append(Docs.build(**first), "a.json")
     bands, _ = dedup.lsh_params(cfg)
-    _as_format_1(tmp_path, "a.json", bands)
+    _as_format_1(tmp_path, "a.json", bands, [first["urls"]])
     segment = next((tmp_path / "segments").iterdir())
     assert not list(segment.glob("*.bloom"))
     prior = PriorIndex(tmp_path, "a.json", cfg)  # upgraded here, not refused
     assert len(list(segment.glob("*.bloom"))) == bands + 2
+    # Domain names became hashes (a list of names would grow with the history's domains).
+    assert not (segment / "domains").exists() and "domain_names" not in json.loads(
+        (segment / "meta.json").read_text()
+    )
+    want = dedup_prior.domain_hashes([dedup.registrable_domain(u) for u in first["urls"]])
+    assert np.array_equal(prior.domain_hashes(np.arange(400)), want) and (want == 0).sum() > 10
     assert json.loads((segment / "meta.json").read_text())["format"] == dedup_prior.FORMAT
     assert prior.segments[0].block == dedup_prior.OLD_BLOCK
     night = NightIndex(prior)
