@@ -65,6 +65,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from poisonguard.core.words import content_words
 from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 PREFIX = "coherence_"
@@ -221,7 +222,7 @@ def _structure(text: str, paragraphs: list[str], tokens: int, min_tokens: int) -
 def measure(text: str, cfg: Config) -> dict[str, Any]:
     """The signals of one document (see the module doc); nulls where it is too short to judge."""
     text = text[: cfg.max_chars]
-    content = [w.lower() for w in _WORD.findall(text) if len(w) >= 5]
+    content = [w.lower() for w in content_words(_WORD.findall(text))]  # length before lower case
     out: dict[str, Any] = {"content_words": len(content)}
     tokens = [t.strip(_STRIP + ".!?") for t in text.split()]
     tokens = [t for t in tokens if t]

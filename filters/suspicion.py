@@ -16,7 +16,7 @@ words repeats them by chance, but compresses as well in any order. Both signals 
 longer text has more to repeat), so each is compared with real text of the same length:
 
 ``suspicion_words``         words read (lower case, at most `max_words`).
-``suspicion_local_repeat``  the share of content words (`CONTENT_CHARS` characters or more) that
+``suspicion_local_repeat``  the share of content words (core/words.py: 5 characters or more) that
                             already occurred among the `REPEAT_WINDOW` words before them (the
                             handbook's median 0.13-0.17; P-BABBLE-X chains' 0.02-0.03).
                             Null under `min_words` words: too few to count (the LM's incoherence
@@ -66,6 +66,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from poisonguard.core.words import is_content_word
 from poisonguard.filters import combiner
 from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
@@ -78,7 +79,6 @@ ORDER_RATIO = PREFIX + "order_ratio"
 ORDER_Z = PREFIX + "order_z"
 NULL_SCORE = -10.0  # the score of a document too short to judge: routed after every other
 REPEAT_WINDOW = 50  # words looked back for an earlier use (a paragraph or so)
-CONTENT_CHARS = 5  # shorter words (articles, pronouns, most function words) are not counted
 # Fewer content words than this say nothing about reuse: a language of short words (Korean: 2-4
 # syllables) would read as "never reuses a word", babble's mark, and crowd babble out of the budget.
 MIN_CONTENT_WORDS = 20
@@ -142,7 +142,7 @@ def local_repeat(tokens: list[str], min_words: int) -> float | None:
     last: dict[str, int] = {}
     content = repeats = 0
     for i, word in enumerate(tokens):
-        if len(word) < CONTENT_CHARS:
+        if not is_content_word(word):
             continue
         content += 1
         seen = last.get(word)
