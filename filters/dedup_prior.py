@@ -159,18 +159,28 @@ def _read_raw(path: Path, dtype: Any, start: int, count: int) -> np.ndarray:
 
 
 def _gather_raw(path: Path, dtype: Any, rows: np.ndarray, width: int = 1) -> np.ndarray:
-    """Rows ``rows`` (sorted or not) of a raw array of ``width`` items per row, read through a
-    mapping that is closed again (its pages leave the process)."""
+    """Rows ``rows`` (sorted or not, repeats allowed) of a raw array of ``width`` items per row, read
+    with one plain read per run of consecutive rows: only the bytes read enter the process (a
+    mapping would also map the pages around each one it touches, which for rows scattered over a
+    large segment is most of the file)."""
     if not len(rows):
         return np.zeros((0, width) if width > 1 else 0, dtype=dtype)
-    mm = np.memmap(path, dtype=dtype, mode="r")
-    try:
-        view = mm.reshape(-1, width) if width > 1 else mm
-        row_bytes = width * np.dtype(dtype).itemsize
-        IO.pages(path, np.asarray(rows, np.int64) * row_bytes, mm.nbytes)
-        return np.array(view[rows])
-    finally:
-        del mm
+    rows = np.asarray(rows, np.int64)
+    uniq = np.unique(rows)
+    cut = np.flatnonzero(np.diff(uniq) != 1) + 1
+    starts, counts = uniq[np.r_[0, cut]], np.diff(np.r_[0, cut, len(uniq)])
+    row_bytes = width * np.dtype(dtype).itemsize
+    buf = np.empty((len(uniq), width), dtype=dtype)
+    with open(path, "rb", buffering=0) as fh:
+        done = 0
+        for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
+            fh.seek(start * row_bytes)
+            if fh.readinto(buf[done : done + count].data.cast("B")) != count * row_bytes:
+                raise PriorIndexError(f"{path}: dedup index file shorter than its rows (truncated?)")
+            done += count
+    IO.pages(path, uniq * row_bytes, path.stat().st_size)
+    out = buf[np.searchsorted(uniq, rows)]
+    return out if width > 1 else out.reshape(-1)
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:

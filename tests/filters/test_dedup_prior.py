@@ -549,3 +549,15 @@ def test_freed_heap_is_handed_back_after_a_night() -> None:
     dedup_prior.release_free_heap()
     assert kept - _rss_mb() > 60  # of the 125 MB freed
     assert pinned[:1] == b"y"
+
+
+def test_rows_are_read_in_runs_in_any_order_and_a_short_file_is_named(tmp_path: Path) -> None:
+    rng = np.random.default_rng(31)
+    table = rng.integers(0, 2**32 - 1, size=(5_000, 16), dtype=np.uint32)
+    dedup_prior._write_raw(tmp_path / "sigs", table)
+    rows = np.concatenate([rng.integers(0, 5_000, 300), np.arange(100, 400), [7, 7, 4_999]])
+    assert np.array_equal(dedup_prior._gather_raw(tmp_path / "sigs", np.uint32, rows, 16), table[rows])
+    flat = table.reshape(-1)
+    assert np.array_equal(dedup_prior._gather_raw(tmp_path / "sigs", np.uint32, rows), flat[rows])
+    with pytest.raises(PriorIndexError, match="sigs.*shorter"):
+        dedup_prior._gather_raw(tmp_path / "sigs", np.uint32, np.array([5_000]), 16)
