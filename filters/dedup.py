@@ -81,7 +81,7 @@ class Config(DetectorConfig):
         None, description="nightly: folder of the on-disk index of earlier nights; None = beside the state"
     )
     index_cache_mb: int = Field(
-        64, ge=1, le=65536, description="nightly: most MB of index tables read into memory at once"
+        64, ge=1, le=65536, description="nightly: most MB of index filters and tables mapped or read at once"
     )
     index_max_segments: int = Field(
         8, ge=0, le=1000, description="nightly: more segments than this are merged at commit; 0 = never"
