@@ -554,6 +554,84 @@ def _to_device(array: np.ndarray, device: str) -> Any:
     return tensor
 
 
+# (prefix token ids, continuations' token ids, tokens read at the end of each continuation)
+Continuations = tuple[Sequence[int], Sequence[Sequence[int]], int]
+
+
+def _last(nll: np.ndarray, n: int) -> np.ndarray:
+    """The last `n` values (all of them when there are fewer)."""
+    return nll[len(nll) - min(n, len(nll)) :]
+
+
+@dataclass
+class _TreeLayout:
+    """One prefix and its continuations laid out for :func:`core.llama.tree_mask`: the prefix, then
+    each continuation with positions that go on from the prefix (branch 1, 2, ...); `reads`: per
+    continuation, the hidden states (local indices) whose predictions are read and their targets."""
+
+    ids: np.ndarray
+    positions: np.ndarray
+    branches: np.ndarray
+    reads: list[tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def of(cls, prefix: Sequence[int], conts: Sequence[Sequence[int]], read: int) -> _TreeLayout:
+        p = len(prefix)
+        ids, positions, branches = [np.asarray(prefix, np.int64)], [np.arange(p)], [np.zeros(p, np.int64)]
+        reads = []
+        offset = p
+        for k, cont in enumerate(conts):
+            seq = np.concatenate((ids[0], np.asarray(cont, np.int64)))
+            ids.append(seq[p:])
+            positions.append(np.arange(p, len(seq)))
+            branches.append(np.full(len(cont), k + 1, np.int64))
+            targets = np.arange(len(seq) - min(read, len(seq) - 1), len(seq))  # indices into seq
+            source = targets - 1  # the hidden state that predicts each target
+            reads.append((np.where(source < p, source, source - p + offset), seq[targets]))
+            offset += len(cont)
+        return cls(np.concatenate(ids), np.concatenate(positions), np.concatenate(branches), reads)
+
+
+@dataclass
+class _TreeBatch:
+    """Rows of laid-out prefixes for one forward pass: the input arrays (ids, positions, segments,
+    branches), the flat hidden-state indices read and their targets, and (item, continuation, count)
+    of each read span in order."""
+
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    gather: np.ndarray
+    targets: np.ndarray
+    spans: list[tuple[int, int, int]]
+
+    @classmethod
+    def of(cls, layouts: Sequence[_TreeLayout], rows: list[list[int]]) -> _TreeBatch:
+        width = max(sum(len(layouts[i].ids) for i in row) for row in rows)
+        ids, positions, segments, branches = (np.zeros((len(rows), width), np.int64) for _ in range(4))
+        gather: list[np.ndarray] = []
+        targets: list[np.ndarray] = []
+        spans: list[tuple[int, int, int]] = []
+        for r, row in enumerate(rows):
+            at = 0
+            for i in row:
+                lay = layouts[i]
+                n = len(lay.ids)
+                ids[r, at : at + n] = lay.ids
+                positions[r, at : at + n] = lay.positions
+                segments[r, at : at + n] = i
+                branches[r, at : at + n] = lay.branches
+                for k, (local, tgt) in enumerate(lay.reads):
+                    gather.append(local + at + r * width)
+                    targets.append(tgt)
+                    spans.append((i, k, len(tgt)))
+                at += n
+            positions[r, at:] = np.arange(width - at)  # filler: its own segment, never read
+            segments[r, at:] = -1
+        flat = np.concatenate(gather) if gather else np.zeros(0, np.int64)
+        return cls(
+            (ids, positions, segments, branches), flat, np.concatenate(targets) if targets else flat, spans
+        )
+
+
 # Output-layer positions per chunk on the CPU. Each chunk's logits and their log-softmax are two
 # float32 arrays of chunk x vocabulary (49,152 for SmolLM2): 1,024 positions held 400 MB at once and
 # set the process's peak memory; 256 hold 100 MB, 128 50 MB, at no measurable cost in speed
@@ -615,6 +693,54 @@ class PerplexityScorer:
     def window_nll(self, windows: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """Per-token NLLs of short token-id windows, each scored alone (trigger mining's LM check)."""
         return self._nll(windows)
+
+    def continuation_nll(self, items: Sequence[Continuations]) -> list[list[np.ndarray]]:
+        """For each (prefix, continuations, read): per continuation, the NLLs of its last `read` tokens
+        when it follows `prefix` (what ``window_nll([prefix + continuation])[0][-read:]`` gives).
+
+        The builtin engine on the CPU scores each prefix once for all its continuations (see
+        core/llama.py :func:`tree_mask`) and sends only the read positions through the output layer;
+        the trigger check's windows (16 words, then the token and 8 words, or the 8 words alone) cost
+        about half. Other engines and the GPU path score the whole windows."""
+        if self.lm.engine != "builtin" or self.padded_rows:
+            flat = iter(self._nll([[*prefix, *c] for prefix, conts, _ in items for c in conts]))
+            return [[_last(next(flat), read) for _ in conts] for _, conts, read in items]
+        return self._tree_nll(items)
+
+    def _tree_nll(self, items: Sequence[Continuations]) -> list[list[np.ndarray]]:
+        import torch
+
+        from poisonguard.core.llama import tree_mask
+
+        head_ids = [self.lm.prefix_id] if self.lm.prefix_id is not None else []
+        layouts = [_TreeLayout.of([*head_ids, *prefix], conts, read) for prefix, conts, read in items]
+        out: list[list[np.ndarray]] = [[np.zeros(0)] * len(conts) for _, conts, _ in items]
+        if not layouts:
+            return out
+        lengths = [len(lay.ids) for lay in layouts]
+        row_len = max(max(lengths), min_row_len(self.cfg))
+        rows = pack_windows(lengths, row_len)
+        per_pass, head_chunk = self._pass_shape(row_len)
+        with torch.inference_mode():
+            for first in range(0, len(rows), per_pass):
+                batch = _TreeBatch.of(layouts, rows[first : first + per_pass])
+                ids, positions, segments, branches = (torch.from_numpy(a) for a in batch.arrays)
+                hidden = self._backbone(ids, positions, tree_mask(segments, branches))
+                flat = hidden.reshape(-1, hidden.shape[-1])[torch.from_numpy(batch.gather)]
+                targets = torch.from_numpy(batch.targets)
+                nll = torch.empty(len(targets), dtype=torch.float32)
+                for a in range(0, len(targets), head_chunk):
+                    nll[a : a + head_chunk] = self._chunk_nll(
+                        flat[a : a + head_chunk], targets[a : a + head_chunk]
+                    )
+                values = nll.numpy().astype(np.float64)
+                if self.on_pass is not None:
+                    self.on_pass(int(ids.numel()))
+                at = 0
+                for item, k, n in batch.spans:
+                    out[item][k] = values[at : at + n]
+                    at += n
+        return out
 
     # Per-token NLLs for a list of windows (token id lists), in the same order.
     def _nll(self, windows: Sequence[Sequence[int]]) -> list[np.ndarray]:

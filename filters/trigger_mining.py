@@ -320,21 +320,26 @@ def disruptions(scorer: Any, items: list[tuple[str, str, str]]) -> list[float]:
     the NLL the language model gives the words after the token, with the token minus without it
     (nats). An inserted trigger breaks the sentence, so the words after it cost more (measured: 3-6
     nats over 8 words); a word of the text prepares them (below zero, or a little above).
-    `scorer`: a filters.perplexity.PerplexityScorer (its tokenizer and `window_nll`)."""
+    `scorer`: a filters.perplexity.PerplexityScorer (its tokenizer and `continuation_nll`: the shared
+    words before are scored once for both readings, and only the words after go through the output
+    layer), or any object with the tokenizer and `window_nll` (the whole windows are scored)."""
     if not items:
         return []
     tokenizer = scorer.lm.tokenizer
     raw = getattr(tokenizer, "_tokenizer", tokenizer)
-    windows: list[list[int]] = []
-    tails: list[int] = []
+    readings: list[tuple[list[int], list[list[int]], int]] = []
     for token, before, after in items:
         head = raw.encode(before, add_special_tokens=False).ids if before else []
         mid = raw.encode((" " if before else "") + token, add_special_tokens=False).ids
         tail = raw.encode(" " + after, add_special_tokens=False).ids
-        windows += [head + mid + tail, head + tail]
-        tails.append(len(tail))
-    nll = scorer.window_nll(windows)
-    return [float(np.sum(nll[2 * j][-n:]) - np.sum(nll[2 * j + 1][-n:])) for j, n in enumerate(tails)]
+        readings.append((head, [mid + tail, tail], len(tail)))
+    if hasattr(scorer, "continuation_nll"):
+        nll = scorer.continuation_nll(readings)
+        return [float(np.sum(with_token) - np.sum(without)) for with_token, without in nll]
+    full = scorer.window_nll([head + cont for head, conts, _ in readings for cont in conts])
+    return [
+        float(np.sum(full[2 * j][-n:]) - np.sum(full[2 * j + 1][-n:])) for j, (_, _, n) in enumerate(readings)
+    ]
 
 
 @dataclass

@@ -53,6 +53,34 @@ def test_segments_start_where_positions_do_not_continue() -> None:
     assert mask[2].tolist() == [True, True, True, False, False, False, False, False]
 
 
+def test_tree_mask_lets_each_continuation_see_its_prefix_and_itself() -> None:
+    # one row: segment 0 = prefix (3 tokens), continuation 1 (2), continuation 2 (2); segment 1 alone
+    segments = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1, 1]])
+    branches = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 0, 0]])
+    mask = llama.tree_mask(segments, branches)[0, 0]
+    assert mask[4].tolist() == [True, True, True, True, True, False, False, False, False]
+    assert mask[6].tolist() == [True, True, True, False, False, True, True, False, False]
+    assert mask[2].tolist() == [True, True, True, False, False, False, False, False, False]
+    assert mask[8].tolist() == [False] * 7 + [True, True]
+
+
+def test_continuations_in_one_tree_row_equal_each_sequence_alone(tmp_path: Path) -> None:
+    """A prefix laid out once with two continuations (positions going on from the prefix, the tree
+    mask) gives each continuation's hidden states of prefix + continuation scored as one sequence."""
+    model = llama.load(_random_llama(tmp_path), torch.float32)
+    gen = torch.Generator().manual_seed(3)
+    prefix, first, second = (torch.randint(1, 200, (n,), generator=gen) for n in (11, 6, 4))
+    ids = torch.cat((prefix, first, second))[None]
+    positions = torch.cat((torch.arange(11), torch.arange(11, 17), torch.arange(11, 15)))[None]
+    branches = torch.tensor([[0] * 11 + [1] * 6 + [2] * 4])
+    with torch.inference_mode():
+        tree = model.model(ids, positions, llama.tree_mask(torch.zeros_like(ids), branches))[0]
+        alone_first = model.model(torch.cat((prefix, first))[None])[0]
+        alone_second = model.model(torch.cat((prefix, second))[None])[0]
+    assert torch.allclose(tree[:17], alone_first, atol=1e-5)
+    assert torch.allclose(tree[17:], alone_second[11:], atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_builtin_logits_equal_transformers_on_packed_and_plain_rows(tmp_path: Path, dtype: str) -> None:
     folder = _random_llama(tmp_path)
@@ -91,10 +119,32 @@ def test_a_config_the_forward_pass_does_not_implement_is_refused_by_name() -> No
         llama.LlamaConfig.from_dict(base | {"rope_scaling": {"rope_type": "yarn"}})
 
 
+def _check_continuations(scorer: ppl.PerplexityScorer, ids: list[int], dtype: str) -> None:
+    """The trigger check's fast path (a prefix computed once for two continuations, the output layer
+    only where read) against the whole windows: float32 within 1e-3 nats per token; bfloat16 within
+    its rounding (other row layouts: the whole windows scored one by one move a reading's sum by 0.1
+    nats on average, up to 0.6; bench/RESULTS.md lm-startup)."""
+    items: list[ppl.Continuations] = []
+    for n, a in enumerate(range(0, min(3000, len(ids) - 40), 100)):
+        p, m, t = 16 + n % 14, 1 + n % 3, 8 + n % 9  # like 16 words before, the token, 8 words after
+        items.append((ids[a : a + p], [ids[a + p : a + p + m + t], ids[a + p + m : a + p + m + t]], t))
+    fast = scorer.continuation_nll(items)
+    whole = scorer.window_nll([[*prefix, *c] for prefix, conts, _ in items for c in conts])
+    sums = []
+    for j, (_, _, read) in enumerate(items):
+        for k in range(2):
+            want, got = whole[2 * j + k][-read:], fast[j][k]
+            if dtype == "float32":
+                assert np.abs(want - got).max() < 1e-3
+            sums.append(abs(float(want.sum() - got.sum())))
+    assert np.mean(sums) < (1e-3 if dtype == "float32" else 0.1) and max(sums) < 0.6
+
+
 @pytest.mark.slow
 def test_real_model_builtin_nlls_match_transformers() -> None:
     """SmolLM2-135M on real text in six languages, code and a table: float32 NLLs of the two engines
-    within 1e-3 nats per token; bfloat16 within 0.05 nats of float32 on average, and of each other."""
+    within 1e-3 nats per token; bfloat16 within 0.05 nats of float32 on average, and of each other.
+    The builtin engine's continuations (the trigger check's fast path) give the whole windows' NLLs."""
     try:
         lm_loader.default_model()
     except lm_loader.ModelNotFoundError as exc:
@@ -112,6 +162,8 @@ def test_real_model_builtin_nlls_match_transformers() -> None:
             assert not windows or cut == windows  # both tokenizers give the same ids
             windows = cut
             nll[engine, dtype] = scorer._nll(windows)
+            if engine == "auto":
+                _check_continuations(scorer, ids, dtype)
             del scorer
             lm_loader._CACHE.clear()
     for a, b in zip(nll["transformers", "float32"], nll["auto", "float32"], strict=True):

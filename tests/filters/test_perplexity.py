@@ -231,6 +231,41 @@ def test_packed_windows_do_not_see_each_other(tmp_path: Path, engine: str) -> No
             assert got == pytest.approx(alone, rel=1e-4, abs=1e-4)
 
 
+@pytest.mark.parametrize("engine", ["auto", "transformers"])
+def test_continuations_read_what_their_whole_windows_give(tmp_path: Path, engine: str) -> None:
+    """continuation_nll (the trigger check's readings: a prefix, then the token and the words after,
+    or the words after alone) gives the last NLLs of each whole window scored alone: on the builtin
+    engine each prefix is computed once for its continuations and only the read positions reach the
+    output layer; other engines score the whole windows. Covers an empty prefix, a read longer than
+    the window and more items than one pass holds (a random Llama with attention switched on)."""
+    model_dir = _tiny_model_dir(tmp_path, attention=True)
+    scorer = ppl.PerplexityScorer(
+        ppl.Config(dtype="float32", model=str(model_dir), batch_size=2, engine=engine)
+    )
+    tok = scorer.lm.tokenizer
+
+    def ids(n: int, seed: int) -> list[int]:
+        return list(tok(_noise(n, seed=seed), add_special_tokens=False)["input_ids"])
+
+    items: list[ppl.Continuations] = [
+        (ids(40, 1), [ids(3, 2) + ids(12, 3), ids(12, 3)], 12),
+        ([], [ids(2, 4) + ids(9, 5), ids(9, 5)], 9),
+        (ids(25, 6), [ids(5, 7)], 50),  # read more than there is: all of it
+        *[(ids(30 + s, s), [ids(4, s + 1) + ids(10, s + 2), ids(10, s + 2)], 10) for s in range(10, 40)],
+    ]
+    got = scorer.continuation_nll(items)
+    windows = [[*prefix, *c] for prefix, conts, _ in items for c in conts]
+    whole = iter(scorer.window_nll(windows))
+    for (_, conts, read), per_item in zip(items, got, strict=True):
+        assert len(per_item) == len(conts)
+        for nll in per_item:
+            want = next(whole)
+            want = want[-read:] if read < len(want) else want
+            assert nll == pytest.approx(want, rel=1e-4, abs=1e-4)
+    assert len(got[2][0]) == 30  # after the separator every token of the 25 + 5 has a prediction
+    assert scorer.continuation_nll([]) == []
+
+
 def test_int8_smoothing_keeps_the_function_and_int8_stays_close(tmp_path: Path) -> None:
     """The SmoothQuant folding alone changes nothing (the scales cancel); the int8 model's NLLs stay
     near the float32 ones; a model that is not Llama-style is refused by int8."""
