@@ -194,6 +194,11 @@ def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) - 1) / 2) / (len(pos) * len(neg)))
 
 
+def grid_of(text: str) -> tuple[float, ...]:
+    """'1,3,10' -> (1.0, 3.0, 10.0)."""
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
 def pct(v: float) -> str:
     return f"{100 * v:.1f}%"
 
@@ -226,12 +231,45 @@ class Sample:
         return log_odds(model, self.x if rows is None else self.x[rows])
 
 
-def held_out(s: Sample, genre: str, fp: float, l2: float) -> tuple[np.ndarray, float]:
-    """Scores and threshold of the model fitted without `genre` (its chains and its clean prose)."""
-    clean = s.clean_fit & (s.category != f"prose-{genre}")
-    train = (s.babble & (s.genre != genre)) | s.salad | clean
+def held_out_fit(
+    s: Sample, genre: str, fp: float, l2: float, without: tuple[str, ...] = ()
+) -> tuple[np.ndarray, float]:
+    """Scores and threshold of the model fitted without `genre` and the genres in `without` (their
+    chains and their clean prose)."""
+    out = {genre, *without}
+    clean = s.clean_fit & ~np.isin(s.category, [f"prose-{g}" for g in out])
+    train = (s.babble & ~np.isin(s.genre, list(out))) | s.salad | clean
     model = s.fit(train, l2)
     return s.scores(model), threshold_for(s.scores(model, clean), fp)
+
+
+def inner_recall(s: Sample, genres: list[str], fp: float, l2: float, without: tuple[str, ...] = ()) -> float:
+    """Mean recall over `genres`, each held out in turn (`without` left out of every fit)."""
+    recalls = []
+    for g in genres:
+        score, thr = held_out_fit(s, g, fp, l2, without)
+        recalls.append(float((score[s.babble & (s.genre == g)] >= thr).mean()))
+    return float(np.mean(recalls))
+
+
+def choose_l2(
+    s: Sample, genres: list[str], fp: float, grid: tuple[float, ...], without: tuple[str, ...] = ()
+) -> float:
+    """The penalty of `grid` with the best mean leave-one-genre-out recall over `genres` (the
+    smaller on a tie): chosen on the genres a fit may see, never on the one it is tested on."""
+    if len(grid) == 1:
+        return grid[0]
+    found = [(inner_recall(s, genres, fp, l2, without), -l2) for l2 in grid]
+    return -max(found)[1]
+
+
+def held_out(s: Sample, genre: str, fp: float, grid: tuple[float, ...]) -> tuple[np.ndarray, float, float]:
+    """Scores, threshold and penalty of the model fitted without `genre`; the penalty is chosen by
+    leave-one-genre-out on the other four genres alone (nested), so the held-out figure stays held
+    out."""
+    rest = [g for g in babble_corpora.GENRES if g != genre]
+    l2 = choose_l2(s, rest, fp, grid, without=(genre,))
+    return (*held_out_fit(s, genre, fp, l2), l2)
 
 
 def in_source(s: Sample, fp: float, l2: float) -> tuple[np.ndarray, float]:
@@ -242,10 +280,12 @@ def in_source(s: Sample, fp: float, l2: float) -> tuple[np.ndarray, float]:
 
 
 def report(
-    s: Sample, name: str, fp: float, l2: float, also: np.ndarray | None = None
+    s: Sample, name: str, fp: float, grid: tuple[float, ...], also: np.ndarray | None = None
 ) -> tuple[list[str], dict[str, Any], float]:
-    """Markdown lines for one model's protocol, the shipped model and its threshold. `also`: the docs
-    another model quarantines anyway (the pipeline quarantines when either does): reported beside."""
+    """Markdown lines for one model's protocol, the shipped model and its threshold. `grid`: the L2
+    penalties tried (each held-out model's chosen on its four training genres; the in-source and
+    shipped models' on all five). `also`: the docs another model quarantines anyway (the pipeline
+    quarantines when either does): reported beside."""
     also = np.zeros(len(s.docs), dtype=bool) if also is None else also
     out = [
         f"**{name}**: {len(s.docs)} docs: {int(s.babble.sum())} babble, {int(s.salad.sum())} P-HEXSALAD, "
@@ -254,9 +294,11 @@ def report(
         f"threshold: {pct(fp)} FP on the clean fit half.",
         "",
         "| held-out genre | recall, chains never fitted (cross-source) | recall in-source (odd pages) "
-        "| clean FP, test half | of which its own prose | with the shipped cheap model: recall | clean FP |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| clean FP, test half | of which its own prose | with the shipped cheap model: recall | clean FP "
+        "| L2 penalty (chosen on the four) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    l2 = choose_l2(s, list(babble_corpora.GENRES), fp, grid)
     ins, ins_thr = in_source(s, fp, l2)
     order = np.array([d.get("order") or 0 for d in s.docs])
     opener = np.array(["/opener" in (d.get("variant") or "") for d in s.docs])
@@ -266,7 +308,7 @@ def report(
     recalls: list[float] = []
     both: list[float] = []
     for g in babble_corpora.GENRES:
-        score, thr = held_out(s, g, fp, l2)
+        score, thr, fold_l2 = held_out(s, g, fp, grid)
         rows = s.babble & (s.genre == g)
         own = s.clean_test & (s.category == f"prose-{g}")
         recalls.append(float((score[rows] >= thr).mean()))
@@ -282,10 +324,10 @@ def report(
             f"| {g} | {pct(recalls[-1])} | {pct(float((ins[odd] >= ins_thr).mean()))} | "
             f"{pct(float((score[s.clean_test] >= thr).mean()))} | "
             f"{pct(float((score[own] >= thr).mean())) if own.any() else '-'} | "
-            f"{pct(both[-1])} | {pct(float(either[s.clean_test].mean()))} |"
+            f"{pct(both[-1])} | {pct(float(either[s.clean_test].mean()))} | {fold_l2:g} |"
         )
     mean_both = pct(float(np.mean(both)))
-    out.append(f"| **all five (mean)** | **{pct(float(np.mean(recalls)))}** | | | | **{mean_both}** | |")
+    out.append(f"| **all five (mean)** | **{pct(float(np.mean(recalls)))}** | | | | **{mean_both}** | | |")
     out += ["", "Held out, by chain order and opening (same models, each genre's chains never fitted):", ""]
     out += ["| held-out genre | " + " | ".join(parts) + " |", "|---|" + "---:|" * len(parts), *by_part]
     train = s.babble | s.salad | s.clean_fit
@@ -301,7 +343,8 @@ def report(
     clean_fp = pct(float((score[s.clean_test] >= thr).mean()))
     out += [
         "",
-        f"Shipped {name} model (all five genres + the clean fit half): threshold {thr:+.3f}; babble recall "
+        f"Shipped {name} model (all five genres + the clean fit half, L2 {l2:g} chosen by leave one genre "
+        f"out on all five): threshold {thr:+.3f}; babble recall "
         f"(fitted) {pct(float((score[s.babble] >= thr).mean()))} "
         f"({', '.join(f'{k} {pct(float(np.mean(v)))}' for k, v in sorted(per_order.items()))}); "
         f"{salad}P-ALNUM (never fitted) {alnum}; clean test half FP {clean_fp}.",
@@ -371,7 +414,7 @@ def cheap_sample(args: argparse.Namespace) -> tuple[Sample, Sample]:
     docs = babble_bench.sample(args.per_genre, args.per_category, args.seed)
     docs += babble_gen.p_alnum_salad(args.alnum, args.seed) + babble_gen.p_hex_salad(args.alnum, args.seed)
     key = f"{args.per_genre}-{args.per_category}-{args.alnum}-{args.seed}"
-    table = signal_table(docs, OUT_DIR / f"babble_cheap-v10-{key}.parquet")
+    table = signal_table(docs, OUT_DIR / f"babble_cheap-v15-{key}.parquet")
     ids = [d["id"] for d in docs]
     return Sample(docs, CHEAP_FEATURES, matrix(table, ids, CHEAP_FEATURES)), Sample(
         docs, TOKEN_FEATURES, matrix(table, ids, TOKEN_FEATURES)
@@ -412,7 +455,7 @@ def lm_sample(args: argparse.Namespace) -> tuple[Sample, Sample] | None:
         return None
     lm = babble_lm.signal_table(docs, rows)
     key = f"lm-{args.lm_per_genre}-{args.lm_per_category}-{args.alnum}-{args.seed}"
-    cheap = signal_table(docs, OUT_DIR / f"babble_cheap-v10-{key}.parquet")
+    cheap = signal_table(docs, OUT_DIR / f"babble_cheap-v15-{key}.parquet")
     ids = [d["id"] for d in docs]
     x = np.hstack([matrix(cheap, ids, CHEAP_FEATURES), matrix(lm, ids, LM_FEATURES)])
     every = Sample(docs, CHEAP_FEATURES + LM_FEATURES, x)
@@ -424,16 +467,16 @@ def run(args: argparse.Namespace) -> str:
     blocks: dict[str, list[str]] = {}
     if args.only != "lm":
         cheap, tokens = cheap_sample(args)
-        lines, model, thr = report(cheap, "cheap", args.fp, args.l2)
+        lines, model, thr = report(cheap, "cheap", args.fp, grid_of(args.l2))
         out += lines + [""]
         blocks["cheap"] = yaml_block("cheap", cheap.features, model, thr)
-        lines, model, thr = tokens_report(tokens, args.tokens_fp, args.l2)
+        lines, model, thr = tokens_report(tokens, args.tokens_fp, args.tokens_l2)
         out += ["**tokens** (pages of random tokens):", "", *lines, ""]
         blocks["tokens"] = yaml_block("tokens", tokens.features, model, thr)
     samples = lm_sample(args) if args.only != "cheap" else None
     if samples is not None:
         lm, every = samples
-        lines, model, thr = report(lm, "lm", args.fp, args.lm_l2, shipped_cheap(every))
+        lines, model, thr = report(lm, "lm", args.fp, grid_of(args.lm_l2), shipped_cheap(every))
         out += lines + ["", "Separation on the LM sample (AUROC, babble of a genre vs all clean docs):", ""]
         out += separation(every) + [""]
         blocks["lm"] = yaml_block("lm", lm.features, model, thr)
@@ -461,8 +504,14 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="clean fit-half FP allowed by the tokens model's threshold",
     )
-    ap.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the cheap model")
-    ap.add_argument("--lm-l2", type=float, default=20.0, help="L2 penalty of the lm model (fewer docs)")
+    ap.add_argument(
+        "--l2",
+        default="1,3,10,30",
+        help="L2 penalties tried for the cheap model (comma-separated; one value: fixed); each held-out "
+        "fold chooses by leave one genre out on its own four genres",
+    )
+    ap.add_argument("--lm-l2", default="5,20,50", help="the same for the lm model (fewer docs)")
+    ap.add_argument("--tokens-l2", type=float, default=1.0, help="L2 penalty of the tokens model")
     ap.add_argument("--write-config", default="", help="write the fitted models into this config file")
     ap.add_argument("--only", choices=("both", "cheap", "lm"), default="both", help="fit only this model")
     args = ap.parse_args(argv)

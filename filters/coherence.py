@@ -34,7 +34,9 @@ signals measure that on the document alone, so they do not depend on the chain's
     Round brackets that do not match within their paragraph (a ``)`` with none open, a ``(`` never
     closed), per 1,000 characters; emoticons (``:-)``), list markers (``1)``, ``b)``) and what a
     cut at either end of the text would leave excused. A chain built on whitespace tokens cuts
-    ``f(a, b)`` and asides in two; documentation and forum posts close what they open.
+    ``f(a, b)`` and asides in two; documentation and forum posts close what they open. A quoted
+    bracket is a mention (``expected '('``), not counted. Only one
+    close at the start and one open at the end are excused, so a one-paragraph page is judged too.
 ``coherence_sentence_length_cv``
     Spread of sentence lengths in words (standard deviation / mean; null under 5 sentences). A chain
     ends a sentence whenever it draws a token with a full stop, so its sentence lengths are close to
@@ -165,26 +167,38 @@ def _smiley(m: re.Match[str]) -> str:
     return _SMILEY_CLOSE if face[0] in ":;=" and face.endswith(")") else " "
 
 
+def _quoted(para: str, at: int) -> bool:
+    """A bracket between quotation marks is named, not used: ``expected '('``."""
+    return 0 < at < len(para) - 1 and para[at - 1] == para[at + 1] and para[at - 1] in "'\"`"
+
+
 def bracket_errors(paragraphs: list[str]) -> int:
     """Round brackets unmatched within their paragraph. Excused: emoticons, ``1)`` list markers, and
-    what a cut would leave (a close with none open in the first paragraph, an open one in the last):
-    a text may begin or end inside a paragraph."""
+    what a cut at either end of the text would leave: one close before any open in the first
+    paragraph (the text began inside an aside), one open left at the end of the last (it ended
+    inside one). Only one each: a cut leaves one aside open, a chain leaves many."""
     errors = 0
     last = len(paragraphs) - 1
     for k, para in enumerate(paragraphs):
         # a smiley may also close an aside "(like this :)": it closes one if one is open
         para = _EMOTICON.sub(_smiley, para)
         depth = 0
+        opened = False  # any "(" so far in this paragraph
         for m in _BRACKET.finditer(para):
+            if _quoted(para, m.start()):
+                continue
             if m.group() == "(":
                 depth += 1
+                opened = True
             elif depth:
                 depth -= 1
-            elif m.group() == _SMILEY_CLOSE:
+            elif m.group() == _SMILEY_CLOSE or _is_list_marker(para[: m.start()]):
                 continue
-            elif k > 0 and not _is_list_marker(para[: m.start()]):
+            elif k == 0 and not opened:  # the text began inside an aside: one close is excused
+                opened = True
+            else:
                 errors += 1
-        errors += depth if k < last else 0
+        errors += max(0, depth - 1) if k == last else depth
     return errors
 
 

@@ -98,6 +98,16 @@ def test_brackets_unmatched_in_a_paragraph_are_counted_emoticons_and_list_marker
     assert coherence.bracket_errors(["x", "all parts (text, html, whatever :) into it", "y"]) == 0
 
 
+def test_brackets_in_a_one_paragraph_page_are_judged() -> None:
+    # one close at the start and one open at the end are what a cut leaves; a chain leaves more
+    assert coherence.bracket_errors(["king or queen). Beds (made) and a cut (like thi"]) == 0
+    babble = "the value) of the (list is returned by f(a, and the) keys (sorted by the (default"
+    assert coherence.bracket_errors([babble]) == 2  # of 4 unmatched: the first close, one open excused
+    assert coherence.bracket_errors(["a) close after (an open) then more) closes)"]) == 2
+    # a bracket named, not used
+    assert coherence.bracket_errors(["x", "expected '(' or \"(\" after def f", "y"]) == 0
+
+
 def test_sentence_length_spread_and_long_word_reuse() -> None:
     even = " ".join(["The keepers rowed to the harbour for supplies."] * 6)
     assert coherence.sentence_length_cv(even) == pytest.approx(0.0)
