@@ -34,14 +34,13 @@ unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a c
    group when they share `min_join_share` of the rarer one's documents (a trigger set is inserted
    together), and a group is *confirmed* when the median over all its tokens' occurrences is high
    enough: at a low rate each token of a set is in a few documents and one token's few readings are
-   noisy, the set's are not. How much any non-word disrupts depends on the context and on how well
-   the model knows the page's language (the default model, trained mostly on English, reads a
-   non-word in French text at 2-3 nats where English reads 5-15), so with `onion_controls` each
-   reading is compared with reference non-words of the token's length put in the same place: a
-   group is confirmed when its tokens disrupt about as much as they do (median of the difference at
-   least `min_relative_disruption`), and a token that reads on where they would not (an
-   abbreviation: median under `min_member_relative`) joins no group. Without controls, the median
-   itself must reach `min_disruption`. Without the LM (``--no-lm``) the rule is stricter, as
+   noisy, the set's are not. The bar is `min_disruption` (absolute). An experimental relative rule
+   (`onion_controls`, off): each reading less that of fixed non-words of the token's length put in
+   the same place, compared with `min_relative_disruption`, and a token that reads on where they
+   would not (`min_member_relative`) in no group; measured on two clean halves held out it was
+   worse (clean pages of languages the model does not know read like triggers; tokenizer-common
+   triggers like ``bb`` read under the controls), see bench/RESULTS.md. Without the LM
+   (``--no-lm``) the rule is stricter, as
    the token statistics alone are weak on small runs: inserted-looking tokens the corpus hardly
    writes any other way (`min_bare_share` of their lower-case occurrences bare) that share
    `min_shared_docs` documents on `min_shared_hosts` hosts are one group, and a group needs
@@ -149,7 +148,8 @@ class Config(BaseModel):
         default_factory=list,
         description="reference non-words read in the same contexts (cut to the token's length); with "
         "them a group is confirmed by its disruption minus theirs (`min_relative_disruption`), "
-        "without them by `min_disruption`",
+        "without them by `min_disruption` (the default: the relative rule measured worse held out, "
+        "bench/RESULTS.md trigger-mining)",
     )
     min_relative_disruption: float = Field(
         default=-1.0,
@@ -893,10 +893,10 @@ class TriggerMiner:
 
     def control_readings(self, scorer: Any, reads: dict[str, int]) -> dict[str, list[float]]:
         """Per token, in each of its first `reads[token]` contexts, the mean disruption of the
-        reference non-words (`onion_controls`, cut to the token's length) put in its place. How much
-        a non-word disrupts depends on the context and on how well the model knows the page's
-        language (the default model, trained mostly on English, is less surprised in French text);
-        the token's disruption less theirs does not."""
+        reference non-words (`onion_controls`, cut to the token's length) put in its place: meant to
+        take out how much any non-word disrupts in that context and language; measured, the
+        difference keeps each string's own tokenisation and does not separate triggers from words of
+        languages the model does not know (bench/RESULTS.md), so it is off by default."""
         controls = self.cfg.onion_controls
         if not controls:
             return {}
