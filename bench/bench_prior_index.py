@@ -1,16 +1,20 @@
-"""The on-disk dedup index of earlier nights (filters/dedup_prior.py) over many nights: RSS after
-each night, the lookup rate of a night's assign against the growing index, disk bytes a document,
-and the in-memory DedupIndex on the same night at a size that fits, in the same run.
+"""The on-disk dedup index of earlier nights (filters/dedup_prior.py) over many nights: the peak RSS
+of each night and the RSS after it, the Python heap, the lookup rate of a night's assign against
+the growing index, the index bytes it reads, and the in-memory DedupIndex on the same night at a
+size that fits, in the same run.
 
 Synthetic MinHash signatures (128 x uint32, the default "affine32" sketch): random ones, with a
 share of near copies of earlier nights' documents (read back from the index on disk) and of
-tonight's, and exact copies (same content key). Each night: tonight's documents are assigned
+tonight's, and exact copies (same content key); one document in ten on a domain of its own, so the
+history's distinct domains grow as a crawl's do. Each night: tonight's documents are assigned
 against the index (what the nightly filter does), then the cluster representatives are appended
 as the night's segment (what the nightly commit does). Nothing of the earlier nights stays in
 memory between nights. The in-memory comparison runs in a forked process, so its memory does not
 count in the on-disk figures.
 
-Run: ``python -m bench.bench_prior_index [--nights 20 --per-night 1000000]``; prints Markdown.
+Run: ``python -m bench.bench_prior_index [--nights 28 --per-night 100000 --filter-only]``; prints
+Markdown. ``--no-release`` (the index keeps the heap it freed) and ``--clear-host-cache`` (the
+bounded host -> domain cache emptied each night) are the baselines of the RSS figures.
 Files go to bench/out/prior_index/ and are deleted at the end (``--keep`` keeps them).
 """
 
@@ -202,6 +206,11 @@ def main() -> None:
         action="store_true",
         help="baseline: the index does not hand freed heap back after a night (release_free_heap off)",
     )
+    parser.add_argument(
+        "--clear-host-cache",
+        action="store_true",
+        help="diagnostic: empty the bounded host -> registrable domain cache after each night",
+    )
     args = parser.parse_args()
     if args.no_release:
         dedup_prior.release_free_heap = lambda: None
@@ -222,6 +231,8 @@ def main() -> None:
             fig["peak"] = night_peak_mb()
             compare = compare or text
             del docs
+            if args.clear_host_cache:
+                dedup._domain_of_host.cache_clear()
             gc.collect()
             rows.append(night_row(night, prior, fig, args))
             print(rows[-1], file=sys.stderr, flush=True)  # progress: a night takes a while
@@ -235,7 +246,8 @@ def main() -> None:
         f"{bands} bands x {band_rows} rows); {args.dup:.0%} of each night near copies of earlier "
         f"documents, {args.dup / 2:.0%} of tonight's, 0.5% exact copies; `dedup.index_cache_mb` "
         f"{args.cache_mb}, `dedup.index_max_segments` {args.max_segments}; "
-        f"{'freed heap kept (--no-release); ' if args.no_release else ''}{wall / 60:.1f} min.\n"
+        f"{'freed heap kept (--no-release); ' if args.no_release else ''}"
+        f"{'host cache emptied each night; ' if args.clear_host_cache else ''}{wall / 60:.1f} min.\n"
     )
     print(
         "| night | earlier docs | segments | assign s | MB read (filters / tables / documents) "

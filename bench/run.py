@@ -81,7 +81,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
     "prior-index": (
         "bench.bench_prior_index",
         [],
-        "on-disk dedup index of earlier nights: key filters on and off, bytes read, RSS (issue 14 item 5)",
+        "on-disk dedup index of earlier nights: RSS per night, lookups, bytes read (issue 14 item 5)",
     ),
     "poisonbench": ("bench.poisonbench", [], "detection per attack family beside datatrove's filters"),
     "cascade": (
