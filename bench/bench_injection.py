@@ -92,14 +92,16 @@ def fp_rows(cfg: injection.Config, per_category: int) -> list[list[str]]:
     return rows
 
 
-def calibrate(model: str, per_category: int, fp: float) -> injection.Config:
+def calibrate(model: str, per_category: int, fp: float, pool_clean: bool = False) -> injection.Config:
     """Thresholds on the fit half of the negatives (clean base + hard negatives): the lowest that keep
     every category at or under `fp` false positives, one for documents out of context and one for
-    security pages and threads."""
+    security pages and threads. With `pool_clean` the clean-base categories count as one category (the
+    hard-negative categories keep their own cap): in a clean category of ~40 fit pages a cap under 2.5%
+    allows no page over the bar, so its single highest page would set the threshold alone."""
     cfg = injection.Config(model_file=model)
-    docs = [(d["source"], d["text"]) for d in idata.hard_negatives("fit")]
+    docs = [(f"hard: {d['source']}", d["text"]) for d in idata.hard_negatives("fit")]
     docs += [
-        (d["category"], d["text"])
+        ("clean base" if pool_clean else d["category"], d["text"])
         for d in corpus.clean_base(limit_per_category=per_category, seed=1)
         if idata.split_of(d["id"]) == "fit"
     ]
@@ -144,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         "--calibrate", action="store_true", help="set thresholds on the fit half (else: config defaults)"
     )
     ap.add_argument("--fp", type=float, default=0.003, help="false-positive target of --calibrate")
+    ap.add_argument(
+        "--pool-clean-base",
+        action="store_true",
+        help="--calibrate caps the clean base as one pooled category (hard negatives stay per category)",
+    )
     args = ap.parse_args(argv)
     out = []
     for fit_side, model, test_names in (
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         ("B", args.model_b, ("garak", "tooling", "third-party")),
     ):
         cfg = (
-            calibrate(model, args.per_category, args.fp)
+            calibrate(model, args.per_category, args.fp, args.pool_clean_base)
             if args.calibrate
             else injection.Config(model_file=model)
         )
