@@ -79,12 +79,7 @@ LM_FEATURES = (
     "perplexity_changepoint_jump",
     "perplexity_max_window_nll",
 )
-LM_MODEL = (
-    "coherence_topic_reuse",
-    "coherence_far_reuse",
-    "coherence_type_ratio",
-    "coherence_entity_reuse",
-    "coherence_quote_imbalance",
+_LM_COLUMNS = (
     "perplexity_mean_nll",
     "perplexity_context_gain",
     "perplexity_context_gain_ratio",
@@ -92,6 +87,17 @@ LM_MODEL = (
     "perplexity_sentence_start_nll",
     "perplexity_max_window_nll",
 )
+# round 2's lm model: the five coherence columns of round 1 (kept for `--lm-features round2`)
+LM_MODEL_ROUND2 = (
+    "coherence_topic_reuse",
+    "coherence_far_reuse",
+    "coherence_type_ratio",
+    "coherence_entity_reuse",
+    "coherence_quote_imbalance",
+    *_LM_COLUMNS,
+)
+# every column of the cheap model (the structure columns of round 4 included) and the LM's
+LM_MODEL = (*CHEAP_FEATURES, *_LM_COLUMNS)
 
 
 def log(msg: str) -> None:
@@ -459,7 +465,8 @@ def lm_sample(args: argparse.Namespace) -> tuple[Sample, Sample] | None:
     ids = [d["id"] for d in docs]
     x = np.hstack([matrix(cheap, ids, CHEAP_FEATURES), matrix(lm, ids, LM_FEATURES)])
     every = Sample(docs, CHEAP_FEATURES + LM_FEATURES, x)
-    return Sample(docs, LM_MODEL, x[:, [every.features.index(f) for f in LM_MODEL]]), every
+    chosen = LM_MODEL_ROUND2 if args.lm_features == "round2" else LM_MODEL
+    return Sample(docs, chosen, x[:, [every.features.index(f) for f in chosen]]), every
 
 
 def run(args: argparse.Namespace) -> str:
@@ -511,6 +518,12 @@ def main(argv: list[str] | None = None) -> int:
         "fold chooses by leave one genre out on its own four genres",
     )
     ap.add_argument("--lm-l2", default="5,20,50", help="the same for the lm model (fewer docs)")
+    ap.add_argument(
+        "--lm-features",
+        choices=("all", "round2"),
+        default="all",
+        help="the lm model's columns: every cheap column + the LM's (all), or round 2's",
+    )
     ap.add_argument("--tokens-l2", type=float, default=1.0, help="L2 penalty of the tokens model")
     ap.add_argument("--write-config", default="", help="write the fitted models into this config file")
     ap.add_argument("--only", choices=("both", "cheap", "lm"), default="both", help="fit only this model")
