@@ -302,6 +302,9 @@ def speed_section(
             rows.append([name, n, f"{wall:.1f}", f"{n / wall:.2f}", f"{size / wall:.3f}", f"{rss:,.0f}",
                          recall_cell(recall, budget), "" if code == 0 else f"exit {code}"])  # fmt: skip
             out[name] = {"docs": n, "s": wall, "docs_per_s": n / wall, "mb_per_s": size / wall, "rss_mb": rss}
+            if key == "default" and code == 0:  # where its time went (the run's own stage timings)
+                timings = json.loads(Path(f"{tmp}/b/report.json").read_text())["timings_s"]
+                out["default_stages_s"] = {k: v for k, v in timings.items() if k.startswith("stage:")}
         load_after = os.getloadavg()
     nolm, default = out["poisonguard --no-lm"], out[runs["default"][0]]
     ratio = default["s"] / nolm["s"]
@@ -318,6 +321,13 @@ def speed_section(
         f"**{default['docs_per_s']:.1f} docs/s** (goal >= 20), peak RSS {default['rss_mb']:,.0f} MB "
         "(goal <= 1,200).",
     ]
+    stages = out.get("default_stages_s", {})
+    if stages:
+        text.append(
+            "\nThe default run's stages (its report's timings): "
+            + ", ".join(f"{k.removeprefix('stage:')} {v:.1f} s" for k, v in stages.items())
+            + " (trigger_lm: trigger mining's LM check)."
+        )
     out["default_over_nolm"] = ratio
     out["load"] = [load[0], load_after[0]]
     return text, out
