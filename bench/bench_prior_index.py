@@ -226,9 +226,9 @@ def main() -> None:
     try:
         for night in range(1, args.nights + 1):
             docs = night_docs(rng, night, args.per_night, prior, args.dup)
-            reset_peak()
+            per_night = reset_peak()
             prior, fig, text = one_night(prior, docs, night, args)
-            fig["peak"] = night_peak_mb()
+            fig["peak"] = night_peak_mb() if per_night else float("nan")  # not the lifetime peak
             compare = compare or text
             del docs
             if args.clear_host_cache:

@@ -278,7 +278,8 @@ def fit_threshold(miner: tm.TriggerMiner, cfg: tm.Config, rule: str, all_groups:
 
 def dump_groups(path: Path, case: str, miner: tm.TriggerMiner) -> None:
     """What the LM check read in a case, one JSON line: every checked token's readings and the
-    controls' in the same contexts, and the groups under the configured rule."""
+    controls' in the same contexts, and the groups under the rule the miner last decided with
+    (the relative rule when a case reads both)."""
     tokens = {
         t: {
             "reads": [round(v, 3) for v in values],

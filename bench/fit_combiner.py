@@ -202,7 +202,10 @@ def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 def grid_of(text: str) -> tuple[float, ...]:
     """'1,3,10' -> (1.0, 3.0, 10.0)."""
-    return tuple(float(v) for v in text.split(",") if v.strip())
+    grid = tuple(float(v) for v in text.split(",") if v.strip())
+    if not grid:
+        raise SystemExit(f"fit_combiner: an L2 grid needs at least one value (got {text!r})")
+    return grid
 
 
 def pct(v: float) -> str:

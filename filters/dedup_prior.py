@@ -175,12 +175,21 @@ def _gather_raw(path: Path, dtype: Any, rows: np.ndarray, width: int = 1) -> np.
         done = 0
         for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
             fh.seek(start * row_bytes)
-            if fh.readinto(buf[done : done + count].data.cast("B")) != count * row_bytes:
-                raise PriorIndexError(f"{path}: dedup index file shorter than its rows (truncated?)")
+            _read_exactly(fh, buf[done : done + count].data.cast("B"), path)
             done += count
     IO.pages(path, uniq * row_bytes, path.stat().st_size)
     out = buf[np.searchsorted(uniq, rows)]
     return out if width > 1 else out.reshape(-1)
+
+
+def _read_exactly(fh: Any, view: memoryview, path: Path) -> None:
+    """Fill ``view`` from ``fh`` (one read returns at most about 2 GiB on Linux, so loop)."""
+    got = 0
+    while got < len(view):
+        n = fh.readinto(view[got:])
+        if not n:
+            raise PriorIndexError(f"{path}: dedup index file shorter than its rows (truncated?)")
+        got += n
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -477,15 +486,36 @@ def _upgrade_segment(folder: Path, meta: dict[str, Any], bands: int) -> dict[str
             keys = np.fromfile(folder / f"{name}.keys", dtype=np.uint64)
             _write_raw_atomic(folder / f"{name}.bloom", bloom_build(keys))
         upgraded |= {"block": OLD_BLOCK, "nights": [[folder.name, int(meta["n"])]]}
-    codes = np.fromfile(folder / "domains", dtype=np.int32)
     lut = np.append(domain_hashes([str(d) for d in meta["domain_names"]]), np.uint64(0))  # -1: none
-    _write_raw_atomic(folder / "domain_hash", lut[codes])
+    _write_domain_hashes(folder, lut, int(meta["n"]))
     _fsync_dir(folder)
     upgraded.pop("domain_names")
     upgraded["format"] = FORMAT
     _write_json_atomic(folder / "meta.json", upgraded)
-    (folder / "domains").unlink()
+    # missing_ok: another process that opened the same old index may have upgraded it first
+    (folder / "domains").unlink(missing_ok=True)
     return upgraded
+
+
+UPGRADE_CHUNK = 1 << 20  # documents per read when domain codes become hashes (12 MB in memory)
+
+
+def _write_domain_hashes(folder: Path, lut: np.ndarray, n: int) -> None:
+    """The old ``domains`` codes of a segment's ``n`` documents, written as hashes (``lut``, the
+    hash of each code) a chunk at a time, so the upgrade's memory does not grow with the segment."""
+    path = folder / "domain_hash"
+    tmp = _tmp_beside(path)
+    with open(tmp, "wb") as out:
+        for r0 in range(0, n, UPGRADE_CHUNK):
+            codes = _read_raw(folder / "domains", np.int32, r0, min(UPGRADE_CHUNK, n - r0))
+            if len(codes) != min(UPGRADE_CHUNK, n - r0):
+                raise PriorIndexError(
+                    f"{folder / 'domains'}: shorter than the segment's {n} documents (truncated?)"
+                )
+            lut[codes].tofile(out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -735,7 +735,7 @@ class PerplexityScorer:
                     )
                 values = nll.numpy().astype(np.float64)
                 if self.on_pass is not None:
-                    self.on_pass(int(ids.numel()))
+                    self.on_pass(len(values))  # read positions, as _nll counts them
                 at = 0
                 for item, k, n in batch.spans:
                     out[item][k] = values[at : at + n]

@@ -856,7 +856,9 @@ class TriggerMiner:
         their documents alone, so every group lies inside one group of all the checked tokens joined
         by the same rule, with at most its documents and hosts. A token whose group of all the checked
         tokens falls short of `group_floor` documents or `min_hosts` hosts is never mined: the
-        language model need not read it (on small runs, most candidates)."""
+        language model need not read it (on small runs, most candidates). The tokens it does read are
+        packed into fewer rows, so in bfloat16 their readings can move by the engine's rounding of
+        another layout (about 0.1 nats on average, core/llama.py), as any other batch size moves them."""
         views = {t: self.view(self.stats[t]) for t in tokens}
         docs = {t: set(v.doc_ids) for t, v in views.items()}
         keep: set[str] = set()

@@ -497,6 +497,30 @@ def test_an_index_from_before_the_forest_settings_were_recorded_is_upgraded_when
         PriorIndex(plain, "a.json", dedup.Config(max_bucket_exemplars=8))
 
 
+def test_domain_codes_become_hashes_a_chunk_at_a_time_and_a_short_file_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = dedup.Config()
+    rng = np.random.default_rng(17)
+    first = night_docs(rng, 1, [], 300)
+    bands, _ = dedup.lsh_params(cfg)
+    want = dedup_prior.domain_hashes([dedup.registrable_domain(u) for u in first["urls"]])
+    monkeypatch.setattr(dedup_prior, "UPGRADE_CHUNK", 7)  # many chunks, the last one short
+    for root, cut in ((tmp_path / "whole", False), (tmp_path / "short", True)):
+        PriorIndex(root, None, cfg).append(Docs.build(**first), "a.json")
+        _as_format_1(root, "a.json", bands, [first["urls"]])
+        segment = next((root / "segments").iterdir())
+        if cut:  # a copy that lost its tail: refused, naming the file, and the old format is kept
+            (segment / "domains").write_bytes((segment / "domains").read_bytes()[:-8])
+            with pytest.raises(PriorIndexError, match="domains.*truncated"):
+                PriorIndex(root, "a.json", cfg)
+            assert json.loads((segment / "meta.json").read_text())["format"] == 1
+            assert not (segment / "domain_hash").exists()
+        else:
+            prior = PriorIndex(root, "a.json", cfg)
+            assert np.array_equal(prior.domain_hashes(np.arange(300)), want)
+
+
 def test_lookups_read_a_cache_at_a_time_and_find_the_same(tmp_path: Path) -> None:
     """A table probed with a cache far smaller than its key filter and fence (mapped a few blocks
     or one query at a time) finds the same (query, row) pairs as with the whole of them at once."""
