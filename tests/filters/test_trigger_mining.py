@@ -324,6 +324,12 @@ def test_a_run_reads_only_the_candidates_that_could_be_mined(tmp_path: Path) -> 
     miner.confirm_from_chunks([path], lambda: scorer)
     assert set(miner.disruption) == gated
     assert "jw" not in {r["token"] for r in miner.ranked()}
+    # Read without the gate, the same readings mine the same tokens: the gate saves reads only.
+    ungated = mine(docs)
+    ungated.add_contexts([d["text"] for d in docs], 0, ungated.onion_requests())
+    ungated.confirm(_StandInScorer())
+    assert set(ungated.disruption) == every
+    assert "qz" in miner.mined() and ungated.mined() == miner.mined()
 
 
 @pytest.mark.slow
