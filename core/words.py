@@ -19,4 +19,4 @@ def is_content_word(word: str) -> bool:
 
 def content_words(words: Iterable[str]) -> list[str]:
     """The content words of ``words``, in order (repeats kept)."""
-    return [w for w in words if len(w) >= CONTENT_CHARS]
+    return [w for w in words if is_content_word(w)]

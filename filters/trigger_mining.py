@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -772,11 +772,8 @@ class TriggerMiner:
         confirmed, then most hosts."""
         cfg = self.cfg
         rows, (need_docs, need_hosts, share) = self._candidate_rows()
-        views = {r["token"]: self.view(self.stats[r["token"]]) for r in rows}
-        docs = {t: set(v.doc_ids) for t, v in views.items()}
-        for members in _groups(docs, self.doc_hosts, need_docs, need_hosts, share):
-            gdocs = set().union(*(docs[t] for t in members))
-            ghosts = set().union(*(views[t].hosts for t in members))
+        tokens = [r["token"] for r in rows]
+        for members, gdocs, ghosts in self._token_groups(tokens, need_docs, need_hosts, share):
             group_relative: float | None = None
             if self.lm_checked:
                 group_disruption, group_relative = self.group_readings(members)
@@ -787,9 +784,7 @@ class TriggerMiner:
             else:
                 group_disruption, confirmed = None, len(members) >= cfg.min_group_tokens
             size_ok = len(members) <= cfg.max_group_tokens
-            mined = (
-                confirmed and size_ok and len(gdocs) >= self.group_floor() and len(ghosts) >= cfg.min_hosts
-            )
+            mined = confirmed and size_ok and self._reaches_floors(gdocs, ghosts)
             for r in rows:
                 if r["token"] in members:
                     r.update(
@@ -805,6 +800,24 @@ class TriggerMiner:
             key=lambda r: (not r["mined"], not r["confirmed"], -r["group_hosts"], -r["documents"], r["token"])
         )
         return rows
+
+    def _token_groups(
+        self, tokens: list[str], need_docs: int, need_hosts: int, share: float
+    ) -> Iterator[tuple[list[str], set[int], set[str]]]:
+        """The groups of `tokens` (joined by the documents of their views, :func:`_groups`), each with
+        its documents and hosts: what :meth:`ranked` judges and :meth:`minable` bounds."""
+        views = {t: self.view(self.stats[t]) for t in tokens}
+        docs = {t: set(v.doc_ids) for t, v in views.items()}
+        for members in _groups(docs, self.doc_hosts, need_docs, need_hosts, share):
+            yield (
+                members,
+                set().union(*(docs[t] for t in members)),
+                set().union(*(views[t].hosts for t in members)),
+            )
+
+    def _reaches_floors(self, gdocs: set[int], ghosts: set[str]) -> bool:
+        """Whether a group's documents and hosts reach the mining floors."""
+        return len(gdocs) >= self.group_floor() and len(ghosts) >= self.cfg.min_hosts
 
     def group_readings(self, members: list[str]) -> tuple[float | None, float | None]:
         """The medians over all the group's readings of the tokens' disruption and of their disruption
@@ -859,13 +872,9 @@ class TriggerMiner:
         language model need not read it (on small runs, most candidates). The tokens it does read are
         packed into fewer rows, so in bfloat16 their readings can move by the engine's rounding of
         another layout (about 0.1 nats on average, core/llama.py), as any other batch size moves them."""
-        views = {t: self.view(self.stats[t]) for t in tokens}
-        docs = {t: set(v.doc_ids) for t, v in views.items()}
         keep: set[str] = set()
-        for members in _groups(docs, self.doc_hosts, 1, 1, self.cfg.min_join_share):
-            gdocs = set().union(*(docs[t] for t in members))
-            ghosts = set().union(*(views[t].hosts for t in members))
-            if len(gdocs) >= self.group_floor() and len(ghosts) >= self.cfg.min_hosts:
+        for members, gdocs, ghosts in self._token_groups(tokens, 1, 1, self.cfg.min_join_share):
+            if self._reaches_floors(gdocs, ghosts):
                 keep.update(members)
         return keep
 
