@@ -726,21 +726,29 @@ class PerplexityScorer:
                 batch = _TreeBatch.of(layouts, rows[first : first + per_pass])
                 ids, positions, segments, branches = (torch.from_numpy(a) for a in batch.arrays)
                 hidden = self._backbone(ids, positions, tree_mask(segments, branches))
-                flat = hidden.reshape(-1, hidden.shape[-1])[torch.from_numpy(batch.gather)]
-                targets = torch.from_numpy(batch.targets)
-                nll = torch.empty(len(targets), dtype=torch.float32)
-                for a in range(0, len(targets), head_chunk):
-                    nll[a : a + head_chunk] = self._chunk_nll(
-                        flat[a : a + head_chunk], targets[a : a + head_chunk]
-                    )
-                values = nll.numpy().astype(np.float64)
-                if self.on_pass is not None:
-                    self.on_pass(len(values))  # read positions, as _nll counts them
+                values = self._read_nll(
+                    hidden, torch.from_numpy(batch.gather), torch.from_numpy(batch.targets), head_chunk
+                )
                 at = 0
                 for item, k, n in batch.spans:
                     out[item][k] = values[at : at + n]
                     at += n
         return out
+
+    def _read_nll(self, hidden: Any, read: Any, targets: Any, head_chunk: int) -> np.ndarray:
+        """NLLs of `targets` as predicted by the hidden states at flat indices `read` (rows x width):
+        only those positions go through the output layer, `head_chunk` at a time (its float32 logits
+        bound the memory); reported to `on_pass` as scored positions."""
+        import torch
+
+        flat = hidden.reshape(-1, hidden.shape[-1])[read]
+        nll = torch.empty(len(targets), dtype=torch.float32, device=flat.device)
+        for a in range(0, len(targets), head_chunk):
+            nll[a : a + head_chunk] = self._chunk_nll(flat[a : a + head_chunk], targets[a : a + head_chunk])
+        values = nll.cpu().numpy().astype(np.float64)
+        if self.on_pass is not None:
+            self.on_pass(len(values))
+        return values
 
     # Per-token NLLs for a list of windows (token id lists), in the same order.
     def _nll(self, windows: Sequence[Sequence[int]]) -> list[np.ndarray]:
@@ -761,7 +769,6 @@ class PerplexityScorer:
         # positions (measured: 512-token rows were slower than 257-token ones).
         row_len = max(max(len(s) for s in seqs), min_row_len(cfg))
         device = self.device
-        on_gpu = device.startswith("cuda")
         padded = self.padded_rows
         if padded:
             # One window per row, longest first, padded at the right: causal attention never lets a
@@ -771,7 +778,7 @@ class PerplexityScorer:
         else:
             rows = pack_windows([len(s) for s in seqs], row_len)
         per_pass, head_chunk = self._pass_shape(row_len)
-        backbone, chunk_nll = self._backbone, self._chunk_nll
+        backbone = self._backbone
         with torch.inference_mode():
             lengths = [len(s) for s in seqs]
             for group in _passes(rows, lengths, per_pass * row_len if padded else 0, per_pass):
@@ -808,13 +815,7 @@ class PerplexityScorer:
                 # Only real positions go through the vocabulary projection; padding never does.
                 pos = _to_device(np.concatenate(pos_parts), device)
                 tgt = _to_device(np.concatenate(tgt_parts), device)
-                flat = hidden.reshape(-1, hidden.shape[-1])[pos]
-                nll = torch.empty(len(pos), dtype=torch.float32, device=device)
-                for a in range(0, len(pos), head_chunk):
-                    nll[a : a + head_chunk] = chunk_nll(flat[a : a + head_chunk], tgt[a : a + head_chunk])
-                values = (nll.cpu() if on_gpu else nll).numpy().astype(np.float64)
-                if self.on_pass is not None:
-                    self.on_pass(len(values))
+                values = self._read_nll(hidden, pos, tgt, head_chunk)
                 at = 0
                 for j, n in spans:
                     out[j] = values[at : at + n]
