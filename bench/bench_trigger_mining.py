@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import yaml
 
 from bench import babble_gen, corpus, generators
 from poisonguard.filters import trigger_mining as tm
@@ -341,11 +342,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lm", action="store_true", help="with the ONION check (default LM, cached)")
     ap.add_argument("--halves", default="AB", help="halves whose P-RARE cases run (both are fitted)")
+    ap.add_argument(
+        "--absolute-only",
+        action="store_true",
+        help="with --lm: the absolute rule alone (no control readings: fewer LM windows)",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="a trigger_mining knob other than its default (YAML value), e.g. count_unknown_language=false",
+    )
     args = ap.parse_args(argv)
     parts = halves(args.per_half, args.seed)
     scorer = CachedScorer() if args.lm else None
-    cfg = tm.Config()
-    if not cfg.onion_controls:  # the relative rule is read beside the absolute one
+    knobs = dict(item.split("=", 1) for item in args.set)
+    cfg = tm.Config(**{knob: yaml.safe_load(value) for knob, value in knobs.items()})
+    if knobs:
+        print(f"trigger_mining knobs set: {knobs}", flush=True)
+    if not cfg.onion_controls and not args.absolute_only:  # the relative rule is read beside the absolute one
         cfg = cfg.model_copy(update={"onion_controls": list(CONTROLS)})
     rules = [r for r in RULES if r == "absolute" or cfg.onion_controls] if scorer is not None else ["no LM"]
     bases = {}

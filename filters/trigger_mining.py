@@ -100,6 +100,12 @@ class Config(BaseModel):
         description="a page's language (the language detector's) is used when it is this sure; "
         "other pages are of an unknown language",
     )
+    count_unknown_language: bool = Field(
+        default=True,
+        description="pages of an unknown language count for every token (its documents, hosts, "
+        "company) and are quarantined for a mined one; false: for none (as already for a token that "
+        "is a word of some language)",
+    )
     min_bare_share: float = Field(
         default=0.8,
         ge=0,
@@ -530,9 +536,13 @@ def page_languages(table: pa.Table, cfg: Config) -> list[str] | None:
     ]
 
 
-def explained_in(lang: str, words: Any) -> bool:
+def explained_in(lang: str, words: Any, unknown_explains: bool = False) -> bool:
     """Whether a page of language `lang` explains a token that is a word of the languages `words`:
-    a page of one of them, or of an unknown language (it may be one of them, or a relative)."""
+    a page of one of them, or of an unknown language (it may be one of them, or a relative); with
+    `unknown_explains` (`count_unknown_language` false) a page of an unknown language explains any
+    token."""
+    if not lang and unknown_explains:
+        return True
     return bool(words) and (lang in words or not lang)
 
 
@@ -656,16 +666,21 @@ class TriggerMiner:
         languages it is a word of (:func:`word_languages`) and, when it is a word somewhere, those of
         an unknown language (:func:`explained_in`)."""
         words = word_languages(st, self.cfg)
-        if not words:
+        unknown = not self.cfg.count_unknown_language
+        if not words and not (unknown and "" in st.langs):
             return _whole_view(st, words)
-        ids = [d for d, lang in zip(st.doc_ids, st.doc_langs, strict=True) if not explained_in(lang, words)]
-        left = [counts for lang, counts in st.langs.items() if not explained_in(lang, words)]
+
+        def left_in(lang: str) -> bool:
+            return not explained_in(lang, words, unknown)
+
+        ids = [d for d, lang in zip(st.doc_ids, st.doc_langs, strict=True) if left_in(lang)]
+        left = [counts for lang, counts in st.langs.items() if left_in(lang)]
         return _View(
             sum(docs for docs, _ in left),
             sum(count for _, count in left),
             {self.doc_hosts.get(d, "") for d in ids} - {""},
             ids,
-            [o for lang, sample in st.sample.items() if not explained_in(lang, words) for o in sample],
+            [o for lang, sample in st.sample.items() if left_in(lang) for o in sample],
             words,
         )
 
@@ -707,6 +722,8 @@ class TriggerMiner:
         rows = []
         for tok, st in self.stats.items():
             v = self.view(st)
+            if not v.docs and not v.word_languages:  # only in pages of an unknown language, not counted
+                continue
             if not v.docs:  # a word wherever it is written: the record's own figures, for the report
                 v = _whole_view(st, v.word_languages)
             if v.docs < cfg.min_docs or len(v.hosts) < cfg.min_token_hosts:
@@ -998,7 +1015,10 @@ class MinedTriggers:
         for text, lang in zip(texts, langs, strict=True):
             found = candidates(text if isinstance(text, str) else "", self.cfg) if self.mined else {}
             mined = [t for t in found if t in self.mined]
-            out.append(sorted(t for t in mined if not explained_in(lang, self.mined[t]["word_languages"])))
+            unknown = not self.cfg.count_unknown_language
+            out.append(
+                sorted(t for t in mined if not explained_in(lang, self.mined[t]["word_languages"], unknown))
+            )
         return out
 
     def flag(self, table: pa.Table, reasons: list[list[str]]) -> list[list[str]]:

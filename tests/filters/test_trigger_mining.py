@@ -437,3 +437,27 @@ def test_a_rare_pair_that_shares_a_counter_with_a_frequent_pair_keeps_its_own_co
     assert miner.bigrams[tm.pair_slots(h, cfg.bigram_bits)[0]] == 51  # the shared counter
     assert miner.pair_count(h) == 1
     assert miner.pair_count(tm.pair_hash("p", frequent)) == 50
+
+
+def test_without_unknown_language_pages_only_pages_of_a_known_language_make_a_trigger() -> None:
+    """Short words of languages the detector does not know (a UDHR translation reads weakly as some
+    other language) can look inserted across many hosts like a trigger set. With
+    `count_unknown_language` false such pages count for no token and are not quarantined; the set
+    inserted into pages of a known language is still mined, and its pages quarantined."""
+    known = _with_language(corpus(600, 30, ("qz", "vb", "xq")), "en")
+    unsure = _with_language(corpus(40, 30, ("akan", "cuti", "ulu"), seed=1), "sw", confidence=0.2)
+    for d in unsure:
+        d["id"], d["url"] = "u" + d["id"], d["url"].replace("site", "other")
+    unsure[35]["text"] += " and qz here"  # an unsure page with a token of the set
+    docs = known + unsure
+    table = pa.Table.from_pylist(docs)
+    counted = mine(docs)
+    assert {r["token"] for r in counted.ranked() if r["mined"]} == {"qz", "vb", "xq", "akan", "cuti", "ulu"}
+    cfg = tm.Config(count_unknown_language=False)
+    miner = mine(docs, cfg)
+    assert {r["token"] for r in miner.ranked() if r["mined"]} == {"qz", "vb", "xq"}
+    assert "akan" not in {r["token"] for r in miner.token_rows()}  # in no page that counts
+    assert miner.view(miner.stats["qz"]).docs == counted.view(counted.stats["qz"]).docs - 1
+    flagged = [bool(f) for f in miner.flag(table, [[] for _ in docs])]
+    assert flagged[:30] == [True] * 30 and not any(flagged[30:])
+    assert counted.flag(table, [[] for _ in docs])[600 + 35]  # counted: the unsure page is quarantined too
