@@ -13,8 +13,13 @@ memory between nights. The in-memory comparison runs in a forked process, so its
 count in the on-disk figures.
 
 Run: ``python -m bench.bench_prior_index [--nights 28 --per-night 100000 --filter-only]``; prints
-Markdown. ``--no-release`` (the index keeps the heap it freed) and ``--clear-host-cache`` (the
-bounded host -> domain cache emptied each night) are the baselines of the RSS figures.
+Markdown. ``--prefill-docs 2500000 20000000 --nights 3`` measures the nights against long histories:
+for each value, a fresh index is first filled with that many earlier documents (random sketches, as
+the representatives a night keeps are) through the index's own ``append`` and ``compact``, in the
+segment layout that nights of ``--per-night`` documents leave (``dedup_prior.segment_sizes``), then
+``--nights`` ordinary nights are measured against it. ``--no-release`` (the index keeps the heap
+it freed) and ``--clear-host-cache`` (the bounded host -> domain cache emptied each night) are the
+baselines of the RSS figures.
 Files go to bench/out/prior_index/ and are deleted at the end (``--keep`` keeps them).
 """
 
@@ -119,6 +124,59 @@ def night_docs(rng: np.random.Generator, night: int, n: int, prior: PriorIndex, 
     return Docs(ids, [domain_of(i) for i in ids], keys, sigs)
 
 
+def random_docs(rng: np.random.Generator, prefix: str, n: int) -> Docs:
+    """``n`` documents with random sketches and content keys: what a night keeps (one document per
+    cluster) looks like this to the index."""
+    ids = [f"{prefix}-{i}" for i in range(n)]
+    sigs = rng.integers(0, 2**32 - 1, size=(n, NUM_PERM), dtype=np.uint32)
+    keys = rng.integers(1, 2**63, size=(n, 2), dtype=np.uint64)
+    return Docs(ids, [domain_of(i) for i in ids], keys, sigs)
+
+
+def prefill(prior: PriorIndex, total: int, args: Any, rng: np.random.Generator) -> tuple[PriorIndex, str]:
+    """An index of ``total`` earlier documents in the layout that nights of ``--per-night`` leave,
+    written by ``append`` (chunks of at most ``--prefill-chunk``) and ``compact`` (a segment of
+    several chunks is merged from them, as the nights' segments were): the same files, the nightly
+    lookups skipped. Returns the index and a line on how it was built."""
+    nights = [args.per_night] * (total // args.per_night) + (
+        [total % args.per_night] if total % args.per_night else []
+    )
+    layout = dedup_prior.segment_sizes(nights, args.max_segments)
+    start = time.perf_counter()
+    appended = merged = 0.0
+    for seg, size in enumerate(layout):
+        chunks = -(-size // args.prefill_chunk)
+        for c in range(chunks):
+            n = size // chunks + (1 if c < size % chunks else 0)
+            t0 = time.perf_counter()
+            manifest = f"prefill{seg:03d}-{c:03d}.json"
+            prior = prior.append(random_docs(rng, f"p{seg}.{c}", n), manifest)
+            collect_garbage(OUT, [manifest])
+            appended += time.perf_counter() - t0
+        if chunks > 1:
+            t0 = time.perf_counter()
+            prior = prior.compact(seg + 1, manifest)
+            collect_garbage(OUT, [manifest])
+            merged += time.perf_counter() - t0
+        print(
+            f"prefill: segment {seg + 1}/{len(layout)}, {size:,} documents in {chunks} chunk(s); "
+            f"{len(prior):,} in all, {time.perf_counter() - start:.0f} s, RSS {rss_mb():,.0f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
+    assert [s.n for s in prior.segments] == layout, "the prefill's layout is not the nights' layout"
+    dedup_prior.release_free_heap()
+    took, disk = time.perf_counter() - start, folder_bytes(OUT)
+    line = (
+        f"Prefill of {len(prior):,} earlier documents (the layout of {len(nights)} nights of "
+        f"{args.per_night:,}: segments of {', '.join(f'{n / 1e6:.2f}' for n in layout)} M documents): "
+        f"{took / 60:.1f} min ({appended / 60:.1f} appending, {merged / 60:.1f} merging), "
+        f"{disk / 2**30:.2f} GiB on disk ({disk / len(prior):.0f} bytes a document), "
+        f"RSS after {rss_mb():,.0f} MB, peak RSS {night_peak_mb():,.0f} MB."
+    )
+    return prior, line
+
+
 def assign_on_disk(prior: PriorIndex, docs: Docs) -> tuple[Any, float, dict[str, int]]:
     """Tonight's columns against the index, the seconds and the index bytes read (by kind of file)."""
     dedup_prior.IO.reset()
@@ -163,7 +221,12 @@ def one_night(prior: PriorIndex, docs: Docs, night: int, args: Any) -> tuple[Pri
     append the representatives (then merge past ``--max-segments``); the figures of the night."""
     unfiltered = PriorIndex(OUT, prior.manifest, prior.cfg, args.cache_mb, use_filter=False)
     table, took, read = assign_on_disk(prior, docs)
-    figures: dict[str, Any] = {"took": took, "read": read, "segments": len(prior.segments)}
+    figures: dict[str, Any] = {
+        "took": took,
+        "read": read,
+        "segments": len(prior.segments),
+        "earlier": len(prior),
+    }
     if not args.filter_only:
         plain, figures["took_plain"], figures["read_plain"] = assign_on_disk(unfiltered, docs)
         figures["same"] = plain.equals(table)
@@ -184,6 +247,7 @@ def one_night(prior: PriorIndex, docs: Docs, night: int, args: Any) -> tuple[Pri
     prior = prior.append(kept, manifest).compact(args.max_segments, manifest)
     collect_garbage(OUT, [manifest])
     figures["commit"] = time.perf_counter() - start
+    figures["disk"] = folder_bytes(OUT)
     return prior, figures, text
 
 
@@ -202,6 +266,16 @@ def main() -> None:
     parser.add_argument("--memory-night", type=int, default=3, help="night of the in-memory comparison")
     parser.add_argument("--keep", action="store_true", help="keep bench/out/prior_index")
     parser.add_argument(
+        "--prefill-docs",
+        type=int,
+        nargs="*",
+        default=[0],
+        help="earlier documents written before the measured nights; several: one fresh index each",
+    )
+    parser.add_argument(
+        "--prefill-chunk", type=int, default=1_000_000, help="documents per append of the prefill"
+    )
+    parser.add_argument(
         "--no-release",
         action="store_true",
         help="baseline: the index does not hand freed heap back after a night (release_free_heap off)",
@@ -212,30 +286,40 @@ def main() -> None:
         help="diagnostic: empty the bounded host -> registrable domain cache after each night",
     )
     args = parser.parse_args()
+    if args.prefill_chunk < args.per_night:
+        parser.error("--prefill-chunk must hold a night (--per-night)")
     if args.no_release:
         dedup_prior.release_free_heap = lambda: None
-    shutil.rmtree(OUT, ignore_errors=True)
-    OUT.mkdir(parents=True)
     cfg = dedup.Config()
     rng = np.random.default_rng(20261204)
-    prior = PriorIndex(OUT, None, cfg, cache_mb=args.cache_mb)
     rows: list[str] = []
+    prefills: list[str] = []
     compare = ""
     tracemalloc.start()
     began = time.perf_counter()
     try:
-        for night in range(1, args.nights + 1):
-            docs = night_docs(rng, night, args.per_night, prior, args.dup)
-            per_night = reset_peak()
-            prior, fig, text = one_night(prior, docs, night, args)
-            fig["peak"] = night_peak_mb() if per_night else float("nan")  # not the lifetime peak
-            compare = compare or text
-            del docs
-            if args.clear_host_cache:
-                dedup._domain_of_host.cache_clear()
-            gc.collect()
-            rows.append(night_row(night, prior, fig, args))
-            print(rows[-1], file=sys.stderr, flush=True)  # progress: a night takes a while
+        for stage, total in enumerate(args.prefill_docs):
+            shutil.rmtree(OUT, ignore_errors=True)
+            OUT.mkdir(parents=True)
+            prior = PriorIndex(OUT, None, cfg, cache_mb=args.cache_mb)
+            if total:
+                reset_peak()
+                prior, line = prefill(prior, total, args, rng)
+                prefills.append(line)
+                print(line, file=sys.stderr, flush=True)
+            for night in range(1, args.nights + 1):
+                docs = night_docs(rng, night, args.per_night, prior, args.dup)
+                per_night = reset_peak()
+                prior, fig, text = one_night(prior, docs, night, args)
+                fig["peak"] = night_peak_mb() if per_night else float("nan")  # not the lifetime peak
+                compare = compare or (text if stage == 0 else "")
+                del docs
+                if args.clear_host_cache:
+                    dedup._domain_of_host.cache_clear()
+                gc.collect()
+                rows.append(night_row(night, prior, fig, args))
+                print(rows[-1], file=sys.stderr, flush=True)  # progress: a night takes a while
+            del prior
     finally:
         if not args.keep:
             shutil.rmtree(OUT, ignore_errors=True)
@@ -249,14 +333,18 @@ def main() -> None:
         f"{'freed heap kept (--no-release); ' if args.no_release else ''}"
         f"{'host cache emptied each night; ' if args.clear_host_cache else ''}{wall / 60:.1f} min.\n"
     )
+    for line in prefills:
+        print(f"- {line}")
+    if prefills:
+        print()
     print(
         "| night | earlier docs | segments | assign s | MB read (filters / tables / documents) "
         "| assign s, no filter | MB read, no filter "
         "| same columns | commit s | lookup docs/s | clusters named by earlier docs "
         "| peak RSS in the night MB "
-        "| RSS after MB | Python heap MB | Arrow MB |"
+        "| RSS after MB | Python heap MB | Arrow MB | index on disk GiB | disk bytes/doc |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     print()
     before, heap = rss_mb(), tracemalloc.get_traced_memory()[0] / 2**20
@@ -284,10 +372,11 @@ def night_row(night: int, prior: PriorIndex, fig: dict[str, Any], args: Any) -> 
         else "- | - | -"
     )
     return (
-        f"| {night} | {(night - 1) * args.per_night / 1e6:.1f} M | {fig['segments']} | {fig['took']:.1f} | "
+        f"| {night} | {fig['earlier'] / 1e6:.2f} M | {fig['segments']} | {fig['took']:.1f} | "
         f"{mb_read(fig['read'])} | {plain} | {fig['commit']:.1f} | {args.per_night / fig['took']:,.0f} | "
         f"{fig['named']:,} | {fig['peak']:,.0f} | {rss_mb():,.0f} | "
-        f"{tracemalloc.get_traced_memory()[0] / 2**20:,.0f} | {pa.total_allocated_bytes() / 2**20:,.0f} |"
+        f"{tracemalloc.get_traced_memory()[0] / 2**20:,.0f} | {pa.total_allocated_bytes() / 2**20:,.0f} | "
+        f"{fig['disk'] / 2**30:,.2f} | {fig['disk'] / len(prior):,.0f} |"
     )
 
 

@@ -1176,10 +1176,7 @@ class PriorIndex:
         state = self
         while 0 < max_segments < len(state.segments):
             live = [s.start + s.n - max(s.start, state.first) for s in state.segments]
-            lo, total = len(live) - 2, live[-1] + live[-2]
-            while lo > 0 and total >= live[lo - 1]:
-                lo -= 1
-                total += live[lo]
+            lo = merge_start(live)
             merged = state._merge(state.segments[lo:], Path(manifest).stem)
             names = [s.folder.name for s in state.segments[:lo]] + [merged]
             state = state._commit(manifest, names, state.comps_file, state.end)
@@ -1205,6 +1202,29 @@ class PriorIndex:
 
 # ---------------------------------------------------------------------------------------------
 # Merging segments (memory bounded by the index's read cache)
+
+
+def merge_start(live: Sequence[int]) -> int:
+    """The first of the segments (``live``: their live documents, oldest first; two or more) that
+    :meth:`PriorIndex.compact` merges: the newest two, and older ones while the merged run holds at
+    least as many documents as the segment before it."""
+    lo, total = len(live) - 2, live[-1] + live[-2]
+    while lo > 0 and total >= live[lo - 1]:
+        lo -= 1
+        total += live[lo]
+    return lo
+
+
+def segment_sizes(nights: Sequence[int], max_segments: int) -> list[int]:
+    """The documents of each segment that :meth:`PriorIndex.compact` leaves after appending nights
+    of ``nights`` documents one by one (no retention): the layout, without writing it."""
+    sizes: list[int] = []
+    for n in nights:
+        sizes.append(n)
+        while 0 < max_segments < len(sizes):
+            lo = merge_start(sizes)
+            sizes[lo:] = [sum(sizes[lo:])]
+    return sizes
 
 
 def _copy_rows(out: Any, path: Path, dtype: Any, width: int, rows: tuple[int, int], chunk: int) -> None:

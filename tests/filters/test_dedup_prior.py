@@ -396,6 +396,23 @@ def test_a_copy_of_a_document_from_30_nights_ago_is_found_after_merges(tmp_path:
     assert (reopened.sigs(everyone) == np.concatenate([p["sigs"] for p in nights])).all()
 
 
+def test_the_layout_of_merged_segments_is_known_without_writing_it(tmp_path: Path) -> None:
+    # The benchmark builds a long history in the layout that nights of its size would leave.
+    cfg = dedup.Config()
+    rng = np.random.default_rng(15)
+    sizes = [50, 80, 20, 200, 30, 30, 90, 10, 60, 40, 40, 5]
+    prior = PriorIndex(tmp_path, None, cfg)
+    for night, n in enumerate(sizes, start=1):
+        prior = prior.append(Docs.build(**random_docs(rng, night, n)), f"night{night}.json")
+        prior = prior.compact(3, f"night{night}.json")
+        assert [s.n for s in prior.segments] == dedup_prior.segment_sizes(sizes[:night], 3)
+    assert [s.n for s in prior.segments] == [350, 300, 5]
+    assert dedup_prior.segment_sizes(sizes, 0) == sizes  # 0: never merge
+    assert dedup_prior.merge_start([17, 8, 4, 2, 1, 1]) == 1  # 1 + 1 + 2 + 4 + 8 < 17
+    assert dedup_prior.merge_start([16, 8, 4, 2, 1, 1]) == 0
+    assert dedup_prior.merge_start([16, 8, 4, 3, 1, 1]) == 4
+
+
 def test_a_crash_inside_a_merge_leaves_the_index_readable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
