@@ -151,12 +151,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="--calibrate caps the clean base as one pooled category (hard negatives stay per category)",
     )
+    ap.add_argument("--sides", default="AB", help="which fit sides to report (A, B or AB)")
+    ap.add_argument(
+        "--in-source-only",
+        action="store_true",
+        help="only the fit side's own test halves, no false-positive table (a fit-side check of a design)",
+    )
     args = ap.parse_args(argv)
     out = []
     for fit_side, model, test_names in (
         ("A", args.model_a, ("bastion", "garak-multilingual", "handwritten", "third-party")),
         ("B", args.model_b, ("garak", "tooling", "third-party")),
     ):
+        if fit_side not in args.sides:
+            continue
         cfg = (
             calibrate(model, args.per_category, args.fp, args.pool_clean_base)
             if args.calibrate
@@ -172,11 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in idata.SIDES_NAMES[fit_side]:
             held = [s for s in idata.collection(name) if idata.split_of(s["text"]) == "test"]
             rows += recall_rows(f"in-source {name} (test half)", held, cfg, args.seed)
-        for name in test_names:
+        for name in () if args.in_source_only else test_names:
             rows += recall_rows(f"cross-source {name}", list(idata.collection(name)), cfg, args.seed)
         out.append(f"### Fit {fit_side}: recall on planted injections\n")
         out.append(table(["test set", "slice", "detector", "classifier alone"], rows) + "\n")
-        if fit_side == "A":
+        if fit_side == "A" and not args.in_source_only:
             out.append("### Fit A (shipped model): false positives on the test halves\n")
             out.append(
                 table(

@@ -696,23 +696,44 @@ def readable(text: str) -> str:
     return _BASE64.sub(_base64_text, text)
 
 
-def score_text(text: str, model: Model, in_context: bool = False) -> tuple[float, int, int]:
-    """(probability, start, end) of the most suspicious window; positions are approximate (folding
-    can change lengths) and point into ``text``. ``in_context``: the page is about security or is a
-    thread, so only pairs of injection-specific concepts count."""
+def window_scores(
+    text: str, model: Model, in_context: bool = False
+) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """(folded text, starts, ends, logits) of every window of ``text``; a window that is mostly
+    quotation gets -inf. ``in_context``: the page is about security or is a thread, so only pairs of
+    injection-specific concepts count."""
     folded = fold(readable(text))
     if not folded.strip():
-        return 0.0, 0, 0
+        empty = np.zeros(0, dtype=np.int64)
+        return folded, empty, empty, np.zeros(0)
     starts, ends, feats = window_features(folded, model)
     if in_context:
         feats[:, _GENERIC_PAIR_COLUMNS] = 0.0
     logits = model.combiner_bias + feats @ model.combiner
     # A window that is almost all quotation is a mention (an article quoting an attack), as for the
     # trigger lists' "addressed" rule; an attacker who quotes their injection is caught by neither.
-    logits = np.where(feats[:, -1] >= QUOTED_MENTION, -np.inf, logits)
+    return folded, starts, ends, np.where(feats[:, -1] >= QUOTED_MENTION, -np.inf, logits)
+
+
+def score_text(text: str, model: Model, in_context: bool = False) -> tuple[float, int, int]:
+    """(probability, start, end) of the most suspicious window; positions are approximate (folding
+    can change lengths) and point into ``text``. ``in_context``: see :func:`window_scores`."""
+    _folded, starts, ends, logits = window_scores(text, model, in_context)
+    if not len(starts):
+        return 0.0, 0, 0
     best = int(np.argmax(logits))
     prob = float(1.0 / (1.0 + np.exp(-logits[best])))
     return prob, int(starts[best]), min(len(text), int(ends[best]))
+
+
+def candidates(logits: np.ndarray, model: Model, limit: int) -> np.ndarray:
+    """Indices of the windows with evidence at all (a concept pair or a chat delimiter: a logit over
+    the model's floor), at most ``limit``, the highest first: what a second, costlier stage would read
+    (bench/injection_probe.py)."""
+    idx = np.flatnonzero(logits > model.combiner_bias + 1e-6)
+    if len(idx) > limit:
+        idx = idx[np.argsort(-logits[idx], kind="stable")[:limit]]
+    return idx
 
 
 def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
