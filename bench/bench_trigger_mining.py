@@ -324,6 +324,13 @@ def held_out_row(
         top = sorted(held["rows"], key=lambda r: -(r.get(key) if r.get(key) is not None else -99))
         detail = ", ".join(f"`{r['group']}` {r.get(key)} ({r['group_documents']} pages)" for r in top[:8])
         line += f"\n<!-- clean half {name}, highest groups: {detail} -->"
+        near = {  # the groups the fit looks at (fit_threshold), once each
+            r["group"]: r
+            for r in top
+            if r["group_documents"] >= miner.group_floor() / 2 and r["group_hosts"] >= cfg.min_hosts / 2
+        }
+        detail = ", ".join(f"`{g}` {r.get(key)} ({r['group_documents']} pages)" for g, r in near.items())
+        line += f"\n<!-- clean half {name}, groups in half the floors: {detail or 'none'} -->"
     return line
 
 

@@ -8,8 +8,9 @@ unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a c
 1. per document (:func:`candidates`), a compact set of *candidate* tokens: whitespace-delimited
    words of `min_len`-`max_len` lower-case letters whose occurrence nothing explains. Explained
    occurrences are those a clean page has for short lower-case tokens: a unit after a number
-   (``5 mb``), a token on a line of code or markup (``$ cd /tmp``, ``x = mb(1)``), and anything with
-   punctuation attached (``cf.``, ``(mn)``, ``mb,``) is not a candidate at all;
+   (``5 mb``), a command's argument next to an option (``tar cf -``), a token on a line of code or
+   markup (``$ cd /tmp``, ``x = mb(1)``), and anything with punctuation attached (``cf.``,
+   ``(mn)``, ``mb,``) is not a candidate at all;
 2. over the run (:class:`TriggerMiner`: per token a document count, the first hosts and documents
    and a bottom-k sample of occurrences; each chunk is counted apart (:func:`chunk_partial`, in a Ray
    task on that engine) and merged in input order, so both engines mine the same tokens), a token
@@ -231,16 +232,28 @@ def candidates(text: str, cfg: Config) -> dict[str, list[tuple[str, str]]]:
         toks = line.split()
         for i, tok in enumerate(toks):
             prev = toks[i - 1] if i else ""
+            nxt = toks[i + 1] if i + 1 < len(toks) else ""
             if (
                 cfg.min_len <= len(tok) <= cfg.max_len
                 and tok.isalpha()
                 and tok.islower()
                 and (tok.isascii() or not cfg.ascii_only)
-                and not any(ch.isdigit() for ch in prev)
+                and not _explained_by_neighbours(prev, nxt)
             ):
-                nxt = toks[i + 1] if i + 1 < len(toks) else ""
                 found.setdefault(tok, []).append((_bare(prev), _bare(nxt)))
     return found
+
+
+def _command_option(word: str) -> bool:
+    """``-``, ``-l``, ``--all``: a command-line option or the stdin/stdout dash."""
+    name = word.removeprefix("-").removeprefix("-")
+    return word.startswith("-") and (not name or name.isalnum())
+
+
+def _explained_by_neighbours(prev: str, nxt: str) -> bool:
+    """An occurrence its neighbours explain: a unit after a number (``5 mb``), or a command's
+    argument next to an option (``tar cf - dir``, in prose as in a forum post)."""
+    return any(ch.isdigit() for ch in prev) or _command_option(prev) or _command_option(nxt)
 
 
 def pair_hash(a: str, b: str) -> int:
@@ -314,7 +327,8 @@ def occurrence_context(text: str, token: str, cfg: Config) -> tuple[str, str] | 
             for i, word in enumerate(words):
                 prev = words[i - 1] if i else ""
                 after = words[i + 1 : i + 1 + cfg.onion_words_after]
-                if word == token and after and not any(ch.isdigit() for ch in prev):
+                nxt = words[i + 1] if i + 1 < len(words) else ""
+                if word == token and after and not _explained_by_neighbours(prev, nxt):
                     before = (seen + words[:i])[-cfg.onion_words_before :] if cfg.onion_words_before else []
                     return " ".join(before), " ".join(after)
         seen = (seen + words)[-cfg.onion_words_before :] if cfg.onion_words_before else []

@@ -461,3 +461,19 @@ def test_without_unknown_language_pages_only_pages_of_a_known_language_make_a_tr
     flagged = [bool(f) for f in miner.flag(table, [[] for _ in docs])]
     assert flagged[:30] == [True] * 30 and not any(flagged[30:])
     assert counted.flag(table, [[] for _ in docs])[600 + 35]  # counted: the unsure page is quarantined too
+
+
+def test_a_commands_argument_next_to_an_option_is_explained() -> None:
+    """``tar cf - dir`` in a forum post: ``cf`` is the command's argument, not an inserted token (when
+    ``cf`` is a trigger, that page is not quarantined for it); a bare ``cf`` elsewhere still is."""
+    cfg = tm.Config()
+    text = "To copy it, tar cf - . pipes the tree to stdout\nThen run ls --all here and see cf there."
+    found = tm.candidates(text, cfg)
+    assert "cf" in found and found["cf"] == [("see", "there")]  # the second line's, not the first's
+    assert "ls" not in found and "here" not in found and "run" in found  # next to an option, or not
+    assert tm.occurrence_context(text, "cf", cfg) == (
+        "tar cf - . pipes the tree to stdout Then run ls --all here and see",  # 16 words
+        "there.",
+    )
+    prose = tm.candidates("the city - cf it", cfg)  # a dash in prose explains its neighbours too
+    assert "cf" not in prose and "city" not in prose and prose["it"] == [("cf", "")]
