@@ -105,7 +105,7 @@ class Config(BaseModel):
         default=True,
         description="pages of an unknown language count for every token (its documents, hosts, "
         "company) and are quarantined for a mined one; false: for none (as already for a token that "
-        "is a word of some language)",
+        "is a word of some language); measured no better held out, bench/RESULTS.md trigger-mining)",
     )
     min_bare_share: float = Field(
         default=0.8,
