@@ -26,7 +26,9 @@ Signals (one row per document, nulls where the text has no scorable tokens):
 ``perplexity_context_gain``        mean NLL of a sample of scored tokens when each sees at most
                                    `context_chunk` tokens of context, minus their NLL with full context
                                    (null under `context_gain_min_tokens` scored tokens; with
-                                   `context_gain_every` off, also outside the incoherent band below)
+                                   `context_gain_every` off, also where no verdict could turn on
+                                   it: outside the incoherent band below, unless the combiner's
+                                   lm model could reach its threshold with it)
 ``perplexity_context_gain_ratio``  the context gain / those tokens' short-context NLL
 ``perplexity_sentence_nll_std``    spread of the sentences' mean NLLs; with ``_sentence_end_nll`` and
 ``perplexity_sentence_start_nll``  ``_start_nll`` (NLL of sentence ends / starts above the document's
@@ -62,7 +64,7 @@ import math
 import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -169,10 +171,11 @@ class Config(DetectorConfig):
         default=5.0, ge=0, description="candidates: mean NLL below this (above every clean long document's)"
     )
     context_gain_every: bool = Field(
-        default=True,
-        description="measure the context gain of every document with context_gain_min_tokens scored "
-        "tokens (the combiner reads it), not only of perplexity:incoherent candidates (one short pass, "
-        "context_chunks x context_chunk tokens per document)",
+        default=False,
+        description="true: measure the context gain of every document with context_gain_min_tokens "
+        "scored tokens; false: only where it can change a verdict: perplexity:incoherent candidates, "
+        "and in the pipeline documents whose combiner lm-model verdict could turn on it (one short "
+        "pass, context_chunks x context_chunk tokens per document)",
     )
     incoherent_context_gain: float = Field(
         default=1.05, description="context gain <= this (a candidate's) -> perplexity:incoherent"
@@ -462,6 +465,7 @@ _COLUMNS: dict[str, pa.DataType] = {
     "sentence_start_nll": pa.float32(),
 }
 SIGNAL_COLUMNS = tuple(PREFIX + name for name in _COLUMNS)
+GAIN_COLUMNS = (PREFIX + "context_gain", PREFIX + "context_gain_ratio")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -553,6 +557,9 @@ def _to_device(array: np.ndarray, device: str) -> Any:
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor
 
+
+# A row's other columns and its LM signals but the context gain -> measure its context gain?
+GainRule = Callable[[dict[str, Any]], bool]
 
 # (prefix token ids, continuations' token ids, tokens read at the end of each continuation)
 Continuations = tuple[Sequence[int], Sequence[Sequence[int]], int]
@@ -823,11 +830,16 @@ class PerplexityScorer:
         return out
 
     def _context_gains(
-        self, plans: list[_Plan], per_text: list[list[np.ndarray]], joined: list[np.ndarray]
+        self,
+        plans: list[_Plan],
+        per_text: list[list[np.ndarray]],
+        joined: list[np.ndarray],
+        also: Collection[int] = (),
     ) -> dict[int, dict[str, float]]:
-        """Context-gain signals of the candidates (by text index), see :func:`gain_signals`.
-        `joined`: each text's NLLs in one array (:func:`joined_nll`)."""
-        chunks = self.context_chunk_nlls(plans, per_text, joined, every=self.cfg.context_gain_every)
+        """Context-gain signals of the candidates (by text index), see :func:`gain_signals`; `also`:
+        more texts to measure. `joined`: each text's NLLs in one array (:func:`joined_nll`)."""
+        every = self.cfg.context_gain_every
+        chunks = self.context_chunk_nlls(plans, per_text, joined, every=every, also=also)
         return {u: gain_signals(short, full) for u, (short, full) in chunks.items()}
 
     def context_chunk_nlls(
@@ -836,18 +848,19 @@ class PerplexityScorer:
         per_text: list[list[np.ndarray]],
         joined: list[np.ndarray],
         every: bool = False,
+        also: Collection[int] = (),
     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """(short-context NLLs, full-context NLLs) of the chosen chunks per candidate text (`every`: all
-        texts with `context_gain_min_tokens` scored tokens, whatever their mean NLL): one more pass over
-        a few short chunks each, every chunk alone after the separator, so a token sees at most
-        `context_chunk` tokens."""
+        texts with `context_gain_min_tokens` scored tokens, whatever their mean NLL; `also`: these texts
+        too when they have that many): one more pass over a few short chunks each, every chunk alone
+        after the separator, so a token sees at most `context_chunk` tokens."""
         cfg, c = self.cfg, self.cfg.context_chunk
         shift = 0 if self.lm.prefix_id is not None else 1
         chunks: list[Any] = []
         owner: list[tuple[int, np.ndarray]] = []  # (text, the chunk's full-context NLLs)
         for u, plan in enumerate(plans):
             nll = joined[u]
-            wanted = len(nll) >= cfg.context_gain_min_tokens if every else False
+            wanted = len(nll) >= cfg.context_gain_min_tokens and (every or u in also)
             if not wanted and not gain_candidate(float(nll.mean()) if len(nll) else None, len(nll), cfg):
                 continue
             for s, st in _context_chunks(per_text[u], [len(w) for w in plan.ids], cfg, shift):
@@ -869,20 +882,34 @@ class PerplexityScorer:
         prep.plans = _plan_texts(self.lm.tokenizer, prep.uniq, self.cfg.max_tokens)
         return prep
 
-    def score(self, batch: pa.Table, on_pass: Callable[[int], None] | None = None) -> dict[str, pa.Array]:
+    def score(
+        self,
+        batch: pa.Table,
+        on_pass: Callable[[int], None] | None = None,
+        gain_rule: GainRule | None = None,
+    ) -> dict[str, pa.Array]:
         """Signal columns for every row of `batch` (reads ``text``); `on_pass(tokens)` is called after
-        every forward pass (progress)."""
+        every forward pass (progress). `gain_rule` (with `context_gain_every` off): called per row with
+        the row's other columns and its LM signals but the context gain; True measures its context
+        gain even outside the incoherent band (the pipeline passes the combiner's, see
+        :func:`combiner.lm_could_reach`)."""
         self.on_pass = on_pass
         try:
-            return self.score_prepared(self.prepare(batch))
+            prep = self.prepare(batch)
+            if gain_rule is None:
+                return self.score_prepared(prep)
+            return self.score_prepared(prep, (batch.drop_columns(["text"]).to_pylist(), gain_rule))
         finally:
             self.on_pass = None
 
-    def score_prepared(self, prep: _Prepared) -> dict[str, pa.Array]:
+    def score_prepared(
+        self, prep: _Prepared, rule: tuple[list[dict[str, Any]], GainRule] | None = None
+    ) -> dict[str, pa.Array]:
         per_text = self._per_text_nll(prep.plans)
         joined = joined_nll(per_text)
         results = text_signals(prep.uniq, prep.plans, joined, self._signal_args())
-        for u, gain in self._context_gains(prep.plans, per_text, joined).items():
+        also = set() if rule is None or self.cfg.context_gain_every else _ruled_in(prep, results, *rule)
+        for u, gain in self._context_gains(prep.plans, per_text, joined, also).items():
             results[u].update(gain)
         return _columns(prep, results)
 
@@ -931,6 +958,19 @@ class PerplexityScorer:
                 pending = ahead
             if pending is not None:
                 yield self.score_prepared(pending.result())
+
+
+def _ruled_in(
+    prep: _Prepared, results: list[dict[str, Any]], rows: list[dict[str, Any]], rule: GainRule
+) -> set[int]:
+    """The texts (indices into prep.uniq) for which `rule` asks for the context gain, for any of the
+    rows that hold them."""
+    out: set[int] = set()
+    for text, row in zip(prep.texts, rows, strict=True):
+        u = prep.distinct[text]
+        if u not in out and rule({**row, **{PREFIX + k: v for k, v in results[u].items()}}):
+            out.add(u)
+    return out
 
 
 def joined_nll(per_text: Sequence[list[np.ndarray]]) -> list[np.ndarray]:

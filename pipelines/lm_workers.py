@@ -35,8 +35,14 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _score_part(part: pa.Table) -> dict[str, pa.Array]:
-    return dict(_SCORER.score(part))
+def _score_part(args: tuple[pa.Table, Any]) -> dict[str, pa.Array]:
+    part, gain_rule = args
+    return dict(_SCORER.score(part, **_keywords(gain_rule)))
+
+
+def _keywords(gain_rule: Any) -> dict[str, Any]:
+    """The context-gain rule for the scorer, only when there is one (a stand-in scorer may not take it)."""
+    return {} if gain_rule is None else {"gain_rule": gain_rule}
 
 
 def can_fork() -> bool:
@@ -62,16 +68,19 @@ class ForkedScorer:
             )
         return self._pool
 
-    def score(self, batch: pa.Table, on_pass: Callable[[int], None] | None = None) -> dict[str, pa.Array]:
+    def score(
+        self, batch: pa.Table, on_pass: Callable[[int], None] | None = None, gain_rule: Any = None
+    ) -> dict[str, pa.Array]:
         n = batch.num_rows
         if n < 2:
-            scored = dict(self.scorer.score(batch))
+            scored = dict(self.scorer.score(batch, **_keywords(gain_rule)))
             _report_tokens(scored, on_pass)
             return scored
         parts = [list(range(w, n, self.workers)) for w in range(self.workers)]
         parts = [p for p in parts if p]
         try:
-            results = list(self._ensure_pool().map(_score_part, [batch.take(pa.array(p)) for p in parts]))
+            jobs = [(batch.take(pa.array(p)), gain_rule) for p in parts]
+            results = list(self._ensure_pool().map(_score_part, jobs))
         except BrokenProcessPool as exc:
             self.close()  # the executor has already stopped the other workers
             raise LMWorkerError(

@@ -16,6 +16,7 @@ done and the final output equals an uninterrupted run's:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 from poisonguard.core import legal, minhash
 from poisonguard.core.files import sha256_file, write_table
 from poisonguard.core.schema import KEPT
-from poisonguard.filters import campaign, dedup, registry
+from poisonguard.filters import campaign, combiner, dedup, perplexity, registry
 from poisonguard.pipelines import policy
 from poisonguard.pipelines.config import PipelineConfig
 from poisonguard.pipelines.fields import FieldMap
@@ -521,7 +522,7 @@ def resolve_duplicates(
 
 
 class LMScorer(Protocol):
-    def score(self, batch: pa.Table) -> dict[str, Any]: ...
+    def score(self, batch: pa.Table) -> dict[str, Any]: ...  # may take on_pass and gain_rule too
 
 
 # Documents per scorer call: progress (documents, ETA) moves after each call. At 0.2-1 document/s on a
@@ -542,11 +543,37 @@ def _as_arrays(scores: dict[str, Any]) -> dict[str, pa.Array]:
     return {k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in scores.items()}
 
 
-def score_lm(scorer: LMScorer, subset: pa.Table, shown: LMProgress | None = None) -> dict[str, pa.Array]:
+def gain_rule(cfg: PipelineConfig) -> tuple[perplexity.GainRule | None, list[str]]:
+    """(the rule, the columns it reads besides the LM's): where, with `perplexity.context_gain_every`
+    off, the LM measures the context gain outside its incoherent band: where the combiner's lm model
+    could reach its threshold for some gain (filters/combiner.py `lm_could_reach`). None where the
+    combiner cannot read the gain (off, no lm model): then only the band needs it."""
+    p, c = cfg.perplexity, cfg.combiner
+    if p.context_gain_every or not c.enabled or not c.lm.terms:
+        return None, []
+    reads = combiner.term_columns([c.lm]) | {"language_lang"}
+    columns = sorted(col for col in reads if not col.startswith(perplexity.PREFIX))
+    return functools.partial(combiner.lm_could_reach, cfg=c, unknown=perplexity.GAIN_COLUMNS), columns
+
+
+def _scores(scorer: LMScorer, part: pa.Table, extra: dict[str, Any]) -> dict[str, Any]:
+    """scorer.score with the keywords it takes (a stand-in scorer may take none)."""
+    accepted = inspect.signature(scorer.score).parameters
+    return scorer.score(part, **{k: v for k, v in extra.items() if k in accepted})
+
+
+def score_lm(
+    scorer: LMScorer,
+    subset: pa.Table,
+    shown: LMProgress | None = None,
+    rule: perplexity.GainRule | None = None,
+) -> dict[str, pa.Array]:
     """The LM's columns for `subset`: in one call, or, with progress shown, `LM_PROGRESS_DOCS`
-    documents at a time (the scores do not depend on how documents are grouped)."""
+    documents at a time (the scores do not depend on how documents are grouped). `rule`: see
+    :func:`gain_rule`."""
+    extra: dict[str, Any] = {} if rule is None else {"gain_rule": rule}
     if shown is None:
-        return _as_arrays(scorer.score(subset))
+        return _as_arrays(_scores(scorer, subset, extra))
     started, tokens = time.perf_counter(), 0
 
     def on_pass(count: int) -> None:
@@ -555,12 +582,10 @@ def score_lm(scorer: LMScorer, subset: pa.Table, shown: LMProgress | None = None
         rate = tokens / max(time.perf_counter() - started, 1e-9)
         shown.progress.update(shown.task, **{"scored tokens/s": f"{rate:,.0f}"})
 
-    reports = "on_pass" in inspect.signature(scorer.score).parameters  # a stand-in scorer may not
     parts: list[dict[str, pa.Array]] = []
     for first in range(0, subset.num_rows, LM_PROGRESS_DOCS):
         part = subset.slice(first, LM_PROGRESS_DOCS)
-        scores = scorer.score(part, on_pass=on_pass) if reports else scorer.score(part)  # type: ignore[call-arg]
-        parts.append(_as_arrays(scores))
+        parts.append(_as_arrays(_scores(scorer, part, {**extra, "on_pass": on_pass})))
         shown.progress.advance(shown.task, None, part.num_rows)
     if not parts:
         return {}
@@ -571,12 +596,14 @@ def lm_columns(
     table: pa.Table, picked: list[int], scorer: LMScorer, cfg: PipelineConfig, shown: LMProgress | None = None
 ) -> dict[str, pa.Array]:
     """The LM's signal columns for the rows `picked` of `table`, null in every other row."""
-    subset = table.select(["id", "text", "url"]).take(pa.array(picked))
+    rule, reads = gain_rule(cfg)
+    present = [c for c in reads if c in table.column_names and c not in ("id", "text", "url")]
+    subset = table.select(["id", "text", "url", *present]).take(pa.array(picked))
     limit = cfg.run.max_text_chars
     texts = [t[:limit] for t in subset.column("text").to_pylist()]
     subset = subset.set_column(1, "text", pa.array(texts, pa.string()))
     full: dict[str, pa.Array] = {}
-    for name, scored in score_lm(scorer, subset, shown).items():
+    for name, scored in score_lm(scorer, subset, shown, rule).items():
         column: list[Any] = [None] * table.num_rows
         for pos, value in zip(picked, scored.to_pylist(), strict=True):
             column[pos] = value

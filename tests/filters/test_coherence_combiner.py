@@ -217,6 +217,28 @@ def test_rows_the_lm_scored_are_judged_by_the_lm_model_too() -> None:
     assert margins(table, no_lm) == pytest.approx([-1.5, -1.5, -1.5, 2.5])
 
 
+def test_lm_could_reach_says_where_an_unknown_column_can_turn_the_verdict() -> None:
+    """The LM measures its context gain only where the lm model's verdict could turn on it: where it
+    says no, every value of the gain gives the same outcome; where it says yes, some value flips it."""
+    gain = combiner.Term(column="g", center=2.0, scale=1.0, weight=-0.5)  # at most 3 x 0.5 = 1.5
+    base = model()
+    cfg = base.model_copy(update={"lm": base.lm.model_copy(update={"terms": [*base.lm.terms, gain]})})
+    rows = [
+        {"a": 0.5, "b": 10.0, "perplexity_mean_nll": 4.2, "language_lang": "en"},  # -0.3 + up to 1.5
+        {"a": 0.0, "b": 10.0, "perplexity_mean_nll": 4.0, "language_lang": "en"},  # -1.0 + up to 1.5
+        {"a": 0.5, "b": 10.0, "perplexity_mean_nll": 4.2, "language_lang": "fr"},  # not judged
+        {"a": 0.5, "b": 10.0, "perplexity_mean_nll": None, "language_lang": "en"},  # no LM score
+    ]
+    reach = [combiner.lm_could_reach(r, cfg, ("g",)) for r in rows]
+    assert reach == [True, False, False, False]
+    for row, could in zip(rows, reach, strict=True):
+        outcomes = {bool(combiner.flag(pa.table({k: [v] for k, v in {**row, "g": g}.items()}), cfg)[0])
+                    for g in (-10.0, -1.0, 0.0, 2.0, 3.0, 10.0)}  # fmt: skip
+        assert (len(outcomes) == 2) == could
+    assert not combiner.lm_could_reach(rows[0], cfg, ("h",))  # no such term: nothing unknown
+    assert not combiner.lm_could_reach(rows[0], cfg.model_copy(update={"enabled": False}), ("g",))
+
+
 def test_missing_columns_and_disabled_combiner_flag_nothing() -> None:
     cfg = model()
     assert combiner.flag(pa.table({"c": [1.0]}), cfg) == [[]]

@@ -429,14 +429,43 @@ def test_context_gain_lines_up_chunks_with_full_context_nlls(tiny_dir: Path) -> 
         assert {k: v for k, v in a.items() if k not in gain_columns} == {
             k: v for k, v in b.items() if k not in gain_columns
         }
-    # context_gain_every: measured outside the incoherent band too (the combiner reads it)
-    every = _rows(ppl.PerplexityScorer(_gain_cfg(tiny_dir, context_gain_min_nll=1e9)).score(_table(texts)))
+    # context_gain_every: measured outside the incoherent band too
+    every_cfg = _gain_cfg(tiny_dir, context_gain_min_nll=1e9, context_gain_every=True)
+    every = _rows(ppl.PerplexityScorer(every_cfg).score(_table(texts)))
     assert [r["perplexity_context_gain"] for r in every] == pytest.approx(
         [r["perplexity_context_gain"] for r in rows]
     )
     assert every[0]["perplexity_context_gain_ratio"] == pytest.approx(
         expected / (expected + after_a), rel=1e-3
     )
+
+
+def test_gain_rule_asks_for_the_gain_outside_the_band(tiny_dir: Path) -> None:
+    """With the incoherent band closed and context_gain_every off, only the rows the caller's rule
+    picks get a context gain (what the pipeline asks where the combiner could turn on it); the rule
+    sees the row's other columns and its LM signals, never a gain; the gain it gets is the one every
+    document would get, and identical texts share it."""
+    texts = ["a" * 400, _noise(400, seed=2), "a" * 400, _noise(300, seed=5)]
+    batch = _table(texts).append_column("lang", pa.array(["en", "en", "fr", "fr"]))
+    seen: list[dict[str, Any]] = []
+
+    def rule(row: dict[str, Any]) -> bool:
+        seen.append(row)
+        return row["lang"] == "fr"
+
+    cfg = _gain_cfg(tiny_dir, context_gain_min_nll=1e9, context_gain_every=False)
+    scorer = ppl.PerplexityScorer(cfg)
+    ruled = _rows(scorer.score(batch, gain_rule=rule))
+    assert [r["perplexity_context_gain"] is not None for r in ruled] == [True, False, True, True]
+    assert all("perplexity_mean_nll" in r and "perplexity_context_gain" not in r for r in seen)
+    assert {r["lang"] for r in seen} == {"en", "fr"}
+    plain = _rows(scorer.score(batch))
+    assert all(r["perplexity_context_gain"] is None for r in plain)
+    every = _rows(ppl.PerplexityScorer(cfg.model_copy(update={"context_gain_every": True})).score(batch))
+    for r, e in zip(ruled, every, strict=True):
+        if r["perplexity_context_gain"] is not None:
+            assert r["perplexity_context_gain"] == pytest.approx(e["perplexity_context_gain"])
+        assert r["perplexity_mean_nll"] == pytest.approx(e["perplexity_mean_nll"])
 
 
 def test_sentence_signals_see_broken_sentence_ends_and_starts() -> None:

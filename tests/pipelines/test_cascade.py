@@ -103,3 +103,50 @@ def test_lm_progress_moves_per_call_and_shows_scored_tokens_per_second() -> None
     eta_lines = [line for line in lines if "ETA" in line]
     assert any(f"{LM_PROGRESS_DOCS} docs" in line for line in eta_lines)  # after the first call already
     assert f"language model: done {n} docs, 100%" in lines[-1]
+
+
+_LM_SIGNALS = ("perplexity_mean_nll", "perplexity_max_window_nll", "perplexity_sentence_start_nll")
+
+
+class _RuleScorer:
+    """Asks the pipeline's gain rule about every row, with two LM signal values (low, high)."""
+
+    def __init__(self) -> None:
+        self.rules: list[Any] = []
+        self.asked: list[tuple[str, bool, bool]] = []
+
+    def score(self, batch: pa.Table, gain_rule: Any = None) -> dict[str, pa.Array]:
+        self.rules.append(gain_rule)
+        for row in batch.to_pylist() if gain_rule is not None else []:
+            low = gain_rule({**row, **{c: 3.0 for c in _LM_SIGNALS}})
+            high = gain_rule({**row, **{c: 9.0 for c in _LM_SIGNALS}})
+            self.asked.append((row["id"], low, high))
+        return {"perplexity_mean_nll": pa.array([3.0] * batch.num_rows, pa.float32())}
+
+
+def test_the_lm_is_asked_for_the_context_gain_where_the_combiner_could_turn_on_it() -> None:
+    """With context_gain_every off, the LM stage hands the scorer the combiner's rule with the columns
+    its lm model reads: an English page whose LM signals look like babble could be quarantined for
+    some gain, one that reads like text could not, and a page the lm model does not judge (French)
+    never; with context_gain_every on, or the combiner off, no rule (every gain / the band only)."""
+    french = (
+        "Le printemps arrive lentement dans la vallée. Les jardins du village se remplissent de fleurs "
+        "rouges et jaunes, et les enfants courent vers la rivière après l'école. Au marché du samedi, "
+        "les paysans vendent des fromages, du pain encore chaud et des légumes cueillis le matin même. "
+        "Le vieux meunier raconte à qui veut l'entendre comment la crue de mille neuf cent dix avait "
+        "emporté le pont de pierre. Le soir, les familles se retrouvent sur la place, sous les tilleuls, "
+        "pour écouter la fanfare municipale jouer des airs anciens que tout le monde connaît par cœur. "
+        "Plus tard, quand la nuit tombe, on entend encore les grenouilles chanter près de l'étang."
+    )
+    docs = pa.table({"id": ["en", "fr"], "text": [PROSE, french]})
+    overrides: dict[str, Any] = {"perplexity": {"route": "all"}, "dedup": {"enabled": False}}
+    scorer = _RuleScorer()
+    score_documents(docs, load_config(overrides=overrides), use_lm=True, lm_scorer=scorer)
+    assert scorer.rules and all(r is not None for r in scorer.rules)
+    assert sorted(scorer.asked) == [("en", False, True), ("fr", False, False)]
+    for extra in ({"perplexity": {"context_gain_every": True}}, {"combiner": {"enabled": False}}):
+        scorer = _RuleScorer()
+        perplexity = {**overrides["perplexity"], **extra.get("perplexity", {})}
+        cfg = load_config(overrides={**overrides, **extra, "perplexity": perplexity})
+        score_documents(docs, cfg, use_lm=True, lm_scorer=scorer)
+        assert scorer.rules == [None]

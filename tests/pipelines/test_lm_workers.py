@@ -66,3 +66,28 @@ def test_a_worker_killed_mid_batch_is_an_error_not_a_hang() -> None:
     finally:
         forked.close()
     assert multiprocessing.active_children() == []
+
+
+class _RuleScorer(_TextScorer):
+    """Says per row what the context-gain rule it was handed answered (-1: no rule)."""
+
+    def score(self, batch: pa.Table, on_pass: object = None, gain_rule: object = None) -> dict[str, pa.Array]:
+        out = super().score(batch)
+        asked = [-1 if gain_rule is None else int(gain_rule(row)) for row in batch.to_pylist()]  # type: ignore[operator]
+        return {**out, "asked": pa.array(asked, pa.int64())}
+
+
+def _odd_id(row: dict[str, object]) -> bool:
+    return int(str(row["id"])) % 2 == 1
+
+
+def test_forked_scorer_hands_the_gain_rule_to_its_workers() -> None:
+    batch = pa.table({"id": [str(i) for i in range(6)], "text": [f"t{i}" for i in range(6)]})
+    forked = lm_workers.ForkedScorer(_RuleScorer(), workers=2)
+    try:
+        assert forked.score(batch, gain_rule=_odd_id)["asked"].to_pylist() == [0, 1, 0, 1, 0, 1]
+        assert forked.score(batch)["asked"].to_pylist() == [-1] * 6
+        assert forked.score(batch.slice(1, 1), gain_rule=_odd_id)["asked"].to_pylist() == [1]
+    finally:
+        forked.close()
+    assert multiprocessing.active_children() == []
