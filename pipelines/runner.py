@@ -219,7 +219,7 @@ def _language_model(
                 scored_rows += stages.scored_rows(target)
                 run.progress.advance(task, None, len(picked))
                 continue
-            table = pq.read_table(path, columns=["id", "text", "url"])
+            table = pq.read_table(path, columns=stages.lm_input_columns(cfg, pq.read_schema(path).names))
             scored_rows += stages.lm_chunk_file(table, picked, get_scorer, cfg, target, shown)
     finally:
         if isinstance(scorer[0], lm_workers.ForkedScorer):

@@ -556,6 +556,13 @@ def gain_rule(cfg: PipelineConfig) -> tuple[perplexity.GainRule | None, list[str
     return functools.partial(combiner.lm_could_reach, cfg=c, unknown=perplexity.GAIN_COLUMNS), columns
 
 
+def lm_input_columns(cfg: PipelineConfig, names: list[str]) -> list[str]:
+    """The columns of a scored chunk (`names`) the LM stage reads: the document and what the gain
+    rule reads (:func:`gain_rule`)."""
+    reads = gain_rule(cfg)[1]
+    return ["id", "text", "url", *(c for c in reads if c in names and c not in ("id", "text", "url"))]
+
+
 def _scores(scorer: LMScorer, part: pa.Table, extra: dict[str, Any]) -> dict[str, Any]:
     """scorer.score with the keywords it takes (a stand-in scorer may take none)."""
     accepted = inspect.signature(scorer.score).parameters
@@ -596,14 +603,12 @@ def lm_columns(
     table: pa.Table, picked: list[int], scorer: LMScorer, cfg: PipelineConfig, shown: LMProgress | None = None
 ) -> dict[str, pa.Array]:
     """The LM's signal columns for the rows `picked` of `table`, null in every other row."""
-    rule, reads = gain_rule(cfg)
-    present = [c for c in reads if c in table.column_names and c not in ("id", "text", "url")]
-    subset = table.select(["id", "text", "url", *present]).take(pa.array(picked))
+    subset = table.select(lm_input_columns(cfg, table.column_names)).take(pa.array(picked))
     limit = cfg.run.max_text_chars
     texts = [t[:limit] for t in subset.column("text").to_pylist()]
     subset = subset.set_column(1, "text", pa.array(texts, pa.string()))
     full: dict[str, pa.Array] = {}
-    for name, scored in score_lm(scorer, subset, shown, rule).items():
+    for name, scored in score_lm(scorer, subset, shown, gain_rule(cfg)[0]).items():
         column: list[Any] = [None] * table.num_rows
         for pos, value in zip(picked, scored.to_pylist(), strict=True):
             column[pos] = value

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -12,7 +14,7 @@ import pytest
 from poisonguard.pipelines import cascade
 from poisonguard.pipelines.config import ConfigError, load_config
 from poisonguard.pipelines.progress import Progress
-from poisonguard.pipelines.runner import score_documents
+from poisonguard.pipelines.runner import run_filter, score_documents
 from poisonguard.pipelines.stages import LM_PROGRESS_DOCS, LMProgress, score_lm
 from tests.filters.test_suspicion import PROSE
 
@@ -124,7 +126,7 @@ class _RuleScorer:
         return {"perplexity_mean_nll": pa.array([3.0] * batch.num_rows, pa.float32())}
 
 
-def test_the_lm_is_asked_for_the_context_gain_where_the_combiner_could_turn_on_it() -> None:
+def test_the_lm_is_asked_for_the_context_gain_where_the_combiner_could_turn_on_it(tmp_path: Path) -> None:
     """With context_gain_every off, the LM stage hands the scorer the combiner's rule with the columns
     its lm model reads: an English page whose LM signals look like babble could be quarantined for
     some gain, one that reads like text could not, and a page the lm model does not judge (French)
@@ -143,6 +145,14 @@ def test_the_lm_is_asked_for_the_context_gain_where_the_combiner_could_turn_on_i
     scorer = _RuleScorer()
     score_documents(docs, load_config(overrides=overrides), use_lm=True, lm_scorer=scorer)
     assert scorer.rules and all(r is not None for r in scorer.rules)
+    assert sorted(scorer.asked) == [("en", False, True), ("fr", False, False)]
+    # the files pipeline reads the rule's columns from the scored chunk files too
+    source = tmp_path / "docs.jsonl"
+    lines = [json.dumps({"id": i, "text": t}) + "\n" for i, t in (("en", PROSE), ("fr", french))]
+    source.write_text("".join(lines))
+    scorer = _RuleScorer()
+    cfg = load_config(overrides=overrides)
+    run_filter([str(source)], tmp_path / "out", cfg, lm_scorer=scorer, show_progress=False)
     assert sorted(scorer.asked) == [("en", False, True), ("fr", False, False)]
     for extra in ({"perplexity": {"context_gain_every": True}}, {"combiner": {"enabled": False}}):
         scorer = _RuleScorer()
