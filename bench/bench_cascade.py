@@ -22,8 +22,9 @@
    --no-lm`, the default config (budgeted LM; `perplexity.dtype: auto`, bfloat16 on CPUs with native
    bf16) with one and with two workers (the LM in two forked single-threaded processes sharing the
    model), the default on transformers' implementation of the model (`perplexity.engine:
-   transformers`, what ran before the builtin engine), the default in float32 (no recall: the LM
-   cache holds the default's signals), a 3% budget,
+   transformers`, what ran before the builtin engine), the default with the LM's work per page of
+   before (`wide`: 512 scored tokens and the context gain of every page), the default in float32 (no
+   recall: the LM cache holds the default's signals), a 3% budget,
    and the LM on every document (route: all) on the first `--lm-all-docs` documents only (the LM runs
    about one document a second on two idle cores). `--speed-rows` runs only some of these rows (the
    --no-lm and default rows always). Peak RSS is each process's own (wait4).
@@ -274,6 +275,8 @@ def speed_section(
         f32_cfg.write_text("perplexity:\n  dtype: float32\n")
         tf_cfg = Path(tmp) / "tf.yaml"
         tf_cfg.write_text("perplexity:\n  engine: transformers\n")
+        wide_cfg = Path(tmp) / "wide.yaml"
+        wide_cfg.write_text("perplexity:\n  max_tokens: 512\n  context_gain_every: true\n")
         every = f"poisonguard LM on every document (first {args.lm_all_docs} docs only)"
         dtype = perplexity.resolve_dtype(load_config().perplexity.dtype, "cpu")
         runs = {
@@ -287,6 +290,8 @@ def speed_section(
                          "--workers", "2"], len(base), mb, None),
             "transformers": ("poisonguard default, perplexity.engine transformers", [*pg, str(src), "--out",
                              f"{tmp}/t", "-q", "--config", str(tf_cfg)], len(base), mb, "-"),
+            "wide": ("poisonguard default, the LM's work before (max_tokens 512, every context gain)", [*pg,
+                     str(src), "--out", f"{tmp}/w", "-q", "--config", str(wide_cfg)], len(base), mb, "-"),
             "float32": ("poisonguard default, perplexity.dtype float32", [*pg, str(src), "--out", f"{tmp}/f",
                         "-q", "--config", str(f32_cfg)], len(base), mb, "-"),
             "budget3": ("poisonguard budget 3%", [*pg, str(src), "--out", f"{tmp}/d", "-q", "--config",
@@ -302,9 +307,10 @@ def speed_section(
             rows.append([name, n, f"{wall:.1f}", f"{n / wall:.2f}", f"{size / wall:.3f}", f"{rss:,.0f}",
                          recall_cell(recall, budget), "" if code == 0 else f"exit {code}"])  # fmt: skip
             out[name] = {"docs": n, "s": wall, "docs_per_s": n / wall, "mb_per_s": size / wall, "rss_mb": rss}
-            if key == "default" and code == 0:  # where its time went (the run's own stage timings)
-                timings = json.loads(Path(f"{tmp}/b/report.json").read_text())["timings_s"]
-                out["default_stages_s"] = {k: v for k, v in timings.items() if k.startswith("stage:")}
+            if key in ("default", "wide") and code == 0:  # where its time went (the run's stage timings)
+                report = Path(tmp) / {"default": "b", "wide": "w"}[key] / "report.json"
+                timings = json.loads(report.read_text())["timings_s"]
+                out[f"{key}_stages_s"] = {k: v for k, v in timings.items() if k.startswith("stage:")}
         load_after = os.getloadavg()
     nolm, default = out["poisonguard --no-lm"], out[runs["default"][0]]
     ratio = default["s"] / nolm["s"]
@@ -321,12 +327,19 @@ def speed_section(
         f"**{default['docs_per_s']:.1f} docs/s** (goal >= 20), peak RSS {default['rss_mb']:,.0f} MB "
         "(goal <= 1,200).",
     ]
-    stages = out.get("default_stages_s", {})
-    if stages:
+    for key, who in (("default", "The default run's"), ("wide", "The `wide` run's")):
+        stages = out.get(f"{key}_stages_s", {})
+        if stages:
+            text.append(
+                f"\n{who} stages (its report's timings): "
+                + ", ".join(f"{k.removeprefix('stage:')} {v:.1f} s" for k, v in stages.items())
+                + " (trigger_lm: trigger mining's LM check)."
+            )
+    wide = out.get(runs["wide"][0])
+    if wide is not None:
         text.append(
-            "\nThe default run's stages (its report's timings): "
-            + ", ".join(f"{k.removeprefix('stage:')} {v:.1f} s" for k, v in stages.items())
-            + " (trigger_lm: trigger mining's LM check)."
+            f"\nThe LM's work per page of before (`wide`) / --no-lm: {wide['s'] / nolm['s']:.2f}x; "
+            f"the default / `wide`: {default['s'] / wide['s']:.2f}x."
         )
     out["default_over_nolm"] = ratio
     out["load"] = [load[0], load_after[0]]
@@ -383,7 +396,17 @@ def workers_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]
     return text, {"mb": size / 1e6, "times": times, "ratio": two / one, "left_behind": left}
 
 
-SPEED_ROWS = ("datatrove", "nolm", "default", "transformers", "workers2", "float32", "budget3", "lmall")
+SPEED_ROWS = (
+    "datatrove",
+    "nolm",
+    "default",
+    "wide",
+    "transformers",
+    "workers2",
+    "float32",
+    "budget3",
+    "lmall",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
