@@ -347,7 +347,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     cache = HiddenCache()
     neg = [(f"hard: {d['source']}", d["text"]) for d in idata.hard_negatives("fit")]
     neg += [
-        (d["category"], d["text"])
+        ("clean base" if args.pool_clean_base else d["category"], d["text"])
         for d in corpus.clean_base(limit_per_category=150, seed=1)
         if idata.split_of(d["id"]) == "fit"
     ]
@@ -417,6 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--fit", choices=sorted(SIDES), default="A")
     c.add_argument("--model", default=None, help="the side's concept-pair model (default: shipped)")
     c.add_argument("--fp", type=float, default=0.004)
+    c.add_argument(
+        "--pool-clean-base",
+        action="store_true",
+        help="cap the clean base as one pooled category (as bench_injection --pool-clean-base)",
+    )
     args = ap.parse_args(argv)
     return {"vectors": cmd_vectors, "fit": cmd_fit, "check": cmd_check}[args.cmd](args)
 
