@@ -3,6 +3,7 @@
     python -m bench.train_injection --fit A --out poisonguard/filters/injection_model.npz
     python -m bench.train_injection --fit B --out bench/out/injection_model_B.npz
     python -m bench.bench_injection [--model-a PATH] [--model-b PATH] [--per-category 300]
+    python -m bench.bench_injection --probe-a filters/injection_probe.npz --calibrate --pool-clean-base ...
 
 Prints Markdown: recall per test collection and language for "fit A, test B" and "fit B, test A",
 beside the in-source figure (the test half of the fit side's own collections), with the detector's
@@ -42,9 +43,10 @@ def decide(texts: Sequence[str], cfg: injection.Config) -> tuple[list[bool], lis
     ]
     reasons = [a + b for a, b in zip(injection.flag(signals, cfg), lists, strict=True)]
     scores = signals.column("injection_score").to_pylist()
+    bar = injection.thresholds(cfg, cfg.probe)[0]
     return (
         [bool(r) for r in reasons],
-        [s >= cfg.threshold for s in scores],
+        [s >= bar for s in scores],
         signals.column("injection_context").to_pylist(),
     )
 
@@ -92,21 +94,55 @@ def fp_rows(cfg: injection.Config, per_category: int) -> list[list[str]]:
     return rows
 
 
-def calibrate(model: str, per_category: int, fp: float, pool_clean: bool = False) -> injection.Config:
+def config(model: str, probe: str | None) -> injection.Config:
+    """The detector's config for a model file and a probe file (None: the probe off)."""
+    if probe is None:
+        return injection.Config(model_file=model, probe=False)
+    from bench.injection_probe import use_cached_hidden
+
+    use_cached_hidden()  # hidden states from the cache under bench/out/ (computed once)
+    return injection.Config(model_file=model, probe=True, probe_file=probe)
+
+
+def _calibration_signals(docs: list[tuple[str, str]], cfg: injection.Config, probe: str | None) -> pa.Table:
+    """Signals of the fit-half negatives. With a probe: cross-fitted, each page scored by the probe
+    fitted without the pages of its fold (bench/injection_probe.py), since the probe read these pages."""
+    texts = [t for _c, t in docs]
+    if probe is None:
+        table_ = pa.table({"id": [str(i) for i in range(len(texts))], "text": texts})
+        return pa.table({**triggers.score(table_, triggers.Config()), **injection.score(table_, cfg)})
+    from bench.injection_probe import doc_fold, fold_files
+
+    order = sorted(range(len(texts)), key=lambda i: doc_fold(texts[i]))
+    parts = []
+    for k, path in enumerate(fold_files(probe)):
+        part = [texts[i] for i in order if doc_fold(texts[i]) == k]
+        table_ = pa.table({"id": [str(i) for i in range(len(part))], "text": part})
+        fold_cfg = cfg.model_copy(update={"probe_file": path})
+        parts.append(
+            pa.table({**triggers.score(table_, triggers.Config()), **injection.score(table_, fold_cfg)})
+        )
+    signals = pa.concat_tables(parts)
+    back = np.argsort(np.array(order))  # rows in the order of `docs`
+    return signals.take(pa.array(back))
+
+
+def calibrate(
+    model: str, per_category: int, fp: float, pool_clean: bool = False, probe: str | None = None
+) -> injection.Config:
     """Thresholds on the fit half of the negatives (clean base + hard negatives): the lowest that keep
     every category at or under `fp` false positives, one for documents out of context and one for
     security pages and threads. With `pool_clean` the clean-base categories count as one category (the
     hard-negative categories keep their own cap): in a clean category of ~40 fit pages a cap under 2.5%
     allows no page over the bar, so its single highest page would set the threshold alone."""
-    cfg = injection.Config(model_file=model)
+    cfg = config(model, probe)
     docs = [(f"hard: {d['source']}", d["text"]) for d in idata.hard_negatives("fit")]
     docs += [
         ("clean base" if pool_clean else d["category"], d["text"])
         for d in corpus.clean_base(limit_per_category=per_category, seed=1)
         if idata.split_of(d["id"]) == "fit"
     ]
-    table_ = pa.table({"id": [str(i) for i in range(len(docs))], "text": [t for _c, t in docs]})
-    sig = pa.table({**triggers.score(table_, triggers.Config()), **injection.score(table_, cfg)})
+    sig = _calibration_signals(docs, cfg, probe)
     scores = np.array(sig.column("injection_score").to_pylist())
     ctx = np.array(
         [
@@ -128,7 +164,10 @@ def calibrate(model: str, per_category: int, fp: float, pool_clean: bool = False
             worst = max(worst, float(values[len(values) - 1 - allowed]) + 1e-4)
         return round(min(0.9999, worst), 4)
 
-    return cfg.model_copy(update={"threshold": cut(~ctx), "threshold_in_context": cut(ctx)})
+    names = (
+        ("probe_threshold", "probe_threshold_in_context") if probe else ("threshold", "threshold_in_context")
+    )
+    return cfg.model_copy(update={names[0]: cut(~ctx), names[1]: cut(ctx)})
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -151,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="--calibrate caps the clean base as one pooled category (hard negatives stay per category)",
     )
+    ap.add_argument("--probe-a", default=None, help="hidden-state probe of side A (default: off)")
+    ap.add_argument("--probe-b", default=None, help="hidden-state probe of side B (default: off)")
     ap.add_argument("--sides", default="AB", help="which fit sides to report (A, B or AB)")
     ap.add_argument(
         "--in-source-only",
@@ -159,23 +200,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     out = []
-    for fit_side, model, test_names in (
-        ("A", args.model_a, ("bastion", "garak-multilingual", "handwritten", "third-party")),
-        ("B", args.model_b, ("garak", "tooling", "third-party")),
+    for fit_side, model, probe, test_names in (
+        ("A", args.model_a, args.probe_a, ("bastion", "garak-multilingual", "handwritten", "third-party")),
+        ("B", args.model_b, args.probe_b, ("garak", "tooling", "third-party")),
     ):
         if fit_side not in args.sides:
             continue
         cfg = (
-            calibrate(model, args.per_category, args.fp, args.pool_clean_base)
+            calibrate(model, args.per_category, args.fp, args.pool_clean_base, probe)
             if args.calibrate
-            else injection.Config(model_file=model)
+            else config(model, probe)
         )
-        print(
-            f"bench_injection: fit {fit_side} ({model}): threshold {cfg.threshold}, "
-            f"in context {cfg.threshold_in_context}",
-            file=sys.stderr,
-        )
-        out.append(f"Fit {fit_side}: threshold {cfg.threshold}, in context {cfg.threshold_in_context}\n")
+        bars = injection.thresholds(cfg, cfg.probe)
+        print(f"bench_injection: fit {fit_side} ({model}, probe {probe}): thresholds {bars}", file=sys.stderr)
+        out.append(f"Fit {fit_side} (probe {probe}): threshold {bars[0]}, in context {bars[1]}\n")
         rows: list[list[str]] = []
         for name in idata.SIDES_NAMES[fit_side]:
             held = [s for s in idata.collection(name) if idata.split_of(s["text"]) == "test"]

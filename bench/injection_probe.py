@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -54,35 +54,6 @@ MAX_TOKENS = 48
 
 def key(text: str) -> bytes:
     return hashlib.sha1(text.encode("utf-8")).digest()[:12]
-
-
-def pooled_hidden(loaded: Any, texts: list[str], layers: tuple[int, ...], max_tokens: int) -> np.ndarray:
-    """(len(texts), len(layers), hidden) float32: the mean hidden state after each of ``layers``
-    (1-based decoder layers of a builtin-engine Llama, core/llama.py) over each text's first
-    ``max_tokens`` tokens, read after the LM's document separator. Rows are right-padded: with
-    causal attention a token never sees the padding after it."""
-    import torch
-    import torch.nn.functional as F
-
-    tok = loaded.tokenizer
-    prefix = [] if loaded.prefix_id is None else [loaded.prefix_id]
-    ids = [prefix + tok(t, add_special_tokens=False)["input_ids"][:max_tokens] for t in texts]
-    width = max(len(i) for i in ids)
-    x = torch.zeros((len(ids), width), dtype=torch.long)
-    keep = torch.zeros((len(ids), width, 1))
-    for r, row in enumerate(ids):
-        x[r, : len(row)] = torch.tensor(row)
-        keep[r, len(prefix) : len(row)] = 1.0
-    backbone = loaded.model.base_model
-    out = []
-    with torch.inference_mode():
-        h = F.embedding(x, backbone.embed)
-        cos, sin = backbone.rotary(torch.arange(width).expand_as(x), h.dtype)
-        for n, layer in enumerate(backbone.layers[: max(layers)], start=1):
-            h = layer(h, cos, sin, None)
-            if n in layers:
-                out.append((h.float() * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0))
-    return torch.stack(out, dim=1).numpy()
 
 
 class HiddenCache:
@@ -117,7 +88,7 @@ class HiddenCache:
         step = 64
         for i in range(0, len(texts), step):
             chunk = texts[i : i + step]
-            vecs.append(pooled_hidden(self.lm, chunk, LAYERS, MAX_TOKENS).astype(np.float16))
+            vecs.append(injection.pooled_hidden(self.lm, chunk, LAYERS, MAX_TOKENS).astype(np.float16))
             keys += [key(t) for t in chunk]
             if (i // step) % 20 == 19 or i + step >= len(texts):
                 print(
@@ -140,6 +111,18 @@ class HiddenCache:
 
 
 CAP = 16  # candidate windows per document at most (the highest concept-pair logits)
+FOLDS = 2  # cross-fitting of the calibration: each negative page is scored by a probe that never read it
+
+
+def doc_fold(text: str) -> int:
+    """The calibration fold of a negative page (a hash of its text)."""
+    return key(text)[1] % FOLDS
+
+
+def fold_files(probe: str) -> list[str]:
+    """The probes fitted without one fold of the negative pages each (for the calibration only)."""
+    stem = Path(probe).stem  # kept under bench/out/ (never shipped beside the probe)
+    return [str(OUT / f"{stem}.fold{k}.npz") for k in range(FOLDS)]
 
 
 def candidates(text: str, model: injection.Model, cap: int = CAP) -> tuple[list[str], np.ndarray]:
@@ -153,8 +136,9 @@ def candidates(text: str, model: injection.Model, cap: int = CAP) -> tuple[list[
 
 def fit_windows(
     side: str, model: injection.Model, all_clean: bool = False
-) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    """Candidate windows of the fit side: (texts, labels, concept logits, group). Positives: the
+) -> tuple[list[str], np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """Candidate windows of the fit side: (texts, labels, concept logits, group, calibration fold of
+    the negative page the window is from, -1 for injections). Positives: the
     windows of each fit-half injection alone and planted in a carrier page (the planted page's
     candidates that overlap the injection); negatives: every candidate window of the fit halves of
     the clean base and of the hard negatives. Group: the collection or negative category."""
@@ -163,13 +147,15 @@ def fit_windows(
     labels: list[int] = []
     logit: list[float] = []
     groups: list[str] = []
+    folds: list[int] = []
 
-    def add(ws: Iterable[str], ls: Iterable[float], y: int, g: str) -> None:
+    def add(ws: Iterable[str], ls: Iterable[float], y: int, g: str, fold: int = -1) -> None:
         for w, lg in zip(ws, ls, strict=True):
             texts.append(w)
             labels.append(y)
             logit.append(float(lg))
             groups.append(g)
+            folds.append(fold)
 
     for name in (*SIDES[side], "synthetic"):
         for s in idata.collection(name):
@@ -185,14 +171,14 @@ def fit_windows(
     for doc in corpus.clean_base(limit_per_category=150, seed=1):
         if (doc["category"] in LEFT_OUT_CLEAN and not all_clean) or idata.split_of(doc["id"]) != "fit":
             continue
-        add(*candidates(doc["text"], model), 0, "clean:" + doc["category"])
+        add(*candidates(doc["text"], model), 0, "clean:" + doc["category"], doc_fold(doc["text"]))
     for doc in idata.hard_negatives("fit"):
-        add(*candidates(doc["text"], model), 0, "hard:" + doc["source"])
-    return texts, np.array(labels), np.array(logit), groups
+        add(*candidates(doc["text"], model), 0, "hard:" + doc["source"], doc_fold(doc["text"]))
+    return texts, np.array(labels), np.array(logit), groups, np.array(folds)
 
 
 def cmd_vectors(args: argparse.Namespace) -> int:
-    texts, y, _lg, groups = fit_windows(args.fit, injection.load_model(args.model))
+    texts, y, _lg, groups, _f = fit_windows(args.fit, injection.load_model(args.model))
     print(
         f"injection_probe: fit {args.fit}: {int(y.sum())} positive, {int((1 - y).sum())} negative "
         f"candidate windows; {collections.Counter(groups).most_common()}",
@@ -246,7 +232,9 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, folds: list[np.ndarray], l2: float
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    texts, y, concept, groups = fit_windows(args.fit, injection.load_model(args.model), args.all_clean)
+    texts, y, concept, groups, page_fold = fit_windows(
+        args.fit, injection.load_model(args.model), args.all_clean
+    )
     cube = HiddenCache().get(texts)
     folds = _folds(y, groups, texts)
     best = None
@@ -283,20 +271,29 @@ def cmd_fit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"chose layer {LAYERS[li]} l2 {l2:g}; combiner {mix_w.round(3)} {mix_b:.3f}", file=sys.stderr)
-    out = Path(args.out)
+    info = f"fit {args.fit}: {sorted(set(groups))}; layer {LAYERS[li]}; l2 {l2:g}; {len(y)} candidate windows"
+    mix = np.array([args.scale, -args.bound, args.bound], dtype=np.float32)
+    save(Path(args.out), w, b, LAYERS[li], mix, info)
+    for k, path in enumerate(fold_files(args.out)):
+        keep = ~((y == 0) & (page_fold == k))
+        wk, bk = fit_probe(x[keep], y[keep], l2)
+        save(Path(path), wk, bk, LAYERS[li], mix, f"{info}; without the negative pages of fold {k}")
+    return 0
+
+
+def save(out: Path, w: np.ndarray, b: float, layer: int, mix: np.ndarray, info: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.npz")
     np.savez_compressed(
         tmp,
         weights=w.astype(np.float32),
         bias=np.float32(b),
-        layer=np.int32(LAYERS[li]),
+        layer=np.int32(layer),
         max_tokens=np.int32(MAX_TOKENS),
-        mix=np.array([mix_w[0], mix_w[1], mix_b], dtype=np.float32),
-        info=np.array(f"fit {args.fit}: {sorted(set(groups))}; l2 {l2:g}; {len(y)} candidate windows"),
+        mix=mix,
+        info=np.array(info),
     )
     tmp.replace(out)
-    return 0
 
 
 class Page(NamedTuple):
@@ -351,7 +348,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         for d in corpus.clean_base(limit_per_category=150, seed=1)
         if idata.split_of(d["id"]) == "fit"
     ]
-    negs = pages([t for _c, t in neg], model, probe, cache)
+    # cross-fitted: each negative page scored by the probe fitted without its fold
+    neg = sorted(neg, key=lambda ct: doc_fold(ct[1]))
+    negs: list[Page] = []
+    for k, path in enumerate(fold_files(args.probe)):
+        part = [t for _c, t in neg if doc_fold(t) == k]
+        negs += pages(part, model, dict(np.load(path)) if args.cross_fit else probe, cache)
     cats = np.array([c for c, _t in neg])
     ctx = np.array([p.in_context for p in negs])
     pos = {}
@@ -369,11 +371,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             worst = max(worst, values[len(values) - 1 - int(np.floor(args.fp * len(values)))])
         return float(worst)
 
-    w = probe["mix"]
-    mixes: dict[str, Mix] = {
-        "concept pairs alone": lambda c, p: c,
-        "fitted mix": lambda c, p: w[0] * c + w[1] * p + w[2],
-    }
+    mixes: dict[str, Mix] = {"concept pairs alone": lambda c, p: c}
     for k in (0.1, 0.2, 0.5):
         for t0 in (0.0, 5.0):
             mixes[f"probe only lowers: k={k}, t0={t0:g}"] = lambda c, p, k=k, t0=t0: (
@@ -396,6 +394,75 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ship(args: argparse.Namespace) -> int:
+    """Write a probe file the detector reads: the fitted probe with the chosen bounded mix."""
+    data = dict(np.load(args.probe))
+    data["mix"] = np.array([args.scale, -args.bound, args.bound], dtype=np.float32)
+    data["info"] = np.array(
+        f"{data['info']}; mix: concept logit + clip({args.scale:g} * probe logit, +-{args.bound:g})"
+    )
+    out = Path(args.out)
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **data)
+    tmp.replace(out)
+    injection.load_probe.cache_clear()
+    print(f"injection_probe: wrote {out} ({out.stat().st_size} bytes): {injection.load_probe(str(out)).mix}")
+    return 0
+
+
+def use_cached_hidden() -> None:
+    """Make the detector read the probe's hidden states from the cache (computing what is missing
+    with the function the detector uses)."""
+    cache = HiddenCache()
+
+    def cached(texts: list[str], probe: injection.Probe) -> np.ndarray:
+        if probe.max_tokens != MAX_TOKENS or probe.layer not in LAYERS:
+            raise ValueError(f"probe layer {probe.layer} / {probe.max_tokens} tokens: not what is cached")
+        return cache.get(texts, progress="bench")[:, LAYERS.index(probe.layer), :]
+
+    injection.probe_hidden = cached  # type: ignore[assignment]
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    """What the probe costs in the cheap stage: candidate windows per page of the clean base (test
+    halves) and the injection detector's time with the probe off and on (the real default LM, not the
+    cache), in the same run."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    docs = [
+        d["text"]
+        for d in corpus.clean_base(limit_per_category=args.per_category, seed=1)
+        if idata.split_of(d["id"]) == "test"
+    ]
+    model = injection.load_model(None)
+    counts = []
+    for text in docs:
+        in_ctx = bool(injection.context(text, injection.Config()))
+        _f, _s, _e, logits = injection.window_scores(text, model, in_ctx)
+        counts.append(len(injection.candidates(logits, model, CAP)))
+    c = np.array(counts)
+    print(
+        f"clean base test halves: {len(docs)} pages, candidate windows per page mean {c.mean():.2f}, "
+        f"median {np.median(c):.0f}, p95 {np.quantile(c, 0.95):.0f}, max {c.max()}; "
+        f"pages with none {np.mean(c == 0):.1%}"
+    )
+    table = pa.table({"id": [str(i) for i in range(len(docs))], "text": docs})
+    injection.score(table.slice(0, 4), injection.Config(probe=True))  # loads the LM once
+    times = {}
+    for label, cfg in (("off", injection.Config(probe=False)), ("on", injection.Config(probe=True))):
+        t0 = time.perf_counter()
+        for start in range(0, len(docs), 64):
+            injection.score(table.slice(start, 64), cfg)
+        times[label] = time.perf_counter() - t0
+    print(
+        f"injection detector, {len(docs)} pages: probe off {times['off']:.1f} s "
+        f"({len(docs) / times['off']:.0f} pages/s), on {times['on']:.1f} s "
+        f"({len(docs) / times['on']:.0f} pages/s): {times['on'] / times['off']:.2f}x"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -410,20 +477,45 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also the clean categories the concept model leaves out (discusses-attacks, lookalike-benign)",
     )
+    f.add_argument(
+        "--scale", type=float, default=0.2, help="a candidate's logit moves by clip(scale * probe logit)"
+    )
+    f.add_argument("--bound", type=float, default=2.0, help="... at most this far either way")
     f.add_argument("--model", default=None, help="the side's concept-pair model (default: shipped)")
-    f.add_argument("--l2", type=float, nargs="+", default=[1e-3, 1e-2, 1e-1])
+    f.add_argument("--l2", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2, 1e-1])
     c = sub.add_parser("check")
     c.add_argument("probe")
     c.add_argument("--fit", choices=sorted(SIDES), default="A")
     c.add_argument("--model", default=None, help="the side's concept-pair model (default: shipped)")
     c.add_argument("--fp", type=float, default=0.004)
     c.add_argument(
+        "--no-cross-fit",
+        dest="cross_fit",
+        action="store_false",
+        help="calibrate with the probe that was fitted on the same negative pages (optimistic)",
+    )
+    c.add_argument(
         "--pool-clean-base",
         action="store_true",
         help="cap the clean base as one pooled category (as bench_injection --pool-clean-base)",
     )
+    sh = sub.add_parser("ship")
+    sh.add_argument("probe")
+    sh.add_argument("--out", required=True)
+    sh.add_argument("--scale", type=float, default=0.2)
+    sh.add_argument("--bound", type=float, default=2.0)
+    co = sub.add_parser("cost")
+    co.add_argument("--per-category", type=int, default=150)
+    co.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    return {"vectors": cmd_vectors, "fit": cmd_fit, "check": cmd_check}[args.cmd](args)
+    commands = {
+        "vectors": cmd_vectors,
+        "fit": cmd_fit,
+        "check": cmd_check,
+        "ship": cmd_ship,
+        "cost": cmd_cost,
+    }
+    return commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,15 @@ shipped model: it learned the fit side's wording and lowered cross-source recall
 with the package (``filters/injection_model.npz``, a few KB); ``bench/train_injection.py`` fits
 them and writes down which collections it used (see bench/RESULTS.md, "P-INJ-X").
 
+Where the LM stage runs with the default model, a second opinion (``probe``): a linear probe on the
+default LM's mean hidden state (decoder layer 14 of SmolLM2-135M) over a window's first tokens reads
+the *candidate* windows (a concept pair or a chat delimiter, about one per clean page) that it could
+move across a bar, and shifts their logit by ``clip(scale * probe logit, lowest, highest)``: bounded,
+so it neither makes a window an injection alone nor clears one. A page it read is judged against
+``probe_threshold`` / ``probe_threshold_in_context`` (column ``injection_probed``). Weights:
+``filters/injection_probe.npz`` (576 floats), fitted by ``bench/injection_probe.py`` on the same side
+of the protocol; under ``--no-lm`` the detector is the concept-pair model alone, as before.
+
 Before scoring, the text is read as a model would read it: Unicode tag characters as the ASCII they
 encode, base64 blobs, binary octets and percent-encoded runs decoded in place, forum chrome ("Re:",
 "anna wrote:", "Reply") blanked. Windows never span two paragraphs (an injection is planted as a
@@ -41,6 +50,7 @@ import base64
 import binascii
 import functools
 import importlib.resources
+import logging
 import re
 import unicodedata
 import urllib.parse
@@ -54,6 +64,7 @@ from pydantic import Field
 from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 MODEL_FILE = "injection_model.npz"
+PROBE_FILE = "injection_probe.npz"
 
 
 class Config(DetectorConfig):
@@ -67,6 +78,25 @@ class Config(DetectorConfig):
     )
     thread_markers_min: int = Field(2, ge=1, description="forum/support markers that make a page a thread")
     max_chars: int = Field(200_000, ge=1, description="characters scored per document (head and tail)")
+    probe: bool = Field(
+        False,
+        description="move candidate windows' scores with the linear probe on the default LM's hidden states "
+        "(filters/injection_probe.npz); configs/default.yaml turns it on; a run without the LM (--no-lm), "
+        "with another LM, or without the default LM installed runs without it",
+    )
+    probe_file: str | None = Field(None, description="null: the shipped filters/injection_probe.npz")
+    probe_threshold: float = Field(
+        0.7498, ge=0.0, le=1.0, description="`threshold` for a page whose candidates the probe read"
+    )
+    probe_threshold_in_context: float = Field(
+        0.8445,
+        ge=0.0,
+        le=1.0,
+        description="`threshold_in_context` for a page whose candidates the probe read",
+    )
+    probe_max_windows: int = Field(
+        16, ge=1, description="candidate windows (a concept pair or a delimiter) per document the probe reads"
+    )
 
 
 class Model(NamedTuple):
@@ -89,13 +119,7 @@ def load_model(path: str | None = None) -> Model:
     """The classifier (None: the shipped one). Cached per process."""
     where = f"{MODEL_FILE} (shipped)" if path is None else path
     try:
-        if path is None:
-            ref = importlib.resources.files("poisonguard.filters").joinpath(MODEL_FILE)
-            with ref.open("rb") as f:
-                data = dict(np.load(f))
-        else:
-            with Path(path).open("rb") as f:
-                data = dict(np.load(f))
+        data = _read_npz(path, MODEL_FILE)
         model = Model(
             data["weights"].astype(np.float32),
             float(data["bias"]),
@@ -113,6 +137,48 @@ def load_model(path: str | None = None) -> Model:
     if model.combiner.shape != (N_FEATURES,):
         raise ModelError(f"{where}: combiner has shape {model.combiner.shape}, expected ({N_FEATURES},)")
     return model
+
+
+class Probe(NamedTuple):
+    """A logistic probe on the default LM's mean hidden state after decoder layer ``layer`` over a
+    window's first ``max_tokens`` tokens, and how far its logit may move the concept-pair logit:
+    bounded both ways, so no hidden-state reading alone makes a window an injection or clears one."""
+
+    weights: np.ndarray  # float32 (hidden,)
+    bias: float
+    layer: int
+    max_tokens: int
+    mix: np.ndarray  # scale, lowest, highest: a candidate's logit moves by clip(scale * probe logit)
+
+
+def _read_npz(path: str | None, name: str) -> dict[str, np.ndarray]:
+    if path is None:
+        with importlib.resources.files("poisonguard.filters").joinpath(name).open("rb") as f:
+            return dict(np.load(f))
+    with Path(path).open("rb") as f:
+        return dict(np.load(f))
+
+
+@functools.cache
+def load_probe(path: str | None = None) -> Probe:
+    """The hidden-state probe (None: the shipped one). Cached per process."""
+    where = f"{PROBE_FILE} (shipped)" if path is None else path
+    try:
+        data = _read_npz(path, PROBE_FILE)
+        probe = Probe(
+            data["weights"].astype(np.float32),
+            float(data["bias"]),
+            int(data["layer"]),
+            int(data["max_tokens"]),
+            data["mix"].astype(np.float64),
+        )
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelError(f"{where}: not a usable injection probe: {exc}") from exc
+    if probe.mix.shape != (3,) or probe.weights.ndim != 1 or probe.layer < 1 or probe.max_tokens < 1:
+        raise ModelError(
+            f"{where}: not a usable injection probe (mix {probe.mix.shape}, layer {probe.layer})"
+        )
+    return probe
 
 
 # --- features ------------------------------------------------------------------------------------
@@ -699,9 +765,9 @@ def readable(text: str) -> str:
 def window_scores(
     text: str, model: Model, in_context: bool = False
 ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
-    """(folded text, starts, ends, logits) of every window of ``text``; a window that is mostly
-    quotation gets -inf. ``in_context``: the page is about security or is a thread, so only pairs of
-    injection-specific concepts count."""
+    """(folded text, starts, ends, concept-pair logits) of every window of ``text``; a window that is
+    mostly quotation gets -inf. ``in_context``: the page is about security or is a thread, so only
+    pairs of injection-specific concepts count."""
     folded = fold(readable(text))
     if not folded.strip():
         empty = np.zeros(0, dtype=np.int64)
@@ -726,38 +792,157 @@ def score_text(text: str, model: Model, in_context: bool = False) -> tuple[float
     return prob, int(starts[best]), min(len(text), int(ends[best]))
 
 
+def pooled_hidden(loaded: Any, texts: list[str], layers: tuple[int, ...], max_tokens: int) -> np.ndarray:
+    """(len(texts), len(layers), hidden) float32: the mean hidden state after each of ``layers``
+    (1-based decoder layers of a builtin-engine Llama, core/llama.py) over each text's first
+    ``max_tokens`` tokens, read after the LM's document separator. Rows are right-padded: with
+    causal attention a token never sees the padding after it."""
+    import torch
+    import torch.nn.functional as F
+
+    tok = loaded.tokenizer
+    prefix = [] if loaded.prefix_id is None else [loaded.prefix_id]
+    ids = [prefix + tok(t, add_special_tokens=False)["input_ids"][:max_tokens] for t in texts]
+    width = max(len(i) for i in ids)
+    x = torch.zeros((len(ids), width), dtype=torch.long)
+    keep = torch.zeros((len(ids), width, 1))
+    for r, row in enumerate(ids):
+        x[r, : len(row)] = torch.tensor(row)
+        keep[r, len(prefix) : len(row)] = 1.0
+    backbone = loaded.model.base_model
+    out = []
+    with torch.inference_mode():
+        h = F.embedding(x, backbone.embed)
+        cos, sin = backbone.rotary(torch.arange(width).expand_as(x), h.dtype)
+        for n, layer in enumerate(backbone.layers[: max(layers)], start=1):
+            h = layer(h, cos, sin, None)
+            if n in layers:
+                out.append((h.float() * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0))
+    return torch.stack(out, dim=1).numpy()
+
+
 def candidates(logits: np.ndarray, model: Model, limit: int) -> np.ndarray:
-    """Indices of the windows with evidence at all (a concept pair or a chat delimiter: a logit over
-    the model's floor), at most ``limit``, the highest first: what a second, costlier stage would read
-    (bench/injection_probe.py)."""
+    """Indices of the windows the probe reads: a concept pair or a delimiter (a concept-pair logit
+    over the model's floor), at most ``limit``, the highest first."""
     idx = np.flatnonzero(logits > model.combiner_bias + 1e-6)
     if len(idx) > limit:
         idx = idx[np.argsort(-logits[idx], kind="stable")[:limit]]
     return idx
 
 
+def probe_hidden(texts: list[str], probe: Probe) -> np.ndarray:
+    """(len(texts), hidden): the pooled hidden states the probe reads, from the default LM (builtin
+    engine, bfloat16, CPU). A bench replaces this with a reader of cached states."""
+    from poisonguard.core import lm as lm_loader
+
+    loaded = lm_loader.load_model(None, dtype="bfloat16")
+    if loaded.engine != "builtin":
+        raise ModelError(f"{PROBE_FILE}: the default LM did not load in the builtin engine")
+    parts = [
+        pooled_hidden(loaded, texts[i : i + 32], (probe.layer,), probe.max_tokens)[:, 0, :]
+        for i in range(0, len(texts), 32)
+    ]
+    return np.concatenate(parts)
+
+
+def usable_probe(cfg: Config) -> Probe | None:
+    """The probe, or None when it is off or the default LM is not installed (said once)."""
+    if not cfg.probe:
+        return None
+    from poisonguard.core import lm as lm_loader
+
+    try:
+        lm_loader.default_model()
+    except lm_loader.ModelNotFoundError as exc:
+        _warn_once(f"injection: probe off, {exc}")
+        return None
+    return load_probe(cfg.probe_file)
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    logging.getLogger(__name__).warning(message)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    return float(np.log(p / (1 - p)))
+
+
+def _undecided(logits: np.ndarray, cfg: Config, probe: Probe, in_context: bool) -> np.ndarray:
+    """Which candidate windows the probe could move across a bar that applies to the page: the
+    others are over it or under it whatever the probe reads, so the LM does not read them and their
+    score stays the concept-pair score (the decision is the same). A page out of our context may
+    still be judged in context (the trigger lists' discussion marker), so both bars count there."""
+    _scale, lowest, highest = probe.mix
+    bars = [_logit(cfg.probe_threshold_in_context)]
+    if not in_context:
+        bars.append(_logit(cfg.probe_threshold))
+    return (logits > min(bars) - highest) & (logits < max(bars) - lowest)
+
+
+class _Page(NamedTuple):
+    starts: np.ndarray
+    ends: np.ndarray
+    logits: np.ndarray
+    picked: np.ndarray  # candidate windows (indices) the probe reads
+    tail: int  # offset of the clipped tail in the text
+
+
+def probed(pages: list[_Page], texts: list[str], probe: Probe) -> list[np.ndarray]:
+    """Each page's window logits, candidates moved by the probe: concept-pair logit +
+    clip(scale * probe logit, lowest, highest)."""
+    if not texts:
+        return [p.logits for p in pages]
+    hidden = probe_hidden(texts, probe)
+    scale, low, high = probe.mix
+    shift = np.clip(scale * (hidden @ probe.weights + probe.bias), low, high)
+    out = []
+    at = 0
+    for p in pages:
+        logits = p.logits.copy()
+        logits[p.picked] += shift[at : at + len(p.picked)]
+        at += len(p.picked)
+        out.append(logits)
+    return out
+
+
 def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
     model = load_model(cfg.model_file)
-    scores: list[float] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    contexts: list[str] = []
-    for text in batch.column("text").to_pylist():
-        text = text or ""
+    probe = usable_probe(cfg)
+    texts = [t or "" for t in batch.column("text").to_pylist()]
+    contexts = [context(text, cfg) for text in texts]
+    pages: list[_Page] = []
+    windows_read: list[str] = []
+    for text, ctx in zip(texts, contexts, strict=True):
         clipped, tail = _clip(text, cfg.max_chars)
-        ctx = context(text, cfg)
-        prob, start, end = score_text(clipped, model, in_context=bool(ctx))
-        if tail and start > cfg.max_chars // 2:
-            start, end = start + tail - cfg.max_chars // 2, end + tail - cfg.max_chars // 2
-        scores.append(round(prob, 6))
-        starts.append(start)
-        ends.append(end)
-        contexts.append(ctx)
+        folded, starts, ends, logits = window_scores(clipped, model, in_context=bool(ctx))
+        picked = np.zeros(0, np.int64)
+        if probe:
+            picked = candidates(logits, model, cfg.probe_max_windows)
+            picked = picked[_undecided(logits[picked], cfg, probe, bool(ctx))]
+        windows_read += [folded[starts[i] : ends[i]] for i in picked]
+        pages.append(_Page(starts, ends, logits, picked, tail))
+    final = probed(pages, windows_read, probe) if probe else [p.logits for p in pages]
+    scores: list[float] = []
+    spans: list[tuple[int, int]] = []
+    for text, page, logits in zip(texts, pages, final, strict=True):
+        if not len(logits):
+            scores.append(0.0)
+            spans.append((0, 0))
+            continue
+        best = int(np.argmax(logits))
+        start, end = int(page.starts[best]), min(len(text), int(page.ends[best]))
+        if page.tail and start > cfg.max_chars // 2:
+            start, end = start + page.tail - cfg.max_chars // 2, end + page.tail - cfg.max_chars // 2
+        scores.append(round(float(1.0 / (1.0 + np.exp(-logits[best]))), 6))
+        spans.append((start, end))
     return {
         "injection_score": pa.array(scores, pa.float32()),
-        "injection_start": pa.array(starts, pa.int32()),
-        "injection_end": pa.array(ends, pa.int32()),
+        "injection_start": pa.array([s for s, _e in spans], pa.int32()),
+        "injection_end": pa.array([e for _s, e in spans], pa.int32()),
         "injection_context": pa.array(contexts, pa.string()),
+        "injection_probed": pa.array([probe is not None] * len(texts), pa.bool_()),
     }
 
 
@@ -767,18 +952,27 @@ def _column(signals: pa.Table, name: str, default: Any) -> list[Any]:
     return [default] * signals.num_rows
 
 
+def thresholds(cfg: Config, probed: bool) -> tuple[float, float]:
+    """(out of context, in context): the probe's own pair where the probe read the page."""
+    if probed:
+        return cfg.probe_threshold, cfg.probe_threshold_in_context
+    return cfg.threshold, cfg.threshold_in_context
+
+
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
     scores = _column(signals, "injection_score", 0.0)
     contexts = _column(signals, "injection_context", "")
     discussion = _column(signals, "triggers_discussion", False)  # the lists' own discussion markers
+    probed = _column(signals, "injection_probed", False)
     reasons: list[list[str]] = []
-    for prob, ctx, talk in zip(scores, contexts, discussion, strict=True):
+    for prob, ctx, talk, moved in zip(scores, contexts, discussion, probed, strict=True):
         ctx = ctx or ("security" if talk else "")
+        bar, bar_in_context = thresholds(cfg, moved)
         out: list[str] = []
         if ctx:
-            if prob >= cfg.threshold_in_context:
+            if prob >= bar_in_context:
                 out.append(f"injection:classifier_in_{ctx}")
-        elif prob >= cfg.threshold:
+        elif prob >= bar:
             out.append("injection:classifier")
         reasons.append(out)
     return reasons
@@ -789,6 +983,7 @@ DECLARED_SIGNALS = (
     Signal("injection_start"),
     Signal("injection_end"),
     Signal("injection_context"),
+    Signal("injection_probed"),
 )
 DETECTOR = Spec(
     name="injection", stage="cheap", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag

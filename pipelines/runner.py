@@ -48,6 +48,7 @@ def run_filter(
     `dedup_index` may hold documents of earlier runs (nightly), so that tonight's near-copies of
     them are duplicates; `context_detectors` add cross-document signals (see ContextDetector).
     """
+    cfg = stages.probe_config(cfg, cfg.perplexity.enabled if use_lm is None else use_lm)
     miner = trigger_mining.TriggerMiner(cfg.trigger_mining) if cfg.trigger_mining.enabled else None
     if miner is not None:  # a corpus pass: it observes every chunk in stage 2, like dedup
         context_detectors = (*context_detectors, miner)
@@ -273,6 +274,7 @@ def score_documents(
         if f.name not in docs.column_names:
             docs = docs.append_column(f.name, pa.nulls(docs.num_rows, f.type))
     docs = docs.select(DOCUMENT_SCHEMA.names).cast(DOCUMENT_SCHEMA)
+    cfg = stages.probe_config(cfg, use_lm)
 
     def stage(name: str, step: Callable[[], Any]) -> Any:
         start = time.perf_counter()
