@@ -28,6 +28,11 @@
    and the LM on every document (route: all) on the first `--lm-all-docs` documents only (the LM runs
    about one document a second on two idle cores). `--speed-rows` runs only some of these rows (the
    --no-lm and default rows always). Peak RSS is each process's own (wait4).
+3. Workers (`--no-recall --no-speed` runs only this): `--no-lm` with `--workers 1` and `2` on
+   `--workers-mb` MB (default 10.5) of the clean sources, runs paired and alternated 1-2-2-1: wall
+   seconds and CPU seconds of the command's own process and of its workers apart. On a shared
+   machine only the CPU seconds mean much: Linux schedules by session (autogroup), so a command's
+   two workers share one session's slice of the cores and cannot get more CPU than one worker.
 """
 
 from __future__ import annotations
@@ -346,54 +351,113 @@ def speed_section(
     return text, out
 
 
-def workers_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
-    """`--no-lm` with 1 and 2 workers on >= `--workers-mb` MB of the clean sources, in both orders
-    (1 then 2, 2 then 1) so a change of the machine's load hits both; worker processes left after
-    each run are counted (their command line names the run's output folder)."""
+# `poisonguard filter` run inside this launcher rather than as its own process, so that the CPU
+# seconds of the command's own process (reading, dedup, writing) and of its worker processes
+# (RUSAGE_CHILDREN: the scoring pool, reaped before it exits) can be told apart.
+SPLIT_LAUNCHER = (
+    "import atexit, json, resource, runpy, sys\n"
+    "usage_file = sys.argv[1]\n"
+    "def dump():\n"
+    "    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))\n"
+    "    with open(usage_file, 'w') as fh:\n"
+    "        json.dump([own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime, own.ru_maxrss], fh)\n"
+    "atexit.register(dump)\n"
+    "sys.argv = ['poisonguard', *sys.argv[2:]]\n"
+    "runpy.run_module('poisonguard.pipelines.cli', run_name='__main__')\n"
+)
+
+
+def _run_split(cmd: Sequence[str]) -> dict[str, Any]:
+    """One `poisonguard` command (its arguments after the program name): wall seconds, CPU seconds
+    of its own process and of its workers, its progress lines on stderr (a pipe: log mode)."""
+    with tempfile.NamedTemporaryFile(prefix="bench-cpu-", delete=False) as fh:
+        usage_file = fh.name
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", SPLIT_LAUNCHER, usage_file, *cmd], stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, check=False,
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    own, kids, rss = json.loads(Path(usage_file).read_text() or "[0, 0, 0]")
+    os.unlink(usage_file)
+    if proc.returncode != 0:
+        log(f"{' '.join(cmd[:3])}... exited {proc.returncode}: {proc.stderr[-500:]}")
+    progress = [line for line in proc.stderr.splitlines() if " poisonguard " in line]
+    return {"wall": wall, "cpu_main": own, "cpu_workers": kids, "rss_mb": rss / 1024,
+            "progress_lines": len(progress), "code": proc.returncode}  # fmt: skip
+
+
+def _workers_input(args: argparse.Namespace, src: Path) -> int:
+    """The clean sources as one JSONL file of at least `--workers-mb` MB (fewer if they run out);
+    its size in bytes."""
     from bench import corpus
 
-    docs = corpus.clean_base(limit_per_category=None, seed=args.seed)
-    py = sys.executable
-    times: dict[int, list[float]] = {1: [], 2: []}
+    size = 0
+    with src.open("w", encoding="utf-8") as fh:
+        for d in corpus.clean_base(limit_per_category=None, seed=args.seed):
+            line = json.dumps({"id": d["id"], "text": d["text"], "url": d["url"]}) + "\n"
+            fh.write(line)
+            size += len(line.encode())
+            if size >= args.workers_mb * 1e6:
+                break
+    return size
+
+
+def workers_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+    """`--no-lm` with 1 and 2 workers on >= `--workers-mb` MB of the clean sources, paired and
+    alternated (1-2-2-1) so a drift of the machine's load hits both. Wall seconds decide only on an
+    idle machine; CPU seconds (the command's own process and its workers apart) say what the second
+    worker costs whatever the load. Worker processes left after each run are counted (their command
+    line names the run's output folder)."""
+    runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     left = 0
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         src = Path(tmp) / "big.jsonl"
-        size = 0
-        with src.open("w", encoding="utf-8") as fh:
-            for d in docs:
-                line = json.dumps({"id": d["id"], "text": d["text"], "url": d["url"]}) + "\n"
-                fh.write(line)
-                size += len(line.encode())
-                if size >= args.workers_mb * 1e6:
-                    break
+        size = _workers_input(args, src)
         for k, workers in enumerate((1, 2, 2, 1)):
             out = f"{tmp}/w{k}"
-            cmd = [py, "-m", "poisonguard.pipelines.cli", "filter", str(src), "--out", out, "--no-lm", "-q",
-                   "--workers", str(workers)]  # fmt: skip
             log(f"workers: {workers} (run {k + 1} of 4)")
-            wall, _, _ = _run(cmd)
-            times[workers].append(wall)
+            run = _run_split(["filter", str(src), "--out", out, "--no-lm", "--workers", str(workers)])
+            report = json.loads(Path(out, "report.json").read_text()) if run["code"] == 0 else {}
+            run["stages_s"] = {k.removeprefix("stage:"): v for k, v in report.get("timings_s", {}).items()
+                               if k.startswith("stage:") and k != "stage:lm"}  # fmt: skip
+            runs[workers].append(run)
             found = subprocess.run(["pgrep", "-f", out], capture_output=True, text=True).stdout.split()
             left += len(found)
-    one, two = float(np.mean(times[1])), float(np.mean(times[2]))
+    load_after = os.getloadavg()
+
+    def mean(workers: int, key: str) -> float:
+        return float(np.mean([r[key] for r in runs[workers]]))
+
+    def stage(workers: int, name: str) -> str:
+        return f"{np.mean([r['stages_s'].get(name, 0.0) for r in runs[workers]]):.1f}"
+
+    rows = [
+        [w, ", ".join(f"{r['wall']:.1f}" for r in runs[w]), f"{mean(w, 'wall'):.1f}",
+         f"{size / 1e6 / mean(w, 'wall'):.2f}", f"{mean(w, 'cpu_main'):.1f}", f"{mean(w, 'cpu_workers'):.1f}",
+         f"{mean(w, 'cpu_main') + mean(w, 'cpu_workers'):.1f}",
+         " / ".join(stage(w, s) for s in ("cheap", "dedup", "write")), f"{mean(w, 'rss_mb'):,.0f}",
+         ", ".join(str(r["progress_lines"]) for r in runs[w])]
+        for w in (1, 2)
+    ]  # fmt: skip
+    header = ["workers", "wall s (each run)", "wall s", "MB/s", "CPU s main", "CPU s workers", "CPU s total",
+              "cheap / dedup / write s", "main peak RSS MB", "progress lines"]  # fmt: skip
+    cpu = {w: mean(w, "cpu_main") + mean(w, "cpu_workers") for w in (1, 2)}
+    ratio = mean(2, "wall") / mean(1, "wall")
     text = [
         f"\n## `--workers 2` against 1 (`--no-lm`, {size / 1e6:.1f} MB of clean text, runs 1-2-2-1)\n",
-        md_table(
-            ["workers", "seconds (each run)", "mean", "MB/s"],
-            [
-                [
-                    w,
-                    ", ".join(f"{t:.1f}" for t in times[w]),
-                    f"{np.mean(times[w]):.1f}",
-                    f"{size / 1e6 / np.mean(times[w]):.2f}",
-                ]
-                for w in (1, 2)
-            ],  # fmt: skip
-        ),
-        f"\n2 workers / 1 worker wall time: **{two / one:.2f}x**; worker processes left after the runs: "
-        f"{left}.",
+        f"Load average {load[0]:.1f} before, {load_after[0]:.1f} after, {os.cpu_count()} cores. CPU "
+        "seconds are user + system; `main`: the command's own process (reading, dedup, writing; with "
+        "1 worker also the scoring), `workers`: its scoring processes. Stage seconds are wall seconds "
+        "from each run's report.\n",
+        md_table(header, rows, "rlrrrrrrrl"),
+        f"\n2 workers / 1 worker: wall time **{ratio:.2f}x**, CPU seconds {cpu[2] / cpu[1]:.2f}x; worker "
+        f"processes left after the runs: {left}.",
     ]
-    return text, {"mb": size / 1e6, "times": times, "ratio": two / one, "left_behind": left}
+    summary = {"mb": size / 1e6, "runs": runs, "ratio": ratio, "cpu_ratio": cpu[2] / cpu[1],
+               "left_behind": left, "load": [load[0], load_after[0]]}  # fmt: skip
+    return text, summary
 
 
 SPEED_ROWS = (
