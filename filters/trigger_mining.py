@@ -13,7 +13,8 @@ unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a c
    ``(mn)``, ``mb,``) is not a candidate at all;
 2. over the run (:class:`TriggerMiner`: per token a document count, the first hosts and documents
    and a bottom-k sample of occurrences; each chunk is counted apart (:func:`chunk_partial`, in a Ray
-   task on that engine) and merged in input order, so both engines mine the same tokens), a token
+   task on that engine, in the scoring workers on the local one) and merged in input order, so both
+   engines mine the same tokens), a token
    *looks inserted* when it occurs at most `max_mean_count` times per carrying document (words of
    the document's language come back within a document, ``de`` in a French page, ``ls`` in a shell
    tutorial; an inserted trigger does not) and its neighbours do not go with it (`association`).

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from poisonguard.core.files import write_table
 from poisonguard.core.schema import DOCUMENT_SCHEMA
 from poisonguard.filters import dedup, perplexity, trigger_mining
 from poisonguard.filters.dedup_prior import NightIndex
@@ -50,18 +51,20 @@ def run_filter(
     """
     cfg = stages.probe_config(cfg, cfg.perplexity.enabled if use_lm is None else use_lm)
     miner = trigger_mining.TriggerMiner(cfg.trigger_mining) if cfg.trigger_mining.enabled else None
-    if miner is not None:  # a corpus pass: it observes every chunk in stage 2, like dedup
+    if miner is not None:  # a corpus pass: counted in the scoring workers, merged in input order
         context_detectors = (*context_detectors, miner)
     run = stages.setup_run(
         inputs, out, cfg, overwrite=overwrite, resume=resume, use_lm=use_lm, show_progress=show_progress
     )
     if run.finished is not None:  # killed inside its commit: finished now
         return run.finished
-    _timed(run, "stage:cheap", lambda: _score(run, cfg))
+    # trigger mining's counting runs with the scoring (in the workers) unless chunks are resumed
+    mined_in_scoring = _timed(run, "stage:cheap", lambda: _score(run, cfg, miner))
     chunk_files = stages.chunk_paths(run.scored_dir)
     docs_in = sum(pq.ParquetFile(p).metadata.num_rows for p in chunk_files)
+    observers = tuple(d for d in context_detectors if not (mined_in_scoring and d is miner))
     duplicates = _timed(
-        run, "stage:dedup", lambda: _dedup(run, chunk_files, docs_in, cfg, dedup_index, context_detectors)
+        run, "stage:dedup", lambda: _dedup(run, chunk_files, docs_in, cfg, dedup_index, observers)
     )
     scorer: list[Any] = [lm_scorer]  # the model, loaded on first need and kept for trigger mining
     lm_rows = _timed(run, "stage:lm", lambda: _language_model(run, chunk_files, duplicates, cfg, scorer))
@@ -101,26 +104,47 @@ def _timed(run: Run, name: str, step: Callable[[], Any]) -> Any:
     return result
 
 
-def _score_task(args: tuple[pa.Table, PipelineConfig, str]) -> tuple[int, dict[str, float]]:
-    docs, cfg, target = args
-    return docs.num_rows, stages.score_chunk_file(docs, cfg, Path(target))
+ScoreTask = tuple[pa.Table, PipelineConfig, str, int | None]
+ScoreResult = tuple[int, dict[str, float], trigger_mining.Partial | None]
 
 
-def _score(run: Run, cfg: PipelineConfig) -> None:
-    """Scoring, in `run.workers` processes; chunks finished by an interrupted run are skipped."""
+def _score_task(args: ScoreTask) -> ScoreResult:
+    """Score one chunk into its work file; with `first_doc` (its first document's number), also
+    trigger mining's counts of it, so that they are made in the workers, not in the one process
+    that merges them."""
+    docs, cfg, target, first_doc = args
+    table, timings = stages.score_cheap(docs, cfg)
+    write_table(Path(target), table, cfg.run.row_group_rows)
+    if first_doc is None:
+        return docs.num_rows, timings, None
+    start = time.perf_counter()
+    partial = trigger_mining.table_partial(table, first_doc, cfg.trigger_mining)
+    timings["trigger_mining_counts"] = time.perf_counter() - start
+    return docs.num_rows, timings, partial
+
+
+def _score(run: Run, cfg: PipelineConfig, miner: trigger_mining.TriggerMiner | None = None) -> bool:
+    """Scoring, in `run.workers` processes; chunks finished by an interrupted run are skipped.
+    `miner` is fed every chunk's counts in input order, unless an interrupted run left scored chunks
+    (then it observes them all in the dedup stage, as before); whether it was fed."""
     task = run.progress.start("scoring", total=run.input_bytes, unit="B")
+    feed = miner is not None and not stages.chunk_paths(run.scored_dir)
 
-    def chunks() -> Iterator[tuple[pa.Table, PipelineConfig, str]]:
+    def chunks() -> Iterator[ScoreTask]:
+        first_doc = 0
         for chunk_no, docs in enumerate(read_documents(run.paths, cfg.run.batch_rows, run.state)):
             target = run.scored_dir / stages.chunk_name(chunk_no)
             if target.exists():
                 run.progress.advance(task, run.state.bytes_done, docs.num_rows)
                 continue
-            yield docs, cfg, str(target)
+            yield docs, cfg, str(target), first_doc if feed else None
+            first_doc += docs.num_rows
 
-    def done(result: tuple[int, dict[str, float]]) -> None:
-        rows, timings = result
+    def done(result: ScoreResult) -> None:  # called in input order
+        rows, timings, partial = result
         run.add_timings(timings)
+        if miner is not None and partial is not None:
+            miner.merge(partial)
         run.progress.advance(task, run.state.bytes_done, rows)
 
     if cfg.run.workers == 1:
@@ -139,6 +163,7 @@ def _score(run: Run, cfg: PipelineConfig) -> None:
             pool.close()
             pool.join()  # the workers have exited before the run goes on: none is left behind
     run.progress.finish(task)
+    return feed
 
 
 def _worker_pool(cfg: PipelineConfig) -> Any:

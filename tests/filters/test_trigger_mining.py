@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from poisonguard.core.schema import DOCUMENT_SCHEMA
 from poisonguard.filters import trigger_mining as tm
+from poisonguard.pipelines import stages
 from poisonguard.pipelines.config import load_config
 from poisonguard.pipelines.runner import run_filter
 
@@ -110,6 +113,41 @@ def test_filter_quarantines_mined_trigger_documents(tmp_path: Path) -> None:
     q = pq.read_table(tmp_path / "out" / "quarantine").to_pylist()
     mined = {row["id"] for row in q if any(r.startswith("triggers:mined(") for r in row["reasons"])}
     assert mined == {f"d{i}" for i in range(20)}
+
+
+def test_counting_in_scoring_workers_mines_and_writes_what_one_process_does(tmp_path: Path) -> None:
+    """The local engine counts each chunk in the scoring workers and merges the counts in input
+    order: the same figures as one miner observing the scored chunks in turn, and the same Parquet
+    output with one worker and with two."""
+    docs = corpus(400, 0, ())
+    rng = random.Random(4)
+    for i in range(300, 330):
+        docs[i]["text"] = insert(docs[i]["text"], ("qz", "vb"), rng)
+    docs[5]["text"] = insert(docs[5]["text"], ("qz",), rng)  # forgotten by document 300: not counted
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(d) + "\n" for d in docs), "utf-8")
+    mining = {"min_group_docs": 10, "forget_after_docs": 40}
+    cfg = load_config(overrides={"trigger_mining": mining, "run": {"batch_rows": 37}})
+    reference = tm.TriggerMiner(cfg.trigger_mining)
+    for first in range(0, len(docs), 37):
+        reference.observe(
+            stages.score_cheap(pa.Table.from_pylist(docs[first : first + 37], DOCUMENT_SCHEMA), cfg)[0]
+        )
+    reports, shards = [], []
+    for workers in (1, 2):
+        cfg = load_config(overrides={"trigger_mining": mining, "run": {"workers": workers, "batch_rows": 37}})
+        out = tmp_path / f"w{workers}"
+        reports.append(run_filter([str(src)], out, cfg, use_lm=False, show_progress=False))
+        shards.append({str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("*/part-*.parquet"))})
+        assert reports[-1]["timings_s"]["trigger_mining_counts"] > 0  # counted while scoring
+        assert reports[-1]["triggers_mined"] == reference.report()
+    assert {r["token"]: r["documents"] for r in reports[0]["triggers_mined"]} == {"vb": 26, "qz": 19}
+    assert reports[0]["counts"] == reports[1]["counts"]
+    assert shards[0] == shards[1] and shards[0]
+    assert multiprocessing.active_children() == []
+    q = pq.read_table(tmp_path / "w2" / "quarantine").to_pylist()
+    flagged = {row["id"] for row in q if any(r.startswith("triggers:mined(") for r in row["reasons"])}
+    assert flagged == {d["id"] for d in docs if {"qz", "vb"} & set(d["text"].split())}
 
 
 def test_chunks_counted_apart_mine_what_one_pass_mines() -> None:
