@@ -19,8 +19,10 @@ Where the LM stage runs with the default model, a second opinion (``probe``): a 
 default LM's mean hidden state (decoder layer 14 of SmolLM2-135M) over a window's first tokens reads
 the *candidate* windows (a concept pair or a chat delimiter, about one per clean page) that it could
 move across a bar, and shifts their logit by ``clip(scale * probe logit, lowest, highest)``: bounded,
-so it neither makes a window an injection alone nor clears one. A page it read is judged against
-``probe_threshold`` / ``probe_threshold_in_context`` (column ``injection_probed``). Weights:
+so a window without a concept pair or delimiter is never read, and one further than that bound from a
+bar is never moved across it. Every page of a run with the probe on is judged against
+``probe_threshold`` / ``probe_threshold_in_context`` (column ``injection_probed``; they were
+calibrated so, the unread pages included). Weights:
 ``filters/injection_probe.npz`` (576 floats), fitted by ``bench/injection_probe.py`` on the same side
 of the protocol; under ``--no-lm`` the detector is the concept-pair model alone, as before.
 
@@ -86,13 +88,13 @@ class Config(DetectorConfig):
     )
     probe_file: str | None = Field(None, description="null: the shipped filters/injection_probe.npz")
     probe_threshold: float = Field(
-        0.7498, ge=0.0, le=1.0, description="`threshold` for a page whose candidates the probe read"
+        0.7498, ge=0.0, le=1.0, description="`threshold` for a page judged with the probe on"
     )
     probe_threshold_in_context: float = Field(
-        0.8445,
+        0.8446,
         ge=0.0,
         le=1.0,
-        description="`threshold_in_context` for a page whose candidates the probe read",
+        description="`threshold_in_context` for a page judged with the probe on",
     )
     probe_max_windows: int = Field(
         16, ge=1, description="candidate windows (a concept pair or a delimiter) per document the probe reads"
@@ -174,9 +176,11 @@ def load_probe(path: str | None = None) -> Probe:
         )
     except (OSError, KeyError, ValueError) as exc:
         raise ModelError(f"{where}: not a usable injection probe: {exc}") from exc
-    if probe.mix.shape != (3,) or probe.weights.ndim != 1 or probe.layer < 1 or probe.max_tokens < 1:
+    bounded = probe.mix.shape == (3,) and probe.mix[1] <= 0 <= probe.mix[2]
+    if not bounded or probe.weights.ndim != 1 or probe.layer < 1 or probe.max_tokens < 1:
         raise ModelError(
-            f"{where}: not a usable injection probe (mix {probe.mix.shape}, layer {probe.layer})"
+            f"{where}: not a usable injection probe (mix {probe.mix.tolist()}: scale, lowest <= 0 <= "
+            f"highest; layer {probe.layer}, max_tokens {probe.max_tokens})"
         )
     return probe
 
@@ -830,14 +834,17 @@ def candidates(logits: np.ndarray, model: Model, limit: int) -> np.ndarray:
     return idx
 
 
-def probe_hidden(texts: list[str], probe: Probe) -> np.ndarray:
+def probe_hidden(texts: list[str], probe: Probe) -> np.ndarray | None:
     """(len(texts), hidden): the pooled hidden states the probe reads, from the default LM (builtin
-    engine, bfloat16, CPU). A bench replaces this with a reader of cached states."""
+    engine, bfloat16, CPU); None (said once) when the LM loaded in another engine (its model cache
+    off or not writable): the batch is then judged without the probe. A bench replaces this with a
+    reader of cached states."""
     from poisonguard.core import lm as lm_loader
 
     loaded = lm_loader.load_model(None, dtype="bfloat16")
     if loaded.engine != "builtin":
-        raise ModelError(f"{PROBE_FILE}: the default LM did not load in the builtin engine")
+        _warn_once(f"injection: probe off, the default LM loaded in the {loaded.engine} engine, not builtin")
+        return None
     parts = [
         pooled_hidden(loaded, texts[i : i + 32], (probe.layer,), probe.max_tokens)[:, 0, :]
         for i in range(0, len(texts), 32)
@@ -878,7 +885,11 @@ def _undecided(logits: np.ndarray, cfg: Config, probe: Probe, in_context: bool) 
     bars = [_logit(cfg.probe_threshold_in_context)]
     if not in_context:
         bars.append(_logit(cfg.probe_threshold))
-    return (logits > min(bars) - highest) & (logits < max(bars) - lowest)
+    # A small margin: the score is rounded and stored as float32 before it meets the bar.
+    return (logits > min(bars) - highest - _BAR_MARGIN) & (logits < max(bars) - lowest + _BAR_MARGIN)
+
+
+_BAR_MARGIN = 1e-4
 
 
 class _Page(NamedTuple):
@@ -889,12 +900,14 @@ class _Page(NamedTuple):
     tail: int  # offset of the clipped tail in the text
 
 
-def probed(pages: list[_Page], texts: list[str], probe: Probe) -> list[np.ndarray]:
+def probed(pages: list[_Page], texts: list[str], probe: Probe) -> list[np.ndarray] | None:
     """Each page's window logits, candidates moved by the probe: concept-pair logit +
-    clip(scale * probe logit, lowest, highest)."""
+    clip(scale * probe logit, lowest, highest); None when the probe cannot read (:func:`probe_hidden`)."""
     if not texts:
         return [p.logits for p in pages]
     hidden = probe_hidden(texts, probe)
+    if hidden is None:
+        return None
     scale, low, high = probe.mix
     shift = np.clip(scale * (hidden @ probe.weights + probe.bias), low, high)
     out = []
@@ -923,7 +936,9 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
             picked = picked[_undecided(logits[picked], cfg, probe, bool(ctx))]
         windows_read += [folded[starts[i] : ends[i]] for i in picked]
         pages.append(_Page(starts, ends, logits, picked, tail))
-    final = probed(pages, windows_read, probe) if probe else [p.logits for p in pages]
+    final = probed(pages, windows_read, probe) if probe else None
+    if final is None:  # off, or the LM cannot give the probe's hidden states: the plain model's scores
+        probe, final = None, [p.logits for p in pages]
     scores: list[float] = []
     spans: list[tuple[int, int]] = []
     for text, page, logits in zip(texts, pages, final, strict=True):
@@ -932,9 +947,10 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
             spans.append((0, 0))
             continue
         best = int(np.argmax(logits))
-        start, end = int(page.starts[best]), min(len(text), int(page.ends[best]))
+        start, end = int(page.starts[best]), int(page.ends[best])
         if page.tail and start > cfg.max_chars // 2:
             start, end = start + page.tail - cfg.max_chars // 2, end + page.tail - cfg.max_chars // 2
+        end = min(len(text), end)
         scores.append(round(float(1.0 / (1.0 + np.exp(-logits[best]))), 6))
         spans.append((start, end))
     return {
@@ -979,7 +995,7 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
 
 
 DECLARED_SIGNALS = (
-    Signal("injection_score", "threshold"),
+    Signal("injection_score"),  # no single bar: in or out of context, with or without the probe
     Signal("injection_start"),
     Signal("injection_end"),
     Signal("injection_context"),

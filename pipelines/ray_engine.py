@@ -73,6 +73,7 @@ def run_filter_ray(
     of earlier runs, the drift detector). The index is only read, never added to. Context detectors
     run on the driver, which holds their state (nightly's SQLite history).
     """
+    cfg = stages.probe_config(cfg, use_lm)  # as the local engine: same outcomes
     with connected(address, cfg.run.workers) as ray:
         ray.data.DataContext.get_current().enable_progress_bars = False
         run = stages.setup_run(

@@ -277,10 +277,12 @@ def chunk_ids(paths: list[Path]) -> list[str]:
 # 2. Scoring (pure function over one chunk; runs in worker processes or Ray tasks)
 
 
-def probe_config(cfg: PipelineConfig, use_lm: bool) -> PipelineConfig:
-    """The config the cheap stage runs with: the injection detector's hidden-state probe reads the
-    default LM, so it is off in a run without the LM (--no-lm, perplexity disabled) and in a run
-    whose LM is another model (its hidden states are not what the probe was fitted on)."""
+def probe_config(cfg: PipelineConfig, use_lm: bool | None) -> PipelineConfig:
+    """The config the cheap stage runs with, on every engine: the injection detector's hidden-state
+    probe reads the default LM, so it is off in a run without the LM (--no-lm, perplexity disabled;
+    `use_lm` None: as `perplexity.enabled` says) and in a run whose LM is another model (its hidden
+    states are not what the probe was fitted on)."""
+    use_lm = cfg.perplexity.enabled if use_lm is None else use_lm
     if not cfg.injection.probe or (use_lm and cfg.perplexity.enabled and not cfg.perplexity.model):
         return cfg
     return cfg.model_copy(update={"injection": cfg.injection.model_copy(update={"probe": False})})
