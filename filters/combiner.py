@@ -123,14 +123,15 @@ def log_odds(row: dict[str, Any], model: Model, cfg: Config) -> tuple[float | No
 
 def lm_could_reach(row: dict[str, Any], cfg: Config, unknown: tuple[str, ...]) -> bool:
     """Could the lm model quarantine this row for some values of the `unknown` columns (each at most
-    clip standard units from its centre)? The LM stage measures its context gain only where this (or
-    its own incoherent rule) says it can change a verdict: elsewhere the verdict is the same whatever
-    the gain, so leaving it out changes no outcome (filters/perplexity.py `context_gain_every`)."""
+    clip standard units from its centre)? A term whose column the row lacks (not there yet when the
+    LM runs) counts as unknown too. The LM stage measures its context gain only where this (or its
+    own incoherent rule) says it can change a verdict: elsewhere the verdict is the same whatever the
+    gain, so leaving it out changes no outcome (filters/perplexity.py `context_gain_every`)."""
     if not cfg.enabled or all(name != "lm" for name, _ in models_for(row, cfg)):
         return False
     known = {k: v for k, v in row.items() if k not in unknown}
     parts = contributions(known, cfg.lm, cfg.clip)
-    free = [t for t in cfg.lm.terms if t.column in unknown]
+    free = [t for t in cfg.lm.terms if t.column in unknown or t.column not in row]
     if not free or len(parts) + len(free) < cfg.min_signals:
         return False
     return cfg.lm.bias + sum(parts.values()) + sum(cfg.clip * abs(t.weight) for t in free) >= cfg.lm.threshold

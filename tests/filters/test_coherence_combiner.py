@@ -235,7 +235,8 @@ def test_lm_could_reach_says_where_an_unknown_column_can_turn_the_verdict() -> N
         outcomes = {bool(combiner.flag(pa.table({k: [v] for k, v in {**row, "g": g}.items()}), cfg)[0])
                     for g in (-10.0, -1.0, 0.0, 2.0, 3.0, 10.0)}  # fmt: skip
         assert (len(outcomes) == 2) == could
-    assert not combiner.lm_could_reach(rows[0], cfg, ("h",))  # no such term: nothing unknown
+    assert not combiner.lm_could_reach({**rows[0], "g": None}, cfg, ("h",))  # g known (null): nothing unknown
+    assert combiner.lm_could_reach(rows[0], cfg, ("h",))  # a term column the row lacks is unknown too
     assert not combiner.lm_could_reach(rows[0], cfg.model_copy(update={"enabled": False}), ("g",))
 
 
