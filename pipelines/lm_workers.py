@@ -29,7 +29,8 @@ class LMWorkerError(RuntimeError):
     """A forked LM worker died while scoring (killed, most often for memory)."""
 
 
-def _init_worker() -> None:
+def one_torch_thread() -> None:
+    """A forked worker's torch runs on one thread (its siblings take the other cores)."""
     import torch
 
     torch.set_num_threads(1)
@@ -64,7 +65,7 @@ class ForkedScorer:
             # An executor, not multiprocessing.Pool: its futures fail when a worker dies, where
             # Pool.map waits for the lost result forever.
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker
+                self.workers, mp_context=multiprocessing.get_context("fork"), initializer=one_torch_thread
             )
         return self._pool
 

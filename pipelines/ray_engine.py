@@ -146,7 +146,7 @@ def _score_blocks(batch: pa.Table, cfg: PipelineConfig, scored_dir: str) -> pa.T
     timing_values: list[list[float]] = []
     for chunk_no in dict.fromkeys(chunks.tolist()):
         docs = batch.filter(pa.array(chunks == chunk_no)).drop_columns([CHUNK_COLUMN])
-        timings = stages.score_chunk_file(docs, cfg, Path(scored_dir) / stages.chunk_name(chunk_no))
+        _table, timings = stages.score_chunk_file(docs, cfg, Path(scored_dir) / stages.chunk_name(chunk_no))
         done.append(chunk_no)
         rows.append(docs.num_rows)
         timing_names.append(list(timings))

@@ -18,9 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from poisonguard.core.files import write_table
 from poisonguard.core.schema import DOCUMENT_SCHEMA
-from poisonguard.filters import dedup, perplexity, trigger_mining
+from poisonguard.filters import dedup, injection, perplexity, trigger_mining
 from poisonguard.filters.dedup_prior import NightIndex
 from poisonguard.pipelines import cascade, lm_workers, stages
 from poisonguard.pipelines.commit import commit_output
@@ -113,8 +112,7 @@ def _score_task(args: ScoreTask) -> ScoreResult:
     trigger mining's counts of it, so that they are made in the workers, not in the one process
     that merges them."""
     docs, cfg, target, first_doc = args
-    table, timings = stages.score_cheap(docs, cfg)
-    write_table(Path(target), table, cfg.run.row_group_rows)
+    table, timings = stages.score_chunk_file(docs, cfg, Path(target))
     if first_doc is None:
         return docs.num_rows, timings, None
     start = time.perf_counter()
@@ -169,14 +167,20 @@ def _score(run: Run, cfg: PipelineConfig, miner: trigger_mining.TriggerMiner | N
 def _worker_pool(cfg: PipelineConfig) -> Any:
     """Processes for scoring. Forked where the platform can (Linux), after the detectors' models are
     loaded here once, so the workers share those pages instead of each starting Python and loading
-    them again (spawn, the fallback elsewhere)."""
+    them again (spawn, the fallback elsewhere). The injection probe's LM is loaded here too (the
+    warm-up page has no window it reads), and each worker runs torch on one thread, as the LM
+    workers do, so N workers use N cores."""
     if "fork" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn").Pool(cfg.run.workers)
     warm = pa.Table.from_pylist(
         [{"id": "warm-up", "text": "Loads the detectors' models once."}], DOCUMENT_SCHEMA
     )
     stages.score_cheap(warm, cfg)
-    return multiprocessing.get_context("fork").Pool(cfg.run.workers)
+    probe = injection.usable_probe(cfg.injection) if cfg.injection.enabled else None
+    if probe is None:
+        return multiprocessing.get_context("fork").Pool(cfg.run.workers)
+    injection.probe_hidden(["Loads the probe's language model once."], probe)
+    return multiprocessing.get_context("fork").Pool(cfg.run.workers, initializer=lm_workers.one_torch_thread)
 
 
 def _dedup(
@@ -294,7 +298,9 @@ def score_documents(
     lm_scorer: Any = None,
     on_stage: Callable[[str, float], None] | None = None,
 ) -> pa.Table:
-    """Documents (DOCUMENT_SCHEMA columns; missing optional ones become nulls) -> decided table."""
+    """Documents (DOCUMENT_SCHEMA columns; missing optional ones become nulls) -> decided table.
+    `lm_scorer` replaces the LM stage's scorer only: the injection probe, where it is on, reads the
+    default LM it was fitted on (see :func:`stages.probe_config`)."""
     for f in DOCUMENT_SCHEMA:
         if f.name not in docs.column_names:
             docs = docs.append_column(f.name, pa.nulls(docs.num_rows, f.type))

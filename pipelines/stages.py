@@ -333,11 +333,11 @@ def score_cheap(docs: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, dict[str
     return table, timings
 
 
-def score_chunk_file(docs: pa.Table, cfg: PipelineConfig, target: Path) -> dict[str, float]:
-    """Score one chunk into its work file; the detectors' timings."""
+def score_chunk_file(docs: pa.Table, cfg: PipelineConfig, target: Path) -> tuple[pa.Table, dict[str, float]]:
+    """Score one chunk into its work file; (the scored table, the detectors' timings)."""
     table, timings = score_cheap(docs, cfg)
     write_table(target, table, cfg.run.row_group_rows)
-    return timings
+    return table, timings
 
 
 # ---------------------------------------------------------------------------------------------

@@ -193,3 +193,36 @@ def test_licences_on_many_domains_are_duplicates_and_a_copied_article_a_campaign
     assert all(
         outcomes[f"farm{k:02d}"] == ("quarantined", ["dedup:campaign(12 domains)"], None) for k in range(12)
     )
+
+
+def test_forked_scoring_workers_share_the_probe_lm_loaded_before_the_fork() -> None:
+    """With the injection probe on, the pool's parent loads the default LM once (the warm-up page has
+    no window the probe reads), so the forked workers find it loaded instead of each loading a copy,
+    and each runs torch on one thread."""
+    from poisonguard.core import lm as lm_loader
+    from poisonguard.pipelines import runner
+    from poisonguard.pipelines.config import load_config
+
+    try:
+        lm_loader.default_model()
+    except lm_loader.ModelNotFoundError:
+        pytest.skip("the default LM is not installed")
+    cfg = load_config()
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"workers": 2})})
+    assert cfg.injection.probe
+    lm_loader._CACHE.clear()
+    pool = runner._worker_pool(cfg)
+    try:
+        assert any(key[2] == "bfloat16" for key in lm_loader._CACHE)  # loaded in the parent
+        assert pool.apply(_loaded_and_threads) == (True, 1)
+    finally:
+        pool.close()
+        pool.join()
+
+
+def _loaded_and_threads() -> tuple[bool, int]:
+    import torch
+
+    from poisonguard.core import lm as lm_loader
+
+    return any(key[2] == "bfloat16" for key in lm_loader._CACHE), torch.get_num_threads()
