@@ -15,7 +15,8 @@ shipped model: it learned the fit side's wording and lowered cross-source recall
 with the package (``filters/injection_model.npz``, a few KB); ``bench/train_injection.py`` fits
 them and writes down which collections it used (see bench/RESULTS.md, "P-INJ-X").
 
-Where the LM stage runs with the default model, a second opinion (``probe``): a linear probe on the
+Opt-in (``probe: true``; off by default: it lifted the demo's article about prompt injection over the
+in-context bar), where the LM stage runs with the default model, a second opinion: a linear probe on the
 default LM's mean hidden state (decoder layer 14 of SmolLM2-135M) over a window's first tokens reads
 the *candidate* windows (a concept pair or a chat delimiter, about one per clean page) that it could
 move across a bar, and shifts their logit by ``clip(scale * probe logit, lowest, highest)``: bounded,
@@ -83,8 +84,8 @@ class Config(DetectorConfig):
     probe: bool = Field(
         False,
         description="move candidate windows' scores with the linear probe on the default LM's hidden states "
-        "(filters/injection_probe.npz); configs/default.yaml turns it on; a run without the LM (--no-lm), "
-        "with another LM, or without the default LM installed runs without it",
+        "(filters/injection_probe.npz); off by default (see configs/default.yaml); a run without the LM "
+        "(--no-lm), with another LM, or without the default LM installed runs without it",
     )
     probe_file: str | None = Field(None, description="null: the shipped filters/injection_probe.npz")
     probe_threshold: float = Field(

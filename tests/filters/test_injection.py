@@ -395,8 +395,7 @@ def test_probe_runs_only_with_the_default_lm() -> None:
     from poisonguard.pipelines import stages
     from poisonguard.pipelines.config import load_config
 
-    cfg = load_config()
-    assert cfg.injection.probe  # configs/default.yaml turns it on
+    cfg = load_config(overrides={"injection": {"probe": True}})
     assert stages.probe_config(cfg, use_lm=True).injection.probe
     assert not stages.probe_config(cfg, use_lm=False).injection.probe
     other = cfg.model_copy(update={"perplexity": cfg.perplexity.model_copy(update={"model": "/models/x"})})

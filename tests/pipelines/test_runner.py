@@ -207,9 +207,7 @@ def test_forked_scoring_workers_share_the_probe_lm_loaded_before_the_fork() -> N
         lm_loader.default_model()
     except lm_loader.ModelNotFoundError:
         pytest.skip("the default LM is not installed")
-    cfg = load_config()
-    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"workers": 2})})
-    assert cfg.injection.probe
+    cfg = load_config(overrides={"injection": {"probe": True}, "run": {"workers": 2}})
     lm_loader._CACHE.clear()
     pool = runner._worker_pool(cfg)
     try:
