@@ -790,11 +790,16 @@ def score_text(text: str, model: Model, in_context: bool = False) -> tuple[float
     """(probability, start, end) of the most suspicious window; positions are approximate (folding
     can change lengths) and point into ``text``. ``in_context``: see :func:`window_scores`."""
     _folded, starts, ends, logits = window_scores(text, model, in_context)
-    if not len(starts):
+    prob, start, end = best_window(starts, ends, logits)
+    return prob, start, min(len(text), end)
+
+
+def best_window(starts: np.ndarray, ends: np.ndarray, logits: np.ndarray) -> tuple[float, int, int]:
+    """(probability, start, end) of the window with the highest logit; (0, 0, 0) without windows."""
+    if not len(logits):
         return 0.0, 0, 0
     best = int(np.argmax(logits))
-    prob = float(1.0 / (1.0 + np.exp(-logits[best])))
-    return prob, int(starts[best]), min(len(text), int(ends[best]))
+    return float(1.0 / (1.0 + np.exp(-logits[best]))), int(starts[best]), int(ends[best])
 
 
 def pooled_hidden(loaded: Any, texts: list[str], layers: tuple[int, ...], max_tokens: int) -> np.ndarray:
@@ -943,17 +948,11 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
     scores: list[float] = []
     spans: list[tuple[int, int]] = []
     for text, page, logits in zip(texts, pages, final, strict=True):
-        if not len(logits):
-            scores.append(0.0)
-            spans.append((0, 0))
-            continue
-        best = int(np.argmax(logits))
-        start, end = int(page.starts[best]), int(page.ends[best])
+        prob, start, end = best_window(page.starts, page.ends, logits)
         if page.tail and start > cfg.max_chars // 2:
             start, end = start + page.tail - cfg.max_chars // 2, end + page.tail - cfg.max_chars // 2
-        end = min(len(text), end)
-        scores.append(round(float(1.0 / (1.0 + np.exp(-logits[best]))), 6))
-        spans.append((start, end))
+        scores.append(round(prob, 6))
+        spans.append((start, min(len(text), end)))
     return {
         "injection_score": pa.array(scores, pa.float32()),
         "injection_start": pa.array([s for s, _e in spans], pa.int32()),
@@ -970,7 +969,7 @@ def _column(signals: pa.Table, name: str, default: Any) -> list[Any]:
 
 
 def thresholds(cfg: Config, probed: bool) -> tuple[float, float]:
-    """(out of context, in context): the probe's own pair where the probe read the page."""
+    """(out of context, in context): the probe's own pair for a page judged with the probe on."""
     if probed:
         return cfg.probe_threshold, cfg.probe_threshold_in_context
     return cfg.threshold, cfg.threshold_in_context

@@ -968,9 +968,11 @@ def _ruled_in(
     out: set[int] = set()
     for text, row in zip(prep.texts, rows, strict=True):
         u = prep.distinct[text]
+        if u in out:
+            continue
         # every LM column is known now (null where the text gave none); only the gain is not
         signals = {**dict.fromkeys(SIGNAL_COLUMNS), **{PREFIX + k: v for k, v in results[u].items()}}
-        if u not in out and rule({**row, **signals}):
+        if rule({**row, **signals}):
             out.add(u)
     return out
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from poisonguard.pipelines import stages
+
 _SCORER: Any = None  # the parent's scorer, inherited by the forked workers
 
 
@@ -38,12 +40,7 @@ def one_torch_thread() -> None:
 
 def _score_part(args: tuple[pa.Table, Any]) -> dict[str, pa.Array]:
     part, gain_rule = args
-    return dict(_SCORER.score(part, **_keywords(gain_rule)))
-
-
-def _keywords(gain_rule: Any) -> dict[str, Any]:
-    """The context-gain rule for the scorer, only when there is one (a stand-in scorer may not take it)."""
-    return {} if gain_rule is None else {"gain_rule": gain_rule}
+    return dict(stages.call_scorer(_SCORER, part, {"gain_rule": gain_rule}))
 
 
 def can_fork() -> bool:
@@ -74,7 +71,7 @@ class ForkedScorer:
     ) -> dict[str, pa.Array]:
         n = batch.num_rows
         if n < 2:
-            scored = dict(self.scorer.score(batch, **_keywords(gain_rule)))
+            scored = dict(stages.call_scorer(self.scorer, batch, {"gain_rule": gain_rule}))
             _report_tokens(scored, on_pass)
             return scored
         parts = [list(range(w, n, self.workers)) for w in range(self.workers)]

@@ -48,7 +48,7 @@ def run_filter(
     `dedup_index` may hold documents of earlier runs (nightly), so that tonight's near-copies of
     them are duplicates; `context_detectors` add cross-document signals (see ContextDetector).
     """
-    cfg = stages.probe_config(cfg, cfg.perplexity.enabled if use_lm is None else use_lm)
+    cfg = stages.probe_config(cfg, use_lm)
     miner = trigger_mining.TriggerMiner(cfg.trigger_mining) if cfg.trigger_mining.enabled else None
     if miner is not None:  # a corpus pass: counted in the scoring workers, merged in input order
         context_detectors = (*context_detectors, miner)

@@ -574,7 +574,7 @@ def lm_input_columns(cfg: PipelineConfig, names: list[str]) -> list[str]:
     return ["id", "text", "url", *(c for c in reads if c in names and c not in ("id", "text", "url"))]
 
 
-def _scores(scorer: LMScorer, part: pa.Table, extra: dict[str, Any]) -> dict[str, Any]:
+def call_scorer(scorer: LMScorer, part: pa.Table, extra: dict[str, Any]) -> dict[str, Any]:
     """scorer.score with the keywords it takes (a stand-in scorer may take none)."""
     accepted = inspect.signature(scorer.score).parameters
     return scorer.score(part, **{k: v for k, v in extra.items() if k in accepted})
@@ -591,7 +591,7 @@ def score_lm(
     :func:`gain_rule`."""
     extra: dict[str, Any] = {} if rule is None else {"gain_rule": rule}
     if shown is None:
-        return _as_arrays(_scores(scorer, subset, extra))
+        return _as_arrays(call_scorer(scorer, subset, extra))
     started, tokens = time.perf_counter(), 0
 
     def on_pass(count: int) -> None:
@@ -603,7 +603,7 @@ def score_lm(
     parts: list[dict[str, pa.Array]] = []
     for first in range(0, subset.num_rows, LM_PROGRESS_DOCS):
         part = subset.slice(first, LM_PROGRESS_DOCS)
-        parts.append(_as_arrays(_scores(scorer, part, {**extra, "on_pass": on_pass})))
+        parts.append(_as_arrays(call_scorer(scorer, part, {**extra, "on_pass": on_pass})))
         shown.progress.advance(shown.task, None, part.num_rows)
     if not parts:
         return {}
