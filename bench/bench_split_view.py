@@ -128,10 +128,13 @@ def run_pair(site: str, swaps: int, seed: int = 0) -> dict[str, Any]:
     kinds = {rel: ("other-site" if i < k else "same-site") for i, rel in enumerate(chosen)}
     pool = other_site_texts()
     night2 = dict(new)
+    source: dict[str, str] = {}  # same-site swap -> the page of the release whose text it got
     for rel, kind in kinds.items():
-        night2[rel] = (
-            rng.choice(pool) if kind == "other-site" else new[rng.choice([r for r in new if r != rel])]
-        )
+        if kind == "other-site":
+            night2[rel] = rng.choice(pool)
+        else:
+            source[rel] = rng.choice([r for r in new if r != rel])
+            night2[rel] = new[source[rel]]
     cfg = NightlyConfig(use_lm=False, pipeline={"perplexity": {"enabled": False}})
     nights = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,7 +171,24 @@ def run_pair(site: str, swaps: int, seed: int = 0) -> dict[str, Any]:
         "swapped_total": {
             kind: sum(1 for r in kinds if kinds[r] == kind) for kind in ("other-site", "same-site")
         },
+        # the night-2 outcome of the page each comparable same-site swap copied (whole pipeline)
+        "source_outcome": {
+            r: second.get(f"{source[r]}@2", {}).get("outcome", "absent")
+            for r in sorted(accepted)
+            if r in source
+        },
     }
+
+
+def pipeline_outcome(row: dict[str, Any] | None) -> str:
+    """What the whole pipeline did with a swapped page at the shipped settings: ``drift`` (quarantined
+    with a drift reason), ``other detector`` (quarantined, no drift reason), ``duplicate`` (a copy of a
+    document kept before or earlier in the night: dropped from the clean shards) or ``kept``."""
+    if row is None:
+        return "absent"
+    if row["outcome"] == "quarantined":
+        return "drift" if any(r.startswith("drift:") for r in row["reasons"]) else "other detector"
+    return str(row["outcome"])
 
 
 def topic_values(site: str) -> list[float]:
@@ -209,6 +229,37 @@ def _pct(a: int, b: int) -> str:
     return f"{a}/{b} ({100 * a / max(b, 1):.1f}%)"
 
 
+def _pipeline_table(results: dict[str, dict[str, Any]]) -> None:
+    """Swapped pages by what the whole pipeline did with them (shipped settings): the drift detector is
+    one way out of the clean shards; dedup is another for a page copied from elsewhere on the site."""
+    from collections import Counter
+
+    print(
+        "\nWhole pipeline, shipped settings (the run's own outcomes): swapped pages by outcome\n\n"
+        "| pair | kind | swapped | drift | other detector | duplicate | reached the clean shards "
+        "| stopped (not in the clean shards) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for site, r in results.items():
+        for kind in ("other-site", "same-site"):
+            rows = r["swapped"][kind]
+            n = Counter(pipeline_outcome(x) for x in rows)
+            print(
+                f"| {RELEASES[site]} | {kind} | {len(rows)} | {n['drift']} | {n['other detector']} "
+                f"| {n['duplicate']} | {n['kept']} | {_pct(len(rows) - n['kept'], len(rows))} |"
+            )
+        kept_sources = Counter(
+            r["source_outcome"][rel]
+            for rel, x in zip(sorted(r["source_outcome"]), r["swapped"]["same-site"], strict=True)
+            if pipeline_outcome(x) == "kept"
+        )
+        if kept_sources:
+            print(
+                f"<!-- {site}: the pages that same-site swaps kept in the clean shards were copied from: "
+                f"{dict(kept_sources)} (night-2 outcome of the source page) -->"
+            )
+
+
 def main() -> None:
     from poisonguard.filters import drift
 
@@ -233,8 +284,9 @@ def main() -> None:
         "| other-site swaps caught | same-site swaps caught |"
     )
     print("|---|---|---:|---:|---:|---:|---:|")
+    results = {}
     for site in pairs:
-        r = run_pair(site, args.swaps)
+        r = results[site] = run_pair(site, args.swaps)
         for label, bar in bars.items():
             held = "in-source" if label == f"fit on {site}" else "held out" if label.startswith("fit") else ""
             other, same = r["swapped"]["other-site"], r["swapped"]["same-site"]
@@ -251,6 +303,7 @@ def main() -> None:
             f"{r['swapped_total']['other-site'] - len(r['swapped']['other-site'])} other-site, "
             f"{r['swapped_total']['same-site'] - len(r['swapped']['same-site'])} same-site -->"
         )
+    _pipeline_table(results)
     print("\nGoals (issue 13 item 8): benign quarantined by drift <= 0.5%, swapped caught >= 95%.")
 
 
