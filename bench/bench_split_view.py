@@ -16,6 +16,8 @@ text is replaced by
 Measured per pair: benign pages of night 2 quarantined with a ``drift:`` reason (the churn cost; goal
 <= 0.5% of the pages with history), and swapped pages caught (a ``drift:`` reason; goal >= 95%).
 Pages quarantined by other detectors are counted apart: they say nothing about drift.
+A second table gives what the whole run did with each swapped page (its own outcome at the shipped
+settings): drift, another detector, ``duplicate`` (dedup: a copy of a document kept earlier) or kept.
 
 Generalisation: ``drift.topic_threshold`` (the shared-vocabulary bar of ``drift:topic_changed``) is fitted
 on one pair's benign churn (the largest value that keeps its benign cost at 0) and reported on the
