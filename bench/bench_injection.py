@@ -143,7 +143,6 @@ def calibrate(
         if idata.split_of(d["id"]) == "fit"
     ]
     sig = _calibration_signals(docs, cfg, probe)
-    scores = np.array(sig.column("injection_score").to_pylist())
     ctx = np.array(
         [
             bool(c) or bool(t)
@@ -153,6 +152,12 @@ def calibrate(
                 strict=True,
             )
         ]
+    )
+    # the score each page is judged by: in context the probe only lowers (injection.flag)
+    scores = np.where(
+        ctx,
+        np.array(sig.column("injection_score_in_context").to_pylist()),
+        np.array(sig.column("injection_score").to_pylist()),
     )
     cats = np.array([c for c, _t in docs])
 

@@ -332,8 +332,13 @@ def pages(
 Mix = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def page_scores(ps: list[Page], mix: Mix) -> np.ndarray:
-    return np.array([max([p.rest, *mix(p.concept, p.probe)]) if len(p.concept) else p.rest for p in ps])
+def page_scores(ps: list[Page], mix: Mix, mix_in_context: Mix | None = None) -> np.ndarray:
+    """Each page's highest logit; ``mix_in_context`` (default ``mix``) for pages in context."""
+    out = []
+    for p in ps:
+        use = mix_in_context if (p.in_context and mix_in_context) else mix
+        out.append(max([p.rest, *use(p.concept, p.probe)]) if len(p.concept) else p.rest)
+    return np.array(out)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -379,14 +384,20 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
     for k in (0.05, 0.1, 0.2):
         mixes[f"probe bounded: k={k}, +-2"] = lambda c, p, k=k: c + np.clip(k * p, -2, 2)
+    # the detector's rule since round 6: in context (security page, thread) the probe only lowers
+    in_context: dict[str, Mix] = {}
+    for k in (0.05, 0.1, 0.2):
+        label = f"probe bounded: k={k}, +-2, only lowers in context"
+        mixes[label] = lambda c, p, k=k: c + np.clip(k * p, -2, 2)
+        in_context[label] = lambda c, p, k=k: c + np.clip(k * p, -2, 0)
     print("| mix | thresholds (out / in context) | " + " | ".join(pos) + " |")
     print("|---|---|" + "---|" * len(pos))
     for label, mix in mixes.items():
-        scores = page_scores(negs, mix)
+        scores = page_scores(negs, mix, in_context.get(label))
         bars = cut(scores, ~ctx), cut(scores, ctx)
         cells = []
         for ps in pos.values():
-            s = page_scores(ps, mix)
+            s = page_scores(ps, mix, in_context.get(label))
             hit = np.where([p.in_context for p in ps], s > bars[1], s > bars[0])
             cells.append(f"{hit.mean():.1%}")
         prob = [f"{1 / (1 + np.exp(-b)):.4f}" for b in bars]

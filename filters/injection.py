@@ -15,17 +15,20 @@ shipped model: it learned the fit side's wording and lowered cross-source recall
 with the package (``filters/injection_model.npz``, a few KB); ``bench/train_injection.py`` fits
 them and writes down which collections it used (see bench/RESULTS.md, "P-INJ-X").
 
-Opt-in (``probe: true``; off by default: it lifted the demo's article about prompt injection over the
-in-context bar), where the LM stage runs with the default model, a second opinion: a linear probe on the
-default LM's mean hidden state (decoder layer 14 of SmolLM2-135M) over a window's first tokens reads
-the *candidate* windows (a concept pair or a chat delimiter, about one per clean page) that it could
-move across a bar, and shifts their logit by ``clip(scale * probe logit, lowest, highest)``: bounded,
-so a window without a concept pair or delimiter is never read, and one further than that bound from a
-bar is never moved across it. Every page of a run with the probe on is judged against
-``probe_threshold`` / ``probe_threshold_in_context`` (column ``injection_probed``; they were
-calibrated so, the unread pages included). Weights:
+Where the LM stage runs with the default model (``probe: true``, on in configs/default.yaml; not
+under ``--no-lm`` or with another LM), a second opinion: a linear probe on the default LM's mean
+hidden state (decoder layer 14 of SmolLM2-135M) over a window's first tokens reads the *candidate*
+windows (a concept pair or a chat delimiter, about one per clean page) that it could move across a
+bar, and shifts their logit by ``clip(scale * probe logit, lowest, highest)``: bounded, so a window
+without a concept pair or delimiter is never read, and one further than that bound from a bar is
+never moved across it. On
+a page in context (below) the probe only lowers a window: it reads an article about injection, or a
+thread that quotes an instruction, much as it reads an injection (it lifted the demo site's article
+about prompt injection over the in-context bar before this rule). Every page of a run with the probe
+on is judged against ``probe_threshold`` / ``probe_threshold_in_context`` (column
+``injection_probed``; they were calibrated so, the unread pages included). Weights:
 ``filters/injection_probe.npz`` (576 floats), fitted by ``bench/injection_probe.py`` on the same side
-of the protocol; under ``--no-lm`` the detector is the concept-pair model alone, as before.
+of the protocol; under ``--no-lm`` the detector is the concept-pair model alone.
 
 Before scoring, the text is read as a model would read it: Unicode tag characters as the ASCII they
 encode, base64 blobs, binary octets and percent-encoded runs decoded in place, forum chrome ("Re:",
@@ -41,7 +44,10 @@ lists alone never quarantines: ``triggers.flag`` reads ``injection_context`` and
 ``triggers:prompt_injection`` reason there. Outside context an addressed phrase still quarantines,
 as before, so the lists and the classifier each catch what the other misses.
 
-Signals: ``injection_score`` (probability of the most suspicious window), ``injection_start`` /
+Signals: ``injection_score`` (probability of the most suspicious window; on a page in context, the
+probe only lowering), ``injection_score_in_context`` (the same with the probe only lowering on every
+page: what a page judged in context through the trigger lists' discussion marker is judged by),
+``injection_start`` /
 ``injection_end`` (that window, in characters of ``text``), ``injection_context`` ("", "security"
 or "thread"). Reasons: ``injection:classifier``, ``injection:classifier_in_<context>``,
 (``triggers:prompt_injection`` stays the triggers detector's).
@@ -84,8 +90,9 @@ class Config(DetectorConfig):
     probe: bool = Field(
         False,
         description="move candidate windows' scores with the linear probe on the default LM's hidden states "
-        "(filters/injection_probe.npz); off by default (see configs/default.yaml); a run without the LM "
-        "(--no-lm), with another LM, or without the default LM installed runs without it",
+        "(filters/injection_probe.npz; only lowering them on security pages and threads); "
+        "configs/default.yaml turns it on; a run without the LM (--no-lm), with another LM, or without "
+        "the default LM installed runs without it",
     )
     probe_file: str | None = Field(None, description="null: the shipped filters/injection_probe.npz")
     probe_threshold: float = Field(
@@ -886,10 +893,13 @@ def _undecided(logits: np.ndarray, cfg: Config, probe: Probe, in_context: bool) 
     """Which candidate windows the probe could move across a bar that applies to the page: the
     others are over it or under it whatever the probe reads, so the LM does not read them and their
     score stays the concept-pair score (the decision is the same). A page out of our context may
-    still be judged in context (the trigger lists' discussion marker), so both bars count there."""
+    still be judged in context (the trigger lists' discussion marker), so both bars count there;
+    on a page in context the probe only lowers."""
     _scale, lowest, highest = probe.mix
     bars = [_logit(cfg.probe_threshold_in_context)]
-    if not in_context:
+    if in_context:
+        highest = 0.0
+    else:
         bars.append(_logit(cfg.probe_threshold))
     # A small margin: the score is rounded and stored as float32 before it meets the bar.
     return (logits > min(bars) - highest - _BAR_MARGIN) & (logits < max(bars) - lowest + _BAR_MARGIN)
@@ -904,13 +914,25 @@ class _Page(NamedTuple):
     logits: np.ndarray
     picked: np.ndarray  # candidate windows (indices) the probe reads
     tail: int  # offset of the clipped tail in the text
+    in_context: bool  # a security page or a thread (the detector's own reading)
 
 
-def probed(pages: list[_Page], texts: list[str], probe: Probe) -> list[np.ndarray] | None:
+class _Moved(NamedTuple):
+    """A page's window logits after the probe: ``judged`` (raised or lowered out of context, only
+    lowered in context) and ``lowered`` (only lowered: what an in-context judgement reads)."""
+
+    judged: np.ndarray
+    lowered: np.ndarray
+
+
+def probed(pages: list[_Page], texts: list[str], probe: Probe) -> list[_Moved] | None:
     """Each page's window logits, candidates moved by the probe: concept-pair logit +
-    clip(scale * probe logit, lowest, highest); None when the probe cannot read (:func:`probe_hidden`)."""
+    clip(scale * probe logit, lowest, highest), the shift held at <= 0 on a page in context (a page
+    about security or a thread: the probe reads an article about injection, or a thread that quotes
+    instructions, much like an injection, and may only clear such windows there); None when the
+    probe cannot read (:func:`probe_hidden`)."""
     if not texts:
-        return [p.logits for p in pages]
+        return [_Moved(p.logits, p.logits) for p in pages]
     hidden = probe_hidden(texts, probe)
     if hidden is None:
         return None
@@ -919,10 +941,12 @@ def probed(pages: list[_Page], texts: list[str], probe: Probe) -> list[np.ndarra
     out = []
     at = 0
     for p in pages:
-        logits = p.logits.copy()
-        logits[p.picked] += shift[at : at + len(p.picked)]
+        moved, lowered = p.logits.copy(), p.logits.copy()
+        own = shift[at : at + len(p.picked)]
+        moved[p.picked] += np.minimum(own, 0.0) if p.in_context else own
+        lowered[p.picked] += np.minimum(own, 0.0)
         at += len(p.picked)
-        out.append(logits)
+        out.append(_Moved(moved, lowered))
     return out
 
 
@@ -941,20 +965,23 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
             picked = candidates(logits, model, cfg.probe_max_windows)
             picked = picked[_undecided(logits[picked], cfg, probe, bool(ctx))]
         windows_read += [folded[starts[i] : ends[i]] for i in picked]
-        pages.append(_Page(starts, ends, logits, picked, tail))
+        pages.append(_Page(starts, ends, logits, picked, tail, bool(ctx)))
     final = probed(pages, windows_read, probe) if probe else None
     if final is None:  # off, or the LM cannot give the probe's hidden states: the plain model's scores
-        probe, final = None, [p.logits for p in pages]
+        probe, final = None, [_Moved(p.logits, p.logits) for p in pages]
     scores: list[float] = []
+    lowered: list[float] = []
     spans: list[tuple[int, int]] = []
-    for text, page, logits in zip(texts, pages, final, strict=True):
-        prob, start, end = best_window(page.starts, page.ends, logits)
+    for text, page, moved in zip(texts, pages, final, strict=True):
+        prob, start, end = best_window(page.starts, page.ends, moved.judged)
         if page.tail and start > cfg.max_chars // 2:
             start, end = start + page.tail - cfg.max_chars // 2, end + page.tail - cfg.max_chars // 2
         scores.append(round(prob, 6))
+        lowered.append(round(best_window(page.starts, page.ends, moved.lowered)[0], 6))
         spans.append((start, min(len(text), end)))
     return {
         "injection_score": pa.array(scores, pa.float32()),
+        "injection_score_in_context": pa.array(lowered, pa.float32()),
         "injection_start": pa.array([s for s, _e in spans], pa.int32()),
         "injection_end": pa.array([e for _s, e in spans], pa.int32()),
         "injection_context": pa.array(contexts, pa.string()),
@@ -977,16 +1004,23 @@ def thresholds(cfg: Config, probed: bool) -> tuple[float, float]:
 
 def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
     scores = _column(signals, "injection_score", 0.0)
+    # in context the probe may only lower a window (shards written before this column: the score)
+    in_context_scores = (
+        _column(signals, "injection_score_in_context", 0.0)
+        if "injection_score_in_context" in signals.column_names
+        else scores
+    )
     contexts = _column(signals, "injection_context", "")
     discussion = _column(signals, "triggers_discussion", False)  # the lists' own discussion markers
     probed = _column(signals, "injection_probed", False)
     reasons: list[list[str]] = []
-    for prob, ctx, talk, moved in zip(scores, contexts, discussion, probed, strict=True):
+    rows = zip(scores, in_context_scores, contexts, discussion, probed, strict=True)
+    for prob, prob_in_context, ctx, talk, moved in rows:
         ctx = ctx or ("security" if talk else "")
         bar, bar_in_context = thresholds(cfg, moved)
         out: list[str] = []
         if ctx:
-            if prob >= bar_in_context:
+            if prob_in_context >= bar_in_context:
                 out.append(f"injection:classifier_in_{ctx}")
         elif prob >= bar:
             out.append("injection:classifier")
@@ -996,6 +1030,7 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
 
 DECLARED_SIGNALS = (
     Signal("injection_score"),  # no single bar: in or out of context, with or without the probe
+    Signal("injection_score_in_context"),
     Signal("injection_start"),
     Signal("injection_end"),
     Signal("injection_context"),
