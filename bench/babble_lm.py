@@ -1,6 +1,6 @@
 """Per-token LM scores of the P-BABBLE-X sample, cached on disk (the LM is the slow part).
 
-    python -m bench.babble_lm [--per-genre 60] [--per-category 4] [--seed 0]
+    python -m bench.babble_lm [--per-genre 60] [--per-category 4] [--seed 0] [--max-tokens N]
 
 Scores the sample of :func:`bench.babble_bench.sample` (and P-ALNUM) with the default model and keeps,
 per document, the raw material of every perplexity signal: the per-token NLLs with their character
@@ -34,10 +34,14 @@ OUT_DIR = Path(__file__).resolve().parent / "out"
 BATCH = 16
 
 
-def scoring_config() -> Any:
+def scoring_config(max_tokens: int | None = None, threads: int | None = None) -> Any:
+    """The default config's perplexity settings; `max_tokens` / `threads` override its own (a cache
+    per cap, so two caps can be compared on one sample)."""
     from poisonguard.pipelines.config import load_config
 
-    return load_config().perplexity
+    cfg = load_config().perplexity
+    update = {k: v for k, v in (("max_tokens", max_tokens), ("threads", threads)) if v is not None}
+    return cfg.model_copy(update=update) if update else cfg
 
 
 # the settings that change a token row (the signal thresholds do not: signals are derived afterwards)
@@ -100,11 +104,11 @@ def _token_rows(scorer: Any, batch: list[dict[str, Any]]) -> list[dict[str, Any]
     return rows
 
 
-def score_tokens(docs: list[dict[str, Any]], seed: int = 0) -> dict[str, dict[str, Any]]:
+def score_tokens(docs: list[dict[str, Any]], seed: int = 0, cfg: Any = None) -> dict[str, dict[str, Any]]:
     """Token rows for `docs`: the cached ones, the others scored now (and cached, batch by batch)."""
     from poisonguard.filters import perplexity
 
-    cfg = scoring_config()
+    cfg = cfg if cfg is not None else scoring_config()
     have = cached(cfg)
     todo = [d for d in docs if text_key(d["text"]) not in have]
     if not todo:
@@ -126,11 +130,11 @@ def score_tokens(docs: list[dict[str, Any]], seed: int = 0) -> dict[str, dict[st
     return have
 
 
-def signal_table(docs: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> pa.Table:
+def signal_table(docs: list[dict[str, Any]], rows: dict[str, dict[str, Any]], cfg: Any = None) -> pa.Table:
     """id + the perplexity detector's signal columns for the docs that have a token row."""
     from poisonguard.filters import perplexity
 
-    cfg = scoring_config()
+    cfg = cfg if cfg is not None else scoring_config()
     ln_vocab = float(np.log(49152))  # SmolLM2's vocabulary (uniform_share only; not a combiner term)
     ids, results = [], []
     for d in docs:
@@ -163,15 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alnum", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="score at most this many new documents")
+    ap.add_argument("--max-tokens", type=int, default=None, help="override perplexity.max_tokens")
+    ap.add_argument("--threads", type=int, default=None, help="override perplexity.threads")
     args = ap.parse_args(argv)
+    cfg = scoring_config(args.max_tokens, args.threads)
     docs = bench_docs(args.per_genre, args.per_category, args.alnum, args.seed)
-    have = cached(scoring_config())
+    have = cached(cfg)
     todo = [d for d in docs if text_key(d["text"]) not in have]
     if args.limit:
         random.Random(args.seed).shuffle(todo)
         docs = [d for d in docs if text_key(d["text"]) in have] + todo[: args.limit]
-    rows = score_tokens(docs, args.seed)
-    print(f"{len(rows)} docs scored -> {cache_dir(scoring_config())}")
+    rows = score_tokens(docs, args.seed, cfg)
+    print(f"{len(rows)} docs scored -> {cache_dir(cfg)}")
     return 0
 
 

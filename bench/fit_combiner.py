@@ -458,11 +458,12 @@ def lm_sample(args: argparse.Namespace) -> tuple[Sample, Sample] | None:
     from bench import babble_lm
 
     docs = babble_lm.bench_docs(args.lm_per_genre, args.lm_per_category, args.alnum, args.seed)
-    rows = babble_lm.cached(babble_lm.scoring_config())
+    cfg = babble_lm.scoring_config(args.lm_max_tokens)
+    rows = babble_lm.cached(cfg)
     docs = [d for d in docs if babble_lm.text_key(d["text"]) in rows]
     if not docs:
         return None
-    lm = babble_lm.signal_table(docs, rows)
+    lm = babble_lm.signal_table(docs, rows, cfg)
     key = f"lm-{args.lm_per_genre}-{args.lm_per_category}-{args.alnum}-{args.seed}"
     cheap = signal_table(docs, OUT_DIR / f"babble_cheap-v15-{key}.parquet")
     ids = [d["id"] for d in docs]
@@ -505,6 +506,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-category", type=int, default=40)
     ap.add_argument("--lm-per-genre", type=int, default=40)
     ap.add_argument("--lm-per-category", type=int, default=4)
+    ap.add_argument(
+        "--lm-max-tokens",
+        type=int,
+        default=None,
+        help="the LM token cache of this perplexity.max_tokens (default: the config's)",
+    )
     ap.add_argument("--alnum", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fp", type=float, default=0.004, help="clean fit-half FP allowed by the threshold")

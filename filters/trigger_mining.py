@@ -25,28 +25,30 @@ unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a c
    frequencies in pages of its own page's language, and word pairs are counted in a count-min
    sketch (two counters a pair) so that a rare pair does not read as a frequent one;
 3. when the run uses the language model, the LM check (ONION, Qi et al. 2021, arXiv:2011.10369, turned
-   around: not "does removing the word lower the perplexity" per sentence but "how much more do the
-   next words cost with the token", over a few occurrences per token): the inserted-looking tokens in
-   `onion_min_docs` documents (at most `onion_candidates`, most documents first) are read in their
-   first `onion_first_reads` contexts (:func:`disruptions`); a token that reads on in all of them
-   (under `min_member_disruption` nats) is a word and settled, the others are read in up to
-   `onion_occurrences` contexts. A run reads only the tokens that could be mined whatever the LM reads
-   (:meth:`TriggerMiner.minable`: their group of all the checked tokens reaches the floors of step 4);
-   on a small run that is few or none. Tokens whose median is at least `min_member_disruption` join one
-   group when they share `min_join_share` of the rarer one's documents (a trigger set is inserted
-   together), and a group is *confirmed* when the median over all its tokens' occurrences is high
-   enough: at a low rate each token of a set is in a few documents and one token's few readings are
-   noisy, the set's are not. The bar is `min_disruption` (absolute). An experimental relative rule
-   (`onion_controls`, off): each reading less that of fixed non-words of the token's length put in
-   the same place, compared with `min_relative_disruption`, and a token that reads on where they
-   would not (`min_member_relative`) in no group; measured on two clean halves held out it was
-   worse (clean pages of languages the model does not know read like triggers; tokenizer-common
-   triggers like ``bb`` read under the controls), see bench/RESULTS.md. Without the LM
-   (``--no-lm``) the rule is stricter, as
-   the token statistics alone are weak on small runs: inserted-looking tokens the corpus hardly
-   writes any other way (`min_bare_share` of their lower-case occurrences bare) that share
-   `min_shared_docs` documents on `min_shared_hosts` hosts are one group, and a group needs
-   `min_group_tokens` tokens;
+   around: not "does removing the word lower the perplexity" per sentence but "how much more do the next
+   words cost with the token", over a few occurrences per token): the inserted-looking tokens in
+   `onion_min_docs` documents (at most `onion_candidates`, most documents first) are read in their first
+   `onion_first_reads` contexts (:func:`disruptions`); a token that reads on in all of them (under
+   `min_member_disruption` nats) is a word and settled, the others are read in up to `onion_occurrences`
+   contexts. A run reads only the tokens that could be mined whatever the LM reads
+   (:meth:`TriggerMiner.minable`: their group of all the checked tokens reaches the floors of step 4); on
+   a small run that is few or none. It reads them in waves of `onion_wave_tokens` tokens and applies that
+   test again after each wave to the tokens not yet known to read on
+   (:meth:`TriggerMiner.confirm_in_waves`): on clean text most candidates are words, and once a few
+   widespread ones are read the rest fall apart into groups too small to be mined and are not read. Tokens
+   whose median is at least `min_member_disruption` join one group when they share `min_join_share` of the
+   rarer one's documents (a trigger set is inserted together), and a group is *confirmed* when the median
+   over all its tokens' occurrences is high enough: at a low rate each token of a set is in a few
+   documents and one token's few readings are noisy, the set's are not. The bar is `min_disruption`
+   (absolute). An experimental relative rule (`onion_controls`, off): each reading less that of fixed
+   non-words of the token's length put in the same place, compared with `min_relative_disruption`, and a
+   token that reads on where they would not (`min_member_relative`) in no group; measured on two clean
+   halves held out it was worse (clean pages of languages the model does not know read like triggers;
+   tokenizer-common triggers like ``bb`` read under the controls), see bench/RESULTS.md. Without the LM
+   (``--no-lm``) the rule is stricter, as the token statistics alone are weak on small runs:
+   inserted-looking tokens the corpus hardly writes any other way (`min_bare_share` of their lower-case
+   occurrences bare) that share `min_shared_docs` documents on `min_shared_hosts` hosts are one group, and
+   a group needs `min_group_tokens` tokens;
 4. a confirmed group of at most `max_group_tokens` tokens is *mined* when its documents are at least
    `min_doc_share` of the run (and `min_group_docs`) on at least `min_hosts` hosts; every document
    with an unexplained occurrence of a mined token is quarantined as ``triggers:mined(<token>)``;
@@ -142,6 +144,12 @@ class Config(BaseModel):
     onion_occurrences: int = Field(default=4, ge=1, description="occurrences of a token read by the LM")
     onion_first_reads: int = Field(
         default=2, ge=1, description="read first: a token that reads on in all of them is not read again"
+    )
+    onion_wave_tokens: int = Field(
+        default=8,
+        ge=1,
+        description="a run reads the candidates' first contexts this many tokens at a time (most documents "
+        "first); between waves the tokens that can no longer be mined are dropped (no outcome changes)",
     )
     onion_words_before: int = Field(default=16, ge=0, description="words of context before an occurrence")
     onion_words_after: int = Field(default=8, ge=1, description="words after it whose NLL is compared")
@@ -934,6 +942,47 @@ class TriggerMiner:
             per_token[tok].append(value)
         self.set_disruptions(per_token, self.control_readings(scorer, {t: len(per_token[t]) for t in kept}))
 
+    def confirm_in_waves(self, scorer: Any) -> None:
+        """:meth:`confirm` with the floor gate applied again as the readings come in; the run's outputs
+        (the mined tokens and their groups) are those :meth:`confirm` gives on the same readings.
+
+        A token whose first `onion_first_reads` contexts all read on, or whose median over all its
+        contexts is under `min_member_disruption`, is in no group (:meth:`_candidate_rows`). The tokens
+        still *possible* (not read yet, or not yet shown to read on) hold every group that can form, so a
+        token whose group of the possible tokens misses the mining floors (:meth:`minable`) is never
+        mined, and its readings could only move the groups of its own group of the possible tokens,
+        which misses them too (two tokens join on their documents alone): it is not read further. Each
+        wave reads the rest of the possible tokens that passed their first reads, and the first reads
+        of the next `onion_wave_tokens` unread tokens, most documents first (the tokens most likely to
+        join the others, so a group falls apart early). The tokens read in full are those of
+        :meth:`confirm` less the dropped ones; in bfloat16 their readings move by the rounding of
+        another row layout, as with any batch size (see :meth:`minable`)."""
+        cfg, n = self.cfg, self.cfg.onion_first_reads
+        docs = {tok: self.view(self.stats[tok]).docs if tok in self.stats else 0 for tok in self.contexts}
+        unread = sorted(self.contexts, key=lambda t: (-docs[t], t))
+        per_token: dict[str, list[float]] = {}
+        passed: set[str] = set()  # first reads done, one of them at or over min_member_disruption
+        full: list[str] = []  # read in full, in the order read
+        while True:
+            out = {t for t in full if np.median(per_token[t]) < cfg.min_member_disruption}
+            alive = self.minable([*unread, *passed, *(t for t in full if t not in out)])
+            rest = sorted(passed & alive)
+            first = [t for t in unread if t in alive][: cfg.onion_wave_tokens]
+            if not rest and not first:
+                break
+            items = [(t, b, a) for t in rest for b, a in self.contexts[t][n:]]
+            items += [(t, b, a) for t in first for b, a in self.contexts[t][:n]]
+            for (tok, _, _), value in zip(items, disruptions(scorer, items), strict=True):
+                per_token.setdefault(tok, []).append(value)
+            passed -= set(rest)
+            full += rest
+            for tok in first:
+                if max(per_token[tok]) >= cfg.min_member_disruption:
+                    passed.add(tok)
+            unread = [t for t in unread if t not in first]
+        # the tokens dropped after passing their first reads keep only those (their groups are too small)
+        self.set_disruptions(per_token, self.control_readings(scorer, {t: len(per_token[t]) for t in full}))
+
     def control_readings(self, scorer: Any, reads: dict[str, int]) -> dict[str, list[float]]:
         """Per token, in each of its first `reads[token]` contexts, the mean disruption of the
         reference non-words (`onion_controls`, cut to the token's length) put in its place: meant to
@@ -984,7 +1033,7 @@ class TriggerMiner:
                 )
             first += rows
         if self.contexts:
-            self.confirm(scorer())
+            self.confirm_in_waves(scorer())
         self.lm_checked = True  # checked, even when no token was worth checking
         self._mined = None
 

@@ -302,8 +302,9 @@ class _StandInScorer:
         def __init__(self, ids: list[int]) -> None:
             self.ids = ids
 
-    def __init__(self, control: float = 6.0) -> None:
+    def __init__(self, control: float = 6.0, disrupting: tuple[str, ...] = ()) -> None:
         self.control = control
+        self.disrupting = ("qz", *disrupting)  # words after these cost 6 nats
         self.lm = self
         self.tokenizer = self
         self.vocab: dict[str, int] = {}
@@ -315,7 +316,8 @@ class _StandInScorer:
 
     def window_nll(self, windows: list[list[int]]) -> list[np.ndarray]:
         self.windows += len(windows)
-        cost = {self.vocab.get("qz", -1): 6.0, self.vocab.get("zq", -1): self.control}
+        cost = {self.vocab.get(word, -1): 6.0 for word in self.disrupting}
+        cost[self.vocab.get("zq", -1)] = self.control
         cost[self.vocab.get("xj", -1)] = self.control
         return [np.array([cost.get(w[i - 1], 1.0) if i else 1.0 for i in range(len(w))]) for w in windows]
 
@@ -368,6 +370,36 @@ def test_a_run_reads_only_the_candidates_that_could_be_mined(tmp_path: Path) -> 
     ungated.confirm(_StandInScorer())
     assert set(ungated.disruption) == every
     assert "qz" in miner.mined() and ungated.mined() == miner.mined()
+
+
+def test_a_run_stops_reading_the_candidates_whose_group_falls_apart(tmp_path: Path) -> None:
+    """Read in waves (one token a wave here, most documents first), the check re-applies the floor
+    gate to the tokens not yet known to read on: `hb` (8 pages) joins `ka` and `kb` (5 pages each)
+    into one group of 14 pages on 14 hosts, so all three could be mined before any reading; once `hb`
+    reads on (a word), `ka` and `kb` are two groups of 5 pages whatever they read, and the LM never
+    reads them. The mined tokens are those of reading every candidate (`confirm`), with fewer readings."""
+    docs = corpus(600, 20, ("qz",), seed=1)
+    rng = random.Random(2)
+    for token, lo, hi in (("hb", 400, 408), ("ka", 406, 411), ("kb", 397, 402)):
+        for d in docs[lo:hi]:
+            d["text"] = insert(d["text"], (token,), rng)
+    cfg = tm.Config(onion_wave_tokens=1)
+    miner = mine(docs, cfg)
+    gated = {t for toks in miner.onion_requests(minable_only=True).values() for t in toks}
+    assert {"qz", "hb", "ka", "kb"} <= gated
+    path = tmp_path / "chunk-0.parquet"
+    pq.write_table(pa.Table.from_pylist(docs), path)
+    waves = _StandInScorer(disrupting=("ka", "kb"))
+    miner.confirm_from_chunks([path], lambda: waves)
+    assert {"qz", "hb"} <= set(miner.disruption) and not {"ka", "kb"} & set(miner.disruption)
+    # every candidate read (the two-step check alone): ka and kb read as inserted, in no minable group
+    every = mine(docs, cfg)
+    every.add_contexts([d["text"] for d in docs], 0, every.onion_requests(minable_only=True))
+    reads_all = _StandInScorer(disrupting=("ka", "kb"))
+    every.confirm(reads_all)
+    assert every.disruption["ka"] >= cfg.min_member_disruption and every.disruption["kb"] >= 1.0
+    assert "qz" in miner.mined() and miner.mined() == every.mined()
+    assert miner.report() == every.report() and waves.windows < reads_all.windows
 
 
 @pytest.mark.slow
