@@ -226,6 +226,7 @@ class Sample:
         self.genre = np.array([x.get("genre") or "" for x in d])
         self.category = np.array([str(x.get("category") or "") for x in d])
         self.babble = np.array([x.get("family") == "P-BABBLE-X" for x in d])
+        self.fit_only = np.array([str(x.get("genre") or "").startswith("fit-") for x in d])
         self.alnum = np.array([x.get("family") == "P-ALNUM" for x in d])
         self.salad = np.array([x.get("family") == "P-HEXSALAD" for x in d])
         self.index = np.array([int(x["id"].rsplit("-", 1)[1]) if x.get("family") else -1 for x in d])
@@ -297,7 +298,8 @@ def report(
     quarantines when either does): reported beside."""
     also = np.zeros(len(s.docs), dtype=bool) if also is None else also
     out = [
-        f"**{name}**: {len(s.docs)} docs: {int(s.babble.sum())} babble, {int(s.salad.sum())} P-HEXSALAD, "
+        f"**{name}**: {len(s.docs)} docs: {int((s.babble & ~s.fit_only).sum())} babble of the five genres, "
+        f"{int(s.fit_only.sum())} babble of the fit-only chains, {int(s.salad.sum())} P-HEXSALAD, "
         f"{int(s.alnum.sum())} P-ALNUM, "
         f"{int(s.clean_fit.sum())} clean (fit half), {int(s.clean_test.sum())} clean (test half); "
         f"threshold: {pct(fp)} FP on the clean fit half.",
@@ -316,11 +318,13 @@ def report(
     fp_by_cat: dict[str, list[float]] = collections.defaultdict(list)
     recalls: list[float] = []
     both: list[float] = []
+    flagged = 0  # clean test docs flagged, summed over the five held-out models
     for g in babble_corpora.GENRES:
         score, thr, fold_l2 = held_out(s, g, fp, grid)
         rows = s.babble & (s.genre == g)
         own = s.clean_test & (s.category == f"prose-{g}")
         recalls.append(float((score[rows] >= thr).mean()))
+        flagged += int((score[s.clean_test] >= thr).sum())
         for cat in np.unique(s.category[s.clean_test]):
             m = s.clean_test & (s.category == cat)
             fp_by_cat[cat].append(float((score[m] >= thr).mean()))
@@ -337,6 +341,8 @@ def report(
         )
     mean_both = pct(float(np.mean(both)))
     out.append(f"| **all five (mean)** | **{pct(float(np.mean(recalls)))}** | | | | **{mean_both}** | | |")
+    judged = 5 * int(s.clean_test.sum())
+    out += ["", f"Clean test docs flagged, summed over the five held-out models: {flagged} of {judged}."]
     out += ["", "Held out, by chain order and opening (same models, each genre's chains never fitted):", ""]
     out += ["| held-out genre | " + " | ".join(parts) + " |", "|---|" + "---:|" * len(parts), *by_part]
     train = s.babble | s.salad | s.clean_fit
@@ -345,7 +351,7 @@ def report(
     score = s.scores(model)
     per_order = collections.defaultdict(list)
     for d, v in zip(s.docs, score, strict=True):
-        if d.get("family") == "P-BABBLE-X":
+        if d.get("family") == "P-BABBLE-X" and d.get("genre") in babble_corpora.GENRES:
             per_order[f"order {d['order']}"].append(v >= thr)
     alnum = pct(float((score[s.alnum] >= thr).mean())) if s.alnum.any() else "n/a"
     salad = f"P-HEXSALAD (fitted) {pct(float((score[s.salad] >= thr).mean()))}; " if s.salad.any() else ""
@@ -354,7 +360,7 @@ def report(
         "",
         f"Shipped {name} model (all five genres + the clean fit half, L2 {l2:g} chosen by leave one genre "
         f"out on all five): threshold {thr:+.3f}; babble recall "
-        f"(fitted) {pct(float((score[s.babble] >= thr).mean()))} "
+        f"(fitted, the five genres) {pct(float((score[s.babble & ~s.fit_only] >= thr).mean()))} "
         f"({', '.join(f'{k} {pct(float(np.mean(v)))}' for k, v in sorted(per_order.items()))}); "
         f"{salad}P-ALNUM (never fitted) {alnum}; clean test half FP {clean_fp}.",
         "",
@@ -422,6 +428,9 @@ def cheap_sample(args: argparse.Namespace) -> tuple[Sample, Sample]:
     """(the cheap model's sample, the same docs with the tokens model's columns)."""
     docs = babble_bench.sample(args.per_genre, args.per_category, args.seed)
     docs += babble_gen.p_alnum_salad(args.alnum, args.seed) + babble_gen.p_hex_salad(args.alnum, args.seed)
+    own = {d["text"] for d in docs}
+    for category in babble_gen.FIT_CHAIN_CATEGORIES if args.fit_chains else ():
+        docs += babble_gen.p_babble_fit(category, args.fit_chains, args.seed, own)
     key = f"{args.per_genre}-{args.per_category}-{args.alnum}-{args.seed}"
     table = signal_table(docs, OUT_DIR / f"babble_cheap-v15-{key}.parquet")
     ids = [d["id"] for d in docs]
@@ -513,6 +522,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the LM token cache of this perplexity.max_tokens (default: the config's)",
     )
     ap.add_argument("--alnum", type=int, default=30)
+    ap.add_argument(
+        "--fit-chains",
+        type=int,
+        default=30,
+        help="babble pages per chain over a clean-base corpus (bench/babble_gen.py FIT_CHAIN_CATEGORIES), "
+        "fitted on in every cheap fit and never reported; 0: none (rounds 1-5)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fp", type=float, default=0.004, help="clean fit-half FP allowed by the threshold")
     ap.add_argument(

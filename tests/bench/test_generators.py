@@ -167,3 +167,22 @@ def test_farm_without_edits_copies_the_article_verbatim():
     plain = g.p_farm(CARRIERS, 1, seed=0, domains=(10,), edits=False)
     assert len({d["text"].split(" — ", 1)[1] for d in plain}) == 1
     assert len({d["text"] for d in g.p_farm(CARRIERS, 1, seed=0, domains=(10,))}) > 1
+
+
+def test_chain_pages_are_babble_of_their_texts_in_every_order():
+    import random
+
+    from bench import babble_gen
+
+    texts = [c["text"] for c in CARRIERS]
+    pages = babble_gen.chain_pages(texts, 9, random.Random(3), "fit-rivers")
+    assert pages == babble_gen.chain_pages(texts, 9, random.Random(3), "fit-rivers")
+    assert [p["order"] for p in pages] == [1, 2, 3] * 3
+    words = {w for t in texts for w in t.split()}
+    openers = {babble_gen.first_sentence(t) for t in texts}
+    for i, p in enumerate(pages):
+        assert p["family"] == "P-BABBLE-X" and p["genre"] == "fit-rivers" and p["label"] == 1
+        assert len(p["text"]) <= babble_gen.CHARS[1]
+        assert set(p["text"].split()) <= words  # a word chain writes only its corpus's tokens
+        if i % 2 == 0:  # half open with a real first sentence
+            assert any(p["text"].startswith(f"{o} ") for o in openers)
