@@ -21,14 +21,19 @@ too. Clean documents are split in two halves by a hash of their id: the fit half
 For the cheap and lm models:
 
 * cross-source ("leave one genre out"): for each genre G, fit on the babble of the other four genres
-  and the clean fit half without G's own prose; threshold = the score that lets `fp` of that clean
-  fit half through; report recall on G's babble (chains never fitted) and the false-positive rate on
-  the clean test half (G's prose included: never fitted either);
+  (and of the fit-only chains, below) and the clean fit half without G's own prose; threshold = the
+  score that lets `fp` of that clean fit half through; report recall on G's babble (chains never
+  fitted) and the false-positive rate on the clean test half (G's prose included: never fitted either);
 * in-source: fit on the even-numbered babble of all genres, report recall on the odd-numbered babble
   of G, same clean halves;
 * shipped: fit on all genres' babble and the clean fit half; its recall on P-ALNUM and its false
   positives per clean category on the test half. ``--write-config`` writes the fitted models into the
   combiner section of a config file, each block in place (atomically; everything else is kept).
+
+Fit-only chains (``--fit-chains N``, round 6): every cheap fit also sees N babble pages from each of
+chains over eight clean-base corpora (bench/babble_gen.py ``FIT_CHAIN_CATEGORIES``: Wikipedia en/fr/es,
+the Debian handbook en/de/fr/es/ru), trained on pages that are not in the sample; they are never a
+reported genre, so a held-out genre's chains and prose stay unseen while the fit sees more kinds of chain.
 
 Signal columns are cached under bench/out/ (cheap ones per sample; LM ones from the token cache).
 """
@@ -539,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--l2",
-        default="1,3,10,30",
+        default="1,3,10,30,100",
         help="L2 penalties tried for the cheap model (comma-separated; one value: fixed); each held-out "
         "fold chooses by leave one genre out on its own four genres",
     )
