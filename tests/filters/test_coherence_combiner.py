@@ -275,3 +275,48 @@ def test_issue_example_is_quarantined_by_the_shipped_combiner_and_explained(tmp_
     assert "outcome    quarantined" in text and "combiner:weak_signals(" in text
     assert "combiner (which signals pushed it" in text
     assert "outcome    kept" in explain(tmp_path / "out", "article")
+
+
+def _prose_passages() -> list[list[str]]:
+    """The prose paragraphs of the design docs (no tables, lists, headings or code), per file."""
+    import re
+    from pathlib import Path
+
+    out = []
+    for path in sorted((Path(__file__).resolve().parents[2] / "docs").glob("*.md")):
+        paras = [" ".join(p.split()) for p in path.read_text("utf-8").split("\n\n")]
+        out.append(
+            [p for p in paras if len(p) >= 200 and "|" not in p and not re.match(r"([#*>-]|```|\d+\.)", p)]
+        )
+    return out
+
+
+def test_the_shipped_cheap_model_scores_a_chain_over_real_prose_above_that_prose() -> None:
+    """A word chain (order 2) over the docs' prose against passages of the same prose: same words, same
+    local grammar, no subject. Their log-odds under the shipped cheap model must lie far apart."""
+    from statistics import median
+
+    from poisonguard.pipelines.config import load_config
+
+    files = _prose_passages()
+    real = ["\n\n".join(ps[k : k + 4])[:2500] for ps in files for k in range(0, len(ps) - 3, 4)]
+    words = [w for ps in files for p in ps for w in p.split()]
+    follow: dict[tuple[str, str], list[str]] = {}
+    for a, b, c in zip(words, words[1:], words[2:], strict=False):
+        follow.setdefault((a, b), []).append(c)
+    rng, states = random.Random(0), sorted(follow)
+    chains = []
+    for _ in range(10):
+        out = list(rng.choice(states))
+        while sum(len(w) + 1 for w in out) < 2000:
+            options = follow.get((out[-2], out[-1]))
+            out += [rng.choice(options)] if options else list(rng.choice(states))
+        chains.append(" ".join(out))
+    cfg = load_config().combiner
+    cols = coherence.score(pa.table({"text": real + chains}), coherence.Config())
+    scores = combiner.score(pa.table(cols), cfg)
+    assert len(real) >= 5 and None not in scores
+    real_scores, chain_scores = scores[: len(real)], scores[len(real) :]
+    assert median(real_scores) < cfg.cheap.threshold - 3  # the prose is kept with room to spare
+    assert median(chain_scores) > median(real_scores) + 4
+    assert sum(c > max(real_scores) for c in chain_scores) >= 7
