@@ -2,7 +2,7 @@
 
     python -m bench.fit_combiner [--per-genre 60] [--per-category 40] [--lm-per-genre 40]
                                  [--lm-per-category 4] [--seed 0] [--only both|cheap|lm]
-                                 [--write-config configs/default.yaml]
+                                 [--lm-max-tokens N] [--write-config configs/default.yaml]
 
 Three models (the shipped cheap and tokens models: ``--only cheap --per-genre 120``):
 
