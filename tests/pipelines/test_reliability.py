@@ -344,7 +344,9 @@ def test_resume_finishes_a_commit_killed_between_work_and_success(
     assert {p: p.read_bytes() for p in out.glob("*/part-*.parquet")} == shards
     # killed after _SUCCESS, before _work went (the order now): --resume tidies up
     (out / WORK).mkdir()
-    fingerprint = stages._fingerprint(expand_inputs([str(DEMO_CORPUS)]), fast_config, False)
+    # the run fingerprints the config it scores with (the probe off without the LM), as here
+    effective = stages.probe_config(fast_config, None)
+    fingerprint = stages._fingerprint(expand_inputs([str(DEMO_CORPUS)]), effective, False)
     (out / WORK / "fingerprint").write_text(fingerprint)
     third = run_filter([str(DEMO_CORPUS)], out, fast_config, resume=True, show_progress=False)
     assert third["counts"] == first["counts"] and not (out / WORK).exists()
