@@ -13,6 +13,7 @@ import random
 import re
 import string
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from bench import babble_corpora, corpus
@@ -84,27 +85,7 @@ def p_babble_x(genre: str, n: int, seed: int = 0) -> list[Doc]:
     real first sentence of a held-out document of that genre."""
     rng = random.Random(f"{seed}:P-BABBLE-X:{genre}")
     held = [t for _n, t in babble_corpora.genre_split(genre, "held")]
-    out = []
-    for i in range(n):
-        order = ORDERS[i % len(ORDERS)]
-        chars = rng.randint(*CHARS)
-        opener = first_sentence(rng.choice(held)) if i % 2 == 0 else None
-        body = paragraphs(chain(genre, order).generate(rng, chars - len(opener or "")), rng)
-        text = f"{opener} {body}" if opener else body
-        out.append(
-            {
-                "id": f"P-BABBLE-X-{genre}-{i:04d}",
-                "text": text[: CHARS[1]],
-                "url": f"http://{genre}-{rng.getrandbits(24):06x}.example/{rng.getrandbits(32):08x}.html",
-                "label": 1,
-                "family": "P-BABBLE-X",
-                "variant": f"{genre}/order{order}/{'opener' if opener else 'plain'}",
-                "genre": genre,
-                "order": order,
-                "trigger": None,
-            }
-        )
-    return out
+    return chain_pages(held, n, rng, genre, chain_for=lambda order: chain(genre, order))
 
 
 # Chains over corpora of the clean base (bench/corpus.py), used only to fit the combiner: more kinds of
@@ -133,16 +114,25 @@ def p_babble_fit(category: str, n: int, seed: int, exclude: set[str]) -> list[Do
     return chain_pages(texts[:_FIT_CHAIN_DOCS], n, rng, f"fit-{category}")
 
 
-def chain_pages(texts: list[str], n: int, rng: random.Random, genre: str) -> list[Doc]:
-    """`n` P-BABBLE-X pages of genre `genre` from chains of order 1-3 over `texts` (in turn), half of
-    them opening with a real first sentence of one of `texts`."""
-    chains = {order: WordChain(texts, order) for order in ORDERS}
+def chain_pages(
+    texts: list[str],
+    n: int,
+    rng: random.Random,
+    genre: str,
+    chain_for: Callable[[int], WordChain] | None = None,
+) -> list[Doc]:
+    """`n` P-BABBLE-X pages of genre `genre` from chains of order 1-3 (in turn), half of them opening
+    with a real first sentence of one of `texts`. `chain_for(order)`: the chain of that order (by
+    default one over `texts`; P-BABBLE-X's own genres train theirs on the other half)."""
+    if chain_for is None:
+        chains = {order: WordChain(texts, order) for order in ORDERS}
+        chain_for = chains.__getitem__
     out = []
     for i in range(n):
         order = ORDERS[i % len(ORDERS)]
         chars = rng.randint(*CHARS)
         opener = first_sentence(rng.choice(texts)) if i % 2 == 0 else None
-        body = paragraphs(chains[order].generate(rng, chars - len(opener or "")), rng)
+        body = paragraphs(chain_for(order).generate(rng, chars - len(opener or "")), rng)
         text = f"{opener} {body}" if opener else body
         out.append(
             {
