@@ -386,10 +386,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         mixes[f"probe bounded: k={k}, +-2"] = lambda c, p, k=k: c + np.clip(k * p, -2, 2)
     # the detector's rule since round 6: in context (security page, thread) the probe only lowers
     in_context: dict[str, Mix] = {}
-    for k in (0.05, 0.1, 0.2):
-        label = f"probe bounded: k={k}, +-2, only lowers in context"
-        mixes[label] = lambda c, p, k=k: c + np.clip(k * p, -2, 2)
-        in_context[label] = lambda c, p, k=k: c + np.clip(k * p, -2, 0)
+    for k, bound in ((0.05, 2), (0.1, 2), (0.2, 2), *((k, b) for k in args.scales for b in args.bounds)):
+        label = f"probe bounded: k={k}, +-{bound}, only lowers in context"
+        mixes[label] = lambda c, p, k=k, b=bound: c + np.clip(k * p, -b, b)
+        in_context[label] = lambda c, p, k=k, b=bound: c + np.clip(k * p, -b, 0)
     print("| mix | thresholds (out / in context) | " + " | ".join(pos) + " |")
     print("|---|---|" + "---|" * len(pos))
     for label, mix in mixes.items():
@@ -505,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="calibrate with the probe that was fitted on the same negative pages (optimistic)",
     )
+    c.add_argument("--scales", type=float, nargs="*", default=[], help="more scales to try (with --bounds)")
+    c.add_argument("--bounds", type=float, nargs="*", default=[], help="more bounds to try (with --scales)")
     c.add_argument(
         "--pool-clean-base",
         action="store_true",

@@ -31,8 +31,9 @@ on is judged against ``probe_threshold`` / ``probe_threshold_in_context`` (colum
 of the protocol; under ``--no-lm`` the detector is the concept-pair model alone.
 
 Before scoring, the text is read as a model would read it: Unicode tag characters as the ASCII they
-encode, base64 blobs, binary octets and percent-encoded runs decoded in place, forum chrome ("Re:",
-"anna wrote:", "Reply") blanked. Windows never span two paragraphs (an injection is planted as a
+encode, base64 blobs, binary octets and percent-encoded runs decoded in place, disguised words
+spelt plainly ("ign0r3", a Cyrillic look-alike inside a Latin word, "i g n o r e"), forum chrome
+("Re:", "anna wrote:", "Reply") blanked. Windows never span two paragraphs (an injection is planted as a
 paragraph; the sentence after it may narrate it), and a window that is mostly inside quotation marks
 (nested marks and single quotes handled) is a mention, not an instruction.
 
@@ -486,7 +487,12 @@ CONCEPTS: dict[str, str] = {
         r"senza_(?:regole|restrizioni|filtri|limiti) proibit\w* vietat\w* "
         r"sem_(?:regras|restrições|filtros|limites) proibid\w* "
         r"zonder_(?:regels|beperkingen|filters|grenzen) ongefilterd\w* verboden "
-        r"без_(?:правил|ограничений|фильтров|цензуры) запрещ\w+",
+        r"без_(?:правил|ограничений|фильтров|цензуры) запрещ\w+ "
+        r"no_more_rules keine_(?:regeln|einschränkungen|grenzen) aucune_(?:règle|restriction|limite) "
+        r"plus_de_(?:règles|restrictions|limites) ningun[ao]s?_(?:reglas?|restricci\w+|límites?) "
+        r"no_hay_(?:reglas|restricciones|límites) nessun[ao]?_(?:regol\w|restrizion\w|limit\w) "
+        r"nenhum[ao]?_(?:regras?|restriç\w+|limites?) geen_(?:regels|beperkingen|grenzen) "
+        r"(?:нет|никаких)_(?:правил|ограничений)",
         r"没有任何规则|无过滤|不受限制|没有限制|禁止|ルールのない|検閲のない|制限のない|制限なし|禁止",
     ),
     # shaping the reader's reply
@@ -504,6 +510,9 @@ CONCEPTS: dict[str, str] = {
         r"system_?prompt system_(?:instructions|message|messages) initial_instructions "
         r"hidden_(?:prompt|instructions) api[_-]?keys? systemanweisung\w* systemnachricht\w* "
         r"system-\w+ consignes_système instructions_système mensaje_de_sistema "
+        r"prompt_(?:du_)?système invite_système instrucciones_del_sistema prompt_del_sistema "
+        r"istruzioni_di_sistema prompt_di_sistema instruç\w+_do_sistema prompt_do_sistema systeemprompt "
+        r"системн\w+_промпт\w* "
         r"messaggio_di_sistema mensagem_de_sistema systeeminstructies? "
         r"системн\w+_(?:инструкци|сообщени)\w* "
         r"passwords? credentials session_(?:token|cookie) cookies? tokens? conversation chat_history "
@@ -764,14 +773,55 @@ def _percent_text(m: re.Match[str]) -> str:
     return urllib.parse.unquote(token) if token.count("%20") >= 2 else token
 
 
+# Words disguised for a filter but still read by a model: digits for letters ("ign0r3"), Cyrillic or
+# Greek look-alikes inside a Latin word ("ІGNORE" with a Cyrillic І), letters spaced out
+# ("i g n o r e"). Only tokens of that shape are touched (same length: positions stay).
+_LEET = str.maketrans("0134578", "oieastb")
+_LEET_WORD = re.compile(r"\b(?=[a-z0-9]*\d)(?=[0-9]*[a-z])[a-z0-9]{3,}\b", re.IGNORECASE)
+# UTS #39 maps these to a lower-case l; as a disguised Latin letter each stands for an i
+_DOTLESS = {"\u0406": "I", "\u0456": "i", "\u04c0": "I", "\u04cf": "l"}
+# a Latin letter beside a Greek or Cyrillic one: only then are the page's words looked at one by one
+_MIXED_EDGE = re.compile(r"[a-zA-Z][\u0370-\u04ff]|[\u0370-\u04ff][a-zA-Z]")
+_WORD = re.compile(r"(?<!\w)\w+")
+_SPACED_WORD = re.compile(r"(?<!\S)(?:[^\W\d_] ){3,}[^\W\d_](?!\S)")
+
+
+def _leet_word(m: re.Match[str]) -> str:
+    word = m.group().translate(_LEET)
+    return word if word.isalpha() else m.group()
+
+
+def _mixed_word(m: re.Match[str]) -> str:
+    from poisonguard.core.normalize import confusable_map
+
+    word = m.group()
+    if word.isascii() or not _MIXED_EDGE.search(word):
+        return word
+    latin = sum(1 for c in word if c.isascii() and c.isalpha())
+    if 2 * latin < sum(1 for c in word if c.isalpha()):
+        return word  # mostly another script: a Russian or Greek word with a Latin letter is not disguised
+    looks = confusable_map()
+    return "".join(c if c.isascii() else _DOTLESS.get(c) or looks.get(c, c) for c in word)
+
+
+def _spaced_word(m: re.Match[str]) -> str:
+    joined = m.group().replace(" ", "")
+    return joined + " " * (len(m.group()) - len(joined))
+
+
 def readable(text: str) -> str:
     """What a model would read: forum chrome blanked, base64, binary octets and percent-encoded
-    runs decoded in place (the positions of a decoded part are approximate)."""
+    runs decoded in place (the positions of a decoded part are approximate), disguised words
+    (digits or look-alike letters for letters, letters spaced out) spelt plainly."""
     text = strip_chrome(text)
     if "%20" in text:
         text = _PERCENT.sub(_percent_text, text)
     text = _BINARY.sub(_binary_text, text)
-    return _BASE64.sub(_base64_text, text)
+    text = _BASE64.sub(_base64_text, text)
+    text = _LEET_WORD.sub(_leet_word, text)
+    if _MIXED_EDGE.search(text):
+        text = _WORD.sub(_mixed_word, text)
+    return _SPACED_WORD.sub(_spaced_word, text)
 
 
 def window_scores(
