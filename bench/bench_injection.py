@@ -203,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the fit side's own test halves, no false-positive table (a fit-side check of a design)",
     )
+    ap.add_argument(
+        "--no-third-party",
+        action="store_true",
+        help="leave set C out (a fit-side comparison of two designs that must not score it again)",
+    )
     args = ap.parse_args(argv)
     out = []
     for fit_side, model, probe, test_names in (
@@ -224,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             held = [s for s in idata.collection(name) if idata.split_of(s["text"]) == "test"]
             rows += recall_rows(f"in-source {name} (test half)", held, cfg, args.seed)
         for name in () if args.in_source_only else test_names:
+            if name == "third-party" and args.no_third_party:
+                continue
             rows += recall_rows(f"cross-source {name}", list(idata.collection(name)), cfg, args.seed)
         out.append(f"### Fit {fit_side}: recall on planted injections\n")
         out.append(table(["test set", "slice", "detector", "classifier alone"], rows) + "\n")

@@ -487,12 +487,7 @@ CONCEPTS: dict[str, str] = {
         r"senza_(?:regole|restrizioni|filtri|limiti) proibit\w* vietat\w* "
         r"sem_(?:regras|restrições|filtros|limites) proibid\w* "
         r"zonder_(?:regels|beperkingen|filters|grenzen) ongefilterd\w* verboden "
-        r"без_(?:правил|ограничений|фильтров|цензуры) запрещ\w+ "
-        r"no_more_rules keine_(?:regeln|einschränkungen|grenzen) aucune_(?:règle|restriction|limite) "
-        r"plus_de_(?:règles|restrictions|limites) ningun[ao]s?_(?:reglas?|restricci\w+|límites?) "
-        r"no_hay_(?:reglas|restricciones|límites) nessun[ao]?_(?:regol\w|restrizion\w|limit\w) "
-        r"nenhum[ao]?_(?:regras?|restriç\w+|limites?) geen_(?:regels|beperkingen|grenzen) "
-        r"(?:нет|никаких)_(?:правил|ограничений)",
+        r"без_(?:правил|ограничений|фильтров|цензуры) запрещ\w+",
         r"没有任何规则|无过滤|不受限制|没有限制|禁止|ルールのない|検閲のない|制限のない|制限なし|禁止",
     ),
     # shaping the reader's reply
@@ -510,9 +505,6 @@ CONCEPTS: dict[str, str] = {
         r"system_?prompt system_(?:instructions|message|messages) initial_instructions "
         r"hidden_(?:prompt|instructions) api[_-]?keys? systemanweisung\w* systemnachricht\w* "
         r"system-\w+ consignes_système instructions_système mensaje_de_sistema "
-        r"prompt_(?:du_)?système invite_système instrucciones_del_sistema prompt_del_sistema "
-        r"istruzioni_di_sistema prompt_di_sistema instruç\w+_do_sistema prompt_do_sistema systeemprompt "
-        r"системн\w+_промпт\w* "
         r"messaggio_di_sistema mensagem_de_sistema systeeminstructies? "
         r"системн\w+_(?:инструкци|сообщени)\w* "
         r"passwords? credentials session_(?:token|cookie) cookies? tokens? conversation chat_history "
