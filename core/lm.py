@@ -275,6 +275,16 @@ Engine = Literal["auto", "transformers"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Does this CPU compute in bfloat16 natively (AVX512-BF16 or AMX)? Elsewhere torch emulates it,
+    slower than float32."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
 def load_model(
     model: str | None, dtype: str = "float32", device: str = "cpu", engine: str = "auto"
 ) -> LoadedModel:

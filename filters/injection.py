@@ -88,6 +88,8 @@ class Config(DetectorConfig):
     )
     thread_markers_min: int = Field(2, ge=1, description="forum/support markers that make a page a thread")
     max_chars: int = Field(200_000, ge=1, description="characters scored per document (head and tail)")
+    # False here, unlike the other defaults, which mirror configs/default.yaml: a Config() built in
+    # code (tests, a caller's own pipeline) gets the LM-free detector unless it asks for the probe.
     probe: bool = Field(
         False,
         description="move candidate windows' scores with the linear probe on the default LM's hidden states "
@@ -891,12 +893,14 @@ def candidates(logits: np.ndarray, model: Model, limit: int) -> np.ndarray:
 
 def probe_hidden(texts: list[str], probe: Probe) -> np.ndarray | None:
     """(len(texts), hidden): the pooled hidden states the probe reads, from the default LM (builtin
-    engine, bfloat16, CPU); None (said once) when the LM loaded in another engine (its model cache
-    off or not writable): the batch is then judged without the probe. A bench replaces this with a
-    reader of cached states."""
+    engine, CPU; bfloat16, as it was fitted, where the CPU runs it natively, float32 elsewhere, where
+    emulated bfloat16 is slower); None (said once) when the LM loaded in another engine (its model
+    cache off or not writable): the batch is then judged without the probe. A bench replaces this
+    with a reader of cached states."""
     from poisonguard.core import lm as lm_loader
 
-    loaded = lm_loader.load_model(None, dtype="bfloat16")
+    dtype = "bfloat16" if lm_loader.cpu_has_native_bf16() else "float32"
+    loaded = lm_loader.load_model(None, dtype=dtype)
     if loaded.engine != "builtin":
         _warn_once(f"injection: probe off, the default LM loaded in the {loaded.engine} engine, not builtin")
         return None

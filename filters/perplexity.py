@@ -73,6 +73,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from poisonguard.core import lm as lm_loader
+from poisonguard.core.lm import cpu_has_native_bf16
 from poisonguard.core.urls import host_of
 from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
@@ -466,16 +467,6 @@ _COLUMNS: dict[str, pa.DataType] = {
 }
 SIGNAL_COLUMNS = tuple(PREFIX + name for name in _COLUMNS)
 GAIN_COLUMNS = (PREFIX + "context_gain", PREFIX + "context_gain_ratio")
-
-
-def cpu_has_native_bf16() -> bool:
-    """Does this CPU compute in bfloat16 natively (AVX512-BF16 or AMX)? Elsewhere torch emulates it,
-    slower than float32."""
-    import torch
-
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 log = logging.getLogger("poisonguard.perplexity")
