@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -583,14 +583,14 @@ def _groups(
     """Tokens joined (transitively) when they share `min_docs` documents on `min_hosts` hosts, and at
     least `min_share` of the rarer one's documents; each group sorted, groups in the order of their
     first token."""
-    parent = {t: t for t in docs}
+    return _components(docs, _joined_pairs(docs, doc_hosts, min_docs, min_hosts, min_share))
 
-    def root(t: str) -> str:
-        while parent[t] != t:
-            parent[t] = parent[parent[t]]
-            t = parent[t]
-        return t
 
+def _joined_pairs(
+    docs: dict[str, set[int]], doc_hosts: dict[int, str], min_docs: int, min_hosts: int, min_share: float
+) -> list[tuple[str, str]]:
+    """The pairs of tokens that :func:`_groups` joins directly. Whether two tokens join depends on
+    their two document sets alone, so the pairs of a subset of the tokens are these pairs within it."""
     # Pairs of tokens that share documents, counted from the documents' side (each document holds
     # few candidate tokens).
     by_doc: dict[int, list[str]] = {}
@@ -603,13 +603,31 @@ def _groups(
         for i, a in enumerate(toks):
             for b in toks[i + 1 :]:
                 shared.setdefault((a, b), []).append(d)
+    joined = []
     for (a, b), both in shared.items():
         hosts = {doc_hosts.get(d, "") for d in both} - {""}
         rarer = min(len(docs[a]), len(docs[b]))
         if len(both) >= max(min_docs, min_share * rarer) and len(hosts) >= min_hosts:
+            joined.append((a, b))
+    return joined
+
+
+def _components(tokens: Iterable[str], pairs: list[tuple[str, str]]) -> list[list[str]]:
+    """The `tokens` joined (transitively) by the `pairs` within them; each group sorted, groups in the
+    order of their first token."""
+    parent = {t: t for t in tokens}
+
+    def root(t: str) -> str:
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    for a, b in pairs:
+        if a in parent and b in parent:
             parent[root(a)] = root(b)
     groups: dict[str, list[str]] = {}
-    for t in sorted(docs):
+    for t in sorted(parent):
         groups.setdefault(root(t), []).append(t)
     return list(groups.values())
 
@@ -845,7 +863,7 @@ class TriggerMiner:
         self, tokens: list[str], need_docs: int, need_hosts: int, share: float
     ) -> Iterator[tuple[list[str], set[int], set[str]]]:
         """The groups of `tokens` (joined by the documents of their views, :func:`_groups`), each with
-        its documents and hosts: what :meth:`ranked` judges and :meth:`minable` bounds."""
+        its documents and hosts: what :meth:`ranked` judges (:meth:`minable` bounds them the same way)."""
         views = {t: self.view(self.stats[t]) for t in tokens}
         docs = {t: set(v.doc_ids) for t, v in views.items()}
         for members in _groups(docs, self.doc_hosts, need_docs, need_hosts, share):
@@ -912,11 +930,25 @@ class TriggerMiner:
         language model need not read it (on small runs, most candidates). The tokens it does read are
         packed into fewer rows, so in bfloat16 their readings can move by the engine's rounding of
         another layout (about 0.1 nats on average, core/llama.py), as any other batch size moves them."""
-        keep: set[str] = set()
-        for members, gdocs, ghosts in self._token_groups(tokens, 1, 1, self.cfg.min_join_share):
-            if self._reaches_floors(gdocs, ghosts):
-                keep.update(members)
-        return keep
+        return self._minable_gate(tokens)(tokens)
+
+    def _minable_gate(self, tokens: list[str]) -> Callable[[Iterable[str]], set[str]]:
+        """:meth:`minable` of any subset of `tokens`, with what does not change while the LM reads
+        (the tokens' views, and which pairs of them join: :func:`_joined_pairs`) computed once."""
+        views = {t: self.view(self.stats[t]) for t in tokens}
+        docs = {t: set(v.doc_ids) for t, v in views.items()}
+        pairs = _joined_pairs(docs, self.doc_hosts, 1, 1, self.cfg.min_join_share)
+
+        def minable_among(subset: Iterable[str]) -> set[str]:
+            keep: set[str] = set()
+            for members in _components(subset, pairs):
+                gdocs = set().union(*(docs[t] for t in members))
+                ghosts = set().union(*(views[t].hosts for t in members))
+                if self._reaches_floors(gdocs, ghosts):
+                    keep.update(members)
+            return keep
+
+        return minable_among
 
     def add_contexts(self, texts: list[Any], first_doc: int, wanted: dict[int, list[str]]) -> None:
         """Record the contexts `wanted` asks of documents `first_doc`, `first_doc` + 1, ..."""
@@ -958,14 +990,16 @@ class TriggerMiner:
         :meth:`confirm` less the dropped ones; in bfloat16 their readings move by the rounding of
         another row layout, as with any batch size (see :meth:`minable`)."""
         cfg, n = self.cfg, self.cfg.onion_first_reads
-        docs = {tok: self.view(self.stats[tok]).docs if tok in self.stats else 0 for tok in self.contexts}
+        # the tokens' views and which of them join do not change while the LM reads: computed once
+        minable = self._minable_gate(list(self.contexts))
+        docs = {tok: self.view(self.stats[tok]).docs for tok in self.contexts}
         unread = sorted(self.contexts, key=lambda t: (-docs[t], t))
         per_token: dict[str, list[float]] = {}
         passed: set[str] = set()  # first reads done, one of them at or over min_member_disruption
         full: list[str] = []  # read in full, in the order read
         while True:
             out = {t for t in full if np.median(per_token[t]) < cfg.min_member_disruption}
-            alive = self.minable([*unread, *passed, *(t for t in full if t not in out)])
+            alive = minable([*unread, *passed, *(t for t in full if t not in out)])
             rest = sorted(passed & alive)
             first = [t for t in unread if t in alive][: cfg.onion_wave_tokens]
             if not rest and not first:

@@ -402,6 +402,25 @@ def test_a_run_stops_reading_the_candidates_whose_group_falls_apart(tmp_path: Pa
     assert miner.report() == every.report() and waves.windows < reads_all.windows
 
 
+def test_the_floor_gate_built_once_bounds_any_subset_as_built_for_it() -> None:
+    """The waves build the floor gate once over every checked token and apply it to what is still
+    possible: on a subset it gives what :meth:`minable` computes for that subset afresh (two tokens
+    join on their own documents alone). Without `hb`, `ka` and `kb` fall under the floors."""
+    docs = corpus(600, 20, ("qz",), seed=1)
+    rng = random.Random(2)
+    for token, lo, hi in (("hb", 400, 408), ("ka", 406, 411), ("kb", 397, 402)):
+        for d in docs[lo:hi]:
+            d["text"] = insert(d["text"], (token,), rng)
+    miner = mine(docs)
+    tokens = sorted({t for toks in miner.onion_requests().values() for t in toks})
+    gate = miner._minable_gate(tokens)
+    assert gate(tokens) == miner.minable(tokens) and {"qz", "hb", "ka", "kb"} <= gate(tokens)
+    for left_out in ("hb", "ka", "qz"):
+        subset = [t for t in tokens if t != left_out]
+        assert gate(subset) == miner.minable(subset)
+    assert not {"ka", "kb"} & gate([t for t in tokens if t != "hb"])
+
+
 @pytest.mark.slow
 def test_default_model_confirms_inserted_tokens_not_words(tmp_path: Path) -> None:
     """The ONION check with the real default model, reading the contexts from Parquet chunks."""
