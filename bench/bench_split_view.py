@@ -131,11 +131,13 @@ def run_pair(site: str, swaps: int, seed: int = 0) -> dict[str, Any]:
     pool = other_site_texts()
     night2 = dict(new)
     source: dict[str, str] = {}  # same-site swap -> the page of the release whose text it got
+    # a source is a page not swapped itself: its night-2 outcome is then that of its own text
+    unswapped = [r for r in new if r not in kinds]
     for rel, kind in kinds.items():
         if kind == "other-site":
             night2[rel] = rng.choice(pool)
         else:
-            source[rel] = rng.choice([r for r in new if r != rel])
+            source[rel] = rng.choice(unswapped)
             night2[rel] = new[source[rel]]
     cfg = NightlyConfig(use_lm=False, pipeline={"perplexity": {"enabled": False}})
     nights = []
@@ -167,7 +169,7 @@ def run_pair(site: str, swaps: int, seed: int = 0) -> dict[str, Any]:
             and not any(x.startswith("drift:") for x in second[f"{r}@2"]["reasons"])
         ),
         "swapped": {
-            kind: [second.get(f"{r}@2") for r in sorted(accepted) if kinds.get(r) == kind]
+            kind: [_with_rel(second, r) for r in sorted(accepted) if kinds.get(r) == kind]
             for kind in ("other-site", "same-site")
         },
         "swapped_total": {
@@ -180,6 +182,12 @@ def run_pair(site: str, swaps: int, seed: int = 0) -> dict[str, Any]:
             if r in source
         },
     }
+
+
+def _with_rel(rows: dict[str, dict[str, Any]], rel: str) -> dict[str, Any] | None:
+    """Night 2's row of the page at ``rel``, with ``rel`` in it (None when the run has no row)."""
+    row = rows.get(f"{rel}@2")
+    return None if row is None else {**row, "rel": rel}
 
 
 def pipeline_outcome(row: dict[str, Any] | None) -> str:
@@ -251,9 +259,7 @@ def _pipeline_table(results: dict[str, dict[str, Any]]) -> None:
                 f"| {n['duplicate']} | {n['kept']} | {_pct(len(rows) - n['kept'], len(rows))} |"
             )
         kept_sources = Counter(
-            r["source_outcome"][rel]
-            for rel, x in zip(sorted(r["source_outcome"]), r["swapped"]["same-site"], strict=True)
-            if pipeline_outcome(x) == "kept"
+            r["source_outcome"][x["rel"]] for x in r["swapped"]["same-site"] if pipeline_outcome(x) == "kept"
         )
         if kept_sources:
             print(
