@@ -49,8 +49,10 @@ Signals: ``injection_score`` (probability of the most suspicious window; on a pa
 probe only lowering), ``injection_score_in_context`` (the same with the probe only lowering on every
 page: what a page judged in context through the trigger lists' discussion marker is judged by),
 ``injection_start`` /
-``injection_end`` (that window, in characters of ``text``), ``injection_context`` ("", "security"
-or "thread"). Reasons: ``injection:classifier``, ``injection:classifier_in_<context>``,
+``injection_end`` (the window of ``injection_score``, in characters of ``text``; on a page judged in
+context only through the discussion marker, with the probe on, the window behind
+``injection_score_in_context`` can be another one, and the span is not it), ``injection_context``
+("", "security" or "thread"). Reasons: ``injection:classifier``, ``injection:classifier_in_<context>``,
 (``triggers:prompt_injection`` stays the triggers detector's).
 """
 
@@ -997,6 +999,11 @@ def probed(pages: list[_Page], texts: list[str], probe: Probe) -> list[_Moved] |
 
 
 def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
+    """The signals of the module doc. The span (``injection_start``/``injection_end``) is the best
+    window of ``moved.judged`` (``injection_score``'s); ``injection_score_in_context`` is the best of
+    ``moved.lowered``, which differs only with the probe on, on a page outside the detector's own
+    context: when such a page is judged in context through the trigger lists' discussion marker,
+    the window that quarantined it may not be the span."""
     model = load_model(cfg.model_file)
     probe = usable_probe(cfg)
     texts = [t or "" for t in batch.column("text").to_pylist()]
