@@ -69,6 +69,12 @@ class CrawlConfig(BaseModel):
     tarpit_page_share: float = Field(
         0.6, gt=0, le=1, description="share of a region's pages that must look tarpit-like to stop it"
     )
+    tarpit_mark_min_pages: int = Field(
+        3,
+        ge=1,
+        description="pages a region below the host's root needs, most of them tarpit-like, for its "
+        "tarpit-like pages to be marked at the end of the crawl though the region was never stopped",
+    )
     tarpit_deep_link_share: float = Field(
         0.5,
         gt=0,

@@ -350,18 +350,21 @@ class TarpitGuard:
         one generated page that happens to pass must not open all of its links into the tarpit.
         """
         if not signal.tarpit_like:
-            return self.cfg.tarpit_follow_links if url and self._in_tarpit_like_region(url) else None
+            if url and self._in_tarpit_like_region(url, self.cfg.tarpit_min_pages):
+                return self.cfg.tarpit_follow_links
+            return None
         if signal.chain >= self.cfg.tarpit_max_chain:
             return 0
         return self.cfg.tarpit_follow_links
 
-    def _in_tarpit_like_region(self, url: str) -> bool:
+    def _in_tarpit_like_region(self, url: str, min_pages: int) -> bool:
+        """Whether a region below the root holds ``min_pages`` pages or more, most of them tarpit-like."""
         host = host_port_of(url)
         for prefix in region_prefixes(url, self.cfg.tarpit_region_segments)[1:]:
             region = self.regions.get(host + prefix)
-            # Only a region of tarpit_min_pages or more: early in a crawl, 2 odd pages of 3 under a
-            # prefix must not limit every real page of it.
-            if region is not None and region.pages >= self.cfg.tarpit_min_pages:
+            # A minimum count: early in a crawl, 2 odd pages of 3 under a prefix must not limit every
+            # real page of it.
+            if region is not None and region.pages >= min_pages:
                 if region.tarpit_like >= self.cfg.tarpit_page_share * region.pages:
                     return True
         return False
@@ -376,14 +379,20 @@ class TarpitGuard:
         """Pages to mark: tarpit-like ones in a stopped region or inside a tarpit-like chain.
 
         A tarpit-like page is marked when its region was stopped, when it was reached through a tarpit-like
-        page, or when two of the pages it led to were tarpit-like (the entry of a tarpit); any page of a
+        page, when two of the pages it led to were tarpit-like (the entry of a tarpit), or when it lies in a
+        region below the host's root of ``tarpit_mark_min_pages`` pages or more, most of them tarpit-like:
+        the chain limits can keep a tarpit region under the ``tarpit_min_pages`` that stop it (a tarpit-like
+        page on the way in has one link followed), and its pages must not be kept for that. Any page of a
         stopped region reached through a tarpit-like page is marked too. A real page reached through real
-        pages is never marked unless the whole host is a tarpit.
+        pages is never marked unless the whole host is a tarpit or its own region looks like one.
         """
         marked = []
         for url, page in self.pages.items():
             in_stopped = self.stopped_region(url) is not None
-            if page.tarpit_like and (in_stopped or page.parent_tarpit_like or page.tarpit_children >= 2):
+            chained = page.parent_tarpit_like or page.tarpit_children >= 2
+            if page.tarpit_like and (
+                in_stopped or chained or self._in_tarpit_like_region(url, self.cfg.tarpit_mark_min_pages)
+            ):
                 marked.append(url)
             elif in_stopped and page.parent_tarpit_like:
                 marked.append(url)  # inside the region, reached from the tarpit: its page too

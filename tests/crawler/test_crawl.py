@@ -539,3 +539,35 @@ def test_hostile_site_cloaked_pages_and_a_tarpit_region(tmp_path: Path) -> None:
     assert all(by_path[p] == [] for p in real), seen
     # Probes cost: one browser fetch per probed page, a second only where the views differed.
     assert stats["responses_this_run"] - len(tarpit_requests) <= 1.35 * (len(pages) + 1)
+
+
+def test_a_tarpit_region_too_small_to_stop_still_has_none_of_its_pages_kept(tmp_path: Path) -> None:
+    """One entry with 3 links into a drip-fed /gen/: the chain limits let 6 of its pages in, under the 8
+    that stop a region, so the region is never stopped; its tarpit-like pages must be marked all the same."""
+    pages = servers.stdlib_pages()
+    texts = [" ".join(servers.paragraph_texts(h)) for h in pages.values()]
+    words = sorted({w.lower() for t in texts for w in t.split() if w.isalpha() and len(w) > 4})
+
+    def tarpit_text(r: random.Random) -> list[str]:
+        return [servers.markov_babble(texts, 1, r.randint(60, 120), r) for _ in range(4)]
+
+    site = servers.HostileSite(pages, {}, ["/lib/json.html"], tarpit_text, words, drip_s=2.5)
+    cfg = CrawlConfig(
+        **{**FAST, "ttlb_limit_s": 15.0, "max_time_s": 180},
+        cloaking_sample_rate=0.0,
+        tarpit_slow_page_s=2.0,
+        tarpit_slow_factor=4.0,  # a loaded test machine slows the real pages too
+    )
+    assert cfg.tarpit_min_pages == 8 and cfg.tarpit_follow_links == 1  # the defaults this case is about
+    with servers.TestServer(site.route, lifetime_s=240) as server:
+        stats = run_crawl([server.base + "/index.html"], tmp_path, cfg)
+    docs = raw_to_documents(read_raw(tmp_path / "raw"))
+    reasons = cloaking_filter.flag(
+        pa.table(cloaking_filter.score(docs, cloaking_filter.Config())), cloaking_filter.Config()
+    )
+    by_path = {u[len(server.base) :]: r for u, r in zip(docs.column("url").to_pylist(), reasons, strict=True)}
+    seen = (stats["hosts"], stats["tarpit_regions"], sorted(by_path))  # shown on failure
+    gen = [p for p in by_path if p.startswith("/gen/")]
+    assert 3 <= len(gen) < cfg.tarpit_min_pages and not stats["tarpit_regions"], seen
+    assert all(by_path[p] == ["cloaking:tarpit_host"] for p in gen), seen
+    assert all(by_path[p] == [] for p in pages if p in by_path) and len(by_path) - len(gen) > 20, seen
