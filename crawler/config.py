@@ -99,11 +99,14 @@ class CrawlConfig(BaseModel):
         description="links followed at most from a tarpit-like page (a tarpit links to many; each link "
         "followed costs a request that the region's verdict, coming after the drip delays, rarely saves)",
     )
-    tarpit_slow_page_s: float = Field(5.0, gt=0, description="a page whose headers took this long ...")
+    tarpit_slow_page_s: float = Field(
+        5.0, gt=0, description="a page whose headers came this much later than the host's usual page ..."
+    )
     tarpit_slow_factor: float = Field(
-        8.0,
+        3.0,
         ge=1,
-        description="... and this many times the median of the host's recent pages is drip-slow",
+        description="... and took this many times the median of the host's recent pages is drip-slow "
+        "(a host slow everywhere is not; a loaded crawler's lag delays all pages alike)",
     )
     tarpit_max_coherence: float = Field(
         0.08,

@@ -4,7 +4,7 @@ Tarpits and labyrinths (Nepenthes, iocaine, Cloudflare AI Labyrinth) serve endle
 whose links point ever deeper into one path, often with random slugs, filled with babble, sometimes
 drip-fed; they are also planted inside real sites, under one path. A page is tarpit-like when most
 of its links go deeper to random-looking slugs, when its text is babble (word salad, or incoherent
-text: crawler/suspicion.py), or when it came far slower than the host's usual page (a drip delay).
+text: crawler/suspicion.py), or when it came seconds later than the host's usual page (a drip delay).
 
 Budgets (pages, bytes) stop following a host and accuse nobody. Tarpit verdicts apply to a region:
 the shortest path prefix (/, /a/, /a/b/) whose pages are mostly tarpit-like or whose requests mostly
@@ -290,13 +290,17 @@ class TarpitGuard:
 
     def _slow_page(self, url: str, seconds: float) -> bool:
         # Far slower than this host's usual page: a drip delay. A host that is slow everywhere is not.
-        # The median of its recent pages, so that the tarpit's own slow pages do not raise the bar.
+        # The median of its recent pages, so that the tarpit's own slow pages do not raise the bar. A drip
+        # adds a fixed delay, and a loaded crawler adds its own lag to every page alike: the difference
+        # carries the verdict (with a ratio of 8 alone, a 6 s drip no longer counts once every page of
+        # the host takes 0.75 s).
         recent = self._latencies.setdefault(host_port_of(url), deque(maxlen=LATENCY_WINDOW))
         usual = statistics.median(recent) if len(recent) >= MIN_LATENCIES else None
         recent.append(seconds)
         if usual is None:
             return False  # too few pages yet to know what is usual for this host
-        return seconds >= self.cfg.tarpit_slow_page_s and seconds >= self.cfg.tarpit_slow_factor * usual
+        later = seconds - usual >= self.cfg.tarpit_slow_page_s
+        return later and seconds >= self.cfg.tarpit_slow_factor * usual
 
     def record_page(
         self,

@@ -102,6 +102,17 @@ def test_guard_budgets_signals_and_shares() -> None:
     assert report["drip"]["share_time"] > report["big"]["share_time"]  # 2 timeouts of 2 s vs 0.5 s
 
 
+def test_drip_delay_counts_on_a_loaded_crawler_but_a_host_slow_everywhere_does_not() -> None:
+    """A drip adds a fixed delay; a loaded crawler adds its own lag to every page, so the difference to
+    the host's usual page decides, not the ratio alone (6.5 s against 1 s: a drip; 6.5 s against 2 s: not)."""
+    guard = TarpitGuard(CrawlConfig())
+    for host, usual, page in (("loaded", 1.0, 6.5), ("slow", 2.0, 6.5)):
+        for i in range(10):
+            guard.record_page(f"http://{host}/p{i}.html", [], "x", seconds=usual + 0.01 * i)
+        signal = guard.record_page(f"http://{host}/gen/a/", [], "x", seconds=page)
+        assert signal.slow == (host == "loaded"), host
+
+
 def test_guard_stops_a_tarpit_region_and_keeps_the_real_pages_of_its_host() -> None:
     cfg = CrawlConfig(tarpit_min_pages=4, host_max_slow=2)
     guard = TarpitGuard(cfg)
@@ -551,12 +562,9 @@ def test_a_tarpit_region_too_small_to_stop_still_has_none_of_its_pages_kept(tmp_
     def tarpit_text(r: random.Random) -> list[str]:
         return [servers.markov_babble(texts, 1, r.randint(60, 120), r) for _ in range(4)]
 
-    site = servers.HostileSite(pages, {}, ["/lib/json.html"], tarpit_text, words, drip_s=2.5)
+    site = servers.HostileSite(pages, {}, ["/lib/json.html"], tarpit_text, words, drip_s=3.0)
     cfg = CrawlConfig(
-        **{**FAST, "ttlb_limit_s": 15.0, "max_time_s": 180},
-        cloaking_sample_rate=0.0,
-        tarpit_slow_page_s=2.0,
-        tarpit_slow_factor=4.0,  # a loaded test machine slows the real pages too
+        **{**FAST, "ttlb_limit_s": 15.0, "max_time_s": 180}, cloaking_sample_rate=0.0, tarpit_slow_page_s=2.0
     )
     assert cfg.tarpit_min_pages == 8 and cfg.tarpit_follow_links == 1  # the defaults this case is about
     with servers.TestServer(site.route, lifetime_s=240) as server:
