@@ -12,7 +12,8 @@ time out; links into a stopped region are dropped, and only a region at the root
 a tarpit. A tarpit that shares its prefix with real pages is bounded by the link chain: a tarpit-like
 page reached through a tarpit-like page has none of its links followed, and a tarpit-like page only a
 few. At the end of the crawl the pages of the tarpit are marked (``cloaking:tarpit_host``): tarpit-like
-pages in a stopped region or in a tarpit-like chain; the real pages of the same host are kept.
+pages in a stopped region, in a tarpit-like chain, or in a mostly tarpit-like region below the root that
+the chain limits kept under the stop count; the real pages of the same host are kept.
 """
 
 from __future__ import annotations
@@ -380,7 +381,7 @@ class TarpitGuard:
         return {k: r.stopped for k, r in sorted(self.regions.items()) if r.stopped is not None}
 
     def tarpit_pages(self) -> list[str]:
-        """Pages to mark: tarpit-like ones in a stopped region or inside a tarpit-like chain.
+        """Pages to mark: tarpit-like ones in a stopped or tarpit-like region, or in a tarpit-like chain.
 
         A tarpit-like page is marked when its region was stopped, when it was reached through a tarpit-like
         page, when two of the pages it led to were tarpit-like (the entry of a tarpit), or when it lies in a
