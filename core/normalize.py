@@ -33,6 +33,9 @@ import numpy as np
 from confusable_homoglyphs import categories as _categories
 from confusable_homoglyphs import confusables as _confusables
 
+# Leetspeak: digits and symbols written for the letters they look like ("1gn0r3", "@ll"), as a
+# translate table (one character each way, so positions stay).
+LEET = str.maketrans("0134578@$", "oieastbas")
 # Characters that render as nothing (or nearly) and are used to split or hide words.
 _INVISIBLE_RANGES: tuple[tuple[int, int], ...] = (
     (0x00AD, 0x00AD),  # soft hyphen

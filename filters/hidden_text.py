@@ -65,6 +65,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field
 
+from poisonguard.core.normalize import LEET
 from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 INSTRUCTION = pa.struct([("channel", pa.string()), ("phrase", pa.string())])
@@ -208,7 +209,6 @@ def _rules(text: str) -> str | None:
 
 # Encoded blobs an agent can be told to decode: base64/base32/hex runs, 8-bit binary, \uXXXX escapes.
 _BLOB = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}|(?:[01]{8}\s+){3,}[01]{8}|(?:\\u[0-9a-fA-F]{4}){4,}")
-_LEET = str.maketrans("0134578@$", "oieastbas")
 _SPACED = re.compile(r"\b(\w) (?=\w\b)")
 
 
@@ -251,7 +251,7 @@ def _views(text: str) -> Iterator[tuple[str, str]]:
         return
     yield "reversed", text[::-1]
     yield "rot13", codecs.encode(text, "rot13")
-    for name, view in (("leetspeak", text.translate(_LEET)), ("spaced", _SPACED.sub(r"\1", text))):
+    for name, view in (("leetspeak", text.translate(LEET)), ("spaced", _SPACED.sub(r"\1", text))):
         if view != text:
             yield name, view
 

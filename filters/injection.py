@@ -73,6 +73,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from poisonguard.core.normalize import LEET, confusable_map
 from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 MODEL_FILE = "injection_model.npz"
@@ -772,7 +773,6 @@ def _percent_text(m: re.Match[str]) -> str:
 # Words disguised for a filter but still read by a model: digits for letters ("ign0r3"), Cyrillic or
 # Greek look-alikes inside a Latin word ("ІGNORE" with a Cyrillic І), letters spaced out
 # ("i g n o r e"). Only tokens of that shape are touched (same length: positions stay).
-_LEET = str.maketrans("0134578", "oieastb")
 _LEET_WORD = re.compile(r"\b(?=[a-z0-9]*\d)(?=[0-9]*[a-z])[a-z0-9]{3,}\b", re.IGNORECASE)
 # UTS #39 maps these to a lower-case l; as a disguised Latin letter each stands for an i
 _DOTLESS = {"\u0406": "I", "\u0456": "i", "\u04c0": "I", "\u04cf": "l"}
@@ -783,13 +783,11 @@ _SPACED_WORD = re.compile(r"(?<!\S)(?:[^\W\d_] ){3,}[^\W\d_](?!\S)")
 
 
 def _leet_word(m: re.Match[str]) -> str:
-    word = m.group().translate(_LEET)
+    word = m.group().translate(LEET)  # the words matched hold no @ or $
     return word if word.isalpha() else m.group()
 
 
 def _mixed_word(m: re.Match[str]) -> str:
-    from poisonguard.core.normalize import confusable_map
-
     word = m.group()
     if word.isascii() or not _MIXED_EDGE.search(word):
         return word
