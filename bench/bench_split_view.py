@@ -32,6 +32,7 @@ Prints Markdown on stdout.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import tempfile
@@ -50,8 +51,17 @@ PAIRS: dict[str, tuple[str, str]] = {
         "borgbackup-doc/usr/share/doc/borgbackup/html",
         "borgbackup2-doc/usr/share/doc/borgbackup2/html",
     ),
+    "omp": (
+        "libomp-14-doc/usr/share/doc/libomp-14-dev/html",
+        "libomp-15-doc/usr/share/doc/libomp-15-dev/html",
+    ),
 }
-RELEASES = {"clang": "Clang 14 -> 15", "llvm": "LLVM 14 -> 15", "borg": "Borg 1.2 -> 2.0"}
+RELEASES = {
+    "clang": "Clang 14 -> 15",
+    "llvm": "LLVM 14 -> 15",
+    "borg": "Borg 1.2 -> 2.0",
+    "omp": "OpenMP runtime 14 -> 15",
+}
 DATES = ("2026-01-01", "2026-01-02")
 MIN_CHARS = 200  # pages shorter than this (redirect stubs, empty indexes) are left out of both nights
 
@@ -74,6 +84,7 @@ def release_pages(folder: str) -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def other_site_texts() -> list[str]:
     """Pages of two other real documentation sites: what a swapped URL serves in the other-site case."""
     from bench.corpus import handbook_pages, html_to_text, python_docs_dir
@@ -117,20 +128,18 @@ def caught(row: dict[str, Any] | None, bar: float) -> bool:
     return bool(others) or bool(row.get("drift_changed") and topic is not None and topic < bar)
 
 
-def run_pair(site: str, swaps: int, seed: int = 0) -> dict[str, Any]:
-    """Two nights of one release pair through run_nightly; night 2's rows by kind of page."""
-    from poisonguard.pipelines.nightly import run_nightly
-    from poisonguard.pipelines.nightly_config import NightlyConfig
-
-    old, new = (release_pages(f) for f in PAIRS[site])
+def swap_pages(
+    new: dict[str, str], common: list[str], swaps: int, seed: int
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Night 2 of one draw: (pages with the swaps in, swapped path -> kind, same-site swap -> the
+    page whose text it got)."""
     rng = random.Random(seed)
-    common = sorted(set(old) & set(new))
     k = min(swaps, len(common) // 5)
     chosen = rng.sample(common, 2 * k)
     kinds = {rel: ("other-site" if i < k else "same-site") for i, rel in enumerate(chosen)}
     pool = other_site_texts()
     night2 = dict(new)
-    source: dict[str, str] = {}  # same-site swap -> the page of the release whose text it got
+    source: dict[str, str] = {}
     # a source is a page not swapped itself: its night-2 outcome is then that of its own text
     unswapped = [r for r in new if r not in kinds]
     for rel, kind in kinds.items():
@@ -139,22 +148,54 @@ def run_pair(site: str, swaps: int, seed: int = 0) -> dict[str, Any]:
         else:
             source[rel] = rng.choice(unswapped)
             night2[rel] = new[source[rel]]
+    return night2, kinds, source
+
+
+def run_pair(site: str, swaps: int, seeds: list[int]) -> list[dict[str, Any]]:
+    """Two nights of one release pair through run_nightly, per draw of swapped pages (``seeds``);
+    night 2's rows by kind of page. Night 1 is run once and its state copied for each draw."""
+    import shutil
+
+    from poisonguard.pipelines.nightly import run_nightly
+    from poisonguard.pipelines.nightly_config import NightlyConfig
+
+    old, new = (release_pages(f) for f in PAIRS[site])
+    common = sorted(set(old) & set(new))
     cfg = NightlyConfig(use_lm=False, pipeline={"perplexity": {"enabled": False}})
-    nights = []
+    out = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        for night, pages in enumerate((old, night2), start=1):
-            landing = base / f"night{night}"
+
+        def night(n: int, pages: dict[str, str], root: Path, tag: str) -> dict[str, dict[str, Any]]:
+            landing = base / f"night{n}{tag}"
             landing.mkdir()
             records = [
-                {"id": f"{rel}@{night}", "url": url(site, rel), "text": t} for rel, t in sorted(pages.items())
+                {"id": f"{rel}@{n}", "url": url(site, rel), "text": t} for rel, t in sorted(pages.items())
             ]
             _write(landing / "pages.jsonl", records)
-            run_nightly(
-                cfg, base=base, date=DATES[night - 1], inputs=[str(landing / "*.jsonl")], out=base / "root"
-            )
-            nights.append(_night(base / "root" / DATES[night - 1]))
-    first, second = nights
+            run_nightly(cfg, base=base, date=DATES[n - 1], inputs=[str(landing / "*.jsonl")], out=root)
+            return _night(root / DATES[n - 1])
+
+        first = night(1, old, base / "root1", "")
+        for seed in seeds:
+            night2, kinds, source = swap_pages(new, common, swaps, seed)
+            root = base / f"root2-{seed}"
+            shutil.copytree(base / "root1", root)
+            second = night(2, night2, root, f"-{seed}")
+            out.append(_outcomes(new, common, first, second, kinds, source))
+            shutil.rmtree(root)
+    return out
+
+
+def _outcomes(
+    new: dict[str, str],
+    common: list[str],
+    first: dict[str, dict[str, Any]],
+    second: dict[str, dict[str, Any]],
+    kinds: dict[str, str],
+    source: dict[str, str],
+) -> dict[str, Any]:
+    """One draw's night-2 rows by kind of page."""
     # Drift compares with the last *accepted* version: a page quarantined on night 1 has none.
     accepted = {rel for rel in common if first.get(f"{rel}@1", {}).get("outcome") != "quarantined"}
     return {
@@ -235,6 +276,30 @@ def fit_threshold(site: str) -> float:
     return max(0.0, round(int(lowest * 100) / 100 - 0.01, 2))
 
 
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One pair's runs over several draws (seeds) as one result: counts added, rows put together
+    (a swapped page's ``rel`` and its source's key get the draw's number in front)."""
+    if len(runs) == 1:
+        return runs[0]
+    out: dict[str, Any] = {
+        "pages": runs[0]["pages"],
+        "common": runs[0]["common"],
+        "accepted": sum(r["accepted"] for r in runs),
+        "benign": [x for r in runs for x in r["benign"]],
+        "benign_other": sum(r["benign_other"] for r in runs),
+        "swapped": {kind: [] for kind in ("other-site", "same-site")},
+        "swapped_total": {
+            kind: sum(r["swapped_total"][kind] for r in runs) for kind in ("other-site", "same-site")
+        },
+        "source_outcome": {},
+    }
+    for n, r in enumerate(runs):
+        for kind, rows in r["swapped"].items():
+            out["swapped"][kind] += [None if x is None else {**x, "rel": f"{n}:{x['rel']}"} for x in rows]
+        out["source_outcome"].update({f"{n}:{rel}": v for rel, v in r["source_outcome"].items()})
+    return out
+
+
 def _pct(a: int, b: int) -> str:
     return f"{a}/{b} ({100 * a / max(b, 1):.1f}%)"
 
@@ -277,6 +342,9 @@ def main() -> None:
         "--swaps", type=int, default=20, help="swapped pages of each kind per pair (at most 1/5)"
     )
     parser.add_argument("--fit", default="clang,borg", help="pairs the topic bar is fitted on, one at a time")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="draws of the swapped pages per pair (seeds 0..N-1), added up"
+    )
     args = parser.parse_args()
     pairs = [p for p in args.pairs.split(",") if p]
     bars = {"shipped default": drift.Config().topic_threshold}
@@ -294,7 +362,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     results = {}
     for site in pairs:
-        r = results[site] = run_pair(site, args.swaps)
+        r = results[site] = merge_runs(run_pair(site, args.swaps, list(range(args.seeds))))
         for label, bar in bars.items():
             held = "in-source" if label == f"fit on {site}" else "held out" if label.startswith("fit") else ""
             other, same = r["swapped"]["other-site"], r["swapped"]["same-site"]

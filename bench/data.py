@@ -124,6 +124,9 @@ SOURCES: tuple[Source, ...] = (
     Source("llvm-15-doc", "apt", "llvm-15-doc", None, "LLVM 15 HTML docs (night 2 of a release pair)"),
     Source("borgbackup-doc", "apt", "borgbackup-doc", None, "Borg 1.2 HTML docs (night 1 of a pair)"),
     Source("borgbackup2-doc", "apt", "borgbackup2-doc", None, "Borg 2.0 HTML docs (night 2 of a pair)"),
+    # a pair the split-view rules were never designed on (another project, another generator: Doxygen)
+    Source("libomp-14-doc", "apt", "libomp-14-doc", None, "LLVM OpenMP runtime 14 Doxygen HTML (night 1)"),
+    Source("libomp-15-doc", "apt", "libomp-15-doc", None, "LLVM OpenMP runtime 15 Doxygen HTML (night 2)"),
     Source("spamassassin", "apt", "spamassassin", None, "spam phrasing rules"),
     Source("mythes-en-us", "apt", "mythes-en-us", None, "OpenOffice English thesaurus (spun campaigns, A)"),
     Source("wordnet-base", "apt", "wordnet-base", None, "Princeton WordNet 3.0 data (spun campaigns, B)"),

@@ -17,10 +17,17 @@ a URL's text tonight and the last version poisonguard accepted. Ordinary edits c
   still talks about ThinLTO; a page swapped for other content (another site's page, spam, an injected
   article) talks about something else. Measured on real release pairs (bench/bench_split_view.py).
   The vocabulary is kept as a bottom-k sketch of the page's content words (:func:`topic_sketch`).
+* it changed into a copy of a text that another URL serves tonight without an abrupt change of its
+  own (``drift:moved``): the text has a home whose history holds it, and this URL took it over. A
+  page of a site swapped for another page of the same site keeps the site's vocabulary (the topic
+  rule can miss it) but is exactly this. "A copy" is the dedup stage's cluster (exact or near
+  duplicate; short texts have no similarity and never count as changed). Quarantining it loses no
+  text: the copy at its home is the one dedup keeps (:meth:`DriftDetector.judge_clusters`, which
+  also tells dedup to prefer, as the copy kept, a new URL to one that drifted into the text).
 
-The pure parts (:func:`similarity`, :func:`host_shares`, :func:`drift_reasons`) work on arrays; the
-:class:`DriftDetector` follows the runner's ``ContextDetector`` protocol and gets each URL's last
-accepted version from a ``lookup`` callable (the nightly state store).
+The pure parts (:func:`similarity`, :func:`host_shares`, :func:`moved_from`, :func:`drift_reasons`)
+work on arrays; the :class:`DriftDetector` follows the runner's ``ContextDetector`` protocol and gets
+each URL's last accepted version from a ``lookup`` callable (the nightly state store).
 """
 
 from __future__ import annotations
@@ -172,6 +179,28 @@ def host_abnormal(drifted: int, compared: int, cfg: Config) -> bool:
     return compared >= cfg.host_min_pages and drifted / compared >= cfg.host_share
 
 
+CONTINUOUS, NEW, DRIFTED = "continuous", "new", "drifted"  # a URL tonight against its own history
+
+
+def moved_from(
+    urls: Sequence[str | None], states: Sequence[str | None], clusters: Sequence[str | None]
+) -> list[str | None]:
+    """Per row that drifted into a copy of a text another URL serves tonight without an abrupt change
+    of its own: that URL (the first such in row order); else None. ``states``: CONTINUOUS (compared
+    with its own history, no abrupt change), NEW (no history), DRIFTED, or None (no URL, no usable
+    similarity); ``clusters``: the dedup cluster of each row (rows of one cluster are copies of one
+    text). Only a continuous URL is a home: its history holds the text."""
+    homes: dict[str, str] = {}
+    for url, state, cluster in zip(urls, states, clusters, strict=True):
+        if state == CONTINUOUS and url and cluster is not None:
+            homes.setdefault(cluster, url)
+    out: list[str | None] = []
+    for url, state, cluster in zip(urls, states, clusters, strict=True):
+        home = homes.get(cluster) if state == DRIFTED and cluster is not None else None
+        out.append(home if home != url else None)  # the same URL in another row is no other home
+    return out
+
+
 def _truthy(value: Any) -> bool:
     if value is None:
         return False
@@ -204,13 +233,16 @@ def drift_reasons(
     weak: Sequence[list[str]],
     cfg: Config,
     topics: Sequence[float | None] | None = None,
+    moved: Sequence[str | None] | None = None,
 ) -> list[list[str]]:
-    """Quarantine reasons: a drifted page with another suspicious signal, on an abnormal host, or with
-    no topical continuity (``topics``: drift_topic_similarity per row)."""
+    """Quarantine reasons: a drifted page with another suspicious signal, on an abnormal host, with
+    no topical continuity (``topics``: drift_topic_similarity per row), or moved from another URL
+    (``moved``: :func:`moved_from` per row)."""
     out: list[list[str]] = []
     topics = topics if topics is not None else [None] * len(changed)
-    for flag, sim, counts, others, signals, topic in zip(
-        changed, sims, host_counts, other_reasons, weak, topics, strict=True
+    moved = moved if moved is not None else [None] * len(changed)
+    for flag, sim, counts, others, signals, topic, home in zip(
+        changed, sims, host_counts, other_reasons, weak, topics, moved, strict=True
     ):
         reasons: list[str] = []
         if flag:
@@ -221,6 +253,8 @@ def drift_reasons(
                 reasons.append(f"drift:content_changed(similarity {sim:.2f}; {why})")
             if counts is not None and host_abnormal(counts[0], counts[1], cfg):
                 reasons.append(f"drift:host_changed({counts[0]} of {counts[1]} known pages)")
+            if home is not None:
+                reasons.append(f"drift:moved(similarity {sim:.2f}; a copy of {home})")
         out.append(reasons)
     return out
 
@@ -248,16 +282,25 @@ class DriftDetector:
         # (id, url) -> (similarity, previous date); the runner gives score() the same chunks in order.
         self._seen: dict[tuple[str, str], tuple[float | None, str | None, float | None]] = {}
         self._hosts: dict[str, tuple[int, int]] = {}
-        self.summary: dict[str, Any] = {"compared": 0, "changed": 0, "new_urls": 0, "abnormal_hosts": []}
+        self._rows: list[tuple[str, str] | None] = []  # (id, url) of every row observed, in input order
+        self._moved: dict[tuple[str, str], str] = {}  # (id, url) -> the URL whose text it took over
+        self.summary: dict[str, Any] = {
+            "compared": 0,
+            "changed": 0,
+            "new_urls": 0,
+            "abnormal_hosts": [],
+            "moved": 0,
+        }
 
     def observe(self, table: pa.Table) -> None:
         if not self.cfg.enabled or table.num_rows == 0:
             return
         urls = table.column("url").to_pylist()
+        ids = table.column("id").to_pylist()
+        self._rows.extend((ids[i], u) if u else None for i, u in enumerate(urls))
         rows = [i for i, u in enumerate(urls) if u]
         if not rows:
             return
-        ids = table.column("id").to_pylist()
         texts = table.column("text").to_pylist()
         if SIG_COLUMN in table.column_names:
             sigs = np.asarray(table.column(SIG_COLUMN).combine_chunks().flatten()).reshape(table.num_rows, -1)
@@ -289,6 +332,55 @@ class DriftDetector:
         self.summary["changed"] = sum(d for d, _ in self._hosts.values())
         self.summary["abnormal_hosts"] = sorted(
             h for h, (d, c) in self._hosts.items() if host_abnormal(d, c, self.cfg)
+        )
+
+    def judge_clusters(
+        self, positions: Sequence[int], clusters: Sequence[str | None]
+    ) -> tuple[list[bool], list[bool]]:
+        """Given the dedup cluster of rows (``positions``: their places in input order, as observed):
+        (rows that moved, rows to keep only when their cluster has no other copy to keep).
+
+        A row that moved (:func:`moved_from`; remembered for :meth:`flag`, which quarantines it
+        whatever the other detectors say) is never its cluster's kept copy: the copy at its home is.
+        A row that drifted, with no home for its text and no other drift rule against it, has a
+        weaker claim to the text than a URL that is new tonight (whose history does not contradict
+        it): dedup keeps another copy if there is one, and drops this row as its duplicate (nothing
+        is quarantined, the text is kept once). A row another drift rule condemns keeps its place:
+        its text is the suspect, and its copies go with it."""
+        if not self.cfg.enabled:
+            return [False] * len(positions), [False] * len(positions)
+        keys = [self._rows[p] for p in positions]
+        states = [self._state(key) for key in keys]
+        homes = moved_from([k[1] if k else None for k in keys], states, clusters)
+        for key, home in zip(keys, homes, strict=True):
+            if key is not None and home is not None:
+                self._moved[key] = home
+        self.summary["moved"] = len(self._moved)
+        demoted = [
+            state == DRIFTED and home is None and not self._condemned(key)
+            for key, state, home in zip(keys, states, homes, strict=True)
+        ]
+        return [home is not None for home in homes], demoted
+
+    def _state(self, key: tuple[str, str] | None) -> str | None:
+        """CONTINUOUS, NEW, DRIFTED or None (see :func:`moved_from`) for an observed row."""
+        if key is None:
+            return None
+        sim, prev, _ = self._seen.get(key, (None, None, None))
+        if prev is None:
+            return NEW
+        if sim is None:
+            return None
+        return DRIFTED if sim < self.cfg.threshold else CONTINUOUS
+
+    def _condemned(self, key: tuple[str, str] | None) -> bool:
+        """Whether the topic or host rule quarantines this (drifted) row."""
+        if key is None:
+            return False
+        topic = self._seen.get(key, (None, None, None))[2]
+        counts = self._hosts.get(host_of(key[1]) or "")
+        return (topic is not None and topic < self.cfg.topic_threshold) or (
+            counts is not None and host_abnormal(counts[0], counts[1], self.cfg)
         )
 
     def _lookup_rows(
@@ -333,4 +425,6 @@ class DriftDetector:
         changed = [None if s is None else s < self.cfg.threshold for s in sims]
         counts = [self._hosts.get(h) if h else None for h in hosts]
         weak = weak_signals(table, self.cfg)
-        return drift_reasons(changed, sims, counts, reasons, weak, self.cfg, topics)
+        keys = zip(table.column("id").to_pylist(), table.column("url").to_pylist(), strict=True)
+        moved = [self._moved.get((doc_id, url)) if url else None for doc_id, url in keys]
+        return drift_reasons(changed, sims, counts, reasons, weak, self.cfg, topics, moved)

@@ -25,6 +25,7 @@ write the work files there. Inputs are read by the driver only.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from pathlib import Path
@@ -259,7 +260,12 @@ def _dedup(
         return touched, row_keys.report()
     prior = dedup_index.prior if dedup_index is not None else None
     result = ray_dedup.distributed_dedup(
-        chunks.paths, chunks.offsets, cfg, prior=prior, keys_dir=run.work / "keys"
+        chunks.paths,
+        chunks.offsets,
+        cfg,
+        prior=prior,
+        keys_dir=run.work / "keys",
+        judge=functools.partial(stages.judged_rows, context_detectors),
     )
     for c, table in result.overrides.items():
         target = ray_dedup.overrides_path(run.work, chunks.numbers[c])

@@ -216,7 +216,11 @@ def _dedup(
             stages.add_to_index(index, table, keys)
     result = Duplicates.none(eligible)
     if index is not None:
-        result = stages.resolve_duplicates(index.assign(), ids, eligible, cfg, index.is_prior)
+        assign = index.assign()
+        clusters = assign.column("dedup_cluster_id").to_pylist()
+        judged, demoted = stages.judged_rows(context_detectors, range(len(ids)), clusters)
+        eligible = [e and not j for e, j in zip(eligible, judged, strict=True)]
+        result = stages.resolve_duplicates(assign, ids, eligible, cfg, index.is_prior, demoted)
         result.assign = stages.user_columns(result.assign) if result.assign is not None else None
     result.keys = ids
     result.row_keys_report = row_keys.report()

@@ -23,7 +23,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,7 +65,8 @@ class ContextDetector(Protocol):
 
     `observe` sees every scored chunk in input order (stage 3, signal columns and the internal
     `_dedup_signature` included); `score` then adds `schema`'s columns to each chunk and `flag`
-    gives quarantine reasons, knowing the reasons the other detectors gave (stage 5).
+    gives quarantine reasons, knowing the reasons the other detectors gave (stage 5). A detector may
+    also have `judge_clusters(positions, clusters) -> list[bool]` (see :func:`judged_rows`).
     """
 
     name: str
@@ -382,6 +383,7 @@ def choose_representatives(
     exact_of: list[str | None],
     eligible: list[bool],
     is_prior: Callable[[str], bool] | None = None,
+    demoted: list[bool] | None = None,
 ) -> tuple[list[str | None], list[str | None]]:
     """(duplicate_of, duplicate kind) per row: the earliest eligible member of each cluster is kept;
     later eligible members point to it.
@@ -389,8 +391,19 @@ def choose_representatives(
     Members that are quarantined or filtered anyway are never chosen, so a duplicate always points
     to a document that is not dropped for another reason (the LM may still drop it later). A cluster
     whose id is a document kept by an earlier run (nightly) already has its representative.
+    ``demoted`` members (judged_rows) are chosen only when their cluster has no other eligible
+    member; a demoted member may then point to a representative after it in input order.
     """
     representative: dict[str, str] = {}
+    leader_of: dict[str, str] = {}  # a representative chosen here that is an exact copy -> its first copy
+    if demoted is not None:  # the earliest eligible member that is not demoted, where there is one
+        for i, (doc_id, cluster) in enumerate(zip(ids, cluster_ids, strict=True)):
+            if eligible[i] and not demoted[i] and cluster is not None and cluster not in representative:
+                if not (is_prior is not None and is_prior(cluster)):
+                    representative[cluster] = doc_id
+                    leader = exact_of[i]
+                    if leader is not None:
+                        leader_of[doc_id] = leader
     duplicate_of: list[str | None] = [None] * len(ids)
     kind: list[str | None] = [None] * len(ids)
     for i, (doc_id, cluster) in enumerate(zip(ids, cluster_ids, strict=True)):
@@ -401,9 +414,12 @@ def choose_representatives(
             rep = representative[cluster] = cluster
         if rep is None:
             representative[cluster] = doc_id
-        else:
+        elif rep != doc_id:
             duplicate_of[i] = rep
-            kind[i] = "exact_duplicate" if exact_of[i] is not None else "near_duplicate"
+            # an exact copy either way round: this row copies an earlier one, or it is the first of
+            # the exact copies and the representative (after it) is another
+            exact = exact_of[i] is not None or leader_of.get(rep) == doc_id
+            kind[i] = "exact_duplicate" if exact else "near_duplicate"
     return duplicate_of, kind
 
 
@@ -512,8 +528,34 @@ def campaign_index(cfg: PipelineConfig) -> campaign.CampaignIndex | None:
     return campaign.CampaignIndex(cfg.campaign) if cfg.campaign.enabled else None
 
 
+def judged_rows(
+    detectors: Sequence[ContextDetector], positions: Sequence[int], clusters: list[str | None]
+) -> tuple[list[bool], list[bool]]:
+    """(quarantined, demoted) per row (``positions``: places in input order), given each row's dedup
+    cluster, from the context detectors' optional ``judge_clusters`` (called once all chunks are
+    observed). A quarantined row is quarantined whatever the other detectors find, and is never its
+    cluster's kept copy, so its fate does not fall on the copies that point to it; a demoted row is
+    kept only when its cluster has no other copy to keep (see :func:`choose_representatives`). The
+    nightly drift detector: a page that took over another URL's text leaves the copy at that URL as
+    the one kept."""
+    quarantined = [False] * len(positions)
+    demoted = [False] * len(positions)
+    for detector in detectors:
+        judge = getattr(detector, "judge_clusters", None)
+        if judge is not None:
+            q, d = judge(positions, clusters)
+            quarantined = [a or bool(b) for a, b in zip(quarantined, q, strict=True)]
+            demoted = [a or bool(b) for a, b in zip(demoted, d, strict=True)]
+    return quarantined, demoted
+
+
 def resolve_duplicates(
-    assign: pa.Table, ids: list[str], eligible: list[bool], cfg: PipelineConfig, is_prior: Any = None
+    assign: pa.Table,
+    ids: list[str],
+    eligible: list[bool],
+    cfg: PipelineConfig,
+    is_prior: Any = None,
+    demoted: list[bool] | None = None,
 ) -> Duplicates:
     """Cluster columns -> representatives; members of a campaign never see the LM."""
     campaign = [bool(r) for r in dedup.flag(assign, cfg.dedup)]
@@ -524,6 +566,7 @@ def resolve_duplicates(
         assign.column("dedup_exact_of").to_pylist(),
         eligible,
         is_prior,
+        demoted,
     )
     return Duplicates(assign, eligible, duplicate_of, kind)
 
@@ -669,8 +712,9 @@ def finalize_chunk(
             quarantine[row].extend(reasons)
     ids = row_keys if row_keys is not None else table.column("id").to_pylist()
     for row, rep in enumerate(duplicate_of):
-        # A near-copy of a page that turned out to be poison is poison too. A representative always
-        # comes before its copies in input order, so its fate is known here, in this chunk or earlier.
+        # A near-copy of a page that turned out to be poison is poison too. A representative comes
+        # before its copies in input order, so its fate is known here, in this chunk or earlier
+        # (a demoted copy, see choose_representatives, may come first: it is dropped either way).
         if rep is not None and rep in quarantined_ids:
             quarantine[row].append(policy.COPY_OF_QUARANTINED)
         if quarantine[row]:

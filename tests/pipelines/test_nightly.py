@@ -530,6 +530,110 @@ def test_a_page_swapped_for_another_topic_is_quarantined_and_a_rewrite_is_kept(t
     assert got["p1@2"][0] == "kept", got["p1@2"]
 
 
+def test_moved_from_names_a_home_whose_history_holds_the_text() -> None:
+    c, n, d = drift.CONTINUOUS, drift.NEW, drift.DRIFTED
+    urls = ["u/a", "u/b", "u/c", "u/d", "u/e", "u/f", "u/g", "u/h", "u/i"]
+    states = [d, c, d, d, d, n, d, None, d]
+    clusters = ["x", "x", "x", "y", "y", "z", "z", "z", None]
+    # a and c drifted into x, which b serves unchanged: moved from b. d and e drifted into one text
+    # together, g into z, which only a new URL (f) and one with no usable history (h) serve: no home.
+    # i is in no cluster.
+    assert drift.moved_from(urls, states, clusters) == [
+        "u/b",
+        None,
+        "u/b",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]
+    # the same URL in another row is no other home
+    assert drift.moved_from(["u/a", "u/a"], [d, c], ["x", "x"]) == [None, None]
+
+
+def test_a_demoted_member_is_kept_only_when_its_cluster_has_no_other() -> None:
+    from poisonguard.pipelines.stages import choose_representatives
+
+    ids = ["a", "b", "c", "d", "e"]
+    clusters = ["x", "x", "x", "y", "y"]
+    exact = [None, "a", "a", None, "d"]
+    eligible = [True, False, True, True, True]
+    dup, kind = choose_representatives(
+        ids, clusters, exact, eligible, demoted=[True, False, False, True, True]
+    )
+    # x: a is demoted and b not eligible, so c (an exact copy of a) is kept and a points to it; y: all
+    # demoted, the first is kept
+    assert dup == ["c", None, None, None, "d"] and kind == [
+        "exact_duplicate",
+        None,
+        None,
+        None,
+        "exact_duplicate",
+    ]
+    assert choose_representatives(ids, clusters, exact, eligible) == (
+        [None, None, "a", None, "d"],
+        [None, None, "exact_duplicate", None, "exact_duplicate"],
+    )
+
+
+def two_nights(tmp_path: Path, nights: dict[int, list[tuple[str, str, str]]]) -> dict[str, Any]:
+    """Run two nights of (name, url, text) records through run_nightly; night 2's outcomes."""
+    for night, pages in nights.items():
+        landing = tmp_path / f"landing{night}"
+        landing.mkdir()
+        write_jsonl(landing / "n.jsonl", [{"id": f"{n}@{night}", "url": u, "text": t} for n, u, t in pages])
+        run_nightly(
+            NightlyConfig(pipeline=PIPELINE, use_lm=False),
+            base=tmp_path,
+            date=DATES[night],
+            inputs=[str(landing / "*.jsonl")],
+            out=tmp_path / "root",
+        )
+    return outcomes(tmp_path / "root" / DATES[2])
+
+
+def test_a_page_swapped_for_another_page_of_its_site_is_quarantined_as_moved(tmp_path: Path) -> None:
+    """Split-view within one site: a URL serves a copy of another page of the same site (same
+    vocabulary, so the topic rule cannot tell). The copy comes first in input order, so dedup alone
+    kept it and dropped the real page as its duplicate; drift now quarantines it as moved and the
+    real page, whose own history holds the text, is the copy kept."""
+    site = "https://docs.example.org/page/"
+    night1 = [(f"p{k}", f"{site}{k}", page(f"p{k}")) for k in range(20)]
+    rng = random.Random(3)
+    other_topic = " ".join(rng.choice(OTHER_TOPIC) for _ in range(150))
+    # p5 is edited by its editor (about 2/3 of it kept: continuous, not a near-copy of night 1)
+    p5 = " ".join(page("p5").split()[:100]) + " " + page("p5-new", 40)
+    night2 = [
+        ("p0", f"{site}0", p5),  # swapped: p5's text of tonight, first in input order
+        ("p1", f"{site}1", page("p1")),
+        ("p2", f"{site}2", page("p2-rewrite")),  # rewritten by its editor (drifted; no other home)
+        ("p3", f"{site}3", page("p3-4")),  # p3 and p4 both become one new page: no history holds it
+        ("p4", f"{site}4", page("p3-4")),
+        ("p5", f"{site}5", p5),
+        ("new", f"{site}renamed", page("p6")),  # page 6 renamed: its old URL is gone
+        ("p7", f"{site}7", page("fresh")),  # p7 drifts into the text of a page new tonight
+        ("fresh", f"{site}fresh", page("fresh")),
+        ("p8", f"{site}8", other_topic),  # swapped for another subject, and a new URL copies it
+        ("copy", "https://copies.example.biz/x", other_topic),
+        *night1[9:],  # unchanged: 6 of 19 known pages drifted, under the host rule's share
+    ]
+    got = two_nights(tmp_path, {1: night1, 2: night2})
+    assert got["p0@2"][0] == "quarantined", got["p0@2"]
+    assert any(r.startswith("drift:moved(") and r.endswith(f"a copy of {site}5)") for r in got["p0@2"][1])
+    assert got["p5@2"][0] == "kept", got["p5@2"]  # the real page is the copy kept, not a copy of poison
+    assert got["p2@2"][0] == "kept" and got["p3@2"][0] == "kept", (got["p2@2"], got["p3@2"])
+    assert got["p4@2"][0] == "duplicate" and got["p4@2"][2] == "p3@2"
+    assert got["new@2"][0] == "duplicate" and got["new@2"][2] == "p6@1"  # a copy of a page kept before
+    # no history holds that text: nothing is quarantined, and dedup keeps the copy at the new URL
+    assert got["p7@2"] == ("duplicate", ("dedup:exact_duplicate",), "fresh@2"), got["p7@2"]
+    assert got["fresh@2"][0] == "kept", got["fresh@2"]
+    # condemned by the topic rule: its text is the suspect, and the new copy goes with it
+    assert any(r.startswith("drift:topic_changed") for r in got["p8@2"][1]), got["p8@2"]
+    assert got["copy@2"] == ("quarantined", ("dedup:copy_of_quarantined",), "p8@2"), got["copy@2"]
+
+
 def test_a_state_store_of_schema_1_gains_the_topic_column(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite"
     db = sqlite3.connect(path)

@@ -53,11 +53,33 @@ def ray_cluster() -> Iterator[None]:
 COPY = {"id": "copy-of-squatter@2", "url": "https://copies.example.biz/x", "text": page("squatter0")}
 
 
+def moved_records(night: int) -> list[dict[str, Any]]:
+    """A blog URL that takes over the text another blog page serves tonight after an edit of its own
+    (drift:moved); before it in input order, so both engines must pass it over when they choose the
+    copy kept (the text is new tonight: no earlier night's document is its cluster's copy). And a
+    blog URL that drifts into the text of a URL new tonight, which dedup keeps instead of it."""
+    home = page("home") if night == 1 else " ".join(page("home").split()[:100]) + " " + page("home-new", 40)
+    moved = page("moved") if night == 1 else home
+    recs = [
+        {"id": f"moved@{night}", "url": "https://blog.example.net/post/moved", "text": moved},
+        {"id": f"home@{night}", "url": "https://blog.example.net/post/home", "text": home},
+        {
+            "id": f"renewed@{night}",
+            "url": "https://blog.example.net/post/renewed",
+            "text": page(f"renewed{night}"),
+        },
+    ]
+    if night == 2:
+        recs.append({"id": "fresh@2", "url": "https://blog.example.net/post/fresh", "text": page("renewed2")})
+    return recs
+
+
 @pytest.fixture(scope="module")
 def inbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("inbox")
     for night in (1, 2, 3):
-        write_jsonl(folder / f"night{night}.jsonl", night_records(night) + ([COPY] if night == 2 else []))
+        recs = moved_records(night) + night_records(night) + ([COPY] if night == 2 else [])
+        write_jsonl(folder / f"night{night}.jsonl", recs)
     return folder
 
 
@@ -114,6 +136,9 @@ def test_ray_nights_equal_local_nights(inbox: Path, tmp_path: Path) -> None:
     assert n2["copy-of-squatter@2"][0] == "quarantined"
     assert "dedup:copy_of_quarantined" in n2["copy-of-squatter@2"][1]
     assert n3["news3@3"] == ("duplicate", ("dedup:exact_duplicate",), "news3@2")
+    assert n2["moved@2"][0] == "quarantined" and n2["moved@2"][1][0].startswith("drift:moved(")
+    assert n2["home@2"] == ("kept", (), None)
+    assert n2["renewed@2"] == ("duplicate", ("dedup:exact_duplicate",), "fresh@2")
 
 
 def test_ray_crawl_step_fans_out_by_host_and_equals_local(tmp_path: Path) -> None:
