@@ -1,7 +1,8 @@
 """Split-view drift on real page history: two releases of a real documentation site as two nights.
 
 Each release pair is the HTML documentation of one project in two Debian packages of different
-versions (bench/data.py): Clang 14 -> 15, LLVM 14 -> 15, Borg 1.2 -> 2.0. Night 1 is every page of the
+versions (bench/data.py): Clang 14 -> 15, LLVM 14 -> 15, Borg 1.2 -> 2.0, and the OpenMP runtime 14 -> 15
+(Doxygen HTML; never looked at while the drift rules were designed). Night 1 is every page of the
 old release, night 2 every page of the new one at the same URLs (https://<site>.docs.example/<path>),
 text extracted by the crawler's own extraction. Both nights run through ``run_nightly`` (the real
 nightly code path: plan, filter with the drift detector, history, commit), without the LM.
@@ -22,9 +23,14 @@ settings): drift, another detector, ``duplicate`` (dedup: a copy of a document k
 Generalisation: ``drift.topic_threshold`` (the shared-vocabulary bar of ``drift:topic_changed``) is fitted
 on one pair's benign churn (the largest value that keeps its benign cost at 0) and reported on the
 other pairs with that value, beside the shipped default. Calibration uses only night-2 benign pages of
-the fitting pair; the swapped pages are never used for fitting.
+the fitting pair; the swapped pages are never used for fitting. ``drift:moved`` (a page that took over
+the text another URL keeps serving) has no fitted knob: it reuses drift's and dedup's thresholds.
 
-    python -m bench.bench_split_view [--pairs clang,llvm,borg] [--swaps 20] [--fit clang]
+``--seeds N`` adds up N draws of the swapped pages (seeds 0..N-1) per pair; night 1 is run once per
+pair and its state copied for each draw.
+
+    python -m bench.bench_split_view [--pairs clang,llvm,borg,omp] [--swaps 20] [--fit clang,borg]
+        [--seeds 1]
 
 Prints Markdown on stdout.
 """
@@ -337,7 +343,7 @@ def main() -> None:
     from poisonguard.filters import drift
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", default="clang,llvm,borg")
+    parser.add_argument("--pairs", default="clang,llvm,borg,omp")
     parser.add_argument(
         "--swaps", type=int, default=20, help="swapped pages of each kind per pair (at most 1/5)"
     )
