@@ -437,7 +437,7 @@ def cheap_sample(args: argparse.Namespace) -> tuple[Sample, Sample]:
     for category in babble_gen.FIT_CHAIN_CATEGORIES if args.fit_chains else ():
         docs += babble_gen.p_babble_fit(category, args.fit_chains, args.seed, own)
     key = f"{args.per_genre}-{args.per_category}-{args.alnum}-{args.seed}"
-    table = signal_table(docs, OUT_DIR / f"babble_cheap-v15-{key}.parquet")
+    table = signal_table(docs, OUT_DIR / f"babble_cheap-v16-{key}.parquet")
     ids = [d["id"] for d in docs]
     return Sample(docs, CHEAP_FEATURES, matrix(table, ids, CHEAP_FEATURES)), Sample(
         docs, TOKEN_FEATURES, matrix(table, ids, TOKEN_FEATURES)
@@ -479,7 +479,7 @@ def lm_sample(args: argparse.Namespace) -> tuple[Sample, Sample] | None:
         return None
     lm = babble_lm.signal_table(docs, rows, cfg)
     key = f"lm-{args.lm_per_genre}-{args.lm_per_category}-{args.alnum}-{args.seed}"
-    cheap = signal_table(docs, OUT_DIR / f"babble_cheap-v15-{key}.parquet")
+    cheap = signal_table(docs, OUT_DIR / f"babble_cheap-v16-{key}.parquet")
     ids = [d["id"] for d in docs]
     x = np.hstack([matrix(cheap, ids, CHEAP_FEATURES), matrix(lm, ids, LM_FEATURES)])
     every = Sample(docs, CHEAP_FEATURES + LM_FEATURES, x)

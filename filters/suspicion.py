@@ -121,8 +121,8 @@ class Config(DetectorConfig):
     combiner_min_words: int = Field(
         400, ge=0, description="documents with at least this many words are also ranked by the combiner"
     )
-    combiner_center: float = Field(-5.1321, description="clean documents' median combiner log-odds")
-    combiner_scale: float = Field(2.7427, gt=0, description="clean documents' spread of combiner log-odds")
+    combiner_center: float = Field(-2.7344, description="clean documents' median combiner log-odds")
+    combiner_scale: float = Field(1.3197, gt=0, description="clean documents' spread of combiner log-odds")
 
 
 def words(text: str, limit: int) -> list[str]:

@@ -108,6 +108,20 @@ def test_brackets_in_a_one_paragraph_page_are_judged() -> None:
     assert coherence.bracket_errors(["x", "expected '(' or \"(\" after def f", "y"]) == 0
 
 
+def test_one_stray_quotation_mark_is_excused_and_reply_quotes_are_not_judged() -> None:
+    # a real passage with one stray mark (a typo, a cut inside a quotation) against a chain's many
+    assert coherence.quote_imbalance(['a "b', 'c "d', 'e "f" g', "h"]) == pytest.approx(2 / 4)
+    words = " ".join(["the keepers rowed to the harbour"] * 10)
+    one = coherence.measure(f'{words} "and a cut quotation. {words}', coherence.Config())
+    many = coherence.measure(f'{words} cut" here" and" there" {words}', coherence.Config())
+    assert one["quote_errors"] == 0.0 and many["quote_errors"] > 0
+    # lines a reply quotes were cut by the replier: their brackets and marks are not the writer's
+    reply = ["> You mean like on mac keyboards (which are as", "Yes (the G4 one).", "> thing)"]
+    assert coherence.own_paragraphs(reply) == ["Yes (the G4 one)."]
+    assert coherence.bracket_errors(coherence.own_paragraphs(reply)) == 0
+    assert coherence.bracket_errors(reply) > 0
+
+
 def test_sentence_length_spread_and_long_word_reuse() -> None:
     even = " ".join(["The keepers rowed to the harbour for supplies."] * 6)
     assert coherence.sentence_length_cv(even) == pytest.approx(0.0)
