@@ -20,6 +20,7 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -32,8 +33,16 @@ OUT = Path(__file__).resolve().parent / "out"
 SHIPPED = Path(__file__).resolve().parents[1] / "filters" / injection.MODEL_FILE
 
 
-def decide(texts: Sequence[str], cfg: injection.Config) -> tuple[list[bool], list[bool], list[str]]:
-    """(detector quarantines, classifier alone over `threshold`, context) per text."""
+class Decisions(NamedTuple):
+    flagged: list[bool]  # the detector (with the probe alone where the config has it)
+    alone: list[bool]  # the classifier alone over `threshold`
+    context: list[str]
+    before: list[bool]  # the detector without the probe alone (same run, same thresholds)
+
+
+def decide(texts: Sequence[str], cfg: injection.Config) -> Decisions:
+    """Per text: the detector's decision, the classifier alone's, the context, and the detector's
+    decision without the probe alone."""
     table = pa.table({"id": [str(i) for i in range(len(texts))], "text": list(texts)})
     cols = {**triggers.score(table, triggers.Config()), **injection.score(table, cfg)}
     signals = pa.table(cols)
@@ -42,12 +51,15 @@ def decide(texts: Sequence[str], cfg: injection.Config) -> tuple[list[bool], lis
         for rs in triggers.flag(signals, triggers.Config())
     ]
     reasons = [a + b for a, b in zip(injection.flag(signals, cfg), lists, strict=True)]
+    off = cfg.model_copy(update={"probe_alone": False})
+    before = [a + b for a, b in zip(injection.flag(signals, off), lists, strict=True)]
     scores = signals.column("injection_score").to_pylist()
     bar = injection.thresholds(cfg, cfg.probe)[0]
-    return (
+    return Decisions(
         [bool(r) for r in reasons],
         [s >= bar for s in scores],
         signals.column("injection_context").to_pylist(),
+        [bool(r) for r in before],
     )
 
 
@@ -58,17 +70,22 @@ def pct(k: int, n: int) -> str:
 def recall_rows(label: str, samples: list[idata.Sample], cfg: injection.Config, seed: int) -> list[list[str]]:
     rng = random.Random(f"plant:{seed}:{label}")
     pages = [idata.plant(s, rng) for s in samples]
-    flagged, alone, _ctx = decide(pages, cfg)
-    by_lang: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
-    by_kind: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
-    for s, f, a in zip(samples, flagged, alone, strict=True):
+    got = decide(pages, cfg)
+    by_lang: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0, 0])
+    by_kind: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0, 0])
+    for s, f, a, b in zip(samples, got.flagged, got.alone, got.before, strict=True):
         for key, table in ((s["lang"], by_lang), (s["kind"], by_kind)):
             table[key][0] += f
             table[key][1] += a
             table[key][2] += 1
-    rows = [[label, "all", pct(sum(flagged), len(pages)), pct(sum(alone), len(pages))]]
-    rows += [[label, f"lang {k}", pct(v[0], v[2]), pct(v[1], v[2])] for k, v in sorted(by_lang.items())]
-    rows += [[label, f"kind {k}", pct(v[0], v[2]), pct(v[1], v[2])] for k, v in sorted(by_kind.items())]
+            table[key][3] += b
+    n = len(pages)
+    rows = [[label, "all", pct(sum(got.flagged), n), pct(sum(got.before), n), pct(sum(got.alone), n)]]
+    for name, slices in (("lang", by_lang), ("kind", by_kind)):
+        rows += [
+            [label, f"{name} {k}", pct(v[0], v[2]), pct(v[3], v[2]), pct(v[1], v[2])]
+            for k, v in sorted(slices.items())
+        ]
     return rows
 
 
@@ -80,28 +97,100 @@ def fp_rows(cfg: injection.Config, per_category: int) -> list[list[str]]:
     for doc in corpus.clean_base(limit_per_category=per_category, seed=1):
         if idata.split_of(doc["id"]) == "test":
             groups[doc["category"]].append(doc["text"])
-    total = [0, 0]
+    total = [0, 0, 0]
     for name, texts in groups.items():
-        flagged, alone, ctx = decide(texts, cfg)
-        in_ctx = sum(1 for c in ctx if c)
+        got = decide(texts, cfg)
+        in_ctx = sum(1 for c in got.context if c)
+        n = len(texts)
         rows.append(
-            [name, str(len(texts)), pct(sum(flagged), len(texts)), pct(sum(alone), len(texts)), str(in_ctx)]
+            [
+                name,
+                str(n),
+                pct(sum(got.flagged), n),
+                pct(sum(got.before), n),
+                pct(sum(got.alone), n),
+                str(in_ctx),
+            ]
         )
         if not name.startswith("hard"):
-            total[0] += sum(flagged)
-            total[1] += len(texts)
-    rows.append(["clean base, all categories", str(total[1]), pct(total[0], total[1]), "", ""])
+            total[0] += sum(got.flagged)
+            total[1] += n
+            total[2] += sum(got.before)
+    rows.append(
+        [
+            "clean base, all categories",
+            str(total[1]),
+            pct(total[0], total[1]),
+            pct(total[2], total[1]),
+            "",
+            "",
+        ]
+    )
     return rows
 
 
-def config(model: str, probe: str | None) -> injection.Config:
-    """The detector's config for a model file and a probe file (None: the probe off)."""
+def config(model: str, probe: str | None, alone: str | None = None) -> injection.Config:
+    """The detector's config for a model file, a probe file (None: the probe off) and a probe-alone
+    file (None: off)."""
     if probe is None:
         return injection.Config(model_file=model, probe=False)
     from bench.injection_probe import use_cached_hidden
 
     use_cached_hidden()  # hidden states from the cache under bench/out/ (computed once)
-    return injection.Config(model_file=model, probe=True, probe_file=probe)
+    return injection.Config(
+        model_file=model, probe=True, probe_file=probe, probe_alone=alone is not None, probe_alone_file=alone
+    )
+
+
+def calibrate_alone(
+    cfg: injection.Config, per_category: int, fp: float, pool_clean: bool
+) -> injection.Config:
+    """The probe alone's bar on the fit half of the negatives, cross-fitted (each page scored by the
+    probe alone fitted without its fold of negative pages): the lowest that keeps every category at
+    or under `fp` of its pages out of context over it (the probe alone judges no page in context)."""
+    from bench.injection_probe import doc_fold, fold_files
+
+    assert cfg.probe_alone_file is not None
+    docs = [(f"hard: {d['source']}", d["text"]) for d in idata.hard_negatives("fit")]
+    docs += [
+        ("clean base" if pool_clean else d["category"], d["text"])
+        for d in corpus.clean_base(limit_per_category=per_category, seed=1)
+        if idata.split_of(d["id"]) == "fit"
+    ]
+    scores: list[float] = []
+    cats: list[str] = []
+    for k, path in enumerate(fold_files(cfg.probe_alone_file)):
+        part = [(c, t) for c, t in docs if doc_fold(t) == k]
+        texts = [t for _c, t in part]
+        table_ = pa.table({"id": [str(i) for i in range(len(texts))], "text": texts})
+        fold_cfg = cfg.model_copy(update={"probe_alone_file": path})
+        sig = {**triggers.score(table_, triggers.Config()), **injection.score(table_, fold_cfg)}
+        rows = zip(
+            sig["injection_context"].to_pylist(),
+            sig["triggers_discussion"].to_pylist(),
+            sig["injection_alone_score"].to_pylist(),
+            part,
+            strict=True,
+        )
+        for ctx, talk, prob, (cat, _t) in rows:
+            if not ctx and not talk:
+                scores.append(prob)
+                cats.append(cat)
+    values_by_cat: dict[str, list[float]] = collections.defaultdict(list)
+    for cat, prob in zip(cats, scores, strict=True):
+        values_by_cat[cat].append(prob)
+    worst = 0.0
+    for cat, values in sorted(values_by_cat.items()):
+        ordered = sorted(values)
+        allowed = int(np.floor(fp * len(ordered)))
+        top = ordered[len(ordered) - 1 - allowed] + 1e-4
+        print(
+            f"calibrate_alone: {cat}: {len(ordered)} pages out of context, bar {top:.4f}; highest "
+            f"{[round(v, 4) for v in ordered[-5:]]}",
+            file=sys.stderr,
+        )
+        worst = max(worst, top)
+    return cfg.model_copy(update={"probe_alone_threshold": round(min(0.9999, worst), 4)})
 
 
 def _calibration_signals(docs: list[tuple[str, str]], cfg: injection.Config, probe: str | None) -> pa.Table:
@@ -128,14 +217,19 @@ def _calibration_signals(docs: list[tuple[str, str]], cfg: injection.Config, pro
 
 
 def calibrate(
-    model: str, per_category: int, fp: float, pool_clean: bool = False, probe: str | None = None
+    model: str,
+    per_category: int,
+    fp: float,
+    pool_clean: bool = False,
+    probe: str | None = None,
+    alone: str | None = None,
 ) -> injection.Config:
     """Thresholds on the fit half of the negatives (clean base + hard negatives): the lowest that keep
     every category at or under `fp` false positives, one for documents out of context and one for
     security pages and threads. With `pool_clean` the clean-base categories count as one category (the
     hard-negative categories keep their own cap): in a clean category of ~40 fit pages a cap under 2.5%
     allows no page over the bar, so its single highest page would set the threshold alone."""
-    cfg = config(model, probe)
+    cfg = config(model, probe, alone)
     docs = [(f"hard: {d['source']}", d["text"]) for d in idata.hard_negatives("fit")]
     docs += [
         ("clean base" if pool_clean else d["category"], d["text"])
@@ -197,6 +291,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--probe-a", default=None, help="hidden-state probe of side A (default: off)")
     ap.add_argument("--probe-b", default=None, help="hidden-state probe of side B (default: off)")
+    ap.add_argument("--alone-a", default=None, help="probe alone of side A (default: off)")
+    ap.add_argument("--alone-b", default=None, help="probe alone of side B (default: off)")
+    ap.add_argument(
+        "--calibrate-alone",
+        action="store_true",
+        help="set the probe alone's bar on the fit half (cross-fitted); the other thresholds as given",
+    )
+    ap.add_argument(
+        "--alone-fp", type=float, default=None, help="false-positive cap of the probe alone's bar"
+    )
+    ap.add_argument(
+        "--probe-thresholds-b",
+        type=float,
+        nargs=2,
+        default=None,
+        help="fit B's probe thresholds (out of context, in context) when not calibrated here",
+    )
     ap.add_argument("--sides", default="AB", help="which fit sides to report (A, B or AB)")
     ap.add_argument(
         "--in-source-only",
@@ -210,20 +321,42 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     out = []
-    for fit_side, model, probe, test_names in (
-        ("A", args.model_a, args.probe_a, ("bastion", "garak-multilingual", "handwritten", "third-party")),
-        ("B", args.model_b, args.probe_b, ("garak", "tooling", "third-party")),
+    for fit_side, model, probe, alone, test_names in (
+        (
+            "A",
+            args.model_a,
+            args.probe_a,
+            args.alone_a,
+            ("bastion", "garak-multilingual", "handwritten", "third-party"),
+        ),
+        ("B", args.model_b, args.probe_b, args.alone_b, ("garak", "tooling", "third-party")),
     ):
         if fit_side not in args.sides:
             continue
         cfg = (
-            calibrate(model, args.per_category, args.fp, args.pool_clean_base, probe)
+            calibrate(model, args.per_category, args.fp, args.pool_clean_base, probe, alone)
             if args.calibrate
-            else config(model, probe)
+            else config(model, probe, alone)
         )
+        if fit_side == "B" and args.probe_thresholds_b:
+            bars_b = args.probe_thresholds_b
+            cfg = cfg.model_copy(
+                update={"probe_threshold": bars_b[0], "probe_threshold_in_context": bars_b[1]}
+            )
+        if alone and args.calibrate_alone:
+            fp_alone = args.fp if args.alone_fp is None else args.alone_fp
+            cfg = calibrate_alone(cfg, args.per_category, fp_alone, args.pool_clean_base)
         bars = injection.thresholds(cfg, cfg.probe)
-        print(f"bench_injection: fit {fit_side} ({model}, probe {probe}): thresholds {bars}", file=sys.stderr)
-        out.append(f"Fit {fit_side} (probe {probe}): threshold {bars[0]}, in context {bars[1]}\n")
+        print(
+            f"bench_injection: fit {fit_side} ({model}, probe {probe}, alone {alone}): thresholds {bars}, "
+            f"probe alone {cfg.probe_alone_threshold if alone else None}",
+            file=sys.stderr,
+        )
+        out.append(
+            f"Fit {fit_side} (probe {probe}, probe alone {alone}): threshold {bars[0]}, "
+            f"in context {bars[1]}, "
+            f"probe alone {cfg.probe_alone_threshold if alone else 'off'}\n"
+        )
         rows: list[list[str]] = []
         for name in idata.SIDES_NAMES[fit_side]:
             held = [s for s in idata.collection(name) if idata.split_of(s["text"]) == "test"]
@@ -233,12 +366,20 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows += recall_rows(f"cross-source {name}", list(idata.collection(name)), cfg, args.seed)
         out.append(f"### Fit {fit_side}: recall on planted injections\n")
-        out.append(table(["test set", "slice", "detector", "classifier alone"], rows) + "\n")
+        header = ["test set", "slice", "detector", "without the probe alone", "classifier alone"]
+        out.append(table(header, rows) + "\n")
         if fit_side == "A" and not args.in_source_only:
             out.append("### Fit A (shipped model): false positives on the test halves\n")
             out.append(
                 table(
-                    ["category", "docs", "detector", "classifier alone", "docs in context"],
+                    [
+                        "category",
+                        "docs",
+                        "detector",
+                        "without the probe alone",
+                        "classifier alone",
+                        "docs in context",
+                    ],
                     fp_rows(cfg, args.per_category),
                 )
                 + "\n"

@@ -447,30 +447,57 @@ def cmd_cost(args: argparse.Namespace) -> int:
         if idata.split_of(d["id"]) == "test"
     ]
     model = injection.load_model(None)
-    counts = []
+    alone_cfg = injection.Config(probe=True, probe_alone=True, probe_alone_file=args.alone)
+    counts, alone_counts = [], []
     for text in docs:
         in_ctx = bool(injection.context(text, injection.Config()))
-        _f, _s, _e, logits = injection.window_scores(text, model, in_ctx)
+        folded, starts, ends, logits = injection.window_scores(text, model, in_ctx)
         counts.append(len(injection.candidates(logits, model, CAP)))
-    c = np.array(counts)
-    print(
-        f"clean base test halves: {len(docs)} pages, candidate windows per page mean {c.mean():.2f}, "
-        f"median {np.median(c):.0f}, p95 {np.quantile(c, 0.95):.0f}, max {c.max()}; "
-        f"pages with none {np.mean(c == 0):.1%}"
-    )
+        cues = injection.gate_cues(folded, starts, ends)
+        long_enough = ends - starts >= alone_cfg.probe_alone_min_chars
+        picked = injection.gated(
+            cues, logits, alone_cfg.probe_alone_min_cues, alone_cfg.probe_alone_max_windows, long_enough
+        )
+        alone_counts.append(0 if in_ctx else len(picked))
+    for label, c in (
+        ("candidate windows (the probe)", np.array(counts)),
+        ("gated windows (the probe alone)", np.array(alone_counts)),
+    ):
+        print(
+            f"clean base test halves: {len(docs)} pages, {label} per page mean {c.mean():.2f}, "
+            f"median {np.median(c):.0f}, p95 {np.quantile(c, 0.95):.0f}, max {c.max()}; "
+            f"pages with none {np.mean(c == 0):.1%}"
+        )
     table = pa.table({"id": [str(i) for i in range(len(docs))], "text": docs})
-    injection.score(table.slice(0, 4), injection.Config(probe=True))  # loads the LM once
-    times = {}
-    for label, cfg in (("off", injection.Config(probe=False)), ("on", injection.Config(probe=True))):
+    read: list[int] = []
+    hidden = injection.probe_hidden
+
+    def counted(texts: list[str], probe: injection.Probe) -> np.ndarray | None:
+        read.append(len(texts))
+        return hidden(texts, probe)
+
+    injection.probe_hidden = counted  # type: ignore[assignment]
+    injection.score(table.slice(0, 4), alone_cfg)  # loads the LM once
+    times, windows = {}, {}
+    configs = (
+        ("off", injection.Config(probe=False)),
+        ("probe", injection.Config(probe=True)),
+        ("probe + alone", alone_cfg),
+    )
+    for label, cfg in configs:
+        read.clear()
         t0 = time.perf_counter()
         for start in range(0, len(docs), 64):
             injection.score(table.slice(start, 64), cfg)
         times[label] = time.perf_counter() - t0
-    print(
-        f"injection detector, {len(docs)} pages: probe off {times['off']:.1f} s "
-        f"({len(docs) / times['off']:.0f} pages/s), on {times['on']:.1f} s "
-        f"({len(docs) / times['on']:.0f} pages/s): {times['on'] / times['off']:.2f}x"
-    )
+        windows[label] = sum(read)
+    injection.probe_hidden = hidden  # type: ignore[assignment]
+    for label, _cfg in configs:
+        print(
+            f"injection detector, {len(docs)} pages, {label}: {times[label]:.1f} s "
+            f"({len(docs) / times[label]:.0f} pages/s), {windows[label]} windows read by the LM "
+            f"({windows[label] / len(docs):.2f} a page): {times[label] / times['off']:.2f}x off"
+        )
     return 0
 
 
@@ -520,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     co = sub.add_parser("cost")
     co.add_argument("--per-category", type=int, default=150)
     co.add_argument("--threads", type=int, default=2)
+    co.add_argument("--alone", default=None, help="the probe alone's file (default: shipped)")
     args = ap.parse_args(argv)
     commands = {
         "vectors": cmd_vectors,

@@ -30,6 +30,16 @@ on is judged against ``probe_threshold`` / ``probe_threshold_in_context`` (colum
 ``filters/injection_probe.npz`` (576 floats), fitted by ``bench/injection_probe.py`` on the same side
 of the protocol; under ``--no-lm`` the detector is the concept-pair model alone.
 
+The probe cannot see an injection with no concept pair (a DAN template in chat shorthand, "make a
+purchase", a Turkish jailbreak). With the probe on and ``probe_alone: true``, a second probe on the
+same hidden states (``filters/injection_probe_alone.npz``, fitted by ``bench/injection_probe_alone.py``)
+reads, on a page out of context only, the ``probe_alone_max_windows`` windows with cues of the most
+groups of a cheap multilingual pre-gate (``GATE_CUES``: the reader addressed, a machine named, an
+imperative, the reader's rules or role, data/links/tools; at least ``probe_alone_min_cues`` groups),
+pair or not, and quarantines the page (``injection:probe_alone``) when its probability is over its own
+bar ``probe_alone_threshold`` (calibrated cross-fitted on the fit halves). Column
+``injection_alone_score``. A window both probes read is read by the LM once.
+
 Before scoring, the text is read as a model would read it: Unicode tag characters as the ASCII they
 encode, base64 blobs, binary octets and percent-encoded runs decoded in place, disguised words
 spelt plainly ("ign0r3", a Cyrillic look-alike inside a Latin word, "i g n o r e"), forum chrome
@@ -52,7 +62,8 @@ page: what a page judged in context through the trigger lists' discussion marker
 ``injection_end`` (the window of ``injection_score``, in characters of ``text``; on a page judged in
 context only through the discussion marker, with the probe on, the window behind
 ``injection_score_in_context`` can be another one, and the span is not it), ``injection_context``
-("", "security" or "thread"). Reasons: ``injection:classifier``, ``injection:classifier_in_<context>``,
+("", "security" or "thread"), ``injection_alone_score``. Reasons: ``injection:classifier``,
+``injection:classifier_in_<context>``, ``injection:probe_alone``,
 (``triggers:prompt_injection`` stays the triggers detector's).
 """
 
@@ -78,6 +89,8 @@ from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 MODEL_FILE = "injection_model.npz"
 PROBE_FILE = "injection_probe.npz"
+ALONE_FILE = "injection_probe_alone.npz"
+GATE_CUE_NAMES = ("address", "machine", "directive", "rules", "target")  # the groups of GATE_CUES
 
 
 class Config(DetectorConfig):
@@ -112,6 +125,31 @@ class Config(DetectorConfig):
     )
     probe_max_windows: int = Field(
         16, ge=1, description="candidate windows (a concept pair or a delimiter) per document the probe reads"
+    )
+    # False in code like `probe`: configs/default.yaml turns it on.
+    probe_alone: bool = Field(
+        False,
+        description="with the probe on: a second probe reads a few windows of a page out of context that "
+        "the pre-gate's cues pick (with or without a concept pair) and quarantines over its own bar",
+    )
+    probe_alone_file: str | None = Field(
+        None, description="null: the shipped filters/injection_probe_alone.npz"
+    )
+    probe_alone_threshold: float = Field(
+        0.6989,
+        ge=0.0,
+        le=1.0,
+        description="the probe alone's probability that quarantines a page out of context",
+    )
+    probe_alone_min_cues: int = Field(
+        2, ge=1, le=len(GATE_CUE_NAMES), description="cue groups (GATE_CUES) a window needs to be read alone"
+    )
+    probe_alone_max_windows: int = Field(2, ge=1, description="windows per page the probe alone reads")
+    probe_alone_min_chars: int = Field(
+        40,
+        ge=0,
+        description='shorter windows are not read alone: a form\'s labels and buttons ("Email Send") '
+        "read like a two-word instruction",
     )
 
 
@@ -176,11 +214,13 @@ def _read_npz(path: str | None, name: str) -> dict[str, np.ndarray]:
 
 
 @functools.cache
-def load_probe(path: str | None = None) -> Probe:
-    """The hidden-state probe (None: the shipped one). Cached per process."""
-    where = f"{PROBE_FILE} (shipped)" if path is None else path
+def load_probe(path: str | None = None, name: str = PROBE_FILE) -> Probe:
+    """The hidden-state probe (None: the shipped one; ``name``: which shipped file, the probe alone's
+    is ALONE_FILE, whose ``mix`` is (scale, 0, 0): its score is sigmoid(scale * logit)). Cached per
+    process."""
+    where = f"{name} (shipped)" if path is None else path
     try:
-        data = _read_npz(path, PROBE_FILE)
+        data = _read_npz(path, name)
         probe = Probe(
             data["weights"].astype(np.float32),
             float(data["bias"]),
@@ -666,6 +706,109 @@ def window_features(folded: str, model: Model) -> tuple[np.ndarray, np.ndarray, 
     return starts, ends, span_features(folded, model, starts, ends, quotes)
 
 
+# --- pre-gate of the probe alone ------------------------------------------------------------------
+
+# Cues of a window that may address the model reading it, for windows WITHOUT a concept pair (the
+# pairs above never see them: a DAN template in chat shorthand, "make a purchase", a Turkish
+# jailbreak). Five groups, each in en de fr es it pt nl ru zh ja tr (and ar fa where short): the
+# reader addressed, a machine named, an imperative or obligation, the reader's rules or role, and a
+# target (data, files, links, tools). Cheap regexes; a window with cues of at least
+# ``probe_alone_min_cues`` groups is one the probe alone may read (``probe_alone_max_windows`` of
+# them a page, the most cues first). They decide nothing by themselves: the probe's reading does.
+GATE_CUES: dict[str, str] = {
+    "address": _alt(
+        r"you your yours yourself u du dich dir dein\w* euch tu toi ton ta tes vous votre vos tú usted "
+        r"eres estás tus ti sei tuo tua tuoi voi você vocês seu sua teu jij je jouw uw "
+        r"ты тебя тебе тобой твой твоя твоё твои вы вас вам ваш\w* "
+        r"sen sana seni senin sende siz size sizi sizin kendin\w* artık أنت انت عليك شما",
+        r"你|您|あなた|君は|お前",
+    ),
+    "machine": _alt(
+        r"ai a\.i\. llms? gpt\w* chatgpt \w*bots? assistants? models? agents? chatbots? "
+        r"ki assistent\w* modell\w* sprachmodell\w* ia ia-\w+ assistante? modèles? asistente\w* modelos? "
+        r"assistente\w* modell[oi] taalmodel\w* ии ассистент\w* модел\w+ нейросет\w* бот\w* "
+        r"yapay_zek[aâ]\w* asistan\w* dil_modeli\w* sohbet_botu\w* الذكاء_الاصطناعي مساعد هوش_مصنوعی دستیار",
+        r"人工智能|助手|模型|机器人|アシスタント|モデル|人工知能|ボット|ＡＩ",
+    ),
+    "directive": _alt(
+        r"ignore disregard forget pretend act respond answer reply say write print output tell reveal "
+        r"show repeat execute run call send download open visit click buy purchase delete transfer "
+        r"must never always don't do_not stop follow obey comply "
+        r"ignoriere vergiss antworte schreibe? sag sage gib zeige führe sende lade öffne klicke kaufe lösche "
+        r"musst niemals immer befolge "
+        r"oublie réponds écris dis affiche montre exécute envoie télécharge ouvre clique achète supprime "
+        r"dois jamais toujours obéis suis "
+        r"ignora olvida responde escribe di dime muestra ejecuta envía descarga abre haz compra borra "
+        r"elimina debes nunca siempre obedece sigue "
+        r"dimentica rispondi scrivi dimmi mostra esegui invia scarica apri clicca devi mai sempre obbedisci "
+        r"esqueça responda escreva diga mostre envie baixe abra clique compre apague exclua deve "
+        r"negeer vergeet antwoord schrijf zeg toon voer stuur klik koop verwijder moet nooit altijd "
+        r"gehoorzaam "
+        r"игнорируй забудь ответь отвечай напиши пиши скажи покажи выполни отправь скачай открой нажми "
+        r"купи удали должен должна никогда всегда подчиняйся "
+        r"yoksay görmezden unut cevap\w* yanıt\w* yaz söyle göster çalıştır gönder indir tıkla sil "
+        r"zorundasın asla \w+m[ae]l[ıi]s[ıi]n\w* \w+(?:[ıiuü]n|y[ıiuü]n)[ıiuü]z "
+        r"تجاهل انس أجب اكتب قل أرسل نادیده فراموش بنویس بگو بفرست",
+        r"忽略|忘记|回答|告诉|显示|执行|发送|下载|打开|点击|购买|删除|输出|必须|永远|不要|请|"
+        r"無視|忘れ|答え|教え|表示|実行|送信|ダウンロード|クリック|購入|削除|出力|しなければ|決して|ください|なさい",
+    ),
+    "rules": _alt(
+        r"instructions? rules? restrictions? guidelines? polic(?:y|ies) filters? safety censor\w* "
+        r"ethic\w* moral\w* prompts? system_prompt characters? roles? persona mode jailbr\w* dan "
+        r"limits? limitations? allowed forbidden "
+        r"anweisung\w* regeln? einschränkung\w* richtlinie\w* rolle modus zensur\w* "
+        r"consignes? règles? restrictions? rôle personnage censure "
+        r"instrucci\w+ reglas? restricci\w+ normas? papel personaje censura "
+        r"istruzion\w+ regole restrizion\w+ ruolo personaggio "
+        r"instruç\w+ regras restriç\w+ personagem "
+        r"instructies regels beperkingen "
+        r"инструкци\w* правил\w* ограничени\w* роль ролью режим\w* цензур\w* "
+        r"talimat\w* kural\w* kısıtlama\w* filtre\w* yönerge\w* sansür\w* etik rol\w* karakter\w* "
+        r"mod(?:u|da|unda)\w* sınır\w* yasak\w* تعليمات قواعد قيود دستورالعمل قوانین محدودیت",
+        r"指令|指示|规则|限制|过滤|提示|准则|角色|模式|审查|ルール|制限|フィルター|プロンプト|役|モード|検閲",
+    ),
+    "target": (
+        _alt(
+            r"data files? password\w* keys? tokens? credentials? api links? url emails? e-mail image "
+            r"webhook tools? function conversation history secret\w* account\w* payment\w* "
+            r"daten datei\w* passw[oö]rt\w* schlüssel konto données fichiers? mot_de_passe clé lien compte "
+            r"datos archivos? contraseña clave enlace cuenta dati password chiave collegamento "
+            r"dados arquivos? senha chave gegevens bestand\w* wachtwoord sleutel "
+            r"данн\w+ файл\w* парол\w* ключ\w* ссылк\w* аккаунт\w* "
+            r"veri\w* dosya\w* şifre\w* parola\w* anahtar\w* bağlantı\w* hesap\w* sır\w* "
+            r"بيانات ملف رمز داده فایل",
+            r"数据|文件|密码|密钥|链接|工具|账户|秘密|データ|ファイル|パスワード|キー|リンク|ツール|アカウント|秘密",
+        )
+        + r"|https?://|www\.|(?<![\w.+-])[\w.+-]+@[\w-]+\.\w|!\[|\]\("
+    ),
+}
+assert tuple(GATE_CUES) == GATE_CUE_NAMES
+_GATE_RES = tuple(re.compile(p) for p in GATE_CUES.values())
+
+
+def gate_cues(folded: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """How many of :data:`GATE_CUES`' groups occur in each window [start, end) of the folded text."""
+    count = np.zeros(len(starts), dtype=np.int64)
+    for r in _GATE_RES:
+        pos = np.fromiter((m.start() for m in r.finditer(folded)), dtype=np.int64)
+        if len(pos):
+            count += np.searchsorted(pos, ends) > np.searchsorted(pos, starts)
+    return count
+
+
+def gated(
+    cues: np.ndarray, logits: np.ndarray, min_cues: int, limit: int, long_enough: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices of the windows the probe alone reads: at least ``min_cues`` cue groups, not a
+    quotation (logit -inf), ``long_enough`` (when given), at most ``limit``, the most cues first
+    (then the earliest)."""
+    keep = (cues >= min_cues) & np.isfinite(logits)
+    if long_enough is not None:
+        keep &= long_enough
+    idx = np.flatnonzero(keep)
+    return idx[np.argsort(-cues[idx], kind="stable")[:limit]]
+
+
 # --- context -------------------------------------------------------------------------------------
 
 # Words that make a page's subject security (en de fr es it pt nl ru zh ja). Counted as occurrences.
@@ -925,6 +1068,26 @@ def usable_probe(cfg: Config) -> Probe | None:
     return load_probe(cfg.probe_file)
 
 
+def usable_alone(cfg: Config, probe: Probe | None) -> Probe | None:
+    """The probe alone (read where the probe runs), or None when off. It must read the same hidden
+    states as the probe (layer, tokens): the windows both read are read once."""
+    if probe is None or not cfg.probe_alone:
+        return None
+    alone = load_probe(cfg.probe_alone_file, ALONE_FILE)
+    if (alone.layer, alone.max_tokens, len(alone.weights)) != (
+        probe.layer,
+        probe.max_tokens,
+        len(probe.weights),
+    ):
+        where = cfg.probe_alone_file or f"{ALONE_FILE} (shipped)"
+        raise ModelError(
+            f"{where}: the probe alone reads layer {alone.layer}, {alone.max_tokens} tokens, "
+            f"{len(alone.weights)} weights; the probe layer {probe.layer}, {probe.max_tokens} tokens, "
+            f"{len(probe.weights)} weights: they must be the same"
+        )
+    return alone
+
+
 @functools.cache
 def _warn_once(message: str) -> None:
     logging.getLogger(__name__).warning(message)
@@ -961,38 +1124,52 @@ class _Page(NamedTuple):
     picked: np.ndarray  # candidate windows (indices) the probe reads
     tail: int  # offset of the clipped tail in the text
     in_context: bool  # a security page or a thread (the detector's own reading)
+    alone: np.ndarray  # windows (indices) the probe alone reads (the pre-gate's picks)
 
 
 class _Moved(NamedTuple):
     """A page's window logits after the probe: ``judged`` (raised or lowered out of context, only
-    lowered in context) and ``lowered`` (only lowered: what an in-context judgement reads)."""
+    lowered in context) and ``lowered`` (only lowered: what an in-context judgement reads); and the
+    probe alone's highest logit over the windows it read (-inf: none)."""
 
     judged: np.ndarray
     lowered: np.ndarray
+    alone: float = -np.inf
 
 
-def probed(pages: list[_Page], texts: list[str], probe: Probe) -> list[_Moved] | None:
+def probed(
+    pages: list[_Page], texts: list[str], probe: Probe, alone_texts: list[str], alone: Probe | None
+) -> list[_Moved] | None:
     """Each page's window logits, candidates moved by the probe: concept-pair logit +
     clip(scale * probe logit, lowest, highest), the shift held at <= 0 on a page in context (a page
     about security or a thread: the probe reads an article about injection, or a thread that quotes
-    instructions, much like an injection, and may only clear such windows there); None when the
-    probe cannot read (:func:`probe_hidden`)."""
-    if not texts:
+    instructions, much like an injection, and may only clear such windows there); and the probe
+    alone's logits of ``alone_texts`` (the same hidden states: a window both read is read once).
+    None when the probe cannot read (:func:`probe_hidden`)."""
+    unique = list(dict.fromkeys(texts + alone_texts))
+    if not unique:
         return [_Moved(p.logits, p.logits) for p in pages]
-    hidden = probe_hidden(texts, probe)
+    hidden = probe_hidden(unique, probe)
     if hidden is None:
         return None
+    row = {t: k for k, t in enumerate(unique)}
     scale, low, high = probe.mix
-    shift = np.clip(scale * (hidden @ probe.weights + probe.bias), low, high)
+    shift = np.clip(scale * (hidden[[row[t] for t in texts]] @ probe.weights + probe.bias), low, high)
+    alone_logit = np.zeros(0)
+    if alone is not None and alone_texts:
+        # the probe alone's score is sigmoid(scale * logit): a scale keeps its bar off the float's top end
+        alone_logit = alone.mix[0] * (hidden[[row[t] for t in alone_texts]] @ alone.weights + alone.bias)
     out = []
-    at = 0
+    at = at_alone = 0
     for p in pages:
         moved, lowered = p.logits.copy(), p.logits.copy()
         own = shift[at : at + len(p.picked)]
         moved[p.picked] += np.minimum(own, 0.0) if p.in_context else own
         lowered[p.picked] += np.minimum(own, 0.0)
         at += len(p.picked)
-        out.append(_Moved(moved, lowered))
+        read = alone_logit[at_alone : at_alone + len(p.alone)]
+        at_alone += len(p.alone)
+        out.append(_Moved(moved, lowered, float(read.max()) if len(read) else -np.inf))
     return out
 
 
@@ -1004,22 +1181,21 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
     the window that quarantined it may not be the span."""
     model = load_model(cfg.model_file)
     probe = usable_probe(cfg)
+    alone = usable_alone(cfg, probe)
     texts = [t or "" for t in batch.column("text").to_pylist()]
     contexts = [context(text, cfg) for text in texts]
     pages: list[_Page] = []
     windows_read: list[str] = []
+    alone_read: list[str] = []
     for text, ctx in zip(texts, contexts, strict=True):
-        clipped, tail = _clip(text, cfg.max_chars)
-        folded, starts, ends, logits = window_scores(clipped, model, in_context=bool(ctx))
-        picked = np.zeros(0, np.int64)
-        if probe:
-            picked = candidates(logits, model, cfg.probe_max_windows)
-            picked = picked[_undecided(logits[picked], cfg, probe, bool(ctx))]
-        windows_read += [folded[starts[i] : ends[i]] for i in picked]
-        pages.append(_Page(starts, ends, logits, picked, tail, bool(ctx)))
-    final = probed(pages, windows_read, probe) if probe else None
+        read = _page(text, ctx, model, cfg, probe, alone is not None)
+        windows_read += [read.folded[read.starts[i] : read.ends[i]] for i in read.picked]
+        alone_read += [read.folded[read.starts[i] : read.ends[i]] for i in read.alone]
+        pages.append(read.page)
+    final = probed(pages, windows_read, probe, alone_read, alone) if probe else None
     if final is None:  # off, or the LM cannot give the probe's hidden states: the plain model's scores
         probe, final = None, [_Moved(p.logits, p.logits) for p in pages]
+    alone_scores = [round(float(1.0 / (1.0 + np.exp(-m.alone))), 6) for m in final]
     scores: list[float] = []
     lowered: list[float] = []
     spans: list[tuple[int, int]] = []
@@ -1037,7 +1213,39 @@ def score(batch: pa.Table, cfg: Config) -> dict[str, pa.Array]:
         "injection_end": pa.array([e for _s, e in spans], pa.int32()),
         "injection_context": pa.array(contexts, pa.string()),
         "injection_probed": pa.array([probe is not None] * len(texts), pa.bool_()),
+        "injection_alone_score": pa.array(alone_scores, pa.float32()),
     }
+
+
+class _Read(NamedTuple):
+    page: _Page
+    folded: str
+    starts: np.ndarray
+    ends: np.ndarray
+    picked: np.ndarray
+    alone: np.ndarray
+
+
+def _page(text: str, ctx: str, model: Model, cfg: Config, probe: Probe | None, alone: bool) -> _Read:
+    """One page's windows, the candidates the probe reads and, out of context, the windows the probe
+    alone reads (the pre-gate's picks)."""
+    clipped, tail = _clip(text, cfg.max_chars)
+    folded, starts, ends, logits = window_scores(clipped, model, in_context=bool(ctx))
+    picked = read_alone = np.zeros(0, np.int64)
+    if probe:
+        picked = candidates(logits, model, cfg.probe_max_windows)
+        picked = picked[_undecided(logits[picked], cfg, probe, bool(ctx))]
+    if alone and not ctx:
+        cues = gate_cues(folded, starts, ends)
+        read_alone = gated(
+            cues,
+            logits,
+            cfg.probe_alone_min_cues,
+            cfg.probe_alone_max_windows,
+            ends - starts >= cfg.probe_alone_min_chars,
+        )
+    page = _Page(starts, ends, logits, picked, tail, bool(ctx), read_alone)
+    return _Read(page, folded, starts, ends, picked, read_alone)
 
 
 def _column(signals: pa.Table, name: str, default: Any) -> list[Any]:
@@ -1064,9 +1272,10 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
     contexts = _column(signals, "injection_context", "")
     discussion = _column(signals, "triggers_discussion", False)  # the lists' own discussion markers
     probed = _column(signals, "injection_probed", False)
+    alone = _column(signals, "injection_alone_score", 0.0)
     reasons: list[list[str]] = []
-    rows = zip(scores, in_context_scores, contexts, discussion, probed, strict=True)
-    for prob, prob_in_context, ctx, talk, moved in rows:
+    rows = zip(scores, in_context_scores, contexts, discussion, probed, alone, strict=True)
+    for prob, prob_in_context, ctx, talk, moved, prob_alone in rows:
         ctx = ctx or ("security" if talk else "")
         bar, bar_in_context = thresholds(cfg, moved)
         out: list[str] = []
@@ -1075,6 +1284,9 @@ def flag(signals: pa.Table, cfg: Config) -> list[list[str]]:
                 out.append(f"injection:classifier_in_{ctx}")
         elif prob >= bar:
             out.append("injection:classifier")
+        elif moved and cfg.probe_alone and prob_alone >= cfg.probe_alone_threshold:
+            # the probe alone never judges a page in context (an article about injection, a thread)
+            out.append("injection:probe_alone")
         reasons.append(out)
     return reasons
 
@@ -1086,6 +1298,7 @@ DECLARED_SIGNALS = (
     Signal("injection_end"),
     Signal("injection_context"),
     Signal("injection_probed"),
+    Signal("injection_alone_score"),
 )
 DETECTOR = Spec(
     name="injection", stage="cheap", config=Config, signals=DECLARED_SIGNALS, score=score, flag=flag
