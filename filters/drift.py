@@ -23,7 +23,7 @@ a URL's text tonight and the last version poisonguard accepted. Ordinary edits c
   rule can miss it) but is exactly this. "A copy" is the dedup stage's cluster (exact or near
   duplicate; short texts have no similarity and never count as changed). Quarantining it loses no
   text: the copy at its home is the one dedup keeps (:meth:`DriftDetector.judge_clusters`, which
-  also tells dedup to prefer, as the copy kept, a new URL to one that drifted into the text).
+  also tells dedup which of the other copies has the better claim to the text: :func:`claim_ranks`).
 
 The pure parts (:func:`similarity`, :func:`host_shares`, :func:`moved_from`, :func:`drift_reasons`)
 work on arrays; the :class:`DriftDetector` follows the runner's ``ContextDetector`` protocol and gets
@@ -201,6 +201,29 @@ def moved_from(
     return out
 
 
+def claim_ranks(
+    states: Sequence[str | None], condemned: Sequence[bool], clusters: Sequence[str | None]
+) -> list[int]:
+    """Per row, its claim to be its cluster's kept copy, lower first: 0 CONTINUOUS (its history holds
+    the text), 1 NEW or not judged (nothing contradicts it), 2 DRIFTED (its history holds something
+    else, on the same subject), 3 DRIFTED and ``condemned`` (by the topic or host rule). A cluster
+    that nothing supports (no CONTINUOUS member, no DRIFTED member left uncondemned) while one of its
+    members is condemned holds a suspect text: all its rows rank 0, so input order decides and a
+    condemned copy met first takes the others with it (a copy of a quarantined page)."""
+    ranks = [
+        0 if state == CONTINUOUS else 3 if bad else 2 if state == DRIFTED else 1
+        for state, bad in zip(states, condemned, strict=True)
+    ]
+    supported: set[str] = set()
+    suspect: set[str] = set()
+    for rank, cluster in zip(ranks, clusters, strict=True):
+        if cluster is not None and rank in (0, 2):
+            supported.add(cluster)
+        if cluster is not None and rank == 3:
+            suspect.add(cluster)
+    return [0 if c in suspect and c not in supported else r for r, c in zip(ranks, clusters, strict=True)]
+
+
 def _truthy(value: Any) -> bool:
     if value is None:
         return False
@@ -336,19 +359,19 @@ class DriftDetector:
 
     def judge_clusters(
         self, positions: Sequence[int], clusters: Sequence[str | None]
-    ) -> tuple[list[bool], list[bool]]:
+    ) -> tuple[list[bool], list[int]]:
         """Given the dedup cluster of rows (``positions``: their places in input order, as observed):
-        (rows that moved, rows to keep only when their cluster has no other copy to keep).
+        (rows that moved, each row's rank as its cluster's kept copy, lower first).
 
         A row that moved (:func:`moved_from`; remembered for :meth:`flag`, which quarantines it
         whatever the other detectors say) is never its cluster's kept copy: the copy at its home is.
-        A row that drifted, with no home for its text and no other drift rule against it, has a
-        weaker claim to the text than a URL that is new tonight (whose history does not contradict
-        it): dedup keeps another copy if there is one, and drops this row as its duplicate (nothing
-        is quarantined, the text is kept once). A row another drift rule condemns keeps its place:
-        its text is the suspect, and its copies go with it."""
+        Among the others, the copy kept is the one with the better claim to the text (:func:`claim_ranks`):
+        a URL new tonight (no history contradicts it) before one that drifted into the text, and that
+        before one the topic or host rule condemns. Where nothing supports the text (its only copies
+        are condemned or new), input order decides, as before: a condemned page met first takes its
+        copies with it."""
         if not self.cfg.enabled:
-            return [False] * len(positions), [False] * len(positions)
+            return [False] * len(positions), [0] * len(positions)
         keys = [self._rows[p] for p in positions]
         states = [self._state(key) for key in keys]
         homes = moved_from([k[1] if k else None for k in keys], states, clusters)
@@ -356,11 +379,10 @@ class DriftDetector:
             if key is not None and home is not None:
                 self._moved[key] = home
         self.summary["moved"] = len(self._moved)
-        demoted = [
-            state == DRIFTED and home is None and not self._condemned(key)
-            for key, state, home in zip(keys, states, homes, strict=True)
+        condemned = [
+            state == DRIFTED and self._condemned(key) for key, state in zip(keys, states, strict=True)
         ]
-        return [home is not None for home in homes], demoted
+        return [home is not None for home in homes], claim_ranks(states, condemned, clusters)
 
     def _state(self, key: tuple[str, str] | None) -> str | None:
         """CONTINUOUS, NEW, DRIFTED or None (see :func:`moved_from`) for an observed row."""

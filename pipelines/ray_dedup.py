@@ -253,7 +253,7 @@ def distributed_dedup(
     parts: int | None = None,
     prior: PriorIndex | None = None,
     keys_dir: Path | None = None,
-    judge: Callable[[np.ndarray, list[str | None]], tuple[list[bool], list[bool]]] | None = None,
+    judge: Callable[[np.ndarray, list[str | None]], tuple[list[bool], list[int]]] | None = None,
 ) -> DedupResult:
     """Exact + near-duplicate clusters over all chunks, equal to ``DedupIndex.assign`` + the runner's
     representative choice, computed with two shuffles (see the module docstring).
@@ -270,8 +270,8 @@ def distributed_dedup(
     documents are then named by their row keys (stages.RowKeys), as in the local engine's index.
 
     `judge(positions, clusters)`: (the rows the context detectors quarantine whatever else is found,
-    the rows kept only when their cluster has no other copy to keep) (stages.judged_rows), given
-    tonight's touched documents' places in input order and clusters, as in the local engine.
+    the rank of each row as its cluster's kept copy) (stages.judged_rows), given tonight's touched
+    documents' places in input order and clusters, as in the local engine.
 
     Returns, per chunk, the rows of tonight's documents that share a content key or an LSH bucket
     with another document: their SIGNAL_SCHEMA columns, ``duplicate_of``/``duplicate_kind`` and
@@ -372,9 +372,9 @@ def distributed_dedup(
     first = int(np.count_nonzero(~tonight))  # touched prior documents rank first
     assign = assign.slice(first)
     eligible = eligible[first:]
-    demoted = None
+    ranks = None
     if judge is not None:
-        judged, demoted = judge(touched[tonight] - n_prior, assign.column("dedup_cluster_id").to_pylist())
+        judged, ranks = judge(touched[tonight] - n_prior, assign.column("dedup_cluster_id").to_pylist())
         eligible = [e and not j for e, j in zip(eligible, judged, strict=True)]
     duplicate_of, kind = stages.choose_representatives(
         ids[first:],
@@ -382,7 +382,7 @@ def distributed_dedup(
         assign.column("dedup_exact_of").to_pylist(),
         eligible,
         _prior_names(prior, ids, first, assign.column("dedup_cluster_id").to_pylist()),
-        demoted,
+        ranks,
     )
     full = pa.table(
         [

@@ -218,9 +218,9 @@ def _dedup(
     if index is not None:
         assign = index.assign()
         clusters = assign.column("dedup_cluster_id").to_pylist()
-        judged, demoted = stages.judged_rows(context_detectors, range(len(ids)), clusters)
+        judged, ranks = stages.judged_rows(context_detectors, range(len(ids)), clusters)
         eligible = [e and not j for e, j in zip(eligible, judged, strict=True)]
-        result = stages.resolve_duplicates(assign, ids, eligible, cfg, index.is_prior, demoted)
+        result = stages.resolve_duplicates(assign, ids, eligible, cfg, index.is_prior, ranks)
         result.assign = stages.user_columns(result.assign) if result.assign is not None else None
     result.keys = ids
     result.row_keys_report = row_keys.report()

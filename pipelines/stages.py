@@ -383,7 +383,7 @@ def choose_representatives(
     exact_of: list[str | None],
     eligible: list[bool],
     is_prior: Callable[[str], bool] | None = None,
-    demoted: list[bool] | None = None,
+    ranks: list[int] | None = None,
 ) -> tuple[list[str | None], list[str | None]]:
     """(duplicate_of, duplicate kind) per row: the earliest eligible member of each cluster is kept;
     later eligible members point to it.
@@ -391,19 +391,21 @@ def choose_representatives(
     Members that are quarantined or filtered anyway are never chosen, so a duplicate always points
     to a document that is not dropped for another reason (the LM may still drop it later). A cluster
     whose id is a document kept by an earlier run (nightly) already has its representative.
-    ``demoted`` members (judged_rows) are chosen only when their cluster has no other eligible
-    member; a demoted member may then point to a representative after it in input order.
+    With ``ranks`` (judged_rows), the eligible member of the lowest rank is kept, the earliest among
+    equals; a member may then point to a representative after it in input order.
     """
     representative: dict[str, str] = {}
     leader_of: dict[str, str] = {}  # a representative chosen here that is an exact copy -> its first copy
-    if demoted is not None:  # the earliest eligible member that is not demoted, where there is one
+    if ranks is not None:
+        best: dict[str, int] = {}
         for i, (doc_id, cluster) in enumerate(zip(ids, cluster_ids, strict=True)):
-            if eligible[i] and not demoted[i] and cluster is not None and cluster not in representative:
-                if not (is_prior is not None and is_prior(cluster)):
-                    representative[cluster] = doc_id
-                    leader = exact_of[i]
-                    if leader is not None:
-                        leader_of[doc_id] = leader
+            if not eligible[i] or cluster is None or ranks[i] >= best.get(cluster, ranks[i] + 1):
+                continue
+            if not (is_prior is not None and is_prior(cluster)):
+                best[cluster], representative[cluster] = ranks[i], doc_id
+                leader = exact_of[i]
+                if leader is not None:
+                    leader_of[doc_id] = leader
     duplicate_of: list[str | None] = [None] * len(ids)
     kind: list[str | None] = [None] * len(ids)
     for i, (doc_id, cluster) in enumerate(zip(ids, cluster_ids, strict=True)):
@@ -530,23 +532,23 @@ def campaign_index(cfg: PipelineConfig) -> campaign.CampaignIndex | None:
 
 def judged_rows(
     detectors: Sequence[ContextDetector], positions: Sequence[int], clusters: list[str | None]
-) -> tuple[list[bool], list[bool]]:
-    """(quarantined, demoted) per row (``positions``: places in input order), given each row's dedup
+) -> tuple[list[bool], list[int]]:
+    """(quarantined, rank) per row (``positions``: places in input order), given each row's dedup
     cluster, from the context detectors' optional ``judge_clusters`` (called once all chunks are
-    observed). A quarantined row is quarantined whatever the other detectors find, and is never its
-    cluster's kept copy, so its fate does not fall on the copies that point to it; a demoted row is
-    kept only when its cluster has no other copy to keep (see :func:`choose_representatives`). The
-    nightly drift detector: a page that took over another URL's text leaves the copy at that URL as
-    the one kept."""
+    observed; ranks of several detectors: the highest). A quarantined row is quarantined whatever
+    the other detectors find, and is never its cluster's kept copy, so its fate does not fall on the
+    copies that point to it; among the others, dedup keeps the copy of the lowest rank (see
+    :func:`choose_representatives`). The nightly drift detector: a page that took over another URL's
+    text leaves the copy at that URL as the one kept."""
     quarantined = [False] * len(positions)
-    demoted = [False] * len(positions)
+    ranks = [0] * len(positions)
     for detector in detectors:
         judge = getattr(detector, "judge_clusters", None)
         if judge is not None:
-            q, d = judge(positions, clusters)
+            q, r = judge(positions, clusters)
             quarantined = [a or bool(b) for a, b in zip(quarantined, q, strict=True)]
-            demoted = [a or bool(b) for a, b in zip(demoted, d, strict=True)]
-    return quarantined, demoted
+            ranks = [max(a, int(b)) for a, b in zip(ranks, r, strict=True)]
+    return quarantined, ranks
 
 
 def resolve_duplicates(
@@ -555,7 +557,7 @@ def resolve_duplicates(
     eligible: list[bool],
     cfg: PipelineConfig,
     is_prior: Any = None,
-    demoted: list[bool] | None = None,
+    ranks: list[int] | None = None,
 ) -> Duplicates:
     """Cluster columns -> representatives; members of a campaign never see the LM."""
     campaign = [bool(r) for r in dedup.flag(assign, cfg.dedup)]
@@ -566,7 +568,7 @@ def resolve_duplicates(
         assign.column("dedup_exact_of").to_pylist(),
         eligible,
         is_prior,
-        demoted,
+        ranks,
     )
     return Duplicates(assign, eligible, duplicate_of, kind)
 
@@ -714,7 +716,7 @@ def finalize_chunk(
     for row, rep in enumerate(duplicate_of):
         # A near-copy of a page that turned out to be poison is poison too. A representative comes
         # before its copies in input order, so its fate is known here, in this chunk or earlier
-        # (a demoted copy, see choose_representatives, may come first: it is dropped either way).
+        # (with ranks, see choose_representatives, a copy may come first: it is dropped either way).
         if rep is not None and rep in quarantined_ids:
             quarantine[row].append(policy.COPY_OF_QUARANTINED)
         if quarantine[row]:

@@ -553,29 +553,30 @@ def test_moved_from_names_a_home_whose_history_holds_the_text() -> None:
     assert drift.moved_from(["u/a", "u/a"], [d, c], ["x", "x"]) == [None, None]
 
 
-def test_a_demoted_member_is_kept_only_when_its_cluster_has_no_other() -> None:
+def test_the_copy_kept_is_the_one_with_the_better_claim() -> None:
     from poisonguard.pipelines.stages import choose_representatives
 
     ids = ["a", "b", "c", "d", "e"]
     clusters = ["x", "x", "x", "y", "y"]
     exact = [None, "a", "a", None, "d"]
     eligible = [True, False, True, True, True]
-    dup, kind = choose_representatives(
-        ids, clusters, exact, eligible, demoted=[True, False, False, True, True]
-    )
-    # x: a is demoted and b not eligible, so c (an exact copy of a) is kept and a points to it; y: all
-    # demoted, the first is kept
-    assert dup == ["c", None, None, None, "d"] and kind == [
-        "exact_duplicate",
-        None,
-        None,
-        None,
-        "exact_duplicate",
-    ]
+    dup, kind = choose_representatives(ids, clusters, exact, eligible, ranks=[2, 0, 1, 2, 2])
+    # x: b (rank 0) is not eligible, so c (an exact copy of a) is kept and a points to it; y: equal
+    # ranks, the first is kept
+    assert dup == ["c", None, None, None, "d"]
+    assert kind == ["exact_duplicate", None, None, None, "exact_duplicate"]
     assert choose_representatives(ids, clusters, exact, eligible) == (
         [None, None, "a", None, "d"],
         [None, None, "exact_duplicate", None, "exact_duplicate"],
     )
+    c, n, d = drift.CONTINUOUS, drift.NEW, drift.DRIFTED
+    states = [n, d, d, n, d, d, None]
+    condemned = [False, False, True, False, True, True, False]
+    clusters = ["x", "x", "x", "y", "y", "z", None]
+    # x: new before drifted before condemned; y: nothing supports the text and a member is
+    # condemned, so input order decides (a condemned copy met first takes the new one with it)
+    assert drift.claim_ranks(states, condemned, clusters) == [1, 2, 3, 0, 0, 0, 1]
+    assert drift.claim_ranks([c, d], [False, True], ["x", "x"]) == [0, 3]
 
 
 def two_nights(tmp_path: Path, nights: dict[int, list[tuple[str, str, str]]]) -> dict[str, Any]:
@@ -600,9 +601,13 @@ def test_a_page_swapped_for_another_page_of_its_site_is_quarantined_as_moved(tmp
     kept it and dropped the real page as its duplicate; drift now quarantines it as moved and the
     real page, whose own history holds the text, is the copy kept."""
     site = "https://docs.example.org/page/"
-    night1 = [(f"p{k}", f"{site}{k}", page(f"p{k}")) for k in range(20)]
     rng = random.Random(3)
-    other_topic = " ".join(rng.choice(OTHER_TOPIC) for _ in range(150))
+    other_topic, notes_old, notes_new = (
+        " ".join(rng.choice(OTHER_TOPIC) for _ in range(150)) for _ in range(3)
+    )
+    night1 = [(f"p{k}", f"{site}{k}", page(f"p{k}")) for k in range(20)] + [
+        ("notes", f"{site}notes", notes_old)
+    ]
     # p5 is edited by its editor (about 2/3 of it kept: continuous, not a near-copy of night 1)
     p5 = " ".join(page("p5").split()[:100]) + " " + page("p5-new", 40)
     night2 = [
@@ -617,7 +622,11 @@ def test_a_page_swapped_for_another_page_of_its_site_is_quarantined_as_moved(tmp
         ("fresh", f"{site}fresh", page("fresh")),
         ("p8", f"{site}8", other_topic),  # swapped for another subject, and a new URL copies it
         ("copy", "https://copies.example.biz/x", other_topic),
-        *night1[9:],  # unchanged: 6 of 19 known pages drifted, under the host rule's share
+        # p9 takes over the release notes, rewritten tonight on their own subject (drifted, no
+        # history holds the new text); p9's old subject was another: the topic rule condemns it
+        ("p9", f"{site}9", notes_new),
+        ("notes", f"{site}notes", notes_new),
+        *night1[10:20],  # unchanged: 8 of 20 known pages drifted, under the host rule's share
     ]
     got = two_nights(tmp_path, {1: night1, 2: night2})
     assert got["p0@2"][0] == "quarantined", got["p0@2"]
@@ -632,6 +641,9 @@ def test_a_page_swapped_for_another_page_of_its_site_is_quarantined_as_moved(tmp
     # condemned by the topic rule: its text is the suspect, and the new copy goes with it
     assert any(r.startswith("drift:topic_changed") for r in got["p8@2"][1]), got["p8@2"]
     assert got["copy@2"] == ("quarantined", ("dedup:copy_of_quarantined",), "p8@2"), got["copy@2"]
+    # the notes' own URL has the better claim: it is the copy kept, not a copy of the condemned p9
+    assert any(r.startswith("drift:topic_changed") for r in got["p9@2"][1]), got["p9@2"]
+    assert got["notes@2"][0] == "kept", got["notes@2"]
 
 
 def test_a_state_store_of_schema_1_gains_the_topic_column(tmp_path: Path) -> None:
