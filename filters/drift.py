@@ -204,22 +204,25 @@ def moved_from(
 def claim_ranks(
     states: Sequence[str | None], condemned: Sequence[bool], clusters: Sequence[str | None]
 ) -> list[int]:
-    """Per row, its claim to be its cluster's kept copy, lower first: 0 CONTINUOUS (its history holds
-    the text), 1 NEW or not judged (nothing contradicts it), 2 DRIFTED (its history holds something
-    else, on the same subject), 3 DRIFTED and ``condemned`` (by the topic or host rule). A cluster
-    that nothing supports (no CONTINUOUS member, no DRIFTED member left uncondemned) while one of its
-    members is condemned holds a suspect text: all its rows rank 0, so input order decides and a
-    condemned copy met first takes the others with it (a copy of a quarantined page)."""
-    ranks = [
-        0 if state == CONTINUOUS else 3 if bad else 2 if state == DRIFTED else 1
-        for state, bad in zip(states, condemned, strict=True)
-    ]
+    """Per row, its claim to be its cluster's kept copy, lower first: 0 CONTINUOUS, NEW or not judged
+    (nothing contradicts it), 1 DRIFTED (its history holds something else, on the same subject),
+    2 DRIFTED and ``condemned`` (by the topic or host rule). A cluster that nothing supports (no
+    CONTINUOUS member, no DRIFTED member left uncondemned) while one of its members is condemned
+    holds a suspect text: all its rows rank 0, so input order decides and a condemned copy met
+    first takes the others with it (a copy of a quarantined page).
+
+    CONTINUOUS does not rank before NEW: a URL whose own stub page is replaced by a near-copy of
+    another stub (0.3-0.4 similar, not a change by drift's measure) would then be kept before the
+    new page whose text it serves (measured on LLVM's AMDGPU operand pages, bench/RESULTS.md)."""
+    ranks = [2 if bad else 1 if state == DRIFTED else 0 for state, bad in zip(states, condemned, strict=True)]
     supported: set[str] = set()
     suspect: set[str] = set()
-    for rank, cluster in zip(ranks, clusters, strict=True):
-        if cluster is not None and rank in (0, 2):
+    for state, rank, cluster in zip(states, ranks, clusters, strict=True):
+        if cluster is None:
+            continue
+        if state == CONTINUOUS or rank == 1:
             supported.add(cluster)
-        if cluster is not None and rank == 3:
+        elif rank == 2:
             suspect.add(cluster)
     return [0 if c in suspect and c not in supported else r for r, c in zip(ranks, clusters, strict=True)]
 
@@ -365,11 +368,11 @@ class DriftDetector:
 
         A row that moved (:func:`moved_from`; remembered for :meth:`flag`, which quarantines it
         whatever the other detectors say) is never its cluster's kept copy: the copy at its home is.
-        Among the others, the copy kept is the one with the better claim to the text (:func:`claim_ranks`):
-        a URL new tonight (no history contradicts it) before one that drifted into the text, and that
-        before one the topic or host rule condemns. Where nothing supports the text (its only copies
-        are condemned or new), input order decides, as before: a condemned page met first takes its
-        copies with it."""
+        Among the others, the copy kept is the one with the better claim to the text
+        (:func:`claim_ranks`): a URL that did not drift (or is new tonight: no history contradicts
+        it) before one that drifted into the text, and that before one the topic or host rule
+        condemns. Where nothing supports the text (its only copies are condemned or new), input
+        order decides, as before: a condemned page met first takes its copies with it."""
         if not self.cfg.enabled:
             return [False] * len(positions), [0] * len(positions)
         keys = [self._rows[p] for p in positions]

@@ -560,7 +560,7 @@ def test_the_copy_kept_is_the_one_with_the_better_claim() -> None:
     clusters = ["x", "x", "x", "y", "y"]
     exact = [None, "a", "a", None, "d"]
     eligible = [True, False, True, True, True]
-    dup, kind = choose_representatives(ids, clusters, exact, eligible, ranks=[2, 0, 1, 2, 2])
+    dup, kind = choose_representatives(ids, clusters, exact, eligible, ranks=[1, 0, 0, 1, 1])
     # x: b (rank 0) is not eligible, so c (an exact copy of a) is kept and a points to it; y: equal
     # ranks, the first is kept
     assert dup == ["c", None, None, None, "d"]
@@ -575,8 +575,9 @@ def test_the_copy_kept_is_the_one_with_the_better_claim() -> None:
     clusters = ["x", "x", "x", "y", "y", "z", None]
     # x: new before drifted before condemned; y: nothing supports the text and a member is
     # condemned, so input order decides (a condemned copy met first takes the new one with it)
-    assert drift.claim_ranks(states, condemned, clusters) == [1, 2, 3, 0, 0, 0, 1]
-    assert drift.claim_ranks([c, d], [False, True], ["x", "x"]) == [0, 3]
+    assert drift.claim_ranks(states, condemned, clusters) == [0, 1, 2, 0, 0, 0, 0]
+    # a page that did not drift supports the text; it does not rank before a new one
+    assert drift.claim_ranks([c, d, n], [False, True, False], ["x", "x", "x"]) == [0, 2, 0]
 
 
 def two_nights(tmp_path: Path, nights: dict[int, list[tuple[str, str, str]]]) -> dict[str, Any]:
