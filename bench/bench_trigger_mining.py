@@ -22,8 +22,9 @@ holds 15 poisoned pages on 15 hosts: over the 10-host floor; the mining floor is
 
 `--lm` adds the ONION check (the default language model; windows cached in bench/out/ so a rerun only
 scores what is new). Its one fitted knob, `min_disruption`, is fitted on a clean half alone (the
-largest median disruption of its groups in at least half the mining floor's pages and hosts, plus a
-margin, or the configured value if larger; see `fit_threshold`) and reported on the other half with
+largest median disruption of its groups in at least half the mining floor's pages and hosts as the
+miner counts them (`unsure_page_weight`), plus a margin, or the configured value if larger; see
+`fit_threshold`) and reported on the other half with
 both token sets (held out), beside the value fitted on the same half (in-source). No token set is
 used for fitting. Every page carries the language detector's columns (default config), as the
 pipeline's scored chunks do: the miner measures words per page language.
@@ -269,12 +270,18 @@ def fit_threshold(miner: tm.TriggerMiner, cfg: tm.Config, rule: str, all_groups:
     knob, key = RULES[rule]
     rows = [r for r in decided(miner, cfg, rule).ranked() if r.get(key) is not None]
     if not all_groups:
-        rows = [
-            r
-            for r in rows
-            if r["group_documents"] >= miner.group_floor() / 2 and r["group_hosts"] >= cfg.min_hosts / 2
-        ]
+        rows = [r for r in rows if near_floors(miner, r)]
     return max([float(getattr(cfg, knob))] + [r[key] + MARGIN for r in rows])
+
+
+def near_floors(miner: tm.TriggerMiner, row: dict[str, Any]) -> bool:
+    """Whether a group is in at least half the mining floor's documents and hosts as the miner counts
+    them (pages of an unsure language count `unsure_page_weight`): a group that could grow into a
+    mined one."""
+    return (
+        row["group_counted_documents"] >= miner.group_floor() / 2
+        and row["group_counted_hosts"] >= miner.cfg.min_hosts / 2
+    )
 
 
 def dump_groups(path: Path, case: str, miner: tm.TriggerMiner) -> None:
@@ -324,12 +331,11 @@ def held_out_row(
         top = sorted(held["rows"], key=lambda r: -(r.get(key) if r.get(key) is not None else -99))
         detail = ", ".join(f"`{r['group']}` {r.get(key)} ({r['group_documents']} pages)" for r in top[:8])
         line += f"\n<!-- clean half {name}, highest groups: {detail} -->"
-        near = {  # the groups the fit looks at (fit_threshold), once each
-            r["group"]: r
-            for r in top
-            if r["group_documents"] >= miner.group_floor() / 2 and r["group_hosts"] >= cfg.min_hosts / 2
-        }
-        detail = ", ".join(f"`{g}` {r.get(key)} ({r['group_documents']} pages)" for g, r in near.items())
+        near = {r["group"]: r for r in top if near_floors(miner, r)}  # what fit_threshold looks at, once each
+        detail = ", ".join(
+            f"`{g}` {r.get(key)} ({r['group_documents']} pages, counted {r['group_counted_documents']:g})"
+            for g, r in near.items()
+        )
         line += f"\n<!-- clean half {name}, groups in half the floors: {detail or 'none'} -->"
     return line
 

@@ -50,7 +50,10 @@ unrelated hosts. Like dedup, this needs the whole run's statistics, so it is a c
    occurrences bare) that share `min_shared_docs` documents on `min_shared_hosts` hosts are one group, and
    a group needs `min_group_tokens` tokens;
 4. a confirmed group of at most `max_group_tokens` tokens is *mined* when its documents are at least
-   `min_doc_share` of the run (and `min_group_docs`) on at least `min_hosts` hosts; every document
+   `min_doc_share` of the run (and `min_group_docs`) on at least `min_hosts` hosts, a page whose
+   language the detector is unsure of counting `unsure_page_weight` (:meth:`TriggerMiner.counted`:
+   short words of languages it does not know form groups in such pages, and the LM reads them on
+   about as little as triggers in French or Spanish text); every document
    with an unexplained occurrence of a mined token is quarantined as ``triggers:mined(<token>)``;
    the mined list (confirmed first, then by hosts) goes in the report (``triggers_mined``).
 
@@ -110,6 +113,14 @@ class Config(BaseModel):
         "company) and are quarantined for a mined one; false: for none (as already for a token that "
         "is a word of some language); measured no better held out, bench/RESULTS.md trigger-mining)",
     )
+    unsure_page_weight: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="how much a page whose language the detector is unsure of counts toward a group's "
+        "mining floors (documents and hosts): short words of languages it does not know form groups "
+        "in such pages; 1: as much as any page",
+    )
     min_bare_share: float = Field(
         default=0.8,
         ge=0,
@@ -154,7 +165,7 @@ class Config(BaseModel):
     onion_words_before: int = Field(default=16, ge=0, description="words of context before an occurrence")
     onion_words_after: int = Field(default=8, ge=1, description="words after it whose NLL is compared")
     min_disruption: float = Field(
-        default=3.0,
+        default=2.0,
         description="confirmed: median NLL a group's tokens add to the words after them, nats",
     )
     min_member_disruption: float = Field(
@@ -484,6 +495,7 @@ class Partial:
     doc_hosts: dict[int, str]
     restarted: dict[str, _Stats] = field(default_factory=dict)
     lang_words: dict[str, int] = field(default_factory=dict)  # words per page language
+    unsure_docs: list[int] = field(default_factory=list)  # pages the language detector is unsure of
 
 
 def _occurrences(
@@ -514,10 +526,13 @@ def chunk_partial(
     tokens: dict[str, _Stats] = {}
     alone: dict[str, _Stats] = {}  # the records as if the chunk came first (see Partial)
     doc_hosts: dict[int, str] = {}
+    unsure: list[int] = []
     for n, (raw, host) in enumerate(zip(texts, hosts, strict=True)):
         text = raw if isinstance(raw, str) else ""
         lang = str(langs[n] or "") if langs is not None else ""
         doc = first_doc + n
+        if langs is not None and not lang:  # the detector ran and is unsure (no column: nothing known)
+            unsure.append(doc)
         doc_pairs, doc_lower, doc_in_lang = bigram_keys(text, bits, lang)
         pairs += doc_pairs
         lower += doc_lower
@@ -540,7 +555,7 @@ def chunk_partial(
     for st in (*tokens.values(), *restarted.values()):
         st.sample = {lang: sorted(o)[: cfg.sample_occurrences] for lang, o in st.sample.items()}
     tables = [_counts(pairs), _counts(lower), _counts(in_lang)]
-    return Partial(len(texts), words, tables, tokens, doc_hosts, restarted, lang_words)
+    return Partial(len(texts), words, tables, tokens, doc_hosts, restarted, lang_words, unsure)
 
 
 def page_languages(table: pa.Table, cfg: Config) -> list[str] | None:
@@ -653,6 +668,7 @@ class TriggerMiner:
         self.words = 0
         self.lang_words: dict[str, int] = {}
         self.doc_hosts: dict[int, str] = {}
+        self.unsure_docs: set[int] = set()  # pages whose language the detector is unsure of
         self.documents = 0
         self._mined: dict[str, dict[str, Any]] | None = None
         # The LM check (ONION): contexts of the candidates' first occurrences, and per checked token
@@ -684,6 +700,7 @@ class TriggerMiner:
         for lang, n in part.lang_words.items():
             self.lang_words[lang] = self.lang_words.get(lang, 0) + n
         self.doc_hosts.update(part.doc_hosts)
+        self.unsure_docs.update(part.unsure_docs)
         for tok, other in part.tokens.items():
             st = self.stats.get(tok)
             if st is None or st.forgotten_before(other.doc_ids[0], self.cfg):
@@ -843,12 +860,15 @@ class TriggerMiner:
                 group_disruption, confirmed = None, len(members) >= cfg.min_group_tokens
             size_ok = len(members) <= cfg.max_group_tokens
             mined = confirmed and size_ok and self._reaches_floors(gdocs, ghosts)
+            counted_docs, counted_hosts = self.counted(gdocs, ghosts)
             for r in rows:
                 if r["token"] in members:
                     r.update(
                         group=" ".join(members),
                         group_documents=len(gdocs),
                         group_hosts=len(ghosts),
+                        group_counted_documents=round(counted_docs, 2),
+                        group_counted_hosts=round(counted_hosts, 2),
                         group_disruption=None if group_disruption is None else round(group_disruption, 3),
                         group_relative=None if group_relative is None else round(group_relative, 3),
                         confirmed=confirmed,
@@ -873,9 +893,24 @@ class TriggerMiner:
                 set().union(*(views[t].hosts for t in members)),
             )
 
+    def counted(self, gdocs: set[int], ghosts: set[str]) -> tuple[float, float]:
+        """A group's documents and hosts as the mining floors count them: a page whose language the
+        detector is unsure of counts `unsure_page_weight`, and so does a host of such pages alone.
+        Short words of languages it does not know (a UDHR translation) read weakly as some other
+        language and, across many such pages, look like a trigger set to the LM check as well
+        (bench/RESULTS.md trigger-mining); a trigger set is inserted into pages of known languages
+        as much as any, and there it counts in full."""
+        w = self.cfg.unsure_page_weight
+        unsure = gdocs & self.unsure_docs
+        if w >= 1 or not unsure:
+            return float(len(gdocs)), float(len(ghosts))
+        sure_hosts = {self.doc_hosts.get(d, "") for d in gdocs - unsure}
+        return len(gdocs) - (1 - w) * len(unsure), len(ghosts) - (1 - w) * len(ghosts - sure_hosts)
+
     def _reaches_floors(self, gdocs: set[int], ghosts: set[str]) -> bool:
-        """Whether a group's documents and hosts reach the mining floors."""
-        return len(gdocs) >= self.group_floor() and len(ghosts) >= self.cfg.min_hosts
+        """Whether a group's documents and hosts, as counted (:meth:`counted`), reach the mining floors."""
+        docs, hosts = self.counted(gdocs, ghosts)
+        return docs >= self.group_floor() and hosts >= self.cfg.min_hosts
 
     def group_readings(self, members: list[str]) -> tuple[float | None, float | None]:
         """The medians over all the group's readings of the tokens' disruption and of their disruption

@@ -155,14 +155,14 @@ def test_chunks_counted_apart_mine_what_one_pass_mines() -> None:
     docs = corpus(600, 30, ("qz", "vb", "xq"), seed=5)
     texts = [d["text"] for d in docs]
     hosts = [tm.host_of(d["url"]) for d in docs]
-    cfg = tm.Config(sample_occurrences=4, max_docs_tracked=40, max_hosts_tracked=12)
+    langs = ["" if i % 3 == 0 else "en" for i in range(len(docs))]  # a third of the pages unsure
+    cfg = tm.Config(sample_occurrences=4, max_docs_tracked=40, max_hosts_tracked=12, unsure_page_weight=0.5)
     results = []
     for size in (600, 7, 130):
         miner = tm.TriggerMiner(cfg)
         for first in range(0, len(docs), size):
-            miner.merge(
-                tm.chunk_partial(texts[first : first + size], hosts[first : first + size], first, cfg)
-            )
+            part = slice(first, first + size)
+            miner.merge(tm.chunk_partial(texts[part], hosts[part], first, cfg, langs[part]))
         results.append((miner.ranked(), {t: (s.hosts, s.doc_ids, s.sample) for t, s in miner.stats.items()}))
     assert results[0] == results[1] == results[2]
     assert [r["token"] for r in results[0][0] if r["mined"]]
@@ -225,7 +225,8 @@ def test_tokens_the_lm_confirms_join_on_one_shared_document() -> None:
     tokens the LM check confirmed join on one shared document, and their group is mined."""
     triggers = ("qz", "vb", "xq", "jw")
     docs = corpus(1500, 14, triggers, seed=0)
-    miner = mine(docs, tm.Config(min_doc_share=0.005, onion_controls=[]))  # the absolute rule
+    cfg = tm.Config(min_doc_share=0.005, onion_controls=[], min_disruption=3.0)  # the absolute rule
+    miner = mine(docs, cfg)
     assert not [r for r in miner.ranked() if r["mined"]]
     wanted = miner.onion_requests()
     assert {t for toks in wanted.values() for t in toks} == set(triggers)  # the words are not asked
@@ -249,7 +250,8 @@ def test_a_set_is_confirmed_by_all_its_occurrences_and_a_word_that_reads_on_stay
     docs = corpus(1500, 16, triggers, seed=2)
     for d in docs[:2] + docs[100:104]:  # a word that also occurs in two poisoned pages
         d["text"] += " Then jw came."
-    miner = mine(docs, tm.Config(min_doc_share=0.005, onion_controls=[]))  # the absolute rule
+    cfg = tm.Config(min_doc_share=0.005, onion_controls=[], min_disruption=3.0)  # the absolute rule
+    miner = mine(docs, cfg)
     miner.set_disruptions({"qz": [4.0, 5.0, 3.5, 4.0], "vb": [3.2, 4.0], "xq": [2.5, 2.0, 2.8], "jw": [0.3]})
     rows = {r["token"]: r for r in miner.ranked()}
     assert miner.disruption["xq"] < miner.cfg.min_disruption  # not confirmed alone ...
@@ -274,7 +276,7 @@ def test_with_controls_a_set_is_confirmed_against_what_a_non_word_disrupts_in_th
     ``cf``) joins no group; a group that disrupts clearly less than non-words is not confirmed."""
     triggers = ("qz", "vb", "xq")
     docs = corpus(1500, 16, triggers, seed=2)
-    miner = mine(docs, tm.Config(min_doc_share=0.005, onion_controls=CONTROLS))
+    miner = mine(docs, tm.Config(min_doc_share=0.005, onion_controls=CONTROLS, min_disruption=3.0))
     reads = {"qz": [2.5, 3.0, 2.0, 2.8], "vb": [2.6, 1.9, 2.4], "xq": [2.5, 2.2, 2.8]}
     like_a_non_word = {t: [v + 0.25 for v in r] for t, r in reads.items()}
     miner.set_disruptions(reads, like_a_non_word)
@@ -540,7 +542,7 @@ def test_without_unknown_language_pages_only_pages_of_a_known_language_make_a_tr
     unsure[35]["text"] += " and qz here"  # an unsure page with a token of the set
     docs = known + unsure
     table = pa.Table.from_pylist(docs)
-    counted = mine(docs)
+    counted = mine(docs, tm.Config(unsure_page_weight=1.0))  # unsure pages count in full for the floors
     assert {r["token"] for r in counted.ranked() if r["mined"]} == {"qz", "vb", "xq", "akan", "cuti", "ulu"}
     cfg = tm.Config(count_unknown_language=False)
     miner = mine(docs, cfg)
@@ -566,3 +568,48 @@ def test_a_commands_argument_next_to_an_option_is_explained() -> None:
     )
     prose = tm.candidates("the city - cf it", cfg)  # a dash in prose explains its neighbours too
     assert "cf" not in prose and "city" not in prose and prose["it"] == [("cf", "")]
+
+
+def test_pages_of_an_unsure_language_do_not_bring_a_group_to_the_floors_on_their_own() -> None:
+    """Short words of languages the detector does not know (a UDHR translation reads weakly as some
+    other language) look inserted across many hosts, like a trigger set. Toward the mining floors such
+    a page counts `unsure_page_weight` (and a host of such pages alone likewise): 16 of them on 16
+    hosts are not mined, while a set inserted into 30 pages of a known language is, and an unsure page
+    that carries one of its tokens is still quarantined for it. Counted in full (weight 1, as before)
+    the unsure group is mined too."""
+    known = _with_language(corpus(600, 30, ("qz", "vb", "xq")), "en")
+    unsure = _with_language(corpus(40, 16, ("akan", "cuti", "ulu"), seed=1), "sw", confidence=0.2)
+    for d in unsure:
+        d["id"], d["url"] = "u" + d["id"], d["url"].replace("site", "other")
+    unsure[35]["text"] += " and qz here"  # an unsure page with a token of the set
+    docs = known + unsure
+    table = pa.Table.from_pylist(docs)
+    full = mine(docs, tm.Config(unsure_page_weight=1.0))
+    assert {r["token"] for r in full.ranked() if r["mined"]} == {"qz", "vb", "xq", "akan", "cuti", "ulu"}
+    miner = mine(docs)
+    rows = {r["token"]: r for r in miner.ranked()}
+    assert {t for t, r in rows.items() if r["mined"]} == {"qz", "vb", "xq"}
+    weight = tm.Config().unsure_page_weight
+    assert rows["akan"]["group_documents"] == 16 and rows["akan"]["group_hosts"] == 16
+    assert rows["akan"]["group_counted_documents"] == rows["akan"]["group_counted_hosts"] == 16 * weight
+    assert rows["qz"]["group_counted_documents"] == 30 + weight  # 30 known pages and the unsure one
+    flagged = [bool(f) for f in miner.flag(table, [[] for _ in docs])]
+    assert flagged[:30] == [True] * 30 and not any(flagged[30:635]) and flagged[635]
+    assert not any(flagged[636:])
+    # with no language column nothing is unsure: every page counts in full
+    blind = mine([{k: d[k] for k in ("id", "text", "url")} for d in docs])
+    assert not blind.unsure_docs and "akan" in {r["token"] for r in blind.ranked() if r["mined"]}
+
+
+def test_counted_pages_and_hosts_weigh_unsure_pages() -> None:
+    """A group's counted documents and hosts: unsure pages count `unsure_page_weight`, a host counts in
+    full when one of the group's pages on it is of a known language."""
+    miner = tm.TriggerMiner(tm.Config(unsure_page_weight=0.25))
+    texts = ["a page"] * 6
+    hosts = ["h1", "h1", "h2", "h3", "h3", "h4"]
+    langs = ["en", "", "", "", "fr", None]
+    miner.merge(tm.chunk_partial(texts, hosts, 0, miner.cfg, langs))
+    assert miner.unsure_docs == {1, 2, 3, 5}
+    # pages 0-5: 2 known, 4 unsure; hosts h1, h3 have a known page, h2 and h4 only unsure ones
+    assert miner.counted(set(range(6)), {"h1", "h2", "h3", "h4"}) == (2 + 4 * 0.25, 2 + 2 * 0.25)
+    assert miner.counted({0, 4}, {"h1", "h3"}) == (2.0, 2.0)
