@@ -165,7 +165,7 @@ class Config(BaseModel):
     onion_words_before: int = Field(default=16, ge=0, description="words of context before an occurrence")
     onion_words_after: int = Field(default=8, ge=1, description="words after it whose NLL is compared")
     min_disruption: float = Field(
-        default=2.0,
+        default=3.0,
         description="confirmed: median NLL a group's tokens add to the words after them, nats",
     )
     min_member_disruption: float = Field(
