@@ -53,6 +53,26 @@ def test_segments_start_where_positions_do_not_continue() -> None:
     assert mask[2].tolist() == [True, True, True, False, False, False, False, False]
 
 
+def test_window_groups_gather_the_windows_of_each_length() -> None:
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0, 0, 1], [0, 1, 0, 1, 2, 3, 0, 1]])
+    groups = {length: index.tolist() for length, index in llama.window_groups(positions)}
+    assert groups == {1: [[5]], 2: [[3, 4], [6, 7], [8, 9], [14, 15]], 3: [[0, 1, 2]], 4: [[10, 11, 12, 13]]}
+
+
+def test_attention_window_by_window_equals_the_block_diagonal_mask(tmp_path: Path) -> None:
+    """Packed rows (windows of several lengths, some alike across rows, a filler at a row's end): the
+    windows' causal attention one length at a time gives the hidden states of the whole rows under
+    the block-diagonal mask (float32; in bfloat16 the two differ by rounding only)."""
+    model = llama.load(_random_llama(tmp_path), torch.float32)
+    lengths = [[12, 7, 7, 4], [12, 9, 3, 6], [30]]
+    positions = torch.stack([torch.cat([torch.arange(n) for n in row]) for row in lengths])
+    ids = torch.randint(1, 200, positions.shape, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        by_window = model.model(ids, positions)
+        masked = model.model(ids, positions, llama.packed_causal_mask(positions))
+    assert torch.allclose(by_window, masked, atol=1e-5), float((by_window - masked).abs().max())
+
+
 def test_tree_mask_lets_each_continuation_see_its_prefix_and_itself() -> None:
     # one row: segment 0 = prefix (3 tokens), continuation 1 (2), continuation 2 (2); segment 1 alone
     segments = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1, 1]])
