@@ -15,8 +15,10 @@ weights are tied, else ``lm_head``.
 
 Rows may hold several windows end to end ("packed"): a token attends to the tokens before it in its
 own window only. A window starts wherever a position does not continue the previous one (positions
-restart at 0 for each window), the same rule Hugging Face uses for packed position ids. Without
-position ids a row is one sequence (plain causal attention, the layout of the GPU path).
+restart at 0 for each window), the same rule Hugging Face uses for packed position ids. The matrix
+products run over the packed rows; attention runs window by window, the windows of one length in one
+causal call (:func:`window_groups`), or under an explicit mask when one is given (:func:`tree_mask`).
+Without position ids a row is one sequence (plain causal attention, the layout of the GPU path).
 
 Computations follow the reference numerics: norms in float32 and cast back, rotary tables computed in
 float32 and cast to the weight type, attention by ``scaled_dot_product_attention``. Two changes that

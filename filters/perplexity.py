@@ -51,7 +51,7 @@ lines long, gain as little as babble), and prose that quotes a long encoded payl
 gains little where it is least predictable but has a mean NLL above the band.
 
 Cost is bounded per document (`max_tokens`), identical texts in a batch are scored once, windows are
-packed end to end into rows with a block-diagonal causal mask (no padding, no cross-window attention),
+packed end to end into rows (no padding; attention within each window only, see core/llama.py),
 and only the positions that exist are sent through the output layer (the vocabulary projection is the
 largest single matmul of a 135M model). `device` puts the model on a CUDA GPU when there is one.
 """
@@ -781,7 +781,7 @@ class PerplexityScorer:
             lengths = [len(s) for s in seqs]
             for group in _passes(rows, lengths, per_pass * row_len if padded else 0, per_pass):
                 # A row holds whole windows end to end. Positions restart at 0 for each window, which
-                # makes the model attend within each window only (a block-diagonal causal mask): a
+                # makes the model attend within each window only (window by window, core/llama.py): a
                 # window never sees another one, so packed NLLs equal those of each window scored
                 # alone (tested), without the padding that length-sorted batches of a few documents waste.
                 width = max(sum(len(seqs[j]) for j in row) for row in group)
