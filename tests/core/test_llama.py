@@ -142,8 +142,9 @@ def test_a_config_the_forward_pass_does_not_implement_is_refused_by_name() -> No
 def _check_continuations(scorer: ppl.PerplexityScorer, ids: list[int], dtype: str) -> None:
     """The trigger check's fast path (a prefix computed once for two continuations, the output layer
     only where read) against the whole windows: float32 within 1e-3 nats per token; bfloat16 within
-    its rounding (other row layouts: the whole windows scored one by one move a reading's sum by 0.1
-    nats on average, up to 0.6; bench/RESULTS.md lm-startup)."""
+    its rounding: on this text either path's reading sums are 0.19-0.22 nats from float32's on
+    average (up to 0.84), and the two differ by 0.13 (up to 0.65) since the whole windows attend
+    window by window and the tree rows under a mask (bench/RESULTS.md lm-speed, round 4)."""
     items: list[ppl.Continuations] = []
     for n, a in enumerate(range(0, min(3000, len(ids) - 40), 100)):
         p, m, t = 16 + n % 14, 1 + n % 3, 8 + n % 9  # like 16 words before, the token, 8 words after
@@ -157,7 +158,7 @@ def _check_continuations(scorer: ppl.PerplexityScorer, ids: list[int], dtype: st
             if dtype == "float32":
                 assert np.abs(want - got).max() < 1e-3
             sums.append(abs(float(want.sum() - got.sum())))
-    assert np.mean(sums) < (1e-3 if dtype == "float32" else 0.1) and max(sums) < 0.6
+    assert np.mean(sums) < (1e-3 if dtype == "float32" else 0.2) and max(sums) < 0.9
 
 
 @pytest.mark.slow
