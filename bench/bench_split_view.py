@@ -259,8 +259,8 @@ def topic_values(site: str) -> list[float]:
     old, new = (release_pages(f) for f in PAIRS[site])
     common = sorted(set(old) & set(new))
     dcfg = dedup.Config()
-    sig_old = dedup.signatures([old[r] for r in common], dcfg)
-    sig_new = dedup.signatures([new[r] for r in common], dcfg)
+    sig_old = drift.drift_signatures([old[r] for r in common], None, dcfg)
+    sig_new = drift.drift_signatures([new[r] for r in common], None, dcfg)
     empty = minhash.empty_value(dcfg.scheme)
     out = []
     for i, rel in enumerate(common):

@@ -25,6 +25,12 @@ a URL's text tonight and the last version poisonguard accepted. Ordinary edits c
   text: the copy at its home is the one dedup keeps (:meth:`DriftDetector.judge_clusters`, which
   also tells dedup which of the other copies has the better claim to the text: :func:`claim_ranks`).
 
+Numbers are churn, not content: the similarity is measured on the text with its digit-only words
+(line numbers, dates, version parts, counters) left out (:func:`drift_text`), so a source listing
+whose line numbers all shifted, or a page whose dates moved, is the page it was; a swap replaces the
+words and stays a change. A version stored before this (``Version.signature_of`` ``"text"``) is
+compared the old way, with tonight's signature of the whole text, never across the two kinds.
+
 The pure parts (:func:`similarity`, :func:`host_shares`, :func:`moved_from`, :func:`drift_reasons`)
 work on arrays; the :class:`DriftDetector` follows the runner's ``ContextDetector`` protocol and gets
 each URL's last accepted version from a ``lookup`` callable (the nightly state store).
@@ -101,14 +107,19 @@ class Config(BaseModel):
     )
 
 
+WHOLE_TEXT, NO_NUMBERS = "text", "no-numbers"  # what a stored signature is the MinHash of
+
+
 @dataclass(frozen=True)
 class Version:
     """A URL's last accepted version, as the state store keeps it."""
 
     date: str
     sha256: str
-    signature: np.ndarray  # MinHash of the text, dedup settings of the state store
+    signature: np.ndarray  # MinHash (dedup settings of the state store) of what signature_of says
     topic: np.ndarray | None = None  # topic_sketch of the text; None for versions stored before it existed
+    # NO_NUMBERS: of drift_text(text); WHOLE_TEXT: of the text itself (versions stored before NO_NUMBERS)
+    signature_of: str = NO_NUMBERS
 
 
 Lookup = Callable[[Sequence[str]], dict[str, Version]]
@@ -120,6 +131,30 @@ Lookup = Callable[[Sequence[str]], dict[str, Version]]
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_NUMBER_WORD = re.compile(r"(?<!\w)[0-9]+(?!\w)")  # a word of ASCII digits only, as MinHash splits words
+
+
+def drift_text(text: str) -> str:
+    """The text drift's similarity is measured on: its digit-only words left out (a number moves
+    when a line is inserted above it or a release is dated; the words around it stay)."""
+    return _NUMBER_WORD.sub(" ", text)
+
+
+def drift_signatures(texts: Sequence[str], whole: np.ndarray | None, cfg: dedup.Config) -> np.ndarray:
+    """MinHash of each text's :func:`drift_text`; ``whole`` (the texts' own signatures, or None)
+    is reused for a text with no digit-only word, whose drift text gives the same shingles."""
+    stripped = [drift_text(t) for t in texts]
+    if whole is None:
+        return np.asarray(dedup.signatures(stripped, cfg))
+    out = np.array(whole, copy=True)
+    redo = [i for i, (t, s) in enumerate(zip(texts, stripped, strict=True)) if s != t]
+    if redo:
+        out[redo] = np.asarray(dedup.signatures([stripped[i] for i in redo], cfg)).astype(
+            out.dtype, copy=False
+        )
+    return out
 
 
 def similarity(new_sha: str, new_sig: np.ndarray, old: Version, empty_value: int) -> float | None:
@@ -333,6 +368,7 @@ class DriftDetector:
         else:  # dedup disabled: the runner computed no signatures
             sigs = np.asarray(dedup.signatures(texts, self.dedup_cfg))
         known = self.lookup([urls[i] for i in rows])
+        sigs = self._comparable_signatures(texts, sigs, [known.get(urls[i]) for i in rows], rows)
         hosts: list[str | None] = []
         changed: list[bool | None] = []
         for i in rows:
@@ -359,6 +395,21 @@ class DriftDetector:
         self.summary["abnormal_hosts"] = sorted(
             h for h, (d, c) in self._hosts.items() if host_abnormal(d, c, self.cfg)
         )
+
+    def _comparable_signatures(
+        self, texts: list[str | None], whole: np.ndarray, olds: list[Version | None], rows: list[int]
+    ) -> np.ndarray:
+        """Tonight's signatures, each of the same kind as its URL's stored version: of the drift
+        text where the version's is (:func:`drift_signatures`), of the whole text where the version
+        was stored before that (or there is none)."""
+        redo = [
+            i for i, old in zip(rows, olds, strict=True) if old is not None and old.signature_of == NO_NUMBERS
+        ]
+        if not redo:
+            return whole
+        out = np.array(whole, copy=True)
+        out[redo] = drift_signatures([texts[i] or "" for i in redo], whole[redo], self.dedup_cfg)
+        return out
 
     def judge_clusters(
         self, positions: Sequence[int], clusters: Sequence[str | None]

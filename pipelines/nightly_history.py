@@ -45,6 +45,7 @@ def read_outcomes(out: Path, pcfg: PipelineConfig) -> tuple[list[UrlVersion], di
                 sources = table.column("source").to_pylist()
                 records = table.column("record").to_pylist()
                 sigs = np.asarray(dedup.signatures(texts, pcfg.dedup)).astype(dtype, copy=False)
+                drift_sigs = drift_detector.drift_signatures(texts, sigs, pcfg.dedup)  # what drift compares
                 for i, url in enumerate(urls):
                     if not url:
                         continue
@@ -55,7 +56,7 @@ def read_outcomes(out: Path, pcfg: PipelineConfig) -> tuple[list[UrlVersion], di
                     if current is None or rank > current[0]:
                         sha = drift_detector.text_sha256(texts[i])
                         topic = drift_detector.topic_sketch(texts[i])
-                        best[url] = (rank, UrlVersion(url, sha, sigs[i], accepted, topic))
+                        best[url] = (rank, UrlVersion(url, sha, drift_sigs[i], accepted, topic))
                 if folder == "clean":
                     kept["ids"].extend(ids)
                     kept["urls"].extend(urls)

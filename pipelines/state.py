@@ -6,8 +6,9 @@ Tables
                       (``base_index``) and the one it left (``index_file``).
     ``files``         input files consumed by a finished run: path, size, mtime, sha256, date.
     ``urls``          per URL: first seen, last seen, sha256 of the last text.
-    ``url_versions``  per URL and date: sha256 and MinHash of the text, and whether the run accepted
-                      it (not quarantined). Drift compares with the last *accepted* version, so a page
+    ``url_versions``  per URL and date: sha256 of the text, MinHash of drift's text (digit-only
+                      words left out; ``signature_of``), and whether the run accepted it (not
+                      quarantined). Drift compares with the last *accepted* version, so a page
                       swapped and quarantined once does not become the baseline the next night.
     ``meta``          key/value: the MinHash settings every stored signature was computed with.
 
@@ -29,9 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from poisonguard.filters.drift import Version
+from poisonguard.filters.drift import NO_NUMBERS, WHOLE_TEXT, Version
 
-SCHEMA_VERSION = 2  # 2: url_versions.topic (the drift detector's topic sketch)
+# 2: url_versions.topic (the drift detector's topic sketch); 3: url_versions.signature_of (what the
+# signature is the MinHash of: drift's text without its numbers; NULL, a row of an older store: the text)
+SCHEMA_VERSION = 3
 RUNNING, FAILED, DONE = "running", "failed", "done"
 _IN_CHUNK = 500  # bound on `?` parameters per IN (...) query (SQLite's default limit is 999+)
 
@@ -72,6 +75,7 @@ CREATE TABLE IF NOT EXISTS url_versions (
     signature BLOB NOT NULL,
     accepted INTEGER NOT NULL,
     topic BLOB,
+    signature_of TEXT,
     PRIMARY KEY (url, date)
 );
 """
@@ -99,6 +103,7 @@ class UrlVersion:
     signature: np.ndarray
     accepted: bool
     topic: np.ndarray | None = None  # drift.topic_sketch of the text
+    signature_of: str = NO_NUMBERS  # drift.Version.signature_of
 
 
 class StateStore:
@@ -134,6 +139,8 @@ class StateStore:
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(url_versions)")}
             if "topic" not in columns:  # a store written before the topic sketch: its versions have none
                 self.db.execute("ALTER TABLE url_versions ADD COLUMN topic BLOB")
+            if "signature_of" not in columns:  # older rows keep NULL: signatures of the whole text
+                self.db.execute("ALTER TABLE url_versions ADD COLUMN signature_of TEXT")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self.db.execute("COMMIT")
         except BaseException:
@@ -235,17 +242,18 @@ class StateStore:
             part = unique[start : start + _IN_CHUNK]
             marks = ",".join("?" * len(part))
             rows = self.db.execute(
-                f"SELECT v.url, v.date, v.sha256, v.signature, v.topic FROM url_versions v "
+                f"SELECT v.url, v.date, v.sha256, v.signature, v.topic, v.signature_of FROM url_versions v "
                 f"WHERE v.url IN ({marks}) AND v.accepted=1 AND v.date = ("
                 f"  SELECT MAX(w.date) FROM url_versions w WHERE w.url=v.url AND w.accepted=1 AND w.date<?)",
                 (*part, before),
             )
-            for url, date, sha, blob, topic in rows:
+            for url, date, sha, blob, topic, kind in rows:
                 found[url] = Version(
                     date=date,
                     sha256=sha,
                     signature=np.frombuffer(blob, dtype=self.dtype),
                     topic=None if topic is None else np.frombuffer(topic, dtype=np.uint32),
+                    signature_of=kind or WHOLE_TEXT,
                 )
         return found
 
@@ -278,8 +286,8 @@ class StateStore:
             db.execute("DELETE FROM url_versions WHERE date=?", (date,))
             db.execute("DELETE FROM files WHERE date=?", (date,))
             db.executemany(
-                "INSERT INTO url_versions (url, date, sha256, signature, accepted, topic) "
-                "VALUES (?,?,?,?,?,?)",
+                "INSERT INTO url_versions (url, date, sha256, signature, accepted, topic, signature_of) "
+                "VALUES (?,?,?,?,?,?,?)",
                 (
                     (
                         v.url,
@@ -288,6 +296,7 @@ class StateStore:
                         np.ascontiguousarray(v.signature, dtype=self.dtype).tobytes(),
                         int(v.accepted),
                         None if v.topic is None else np.ascontiguousarray(v.topic, dtype=np.uint32).tobytes(),
+                        v.signature_of,
                     )
                     for v in versions
                 ),

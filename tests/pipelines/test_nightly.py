@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -530,6 +531,72 @@ def test_a_page_swapped_for_another_topic_is_quarantined_and_a_rewrite_is_kept(t
     assert got["p1@2"][0] == "kept", got["p1@2"]
 
 
+def listing(first: int, lines: list[str]) -> str:
+    """A source listing as a documentation generator renders it: every line led by its number."""
+    return "\n".join(f"{first + n} {line}" for n, line in enumerate(lines))
+
+
+LISTING = [page(f"line{k}", 7) for k in range(60)]
+
+
+def test_numbers_are_churn_a_shifted_listing_is_unchanged_and_a_swap_is_not(tmp_path: Path) -> None:
+    """Three lines inserted at the top of a numbered listing move every line number (most 5-word
+    shingles of the whole text change): the page did not drift. A page swapped for other text is
+    still a change, numbers or not."""
+    dated = "Released 2025-01-01, version 14.0.6. " + page("notes")
+    got = two_nights(
+        tmp_path,
+        {
+            1: [
+                ("src", "https://docs.example.org/src.html", listing(1, LISTING)),
+                ("swap", "https://docs.example.org/swap.html", listing(1, LISTING[:30]) + " " + page("own")),
+                ("notes", "https://docs.example.org/notes.html", dated),
+            ],
+            2: [
+                ("src", "https://docs.example.org/src.html", listing(1, LISTING[57:] + LISTING)),
+                ("swap", "https://docs.example.org/swap.html", " ".join(OTHER_TOPIC * 4)),
+                (
+                    "notes",
+                    "https://docs.example.org/notes.html",
+                    dated.replace("2025-01-01, version 14.0.6", "2026-03-02, version 15.0.1"),
+                ),
+            ],
+        },
+    )
+    rows = signals(tmp_path / "root" / DATES[2])
+    assert rows["src@2"]["drift_changed"] is False and rows["src@2"]["drift_similarity"] > 0.8, rows["src@2"]
+    assert rows["notes@2"]["drift_changed"] is False, rows["notes@2"]
+    # notes@2: a near copy of last night's text, dropped by dedup as its duplicate, not quarantined
+    assert got["src@2"][0] == "kept" and got["notes@2"][0] != "quarantined", got
+    assert rows["swap@2"]["drift_changed"] is True, rows["swap@2"]
+    assert any(r.startswith("drift:topic_changed") for r in got["swap@2"][1]), got["swap@2"]
+
+
+def test_a_version_stored_as_a_whole_text_signature_is_compared_with_one() -> None:
+    """A state store written before drift dropped numbers holds MinHashes of the whole text: tonight's
+    text is compared with its own whole-text signature, never across the two kinds."""
+    dcfg = dedup.Config()
+    old_text = listing(1, LISTING)
+    new_text = old_text + " lighthouse"  # a one-word edit: any right comparison says unchanged
+    whole = np.asarray(dedup.signatures([old_text], dcfg))[0]
+    stored = {
+        "https://a.example/legacy": drift.Version("d", "x", whole, signature_of=drift.WHOLE_TEXT),
+        "https://a.example/current": drift.Version(
+            "d", "x", drift.drift_signatures([old_text], None, dcfg)[0]
+        ),
+    }
+    detector = drift.DriftDetector(drift.Config(), dcfg, lambda urls: {u: stored[u] for u in urls})
+    table = pa.table({"id": ["a", "b"], "url": list(stored), "text": [new_text, new_text]})
+    detector.observe(table)
+    sims = detector.score(table)["drift_similarity"].to_pylist()
+    assert min(sims) > 0.8, sims
+    # across kinds the same edit would read as a change: what the kind guards against
+    mixed = drift.similarity(
+        "y", drift.drift_signatures([new_text], None, dcfg)[0], stored["https://a.example/legacy"], 2**32 - 1
+    )
+    assert mixed is not None and mixed < drift.Config().threshold, mixed
+
+
 def test_moved_from_names_a_home_whose_history_holds_the_text() -> None:
     c, n, d = drift.CONTINUOUS, drift.NEW, drift.DRIFTED
     urls = ["u/a", "u/b", "u/c", "u/d", "u/e", "u/f", "u/g", "u/h", "u/i"]
@@ -664,7 +731,8 @@ def test_a_state_store_of_schema_1_gains_the_topic_column(tmp_path: Path) -> Non
     store = StateStore(path)
     old = store.versions(["https://a.example/x"], before="2025-02-01")["https://a.example/x"]
     assert old.topic is None and list(old.signature) == [0, 1, 2, 3]  # drift falls back to the old rules
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert old.signature_of == drift.WHOLE_TEXT  # compared with tonight's whole-text signature, as written
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 3
     store.close()
 
 
@@ -677,9 +745,9 @@ def test_a_schema_1_store_with_the_topic_column_already_added_opens(tmp_path: Pa
     db.commit()
     db.close()
     store = StateStore(path)
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 3
     columns = [row[1] for row in store.db.execute("PRAGMA table_info(url_versions)")]
-    assert columns.count("topic") == 1
+    assert columns.count("topic") == 1 and columns.count("signature_of") == 1
     store.close()
 
 
