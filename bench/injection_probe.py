@@ -453,11 +453,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         in_ctx = bool(injection.context(text, injection.Config()))
         folded, starts, ends, logits = injection.window_scores(text, model, in_ctx)
         counts.append(len(injection.candidates(logits, model, CAP)))
-        cues = injection.gate_cues(folded, starts, ends)
-        long_enough = ends - starts >= alone_cfg.probe_alone_min_chars
-        picked = injection.gated(
-            cues, logits, alone_cfg.probe_alone_min_cues, alone_cfg.probe_alone_max_windows, long_enough
-        )
+        picked = injection.alone_windows(folded, starts, ends, logits, alone_cfg)
         alone_counts.append(0 if in_ctx else len(picked))
     for label, c in (
         ("candidate windows (the probe)", np.array(counts)),

@@ -7,7 +7,9 @@
 Which windows it reads: on a page out of context, the sentence windows with cues of at least
 ``min_cues`` of the five groups of the pre-gate (filters/injection.py ``GATE_CUES``: the reader
 addressed, a machine named, an imperative, the reader's rules or role, a target such as data, a
-link or a tool; 11 languages), at most ``limit`` a page, the most cues first. The same hidden states
+link or a tool; 11 languages), at least ``min_chars`` characters, at most ``limit`` a page, the most
+cues first: the detector's own pick (``injection.alone_windows``). The shipped file was fitted
+before the length floor was applied here (bench/RESULTS.md, injection section). The same hidden states
 as the probe (mean after decoder layer 14 of SmolLM2-135M over the window's first 48 tokens), a
 second logistic regression (its own weights), classes weighted equally, L2 chosen by leaving one
 positive collection out. The detector quarantines a page out of context whose highest probe-alone
@@ -51,21 +53,19 @@ from poisonguard.filters import injection
 LAYER = 14  # the probe's layer: both read the same hidden states
 
 
-def gated_windows(
-    text: str, model: injection.Model, min_cues: int, limit: int, min_chars: int = 0
-) -> list[str]:
-    """The folded windows the probe alone would read on this page, context left aside."""
+def gated_windows(text: str, model: injection.Model, cfg: injection.Config) -> list[str]:
+    """The folded windows the probe alone would read on this page with ``cfg`` (the detector's own
+    pick, :func:`injection.alone_windows`), context left aside."""
     folded, starts, ends, logits = injection.window_scores(text, model, False)
-    cues = injection.gate_cues(folded, starts, ends)
-    long_enough = ends - starts >= min_chars
-    return [folded[starts[i] : ends[i]] for i in injection.gated(cues, logits, min_cues, limit, long_enough)]
+    return [folded[starts[i] : ends[i]] for i in injection.alone_windows(folded, starts, ends, logits, cfg)]
 
 
 def fit_windows(
-    side: str, model: injection.Model, min_cues: int, limit: int
+    side: str, model: injection.Model, cfg: injection.Config
 ) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
     """(window texts, labels, group, calibration fold of the negative page or -1)."""
     rng = random.Random(0)
+    wide = cfg.model_copy(update={"probe_alone_max_windows": 8})  # a planted page: find the injection's
     texts: list[str] = []
     labels: list[int] = []
     groups: list[str] = []
@@ -75,9 +75,9 @@ def fit_windows(
             if name != "synthetic" and idata.split_of(s["text"]) != "fit":
                 continue
             inj = injection.fold(injection.readable(s["text"]))
-            own = gated_windows(s["text"], model, min_cues, limit)
-            planted = gated_windows(idata.plant(s, rng), model, min_cues, 8)
-            own += [w for w in planted if w[:60] in inj or inj[:60] in w][:limit]
+            own = gated_windows(s["text"], model, cfg)
+            planted = gated_windows(idata.plant(s, rng), model, wide)
+            own += [w for w in planted if w[:60] in inj or inj[:60] in w][: cfg.probe_alone_max_windows]
             for w in dict.fromkeys(own):
                 texts.append(w)
                 labels.append(1)
@@ -90,7 +90,7 @@ def fit_windows(
     ]
     negatives += [("hard:" + d["source"], d["text"]) for d in idata.hard_negatives("fit")]
     for group, text in negatives:
-        for w in gated_windows(text, model, min_cues, limit):
+        for w in gated_windows(text, model, cfg):
             texts.append(w)
             labels.append(0)
             groups.append(group)
@@ -99,9 +99,12 @@ def fit_windows(
 
 
 def _data(args: argparse.Namespace) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
-    texts, y, groups, folds = fit_windows(
-        args.fit, injection.load_model(args.model), args.min_cues, args.limit
+    cfg = injection.Config(
+        probe_alone_min_cues=args.min_cues,
+        probe_alone_max_windows=args.limit,
+        probe_alone_min_chars=args.min_chars,
     )
+    texts, y, groups, folds = fit_windows(args.fit, injection.load_model(args.model), cfg)
     print(
         f"injection_probe_alone: fit {args.fit}: {int(y.sum())} positive, {int((1 - y).sum())} negative "
         f"windows; {collections.Counter(groups).most_common()}",
@@ -137,7 +140,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     l2 = best[1]
     info = (
         f"probe alone, fit {args.fit}: {sorted(set(groups))}; layer {LAYER}; l2 {l2:g}; {len(y)} windows "
-        f"(>= {args.min_cues} cue groups, <= {args.limit} a page)"
+        f"(>= {args.min_cues} cue groups, >= {args.min_chars} characters, <= {args.limit} a page)"
     )
     # the probe alone's score is sigmoid(scale * logit): its logits span tens, and a bar near 1.0
     # would meet the float32 column's resolution
@@ -161,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--model", default=None, help="the side's concept-pair model (default: shipped)")
         p.add_argument("--min-cues", type=int, default=injection.Config().probe_alone_min_cues)
         p.add_argument("--limit", type=int, default=injection.Config().probe_alone_max_windows)
+        p.add_argument("--min-chars", type=int, default=injection.Config().probe_alone_min_chars)
         if name == "fit":
             p.add_argument("--out", required=True)
             p.add_argument("--scale", type=float, default=0.1, help="the score is sigmoid(scale * logit)")

@@ -233,9 +233,22 @@ def long_word_reuse(text: str) -> float | None:
 
 def own_paragraphs(paragraphs: list[str]) -> list[str]:
     """The paragraphs without the lines a reply quotes (``> ...``): the replier cut them anywhere, so
-    their quotation marks and brackets are left open by the cut, not by the writer."""
-    kept = ["\n".join(ln for ln in p.split("\n") if not ln.lstrip().startswith(">")) for p in paragraphs]
+    their quotation marks and brackets are left open by the cut, not by the writer. Only where the
+    quoted lines are under half of the text (:data:`MAX_QUOTED_SHARE`): a reply quotes less than it
+    writes, and a page quoted line by line (babble behind ``> ``) is judged whole."""
+    lines = [ln for p in paragraphs for ln in p.split("\n")]
+    quoted = sum(len(ln) for ln in lines if _reply_quote(ln))
+    if quoted >= MAX_QUOTED_SHARE * max(1, sum(len(ln) for ln in lines)):
+        return paragraphs
+    kept = ["\n".join(ln for ln in p.split("\n") if not _reply_quote(ln)) for p in paragraphs]
     return [p for p in kept if p.strip()]
+
+
+MAX_QUOTED_SHARE = 0.5
+
+
+def _reply_quote(line: str) -> bool:
+    return line.lstrip().startswith(">")
 
 
 def _structure(text: str, paragraphs: list[str], tokens: int, min_tokens: int) -> dict[str, Any]:

@@ -38,7 +38,10 @@ groups of a cheap multilingual pre-gate (``GATE_CUES``: the reader addressed, a 
 imperative, the reader's rules or role, data/links/tools; at least ``probe_alone_min_cues`` groups),
 pair or not, and quarantines the page (``injection:probe_alone``) when its probability is over its own
 bar ``probe_alone_threshold`` (calibrated cross-fitted on the fit halves). Column
-``injection_alone_score``. A window both probes read is read by the LM once.
+``injection_alone_score``. A window both probes read is read by the LM once. Where the probe alone
+cannot change the verdict it reads nothing: a page the concept pairs put over the probe's bar
+whatever the probe reads, and a page with the trigger lists' discussion marker (the shipped lists;
+``flag`` judges it in context through ``triggers_discussion``).
 
 Before scoring, the text is read as a model would read it: Unicode tag characters as the ASCII they
 encode, base64 blobs, binary octets and percent-encoded runs decoded in place, disguised words
@@ -85,6 +88,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from poisonguard.core.normalize import LEET, confusable_map
+from poisonguard.filters import triggers
 from poisonguard.filters.contract import DetectorConfig, Signal, Spec
 
 MODEL_FILE = "injection_model.npz"
@@ -809,6 +813,21 @@ def gated(
     return idx[np.argsort(-cues[idx], kind="stable")[:limit]]
 
 
+def alone_windows(
+    folded: str, starts: np.ndarray, ends: np.ndarray, logits: np.ndarray, cfg: Config
+) -> np.ndarray:
+    """The windows the probe alone reads on a page it judges, as the detector picks them (the bench
+    fits and calibrates on the same pick): :func:`gated` with ``cfg``'s cue floor, window count and
+    length floor."""
+    return gated(
+        gate_cues(folded, starts, ends),
+        logits,
+        cfg.probe_alone_min_cues,
+        cfg.probe_alone_max_windows,
+        ends - starts >= cfg.probe_alone_min_chars,
+    )
+
+
 # --- context -------------------------------------------------------------------------------------
 
 # Words that make a page's subject security (en de fr es it pt nl ru zh ja). Counted as occurrences.
@@ -1227,25 +1246,31 @@ class _Read(NamedTuple):
 
 
 def _page(text: str, ctx: str, model: Model, cfg: Config, probe: Probe | None, alone: bool) -> _Read:
-    """One page's windows, the candidates the probe reads and, out of context, the windows the probe
-    alone reads (the pre-gate's picks)."""
+    """One page's windows, the candidates the probe reads and the windows the probe alone reads
+    (the pre-gate's picks) where :func:`flag` may consult it: out of context, not a discussion page,
+    and not already over the bar whatever the probe reads."""
     clipped, tail = _clip(text, cfg.max_chars)
     folded, starts, ends, logits = window_scores(clipped, model, in_context=bool(ctx))
     picked = read_alone = np.zeros(0, np.int64)
     if probe:
         picked = candidates(logits, model, cfg.probe_max_windows)
         picked = picked[_undecided(logits[picked], cfg, probe, bool(ctx))]
-    if alone and not ctx:
-        cues = gate_cues(folded, starts, ends)
-        read_alone = gated(
-            cues,
-            logits,
-            cfg.probe_alone_min_cues,
-            cfg.probe_alone_max_windows,
-            ends - starts >= cfg.probe_alone_min_chars,
-        )
+    if alone and probe and not ctx and not _flagged_whatever(logits, cfg, probe):
+        read_alone = alone_windows(folded, starts, ends, logits, cfg)
+        # judged in context through the trigger lists' discussion marker (flag's
+        # ``triggers_discussion``, the shipped lists): the probe alone is never consulted there
+        if len(read_alone) and triggers.discusses(text):
+            read_alone = np.zeros(0, np.int64)
     page = _Page(starts, ends, logits, picked, tail, bool(ctx), read_alone)
     return _Read(page, folded, starts, ends, picked, read_alone)
+
+
+def _flagged_whatever(logits: np.ndarray, cfg: Config, probe: Probe) -> bool:
+    """A page out of context whose concept-pair logits put it over the probe's bar whatever the probe
+    reads (it lowers a window by at most ``-lowest``): :func:`flag` quarantines it as
+    ``injection:classifier`` and never consults the probe alone."""
+    lowest = min(probe.mix[1], 0.0)
+    return bool(len(logits)) and float(logits.max()) + lowest >= _logit(cfg.probe_threshold) + _BAR_MARGIN
 
 
 def _column(signals: pa.Table, name: str, default: Any) -> list[Any]:

@@ -319,6 +319,11 @@ def _analyse_many(texts: list[str], lists: Lists) -> list[_Analysis]:
     return [r if r is not None else _Analysis([], [], False) for r in results]
 
 
+def discusses(text: str, cfg: Config | None = None) -> bool:
+    """Whether ``text`` has a discussion marker (``triggers_discussion``) of the lists of ``cfg``."""
+    return bool(text) and bool(_raw_hits(text, _lists(cfg))[1])
+
+
 def find_triggers(text: str, cfg: Config | None = None) -> list[TriggerHit]:
     """Every trigger-list phrase and special token in ``text``, in text order, at original positions."""
     return _analyse(text, _lists(cfg)).hits

@@ -116,10 +116,31 @@ def test_one_stray_quotation_mark_is_excused_and_reply_quotes_are_not_judged() -
     many = coherence.measure(f'{words} cut" here" and" there" {words}', coherence.Config())
     assert one["quote_errors"] == 0.0 and many["quote_errors"] > 0
     # lines a reply quotes were cut by the replier: their brackets and marks are not the writer's
-    reply = ["> You mean like on mac keyboards (which are as", "Yes (the G4 one).", "> thing)"]
-    assert coherence.own_paragraphs(reply) == ["Yes (the G4 one)."]
+    own = "Yes (the G4 one), the one with the wide keys and the light that glows under them at night."
+    reply = ["> You mean like on mac keyboards (which are as", own, "> thing)"]
+    assert coherence.own_paragraphs(reply) == [own]
     assert coherence.bracket_errors(coherence.own_paragraphs(reply)) == 0
     assert coherence.bracket_errors(reply) > 0
+
+
+def test_a_page_quoted_line_by_line_is_judged_whole() -> None:
+    """Quoting every line does not hide a chain's brackets and quotation marks: quoted lines are left
+    out only where they are under half of the page (a reply quotes less than it writes)."""
+    rng = random.Random(3)
+    words = ["the", "value)", "of", "(list", "is", 'returned"', "by", "f(a,", "and", '"keys', "sorted"]
+    babble = "\n".join(" ".join(rng.choice(words) for _ in range(12)) for _ in range(30))
+    quoted = "\n".join("> " + line for line in babble.split("\n"))
+    plain, hidden = (
+        coherence.measure(babble, coherence.Config()),
+        coherence.measure(quoted, coherence.Config()),
+    )
+    assert plain["bracket_errors"] > 5 and plain["quote_errors"] > 0
+    assert hidden["bracket_errors"] > 0.9 * plain["bracket_errors"]
+    assert hidden["quote_errors"] > 0.9 * plain["quote_errors"]
+    assert hidden["quote_imbalance"] == pytest.approx(plain["quote_imbalance"])
+    # a reply that quotes less than it writes still leaves the quoted lines out
+    reply = ["> You mean (which are as", "Yes (the G4 one), the one with the wide keys and the light."]
+    assert coherence.own_paragraphs(reply) == [reply[1]]
 
 
 def test_sentence_length_spread_and_long_word_reuse() -> None:
