@@ -35,7 +35,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "filters" / injection.MODEL_FILE
 
 class Decisions(NamedTuple):
     flagged: list[bool]  # the detector (with the probe alone where the config has it)
-    alone: list[bool]  # the classifier alone over `threshold`
+    classifier_over_bar: list[bool]  # the injection score over the out-of-context bar, nothing else
     context: list[str]
     before: list[bool]  # the detector without the probe alone (same run, same thresholds)
 
@@ -73,14 +73,22 @@ def recall_rows(label: str, samples: list[idata.Sample], cfg: injection.Config, 
     got = decide(pages, cfg)
     by_lang: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0, 0])
     by_kind: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0, 0])
-    for s, f, a, b in zip(samples, got.flagged, got.alone, got.before, strict=True):
+    for s, f, a, b in zip(samples, got.flagged, got.classifier_over_bar, got.before, strict=True):
         for key, table in ((s["lang"], by_lang), (s["kind"], by_kind)):
             table[key][0] += f
             table[key][1] += a
             table[key][2] += 1
             table[key][3] += b
     n = len(pages)
-    rows = [[label, "all", pct(sum(got.flagged), n), pct(sum(got.before), n), pct(sum(got.alone), n)]]
+    rows = [
+        [
+            label,
+            "all",
+            pct(sum(got.flagged), n),
+            pct(sum(got.before), n),
+            pct(sum(got.classifier_over_bar), n),
+        ]
+    ]
     for name, slices in (("lang", by_lang), ("kind", by_kind)):
         rows += [
             [label, f"{name} {k}", pct(v[0], v[2]), pct(v[3], v[2]), pct(v[1], v[2])]
@@ -108,7 +116,7 @@ def fp_rows(cfg: injection.Config, per_category: int) -> list[list[str]]:
                 str(n),
                 pct(sum(got.flagged), n),
                 pct(sum(got.before), n),
-                pct(sum(got.alone), n),
+                pct(sum(got.classifier_over_bar), n),
                 str(in_ctx),
             ]
         )
@@ -142,6 +150,18 @@ def config(model: str, probe: str | None, alone: str | None = None) -> injection
     )
 
 
+def fit_negatives(per_category: int, pool_clean: bool) -> list[tuple[str, str]]:
+    """(category, text) of the fit half of the negatives both calibrations read: the hard negatives,
+    then the clean base (`pool_clean`: its categories as one)."""
+    docs = [(f"hard: {d['source']}", d["text"]) for d in idata.hard_negatives("fit")]
+    docs += [
+        ("clean base" if pool_clean else d["category"], d["text"])
+        for d in corpus.clean_base(limit_per_category=per_category, seed=1)
+        if idata.split_of(d["id"]) == "fit"
+    ]
+    return docs
+
+
 def calibrate_alone(
     cfg: injection.Config, per_category: int, fp: float, pool_clean: bool
 ) -> injection.Config:
@@ -151,12 +171,7 @@ def calibrate_alone(
     from bench.injection_probe import doc_fold, fold_files
 
     assert cfg.probe_alone_file is not None
-    docs = [(f"hard: {d['source']}", d["text"]) for d in idata.hard_negatives("fit")]
-    docs += [
-        ("clean base" if pool_clean else d["category"], d["text"])
-        for d in corpus.clean_base(limit_per_category=per_category, seed=1)
-        if idata.split_of(d["id"]) == "fit"
-    ]
+    docs = fit_negatives(per_category, pool_clean)
     scores: list[float] = []
     cats: list[str] = []
     for k, path in enumerate(fold_files(cfg.probe_alone_file)):
@@ -230,12 +245,7 @@ def calibrate(
     hard-negative categories keep their own cap): in a clean category of ~40 fit pages a cap under 2.5%
     allows no page over the bar, so its single highest page would set the threshold alone."""
     cfg = config(model, probe, alone)
-    docs = [(f"hard: {d['source']}", d["text"]) for d in idata.hard_negatives("fit")]
-    docs += [
-        ("clean base" if pool_clean else d["category"], d["text"])
-        for d in corpus.clean_base(limit_per_category=per_category, seed=1)
-        if idata.split_of(d["id"]) == "fit"
-    ]
+    docs = fit_negatives(per_category, pool_clean)
     sig = _calibration_signals(docs, cfg, probe)
     ctx = np.array(
         [
