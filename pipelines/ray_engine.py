@@ -449,6 +449,18 @@ def decided_table(
     return stages.decide_chunk(scored, duplicates, lm_part, cfg, quarantined, context_detectors)
 
 
+def _chunk_links(work: Path, chunk_no: int, offset: int, path: Path) -> tuple[list[str], list[str | None]]:
+    """(row keys, duplicate_of) of one chunk, from its dedup overrides (stages.quarantined_ahead)."""
+    keys = ray_dedup.load_keys(work, chunk_no, pq.read_table(path, columns=["id"]))
+    duplicate_of: list[str | None] = [None] * len(keys)
+    overrides = ray_dedup.load_overrides(work, chunk_no)
+    if overrides is not None:
+        rows = (overrides.column("rank").to_numpy() - offset).tolist()
+        for row, rep in zip(rows, overrides.column("duplicate_of").to_pylist(), strict=True):
+            duplicate_of[row] = rep
+    return keys, duplicate_of
+
+
 def _decide_task(
     chunk_no: int,
     offset: int,
@@ -476,9 +488,13 @@ def _decide_and_write(
 ) -> None:
     """`mined`: the mined triggers, flagged after the context detectors (the local engine's order)."""
     if context_detectors:  # decided on the driver, in input order, as the local engine does
-        quarantined_ids: set[str] = set()
         detectors = (*context_detectors, *mined)
-        for number, offset in zip(chunks.numbers, chunks.offsets, strict=True):
+        places = list(zip(chunks.numbers, chunks.offsets, strict=True))
+        links = [_chunk_links(run.work, n, o, p) for (n, o), p in zip(places, chunks.paths, strict=True)]
+        quarantined_ids = stages.quarantined_ahead(
+            links, lambda i: decided_table(*places[i], run.work, cfg, set(), detectors)
+        )
+        for number, offset in places:
             output.write(decided_table(number, offset, run.work, cfg, quarantined_ids, detectors))
         return
     decide = ray_module().remote(_decide_task)

@@ -78,22 +78,41 @@ def run_filter(
         _timed(run, "stage:trigger_lm", lambda: miner.confirm_from_chunks(chunk_files, model))
     start = time.perf_counter()
     output = Output(out, output_schema(chunk_files, context_detectors), cfg)
-    quarantined_ids: set[str] = set()
-    offset = 0
+    parts = _chunk_parts(chunk_files, duplicates)
+
+    def decide(i: int, quarantined: set[str]) -> pa.Table:
+        scored, lm_part = pq.read_table(chunk_files[i]), stages.read_lm_part(run, chunk_files[i])
+        return stages.decide_chunk(scored, parts[i], lm_part, cfg, quarantined, context_detectors)
+
+    keys = [p.keys if p.keys is not None else _ids(path) for p, path in zip(parts, chunk_files, strict=True)]
+    quarantined_ids = stages.quarantined_ahead(
+        [(k, p.duplicate_of) for k, p in zip(keys, parts, strict=True)], lambda i: decide(i, set())
+    )
     task = run.progress.start("write", total=docs_in, unit="docs")
-    for path in chunk_files:
-        scored = pq.read_table(path)
-        part = duplicates.slice(offset, scored.num_rows)
-        offset += scored.num_rows
-        lm_part = stages.read_lm_part(run, path)
-        output.write(stages.decide_chunk(scored, part, lm_part, cfg, quarantined_ids, context_detectors))
-        run.progress.advance(task, None, scored.num_rows)
+    for i, part in enumerate(parts):
+        output.write(decide(i, quarantined_ids))
+        run.progress.advance(task, None, len(part.eligible))
     run.progress.finish(task)
     run.timings["stage:write"] = time.perf_counter() - start
     extra = {"duplicate_ids": duplicates.row_keys_report, **(extra_report or {})}
     if miner is not None:
         extra["triggers_mined"] = miner.report()
     return commit_output(run, cfg, output, lm_rows=lm_rows, extra_report=extra)
+
+
+def _chunk_parts(chunk_files: list[Path], duplicates: Duplicates) -> list[Duplicates]:
+    """Stage 3's result cut into the chunks' rows."""
+    parts = []
+    offset = 0
+    for path in chunk_files:
+        rows = pq.ParquetFile(path).metadata.num_rows
+        parts.append(duplicates.slice(offset, rows))
+        offset += rows
+    return parts
+
+
+def _ids(path: Path) -> list[str]:
+    return [str(i) for i in pq.read_table(path, columns=["id"]).column("id").to_pylist()]
 
 
 def _timed(run: Run, name: str, step: Callable[[], Any]) -> Any:

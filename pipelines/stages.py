@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from poisonguard.core import legal, minhash
 from poisonguard.core.files import sha256_file, write_table
-from poisonguard.core.schema import KEPT
+from poisonguard.core.schema import KEPT, QUARANTINED
 from poisonguard.filters import campaign, combiner, dedup, perplexity, registry
 from poisonguard.pipelines import policy
 from poisonguard.pipelines.config import PipelineConfig
@@ -66,7 +66,8 @@ class ContextDetector(Protocol):
     `observe` sees every scored chunk in input order (stage 3, signal columns and the internal
     `_dedup_signature` included); `score` then adds `schema`'s columns to each chunk and `flag`
     gives quarantine reasons, knowing the reasons the other detectors gave (stage 5). A detector may
-    also have `judge_clusters(positions, clusters) -> list[bool]` (see :func:`judged_rows`).
+    also have `judge_clusters(positions, clusters) -> (list[bool], list[int])`: rows it quarantines
+    and each row's rank as its cluster's kept copy (see :func:`judged_rows`).
     """
 
     name: str
@@ -714,9 +715,9 @@ def finalize_chunk(
             quarantine[row].extend(reasons)
     ids = row_keys if row_keys is not None else table.column("id").to_pylist()
     for row, rep in enumerate(duplicate_of):
-        # A near-copy of a page that turned out to be poison is poison too. A representative comes
-        # before its copies in input order, so its fate is known here, in this chunk or earlier
-        # (with ranks, see choose_representatives, a copy may come first: it is dropped either way).
+        # A near-copy of a page that turned out to be poison is poison too. A representative before
+        # its copy in input order was decided here or in an earlier chunk; one after it (claim ranks,
+        # see choose_representatives) is in `quarantined_ids` from :func:`quarantined_ahead`.
         if rep is not None and rep in quarantined_ids:
             quarantine[row].append(policy.COPY_OF_QUARANTINED)
         if quarantine[row]:
@@ -727,6 +728,38 @@ def finalize_chunk(
     table = table.append_column("outcome", pa.array(outcomes, pa.string()))
     table = table.append_column("reasons", pa.array(reasons, pa.list_(pa.string())))
     return table.append_column("duplicate_of", pa.array(dup_column, pa.string()))
+
+
+def representatives_after_copies(parts: Sequence[tuple[list[str], list[str | None]]]) -> set[str]:
+    """The representatives that come after a copy pointing to them in input order (claim ranks can
+    keep a later copy); ``parts``: per chunk in input order, (row keys, duplicate_of)."""
+    seen: set[str] = set()
+    ahead: set[str] = set()
+    for keys, duplicate_of in parts:
+        for key, rep in zip(keys, duplicate_of, strict=True):
+            if rep is not None and rep not in seen:
+                ahead.add(rep)
+            seen.add(key)
+    return ahead
+
+
+def quarantined_ahead(
+    parts: Sequence[tuple[list[str], list[str | None]]], decide: Callable[[int], pa.Table]
+) -> set[str]:
+    """Row keys of the representatives after one of their copies that are quarantined at decision
+    time (the LM, the combiner, a context detector's flag): the decision loop starts from them, so
+    their earlier copies are quarantined as copies of a quarantined page, as when the kept copy
+    comes first, and never recorded as accepted (nightly history). ``decide(i)``: chunk i's
+    decided table; only chunks holding such a representative are decided here (a representative's
+    own outcome does not depend on the others')."""
+    ahead = representatives_after_copies(parts)
+    found: set[str] = set()
+    for i, (keys, _) in enumerate(parts):
+        if ahead.isdisjoint(keys):
+            continue
+        outcomes = decide(i).column("outcome").to_pylist()
+        found.update(k for k, o in zip(keys, outcomes, strict=True) if k in ahead and o == QUARANTINED)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import pytest
 
 from poisonguard.filters import dedup, drift
 from poisonguard.filters.dedup_prior import PriorIndex
+from poisonguard.pipelines.config import load_config
 from poisonguard.pipelines.nightly import CRASH_POINTS, _gc_index_files, run_nightly
 from poisonguard.pipelines.nightly_config import (
     NightlyConfig,
@@ -30,6 +31,8 @@ from poisonguard.pipelines.nightly_config import (
     NightlyUsageError,
     load_nightly_config,
 )
+from poisonguard.pipelines.nightly_history import read_outcomes
+from poisonguard.pipelines.runner import run_filter
 from poisonguard.pipelines.state import StateStore
 from poisonguard.pipelines.writers import SUCCESS
 from tests.conftest import REPO, write_jsonl
@@ -712,6 +715,71 @@ def test_a_page_swapped_for_another_page_of_its_site_is_quarantined_as_moved(tmp
     # the notes' own URL has the better claim: it is the copy kept, not a copy of the condemned p9
     assert any(r.startswith("drift:topic_changed") for r in got["p9@2"][1]), got["p9@2"]
     assert got["notes@2"][0] == "kept", got["notes@2"]
+
+
+class LateVerdict:
+    """A context detector standing in for a verdict reached after dedup (the LM's, say): it gives
+    the copy ``second`` a worse claim (rank 1) than the others, so dedup keeps a later copy of its
+    text, and then quarantines the document ``poison``."""
+
+    name = "late_verdict"
+    schema = pa.schema([])
+
+    def __init__(self, second: str, poison: str) -> None:
+        self.second, self.poison = second, poison
+        self.ids: list[str] = []
+
+    def observe(self, table: pa.Table) -> None:
+        self.ids.extend(table.column("id").to_pylist())
+
+    def judge_clusters(self, positions: Any, clusters: Any) -> tuple[list[bool], list[int]]:
+        return [False] * len(positions), [int(self.ids[p] == self.second) for p in positions]
+
+    def score(self, table: pa.Table) -> dict[str, pa.Array]:
+        return {}
+
+    def flag(self, table: pa.Table, reasons: list[list[str]]) -> list[list[str]]:
+        return [["late:poison"] if i == self.poison else [] for i in table.column("id").to_pylist()]
+
+
+def late_verdict_docs(between: int) -> list[dict[str, Any]]:
+    """A copy of a text, ``between`` other pages, then the copy dedup keeps (the better claim)."""
+    text = page("poison")
+    return [
+        {"id": "copy", "url": "https://a.example.org/copy", "text": text},
+        *(
+            {"id": f"f{k}", "url": f"https://f.example.org/{k}", "text": page(f"f{k}")}
+            for k in range(between)
+        ),
+        {"id": "kept", "url": "https://b.example.org/kept", "text": text},
+    ]
+
+
+@pytest.mark.parametrize("between", [1, 9])  # the kept copy in the copy's chunk of 7 rows, or a later one
+def test_a_copy_of_a_kept_copy_quarantined_after_dedup_is_quarantined_in_any_order(
+    tmp_path: Path, between: int
+) -> None:
+    """Claim ranks can keep a copy that comes after its duplicates; when a verdict reached after
+    dedup quarantines it, its earlier copies are quarantined as copies of a quarantined page, as in
+    input order, and their URLs' histories do not take the text in as accepted."""
+    cfg = load_config(overrides=PIPELINE)
+    docs = late_verdict_docs(between)
+    got = {}
+    for name, order, second in (("ranked", docs, "copy"), ("in_order", docs[::-1], "")):
+        write_jsonl(tmp_path / f"{name}.jsonl", order)
+        out = tmp_path / name
+        detector = LateVerdict(second=second, poison="kept")
+        run_filter(
+            [str(tmp_path / f"{name}.jsonl")], out, cfg, show_progress=False, context_detectors=(detector,)
+        )
+        got[name] = outcomes(out)  # every document in exactly one place
+        assert got[name]["kept"] == ("quarantined", ("late:poison",), None), got[name]["kept"]
+        assert got[name]["copy"] == ("quarantined", ("dedup:copy_of_quarantined",), "kept"), got[name]["copy"]
+        versions, _ = read_outcomes(out, cfg)
+        accepted = {v.url: v.accepted for v in versions}
+        assert not accepted["https://a.example.org/copy"] and not accepted["https://b.example.org/kept"]
+        assert accepted["https://f.example.org/0"]
+    assert got["ranked"] == got["in_order"]
 
 
 def test_a_state_store_of_schema_1_gains_the_topic_column(tmp_path: Path) -> None:

@@ -19,14 +19,19 @@ import pytest
 
 from poisonguard.filters import dedup
 from poisonguard.filters.dedup_prior import PriorIndex
+from poisonguard.pipelines.config import load_config
 from poisonguard.pipelines.nightly import CRAWL_DIR, run_nightly
 from poisonguard.pipelines.nightly_config import NightlyConfig
+from poisonguard.pipelines.ray_engine import run_filter_ray
+from poisonguard.pipelines.runner import run_filter
 from poisonguard.pipelines.state import StateStore
 from tests.conftest import local_ray, write_jsonl
 from tests.pipelines.test_nightly import (
     DATES,
     PIPELINE,
     SITE_CRAWL,
+    LateVerdict,
+    late_verdict_docs,
     night_records,
     no_report_plots,  # noqa: F401 (fixture)
     outcomes,
@@ -196,3 +201,23 @@ def test_ray_crawl_step_fans_out_by_host_and_equals_local(tmp_path: Path) -> Non
     n2 = outcomes(results["ray", 2]["out"])
     swapped = [v for v in n2.values() if any(r.startswith("drift:host_changed(12 of 14") for r in v[1])]
     assert len(swapped) == 12 and results["ray", 2]["counts"]["quarantined"] == 12
+
+
+def test_ray_quarantines_a_copy_whose_later_kept_copy_is_quarantined_after_dedup(tmp_path: Path) -> None:
+    """As the local engine: a kept copy after its duplicate (claim ranks) in a later chunk, then
+    quarantined by a verdict reached after dedup, takes the earlier copy with it."""
+    cfg = load_config(overrides=PIPELINE)
+    write_jsonl(tmp_path / "in.jsonl", late_verdict_docs(9))
+    got = {}
+    for name, run in (("local", run_filter), ("ray", run_filter_ray)):
+        detector = LateVerdict(second="copy", poison="kept")
+        run(
+            [str(tmp_path / "in.jsonl")],
+            tmp_path / name,
+            cfg,
+            show_progress=False,
+            context_detectors=(detector,),
+        )
+        got[name] = outcomes(tmp_path / name)
+    assert got["ray"]["copy"] == ("quarantined", ("dedup:copy_of_quarantined",), "kept"), got["ray"]["copy"]
+    assert got["ray"] == got["local"]
