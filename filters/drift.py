@@ -241,10 +241,10 @@ def claim_ranks(
 ) -> list[int]:
     """Per row, its claim to be its cluster's kept copy, lower first: 0 CONTINUOUS, NEW or not judged
     (nothing contradicts it), 1 DRIFTED (its history holds something else, on the same subject),
-    2 DRIFTED and ``condemned`` (by the topic or host rule). A cluster that nothing supports (no
-    CONTINUOUS member, no DRIFTED member left uncondemned) while one of its members is condemned
-    holds a suspect text: all its rows rank 0, so input order decides and a condemned copy met
-    first takes the others with it (a copy of a quarantined page).
+    2 DRIFTED and ``condemned`` (:meth:`DriftDetector.flag` quarantines it). A cluster that
+    nothing supports (no CONTINUOUS member, no DRIFTED member left uncondemned) while one of its
+    members is condemned holds a suspect text: all its rows rank 0, so input order decides and a
+    condemned copy met first takes the others with it (a copy of a quarantined page).
 
     CONTINUOUS does not rank before NEW: a URL whose own stub page is replaced by a near-copy of
     another stub (0.3-0.4 similar, not a change by drift's measure) would then be kept before the
@@ -307,17 +307,33 @@ def drift_reasons(
     ):
         reasons: list[str] = []
         if flag:
-            if topic is not None and topic < cfg.topic_threshold:
-                reasons.append(f"drift:topic_changed(similarity {sim:.2f}, shared vocabulary {topic:.2f})")
-            if others or signals:
-                why = ",".join(signals) if signals else "other_detectors"
-                reasons.append(f"drift:content_changed(similarity {sim:.2f}; {why})")
-            if counts is not None and host_abnormal(counts[0], counts[1], cfg):
-                reasons.append(f"drift:host_changed({counts[0]} of {counts[1]} known pages)")
+            reasons = condemning_reasons(sim or 0.0, topic, counts, signals, bool(others), cfg)
             if home is not None:
                 reasons.append(f"drift:moved(similarity {sim:.2f}; a copy of {home})")
         out.append(reasons)
     return out
+
+
+def condemning_reasons(
+    sim: float,
+    topic: float | None,
+    counts: tuple[int, int] | None,
+    signals: list[str],
+    others: bool,
+    cfg: Config,
+) -> list[str]:
+    """The reasons the topic, content and host rules quarantine a drifted page for (none: drift
+    keeps it unless it moved): shared vocabulary under the topic bar, a weak signal (``signals``)
+    or another detector's reason (``others``), an abnormal host (``counts``: drifted, compared)."""
+    reasons: list[str] = []
+    if topic is not None and topic < cfg.topic_threshold:
+        reasons.append(f"drift:topic_changed(similarity {sim:.2f}, shared vocabulary {topic:.2f})")
+    if others or signals:
+        why = ",".join(signals) if signals else "other_detectors"
+        reasons.append(f"drift:content_changed(similarity {sim:.2f}; {why})")
+    if counts is not None and host_abnormal(counts[0], counts[1], cfg):
+        reasons.append(f"drift:host_changed({counts[0]} of {counts[1]} known pages)")
+    return reasons
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +361,7 @@ class DriftDetector:
         self._hosts: dict[str, tuple[int, int]] = {}
         self._rows: list[tuple[str, str] | None] = []  # (id, url) of every row observed, in input order
         self._moved: dict[tuple[str, str], str] = {}  # (id, url) -> the URL whose text it took over
+        self._weak: dict[tuple[str, str], list[str]] = {}  # (id, url) -> weak signals, drifted rows only
         self.summary: dict[str, Any] = {
             "compared": 0,
             "changed": 0,
@@ -371,6 +388,7 @@ class DriftDetector:
         sigs = self._comparable_signatures(texts, sigs, [known.get(urls[i]) for i in rows], rows)
         hosts: list[str | None] = []
         changed: list[bool | None] = []
+        weak = weak_signals(table, self.cfg)
         for i in rows:
             url = urls[i]
             old = known.get(url)
@@ -385,6 +403,8 @@ class DriftDetector:
                 changed_text = sim is not None and sim < self.cfg.threshold
                 topic = topic_similarity(topic_sketch(texts[i] or ""), old.topic) if changed_text else None
             self._seen[(ids[i], url)] = (sim, prev, topic)
+            if sim is not None and sim < self.cfg.threshold and weak[i]:
+                self._weak[(ids[i], url)] = weak[i]
             hosts.append(host_of(url))
             changed.append(None if sim is None else sim < self.cfg.threshold)
         for host, (d, c) in host_shares(hosts, changed).items():
@@ -421,9 +441,10 @@ class DriftDetector:
         whatever the other detectors say) is never its cluster's kept copy: the copy at its home is.
         Among the others, the copy kept is the one with the better claim to the text
         (:func:`claim_ranks`): a URL that did not drift (or is new tonight: no history contradicts
-        it) before one that drifted into the text, and that before one the topic or host rule
-        condemns. Where nothing supports the text (its only copies are condemned or new), input
-        order decides, as before: a condemned page met first takes its copies with it."""
+        it) before one that drifted into the text, and that before one :meth:`flag` will quarantine
+        (:func:`condemning_reasons`, as far as it is known before the decision). Where nothing
+        supports the text (its only copies are condemned or new), input order decides, as before: a
+        condemned page met first takes its copies with it."""
         if not self.cfg.enabled:
             return [False] * len(positions), [0] * len(positions)
         keys = [self._rows[p] for p in positions]
@@ -450,14 +471,15 @@ class DriftDetector:
         return DRIFTED if sim < self.cfg.threshold else CONTINUOUS
 
     def _condemned(self, key: tuple[str, str] | None) -> bool:
-        """Whether the topic or host rule quarantines this (drifted) row."""
+        """Whether :meth:`flag` quarantines this (drifted) row by the topic, content or host rule, as
+        far as is known before the decision: the weak signals of the scored chunk count, the verdicts
+        of the language model and the combiner (reached after dedup) cannot."""
         if key is None:
             return False
-        topic = self._seen.get(key, (None, None, None))[2]
+        sim, _, topic = self._seen.get(key, (None, None, None))
         counts = self._hosts.get(host_of(key[1]) or "")
-        return (topic is not None and topic < self.cfg.topic_threshold) or (
-            counts is not None and host_abnormal(counts[0], counts[1], self.cfg)
-        )
+        signals = self._weak.get(key, [])
+        return bool(condemning_reasons(sim or 0.0, topic, counts, signals, False, self.cfg))
 
     def _lookup_rows(
         self, table: pa.Table

@@ -717,6 +717,24 @@ def test_a_page_swapped_for_another_page_of_its_site_is_quarantined_as_moved(tmp
     assert got["notes@2"][0] == "kept", got["notes@2"]
 
 
+def test_a_drifted_copy_that_drift_quarantines_for_a_weak_signal_does_not_support_its_text(
+    tmp_path: Path,
+) -> None:
+    """The claim ranks use drift's own rule: a URL swapped for a text carrying a weak signal (on its
+    subject: the topic rule cannot tell) is quarantined by drift, so it is no support for the text;
+    the text's only other copy is new tonight, nothing supports it, and input order decides: the
+    swapped page met first takes the new copy with it (not kept as if the text were vouched for)."""
+    site = "https://docs.example.org/page/"
+    swap = page("w-swap", 60) + " Ask cf about it. " + page("w-swap-b", 60)
+    night1 = [(f"p{k}", f"{site}{k}", page(f"p{k}")) for k in range(10)]
+    night2 = [("p0", f"{site}0", swap), ("new", "https://elsewhere.example.com/x", swap), *night1[1:]]
+    got = two_nights(tmp_path, {1: night1, 2: night2})
+    assert got["p0@2"][0] == "quarantined", got["p0@2"]
+    assert any("triggers_weak_distinct" in r for r in got["p0@2"][1]), got["p0@2"]
+    assert got["new@2"] == ("quarantined", ("dedup:copy_of_quarantined",), "p0@2"), got["new@2"]
+    assert all(got[f"p{k}@2"][0] != "quarantined" for k in range(1, 10))
+
+
 class LateVerdict:
     """A context detector standing in for a verdict reached after dedup (the LM's, say): it gives
     the copy ``second`` a worse claim (rank 1) than the others, so dedup keeps a later copy of its
