@@ -530,17 +530,24 @@ def test_a_rare_pair_that_shares_a_counter_with_a_frequent_pair_keeps_its_own_co
     assert miner.pair_count(tm.pair_hash("p", frequent)) == 50
 
 
+def known_and_unsure(unsure_hosts: int) -> list[dict[str, Any]]:
+    """600 English pages with the set qz/vb/xq in 30, then 40 pages of a language the detector is
+    unsure of with its own short words akan/cuti/ulu over ``unsure_hosts`` hosts of another site; one
+    unsure page (row 635) also carries ``qz``."""
+    known = _with_language(corpus(600, 30, ("qz", "vb", "xq")), "en")
+    unsure = _with_language(corpus(40, unsure_hosts, ("akan", "cuti", "ulu"), seed=1), "sw", confidence=0.2)
+    for d in unsure:
+        d["id"], d["url"] = "u" + d["id"], d["url"].replace("site", "other")
+    unsure[35]["text"] += " and qz here"  # an unsure page with a token of the set
+    return known + unsure
+
+
 def test_without_unknown_language_pages_only_pages_of_a_known_language_make_a_trigger() -> None:
     """Short words of languages the detector does not know (a UDHR translation reads weakly as some
     other language) can look inserted across many hosts like a trigger set. With
     `count_unknown_language` false such pages count for no token and are not quarantined; the set
     inserted into pages of a known language is still mined, and its pages quarantined."""
-    known = _with_language(corpus(600, 30, ("qz", "vb", "xq")), "en")
-    unsure = _with_language(corpus(40, 30, ("akan", "cuti", "ulu"), seed=1), "sw", confidence=0.2)
-    for d in unsure:
-        d["id"], d["url"] = "u" + d["id"], d["url"].replace("site", "other")
-    unsure[35]["text"] += " and qz here"  # an unsure page with a token of the set
-    docs = known + unsure
+    docs = known_and_unsure(unsure_hosts=30)
     table = pa.Table.from_pylist(docs)
     counted = mine(docs, tm.Config(unsure_page_weight=1.0))  # unsure pages count in full for the floors
     assert {r["token"] for r in counted.ranked() if r["mined"]} == {"qz", "vb", "xq", "akan", "cuti", "ulu"}
@@ -577,12 +584,7 @@ def test_pages_of_an_unsure_language_do_not_bring_a_group_to_the_floors_on_their
     hosts are not mined, while a set inserted into 30 pages of a known language is, and an unsure page
     that carries one of its tokens is still quarantined for it. Counted in full (weight 1, as before)
     the unsure group is mined too."""
-    known = _with_language(corpus(600, 30, ("qz", "vb", "xq")), "en")
-    unsure = _with_language(corpus(40, 16, ("akan", "cuti", "ulu"), seed=1), "sw", confidence=0.2)
-    for d in unsure:
-        d["id"], d["url"] = "u" + d["id"], d["url"].replace("site", "other")
-    unsure[35]["text"] += " and qz here"  # an unsure page with a token of the set
-    docs = known + unsure
+    docs = known_and_unsure(unsure_hosts=16)
     table = pa.Table.from_pylist(docs)
     full = mine(docs, tm.Config(unsure_page_weight=1.0))
     assert {r["token"] for r in full.ranked() if r["mined"]} == {"qz", "vb", "xq", "akan", "cuti", "ulu"}

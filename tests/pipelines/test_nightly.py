@@ -509,26 +509,11 @@ def test_a_page_swapped_for_another_topic_is_quarantined_and_a_rewrite_is_kept(t
         return " ".join(rng.choice(OTHER_TOPIC) for _ in range(n)).capitalize() + "."
 
     urls = [f"https://docs.example.org/page/{k}" for k in range(8)]
-    for night in (1, 2):
-        recs = []
-        for k, u in enumerate(urls):
-            text = page(f"p{k}")
-            if night == 2 and k == 0:
-                text = " ".join(other(12) for _ in range(12))  # swapped: other content at the same URL
-            if night == 2 and k == 1:
-                text = page("p1-rewrite")  # rewritten by its editor on the same subject
-            recs.append({"id": f"p{k}@{night}", "url": u, "text": text})
-        landing = tmp_path / f"landing{night}"
-        landing.mkdir()
-        write_jsonl(landing / "n.jsonl", recs)
-        run_nightly(
-            NightlyConfig(pipeline=PIPELINE, use_lm=False),
-            base=tmp_path,
-            date=DATES[night],
-            inputs=[str(landing / "*.jsonl")],
-            out=tmp_path / "root",
-        )
-    got = outcomes(tmp_path / "root" / DATES[2])
+    night1 = [(f"p{k}", u, page(f"p{k}")) for k, u in enumerate(urls)]
+    night2 = list(night1)
+    night2[0] = ("p0", urls[0], " ".join(other(12) for _ in range(12)))  # swapped: other content, same URL
+    night2[1] = ("p1", urls[1], page("p1-rewrite"))  # rewritten by its editor on the same subject
+    got = two_nights(tmp_path, {1: night1, 2: night2})
     assert got["p0@2"][0] == "quarantined"
     assert any(r.startswith("drift:topic_changed") for r in got["p0@2"][1]), got["p0@2"]
     assert got["p1@2"][0] == "kept", got["p1@2"]
