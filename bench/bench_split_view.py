@@ -269,7 +269,7 @@ def topic_values(site: str) -> list[float]:
         )
         sim = drift.similarity(drift.text_sha256(new[rel]), np.asarray(sig_new[i]), version, empty)
         if sim is not None and sim < drift.Config().threshold:
-            topic = drift.topic_similarity(drift.topic_sketch(new[rel]), version.topic)
+            topic = drift.topic_similarity(drift.topic_words(new[rel]), version.topic)
             if topic is not None:
                 out.append(topic)
     return out

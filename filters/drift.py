@@ -16,7 +16,8 @@ a URL's text tonight and the last version poisonguard accepted. Ordinary edits c
   documentation site rewrites sentences, renames options and moves sections, but a page about ThinLTO
   still talks about ThinLTO; a page swapped for other content (another site's page, spam, an injected
   article) talks about something else. Measured on real release pairs (bench/bench_split_view.py).
-  The vocabulary is kept as a bottom-k sketch of the page's content words (:func:`topic_sketch`).
+  The vocabulary is kept as a bottom-k sketch of the page's content words (:func:`topic_sketch`); a
+  page of few words (8-19) keeps them all and is judged by the share of them tonight's text keeps.
 * it changed into a copy of a text that another URL serves tonight without an abrupt change of its
   own (``drift:moved``): the text has a home whose history holds it, and this URL took it over. A
   page of a site swapped for another page of the same site keeps the site's vocabulary (the topic
@@ -173,27 +174,45 @@ def similarity(new_sha: str, new_sig: np.ndarray, old: Version, empty_value: int
 
 TOPIC_SKETCH_SIZE = 128  # bottom-k hashes kept per version: 512 bytes, Jaccard error ~0.03 near 0.1
 _TOPIC_WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
-_TOPIC_MIN_WORDS = 20  # fewer distinct content words: no sketch (a stub page says nothing about its topic)
+# A sketch of fewer distinct content words holds every one of them (an exact set, not an estimate).
+# From 20 on it is compared by Jaccard with a sketch of tonight's text; an old version of 8-19 words
+# by containment: the share of its words that reappear in tonight's text (:func:`topic_similarity`).
+# Under 8 no sketch: with the 0.25 bar a page of 8 words must lose 7 of them to count as off topic and
+# a swap must keep 2 of them to pass; with fewer words one renamed word decides (a stub says nothing).
+_TOPIC_MIN_WORDS = 8
+_TOPIC_JACCARD_WORDS = 20
 
 
-def topic_sketch(text: str, size: int = TOPIC_SKETCH_SIZE) -> np.ndarray | None:
-    """The ``size`` smallest 32-bit hashes of the text's distinct content words (letters only, 4+ long,
-    case-folded), sorted; None when the text has fewer than 20 distinct ones."""
+def topic_words(text: str) -> np.ndarray:
+    """The sorted 32-bit hashes of the text's distinct content words (letters only, 4+ long, case-folded)."""
     words = {w.casefold() for w in _TOPIC_WORD.findall(text)}
-    if len(words) < _TOPIC_MIN_WORDS:
-        return None
     hashes = np.fromiter(
         (zlib.crc32(w.encode("utf-8", "surrogatepass")) for w in words), np.uint32, len(words)
     )
-    return np.sort(hashes)[:size]
+    return np.unique(hashes)
+
+
+def topic_sketch(text: str, size: int = TOPIC_SKETCH_SIZE) -> np.ndarray | None:
+    """The ``size`` smallest of :func:`topic_words`; None when the text has fewer than 8 distinct
+    content words. A text of fewer than ``size`` words keeps them all."""
+    words = topic_words(text)
+    return words[:size] if len(words) >= _TOPIC_MIN_WORDS else None
 
 
 def topic_similarity(new: np.ndarray | None, old: np.ndarray | None) -> float | None:
-    """Estimated Jaccard similarity of two texts' content-word sets from their bottom-k sketches:
-    among the k smallest hashes of the union, the share present in both. None when either is missing."""
+    """Shared vocabulary of tonight's text (``new``: its :func:`topic_words`, or its sketch) with the
+    last version (``old``: its stored sketch). An old version of 20+ words: the estimated Jaccard
+    similarity of the two word sets from their bottom-k sketches (among the k smallest hashes of the
+    union, the share present in both); None when tonight's text has under 20. A smaller old version
+    (its sketch is its whole word set): the share of its words present in ``new`` (exact when ``new``
+    is the whole word set). None when either is missing."""
     if new is None or old is None or not len(new) or not len(old):
         return None
-    k = min(len(new), len(old))
+    if len(old) < _TOPIC_JACCARD_WORDS:
+        return float(np.count_nonzero(np.isin(old, new))) / len(old)
+    if len(new) < _TOPIC_JACCARD_WORDS:
+        return None
+    k = min(len(new), len(old), TOPIC_SKETCH_SIZE)
     union = np.union1d(new, old)[:k]
     both = np.intersect1d(np.intersect1d(new, old), union, assume_unique=True)
     return float(len(both)) / len(union)
@@ -401,7 +420,7 @@ class DriftDetector:
                 sim = similarity(text_sha256(texts[i] or ""), sigs[i], old, self._empty)
                 prev = old.date
                 changed_text = sim is not None and sim < self.cfg.threshold
-                topic = topic_similarity(topic_sketch(texts[i] or ""), old.topic) if changed_text else None
+                topic = topic_similarity(topic_words(texts[i] or ""), old.topic) if changed_text else None
             self._seen[(ids[i], url)] = (sim, prev, topic)
             if sim is not None and sim < self.cfg.threshold and weak[i]:
                 self._weak[(ids[i], url)] = weak[i]

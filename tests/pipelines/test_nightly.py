@@ -519,6 +519,41 @@ def test_a_page_swapped_for_another_topic_is_quarantined_and_a_rewrite_is_kept(t
     assert got["p1@2"][0] == "kept", got["p1@2"]
 
 
+MEMBERS = "flags psource reserved alpha bravo charlie delta foxtrot hotel juliet kilo lima".split()
+
+
+def member_list(order: list[str]) -> str:
+    """A generated member-list page: few distinct content words (12), each named twice or more."""
+    return "Member list of struct ident. " + " ".join(f"{m} field {m} member" for m in order) + "."
+
+
+def test_a_small_page_swapped_for_another_topic_is_quarantined_and_its_reordering_kept(
+    tmp_path: Path,
+) -> None:
+    """A page of 8-19 distinct content words has no bottom-k sketch worth a Jaccard estimate; its
+    sketch is its whole word set, judged by the share of it that reappears tonight. Its swap for
+    another site's page is quarantined as topic_changed; the same list reordered (every 5-word
+    shingle new, every word kept) is kept."""
+    rng = random.Random(5)
+    small = member_list(MEMBERS)
+    words = {w.casefold() for w in drift._TOPIC_WORD.findall(small)}
+    assert 8 <= len(words) < 20 and drift.topic_sketch(small) is not None
+    reordered = member_list(sorted(MEMBERS, key=lambda m: m[::-1]))
+    assert drift.topic_similarity(drift.topic_words(reordered), drift.topic_sketch(small)) == 1.0
+    assert drift.topic_sketch("member list of struct ident: flags psource") is None  # under 8 words
+    urls = [f"https://docs.example.org/api/{k}" for k in range(8)]
+    night1 = [(f"p{k}", u, page(f"p{k}")) for k, u in enumerate(urls)]
+    night1[0] = ("p0", urls[0], small)
+    night1[1] = ("p1", urls[1], member_list(MEMBERS[::-1]))
+    night2 = list(night1)
+    night2[0] = ("p0", urls[0], " ".join(rng.choice(OTHER_TOPIC) for _ in range(150)))  # swapped
+    night2[1] = ("p1", urls[1], reordered)  # regenerated in another order: a change, same words
+    got = two_nights(tmp_path, {1: night1, 2: night2})
+    assert got["p0@2"][0] == "quarantined"
+    assert any(r.startswith("drift:topic_changed") for r in got["p0@2"][1]), got["p0@2"]
+    assert got["p1@2"][0] == "kept", got["p1@2"]
+
+
 def listing(first: int, lines: list[str]) -> str:
     """A source listing as a documentation generator renders it: every line led by its number."""
     return "\n".join(f"{first + n} {line}" for n, line in enumerate(lines))
