@@ -84,10 +84,12 @@ def run_filter(
         scored, lm_part = pq.read_table(chunk_files[i]), stages.read_lm_part(run, chunk_files[i])
         return stages.decide_chunk(scored, parts[i], lm_part, cfg, quarantined, context_detectors)
 
-    keys = [p.keys if p.keys is not None else _ids(path) for p, path in zip(parts, chunk_files, strict=True)]
-    quarantined_ids = stages.quarantined_ahead(
-        [(k, p.duplicate_of) for k, p in zip(keys, parts, strict=True)], lambda i: decide(i, set())
-    )
+    quarantined_ids: set[str] = set()
+    if context_detectors:  # only their claim ranks keep a copy after its duplicates (stages.judged_rows)
+        keys = [p.keys if p.keys is not None else _ids(f) for p, f in zip(parts, chunk_files, strict=True)]
+        quarantined_ids = stages.quarantined_ahead(
+            [(k, p.duplicate_of) for k, p in zip(keys, parts, strict=True)], lambda i: decide(i, set())
+        )
     task = run.progress.start("write", total=docs_in, unit="docs")
     for i, part in enumerate(parts):
         output.write(decide(i, quarantined_ids))
