@@ -251,14 +251,13 @@ def _reply_quote(line: str) -> bool:
     return line.lstrip().startswith(">")
 
 
-def _structure(text: str, paragraphs: list[str], tokens: int, min_tokens: int) -> dict[str, Any]:
-    """The signals of sentence and bracket structure (per 1,000 characters where a rate). One
-    quotation mark out of order is excused: a typo, or a passage that begins inside a quotation (a
-    chain leaves many)."""
+def _structure(text: str, own: list[str], tokens: int, min_tokens: int) -> dict[str, Any]:
+    """The signals of sentence and bracket structure (per 1,000 characters where a rate); ``own``:
+    the paragraphs without a reply's quoted lines (:func:`own_paragraphs`). One quotation mark out
+    of order is excused: a typo, or a passage that begins inside a quotation (a chain leaves many)."""
     if tokens < min_tokens:
         return {}
     per_kchar = 1000 / max(1, len(text))
-    own = own_paragraphs(paragraphs)
     out: dict[str, Any] = {
         "quote_errors": max(0, quote_errors(own) - 1) * per_kchar,
         "bracket_errors": bracket_errors(own) * per_kchar,
@@ -275,11 +274,11 @@ def measure(text: str, cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {"content_words": len(content)}
     tokens = [t.strip(_STRIP + ".!?") for t in text.split()]
     tokens = [t for t in tokens if t]
-    paragraphs = [p for p in _PARAGRAPHS.split(text) if p.strip()]
+    own = own_paragraphs([p for p in _PARAGRAPHS.split(text) if p.strip()])
     if len(tokens) >= cfg.min_content_words:
         mixed = sum(1 for t in tokens if _DIGIT.search(t) and _LETTER.search(t))
         out["alnum_mix_share"] = mixed / len(tokens)
-    out |= _structure(text, paragraphs, len(tokens), cfg.min_content_words)
+    out |= _structure(text, own, len(tokens), cfg.min_content_words)
     if len(content) < cfg.min_content_words:
         return out
     n = len(content)
@@ -297,7 +296,7 @@ def measure(text: str, cfg: Config) -> dict[str, Any]:
     if len(ents) >= cfg.min_entities:
         counts = Counter(ents)
         out["entity_reuse"] = sum(c for c in counts.values() if c >= 2) / len(ents)
-    out["quote_imbalance"] = quote_imbalance(own_paragraphs(paragraphs))
+    out["quote_imbalance"] = quote_imbalance(own)
     return out
 
 
