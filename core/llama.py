@@ -117,7 +117,9 @@ def segment_ids(positions: torch.Tensor) -> torch.Tensor:
 
 
 def packed_causal_mask(positions: torch.Tensor) -> torch.Tensor:
-    """(rows, 1, T, T) boolean mask: query i may see key j when j <= i and both are in one window."""
+    """(rows, 1, T, T) boolean mask: query i may see key j when j <= i and both are in one window. The
+    forward pass no longer builds it (it attends window by window, :func:`window_groups`); passed as
+    ``mask`` it gives the same attention, the reference the tests compare that path with."""
     seg = segment_ids(positions)
     width = positions.shape[1]
     causal = torch.ones(width, width, dtype=torch.bool, device=positions.device).tril()
@@ -281,9 +283,9 @@ class Backbone(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Last hidden states (rows, T, hidden) of `input_ids` (rows, T). `position_ids`: the position of
-        each token in its window (windows packed end to end, see :func:`packed_causal_mask`); None: each
-        row is one sequence from position 0. `mask`: who attends to whom when it is not that (with the
-        positions, e.g. :func:`tree_mask`)."""
+        each token in its window (windows packed end to end, each attended alone: :func:`window_groups`);
+        None: each row is one sequence from position 0. `mask`: who attends to whom when it is not that
+        (with the positions, e.g. :func:`tree_mask`)."""
         h = F.embedding(input_ids, self.embed)
         windows = None
         if position_ids is None:
